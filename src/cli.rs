@@ -1,0 +1,306 @@
+//! The command line: `copy` and `sample`. Parses arguments, runs the job, prints the outcome.
+//!
+//! In: argv. Out: progress on stderr, a summary (text, or one JSON object with `--json`) on stdout,
+//! and an exit status: 0 on success, 1 when the job failed, 2 for invalid input, 130 when
+//! interrupted.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{NsMapping, RawSpec, Strategy, DEFAULT_BATCH_SIZE, DEFAULT_WORKERS};
+use crate::copy::{self, CopySummary};
+use crate::mongo::{self, Side};
+use crate::pipeline::{self, synthetic::SyntheticSource, CopyError, EngineOptions, MongoSink};
+use crate::progress::{Progress, ProgressMode};
+use crate::stats::JobStats;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "mongoferry",
+    version,
+    about = "Copy MongoDB collections between databases and clusters"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Copy collections from one server to another (idempotent: safe to run again).
+    Copy(CopyArgs),
+    /// Write generated sample documents into a collection (for demos and benchmarks).
+    Sample(SampleArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CopyArgs {
+    /// Source connection string (mongodb:// or mongodb+srv://).
+    #[arg(long, env = "MONGOFERRY_FROM", hide_env_values = true)]
+    pub from: String,
+    /// Destination connection string.
+    #[arg(long, env = "MONGOFERRY_TO", hide_env_values = true)]
+    pub to: String,
+    /// Namespace to copy, `db.coll[:db2.coll2]` or `db.*[:db2]`; repeatable.
+    #[arg(long = "ns", required = true, value_name = "SRC[:DST]")]
+    pub namespaces: Vec<String>,
+    /// Query in MongoDB Extended JSON selecting the source documents.
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// Concurrent workers writing to the destination.
+    #[arg(long, default_value_t = DEFAULT_WORKERS)]
+    pub workers: usize,
+    /// Documents per batch.
+    #[arg(long, default_value_t = DEFAULT_BATCH_SIZE)]
+    pub batch_size: usize,
+    /// How documents reach the workers: `stream` (documents in `_id` order) or `ids` (workers
+    /// fetch each batch of `_id`s with `$in`).
+    #[arg(long, value_enum, default_value_t = Strategy::default())]
+    pub strategy: Strategy,
+    /// Seconds to wait for each server to answer before giving up.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    pub connect_timeout: f64,
+    /// Print the final summary as one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress display.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SampleArgs {
+    /// Destination connection string.
+    #[arg(long)]
+    pub to: String,
+    /// Collection to fill, `db.coll`.
+    #[arg(long)]
+    pub ns: String,
+    /// Number of documents (`_id` 0 to count-1; existing ones are replaced).
+    #[arg(long, default_value_t = 100_000)]
+    pub count: u64,
+    /// Approximate size of each document in bytes.
+    #[arg(long, default_value_t = 1024)]
+    pub doc_size: usize,
+    /// Drop the collection first.
+    #[arg(long)]
+    pub drop: bool,
+    #[arg(long, default_value_t = 4)]
+    pub workers: usize,
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// Runs the command line and turns the outcome into an exit status.
+pub async fn run(cli: Cli) -> ExitCode {
+    let outcome = match cli.command {
+        Command::Copy(args) => run_copy(args).await,
+        Command::Sample(args) => run_sample(args).await,
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("error: {}", failure.message);
+            ExitCode::from(failure.status)
+        }
+    }
+}
+
+/// A failed command: one line for the operator and an exit status.
+pub struct Failure {
+    message: String,
+    status: u8,
+}
+
+impl From<crate::config::SpecError> for Failure {
+    fn from(e: crate::config::SpecError) -> Self {
+        Failure {
+            message: e.to_string(),
+            status: 2,
+        }
+    }
+}
+
+impl From<CopyError> for Failure {
+    fn from(e: CopyError) -> Self {
+        match e {
+            CopyError::Stopped => Failure {
+                message: "interrupted; the copy is incomplete (run it again to finish)".into(),
+                status: 130,
+            },
+            other => Failure {
+                message: other.to_string(),
+                status: 1,
+            },
+        }
+    }
+}
+
+impl From<crate::mongo::MongoError> for Failure {
+    fn from(e: crate::mongo::MongoError) -> Self {
+        CopyError::from(e).into()
+    }
+}
+
+/// Cancels `token` on Ctrl-C or SIGTERM, so that the job stops after its current batches.
+fn cancel_on_signal(token: CancellationToken) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        #[cfg(unix)]
+        let terminated = term.recv();
+        #[cfg(not(unix))]
+        let terminated = std::future::pending::<Option<()>>();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = terminated => {},
+            _ = token.cancelled() => return,
+        }
+        eprintln!("stopping after the batches in flight…");
+        token.cancel();
+    })
+}
+
+async fn run_copy(args: CopyArgs) -> Result<(), Failure> {
+    let spec = RawSpec {
+        from: args.from,
+        to: args.to,
+        namespaces: args.namespaces,
+        filter: args.filter,
+        workers: Some(args.workers),
+        batch_size: Some(args.batch_size),
+        strategy: Some(args.strategy),
+        connect_timeout_secs: Some(args.connect_timeout),
+    }
+    .validate()?;
+    let prepared = copy::prepare(&spec).await?;
+    if !args.quiet {
+        for (src, dst) in prepared.namespaces() {
+            eprintln!("{src} -> {dst}");
+        }
+    }
+    let mode = if args.quiet {
+        ProgressMode::Quiet
+    } else {
+        ProgressMode::detect()
+    };
+    let progress = Progress::start(prepared.stats(), mode, Duration::from_secs(5));
+    let cancel = CancellationToken::new();
+    let signals = cancel_on_signal(cancel.clone());
+    let outcome = prepared.run(cancel.clone()).await;
+    progress.finish().await;
+    cancel.cancel();
+    let _ = signals.await;
+    let summary = outcome?;
+    print_summary(&summary, args.json);
+    Ok(())
+}
+
+fn print_summary(summary: &CopySummary, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(summary).expect("summary serialises")
+        );
+        return;
+    }
+    for ns in &summary.namespaces {
+        println!(
+            "{} -> {}: {} docs, {}",
+            ns.source,
+            ns.destination,
+            ns.docs,
+            human_bytes(ns.bytes)
+        );
+    }
+    println!(
+        "copied {} docs ({}) in {:.1}s: {:.0} docs/s",
+        summary.docs,
+        human_bytes(summary.bytes),
+        summary.seconds,
+        summary.docs_per_sec
+    );
+}
+
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+async fn run_sample(args: SampleArgs) -> Result<(), Failure> {
+    let ns = match args.ns.parse::<NsMapping>() {
+        Ok(NsMapping::Collection { src, .. }) => src,
+        Ok(_) => {
+            return Err(crate::config::SpecError(vec!["--ns: name one collection".into()]).into())
+        }
+        Err(e) => return Err(crate::config::SpecError(vec![e]).into()),
+    };
+    if args.workers == 0 {
+        return Err(crate::config::SpecError(vec!["--workers must be at least 1".into()]).into());
+    }
+    let client = mongo::connect(
+        Side::Destination,
+        &args.to,
+        args.workers as u32 + 1,
+        Duration::from_secs(10),
+    )
+    .await?;
+    if args.drop {
+        client
+            .database(&ns.db)
+            .collection::<mongodb::bson::Document>(&ns.coll)
+            .drop()
+            .await
+            .map_err(|e| Failure {
+                message: format!("cannot drop {ns}: {e}"),
+                status: 1,
+            })?;
+    }
+    let stats = Arc::new(JobStats::new([(ns.clone(), ns.clone())], args.workers));
+    let tasks = vec![Arc::new(pipeline::NsTask::new(stats.namespaces[0].clone()))];
+    let mode = if args.quiet {
+        ProgressMode::Quiet
+    } else {
+        ProgressMode::detect()
+    };
+    let progress = Progress::start(stats.clone(), mode, Duration::from_secs(5));
+    let outcome = pipeline::run(
+        Arc::new(SyntheticSource {
+            docs: args.count,
+            doc_size: args.doc_size,
+        }),
+        Arc::new(MongoSink::new(client)),
+        tasks,
+        EngineOptions {
+            workers: args.workers,
+            batch_size: 1000,
+            strategy: Strategy::Stream,
+        },
+        stats.clone(),
+        CancellationToken::new(),
+    )
+    .await;
+    progress.finish().await;
+    outcome?;
+    let snap = stats.snapshot();
+    println!(
+        "wrote {} sample docs to {ns} in {:.1}s",
+        snap.docs, snap.seconds
+    );
+    Ok(())
+}

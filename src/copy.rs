@@ -1,0 +1,232 @@
+//! A copy job from start to end: connect, resolve namespaces, run the engine, summarise.
+//!
+//! In: a validated [`CopySpec`]. Out: a [`CopySummary`] (what was copied, how fast), or the first
+//! error. The command line and (later) the service both run jobs through here, so there is one
+//! engine and one set of rules.
+
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use mongodb::bson::{doc, Document};
+use mongodb::Client;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{CopySpec, NsMapping, Strategy};
+use crate::mongo::{self, first_line, MongoError, Namespace, Side};
+use crate::pipeline::{self, CopyError, EngineOptions, MongoSink, MongoSource, NsTask};
+use crate::stats::JobStats;
+
+/// A job that is connected and knows exactly which namespaces it copies.
+pub struct PreparedCopy {
+    source: Arc<MongoSource>,
+    sink: Arc<MongoSink>,
+    tasks: Vec<Arc<NsTask>>,
+    stats: Arc<JobStats>,
+    options: EngineOptions,
+    from: String,
+    to: String,
+}
+
+/// What a finished copy did, as printed by `copy` (and `copy --json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct CopySummary {
+    pub from: String,
+    pub to: String,
+    pub strategy: Strategy,
+    pub workers: usize,
+    pub batch_size: usize,
+    pub namespaces: Vec<NsSummary>,
+    pub docs: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+    pub docs_per_sec: f64,
+    /// Peak resident memory of this process, where the OS tells it.
+    pub peak_rss_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NsSummary {
+    pub source: Namespace,
+    pub destination: Namespace,
+    pub docs: u64,
+    pub bytes: u64,
+}
+
+/// Connects to both clusters and resolves the namespaces; nothing is written yet.
+pub async fn prepare(spec: &CopySpec) -> Result<PreparedCopy, CopyError> {
+    // Workers plus the producer and the counter each hold at most one connection.
+    let pool = spec.workers as u32 + 2;
+    let (source, destination) = tokio::join!(
+        mongo::connect(Side::Source, &spec.from, pool, spec.connect_timeout),
+        mongo::connect(Side::Destination, &spec.to, pool, spec.connect_timeout),
+    );
+    let (source, destination) = (source?, destination?);
+    let pairs = resolve(&source, &spec.namespaces).await?;
+    let stats = Arc::new(JobStats::new(pairs, spec.workers));
+    let tasks = stats
+        .namespaces
+        .iter()
+        .map(|c| Arc::new(NsTask::new(c.clone())))
+        .collect();
+    Ok(PreparedCopy {
+        source: Arc::new(MongoSource::new(source, spec.filter.clone())),
+        sink: Arc::new(MongoSink::new(destination)),
+        tasks,
+        stats,
+        options: EngineOptions {
+            workers: spec.workers,
+            batch_size: spec.batch_size,
+            strategy: spec.strategy,
+        },
+        from: mongo::redact_uri(&spec.from),
+        to: mongo::redact_uri(&spec.to),
+    })
+}
+
+impl PreparedCopy {
+    /// Live counters, for a progress display while [`run`](Self::run) works.
+    pub fn stats(&self) -> Arc<JobStats> {
+        self.stats.clone()
+    }
+
+    pub fn namespaces(&self) -> impl Iterator<Item = (&Namespace, &Namespace)> {
+        self.tasks.iter().map(|t| (&t.source, &t.destination))
+    }
+
+    pub async fn run(self, cancel: CancellationToken) -> Result<CopySummary, CopyError> {
+        pipeline::run(
+            self.source,
+            self.sink,
+            self.tasks,
+            self.options,
+            self.stats.clone(),
+            cancel,
+        )
+        .await?;
+        let snap = self.stats.snapshot();
+        Ok(CopySummary {
+            from: self.from,
+            to: self.to,
+            strategy: self.options.strategy,
+            workers: self.options.workers,
+            batch_size: self.options.batch_size,
+            namespaces: snap
+                .namespaces
+                .iter()
+                .map(|n| NsSummary {
+                    source: n.source.clone(),
+                    destination: n.destination.clone(),
+                    docs: n.docs,
+                    bytes: n.bytes,
+                })
+                .collect(),
+            docs: snap.docs,
+            bytes: snap.bytes,
+            seconds: snap.seconds,
+            docs_per_sec: snap.docs_per_sec,
+            peak_rss_bytes: peak_rss_bytes(),
+        })
+    }
+}
+
+/// Turns `--ns` mappings into concrete (source, destination) pairs, checking the sources exist.
+async fn resolve(
+    source: &Client,
+    mappings: &[NsMapping],
+) -> Result<Vec<(Namespace, Namespace)>, CopyError> {
+    let mut pairs = Vec::new();
+    for mapping in mappings {
+        match mapping {
+            NsMapping::Collection { src, dst } => {
+                let found = list_collections(source, &src.db, doc! { "name": &src.coll }).await?;
+                match found.first() {
+                    None => {
+                        return Err(MongoError::NamespaceNotFound {
+                            side: Side::Source,
+                            ns: src.clone(),
+                        }
+                        .into())
+                    }
+                    Some((_, kind)) if kind != "collection" => {
+                        return Err(CopyError::Mongo(MongoError::Command {
+                            side: Side::Source,
+                            ns: src.clone(),
+                            op: "copy",
+                            reason: format!("{src} is a {kind}, not a collection"),
+                        }))
+                    }
+                    Some(_) => pairs.push((src.clone(), dst.clone())),
+                }
+            }
+            NsMapping::Database { src_db, dst_db } => {
+                let mut names: Vec<String> =
+                    list_collections(source, src_db, doc! { "type": "collection" })
+                        .await?
+                        .into_iter()
+                        .map(|(name, _)| name)
+                        .filter(|name| !name.starts_with("system."))
+                        .collect();
+                if names.is_empty() {
+                    return Err(MongoError::EmptyDatabase {
+                        side: Side::Source,
+                        db: src_db.clone(),
+                    }
+                    .into());
+                }
+                names.sort();
+                pairs.extend(
+                    names
+                        .into_iter()
+                        .map(|c| (Namespace::new(src_db, &c), Namespace::new(dst_db, c))),
+                );
+            }
+        }
+    }
+    Ok(pairs)
+}
+
+/// (name, type) of the collections of `db` matching `filter`.
+async fn list_collections(
+    client: &Client,
+    db: &str,
+    filter: Document,
+) -> Result<Vec<(String, String)>, CopyError> {
+    let failed = |e: mongodb::error::Error| {
+        CopyError::Mongo(MongoError::Command {
+            side: Side::Source,
+            ns: Namespace::new(db, "*"),
+            op: "listCollections",
+            reason: first_line(&e.to_string()),
+        })
+    };
+    let specs: Vec<_> = client
+        .database(db)
+        .list_collections()
+        .filter(filter)
+        .await
+        .map_err(failed)?
+        .try_collect()
+        .await
+        .map_err(failed)?;
+    Ok(specs
+        .into_iter()
+        .map(|s| {
+            let kind = match s.collection_type {
+                mongodb::results::CollectionType::Collection => "collection",
+                mongodb::results::CollectionType::View => "view",
+                mongodb::results::CollectionType::Timeseries => "timeseries collection",
+                _ => "special collection",
+            };
+            (s.name, kind.to_string())
+        })
+        .collect())
+}
+
+/// The process's peak resident set size (Linux `VmHWM`).
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}

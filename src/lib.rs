@@ -1,0 +1,26 @@
+//! mongoferry copies MongoDB collections between databases and clusters.
+//!
+//! A producer streams the source in `_id` order into a bounded in-process queue; a pool of workers
+//! takes batches off it (fetching documents by `_id` when the queue carries only ids) and writes
+//! them to the destination idempotently. One client per cluster is reused for the whole run.
+//!
+//! # Layout
+//!
+//! - [`cli`]: the command line (`copy`, `sample`), exit statuses and the printed summary.
+//! - [`config`]: user input to a validated [`config::CopySpec`], every problem reported at once.
+//! - [`copy`]: one copy job end to end: connect, resolve namespaces, run the engine, summarise.
+//! - [`mongo`]: clients, namespaces, credential redaction, error classification.
+//! - [`pipeline`]: the engine — [`pipeline::source`] → [`pipeline::queue`] → [`pipeline::worker`]
+//!   → [`pipeline::sink`], plus a synthetic source and null sink to measure the engine itself.
+//! - [`stats`]: per-namespace and per-worker counters and their snapshots.
+//! - [`progress`]: progress bars or log lines drawn from the stats.
+//! - [`test_server`]: starts SecantusDB test servers (used by the tests, the benchmark and demos).
+
+pub mod cli;
+pub mod config;
+pub mod copy;
+pub mod mongo;
+pub mod pipeline;
+pub mod progress;
+pub mod stats;
+pub mod test_server;

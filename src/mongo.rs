@@ -1,0 +1,270 @@
+//! Talking to MongoDB: namespaces, client building, credential redaction and error classification.
+//!
+//! In: connection strings and namespace text. Out: one [`Client`] per cluster (a connection pool
+//! sized to the workers, reused for the whole run), [`Namespace`] values, and [`MongoError`]s that
+//! say which side failed and why, with credentials removed.
+
+use std::fmt;
+use std::time::Duration;
+
+use mongodb::error::{ErrorKind, WriteFailure};
+use mongodb::options::ClientOptions;
+use mongodb::Client;
+use serde::Serialize;
+
+/// Which cluster an operation talks to; errors name it so the operator knows where to look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    Source,
+    Destination,
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Side::Source => "source",
+            Side::Destination => "destination",
+        })
+    }
+}
+
+/// A database and collection name pair, displayed as `db.collection`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(into = "String")]
+pub struct Namespace {
+    pub db: String,
+    pub coll: String,
+}
+
+impl Namespace {
+    pub fn new(db: impl Into<String>, coll: impl Into<String>) -> Self {
+        Namespace {
+            db: db.into(),
+            coll: coll.into(),
+        }
+    }
+}
+
+impl fmt::Display for Namespace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.db, self.coll)
+    }
+}
+
+impl From<Namespace> for String {
+    fn from(ns: Namespace) -> String {
+        ns.to_string()
+    }
+}
+
+/// Errors of the MongoDB layer. Every message names the side and carries a redacted URI at most.
+#[derive(Debug, thiserror::Error)]
+pub enum MongoError {
+    #[error("invalid {side} URI {uri}: {reason}")]
+    InvalidUri {
+        side: Side,
+        uri: String,
+        reason: String,
+    },
+    #[error("{side} server {uri} unreachable within {timeout:?}: {reason}")]
+    Unreachable {
+        side: Side,
+        uri: String,
+        timeout: Duration,
+        reason: String,
+    },
+    #[error("authentication to the {side} server {uri} failed: {reason}")]
+    Auth {
+        side: Side,
+        uri: String,
+        reason: String,
+    },
+    #[error("namespace {ns} not found on the {side}")]
+    NamespaceNotFound { side: Side, ns: Namespace },
+    #[error("database {db} on the {side} has no collections")]
+    EmptyDatabase { side: Side, db: String },
+    #[error("bad filter for {ns}: {reason}")]
+    BadFilter { ns: Namespace, reason: String },
+    #[error("{op} on {side} {ns} failed: {reason}")]
+    Command {
+        side: Side,
+        ns: Namespace,
+        op: &'static str,
+        reason: String,
+    },
+}
+
+/// Replaces the password of a `mongodb://user:password@host` URI with `***`; a URI without
+/// credentials comes back unchanged. Used for every URI that reaches a log, an error or a summary.
+pub fn redact_uri(uri: &str) -> String {
+    let Some(scheme_end) = uri.find("://") else {
+        return uri.to_string();
+    };
+    let rest = &uri[scheme_end + 3..];
+    // The authority ends at the first '/' or '?'; credentials end at its last '@'.
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return uri.to_string();
+    };
+    let user = match authority[..at].find(':') {
+        Some(colon) => format!("{}:***", &authority[..colon]),
+        None => authority[..at].to_string(),
+    };
+    format!("{}{}@{}", &uri[..scheme_end + 3], user, &rest[at + 1..])
+}
+
+/// Server error codes that mean "the server said no", as opposed to a transport failure.
+pub const DUPLICATE_KEY: i32 = 11000;
+const UNAUTHORIZED: i32 = 13;
+const AUTHENTICATION_FAILED: i32 = 18;
+const BAD_VALUE: i32 = 2;
+const FAILED_TO_PARSE: i32 = 9;
+const INVALID_OPTIONS: i32 = 72;
+const NAMESPACE_EXISTS: i32 = 48;
+
+/// The server's error code of a command failure, if the error carries one.
+pub fn error_code(err: &mongodb::error::Error) -> Option<i32> {
+    match err.kind.as_ref() {
+        ErrorKind::Command(c) => Some(c.code),
+        ErrorKind::Write(WriteFailure::WriteError(w)) => Some(w.code),
+        _ => None,
+    }
+}
+
+/// True when the server rejected a query as malformed (a bad filter), not a transport failure.
+pub fn is_bad_query(err: &mongodb::error::Error) -> bool {
+    matches!(
+        error_code(err),
+        Some(BAD_VALUE | FAILED_TO_PARSE | INVALID_OPTIONS)
+    )
+}
+
+/// True when a createCollection failed only because the collection already exists.
+pub fn is_namespace_exists(err: &mongodb::error::Error) -> bool {
+    error_code(err) == Some(NAMESPACE_EXISTS)
+}
+
+/// Builds one client for a cluster, sized for `pool_size` concurrent operations, and checks within
+/// `timeout` that the server answers and accepts the credentials.
+pub async fn connect(
+    side: Side,
+    uri: &str,
+    pool_size: u32,
+    timeout: Duration,
+) -> Result<Client, MongoError> {
+    let redacted = redact_uri(uri);
+    let mut options = ClientOptions::parse(uri)
+        .await
+        .map_err(|e| MongoError::InvalidUri {
+            side,
+            uri: redacted.clone(),
+            reason: strip_uri(&e.to_string(), uri),
+        })?;
+    options.app_name.get_or_insert_with(|| "mongoferry".into());
+    options.max_pool_size = Some(pool_size.max(1));
+    options.server_selection_timeout = Some(timeout);
+    options.connect_timeout.get_or_insert(timeout);
+    let client = Client::with_options(options).map_err(|e| MongoError::InvalidUri {
+        side,
+        uri: redacted.clone(),
+        reason: strip_uri(&e.to_string(), uri),
+    })?;
+    // The ping runs in its own task so that a stuck server never leaves a dropped driver future.
+    let ping_client = client.clone();
+    let ping = tokio::spawn(async move {
+        ping_client
+            .database("admin")
+            .run_command(mongodb::bson::doc! { "ping": 1 })
+            .await
+    });
+    let outcome = tokio::time::timeout(timeout + Duration::from_secs(5), ping).await;
+    let reason = match outcome {
+        Ok(Ok(Ok(_))) => return Ok(client),
+        Ok(Ok(Err(e))) => {
+            if is_auth_failure(&e) {
+                return Err(MongoError::Auth {
+                    side,
+                    uri: redacted,
+                    reason: first_line(&strip_uri(&e.to_string(), uri)),
+                });
+            }
+            first_line(&strip_uri(&e.to_string(), uri))
+        }
+        Ok(Err(join)) => join.to_string(),
+        Err(_) => "no answer to ping".to_string(),
+    };
+    Err(MongoError::Unreachable {
+        side,
+        uri: redacted,
+        timeout,
+        reason,
+    })
+}
+
+fn is_auth_failure(err: &mongodb::error::Error) -> bool {
+    matches!(err.kind.as_ref(), ErrorKind::Authentication { .. })
+        || matches!(error_code(err), Some(UNAUTHORIZED | AUTHENTICATION_FAILED))
+}
+
+/// Driver errors can quote the URI they were given; never let its password through.
+pub fn strip_uri(message: &str, uri: &str) -> String {
+    let mut out = message.replace(uri, &redact_uri(uri));
+    if let Some(password) = password_of(uri) {
+        if !password.is_empty() {
+            out = out.replace(&password, "***");
+        }
+    }
+    out
+}
+
+fn password_of(uri: &str) -> Option<String> {
+    let rest = &uri[uri.find("://")? + 3..];
+    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+    let userinfo = &authority[..authority.rfind('@')?];
+    Some(userinfo[userinfo.find(':')? + 1..].to_string())
+}
+
+/// Driver errors are long; the first line (and a bounded length) is what an operator needs.
+pub fn first_line(message: &str) -> String {
+    let line = message.lines().next().unwrap_or("");
+    if line.len() > 400 {
+        let mut end = 400;
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}…", &line[..end])
+    } else {
+        line.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords_only() {
+        assert_eq!(
+            redact_uri("mongodb://alice:s3cret@db1:27017,db2/admin?tls=true"),
+            "mongodb://alice:***@db1:27017,db2/admin?tls=true"
+        );
+        assert_eq!(
+            redact_uri("mongodb+srv://bob:p%40ss@cluster.example.net"),
+            "mongodb+srv://bob:***@cluster.example.net"
+        );
+        assert_eq!(redact_uri("mongodb://h:1/?x=1"), "mongodb://h:1/?x=1");
+        assert_eq!(redact_uri("mongodb://carol@h"), "mongodb://carol@h");
+        assert_eq!(redact_uri("not a uri"), "not a uri");
+    }
+
+    #[test]
+    fn strips_password_from_messages() {
+        let uri = "mongodb://alice:s3cret@h:1";
+        let msg = format!("failed to parse {uri}; password s3cret rejected");
+        let out = strip_uri(&msg, uri);
+        assert!(!out.contains("s3cret"), "{out}");
+        assert!(out.contains("alice:***@h:1"));
+    }
+}

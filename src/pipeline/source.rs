@@ -1,0 +1,217 @@
+//! The producer stage: reads a namespace in `_id` order and fills the queue.
+//!
+//! In: a namespace task and the job's filter. Out: sorted batches on the queue — `_id`s only
+//! ([`Strategy::Ids`], workers fetch the documents) or whole raw documents ([`Strategy::Stream`]).
+//! Also the fetch half of the id strategy: a batch of `_id`s in, their raw documents out.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use mongodb::bson::{doc, Bson, Document, RawBson, RawDocumentBuf};
+use mongodb::Client;
+
+use super::queue::{NsTask, Payload, QueueSender};
+use super::CopyError;
+use crate::config::Strategy;
+use crate::mongo::{first_line, is_bad_query, MongoError, Namespace, Side};
+
+/// Largest batch of documents, in bytes, the producer puts on the queue (a bound on memory).
+pub const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
+
+/// Where documents come from. The engine is generic over it so that its own overhead can be
+/// measured with a synthetic source.
+pub trait Source: Send + Sync + 'static {
+    /// How many documents the namespace is expected to yield, for progress and ETA.
+    fn count(&self, ns: &Namespace) -> impl Future<Output = Result<u64, CopyError>> + Send;
+
+    /// Streams the namespace into the queue in batches of at most `batch_size` documents.
+    /// Returns when every batch is queued, or with [`CopyError::Stopped`] if the queue closed.
+    fn produce(
+        &self,
+        task: &Arc<NsTask>,
+        strategy: Strategy,
+        batch_size: usize,
+        queue: &QueueSender,
+    ) -> impl Future<Output = Result<(), CopyError>> + Send;
+
+    /// The raw documents of a batch of `_id`s (those still present).
+    fn fetch(
+        &self,
+        ns: &Namespace,
+        ids: Vec<RawBson>,
+    ) -> impl Future<Output = Result<Vec<RawDocumentBuf>, CopyError>> + Send;
+}
+
+/// Accumulates documents into batches bounded by count and bytes.
+pub struct BatchBuilder {
+    batch_size: usize,
+    docs: Vec<RawDocumentBuf>,
+    bytes: usize,
+}
+
+impl BatchBuilder {
+    pub fn new(batch_size: usize) -> Self {
+        BatchBuilder {
+            batch_size,
+            docs: Vec::with_capacity(batch_size),
+            bytes: 0,
+        }
+    }
+
+    /// Adds a document; returns a full batch when one is ready.
+    pub fn push(&mut self, doc: RawDocumentBuf) -> Option<Vec<RawDocumentBuf>> {
+        let len = doc.as_bytes().len();
+        let full = if !self.docs.is_empty() && self.bytes + len > MAX_BATCH_BYTES {
+            Some(self.take())
+        } else {
+            None
+        };
+        self.bytes += len;
+        self.docs.push(doc);
+        if full.is_none() && self.docs.len() >= self.batch_size {
+            return Some(self.take());
+        }
+        full
+    }
+
+    pub fn take(&mut self) -> Vec<RawDocumentBuf> {
+        self.bytes = 0;
+        std::mem::replace(&mut self.docs, Vec::with_capacity(self.batch_size))
+    }
+}
+
+/// A MongoDB source cluster.
+pub struct MongoSource {
+    client: Client,
+    filter: Document,
+}
+
+impl MongoSource {
+    pub fn new(client: Client, filter: Option<Document>) -> Self {
+        MongoSource {
+            client,
+            filter: filter.unwrap_or_default(),
+        }
+    }
+
+    fn collection(&self, ns: &Namespace) -> mongodb::Collection<RawDocumentBuf> {
+        self.client.database(&ns.db).collection(&ns.coll)
+    }
+
+    fn read_error(&self, ns: &Namespace, op: &'static str, e: mongodb::error::Error) -> CopyError {
+        if is_bad_query(&e) {
+            MongoError::BadFilter {
+                ns: ns.clone(),
+                reason: first_line(&e.to_string()),
+            }
+            .into()
+        } else {
+            MongoError::Command {
+                side: Side::Source,
+                ns: ns.clone(),
+                op,
+                reason: first_line(&e.to_string()),
+            }
+            .into()
+        }
+    }
+}
+
+impl Source for MongoSource {
+    async fn count(&self, ns: &Namespace) -> Result<u64, CopyError> {
+        let coll = self.collection(ns);
+        let counted = if self.filter.is_empty() {
+            coll.estimated_document_count().await
+        } else {
+            coll.count_documents(self.filter.clone()).await
+        };
+        counted.map_err(|e| self.read_error(ns, "count", e))
+    }
+
+    async fn produce(
+        &self,
+        task: &Arc<NsTask>,
+        strategy: Strategy,
+        batch_size: usize,
+        queue: &QueueSender,
+    ) -> Result<(), CopyError> {
+        let ns = &task.source;
+        let collection = self.collection(ns);
+        let find = collection.find(self.filter.clone()).sort(doc! { "_id": 1 });
+        let mut cursor = match strategy {
+            // Ids are tiny: ask for many per round trip.
+            Strategy::Ids => find.projection(doc! { "_id": 1 }).batch_size(10_000).await,
+            Strategy::Stream => {
+                find.batch_size(batch_size.min(u32::MAX as usize) as u32)
+                    .await
+            }
+        }
+        .map_err(|e| self.read_error(ns, "find", e))?;
+
+        match strategy {
+            Strategy::Ids => {
+                let mut ids = Vec::with_capacity(batch_size);
+                while let Some(doc) = cursor
+                    .try_next()
+                    .await
+                    .map_err(|e| self.read_error(ns, "find", e))?
+                {
+                    ids.push(id_of(&doc, ns)?);
+                    if ids.len() >= batch_size {
+                        let full = std::mem::replace(&mut ids, Vec::with_capacity(batch_size));
+                        queue.send(task, Payload::Ids(full)).await?;
+                    }
+                }
+                queue.send(task, Payload::Ids(ids)).await?;
+            }
+            Strategy::Stream => {
+                let mut batch = BatchBuilder::new(batch_size);
+                while let Some(doc) = cursor
+                    .try_next()
+                    .await
+                    .map_err(|e| self.read_error(ns, "find", e))?
+                {
+                    if let Some(full) = batch.push(doc) {
+                        queue.send(task, Payload::Docs(full)).await?;
+                    }
+                }
+                queue.send(task, Payload::Docs(batch.take())).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn fetch(
+        &self,
+        ns: &Namespace,
+        ids: Vec<RawBson>,
+    ) -> Result<Vec<RawDocumentBuf>, CopyError> {
+        let wanted = ids.len();
+        let ids = ids
+            .into_iter()
+            .map(Bson::try_from)
+            .collect::<Result<Vec<Bson>, _>>()
+            .map_err(|e| CopyError::Internal(format!("undecodable _id: {e}")))?;
+        let cursor = self
+            .collection(ns)
+            .find(doc! { "_id": { "$in": ids } })
+            .batch_size(wanted.min(u32::MAX as usize) as u32)
+            .await
+            .map_err(|e| self.read_error(ns, "fetch", e))?;
+        cursor
+            .try_collect()
+            .await
+            .map_err(|e| self.read_error(ns, "fetch", e))
+    }
+}
+
+/// The `_id` of a raw document; a document without one cannot be copied by id.
+pub fn id_of(doc: &RawDocumentBuf, ns: &Namespace) -> Result<RawBson, CopyError> {
+    match doc.get("_id") {
+        Ok(Some(id)) => Ok(id.to_raw_bson()),
+        _ => Err(CopyError::Internal(format!(
+            "a document of {ns} has no readable _id"
+        ))),
+    }
+}

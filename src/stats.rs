@@ -1,0 +1,250 @@
+//! Counters of a running copy and serialisable snapshots of them.
+//!
+//! In: the pipeline stages bump atomics once per batch (never per document). Out: [`JobSnapshot`],
+//! a consistent-enough view for progress bars, summaries and (later) the API.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::mongo::Namespace;
+
+const UNKNOWN: u64 = u64::MAX;
+
+/// Progress of one namespace pair.
+#[derive(Debug)]
+pub struct NsCounters {
+    pub source: Namespace,
+    pub destination: Namespace,
+    expected: AtomicU64,
+    docs: AtomicU64,
+    bytes: AtomicU64,
+    finished: AtomicBool,
+}
+
+impl NsCounters {
+    pub fn new(source: Namespace, destination: Namespace) -> Self {
+        NsCounters {
+            source,
+            destination,
+            expected: AtomicU64::new(UNKNOWN),
+            docs: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            finished: AtomicBool::new(false),
+        }
+    }
+
+    pub fn set_expected(&self, n: u64) {
+        self.expected.store(n, Relaxed);
+    }
+
+    pub fn add_written(&self, docs: u64, bytes: u64) {
+        self.docs.fetch_add(docs, Relaxed);
+        self.bytes.fetch_add(bytes, Relaxed);
+    }
+
+    pub fn mark_finished(&self) {
+        self.finished.store(true, Relaxed);
+    }
+
+    pub fn snapshot(&self, elapsed: Duration) -> NsSnapshot {
+        let expected = self.expected.load(Relaxed);
+        let docs = self.docs.load(Relaxed);
+        let finished = self.finished.load(Relaxed);
+        NsSnapshot {
+            source: self.source.clone(),
+            destination: self.destination.clone(),
+            // A count taken at the start is an estimate; never show more done than expected.
+            expected: (expected != UNKNOWN)
+                .then(|| if finished { docs } else { expected.max(docs) }),
+            docs,
+            bytes: self.bytes.load(Relaxed),
+            finished,
+            docs_per_sec: rate(docs, elapsed),
+        }
+    }
+}
+
+/// Per-worker counters, for telling a slow worker from a slow server.
+#[derive(Debug, Default)]
+pub struct WorkerCounters {
+    docs: AtomicU64,
+    batches: AtomicU64,
+    fetch_micros: AtomicU64,
+    write_micros: AtomicU64,
+}
+
+impl WorkerCounters {
+    pub fn record_batch(&self, docs: u64, fetch: Duration, write: Duration) {
+        self.docs.fetch_add(docs, Relaxed);
+        self.batches.fetch_add(1, Relaxed);
+        self.fetch_micros
+            .fetch_add(fetch.as_micros() as u64, Relaxed);
+        self.write_micros
+            .fetch_add(write.as_micros() as u64, Relaxed);
+    }
+
+    fn snapshot(&self, id: usize) -> WorkerSnapshot {
+        let batches = self.batches.load(Relaxed);
+        let mean_ms = |micros: &AtomicU64| {
+            if batches == 0 {
+                0.0
+            } else {
+                micros.load(Relaxed) as f64 / batches as f64 / 1000.0
+            }
+        };
+        WorkerSnapshot {
+            id,
+            docs: self.docs.load(Relaxed),
+            batches,
+            mean_fetch_ms: mean_ms(&self.fetch_micros),
+            mean_write_ms: mean_ms(&self.write_micros),
+        }
+    }
+}
+
+/// Everything counted about one copy.
+#[derive(Debug)]
+pub struct JobStats {
+    started: Instant,
+    pub namespaces: Vec<Arc<NsCounters>>,
+    pub workers: Vec<Arc<WorkerCounters>>,
+    /// Batches put on the queue and taken off it; their difference is the queue depth.
+    pub batches_queued: AtomicU64,
+    pub batches_taken: AtomicU64,
+}
+
+impl JobStats {
+    pub fn new(pairs: impl IntoIterator<Item = (Namespace, Namespace)>, workers: usize) -> Self {
+        JobStats {
+            started: Instant::now(),
+            namespaces: pairs
+                .into_iter()
+                .map(|(s, d)| Arc::new(NsCounters::new(s, d)))
+                .collect(),
+            workers: (0..workers).map(|_| Default::default()).collect(),
+            batches_queued: AtomicU64::new(0),
+            batches_taken: AtomicU64::new(0),
+        }
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    pub fn snapshot(&self) -> JobSnapshot {
+        let elapsed = self.elapsed();
+        let namespaces: Vec<NsSnapshot> = self
+            .namespaces
+            .iter()
+            .map(|n| n.snapshot(elapsed))
+            .collect();
+        let docs = namespaces.iter().map(|n| n.docs).sum();
+        let expected = namespaces.iter().map(|n| n.expected).sum::<Option<u64>>();
+        JobSnapshot {
+            docs,
+            bytes: namespaces.iter().map(|n| n.bytes).sum(),
+            expected,
+            seconds: elapsed.as_secs_f64(),
+            docs_per_sec: rate(docs, elapsed),
+            queue_depth: self
+                .batches_queued
+                .load(Relaxed)
+                .saturating_sub(self.batches_taken.load(Relaxed)),
+            workers: self
+                .workers
+                .iter()
+                .enumerate()
+                .map(|(i, w)| w.snapshot(i))
+                .collect(),
+            namespaces,
+        }
+    }
+}
+
+fn rate(n: u64, elapsed: Duration) -> f64 {
+    let secs = elapsed.as_secs_f64();
+    if secs > 0.0 {
+        n as f64 / secs
+    } else {
+        0.0
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NsSnapshot {
+    pub source: Namespace,
+    pub destination: Namespace,
+    pub expected: Option<u64>,
+    pub docs: u64,
+    pub bytes: u64,
+    pub finished: bool,
+    pub docs_per_sec: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerSnapshot {
+    pub id: usize,
+    pub docs: u64,
+    pub batches: u64,
+    pub mean_fetch_ms: f64,
+    pub mean_write_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct JobSnapshot {
+    pub docs: u64,
+    pub bytes: u64,
+    pub expected: Option<u64>,
+    pub seconds: f64,
+    pub docs_per_sec: f64,
+    pub queue_depth: u64,
+    pub namespaces: Vec<NsSnapshot>,
+    pub workers: Vec<WorkerSnapshot>,
+}
+
+impl JobSnapshot {
+    /// Time left at the average rate so far, when the total is known.
+    pub fn eta(&self) -> Option<Duration> {
+        let left = self.expected?.saturating_sub(self.docs);
+        (self.docs_per_sec > 0.0).then(|| Duration::from_secs_f64(left as f64 / self.docs_per_sec))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_sums_namespaces_and_queue_depth() {
+        let stats = JobStats::new(
+            [
+                (Namespace::new("a", "x"), Namespace::new("a", "x")),
+                (Namespace::new("a", "y"), Namespace::new("b", "y")),
+            ],
+            2,
+        );
+        stats.namespaces[0].set_expected(10);
+        stats.namespaces[0].add_written(4, 400);
+        stats.namespaces[1].set_expected(5);
+        stats.namespaces[1].add_written(5, 50);
+        stats.batches_queued.store(7, Relaxed);
+        stats.batches_taken.store(5, Relaxed);
+        stats.workers[1].record_batch(9, Duration::from_millis(2), Duration::from_millis(4));
+        let snap = stats.snapshot();
+        assert_eq!((snap.docs, snap.bytes, snap.expected), (9, 450, Some(15)));
+        assert_eq!(snap.queue_depth, 2);
+        assert_eq!(snap.workers[1].batches, 1);
+        assert_eq!(snap.workers[1].mean_write_ms, 4.0);
+    }
+
+    #[test]
+    fn expected_never_below_done() {
+        let ns = NsCounters::new(Namespace::new("a", "x"), Namespace::new("a", "x"));
+        ns.set_expected(3);
+        ns.add_written(5, 5);
+        assert_eq!(ns.snapshot(Duration::from_secs(1)).expected, Some(5));
+    }
+}

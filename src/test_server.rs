@@ -1,0 +1,148 @@
+//! Starts SecantusDB test servers as child processes on free ports.
+//!
+//! In: nothing but the project's venv (`scripts/setup-test-env.sh` installs `secantusdb` into
+//! `.venv/`). Out: a [`TestServer`] with a `mongodb://` URI; dropping it kills the server, and the
+//! server is also killed by the kernel if the process that started it dies (so a failed or killed
+//! test never leaves one behind). Used by the integration tests, the benchmark and the demo.
+
+use std::io::{self, Read};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a server may take to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct TestServer {
+    child: Child,
+    pub port: u16,
+    pub uri: String,
+    log: tempfile::NamedTempFile,
+    _storage: tempfile::TempDir,
+}
+
+/// The SecantusDB launcher: `$MONGOFERRY_SECANTUSD`, else the project's venv.
+pub fn secantusd_path() -> PathBuf {
+    std::env::var_os("MONGOFERRY_SECANTUSD")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/secantusd-py"))
+}
+
+impl TestServer {
+    /// Starts an in-memory server.
+    pub fn start() -> io::Result<Self> {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with extra flags (e.g. `--enable-test-commands`, `--auth`).
+    pub fn start_with(extra: &[&str]) -> io::Result<Self> {
+        let mut last_error = None;
+        // A free port can be taken by someone else before the server binds it: try a few.
+        for _ in 0..3 {
+            match Self::try_start(extra) {
+                Ok(server) => return Ok(server),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.expect("at least one attempt"))
+    }
+
+    fn try_start(extra: &[&str]) -> io::Result<Self> {
+        let exe = secantusd_path();
+        if !exe.exists() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!(
+                    "{} not found: run `bash scripts/setup-test-env.sh` (or set MONGOFERRY_SECANTUSD)",
+                    exe.display()
+                ),
+            ));
+        }
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let storage = tempfile::tempdir()?;
+        let log = tempfile::NamedTempFile::new()?;
+        let mut command = Command::new(&exe);
+        command
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .arg("--storage-path")
+            .arg(storage.path())
+            .args(["--log-level", "WARNING"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(log.reopen()?)
+            .stderr(log.reopen()?);
+        kill_with_parent(&mut command);
+        let child = command.spawn()?;
+        let mut server = TestServer {
+            child,
+            port,
+            uri: format!("mongodb://127.0.0.1:{port}/?directConnection=true"),
+            log,
+            _storage: storage,
+        };
+        server.wait_listening()?;
+        Ok(server)
+    }
+
+    fn wait_listening(&mut self) -> io::Result<()> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                return Err(io::Error::other(format!(
+                    "test server exited with {status}: {}",
+                    self.log_text()
+                )));
+            }
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "test server did not listen within {START_TIMEOUT:?}: {}",
+                self.log_text()
+            ),
+        ))
+    }
+
+    /// What the server printed so far (for failure messages).
+    pub fn log_text(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut f) = self.log.reopen() {
+            let _ = f.read_to_string(&mut text);
+        }
+        text
+    }
+
+    /// The process id, e.g. to stop or pause the server from a test.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn kill_with_parent(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and touches only the child being started.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn kill_with_parent(_command: &mut Command) {}
