@@ -30,25 +30,37 @@ pub fn secantusd_path() -> PathBuf {
 }
 
 impl TestServer {
-    /// Starts an in-memory server.
+    /// Starts a server.
     pub fn start() -> io::Result<Self> {
         Self::start_with(&[])
     }
 
     /// Starts a server with extra flags (e.g. `--enable-test-commands`, `--auth`).
     pub fn start_with(extra: &[&str]) -> io::Result<Self> {
-        let mut last_error = None;
-        // A free port can be taken by someone else before the server binds it: try a few.
-        for _ in 0..3 {
-            match Self::try_start(extra) {
-                Ok(server) => return Ok(server),
-                Err(e) => last_error = Some(e),
-            }
-        }
-        Err(last_error.expect("at least one attempt"))
+        Ok(Self::start_many(1, extra)?.remove(0))
     }
 
-    fn try_start(extra: &[&str]) -> io::Result<Self> {
+    /// Starts `n` servers at once (each takes a moment to boot). They are started from the
+    /// calling thread on purpose: a server dies with the thread that started it.
+    pub fn start_many(n: usize, extra: &[&str]) -> io::Result<Vec<Self>> {
+        let mut servers = (0..n)
+            .map(|_| Self::spawn(extra))
+            .collect::<io::Result<Vec<_>>>()?;
+        for server in &mut servers {
+            // A free port can be taken by someone else before the server binds it: retry.
+            let mut attempts = 1;
+            while let Err(e) = server.wait_listening() {
+                if attempts == 3 {
+                    return Err(e);
+                }
+                attempts += 1;
+                *server = Self::spawn(extra)?;
+            }
+        }
+        Ok(servers)
+    }
+
+    fn spawn(extra: &[&str]) -> io::Result<Self> {
         let exe = secantusd_path();
         if !exe.exists() {
             return Err(io::Error::new(
@@ -74,15 +86,13 @@ impl TestServer {
             .stderr(log.reopen()?);
         kill_with_parent(&mut command);
         let child = command.spawn()?;
-        let mut server = TestServer {
+        Ok(TestServer {
             child,
             port,
             uri: format!("mongodb://127.0.0.1:{port}/?directConnection=true"),
             log,
             _storage: storage,
-        };
-        server.wait_listening()?;
-        Ok(server)
+        })
     }
 
     fn wait_listening(&mut self) -> io::Result<()> {

@@ -1,0 +1,225 @@
+//! Shared harness of the integration tests.
+//!
+//! Each test gets a [`TestEnv`]: two SecantusDB servers started on free ports (source and
+//! destination), killed when the env drops — also when the test fails. With
+//! `MONGOFERRY_TEST_URI` set, the same tests run against that server instead, for both sides, in
+//! databases named uniquely per test and dropped afterwards.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::TryStreamExt;
+use mongodb::bson::{doc, Document, RawDocumentBuf};
+use mongodb::Client;
+use mongoferry::test_server::TestServer;
+
+/// Upper bound of any single test body.
+pub const TEST_TIMEOUT: Duration = Duration::from_secs(150);
+
+pub struct TestEnv {
+    pub src: String,
+    pub dst: String,
+    prefix: String,
+    shared: bool,
+    _servers: Vec<TestServer>,
+}
+
+impl TestEnv {
+    pub fn start() -> TestEnv {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let prefix = format!(
+            "mf{}_{}_",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        if let Ok(uri) = std::env::var("MONGOFERRY_TEST_URI") {
+            return TestEnv {
+                src: uri.clone(),
+                dst: uri,
+                prefix,
+                shared: true,
+                _servers: vec![],
+            };
+        }
+        let mut servers = TestServer::start_many(2, &[]).expect("start test servers");
+        let (dst, src) = (servers.pop().unwrap(), servers.pop().unwrap());
+        TestEnv {
+            src: src.uri.clone(),
+            dst: dst.uri.clone(),
+            prefix,
+            shared: false,
+            _servers: vec![src, dst],
+        }
+    }
+
+    /// A database name unique to this test (its source side).
+    pub fn src_db(&self, name: &str) -> String {
+        format!("{}s_{name}", self.prefix)
+    }
+
+    /// A database name unique to this test (its destination side).
+    pub fn dst_db(&self, name: &str) -> String {
+        format!("{}d_{name}", self.prefix)
+    }
+
+    pub async fn src_client(&self) -> Client {
+        client(&self.src).await
+    }
+
+    pub async fn dst_client(&self) -> Client {
+        client(&self.dst).await
+    }
+
+    /// Runs an async test body on a fresh runtime with a time bound, then drops the test's
+    /// databases on a shared server.
+    pub fn run<F, Fut>(self, body: F)
+    where
+        F: FnOnce(std::sync::Arc<TestEnv>) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let env = std::sync::Arc::new(self);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let outcome =
+            runtime.block_on(async { tokio::time::timeout(TEST_TIMEOUT, body(env.clone())).await });
+        if env.shared {
+            let env = env.clone();
+            runtime.block_on(async move {
+                let c = client(&env.src).await;
+                for name in c.list_database_names().await.unwrap_or_default() {
+                    if name.starts_with(&env.prefix) {
+                        let _ = c.database(&name).drop().await;
+                    }
+                }
+            });
+        }
+        runtime.shutdown_timeout(Duration::from_secs(5));
+        outcome.unwrap_or_else(|_| panic!("test did not finish within {TEST_TIMEOUT:?}"));
+    }
+}
+
+pub async fn client(uri: &str) -> Client {
+    mongoferry::mongo::connect(
+        mongoferry::mongo::Side::Source,
+        uri,
+        8,
+        Duration::from_secs(20),
+    )
+    .await
+    .expect("connect to test server")
+}
+
+/// Inserts documents exactly as given (raw bytes, field order kept).
+pub async fn insert_raw(client: &Client, db: &str, coll: &str, docs: &[RawDocumentBuf]) {
+    let c = client.database(db).collection::<RawDocumentBuf>(coll);
+    for chunk in docs.chunks(1000) {
+        c.insert_many(chunk).await.expect("seed documents");
+    }
+}
+
+/// All documents of a collection, sorted by `_id`, as raw bytes.
+pub async fn dump(client: &Client, db: &str, coll: &str) -> Vec<RawDocumentBuf> {
+    client
+        .database(db)
+        .collection::<RawDocumentBuf>(coll)
+        .find(doc! {})
+        .sort(doc! { "_id": 1 })
+        .await
+        .expect("find")
+        .try_collect()
+        .await
+        .expect("read all")
+}
+
+/// Asserts both sides hold byte-identical documents.
+pub async fn assert_same(env: &TestEnv, src: (&str, &str), dst: (&str, &str)) -> usize {
+    let a = dump(&env.src_client().await, src.0, src.1).await;
+    let b = dump(&env.dst_client().await, dst.0, dst.1).await;
+    assert_eq!(a.len(), b.len(), "document counts differ");
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(
+            x.as_bytes(),
+            y.as_bytes(),
+            "documents differ:\n source {x:?}\n dest   {y:?}"
+        );
+    }
+    a.len()
+}
+
+pub async fn collection_names(client: &Client, db: &str) -> Vec<String> {
+    let mut names = client.database(db).list_collection_names().await.unwrap();
+    names.sort();
+    names
+}
+
+/// Runs the `mongoferry` binary with a time bound; kills it if it overruns.
+pub fn mongoferry(args: &[&str], timeout: Duration) -> Output {
+    // Output goes to files, so a chatty child can never block on a full pipe.
+    let stdout = tempfile::tempfile().unwrap();
+    let stderr = tempfile::tempfile().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mongoferry"))
+        .args(args)
+        .env("MONGOFERRY_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(stdout.try_clone().unwrap())
+        .stderr(stderr.try_clone().unwrap())
+        .spawn()
+        .expect("spawn mongoferry");
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "mongoferry {args:?} did not finish within {timeout:?}; stderr: {}",
+                read_all(stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: read_all(stdout).into_bytes(),
+        stderr: read_all(stderr).into_bytes(),
+    }
+}
+
+fn read_all(mut file: std::fs::File) -> String {
+    use std::io::{Read, Seek};
+    let mut text = String::new();
+    file.rewind().unwrap();
+    file.read_to_string(&mut text).unwrap();
+    text
+}
+
+/// Runs the binary off the async runtime's threads.
+pub async fn mongoferry_async(args: Vec<String>, timeout: Duration) -> Output {
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        mongoferry(&args, timeout)
+    })
+    .await
+    .unwrap()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn as_doc(raw: &RawDocumentBuf) -> Document {
+    Document::try_from(raw.as_ref()).unwrap()
+}

@@ -1,0 +1,464 @@
+//! The copy engine against a real MongoDB-compatible server: documents of every shape arrive
+//! byte-identical, re-copies replace instead of duplicating, namespaces map as asked.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use mongodb::bson::{
+    doc, oid::ObjectId, rawdoc, spec::BinarySubtype, Binary, Bson, DateTime, Decimal128,
+    JavaScriptCodeWithScope, RawDocumentBuf, Regex, Timestamp,
+};
+use mongoferry::config::{RawSpec, Strategy};
+use mongoferry::copy::{self, CopySummary};
+use tokio_util::sync::CancellationToken;
+
+async fn copy_with(
+    env: &TestEnv,
+    namespaces: Vec<String>,
+    strategy: Strategy,
+    filter: Option<&str>,
+    batch_size: usize,
+) -> CopySummary {
+    let spec = RawSpec {
+        from: env.src.clone(),
+        to: env.dst.clone(),
+        namespaces,
+        filter: filter.map(str::to_string),
+        workers: Some(3),
+        batch_size: Some(batch_size),
+        strategy: Some(strategy),
+        connect_timeout_secs: Some(20.0),
+    }
+    .validate()
+    .expect("valid spec");
+    copy::prepare(&spec)
+        .await
+        .expect("prepare copy")
+        .run(CancellationToken::new())
+        .await
+        .expect("copy succeeds")
+}
+
+fn binary(subtype: BinarySubtype, bytes: &[u8]) -> Bson {
+    Bson::Binary(Binary {
+        subtype,
+        bytes: bytes.to_vec(),
+    })
+}
+
+/// Documents with every BSON type the server stores, `_id`s of many types in one collection,
+/// unusual field order and nesting.
+fn every_type_documents() -> Vec<RawDocumentBuf> {
+    let ids: Vec<Bson> = vec![
+        Bson::Int32(1),
+        Bson::Int64(2),
+        Bson::Double(2.5),
+        Bson::Decimal128(Decimal128::from_bytes([
+            0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x3e, 0x30,
+        ])),
+        Bson::String("alpha".into()),
+        Bson::String("".into()),
+        Bson::Document(doc! { "a": 1, "b": "x" }),
+        binary(BinarySubtype::Generic, b"\x00\x01\x02"),
+        Bson::ObjectId(ObjectId::parse_str("64b7f0c2a1b2c3d4e5f60718").unwrap()),
+        Bson::Boolean(false),
+        Bson::Boolean(true),
+        Bson::DateTime(DateTime::from_millis(-2_208_988_800_000)),
+        Bson::Timestamp(Timestamp {
+            time: 1_700_000_000,
+            increment: 7,
+        }),
+        Bson::Null,
+        Bson::MinKey,
+        Bson::MaxKey,
+    ];
+    let mut docs = Vec::new();
+    for (i, id) in ids.into_iter().enumerate() {
+        let body = doc! {
+            "_id": id,
+            "zeta": 1,
+            "alpha": "field order is kept, not sorted",
+            "double": -0.0_f64,
+            "nan": f64::NAN,
+            "inf": f64::INFINITY,
+            "int32": i32::MIN,
+            "int64": i64::MAX,
+            "decimal": Decimal128::from_bytes([0x9c, 0x40, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x3a, 0xb0]),
+            "string": "ünïcödé ✓ \u{0}nul inside",
+            "nested": { "arr": [[1, [2, [3, []]]], { "deep": { "deeper": [Bson::Null] } }], "empty": {} },
+            "bin_generic": binary(BinarySubtype::Generic, &[0xff; 17]),
+            "bin_function": binary(BinarySubtype::Function, b"fn"),
+            "bin_old": binary(BinarySubtype::BinaryOld, b"old"),
+            "bin_uuid_old": binary(BinarySubtype::UuidOld, &[3; 16]),
+            "bin_uuid": binary(BinarySubtype::Uuid, &[4; 16]),
+            "bin_md5": binary(BinarySubtype::Md5, &[5; 16]),
+            "bin_user": binary(BinarySubtype::UserDefined(0x80), b"user"),
+            "oid": ObjectId::parse_str("000000000000000000000001").unwrap(),
+            "bool": true,
+            "date_before_1970": DateTime::from_millis(-62_135_596_800_000),
+            "date_epoch": DateTime::from_millis(0),
+            "date_future": DateTime::from_millis(253_402_300_799_999),
+            "null": Bson::Null,
+            "regex": Regex { pattern: "^a.*b$".into(), options: "imsx".into() },
+            "code": Bson::JavaScriptCode("function() { return 1; }".into()),
+            "code_scope": Bson::JavaScriptCodeWithScope(JavaScriptCodeWithScope {
+                code: "x + 1".into(),
+                scope: doc! { "x": 41 },
+            }),
+            "symbol": Bson::Symbol("sym".into()),
+            "timestamp": Timestamp { time: 0, increment: 0 },
+            "min": Bson::MinKey,
+            "max": Bson::MaxKey,
+            "seq": i as i32,
+        };
+        docs.push(RawDocumentBuf::from_document(&body).unwrap());
+    }
+    docs
+}
+
+fn copies_every_bson_type(strategy: Strategy) {
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("types"), env.dst_db("types"));
+        let docs = every_type_documents();
+        insert_raw(&env.src_client().await, &s, "all", &docs).await;
+        // Batches of 3 make the engine cut the mixed-type `_id` sequence in several places.
+        let summary = copy_with(&env, vec![format!("{s}.all:{d}.all")], strategy, None, 3).await;
+        assert_eq!(summary.docs, docs.len() as u64);
+        let n = assert_same(&env, (&s, "all"), (&d, "all")).await;
+        assert_eq!(n, docs.len());
+    });
+}
+
+#[test]
+fn copies_every_bson_type_streaming() {
+    copies_every_bson_type(Strategy::Stream);
+}
+
+#[test]
+fn copies_every_bson_type_by_id() {
+    copies_every_bson_type(Strategy::Ids);
+}
+
+#[test]
+fn copies_dollar_and_dotted_field_names_and_replaces_them() {
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("names"), env.dst_db("names"));
+        let docs = vec![
+            rawdoc! { "_id": 1, "a.b": 1, "nested": { "x.y": { "$inner": 2 } } },
+            rawdoc! { "_id": 2, "$top": "dollar at the top", "plain": true },
+            rawdoc! { "_id": 3, "nested": { "$price": 9.5, "a.b.c": [1, 2] } },
+        ];
+        let src = env.src_client().await;
+        let mut accepted = Vec::new();
+        for doc in docs {
+            // Keep only the shapes this server accepts at all.
+            let c = src.database(&s).collection::<RawDocumentBuf>("weird");
+            if c.insert_one(&doc).await.is_ok() {
+                accepted.push(doc);
+            }
+        }
+        eprintln!("the server accepted {} of 3 shapes", accepted.len());
+        assert!(
+            accepted.len() >= 2,
+            "server should accept dotted names at least"
+        );
+        for strategy in [Strategy::Stream, Strategy::Ids] {
+            // The second round finds every document present and must replace, not duplicate.
+            copy_with(
+                &env,
+                vec![format!("{s}.weird:{d}.weird")],
+                strategy,
+                None,
+                2,
+            )
+            .await;
+            let n = assert_same(&env, (&s, "weird"), (&d, "weird")).await;
+            assert_eq!(n, accepted.len());
+        }
+    });
+}
+
+#[test]
+fn copies_documents_up_to_the_size_limit() {
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("big"), env.dst_db("big"));
+        let limit = 16 * 1024 * 1024;
+        let big = |id: i32, fill: u8| {
+            let mut doc = rawdoc! { "_id": id };
+            // 16 MiB minus the _id, the field header and a small margin for the server's own.
+            doc.append(
+                "blob",
+                mongodb::bson::RawBson::Binary(Binary {
+                    subtype: BinarySubtype::Generic,
+                    bytes: vec![fill; limit - 64],
+                }),
+            );
+            doc
+        };
+        let docs = vec![
+            big(1, b'a'),
+            rawdoc! { "_id": 2, "small": true },
+            big(3, b'c'),
+        ];
+        assert!(docs[0].as_bytes().len() > limit - 100);
+        insert_raw(&env.src_client().await, &s, "big", &docs).await;
+        for strategy in [Strategy::Stream, Strategy::Ids] {
+            copy_with(&env, vec![format!("{s}.big:{d}.big")], strategy, None, 500).await;
+            assert_eq!(assert_same(&env, (&s, "big"), (&d, "big")).await, 3);
+        }
+    });
+}
+
+#[test]
+fn overwrites_existing_documents_without_duplicates() {
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("over"), env.dst_db("over"));
+        let docs: Vec<_> = (0..1000)
+            .map(|i| rawdoc! { "_id": i, "v": format!("source {i}"), "n": i })
+            .collect();
+        insert_raw(&env.src_client().await, &s, "c", &docs).await;
+        // The destination holds a stale copy of some documents and one document of its own.
+        let stale: Vec<_> = (0..1000)
+            .step_by(7)
+            .map(|i| rawdoc! { "_id": i, "v": "stale", "extra": [1, 2, 3] })
+            .chain([rawdoc! { "_id": "destination only" }])
+            .collect();
+        insert_raw(&env.dst_client().await, &d, "c", &stale).await;
+        for strategy in [Strategy::Ids, Strategy::Stream] {
+            copy_with(&env, vec![format!("{s}.c:{d}.c")], strategy, None, 64).await;
+            let dst = dump(&env.dst_client().await, &d, "c").await;
+            assert_eq!(dst.len(), 1001, "copied docs replace, never duplicate");
+            let src = dump(&env.src_client().await, &s, "c").await;
+            for (a, b) in src.iter().zip(&dst) {
+                assert_eq!(a.as_bytes(), b.as_bytes());
+            }
+            assert_eq!(
+                as_doc(&dst[1000]).get_str("_id").unwrap(),
+                "destination only"
+            );
+        }
+    });
+}
+
+#[test]
+fn creates_empty_collections_and_maps_namespaces() {
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("shop"), env.dst_db("archive"));
+        let src = env.src_client().await;
+        src.database(&s).create_collection("empty").await.unwrap();
+        insert_raw(
+            &src,
+            &s,
+            "orders",
+            &[rawdoc! { "_id": 1 }, rawdoc! { "_id": 2 }],
+        )
+        .await;
+        insert_raw(&src, &s, "customers", &[rawdoc! { "_id": "c1" }]).await;
+
+        // db.* copies every collection, keeping names, into another database.
+        let summary = copy_with(&env, vec![format!("{s}.*:{d}")], Strategy::Stream, None, 10).await;
+        assert_eq!(summary.docs, 3);
+        assert_eq!(
+            collection_names(&env.dst_client().await, &d).await,
+            ["customers", "empty", "orders"]
+        );
+        for c in ["customers", "empty", "orders"] {
+            assert_same(&env, (&s, c), (&d, c)).await;
+        }
+
+        // Several --ns, each renamed.
+        let d2 = env.dst_db("renamed");
+        copy_with(
+            &env,
+            vec![
+                format!("{s}.orders:{d2}.o"),
+                format!("{s}.customers:{d2}.c"),
+            ],
+            Strategy::Ids,
+            None,
+            10,
+        )
+        .await;
+        assert_eq!(
+            collection_names(&env.dst_client().await, &d2).await,
+            ["c", "o"]
+        );
+        assert_same(&env, (&s, "orders"), (&d2, "o")).await;
+        assert_same(&env, (&s, "customers"), (&d2, "c")).await;
+    });
+}
+
+#[test]
+fn filter_selects_source_documents() {
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("f"), env.dst_db("f"));
+        let docs: Vec<_> = (0..300)
+            .map(|i| rawdoc! { "_id": i as i64, "status": if i % 3 == 0 { "closed" } else { "open" }, "n": i })
+            .collect();
+        insert_raw(&env.src_client().await, &s, "orders", &docs).await;
+        for strategy in [Strategy::Stream, Strategy::Ids] {
+            let summary = copy_with(
+                &env,
+                vec![format!("{s}.orders:{d}.{strategy}")],
+                strategy,
+                Some(r#"{"status": "closed", "n": {"$lt": {"$numberLong": "150"}}}"#),
+                16,
+            )
+            .await;
+            assert_eq!(summary.docs, 50);
+            let got = dump(&env.dst_client().await, &d, &strategy.to_string()).await;
+            let want: Vec<_> = docs
+                .iter()
+                .filter(|doc| {
+                    let doc = as_doc(doc);
+                    doc.get_str("status").unwrap() == "closed" && doc.get_i32("n").unwrap() < 150
+                })
+                .collect();
+            assert_eq!(got.len(), want.len());
+            for (a, b) in want.iter().zip(&got) {
+                assert_eq!(a.as_bytes(), b.as_bytes());
+            }
+        }
+    });
+}
+
+#[test]
+fn a_refused_document_fails_the_job_with_its_error() {
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("uniq"), env.dst_db("uniq"));
+        let docs: Vec<_> = (0..200)
+            .map(|i| rawdoc! { "_id": i, "k": i % 150 })
+            .collect();
+        insert_raw(&env.src_client().await, &s, "c", &docs).await;
+        // A unique index on the destination that the source data violates.
+        let dst = env.dst_client().await;
+        dst.database(&d)
+            .collection::<RawDocumentBuf>("c")
+            .create_index(
+                mongodb::IndexModel::builder()
+                    .keys(doc! { "k": 1 })
+                    .options(
+                        mongodb::options::IndexOptions::builder()
+                            .unique(true)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .await
+            .unwrap();
+        let spec = RawSpec {
+            from: env.src.clone(),
+            to: env.dst.clone(),
+            namespaces: vec![format!("{s}.c:{d}.c")],
+            workers: Some(4),
+            batch_size: Some(20),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
+        let err = tokio::time::timeout(
+            Duration::from_secs(60),
+            copy::prepare(&spec)
+                .await
+                .unwrap()
+                .run(CancellationToken::new()),
+        )
+        .await
+        .expect("a failing worker ends the job, never hangs")
+        .expect_err("the job must fail");
+        let message = err.to_string();
+        assert!(message.contains("destination"), "{message}");
+        assert!(
+            message.to_lowercase().contains("duplicate key"),
+            "{message}"
+        );
+    });
+}
+
+#[test]
+fn copying_twice_is_idempotent_and_counts_match() {
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("twice"), env.dst_db("twice"));
+        let docs: Vec<_> = (0..2500)
+            .map(|i| mongoferry::pipeline::synthetic::sample_document(i, 300))
+            .collect();
+        insert_raw(&env.src_client().await, &s, "c", &docs).await;
+        let first = copy_with(
+            &env,
+            vec![format!("{s}.c:{d}.c")],
+            Strategy::Stream,
+            None,
+            500,
+        )
+        .await;
+        let second = copy_with(
+            &env,
+            vec![format!("{s}.c:{d}.c")],
+            Strategy::Stream,
+            None,
+            500,
+        )
+        .await;
+        assert_eq!((first.docs, second.docs), (2500, 2500));
+        assert_eq!(
+            first.bytes,
+            docs.iter().map(|d| d.as_bytes().len() as u64).sum::<u64>()
+        );
+        assert_eq!(assert_same(&env, (&s, "c"), (&d, "c")).await, 2500);
+    });
+}
+
+#[test]
+fn cancel_stops_the_job_and_joins_every_task() {
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("cancel"), env.dst_db("cancel"));
+        let docs: Vec<_> = (0..20_000)
+            .map(|i| mongoferry::pipeline::synthetic::sample_document(i, 512))
+            .collect();
+        insert_raw(&env.src_client().await, &s, "c", &docs).await;
+        let spec = RawSpec {
+            from: env.src.clone(),
+            to: env.dst.clone(),
+            namespaces: vec![format!("{s}.c:{d}.c")],
+            workers: Some(2),
+            batch_size: Some(50),
+            strategy: Some(Strategy::Ids),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
+        let prepared = copy::prepare(&spec).await.unwrap();
+        let stats = prepared.stats();
+        let cancel = CancellationToken::new();
+        let job = tokio::spawn(prepared.run(cancel.clone()));
+        while stats.snapshot().docs == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        cancel.cancel();
+        let outcome = tokio::time::timeout(Duration::from_secs(30), job)
+            .await
+            .expect("cancel ends the job promptly")
+            .unwrap();
+        assert!(matches!(
+            outcome,
+            Err(mongoferry::pipeline::CopyError::Stopped)
+        ));
+        let copied = stats.snapshot().docs;
+        assert!(copied < 20_000, "stopped early, copied {copied}");
+        // Nothing keeps writing after the job returned.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let n = env
+            .dst_client()
+            .await
+            .database(&d)
+            .collection::<RawDocumentBuf>("c")
+            .count_documents(doc! {})
+            .await
+            .unwrap();
+        assert_eq!(n, copied, "every counted document is written, nothing more");
+        let _ = Arc::strong_count(&stats);
+    });
+}
