@@ -59,7 +59,7 @@ impl FromStr for NsMapping {
             Some((s, d)) => (s, Some(d)),
             None => (text, None),
         };
-        let src = parse_ns(src, true).map_err(|e| format!("namespace {text:?}: {e}"))?;
+        let src = parse_ns(src, false).map_err(|e| format!("namespace {text:?}: {e}"))?;
         let dst = match dst {
             None => src.clone(),
             Some(d) => parse_ns(d, matches!(src, NsPattern::All(_)))

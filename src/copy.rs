@@ -13,12 +13,13 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{CopySpec, NsMapping, Strategy};
-use crate::mongo::{self, first_line, MongoError, Namespace, Side};
+use crate::mongo::{self, describe, MongoError, Namespace, Side};
 use crate::pipeline::{self, CopyError, EngineOptions, MongoSink, MongoSource, NsTask};
 use crate::stats::JobStats;
 
 /// A job that is connected and knows exactly which namespaces it copies.
 pub struct PreparedCopy {
+    clients: [Client; 2],
     source: Arc<MongoSource>,
     sink: Arc<MongoSink>,
     tasks: Vec<Arc<NsTask>>,
@@ -61,8 +62,23 @@ pub async fn prepare(spec: &CopySpec) -> Result<PreparedCopy, CopyError> {
         mongo::connect(Side::Source, &spec.from, pool, spec.connect_timeout),
         mongo::connect(Side::Destination, &spec.to, pool, spec.connect_timeout),
     );
-    let (source, destination) = (source?, destination?);
-    let pairs = resolve(&source, &spec.namespaces).await?;
+    let (source, destination) = match (source, destination) {
+        (Ok(s), Ok(d)) => (s, d),
+        (Err(e), other) | (other, Err(e)) => {
+            if let Ok(client) = other {
+                mongo::close(client).await;
+            }
+            return Err(e.into());
+        }
+    };
+    let pairs = match resolve(&source, &spec.namespaces).await {
+        Ok(pairs) => pairs,
+        Err(e) => {
+            mongo::close(source).await;
+            mongo::close(destination).await;
+            return Err(e);
+        }
+    };
     let stats = Arc::new(JobStats::new(pairs, spec.workers));
     let tasks = stats
         .namespaces
@@ -70,6 +86,7 @@ pub async fn prepare(spec: &CopySpec) -> Result<PreparedCopy, CopyError> {
         .map(|c| Arc::new(NsTask::new(c.clone())))
         .collect();
     Ok(PreparedCopy {
+        clients: [source.clone(), destination.clone()],
         source: Arc::new(MongoSource::new(source, spec.filter.clone())),
         sink: Arc::new(MongoSink::new(destination)),
         tasks,
@@ -95,7 +112,7 @@ impl PreparedCopy {
     }
 
     pub async fn run(self, cancel: CancellationToken) -> Result<CopySummary, CopyError> {
-        pipeline::run(
+        let outcome = pipeline::run(
             self.source,
             self.sink,
             self.tasks,
@@ -103,7 +120,12 @@ impl PreparedCopy {
             self.stats.clone(),
             cancel,
         )
-        .await?;
+        .await;
+        // Every task is joined, so these are the last handles of the clients.
+        for client in self.clients {
+            mongo::close(client).await;
+        }
+        outcome?;
         let snap = self.stats.snapshot();
         Ok(CopySummary {
             from: self.from,
@@ -197,7 +219,7 @@ async fn list_collections(
             side: Side::Source,
             ns: Namespace::new(db, "*"),
             op: "listCollections",
-            reason: first_line(&e.to_string()),
+            reason: describe(&e),
         })
     };
     let specs: Vec<_> = client

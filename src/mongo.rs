@@ -160,7 +160,7 @@ pub async fn connect(
         .map_err(|e| MongoError::InvalidUri {
             side,
             uri: redacted.clone(),
-            reason: strip_uri(&e.to_string(), uri),
+            reason: strip_uri(&describe(&e), uri),
         })?;
     options.app_name.get_or_insert_with(|| "mongoferry".into());
     options.max_pool_size = Some(pool_size.max(1));
@@ -169,7 +169,7 @@ pub async fn connect(
     let client = Client::with_options(options).map_err(|e| MongoError::InvalidUri {
         side,
         uri: redacted.clone(),
-        reason: strip_uri(&e.to_string(), uri),
+        reason: strip_uri(&describe(&e), uri),
     })?;
     // The ping runs in its own task so that a stuck server never leaves a dropped driver future.
     let ping_client = client.clone();
@@ -187,20 +187,27 @@ pub async fn connect(
                 return Err(MongoError::Auth {
                     side,
                     uri: redacted,
-                    reason: first_line(&strip_uri(&e.to_string(), uri)),
+                    reason: strip_uri(&describe(&e), uri),
                 });
             }
-            first_line(&strip_uri(&e.to_string(), uri))
+            strip_uri(&describe(&e), uri)
         }
         Ok(Err(join)) => join.to_string(),
         Err(_) => "no answer to ping".to_string(),
     };
+    close(client).await;
     Err(MongoError::Unreachable {
         side,
         uri: redacted,
         timeout,
         reason,
     })
+}
+
+/// Closes a client's pool. Call it before dropping the last handle: a client dropped while the
+/// runtime stops would still try to end its sessions in a task of its own.
+pub async fn close(client: Client) {
+    let _ = tokio::time::timeout(Duration::from_secs(5), client.shutdown().immediate(true)).await;
 }
 
 fn is_auth_failure(err: &mongodb::error::Error) -> bool {
@@ -224,6 +231,39 @@ fn password_of(uri: &str) -> Option<String> {
     let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
     let userinfo = &authority[..authority.rfind('@')?];
     Some(userinfo[userinfo.find(':')? + 1..].to_string())
+}
+
+/// One line an operator can act on, from a driver error (whose `Display` carries debug dumps).
+pub fn describe(err: &mongodb::error::Error) -> String {
+    let text = match err.kind.as_ref() {
+        ErrorKind::Command(c) => format!("{} ({} {})", c.message, c.code_name, c.code),
+        ErrorKind::Write(WriteFailure::WriteError(w)) => format!("{} (code {})", w.message, w.code),
+        ErrorKind::Write(WriteFailure::WriteConcernError(w)) => {
+            format!("write concern error: {} (code {})", w.message, w.code)
+        }
+        ErrorKind::Authentication { message, .. } => {
+            let inner = std::error::Error::source(err)
+                .and_then(|e| e.downcast_ref::<mongodb::error::Error>());
+            match inner {
+                Some(inner) => format!("{message}: {}", describe(inner)),
+                None => message.clone(),
+            }
+        }
+        ErrorKind::InvalidArgument { message, .. } => message.clone(),
+        ErrorKind::ServerSelection { message, .. } => {
+            // The message dumps the topology; the per-server error inside is what matters.
+            match message.split_once("Error: Kind: ") {
+                Some((_, inner)) => format!(
+                    "no server available ({})",
+                    inner.split(", labels").next().unwrap_or(inner)
+                ),
+                None => "no server available".to_string(),
+            }
+        }
+        ErrorKind::Io(e) => format!("I/O error: {e}"),
+        _ => err.to_string(),
+    };
+    first_line(text.split(", labels: ").next().unwrap_or(&text))
 }
 
 /// Driver errors are long; the first line (and a bounded length) is what an operator needs.

@@ -90,7 +90,7 @@ pub async fn run<S: Source, K: Sink>(
             for task in tasks {
                 match source.count(&task.source).await {
                     Ok(n) => task.counters.set_expected(n),
-                    Err(e) => tracing::warn!("cannot count {}: {e}", task.source),
+                    Err(e) => tracing::debug!("cannot count {}: {e}", task.source),
                 }
             }
             Ok(())

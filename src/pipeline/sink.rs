@@ -13,7 +13,7 @@ use mongodb::error::ErrorKind;
 use mongodb::Client;
 
 use super::CopyError;
-use crate::mongo::{first_line, is_namespace_exists, MongoError, Namespace, Side, DUPLICATE_KEY};
+use crate::mongo::{describe, is_namespace_exists, MongoError, Namespace, Side, DUPLICATE_KEY};
 
 /// Room left in a hand-built command for its envelope around the statements.
 const COMMAND_BYTES: usize = 16 * 1024 * 1024 - 16 * 1024;
@@ -175,7 +175,7 @@ impl Sink for MongoSink {
                     e.message,
                     e.code
                 ),
-                None => first_line(&err.to_string()),
+                None => describe(&err),
             };
             return Err(MongoError::Command {
                 side: Side::Destination,
@@ -211,7 +211,7 @@ fn write_error(ns: &Namespace, op: &'static str, e: &mongodb::error::Error) -> C
         side: Side::Destination,
         ns: ns.clone(),
         op,
-        reason: first_line(&e.to_string()),
+        reason: describe(e),
     }
     .into()
 }

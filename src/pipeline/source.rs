@@ -14,7 +14,7 @@ use mongodb::Client;
 use super::queue::{NsTask, Payload, QueueSender};
 use super::CopyError;
 use crate::config::Strategy;
-use crate::mongo::{first_line, is_bad_query, MongoError, Namespace, Side};
+use crate::mongo::{describe, is_bad_query, MongoError, Namespace, Side};
 
 /// Largest batch of documents, in bytes, the producer puts on the queue (a bound on memory).
 pub const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
@@ -103,7 +103,7 @@ impl MongoSource {
         if is_bad_query(&e) {
             MongoError::BadFilter {
                 ns: ns.clone(),
-                reason: first_line(&e.to_string()),
+                reason: describe(&e),
             }
             .into()
         } else {
@@ -111,7 +111,7 @@ impl MongoSource {
                 side: Side::Source,
                 ns: ns.clone(),
                 op,
-                reason: first_line(&e.to_string()),
+                reason: describe(&e),
             }
             .into()
         }

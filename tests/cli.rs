@@ -1,0 +1,269 @@
+//! The `mongoferry copy` command line: summaries, exit statuses and one clear line per failure,
+//! with passwords never printed.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use mongodb::bson::rawdoc;
+use mongoferry::test_server::TestServer;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn copy_prints_a_json_summary_and_copies() {
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("cli"), env.dst_db("cli"));
+        let docs: Vec<_> = (0..1234)
+            .map(|i| mongoferry::pipeline::synthetic::sample_document(i, 200))
+            .collect();
+        insert_raw(&env.src_client().await, &s, "orders", &docs).await;
+        insert_raw(&env.src_client().await, &s, "customers", &docs[..10]).await;
+        let out = mongoferry_async(
+            args(&[
+                "copy",
+                "--from",
+                &env.src,
+                "--to",
+                &env.dst,
+                "--ns",
+                &format!("{s}.orders:{d}.orders"),
+                "--ns",
+                &format!("{s}.customers:{d}.people"),
+                "--workers",
+                "3",
+                "--batch-size",
+                "100",
+                "--json",
+            ]),
+            LIMIT,
+        )
+        .await;
+        assert!(out.status.success(), "stderr: {}", stderr(&out));
+        let summary: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+        assert_eq!(summary["docs"], 1244);
+        assert_eq!(
+            summary["namespaces"][0]["destination"],
+            format!("{d}.orders")
+        );
+        assert_eq!(summary["namespaces"][1]["docs"], 10);
+        assert_eq!(summary["workers"], 3);
+        assert!(summary["docs_per_sec"].as_f64().unwrap() > 0.0);
+        assert_same(&env, (&s, "orders"), (&d, "orders")).await;
+        assert_same(&env, (&s, "customers"), (&d, "people")).await;
+
+        // Without --json: a readable summary on stdout.
+        let out = mongoferry_async(
+            args(&[
+                "copy",
+                "--from",
+                &env.src,
+                "--to",
+                &env.dst,
+                "--ns",
+                &format!("{s}.customers:{d}.people"),
+            ]),
+            LIMIT,
+        )
+        .await;
+        assert!(out.status.success(), "stderr: {}", stderr(&out));
+        assert!(stdout(&out).contains("copied 10 docs"), "{}", stdout(&out));
+    });
+}
+
+/// Runs a copy that must fail; returns (exit code, the error line).
+async fn failing(list: Vec<String>) -> (i32, String) {
+    let started = Instant::now();
+    let out = mongoferry_async(list, LIMIT).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "failure took {:?}",
+        started.elapsed()
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(lines.len(), 1, "exactly one error line: {err}");
+    (out.status.code().unwrap(), lines[0].to_string())
+}
+
+#[test]
+fn clear_errors_for_bad_input() {
+    TestEnv::start().run(|env| async move {
+        let s = env.src_db("e");
+        insert_raw(&env.src_client().await, &s, "c", &[rawdoc! { "_id": 1 }]).await;
+        let ns = format!("{s}.c:{}.c", env.dst_db("e"));
+
+        // A server that is not there: bounded by --connect-timeout.
+        let dead = "mongodb://127.0.0.1:9/?directConnection=true";
+        let (code, line) = failing(args(&[
+            "copy",
+            "--from",
+            dead,
+            "--to",
+            &env.dst,
+            "--ns",
+            &ns,
+            "--connect-timeout",
+            "2",
+        ]))
+        .await;
+        assert_eq!(code, 1);
+        assert!(
+            line.contains("source server") && line.contains("unreachable"),
+            "{line}"
+        );
+
+        let (_, line) = failing(args(&[
+            "copy",
+            "--from",
+            &env.src,
+            "--to",
+            dead,
+            "--ns",
+            &ns,
+            "--connect-timeout",
+            "2",
+        ]))
+        .await;
+        assert!(
+            line.contains("destination server") && line.contains("unreachable"),
+            "{line}"
+        );
+
+        let (code, line) = failing(args(&[
+            "copy",
+            "--from",
+            &env.src,
+            "--to",
+            &env.dst,
+            "--ns",
+            &format!("{s}.missing"),
+        ]))
+        .await;
+        assert_eq!(code, 1);
+        assert!(
+            line.contains(&format!("namespace {s}.missing not found on the source")),
+            "{line}"
+        );
+
+        let (code, line) = failing(args(&[
+            "copy",
+            "--from",
+            &env.src,
+            "--to",
+            &env.dst,
+            "--ns",
+            &format!("{}.*", env.src_db("nothing")),
+        ]))
+        .await;
+        assert_eq!(code, 1);
+        assert!(line.contains("has no collections"), "{line}");
+
+        // Malformed filter: refused before connecting.
+        let (code, line) = failing(args(&[
+            "copy",
+            "--from",
+            &env.src,
+            "--to",
+            &env.dst,
+            "--ns",
+            &ns,
+            "--filter",
+            "{status: }",
+        ]))
+        .await;
+        assert_eq!(code, 2);
+        assert!(line.contains("filter is not valid JSON"), "{line}");
+
+        // A filter the server rejects.
+        let (code, line) = failing(args(&[
+            "copy",
+            "--from",
+            &env.src,
+            "--to",
+            &env.dst,
+            "--ns",
+            &ns,
+            "--filter",
+            r#"{"$bogus": 1}"#,
+        ]))
+        .await;
+        assert_eq!(code, 1);
+        assert!(
+            line.contains("bad filter") && line.contains("$bogus"),
+            "{line}"
+        );
+
+        // Every problem of the command line at once.
+        let (code, line) = failing(args(&[
+            "copy",
+            "--from",
+            "http://nope",
+            "--to",
+            &env.dst,
+            "--ns",
+            "nodot",
+            "--workers",
+            "0",
+        ]))
+        .await;
+        assert_eq!(code, 2);
+        for part in ["from:", "nodot", "workers"] {
+            assert!(line.contains(part), "{part} missing in {line}");
+        }
+
+        let (code, line) = failing(args(&[
+            "copy",
+            "--from",
+            "mongodb://",
+            "--to",
+            &env.dst,
+            "--ns",
+            &ns,
+        ]))
+        .await;
+        assert_eq!(code, 1);
+        assert!(line.contains("invalid source URI"), "{line}");
+    });
+}
+
+#[test]
+fn auth_failure_is_reported_without_the_password() {
+    let secure = TestServer::start_with(&["--auth"]).expect("start auth server");
+    TestEnv::start().run(|env| async move {
+        let password = "s3cr3t-Pa55word";
+        let uri = format!(
+            "mongodb://mallory:{password}@127.0.0.1:{}/?directConnection=true",
+            secure.port
+        );
+        let out = mongoferry_async(
+            args(&[
+                "copy",
+                "--from",
+                &uri,
+                "--to",
+                &env.dst,
+                "--ns",
+                "a.b:c.d",
+                "--connect-timeout",
+                "5",
+            ]),
+            LIMIT,
+        )
+        .await;
+        assert_eq!(out.status.code(), Some(1));
+        let text = format!("{}{}", stdout(&out), stderr(&out));
+        assert!(
+            text.contains("authentication to the source server"),
+            "{text}"
+        );
+        assert!(text.contains("mallory:***@"), "{text}");
+        assert!(!text.contains(password), "password leaked: {text}");
+    });
+}
