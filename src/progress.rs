@@ -6,13 +6,15 @@
 
 use std::io::IsTerminal;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{
+    HumanCount, HumanDuration, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle,
+};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::stats::JobStats;
+use crate::stats::{JobStats, RateWindow};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProgressMode {
@@ -66,7 +68,7 @@ impl Drop for Progress {
 async fn draw_bars(stats: Arc<JobStats>, stop: CancellationToken) {
     let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(8));
     let style = ProgressStyle::with_template(
-        "{prefix:<28!} [{bar:30.cyan/blue}] {human_pos:>9}/{human_len:9} {per_sec:>12} ETA {eta:>4}",
+        "{prefix:<28!} [{bar:30.cyan/blue}] {human_pos:>11}/{human_len:11} {msg}",
     )
     .expect("valid template")
     .progress_chars("=> ");
@@ -85,6 +87,11 @@ async fn draw_bars(stats: Arc<JobStats>, stop: CancellationToken) {
         .map(|n| bar(n.source.to_string()))
         .collect();
     let total = (stats.namespaces.len() > 1).then(|| bar("total".to_string()));
+    let mut rates: Vec<RateWindow> = ns_bars
+        .iter()
+        .chain(total.iter())
+        .map(|_| RateWindow::new(Duration::from_secs(5)))
+        .collect();
     let mut tick = tokio::time::interval(Duration::from_millis(125));
     loop {
         let stopping = tokio::select! {
@@ -92,13 +99,19 @@ async fn draw_bars(stats: Arc<JobStats>, stop: CancellationToken) {
             _ = stop.cancelled() => true,
         };
         let snap = stats.snapshot();
-        for (b, n) in ns_bars.iter().zip(&snap.namespaces) {
-            b.set_length(n.expected.unwrap_or(n.docs));
-            b.set_position(n.docs);
-        }
-        if let Some(t) = &total {
-            t.set_length(snap.expected.unwrap_or(snap.docs));
-            t.set_position(snap.docs);
+        let now = Instant::now();
+        let rows = snap
+            .namespaces
+            .iter()
+            .map(|n| (n.docs, n.expected, n.finished))
+            .chain(total.iter().map(|_| (snap.docs, snap.expected, stopping)));
+        for ((bar, rate), (docs, expected, finished)) in
+            ns_bars.iter().chain(total.iter()).zip(&mut rates).zip(rows)
+        {
+            let per_sec = rate.update(now, docs);
+            bar.set_length(expected.unwrap_or(docs));
+            bar.set_position(docs);
+            bar.set_message(rate_and_eta(per_sec, docs, expected, finished));
         }
         if stopping {
             for b in ns_bars.iter().chain(total.iter()) {
@@ -109,27 +122,43 @@ async fn draw_bars(stats: Arc<JobStats>, stop: CancellationToken) {
     }
 }
 
+fn rate_and_eta(per_sec: f64, docs: u64, expected: Option<u64>, finished: bool) -> String {
+    let eta = match expected {
+        _ if finished => "done".to_string(),
+        Some(n) if per_sec >= 1.0 => {
+            format!(
+                "ETA {}",
+                HumanDuration(Duration::from_secs_f64(
+                    n.saturating_sub(docs) as f64 / per_sec
+                ))
+            )
+        }
+        _ => "ETA -".to_string(),
+    };
+    format!("{:>7} docs/s  {eta}", HumanCount(per_sec.round() as u64))
+}
+
 async fn log_lines(stats: Arc<JobStats>, stop: CancellationToken, every: Duration) {
+    let mut rate = RateWindow::new(every.max(Duration::from_secs(5)));
     let mut tick = tokio::time::interval(every);
-    tick.tick().await;
     loop {
         tokio::select! {
             _ = tick.tick() => {},
             _ = stop.cancelled() => return,
         }
         let snap = stats.snapshot();
+        let per_sec = rate.update(Instant::now(), snap.docs);
+        if snap.seconds < 1.0 {
+            continue;
+        }
         let total = match snap.expected {
             Some(n) => format!("{}/{n}", snap.docs),
             None => snap.docs.to_string(),
         };
-        let eta = snap
-            .eta()
-            .map(|d| format!(", ETA {}s", d.as_secs()))
-            .unwrap_or_default();
         tracing::info!(
-            "copied {total} docs, {} bytes, {:.0} docs/s{eta}",
-            snap.bytes,
-            snap.docs_per_sec
+            "copied {total} docs ({}), {}",
+            indicatif::HumanBytes(snap.bytes),
+            rate_and_eta(per_sec, snap.docs, snap.expected, false).trim_start()
         );
     }
 }
