@@ -1,1 +1,463 @@
-fn main() {}
+//! The benchmark: mongoferry against the servers' own capacity, measured side by side in one run.
+//!
+//! `cargo run --release --bin bench -- [--docs N] [--doc-size B] [--workers W] [--batch-size S]`
+//!
+//! It starts two SecantusDB servers (source and destination) and prints:
+//! - the roofline: the source's raw full-scan rate and the destination's raw bulk-insert rate for
+//!   the same documents and batch size (a copy cannot beat the smaller of the two);
+//! - the copy rate of each strategy and its ratio to the roofline;
+//! - the peak memory of a `mongoferry copy` process for two collection sizes;
+//! - the engine ceiling: the same pipeline from a synthetic source into a null sink.
+//!
+//! Results go to BENCHMARKS.md with the command that produced them.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use futures::TryStreamExt;
+use mongodb::bson::{doc, RawDocumentBuf};
+use mongodb::Client;
+use mongoferry::config::Strategy;
+use mongoferry::mongo::{self, Namespace, Side};
+use mongoferry::pipeline::synthetic::{NullSink, SyntheticSource};
+use mongoferry::pipeline::{self, EngineOptions, MongoSink, MongoSource, NsTask, Sink, Source};
+use mongoferry::stats::JobStats;
+use mongoferry::test_server::TestServer;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser, Debug)]
+#[command(about = "Measure mongoferry against the servers' own capacity")]
+struct Args {
+    /// Documents in the copied collection.
+    #[arg(long, default_value_t = 100_000)]
+    docs: u64,
+    /// Size of each document in bytes.
+    #[arg(long, default_value_t = 1024)]
+    doc_size: usize,
+    /// Workers of the copy (and concurrent inserters of the raw insert measurement).
+    #[arg(long, default_value_t = mongoferry::config::DEFAULT_WORKERS)]
+    workers: usize,
+    /// Documents per batch, for the copy and the raw measurements alike.
+    #[arg(long, default_value_t = mongoferry::config::DEFAULT_BATCH_SIZE)]
+    batch_size: usize,
+    /// Strategies to measure.
+    #[arg(long, value_delimiter = ',', default_values = ["stream", "ids"])]
+    strategies: Vec<Strategy>,
+    /// Collection sizes whose copy's peak memory is measured (0 to skip).
+    #[arg(long, value_delimiter = ',', default_values = ["100000", "400000"])]
+    memory_docs: Vec<u64>,
+    /// Documents pushed through the engine ceiling measurement.
+    #[arg(long, default_value_t = 2_000_000)]
+    ceiling_docs: u64,
+    /// Use these servers instead of starting SecantusDB (e.g. two real mongod).
+    #[arg(long, requires = "to")]
+    from: Option<String>,
+    #[arg(long, requires = "from")]
+    to: Option<String>,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Runtime::new()?;
+    // Servers die with the thread that started them: they are started here, on the main thread.
+    let source_server = match &args.from {
+        Some(_) => None,
+        None => {
+            Some(TestServer::start().context("start SecantusDB (run scripts/setup-test-env.sh)")?)
+        }
+    };
+    let from = args
+        .from
+        .clone()
+        .unwrap_or_else(|| source_server.as_ref().unwrap().uri.clone());
+    let mut bench = Bench {
+        args,
+        runtime,
+        from,
+        destination: None,
+    };
+    let outcome = bench.run();
+    drop(bench);
+    drop(source_server);
+    outcome
+}
+
+struct Bench {
+    args: Args,
+    runtime: tokio::runtime::Runtime,
+    from: String,
+    destination: Option<TestServer>,
+}
+
+impl Bench {
+    /// A destination in the same state for every write measurement: a new test server (or, with
+    /// `--to`, the given server with the bench's collections dropped). A test server that has
+    /// written and dropped a collection before inserts markedly slower than a new one.
+    fn fresh_destination(&mut self) -> Result<String> {
+        if let Some(to) = self.args.to.clone() {
+            self.runtime.block_on(async {
+                let client = connect(Side::Destination, &to).await?;
+                client.database("bench").drop().await?;
+                mongo::close(client).await;
+                anyhow::Ok(())
+            })?;
+            return Ok(to);
+        }
+        self.destination = None;
+        let server = TestServer::start()?;
+        let uri = server.uri.clone();
+        self.destination = Some(server);
+        Ok(uri)
+    }
+
+    fn run(&mut self) -> Result<()> {
+        let args = &self.args;
+        println!(
+            "mongoferry bench: {} docs of {} B, {} workers, batch {}, on {} cores",
+            args.docs,
+            args.doc_size,
+            args.workers,
+            args.batch_size,
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+        let (workers, batch_size, docs_n, doc_size) =
+            (args.workers, args.batch_size, args.docs, args.doc_size);
+        let from = self.from.clone();
+        let data = Namespace::new("bench", "docs");
+        let src = self.runtime.block_on(async {
+            let src = connect(Side::Source, &from).await?;
+            seed(&src, &data, docs_n, doc_size).await?;
+            anyhow::Ok(src)
+        })?;
+
+        // Roofline, measured on the same documents and batch size as the copy.
+        let (scan_rate, docs) = self.runtime.block_on(raw_scan(&src, &data, batch_size))?;
+        let to = self.fresh_destination()?;
+        let insert_rate = self.runtime.block_on(async {
+            let dst = connect(Side::Destination, &to).await?;
+            raw_insert(&dst, &docs, batch_size, workers).await
+        })?;
+        let roofline = scan_rate.min(insert_rate);
+        // Both servers share this machine's cores during a copy: their capacity when both
+        // work at once (the scan and an insert of the same documents, side by side).
+        let to = self.fresh_destination()?;
+        let concurrent = self.runtime.block_on(async {
+            let dst = connect(Side::Destination, &to).await?;
+            let (scan, insert) = tokio::join!(
+                raw_scan(&src, &data, batch_size),
+                raw_insert(&dst, &docs, batch_size, workers)
+            );
+            anyhow::Ok(scan?.0.min(insert?))
+        })?;
+        drop(docs);
+        println!();
+        println!("| measurement | docs/s | ratio to roofline |");
+        println!("|---|---:|---:|");
+        println!("| source raw full scan | {scan_rate:.0} | |");
+        println!("| destination raw bulk insert ({workers} inserters) | {insert_rate:.0} | |");
+        println!("| roofline = min of the two | {roofline:.0} | 1.00 |");
+        println!(
+            "| both at once: scan and insert side by side (slower of the two) | {concurrent:.0} | {:.2} |",
+            concurrent / roofline
+        );
+
+        // Each half of the pipeline alone, to show which side limits the copy.
+        let read_half = self.runtime.block_on(timed(run_engine(
+            MongoSource::new(src.clone(), None),
+            NullSink,
+            &data,
+            workers,
+            batch_size,
+            Strategy::Stream,
+        )))?;
+        println!("| read half: source `stream` producer -> null sink | {read_half:.0} | |");
+        let to = self.fresh_destination()?;
+        let write_half = self.runtime.block_on(async {
+            let dst = connect(Side::Destination, &to).await?;
+            timed(run_engine(
+                SyntheticSource {
+                    docs: docs_n,
+                    doc_size,
+                },
+                MongoSink::new(dst),
+                &data,
+                workers,
+                batch_size,
+                Strategy::Stream,
+            ))
+            .await
+        })?;
+        println!("| write half: synthetic source -> destination sink | {write_half:.0} | |");
+
+        for strategy in self.args.strategies.clone() {
+            let to = self.fresh_destination()?;
+            let rate = self.runtime.block_on(async {
+                let dst = connect(Side::Destination, &to).await?;
+                copy_rate(&src, &dst, &data, docs_n, workers, batch_size, strategy).await
+            })?;
+            let default = if strategy == Strategy::default() {
+                " (default)"
+            } else {
+                ""
+            };
+            println!(
+                "| mongoferry copy, strategy `{strategy}`{default} | {rate:.0} | {:.2} |",
+                rate / roofline
+            );
+        }
+
+        let ceiling_docs = self.args.ceiling_docs;
+        for strategy in [Strategy::Stream, Strategy::Ids] {
+            let rate = self.runtime.block_on(timed(run_engine(
+                SyntheticSource {
+                    docs: ceiling_docs,
+                    doc_size: 1024,
+                },
+                NullSink,
+                &Namespace::new("synthetic", "docs"),
+                workers,
+                batch_size,
+                strategy,
+            )))?;
+            println!("| engine ceiling, synthetic source -> null sink, `{strategy}`, 1 KiB docs | {rate:.0} | |");
+        }
+
+        let sizes: Vec<u64> = self
+            .args
+            .memory_docs
+            .iter()
+            .copied()
+            .filter(|&n| n > 0)
+            .collect();
+        if !sizes.is_empty() {
+            println!();
+            println!("| copy of (docs) | peak RSS (MiB) | docs/s |");
+            println!("|---:|---:|---:|");
+            let mut peaks = Vec::new();
+            for &n in &sizes {
+                let ns = Namespace::new("bench", format!("mem{n}"));
+                self.runtime.block_on(seed(&src, &ns, n, doc_size))?;
+                let to = self.fresh_destination()?;
+                let (peak, rate) = self
+                    .runtime
+                    .block_on(copy_process_memory(&from, &to, &ns, workers, batch_size))?;
+                println!("| {n} | {:.1} | {rate:.0} |", peak as f64 / 1048576.0);
+                peaks.push(peak);
+            }
+            if let (Some(first), Some(last)) = (peaks.first(), peaks.last()) {
+                println!(
+                    "\npeak memory growth {} -> {} docs: {:.2}x",
+                    sizes[0],
+                    sizes[sizes.len() - 1],
+                    *last as f64 / *first as f64
+                );
+            }
+        }
+        self.runtime.block_on(mongo::close(src));
+        Ok(())
+    }
+}
+
+async fn connect(side: Side, uri: &str) -> Result<Client> {
+    Ok(mongo::connect(side, uri, 64, Duration::from_secs(30)).await?)
+}
+
+/// Docs per second of an engine run.
+async fn timed(run: impl std::future::Future<Output = Result<u64>>) -> Result<f64> {
+    let started = Instant::now();
+    let n = run.await?;
+    Ok(n as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Fills `ns` with `n` sample documents (through the engine, from the synthetic source).
+async fn seed(client: &Client, ns: &Namespace, n: u64, doc_size: usize) -> Result<()> {
+    let coll = client
+        .database(&ns.db)
+        .collection::<RawDocumentBuf>(&ns.coll);
+    coll.drop().await?;
+    let started = Instant::now();
+    run_engine(
+        SyntheticSource { docs: n, doc_size },
+        MongoSink::new(client.clone()),
+        ns,
+        4,
+        1000,
+        Strategy::Stream,
+    )
+    .await?;
+    let count = coll.count_documents(doc! {}).await?;
+    if count != n {
+        bail!("seeding {ns}: expected {n} documents, found {count}");
+    }
+    eprintln!(
+        "seeded {ns} with {n} docs in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Reads the whole collection as fast as the server serves it; returns (docs/s, the documents).
+async fn raw_scan(
+    client: &Client,
+    ns: &Namespace,
+    batch_size: usize,
+) -> Result<(f64, Vec<RawDocumentBuf>)> {
+    let coll = client
+        .database(&ns.db)
+        .collection::<RawDocumentBuf>(&ns.coll);
+    let started = Instant::now();
+    let docs: Vec<RawDocumentBuf> = coll
+        .find(doc! {})
+        .batch_size(batch_size as u32)
+        .await?
+        .try_collect()
+        .await?;
+    Ok((docs.len() as f64 / started.elapsed().as_secs_f64(), docs))
+}
+
+/// Inserts the documents into a fresh collection with `workers` concurrent unordered inserts.
+async fn raw_insert(
+    client: &Client,
+    docs: &[RawDocumentBuf],
+    batch_size: usize,
+    workers: usize,
+) -> Result<f64> {
+    let coll = client
+        .database("bench")
+        .collection::<RawDocumentBuf>("raw_insert");
+    coll.drop().await?;
+    client
+        .database("bench")
+        .create_collection("raw_insert")
+        .await?;
+    let n = docs.len();
+    let batches: Vec<Vec<RawDocumentBuf>> = docs.chunks(batch_size).map(<[_]>::to_vec).collect();
+    let queue = Arc::new(std::sync::Mutex::new(batches.into_iter()));
+    let started = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..workers {
+        let (coll, queue) = (coll.clone(), queue.clone());
+        set.spawn(async move {
+            loop {
+                let next = queue.lock().unwrap().next();
+                let Some(batch) = next else {
+                    return Ok::<_, mongodb::error::Error>(());
+                };
+                coll.insert_many(batch).ordered(false).await?;
+            }
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r??;
+    }
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    coll.drop().await?;
+    Ok(rate)
+}
+
+/// Copies `ns` into an empty destination collection with the engine; returns docs/s.
+async fn copy_rate(
+    src: &Client,
+    dst: &Client,
+    ns: &Namespace,
+    expected: u64,
+    workers: usize,
+    batch_size: usize,
+    strategy: Strategy,
+) -> Result<f64> {
+    let started = Instant::now();
+    let copied = run_engine(
+        MongoSource::new(src.clone(), None),
+        MongoSink::new(dst.clone()),
+        ns,
+        workers,
+        batch_size,
+        strategy,
+    )
+    .await?;
+    let rate = copied as f64 / started.elapsed().as_secs_f64();
+    let count = dst
+        .database(&ns.db)
+        .collection::<RawDocumentBuf>(&ns.coll)
+        .count_documents(doc! {})
+        .await?;
+    if count != expected || copied != expected {
+        bail!(
+            "copy with {strategy}: {copied} copied, {count} at the destination, {expected} expected"
+        );
+    }
+    eprintln!(
+        "copy ({strategy}): {copied} docs in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(rate)
+}
+
+async fn run_engine<S: Source, K: Sink>(
+    source: S,
+    sink: K,
+    ns: &Namespace,
+    workers: usize,
+    batch_size: usize,
+    strategy: Strategy,
+) -> Result<u64> {
+    let stats = Arc::new(JobStats::new([(ns.clone(), ns.clone())], workers));
+    let tasks = vec![Arc::new(NsTask::new(stats.namespaces[0].clone()))];
+    pipeline::run(
+        Arc::new(source),
+        Arc::new(sink),
+        tasks,
+        EngineOptions {
+            workers,
+            batch_size,
+            strategy,
+        },
+        stats.clone(),
+        CancellationToken::new(),
+    )
+    .await?;
+    Ok(stats.snapshot().docs)
+}
+
+/// Runs `mongoferry copy` as its own process and reads its peak memory from the JSON summary.
+async fn copy_process_memory(
+    from: &str,
+    to: &str,
+    ns: &Namespace,
+    workers: usize,
+    batch_size: usize,
+) -> Result<(u64, f64)> {
+    let exe = std::env::current_exe()?.with_file_name("mongoferry");
+    if !exe.exists() {
+        bail!(
+            "{} not found: build it with `cargo build --release`",
+            exe.display()
+        );
+    }
+    let dst_ns = format!("{}.{}_copy", ns.db, ns.coll);
+    let output = tokio::process::Command::new(&exe)
+        .args(["copy", "--from", from, "--to", to, "--json", "--quiet"])
+        .args(["--ns", &format!("{ns}:{dst_ns}")])
+        .args([
+            "--workers",
+            &workers.to_string(),
+            "--batch-size",
+            &batch_size.to_string(),
+        ])
+        .kill_on_drop(true)
+        .output()
+        .await?;
+    if !output.status.success() {
+        bail!(
+            "mongoferry copy failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    let peak = summary["peak_rss_bytes"]
+        .as_u64()
+        .context("no peak_rss_bytes in summary")?;
+    Ok((peak, summary["docs_per_sec"].as_f64().unwrap_or_default()))
+}
