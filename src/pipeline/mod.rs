@@ -148,3 +148,158 @@ pub async fn run<S: Source, K: Sink>(
         None => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    use mongodb::bson::RawDocumentBuf;
+
+    use super::synthetic::{NullSink, SyntheticSource};
+    use super::*;
+    use crate::mongo::{Namespace, Side};
+
+    fn tasks(stats: &JobStats) -> Vec<Arc<NsTask>> {
+        stats
+            .namespaces
+            .iter()
+            .map(|c| Arc::new(NsTask::new(c.clone())))
+            .collect()
+    }
+
+    fn stats(namespaces: usize, workers: usize) -> Arc<JobStats> {
+        Arc::new(JobStats::new(
+            (0..namespaces).map(|i| {
+                let ns = Namespace::new("db", format!("c{i}"));
+                (ns.clone(), ns)
+            }),
+            workers,
+        ))
+    }
+
+    /// Fails on its `fail_at`-th write, counts the others.
+    struct FailingSink {
+        writes: AtomicU64,
+        fail_at: u64,
+    }
+
+    impl Sink for FailingSink {
+        async fn prepare(&self, _ns: &Namespace) -> Result<(), CopyError> {
+            Ok(())
+        }
+
+        async fn write(&self, ns: &Namespace, _docs: Vec<RawDocumentBuf>) -> Result<(), CopyError> {
+            if self.writes.fetch_add(1, Ordering::SeqCst) + 1 == self.fail_at {
+                return Err(MongoError::Command {
+                    side: Side::Destination,
+                    ns: ns.clone(),
+                    op: "insert",
+                    reason: "injected".into(),
+                }
+                .into());
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            Ok(())
+        }
+    }
+
+    fn options(strategy: Strategy) -> EngineOptions {
+        EngineOptions {
+            workers: 3,
+            batch_size: 100,
+            strategy,
+        }
+    }
+
+    #[tokio::test]
+    async fn copies_every_document_of_every_namespace() {
+        for strategy in [Strategy::Stream, Strategy::Ids] {
+            let stats = stats(3, 3);
+            let source = SyntheticSource {
+                docs: 1_234,
+                doc_size: 256,
+            };
+            run(
+                Arc::new(source),
+                Arc::new(NullSink),
+                tasks(&stats),
+                options(strategy),
+                stats.clone(),
+                CancellationToken::new(),
+            )
+            .await
+            .unwrap();
+            let snap = stats.snapshot();
+            assert_eq!(snap.docs, 3 * 1_234);
+            assert!(snap
+                .namespaces
+                .iter()
+                .all(|n| n.finished && n.docs == 1_234));
+            assert_eq!(snap.queue_depth, 0);
+            assert_eq!(snap.workers.iter().map(|w| w.docs).sum::<u64>(), 3 * 1_234);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_worker_fails_the_job_instead_of_hanging() {
+        let stats = stats(1, 3);
+        let sink = FailingSink {
+            writes: AtomicU64::new(0),
+            fail_at: 5,
+        };
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(10),
+            run(
+                Arc::new(SyntheticSource {
+                    docs: 1_000_000,
+                    doc_size: 64,
+                }),
+                Arc::new(sink),
+                tasks(&stats),
+                options(Strategy::Stream),
+                stats.clone(),
+                CancellationToken::new(),
+            ),
+        )
+        .await
+        .expect("the job ends");
+        let err = outcome.unwrap_err();
+        assert!(
+            err.to_string().contains("injected"),
+            "root cause kept: {err}"
+        );
+        assert!(stats.snapshot().docs < 1_000_000);
+    }
+
+    #[tokio::test]
+    async fn cancel_stops_a_producer_blocked_on_a_full_queue() {
+        let stats = stats(1, 1);
+        let cancel = CancellationToken::new();
+        let job = tokio::spawn(run(
+            Arc::new(SyntheticSource {
+                docs: 10_000_000,
+                doc_size: 64,
+            }),
+            Arc::new(FailingSink {
+                writes: AtomicU64::new(0),
+                fail_at: u64::MAX,
+            }),
+            tasks(&stats),
+            EngineOptions {
+                workers: 1,
+                batch_size: 10,
+                strategy: Strategy::Stream,
+            },
+            stats.clone(),
+            cancel.clone(),
+        ));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        cancel.cancel();
+        let outcome = tokio::time::timeout(Duration::from_secs(10), job)
+            .await
+            .expect("cancel ends the job")
+            .unwrap();
+        assert!(matches!(outcome, Err(CopyError::Stopped)));
+    }
+}
