@@ -76,6 +76,44 @@ fn copy_prints_a_json_summary_and_copies() {
     });
 }
 
+#[test]
+fn a_namespace_without_destination_keeps_its_name() {
+    TestEnv::start().run(|env| async move {
+        let s = env.src_db("keep");
+        insert_raw(
+            &env.src_client().await,
+            &s,
+            "c",
+            &[rawdoc! { "_id": 1 }, rawdoc! { "_id": 2 }],
+        )
+        .await;
+        let out = mongoferry_async(
+            args(&[
+                "copy",
+                "--from",
+                &env.src,
+                "--to",
+                &env.dst,
+                "--ns",
+                &format!("{s}.c"),
+                "--json",
+            ]),
+            LIMIT,
+        )
+        .await;
+        if env.src == env.dst {
+            // One shared server (MONGOFERRY_TEST_URI): copying a namespace onto itself is refused.
+            assert_eq!(out.status.code(), Some(2));
+            assert!(stderr(&out).contains("onto itself"), "{}", stderr(&out));
+            return;
+        }
+        assert!(out.status.success(), "{}", stderr(&out));
+        let summary: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+        assert_eq!(summary["namespaces"][0]["destination"], format!("{s}.c"));
+        assert_same(&env, (&s, "c"), (&s, "c")).await;
+    });
+}
+
 /// Runs a copy that must fail; returns (exit code, the error line).
 async fn failing(list: Vec<String>) -> (i32, String) {
     let started = Instant::now();
