@@ -190,6 +190,15 @@ impl Bench {
             .await
         })?;
         println!("| write half: synthetic source -> destination sink | {write_half:.0} | |");
+        // Nothing can be written before the source's first reply to the sorted read.
+        let first_reply = self
+            .runtime
+            .block_on(first_reply_secs(&src, &data, batch_size))?;
+        let bound = docs_n as f64 / (first_reply + docs_n as f64 / write_half);
+        println!(
+            "| pipeline bound: {first_reply:.2} s to the source's first sorted batch, then the write half | {bound:.0} | {:.2} |",
+            bound / roofline
+        );
 
         for strategy in self.args.strategies.clone() {
             let to = self.fresh_destination()?;
@@ -315,6 +324,24 @@ async fn raw_scan(
         .try_collect()
         .await?;
     Ok((docs.len() as f64 / started.elapsed().as_secs_f64(), docs))
+}
+
+/// Seconds until the first batch of the sorted read arrives (a server may build the whole result
+/// first).
+async fn first_reply_secs(client: &Client, ns: &Namespace, batch_size: usize) -> Result<f64> {
+    let started = Instant::now();
+    let mut cursor = client
+        .database(&ns.db)
+        .collection::<RawDocumentBuf>(&ns.coll)
+        .find(doc! {})
+        .sort(doc! { "_id": 1 })
+        .hint(mongodb::options::Hint::Keys(doc! { "_id": 1 }))
+        .batch_size(batch_size as u32)
+        .await?;
+    cursor.try_next().await?;
+    let secs = started.elapsed().as_secs_f64();
+    drop(cursor);
+    Ok(secs)
 }
 
 /// Inserts the documents into a fresh collection with `workers` concurrent unordered inserts.
