@@ -181,7 +181,7 @@ fn clear_errors_for_bad_input() {
             "--to",
             &env.dst,
             "--ns",
-            &format!("{s}.missing"),
+            &format!("{s}.missing:{}.missing", env.dst_db("e")),
         ]))
         .await;
         assert_eq!(code, 1);
@@ -197,7 +197,7 @@ fn clear_errors_for_bad_input() {
             "--to",
             &env.dst,
             "--ns",
-            &format!("{}.*", env.src_db("nothing")),
+            &format!("{}.*:{}", env.src_db("nothing"), env.dst_db("nothing")),
         ]))
         .await;
         assert_eq!(code, 1);

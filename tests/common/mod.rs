@@ -87,8 +87,10 @@ impl TestEnv {
             .enable_all()
             .build()
             .unwrap();
-        let outcome =
-            runtime.block_on(async { tokio::time::timeout(TEST_TIMEOUT, body(env.clone())).await });
+        // The databases of a shared server are dropped even when the body panics.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            runtime.block_on(async { tokio::time::timeout(TEST_TIMEOUT, body(env.clone())).await })
+        }));
         if env.shared {
             let env = env.clone();
             runtime.block_on(async move {
@@ -101,7 +103,11 @@ impl TestEnv {
             });
         }
         runtime.shutdown_timeout(Duration::from_secs(5));
-        outcome.unwrap_or_else(|_| panic!("test did not finish within {TEST_TIMEOUT:?}"));
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => panic!("test did not finish within {TEST_TIMEOUT:?}"),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
     }
 }
 
