@@ -114,6 +114,13 @@ fn a_namespace_without_destination_keeps_its_name() {
     });
 }
 
+/// A command line that must fail: its exit status and what its error line says.
+struct Case {
+    argv: Vec<String>,
+    status: i32,
+    says: Vec<String>,
+}
+
 /// Runs a copy that must fail; returns (exit code, the error line).
 async fn failing(list: Vec<String>) -> (i32, String) {
     let started = Instant::now();
@@ -136,138 +143,77 @@ fn clear_errors_for_bad_input() {
         let s = env.src_db("e");
         insert_raw(&env.src_client().await, &s, "c", &[rawdoc! { "_id": 1 }]).await;
         let ns = format!("{s}.c:{}.c", env.dst_db("e"));
-
+        let missing = format!("{s}.missing:{}.missing", env.dst_db("e"));
+        let empty_db = format!("{}.*:{}", env.src_db("nothing"), env.dst_db("nothing"));
         // A server that is not there: bounded by --connect-timeout.
         let dead = "mongodb://127.0.0.1:9/?directConnection=true";
-        let (code, line) = failing(args(&[
-            "copy",
-            "--from",
-            dead,
-            "--to",
-            &env.dst,
-            "--ns",
-            &ns,
-            "--connect-timeout",
-            "2",
-        ]))
-        .await;
-        assert_eq!(code, 1);
-        assert!(
-            line.contains("source server") && line.contains("unreachable"),
-            "{line}"
-        );
-
-        let (_, line) = failing(args(&[
-            "copy",
-            "--from",
-            &env.src,
-            "--to",
-            dead,
-            "--ns",
-            &ns,
-            "--connect-timeout",
-            "2",
-        ]))
-        .await;
-        assert!(
-            line.contains("destination server") && line.contains("unreachable"),
-            "{line}"
-        );
-
-        let (code, line) = failing(args(&[
-            "copy",
-            "--from",
-            &env.src,
-            "--to",
-            &env.dst,
-            "--ns",
-            &format!("{s}.missing:{}.missing", env.dst_db("e")),
-        ]))
-        .await;
-        assert_eq!(code, 1);
-        assert!(
-            line.contains(&format!("namespace {s}.missing not found on the source")),
-            "{line}"
-        );
-
-        let (code, line) = failing(args(&[
-            "copy",
-            "--from",
-            &env.src,
-            "--to",
-            &env.dst,
-            "--ns",
-            &format!("{}.*:{}", env.src_db("nothing"), env.dst_db("nothing")),
-        ]))
-        .await;
-        assert_eq!(code, 1);
-        assert!(line.contains("has no collections"), "{line}");
-
-        // Malformed filter: refused before connecting.
-        let (code, line) = failing(args(&[
-            "copy",
-            "--from",
-            &env.src,
-            "--to",
-            &env.dst,
-            "--ns",
-            &ns,
-            "--filter",
-            "{status: }",
-        ]))
-        .await;
-        assert_eq!(code, 2);
-        assert!(line.contains("filter is not valid JSON"), "{line}");
-
-        // A filter the server rejects.
-        let (code, line) = failing(args(&[
-            "copy",
-            "--from",
-            &env.src,
-            "--to",
-            &env.dst,
-            "--ns",
-            &ns,
-            "--filter",
-            r#"{"$bogus": 1}"#,
-        ]))
-        .await;
-        assert_eq!(code, 1);
-        assert!(
-            line.contains("bad filter") && line.contains("$bogus"),
-            "{line}"
-        );
-
-        // Every problem of the command line at once.
-        let (code, line) = failing(args(&[
-            "copy",
-            "--from",
-            "http://nope",
-            "--to",
-            &env.dst,
-            "--ns",
-            "nodot",
-            "--workers",
-            "0",
-        ]))
-        .await;
-        assert_eq!(code, 2);
-        for part in ["from:", "nodot", "workers"] {
-            assert!(line.contains(part), "{part} missing in {line}");
+        let (src, dst) = (env.src.as_str(), env.dst.as_str());
+        let case =
+            |from: &str, to: &str, ns: &str, extra: &[&str], status: i32, says: &[&str]| Case {
+                argv: [&["copy", "--from", from, "--to", to, "--ns", ns], extra]
+                    .concat()
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect(),
+                status,
+                says: says.iter().map(|p| p.to_string()).collect(),
+            };
+        let not_found = format!("namespace {s}.missing not found on the source");
+        let cases = [
+            case(
+                dead,
+                dst,
+                &ns,
+                &["--connect-timeout", "2"],
+                1,
+                &["source server", "unreachable"],
+            ),
+            case(
+                src,
+                dead,
+                &ns,
+                &["--connect-timeout", "2"],
+                1,
+                &["destination server", "unreachable"],
+            ),
+            case(src, dst, &missing, &[], 1, &[&not_found]),
+            case(src, dst, &empty_db, &[], 1, &["has no collections"]),
+            // Malformed filter: refused before connecting.
+            case(
+                src,
+                dst,
+                &ns,
+                &["--filter", "{status: }"],
+                2,
+                &["filter is not valid JSON"],
+            ),
+            // A filter the server rejects.
+            case(
+                src,
+                dst,
+                &ns,
+                &["--filter", r#"{"$bogus": 1}"#],
+                1,
+                &["bad filter", "$bogus"],
+            ),
+            // Every problem of the command line at once.
+            case(
+                "http://nope",
+                dst,
+                "nodot",
+                &["--workers", "0"],
+                2,
+                &["from:", "nodot", "workers"],
+            ),
+            case("mongodb://", dst, &ns, &[], 1, &["invalid source URI"]),
+        ];
+        for Case { argv, status, says } in cases {
+            let (code, line) = failing(argv).await;
+            assert_eq!(code, status, "{line}");
+            for part in says {
+                assert!(line.contains(&part), "{part:?} missing in {line}");
+            }
         }
-
-        let (code, line) = failing(args(&[
-            "copy",
-            "--from",
-            "mongodb://",
-            "--to",
-            &env.dst,
-            "--ns",
-            &ns,
-        ]))
-        .await;
-        assert_eq!(code, 1);
-        assert!(line.contains("invalid source URI"), "{line}");
     });
 }
 

@@ -15,6 +15,25 @@ use mongoferry::config::{RawSpec, Strategy};
 use mongoferry::copy::{self, CopySummary};
 use tokio_util::sync::CancellationToken;
 
+fn spec(
+    env: &TestEnv,
+    namespaces: Vec<String>,
+    workers: usize,
+    batch_size: usize,
+    strategy: Strategy,
+) -> RawSpec {
+    RawSpec {
+        from: env.src.clone(),
+        to: env.dst.clone(),
+        namespaces,
+        workers: Some(workers),
+        batch_size: Some(batch_size),
+        strategy: Some(strategy),
+        connect_timeout_secs: Some(20.0),
+        ..Default::default()
+    }
+}
+
 async fn copy_with(
     env: &TestEnv,
     namespaces: Vec<String>,
@@ -23,14 +42,8 @@ async fn copy_with(
     batch_size: usize,
 ) -> CopySummary {
     let spec = RawSpec {
-        from: env.src.clone(),
-        to: env.dst.clone(),
-        namespaces,
         filter: filter.map(str::to_string),
-        workers: Some(3),
-        batch_size: Some(batch_size),
-        strategy: Some(strategy),
-        connect_timeout_secs: Some(20.0),
+        ..spec(env, namespaces, 3, batch_size, strategy)
     }
     .validate()
     .expect("valid spec");
@@ -349,16 +362,9 @@ fn a_refused_document_fails_the_job_with_its_error() {
             )
             .await
             .unwrap();
-        let spec = RawSpec {
-            from: env.src.clone(),
-            to: env.dst.clone(),
-            namespaces: vec![format!("{s}.c:{d}.c")],
-            workers: Some(4),
-            batch_size: Some(20),
-            ..Default::default()
-        }
-        .validate()
-        .unwrap();
+        let spec = spec(&env, vec![format!("{s}.c:{d}.c")], 4, 20, Strategy::Stream)
+            .validate()
+            .unwrap();
         let err = tokio::time::timeout(
             Duration::from_secs(60),
             copy::prepare(&spec)
@@ -419,17 +425,9 @@ fn cancel_stops_the_job_and_joins_every_task() {
             .map(|i| mongoferry::pipeline::synthetic::sample_document(i, 512))
             .collect();
         insert_raw(&env.src_client().await, &s, "c", &docs).await;
-        let spec = RawSpec {
-            from: env.src.clone(),
-            to: env.dst.clone(),
-            namespaces: vec![format!("{s}.c:{d}.c")],
-            workers: Some(2),
-            batch_size: Some(50),
-            strategy: Some(Strategy::Ids),
-            ..Default::default()
-        }
-        .validate()
-        .unwrap();
+        let spec = spec(&env, vec![format!("{s}.c:{d}.c")], 2, 50, Strategy::Ids)
+            .validate()
+            .unwrap();
         let prepared = copy::prepare(&spec).await.unwrap();
         let stats = prepared.stats();
         let cancel = CancellationToken::new();
