@@ -251,3 +251,64 @@ fn auth_failure_is_reported_without_the_password() {
         assert!(!text.contains(password), "password leaked: {text}");
     });
 }
+
+#[test]
+fn sigterm_stops_the_copy_with_status_130() {
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("term"), env.dst_db("term"));
+        let docs: Vec<_> = (0..20_000)
+            .map(|i| mongoferry::pipeline::synthetic::sample_document(i, 256))
+            .collect();
+        insert_raw(&env.src_client().await, &s, "c", &docs).await;
+        let ns = format!("{s}.c:{d}.c");
+        // The `ids` strategy with small batches is slow on the test server: plenty of time.
+        let argv = [
+            "copy",
+            "--from",
+            &env.src,
+            "--to",
+            &env.dst,
+            "--ns",
+            &ns,
+            "--strategy",
+            "ids",
+            "--batch-size",
+            "20",
+            "--workers",
+            "1",
+        ];
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mongoferry"))
+            .args(argv)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let dst = env.dst_client().await;
+        let coll = dst.database(&d).collection::<mongodb::bson::Document>("c");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while coll.estimated_document_count().await.unwrap_or(0) == 0 {
+            assert!(Instant::now() < deadline, "the copy never started");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("copy did not stop within 30 s of SIGTERM");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let mut err = String::new();
+        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+        assert_eq!(status.code(), Some(130), "{err}");
+        assert!(err.contains("interrupted"), "{err}");
+        let copied = coll.count_documents(mongodb::bson::doc! {}).await.unwrap();
+        assert!(copied > 0 && copied < 20_000, "stopped part way: {copied}");
+    });
+}
