@@ -14,7 +14,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{NsMapping, RawSpec, Strategy, DEFAULT_BATCH_SIZE, DEFAULT_WORKERS};
 use crate::copy::{self, CopySummary};
 use crate::mongo::{self, Side};
-use crate::pipeline::{self, synthetic::SyntheticSource, CopyError, EngineOptions, MongoSink};
+use crate::pipeline::{
+    self, synthetic::SyntheticSource, Control, CopyError, EngineOptions, MongoSink,
+};
 use crate::progress::{Progress, ProgressMode};
 use crate::stats::JobStats;
 
@@ -287,10 +289,10 @@ async fn run_sample(args: SampleArgs) -> Result<(), Failure> {
         Arc::new(MongoSink::new(client)),
         tasks,
         EngineOptions {
-            workers: args.workers,
             batch_size: 1000,
             strategy: Strategy::Stream,
         },
+        Arc::new(Control::new(args.workers)),
         stats.clone(),
         CancellationToken::new(),
     )

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{CopySpec, NsMapping, Strategy};
 use crate::mongo::{self, describe, MongoError, Namespace, Side};
-use crate::pipeline::{self, CopyError, EngineOptions, MongoSink, MongoSource, NsTask};
+use crate::pipeline::{self, Control, CopyError, EngineOptions, MongoSink, MongoSource, NsTask};
 use crate::stats::JobStats;
 
 /// A job that is connected and knows exactly which namespaces it copies.
@@ -25,6 +25,7 @@ pub struct PreparedCopy {
     tasks: Vec<Arc<NsTask>>,
     stats: Arc<JobStats>,
     options: EngineOptions,
+    control: Arc<Control>,
     from: String,
     to: String,
 }
@@ -92,10 +93,10 @@ pub async fn prepare(spec: &CopySpec) -> Result<PreparedCopy, CopyError> {
         tasks,
         stats,
         options: EngineOptions {
-            workers: spec.workers,
             batch_size: spec.batch_size,
             strategy: spec.strategy,
         },
+        control: Arc::new(Control::new(spec.workers)),
         from: mongo::redact_uri(&spec.from),
         to: mongo::redact_uri(&spec.to),
     })
@@ -105,6 +106,11 @@ impl PreparedCopy {
     /// Live counters, for a progress display while [`run`](Self::run) works.
     pub fn stats(&self) -> Arc<JobStats> {
         self.stats.clone()
+    }
+
+    /// Live controls: pause, resume, worker count.
+    pub fn control(&self) -> Arc<Control> {
+        self.control.clone()
     }
 
     pub fn namespaces(&self) -> impl Iterator<Item = (&Namespace, &Namespace)> {
@@ -117,6 +123,7 @@ impl PreparedCopy {
             self.sink,
             self.tasks,
             self.options,
+            self.control.clone(),
             self.stats.clone(),
             cancel,
         )
@@ -131,7 +138,7 @@ impl PreparedCopy {
             from: self.from,
             to: self.to,
             strategy: self.options.strategy,
-            workers: self.options.workers,
+            workers: self.control.workers(),
             batch_size: self.options.batch_size,
             namespaces: snap
                 .namespaces

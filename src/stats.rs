@@ -3,8 +3,8 @@
 //! In: the pipeline stages bump atomics once per batch (never per document). Out: [`JobSnapshot`],
 //! a consistent-enough view for progress bars, summaries and (later) the API.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -67,9 +67,33 @@ impl NsCounters {
     }
 }
 
+/// What a worker is doing right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerState {
+    /// Waiting for a batch.
+    Idle,
+    /// Fetching or writing a batch.
+    Busy,
+    /// Held by the job's pause gate.
+    Paused,
+    /// Finished, retired or not started.
+    Stopped,
+}
+
+impl WorkerState {
+    const ALL: [WorkerState; 4] = [
+        WorkerState::Idle,
+        WorkerState::Busy,
+        WorkerState::Paused,
+        WorkerState::Stopped,
+    ];
+}
+
 /// Per-worker counters, for telling a slow worker from a slow server.
 #[derive(Debug, Default)]
 pub struct WorkerCounters {
+    state: AtomicU8,
     docs: AtomicU64,
     batches: AtomicU64,
     fetch_micros: AtomicU64,
@@ -86,6 +110,14 @@ impl WorkerCounters {
             .fetch_add(write.as_micros() as u64, Relaxed);
     }
 
+    pub fn set_state(&self, state: WorkerState) {
+        self.state.store(state as u8, Relaxed);
+    }
+
+    pub fn state(&self) -> WorkerState {
+        WorkerState::ALL[self.state.load(Relaxed) as usize]
+    }
+
     fn snapshot(&self, id: usize) -> WorkerSnapshot {
         let batches = self.batches.load(Relaxed);
         let mean_ms = |micros: &AtomicU64| {
@@ -97,6 +129,7 @@ impl WorkerCounters {
         };
         WorkerSnapshot {
             id,
+            state: self.state(),
             docs: self.docs.load(Relaxed),
             batches,
             mean_fetch_ms: mean_ms(&self.fetch_micros),
@@ -110,7 +143,8 @@ impl WorkerCounters {
 pub struct JobStats {
     started: Instant,
     pub namespaces: Vec<Arc<NsCounters>>,
-    pub workers: Vec<Arc<WorkerCounters>>,
+    /// One entry per worker slot ever used; grows when the worker count is raised.
+    workers: RwLock<Vec<Arc<WorkerCounters>>>,
     /// Batches put on the queue and taken off it; their difference is the queue depth.
     pub batches_queued: AtomicU64,
     pub batches_taken: AtomicU64,
@@ -124,10 +158,32 @@ impl JobStats {
                 .into_iter()
                 .map(|(s, d)| Arc::new(NsCounters::new(s, d)))
                 .collect(),
-            workers: (0..workers).map(|_| Default::default()).collect(),
+            workers: RwLock::new(
+                (0..workers)
+                    .map(|_| {
+                        let w = WorkerCounters::default();
+                        w.set_state(WorkerState::Stopped);
+                        Arc::new(w)
+                    })
+                    .collect(),
+            ),
             batches_queued: AtomicU64::new(0),
             batches_taken: AtomicU64::new(0),
         }
+    }
+
+    /// The counters of a worker slot, created when the slot is first used.
+    pub fn worker(&self, slot: usize) -> Arc<WorkerCounters> {
+        if let Some(w) = self.workers.read().expect("not poisoned").get(slot) {
+            return w.clone();
+        }
+        let mut workers = self.workers.write().expect("not poisoned");
+        while workers.len() <= slot {
+            let w = WorkerCounters::default();
+            w.set_state(WorkerState::Stopped);
+            workers.push(Arc::new(w));
+        }
+        workers[slot].clone()
     }
 
     pub fn elapsed(&self) -> Duration {
@@ -155,6 +211,8 @@ impl JobStats {
                 .saturating_sub(self.batches_taken.load(Relaxed)),
             workers: self
                 .workers
+                .read()
+                .expect("not poisoned")
                 .iter()
                 .enumerate()
                 .map(|(i, w)| w.snapshot(i))
@@ -222,6 +280,7 @@ pub struct NsSnapshot {
 #[derive(Debug, Clone, Serialize)]
 pub struct WorkerSnapshot {
     pub id: usize,
+    pub state: WorkerState,
     pub docs: u64,
     pub batches: u64,
     pub mean_fetch_ms: f64,
@@ -267,7 +326,9 @@ mod tests {
         stats.namespaces[1].add_written(5, 50);
         stats.batches_queued.store(7, Relaxed);
         stats.batches_taken.store(5, Relaxed);
-        stats.workers[1].record_batch(9, Duration::from_millis(2), Duration::from_millis(4));
+        stats
+            .worker(1)
+            .record_batch(9, Duration::from_millis(2), Duration::from_millis(4));
         let snap = stats.snapshot();
         assert_eq!((snap.docs, snap.bytes, snap.expected), (9, 450, Some(15)));
         assert_eq!(snap.queue_depth, 2);

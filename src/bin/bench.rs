@@ -22,7 +22,9 @@ use mongodb::Client;
 use mongoferry::config::Strategy;
 use mongoferry::mongo::{self, Namespace, Side};
 use mongoferry::pipeline::synthetic::{NullSink, SyntheticSource};
-use mongoferry::pipeline::{self, EngineOptions, MongoSink, MongoSource, NsTask, Sink, Source};
+use mongoferry::pipeline::{
+    self, Control, EngineOptions, MongoSink, MongoSource, NsTask, Sink, Source,
+};
 use mongoferry::stats::JobStats;
 use mongoferry::test_server::TestServer;
 use tokio_util::sync::CancellationToken;
@@ -437,10 +439,10 @@ async fn run_engine<S: Source, K: Sink>(
         Arc::new(sink),
         tasks,
         EngineOptions {
-            workers,
             batch_size,
             strategy,
         },
+        Arc::new(Control::new(workers)),
         stats.clone(),
         CancellationToken::new(),
     )

@@ -12,6 +12,7 @@
 //! one `JoinSet` and joined; the first failure closes the queue and cancels the others, so a
 //! broken worker fails the job instead of hanging it.
 
+pub mod control;
 pub mod queue;
 pub mod sink;
 pub mod source;
@@ -26,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Strategy;
 use crate::mongo::MongoError;
 use crate::stats::JobStats;
+pub use control::Control;
 pub use queue::NsTask;
 use queue::QueueClosed;
 pub use sink::{MongoSink, Sink};
@@ -49,39 +51,35 @@ impl From<QueueClosed> for CopyError {
     }
 }
 
-/// How the engine runs.
+/// How the engine runs. The worker count lives in the job's [`Control`], where it can change.
 #[derive(Debug, Clone, Copy)]
 pub struct EngineOptions {
-    pub workers: usize,
     pub batch_size: usize,
     pub strategy: Strategy,
 }
 
-impl EngineOptions {
-    /// Two batches per worker keep every worker busy while bounding memory.
-    fn queue_capacity(&self) -> usize {
-        self.workers * 2
-    }
+/// What each task of the engine is, so the coordinator knows who finished.
+enum Role {
+    Counter,
+    Producer,
+    Worker(usize),
 }
 
-/// Runs the copy of `tasks` to completion (or first error). `cancel` stops it early; a stopped
-/// run returns [`CopyError::Stopped`].
+/// Runs the copy of `tasks` to completion (or first error). `control` pauses, resumes and resizes
+/// it live; `cancel` stops it early, and a stopped run returns [`CopyError::Stopped`].
 pub async fn run<S: Source, K: Sink>(
     source: Arc<S>,
     sink: Arc<K>,
     tasks: Vec<Arc<NsTask>>,
     options: EngineOptions,
+    control: Arc<Control>,
     stats: Arc<JobStats>,
     cancel: CancellationToken,
 ) -> Result<(), CopyError> {
-    assert_eq!(
-        stats.workers.len(),
-        options.workers,
-        "one counter per worker"
-    );
     let cancel = cancel.child_token();
-    let (sender, receiver) = queue::bounded(options.queue_capacity(), stats.clone());
-    let mut set = JoinSet::new();
+    // Two batches per worker keep every worker busy while bounding memory.
+    let (sender, receiver) = queue::bounded(control.workers() * 2, stats.clone());
+    let mut set: JoinSet<(Role, Result<(), CopyError>)> = JoinSet::new();
 
     // Expected counts only feed the progress display: a failure there is not fatal.
     {
@@ -93,7 +91,7 @@ pub async fn run<S: Source, K: Sink>(
                     Err(e) => tracing::debug!("cannot count {}: {e}", task.source),
                 }
             }
-            Ok(())
+            (Role::Counter, Ok(()))
         });
     }
 
@@ -102,35 +100,73 @@ pub async fn run<S: Source, K: Sink>(
         set.spawn(async move {
             // Owning the only sender: when this task ends the queue closes and workers drain it.
             let sender = sender;
-            for task in tasks {
-                if cancel.is_cancelled() {
-                    return Err(CopyError::Stopped);
+            let produce = async {
+                for task in tasks {
+                    if cancel.is_cancelled() {
+                        return Err(CopyError::Stopped);
+                    }
+                    sink.prepare(&task.destination).await?;
+                    source
+                        .produce(&task, options.strategy, options.batch_size, &sender)
+                        .await?;
+                    task.mark_produced();
                 }
-                sink.prepare(&task.destination).await?;
-                source
-                    .produce(&task, options.strategy, options.batch_size, &sender)
-                    .await?;
-                task.mark_produced();
-            }
-            Ok(())
+                Ok(())
+            };
+            (Role::Producer, produce.await)
         });
     }
 
-    for counters in &stats.workers {
-        let worker = worker::Worker {
-            source: source.clone(),
-            sink: sink.clone(),
-            queue: receiver.clone(),
-            counters: counters.clone(),
-            cancel: cancel.clone(),
-        };
-        set.spawn(worker.run());
-    }
+    let mut running: Vec<bool> = Vec::new();
+    let start_workers = |set: &mut JoinSet<_>, running: &mut Vec<bool>, wanted: usize| {
+        for slot in 0..wanted {
+            if running.get(slot).copied().unwrap_or(false) {
+                continue;
+            }
+            if running.len() <= slot {
+                running.resize(slot + 1, false);
+            }
+            running[slot] = true;
+            let worker = worker::Worker {
+                slot,
+                source: source.clone(),
+                sink: sink.clone(),
+                queue: receiver.clone(),
+                counters: stats.worker(slot),
+                cancel: cancel.clone(),
+                paused: control.watch_paused(),
+                wanted: control.watch_workers(),
+            };
+            set.spawn(async move { (Role::Worker(slot), worker.run().await) });
+        }
+    };
+    let mut wanted = control.watch_workers();
+    start_workers(&mut set, &mut running, *wanted.borrow_and_update());
 
     let mut first_error: Option<CopyError> = None;
-    while let Some(joined) = set.join_next().await {
-        let outcome =
-            joined.unwrap_or_else(|e| Err(CopyError::Internal(format!("task failed: {e}"))));
+    loop {
+        let joined = tokio::select! {
+            joined = set.join_next() => match joined {
+                Some(joined) => joined,
+                None => break,
+            },
+            Ok(()) = wanted.changed() => {
+                // Workers above the new count retire by themselves; new slots start here.
+                let n = *wanted.borrow_and_update();
+                if first_error.is_none() && !cancel.is_cancelled() {
+                    start_workers(&mut set, &mut running, n);
+                }
+                continue;
+            }
+        };
+        let outcome = match joined {
+            Ok((Role::Worker(slot), outcome)) => {
+                running[slot] = false;
+                outcome
+            }
+            Ok((Role::Counter | Role::Producer, outcome)) => outcome,
+            Err(e) => Err(CopyError::Internal(format!("task failed: {e}"))),
+        };
         if let Err(e) = outcome {
             // A stop caused by another task's failure is not news; keep the root cause.
             let is_root = !matches!(e, CopyError::Stopped);
@@ -206,7 +242,6 @@ mod tests {
 
     fn options(strategy: Strategy) -> EngineOptions {
         EngineOptions {
-            workers: 3,
             batch_size: 100,
             strategy,
         }
@@ -225,6 +260,7 @@ mod tests {
                 Arc::new(NullSink),
                 tasks(&stats),
                 options(strategy),
+                Arc::new(Control::new(3)),
                 stats.clone(),
                 CancellationToken::new(),
             )
@@ -258,6 +294,7 @@ mod tests {
                 Arc::new(sink),
                 tasks(&stats),
                 options(Strategy::Stream),
+                Arc::new(Control::new(3)),
                 stats.clone(),
                 CancellationToken::new(),
             ),
@@ -287,10 +324,10 @@ mod tests {
             }),
             tasks(&stats),
             EngineOptions {
-                workers: 1,
                 batch_size: 10,
                 strategy: Strategy::Stream,
             },
+            Arc::new(Control::new(1)),
             stats.clone(),
             cancel.clone(),
         ));
@@ -301,5 +338,112 @@ mod tests {
             .expect("cancel ends the job")
             .unwrap();
         assert!(matches!(outcome, Err(CopyError::Stopped)));
+    }
+
+    /// A job that writes slowly enough to be watched: ~1 ms per batch of 10.
+    fn slow_job(
+        docs: u64,
+        workers: usize,
+    ) -> (
+        Arc<Control>,
+        Arc<JobStats>,
+        tokio::task::JoinHandle<Result<(), CopyError>>,
+    ) {
+        let stats = stats(1, workers);
+        let control = Arc::new(Control::new(workers));
+        let job = tokio::spawn(run(
+            Arc::new(SyntheticSource { docs, doc_size: 64 }),
+            Arc::new(FailingSink {
+                writes: AtomicU64::new(0),
+                fail_at: u64::MAX,
+            }),
+            tasks(&stats),
+            EngineOptions {
+                batch_size: 10,
+                strategy: Strategy::Stream,
+            },
+            control.clone(),
+            stats.clone(),
+            CancellationToken::new(),
+        ));
+        (control, stats, job)
+    }
+
+    async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !check() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting: {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn pause_holds_the_count_still_and_resume_finishes() {
+        let (control, stats, job) = slow_job(50_000, 3);
+        wait_until("progress", || stats.snapshot().docs > 100).await;
+        control.pause();
+        let states = || {
+            stats
+                .snapshot()
+                .workers
+                .iter()
+                .map(|w| w.state)
+                .collect::<Vec<_>>()
+        };
+        wait_until("all workers paused", || {
+            states()
+                .iter()
+                .all(|s| *s == crate::stats::WorkerState::Paused)
+        })
+        .await;
+        let held = stats.snapshot().docs;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(stats.snapshot().docs, held, "no progress while paused");
+        assert!(!job.is_finished());
+        control.resume();
+        tokio::time::timeout(Duration::from_secs(30), job)
+            .await
+            .expect("finishes after resume")
+            .unwrap()
+            .unwrap();
+        assert_eq!(stats.snapshot().docs, 50_000);
+    }
+
+    #[tokio::test]
+    async fn worker_count_changes_while_the_job_runs() {
+        let (control, stats, job) = slow_job(100_000, 1);
+        wait_until("progress", || stats.snapshot().docs > 50).await;
+        control.set_workers(4);
+        wait_until("four workers busy", || {
+            let w = stats.snapshot().workers;
+            w.len() == 4 && w.iter().all(|w| w.batches > 0)
+        })
+        .await;
+        control.set_workers(2);
+        wait_until("two retired", || {
+            let w = stats.snapshot().workers;
+            w[2..]
+                .iter()
+                .all(|w| w.state == crate::stats::WorkerState::Stopped)
+        })
+        .await;
+        let retired: Vec<u64> = stats.snapshot().workers[2..]
+            .iter()
+            .map(|w| w.batches)
+            .collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let snap = stats.snapshot();
+        assert!(snap.docs < 100_000, "still running");
+        let later: Vec<u64> = snap.workers[2..].iter().map(|w| w.batches).collect();
+        assert_eq!(retired, later, "retired workers take no batch");
+        tokio::time::timeout(Duration::from_secs(30), job)
+            .await
+            .expect("finishes")
+            .unwrap()
+            .unwrap();
+        assert_eq!(stats.snapshot().docs, 100_000);
     }
 }

@@ -1,45 +1,55 @@
 //! The worker stage: takes batches off the queue, fetches their documents if they carry only
 //! `_id`s, and writes them to the sink.
 //!
-//! In: [`Batch`](super::queue::Batch)es from the queue. Out: documents acknowledged by the sink,
-//! counted per worker and per namespace. A worker stops when the queue is closed and drained, when
-//! the job is cancelled (after finishing its current batch), or at its first error, which it
-//! returns.
+//! In: [`Batch`](super::queue::Batch)es from the queue, and the job's [`Control`]. Out: documents
+//! acknowledged by the sink, counted per worker and per namespace. A worker stops when the queue is
+//! closed and drained, when the job is cancelled or its slot is no longer wanted (after finishing
+//! its current batch), or at its first error, which it returns. While the job is paused it takes no
+//! batch.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::queue::{Payload, QueueReceiver};
+use super::queue::{Batch, Payload, QueueReceiver};
 use super::sink::Sink;
 use super::source::Source;
 use super::CopyError;
-use crate::stats::WorkerCounters;
+use crate::stats::{WorkerCounters, WorkerState};
 
 pub struct Worker<S, K> {
+    /// The worker's slot: it retires when fewer workers are wanted than `slot + 1`.
+    pub slot: usize,
     pub source: Arc<S>,
     pub sink: Arc<K>,
     pub queue: QueueReceiver,
     pub counters: Arc<WorkerCounters>,
     pub cancel: CancellationToken,
+    pub paused: watch::Receiver<bool>,
+    pub wanted: watch::Receiver<usize>,
+}
+
+/// Why a worker stopped without error.
+enum Next {
+    Batch(Batch),
+    Stop,
 }
 
 impl<S: Source, K: Sink> Worker<S, K> {
-    pub async fn run(self) -> Result<(), CopyError> {
+    pub async fn run(mut self) -> Result<(), CopyError> {
+        let outcome = self.work().await;
+        self.counters.set_state(WorkerState::Stopped);
+        outcome
+    }
+
+    async fn work(&mut self) -> Result<(), CopyError> {
         loop {
-            let mut batch = tokio::select! {
-                biased;
-                _ = self.cancel.cancelled() => {
-                    // Unblocks a producer waiting for room in a queue nobody drains any more.
-                    self.queue.close();
-                    return Ok(());
-                }
-                batch = self.queue.recv() => match batch {
-                    Some(batch) => batch,
-                    None => return Ok(()),
-                },
+            let Next::Batch(mut batch) = self.next_batch().await else {
+                return Ok(());
             };
+            self.counters.set_state(WorkerState::Busy);
             let started = Instant::now();
             let (docs, fetch_time) =
                 match std::mem::replace(&mut batch.payload, Payload::Ids(vec![])) {
@@ -59,6 +69,37 @@ impl<S: Source, K: Sink> Worker<S, K> {
                 .record_batch(count, fetch_time, write_started.elapsed());
             batch.task.counters.add_written(count, bytes);
             batch.done();
+        }
+    }
+
+    /// Waits for a batch while the job runs, this slot is wanted and the gate is open.
+    async fn next_batch(&mut self) -> Next {
+        loop {
+            if *self.wanted.borrow_and_update() <= self.slot {
+                return Next::Stop;
+            }
+            let paused = *self.paused.borrow_and_update();
+            self.counters.set_state(if paused {
+                WorkerState::Paused
+            } else {
+                WorkerState::Idle
+            });
+            tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => {
+                    // Unblocks a producer waiting for room in a queue nobody drains any more.
+                    self.queue.close();
+                    return Next::Stop;
+                }
+                _ = self.wanted.changed() => continue,
+                _ = self.paused.changed() => continue,
+                batch = self.queue.recv(), if !paused => {
+                    return match batch {
+                        Some(batch) => Next::Batch(batch),
+                        None => Next::Stop,
+                    };
+                }
+            }
         }
     }
 }
