@@ -4,6 +4,7 @@
 //! and an exit status: 0 on success, 1 when the job failed, 2 for invalid input, 130 when
 //! interrupted.
 
+use std::future::IntoFuture;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{NsMapping, RawSpec, Strategy, DEFAULT_BATCH_SIZE, DEFAULT_WORKERS};
 use crate::copy::{self, CopySummary};
+use crate::job::manager::JobManager;
+use crate::job::store::StateFile;
 use crate::mongo::{self, Side};
 use crate::pipeline::{
     self, synthetic::SyntheticSource, Control, CopyError, EngineOptions, MongoSink,
@@ -35,8 +38,27 @@ pub struct Cli {
 pub enum Command {
     /// Copy collections from one server to another (idempotent: safe to run again).
     Copy(CopyArgs),
+    /// Run the HTTP API: start, watch and steer copy jobs.
+    Serve(ServeArgs),
     /// Write generated sample documents into a collection (for demos and benchmarks).
     Sample(SampleArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port; the address is printed).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Job history file [default: $XDG_DATA_HOME/mongoferry/jobs.json or
+    /// ~/.local/share/mongoferry/jobs.json].
+    #[arg(long, value_name = "PATH", conflicts_with = "no_state")]
+    pub state: Option<std::path::PathBuf>,
+    /// Keep no history on disk.
+    #[arg(long)]
+    pub no_state: bool,
+    /// Seconds to wait for running jobs to stop on SIGTERM / Ctrl-C.
+    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+    pub shutdown_timeout: f64,
 }
 
 #[derive(Args, Debug)]
@@ -102,6 +124,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     let outcome = match cli.command {
         Command::Copy(args) => run_copy(args).await,
         Command::Sample(args) => run_sample(args).await,
+        Command::Serve(args) => run_serve(args).await,
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -241,6 +264,60 @@ fn human_bytes(bytes: u64) -> String {
         format!("{bytes} B")
     } else {
         format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// Where the job history lives when `--state` is not given.
+fn default_state_path() -> std::path::PathBuf {
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".local/share")))
+        .unwrap_or_else(|| ".".into());
+    data.join("mongoferry/jobs.json")
+}
+
+async fn run_serve(args: ServeArgs) -> Result<(), Failure> {
+    let fail = |message: String| Failure { message, status: 1 };
+    let store = (!args.no_state)
+        .then(|| StateFile::new(args.state.clone().unwrap_or_else(default_state_path)));
+    let manager = JobManager::open(store.clone()).map_err(|e| fail(e.to_string()))?;
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .map_err(|e| fail(format!("cannot listen on {}: {e}", args.listen)))?;
+    let address = listener
+        .local_addr()
+        .map_err(|e| fail(format!("cannot listen on {}: {e}", args.listen)))?;
+    match &store {
+        Some(s) => eprintln!("job history: {}", s.path().display()),
+        None => eprintln!("job history: not kept (--no-state)"),
+    }
+    eprintln!("mongoferry serving on http://{address}");
+
+    let stop = CancellationToken::new();
+    let signals = cancel_on_signal(stop.clone());
+    let server = axum::serve(listener, crate::api::router(manager.clone()))
+        .with_graceful_shutdown(stop.clone().cancelled_owned());
+    let mut server = tokio::spawn(server.into_future());
+    let served = tokio::select! {
+        outcome = &mut server => Some(outcome),
+        _ = stop.cancelled() => None,
+    };
+    // Stop accepting (done by the graceful shutdown), let running batches finish, record states.
+    stop.cancel();
+    let deadline = Duration::from_secs_f64(args.shutdown_timeout.max(0.0));
+    manager.shutdown(deadline).await;
+    if served.is_none()
+        && tokio::time::timeout(Duration::from_secs(5), &mut server)
+            .await
+            .is_err()
+    {
+        // Event streams of finished jobs close by themselves; anything left is cut off.
+        server.abort();
+    }
+    let _ = signals.await;
+    match served {
+        Some(Ok(Err(e))) => Err(fail(format!("server error: {e}"))),
+        _ => Ok(()),
     }
 }
 

@@ -108,6 +108,12 @@ impl PreparedCopy {
         self.stats.clone()
     }
 
+    /// Runs under `control` (e.g. a job's, which the API changes) instead of its own.
+    pub fn with_control(mut self, control: Arc<Control>) -> Self {
+        self.control = control;
+        self
+    }
+
     /// Live controls: pause, resume, worker count.
     pub fn control(&self) -> Arc<Control> {
         self.control.clone()

@@ -6,6 +6,8 @@
 //!
 //! # Layout
 //!
+//! - [`api`]: the HTTP API of `serve`: routes, errors to status codes, events, metrics.
+//! - [`job`]: service jobs (typed states, views), the job manager ("bus") and the history file.
 //! - [`cli`]: the command line (`copy`, `sample`), exit statuses and the printed summary.
 //! - [`config`]: user input to a validated [`config::CopySpec`], every problem reported at once.
 //! - [`copy`]: one copy job end to end: connect, resolve namespaces, run the engine, summarise.
@@ -16,9 +18,11 @@
 //! - [`progress`]: progress bars or log lines drawn from the stats.
 //! - [`test_server`]: starts SecantusDB test servers (used by the tests, the benchmark and demos).
 
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod copy;
+pub mod job;
 pub mod mongo;
 pub mod pipeline;
 pub mod progress;

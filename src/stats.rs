@@ -138,6 +138,49 @@ impl WorkerCounters {
     }
 }
 
+/// Upper bounds (seconds) of the batch latency histogram buckets.
+pub const LATENCY_BUCKETS: [f64; 12] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A latency histogram with fixed buckets, updated once per batch.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, latency: Duration) {
+        let secs = latency.as_secs_f64();
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|&b| secs <= b) {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum_micros
+            .fetch_add(latency.as_micros() as u64, Relaxed);
+    }
+
+    /// Cumulative counts per bucket (as Prometheus wants them), total count, sum in seconds.
+    pub fn snapshot(&self) -> (Vec<u64>, u64, f64) {
+        let mut total = 0;
+        let cumulative = self
+            .buckets
+            .iter()
+            .map(|b| {
+                total += b.load(Relaxed);
+                total
+            })
+            .collect();
+        (
+            cumulative,
+            self.count.load(Relaxed),
+            self.sum_micros.load(Relaxed) as f64 / 1e6,
+        )
+    }
+}
+
 /// Everything counted about one copy.
 #[derive(Debug)]
 pub struct JobStats {
@@ -148,6 +191,9 @@ pub struct JobStats {
     /// Batches put on the queue and taken off it; their difference is the queue depth.
     pub batches_queued: AtomicU64,
     pub batches_taken: AtomicU64,
+    /// Time to fetch a batch by `_id` (the `ids` strategy) and to write a batch.
+    pub fetch_latency: Histogram,
+    pub write_latency: Histogram,
 }
 
 impl JobStats {
@@ -169,6 +215,8 @@ impl JobStats {
             ),
             batches_queued: AtomicU64::new(0),
             batches_taken: AtomicU64::new(0),
+            fetch_latency: Histogram::default(),
+            write_latency: Histogram::default(),
         }
     }
 
@@ -346,6 +394,18 @@ mod tests {
         w.update(t + Duration::from_secs(2), 10_000);
         let r = w.update(t + Duration::from_secs(12), 10_500);
         assert!((r - 50.0).abs() < 1e-9, "{r}");
+    }
+
+    #[test]
+    fn histogram_is_cumulative() {
+        let h = Histogram::default();
+        h.observe(Duration::from_micros(500));
+        h.observe(Duration::from_millis(30));
+        h.observe(Duration::from_secs(60));
+        let (buckets, count, sum) = h.snapshot();
+        assert_eq!((buckets[0], buckets[4], buckets[11]), (1, 2, 2));
+        assert_eq!(count, 3);
+        assert!((sum - 60.0305).abs() < 1e-6);
     }
 
     #[test]

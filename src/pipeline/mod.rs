@@ -133,6 +133,7 @@ pub async fn run<S: Source, K: Sink>(
                 sink: sink.clone(),
                 queue: receiver.clone(),
                 counters: stats.worker(slot),
+                job: stats.clone(),
                 cancel: cancel.clone(),
                 paused: control.watch_paused(),
                 wanted: control.watch_workers(),

@@ -17,7 +17,7 @@ use super::queue::{Batch, Payload, QueueReceiver};
 use super::sink::Sink;
 use super::source::Source;
 use super::CopyError;
-use crate::stats::{WorkerCounters, WorkerState};
+use crate::stats::{JobStats, WorkerCounters, WorkerState};
 
 pub struct Worker<S, K> {
     /// The worker's slot: it retires when fewer workers are wanted than `slot + 1`.
@@ -26,6 +26,7 @@ pub struct Worker<S, K> {
     pub sink: Arc<K>,
     pub queue: QueueReceiver,
     pub counters: Arc<WorkerCounters>,
+    pub job: Arc<JobStats>,
     pub cancel: CancellationToken,
     pub paused: watch::Receiver<bool>,
     pub wanted: watch::Receiver<usize>,
@@ -65,8 +66,12 @@ impl<S: Source, K: Sink> Worker<S, K> {
             if !docs.is_empty() {
                 self.sink.write(&batch.task.destination, docs).await?;
             }
-            self.counters
-                .record_batch(count, fetch_time, write_started.elapsed());
+            let write_time = write_started.elapsed();
+            self.counters.record_batch(count, fetch_time, write_time);
+            if !fetch_time.is_zero() {
+                self.job.fetch_latency.observe(fetch_time);
+            }
+            self.job.write_latency.observe(write_time);
             batch.task.counters.add_written(count, bytes);
             batch.done();
         }

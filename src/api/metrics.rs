@@ -1,0 +1,184 @@
+//! `GET /metrics`: the jobs' counters in the Prometheus text format.
+//!
+//! In: the job manager's jobs and their stats. Out: documents and bytes copied per job and
+//! namespace, failed jobs, queue batches pushed and popped, batch latency histograms, workers and
+//! the state of each job. Labels are a small fixed set: `job`, `namespace`, `state`, `le`.
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+
+use crate::job::manager::JobManager;
+use crate::job::JobState;
+use crate::stats::{Histogram, LATENCY_BUCKETS};
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP mongoferry_{name} {help}");
+    let _ = writeln!(out, "# TYPE mongoferry_{name} {kind}");
+}
+
+fn histogram(out: &mut String, name: &str, job: &str, h: &Histogram) {
+    let (buckets, count, sum) = h.snapshot();
+    for (le, n) in LATENCY_BUCKETS.iter().zip(&buckets) {
+        let _ = writeln!(
+            out,
+            "mongoferry_{name}_bucket{{job=\"{job}\",le=\"{le}\"}} {n}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "mongoferry_{name}_bucket{{job=\"{job}\",le=\"+Inf\"}} {count}"
+    );
+    let _ = writeln!(out, "mongoferry_{name}_sum{{job=\"{job}\"}} {sum}");
+    let _ = writeln!(out, "mongoferry_{name}_count{{job=\"{job}\"}} {count}");
+}
+
+pub async fn render(State(manager): State<Arc<JobManager>>) -> Response {
+    let jobs = manager.list();
+    let views: Vec<_> = jobs.iter().map(|j| j.view()).collect();
+    let live: Vec<_> = jobs
+        .iter()
+        .filter_map(|j| j.stats().map(|s| (j.id.to_string(), s)))
+        .collect();
+    let mut out = String::new();
+
+    family(
+        &mut out,
+        "docs_copied_total",
+        "counter",
+        "Documents written to the destination.",
+    );
+    for view in &views {
+        for ns in view.progress.iter().flat_map(|p| &p.namespaces) {
+            let _ = writeln!(
+                out,
+                "mongoferry_docs_copied_total{{job=\"{}\",namespace=\"{}\"}} {}",
+                view.id,
+                escape(&ns.source.to_string()),
+                ns.docs
+            );
+        }
+    }
+    family(
+        &mut out,
+        "bytes_copied_total",
+        "counter",
+        "Bytes of documents written to the destination.",
+    );
+    for view in &views {
+        for ns in view.progress.iter().flat_map(|p| &p.namespaces) {
+            let _ = writeln!(
+                out,
+                "mongoferry_bytes_copied_total{{job=\"{}\",namespace=\"{}\"}} {}",
+                view.id,
+                escape(&ns.source.to_string()),
+                ns.bytes
+            );
+        }
+    }
+    family(
+        &mut out,
+        "job_errors_total",
+        "counter",
+        "Errors that failed the job.",
+    );
+    for view in &views {
+        let failed = u8::from(view.state == JobState::Failed);
+        let _ = writeln!(
+            out,
+            "mongoferry_job_errors_total{{job=\"{}\"}} {failed}",
+            view.id
+        );
+    }
+    family(
+        &mut out,
+        "job_state",
+        "gauge",
+        "1 for the state the job is in.",
+    );
+    for view in &views {
+        let state = view.state;
+        let _ = writeln!(
+            out,
+            "mongoferry_job_state{{job=\"{}\",state=\"{state}\"}} 1",
+            view.id
+        );
+    }
+    family(
+        &mut out,
+        "job_workers",
+        "gauge",
+        "Workers wanted for the job.",
+    );
+    for view in &views {
+        let _ = writeln!(
+            out,
+            "mongoferry_job_workers{{job=\"{}\"}} {}",
+            view.id, view.workers
+        );
+    }
+    family(
+        &mut out,
+        "queue_batches_pushed_total",
+        "counter",
+        "Batches the producer put on the queue.",
+    );
+    for (job, stats) in &live {
+        let n = stats.batches_queued.load(Relaxed);
+        let _ = writeln!(
+            out,
+            "mongoferry_queue_batches_pushed_total{{job=\"{job}\"}} {n}"
+        );
+    }
+    family(
+        &mut out,
+        "queue_batches_popped_total",
+        "counter",
+        "Batches the workers took off the queue.",
+    );
+    for (job, stats) in &live {
+        let n = stats.batches_taken.load(Relaxed);
+        let _ = writeln!(
+            out,
+            "mongoferry_queue_batches_popped_total{{job=\"{job}\"}} {n}"
+        );
+    }
+    family(
+        &mut out,
+        "batch_fetch_seconds",
+        "histogram",
+        "Time to fetch a batch by _id.",
+    );
+    for (job, stats) in &live {
+        histogram(&mut out, "batch_fetch_seconds", job, &stats.fetch_latency);
+    }
+    family(
+        &mut out,
+        "batch_write_seconds",
+        "histogram",
+        "Time to write a batch to the destination.",
+    );
+    for (job, stats) in &live {
+        histogram(&mut out, "batch_write_seconds", job, &stats.write_latency);
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}
+
+/// Label values escape backslash, double quote and newline.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}

@@ -1,0 +1,218 @@
+//! The job manager (the seed's "bus"): starts jobs, answers "is this already being done?",
+//! carries operator commands to running jobs, and keeps the history.
+//!
+//! In: [`JobSpec`]s and [`Command`]s from the API. Out: [`Job`]s running the copy engine in tasks
+//! the manager owns and joins (at shutdown too), and the history in the [`StateFile`].
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::task::TaskTracker;
+
+use super::store::{StateFile, StoreError};
+use super::{Job, JobId, JobSpec, JobState};
+use crate::config::{CopySpec, SpecError, MAX_WORKERS};
+use crate::copy;
+use crate::pipeline::CopyError;
+
+/// An operator's command to a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Pause,
+    Resume,
+    Cancel,
+    SetWorkers(usize),
+}
+
+/// Why a command was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("job {0} not found")]
+    NotFound(JobId),
+    #[error("job {id} is {state} and cannot {command}")]
+    Conflict {
+        id: JobId,
+        state: JobState,
+        command: &'static str,
+    },
+    #[error("workers must be 1..={MAX_WORKERS}, got {0}")]
+    BadWorkers(usize),
+}
+
+pub struct JobManager {
+    jobs: Mutex<BTreeMap<JobId, Arc<Job>>>,
+    next_id: AtomicU64,
+    store: Option<StateFile>,
+    /// Saves run one at a time, so the file always ends with the latest history.
+    saving: tokio::sync::Mutex<()>,
+    tasks: TaskTracker,
+}
+
+impl JobManager {
+    /// A manager with the history of `store`. Jobs that were still active when the service
+    /// stopped are recorded as cancelled (they do not resume yet).
+    pub fn open(store: Option<StateFile>) -> Result<Arc<Self>, StoreError> {
+        let records = match &store {
+            Some(s) => s.load()?,
+            None => vec![],
+        };
+        let mut jobs = BTreeMap::new();
+        let mut next_id = 1;
+        for mut record in records {
+            if !record.state.is_final() {
+                record.state = JobState::Cancelled;
+                record.error =
+                    Some("interrupted: the service stopped before the job finished".into());
+                record.finished_at.get_or_insert(super::unix_now());
+            }
+            next_id = next_id.max(record.id.0 + 1);
+            jobs.insert(record.id, Arc::new(Job::restored(record)));
+        }
+        Ok(Arc::new(JobManager {
+            jobs: Mutex::new(jobs),
+            next_id: AtomicU64::new(next_id),
+            store,
+            saving: tokio::sync::Mutex::new(()),
+            tasks: TaskTracker::new(),
+        }))
+    }
+
+    pub fn get(&self, id: JobId) -> Option<Arc<Job>> {
+        self.jobs.lock().expect("not poisoned").get(&id).cloned()
+    }
+
+    pub fn list(&self) -> Vec<Arc<Job>> {
+        self.jobs
+            .lock()
+            .expect("not poisoned")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Starts a job, or returns the active job with the same spec (`false`: nothing new started).
+    pub async fn submit(self: &Arc<Self>, spec: JobSpec) -> Result<(Arc<Job>, bool), SpecError> {
+        let copy_spec = spec.validate()?;
+        let job = {
+            let mut jobs = self.jobs.lock().expect("not poisoned");
+            let active = jobs
+                .values()
+                .find(|j| !j.state().is_final() && j.spec.as_ref() == Some(&spec));
+            if let Some(existing) = active {
+                return Ok((existing.clone(), false));
+            }
+            let id = JobId(self.next_id.fetch_add(1, Ordering::SeqCst));
+            let job = Arc::new(Job::new(id, spec, copy_spec.workers));
+            jobs.insert(id, job.clone());
+            job
+        };
+        self.save().await;
+        let manager = self.clone();
+        let running = job.clone();
+        self.tasks
+            .spawn(async move { manager.run_job(running, copy_spec).await });
+        Ok((job, true))
+    }
+
+    async fn run_job(self: Arc<Self>, job: Arc<Job>, spec: CopySpec) {
+        let outcome = match copy::prepare(&spec).await {
+            Err(e) => Err(e),
+            Ok(_) if job.cancel.is_cancelled() => Err(CopyError::Stopped),
+            Ok(prepared) => {
+                let prepared = prepared.with_control(job.control.clone());
+                job.attach_stats(prepared.stats());
+                if !job.control.is_paused() {
+                    job.set_state(JobState::Running);
+                }
+                tracing::info!("job {} running", job.id);
+                prepared.run(job.cancel.clone()).await.map(|_| ())
+            }
+        };
+        match outcome {
+            Ok(()) => job.set_state(JobState::Completed),
+            Err(CopyError::Stopped) => job.set_state(JobState::Cancelled),
+            Err(e) => job.fail(e.to_string()),
+        }
+        tracing::info!("job {} {}", job.id, job.state());
+        self.save().await;
+    }
+
+    /// Carries an operator's command to a job.
+    pub async fn command(&self, id: JobId, command: Command) -> Result<Arc<Job>, CommandError> {
+        let job = self.get(id).ok_or(CommandError::NotFound(id))?;
+        let state = job.state();
+        let refuse = |what| {
+            Err(CommandError::Conflict {
+                id,
+                state,
+                command: what,
+            })
+        };
+        match command {
+            _ if state.is_final() => {
+                return refuse(match command {
+                    Command::Pause => "pause",
+                    Command::Resume => "resume",
+                    Command::Cancel => "cancel",
+                    Command::SetWorkers(_) => "change its workers",
+                })
+            }
+            Command::Pause => {
+                job.control.pause();
+                job.set_state(JobState::Paused);
+            }
+            Command::Resume => {
+                job.control.resume();
+                if state == JobState::Paused {
+                    // A job paused before it started goes back to waiting for its start.
+                    let started = job.view().progress.is_some();
+                    job.set_state(if started {
+                        JobState::Running
+                    } else {
+                        JobState::Pending
+                    });
+                }
+            }
+            Command::Cancel => job.cancel.cancel(),
+            Command::SetWorkers(n) if n == 0 || n > MAX_WORKERS => {
+                return Err(CommandError::BadWorkers(n))
+            }
+            Command::SetWorkers(n) => job.control.set_workers(n),
+        }
+        self.save().await;
+        Ok(job)
+    }
+
+    /// Writes the history (if the service has a state file). A failed write is logged: the jobs
+    /// go on.
+    async fn save(&self) {
+        let Some(store) = self.store.clone() else {
+            return;
+        };
+        let _one_at_a_time = self.saving.lock().await;
+        let records = self.list().iter().map(|j| j.record()).collect();
+        match tokio::task::spawn_blocking(move || store.save(records)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!("{e}"),
+            Err(e) => tracing::error!("saving the job history failed: {e}"),
+        }
+    }
+
+    /// Stops every job after the batches in flight and waits for them, at most `deadline`;
+    /// records the final states.
+    pub async fn shutdown(&self, deadline: Duration) {
+        for job in self.list() {
+            job.cancel.cancel();
+        }
+        self.tasks.close();
+        if tokio::time::timeout(deadline, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("jobs still running after {deadline:?}; their state is recorded as is");
+        }
+        self.save().await;
+    }
+}

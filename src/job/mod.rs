@@ -1,0 +1,373 @@
+//! Jobs of the service: their spec, their typed states, and the record kept of each.
+//!
+//! In: a [`JobSpec`] as posted to the API. Out: a [`Job`] that runs the same copy engine as the
+//! command line and reports a [`JobView`] (state, progress, per-namespace and per-worker stats)
+//! at any time. [`manager`] runs them; [`store`] keeps their history on disk.
+
+pub mod manager;
+pub mod store;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{CopySpec, RawSpec, SpecError, Strategy};
+use crate::mongo::redact_uri;
+use crate::pipeline::Control;
+use crate::stats::{JobStats, NsSnapshot, RateWindow, WorkerSnapshot};
+
+/// A job's identity, unique for the lifetime of a state store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(pub u64);
+
+impl std::fmt::Display for JobId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Where a job is in its life.
+///
+/// ```text
+/// pending ──▶ running ◀──▶ paused
+///    │           │            │
+///    └───────────┴────────────┴──▶ completed | failed | cancelled
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Pending,
+    Running,
+    Paused,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Running => "running",
+            JobState::Paused => "paused",
+            JobState::Completed => "completed",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobState::Completed | JobState::Failed | JobState::Cancelled
+        )
+    }
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A job as posted to `POST /api/jobs`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    pub from: String,
+    pub to: String,
+    pub namespaces: Vec<String>,
+    #[serde(default)]
+    pub filter: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default)]
+    pub workers: Option<usize>,
+    #[serde(default)]
+    pub batch_size: Option<usize>,
+    #[serde(default)]
+    pub strategy: Option<Strategy>,
+    /// Documents per second; accepted only as `null` until the throttle exists.
+    #[serde(default)]
+    pub rate: Option<f64>,
+}
+
+impl JobSpec {
+    /// Validates the spec, reporting every problem at once.
+    pub fn validate(&self) -> Result<CopySpec, SpecError> {
+        let raw = RawSpec {
+            from: self.from.clone(),
+            to: self.to.clone(),
+            namespaces: self.namespaces.clone(),
+            filter: self
+                .filter
+                .as_ref()
+                .map(|f| serde_json::Value::Object(f.clone()).to_string()),
+            workers: self.workers,
+            batch_size: self.batch_size,
+            strategy: self.strategy,
+            connect_timeout_secs: None,
+        };
+        let mut problems = match raw.validate() {
+            Ok(spec) if self.rate.is_none() => return Ok(spec),
+            Ok(_) => vec![],
+            Err(SpecError(problems)) => problems,
+        };
+        if self.rate.is_some() {
+            problems.push("rate: rate limits are not supported yet; send null".into());
+        }
+        Err(SpecError(problems))
+    }
+
+    /// The spec as shown in responses and kept in the history: passwords replaced by `***`.
+    pub fn redacted(&self) -> SpecView {
+        SpecView {
+            from: redact_uri(&self.from),
+            to: redact_uri(&self.to),
+            namespaces: self.namespaces.clone(),
+            filter: self.filter.clone(),
+            batch_size: self.batch_size,
+            strategy: self.strategy,
+        }
+    }
+}
+
+/// A spec fit to show: no credentials.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpecView {
+    pub from: String,
+    pub to: String,
+    pub namespaces: Vec<String>,
+    pub filter: Option<serde_json::Map<String, serde_json::Value>>,
+    pub batch_size: Option<usize>,
+    pub strategy: Option<Strategy>,
+}
+
+/// What is kept of a job in the history, and restored after a restart of the service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub id: JobId,
+    pub spec: SpecView,
+    pub state: JobState,
+    pub workers: usize,
+    pub created_at: f64,
+    pub finished_at: Option<f64>,
+    pub error: Option<String>,
+    pub docs: u64,
+    pub bytes: u64,
+}
+
+/// Progress of a job as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Progress {
+    pub docs: u64,
+    pub bytes: u64,
+    pub expected: Option<u64>,
+    /// Documents per second over the last few seconds.
+    pub docs_per_sec: f64,
+    pub eta_secs: Option<f64>,
+    pub queue_depth: u64,
+    pub namespaces: Vec<NsSnapshot>,
+    pub workers: Vec<WorkerSnapshot>,
+}
+
+/// A job as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobView {
+    pub id: JobId,
+    pub state: JobState,
+    pub spec: SpecView,
+    pub workers: usize,
+    pub created_at: f64,
+    pub finished_at: Option<f64>,
+    pub error: Option<String>,
+    pub progress: Option<Progress>,
+    pub links: Links,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Links {
+    #[serde(rename = "self")]
+    pub this: String,
+    pub events: String,
+    pub pause: String,
+    pub resume: String,
+    pub cancel: String,
+}
+
+impl Links {
+    fn new(id: JobId) -> Self {
+        let base = format!("/api/jobs/{id}");
+        Links {
+            events: format!("{base}/events"),
+            pause: format!("{base}/pause"),
+            resume: format!("{base}/resume"),
+            cancel: format!("{base}/cancel"),
+            this: base,
+        }
+    }
+}
+
+pub fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+/// A job known to this service: running now, or restored from the history.
+pub struct Job {
+    pub id: JobId,
+    /// The spec as posted (with credentials: never shown, never stored).
+    pub spec: Option<JobSpec>,
+    pub control: Arc<Control>,
+    pub cancel: CancellationToken,
+    state: watch::Sender<JobState>,
+    inner: Mutex<JobInner>,
+}
+
+struct JobInner {
+    record: JobRecord,
+    stats: Option<Arc<JobStats>>,
+    rate: RateWindow,
+}
+
+impl Job {
+    pub fn new(id: JobId, spec: JobSpec, workers: usize) -> Self {
+        let record = JobRecord {
+            id,
+            spec: spec.redacted(),
+            state: JobState::Pending,
+            workers,
+            created_at: unix_now(),
+            finished_at: None,
+            error: None,
+            docs: 0,
+            bytes: 0,
+        };
+        Job {
+            id,
+            spec: Some(spec),
+            control: Arc::new(Control::new(workers)),
+            cancel: CancellationToken::new(),
+            state: watch::channel(JobState::Pending).0,
+            inner: Mutex::new(JobInner {
+                record,
+                stats: None,
+                rate: RateWindow::new(Duration::from_secs(5)),
+            }),
+        }
+    }
+
+    /// A job of an earlier run of the service, for the history.
+    pub fn restored(record: JobRecord) -> Self {
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        Job {
+            id: record.id,
+            spec: None,
+            control: Arc::new(Control::new(record.workers)),
+            cancel,
+            state: watch::channel(record.state).0,
+            inner: Mutex::new(JobInner {
+                record,
+                stats: None,
+                rate: RateWindow::new(Duration::from_secs(5)),
+            }),
+        }
+    }
+
+    pub fn state(&self) -> JobState {
+        *self.state.borrow()
+    }
+
+    /// Follows state changes (for the event stream).
+    pub fn watch_state(&self) -> watch::Receiver<JobState> {
+        self.state.subscribe()
+    }
+
+    pub fn set_state(&self, state: JobState) {
+        let mut inner = self.inner.lock().expect("not poisoned");
+        inner.record.state = state;
+        if state.is_final() {
+            inner.record.finished_at = Some(unix_now());
+            if let Some(stats) = &inner.stats {
+                let snap = stats.snapshot();
+                inner.record.docs = snap.docs;
+                inner.record.bytes = snap.bytes;
+            }
+        }
+        drop(inner);
+        self.state.send_replace(state);
+    }
+
+    pub fn fail(&self, error: String) {
+        self.inner.lock().expect("not poisoned").record.error = Some(error);
+        self.set_state(JobState::Failed);
+    }
+
+    pub fn attach_stats(&self, stats: Arc<JobStats>) {
+        self.inner.lock().expect("not poisoned").stats = Some(stats);
+    }
+
+    /// The live counters, once the job has started.
+    pub fn stats(&self) -> Option<Arc<JobStats>> {
+        self.inner.lock().expect("not poisoned").stats.clone()
+    }
+
+    pub fn record(&self) -> JobRecord {
+        let mut inner = self.inner.lock().expect("not poisoned");
+        inner.record.workers = self.control.workers();
+        inner.record.clone()
+    }
+
+    /// The job as the API shows it; also advances the sliding rate window.
+    pub fn view(&self) -> JobView {
+        let mut inner = self.inner.lock().expect("not poisoned");
+        let progress = inner.stats.clone().map(|stats| {
+            let snap = stats.snapshot();
+            let per_sec = inner.rate.update(Instant::now(), snap.docs);
+            let eta_secs = snap
+                .expected
+                .filter(|_| per_sec > 0.0)
+                .map(|n| n.saturating_sub(snap.docs) as f64 / per_sec);
+            Progress {
+                docs: snap.docs,
+                bytes: snap.bytes,
+                expected: snap.expected,
+                docs_per_sec: per_sec,
+                eta_secs,
+                queue_depth: snap.queue_depth,
+                namespaces: snap.namespaces,
+                workers: snap.workers,
+            }
+        });
+        let record = &inner.record;
+        // A job restored from the history has only its final counts.
+        let progress = progress.or_else(|| {
+            record.state.is_final().then(|| Progress {
+                docs: record.docs,
+                bytes: record.bytes,
+                expected: Some(record.docs),
+                docs_per_sec: 0.0,
+                eta_secs: None,
+                queue_depth: 0,
+                namespaces: vec![],
+                workers: vec![],
+            })
+        });
+        JobView {
+            id: self.id,
+            state: record.state,
+            spec: record.spec.clone(),
+            workers: self.control.workers(),
+            created_at: record.created_at,
+            finished_at: record.finished_at,
+            error: record.error.clone(),
+            progress,
+            links: Links::new(self.id),
+        }
+    }
+}
