@@ -140,8 +140,10 @@ impl Drop for TestServer {
     }
 }
 
+/// Makes the kernel kill the child started by `command` when the thread that started it ends
+/// (on Linux), so that no test leaves a process behind even when it is killed itself.
 #[cfg(target_os = "linux")]
-fn kill_with_parent(command: &mut Command) {
+pub fn kill_with_parent(command: &mut Command) {
     use std::os::unix::process::CommandExt;
     // SAFETY: prctl is async-signal-safe and touches only the child being started.
     unsafe {
@@ -155,4 +157,4 @@ fn kill_with_parent(command: &mut Command) {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn kill_with_parent(_command: &mut Command) {}
+pub fn kill_with_parent(_command: &mut Command) {}

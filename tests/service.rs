@@ -1,0 +1,504 @@
+//! `mongoferry serve` as a user meets it: a real service process, real HTTP, real test servers.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+/// A running `mongoferry serve`, stopped (SIGTERM, then kill) when dropped.
+struct Service {
+    child: Child,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Service {
+    fn start(state: &Path) -> Service {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_mongoferry"));
+        command
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--shutdown-timeout",
+                "20",
+            ])
+            .arg("--state")
+            .arg(state)
+            .env("MONGOFERRY_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        mongoferry::test_server::kill_with_parent(&mut command);
+        let mut child = command.spawn().expect("start mongoferry serve");
+        let (tx, rx) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        // Keeps draining the log so the service never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let base = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(address) = line.split("serving on ").nth(1) {
+                        break address.trim().to_string();
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("the service did not start within 30 s");
+                }
+            }
+        };
+        Service {
+            child,
+            base,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self.http.request(method, self.url(path));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, value)
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.send(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    async fn job(&self, id: &Value) -> Value {
+        let (status, job) = self.get(&format!("/api/jobs/{id}")).await;
+        assert_eq!(status, 200, "{job}");
+        job
+    }
+
+    /// Polls a job until `check` holds.
+    async fn wait_for(&self, id: &Value, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let job = self.job(id).await;
+            if check(&job) {
+                return job;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {job}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGTERM, then the exit status (within a bound).
+    fn stop(mut self) -> std::process::ExitStatus {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "service did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn docs(n: i64, size: usize) -> Vec<mongodb::bson::RawDocumentBuf> {
+    (0..n)
+        .map(|i| mongoferry::pipeline::synthetic::sample_document(i, size))
+        .collect()
+}
+
+fn spec(env: &TestEnv, src: &str, dst: &str) -> Value {
+    json!({ "from": env.src, "to": env.dst, "namespaces": [format!("{src}:{dst}")] })
+}
+
+fn count(job: &Value) -> u64 {
+    job["progress"]["docs"].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn a_job_runs_to_completion_through_the_api_and_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start(&dir.path().join("jobs.json"));
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("api"), env.dst_db("api"));
+        insert_raw(&env.src_client().await, &s, "c", &docs(5_000, 512)).await;
+        let body = json!({
+            "from": env.src, "to": env.dst, "namespaces": [format!("{s}.c:{d}.c")],
+            "workers": 2, "batch_size": 100
+        });
+        let (status, job) = service.post("/api/jobs", body.clone()).await;
+        assert_eq!(status, 202, "{job}");
+        let id = job["id"].clone();
+        assert!(
+            matches!(job["state"].as_str(), Some("pending" | "running")),
+            "{job}"
+        );
+        assert_eq!(job["links"]["events"], format!("/api/jobs/{id}/events"));
+
+        // The same spec while the job is active: the same job, nothing new started.
+        let (status, again) = service.post("/api/jobs", body).await;
+        assert_eq!((status, &again["id"]), (200, &id), "{again}");
+
+        // Follow the event stream to the end.
+        let response = service
+            .http
+            .get(service.url(&format!("/api/jobs/{id}/events")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let mut stream = response.bytes_stream();
+        let mut text = String::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while let Ok(Some(chunk)) = tokio::time::timeout_at(deadline, stream.next()).await {
+            text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        }
+        let events: Vec<(String, Value)> = text
+            .split("\n\n")
+            .filter_map(|block| {
+                let kind = block.lines().find_map(|l| l.strip_prefix("event: "))?;
+                let data = block.lines().find_map(|l| l.strip_prefix("data: "))?;
+                Some((kind.to_string(), serde_json::from_str(data).unwrap()))
+            })
+            .collect();
+        let (last_kind, last) = events.last().expect("some events");
+        assert_eq!(last_kind, "state");
+        assert_eq!(last["state"], "completed", "{last}");
+        assert_eq!(count(last), 5_000);
+
+        let job = service.job(&id).await;
+        assert_eq!(job["state"], "completed");
+        assert_eq!(job["progress"]["expected"], 5_000);
+        assert_eq!(job["progress"]["workers"].as_array().unwrap().len(), 2);
+        assert_same(&env, (&s, "c"), (&d, "c")).await;
+
+        // A finished job does not block the same spec: it starts anew.
+        let (status, list) = service.get("/api/jobs").await;
+        assert_eq!((status, list["jobs"].as_array().unwrap().len()), (200, 1));
+
+        let (status, metrics) = service.get("/metrics").await;
+        assert_eq!(status, 200);
+        let metrics = metrics.as_str().unwrap().to_string();
+        let line = format!("mongoferry_docs_copied_total{{job=\"{id}\",namespace=\"{s}.c\"}} 5000");
+        assert!(metrics.contains(&line), "{metrics}");
+        assert!(metrics.contains(&format!(
+            "mongoferry_job_state{{job=\"{id}\",state=\"completed\"}} 1"
+        )));
+        assert!(metrics.contains("mongoferry_batch_write_seconds_count"));
+
+        let (status, openapi) = service.get("/api/openapi.json").await;
+        assert_eq!(status, 200);
+        assert!(openapi["paths"]["/api/jobs/{id}/events"].is_object());
+    });
+}
+
+#[test]
+fn pause_resume_workers_and_cancel_take_effect_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start(&dir.path().join("jobs.json"));
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("live"), env.dst_db("live"));
+        insert_raw(&env.src_client().await, &s, "c", &docs(30_000, 256)).await;
+        // Small `ids` batches are slow on the test server: a job that runs for a while.
+        let mut body = spec(&env, &format!("{s}.c"), &format!("{d}.c"));
+        body["strategy"] = json!("ids");
+        body["batch_size"] = json!(20);
+        body["workers"] = json!(1);
+        let (status, job) = service.post("/api/jobs", body).await;
+        assert_eq!(status, 202, "{job}");
+        let id = job["id"].clone();
+        service.wait_for(&id, "progress", |j| count(j) > 100).await;
+
+        let (status, paused) = service
+            .post(&format!("/api/jobs/{id}/pause"), json!({}))
+            .await;
+        assert_eq!(
+            (status, paused["state"].as_str()),
+            (200, Some("paused")),
+            "{paused}"
+        );
+        let job = service
+            .wait_for(&id, "workers paused", |j| {
+                j["progress"]["workers"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|w| w["state"] == "paused")
+            })
+            .await;
+        let held = count(&job);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(
+            count(&service.job(&id).await),
+            held,
+            "no progress while paused"
+        );
+
+        // More workers while paused; they show in the per-worker stats once resumed.
+        let (status, patched) = service
+            .send(
+                reqwest::Method::PATCH,
+                &format!("/api/jobs/{id}"),
+                Some(json!({"workers": 3})),
+            )
+            .await;
+        assert_eq!((status, &patched["workers"]), (200, &json!(3)), "{patched}");
+        let (status, resumed) = service
+            .post(&format!("/api/jobs/{id}/resume"), json!({}))
+            .await;
+        assert_eq!(
+            (status, resumed["state"].as_str()),
+            (200, Some("running")),
+            "{resumed}"
+        );
+        service
+            .wait_for(&id, "three workers busy", |j| {
+                let w = j["progress"]["workers"].as_array().unwrap();
+                w.len() == 3 && w.iter().all(|w| w["batches"].as_u64().unwrap() > 0)
+            })
+            .await;
+
+        let (status, _) = service
+            .post(&format!("/api/jobs/{id}/cancel"), json!({}))
+            .await;
+        assert_eq!(status, 200);
+        let job = service
+            .wait_for(&id, "cancelled", |j| j["state"] == "cancelled")
+            .await;
+        assert!(count(&job) < 30_000, "cancelled part way");
+        let workers = job["progress"]["workers"].as_array().unwrap();
+        assert!(workers.iter().all(|w| w["state"] == "stopped"), "{job}");
+        let stopped_at = count(&job);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let at_destination = env
+            .dst_client()
+            .await
+            .database(&d)
+            .collection::<mongodb::bson::Document>("c")
+            .count_documents(mongodb::bson::doc! {})
+            .await
+            .unwrap();
+        assert_eq!(
+            at_destination, stopped_at,
+            "nothing written after the cancel"
+        );
+        let (status, _) = service
+            .post(&format!("/api/jobs/{id}/resume"), json!({}))
+            .await;
+        assert_eq!(status, 409, "an ended job cannot resume");
+    });
+}
+
+#[test]
+fn two_jobs_at_once_and_history_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("jobs.json");
+    let service = Service::start(&state);
+    let env = TestEnv::start();
+    let (s, d) = (env.src_db("two"), env.dst_db("two"));
+    let (service, ids) = {
+        let mut ids = vec![];
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            tokio::time::timeout(TEST_TIMEOUT, async {
+                let src = env.src_client().await;
+                insert_raw(&src, &s, "a", &docs(3_000, 256)).await;
+                insert_raw(&src, &s, "b", &docs(2_000, 256)).await;
+                for c in ["a", "b"] {
+                    let (status, job) = service
+                        .post(
+                            "/api/jobs",
+                            spec(&env, &format!("{s}.{c}"), &format!("{d}.{c}")),
+                        )
+                        .await;
+                    assert_eq!(status, 202, "{job}");
+                    ids.push(job["id"].clone());
+                }
+                for id in &ids {
+                    service
+                        .wait_for(id, "completed", |j| j["state"] == "completed")
+                        .await;
+                }
+                assert_same(&env, (&s, "a"), (&d, "a")).await;
+                assert_same(&env, (&s, "b"), (&d, "b")).await;
+            })
+            .await
+            .expect("bounded");
+        });
+        (service, ids)
+    };
+    assert!(service.stop().success(), "clean exit on SIGTERM");
+
+    let service = Service::start(&state);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let (status, list) = service.get("/api/jobs").await;
+        assert_eq!(status, 200);
+        let jobs = list["jobs"].as_array().unwrap();
+        assert_eq!(jobs.len(), 2, "{list}");
+        for (job, (id, n)) in jobs.iter().zip(ids.iter().zip([3_000, 2_000])) {
+            assert_eq!(&job["id"], id);
+            assert_eq!(job["state"], "completed");
+            assert_eq!(count(job), n);
+        }
+        // New jobs continue the numbering.
+        let (status, job) = service
+            .post(
+                "/api/jobs",
+                spec(&env, &format!("{s}.a"), &format!("{d}.again")),
+            )
+            .await;
+        assert_eq!(status, 202);
+        assert_eq!(job["id"], 3);
+    });
+    drop(service);
+    drop(env);
+}
+
+#[test]
+fn bad_requests_get_clear_errors_and_secrets_stay_hidden() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start(&dir.path().join("jobs.json"));
+    TestEnv::start().run(|env| async move {
+        let send = |method, path: &'static str, body: &'static str| {
+            let request = service.http.request(method, service.url(path)).body(body);
+            async move {
+                let response = request.send().await.unwrap();
+                let status = response.status().as_u16();
+                let body: Value = response.json().await.expect("every error is JSON");
+                (status, body)
+            }
+        };
+        let (status, body) = send(reqwest::Method::POST, "/api/jobs", "{not json").await;
+        assert_eq!(status, 400);
+        assert!(
+            body["error"].as_str().unwrap().contains("malformed"),
+            "{body}"
+        );
+        let (status, body) = send(
+            reqwest::Method::POST,
+            "/api/jobs",
+            r#"{"from": "x", "to": "", "namespaces": ["nodot"], "workers": 0, "rate": 5}"#,
+        )
+        .await;
+        assert_eq!(status, 400);
+        assert_eq!(body["problems"].as_array().unwrap().len(), 5, "{body}");
+        let (status, body) = send(
+            reqwest::Method::POST,
+            "/api/jobs",
+            r#"{"from": "mongodb://a", "to": "mongodb://b", "namespaces": ["a.b"], "colour": 1}"#,
+        )
+        .await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body["error"].as_str().unwrap().contains("colour"), "{body}");
+        let (status, _) = send(reqwest::Method::GET, "/api/jobs/12345", "").await;
+        assert_eq!(status, 404);
+        let (status, _) = send(reqwest::Method::GET, "/api/jobs/not-a-number", "").await;
+        assert_eq!(status, 404);
+        let (status, _) = send(reqwest::Method::POST, "/api/jobs/12345/pause", "").await;
+        assert_eq!(status, 404);
+        let (status, _) = send(reqwest::Method::DELETE, "/api/jobs", "").await;
+        assert_eq!(status, 405);
+        let (status, _) = send(reqwest::Method::GET, "/nowhere", "").await;
+        assert_eq!(status, 404);
+
+        // A job whose destination refuses the credentials: it fails, and the password shows
+        // nowhere — not in the answer, the job, its events, the metrics or the history file.
+        let password = "hunter2-Secret";
+        let to = env
+            .dst
+            .replace("mongodb://", &format!("mongodb://admin:{password}@"));
+        let s = env.src_db("secret");
+        insert_raw(&env.src_client().await, &s, "c", &docs(10, 64)).await;
+        let (status, job) = service
+            .post(
+                "/api/jobs",
+                json!({ "from": env.src, "to": to, "namespaces": [format!("{s}.c:{s}x.c")] }),
+            )
+            .await;
+        assert_eq!(status, 202);
+        let id = job["id"].clone();
+        let failed = service
+            .wait_for(&id, "failed", |j| j["state"] == "failed")
+            .await;
+        assert!(
+            failed["error"].as_str().unwrap().contains("authentication"),
+            "{failed}"
+        );
+        let (_, patch) = service
+            .send(
+                reqwest::Method::PATCH,
+                &format!("/api/jobs/{id}"),
+                Some(json!({"workers": 2})),
+            )
+            .await;
+        assert!(
+            patch["error"].as_str().unwrap().contains("failed"),
+            "{patch}"
+        );
+        let events = service
+            .http
+            .get(service.url(&format!("/api/jobs/{id}/events")))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let (_, list) = service.get("/api/jobs").await;
+        let (_, metrics) = service.get("/metrics").await;
+        let history = std::fs::read_to_string(dir.path().join("jobs.json")).unwrap();
+        for text in [
+            job.to_string(),
+            failed.to_string(),
+            events,
+            list.to_string(),
+            metrics.to_string(),
+            history,
+        ] {
+            assert!(!text.contains(password), "password leaked: {text}");
+        }
+        assert!(failed["spec"]["to"]
+            .as_str()
+            .unwrap()
+            .contains("admin:***@"));
+    });
+}
