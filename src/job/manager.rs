@@ -123,9 +123,7 @@ impl JobManager {
             Ok(prepared) => {
                 let prepared = prepared.with_control(job.control.clone());
                 job.attach_stats(prepared.stats());
-                if !job.control.is_paused() {
-                    job.set_state(JobState::Running);
-                }
+                job.advance(JobState::Pending, JobState::Running);
                 tracing::info!("job {} running", job.id);
                 prepared.run(job.cancel.clone()).await.map(|_| ())
             }
@@ -143,37 +141,37 @@ impl JobManager {
     pub async fn command(&self, id: JobId, command: Command) -> Result<Arc<Job>, CommandError> {
         let job = self.get(id).ok_or(CommandError::NotFound(id))?;
         let state = job.state();
-        let refuse = |what| {
-            Err(CommandError::Conflict {
-                id,
-                state,
-                command: what,
-            })
+        let name = match command {
+            Command::Pause => "pause",
+            Command::Resume => "resume",
+            Command::Cancel => "cancel",
+            Command::SetWorkers(_) => "change its workers",
         };
+        let refuse = |state| CommandError::Conflict {
+            id,
+            state,
+            command: name,
+        };
+        if state.is_final() {
+            return Err(refuse(state));
+        }
         match command {
-            _ if state.is_final() => {
-                return refuse(match command {
-                    Command::Pause => "pause",
-                    Command::Resume => "resume",
-                    Command::Cancel => "cancel",
-                    Command::SetWorkers(_) => "change its workers",
-                })
-            }
             Command::Pause => {
+                job.transition(JobState::Paused).map_err(refuse)?;
                 job.control.pause();
-                job.set_state(JobState::Paused);
             }
             Command::Resume => {
-                job.control.resume();
                 if state == JobState::Paused {
                     // A job paused before it started goes back to waiting for its start.
-                    let started = job.view().progress.is_some();
-                    job.set_state(if started {
+                    let started = job.stats().is_some();
+                    let next = if started {
                         JobState::Running
                     } else {
                         JobState::Pending
-                    });
+                    };
+                    job.transition(next).map_err(refuse)?;
                 }
+                job.control.resume();
             }
             Command::Cancel => job.cancel.cancel(),
             Command::SetWorkers(n) if n == 0 || n > MAX_WORKERS => {

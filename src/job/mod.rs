@@ -288,8 +288,35 @@ impl Job {
         self.state.subscribe()
     }
 
+    /// Moves an active job to `state`; refuses (returns the current state) once the job has
+    /// ended, so an operator's command racing the job's end never revives it.
+    pub fn transition(&self, state: JobState) -> Result<(), JobState> {
+        let inner = self.inner.lock().expect("not poisoned");
+        if inner.record.state.is_final() {
+            return Err(inner.record.state);
+        }
+        self.apply(inner, state);
+        Ok(())
+    }
+
+    /// Moves the job from `from` to `to` only if it is in `from` (a start does not undo a pause
+    /// that came first).
+    pub fn advance(&self, from: JobState, to: JobState) -> bool {
+        let inner = self.inner.lock().expect("not poisoned");
+        if inner.record.state != from {
+            return false;
+        }
+        self.apply(inner, to);
+        true
+    }
+
+    /// Sets the state unconditionally (the job's own task, at its start and its end).
     pub fn set_state(&self, state: JobState) {
-        let mut inner = self.inner.lock().expect("not poisoned");
+        let inner = self.inner.lock().expect("not poisoned");
+        self.apply(inner, state);
+    }
+
+    fn apply(&self, mut inner: std::sync::MutexGuard<'_, JobInner>, state: JobState) {
         inner.record.state = state;
         if state.is_final() {
             inner.record.finished_at = Some(unix_now());
