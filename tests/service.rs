@@ -502,3 +502,54 @@ fn bad_requests_get_clear_errors_and_secrets_stay_hidden() {
             .contains("admin:***@"));
     });
 }
+
+#[test]
+fn sigterm_lets_running_batches_finish_and_records_the_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("jobs.json");
+    let service = Service::start(&state);
+    let env = TestEnv::start();
+    let (s, d) = (env.src_db("term"), env.dst_db("term"));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let id = runtime.block_on(async {
+        insert_raw(&env.src_client().await, &s, "c", &docs(30_000, 256)).await;
+        let mut body = spec(&env, &format!("{s}.c"), &format!("{d}.c"));
+        body["strategy"] = json!("ids");
+        body["batch_size"] = json!(20);
+        body["workers"] = json!(2);
+        let (status, job) = service.post("/api/jobs", body).await;
+        assert_eq!(status, 202, "{job}");
+        let id = job["id"].clone();
+        service.wait_for(&id, "progress", |j| count(j) > 100).await;
+        id
+    });
+    let started = Instant::now();
+    assert!(service.stop().success(), "clean exit on SIGTERM");
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let service = Service::start(&state);
+    runtime.block_on(async {
+        let job = service.job(&id).await;
+        assert_eq!(job["state"], "cancelled", "{job}");
+        let recorded = count(&job);
+        assert!(recorded > 0 && recorded < 30_000, "{job}");
+        let at_destination = env
+            .dst_client()
+            .await
+            .database(&d)
+            .collection::<mongodb::bson::Document>("c")
+            .count_documents(mongodb::bson::doc! {})
+            .await
+            .unwrap();
+        assert_eq!(
+            at_destination, recorded,
+            "the record matches what was written"
+        );
+    });
+    drop(service);
+    drop(env);
+}
