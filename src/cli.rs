@@ -88,6 +88,12 @@ pub struct CopyArgs {
     /// Seconds to wait for each server to answer before giving up.
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
     pub connect_timeout: f64,
+    /// Write at most this many documents per second.
+    #[arg(long, value_name = "DOCS")]
+    pub rate: Option<f64>,
+    /// Write at most this many bytes (of documents) per second.
+    #[arg(long, value_name = "BYTES")]
+    pub rate_bytes: Option<f64>,
     /// Print the final summary as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -201,6 +207,8 @@ async fn run_copy(args: CopyArgs) -> Result<(), Failure> {
         batch_size: Some(args.batch_size),
         strategy: Some(args.strategy),
         connect_timeout_secs: Some(args.connect_timeout),
+        rate: args.rate,
+        rate_bytes: args.rate_bytes,
     }
     .validate()?;
     let prepared = copy::prepare(&spec).await?;

@@ -10,6 +10,7 @@ use mongodb::bson::Document;
 use serde::{Deserialize, Serialize};
 
 use crate::mongo::Namespace;
+use crate::throttle::Limits;
 
 /// How documents travel from the source to the workers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
@@ -156,6 +157,7 @@ pub struct CopySpec {
     pub batch_size: usize,
     pub strategy: Strategy,
     pub connect_timeout: std::time::Duration,
+    pub limits: Limits,
 }
 
 /// Every problem found in a job spec, reported together.
@@ -175,6 +177,10 @@ pub struct RawSpec {
     pub batch_size: Option<usize>,
     pub strategy: Option<Strategy>,
     pub connect_timeout_secs: Option<f64>,
+    /// Documents per second, at most.
+    pub rate: Option<f64>,
+    /// Bytes per second, at most.
+    pub rate_bytes: Option<f64>,
 }
 
 impl RawSpec {
@@ -246,6 +252,11 @@ impl RawSpec {
                 "connect_timeout: must be between 0 and 3600 seconds, got {timeout}"
             ));
         }
+        let limits = Limits {
+            rate: self.rate,
+            rate_bytes: self.rate_bytes,
+        };
+        problems.extend(limits.problems());
         if !problems.is_empty() {
             return Err(SpecError(problems));
         }
@@ -258,6 +269,7 @@ impl RawSpec {
             batch_size,
             strategy: self.strategy.unwrap_or_default(),
             connect_timeout: std::time::Duration::from_secs_f64(timeout),
+            limits,
         })
     }
 }

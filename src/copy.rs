@@ -16,6 +16,7 @@ use crate::config::{CopySpec, NsMapping, Strategy};
 use crate::mongo::{self, describe, MongoError, Namespace, Side};
 use crate::pipeline::{self, Control, CopyError, EngineOptions, MongoSink, MongoSource, NsTask};
 use crate::stats::JobStats;
+use crate::throttle::Throttle;
 
 /// A job that is connected and knows exactly which namespaces it copies.
 pub struct PreparedCopy {
@@ -96,7 +97,10 @@ pub async fn prepare(spec: &CopySpec) -> Result<PreparedCopy, CopyError> {
             batch_size: spec.batch_size,
             strategy: spec.strategy,
         },
-        control: Arc::new(Control::new(spec.workers)),
+        control: Arc::new(Control::with_throttle(
+            spec.workers,
+            Throttle::new(spec.limits),
+        )),
         from: mongo::redact_uri(&spec.from),
         to: mongo::redact_uri(&spec.to),
     })

@@ -16,6 +16,7 @@
 //!   → [`pipeline::sink`], plus a synthetic source and null sink to measure the engine itself.
 //! - [`stats`]: per-namespace and per-worker counters and their snapshots.
 //! - [`progress`]: progress bars or log lines drawn from the stats.
+//! - [`throttle`]: live rate limits (docs/s, bytes/s) per job and for the whole service.
 //! - [`test_server`]: starts SecantusDB test servers (used by the tests, the benchmark and demos).
 
 pub mod api;
@@ -28,3 +29,4 @@ pub mod pipeline;
 pub mod progress;
 pub mod stats;
 pub mod test_server;
+pub mod throttle;

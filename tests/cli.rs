@@ -312,3 +312,52 @@ fn sigterm_stops_the_copy_with_status_130() {
         assert!(copied > 0 && copied < 20_000, "stopped part way: {copied}");
     });
 }
+
+#[test]
+fn rate_limits_the_copy() {
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("rate"), env.dst_db("rate"));
+        let docs: Vec<_> = (0..3_000)
+            .map(|i| mongoferry::pipeline::synthetic::sample_document(i, 200))
+            .collect();
+        insert_raw(&env.src_client().await, &s, "c", &docs).await;
+        let ns = format!("{s}.c:{d}.c");
+        let out = mongoferry_async(
+            args(&[
+                "copy",
+                "--from",
+                &env.src,
+                "--to",
+                &env.dst,
+                "--ns",
+                &ns,
+                "--rate",
+                "1000",
+                "--batch-size",
+                "50",
+                "--json",
+            ]),
+            LIMIT,
+        )
+        .await;
+        assert!(out.status.success(), "{}", stderr(&out));
+        let summary: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+        let seconds = summary["seconds"].as_f64().unwrap();
+        // 3,000 docs at 1,000 docs/s: about 3 s (the first batch passes at once).
+        assert!((2.7..4.5).contains(&seconds), "took {seconds} s");
+        assert_same(&env, (&s, "c"), (&d, "c")).await;
+        let out = mongoferry_async(
+            args(&[
+                "copy", "--from", &env.src, "--to", &env.dst, "--ns", &ns, "--rate", "0",
+            ]),
+            LIMIT,
+        )
+        .await;
+        assert_eq!(out.status.code(), Some(2));
+        assert!(
+            stderr(&out).contains("rate: must be a positive number"),
+            "{}",
+            stderr(&out)
+        );
+    });
+}

@@ -416,7 +416,7 @@ fn bad_requests_get_clear_errors_and_secrets_stay_hidden() {
         let (status, body) = send(
             reqwest::Method::POST,
             "/api/jobs",
-            r#"{"from": "x", "to": "", "namespaces": ["nodot"], "workers": 0, "rate": 5}"#,
+            r#"{"from": "x", "to": "", "namespaces": ["nodot"], "workers": 0, "rate": -5}"#,
         )
         .await;
         assert_eq!(status, 400);
@@ -552,4 +552,111 @@ fn sigterm_lets_running_batches_finish_and_records_the_job() {
     });
     drop(service);
     drop(env);
+}
+
+/// Documents per second of a job over `secs`, measured through the API.
+async fn measured_rate(service: &Service, ids: &[Value], secs: f64) -> f64 {
+    let total = |jobs: Vec<Value>| jobs.iter().map(count).sum::<u64>();
+    let mut before = vec![];
+    for id in ids {
+        before.push(service.job(id).await);
+    }
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    let mut after = vec![];
+    for id in ids {
+        after.push(service.job(id).await);
+    }
+    (total(after) - total(before)) as f64 / started.elapsed().as_secs_f64()
+}
+
+#[test]
+fn rate_limits_hold_change_live_and_share_a_global_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start(&dir.path().join("jobs.json"));
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("rate"), env.dst_db("rate"));
+        let src = env.src_client().await;
+        insert_raw(&src, &s, "a", &docs(40_000, 128)).await;
+        insert_raw(&src, &s, "b", &docs(40_000, 128)).await;
+
+        // One job limited to 300 docs/s.
+        let mut body = spec(&env, &format!("{s}.a"), &format!("{d}.a"));
+        body["rate"] = json!(300);
+        body["batch_size"] = json!(50);
+        let (status, job) = service.post("/api/jobs", body).await;
+        assert_eq!(status, 202, "{job}");
+        assert_eq!(job["limits"]["rate"], 300.0);
+        let a = job["id"].clone();
+        service.wait_for(&a, "running", |j| count(j) > 0).await;
+        let rate = measured_rate(&service, std::slice::from_ref(&a), 4.0).await;
+        assert!(
+            (rate - 300.0).abs() < 300.0 * 0.15,
+            "limited to 300: {rate:.0}"
+        );
+
+        // Raised live.
+        let (status, patched) = service
+            .send(
+                reqwest::Method::PATCH,
+                &format!("/api/jobs/{a}"),
+                Some(json!({"rate": 800})),
+            )
+            .await;
+        assert_eq!(
+            (status, &patched["limits"]["rate"]),
+            (200, &json!(800.0)),
+            "{patched}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let rate = measured_rate(&service, std::slice::from_ref(&a), 4.0).await;
+        assert!(
+            (rate - 800.0).abs() < 800.0 * 0.15,
+            "raised to 800: {rate:.0}"
+        );
+
+        // A global budget of 400 docs/s shared by this job and an unlimited second one.
+        let (status, global) = service
+            .send(
+                reqwest::Method::PUT,
+                "/api/throttle",
+                Some(json!({"rate": 400, "rate_bytes": null})),
+            )
+            .await;
+        assert_eq!((status, &global["rate"]), (200, &json!(400.0)), "{global}");
+        let mut body = spec(&env, &format!("{s}.b"), &format!("{d}.b"));
+        body["batch_size"] = json!(50);
+        let (status, job) = service.post("/api/jobs", body).await;
+        assert_eq!(status, 202);
+        let b = job["id"].clone();
+        service
+            .wait_for(&b, "second job running", |j| count(j) > 0)
+            .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let rate = measured_rate(&service, &[a.clone(), b.clone()], 4.0).await;
+        assert!(
+            (rate - 400.0).abs() < 400.0 * 0.15,
+            "both jobs together: {rate:.0}"
+        );
+        let (_, metrics) = service.get("/metrics").await;
+        assert!(metrics
+            .as_str()
+            .unwrap()
+            .contains("mongoferry_global_rate_limit 400"));
+
+        for id in [&a, &b] {
+            let (status, _) = service
+                .post(&format!("/api/jobs/{id}/cancel"), json!({}))
+                .await;
+            assert_eq!(status, 200);
+        }
+        let (status, body) = service
+            .send(
+                reqwest::Method::PATCH,
+                &format!("/api/jobs/{a}"),
+                Some(json!({"rate": 0})),
+            )
+            .await;
+        assert!(status == 400 || status == 409, "{status} {body}");
+    });
 }

@@ -123,6 +123,30 @@ pub async fn render(State(manager): State<Arc<JobManager>>) -> Response {
     }
     family(
         &mut out,
+        "job_rate_limit",
+        "gauge",
+        "The job's limit in documents per second (absent: none).",
+    );
+    for view in &views {
+        if let Some(rate) = view.limits.rate {
+            let _ = writeln!(
+                out,
+                "mongoferry_job_rate_limit{{job=\"{}\"}} {rate}",
+                view.id
+            );
+        }
+    }
+    family(
+        &mut out,
+        "global_rate_limit",
+        "gauge",
+        "The limit all jobs share, documents per second (absent: none).",
+    );
+    if let Some(rate) = manager.global_limits().rate {
+        let _ = writeln!(out, "mongoferry_global_rate_limit {rate}");
+    }
+    family(
+        &mut out,
         "queue_batches_pushed_total",
         "counter",
         "Batches the producer put on the queue.",

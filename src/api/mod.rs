@@ -23,6 +23,7 @@ use serde_json::json;
 
 use crate::job::manager::{Command, CommandError, JobManager};
 use crate::job::{Job, JobId, JobSpec};
+use crate::throttle::Limits;
 
 /// How often the event stream sends a progress snapshot.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
@@ -65,7 +66,9 @@ impl From<CommandError> for ApiError {
         match e {
             CommandError::NotFound(_) => ApiError::NotFound(e.to_string()),
             CommandError::Conflict { .. } => ApiError::Conflict(e.to_string()),
-            CommandError::BadWorkers(_) => ApiError::BadRequest(e.to_string()),
+            CommandError::BadWorkers(_) | CommandError::BadLimits(_) => {
+                ApiError::BadRequest(e.to_string())
+            }
         }
     }
 }
@@ -79,6 +82,7 @@ pub fn router(manager: Arc<JobManager>) -> Router {
         .route("/api/jobs/{id}/resume", post(resume_job))
         .route("/api/jobs/{id}/cancel", post(cancel_job))
         .route("/api/jobs/{id}/events", get(job_events))
+        .route("/api/throttle", get(get_throttle).put(put_throttle))
         .route("/api/openapi.json", get(openapi))
         .route("/metrics", get(metrics::render))
         .fallback(|| async { ApiError::NotFound("no such resource".into()) })
@@ -130,12 +134,21 @@ async fn get_job(State(manager): Api, Path(id): Path<String>) -> Result<Response
     Ok(Json(find(&manager, &id)?.view()).into_response())
 }
 
-/// `PATCH /api/jobs/{id}`: live settings.
+/// `PATCH /api/jobs/{id}`: live settings. A field left out stays as it is; a rate set to `null`
+/// lifts that limit.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct JobPatch {
     workers: Option<usize>,
-    rate: Option<f64>,
+    #[serde(default, deserialize_with = "present")]
+    rate: Option<Option<f64>>,
+    #[serde(default, deserialize_with = "present")]
+    rate_bytes: Option<Option<f64>>,
+}
+
+/// Tells a field sent as `null` (`Some(None)`) from a field left out (`None`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<f64>>, D::Error> {
+    Option::<f64>::deserialize(d).map(Some)
 }
 
 async fn patch_job(
@@ -143,20 +156,49 @@ async fn patch_job(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let id = parse_id(&id)?;
+    let job = find(&manager, &id)?;
     let patch: JobPatch = parse_json(&body)?;
-    if patch.rate.is_some() {
+    if patch.workers.is_none() && patch.rate.is_none() && patch.rate_bytes.is_none() {
         return Err(ApiError::BadRequest(
-            "rate: rate limits are not supported yet".into(),
+            "nothing to change: send workers, rate or rate_bytes".into(),
         ));
     }
-    let Some(workers) = patch.workers else {
-        return Err(ApiError::BadRequest(
-            "nothing to change: send {\"workers\": n}".into(),
-        ));
-    };
-    let job = manager.command(id, Command::SetWorkers(workers)).await?;
+    if patch.rate.is_some() || patch.rate_bytes.is_some() {
+        let now = job.control.throttle().job.limits();
+        let limits = Limits {
+            rate: patch.rate.unwrap_or(now.rate),
+            rate_bytes: patch.rate_bytes.unwrap_or(now.rate_bytes),
+        };
+        manager.command(job.id, Command::SetLimits(limits)).await?;
+    }
+    if let Some(workers) = patch.workers {
+        manager
+            .command(job.id, Command::SetWorkers(workers))
+            .await?;
+    }
     Ok(Json(job.view()).into_response())
+}
+
+/// `GET /api/throttle`: the budget all jobs of this service share.
+async fn get_throttle(State(manager): Api) -> Response {
+    Json(manager.global_limits()).into_response()
+}
+
+/// `PUT /api/throttle`: sets the shared budget (`null` lifts a limit).
+async fn put_throttle(State(manager): Api, body: Bytes) -> Result<Response, ApiError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        rate: Option<f64>,
+        rate_bytes: Option<f64>,
+    }
+    let body: Body = parse_json(&body)?;
+    let limits = Limits {
+        rate: body.rate,
+        rate_bytes: body.rate_bytes,
+    };
+    manager.set_global_limits(limits)?;
+    Ok(Json(manager.global_limits()).into_response())
 }
 
 async fn command(manager: &JobManager, id: &str, command: Command) -> Result<Response, ApiError> {

@@ -15,15 +15,17 @@ use super::store::{StateFile, StoreError};
 use super::{Job, JobId, JobSpec, JobState};
 use crate::config::{CopySpec, SpecError, MAX_WORKERS};
 use crate::copy;
-use crate::pipeline::CopyError;
+use crate::pipeline::{Control, CopyError};
+use crate::throttle::{Limiter, Limits, Throttle};
 
 /// An operator's command to a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Command {
     Pause,
     Resume,
     Cancel,
     SetWorkers(usize),
+    SetLimits(Limits),
 }
 
 /// Why a command was refused.
@@ -39,6 +41,8 @@ pub enum CommandError {
     },
     #[error("workers must be 1..={MAX_WORKERS}, got {0}")]
     BadWorkers(usize),
+    #[error("{0}")]
+    BadLimits(String),
 }
 
 pub struct JobManager {
@@ -48,6 +52,8 @@ pub struct JobManager {
     /// Saves run one at a time, so the file always ends with the latest history.
     saving: tokio::sync::Mutex<()>,
     tasks: TaskTracker,
+    /// The budget shared by all jobs, on top of each job's own limits.
+    global: Arc<Limiter>,
 }
 
 impl JobManager {
@@ -76,6 +82,7 @@ impl JobManager {
             store,
             saving: tokio::sync::Mutex::new(()),
             tasks: TaskTracker::new(),
+            global: Arc::new(Limiter::new(Limits::default())),
         }))
     }
 
@@ -104,7 +111,9 @@ impl JobManager {
                 return Ok((existing.clone(), false));
             }
             let id = JobId(self.next_id.fetch_add(1, Ordering::SeqCst));
-            let job = Arc::new(Job::new(id, spec, copy_spec.workers));
+            let throttle = Throttle::new(copy_spec.limits).with_global(self.global.clone());
+            let control = Control::with_throttle(copy_spec.workers, throttle);
+            let job = Arc::new(Job::new(id, spec, control));
             jobs.insert(id, job.clone());
             job
         };
@@ -146,6 +155,7 @@ impl JobManager {
             Command::Resume => "resume",
             Command::Cancel => "cancel",
             Command::SetWorkers(_) => "change its workers",
+            Command::SetLimits(_) => "change its rate limits",
         };
         let refuse = |state| CommandError::Conflict {
             id,
@@ -178,9 +188,30 @@ impl JobManager {
                 return Err(CommandError::BadWorkers(n))
             }
             Command::SetWorkers(n) => job.control.set_workers(n),
+            Command::SetLimits(limits) => {
+                let problems = limits.problems();
+                if !problems.is_empty() {
+                    return Err(CommandError::BadLimits(problems.join("; ")));
+                }
+                job.control.throttle().job.set(limits);
+            }
         }
         self.save().await;
         Ok(job)
+    }
+
+    /// The budget shared by all jobs.
+    pub fn global_limits(&self) -> Limits {
+        self.global.limits()
+    }
+
+    pub fn set_global_limits(&self, limits: Limits) -> Result<(), CommandError> {
+        let problems = limits.problems();
+        if !problems.is_empty() {
+            return Err(CommandError::BadLimits(problems.join("; ")));
+        }
+        self.global.set(limits);
+        Ok(())
     }
 
     /// Writes the history (if the service has a state file). A failed write is logged: the jobs

@@ -18,6 +18,7 @@ use crate::config::{CopySpec, RawSpec, SpecError, Strategy};
 use crate::mongo::redact_uri;
 use crate::pipeline::Control;
 use crate::stats::{JobStats, NsSnapshot, RateWindow, WorkerSnapshot};
+use crate::throttle::{Limits, Throttle};
 
 /// A job's identity, unique for the lifetime of a state store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -89,9 +90,12 @@ pub struct JobSpec {
     pub batch_size: Option<usize>,
     #[serde(default)]
     pub strategy: Option<Strategy>,
-    /// Documents per second; accepted only as `null` until the throttle exists.
+    /// Documents per second, at most (`null`: unlimited).
     #[serde(default)]
     pub rate: Option<f64>,
+    /// Bytes per second, at most (`null`: unlimited).
+    #[serde(default)]
+    pub rate_bytes: Option<f64>,
 }
 
 impl JobSpec {
@@ -109,16 +113,10 @@ impl JobSpec {
             batch_size: self.batch_size,
             strategy: self.strategy,
             connect_timeout_secs: None,
+            rate: self.rate,
+            rate_bytes: self.rate_bytes,
         };
-        let mut problems = match raw.validate() {
-            Ok(spec) if self.rate.is_none() => return Ok(spec),
-            Ok(_) => vec![],
-            Err(SpecError(problems)) => problems,
-        };
-        if self.rate.is_some() {
-            problems.push("rate: rate limits are not supported yet; send null".into());
-        }
-        Err(SpecError(problems))
+        raw.validate()
     }
 
     /// The spec as shown in responses and kept in the history: passwords replaced by `***`.
@@ -130,6 +128,8 @@ impl JobSpec {
             filter: self.filter.clone(),
             batch_size: self.batch_size,
             strategy: self.strategy,
+            rate: self.rate,
+            rate_bytes: self.rate_bytes,
         }
     }
 }
@@ -143,6 +143,10 @@ pub struct SpecView {
     pub filter: Option<serde_json::Map<String, serde_json::Value>>,
     pub batch_size: Option<usize>,
     pub strategy: Option<Strategy>,
+    #[serde(default)]
+    pub rate: Option<f64>,
+    #[serde(default)]
+    pub rate_bytes: Option<f64>,
 }
 
 /// What is kept of a job in the history, and restored after a restart of the service.
@@ -180,6 +184,8 @@ pub struct JobView {
     pub state: JobState,
     pub spec: SpecView,
     pub workers: usize,
+    /// The job's rate limits now (`null`: unlimited).
+    pub limits: Limits,
     pub created_at: f64,
     pub finished_at: Option<f64>,
     pub error: Option<String>,
@@ -235,12 +241,12 @@ struct JobInner {
 }
 
 impl Job {
-    pub fn new(id: JobId, spec: JobSpec, workers: usize) -> Self {
+    pub fn new(id: JobId, spec: JobSpec, control: Control) -> Self {
         let record = JobRecord {
             id,
             spec: spec.redacted(),
             state: JobState::Pending,
-            workers,
+            workers: control.workers(),
             created_at: unix_now(),
             finished_at: None,
             error: None,
@@ -250,7 +256,7 @@ impl Job {
         Job {
             id,
             spec: Some(spec),
-            control: Arc::new(Control::new(workers)),
+            control: Arc::new(control),
             cancel: CancellationToken::new(),
             state: watch::channel(JobState::Pending).0,
             inner: Mutex::new(JobInner {
@@ -268,7 +274,13 @@ impl Job {
         Job {
             id: record.id,
             spec: None,
-            control: Arc::new(Control::new(record.workers)),
+            control: Arc::new(Control::with_throttle(
+                record.workers,
+                Throttle::new(Limits {
+                    rate: record.spec.rate,
+                    rate_bytes: record.spec.rate_bytes,
+                }),
+            )),
             cancel,
             state: watch::channel(record.state).0,
             inner: Mutex::new(JobInner {
@@ -390,6 +402,7 @@ impl Job {
             state: record.state,
             spec: record.spec.clone(),
             workers: self.control.workers(),
+            limits: self.control.throttle().job.limits(),
             created_at: record.created_at,
             finished_at: record.finished_at,
             error: record.error.clone(),

@@ -110,6 +110,7 @@ mod tests {
             batch_size: None,
             strategy: None,
             rate: None,
+            rate_bytes: None,
         };
         let record = crate::job::JobRecord {
             id: JobId(7),

@@ -1,26 +1,40 @@
-//! Live controls of a running copy: the pause gate and the number of workers.
+//! Live controls of a running copy: the pause gate, the number of workers and the rate limits.
 //!
 //! In: commands from the operator (command line, later the API), at any time. Out: watch channels
 //! the workers and the engine's coordinator follow — a paused worker finishes its batch and takes
 //! no other; a worker whose slot is above the wanted count retires after its batch; the
-//! coordinator starts workers when the count grows. Pausing is a gate of its own, not a rate of 0.
+//! coordinator starts workers when the count grows; every worker waits for the [`Throttle`] before
+//! it writes. Pausing is a gate of its own, not a rate of 0.
 
 use tokio::sync::watch;
 
 use crate::config::MAX_WORKERS;
+use crate::throttle::{Limits, Throttle};
 
 #[derive(Debug)]
 pub struct Control {
     paused: watch::Sender<bool>,
     workers: watch::Sender<usize>,
+    throttle: Throttle,
 }
 
 impl Control {
+    /// Unlimited, running, with `workers` workers.
     pub fn new(workers: usize) -> Self {
+        Self::with_throttle(workers, Throttle::new(Limits::default()))
+    }
+
+    pub fn with_throttle(workers: usize, throttle: Throttle) -> Self {
         Control {
             paused: watch::channel(false).0,
             workers: watch::channel(workers.clamp(1, MAX_WORKERS)).0,
+            throttle,
         }
+    }
+
+    /// The job's rate limits (and the service's global ones), changeable at any time.
+    pub fn throttle(&self) -> &Throttle {
+        &self.throttle
     }
 
     pub fn pause(&self) {

@@ -137,6 +137,7 @@ pub async fn run<S: Source, K: Sink>(
                 cancel: cancel.clone(),
                 paused: control.watch_paused(),
                 wanted: control.watch_workers(),
+                throttle: control.throttle().clone(),
             };
             set.spawn(async move { (Role::Worker(slot), worker.run().await) });
         }

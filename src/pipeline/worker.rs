@@ -5,7 +5,7 @@
 //! acknowledged by the sink, counted per worker and per namespace. A worker stops when the queue is
 //! closed and drained, when the job is cancelled or its slot is no longer wanted (after finishing
 //! its current batch), or at its first error, which it returns. While the job is paused it takes no
-//! batch.
+//! batch; before each write it waits for the job's rate limits.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +18,7 @@ use super::sink::Sink;
 use super::source::Source;
 use super::CopyError;
 use crate::stats::{JobStats, WorkerCounters, WorkerState};
+use crate::throttle::Throttle;
 
 pub struct Worker<S, K> {
     /// The worker's slot: it retires when fewer workers are wanted than `slot + 1`.
@@ -30,6 +31,7 @@ pub struct Worker<S, K> {
     pub cancel: CancellationToken,
     pub paused: watch::Receiver<bool>,
     pub wanted: watch::Receiver<usize>,
+    pub throttle: Throttle,
 }
 
 /// Why a worker stopped without error.
@@ -62,6 +64,9 @@ impl<S: Source, K: Sink> Worker<S, K> {
                 };
             let count = docs.len() as u64;
             let bytes = docs.iter().map(|d| d.as_bytes().len() as u64).sum();
+            if !docs.is_empty() {
+                self.throttle.acquire(count, bytes).await;
+            }
             let write_started = Instant::now();
             if !docs.is_empty() {
                 self.sink.write(&batch.task.destination, docs).await?;

@@ -1,0 +1,269 @@
+//! Rate limits on documents and bytes per second, changeable while a job runs.
+//!
+//! In: the count and size of each batch a worker is about to write, and limits set by the
+//! operator at any time. Out: the worker waits just long enough to keep the job (and, in the
+//! service, all jobs together) under the limits. Pausing is not a rate of zero: it is the gate
+//! in [`Control`](crate::pipeline::Control).
+//!
+//! Each limit is a token bucket that may go into debt: a batch larger than the bucket passes at
+//! once and the next waits until the debt is paid, so any batch size works and the long-run rate is
+//! exact. Waits are cut into short sleeps, so a changed limit is in force within
+//! [`MAX_SLEEP`].
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+/// The longest a waiting worker sleeps before it looks at the limit again.
+pub const MAX_SLEEP: Duration = Duration::from_millis(100);
+
+/// How much unused allowance a bucket keeps: this many seconds' worth of its rate.
+const BURST_SECS: f64 = 0.1;
+
+/// Limits as the operator sets them; `None` means unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Documents per second.
+    pub rate: Option<f64>,
+    /// Bytes per second.
+    pub rate_bytes: Option<f64>,
+}
+
+impl Limits {
+    /// Every problem of the limits, for spec validation.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (name, value) in [("rate", self.rate), ("rate_bytes", self.rate_bytes)] {
+            if let Some(v) = value {
+                if !(v.is_finite() && v > 0.0) {
+                    problems.push(format!(
+                        "{name}: must be a positive number or null, got {v}"
+                    ));
+                }
+            }
+        }
+        problems
+    }
+}
+
+#[derive(Debug)]
+struct Bucket {
+    rate: Option<f64>,
+    tokens: f64,
+    refilled: Instant,
+}
+
+impl Bucket {
+    fn new(rate: Option<f64>) -> Self {
+        Bucket {
+            rate,
+            tokens: 0.0,
+            refilled: Instant::now(),
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        if let Some(rate) = self.rate {
+            let earned = now.duration_since(self.refilled).as_secs_f64() * rate;
+            self.tokens = (self.tokens + earned).min(rate * BURST_SECS);
+        }
+        self.refilled = now;
+    }
+
+    /// How long until `self` may spend; `None` when it may now.
+    fn wait(&self) -> Option<Duration> {
+        let rate = self.rate?;
+        (self.tokens < 0.0).then(|| Duration::from_secs_f64(-self.tokens / rate))
+    }
+}
+
+/// Limits on documents and bytes per second, shared by the workers of one job (or of all jobs).
+#[derive(Debug)]
+pub struct Limiter {
+    buckets: Mutex<[Bucket; 2]>,
+}
+
+impl Limiter {
+    pub fn new(limits: Limits) -> Self {
+        Limiter {
+            buckets: Mutex::new([Bucket::new(limits.rate), Bucket::new(limits.rate_bytes)]),
+        }
+    }
+
+    pub fn limits(&self) -> Limits {
+        let b = self.buckets.lock().expect("not poisoned");
+        Limits {
+            rate: b[0].rate,
+            rate_bytes: b[1].rate,
+        }
+    }
+
+    /// Changes the limits; waiting workers see them within [`MAX_SLEEP`].
+    pub fn set(&self, limits: Limits) {
+        let now = Instant::now();
+        let mut b = self.buckets.lock().expect("not poisoned");
+        for (bucket, rate) in b.iter_mut().zip([limits.rate, limits.rate_bytes]) {
+            bucket.refill(now);
+            bucket.rate = rate;
+            // Debt run up under an old, lower limit is forgiven: the new limit counts from now.
+            bucket.tokens = bucket.tokens.max(0.0);
+        }
+    }
+
+    /// Waits until the limits allow another batch, then charges `docs` and `bytes` for it.
+    pub async fn acquire(&self, docs: u64, bytes: u64) {
+        loop {
+            let wait = {
+                let now = Instant::now();
+                let mut b = self.buckets.lock().expect("not poisoned");
+                b.iter_mut().for_each(|bucket| bucket.refill(now));
+                match b.iter().filter_map(Bucket::wait).max() {
+                    None => {
+                        if b[0].rate.is_some() {
+                            b[0].tokens -= docs as f64;
+                        }
+                        if b[1].rate.is_some() {
+                            b[1].tokens -= bytes as f64;
+                        }
+                        return;
+                    }
+                    Some(wait) => wait,
+                }
+            };
+            tokio::time::sleep(wait.min(MAX_SLEEP)).await;
+        }
+    }
+}
+
+/// The limiters a worker obeys: its job's and, in the service, the global one.
+#[derive(Debug, Clone)]
+pub struct Throttle {
+    pub job: Arc<Limiter>,
+    pub global: Option<Arc<Limiter>>,
+}
+
+impl Throttle {
+    pub fn new(limits: Limits) -> Self {
+        Throttle {
+            job: Arc::new(Limiter::new(limits)),
+            global: None,
+        }
+    }
+
+    pub fn with_global(mut self, global: Arc<Limiter>) -> Self {
+        self.global = Some(global);
+        self
+    }
+
+    pub async fn acquire(&self, docs: u64, bytes: u64) {
+        self.job.acquire(docs, bytes).await;
+        if let Some(global) = &self.global {
+            global.acquire(docs, bytes).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Charges batches of `batch` docs as fast as allowed for `secs`; returns how many passed.
+    async fn run_for(limiter: &Limiter, batch: u64, secs: u64) -> u64 {
+        let end = Instant::now() + Duration::from_secs(secs);
+        let mut passed = 0;
+        while Instant::now() < end {
+            limiter.acquire(batch, batch * 100).await;
+            passed += batch;
+        }
+        passed
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn holds_a_document_rate() {
+        for (rate, batch) in [(100.0, 1), (1000.0, 50), (5000.0, 500), (50.0, 500)] {
+            let limiter = Limiter::new(Limits {
+                rate: Some(rate),
+                rate_bytes: None,
+            });
+            let passed = run_for(&limiter, batch, 10).await as f64;
+            let expected = rate * 10.0;
+            assert!(
+                (passed - expected).abs() <= expected * 0.02 + batch as f64,
+                "rate {rate}, batch {batch}: {passed} passed, {expected} expected"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_tighter_of_docs_and_bytes_wins() {
+        // 1000 docs/s but 20,000 bytes/s at 100 bytes a doc: 200 docs/s.
+        let limiter = Limiter::new(Limits {
+            rate: Some(1000.0),
+            rate_bytes: Some(20_000.0),
+        });
+        let passed = run_for(&limiter, 10, 10).await as f64;
+        assert!((passed - 2000.0).abs() <= 60.0, "{passed}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_changed_limit_is_in_force_within_max_sleep() {
+        let limiter = Arc::new(Limiter::new(Limits {
+            rate: Some(10.0),
+            rate_bytes: None,
+        }));
+        // A big batch puts the bucket 10 s into debt at the old rate.
+        limiter.acquire(100, 0).await;
+        let waiter = {
+            let limiter = limiter.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                limiter.acquire(1, 0).await;
+                started.elapsed()
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        limiter.set(Limits {
+            rate: Some(10_000.0),
+            rate_bytes: None,
+        });
+        let waited = waiter.await.unwrap();
+        assert!(
+            waited <= MAX_SLEEP + Duration::from_millis(20),
+            "{waited:?}"
+        );
+        // Two seconds at the new rate, plus at most one burst (0.1 s) saved up meanwhile.
+        let passed = run_for(&limiter, 100, 2).await as f64;
+        assert!((20_000.0..=21_100.0).contains(&passed), "{passed}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unlimited_never_waits_and_limits_can_be_lifted() {
+        let limiter = Limiter::new(Limits::default());
+        let started = Instant::now();
+        for _ in 0..1000 {
+            limiter.acquire(1000, 1 << 20).await;
+        }
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        limiter.set(Limits {
+            rate: Some(1.0),
+            rate_bytes: None,
+        });
+        limiter.acquire(5, 0).await;
+        limiter.set(Limits::default());
+        let started = Instant::now();
+        limiter.acquire(5, 0).await;
+        assert_eq!(started.elapsed(), Duration::ZERO);
+    }
+
+    #[test]
+    fn rejects_nonsense_limits() {
+        let bad = Limits {
+            rate: Some(0.0),
+            rate_bytes: Some(f64::NAN),
+        };
+        assert_eq!(bad.problems().len(), 2);
+        assert!(Limits::default().problems().is_empty());
+    }
+}
