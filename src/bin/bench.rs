@@ -27,6 +27,7 @@ use mongoferry::pipeline::{
 };
 use mongoferry::stats::JobStats;
 use mongoferry::test_server::TestServer;
+use mongoferry::throttle::{Limits, Throttle};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser, Debug)]
@@ -53,6 +54,12 @@ struct Args {
     /// Documents pushed through the engine ceiling measurement.
     #[arg(long, default_value_t = 2_000_000)]
     ceiling_docs: u64,
+    /// Measure only the throttle: limits held over 10 s windows, and how fast a change applies.
+    #[arg(long)]
+    throttle: bool,
+    /// Rate limits (docs/s) the throttle measurement holds.
+    #[arg(long, value_delimiter = ',', default_values = ["500", "1000", "2000"])]
+    throttle_rates: Vec<f64>,
     /// Use these servers instead of starting SecantusDB (e.g. two real mongod).
     #[arg(long, requires = "to")]
     from: Option<String>,
@@ -115,6 +122,9 @@ impl Bench {
     }
 
     fn run(&mut self) -> Result<()> {
+        if self.args.throttle {
+            return self.run_throttle();
+        }
         let args = &self.args;
         println!(
             "mongoferry bench: {} docs of {} B, {} workers, batch {}, on {} cores",
@@ -268,6 +278,144 @@ impl Bench {
         }
         self.runtime.block_on(mongo::close(src));
         Ok(())
+    }
+}
+
+impl Bench {
+    /// Writes synthetic documents into the destination under a rate limit and samples the count
+    /// every 50 ms: the rate of every 10 s window, and how soon a changed limit shows.
+    fn run_throttle(&mut self) -> Result<()> {
+        let to = self.fresh_destination()?;
+        let workers = self.args.workers;
+        let rates = self.args.throttle_rates.clone();
+        println!("throttle: {workers} workers, batches of 100 docs of 1 KiB, into a SecantusDB destination");
+        println!();
+        println!("| limit (docs/s) | 10 s windows | min | max | worst deviation |");
+        println!("|---:|---:|---:|---:|---:|");
+        self.runtime.block_on(async {
+            let dst = connect(Side::Destination, &to).await?;
+            for rate in rates {
+                let run = LimitedRun::start(&dst, workers, rate, (rate * 40.0) as u64);
+                // Warm up, then 25 s of samples: 16 windows of 10 s, one every second.
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let samples = run.sample(Duration::from_secs(25)).await;
+                run.stop().await?;
+                let windows: Vec<f64> = (0..=15)
+                    .map(|start| {
+                        let at = |secs: usize| samples[(secs * 20).min(samples.len() - 1)];
+                        (at(start + 10) - at(start)) as f64 / 10.0
+                    })
+                    .collect();
+                let min = windows.iter().copied().fold(f64::MAX, f64::min);
+                let max = windows.iter().copied().fold(0.0, f64::max);
+                let worst = windows.iter().map(|w| (w - rate).abs() / rate).fold(0.0, f64::max);
+                println!(
+                    "| {rate:.0} | {} | {min:.0} | {max:.0} | {:.1}% |",
+                    windows.len(),
+                    worst * 100.0
+                );
+            }
+            // A limit raised from 500 to 2000 docs/s, and lowered back.
+            println!();
+            println!("| change | rate in the 1st second after | in the 2nd second | first write after the change |");
+            println!("|---|---:|---:|---:|");
+            let run = LimitedRun::start(&dst, workers, 500.0, 200_000);
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            for (from, to) in [(500.0, 2000.0), (2000.0, 500.0)] {
+                let before = run.docs();
+                run.control.throttle().job.set(Limits { rate: Some(to), rate_bytes: None });
+                let changed = Instant::now();
+                let mut first_write = None;
+                let mut marks = vec![];
+                while changed.elapsed() < Duration::from_secs(2) {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    let n = run.docs();
+                    if first_write.is_none() && n > before {
+                        first_write = Some(changed.elapsed());
+                    }
+                    if marks.len() < 2 && changed.elapsed() >= Duration::from_secs(marks.len() as u64 + 1) {
+                        marks.push(n);
+                    }
+                }
+                let first = (marks[0] - before) as f64;
+                let second = (marks[1] - marks[0]) as f64;
+                println!(
+                    "| {from:.0} -> {to:.0} docs/s | {first:.0} | {second:.0} | {} ms |",
+                    first_write.map_or("-".to_string(), |d| d.as_millis().to_string())
+                );
+                tokio::time::sleep(Duration::from_secs(3)).await;
+            }
+            run.stop().await?;
+            mongo::close(dst).await;
+            anyhow::Ok(())
+        })
+    }
+}
+
+/// A synthetic load written to the destination under a live rate limit.
+struct LimitedRun {
+    control: Arc<Control>,
+    stats: Arc<JobStats>,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), pipeline::CopyError>>,
+}
+
+impl LimitedRun {
+    fn start(dst: &Client, workers: usize, rate: f64, docs: u64) -> Self {
+        let ns = Namespace::new("bench", format!("throttle{rate}"));
+        let stats = Arc::new(JobStats::new([(ns.clone(), ns)], workers));
+        let tasks = vec![Arc::new(NsTask::new(stats.namespaces[0].clone()))];
+        let limits = Limits {
+            rate: Some(rate),
+            rate_bytes: None,
+        };
+        let control = Arc::new(Control::with_throttle(workers, Throttle::new(limits)));
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(pipeline::run(
+            Arc::new(SyntheticSource {
+                docs,
+                doc_size: 1024,
+            }),
+            Arc::new(MongoSink::new(dst.clone())),
+            tasks,
+            EngineOptions {
+                batch_size: 100,
+                strategy: Strategy::Stream,
+            },
+            control.clone(),
+            stats.clone(),
+            cancel.clone(),
+        ));
+        LimitedRun {
+            control,
+            stats,
+            cancel,
+            task,
+        }
+    }
+
+    fn docs(&self) -> u64 {
+        self.stats.snapshot().docs
+    }
+
+    /// The document count every 50 ms for `length`.
+    async fn sample(&self, length: Duration) -> Vec<u64> {
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut samples = vec![];
+        for _ in 0..=(length.as_millis() / 50) {
+            tick.tick().await;
+            samples.push(self.docs());
+        }
+        samples
+    }
+
+    async fn stop(self) -> Result<()> {
+        self.cancel.cancel();
+        match self.task.await? {
+            Ok(()) | Err(pipeline::CopyError::Stopped) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 
