@@ -95,6 +95,10 @@ impl Service {
         self.send(reqwest::Method::POST, path, Some(body)).await
     }
 
+    async fn patch(&self, path: &str, body: Value) -> (u16, Value) {
+        self.send(reqwest::Method::PATCH, path, Some(body)).await
+    }
+
     async fn job(&self, id: &Value) -> Value {
         let (status, job) = self.get(&format!("/api/jobs/{id}")).await;
         assert_eq!(status, 200, "{job}");
@@ -274,11 +278,7 @@ fn pause_resume_workers_and_cancel_take_effect_live() {
 
         // More workers while paused; they show in the per-worker stats once resumed.
         let (status, patched) = service
-            .send(
-                reqwest::Method::PATCH,
-                &format!("/api/jobs/{id}"),
-                Some(json!({"workers": 3})),
-            )
+            .patch(&format!("/api/jobs/{id}"), json!({"workers": 3}))
             .await;
         assert_eq!((status, &patched["workers"]), (200, &json!(3)), "{patched}");
         let (status, resumed) = service
@@ -464,11 +464,7 @@ fn bad_requests_get_clear_errors_and_secrets_stay_hidden() {
             "{failed}"
         );
         let (_, patch) = service
-            .send(
-                reqwest::Method::PATCH,
-                &format!("/api/jobs/{id}"),
-                Some(json!({"workers": 2})),
-            )
+            .patch(&format!("/api/jobs/{id}"), json!({"workers": 2}))
             .await;
         assert!(
             patch["error"].as_str().unwrap().contains("failed"),
@@ -597,11 +593,7 @@ fn rate_limits_hold_change_live_and_share_a_global_budget() {
 
         // Raised live.
         let (status, patched) = service
-            .send(
-                reqwest::Method::PATCH,
-                &format!("/api/jobs/{a}"),
-                Some(json!({"rate": 800})),
-            )
+            .patch(&format!("/api/jobs/{a}"), json!({"rate": 800}))
             .await;
         assert_eq!(
             (status, &patched["limits"]["rate"]),
@@ -651,11 +643,7 @@ fn rate_limits_hold_change_live_and_share_a_global_budget() {
             assert_eq!(status, 200);
         }
         let (status, body) = service
-            .send(
-                reqwest::Method::PATCH,
-                &format!("/api/jobs/{a}"),
-                Some(json!({"rate": 0})),
-            )
+            .patch(&format!("/api/jobs/{a}"), json!({"rate": 0}))
             .await;
         assert!(status == 400 || status == 409, "{status} {body}");
     });

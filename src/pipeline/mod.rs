@@ -313,26 +313,7 @@ mod tests {
 
     #[tokio::test]
     async fn cancel_stops_a_producer_blocked_on_a_full_queue() {
-        let stats = stats(1, 1);
-        let cancel = CancellationToken::new();
-        let job = tokio::spawn(run(
-            Arc::new(SyntheticSource {
-                docs: 10_000_000,
-                doc_size: 64,
-            }),
-            Arc::new(FailingSink {
-                writes: AtomicU64::new(0),
-                fail_at: u64::MAX,
-            }),
-            tasks(&stats),
-            EngineOptions {
-                batch_size: 10,
-                strategy: Strategy::Stream,
-            },
-            Arc::new(Control::new(1)),
-            stats.clone(),
-            cancel.clone(),
-        ));
+        let (_, _, cancel, job) = slow_job(10_000_000, 1);
         tokio::time::sleep(Duration::from_millis(50)).await;
         cancel.cancel();
         let outcome = tokio::time::timeout(Duration::from_secs(10), job)
@@ -342,17 +323,18 @@ mod tests {
         assert!(matches!(outcome, Err(CopyError::Stopped)));
     }
 
-    /// A job that writes slowly enough to be watched: ~1 ms per batch of 10.
-    fn slow_job(
-        docs: u64,
-        workers: usize,
-    ) -> (
+    type SlowJob = (
         Arc<Control>,
         Arc<JobStats>,
+        CancellationToken,
         tokio::task::JoinHandle<Result<(), CopyError>>,
-    ) {
+    );
+
+    /// A job that writes slowly enough to be watched: ~1 ms per batch of 10.
+    fn slow_job(docs: u64, workers: usize) -> SlowJob {
         let stats = stats(1, workers);
         let control = Arc::new(Control::new(workers));
+        let cancel = CancellationToken::new();
         let job = tokio::spawn(run(
             Arc::new(SyntheticSource { docs, doc_size: 64 }),
             Arc::new(FailingSink {
@@ -366,9 +348,9 @@ mod tests {
             },
             control.clone(),
             stats.clone(),
-            CancellationToken::new(),
+            cancel.clone(),
         ));
-        (control, stats, job)
+        (control, stats, cancel, job)
     }
 
     async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
@@ -384,7 +366,7 @@ mod tests {
 
     #[tokio::test]
     async fn pause_holds_the_count_still_and_resume_finishes() {
-        let (control, stats, job) = slow_job(50_000, 3);
+        let (control, stats, _, job) = slow_job(50_000, 3);
         wait_until("progress", || stats.snapshot().docs > 100).await;
         control.pause();
         let states = || {
@@ -416,7 +398,7 @@ mod tests {
 
     #[tokio::test]
     async fn worker_count_changes_while_the_job_runs() {
-        let (control, stats, job) = slow_job(100_000, 1);
+        let (control, stats, _, job) = slow_job(100_000, 1);
         wait_until("progress", || stats.snapshot().docs > 50).await;
         control.set_workers(4);
         wait_until("four workers busy", || {
