@@ -321,6 +321,7 @@ async fn run_serve(args: ServeArgs) -> Result<(), Failure> {
     {
         // Event streams of finished jobs close by themselves; anything left is cut off.
         server.abort();
+        let _ = server.await;
     }
     let _ = signals.await;
     match served {

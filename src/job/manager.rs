@@ -128,7 +128,7 @@ impl JobManager {
     async fn run_job(self: Arc<Self>, job: Arc<Job>, spec: CopySpec) {
         let outcome = match copy::prepare(&spec).await {
             Err(e) => Err(e),
-            Ok(_) if job.cancel.is_cancelled() => Err(CopyError::Stopped),
+            // Cancelled while connecting: the run stops at once and closes the clients.
             Ok(prepared) => {
                 let prepared = prepared.with_control(job.control.clone());
                 job.attach_stats(prepared.stats());

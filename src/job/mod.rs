@@ -338,8 +338,9 @@ impl Job {
                 inner.record.bytes = snap.bytes;
             }
         }
-        drop(inner);
+        // Announced under the lock, so watchers see the changes in the order they happened.
         self.state.send_replace(state);
+        drop(inner);
     }
 
     pub fn fail(&self, error: String) {
