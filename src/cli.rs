@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+use crate::adaptive::AdaptiveConfig;
 use crate::config::{NsMapping, RawSpec, Strategy, DEFAULT_BATCH_SIZE, DEFAULT_WORKERS};
 use crate::copy::{self, CopySummary};
 use crate::job::manager::JobManager;
@@ -94,6 +95,10 @@ pub struct CopyArgs {
     /// Write at most this many bytes (of documents) per second.
     #[arg(long, value_name = "BYTES")]
     pub rate_bytes: Option<f64>,
+    /// Adaptive mode: steer workers and rate to keep the mean batch write latency under this
+    /// many milliseconds (--workers and --rate stay the upper bounds).
+    #[arg(long, value_name = "MS")]
+    pub adaptive_target_ms: Option<f64>,
     /// Print the final summary as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -209,6 +214,11 @@ async fn run_copy(args: CopyArgs) -> Result<(), Failure> {
         connect_timeout_secs: Some(args.connect_timeout),
         rate: args.rate,
         rate_bytes: args.rate_bytes,
+        adaptive: args.adaptive_target_ms.map(|target_ms| AdaptiveConfig {
+            target_ms,
+            max_workers: None,
+            interval_ms: None,
+        }),
     }
     .validate()?;
     let prepared = copy::prepare(&spec).await?;

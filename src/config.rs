@@ -9,6 +9,7 @@ use std::str::FromStr;
 use mongodb::bson::Document;
 use serde::{Deserialize, Serialize};
 
+use crate::adaptive::AdaptiveConfig;
 use crate::mongo::Namespace;
 use crate::throttle::Limits;
 
@@ -158,6 +159,7 @@ pub struct CopySpec {
     pub strategy: Strategy,
     pub connect_timeout: std::time::Duration,
     pub limits: Limits,
+    pub adaptive: Option<AdaptiveConfig>,
 }
 
 /// Every problem found in a job spec, reported together.
@@ -181,6 +183,8 @@ pub struct RawSpec {
     pub rate: Option<f64>,
     /// Bytes per second, at most.
     pub rate_bytes: Option<f64>,
+    /// Steer the load by write latency.
+    pub adaptive: Option<AdaptiveConfig>,
 }
 
 impl RawSpec {
@@ -257,6 +261,9 @@ impl RawSpec {
             rate_bytes: self.rate_bytes,
         };
         problems.extend(limits.problems());
+        if let Some(adaptive) = &self.adaptive {
+            problems.extend(adaptive.problems());
+        }
         if !problems.is_empty() {
             return Err(SpecError(problems));
         }
@@ -270,6 +277,7 @@ impl RawSpec {
             strategy: self.strategy.unwrap_or_default(),
             connect_timeout: std::time::Duration::from_secs_f64(timeout),
             limits,
+            adaptive: self.adaptive,
         })
     }
 }

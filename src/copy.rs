@@ -12,6 +12,7 @@ use mongodb::Client;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::adaptive::Adaptive;
 use crate::config::{CopySpec, NsMapping, Strategy};
 use crate::mongo::{self, describe, MongoError, Namespace, Side};
 use crate::pipeline::{self, Control, CopyError, EngineOptions, MongoSink, MongoSource, NsTask};
@@ -27,6 +28,7 @@ pub struct PreparedCopy {
     stats: Arc<JobStats>,
     options: EngineOptions,
     control: Arc<Control>,
+    adaptive: Option<Arc<Adaptive>>,
     from: String,
     to: String,
 }
@@ -101,6 +103,7 @@ pub async fn prepare(spec: &CopySpec) -> Result<PreparedCopy, CopyError> {
             spec.workers,
             Throttle::new(spec.limits),
         )),
+        adaptive: spec.adaptive.map(|c| Arc::new(Adaptive::new(c))),
         from: mongo::redact_uri(&spec.from),
         to: mongo::redact_uri(&spec.to),
     })
@@ -127,7 +130,17 @@ impl PreparedCopy {
         self.tasks.iter().map(|t| (&t.source, &t.destination))
     }
 
+    /// The adaptive mode's state, when the job asked for it.
+    pub fn adaptive(&self) -> Option<Arc<Adaptive>> {
+        self.adaptive.clone()
+    }
+
     pub async fn run(self, cancel: CancellationToken) -> Result<CopySummary, CopyError> {
+        // The adaptive controller watches the engine for as long as it runs, and is joined.
+        let steering = CancellationToken::new();
+        let controller = self.adaptive.clone().map(|adaptive| {
+            tokio::spawn(adaptive.run(self.control.clone(), self.stats.clone(), steering.clone()))
+        });
         let outcome = pipeline::run(
             self.source,
             self.sink,
@@ -138,6 +151,10 @@ impl PreparedCopy {
             cancel,
         )
         .await;
+        steering.cancel();
+        if let Some(controller) = controller {
+            let _ = controller.await;
+        }
         // Every task is joined, so these are the last handles of the clients.
         for client in self.clients {
             mongo::close(client).await;

@@ -16,9 +16,11 @@
 //!   → [`pipeline::sink`], plus a synthetic source and null sink to measure the engine itself.
 //! - [`stats`]: per-namespace and per-worker counters and their snapshots.
 //! - [`progress`]: progress bars or log lines drawn from the stats.
+//! - [`adaptive`]: adaptive mode, steering workers and a rate cap by write latency.
 //! - [`throttle`]: live rate limits (docs/s, bytes/s) per job and for the whole service.
 //! - [`test_server`]: starts SecantusDB test servers (used by the tests, the benchmark and demos).
 
+pub mod adaptive;
 pub mod api;
 pub mod cli;
 pub mod config;

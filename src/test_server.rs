@@ -158,3 +158,83 @@ pub fn kill_with_parent(command: &mut Command) {
 
 #[cfg(not(target_os = "linux"))]
 pub fn kill_with_parent(_command: &mut Command) {}
+
+/// A TCP proxy in front of a server that can delay what clients send. Delayed chunks pass one
+/// at a time across all connections, so latency grows with the number of requests in flight, as
+/// on a database under strain. For tests and the benchmark of adaptive mode.
+pub struct LatencyProxy {
+    pub port: u16,
+    delay_micros: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LatencyProxy {
+    /// Listens on a free port and forwards to `127.0.0.1:target_port`.
+    pub async fn start(target_port: u16) -> io::Result<Self> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::sync::Arc;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let delay_micros = Arc::new(AtomicU64::new(0));
+        let one_at_a_time = Arc::new(tokio::sync::Mutex::new(()));
+        let delay = delay_micros.clone();
+        let task = tokio::spawn(async move {
+            // Connections are owned here and end with the proxy.
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", target_port)).await
+                else {
+                    continue;
+                };
+                let (delay, gate) = (delay.clone(), one_at_a_time.clone());
+                connections.spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let (mut client_read, mut client_write) = client.into_split();
+                    let (mut server_read, mut server_write) = server.into_split();
+                    let upstream = async {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            let n = client_read.read(&mut buf).await?;
+                            if n == 0 {
+                                return server_write.shutdown().await;
+                            }
+                            let micros = delay.load(Ordering::Relaxed);
+                            if micros > 0 {
+                                let _turn = gate.lock().await;
+                                tokio::time::sleep(Duration::from_micros(micros)).await;
+                            }
+                            server_write.write_all(&buf[..n]).await?;
+                        }
+                    };
+                    let downstream = tokio::io::copy(&mut server_read, &mut client_write);
+                    let _ = tokio::try_join!(upstream, downstream);
+                });
+                // Reap finished connections as we go.
+                while connections.try_join_next().is_some() {}
+            }
+        });
+        Ok(LatencyProxy {
+            port,
+            delay_micros,
+            task,
+        })
+    }
+
+    /// Delay added to every chunk a client sends (zero: none).
+    pub fn set_delay(&self, delay: Duration) {
+        self.delay_micros.store(
+            delay.as_micros() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    pub fn uri(&self) -> String {
+        format!("mongodb://127.0.0.1:{}/?directConnection=true", self.port)
+    }
+
+    /// Stops listening and cuts every connection.
+    pub async fn stop(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}

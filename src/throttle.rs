@@ -137,10 +137,12 @@ impl Limiter {
     }
 }
 
-/// The limiters a worker obeys: its job's and, in the service, the global one.
+/// The limiters a worker obeys: its job's (set by the operator), the adaptive mode's cap, and,
+/// in the service, the global one. The strictest binds.
 #[derive(Debug, Clone)]
 pub struct Throttle {
     pub job: Arc<Limiter>,
+    pub adaptive: Arc<Limiter>,
     pub global: Option<Arc<Limiter>>,
 }
 
@@ -148,6 +150,7 @@ impl Throttle {
     pub fn new(limits: Limits) -> Self {
         Throttle {
             job: Arc::new(Limiter::new(limits)),
+            adaptive: Arc::new(Limiter::new(Limits::default())),
             global: None,
         }
     }
@@ -159,6 +162,7 @@ impl Throttle {
 
     pub async fn acquire(&self, docs: u64, bytes: u64) {
         self.job.acquire(docs, bytes).await;
+        self.adaptive.acquire(docs, bytes).await;
         if let Some(global) = &self.global {
             global.acquire(docs, bytes).await;
         }

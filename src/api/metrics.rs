@@ -147,6 +147,25 @@ pub async fn render(State(manager): State<Arc<JobManager>>) -> Response {
     }
     family(
         &mut out,
+        "adaptive_rate_cap",
+        "gauge",
+        "Adaptive mode's current cap in documents per second (absent: none).",
+    );
+    for view in &views {
+        let cap = view
+            .adaptive
+            .as_ref()
+            .and_then(|a| a.decisions.last()?.rate_cap);
+        if let Some(cap) = cap {
+            let _ = writeln!(
+                out,
+                "mongoferry_adaptive_rate_cap{{job=\"{}\"}} {cap}",
+                view.id
+            );
+        }
+    }
+    family(
+        &mut out,
         "queue_batches_pushed_total",
         "counter",
         "Batches the producer put on the queue.",

@@ -19,14 +19,17 @@ use clap::Parser;
 use futures::TryStreamExt;
 use mongodb::bson::{doc, RawDocumentBuf};
 use mongodb::Client;
+use mongoferry::adaptive::AdaptiveConfig;
+use mongoferry::config::RawSpec;
 use mongoferry::config::Strategy;
+use mongoferry::copy;
 use mongoferry::mongo::{self, Namespace, Side};
 use mongoferry::pipeline::synthetic::{NullSink, SyntheticSource};
 use mongoferry::pipeline::{
     self, Control, EngineOptions, MongoSink, MongoSource, NsTask, Sink, Source,
 };
 use mongoferry::stats::JobStats;
-use mongoferry::test_server::TestServer;
+use mongoferry::test_server::{LatencyProxy, TestServer};
 use mongoferry::throttle::{Limits, Throttle};
 use tokio_util::sync::CancellationToken;
 
@@ -57,6 +60,9 @@ struct Args {
     /// Measure only the throttle: limits held over 10 s windows, and how fast a change applies.
     #[arg(long)]
     throttle: bool,
+    /// Trace only adaptive mode: a copy through a latency-injecting proxy, slowed then relieved.
+    #[arg(long)]
+    adaptive: bool,
     /// Rate limits (docs/s) the throttle measurement holds.
     #[arg(long, value_delimiter = ',', default_values = ["500", "1000", "2000"])]
     throttle_rates: Vec<f64>,
@@ -124,6 +130,9 @@ impl Bench {
     fn run(&mut self) -> Result<()> {
         if self.args.throttle {
             return self.run_throttle();
+        }
+        if self.args.adaptive {
+            return self.run_adaptive();
         }
         let args = &self.args;
         println!(
@@ -347,6 +356,83 @@ impl Bench {
             }
             run.stop().await?;
             mongo::close(dst).await;
+            anyhow::Ok(())
+        })
+    }
+}
+
+impl Bench {
+    /// A copy in adaptive mode through a proxy that adds latency for a while: prints what the
+    /// job measured and decided, every half second.
+    fn run_adaptive(&mut self) -> Result<()> {
+        let to = self.fresh_destination()?;
+        let from = self.from.clone();
+        let port: u16 = to
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.split('/').next())
+            .and_then(|p| p.parse().ok())
+            .context("the destination URI has no port to proxy")?;
+        let target_ms = 150.0;
+        self.runtime.block_on(async {
+            let src = connect(Side::Source, &from).await?;
+            let data = Namespace::new("bench", "adaptive");
+            seed(&src, &data, 150_000, 256).await?;
+            mongo::close(src).await;
+            let proxy = LatencyProxy::start(port).await?;
+            let spec = RawSpec {
+                from: from.clone(),
+                to: proxy.uri(),
+                namespaces: vec![data.to_string()],
+                workers: Some(4),
+                batch_size: Some(100),
+                rate: Some(3000.0),
+                adaptive: Some(AdaptiveConfig { target_ms, max_workers: None, interval_ms: Some(500) }),
+                ..Default::default()
+            }
+            .validate()
+            .map_err(|e| anyhow::anyhow!(e))?;
+            let prepared = copy::prepare(&spec).await?;
+            let adaptive = prepared.adaptive().context("adaptive mode")?;
+            let cancel = CancellationToken::new();
+            let job = tokio::spawn(prepared.run(cancel.clone()));
+            while adaptive.last().and_then(|d| d.latency_ms).is_none() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let started = Instant::now();
+            let phases = [
+                ("calm", Duration::ZERO, 4),
+                ("pressure: +50 ms per request, one at a time", Duration::from_millis(50), 8),
+                ("relief", Duration::ZERO, 8),
+            ];
+            let mut marks = vec![];
+            for (name, delay, secs) in phases {
+                proxy.set_delay(delay);
+                marks.push((adaptive.view().decisions.last().map_or(0.0, |d| d.at_secs), name));
+                tokio::time::sleep(Duration::from_secs(secs)).await;
+            }
+            cancel.cancel();
+            let _ = job.await?;
+            proxy.stop().await;
+            println!("adaptive mode: target {target_ms} ms mean batch write latency, operator limit 3000 docs/s, 4 workers");
+            println!();
+            println!("| t (s) | phase | docs/s | latency (ms) | decision | workers | rate cap | why |");
+            println!("|---:|---|---:|---:|---|---:|---:|---|");
+            let first = marks[0].0;
+            for d in adaptive.view().decisions.iter().filter(|d| d.at_secs >= first) {
+                let phase = marks.iter().rev().find(|(at, _)| d.at_secs > *at).map_or("", |m| m.1);
+                println!(
+                    "| {:.1} | {phase} | {:.0} | {} | {:?} | {} | {} | {} |",
+                    d.at_secs - first,
+                    d.docs_per_sec,
+                    d.latency_ms.map_or("-".into(), |l| format!("{l:.0}")),
+                    d.action,
+                    d.workers,
+                    d.rate_cap.map_or("none".into(), |c| format!("{c:.0}")),
+                    d.reason
+                );
+            }
+            eprintln!("traced {:.0} s", started.elapsed().as_secs_f64());
             anyhow::Ok(())
         })
     }

@@ -131,7 +131,7 @@ impl JobManager {
             // Cancelled while connecting: the run stops at once and closes the clients.
             Ok(prepared) => {
                 let prepared = prepared.with_control(job.control.clone());
-                job.attach_stats(prepared.stats());
+                job.attach(prepared.stats(), prepared.adaptive());
                 job.advance(JobState::Pending, JobState::Running);
                 tracing::info!("job {} running", job.id);
                 prepared.run(job.cancel.clone()).await.map(|_| ())

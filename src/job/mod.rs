@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::adaptive::{Adaptive, AdaptiveConfig, AdaptiveView};
 use crate::config::{CopySpec, RawSpec, SpecError, Strategy};
 use crate::mongo::redact_uri;
 use crate::pipeline::Control;
@@ -96,6 +97,9 @@ pub struct JobSpec {
     /// Bytes per second, at most (`null`: unlimited).
     #[serde(default)]
     pub rate_bytes: Option<f64>,
+    /// Adaptive mode: `{"target_ms": 200, "max_workers": 8, "interval_ms": 1000}`.
+    #[serde(default)]
+    pub adaptive: Option<AdaptiveConfig>,
 }
 
 impl JobSpec {
@@ -115,6 +119,7 @@ impl JobSpec {
             connect_timeout_secs: None,
             rate: self.rate,
             rate_bytes: self.rate_bytes,
+            adaptive: self.adaptive,
         };
         raw.validate()
     }
@@ -186,6 +191,8 @@ pub struct JobView {
     pub workers: usize,
     /// The job's rate limits now (`null`: unlimited).
     pub limits: Limits,
+    /// Adaptive mode's config and recent decisions, when the job uses it.
+    pub adaptive: Option<AdaptiveView>,
     pub created_at: f64,
     pub finished_at: Option<f64>,
     pub error: Option<String>,
@@ -237,6 +244,7 @@ pub struct Job {
 struct JobInner {
     record: JobRecord,
     stats: Option<Arc<JobStats>>,
+    adaptive: Option<Arc<Adaptive>>,
     rate: RateWindow,
 }
 
@@ -262,6 +270,7 @@ impl Job {
             inner: Mutex::new(JobInner {
                 record,
                 stats: None,
+                adaptive: None,
                 rate: RateWindow::new(Duration::from_secs(5)),
             }),
         }
@@ -286,6 +295,7 @@ impl Job {
             inner: Mutex::new(JobInner {
                 record,
                 stats: None,
+                adaptive: None,
                 rate: RateWindow::new(Duration::from_secs(5)),
             }),
         }
@@ -348,8 +358,11 @@ impl Job {
         self.set_state(JobState::Failed);
     }
 
-    pub fn attach_stats(&self, stats: Arc<JobStats>) {
-        self.inner.lock().expect("not poisoned").stats = Some(stats);
+    /// Connects the view to the running copy's counters and adaptive state.
+    pub fn attach(&self, stats: Arc<JobStats>, adaptive: Option<Arc<Adaptive>>) {
+        let mut inner = self.inner.lock().expect("not poisoned");
+        inner.stats = Some(stats);
+        inner.adaptive = adaptive;
     }
 
     /// The live counters, once the job has started.
@@ -404,6 +417,7 @@ impl Job {
             spec: record.spec.clone(),
             workers: self.control.workers(),
             limits: self.control.throttle().job.limits(),
+            adaptive: inner.adaptive.as_ref().map(|a| a.view()),
             created_at: record.created_at,
             finished_at: record.finished_at,
             error: record.error.clone(),

@@ -111,6 +111,7 @@ mod tests {
             strategy: None,
             rate: None,
             rate_bytes: None,
+            adaptive: None,
         };
         let record = crate::job::JobRecord {
             id: JobId(7),
