@@ -1,7 +1,8 @@
 //! Adaptive mode: the job watches its write latency and steers its own load to stay under a
 //! target the operator sets.
 //!
-//! In: every interval, the batches the job wrote (count, mean latency, documents). Out: a
+//! In: every interval, the batches the job wrote (count, documents, and their mean latency: the
+//! time to read them by `_id`, if the strategy does, plus the time to write them). Out: a
 //! [`Decision`] — additive increase while latency is well under the target (one more worker, a
 //! higher rate cap), multiplicative decrease when it is over (half the workers, the rate cap at 70%
 //! of what was measured) — applied to the job's [`Control`] and kept, with its reason, for the API
@@ -27,7 +28,7 @@ const KEPT: usize = 120;
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdaptiveConfig {
-    /// Mean batch write latency to stay under, in milliseconds.
+    /// Mean batch latency (read by `_id` plus write) to stay under, in milliseconds.
     pub target_ms: f64,
     /// Most workers adaptive mode may use (default: the job's worker count).
     #[serde(default)]
@@ -82,7 +83,7 @@ pub struct Decision {
     /// Seconds since the job started.
     pub at_secs: f64,
     pub action: Action,
-    /// Mean write latency of the batches of the last interval.
+    /// Mean latency (read by `_id` plus write) of the batches of the last interval.
     pub latency_ms: Option<f64>,
     pub docs_per_sec: f64,
     /// Workers and rate cap from now on (`None`: no adaptive cap).
@@ -115,7 +116,7 @@ pub fn decide(
         let workers = workers.div_ceil(2).max(1);
         let cap = (seen.docs_per_sec * 0.7).max(1.0);
         let reason = format!(
-            "write latency {:.0} ms over the {target:.0} ms target: halve workers, cap at 70% of {:.0} docs/s",
+            "batch latency {:.0} ms over the {target:.0} ms target: halve workers, cap at 70% of {:.0} docs/s",
             seen.latency_ms, seen.docs_per_sec
         );
         return (Action::Decrease, workers, Some(cap), reason);
@@ -134,7 +135,7 @@ pub fn decide(
             Some(c) => steps.push(format!("cap {c:.0} docs/s")),
             None if steps.is_empty() => {
                 let reason = format!(
-                    "write latency {:.0} ms well under the {target:.0} ms target, no adaptive limit left",
+                    "batch latency {:.0} ms well under the {target:.0} ms target, no adaptive limit left",
                     seen.latency_ms
                 );
                 return (Action::Hold, workers, None, reason);
@@ -142,14 +143,14 @@ pub fn decide(
             None => steps.push("no cap".to_string()),
         }
         let reason = format!(
-            "write latency {:.0} ms well under the {target:.0} ms target: {}",
+            "batch latency {:.0} ms well under the {target:.0} ms target: {}",
             seen.latency_ms,
             steps.join(", ")
         );
         return (Action::Increase, more_workers, cap, reason);
     }
     let reason = format!(
-        "write latency {:.0} ms near the {target:.0} ms target",
+        "batch latency {:.0} ms near the {target:.0} ms target",
         seen.latency_ms
     );
     (Action::Hold, workers, cap, reason)
@@ -263,9 +264,12 @@ impl Adaptive {
     }
 }
 
+/// Batches written so far, and the seconds they spent against the databases: reading them by
+/// `_id` (the `ids` strategy) and writing them.
 fn latency_totals(stats: &JobStats) -> (u64, f64) {
-    let (_, count, sum) = stats.write_latency.snapshot();
-    (count, sum)
+    let (_, count, write) = stats.write_latency.snapshot();
+    let (_, _, fetch) = stats.fetch_latency.snapshot();
+    (count, write + fetch)
 }
 
 #[cfg(test)]

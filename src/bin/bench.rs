@@ -414,7 +414,7 @@ impl Bench {
             cancel.cancel();
             let _ = job.await?;
             proxy.stop().await;
-            println!("adaptive mode: target {target_ms} ms mean batch write latency, operator limit 3000 docs/s, 4 workers");
+            println!("adaptive mode: target {target_ms} ms mean batch latency, operator limit 3000 docs/s, 4 workers");
             println!();
             println!("| t (s) | phase | docs/s | latency (ms) | decision | workers | rate cap | why |");
             println!("|---:|---|---:|---:|---|---:|---:|---|");
