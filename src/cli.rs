@@ -370,7 +370,7 @@ async fn run_sample(args: SampleArgs) -> Result<(), Failure> {
             })?;
     }
     let stats = Arc::new(JobStats::new([(ns.clone(), ns.clone())], args.workers));
-    let tasks = vec![Arc::new(pipeline::NsTask::new(stats.namespaces[0].clone()))];
+    let tasks = pipeline::NsTask::for_stats(&stats);
     let mode = if args.quiet {
         ProgressMode::Quiet
     } else {

@@ -84,11 +84,7 @@ pub async fn prepare(spec: &CopySpec) -> Result<PreparedCopy, CopyError> {
         }
     };
     let stats = Arc::new(JobStats::new(pairs, spec.workers));
-    let tasks = stats
-        .namespaces
-        .iter()
-        .map(|c| Arc::new(NsTask::new(c.clone())))
-        .collect();
+    let tasks = NsTask::for_stats(&stats);
     Ok(PreparedCopy {
         clients: [source.clone(), destination.clone()],
         source: Arc::new(MongoSource::new(source, spec.filter.clone())),

@@ -27,9 +27,7 @@ fn backs_off_under_latency_and_recovers() {
             .unwrap();
         let proxy = LatencyProxy::start(dst_port).await.unwrap();
         let (s, d) = (env.src_db("adapt"), env.dst_db("adapt"));
-        let docs: Vec<_> = (0..100_000)
-            .map(|i| mongoferry::pipeline::synthetic::sample_document(i, 256))
-            .collect();
+        let docs = sample_docs(100_000, 256);
         insert_raw(&env.src_client().await, &s, "c", &docs).await;
         let target_ms = 150.0;
         let spec = RawSpec {

@@ -19,9 +19,7 @@ fn args(list: &[&str]) -> Vec<String> {
 fn copy_prints_a_json_summary_and_copies() {
     TestEnv::start().run(|env| async move {
         let (s, d) = (env.src_db("cli"), env.dst_db("cli"));
-        let docs: Vec<_> = (0..1234)
-            .map(|i| mongoferry::pipeline::synthetic::sample_document(i, 200))
-            .collect();
+        let docs = sample_docs(1234, 200);
         insert_raw(&env.src_client().await, &s, "orders", &docs).await;
         insert_raw(&env.src_client().await, &s, "customers", &docs[..10]).await;
         let out = mongoferry_async(
@@ -256,9 +254,7 @@ fn auth_failure_is_reported_without_the_password() {
 fn sigterm_stops_the_copy_with_status_130() {
     TestEnv::start().run(|env| async move {
         let (s, d) = (env.src_db("term"), env.dst_db("term"));
-        let docs: Vec<_> = (0..20_000)
-            .map(|i| mongoferry::pipeline::synthetic::sample_document(i, 256))
-            .collect();
+        let docs = sample_docs(20_000, 256);
         insert_raw(&env.src_client().await, &s, "c", &docs).await;
         let ns = format!("{s}.c:{d}.c");
         // The `ids` strategy with small batches is slow on the test server: plenty of time.
@@ -317,9 +313,7 @@ fn sigterm_stops_the_copy_with_status_130() {
 fn rate_limits_the_copy() {
     TestEnv::start().run(|env| async move {
         let (s, d) = (env.src_db("rate"), env.dst_db("rate"));
-        let docs: Vec<_> = (0..3_000)
-            .map(|i| mongoferry::pipeline::synthetic::sample_document(i, 200))
-            .collect();
+        let docs = sample_docs(3_000, 200);
         insert_raw(&env.src_client().await, &s, "c", &docs).await;
         let ns = format!("{s}.c:{d}.c");
         let out = mongoferry_async(

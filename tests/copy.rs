@@ -388,9 +388,7 @@ fn a_refused_document_fails_the_job_with_its_error() {
 fn copying_twice_is_idempotent_and_counts_match() {
     TestEnv::start().run(|env| async move {
         let (s, d) = (env.src_db("twice"), env.dst_db("twice"));
-        let docs: Vec<_> = (0..2500)
-            .map(|i| mongoferry::pipeline::synthetic::sample_document(i, 300))
-            .collect();
+        let docs = sample_docs(2500, 300);
         insert_raw(&env.src_client().await, &s, "c", &docs).await;
         let first = copy_with(
             &env,
@@ -421,9 +419,7 @@ fn copying_twice_is_idempotent_and_counts_match() {
 fn cancel_stops_the_job_and_joins_every_task() {
     TestEnv::start().run(|env| async move {
         let (s, d) = (env.src_db("cancel"), env.dst_db("cancel"));
-        let docs: Vec<_> = (0..20_000)
-            .map(|i| mongoferry::pipeline::synthetic::sample_document(i, 512))
-            .collect();
+        let docs = sample_docs(20_000, 512);
         insert_raw(&env.src_client().await, &s, "c", &docs).await;
         let spec = spec(&env, vec![format!("{s}.c:{d}.c")], 2, 50, Strategy::Ids)
             .validate()

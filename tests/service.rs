@@ -143,12 +143,6 @@ impl Drop for Service {
     }
 }
 
-fn docs(n: i64, size: usize) -> Vec<mongodb::bson::RawDocumentBuf> {
-    (0..n)
-        .map(|i| mongoferry::pipeline::synthetic::sample_document(i, size))
-        .collect()
-}
-
 fn spec(env: &TestEnv, src: &str, dst: &str) -> Value {
     json!({ "from": env.src, "to": env.dst, "namespaces": [format!("{src}:{dst}")] })
 }
@@ -163,7 +157,7 @@ fn a_job_runs_to_completion_through_the_api_and_events() {
     let service = Service::start(&dir.path().join("jobs.json"));
     TestEnv::start().run(|env| async move {
         let (s, d) = (env.src_db("api"), env.dst_db("api"));
-        insert_raw(&env.src_client().await, &s, "c", &docs(5_000, 512)).await;
+        insert_raw(&env.src_client().await, &s, "c", &sample_docs(5_000, 512)).await;
         let body = json!({
             "from": env.src, "to": env.dst, "namespaces": [format!("{s}.c:{d}.c")],
             "workers": 2, "batch_size": 100
@@ -240,7 +234,7 @@ fn pause_resume_workers_and_cancel_take_effect_live() {
     let service = Service::start(&dir.path().join("jobs.json"));
     TestEnv::start().run(|env| async move {
         let (s, d) = (env.src_db("live"), env.dst_db("live"));
-        insert_raw(&env.src_client().await, &s, "c", &docs(30_000, 256)).await;
+        insert_raw(&env.src_client().await, &s, "c", &sample_docs(30_000, 256)).await;
         // Small `ids` batches are slow on the test server: a job that runs for a while.
         let mut body = spec(&env, &format!("{s}.c"), &format!("{d}.c"));
         body["strategy"] = json!("ids");
@@ -340,8 +334,8 @@ fn two_jobs_at_once_and_history_survives_a_restart() {
         runtime.block_on(async {
             tokio::time::timeout(TEST_TIMEOUT, async {
                 let src = env.src_client().await;
-                insert_raw(&src, &s, "a", &docs(3_000, 256)).await;
-                insert_raw(&src, &s, "b", &docs(2_000, 256)).await;
+                insert_raw(&src, &s, "a", &sample_docs(3_000, 256)).await;
+                insert_raw(&src, &s, "b", &sample_docs(2_000, 256)).await;
                 for c in ["a", "b"] {
                     let (status, job) = service
                         .post(
@@ -447,7 +441,7 @@ fn bad_requests_get_clear_errors_and_secrets_stay_hidden() {
             .dst
             .replace("mongodb://", &format!("mongodb://admin:{password}@"));
         let s = env.src_db("secret");
-        insert_raw(&env.src_client().await, &s, "c", &docs(10, 64)).await;
+        insert_raw(&env.src_client().await, &s, "c", &sample_docs(10, 64)).await;
         let (status, job) = service
             .post(
                 "/api/jobs",
@@ -508,7 +502,7 @@ fn sigterm_lets_running_batches_finish_and_records_the_job() {
     let (s, d) = (env.src_db("term"), env.dst_db("term"));
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let id = runtime.block_on(async {
-        insert_raw(&env.src_client().await, &s, "c", &docs(30_000, 256)).await;
+        insert_raw(&env.src_client().await, &s, "c", &sample_docs(30_000, 256)).await;
         let mut body = spec(&env, &format!("{s}.c"), &format!("{d}.c"));
         body["strategy"] = json!("ids");
         body["batch_size"] = json!(20);
@@ -573,8 +567,8 @@ fn rate_limits_hold_change_live_and_share_a_global_budget() {
     TestEnv::start().run(|env| async move {
         let (s, d) = (env.src_db("rate"), env.dst_db("rate"));
         let src = env.src_client().await;
-        insert_raw(&src, &s, "a", &docs(40_000, 128)).await;
-        insert_raw(&src, &s, "b", &docs(40_000, 128)).await;
+        insert_raw(&src, &s, "a", &sample_docs(40_000, 128)).await;
+        insert_raw(&src, &s, "b", &sample_docs(40_000, 128)).await;
 
         // One job limited to 300 docs/s.
         let mut body = spec(&env, &format!("{s}.a"), &format!("{d}.a"));

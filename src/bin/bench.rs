@@ -450,7 +450,7 @@ impl LimitedRun {
     fn start(dst: &Client, workers: usize, rate: f64, docs: u64) -> Self {
         let ns = Namespace::new("bench", format!("throttle{rate}"));
         let stats = Arc::new(JobStats::new([(ns.clone(), ns)], workers));
-        let tasks = vec![Arc::new(NsTask::new(stats.namespaces[0].clone()))];
+        let tasks = NsTask::for_stats(&stats);
         let limits = Limits {
             rate: Some(rate),
             rate_bytes: None,
@@ -562,8 +562,8 @@ async fn raw_scan(
     Ok((docs.len() as f64 / started.elapsed().as_secs_f64(), docs))
 }
 
-/// Seconds until the first batch of the sorted read arrives (a server may build the whole result
-/// first).
+/// Seconds until the first batch of the sorted read arrives, for the same query the `stream`
+/// producer sends (a server may build the whole result first).
 async fn first_reply_secs(client: &Client, ns: &Namespace, batch_size: usize) -> Result<f64> {
     let started = Instant::now();
     let mut cursor = client
@@ -571,7 +571,6 @@ async fn first_reply_secs(client: &Client, ns: &Namespace, batch_size: usize) ->
         .collection::<RawDocumentBuf>(&ns.coll)
         .find(doc! {})
         .sort(doc! { "_id": 1 })
-        .hint(mongodb::options::Hint::Keys(doc! { "_id": 1 }))
         .batch_size(batch_size as u32)
         .await?;
     cursor.try_next().await?;
@@ -667,7 +666,7 @@ async fn run_engine<S: Source, K: Sink>(
     strategy: Strategy,
 ) -> Result<u64> {
     let stats = Arc::new(JobStats::new([(ns.clone(), ns.clone())], workers));
-    let tasks = vec![Arc::new(NsTask::new(stats.namespaces[0].clone()))];
+    let tasks = NsTask::for_stats(&stats);
     pipeline::run(
         Arc::new(source),
         Arc::new(sink),

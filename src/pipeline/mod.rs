@@ -198,14 +198,6 @@ mod tests {
     use super::*;
     use crate::mongo::{Namespace, Side};
 
-    fn tasks(stats: &JobStats) -> Vec<Arc<NsTask>> {
-        stats
-            .namespaces
-            .iter()
-            .map(|c| Arc::new(NsTask::new(c.clone())))
-            .collect()
-    }
-
     fn stats(namespaces: usize, workers: usize) -> Arc<JobStats> {
         Arc::new(JobStats::new(
             (0..namespaces).map(|i| {
@@ -260,7 +252,7 @@ mod tests {
             run(
                 Arc::new(source),
                 Arc::new(NullSink),
-                tasks(&stats),
+                NsTask::for_stats(&stats),
                 options(strategy),
                 Arc::new(Control::new(3)),
                 stats.clone(),
@@ -294,7 +286,7 @@ mod tests {
                     doc_size: 64,
                 }),
                 Arc::new(sink),
-                tasks(&stats),
+                NsTask::for_stats(&stats),
                 options(Strategy::Stream),
                 Arc::new(Control::new(3)),
                 stats.clone(),
@@ -341,7 +333,7 @@ mod tests {
                 writes: AtomicU64::new(0),
                 fail_at: u64::MAX,
             }),
-            tasks(&stats),
+            NsTask::for_stats(&stats),
             EngineOptions {
                 batch_size: 10,
                 strategy: Strategy::Stream,

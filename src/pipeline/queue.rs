@@ -36,6 +36,15 @@ impl NsTask {
         }
     }
 
+    /// One task per namespace counted in `stats`, in order.
+    pub fn for_stats(stats: &JobStats) -> Vec<Arc<NsTask>> {
+        stats
+            .namespaces
+            .iter()
+            .map(|c| Arc::new(NsTask::new(c.clone())))
+            .collect()
+    }
+
     /// Called by the producer after the namespace's last batch is queued.
     pub fn mark_produced(&self) {
         self.produced.store(true, SeqCst);

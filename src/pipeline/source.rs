@@ -149,36 +149,32 @@ impl Source for MongoSource {
         }
         .map_err(|e| self.read_error(ns, "find", e))?;
 
-        match strategy {
-            Strategy::Ids => {
-                let mut ids = Vec::with_capacity(batch_size);
-                while let Some(doc) = cursor
-                    .try_next()
-                    .await
-                    .map_err(|e| self.read_error(ns, "find", e))?
-                {
+        // One pass over the cursor; only one of the two batches fills, by strategy.
+        let mut ids = Vec::with_capacity(batch_size);
+        let mut docs = BatchBuilder::new(batch_size);
+        while let Some(doc) = cursor
+            .try_next()
+            .await
+            .map_err(|e| self.read_error(ns, "find", e))?
+        {
+            match strategy {
+                Strategy::Ids => {
                     ids.push(id_of(&doc, ns)?);
                     if ids.len() >= batch_size {
                         let full = std::mem::replace(&mut ids, Vec::with_capacity(batch_size));
                         queue.send(task, Payload::Ids(full)).await?;
                     }
                 }
-                queue.send(task, Payload::Ids(ids)).await?;
-            }
-            Strategy::Stream => {
-                let mut batch = BatchBuilder::new(batch_size);
-                while let Some(doc) = cursor
-                    .try_next()
-                    .await
-                    .map_err(|e| self.read_error(ns, "find", e))?
-                {
-                    if let Some(full) = batch.push(doc) {
+                Strategy::Stream => {
+                    if let Some(full) = docs.push(doc) {
                         queue.send(task, Payload::Docs(full)).await?;
                     }
                 }
-                queue.send(task, Payload::Docs(batch.take())).await?;
             }
         }
+        // Empty payloads are not queued.
+        queue.send(task, Payload::Ids(ids)).await?;
+        queue.send(task, Payload::Docs(docs.take())).await?;
         Ok(())
     }
 

@@ -66,9 +66,8 @@ impl Source for SyntheticSource {
                 Strategy::Ids => {
                     ids.push(RawBson::Int64(id));
                     if ids.len() >= batch_size {
-                        queue
-                            .send(task, Payload::Ids(std::mem::take(&mut ids)))
-                            .await?;
+                        let full = std::mem::replace(&mut ids, Vec::with_capacity(batch_size));
+                        queue.send(task, Payload::Ids(full)).await?;
                     }
                 }
                 Strategy::Stream => {

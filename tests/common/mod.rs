@@ -130,6 +130,13 @@ pub async fn insert_raw(client: &Client, db: &str, coll: &str, docs: &[RawDocume
     }
 }
 
+/// `n` generated documents of about `size` bytes, `_id` 0 to n-1.
+pub fn sample_docs(n: i64, size: usize) -> Vec<RawDocumentBuf> {
+    (0..n)
+        .map(|i| mongoferry::pipeline::synthetic::sample_document(i, size))
+        .collect()
+}
+
 /// All documents of a collection, sorted by `_id`, as raw bytes.
 pub async fn dump(client: &Client, db: &str, coll: &str) -> Vec<RawDocumentBuf> {
     client
