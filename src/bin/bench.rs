@@ -18,6 +18,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use futures::TryStreamExt;
 use mongodb::bson::{doc, RawDocumentBuf};
+use mongodb::options::Hint;
 use mongodb::Client;
 use mongoferry::adaptive::AdaptiveConfig;
 use mongoferry::config::RawSpec;
@@ -66,6 +67,9 @@ struct Args {
     /// Rate limits (docs/s) the throttle measurement holds.
     #[arg(long, value_delimiter = ',', default_values = ["500", "1000", "2000"])]
     throttle_rates: Vec<f64>,
+    /// Rounds of the raw insert and the default strategy's copy (medians are reported).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
     /// Use these servers instead of starting SecantusDB (e.g. two real mongod).
     #[arg(long, requires = "to")]
     from: Option<String>,
@@ -127,6 +131,31 @@ impl Bench {
         Ok(uri)
     }
 
+    /// The destination's raw bulk-insert rate for these documents, on a fresh destination.
+    fn raw_insert_rate(&mut self, docs: &[RawDocumentBuf]) -> Result<f64> {
+        let to = self.fresh_destination()?;
+        let (batch_size, workers) = (self.args.batch_size, self.args.workers);
+        self.runtime.block_on(async {
+            let dst = connect(Side::Destination, &to).await?;
+            let rate = raw_insert(&dst, docs, batch_size, workers).await;
+            mongo::close(dst).await;
+            rate
+        })
+    }
+
+    /// The engine's copy rate of `data` with `strategy`, into a fresh destination.
+    fn copy_rate(&mut self, src: &Client, data: &Namespace, strategy: Strategy) -> Result<f64> {
+        let to = self.fresh_destination()?;
+        let args = &self.args;
+        let (docs, workers, batch_size) = (args.docs, args.workers, args.batch_size);
+        self.runtime.block_on(async {
+            let dst = connect(Side::Destination, &to).await?;
+            let rate = copy_rate(src, &dst, data, docs, workers, batch_size, strategy).await;
+            mongo::close(dst).await;
+            rate
+        })
+    }
+
     fn run(&mut self) -> Result<()> {
         if self.args.throttle {
             return self.run_throttle();
@@ -155,11 +184,26 @@ impl Bench {
 
         // Roofline, measured on the same documents and batch size as the copy.
         let (scan_rate, docs) = self.runtime.block_on(raw_scan(&src, &data, batch_size))?;
-        let to = self.fresh_destination()?;
-        let insert_rate = self.runtime.block_on(async {
-            let dst = connect(Side::Destination, &to).await?;
-            raw_insert(&dst, &docs, batch_size, workers).await
-        })?;
+        // The raw insert and the default strategy's copy are measured in rounds, alternating
+        // which goes first, so that this noisy machine's drift hits both alike; medians count.
+        let default_strategy = Strategy::default();
+        let mut rounds = Vec::new();
+        for round in 1..=self.args.rounds {
+            let (mut insert, mut copy) = (0.0, 0.0);
+            for insert_now in [round % 2 == 1, round % 2 == 0] {
+                if insert_now {
+                    insert = self.raw_insert_rate(&docs)?;
+                } else {
+                    copy = self.copy_rate(&src, &data, default_strategy)?;
+                }
+            }
+            let ratio = copy / scan_rate.min(insert);
+            println!("round {round}: raw insert {insert:.0} docs/s, copy ({default_strategy}) {copy:.0} docs/s, ratio {ratio:.2}");
+            rounds.push((insert, copy, ratio));
+        }
+        let insert_rate = median(rounds.iter().map(|r| r.0));
+        let default_copy = median(rounds.iter().map(|r| r.1));
+        let default_ratio = median(rounds.iter().map(|r| r.2));
         let roofline = scan_rate.min(insert_rate);
         // Both servers share this machine's cores during a copy: their capacity when both
         // work at once (the scan and an insert of the same documents, side by side).
@@ -177,7 +221,8 @@ impl Bench {
         println!("| measurement | docs/s | ratio to roofline |");
         println!("|---|---:|---:|");
         println!("| source raw full scan | {scan_rate:.0} | |");
-        println!("| destination raw bulk insert ({workers} inserters) | {insert_rate:.0} | |");
+        let n_rounds = rounds.len();
+        println!("| destination raw bulk insert ({workers} inserters), median of {n_rounds} rounds | {insert_rate:.0} | |");
         println!("| roofline = min of the two | {roofline:.0} | 1.00 |");
         println!(
             "| both at once: scan and insert side by side (slower of the two) | {concurrent:.0} | {:.2} |",
@@ -221,19 +266,16 @@ impl Bench {
             bound / roofline
         );
 
+        println!(
+            "| mongoferry copy, strategy `{default_strategy}` (default), median of {n_rounds} rounds; ratio = median of the rounds' ratios | {default_copy:.0} | {default_ratio:.2} |"
+        );
         for strategy in self.args.strategies.clone() {
-            let to = self.fresh_destination()?;
-            let rate = self.runtime.block_on(async {
-                let dst = connect(Side::Destination, &to).await?;
-                copy_rate(&src, &dst, &data, docs_n, workers, batch_size, strategy).await
-            })?;
-            let default = if strategy == Strategy::default() {
-                " (default)"
-            } else {
-                ""
-            };
+            if strategy == default_strategy {
+                continue;
+            }
+            let rate = self.copy_rate(&src, &data, strategy)?;
             println!(
-                "| mongoferry copy, strategy `{strategy}`{default} | {rate:.0} | {:.2} |",
+                "| mongoferry copy, strategy `{strategy}` (one run) | {rate:.0} | {:.2} |",
                 rate / roofline
             );
         }
@@ -571,6 +613,7 @@ async fn first_reply_secs(client: &Client, ns: &Namespace, batch_size: usize) ->
         .collection::<RawDocumentBuf>(&ns.coll)
         .find(doc! {})
         .sort(doc! { "_id": 1 })
+        .hint(Hint::Keys(doc! { "_id": 1 }))
         .batch_size(batch_size as u32)
         .await?;
     cursor.try_next().await?;
@@ -722,4 +765,11 @@ async fn copy_process_memory(
         .as_u64()
         .context("no peak_rss_bytes in summary")?;
     Ok((peak, summary["docs_per_sec"].as_f64().unwrap_or_default()))
+}
+
+/// The median of some measurements (the upper middle one for an even count).
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut values: Vec<f64> = values.collect();
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document, RawBson, RawDocumentBuf};
+use mongodb::options::Hint;
 use mongodb::Client;
 
 use super::queue::{NsTask, Payload, QueueSender};
@@ -138,7 +139,11 @@ impl Source for MongoSource {
     ) -> Result<(), CopyError> {
         let ns = &task.source;
         let collection = self.collection(ns);
-        let find = collection.find(self.filter.clone()).sort(doc! { "_id": 1 });
+        // The hint makes the server walk the `_id` index instead of sorting the whole result.
+        let find = collection
+            .find(self.filter.clone())
+            .sort(doc! { "_id": 1 })
+            .hint(Hint::Keys(doc! { "_id": 1 }));
         let mut cursor = match strategy {
             // Ids are tiny: ask for many per round trip.
             Strategy::Ids => find.projection(doc! { "_id": 1 }).batch_size(10_000).await,
