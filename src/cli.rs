@@ -22,6 +22,7 @@ use crate::pipeline::{
     self, synthetic::SyntheticSource, Control, CopyError, EngineOptions, MongoSink,
 };
 use crate::progress::{Progress, ProgressMode};
+use crate::state::{FileStore, MemoryStore, StateStore};
 use crate::stats::JobStats;
 
 #[derive(Parser, Debug)]
@@ -99,6 +100,21 @@ pub struct CopyArgs {
     /// many milliseconds (--workers and --rate stay the upper bounds).
     #[arg(long, value_name = "MS")]
     pub adaptive_target_ms: Option<f64>,
+    /// The state store keeping this job's checkpoint (so a rerun continues where a crashed or
+    /// stopped run left off) and the documents the destination refused [default:
+    /// $XDG_DATA_HOME/mongoferry/copy-state.json].
+    #[arg(long, value_name = "PATH", conflicts_with = "no_state")]
+    pub state: Option<std::path::PathBuf>,
+    /// Keep no checkpoint: a rerun starts from zero; refused documents are only listed.
+    #[arg(long)]
+    pub no_state: bool,
+    /// Ignore an earlier run's checkpoint (also a finished one) and copy everything again.
+    #[arg(long)]
+    pub restart: bool,
+    /// Refuse documents larger than this many bytes (kept as dead letters), for destinations
+    /// whose limit is below the source's [default: the destination's maxBsonObjectSize].
+    #[arg(long, value_name = "BYTES")]
+    pub max_document_bytes: Option<usize>,
     /// Print the final summary as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -145,6 +161,10 @@ pub async fn run(cli: Cli) -> ExitCode {
         }
     }
 }
+
+/// Exit status of a command that finished but left the data different from the source:
+/// documents refused (kept as dead letters) or, for `verify`, differences found.
+pub const EXIT_DIFFERENT: u8 = 3;
 
 /// A failed command: one line for the operator and an exit status.
 pub struct Failure {
@@ -219,12 +239,25 @@ async fn run_copy(args: CopyArgs) -> Result<(), Failure> {
             max_workers: None,
             interval_ms: None,
         }),
+        restart: Some(args.restart),
+        max_document_bytes: args.max_document_bytes,
     }
     .validate()?;
-    let prepared = copy::prepare(&spec).await?;
+    let store: Arc<dyn StateStore> = if args.no_state {
+        Arc::new(MemoryStore::default())
+    } else {
+        Arc::new(FileStore::new(
+            args.state.unwrap_or_else(FileStore::default_path),
+        ))
+    };
+    let prepared = copy::prepare(&spec, store).await?;
     if !args.quiet {
         for (src, dst) in prepared.namespaces() {
             eprintln!("{src} -> {dst}");
+        }
+        let skipped = prepared.stats().snapshot().skipped;
+        if prepared.resumed() {
+            eprintln!("resuming from the checkpoint: {skipped} docs already copied are skipped");
         }
     }
     let mode = if args.quiet {
@@ -241,6 +274,23 @@ async fn run_copy(args: CopyArgs) -> Result<(), Failure> {
     let _ = signals.await;
     let summary = outcome?;
     print_summary(&summary, args.json);
+    if summary.already_complete {
+        eprintln!(
+            "already complete: an earlier run copied every document of this job (state {}); \
+             use --restart to copy again",
+            summary.state
+        );
+    }
+    if summary.failed > 0 {
+        return Err(Failure {
+            message: format!(
+                "completed with {} failed documents: the destination refused them; they are \
+                 kept with the reasons in {}",
+                summary.failed, summary.dead_letters
+            ),
+            status: EXIT_DIFFERENT,
+        });
+    }
     Ok(())
 }
 
@@ -252,21 +302,38 @@ fn print_summary(summary: &CopySummary, json: bool) {
         );
         return;
     }
+    let extras = |skipped: u64, failed: u64| {
+        let mut text = String::new();
+        if skipped > 0 {
+            text.push_str(&format!(", {skipped} skipped (copied before)"));
+        }
+        if failed > 0 {
+            text.push_str(&format!(", {failed} failed"));
+        }
+        text
+    };
     for ns in &summary.namespaces {
         println!(
-            "{} -> {}: {} docs, {}",
+            "{} -> {}: {} docs, {}{}",
             ns.source,
             ns.destination,
             ns.docs,
-            human_bytes(ns.bytes)
+            human_bytes(ns.bytes),
+            extras(ns.skipped, ns.failed)
         );
     }
     println!(
-        "copied {} docs ({}) in {:.1}s: {:.0} docs/s",
+        "copied {} docs ({}) in {:.1}s: {:.0} docs/s{}{}",
         summary.docs,
         human_bytes(summary.bytes),
         summary.seconds,
-        summary.docs_per_sec
+        summary.docs_per_sec,
+        extras(summary.skipped, summary.failed),
+        if summary.retries > 0 {
+            format!(", {} transient errors retried", summary.retries)
+        } else {
+            String::new()
+        }
     );
 }
 
@@ -287,18 +354,22 @@ fn human_bytes(bytes: u64) -> String {
 
 /// Where the job history lives when `--state` is not given.
 fn default_state_path() -> std::path::PathBuf {
-    let data = std::env::var_os("XDG_DATA_HOME")
-        .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".local/share")))
-        .unwrap_or_else(|| ".".into());
-    data.join("mongoferry/jobs.json")
+    crate::state::data_dir().join("mongoferry/jobs.json")
 }
 
 async fn run_serve(args: ServeArgs) -> Result<(), Failure> {
     let fail = |message: String| Failure { message, status: 1 };
     let store = (!args.no_state)
         .then(|| StateFile::new(args.state.clone().unwrap_or_else(default_state_path)));
-    let manager = JobManager::open(store.clone()).map_err(|e| fail(e.to_string()))?;
+    // Checkpoints and dead letters live beside the history (and with the history off, nowhere).
+    let state: Arc<dyn StateStore> = match &store {
+        Some(history) => Arc::new(FileStore::new(
+            history.path().with_file_name("copy-state.json"),
+        )),
+        None => Arc::new(MemoryStore::default()),
+    };
+    let manager =
+        JobManager::open(store.clone(), state.clone()).map_err(|e| fail(e.to_string()))?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .map_err(|e| fail(format!("cannot listen on {}: {e}", args.listen)))?;
@@ -306,10 +377,15 @@ async fn run_serve(args: ServeArgs) -> Result<(), Failure> {
         .local_addr()
         .map_err(|e| fail(format!("cannot listen on {}: {e}", args.listen)))?;
     match &store {
-        Some(s) => eprintln!("job history: {}", s.path().display()),
+        Some(s) => eprintln!(
+            "job history: {}; checkpoints and dead letters: {}",
+            s.path().display(),
+            state.location()
+        ),
         None => eprintln!("job history: not kept (--no-state)"),
     }
     eprintln!("mongoferry serving on http://{address}");
+    manager.resume().await;
 
     let stop = CancellationToken::new();
     let signals = cancel_on_signal(stop.clone());
@@ -390,6 +466,7 @@ async fn run_sample(args: SampleArgs) -> Result<(), Failure> {
         },
         Arc::new(Control::new(args.workers)),
         stats.clone(),
+        Arc::new(pipeline::Ledger::in_memory()),
         CancellationToken::new(),
     )
     .await;

@@ -160,6 +160,10 @@ pub struct CopySpec {
     pub connect_timeout: std::time::Duration,
     pub limits: Limits,
     pub adaptive: Option<AdaptiveConfig>,
+    /// Ignore the job's checkpoint and copy everything again.
+    pub restart: bool,
+    /// Refuse (as dead letters) documents larger than this, below the destination's own limit.
+    pub max_document_bytes: Option<usize>,
 }
 
 /// Every problem found in a job spec, reported together.
@@ -185,6 +189,10 @@ pub struct RawSpec {
     pub rate_bytes: Option<f64>,
     /// Steer the load by write latency.
     pub adaptive: Option<AdaptiveConfig>,
+    /// Ignore an earlier run's checkpoint and copy everything again.
+    pub restart: Option<bool>,
+    /// Documents larger than this (bytes) are kept as dead letters instead of written.
+    pub max_document_bytes: Option<usize>,
 }
 
 impl RawSpec {
@@ -264,6 +272,9 @@ impl RawSpec {
         if let Some(adaptive) = &self.adaptive {
             problems.extend(adaptive.problems());
         }
+        if self.max_document_bytes == Some(0) {
+            problems.push("max_document_bytes: must be at least 1".into());
+        }
         if !problems.is_empty() {
             return Err(SpecError(problems));
         }
@@ -278,6 +289,8 @@ impl RawSpec {
             connect_timeout: std::time::Duration::from_secs_f64(timeout),
             limits,
             adaptive: self.adaptive,
+            restart: self.restart.unwrap_or(false),
+            max_document_bytes: self.max_document_bytes,
         })
     }
 }

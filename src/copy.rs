@@ -1,8 +1,13 @@
 //! A copy job from start to end: connect, resolve namespaces, run the engine, summarise.
 //!
-//! In: a validated [`CopySpec`]. Out: a [`CopySummary`] (what was copied, how fast), or the first
-//! error. The command line and (later) the service both run jobs through here, so there is one
-//! engine and one set of rules.
+//! In: a validated [`CopySpec`] and the [`StateStore`] holding checkpoints and dead letters. Out:
+//! a [`CopySummary`] (what was copied, skipped, refused, how fast), or the first error with the
+//! checkpoint saved. The command line and the service both run jobs through here, so there is
+//! one engine and one set of rules.
+//!
+//! A job is identified across runs by its [`JobKey`] (servers without credentials, namespaces,
+//! filter). Its checkpoint, if any, makes a run continue after each namespace's watermark; a
+//! finished job run again does nothing and says so, unless the spec asks to restart.
 
 use std::sync::Arc;
 
@@ -15,7 +20,11 @@ use tokio_util::sync::CancellationToken;
 use crate::adaptive::Adaptive;
 use crate::config::{CopySpec, NsMapping, Strategy};
 use crate::mongo::{self, describe, MongoError, Namespace, Side};
-use crate::pipeline::{self, Control, CopyError, EngineOptions, MongoSink, MongoSource, NsTask};
+use crate::pipeline::{
+    self, Control, CopyError, EngineOptions, Ledger, MongoSink, MongoSource, NsTask,
+};
+use crate::retry::{Retry, RetryPolicy};
+use crate::state::{Checkpoint, JobKey, StateStore};
 use crate::stats::JobStats;
 use crate::throttle::Throttle;
 
@@ -29,6 +38,9 @@ pub struct PreparedCopy {
     options: EngineOptions,
     control: Arc<Control>,
     adaptive: Option<Arc<Adaptive>>,
+    ledger: Arc<Ledger>,
+    /// The run continues an earlier one's checkpoint.
+    resumed: bool,
     from: String,
     to: String,
 }
@@ -46,6 +58,20 @@ pub struct CopySummary {
     pub bytes: u64,
     pub seconds: f64,
     pub docs_per_sec: f64,
+    /// Documents earlier runs of the job had already written (not read again).
+    pub skipped: u64,
+    /// Documents the destination refused, kept as dead letters.
+    pub failed: u64,
+    /// Transient errors retried.
+    pub retries: u64,
+    /// The run continued from a checkpoint.
+    pub resumed: bool,
+    /// Nothing was left to do: an earlier run finished the job.
+    pub already_complete: bool,
+    pub job_key: JobKey,
+    /// Where the checkpoint and the dead letters are kept.
+    pub state: String,
+    pub dead_letters: String,
     /// Peak resident memory of this process, where the OS tells it.
     pub peak_rss_bytes: Option<u64>,
 }
@@ -55,11 +81,17 @@ pub struct NsSummary {
     pub source: Namespace,
     pub destination: Namespace,
     pub docs: u64,
+    pub skipped: u64,
+    pub failed: u64,
     pub bytes: u64,
 }
 
-/// Connects to both clusters and resolves the namespaces; nothing is written yet.
-pub async fn prepare(spec: &CopySpec) -> Result<PreparedCopy, CopyError> {
+/// Connects to both clusters, resolves the namespaces and loads the job's checkpoint from
+/// `store`; nothing is written yet.
+pub async fn prepare(
+    spec: &CopySpec,
+    store: Arc<dyn StateStore>,
+) -> Result<PreparedCopy, CopyError> {
     // Workers plus the producer and the counter each hold at most one connection.
     let pool = spec.workers as u32 + 2;
     let (source, destination) = tokio::join!(
@@ -83,14 +115,56 @@ pub async fn prepare(spec: &CopySpec) -> Result<PreparedCopy, CopyError> {
             return Err(e);
         }
     };
+    let setup = async {
+        let checkpoint = load_checkpoint(spec, &store).await?;
+        let limit = max_document_bytes(&destination).await;
+        Ok::<_, CopyError>((checkpoint, limit))
+    };
+    let ((key, description, checkpoint), server_limit) = match setup.await {
+        Ok(found) => found,
+        Err(e) => {
+            mongo::close(source).await;
+            mongo::close(destination).await;
+            return Err(e);
+        }
+    };
     let stats = Arc::new(JobStats::new(pairs, spec.workers));
-    let tasks = NsTask::for_stats(&stats);
+    let retry = Retry::new(RetryPolicy::default(), stats.retry.clone());
+    let mut resumed = false;
+    let mut tasks = Vec::new();
+    for counters in &stats.namespaces {
+        let key = format!("{} -> {}", counters.source, counters.destination);
+        let task = match checkpoint.as_ref().and_then(|c| c.namespaces.get(&key)) {
+            Some(ns) if ns.complete => NsTask::completed(counters.clone(), ns.done),
+            Some(ns) => {
+                let after = ns.after_id().map_err(|reason| {
+                    CopyError::from(crate::state::StateError::Corrupt {
+                        path: store.location().into(),
+                        reason: format!("checkpoint of {key}: {reason}"),
+                    })
+                })?;
+                NsTask::resuming(counters.clone(), after.map(|id| (id, ns.done)))
+            }
+            None => NsTask::new(counters.clone()),
+        };
+        resumed |= task.resume_after.is_some() || task.counters.is_finished();
+        tasks.push(Arc::new(task));
+    }
+    let max_document_bytes = spec
+        .max_document_bytes
+        .map_or(server_limit, |limit| limit.min(server_limit));
     Ok(PreparedCopy {
         clients: [source.clone(), destination.clone()],
-        source: Arc::new(MongoSource::new(source, spec.filter.clone())),
-        sink: Arc::new(MongoSink::new(destination)),
+        source: Arc::new(MongoSource::new(source, spec.filter.clone()).with_retry(retry.clone())),
+        sink: Arc::new(
+            MongoSink::new(destination)
+                .with_retry(retry)
+                .with_max_document_bytes(max_document_bytes),
+        ),
         tasks,
         stats,
+        ledger: Arc::new(Ledger::new(store, key, description)),
+        resumed,
         options: EngineOptions {
             batch_size: spec.batch_size,
             strategy: spec.strategy,
@@ -126,6 +200,11 @@ impl PreparedCopy {
         self.tasks.iter().map(|t| (&t.source, &t.destination))
     }
 
+    /// The run continues from an earlier run's checkpoint.
+    pub fn resumed(&self) -> bool {
+        self.resumed
+    }
+
     /// The adaptive mode's state, when the job asked for it.
     pub fn adaptive(&self) -> Option<Arc<Adaptive>> {
         self.adaptive.clone()
@@ -137,6 +216,14 @@ impl PreparedCopy {
         let controller = self.adaptive.clone().map(|adaptive| {
             tokio::spawn(adaptive.run(self.control.clone(), self.stats.clone(), steering.clone()))
         });
+        // So does the checkpointer, which saves once more after the engine stopped.
+        let checkpointing = CancellationToken::new();
+        let checkpointer = tokio::spawn(
+            self.ledger
+                .clone()
+                .run(self.tasks.clone(), checkpointing.clone()),
+        );
+        let already_complete = self.tasks.iter().all(|t| t.counters.is_finished());
         let outcome = pipeline::run(
             self.source,
             self.sink,
@@ -144,6 +231,7 @@ impl PreparedCopy {
             self.options,
             self.control.clone(),
             self.stats.clone(),
+            self.ledger.clone(),
             cancel,
         )
         .await;
@@ -151,11 +239,18 @@ impl PreparedCopy {
         if let Some(controller) = controller {
             let _ = controller.await;
         }
+        checkpointing.cancel();
+        let saved = match checkpointer.await {
+            Ok(saved) => saved,
+            Err(e) => Err(CopyError::Internal(format!("checkpointer failed: {e}"))),
+        };
         // Every task is joined, so these are the last handles of the clients.
         for client in self.clients {
             mongo::close(client).await;
         }
+        // The engine's error is the root cause; a checkpoint that could not be saved comes next.
         outcome?;
+        saved?;
         let snap = self.stats.snapshot();
         Ok(CopySummary {
             from: self.from,
@@ -170,9 +265,19 @@ impl PreparedCopy {
                     source: n.source.clone(),
                     destination: n.destination.clone(),
                     docs: n.docs,
+                    skipped: n.skipped,
+                    failed: n.failed,
                     bytes: n.bytes,
                 })
                 .collect(),
+            skipped: snap.skipped,
+            failed: snap.failed,
+            retries: snap.retries,
+            resumed: self.resumed,
+            already_complete,
+            job_key: self.ledger.key().clone(),
+            state: self.ledger.store().location(),
+            dead_letters: self.ledger.store().dead_letter_location(),
             docs: snap.docs,
             bytes: snap.bytes,
             seconds: snap.seconds,
@@ -180,6 +285,34 @@ impl PreparedCopy {
             peak_rss_bytes: peak_rss_bytes(),
         })
     }
+}
+
+/// The job's key and description, and its checkpoint (none after a restart).
+async fn load_checkpoint(
+    spec: &CopySpec,
+    store: &Arc<dyn StateStore>,
+) -> Result<(JobKey, String, Option<Checkpoint>), CopyError> {
+    let namespaces: Vec<String> = spec.namespaces.iter().map(|m| m.to_string()).collect();
+    let (key, description) = JobKey::of(&spec.from, &spec.to, &namespaces, spec.filter.as_ref());
+    if spec.restart {
+        store.remove(&key).await?;
+        return Ok((key, description, None));
+    }
+    let checkpoint = store.load(&key).await?;
+    Ok((key, description, checkpoint))
+}
+
+/// The destination's largest document (its `maxBsonObjectSize`; the usual 16 MiB if unsaid).
+async fn max_document_bytes(client: &Client) -> usize {
+    let hello = client
+        .database("admin")
+        .run_command(doc! { "hello": 1 })
+        .await;
+    hello
+        .ok()
+        .and_then(|h| h.get_i32("maxBsonObjectSize").ok())
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(pipeline::sink::MAX_DOCUMENT_BYTES)
 }
 
 /// Turns `--ns` mappings into concrete (source, destination) pairs, checking the sources exist.

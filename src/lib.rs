@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //!
+//! - [`bson_order`]: the server's sort order of BSON values; the query that resumes after an `_id`.
 //! - [`api`]: the HTTP API of `serve`: routes, errors to status codes, events, metrics.
 //! - [`job`]: service jobs (typed states, views), the job manager ("bus") and the history file.
 //! - [`cli`]: the command line (`copy`, `sample`), exit statuses and the printed summary.
@@ -14,6 +15,8 @@
 //! - [`mongo`]: clients, namespaces, credential redaction, error classification.
 //! - [`pipeline`]: the engine — [`pipeline::source`] → [`pipeline::queue`] → [`pipeline::worker`]
 //!   → [`pipeline::sink`], plus a synthetic source and null sink to measure the engine itself.
+//! - [`retry`]: which errors are transient, and backoff with jitter for retrying them.
+//! - [`state`]: the state store: checkpoints (low watermarks) and dead letters, on disk.
 //! - [`stats`]: per-namespace and per-worker counters and their snapshots.
 //! - [`progress`]: progress bars or log lines drawn from the stats.
 //! - [`adaptive`]: adaptive mode, steering workers and a rate cap by write latency.
@@ -22,6 +25,7 @@
 
 pub mod adaptive;
 pub mod api;
+pub mod bson_order;
 pub mod cli;
 pub mod config;
 pub mod copy;
@@ -29,6 +33,8 @@ pub mod job;
 pub mod mongo;
 pub mod pipeline;
 pub mod progress;
+pub mod retry;
+pub mod state;
 pub mod stats;
 pub mod test_server;
 pub mod throttle;

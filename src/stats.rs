@@ -3,13 +3,16 @@
 //! In: the pipeline stages bump atomics once per batch (never per document). Out: [`JobSnapshot`],
 //! a consistent-enough view for progress bars, summaries and (later) the API.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::mongo::Namespace;
+use crate::retry::RetryCounters;
+use crate::state::DeadLetter;
 
 const UNKNOWN: u64 = u64::MAX;
 
@@ -21,6 +24,10 @@ pub struct NsCounters {
     expected: AtomicU64,
     docs: AtomicU64,
     bytes: AtomicU64,
+    /// Documents an earlier run already wrote (below the checkpoint), not read again.
+    skipped: AtomicU64,
+    /// Documents the destination refused (kept as dead letters).
+    failed: AtomicU64,
     finished: AtomicBool,
 }
 
@@ -32,6 +39,8 @@ impl NsCounters {
             expected: AtomicU64::new(UNKNOWN),
             docs: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
             finished: AtomicBool::new(false),
         }
     }
@@ -45,6 +54,18 @@ impl NsCounters {
         self.bytes.fetch_add(bytes, Relaxed);
     }
 
+    pub fn set_skipped(&self, n: u64) {
+        self.skipped.store(n, Relaxed);
+    }
+
+    pub fn add_failed(&self, docs: u64) {
+        self.failed.fetch_add(docs, Relaxed);
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.finished.load(Relaxed)
+    }
+
     pub fn mark_finished(&self) {
         self.finished.store(true, Relaxed);
     }
@@ -52,14 +73,19 @@ impl NsCounters {
     pub fn snapshot(&self, elapsed: Duration) -> NsSnapshot {
         let expected = self.expected.load(Relaxed);
         let docs = self.docs.load(Relaxed);
+        let skipped = self.skipped.load(Relaxed);
+        let failed = self.failed.load(Relaxed);
+        let done = docs + skipped + failed;
         let finished = self.finished.load(Relaxed);
         NsSnapshot {
             source: self.source.clone(),
             destination: self.destination.clone(),
             // A count taken at the start is an estimate; never show more done than expected.
             expected: (expected != UNKNOWN)
-                .then(|| if finished { docs } else { expected.max(docs) }),
+                .then(|| if finished { done } else { expected.max(done) }),
             docs,
+            skipped,
+            failed,
             bytes: self.bytes.load(Relaxed),
             finished,
             docs_per_sec: rate(docs, elapsed),
@@ -194,6 +220,63 @@ pub struct JobStats {
     /// Time to fetch a batch by `_id` (the `ids` strategy) and to write a batch.
     pub fetch_latency: Histogram,
     pub write_latency: Histogram,
+    /// Transient errors retried, by every stage.
+    pub retry: Arc<RetryCounters>,
+    pub dead_letters: DeadLetterLog,
+}
+
+/// How many documents were refused, and the latest few, for the views.
+#[derive(Debug, Default)]
+pub struct DeadLetterLog {
+    count: AtomicU64,
+    recent: Mutex<VecDeque<DeadLetterView>>,
+}
+
+/// Recent dead letters kept for the views.
+const RECENT_DEAD_LETTERS: usize = 20;
+
+impl DeadLetterLog {
+    pub fn record(&self, letters: &[DeadLetter]) {
+        self.count.fetch_add(letters.len() as u64, Relaxed);
+        let mut recent = self.recent.lock().expect("not poisoned");
+        for letter in letters {
+            if recent.len() == RECENT_DEAD_LETTERS {
+                recent.pop_front();
+            }
+            recent.push_back(DeadLetterView {
+                ns: letter.ns.clone(),
+                id: letter.id.clone(),
+                reason: letter.reason.clone(),
+            });
+        }
+    }
+
+    pub fn snapshot(&self) -> DeadLetterSummary {
+        DeadLetterSummary {
+            count: self.count.load(Relaxed),
+            recent: self
+                .recent
+                .lock()
+                .expect("not poisoned")
+                .iter()
+                .cloned()
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DeadLetterView {
+    pub ns: String,
+    /// The `_id`, canonical Extended JSON.
+    pub id: serde_json::Value,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct DeadLetterSummary {
+    pub count: u64,
+    pub recent: Vec<DeadLetterView>,
 }
 
 impl JobStats {
@@ -217,6 +300,8 @@ impl JobStats {
             batches_taken: AtomicU64::new(0),
             fetch_latency: Histogram::default(),
             write_latency: Histogram::default(),
+            retry: Arc::default(),
+            dead_letters: DeadLetterLog::default(),
         }
     }
 
@@ -249,6 +334,11 @@ impl JobStats {
         let expected = namespaces.iter().map(|n| n.expected).sum::<Option<u64>>();
         JobSnapshot {
             docs,
+            skipped: namespaces.iter().map(|n| n.skipped).sum(),
+            failed: namespaces.iter().map(|n| n.failed).sum(),
+            retries: self.retry.retries(),
+            last_retry: self.retry.last_error(),
+            dead_letters: self.dead_letters.snapshot(),
             bytes: namespaces.iter().map(|n| n.bytes).sum(),
             expected,
             seconds: elapsed.as_secs_f64(),
@@ -319,7 +409,12 @@ pub struct NsSnapshot {
     pub source: Namespace,
     pub destination: Namespace,
     pub expected: Option<u64>,
+    /// Written by this run.
     pub docs: u64,
+    /// Written by earlier runs (below the checkpoint the run resumed from).
+    pub skipped: u64,
+    /// Refused by the destination, kept as dead letters.
+    pub failed: u64,
     pub bytes: u64,
     pub finished: bool,
     pub docs_per_sec: f64,
@@ -337,7 +432,16 @@ pub struct WorkerSnapshot {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct JobSnapshot {
+    /// Written by this run.
     pub docs: u64,
+    /// Written by earlier runs (below the checkpoints the run resumed from).
+    pub skipped: u64,
+    /// Refused by the destination, kept as dead letters.
+    pub failed: u64,
+    /// Transient errors retried so far, and the latest.
+    pub retries: u64,
+    pub last_retry: Option<String>,
+    pub dead_letters: DeadLetterSummary,
     pub bytes: u64,
     pub expected: Option<u64>,
     pub seconds: f64,
@@ -350,7 +454,9 @@ pub struct JobSnapshot {
 impl JobSnapshot {
     /// Time left at the average rate so far, when the total is known.
     pub fn eta(&self) -> Option<Duration> {
-        let left = self.expected?.saturating_sub(self.docs);
+        let left = self
+            .expected?
+            .saturating_sub(self.docs + self.skipped + self.failed);
         (self.docs_per_sec > 0.0).then(|| Duration::from_secs_f64(left as f64 / self.docs_per_sec))
     }
 }

@@ -47,7 +47,12 @@ fn backs_off_under_latency_and_recovers() {
         }
         .validate()
         .unwrap();
-        let prepared = copy::prepare(&spec).await.unwrap();
+        let prepared = copy::prepare(
+            &spec,
+            std::sync::Arc::new(mongoferry::state::MemoryStore::default()),
+        )
+        .await
+        .unwrap();
         let adaptive = prepared.adaptive().expect("adaptive mode on");
         let control = prepared.control();
         let cancel = CancellationToken::new();

@@ -273,8 +273,10 @@ fn sigterm_stops_the_copy_with_status_130() {
             "--workers",
             "1",
         ];
+        let data = tempfile::tempdir().unwrap();
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mongoferry"))
             .args(argv)
+            .env("XDG_DATA_HOME", data.path())
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())

@@ -47,7 +47,7 @@ async fn copy_with(
     }
     .validate()
     .expect("valid spec");
-    copy::prepare(&spec)
+    copy::prepare(&spec, common::memory_store())
         .await
         .expect("prepare copy")
         .run(CancellationToken::new())
@@ -339,7 +339,7 @@ fn filter_selects_source_documents() {
 }
 
 #[test]
-fn a_refused_document_fails_the_job_with_its_error() {
+fn refused_documents_become_dead_letters_and_the_rest_is_copied() {
     TestEnv::start().run(|env| async move {
         let (s, d) = (env.src_db("uniq"), env.dst_db("uniq"));
         let docs: Vec<_> = (0..200)
@@ -362,25 +362,39 @@ fn a_refused_document_fails_the_job_with_its_error() {
             )
             .await
             .unwrap();
-        let spec = spec(&env, vec![format!("{s}.c:{d}.c")], 4, 20, Strategy::Stream)
+        let store = std::sync::Arc::new(mongoferry::state::MemoryStore::default());
+        // One worker writes the batches in `_id` order, so the first of each key wins.
+        let spec = spec(&env, vec![format!("{s}.c:{d}.c")], 1, 20, Strategy::Stream)
             .validate()
             .unwrap();
-        let err = tokio::time::timeout(
+        let summary = tokio::time::timeout(
             Duration::from_secs(60),
-            copy::prepare(&spec)
+            copy::prepare(&spec, store.clone())
                 .await
                 .unwrap()
                 .run(CancellationToken::new()),
         )
         .await
-        .expect("a failing worker ends the job, never hangs")
-        .expect_err("the job must fail");
-        let message = err.to_string();
-        assert!(message.contains("destination"), "{message}");
-        assert!(
-            message.to_lowercase().contains("duplicate key"),
-            "{message}"
-        );
+        .expect("the job ends")
+        .expect("refused documents do not fail the job");
+        assert_eq!((summary.docs, summary.failed), (150, 50));
+        // The first document of each key is at the destination, the others are kept.
+        let copied = dump(&dst, &d, "c").await;
+        assert_eq!(copied.len(), 150);
+        assert_eq!(copied, docs[..150].to_vec());
+        let letters = store.dead_letters();
+        let mut ids: Vec<i64> = letters
+            .iter()
+            .map(|l| l.id["$numberInt"].as_str().unwrap().parse().unwrap())
+            .collect();
+        ids.sort();
+        assert_eq!(ids, (150..200).collect::<Vec<i64>>());
+        for letter in &letters {
+            assert_eq!(letter.code, Some(11000), "{letter:?}");
+            assert!(letter.reason.contains("duplicate key"), "{letter:?}");
+            assert_eq!(letter.ns, format!("{d}.c"));
+            assert!(letter.document.get("k").is_some(), "the document is kept");
+        }
     });
 }
 
@@ -424,7 +438,7 @@ fn cancel_stops_the_job_and_joins_every_task() {
         let spec = spec(&env, vec![format!("{s}.c:{d}.c")], 2, 50, Strategy::Ids)
             .validate()
             .unwrap();
-        let prepared = copy::prepare(&spec).await.unwrap();
+        let prepared = copy::prepare(&spec, common::memory_store()).await.unwrap();
         let stats = prepared.stats();
         let cancel = CancellationToken::new();
         let job = tokio::spawn(prepared.run(cancel.clone()));

@@ -494,7 +494,7 @@ fn bad_requests_get_clear_errors_and_secrets_stay_hidden() {
 }
 
 #[test]
-fn sigterm_lets_running_batches_finish_and_records_the_job() {
+fn sigterm_interrupts_the_job_and_a_restarted_service_continues_it() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("jobs.json");
     let service = Service::start(&state);
@@ -520,13 +520,11 @@ fn sigterm_lets_running_batches_finish_and_records_the_job() {
         "{:?}",
         started.elapsed()
     );
-
-    let service = Service::start(&state);
+    let history: Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    let recorded = &history["jobs"][0];
+    assert_eq!(recorded["state"], "interrupted", "{recorded}");
+    let written_before = recorded["docs"].as_u64().unwrap();
     runtime.block_on(async {
-        let job = service.job(&id).await;
-        assert_eq!(job["state"], "cancelled", "{job}");
-        let recorded = count(&job);
-        assert!(recorded > 0 && recorded < 30_000, "{job}");
         let at_destination = env
             .dst_client()
             .await
@@ -535,10 +533,32 @@ fn sigterm_lets_running_batches_finish_and_records_the_job() {
             .count_documents(mongodb::bson::doc! {})
             .await
             .unwrap();
+        assert!(written_before > 0 && written_before < 30_000, "{recorded}");
         assert_eq!(
-            at_destination, recorded,
+            at_destination, written_before,
             "the record matches what was written"
         );
+    });
+
+    // The same job continues from its checkpoint and finishes.
+    let service = Service::start(&state);
+    runtime.block_on(async {
+        let job = service
+            .wait_for(&id, "the continued job completes", |j| {
+                j["state"] == "completed"
+            })
+            .await;
+        let skipped = job["progress"]["skipped"].as_u64().unwrap();
+        assert!(
+            skipped > 0 && skipped <= written_before,
+            "skipped {skipped} of {written_before} written before: {job}"
+        );
+        assert_eq!(
+            skipped + count(&job),
+            30_000,
+            "nothing read twice beyond the checkpoint: {job}"
+        );
+        assert_same(&env, (&s, "c"), (&d, "c")).await;
     });
     drop(service);
     drop(env);

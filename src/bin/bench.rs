@@ -27,7 +27,7 @@ use mongoferry::copy;
 use mongoferry::mongo::{self, Namespace, Side};
 use mongoferry::pipeline::synthetic::{NullSink, SyntheticSource};
 use mongoferry::pipeline::{
-    self, Control, EngineOptions, MongoSink, MongoSource, NsTask, Sink, Source,
+    self, Control, EngineOptions, Ledger, MongoSink, MongoSource, NsTask, Sink, Source,
 };
 use mongoferry::stats::JobStats;
 use mongoferry::test_server::{LatencyProxy, TestServer};
@@ -434,7 +434,7 @@ impl Bench {
             }
             .validate()
             .map_err(|e| anyhow::anyhow!(e))?;
-            let prepared = copy::prepare(&spec).await?;
+            let prepared = copy::prepare(&spec, Arc::new(mongoferry::state::MemoryStore::default())).await?;
             let adaptive = prepared.adaptive().context("adaptive mode")?;
             let cancel = CancellationToken::new();
             let job = tokio::spawn(prepared.run(cancel.clone()));
@@ -512,6 +512,7 @@ impl LimitedRun {
             },
             control.clone(),
             stats.clone(),
+            Arc::new(Ledger::in_memory()),
             cancel.clone(),
         ));
         LimitedRun {
@@ -720,6 +721,7 @@ async fn run_engine<S: Source, K: Sink>(
         },
         Arc::new(Control::new(workers)),
         stats.clone(),
+        Arc::new(Ledger::in_memory()),
         CancellationToken::new(),
     )
     .await?;
@@ -743,7 +745,16 @@ async fn copy_process_memory(
     }
     let dst_ns = format!("{}.{}_copy", ns.db, ns.coll);
     let output = tokio::process::Command::new(&exe)
-        .args(["copy", "--from", from, "--to", to, "--json", "--quiet"])
+        .args([
+            "copy",
+            "--from",
+            from,
+            "--to",
+            to,
+            "--json",
+            "--quiet",
+            "--no-state",
+        ])
         .args(["--ns", &format!("{ns}:{dst_ns}")])
         .args([
             "--workers",

@@ -2,10 +2,12 @@
 //! carries operator commands to running jobs, and keeps the history.
 //!
 //! In: [`JobSpec`]s and [`Command`]s from the API. Out: [`Job`]s running the copy engine in tasks
-//! the manager owns and joins (at shutdown too), and the history in the [`StateFile`].
+//! the manager owns and joins (at shutdown too), the history in the [`StateFile`], and each
+//! job's checkpoint and dead letters in the [`StateStore`]. Jobs the service was running when it
+//! stopped (or crashed) continue from their checkpoints when it starts again.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,6 +18,7 @@ use super::{Job, JobId, JobSpec, JobState};
 use crate::config::{CopySpec, SpecError, MAX_WORKERS};
 use crate::copy;
 use crate::pipeline::{Control, CopyError};
+use crate::state::StateStore;
 use crate::throttle::{Limiter, Limits, Throttle};
 
 /// An operator's command to a job.
@@ -49,6 +52,12 @@ pub struct JobManager {
     jobs: Mutex<BTreeMap<JobId, Arc<Job>>>,
     next_id: AtomicU64,
     store: Option<StateFile>,
+    /// Checkpoints and dead letters of the jobs.
+    state: Arc<dyn StateStore>,
+    /// Jobs that were running when the service last stopped, to continue.
+    interrupted: Mutex<Vec<JobId>>,
+    /// Set by [`shutdown`](Self::shutdown): stopped jobs are interrupted, not cancelled.
+    stopping: AtomicBool,
     /// Saves run one at a time, so the file always ends with the latest history.
     saving: tokio::sync::Mutex<()>,
     tasks: TaskTracker,
@@ -57,18 +66,23 @@ pub struct JobManager {
 }
 
 impl JobManager {
-    /// A manager with the history of `store`. Jobs that were still active when the service
-    /// stopped are recorded as cancelled (they do not resume yet).
-    pub fn open(store: Option<StateFile>) -> Result<Arc<Self>, StoreError> {
+    /// A manager with the history of `store` and the checkpoints of `state`. Jobs that were
+    /// still active when the service stopped are continued by [`resume`](Self::resume).
+    pub fn open(
+        store: Option<StateFile>,
+        state: Arc<dyn StateStore>,
+    ) -> Result<Arc<Self>, StoreError> {
         let records = match &store {
             Some(s) => s.load()?,
             None => vec![],
         };
         let mut jobs = BTreeMap::new();
+        let mut interrupted = Vec::new();
         let mut next_id = 1;
         for mut record in records {
-            if !record.state.is_final() {
-                record.state = JobState::Cancelled;
+            if !record.state.is_final() || record.state == JobState::Interrupted {
+                interrupted.push(record.id);
+                record.state = JobState::Interrupted;
                 record.error =
                     Some("interrupted: the service stopped before the job finished".into());
                 record.finished_at.get_or_insert(super::unix_now());
@@ -80,6 +94,9 @@ impl JobManager {
             jobs: Mutex::new(jobs),
             next_id: AtomicU64::new(next_id),
             store,
+            state,
+            interrupted: Mutex::new(interrupted),
+            stopping: AtomicBool::new(false),
             saving: tokio::sync::Mutex::new(()),
             tasks: TaskTracker::new(),
             global: Arc::new(Limiter::new(Limits::default())),
@@ -97,6 +114,48 @@ impl JobManager {
             .values()
             .cloned()
             .collect()
+    }
+
+    /// Continues the jobs the service was running when it last stopped, as the same jobs, from
+    /// their checkpoints. A job whose URIs carried a password stays interrupted: its stored spec
+    /// is redacted, and submitting it again continues it from its checkpoint.
+    pub async fn resume(self: &Arc<Self>) {
+        let ids = std::mem::take(&mut *self.interrupted.lock().expect("not poisoned"));
+        for id in ids {
+            let Some(old) = self.get(id) else { continue };
+            let record = old.record();
+            let Some(spec) = JobSpec::from_view(&record.spec, record.workers) else {
+                old.end(
+                    JobState::Interrupted,
+                    Some(
+                        "interrupted: the service stopped before the job finished; its \
+                         credentials are not stored, so submit it again to continue from its \
+                         checkpoint"
+                            .into(),
+                    ),
+                );
+                continue;
+            };
+            let copy_spec = match spec.validate() {
+                Ok(copy_spec) => copy_spec,
+                Err(e) => {
+                    old.end(JobState::Failed, Some(e.to_string()));
+                    continue;
+                }
+            };
+            let throttle = Throttle::new(copy_spec.limits).with_global(self.global.clone());
+            let control = Control::with_throttle(copy_spec.workers, throttle);
+            let job = Arc::new(Job::continued(record, spec, control));
+            self.jobs
+                .lock()
+                .expect("not poisoned")
+                .insert(id, job.clone());
+            tracing::info!("job {id} continues from its checkpoint");
+            let manager = self.clone();
+            self.tasks
+                .spawn(async move { manager.run_job(job, copy_spec).await });
+        }
+        self.save().await;
     }
 
     /// Starts a job, or returns the active job with the same spec (`false`: nothing new started).
@@ -126,7 +185,7 @@ impl JobManager {
     }
 
     async fn run_job(self: Arc<Self>, job: Arc<Job>, spec: CopySpec) {
-        let outcome = match copy::prepare(&spec).await {
+        let outcome = match copy::prepare(&spec, self.state.clone()).await {
             Err(e) => Err(e),
             // Cancelled while connecting: the run stops at once and closes the clients.
             Ok(prepared) => {
@@ -134,11 +193,26 @@ impl JobManager {
                 job.attach(prepared.stats(), prepared.adaptive());
                 job.advance(JobState::Pending, JobState::Running);
                 tracing::info!("job {} running", job.id);
-                prepared.run(job.cancel.clone()).await.map(|_| ())
+                prepared.run(job.cancel.clone()).await
             }
         };
         match outcome {
-            Ok(()) => job.set_state(JobState::Completed),
+            Ok(summary) if summary.failed > 0 => job.end(
+                JobState::Completed,
+                Some(format!(
+                    "completed with {} failed documents (kept with their reasons in {})",
+                    summary.failed, summary.dead_letters
+                )),
+            ),
+            Ok(summary) if summary.already_complete => job.end(
+                JobState::Completed,
+                Some("already complete: an earlier run copied every document; submit with \"restart\": true to copy again".into()),
+            ),
+            Ok(_) => job.set_state(JobState::Completed),
+            Err(CopyError::Stopped) if self.stopping.load(Ordering::SeqCst) => job.end(
+                JobState::Interrupted,
+                Some("interrupted: the service stopped; it continues from its checkpoint when the service starts again".into()),
+            ),
             Err(CopyError::Stopped) => job.set_state(JobState::Cancelled),
             Err(e) => job.fail(e.to_string()),
         }
@@ -232,6 +306,7 @@ impl JobManager {
     /// Stops every job after the batches in flight and waits for them, at most `deadline`;
     /// records the final states.
     pub async fn shutdown(&self, deadline: Duration) {
+        self.stopping.store(true, Ordering::SeqCst);
         for job in self.list() {
             job.cancel.cancel();
         }

@@ -37,8 +37,11 @@ impl std::fmt::Display for JobId {
 /// ```text
 /// pending ──▶ running ◀──▶ paused
 ///    │           │            │
-///    └───────────┴────────────┴──▶ completed | failed | cancelled
+///    └───────────┴────────────┴──▶ completed | failed | cancelled | interrupted
 /// ```
+///
+/// `interrupted`: the service stopped before the job finished; a restarted service continues it
+/// from its checkpoint (as the same job) when it can.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
@@ -48,6 +51,7 @@ pub enum JobState {
     Completed,
     Failed,
     Cancelled,
+    Interrupted,
 }
 
 impl JobState {
@@ -59,13 +63,14 @@ impl JobState {
             JobState::Completed => "completed",
             JobState::Failed => "failed",
             JobState::Cancelled => "cancelled",
+            JobState::Interrupted => "interrupted",
         }
     }
 
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            JobState::Completed | JobState::Failed | JobState::Cancelled
+            JobState::Completed | JobState::Failed | JobState::Cancelled | JobState::Interrupted
         )
     }
 }
@@ -100,6 +105,12 @@ pub struct JobSpec {
     /// Adaptive mode: `{"target_ms": 200, "max_workers": 8, "interval_ms": 1000}`.
     #[serde(default)]
     pub adaptive: Option<AdaptiveConfig>,
+    /// Ignore an earlier run's checkpoint and copy everything again.
+    #[serde(default)]
+    pub restart: Option<bool>,
+    /// Refuse documents larger than this (bytes), as dead letters.
+    #[serde(default)]
+    pub max_document_bytes: Option<usize>,
 }
 
 impl JobSpec {
@@ -120,8 +131,33 @@ impl JobSpec {
             rate: self.rate,
             rate_bytes: self.rate_bytes,
             adaptive: self.adaptive,
+            restart: self.restart,
+            max_document_bytes: self.max_document_bytes,
         };
         raw.validate()
+    }
+
+    /// The spec of a job from the history, if it is complete: URIs that carried a password
+    /// were stored redacted and cannot be run again without the operator.
+    pub fn from_view(view: &SpecView, workers: usize) -> Option<JobSpec> {
+        let redacted = |uri: &str| uri.contains(":***@");
+        if redacted(&view.from) || redacted(&view.to) {
+            return None;
+        }
+        Some(JobSpec {
+            from: view.from.clone(),
+            to: view.to.clone(),
+            namespaces: view.namespaces.clone(),
+            filter: view.filter.clone(),
+            workers: Some(workers),
+            batch_size: view.batch_size,
+            strategy: view.strategy,
+            rate: view.rate,
+            rate_bytes: view.rate_bytes,
+            adaptive: view.adaptive,
+            restart: None,
+            max_document_bytes: view.max_document_bytes,
+        })
     }
 
     /// The spec as shown in responses and kept in the history: passwords replaced by `***`.
@@ -135,6 +171,8 @@ impl JobSpec {
             strategy: self.strategy,
             rate: self.rate,
             rate_bytes: self.rate_bytes,
+            adaptive: self.adaptive,
+            max_document_bytes: self.max_document_bytes,
         }
     }
 }
@@ -152,6 +190,10 @@ pub struct SpecView {
     pub rate: Option<f64>,
     #[serde(default)]
     pub rate_bytes: Option<f64>,
+    #[serde(default)]
+    pub adaptive: Option<AdaptiveConfig>,
+    #[serde(default)]
+    pub max_document_bytes: Option<usize>,
 }
 
 /// What is kept of a job in the history, and restored after a restart of the service.
@@ -166,13 +208,26 @@ pub struct JobRecord {
     pub error: Option<String>,
     pub docs: u64,
     pub bytes: u64,
+    /// Documents earlier runs had written, and documents refused.
+    #[serde(default)]
+    pub skipped: u64,
+    #[serde(default)]
+    pub failed: u64,
 }
 
 /// Progress of a job as the API shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Progress {
+    /// Written by this run.
     pub docs: u64,
     pub bytes: u64,
+    /// Written by earlier runs (below the checkpoint this run continued from).
+    pub skipped: u64,
+    /// Refused by the destination (see `dead_letters`).
+    pub failed: u64,
+    /// Transient errors retried, and the latest of them.
+    pub retries: u64,
+    pub last_retry: Option<String>,
     pub expected: Option<u64>,
     /// Documents per second over the last few seconds.
     pub docs_per_sec: f64,
@@ -197,6 +252,8 @@ pub struct JobView {
     pub finished_at: Option<f64>,
     pub error: Option<String>,
     pub progress: Option<Progress>,
+    /// Documents the destination refused: how many, and the latest with their reasons.
+    pub dead_letters: Option<crate::stats::DeadLetterSummary>,
     pub links: Links,
 }
 
@@ -260,7 +317,22 @@ impl Job {
             error: None,
             docs: 0,
             bytes: 0,
+            skipped: 0,
+            failed: 0,
         };
+        Job::with_record(record, spec, control)
+    }
+
+    /// A job of an earlier run of the service that continues (same id and creation time).
+    pub fn continued(mut record: JobRecord, spec: JobSpec, control: Control) -> Self {
+        record.state = JobState::Pending;
+        record.finished_at = None;
+        record.error = None;
+        Job::with_record(record, spec, control)
+    }
+
+    fn with_record(record: JobRecord, spec: JobSpec, control: Control) -> Self {
+        let id = record.id;
         Job {
             id,
             spec: Some(spec),
@@ -346,6 +418,8 @@ impl Job {
                 let snap = stats.snapshot();
                 inner.record.docs = snap.docs;
                 inner.record.bytes = snap.bytes;
+                inner.record.skipped = snap.skipped;
+                inner.record.failed = snap.failed;
             }
         }
         // Announced under the lock, so watchers see the changes in the order they happened.
@@ -354,8 +428,14 @@ impl Job {
     }
 
     pub fn fail(&self, error: String) {
-        self.inner.lock().expect("not poisoned").record.error = Some(error);
-        self.set_state(JobState::Failed);
+        self.end(JobState::Failed, Some(error));
+    }
+
+    /// Ends the job in `state`, with a message for the operator.
+    pub fn end(&self, state: JobState, message: Option<String>) {
+        let mut inner = self.inner.lock().expect("not poisoned");
+        inner.record.error = message;
+        self.apply(inner, state);
     }
 
     /// Connects the view to the running copy's counters and adaptive state.
@@ -385,10 +465,14 @@ impl Job {
             let eta_secs = snap
                 .expected
                 .filter(|_| per_sec > 0.0)
-                .map(|n| n.saturating_sub(snap.docs) as f64 / per_sec);
+                .map(|n| n.saturating_sub(snap.docs + snap.skipped + snap.failed) as f64 / per_sec);
             Progress {
                 docs: snap.docs,
                 bytes: snap.bytes,
+                skipped: snap.skipped,
+                failed: snap.failed,
+                retries: snap.retries,
+                last_retry: snap.last_retry,
                 expected: snap.expected,
                 docs_per_sec: per_sec,
                 eta_secs,
@@ -403,7 +487,11 @@ impl Job {
             record.state.is_final().then(|| Progress {
                 docs: record.docs,
                 bytes: record.bytes,
-                expected: Some(record.docs),
+                skipped: record.skipped,
+                failed: record.failed,
+                retries: 0,
+                last_retry: None,
+                expected: Some(record.docs + record.skipped + record.failed),
                 docs_per_sec: 0.0,
                 eta_secs: None,
                 queue_depth: 0,
@@ -421,6 +509,7 @@ impl Job {
             created_at: record.created_at,
             finished_at: record.finished_at,
             error: record.error.clone(),
+            dead_letters: inner.stats.as_ref().map(|s| s.dead_letters.snapshot()),
             progress,
             links: Links::new(self.id),
         }

@@ -112,6 +112,8 @@ mod tests {
             rate: None,
             rate_bytes: None,
             adaptive: None,
+            restart: None,
+            max_document_bytes: None,
         };
         let record = crate::job::JobRecord {
             id: JobId(7),
@@ -123,6 +125,8 @@ mod tests {
             error: None,
             docs: 10,
             bytes: 100,
+            skipped: 0,
+            failed: 0,
         };
         file.save(vec![record]).unwrap();
         let text = std::fs::read_to_string(file.path()).unwrap();

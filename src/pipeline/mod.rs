@@ -4,7 +4,7 @@
 //!  source ──ids or docs──▶ producer ──Batch──▶ [bounded queue] ──▶ worker × N ──docs──▶ sink
 //!                                                                     │ (ids: fetch $in)
 //!                                                                     ▼
-//!                                                                   stats
+//!                                                   stats, ledger (dead letters, watermarks)
 //! ```
 //!
 //! In: a [`Source`], a [`Sink`], the namespace tasks and [`EngineOptions`]. Out: `Ok(())` once every
@@ -13,6 +13,7 @@
 //! broken worker fails the job instead of hanging it.
 
 pub mod control;
+pub mod ledger;
 pub mod queue;
 pub mod sink;
 pub mod source;
@@ -28,6 +29,7 @@ use crate::config::Strategy;
 use crate::mongo::MongoError;
 use crate::stats::JobStats;
 pub use control::Control;
+pub use ledger::Ledger;
 pub use queue::NsTask;
 use queue::QueueClosed;
 pub use sink::{MongoSink, Sink};
@@ -38,6 +40,8 @@ pub use source::{MongoSource, Source};
 pub enum CopyError {
     #[error(transparent)]
     Mongo(#[from] MongoError),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
     /// The job was stopped before it finished (not a failure of its own).
     #[error("stopped before completion")]
     Stopped,
@@ -67,6 +71,8 @@ enum Role {
 
 /// Runs the copy of `tasks` to completion (or first error). `control` pauses, resumes and resizes
 /// it live; `cancel` stops it early, and a stopped run returns [`CopyError::Stopped`].
+// Each argument is a separately shared part of a job; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 pub async fn run<S: Source, K: Sink>(
     source: Arc<S>,
     sink: Arc<K>,
@@ -74,6 +80,7 @@ pub async fn run<S: Source, K: Sink>(
     options: EngineOptions,
     control: Arc<Control>,
     stats: Arc<JobStats>,
+    ledger: Arc<Ledger>,
     cancel: CancellationToken,
 ) -> Result<(), CopyError> {
     let cancel = cancel.child_token();
@@ -104,6 +111,10 @@ pub async fn run<S: Source, K: Sink>(
                 for task in tasks {
                     if cancel.is_cancelled() {
                         return Err(CopyError::Stopped);
+                    }
+                    // Finished by an earlier run (its checkpoint says so).
+                    if task.counters.is_finished() {
+                        continue;
                     }
                     sink.prepare(&task.destination).await?;
                     source
@@ -138,6 +149,7 @@ pub async fn run<S: Source, K: Sink>(
                 paused: control.watch_paused(),
                 wanted: control.watch_workers(),
                 throttle: control.throttle().clone(),
+                ledger: ledger.clone(),
             };
             set.spawn(async move { (Role::Worker(slot), worker.run().await) });
         }
@@ -219,7 +231,11 @@ mod tests {
             Ok(())
         }
 
-        async fn write(&self, ns: &Namespace, _docs: Vec<RawDocumentBuf>) -> Result<(), CopyError> {
+        async fn write(
+            &self,
+            ns: &Namespace,
+            _docs: Vec<RawDocumentBuf>,
+        ) -> Result<Vec<sink::Refused>, CopyError> {
             if self.writes.fetch_add(1, Ordering::SeqCst) + 1 == self.fail_at {
                 return Err(MongoError::Command {
                     side: Side::Destination,
@@ -230,7 +246,7 @@ mod tests {
                 .into());
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
-            Ok(())
+            Ok(vec![])
         }
     }
 
@@ -256,6 +272,7 @@ mod tests {
                 options(strategy),
                 Arc::new(Control::new(3)),
                 stats.clone(),
+                Arc::new(Ledger::in_memory()),
                 CancellationToken::new(),
             )
             .await
@@ -290,6 +307,7 @@ mod tests {
                 options(Strategy::Stream),
                 Arc::new(Control::new(3)),
                 stats.clone(),
+                Arc::new(Ledger::in_memory()),
                 CancellationToken::new(),
             ),
         )
@@ -340,6 +358,7 @@ mod tests {
             },
             control.clone(),
             stats.clone(),
+            Arc::new(Ledger::in_memory()),
             cancel.clone(),
         ));
         (control, stats, cancel, job)

@@ -4,13 +4,19 @@
 //! Out: the same batches, to whichever worker is free. The queue holds at most a few batches per
 //! worker, so memory stays flat however large the collection; closing it (dropping the producer's
 //! sender) is the end-of-work signal.
+//!
+//! Each namespace task also keeps its low watermark: batches are numbered in `_id` order as they
+//! are queued and acknowledged in any order; the watermark is the last `_id` of the longest run
+//! of acknowledged batches from the start, so everything at or below it is durably written.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use mongodb::bson::{RawBson, RawDocumentBuf};
 
 use crate::mongo::Namespace;
+use crate::state::NsCheckpoint;
 use crate::stats::{JobStats, NsCounters};
 
 /// One namespace pair being copied, shared by the producer and the workers.
@@ -23,6 +29,23 @@ pub struct NsTask {
     outstanding: AtomicU64,
     /// Set when the producer has queued the namespace's last batch.
     produced: AtomicBool,
+    /// Where an earlier run's checkpoint left off: the producer reads only what sorts after.
+    pub resume_after: Option<RawBson>,
+    watermark: Mutex<Watermark>,
+}
+
+/// The low watermark of a namespace (see the module doc).
+#[derive(Debug, Default)]
+struct Watermark {
+    /// Number of the next batch the producer queues.
+    next_seq: u64,
+    /// Every batch numbered below this one is acknowledged.
+    acked_below: u64,
+    /// Acknowledged batches above a gap: number -> (last `_id`, documents).
+    waiting: BTreeMap<u64, (RawBson, u64)>,
+    after: Option<RawBson>,
+    /// Documents below the watermark, earlier runs included.
+    done: u64,
 }
 
 impl NsTask {
@@ -33,6 +56,61 @@ impl NsTask {
             counters,
             outstanding: AtomicU64::new(0),
             produced: AtomicBool::new(false),
+            resume_after: None,
+            watermark: Mutex::default(),
+        }
+    }
+
+    /// A task that continues from an earlier run's checkpoint (`None`: from the start).
+    pub fn resuming(counters: Arc<NsCounters>, from: Option<(RawBson, u64)>) -> Self {
+        let mut task = NsTask::new(counters);
+        if let Some((after, done)) = from {
+            task.counters.set_skipped(done);
+            let mark = task.watermark.get_mut().expect("not poisoned");
+            mark.after = Some(after.clone());
+            mark.done = done;
+            task.resume_after = Some(after);
+        }
+        task
+    }
+
+    /// A namespace an earlier run finished: nothing to read or write.
+    pub fn completed(counters: Arc<NsCounters>, done: u64) -> Self {
+        let task = NsTask::new(counters);
+        task.counters.set_skipped(done);
+        task.watermark.lock().expect("not poisoned").done = done;
+        task.mark_produced();
+        task
+    }
+
+    /// The durable position of this namespace right now.
+    pub fn checkpoint(&self) -> NsCheckpoint {
+        let mark = self.watermark.lock().expect("not poisoned");
+        NsCheckpoint::new(mark.after.as_ref(), mark.done, self.counters.is_finished())
+    }
+
+    /// The checkpoint's key: `"src.coll -> dst.coll"`.
+    pub fn key(&self) -> String {
+        format!("{} -> {}", self.source, self.destination)
+    }
+
+    fn next_seq(&self) -> u64 {
+        let mut mark = self.watermark.lock().expect("not poisoned");
+        mark.next_seq += 1;
+        mark.next_seq - 1
+    }
+
+    fn acknowledge(&self, seq: u64, last_id: RawBson, docs: u64) {
+        let mut mark = self.watermark.lock().expect("not poisoned");
+        mark.waiting.insert(seq, (last_id, docs));
+        loop {
+            let next = mark.acked_below;
+            let Some((id, n)) = mark.waiting.remove(&next) else {
+                break;
+            };
+            mark.after = Some(id);
+            mark.done += n;
+            mark.acked_below += 1;
         }
     }
 
@@ -51,7 +129,9 @@ impl NsTask {
         self.finish_if_done();
     }
 
-    fn batch_written(&self) {
+    fn batch_written(&self, seq: u64, last_id: RawBson, docs: u64) {
+        // The watermark moves before the task can count as finished.
+        self.acknowledge(seq, last_id, docs);
         self.outstanding.fetch_sub(1, SeqCst);
         self.finish_if_done();
     }
@@ -81,18 +161,32 @@ impl Payload {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The last (largest) `_id` of a sorted payload.
+    fn last_id(&self) -> Option<RawBson> {
+        match self {
+            Payload::Ids(ids) => ids.last().cloned(),
+            Payload::Docs(docs) => docs.last()?.get("_id").ok()?.map(|id| id.to_raw_bson()),
+        }
+    }
 }
 
 #[derive(Debug)]
 pub struct Batch {
     pub task: Arc<NsTask>,
     pub payload: Payload,
+    /// Position of the batch in its namespace's `_id` order.
+    seq: u64,
+    last_id: RawBson,
+    /// Documents the batch stands for (fetched ids may have vanished since).
+    len: u64,
 }
 
 impl Batch {
-    /// Marks the batch as durably written (its namespace may now be finished).
+    /// Marks the batch as durably written, refused documents kept as dead letters: the
+    /// namespace's watermark may move and the namespace may now be finished.
     pub fn done(self) {
-        self.task.batch_written();
+        self.task.batch_written(self.seq, self.last_id, self.len);
     }
 }
 
@@ -129,12 +223,15 @@ pub fn bounded(capacity: usize, stats: Arc<JobStats>) -> (QueueSender, QueueRece
 impl QueueSender {
     /// Waits for room in the queue; fails once the job is stopping.
     pub async fn send(&self, task: &Arc<NsTask>, payload: Payload) -> Result<(), QueueClosed> {
-        if payload.is_empty() {
+        let Some(last_id) = payload.last_id() else {
             return Ok(());
-        }
+        };
         task.outstanding.fetch_add(1, SeqCst);
         let batch = Batch {
             task: task.clone(),
+            len: payload.len() as u64,
+            seq: task.next_seq(),
+            last_id,
             payload,
         };
         match self.tx.send(batch).await {
@@ -161,5 +258,39 @@ impl QueueReceiver {
     /// Stops the producer: its next send fails instead of waiting for room.
     pub fn close(&self) {
         self.rx.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn watermark_waits_for_the_oldest_batch() {
+        let counters = Arc::new(NsCounters::new(
+            Namespace::new("a", "b"),
+            Namespace::new("a", "b"),
+        ));
+        let task = Arc::new(NsTask::new(counters));
+        let stats = Arc::new(JobStats::new([], 1));
+        let (tx, rx) = bounded(10, stats);
+        for ids in [vec![1, 2], vec![3, 4], vec![5]] {
+            let ids = ids.into_iter().map(RawBson::Int32).collect();
+            tx.send(&task, Payload::Ids(ids)).await.unwrap();
+        }
+        task.mark_produced();
+        let (first, second, third) = (
+            rx.recv().await.unwrap(),
+            rx.recv().await.unwrap(),
+            rx.recv().await.unwrap(),
+        );
+        second.done();
+        third.done();
+        assert_eq!(task.checkpoint(), NsCheckpoint::new(None, 0, false));
+        first.done();
+        assert_eq!(
+            task.checkpoint(),
+            NsCheckpoint::new(Some(&RawBson::Int32(5)), 5, true)
+        );
     }
 }

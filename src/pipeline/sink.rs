@@ -1,12 +1,15 @@
 //! The write stage: puts a batch of raw documents into the destination, idempotently by `_id`.
 //!
 //! In: a destination namespace and raw documents. Out: the documents stored at the destination,
-//! acknowledged by the server. A document already present (by `_id`) is replaced, never
-//! duplicated: the batch goes in as one unordered insert (the fast path, as mongorestore-style
-//! tools do), and only the documents the server reports as duplicate keys are then replaced with
-//! the `update` command's upserts, which every server version understands.
+//! acknowledged by the server, and the ones it refused ([`Refused`], with the reason). A document
+//! already present (by `_id`) is replaced, never duplicated: the batch goes in as one unordered
+//! insert (the fast path, as mongorestore-style tools do), and only the documents the server
+//! reports as duplicate keys are then replaced with the `update` command's upserts, which every
+//! server version understands. Transient errors are retried ([`Retry`]); a document the server
+//! refuses (too large, failed validation, a duplicate on a unique secondary index) is returned,
+//! not retried, and does not stop the others.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 
 use mongodb::bson::{rawdoc, Document, RawArrayBuf, RawDocumentBuf};
 use mongodb::error::ErrorKind;
@@ -14,9 +17,24 @@ use mongodb::Client;
 
 use super::CopyError;
 use crate::mongo::{describe, is_namespace_exists, MongoError, Namespace, Side, DUPLICATE_KEY};
+use crate::retry::Retry;
 
 /// Room left in a hand-built command for its envelope around the statements.
 const COMMAND_BYTES: usize = 16 * 1024 * 1024 - 16 * 1024;
+
+/// The largest document a MongoDB server stores (its `maxBsonObjectSize`).
+pub const MAX_DOCUMENT_BYTES: usize = 16 * 1024 * 1024;
+
+/// The server error code for a document over the size limit.
+const OBJECT_TOO_LARGE: i32 = 10334;
+
+/// A document the destination would not take, and why.
+#[derive(Debug, Clone)]
+pub struct Refused {
+    pub doc: RawDocumentBuf,
+    pub code: Option<i32>,
+    pub reason: String,
+}
 
 /// Where documents go. The engine is generic over it so that a null sink can measure the
 /// engine's own overhead.
@@ -24,102 +42,169 @@ pub trait Sink: Send + Sync + 'static {
     /// Makes sure the namespace exists (so even an empty collection arrives).
     fn prepare(&self, ns: &Namespace) -> impl Future<Output = Result<(), CopyError>> + Send;
 
-    /// Writes the documents; returns once the server acknowledged all of them.
+    /// Writes the documents; returns once the server acknowledged all of them, with those it
+    /// refused.
     fn write(
         &self,
         ns: &Namespace,
         docs: Vec<RawDocumentBuf>,
-    ) -> impl Future<Output = Result<(), CopyError>> + Send;
+    ) -> impl Future<Output = Result<Vec<Refused>, CopyError>> + Send;
 }
 
 /// A MongoDB destination cluster.
 pub struct MongoSink {
     client: Client,
+    retry: Retry,
+    max_document_bytes: usize,
 }
 
 impl MongoSink {
     pub fn new(client: Client) -> Self {
-        MongoSink { client }
+        MongoSink {
+            client,
+            retry: Retry::default(),
+            max_document_bytes: MAX_DOCUMENT_BYTES,
+        }
+    }
+
+    pub fn with_retry(mut self, retry: Retry) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Documents larger than this are refused before they are sent (for destinations with a
+    /// lower limit than the source's).
+    pub fn with_max_document_bytes(mut self, bytes: usize) -> Self {
+        self.max_document_bytes = bytes;
+        self
     }
 
     fn collection(&self, ns: &Namespace) -> mongodb::Collection<RawDocumentBuf> {
         self.client.database(&ns.db).collection(&ns.coll)
     }
 
+    /// Inserts unordered; returns the duplicates (to replace) and the refused documents.
+    async fn insert(
+        &self,
+        ns: &Namespace,
+        docs: Vec<RawDocumentBuf>,
+    ) -> Result<(Vec<RawDocumentBuf>, Vec<Refused>), CopyError> {
+        let collection = self.collection(ns);
+        let outcome = self
+            .retry
+            .run("insert", || async {
+                collection.insert_many(&docs).ordered(false).await
+            })
+            .await;
+        let err = match outcome {
+            Ok(_) => return Ok((vec![], vec![])),
+            Err(e) => e,
+        };
+        let ErrorKind::InsertMany(failure) = err.kind.as_ref() else {
+            return Err(write_error(ns, "insert", &err));
+        };
+        let errors = failure.write_errors.as_deref().unwrap_or_default();
+        if failure.write_concern_error.is_some() || errors.is_empty() {
+            return Err(write_error(ns, "insert", &err));
+        }
+        // Everything without an error was inserted.
+        let mut outcome: Vec<Option<(i32, String)>> = vec![None; docs.len()];
+        for e in errors {
+            if let Some(slot) = outcome.get_mut(e.index) {
+                *slot = Some((e.code, e.message.clone()));
+            }
+        }
+        let (mut duplicates, mut refused) = (Vec::new(), Vec::new());
+        for (doc, error) in docs.into_iter().zip(outcome) {
+            match error {
+                None => {}
+                Some((DUPLICATE_KEY, _)) => duplicates.push(doc),
+                Some((code, reason)) => refused.push(Refused {
+                    doc,
+                    code: Some(code),
+                    reason,
+                }),
+            }
+        }
+        Ok((duplicates, refused))
+    }
+
     /// Replaces documents that already exist at the destination (upsert by `_id`).
-    async fn replace(&self, ns: &Namespace, docs: Vec<RawDocumentBuf>) -> Result<(), CopyError> {
+    async fn replace(
+        &self,
+        ns: &Namespace,
+        docs: Vec<RawDocumentBuf>,
+    ) -> Result<Vec<Refused>, CopyError> {
         // A replacement whose top-level field starts with '$' would be read as update operators;
         // such rare documents are deleted and inserted again instead.
         let (plain, dollar): (Vec<_>, Vec<_>) =
             docs.into_iter().partition(|d| !has_dollar_field(d));
-        let mut statements = RawArrayBuf::new();
+        let mut refused = Vec::new();
+        let mut chunk = Vec::new();
         let mut bytes = 0;
         for doc in plain {
-            let id = super::source::id_of(&doc, ns)?;
             let len = doc.as_bytes().len();
             if bytes > 0 && bytes + len > COMMAND_BYTES {
-                self.run_update(ns, std::mem::take(&mut statements)).await?;
+                refused.extend(self.run_update(ns, std::mem::take(&mut chunk)).await?);
                 bytes = 0;
             }
             bytes += len + 64;
-            statements.push(rawdoc! { "q": { "_id": id }, "u": doc, "upsert": true });
+            chunk.push(doc);
         }
-        if bytes > 0 {
-            self.run_update(ns, statements).await?;
+        if !chunk.is_empty() {
+            refused.extend(self.run_update(ns, chunk).await?);
         }
         if !dollar.is_empty() {
-            let ids = dollar
-                .iter()
-                .map(|d| super::source::id_of(d, ns))
-                .collect::<Result<Vec<_>, _>>()?;
             let mut in_list = RawArrayBuf::new();
-            for id in ids {
-                in_list.push(id);
+            for doc in &dollar {
+                in_list.push(super::source::id_of(doc, ns)?);
             }
             let filter = Document::try_from(rawdoc! { "_id": { "$in": in_list } }.as_ref())
                 .map_err(|e| CopyError::Internal(e.to_string()))?;
-            self.collection(ns)
-                .delete_many(filter)
+            let collection = self.collection(ns);
+            self.retry
+                .run("delete", || {
+                    collection.delete_many(filter.clone()).into_future()
+                })
                 .await
                 .map_err(|e| write_error(ns, "delete", &e))?;
-            self.collection(ns)
-                .insert_many(&dollar)
-                .ordered(false)
-                .await
-                .map_err(|e| write_error(ns, "insert", &e))?;
+            let (duplicates, more) = self.insert(ns, dollar).await?;
+            refused.extend(more);
+            // Written by someone else between the delete and the insert: theirs stays, noted.
+            refused.extend(duplicates.into_iter().map(|doc| Refused {
+                doc,
+                code: Some(DUPLICATE_KEY),
+                reason:
+                    "a document with this _id appeared again while it was being replaced".into(),
+            }));
         }
-        Ok(())
+        Ok(refused)
     }
 
-    async fn run_update(&self, ns: &Namespace, statements: RawArrayBuf) -> Result<(), CopyError> {
+    /// One `update` command of upserts; returns the statements the server refused.
+    async fn run_update(
+        &self,
+        ns: &Namespace,
+        docs: Vec<RawDocumentBuf>,
+    ) -> Result<Vec<Refused>, CopyError> {
+        let mut statements = RawArrayBuf::new();
+        for doc in &docs {
+            let id = super::source::id_of(doc, ns)?;
+            statements.push(rawdoc! { "q": { "_id": id }, "u": doc.clone(), "upsert": true });
+        }
         let command = rawdoc! {
             "update": ns.coll.as_str(),
             "updates": statements,
             "ordered": false,
         };
+        let db = self.client.database(&ns.db);
         let reply = self
-            .client
-            .database(&ns.db)
-            .run_raw_command(command)
+            .retry
+            .run("update", || {
+                db.run_raw_command(command.clone()).into_future()
+            })
             .await
             .map_err(|e| write_error(ns, "update", &e))?;
-        // The command succeeds as a whole even when single statements fail: look inside.
-        if let Ok(errors) = reply.get_array("writeErrors") {
-            if let Some(first) = errors.iter().find_map(|e| e.as_document()) {
-                return Err(MongoError::Command {
-                    side: Side::Destination,
-                    ns: ns.clone(),
-                    op: "update",
-                    reason: format!(
-                        "{} document(s) refused, first: {} (code {})",
-                        errors.len(),
-                        first.get_str("errmsg").unwrap_or("no message"),
-                        first.get_i32("code").unwrap_or_default()
-                    ),
-                }
-                .into());
-            }
-        }
         if let Ok(wce) = reply.get_document("writeConcernError") {
             return Err(MongoError::Command {
                 side: Side::Destination,
@@ -132,20 +217,52 @@ impl MongoSink {
             }
             .into());
         }
-        Ok(())
+        // The command succeeds as a whole even when single statements fail: look inside.
+        let mut failed: Vec<Option<(i32, String)>> = vec![None; docs.len()];
+        if let Ok(errors) = reply.get_array("writeErrors") {
+            for e in errors.iter().filter_map(|e| e.as_document()) {
+                let index = e.get_i32("index").unwrap_or(-1);
+                if let Some(slot) = usize::try_from(index).ok().and_then(|i| failed.get_mut(i)) {
+                    *slot = Some((
+                        e.get_i32("code").unwrap_or_default(),
+                        e.get_str("errmsg").unwrap_or("no message").to_string(),
+                    ));
+                }
+            }
+        }
+        Ok(docs
+            .into_iter()
+            .zip(failed)
+            .filter_map(|(doc, failure)| {
+                let (code, reason) = failure?;
+                Some(Refused {
+                    doc,
+                    code: Some(code),
+                    reason,
+                })
+            })
+            .collect())
     }
 }
 
 impl Sink for MongoSink {
     async fn prepare(&self, ns: &Namespace) -> Result<(), CopyError> {
         let db = self.client.database(&ns.db);
-        let existing = db
-            .list_collection_names()
-            .filter(mongodb::bson::doc! { "name": &ns.coll })
+        let existing = self
+            .retry
+            .run("listCollections", || {
+                db.list_collection_names()
+                    .filter(mongodb::bson::doc! { "name": &ns.coll })
+                    .into_future()
+            })
             .await
             .map_err(|e| write_error(ns, "listCollections", &e))?;
         if existing.is_empty() {
-            if let Err(e) = db.create_collection(&ns.coll).await {
+            let created = self
+                .retry
+                .run("create", || db.create_collection(&ns.coll).into_future())
+                .await;
+            if let Err(e) = created {
                 if !is_namespace_exists(&e) {
                     return Err(write_error(ns, "create", &e));
                 }
@@ -154,50 +271,34 @@ impl Sink for MongoSink {
         Ok(())
     }
 
-    async fn write(&self, ns: &Namespace, docs: Vec<RawDocumentBuf>) -> Result<(), CopyError> {
-        let err = match self.collection(ns).insert_many(&docs).ordered(false).await {
-            Ok(_) => return Ok(()),
-            Err(e) => e,
-        };
-        let ErrorKind::InsertMany(failure) = err.kind.as_ref() else {
-            return Err(write_error(ns, "insert", &err));
-        };
-        let errors = failure.write_errors.as_deref().unwrap_or_default();
-        let refused = errors.iter().find(|e| e.code != DUPLICATE_KEY);
-        if failure.write_concern_error.is_some() || refused.is_some() || errors.is_empty() {
-            let reason = match refused {
-                Some(e) => format!(
-                    "document {} refused: {} (code {})",
-                    docs.get(e.index)
-                        .and_then(|d| d.get("_id").ok().flatten())
-                        .map(|id| format!("{id:?}"))
-                        .unwrap_or_default(),
-                    e.message,
-                    e.code
-                ),
-                None => describe(&err),
-            };
-            return Err(MongoError::Command {
-                side: Side::Destination,
-                ns: ns.clone(),
-                op: "insert",
-                reason,
-            }
-            .into());
-        }
-        // Everything else was inserted; the duplicates already exist and get replaced.
-        let mut duplicate = vec![false; docs.len()];
-        for e in errors {
-            if let Some(flag) = duplicate.get_mut(e.index) {
-                *flag = true;
-            }
-        }
-        let existing = docs
+    async fn write(
+        &self,
+        ns: &Namespace,
+        docs: Vec<RawDocumentBuf>,
+    ) -> Result<Vec<Refused>, CopyError> {
+        let limit = self.max_document_bytes;
+        let (docs, oversized): (Vec<_>, Vec<_>) =
+            docs.into_iter().partition(|d| d.as_bytes().len() <= limit);
+        let mut refused: Vec<Refused> = oversized
             .into_iter()
-            .zip(duplicate)
-            .filter_map(|(d, dup)| dup.then_some(d))
+            .map(|doc| Refused {
+                reason: format!(
+                    "document of {} bytes is larger than the destination's limit of {limit} bytes",
+                    doc.as_bytes().len()
+                ),
+                code: Some(OBJECT_TOO_LARGE),
+                doc,
+            })
             .collect();
-        self.replace(ns, existing).await
+        if docs.is_empty() {
+            return Ok(refused);
+        }
+        let (duplicates, more) = self.insert(ns, docs).await?;
+        refused.extend(more);
+        if !duplicates.is_empty() {
+            refused.extend(self.replace(ns, duplicates).await?);
+        }
+        Ok(refused)
     }
 }
 

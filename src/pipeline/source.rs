@@ -3,6 +3,11 @@
 //! In: a namespace task and the job's filter. Out: sorted batches on the queue — `_id`s only
 //! ([`Strategy::Ids`], workers fetch the documents) or whole raw documents ([`Strategy::Stream`]).
 //! Also the fetch half of the id strategy: a batch of `_id`s in, their raw documents out.
+//!
+//! A task resuming from a checkpoint reads only what sorts after its watermark, across `_id`
+//! type brackets ([`bson_order::after`]). A transient error while reading re-opens the cursor
+//! after the last `_id` queued (the partial batch is read again), with backoff, up to the
+//! retry limit.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -14,8 +19,10 @@ use mongodb::Client;
 
 use super::queue::{NsTask, Payload, QueueSender};
 use super::CopyError;
+use crate::bson_order;
 use crate::config::Strategy;
 use crate::mongo::{describe, is_bad_query, MongoError, Namespace, Side};
+use crate::retry::Retry;
 
 /// Largest batch of documents, in bytes, the producer puts on the queue (a bound on memory).
 pub const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
@@ -86,6 +93,14 @@ impl BatchBuilder {
 pub struct MongoSource {
     client: Client,
     filter: Document,
+    retry: Retry,
+}
+
+/// Why a scan of the source stopped early.
+enum ScanStop {
+    /// A driver error while reading: maybe worth re-opening the cursor.
+    Read(mongodb::error::Error),
+    Other(CopyError),
 }
 
 impl MongoSource {
@@ -93,7 +108,97 @@ impl MongoSource {
         MongoSource {
             client,
             filter: filter.unwrap_or_default(),
+            retry: Retry::default(),
         }
+    }
+
+    pub fn with_retry(mut self, retry: Retry) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The job's filter, restricted to what sorts after `after`.
+    fn query(&self, after: Option<&RawBson>) -> Document {
+        match after {
+            None => self.filter.clone(),
+            Some(id) if self.filter.is_empty() => bson_order::after(id),
+            Some(id) => doc! { "$and": [self.filter.clone(), bson_order::after(id)] },
+        }
+    }
+
+    /// One pass of the cursor from `after` on; `after` follows every batch queued.
+    async fn scan(
+        &self,
+        task: &Arc<NsTask>,
+        strategy: Strategy,
+        batch_size: usize,
+        queue: &QueueSender,
+        after: &mut Option<RawBson>,
+        attempt: &mut u32,
+    ) -> Result<(), ScanStop> {
+        let ns = &task.source;
+        // The hint makes the server walk the `_id` index instead of sorting the whole result.
+        let collection = self.collection(ns);
+        let find = collection
+            .find(self.query(after.as_ref()))
+            .sort(doc! { "_id": 1 })
+            .hint(Hint::Keys(doc! { "_id": 1 }));
+        let mut cursor = match strategy {
+            // Ids are tiny: ask for many per round trip.
+            Strategy::Ids => find.projection(doc! { "_id": 1 }).batch_size(10_000).await,
+            Strategy::Stream => {
+                find.batch_size(batch_size.min(u32::MAX as usize) as u32)
+                    .await
+            }
+        }
+        .map_err(ScanStop::Read)?;
+        let stop = |e: CopyError| ScanStop::Other(e);
+
+        // One pass over the cursor; only one of the two batches fills, by strategy.
+        let mut ids = Vec::with_capacity(batch_size);
+        let mut docs = BatchBuilder::new(batch_size);
+        while let Some(doc) = cursor.try_next().await.map_err(ScanStop::Read)? {
+            let full = match strategy {
+                Strategy::Ids => {
+                    ids.push(id_of(&doc, ns).map_err(stop)?);
+                    (ids.len() >= batch_size).then(|| {
+                        Payload::Ids(std::mem::replace(&mut ids, Vec::with_capacity(batch_size)))
+                    })
+                }
+                Strategy::Stream => docs.push(doc).map(Payload::Docs),
+            };
+            if let Some(payload) = full {
+                self.queue(task, payload, queue, after)
+                    .await
+                    .map_err(stop)?;
+                *attempt = 0;
+            }
+        }
+        // Empty payloads are not queued.
+        self.queue(task, Payload::Ids(ids), queue, after)
+            .await
+            .map_err(stop)?;
+        self.queue(task, Payload::Docs(docs.take()), queue, after)
+            .await
+            .map_err(stop)
+    }
+
+    async fn queue(
+        &self,
+        task: &Arc<NsTask>,
+        payload: Payload,
+        queue: &QueueSender,
+        after: &mut Option<RawBson>,
+    ) -> Result<(), CopyError> {
+        let last = match &payload {
+            Payload::Ids(ids) => ids.last().cloned(),
+            Payload::Docs(docs) => docs.last().map(|d| id_of(d, &task.source)).transpose()?,
+        };
+        queue.send(task, payload).await?;
+        if last.is_some() {
+            *after = last;
+        }
+        Ok(())
     }
 
     fn collection(&self, ns: &Namespace) -> mongodb::Collection<RawDocumentBuf> {
@@ -122,12 +227,16 @@ impl MongoSource {
 impl Source for MongoSource {
     async fn count(&self, ns: &Namespace) -> Result<u64, CopyError> {
         let coll = self.collection(ns);
-        let counted = if self.filter.is_empty() {
-            coll.estimated_document_count().await
-        } else {
-            coll.count_documents(self.filter.clone()).await
-        };
-        counted.map_err(|e| self.read_error(ns, "count", e))
+        self.retry
+            .run("count", || async {
+                if self.filter.is_empty() {
+                    coll.estimated_document_count().await
+                } else {
+                    coll.count_documents(self.filter.clone()).await
+                }
+            })
+            .await
+            .map_err(|e| self.read_error(ns, "count", e))
     }
 
     async fn produce(
@@ -137,50 +246,23 @@ impl Source for MongoSource {
         batch_size: usize,
         queue: &QueueSender,
     ) -> Result<(), CopyError> {
-        let ns = &task.source;
-        let collection = self.collection(ns);
-        // The hint makes the server walk the `_id` index instead of sorting the whole result.
-        let find = collection
-            .find(self.filter.clone())
-            .sort(doc! { "_id": 1 })
-            .hint(Hint::Keys(doc! { "_id": 1 }));
-        let mut cursor = match strategy {
-            // Ids are tiny: ask for many per round trip.
-            Strategy::Ids => find.projection(doc! { "_id": 1 }).batch_size(10_000).await,
-            Strategy::Stream => {
-                find.batch_size(batch_size.min(u32::MAX as usize) as u32)
-                    .await
-            }
-        }
-        .map_err(|e| self.read_error(ns, "find", e))?;
-
-        // One pass over the cursor; only one of the two batches fills, by strategy.
-        let mut ids = Vec::with_capacity(batch_size);
-        let mut docs = BatchBuilder::new(batch_size);
-        while let Some(doc) = cursor
-            .try_next()
-            .await
-            .map_err(|e| self.read_error(ns, "find", e))?
-        {
-            match strategy {
-                Strategy::Ids => {
-                    ids.push(id_of(&doc, ns)?);
-                    if ids.len() >= batch_size {
-                        let full = std::mem::replace(&mut ids, Vec::with_capacity(batch_size));
-                        queue.send(task, Payload::Ids(full)).await?;
+        let mut after = task.resume_after.clone();
+        let mut attempt = 0;
+        loop {
+            let outcome = self
+                .scan(task, strategy, batch_size, queue, &mut after, &mut attempt)
+                .await;
+            match outcome {
+                Ok(()) => return Ok(()),
+                Err(ScanStop::Other(e)) => return Err(e),
+                Err(ScanStop::Read(e)) => {
+                    if !self.retry.pause("find", &e, attempt).await {
+                        return Err(self.read_error(&task.source, "find", e));
                     }
-                }
-                Strategy::Stream => {
-                    if let Some(full) = docs.push(doc) {
-                        queue.send(task, Payload::Docs(full)).await?;
-                    }
+                    attempt += 1;
                 }
             }
         }
-        // Empty payloads are not queued.
-        queue.send(task, Payload::Ids(ids)).await?;
-        queue.send(task, Payload::Docs(docs.take())).await?;
-        Ok(())
     }
 
     async fn fetch(
@@ -194,14 +276,16 @@ impl Source for MongoSource {
             .map(Bson::try_from)
             .collect::<Result<Vec<Bson>, _>>()
             .map_err(|e| CopyError::Internal(format!("undecodable _id: {e}")))?;
-        let cursor = self
-            .collection(ns)
-            .find(doc! { "_id": { "$in": ids } })
-            .batch_size(wanted.min(u32::MAX as usize) as u32)
-            .await
-            .map_err(|e| self.read_error(ns, "fetch", e))?;
-        cursor
-            .try_collect()
+        let collection = self.collection(ns);
+        self.retry
+            .run("fetch", || async {
+                collection
+                    .find(doc! { "_id": { "$in": ids.clone() } })
+                    .batch_size(wanted.min(u32::MAX as usize) as u32)
+                    .await?
+                    .try_collect()
+                    .await
+            })
             .await
             .map_err(|e| self.read_error(ns, "fetch", e))
     }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use mongodb::bson::{rawdoc, Binary, RawBson, RawDocumentBuf};
 
 use super::queue::{NsTask, Payload, QueueSender};
-use super::sink::Sink;
+use super::sink::{Refused, Sink};
 use super::source::{BatchBuilder, Source};
 use super::CopyError;
 use crate::config::Strategy;
@@ -105,8 +105,12 @@ impl Sink for NullSink {
         Ok(())
     }
 
-    async fn write(&self, _ns: &Namespace, docs: Vec<RawDocumentBuf>) -> Result<(), CopyError> {
+    async fn write(
+        &self,
+        _ns: &Namespace,
+        docs: Vec<RawDocumentBuf>,
+    ) -> Result<Vec<Refused>, CopyError> {
         drop(docs);
-        Ok(())
+        Ok(vec![])
     }
 }

@@ -5,7 +5,8 @@
 //! acknowledged by the sink, counted per worker and per namespace. A worker stops when the queue is
 //! closed and drained, when the job is cancelled or its slot is no longer wanted (after finishing
 //! its current batch), or at its first error, which it returns. While the job is paused it takes no
-//! batch; before each write it waits for the job's rate limits.
+//! batch; before each write it waits for the job's rate limits. Documents the sink refuses go to
+//! the [`Ledger`] as dead letters before the batch counts as done.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::ledger::Ledger;
 use super::queue::{Batch, Payload, QueueReceiver};
 use super::sink::Sink;
 use super::source::Source;
@@ -32,6 +34,7 @@ pub struct Worker<S, K> {
     pub paused: watch::Receiver<bool>,
     pub wanted: watch::Receiver<usize>,
     pub throttle: Throttle,
+    pub ledger: Arc<Ledger>,
 }
 
 /// Why a worker stopped without error.
@@ -68,16 +71,31 @@ impl<S: Source, K: Sink> Worker<S, K> {
                 self.throttle.acquire(count, bytes).await;
             }
             let write_started = Instant::now();
-            if !docs.is_empty() {
-                self.sink.write(&batch.task.destination, docs).await?;
-            }
+            let refused = if docs.is_empty() {
+                vec![]
+            } else {
+                self.sink.write(&batch.task.destination, docs).await?
+            };
             let write_time = write_started.elapsed();
-            self.counters.record_batch(count, fetch_time, write_time);
+            let failed = refused.len() as u64;
+            let failed_bytes: u64 = refused.iter().map(|r| r.doc.as_bytes().len() as u64).sum();
+            if !refused.is_empty() {
+                let ns = &batch.task.destination;
+                self.ledger
+                    .keep(ns, refused, &self.job.dead_letters)
+                    .await?;
+                batch.task.counters.add_failed(failed);
+            }
+            self.counters
+                .record_batch(count - failed, fetch_time, write_time);
             if !fetch_time.is_zero() {
                 self.job.fetch_latency.observe(fetch_time);
             }
             self.job.write_latency.observe(write_time);
-            batch.task.counters.add_written(count, bytes);
+            batch
+                .task
+                .counters
+                .add_written(count - failed, bytes - failed_bytes);
             batch.done();
         }
     }

@@ -173,13 +173,22 @@ pub async fn collection_names(client: &Client, db: &str) -> Vec<String> {
 }
 
 /// Runs the `mongoferry` binary with a time bound; kills it if it overruns.
+/// A state store that keeps nothing, for engine-level tests.
+pub fn memory_store() -> std::sync::Arc<dyn mongoferry::state::StateStore> {
+    std::sync::Arc::new(mongoferry::state::MemoryStore::default())
+}
+
+/// Runs `mongoferry` with `args`, bounded by `timeout`. Each run gets its own data directory,
+/// so runs never continue each other's checkpoints unless given the same `--state`.
 pub fn mongoferry(args: &[&str], timeout: Duration) -> Output {
     // Output goes to files, so a chatty child can never block on a full pipe.
     let stdout = tempfile::tempfile().unwrap();
     let stderr = tempfile::tempfile().unwrap();
+    let data = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_mongoferry"))
         .args(args)
         .env("MONGOFERRY_LOG", "warn")
+        .env("XDG_DATA_HOME", data.path())
         .stdin(Stdio::null())
         .stdout(stdout.try_clone().unwrap())
         .stderr(stderr.try_clone().unwrap())
