@@ -1,8 +1,10 @@
-//! The command line: `copy` and `sample`. Parses arguments, runs the job, prints the outcome.
+//! The command line: `copy`, `verify`, `serve` and `sample`. Parses arguments, runs the job,
+//! prints the outcome.
 //!
 //! In: argv. Out: progress on stderr, a summary (text, or one JSON object with `--json`) on stdout,
-//! and an exit status: 0 on success, 1 when the job failed, 2 for invalid input, 130 when
-//! interrupted.
+//! and an exit status: 0 on success, 1 when the job failed, 2 for invalid input, 3 when it
+//! finished but the data differs (documents refused by the destination, or `verify` found
+//! differences), 130 when interrupted.
 
 use std::future::IntoFuture;
 use std::process::ExitCode;
@@ -42,6 +44,8 @@ pub enum Command {
     Copy(CopyArgs),
     /// Run the HTTP API: start, watch and steer copy jobs.
     Serve(ServeArgs),
+    /// Compare source and destination document by document (missing, extra, different).
+    Verify(VerifyArgs),
     /// Write generated sample documents into a collection (for demos and benchmarks).
     Sample(SampleArgs),
 }
@@ -124,6 +128,30 @@ pub struct CopyArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// Source connection string.
+    #[arg(long, env = "MONGOFERRY_FROM", hide_env_values = true)]
+    pub from: String,
+    /// Destination connection string.
+    #[arg(long, env = "MONGOFERRY_TO", hide_env_values = true)]
+    pub to: String,
+    /// Namespace to compare, `db.coll[:db2.coll2]` or `db.*[:db2]`; repeatable.
+    #[arg(long = "ns", required = true, value_name = "SRC[:DST]")]
+    pub namespaces: Vec<String>,
+    /// Compare only the documents matching this query (Extended JSON), on both sides.
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// How many `_id`s of each kind of difference to list.
+    #[arg(long, default_value_t = 10)]
+    pub show: usize,
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    pub connect_timeout: f64,
+    /// Print the report as one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
 pub struct SampleArgs {
     /// Destination connection string.
     #[arg(long)]
@@ -152,6 +180,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Copy(args) => run_copy(args).await,
         Command::Sample(args) => run_sample(args).await,
         Command::Serve(args) => run_serve(args).await,
+        Command::Verify(args) => run_verify(args).await,
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -292,6 +321,104 @@ async fn run_copy(args: CopyArgs) -> Result<(), Failure> {
         });
     }
     Ok(())
+}
+
+async fn run_verify(args: VerifyArgs) -> Result<(), Failure> {
+    // The same validation as a copy's, so namespaces and filters mean the same.
+    let spec = RawSpec {
+        from: args.from,
+        to: args.to,
+        namespaces: args.namespaces,
+        filter: args.filter,
+        connect_timeout_secs: Some(args.connect_timeout),
+        ..RawSpec::default()
+    }
+    .validate()?;
+    let (src, dst) = tokio::join!(
+        mongo::connect(Side::Source, &spec.from, 2, spec.connect_timeout),
+        mongo::connect(Side::Destination, &spec.to, 2, spec.connect_timeout),
+    );
+    let (src, dst) = match (src, dst) {
+        (Ok(s), Ok(d)) => (s, d),
+        (Err(e), other) | (other, Err(e)) => {
+            if let Ok(client) = other {
+                mongo::close(client).await;
+            }
+            return Err(e.into());
+        }
+    };
+    let outcome = async {
+        let pairs = copy::resolve(&src, &spec.namespaces).await?;
+        let mut namespaces = Vec::new();
+        for (source, destination) in &pairs {
+            let report = crate::verify::verify_namespace(
+                &src,
+                &dst,
+                (source, destination),
+                spec.filter.as_ref(),
+                args.show,
+            )
+            .await?;
+            namespaces.push(report);
+        }
+        Ok::<_, CopyError>(crate::verify::VerifyReport::new(namespaces))
+    }
+    .await;
+    mongo::close(src).await;
+    mongo::close(dst).await;
+    let report = outcome?;
+    print_verify(&report, args.json);
+    if report.identical {
+        Ok(())
+    } else {
+        Err(Failure {
+            message: format!(
+                "the destination differs: {} missing, {} extra, {} different",
+                report.missing, report.extra, report.different
+            ),
+            status: EXIT_DIFFERENT,
+        })
+    }
+}
+
+fn print_verify(report: &crate::verify::VerifyReport, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(report).expect("report serialises")
+        );
+        return;
+    }
+    for ns in &report.namespaces {
+        println!(
+            "{} -> {}: source {} docs, destination {} docs: {} missing, {} extra, {} different",
+            ns.source,
+            ns.destination,
+            ns.source_count,
+            ns.destination_count,
+            ns.missing,
+            ns.extra,
+            ns.different
+        );
+        for (kind, ids, total) in [
+            ("missing", &ns.first_missing, ns.missing),
+            ("extra", &ns.first_extra, ns.extra),
+            ("different", &ns.first_different, ns.different),
+        ] {
+            if !ids.is_empty() {
+                let list: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
+                let more = if total > ids.len() as u64 {
+                    ", …"
+                } else {
+                    ""
+                };
+                println!("  {kind} _id: {}{more}", list.join(", "));
+            }
+        }
+    }
+    if report.identical {
+        println!("identical: every document matches");
+    }
 }
 
 fn print_summary(summary: &CopySummary, json: bool) {

@@ -316,7 +316,7 @@ async fn max_document_bytes(client: &Client) -> usize {
 }
 
 /// Turns `--ns` mappings into concrete (source, destination) pairs, checking the sources exist.
-async fn resolve(
+pub(crate) async fn resolve(
     source: &Client,
     mappings: &[NsMapping],
 ) -> Result<Vec<(Namespace, Namespace)>, CopyError> {

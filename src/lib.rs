@@ -21,6 +21,7 @@
 //! - [`progress`]: progress bars or log lines drawn from the stats.
 //! - [`adaptive`]: adaptive mode, steering workers and a rate cap by write latency.
 //! - [`throttle`]: live rate limits (docs/s, bytes/s) per job and for the whole service.
+//! - [`verify`]: compares source and destination document by document, in `_id` order.
 //! - [`test_server`]: starts SecantusDB test servers (used by the tests, the benchmark and demos).
 
 pub mod adaptive;
@@ -38,3 +39,4 @@ pub mod state;
 pub mod stats;
 pub mod test_server;
 pub mod throttle;
+pub mod verify;

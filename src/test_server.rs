@@ -159,68 +159,110 @@ pub fn kill_with_parent(command: &mut Command) {
 #[cfg(not(target_os = "linux"))]
 pub fn kill_with_parent(_command: &mut Command) {}
 
-/// A TCP proxy in front of a server that can delay what clients send. Delayed chunks pass one
-/// at a time across all connections, so latency grows with the number of requests in flight, as
-/// on a database under strain. For tests and the benchmark of adaptive mode.
-pub struct LatencyProxy {
+/// A TCP proxy in front of a server that injects faults: it can delay what clients send (delayed
+/// chunks pass one at a time, so the server's latency rises as under load), cut every open
+/// connection, and stall all traffic for a while, as a flaky network does.
+pub struct FaultProxy {
     pub port: u16,
     delay_micros: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Bumped to cut every open connection.
+    cuts: tokio::sync::watch::Sender<u64>,
+    /// No byte passes before this instant.
+    stalled_until: std::sync::Arc<std::sync::Mutex<Option<tokio::time::Instant>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
-impl LatencyProxy {
-    /// Listens on a free port and forwards to `127.0.0.1:target_port`.
+impl FaultProxy {
     pub async fn start(target_port: u16) -> io::Result<Self> {
         use std::sync::atomic::{AtomicU64, Ordering};
-        use std::sync::Arc;
+        use std::sync::{Arc, Mutex};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
         let delay_micros = Arc::new(AtomicU64::new(0));
         let one_at_a_time = Arc::new(tokio::sync::Mutex::new(()));
+        let stalled_until: Arc<Mutex<Option<tokio::time::Instant>>> = Arc::default();
+        let (cuts, _) = tokio::sync::watch::channel(0u64);
         let delay = delay_micros.clone();
+        let (stall, cut) = (stalled_until.clone(), cuts.clone());
         let task = tokio::spawn(async move {
-            // Connections are owned here and end with the proxy.
             let mut connections = tokio::task::JoinSet::new();
             while let Ok((client, _)) = listener.accept().await {
                 let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", target_port)).await
                 else {
                     continue;
                 };
-                let (delay, gate) = (delay.clone(), one_at_a_time.clone());
+                let (delay, gate, stall) = (delay.clone(), one_at_a_time.clone(), stall.clone());
+                let mut cut = cut.subscribe();
                 connections.spawn(async move {
-                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                    let (mut client_read, mut client_write) = client.into_split();
-                    let (mut server_read, mut server_write) = server.into_split();
-                    let upstream = async {
+                    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+                    let wait_stall = |stall: Arc<Mutex<Option<tokio::time::Instant>>>| async move {
+                        let until = *stall.lock().unwrap();
+                        if let Some(until) = until {
+                            tokio::time::sleep_until(until).await;
+                        }
+                    };
+                    async fn pump(
+                        mut from: impl AsyncRead + Unpin,
+                        mut to: impl AsyncWrite + Unpin,
+                        before_write: impl Fn() -> std::pin::Pin<
+                            Box<dyn std::future::Future<Output = ()> + Send>,
+                        >,
+                    ) -> io::Result<()> {
                         let mut buf = vec![0u8; 64 * 1024];
                         loop {
-                            let n = client_read.read(&mut buf).await?;
+                            let n = from.read(&mut buf).await?;
                             if n == 0 {
-                                return server_write.shutdown().await;
+                                return to.shutdown().await;
                             }
+                            before_write().await;
+                            to.write_all(&buf[..n]).await?;
+                        }
+                    }
+                    let (client_read, client_write) = client.into_split();
+                    let (server_read, server_write) = server.into_split();
+                    let up_stall = stall.clone();
+                    let upstream = pump(client_read, server_write, move || {
+                        let (delay, gate, stall) = (delay.clone(), gate.clone(), up_stall.clone());
+                        Box::pin(async move {
+                            wait_stall(stall).await;
                             let micros = delay.load(Ordering::Relaxed);
                             if micros > 0 {
                                 let _turn = gate.lock().await;
                                 tokio::time::sleep(Duration::from_micros(micros)).await;
                             }
-                            server_write.write_all(&buf[..n]).await?;
-                        }
-                    };
-                    let downstream = tokio::io::copy(&mut server_read, &mut client_write);
-                    let _ = tokio::try_join!(upstream, downstream);
+                        })
+                    });
+                    let downstream = pump(server_read, client_write, move || {
+                        Box::pin(wait_stall(stall.clone()))
+                    });
+                    // A cut drops both sockets: the client sees its connection reset.
+                    tokio::select! {
+                        _ = async { tokio::try_join!(upstream, downstream) } => {}
+                        _ = cut.changed() => {}
+                    }
                 });
-                // Reap finished connections as we go.
                 while connections.try_join_next().is_some() {}
             }
         });
-        Ok(LatencyProxy {
+        Ok(FaultProxy {
             port,
             delay_micros,
+            cuts,
+            stalled_until,
             task,
         })
     }
 
-    /// Delay added to every chunk a client sends (zero: none).
+    /// Closes every connection open through the proxy now.
+    pub fn cut(&self) {
+        self.cuts.send_modify(|n| *n += 1);
+    }
+
+    /// Holds all traffic (both ways, all connections) for `length`.
+    pub fn stall(&self, length: Duration) {
+        *self.stalled_until.lock().unwrap() = Some(tokio::time::Instant::now() + length);
+    }
+
     pub fn set_delay(&self, delay: Duration) {
         self.delay_micros.store(
             delay.as_micros() as u64,

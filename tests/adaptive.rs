@@ -9,7 +9,7 @@ use common::*;
 use mongoferry::adaptive::{Action, AdaptiveConfig};
 use mongoferry::config::{RawSpec, Strategy};
 use mongoferry::copy;
-use mongoferry::test_server::LatencyProxy;
+use mongoferry::test_server::FaultProxy;
 use tokio_util::sync::CancellationToken;
 
 #[test]
@@ -25,7 +25,7 @@ fn backs_off_under_latency_and_recovers() {
             .unwrap()
             .parse()
             .unwrap();
-        let proxy = LatencyProxy::start(dst_port).await.unwrap();
+        let proxy = FaultProxy::start(dst_port).await.unwrap();
         let (s, d) = (env.src_db("adapt"), env.dst_db("adapt"));
         let docs = sample_docs(100_000, 256);
         insert_raw(&env.src_client().await, &s, "c", &docs).await;

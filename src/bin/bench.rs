@@ -30,7 +30,7 @@ use mongoferry::pipeline::{
     self, Control, EngineOptions, Ledger, MongoSink, MongoSource, NsTask, Sink, Source,
 };
 use mongoferry::stats::JobStats;
-use mongoferry::test_server::{LatencyProxy, TestServer};
+use mongoferry::test_server::{FaultProxy, TestServer};
 use mongoferry::throttle::{Limits, Throttle};
 use tokio_util::sync::CancellationToken;
 
@@ -421,7 +421,7 @@ impl Bench {
             let data = Namespace::new("bench", "adaptive");
             seed(&src, &data, 150_000, 256).await?;
             mongo::close(src).await;
-            let proxy = LatencyProxy::start(port).await?;
+            let proxy = FaultProxy::start(port).await?;
             let spec = RawSpec {
                 from: from.clone(),
                 to: proxy.uri(),

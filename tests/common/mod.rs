@@ -45,7 +45,9 @@ impl TestEnv {
                 _servers: vec![],
             };
         }
-        let mut servers = TestServer::start_many(2, &[]).expect("start test servers");
+        // Test commands on, so failpoint tests can inject server errors.
+        let mut servers =
+            TestServer::start_many(2, &["--enable-test-commands"]).expect("start test servers");
         let (dst, src) = (servers.pop().unwrap(), servers.pop().unwrap());
         TestEnv {
             src: src.uri.clone(),

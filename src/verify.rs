@@ -1,0 +1,188 @@
+//! Verification: are source and destination the same, document by document?
+//!
+//! In: two clusters, namespace pairs and an optional filter. Out: a [`VerifyReport`] per
+//! namespace: both counts, and the `_id`s missing at the destination, extra there, or different
+//! (totals, plus the first few of each). Both sides are streamed in `_id` order and merged, so
+//! memory stays bounded by one cursor batch per side whatever the collection's size; documents
+//! with the same `_id` are compared byte for byte (raw BSON: field order and types count).
+
+use std::cmp::Ordering;
+
+use futures::TryStreamExt;
+use mongodb::bson::{doc, Bson, Document, RawBson, RawDocumentBuf};
+use mongodb::options::Hint;
+use mongodb::{Client, Cursor};
+use serde::Serialize;
+
+use crate::bson_order;
+use crate::mongo::{describe, MongoError, Namespace, Side};
+
+/// Documents per cursor batch on each side.
+const BATCH: u32 = 1000;
+
+/// The comparison of one namespace pair.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct NsVerify {
+    pub source: String,
+    pub destination: String,
+    pub source_count: u64,
+    pub destination_count: u64,
+    pub missing: u64,
+    pub extra: u64,
+    pub different: u64,
+    /// The first `_id`s (canonical Extended JSON) of each kind, in `_id` order.
+    pub first_missing: Vec<serde_json::Value>,
+    pub first_extra: Vec<serde_json::Value>,
+    pub first_different: Vec<serde_json::Value>,
+}
+
+impl NsVerify {
+    pub fn differences(&self) -> u64 {
+        self.missing + self.extra + self.different
+    }
+}
+
+/// The comparison of a whole job.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct VerifyReport {
+    pub namespaces: Vec<NsVerify>,
+    pub missing: u64,
+    pub extra: u64,
+    pub different: u64,
+    pub identical: bool,
+}
+
+impl VerifyReport {
+    pub fn new(namespaces: Vec<NsVerify>) -> Self {
+        let sum = |f: fn(&NsVerify) -> u64| namespaces.iter().map(f).sum::<u64>();
+        let (missing, extra, different) =
+            (sum(|n| n.missing), sum(|n| n.extra), sum(|n| n.different));
+        VerifyReport {
+            identical: missing + extra + different == 0,
+            namespaces,
+            missing,
+            extra,
+            different,
+        }
+    }
+}
+
+/// Compares `source` on `src` with `destination` on `dst`, both restricted to `filter`;
+/// keeps the first `show` `_id`s of each kind of difference.
+pub async fn verify_namespace(
+    src: &Client,
+    dst: &Client,
+    (source, destination): (&Namespace, &Namespace),
+    filter: Option<&Document>,
+    show: usize,
+) -> Result<NsVerify, MongoError> {
+    let mut left = open(Side::Source, src, source, filter).await?;
+    let mut right = open(Side::Destination, dst, destination, filter).await?;
+    let mut report = NsVerify {
+        source: source.to_string(),
+        destination: destination.to_string(),
+        ..Default::default()
+    };
+    let mut a = next(&mut left, Side::Source, source).await?;
+    let mut b = next(&mut right, Side::Destination, destination).await?;
+    loop {
+        let order = match (&a, &b) {
+            (None, None) => break,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some((x, _)), Some((y, _))) => {
+                bson_order::compare(x.as_raw_bson_ref(), y.as_raw_bson_ref())
+            }
+        };
+        match order {
+            Ordering::Less => {
+                let (id, _) = a.take().expect("present");
+                note(&mut report.missing, &mut report.first_missing, &id, show);
+                report.source_count += 1;
+                a = next(&mut left, Side::Source, source).await?;
+            }
+            Ordering::Greater => {
+                let (id, _) = b.take().expect("present");
+                note(&mut report.extra, &mut report.first_extra, &id, show);
+                report.destination_count += 1;
+                b = next(&mut right, Side::Destination, destination).await?;
+            }
+            Ordering::Equal => {
+                let ((id, x), (_, y)) = (a.take().expect("present"), b.take().expect("present"));
+                if x.as_bytes() != y.as_bytes() {
+                    note(
+                        &mut report.different,
+                        &mut report.first_different,
+                        &id,
+                        show,
+                    );
+                }
+                report.source_count += 1;
+                report.destination_count += 1;
+                a = next(&mut left, Side::Source, source).await?;
+                b = next(&mut right, Side::Destination, destination).await?;
+            }
+        }
+    }
+    Ok(report)
+}
+
+fn note(total: &mut u64, first: &mut Vec<serde_json::Value>, id: &RawBson, show: usize) {
+    *total += 1;
+    if first.len() < show {
+        first.push(
+            Bson::try_from(id.clone())
+                .map(Bson::into_canonical_extjson)
+                .unwrap_or(serde_json::Value::Null),
+        );
+    }
+}
+
+/// A cursor over the namespace in `_id` order (an `_id` index walk, no sort).
+async fn open(
+    side: Side,
+    client: &Client,
+    ns: &Namespace,
+    filter: Option<&Document>,
+) -> Result<Cursor<RawDocumentBuf>, MongoError> {
+    client
+        .database(&ns.db)
+        .collection::<RawDocumentBuf>(&ns.coll)
+        .find(filter.cloned().unwrap_or_default())
+        .sort(doc! { "_id": 1 })
+        .hint(Hint::Keys(doc! { "_id": 1 }))
+        .batch_size(BATCH)
+        .await
+        .map_err(|e| failed(side, ns, &e))
+}
+
+async fn next(
+    cursor: &mut Cursor<RawDocumentBuf>,
+    side: Side,
+    ns: &Namespace,
+) -> Result<Option<(RawBson, RawDocumentBuf)>, MongoError> {
+    let Some(doc) = cursor.try_next().await.map_err(|e| failed(side, ns, &e))? else {
+        return Ok(None);
+    };
+    let id = match doc.get("_id") {
+        Ok(Some(id)) => id.to_raw_bson(),
+        _ => {
+            return Err(MongoError::Command {
+                side,
+                ns: ns.clone(),
+                op: "verify",
+                reason: "a document has no readable _id".into(),
+            })
+        }
+    };
+    Ok(Some((id, doc)))
+}
+
+fn failed(side: Side, ns: &Namespace, e: &mongodb::error::Error) -> MongoError {
+    MongoError::Command {
+        side,
+        ns: ns.clone(),
+        op: "verify",
+        reason: describe(e),
+    }
+}

@@ -1,0 +1,512 @@
+//! Losing nothing: crashes, network faults, server errors, refused documents, and `verify`.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{insert_raw, mongoferry, stderr, stdout, TestEnv};
+use mongodb::bson::oid::ObjectId;
+use mongodb::bson::{doc, rawdoc, Binary, Bson, DateTime, Document, RawDocumentBuf};
+use mongoferry::test_server::FaultProxy;
+use serde_json::Value;
+
+/// Documents whose `_id`s mix many BSON types (and the singletons), in no particular order.
+fn mixed_docs(n: usize) -> Vec<RawDocumentBuf> {
+    let pad = Binary {
+        subtype: mongodb::bson::spec::BinarySubtype::Generic,
+        bytes: vec![7; 200],
+    };
+    let mut ids: Vec<Bson> = vec![Bson::MinKey, Bson::MaxKey, Bson::Null, Bson::Boolean(true)];
+    for i in 0..n.saturating_sub(4) {
+        let k = i as i64;
+        ids.push(match i % 7 {
+            0 => Bson::Int32(k as i32),
+            1 => Bson::Int64(k * 7 + 1_000_000),
+            2 => Bson::Double(k as f64 + 0.5),
+            3 => Bson::String(format!("s{k:07}")),
+            4 => Bson::Document(doc! { "k": k }),
+            5 => Bson::ObjectId(ObjectId::from_bytes({
+                let mut b = [0u8; 12];
+                b[4..].copy_from_slice(&k.to_be_bytes());
+                b
+            })),
+            _ => Bson::DateTime(DateTime::from_millis(k * 1000 - 5_000_000)),
+        });
+    }
+    ids.into_iter()
+        .enumerate()
+        .map(|(n, id)| {
+            let doc = doc! { "_id": id, "n": n as i64, "pad": pad.clone() };
+            RawDocumentBuf::from_document(&doc).unwrap()
+        })
+        .collect()
+}
+
+fn verify(env: &TestEnv, src: &str, dst: &str) -> (i32, Value) {
+    let out = mongoferry(
+        &[
+            "verify",
+            "--from",
+            &env.src,
+            "--to",
+            &env.dst,
+            "--ns",
+            &format!("{src}:{dst}"),
+            "--json",
+        ],
+        Duration::from_secs(60),
+    );
+    let report = serde_json::from_str(stdout(&out).trim())
+        .unwrap_or_else(|e| panic!("{e}: {} {}", stdout(&out), stderr(&out)));
+    (out.status.code().unwrap_or(-1), report)
+}
+
+/// Documents below the watermarks of the (only) job in a state file.
+fn checkpointed(state: &Path) -> u64 {
+    let Ok(text) = std::fs::read_to_string(state) else {
+        return 0;
+    };
+    let file: Value = serde_json::from_str(&text).unwrap();
+    file["jobs"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|job| job["namespaces"].as_object().unwrap().values())
+        .map(|ns| ns["done"].as_u64().unwrap())
+        .sum()
+}
+
+async fn count(client: &mongodb::Client, db: &str) -> u64 {
+    client
+        .database(db)
+        .collection::<Document>("c")
+        .count_documents(doc! {})
+        .await
+        .unwrap()
+}
+
+#[test]
+fn killed_copies_resume_from_their_checkpoint_and_verify_clean() {
+    const DOCS: usize = 30_000;
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("kill"), env.dst_db("kill"));
+        insert_raw(&env.src_client().await, &s, "c", &mixed_docs(DOCS)).await;
+        let dst = env.dst_client().await;
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state.json");
+        let ns = format!("{s}.c:{d}.c");
+        let state_arg = state.to_str().unwrap();
+        let argv = [
+            "copy", "--from", &env.src, "--to", &env.dst, "--ns", &ns, "--state", state_arg,
+            "--batch-size", "100", "--rate", "3000", "--quiet",
+        ];
+        let seed = fastrand::u64(..);
+        println!("kill moments seeded with {seed}");
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut recopied = 0;
+        let mut kills = 0;
+        for round in 0..10 {
+            let mut child = Command::new(env!("CARGO_BIN_EXE_mongoferry"))
+                .args(argv)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(rng.u64(300..1500))).await;
+            let finished = child.try_wait().unwrap().is_some();
+            let _ = child.kill(); // SIGKILL: no chance to save anything
+            child.wait().unwrap();
+            if finished {
+                break;
+            }
+            kills += 1;
+            // What the next run writes again: at the destination but not below a watermark.
+            let (written, safe) = (count(&dst, &d).await, checkpointed(&state));
+            assert!(safe <= written, "round {round}: checkpoint {safe} > written {written}");
+            recopied += written - safe;
+        }
+        assert!(kills >= 5, "the copy must be killed mid-way (only {kills} kills)");
+        let out = mongoferry(&argv, Duration::from_secs(90));
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(stderr(&out).is_empty(), "--quiet: {}", stderr(&out));
+
+        let (status, report) = verify(&env, &format!("{s}.c"), &format!("{d}.c"));
+        assert_eq!(status, 0, "{report}");
+        assert_eq!(report["namespaces"][0]["source_count"], DOCS as u64, "{report}");
+        assert_eq!(
+            (report["missing"].as_u64(), report["extra"].as_u64(), report["different"].as_u64()),
+            (Some(0), Some(0), Some(0)),
+            "{report}"
+        );
+        common::assert_same(&env, (&s, "c"), (&d, "c")).await;
+        let fraction = recopied as f64 / DOCS as f64;
+        println!(
+            "{kills} kills: {recopied} documents re-copied in all ({:.1}% of the collection, {:.0} per restart)",
+            fraction * 100.0,
+            recopied as f64 / kills as f64
+        );
+        assert!(fraction < 0.25, "re-copied {recopied} of {DOCS}");
+    });
+}
+
+#[test]
+fn a_finished_job_says_so_and_restart_copies_again() {
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("again"), env.dst_db("again"));
+        insert_raw(&env.src_client().await, &s, "c", &mixed_docs(500)).await;
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state.json");
+        let ns = format!("{s}.c:{d}.c");
+        let run = |extra: &[&str]| {
+            let mut argv = vec![
+                "copy",
+                "--from",
+                &env.src,
+                "--to",
+                &env.dst,
+                "--ns",
+                &ns,
+                "--json",
+                "--state",
+                state.to_str().unwrap(),
+            ];
+            argv.extend_from_slice(extra);
+            let out = mongoferry(&argv, Duration::from_secs(60));
+            assert!(out.status.success(), "{}", stderr(&out));
+            let summary: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+            (summary, stderr(&out))
+        };
+        let (first, _) = run(&[]);
+        assert_eq!(
+            (first["docs"].as_u64(), first["skipped"].as_u64()),
+            (Some(500), Some(0))
+        );
+        let (again, message) = run(&[]);
+        assert_eq!(again["already_complete"], true, "{again}");
+        assert_eq!(
+            (again["docs"].as_u64(), again["skipped"].as_u64()),
+            (Some(0), Some(500))
+        );
+        assert!(message.contains("already complete"), "{message}");
+        let (restarted, _) = run(&["--restart"]);
+        assert_eq!(restarted["docs"], 500, "{restarted}");
+        assert_eq!(restarted["already_complete"], false);
+        common::assert_same(&env, (&s, "c"), (&d, "c")).await;
+    });
+}
+
+async fn fail_point(client: &mongodb::Client, mode: Bson, data: Document) {
+    client
+        .database("admin")
+        .run_command(doc! { "configureFailPoint": "failCommand", "mode": mode, "data": data })
+        .await
+        .expect("configureFailPoint (needs test commands)");
+}
+
+#[test]
+fn transient_server_errors_are_retried_and_permanent_ones_keep_the_checkpoint() {
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("fp"), env.dst_db("fp"));
+        insert_raw(&env.src_client().await, &s, "c", &mixed_docs(3_000)).await;
+        let (src, dst) = (env.src_client().await, env.dst_client().await);
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state.json");
+        let ns = format!("{s}.c:{d}.c");
+        let argv = [
+            "copy",
+            "--from",
+            &env.src,
+            "--to",
+            &env.dst,
+            "--ns",
+            &ns,
+            "--json",
+            "--state",
+            state.to_str().unwrap(),
+            "--batch-size",
+            "100",
+        ];
+
+        // Transient: the destination exceeds its time limit for three inserts (the driver retries
+        // some itself), the source loses its cursor once.
+        fail_point(
+            &dst,
+            Bson::Document(doc! { "times": 3 }),
+            doc! {
+                "failCommands": ["insert"], "errorCode": 262,
+            },
+        )
+        .await;
+        fail_point(
+            &src,
+            Bson::Document(doc! { "times": 1 }),
+            doc! {
+                "failCommands": ["getMore"], "errorCode": 43,
+            },
+        )
+        .await;
+        let out = mongoferry(&argv, Duration::from_secs(90));
+        assert!(out.status.success(), "{}", stderr(&out));
+        let summary: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+        assert!(summary["retries"].as_u64().unwrap() >= 2, "{summary}");
+        assert_eq!(summary["docs"], 3_000);
+        common::assert_same(&env, (&s, "c"), (&d, "c")).await;
+
+        // Permanent: after some inserts succeed, every insert fails with an error no retry
+        // fixes. The job fails with that error and keeps its checkpoint.
+        dst.database(&d).drop().await.unwrap();
+        fail_point(
+            &dst,
+            Bson::Document(doc! { "skip": 10 }),
+            doc! {
+                "failCommands": ["insert"], "errorCode": 8,
+            },
+        )
+        .await;
+        let out = mongoferry(
+            &[&argv[..], &["--restart", "--workers", "1"]].concat(),
+            Duration::from_secs(60),
+        );
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("failpoint (UnknownError 8)"),
+            "{}",
+            stderr(&out)
+        );
+        let kept = checkpointed(&state);
+        assert!(kept >= 100 && kept < 3_000, "checkpoint kept: {kept}");
+        fail_point(&dst, Bson::String("off".into()), doc! {}).await;
+        let out = mongoferry(&argv, Duration::from_secs(60));
+        assert!(out.status.success(), "{}", stderr(&out));
+        let summary: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+        assert_eq!(summary["resumed"], true, "{summary}");
+        assert_eq!(summary["skipped"].as_u64(), Some(kept), "{summary}");
+        common::assert_same(&env, (&s, "c"), (&d, "c")).await;
+    });
+}
+
+#[test]
+fn cut_and_stalled_connections_on_both_sides_are_survived() {
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("net"), env.dst_db("net"));
+        insert_raw(&env.src_client().await, &s, "c", &mixed_docs(20_000)).await;
+        let port = |uri: &str| -> u16 {
+            uri.split("127.0.0.1:")
+                .nth(1)
+                .unwrap()
+                .split('/')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        let src_proxy = FaultProxy::start(port(&env.src)).await.unwrap();
+        let dst_proxy = FaultProxy::start(port(&env.dst)).await.unwrap();
+        let ns = format!("{s}.c:{d}.c");
+        let argv: Vec<String> = [
+            "copy",
+            "--from",
+            &src_proxy.uri(),
+            "--to",
+            &dst_proxy.uri(),
+            "--ns",
+            &ns,
+            "--json",
+            "--no-state",
+            "--batch-size",
+            "200",
+            "--rate",
+            "5000",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let copy = tokio::spawn(common::mongoferry_async(argv, Duration::from_secs(120)));
+        let started = Instant::now();
+        let mut faults = 0;
+        while !copy.is_finished() && started.elapsed() < Duration::from_secs(60) {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            match faults % 4 {
+                0 => src_proxy.cut(),
+                1 => dst_proxy.cut(),
+                2 => dst_proxy.stall(Duration::from_millis(1500)),
+                _ => src_proxy.stall(Duration::from_millis(1500)),
+            }
+            faults += 1;
+        }
+        let out = copy.await.unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        let summary: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+        assert!(faults >= 3, "faults injected during the copy: {faults}");
+        // The driver retries a cut read or write once by itself; anything more is ours.
+        println!(
+            "{faults} faults, {} retried by mongoferry",
+            summary["retries"]
+        );
+        let (status, report) = verify(&env, &format!("{s}.c"), &format!("{d}.c"));
+        assert_eq!(status, 0, "{report}");
+        src_proxy.stop().await;
+        dst_proxy.stop().await;
+    });
+}
+
+#[test]
+fn oversized_and_invalid_documents_become_dead_letters() {
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("dead"), env.dst_db("dead"));
+        let mut docs: Vec<RawDocumentBuf> = (0..100)
+            .map(|i| rawdoc! { "_id": i, "name": format!("n{i}") })
+            .collect();
+        docs[10] = rawdoc! { "_id": 10, "nameless": true };
+        docs[20] = rawdoc! { "_id": 20, "name": "big", "blob": "x".repeat(5_000) };
+        insert_raw(&env.src_client().await, &s, "c", &docs).await;
+        // The destination requires a name.
+        env.dst_client()
+            .await
+            .database(&d)
+            .run_command(doc! {
+                "create": "c",
+                "validator": { "$jsonSchema": { "required": ["name"] } },
+            })
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state.json");
+        let ns = format!("{s}.c:{d}.c");
+        let out = mongoferry(
+            &[
+                "copy",
+                "--from",
+                &env.src,
+                "--to",
+                &env.dst,
+                "--ns",
+                &ns,
+                "--json",
+                "--state",
+                state.to_str().unwrap(),
+                "--max-document-bytes",
+                "4096",
+            ],
+            Duration::from_secs(60),
+        );
+        assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("completed with 2 failed documents"),
+            "{}",
+            stderr(&out)
+        );
+        let summary: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+        assert_eq!(
+            (summary["docs"].as_u64(), summary["failed"].as_u64()),
+            (Some(98), Some(2))
+        );
+        let letters = mongoferry::state::read_dead_letters(
+            &mongoferry::state::FileStore::new(&state).dead_letter_path(),
+            None,
+        )
+        .unwrap();
+        let mut found: Vec<(String, Option<i32>)> = letters
+            .iter()
+            .map(|l| (l.id["$numberInt"].as_str().unwrap().to_string(), l.code))
+            .collect();
+        found.sort();
+        assert_eq!(
+            found,
+            vec![
+                ("10".to_string(), Some(121)),
+                ("20".to_string(), Some(10334))
+            ]
+        );
+        let big = letters.iter().find(|l| l.code == Some(10334)).unwrap();
+        assert!(
+            big.reason.contains("larger than the destination's limit"),
+            "{big:?}"
+        );
+        assert_eq!(big.document["name"], "big", "the document is kept");
+        let (status, report) = verify(&env, &format!("{s}.c"), &format!("{d}.c"));
+        assert_eq!(status, 3);
+        assert_eq!(report["missing"], 2, "{report}");
+    });
+}
+
+#[test]
+fn verify_finds_deleted_added_and_changed_documents() {
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("ver"), env.dst_db("ver"));
+        let docs = mixed_docs(2_000);
+        insert_raw(&env.src_client().await, &s, "c", &docs).await;
+        let ns = format!("{s}.c:{d}.c");
+        let out = mongoferry(
+            &[
+                "copy", "--from", &env.src, "--to", &env.dst, "--ns", &ns, "--quiet",
+            ],
+            Duration::from_secs(60),
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        // Mixed `_id` types merge in the server's order: a clean copy verifies clean.
+        let (status, report) = verify(&env, &format!("{s}.c"), &format!("{d}.c"));
+        assert_eq!(
+            (status, report["identical"].as_bool()),
+            (0, Some(true)),
+            "{report}"
+        );
+
+        let coll = env
+            .dst_client()
+            .await
+            .database(&d)
+            .collection::<Document>("c");
+        coll.delete_one(doc! { "_id": "s0000003" }).await.unwrap();
+        coll.insert_one(doc! { "_id": "planted", "n": -1 })
+            .await
+            .unwrap();
+        coll.update_one(doc! { "_id": { "k": 4_i64 } }, doc! { "$set": { "n": -2 } })
+            .await
+            .unwrap();
+        let (status, report) = verify(&env, &format!("{s}.c"), &format!("{d}.c"));
+        assert_eq!(status, 3, "{report}");
+        let ns_report = &report["namespaces"][0];
+        assert_eq!(
+            ns_report["first_missing"],
+            serde_json::json!(["s0000003"]),
+            "{report}"
+        );
+        assert_eq!(
+            ns_report["first_extra"],
+            serde_json::json!(["planted"]),
+            "{report}"
+        );
+        assert_eq!(
+            ns_report["first_different"],
+            serde_json::json!([{ "k": { "$numberLong": "4" } }]),
+            "{report}"
+        );
+        assert_eq!(
+            (
+                ns_report["source_count"].as_u64(),
+                ns_report["destination_count"].as_u64()
+            ),
+            (Some(2_000), Some(2_000))
+        );
+        // The text report names them too.
+        let out = mongoferry(
+            &["verify", "--from", &env.src, "--to", &env.dst, "--ns", &ns],
+            Duration::from_secs(60),
+        );
+        assert_eq!(out.status.code(), Some(3));
+        assert!(
+            stdout(&out).contains("1 missing, 1 extra, 1 different"),
+            "{}",
+            stdout(&out)
+        );
+        assert!(
+            stderr(&out).contains("the destination differs"),
+            "{}",
+            stderr(&out)
+        );
+    });
+}
