@@ -119,6 +119,9 @@ pub struct CopyArgs {
     /// whose limit is below the source's [default: the destination's maxBsonObjectSize].
     #[arg(long, value_name = "BYTES")]
     pub max_document_bytes: Option<usize>,
+    /// After the copy, compare source and destination document by document (as `verify`).
+    #[arg(long)]
+    pub verify: bool,
     /// Print the final summary as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -270,6 +273,7 @@ async fn run_copy(args: CopyArgs) -> Result<(), Failure> {
         }),
         restart: Some(args.restart),
         max_document_bytes: args.max_document_bytes,
+        verify: Some(args.verify),
     }
     .validate()?;
     let store: Arc<dyn StateStore> = if args.no_state {
@@ -309,6 +313,30 @@ async fn run_copy(args: CopyArgs) -> Result<(), Failure> {
              use --restart to copy again",
             summary.state
         );
+    }
+    if let Some(report) = &summary.verify {
+        if !args.json {
+            print_verify(report, false);
+        }
+        if !report.identical {
+            return Err(Failure {
+                message: format!(
+                    "verify: the destination differs: {} missing, {} extra, {} different{}",
+                    report.missing,
+                    report.extra,
+                    report.different,
+                    if summary.failed > 0 {
+                        format!(
+                            " ({} documents were refused, see {})",
+                            summary.failed, summary.dead_letters
+                        )
+                    } else {
+                        String::new()
+                    }
+                ),
+                status: EXIT_DIFFERENT,
+            });
+        }
     }
     if summary.failed > 0 {
         return Err(Failure {

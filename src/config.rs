@@ -164,6 +164,8 @@ pub struct CopySpec {
     pub restart: bool,
     /// Refuse (as dead letters) documents larger than this, below the destination's own limit.
     pub max_document_bytes: Option<usize>,
+    /// Compare source and destination document by document after the copy.
+    pub verify: bool,
 }
 
 /// Every problem found in a job spec, reported together.
@@ -193,6 +195,8 @@ pub struct RawSpec {
     pub restart: Option<bool>,
     /// Documents larger than this (bytes) are kept as dead letters instead of written.
     pub max_document_bytes: Option<usize>,
+    /// Verify the copy document by document when it is done.
+    pub verify: Option<bool>,
 }
 
 impl RawSpec {
@@ -291,6 +295,7 @@ impl RawSpec {
             adaptive: self.adaptive,
             restart: self.restart.unwrap_or(false),
             max_document_bytes: self.max_document_bytes,
+            verify: self.verify.unwrap_or(false),
         })
     }
 }

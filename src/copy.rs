@@ -27,6 +27,7 @@ use crate::retry::{Retry, RetryPolicy};
 use crate::state::{Checkpoint, JobKey, StateStore};
 use crate::stats::JobStats;
 use crate::throttle::Throttle;
+use crate::verify::{verify_namespace, VerifyReport};
 
 /// A job that is connected and knows exactly which namespaces it copies.
 pub struct PreparedCopy {
@@ -41,6 +42,8 @@ pub struct PreparedCopy {
     ledger: Arc<Ledger>,
     /// The run continues an earlier one's checkpoint.
     resumed: bool,
+    /// Verify afterwards, with this filter on both sides.
+    verify: Option<Option<Document>>,
     from: String,
     to: String,
 }
@@ -72,6 +75,8 @@ pub struct CopySummary {
     /// Where the checkpoint and the dead letters are kept.
     pub state: String,
     pub dead_letters: String,
+    /// The comparison after the copy, when the job asked for one.
+    pub verify: Option<VerifyReport>,
     /// Peak resident memory of this process, where the OS tells it.
     pub peak_rss_bytes: Option<u64>,
 }
@@ -165,6 +170,7 @@ pub async fn prepare(
         stats,
         ledger: Arc::new(Ledger::new(store, key, description)),
         resumed,
+        verify: spec.verify.then(|| spec.filter.clone()),
         options: EngineOptions {
             batch_size: spec.batch_size,
             strategy: spec.strategy,
@@ -224,6 +230,11 @@ impl PreparedCopy {
                 .run(self.tasks.clone(), checkpointing.clone()),
         );
         let already_complete = self.tasks.iter().all(|t| t.counters.is_finished());
+        let pairs: Vec<(Namespace, Namespace)> = self
+            .tasks
+            .iter()
+            .map(|t| (t.source.clone(), t.destination.clone()))
+            .collect();
         let outcome = pipeline::run(
             self.source,
             self.sink,
@@ -244,6 +255,30 @@ impl PreparedCopy {
             Ok(saved) => saved,
             Err(e) => Err(CopyError::Internal(format!("checkpointer failed: {e}"))),
         };
+        // The verify step runs on the same clients, once everything is written.
+        let verified = match (&outcome, &saved, &self.verify) {
+            (Ok(()), Ok(()), Some(filter)) => {
+                let [src, dst] = &self.clients;
+                let mut namespaces = Vec::new();
+                let mut failure = None;
+                for (source, destination) in &pairs {
+                    match verify_namespace(src, dst, (source, destination), filter.as_ref(), 10)
+                        .await
+                    {
+                        Ok(report) => namespaces.push(report),
+                        Err(e) => {
+                            failure = Some(e);
+                            break;
+                        }
+                    }
+                }
+                Some(match failure {
+                    Some(e) => Err(e),
+                    None => Ok(VerifyReport::new(namespaces)),
+                })
+            }
+            _ => None,
+        };
         // Every task is joined, so these are the last handles of the clients.
         for client in self.clients {
             mongo::close(client).await;
@@ -251,6 +286,7 @@ impl PreparedCopy {
         // The engine's error is the root cause; a checkpoint that could not be saved comes next.
         outcome?;
         saved?;
+        let verified = verified.transpose()?;
         let snap = self.stats.snapshot();
         Ok(CopySummary {
             from: self.from,
@@ -278,6 +314,7 @@ impl PreparedCopy {
             job_key: self.ledger.key().clone(),
             state: self.ledger.store().location(),
             dead_letters: self.ledger.store().dead_letter_location(),
+            verify: verified,
             docs: snap.docs,
             bytes: snap.bytes,
             seconds: snap.seconds,

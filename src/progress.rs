@@ -100,18 +100,32 @@ async fn draw_bars(stats: Arc<JobStats>, stop: CancellationToken) {
         };
         let snap = stats.snapshot();
         let now = Instant::now();
+        // Position counts what earlier runs copied (skipped) and what was refused; the rate only
+        // what this run writes.
         let rows = snap
             .namespaces
             .iter()
-            .map(|n| (n.docs, n.expected, n.finished))
-            .chain(total.iter().map(|_| (snap.docs, snap.expected, stopping)));
-        for ((bar, rate), (docs, expected, finished)) in
+            .map(|n| (n.docs, n.skipped + n.failed, n.expected, n.finished))
+            .chain(total.iter().map(|_| {
+                (
+                    snap.docs,
+                    snap.skipped + snap.failed,
+                    snap.expected,
+                    stopping,
+                )
+            }));
+        for ((bar, rate), (docs, before, expected, finished)) in
             ns_bars.iter().chain(total.iter()).zip(&mut rates).zip(rows)
         {
             let per_sec = rate.update(now, docs);
-            bar.set_length(expected.unwrap_or(docs));
-            bar.set_position(docs);
-            bar.set_message(rate_and_eta(per_sec, docs, expected, finished));
+            let done = docs + before;
+            bar.set_length(expected.unwrap_or(done));
+            bar.set_position(done);
+            let mut message = rate_and_eta(per_sec, done, expected, finished);
+            if before > 0 {
+                message.push_str(&format!("  ({before} skipped or failed)"));
+            }
+            bar.set_message(message);
         }
         if stopping {
             for b in ns_bars.iter().chain(total.iter()) {
@@ -151,14 +165,17 @@ async fn log_lines(stats: Arc<JobStats>, stop: CancellationToken, every: Duratio
         if snap.seconds < 1.0 {
             continue;
         }
+        let done = snap.docs + snap.skipped + snap.failed;
         let total = match snap.expected {
-            Some(n) => format!("{}/{n}", snap.docs),
-            None => snap.docs.to_string(),
+            Some(n) => format!("{done}/{n}"),
+            None => done.to_string(),
         };
         tracing::info!(
-            "copied {total} docs ({}), {}",
+            "copied {total} docs ({}; {} skipped as copied before, {} failed), {}",
             indicatif::HumanBytes(snap.bytes),
-            rate_and_eta(per_sec, snap.docs, snap.expected, false).trim_start()
+            snap.skipped,
+            snap.failed,
+            rate_and_eta(per_sec, done, snap.expected, false).trim_start()
         );
     }
 }

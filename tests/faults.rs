@@ -510,3 +510,50 @@ fn verify_finds_deleted_added_and_changed_documents() {
         );
     });
 }
+
+#[test]
+fn a_copy_can_verify_itself() {
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("self"), env.dst_db("self"));
+        insert_raw(&env.src_client().await, &s, "c", &mixed_docs(1_000)).await;
+        let ns = format!("{s}.c:{d}.c");
+        let argv = [
+            "copy",
+            "--from",
+            &env.src,
+            "--to",
+            &env.dst,
+            "--ns",
+            &ns,
+            "--verify",
+            "--json",
+            "--no-state",
+        ];
+        let out = mongoferry(&argv, Duration::from_secs(60));
+        assert!(out.status.success(), "{}", stderr(&out));
+        let summary: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+        assert_eq!(summary["verify"]["identical"], true, "{summary}");
+        assert_eq!(
+            summary["verify"]["namespaces"][0]["destination_count"],
+            1_000
+        );
+
+        // A document the source does not have stays at the destination: verify reports it.
+        env.dst_client()
+            .await
+            .database(&d)
+            .collection::<Document>("c")
+            .insert_one(doc! { "_id": "stray" })
+            .await
+            .unwrap();
+        let out = mongoferry(&argv, Duration::from_secs(60));
+        assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+        let summary: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+        assert_eq!(summary["verify"]["extra"], 1, "{summary}");
+        assert_eq!(
+            summary["verify"]["namespaces"][0]["first_extra"],
+            serde_json::json!(["stray"])
+        );
+        assert!(stderr(&out).contains("1 extra"), "{}", stderr(&out));
+    });
+}

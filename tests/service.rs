@@ -662,3 +662,59 @@ fn rate_limits_hold_change_live_and_share_a_global_budget() {
         assert!(status == 400 || status == 409, "{status} {body}");
     });
 }
+
+#[test]
+fn refused_documents_are_visible_on_the_job_and_kept_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start(&dir.path().join("jobs.json"));
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("dead"), env.dst_db("dead"));
+        let docs: Vec<_> = (0..300_i32)
+            .map(|i| mongodb::bson::rawdoc! { "_id": i, "name": format!("n{i}") })
+            .collect();
+        insert_raw(&env.src_client().await, &s, "c", &docs).await;
+        // A validator at the destination refuses the names ending in 7: 30 of 300.
+        env.dst_client()
+            .await
+            .database(&d)
+            .run_command(mongodb::bson::doc! {
+                "create": "c",
+                "validator": { "name": { "$not": { "$regex": "7$" } } },
+            })
+            .await
+            .unwrap();
+        let (status, job) = service
+            .post(
+                "/api/jobs",
+                spec(&env, &format!("{s}.c"), &format!("{d}.c")),
+            )
+            .await;
+        assert_eq!(status, 202, "{job}");
+        let job = service
+            .wait_for(&job["id"], "completion", |j| j["state"] == "completed")
+            .await;
+        assert_eq!(job["progress"]["failed"], 30, "{job}");
+        assert_eq!(job["progress"]["docs"], 270, "{job}");
+        assert_eq!(job["dead_letters"]["count"], 30, "{job}");
+        let recent = job["dead_letters"]["recent"].as_array().unwrap();
+        assert_eq!(recent.len(), 20, "the latest 20 are listed: {job}");
+        for letter in recent {
+            assert_eq!(letter["ns"], format!("{d}.c"));
+            let id: i32 = letter["id"]["$numberInt"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert_eq!(id % 10, 7, "{letter}");
+            assert!(!letter["reason"].as_str().unwrap().is_empty());
+        }
+        let error = job["error"].as_str().unwrap();
+        assert!(
+            error.contains("completed with 30 failed documents"),
+            "{error}"
+        );
+        let kept = std::fs::read_to_string(dir.path().join("copy-state.json.dead-letters.ndjson"))
+            .unwrap();
+        assert_eq!(kept.lines().count(), 30);
+    });
+}

@@ -197,6 +197,13 @@ impl JobManager {
             }
         };
         match outcome {
+            Ok(summary) if summary.verify.as_ref().is_some_and(|v| !v.identical) => {
+                let report = summary.verify.as_ref().expect("checked");
+                job.fail(format!(
+                    "verify: the destination differs: {} missing, {} extra, {} different ({} documents refused)",
+                    report.missing, report.extra, report.different, summary.failed
+                ))
+            }
             Ok(summary) if summary.failed > 0 => job.end(
                 JobState::Completed,
                 Some(format!(

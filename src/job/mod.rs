@@ -111,6 +111,9 @@ pub struct JobSpec {
     /// Refuse documents larger than this (bytes), as dead letters.
     #[serde(default)]
     pub max_document_bytes: Option<usize>,
+    /// Verify the copy document by document when it is done.
+    #[serde(default)]
+    pub verify: Option<bool>,
 }
 
 impl JobSpec {
@@ -133,6 +136,7 @@ impl JobSpec {
             adaptive: self.adaptive,
             restart: self.restart,
             max_document_bytes: self.max_document_bytes,
+            verify: self.verify,
         };
         raw.validate()
     }
@@ -157,6 +161,7 @@ impl JobSpec {
             adaptive: view.adaptive,
             restart: None,
             max_document_bytes: view.max_document_bytes,
+            verify: view.verify,
         })
     }
 
@@ -173,6 +178,7 @@ impl JobSpec {
             rate_bytes: self.rate_bytes,
             adaptive: self.adaptive,
             max_document_bytes: self.max_document_bytes,
+            verify: self.verify,
         }
     }
 }
@@ -194,6 +200,8 @@ pub struct SpecView {
     pub adaptive: Option<AdaptiveConfig>,
     #[serde(default)]
     pub max_document_bytes: Option<usize>,
+    #[serde(default)]
+    pub verify: Option<bool>,
 }
 
 /// What is kept of a job in the history, and restored after a restart of the service.

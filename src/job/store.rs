@@ -114,6 +114,7 @@ mod tests {
             adaptive: None,
             restart: None,
             max_document_bytes: None,
+            verify: None,
         };
         let record = crate::job::JobRecord {
             id: JobId(7),
