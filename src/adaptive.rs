@@ -2,10 +2,11 @@
 //! target the operator sets.
 //!
 //! In: every interval, the batches the job wrote (count, documents, and their mean latency: the
-//! time to read them by `_id`, if the strategy does, plus the time to write them). Out: a
-//! [`Decision`] — additive increase while latency is well under the target (one more worker, a
-//! higher rate cap), multiplicative decrease when it is over (half the workers, the rate cap at 70%
-//! of what was measured) — applied to the job's [`Control`] and kept, with its reason, for the API
+//! time to read them by `_id`, if the strategy does, plus the time to write them) and the
+//! transient errors it retried. Out: a [`Decision`] — additive increase while latency is well
+//! under the target (one more worker, a higher rate cap), multiplicative decrease when it is over
+//! or when the databases answered with transient errors (half the workers, the rate cap at 70% of
+//! what was measured) — applied to the job's [`Control`] and kept, with its reason, for the API
 //! and events. The operator's own limits stay an upper bound: the adaptive cap is a limiter of its
 //! own, and the worker count never exceeds `max_workers`.
 
@@ -96,6 +97,8 @@ pub struct Decision {
 #[derive(Debug, Clone, Copy)]
 pub struct Observation {
     pub batches: u64,
+    /// Transient errors retried during the interval (timeouts, "not primary", closed connections).
+    pub errors: u64,
     pub latency_ms: f64,
     pub docs_per_sec: f64,
 }
@@ -109,6 +112,24 @@ pub fn decide(
     cap: Option<f64>,
 ) -> (Action, usize, Option<f64>, String) {
     let target = config.target_ms;
+    if seen.errors > 0 {
+        let workers = workers.div_ceil(2).max(1);
+        // With nothing written there is no rate to cap at; the old cap stays.
+        let cap = if seen.docs_per_sec > 0.0 {
+            Some((seen.docs_per_sec * 0.7).max(1.0))
+        } else {
+            cap
+        };
+        let reason = format!(
+            "{} transient errors retried: halve workers{}",
+            seen.errors,
+            match cap {
+                Some(c) => format!(", cap at {c:.0} docs/s"),
+                None => String::new(),
+            }
+        );
+        return (Action::Decrease, workers, cap, reason);
+    }
     if seen.batches == 0 {
         return (Action::Hold, workers, cap, "no batch finished".into());
     }
@@ -215,6 +236,7 @@ impl Adaptive {
         tick.tick().await;
         let (mut batches, mut sum) = latency_totals(&stats);
         let mut docs = stats.snapshot().docs;
+        let mut retries = stats.retry.retries();
         let mut last = tokio::time::Instant::now();
         loop {
             tokio::select! {
@@ -225,6 +247,7 @@ impl Adaptive {
                 // A paused job writes nothing; that says nothing about the database.
                 (batches, sum) = latency_totals(&stats);
                 docs = stats.snapshot().docs;
+                retries = stats.retry.retries();
                 last = tokio::time::Instant::now();
                 continue;
             }
@@ -232,8 +255,10 @@ impl Adaptive {
             let now_docs = stats.snapshot().docs;
             let secs = last.elapsed().as_secs_f64().max(1e-3);
             let finished = now_batches - batches;
+            let now_retries = stats.retry.retries();
             let seen = Observation {
                 batches: finished,
+                errors: now_retries - retries,
                 latency_ms: if finished > 0 {
                     (now_sum - sum) / finished as f64 * 1000.0
                 } else {
@@ -241,8 +266,13 @@ impl Adaptive {
                 },
                 docs_per_sec: (now_docs - docs) as f64 / secs,
             };
-            (batches, sum, docs, last) =
-                (now_batches, now_sum, now_docs, tokio::time::Instant::now());
+            (batches, sum, docs, retries, last) = (
+                now_batches,
+                now_sum,
+                now_docs,
+                now_retries,
+                tokio::time::Instant::now(),
+            );
             let cap = control.throttle().adaptive.limits().rate;
             let (action, workers, cap, reason) =
                 decide(&self.config, max_workers, seen, control.workers(), cap);
@@ -285,9 +315,30 @@ mod tests {
     fn seen(latency_ms: f64, docs_per_sec: f64) -> Observation {
         Observation {
             batches: 10,
+            errors: 0,
             latency_ms,
             docs_per_sec,
         }
+    }
+
+    #[test]
+    fn backs_off_on_transient_errors_even_when_fast() {
+        let errors = Observation {
+            errors: 3,
+            ..seen(20.0, 1000.0)
+        };
+        let (action, workers, cap, reason) = decide(&CONFIG, 8, errors, 4, None);
+        assert_eq!((action, workers, cap), (Action::Decrease, 2, Some(700.0)));
+        assert!(reason.contains("3 transient errors"), "{reason}");
+        // Nothing got through: the cap stays what it was.
+        let stuck = Observation {
+            batches: 0,
+            errors: 1,
+            latency_ms: 0.0,
+            docs_per_sec: 0.0,
+        };
+        let (action, workers, cap, _) = decide(&CONFIG, 8, stuck, 2, Some(300.0));
+        assert_eq!((action, workers, cap), (Action::Decrease, 1, Some(300.0)));
     }
 
     #[test]
@@ -320,6 +371,7 @@ mod tests {
         assert_eq!((action, workers, cap), (Action::Hold, 3, Some(500.0)));
         let none = Observation {
             batches: 0,
+            errors: 0,
             latency_ms: 0.0,
             docs_per_sec: 0.0,
         };
