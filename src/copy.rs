@@ -44,6 +44,8 @@ pub struct PreparedCopy {
     resumed: bool,
     /// Verify afterwards, with this filter on both sides.
     verify: Option<Option<Document>>,
+    /// Shared by the source and the sink; stopped when the job is cancelled.
+    retry: Retry,
     from: String,
     to: String,
 }
@@ -163,7 +165,7 @@ pub async fn prepare(
         source: Arc::new(MongoSource::new(source, spec.filter.clone()).with_retry(retry.clone())),
         sink: Arc::new(
             MongoSink::new(destination)
-                .with_retry(retry)
+                .with_retry(retry.clone())
                 .with_max_document_bytes(max_document_bytes),
         ),
         tasks,
@@ -171,6 +173,7 @@ pub async fn prepare(
         ledger: Arc::new(Ledger::new(store, key, description)),
         resumed,
         verify: spec.verify.then(|| spec.filter.clone()),
+        retry,
         options: EngineOptions {
             batch_size: spec.batch_size,
             strategy: spec.strategy,
@@ -235,7 +238,7 @@ impl PreparedCopy {
             .iter()
             .map(|t| (t.source.clone(), t.destination.clone()))
             .collect();
-        let outcome = pipeline::run(
+        let engine = pipeline::run(
             self.source,
             self.sink,
             self.tasks,
@@ -243,9 +246,23 @@ impl PreparedCopy {
             self.control.clone(),
             self.stats.clone(),
             self.ledger.clone(),
-            cancel,
-        )
-        .await;
+            cancel.clone(),
+        );
+        // A cancelled job does not sit out backoffs: retrying stops with it.
+        let stop_retrying = async {
+            cancel.cancelled().await;
+            self.retry.stop();
+            std::future::pending::<()>().await
+        };
+        let outcome = tokio::select! {
+            outcome = engine => outcome,
+            _ = stop_retrying => unreachable!("never completes"),
+        };
+        // An operator's stop is a stop, whatever error it cut short.
+        let outcome = match outcome {
+            Err(_) if cancel.is_cancelled() => Err(CopyError::Stopped),
+            other => other,
+        };
         steering.cancel();
         if let Some(controller) = controller {
             let _ = controller.await;

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mongodb::error::{Error, ErrorKind};
+use tokio_util::sync::CancellationToken;
 
 /// Server error codes that mean "this may work if you try again".
 const TRANSIENT_CODES: &[i32] = &[
@@ -120,15 +121,34 @@ impl RetryCounters {
 }
 
 /// A retry policy and where to count retries; cloned into every stage that talks to a server.
+/// Stopping it (the job is cancelled) cuts every backoff short: the pending error is returned.
 #[derive(Debug, Clone, Default)]
 pub struct Retry {
     pub policy: RetryPolicy,
     pub counters: Arc<RetryCounters>,
+    stop: CancellationToken,
 }
 
 impl Retry {
     pub fn new(policy: RetryPolicy, counters: Arc<RetryCounters>) -> Self {
-        Retry { policy, counters }
+        Retry {
+            policy,
+            counters,
+            stop: CancellationToken::new(),
+        }
+    }
+
+    /// Ends all waiting for another try, now and later.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    /// Waits out the backoff; `false` if retrying was stopped meanwhile.
+    async fn backoff(&self, attempt: u32) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(self.policy.backoff(attempt)) => !self.stop.is_cancelled(),
+            _ = self.stop.cancelled() => false,
+        }
     }
 
     /// Runs `op` until it succeeds, fails with a permanent error, or runs out of attempts.
@@ -141,9 +161,15 @@ impl Retry {
         loop {
             match op().await {
                 Ok(value) => return Ok(value),
-                Err(e) if is_transient(&e) && attempt + 1 < self.policy.attempts => {
+                Err(e)
+                    if is_transient(&e)
+                        && attempt + 1 < self.policy.attempts
+                        && !self.stop.is_cancelled() =>
+                {
                     self.counters.record(what, &e);
-                    tokio::time::sleep(self.policy.backoff(attempt)).await;
+                    if !self.backoff(attempt).await {
+                        return Err(e);
+                    }
                     attempt += 1;
                 }
                 Err(e) => return Err(e),
@@ -154,12 +180,11 @@ impl Retry {
     /// Waits before try number `attempt + 1` of a hand-rolled retry loop; `false` when the
     /// attempts are used up (the caller then fails with `err`).
     pub async fn pause(&self, what: &str, err: &Error, attempt: u32) -> bool {
-        if !is_transient(err) || attempt + 1 >= self.policy.attempts {
+        if !is_transient(err) || attempt + 1 >= self.policy.attempts || self.stop.is_cancelled() {
             return false;
         }
         self.counters.record(what, err);
-        tokio::time::sleep(self.policy.backoff(attempt)).await;
-        true
+        self.backoff(attempt).await
     }
 }
 
@@ -175,6 +200,41 @@ mod tests {
             let bound = (policy.base * 2u32.pow(attempt.min(16))).min(policy.max_backoff);
             assert!(wait <= bound && wait >= bound / 2, "{attempt}: {wait:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn stopping_cuts_the_backoff_short() {
+        let retry = Retry::new(
+            RetryPolicy {
+                attempts: 10,
+                base: Duration::from_secs(1),
+                max_backoff: Duration::from_secs(5),
+            },
+            Arc::default(),
+        );
+        let stopper = retry.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            stopper.stop();
+        });
+        let started = std::time::Instant::now();
+        let tries = std::sync::atomic::AtomicU32::new(0);
+        let outcome: Result<(), Error> = retry
+            .run("test", || async {
+                tries.fetch_add(1, Ordering::Relaxed);
+                Err(Error::from(std::io::Error::from(
+                    std::io::ErrorKind::ConnectionRefused,
+                )))
+            })
+            .await;
+        assert!(outcome.is_err());
+        assert!(
+            started.elapsed() < Duration::from_millis(900),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(tries.load(Ordering::Relaxed), 1);
+        assert_eq!(retry.counters.retries(), 1);
     }
 
     #[test]
