@@ -20,7 +20,7 @@ use crate::state::{Checkpoint, DeadLetter, JobKey, MemoryStore, StateStore};
 use crate::stats::DeadLetterLog;
 
 /// How often a moved watermark is saved: a crash re-copies at most about this much work.
-pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 
 #[derive(Debug)]
 pub struct Ledger {
