@@ -6,7 +6,8 @@
 //!
 //! # Layout
 //!
-//! - [`api`]: the HTTP API of `serve`: routes, errors to status codes, events, metrics.
+//! - [`api`]: the HTTP API of `serve`: routes, errors to status codes, events, metrics, and the
+//!   web dashboard at `/` (the files of `web/`, embedded in the binary).
 //! - [`job`]: service jobs (typed states, views), the job manager ("bus") and the history file.
 //! - [`cli`]: the command line (`copy`, `sample`), exit statuses and the printed summary.
 //! - [`config`]: user input to a validated [`config::CopySpec`], every problem reported at once.

@@ -16,6 +16,20 @@ const WORKER_COLOURS = ["#d9480f", "#2b8a3e", "#7048e8", "#c2255c", "#1098ad", "
 
 const $ = (selector) => document.querySelector(selector);
 
+/**
+ * Replaces an element's content only when it changed, so a refresh every second does not move
+ * the keyboard focus, a text selection or an opened `<details>` for nothing.
+ */
+function setHtml(element, html) {
+  if (element.dataset.html === html) return;
+  const opened = [...element.querySelectorAll("details")].map((d) => d.open);
+  element.innerHTML = html;
+  element.dataset.html = html;
+  element.querySelectorAll("details").forEach((d, i) => {
+    if (opened[i]) d.open = true;
+  });
+}
+
 const page = {
   listTimer: null,
   listGeneration: 0,
@@ -26,6 +40,8 @@ const page = {
   /** Chart samples per job id, kept while the page is open. */
   samples: new Map(),
   resize: null,
+  /** Said once on the next job screen (set by the form). */
+  notice: "",
 };
 
 // ---------------------------------------------------------------- API
@@ -73,6 +89,10 @@ function leaveJob() {
     page.charts[key] = null;
   }
   page.charts.workerIds = "";
+  for (const element of document.querySelectorAll("#job-view [data-html]")) {
+    element.innerHTML = "";
+    delete element.dataset.html;
+  }
 }
 
 function showHome() {
@@ -92,7 +112,7 @@ async function pollList(generation) {
   if (generation !== page.listGeneration || $("#home-view").hidden) return;
   if (result.ok) {
     setConnection("");
-    $("#job-list").innerHTML = R.jobListHtml(result.data.jobs);
+    setHtml($("#job-list"), R.jobListHtml(result.data.jobs));
   } else {
     setConnection(result.data?.error ?? "cannot list the jobs");
   }
@@ -188,6 +208,8 @@ async function submitJob(event) {
   // The job is accepted: the form keeps the URIs as the service shows them, without passwords.
   $("#from").value = result.data.spec.from;
   $("#to").value = result.data.spec.to;
+  // 200 instead of 202: the same job is already active, and the service answered with it.
+  page.notice = result.status === 200 ? "The same job was already active: this is that job." : "";
   location.hash = `#/jobs/${result.data.id}`;
 }
 
@@ -204,8 +226,8 @@ async function showJob(id) {
   document.title = `job ${id} · mongoferry`;
   $("#job-state").innerHTML = "";
   $("#job-live").textContent = "";
-  $("#control-status").textContent = "";
-  $("#control-status").classList.remove("error");
+  controlStatus(page.notice ?? "", false);
+  page.notice = "";
   $("#job-missing").hidden = true;
   $("#job-body").hidden = false;
   for (const input of ["#rate-box", "#workers-box"]) delete $(input).dataset.dirty;
@@ -254,14 +276,14 @@ function update(view) {
   if (view.id !== page.jobId) return;
   page.view = view;
   const allowed = R.allowedCommands(view.state);
-  $("#job-state").innerHTML = R.stateBadge(view.state);
-  $("#job-error").innerHTML = R.errorHtml(view);
-  $("#summary").innerHTML = R.summaryHtml(view);
-  $("#job-adaptive").innerHTML = R.adaptiveHtml(view);
-  $("#job-dead").innerHTML = R.deadLettersHtml(view);
-  $("#job-namespaces").innerHTML = R.namespacesHtml(view) || `<p class="muted">Not started yet.</p>`;
-  $("#job-workers").innerHTML = R.workersHtml(view) || `<p class="muted">Not started yet.</p>`;
-  $("#job-spec").innerHTML = R.specHtml(view);
+  setHtml($("#job-state"), R.stateBadge(view.state));
+  setHtml($("#job-error"), R.errorHtml(view));
+  setHtml($("#summary"), R.summaryHtml(view, Date.now() / 1000));
+  setHtml($("#job-adaptive"), R.adaptiveHtml(view));
+  setHtml($("#job-dead"), R.deadLettersHtml(view));
+  setHtml($("#job-namespaces"), R.namespacesHtml(view) || `<p class="muted">Not started yet.</p>`);
+  setHtml($("#job-workers"), R.workersHtml(view) || `<p class="muted">Not started yet.</p>`);
+  setHtml($("#job-spec"), R.specHtml(view));
   $("#pause").disabled = !allowed.pause;
   $("#resume").disabled = !allowed.resume;
   $("#cancel").disabled = !allowed.cancel;

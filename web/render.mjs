@@ -234,12 +234,13 @@ function tile(label, value, field) {
   return `<div class="tile"><span class="tile-label">${esc(label)}</span><span class="tile-value" data-field="${esc(field)}">${esc(value)}</span></div>`;
 }
 
-/** The figures at the top of a job's page. */
-export function summaryHtml(view) {
+/** The figures at the top of a job's page; `now` in Unix seconds. */
+export function summaryHtml(view, now) {
   const p = view.progress;
   const active = !isFinal(view.state);
   const expected = p && p.expected !== null && p.expected !== undefined ? ` / ${formatCount(p.expected)}` : "";
-  const elapsed = (view.finished_at ?? Date.now() / 1000) - view.created_at;
+  // The browser's clock may differ from the service's: never less than nothing.
+  const elapsed = Math.max(0, (view.finished_at ?? now) - view.created_at);
   return `<div class="bar-line">${progressBar(p, "progress")}<span class="pct">${esc(percent(p))}</span></div>
 <div class="tiles">
   ${tile("documents", p ? `${formatCount(p.docs)}${expected}` : "–", "docs")}

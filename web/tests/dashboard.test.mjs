@@ -174,8 +174,12 @@ describe("the dashboard in a browser", { timeout: WATCHDOG_MS }, () => {
     await page.locator('#job-list [data-job="1"]').waitFor();
     assert.ok(!(await page.locator("#job-view").isVisible()), "one screen at a time");
     assert.match(await text('#job-list [data-job="1"]'), /running/);
-    await page.goForward();
+    // The same spec again while the job runs: the service answers with that job.
+    await page.locator("#submit-job").click();
+    await page.waitForURL(/#\/jobs\/1$/);
     await waitForState("running");
+    assert.equal(await text("#control-status"), "The same job was already active: this is that job.");
+    assert.equal((await api("GET", "/api/jobs")).body.jobs.length, 1);
 
     const first = await docs();
     await waitFor("the job chart to gain points", async () => (await points("#chart-job")) >= 4, 15000);

@@ -187,10 +187,13 @@ test("shows adaptive mode's latest decision and its reason", () => {
 });
 
 test("summarises a job's progress", () => {
-  const html = R.summaryHtml({ ...baseView, state: "running", finished_at: null, limits: { rate: 400, rate_bytes: null }, progress: { ...baseView.progress, docs_per_sec: 123.4, eta_secs: 30 } });
+  const html = R.summaryHtml({ ...baseView, state: "running", finished_at: null, limits: { rate: 400, rate_bytes: null }, progress: { ...baseView.progress, docs_per_sec: 123.4, eta_secs: 30 } }, 1065);
   assert.match(html, /data-field="docs">10 \/ 20</);
   assert.match(html, /data-field="docs_per_sec">123</);
   assert.match(html, /data-field="eta">30 s</);
   assert.match(html, /data-field="rate_limit">400 docs\/s</);
   assert.match(html, /<progress max="1" value="0.5000"/);
+  assert.match(html, /running for<\/span><span class="tile-value" data-field="elapsed">1 min 05 s</);
+  // A browser clock behind the service's shows no negative time.
+  assert.match(R.summaryHtml({ ...baseView, state: "running", finished_at: null }, 900), /data-field="elapsed">&lt; 1 s</);
 });
