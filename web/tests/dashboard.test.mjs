@@ -362,6 +362,30 @@ describe("the dashboard in a browser", { timeout: WATCHDOG_MS }, () => {
   test("the pages fit a narrow window", async () => {
     await page.setViewportSize({ width: 390, height: 844 });
     const fits = () => page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth + 1);
+    // No two parts of a job's row drawn over each other.
+    const overlaps = () =>
+      page.evaluate(() => {
+        const found = [];
+        for (const row of document.querySelectorAll("#job-list .job-row")) {
+          const parts = [...row.children].filter((c) => c.getClientRects().length > 0 && c.textContent.trim() !== "");
+          // Where the text is drawn, also past its box, unless the box clips it (ellipsis).
+          const boxes = parts.map((c) => {
+            if (getComputedStyle(c).overflow === "hidden") return c.getBoundingClientRect();
+            const range = document.createRange();
+            range.selectNodeContents(c);
+            return range.getBoundingClientRect();
+          });
+          for (let i = 0; i < boxes.length; i++) {
+            for (let j = i + 1; j < boxes.length; j++) {
+              const [a, b] = [boxes[i], boxes[j]];
+              if (a.left < b.right - 1 && b.left < a.right - 1 && a.top < b.bottom - 1 && b.top < a.bottom - 1) {
+                found.push(`${row.dataset.job}: ${parts[i].className} / ${parts[j].className}`);
+              }
+            }
+          }
+        }
+        return found;
+      });
     await page.goto(`${service.base}/#/jobs/4`);
     await waitForState("running");
     await waitFor("the chart to gain points", async () => (await points("#chart-job")) >= 2, 10000);
@@ -370,6 +394,13 @@ describe("the dashboard in a browser", { timeout: WATCHDOG_MS }, () => {
     await page.goto(`${service.base}/#/`);
     await page.locator("#job-list .job-row").first().waitFor();
     assert.ok(await fits(), "the home page scrolls sideways at 390 px");
+    assert.deepEqual(await overlaps(), [], "parts of job rows overlap at 390 px");
+    await page.setViewportSize({ width: 1100, height: 900 });
+    assert.deepEqual(await overlaps(), [], "parts of job rows overlap at 1100 px");
+    await page.setViewportSize({ width: 1366, height: 900 });
+    assert.deepEqual(await overlaps(), [], "parts of job rows overlap at 1366 px");
+    await page.screenshot({ path: screenshotPath("14-laptop-home"), fullPage: true });
+    await page.setViewportSize({ width: 390, height: 844 });
     await page.screenshot({ path: screenshotPath("13-narrow-home"), fullPage: true });
     const cancelled = await api("POST", "/api/jobs/4/cancel");
     assert.equal(cancelled.status, 200);
