@@ -18,7 +18,7 @@ const PREFIX = SHARED_URI ? `mfweb${process.pid}_` : "";
 const ns = (name) => PREFIX + name;
 const PASSWORD = "s3cret-Pw";
 /** The whole file must finish well within the suite's budget; this stops a wedged run. */
-const WATCHDOG_MS = 170000;
+const WATCHDOG_MS = 115000;
 
 const watchdog = setTimeout(() => {
   console.error(`the browser tests took more than ${WATCHDOG_MS / 1000} s: stopping`);
