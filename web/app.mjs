@@ -16,15 +16,20 @@ const WORKER_COLOURS = ["#d9480f", "#2b8a3e", "#7048e8", "#c2255c", "#1098ad", "
 
 const $ = (selector) => document.querySelector(selector);
 
+/** The parts of a job's screen drawn from its view. */
+const JOB_PARTS = ["#job-state", "#job-error", "#summary", "#job-adaptive", "#job-dead", "#job-namespaces", "#job-workers", "#job-spec"];
+
 /**
  * Replaces an element's content only when it changed, so a refresh every second does not move
  * the keyboard focus, a text selection or an opened `<details>` for nothing.
  */
+const rendered = new WeakMap();
+
 function setHtml(element, html) {
-  if (element.dataset.html === html) return;
+  if (rendered.get(element) === html) return;
   const opened = [...element.querySelectorAll("details")].map((d) => d.open);
   element.innerHTML = html;
-  element.dataset.html = html;
+  rendered.set(element, html);
   element.querySelectorAll("details").forEach((d, i) => {
     if (opened[i]) d.open = true;
   });
@@ -35,7 +40,6 @@ const page = {
   listGeneration: 0,
   events: null,
   jobId: null,
-  view: null,
   charts: { job: null, workers: null, workerIds: "" },
   /** Chart samples per job id, kept while the page is open. */
   samples: new Map(),
@@ -83,15 +87,14 @@ function leaveJob() {
   if (page.events) page.events.close();
   page.events = null;
   page.jobId = null;
-  page.view = null;
   for (const key of ["job", "workers"]) {
     if (page.charts[key]) page.charts[key].destroy();
     page.charts[key] = null;
   }
   page.charts.workerIds = "";
-  for (const element of document.querySelectorAll("#job-view [data-html]")) {
-    element.innerHTML = "";
-    delete element.dataset.html;
+  for (const id of JOB_PARTS) {
+    $(id).innerHTML = "";
+    rendered.delete($(id));
   }
 }
 
@@ -224,7 +227,6 @@ async function showJob(id) {
   $("#job-view").hidden = false;
   $("#job-title").textContent = `Job ${id}`;
   document.title = `job ${id} · mongoferry`;
-  $("#job-state").innerHTML = "";
   $("#job-live").textContent = "";
   controlStatus(page.notice ?? "", false);
   page.notice = "";
@@ -266,15 +268,14 @@ function follow(view) {
     if (page.events === events) $("#job-live").textContent = "live";
   });
   events.addEventListener("error", () => {
-    if (page.events === events && events.readyState !== EventSource.CLOSED) {
-      $("#job-live").textContent = "reconnecting…";
-    }
+    if (page.events !== events) return;
+    // The browser reconnects by itself, unless the service refused the stream.
+    $("#job-live").textContent = events.readyState === EventSource.CLOSED ? "disconnected: reload to retry" : "reconnecting…";
   });
 }
 
 function update(view) {
   if (view.id !== page.jobId) return;
-  page.view = view;
   const allowed = R.allowedCommands(view.state);
   setHtml($("#job-state"), R.stateBadge(view.state));
   setHtml($("#job-error"), R.errorHtml(view));
