@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/setup-test-env.sh
+MONGOFERRY_SKIP_BROWSER=1 bash scripts/setup-test-env.sh
 echo "building mongoferry (release)…" >&2
 cargo build --release --quiet --bin mongoferry
 bin=target/release/mongoferry

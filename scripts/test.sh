@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# The whole test suite: installs the test server (idempotent), checks formatting and lints, runs
-# every unit and integration test. Set MONGOFERRY_TEST_URI=mongodb://... to run the integration
-# tests against a real mongod instead of the SecantusDB servers the harness starts.
+# The whole test suite: installs the test server, chromium and the browser tests' npm packages
+# (idempotent), checks formatting and lints, runs every unit and integration test, then the
+# dashboard's tests in node's test runner (web/tests/: its helpers, and headless chromium against a
+# real `mongoferry serve`; screenshots in target/screenshots/). Set MONGOFERRY_TEST_URI=mongodb://...
+# to run the integration and browser tests against a real mongod instead of the SecantusDB servers
+# the harnesses start.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,3 +16,9 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --locked
 fi
+
+# The browser tests start the binary the integration tests used (built again only if needed).
+cargo build --locked --bin mongoferry
+target_dir=${CARGO_TARGET_DIR:-target}
+case "$target_dir" in /*) ;; *) target_dir="$PWD/$target_dir" ;; esac
+(cd web/tests && MONGOFERRY_BIN="$target_dir/debug/mongoferry" node --test)

@@ -7,9 +7,10 @@
 //! # Layout
 //!
 //! - [`bson_order`]: the server's sort order of BSON values; the query that resumes after an `_id`.
-//! - [`api`]: the HTTP API of `serve`: routes, errors to status codes, events, metrics.
+//! - [`api`]: the HTTP API of `serve`: routes, errors to status codes, events, metrics, and the
+//!   web dashboard at `/` (the files of `web/`, embedded in the binary).
 //! - [`job`]: service jobs (typed states, views), the job manager ("bus") and the history file.
-//! - [`cli`]: the command line (`copy`, `sample`), exit statuses and the printed summary.
+//! - [`cli`]: the command line (`copy`, `verify`, `serve`, `sample`), exit statuses, summaries.
 //! - [`config`]: user input to a validated [`config::CopySpec`], every problem reported at once.
 //! - [`copy`]: one copy job end to end: connect, resolve namespaces, run the engine, summarise.
 //! - [`mongo`]: clients, namespaces, credential redaction, error classification.

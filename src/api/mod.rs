@@ -1,10 +1,11 @@
-//! The HTTP API of `mongoferry serve`.
+//! The HTTP API of `mongoferry serve`, and its dashboard.
 //!
-//! In: HTTP requests. Out: JSON views of jobs, server-sent events, Prometheus metrics and the
-//! OpenAPI description. Every error becomes a JSON body with a 4xx status in one place
+//! In: HTTP requests. Out: JSON views of jobs, server-sent events, Prometheus metrics, the
+//! OpenAPI description and the web dashboard ([`web`]: `/` and `/web/…`, embedded in the binary). Every error becomes a JSON body with a 4xx status in one place
 //! ([`ApiError`]); no request can panic the service or get a 500 for bad input.
 
 mod metrics;
+mod web;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -85,6 +86,8 @@ pub fn router(manager: Arc<JobManager>) -> Router {
         .route("/api/throttle", get(get_throttle).put(put_throttle))
         .route("/api/openapi.json", get(openapi))
         .route("/metrics", get(metrics::render))
+        .route("/", get(web::index))
+        .route("/web/{*path}", get(web::asset))
         .fallback(|| async { ApiError::NotFound("no such resource".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(manager)

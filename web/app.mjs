@@ -1,0 +1,490 @@
+// The dashboard of `mongoferry serve`: job views from the API in, the page out.
+//
+// Two screens, chosen by the URL's hash: `#/` (the form and the job list, polled every second:
+// one request lists every job, so many running jobs never use up the browser's six connections
+// per host) and `#/jobs/{id}` (one job, fed by its event stream: figures, charts, controls).
+// Nothing is stored in the browser; passwords typed into the form are replaced by the service's
+// masked URI once the job is accepted.
+
+import * as R from "./render.mjs";
+
+const LIST_EVERY_MS = 1000;
+/** Samples kept per job for the charts: 15 minutes at one a second. */
+const KEPT_SAMPLES = 900;
+const MIN_SAMPLE_GAP_SECS = 0.5;
+const WORKER_COLOURS = ["#d9480f", "#2b8a3e", "#7048e8", "#c2255c", "#1098ad", "#e67700", "#5c940d", "#862e9c"];
+
+const $ = (selector) => document.querySelector(selector);
+
+/** The parts of a job's screen drawn from its view. */
+const JOB_PARTS = ["#job-state", "#job-error", "#summary", "#job-adaptive", "#job-dead", "#job-namespaces", "#job-workers", "#job-spec"];
+
+/**
+ * Replaces an element's content only when it changed, so a refresh every second does not move
+ * the keyboard focus, a text selection or an opened `<details>` for nothing.
+ */
+const rendered = new WeakMap();
+
+function setHtml(element, html) {
+  if (rendered.get(element) === html) return;
+  const opened = [...element.querySelectorAll("details")].map((d) => d.open);
+  element.innerHTML = html;
+  rendered.set(element, html);
+  element.querySelectorAll("details").forEach((d, i) => {
+    if (opened[i]) d.open = true;
+  });
+}
+
+const page = {
+  listTimer: null,
+  listGeneration: 0,
+  events: null,
+  jobId: null,
+  charts: { job: null, workers: null, workerIds: "" },
+  /** Chart samples per job id, kept while the page is open. */
+  samples: new Map(),
+  resize: null,
+  /** Said once on the next job screen (set by the form). */
+  notice: "",
+};
+
+// ---------------------------------------------------------------- API
+
+/** One API call: `{status, ok, data}`; `status` 0 when the service could not be reached. */
+async function api(method, path, body) {
+  let response;
+  try {
+    response = await fetch(path, {
+      method,
+      headers: body === undefined ? {} : { "content-type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  } catch (e) {
+    return { status: 0, ok: false, data: { error: `the service is unreachable (${e.message})` } };
+  }
+  let data = null;
+  try {
+    data = await response.json();
+  } catch {
+    data = { error: `unexpected answer (HTTP ${response.status})` };
+  }
+  return { status: response.status, ok: response.ok, data };
+}
+
+function setConnection(text) {
+  $("#connection").textContent = text;
+}
+
+// ---------------------------------------------------------------- routing
+
+function route() {
+  const match = /^#\/jobs\/(\d+)$/.exec(location.hash);
+  if (match) showJob(Number(match[1]));
+  else showHome();
+}
+
+function leaveJob() {
+  if (page.events) page.events.close();
+  page.events = null;
+  page.jobId = null;
+  for (const key of ["job", "workers"]) {
+    if (page.charts[key]) page.charts[key].destroy();
+    page.charts[key] = null;
+  }
+  page.charts.workerIds = "";
+  for (const id of JOB_PARTS) {
+    $(id).innerHTML = "";
+    rendered.delete($(id));
+  }
+}
+
+function showHome() {
+  leaveJob();
+  $("#job-view").hidden = true;
+  $("#home-view").hidden = false;
+  document.title = "mongoferry";
+  pollList(++page.listGeneration);
+}
+
+// ---------------------------------------------------------------- the job list
+
+async function pollList(generation) {
+  clearTimeout(page.listTimer);
+  const result = await api("GET", "/api/jobs");
+  // A later navigation started its own loop (or left the list): this one ends.
+  if (generation !== page.listGeneration || $("#home-view").hidden) return;
+  if (result.ok) {
+    setConnection("");
+    setHtml($("#job-list"), R.jobListHtml(result.data.jobs));
+  } else {
+    setConnection(result.data?.error ?? "cannot list the jobs");
+  }
+  page.listTimer = setTimeout(() => pollList(generation), LIST_EVERY_MS);
+}
+
+// ---------------------------------------------------------------- the form
+
+const FORM_FIELDS = ["from", "to", "namespaces", "filter", "workers", "batch_size", "rate", "strategy", "rate_bytes", "adaptive"];
+
+function clearProblems() {
+  $("#form-problems").innerHTML = "";
+  for (const field of FORM_FIELDS) {
+    $(`#problems-${field}`).innerHTML = "";
+    $(`#${field}`).removeAttribute("aria-invalid");
+  }
+}
+
+function showProblems(problems) {
+  const { fields, general } = R.problemsByField(problems);
+  let first = null;
+  for (const [field, list] of Object.entries(fields)) {
+    const input = $(`#${field}`);
+    if (!input) {
+      general.push(...list);
+      continue;
+    }
+    $(`#problems-${field}`).innerHTML = list.map((p) => `<li>${R.esc(p)}</li>`).join("");
+    input.setAttribute("aria-invalid", "true");
+    if (field === "strategy" || field === "rate_bytes" || field === "adaptive") $(".more").open = true;
+    first ??= input;
+  }
+  if (general.length > 0) {
+    $("#form-problems").innerHTML = `<ul>${general.map((p) => `<li>${R.esc(p)}</li>`).join("")}</ul>`;
+  }
+  if (first) first.focus();
+}
+
+/** The spec the form describes, or the problems found before asking the service. */
+function readForm() {
+  const problems = [];
+  const spec = {
+    from: $("#from").value.trim(),
+    to: $("#to").value.trim(),
+    namespaces: R.parseNamespaces($("#namespaces").value),
+  };
+  for (const field of ["from", "to"]) {
+    if (R.hasMaskedPassword(spec[field])) {
+      problems.push(`${field}: the password is masked (***); type it again`);
+    }
+  }
+  const filter = R.parseFilter($("#filter").value);
+  if (filter.problem) problems.push(filter.problem);
+  else if (filter.value) spec.filter = filter.value;
+  for (const field of ["workers", "batch_size"]) {
+    const input = $(`#${field}`);
+    const parsed = R.parseWhole(field, input.value, input.validity.badInput);
+    if (parsed.problem) problems.push(parsed.problem);
+    else if (parsed.value !== null) spec[field] = parsed.value;
+  }
+  for (const field of ["rate", "rate_bytes"]) {
+    const input = $(`#${field}`);
+    const parsed = R.parseRate(field, input.value, input.validity.badInput);
+    if (parsed.problem) problems.push(parsed.problem);
+    else if (parsed.value !== null) spec[field] = parsed.value;
+  }
+  if ($("#strategy").value) spec.strategy = $("#strategy").value;
+  const adaptive = $("#adaptive");
+  const target = R.parseRate("adaptive", adaptive.value, adaptive.validity.badInput);
+  if (target.problem) problems.push(target.problem);
+  else if (target.value !== null) spec.adaptive = { target_ms: target.value };
+  return { spec, problems };
+}
+
+async function submitJob(event) {
+  event.preventDefault();
+  clearProblems();
+  const { spec, problems } = readForm();
+  if (problems.length > 0) {
+    showProblems(problems);
+    return;
+  }
+  const button = $("#submit-job");
+  button.disabled = true;
+  const result = await api("POST", "/api/jobs", spec);
+  button.disabled = false;
+  if (!result.ok) {
+    // The URIs stay as typed, so the operator fixes the problem without retyping everything.
+    const problems = result.data?.problems ?? [result.data?.error ?? `HTTP ${result.status}`];
+    showProblems(problems);
+    return;
+  }
+  // The job is accepted: the form keeps the URIs as the service shows them, without passwords.
+  $("#from").value = result.data.spec.from;
+  $("#to").value = result.data.spec.to;
+  // 200 instead of 202: the same job is already active, and the service answered with it.
+  page.notice = result.status === 200 ? "The same job was already active: this is that job." : "";
+  location.hash = `#/jobs/${result.data.id}`;
+}
+
+// ---------------------------------------------------------------- one job
+
+async function showJob(id) {
+  leaveJob();
+  clearTimeout(page.listTimer);
+  page.listGeneration++;
+  page.jobId = id;
+  $("#home-view").hidden = true;
+  $("#job-view").hidden = false;
+  $("#job-title").textContent = `Job ${id}`;
+  document.title = `job ${id} · mongoferry`;
+  $("#job-live").textContent = "";
+  controlStatus(page.notice ?? "", false);
+  page.notice = "";
+  $("#job-missing").hidden = true;
+  $("#job-body").hidden = false;
+  for (const input of ["#rate-box", "#workers-box"]) delete $(input).dataset.dirty;
+
+  const result = await api("GET", `/api/jobs/${id}`);
+  if (page.jobId !== id) return;
+  if (!result.ok) {
+    $("#job-body").hidden = true;
+    $("#job-missing").hidden = false;
+    $("#job-missing").textContent = result.data?.error ?? `job ${id} cannot be shown`;
+    return;
+  }
+  makeCharts();
+  update(result.data);
+  if (!R.isFinal(result.data.state)) follow(result.data);
+}
+
+/** Follows the job's event stream until its final state. */
+function follow(view) {
+  const events = new EventSource(view.links.events);
+  page.events = events;
+  const onView = (message) => {
+    if (page.events !== events) return;
+    const next = JSON.parse(message.data);
+    update(next);
+    if (R.isFinal(next.state)) {
+      // The service ends the stream after the final state; closing first stops a reconnect.
+      events.close();
+      page.events = null;
+      $("#job-live").textContent = "ended";
+    }
+  };
+  events.addEventListener("state", onView);
+  events.addEventListener("progress", onView);
+  events.addEventListener("open", () => {
+    if (page.events === events) $("#job-live").textContent = "live";
+  });
+  events.addEventListener("error", () => {
+    if (page.events !== events) return;
+    // The browser reconnects by itself, unless the service refused the stream.
+    $("#job-live").textContent = events.readyState === EventSource.CLOSED ? "disconnected: reload to retry" : "reconnecting…";
+  });
+}
+
+function update(view) {
+  if (view.id !== page.jobId) return;
+  const allowed = R.allowedCommands(view.state);
+  setHtml($("#job-state"), R.stateBadge(view.state));
+  setHtml($("#job-error"), R.errorHtml(view));
+  setHtml($("#summary"), R.summaryHtml(view, Date.now() / 1000));
+  setHtml($("#job-adaptive"), R.adaptiveHtml(view));
+  setHtml($("#job-dead"), R.deadLettersHtml(view));
+  setHtml($("#job-namespaces"), R.namespacesHtml(view) || `<p class="muted">Not started yet.</p>`);
+  setHtml($("#job-workers"), R.workersHtml(view) || `<p class="muted">Not started yet.</p>`);
+  setHtml($("#job-spec"), R.specHtml(view));
+  $("#pause").disabled = !allowed.pause;
+  $("#resume").disabled = !allowed.resume;
+  $("#cancel").disabled = !allowed.cancel;
+  for (const id of ["#rate-box", "#rate-slider", "#rate-unlimited", "#workers-box", "#workers-apply"]) {
+    $(id).disabled = !allowed.tune;
+  }
+  // What the operator is typing is left alone; otherwise the boxes show the job's settings.
+  const rateBox = $("#rate-box");
+  if (!rateBox.dataset.dirty && document.activeElement !== rateBox) {
+    rateBox.value = view.limits?.rate ?? "";
+    $("#rate-slider").value = R.rateToSlider(view.limits?.rate);
+  }
+  const workersBox = $("#workers-box");
+  if (!workersBox.dataset.dirty && document.activeElement !== workersBox) workersBox.value = view.workers;
+  if (view.progress && !R.isFinal(view.state)) addSample(view);
+}
+
+// ---------------------------------------------------------------- charts
+
+function samplesOf(id) {
+  if (!page.samples.has(id)) page.samples.set(id, []);
+  return page.samples.get(id);
+}
+
+function addSample(view) {
+  const samples = samplesOf(view.id);
+  const workers = {};
+  for (const w of view.progress.workers) workers[w.id] = w.docs;
+  const sample = { t: Date.now() / 1000, total: view.progress.docs_per_sec, limit: view.limits?.rate ?? null, workers };
+  // Views that arrive together (the page's first request, a state change, a command's answer)
+  // make one point, so the chart keeps about one point a second.
+  if (samples.length > 0 && sample.t - samples[samples.length - 1].t < MIN_SAMPLE_GAP_SECS) samples.pop();
+  samples.push(sample);
+  sample.workerRates = R.workerRates(samples);
+  if (samples.length > KEPT_SAMPLES) samples.splice(0, samples.length - KEPT_SAMPLES);
+  drawCharts();
+}
+
+function chartOptions(element, series) {
+  return {
+    width: Math.max(240, element.clientWidth),
+    height: 220,
+    series: [{}, ...series],
+    scales: { x: { time: true }, y: { range: (_u, _min, max) => [0, Math.max(10, (max ?? 0) * 1.15)] } },
+    axes: [{}, { size: 56 }],
+    legend: { live: false },
+    cursor: { drag: { x: false, y: false } },
+  };
+}
+
+function makeCharts() {
+  const element = $("#chart-job");
+  element.textContent = "";
+  element.dataset.points = "0";
+  page.charts.job = new uPlot(
+    chartOptions(element, [
+      { label: "docs/s", stroke: "#1c7ed6", width: 2, fill: "rgba(28,126,214,0.08)" },
+      { label: "rate limit", stroke: "#868e96", width: 1, dash: [6, 4] },
+    ]),
+    [[], [], []],
+    element,
+  );
+  $("#chart-workers").textContent = "";
+  $("#chart-workers").dataset.points = "0";
+  page.charts.workerIds = "";
+  drawCharts();
+}
+
+/** The worker chart has one series per worker ever seen; a new worker rebuilds it. */
+function workerChart(ids) {
+  const key = ids.join(",");
+  if (page.charts.workers && page.charts.workerIds === key) return page.charts.workers;
+  if (page.charts.workers) page.charts.workers.destroy();
+  const element = $("#chart-workers");
+  element.textContent = "";
+  const series = ids.map((id, i) => ({
+    label: `worker ${id}`,
+    stroke: WORKER_COLOURS[i % WORKER_COLOURS.length],
+    width: 1.5,
+  }));
+  page.charts.workers = new uPlot(chartOptions(element, series), [[], ...ids.map(() => [])], element);
+  page.charts.workerIds = key;
+  return page.charts.workers;
+}
+
+function drawCharts() {
+  if (!page.charts.job || page.jobId === null) return;
+  const samples = samplesOf(page.jobId);
+  const times = samples.map((s) => s.t);
+  page.charts.job.setData([times, samples.map((s) => s.total), samples.map((s) => s.limit)]);
+  $("#chart-job").dataset.points = String(samples.length);
+
+  const ids = [...new Set(samples.flatMap((s) => Object.keys(s.workers)))].map(Number).sort((a, b) => a - b);
+  const withRates = samples.filter((s) => Object.keys(s.workerRates ?? {}).length > 0);
+  const chart = workerChart(ids);
+  chart.setData([withRates.map((s) => s.t), ...ids.map((id) => withRates.map((s) => s.workerRates[id] ?? null))]);
+  const element = $("#chart-workers");
+  element.dataset.points = String(withRates.length);
+  element.dataset.series = String(ids.length);
+}
+
+function fitCharts() {
+  for (const [key, selector] of [["job", "#chart-job"], ["workers", "#chart-workers"]]) {
+    const chart = page.charts[key];
+    const width = Math.max(240, $(selector).clientWidth);
+    if (chart && chart.width !== width) chart.setSize({ width, height: 220 });
+  }
+}
+
+// ---------------------------------------------------------------- controls
+
+function controlStatus(text, isError) {
+  const status = $("#control-status");
+  status.textContent = text;
+  status.classList.toggle("error", Boolean(isError));
+}
+
+async function command(path, method, body, done) {
+  const id = page.jobId;
+  const result = await api(method, `/api/jobs/${id}${path}`, body);
+  if (page.jobId !== id) return;
+  if (!result.ok) {
+    controlStatus(result.data?.error ?? `HTTP ${result.status}`, true);
+    return;
+  }
+  controlStatus(done(result.data), false);
+  update(result.data);
+}
+
+async function applyRate(rate) {
+  const box = $("#rate-box");
+  delete box.dataset.dirty;
+  await command("", "PATCH", { rate }, (view) => `rate limit: ${R.formatLimit(view.limits.rate, "docs/s")}`);
+}
+
+function rateFromBox() {
+  const box = $("#rate-box");
+  const parsed = R.parseRate("rate", box.value, box.validity.badInput);
+  if (parsed.problem) {
+    controlStatus(parsed.problem, true);
+    return;
+  }
+  applyRate(parsed.value);
+}
+
+function wireControls() {
+  $("#pause").addEventListener("click", () => command("/pause", "POST", undefined, () => "pausing after the batches in flight"));
+  $("#resume").addEventListener("click", () => command("/resume", "POST", undefined, () => "resumed"));
+  $("#cancel").addEventListener("click", () => {
+    $("#confirm-title").textContent = `Cancel job ${page.jobId}?`;
+    $("#confirm-cancel").showModal();
+  });
+  $("#confirm-keep").addEventListener("click", () => $("#confirm-cancel").close());
+  $("#confirm-yes").addEventListener("click", () => {
+    $("#confirm-cancel").close();
+    command("/cancel", "POST", undefined, () => "cancelling after the batches in flight");
+  });
+
+  const rateBox = $("#rate-box");
+  rateBox.addEventListener("input", () => {
+    rateBox.dataset.dirty = "1";
+  });
+  // "change" fires on Enter and when the box loses focus after an edit.
+  rateBox.addEventListener("change", rateFromBox);
+  const slider = $("#rate-slider");
+  slider.addEventListener("input", () => {
+    rateBox.value = R.sliderToRate(Number(slider.value));
+    rateBox.dataset.dirty = "1";
+  });
+  slider.addEventListener("change", () => applyRate(R.sliderToRate(Number(slider.value))));
+  $("#rate-unlimited").addEventListener("click", () => applyRate(null));
+
+  const workersBox = $("#workers-box");
+  workersBox.addEventListener("input", () => {
+    workersBox.dataset.dirty = "1";
+  });
+  const applyWorkers = () => {
+    const parsed = R.parseWhole("workers", workersBox.value, workersBox.validity.badInput);
+    if (parsed.problem || parsed.value === null) {
+      controlStatus(parsed.problem ?? "workers: give a number", true);
+      return;
+    }
+    delete workersBox.dataset.dirty;
+    command("", "PATCH", { workers: parsed.value }, (view) => `workers: ${view.workers}`);
+  };
+  workersBox.addEventListener("keydown", (e) => {
+    if (e.key === "Enter") applyWorkers();
+  });
+  $("#workers-apply").addEventListener("click", applyWorkers);
+}
+
+// ---------------------------------------------------------------- start
+
+function start() {
+  $("#job-form").addEventListener("submit", submitJob);
+  wireControls();
+  window.addEventListener("hashchange", route);
+  page.resize = new ResizeObserver(() => fitCharts());
+  page.resize.observe($("main"));
+  route();
+}
+
+start();

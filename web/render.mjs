@@ -1,0 +1,366 @@
+// Pure helpers of the dashboard: job views (as the API sends them) in, HTML text and numbers out.
+// No DOM and no network here, so node's test runner checks them without a browser. Every value
+// that reaches HTML goes through `esc`: namespaces, errors and reasons are user or server text.
+
+/** Escapes text for HTML element content and quoted attribute values. */
+export function esc(value) {
+  return String(value ?? "")
+    .replaceAll("&", "&amp;")
+    .replaceAll("<", "&lt;")
+    .replaceAll(">", "&gt;")
+    .replaceAll('"', "&quot;")
+    .replaceAll("'", "&#39;");
+}
+
+const FINAL_STATES = new Set(["completed", "failed", "cancelled"]);
+
+export function isFinal(state) {
+  return FINAL_STATES.has(state);
+}
+
+/** Which commands a job in `state` accepts (the API answers 409 to the others). */
+export function allowedCommands(state) {
+  return {
+    pause: state === "pending" || state === "running",
+    resume: state === "paused",
+    cancel: !isFinal(state),
+    tune: !isFinal(state),
+  };
+}
+
+/** A count with thousands separators: 12345 -> "12,345". */
+export function formatCount(n) {
+  if (n === null || n === undefined || !Number.isFinite(n)) return "–";
+  return Math.round(n).toLocaleString("en-US");
+}
+
+/** Documents (or bytes) per second: one decimal below 10, whole numbers above. */
+export function formatRate(n) {
+  if (n === null || n === undefined || !Number.isFinite(n)) return "–";
+  return n < 10 ? n.toFixed(1) : formatCount(n);
+}
+
+export function formatBytes(n) {
+  if (n === null || n === undefined || !Number.isFinite(n)) return "–";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let value = n;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return unit === 0 ? `${n} B` : `${value.toFixed(1)} ${units[unit]}`;
+}
+
+/** Seconds as "42 s", "3 min 20 s", "2 h 05 min". */
+export function formatDuration(secs) {
+  if (secs === null || secs === undefined || !Number.isFinite(secs)) return "–";
+  if (secs < 1) return "< 1 s";
+  const s = Math.round(secs);
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${String(s % 60).padStart(2, "0")} s`;
+  const h = Math.floor(s / 3600);
+  return `${h} h ${String(Math.floor((s % 3600) / 60)).padStart(2, "0")} min`;
+}
+
+/** Share done, 0..1, when the total is known. */
+export function fraction(progress) {
+  if (!progress || !progress.expected) return null;
+  return Math.min(1, progress.docs / progress.expected);
+}
+
+export function formatLimit(rate, unit) {
+  return rate === null || rate === undefined ? "unlimited" : `${formatRate(rate)} ${unit}`;
+}
+
+/** The form fields a problem of the API's `problems` list belongs to (`null`: the form as a whole). */
+export function problemField(problem) {
+  const match = /^(from|to|namespaces?|filter|workers|batch_size|rate_bytes|rate|strategy|adaptive)\b/.exec(
+    problem,
+  );
+  if (!match) return null;
+  return match[1] === "namespace" ? "namespaces" : match[1];
+}
+
+/** Groups problems by field: `{ fields: {workers: [..]}, general: [..] }`. */
+export function problemsByField(problems) {
+  const fields = {};
+  const general = [];
+  for (const problem of problems) {
+    const field = problemField(problem);
+    if (field) (fields[field] ??= []).push(problem);
+    else general.push(problem);
+  }
+  return { fields, general };
+}
+
+/** Replaces the password of a connection string by `***`, as the service does. */
+export function maskUri(uri) {
+  const schemeEnd = uri.indexOf("://");
+  if (schemeEnd < 0) return uri;
+  const rest = uri.slice(schemeEnd + 3);
+  const authorityEnd = rest.search(/[/?]/);
+  const authority = authorityEnd < 0 ? rest : rest.slice(0, authorityEnd);
+  const at = authority.lastIndexOf("@");
+  if (at < 0) return uri;
+  const colon = authority.slice(0, at).indexOf(":");
+  const user = colon < 0 ? authority.slice(0, at) : `${authority.slice(0, colon)}:***`;
+  return `${uri.slice(0, schemeEnd + 3)}${user}@${rest.slice(at + 1)}`;
+}
+
+/** True when a URI still holds the `***` a masked form field shows instead of its password. */
+export function hasMaskedPassword(uri) {
+  return maskUri(uri) === uri && /:\*\*\*@/.test(uri);
+}
+
+/** Reads a whole-number form field: `{value}` (null when empty) or `{problem}`. */
+export function parseWhole(name, text, badInput = false) {
+  const trimmed = String(text ?? "").trim();
+  if (badInput) return { problem: `${name}: not a number` };
+  if (trimmed === "") return { value: null };
+  const n = Number(trimmed);
+  if (!Number.isInteger(n) || n < 0) return { problem: `${name}: must be a whole number, got ${trimmed}` };
+  return { value: n };
+}
+
+/** Reads a rate field: `{value}` (null when empty: unlimited) or `{problem}`. */
+export function parseRate(name, text, badInput = false) {
+  const trimmed = String(text ?? "").trim();
+  if (badInput) return { problem: `${name}: not a number` };
+  if (trimmed === "") return { value: null };
+  const n = Number(trimmed);
+  if (!Number.isFinite(n)) return { problem: `${name}: not a number` };
+  // Zero and negatives go to the API, which says why they are refused.
+  return { value: n };
+}
+
+/** Reads the filter field: `{value}` (an object, or null when empty) or `{problem}`. */
+export function parseFilter(text) {
+  const trimmed = String(text ?? "").trim();
+  if (trimmed === "") return { value: null };
+  let value;
+  try {
+    value = JSON.parse(trimmed);
+  } catch (e) {
+    return { problem: `filter is not valid JSON: ${e.message}` };
+  }
+  if (value === null || typeof value !== "object" || Array.isArray(value)) {
+    return { problem: "filter must be a JSON object" };
+  }
+  return { value };
+}
+
+/** Namespaces, one a line; blank lines are ignored. */
+export function parseNamespaces(text) {
+  return String(text ?? "")
+    .split("\n")
+    .map((line) => line.trim())
+    .filter((line) => line !== "");
+}
+
+/**
+ * Documents per second of each worker over the last `windowSecs`, from a list of samples
+ * `{t, workers: {id: docs}}` (oldest first). A worker seen in only one sample has no rate yet.
+ */
+export function workerRates(samples, windowSecs = 5) {
+  const rates = {};
+  if (samples.length < 2) return rates;
+  const last = samples[samples.length - 1];
+  let first = samples[samples.length - 2];
+  for (let i = samples.length - 2; i >= 0; i--) {
+    if (last.t - samples[i].t > windowSecs) break;
+    first = samples[i];
+  }
+  const dt = last.t - first.t;
+  if (dt <= 0) return rates;
+  for (const [id, docs] of Object.entries(last.workers)) {
+    if (id in first.workers) rates[id] = Math.max(0, docs - first.workers[id]) / dt;
+  }
+  return rates;
+}
+
+function progressBar(progress, label) {
+  const share = fraction(progress);
+  if (share === null) return `<progress aria-label="${esc(label)}"></progress>`;
+  return `<progress max="1" value="${share.toFixed(4)}" aria-label="${esc(label)}"></progress>`;
+}
+
+function percent(progress) {
+  const share = fraction(progress);
+  return share === null ? "" : `${Math.floor(share * 100)}%`;
+}
+
+function namespacesSummary(view) {
+  const names = view.spec?.namespaces ?? [];
+  if (names.length === 0) return "";
+  const more = names.length > 1 ? ` +${names.length - 1}` : "";
+  return `${names[0]}${more}`;
+}
+
+/** The state as a badge. */
+export function stateBadge(state) {
+  return `<span class="state state-${esc(state)}" data-state="${esc(state)}">${esc(state)}</span>`;
+}
+
+/** One row of the job list. */
+export function jobRowHtml(view) {
+  const p = view.progress;
+  const active = !isFinal(view.state);
+  const deadCount = view.dead_letters?.count ?? 0;
+  const docs = p ? `${formatCount(p.docs)}${p.expected !== null && p.expected !== undefined ? ` / ${formatCount(p.expected)}` : ""}` : "–";
+  return `<a class="job-row" href="#/jobs/${esc(view.id)}" data-job="${esc(view.id)}">
+  <span class="job-id">#${esc(view.id)}</span>
+  ${stateBadge(view.state)}
+  <span class="job-ns" title="${esc((view.spec?.namespaces ?? []).join(", "))}">${esc(namespacesSummary(view))}</span>
+  <span class="job-bar">${progressBar(p, `job ${view.id} progress`)}<span class="pct">${esc(percent(p))}</span></span>
+  <span class="job-docs" data-field="docs">${esc(docs)} docs</span>
+  <span class="job-rate" data-field="docs_per_sec">${active && p ? `${esc(formatRate(p.docs_per_sec))} docs/s` : ""}</span>
+  <span class="job-eta" data-field="eta">${active && p && p.eta_secs !== null && p.eta_secs !== undefined ? `ETA ${esc(formatDuration(p.eta_secs))}` : ""}</span>
+  ${view.error ? `<span class="job-error" title="${esc(view.error)}">${esc(view.error)}</span>` : ""}
+  ${deadCount > 0 ? `<span class="job-dead">${esc(formatCount(deadCount))} failed docs</span>` : ""}
+</a>`;
+}
+
+/** The job list, newest first. */
+export function jobListHtml(views) {
+  if (views.length === 0) return `<p class="empty">No jobs yet. Start one with the form.</p>`;
+  return [...views]
+    .sort((a, b) => b.id - a.id)
+    .map(jobRowHtml)
+    .join("\n");
+}
+
+function tile(label, value, field) {
+  return `<div class="tile"><span class="tile-label">${esc(label)}</span><span class="tile-value" data-field="${esc(field)}">${esc(value)}</span></div>`;
+}
+
+/** The figures at the top of a job's page; `now` in Unix seconds. */
+export function summaryHtml(view, now) {
+  const p = view.progress;
+  const active = !isFinal(view.state);
+  const expected = p && p.expected !== null && p.expected !== undefined ? ` / ${formatCount(p.expected)}` : "";
+  // The browser's clock may differ from the service's: never less than nothing.
+  const elapsed = Math.max(0, (view.finished_at ?? now) - view.created_at);
+  return `<div class="bar-line">${progressBar(p, "progress")}<span class="pct">${esc(percent(p))}</span></div>
+<div class="tiles">
+  ${tile("documents", p ? `${formatCount(p.docs)}${expected}` : "–", "docs")}
+  ${tile("docs/s", p && active ? formatRate(p.docs_per_sec) : "–", "docs_per_sec")}
+  ${tile("ETA", active && p ? formatDuration(p.eta_secs) : "–", "eta")}
+  ${tile("copied", p ? formatBytes(p.bytes) : "–", "bytes")}
+  ${tile("workers", String(view.workers), "workers")}
+  ${tile("rate limit", formatLimit(view.limits?.rate, "docs/s"), "rate_limit")}
+  ${view.limits?.rate_bytes !== null && view.limits?.rate_bytes !== undefined ? tile("byte limit", formatLimit(view.limits.rate_bytes, "B/s"), "rate_bytes_limit") : ""}
+  ${tile("queue", p ? `${formatCount(p.queue_depth)} batches` : "–", "queue_depth")}
+  ${tile(active ? "running for" : "took", formatDuration(elapsed), "elapsed")}
+</div>`;
+}
+
+/** The job's error, when it failed (or was stopped with a reason). */
+export function errorHtml(view) {
+  if (!view.error) return "";
+  const title = view.state === "failed" ? "The job failed" : "Note";
+  return `<div class="error-box" role="alert"><strong>${esc(title)}</strong><pre data-field="error">${esc(view.error)}</pre></div>`;
+}
+
+/**
+ * Documents the destination refused, when the service reports them (`dead_letters`: `count` and
+ * the most recent ones, each with its namespace, `_id` in canonical Extended JSON and the reason).
+ * Nothing when the view has no such field.
+ */
+export function deadLettersHtml(view) {
+  const dead = view.dead_letters;
+  if (!dead) return "";
+  const recent = Array.isArray(dead.recent) ? dead.recent : [];
+  const count = dead.count ?? recent.length;
+  if (count === 0) {
+    return `<section class="panel" id="dead-letters"><h3>Failed documents</h3><p class="muted" data-field="dead_count">None.</p></section>`;
+  }
+  const shown =
+    recent.length < count
+      ? `<p class="muted">The ${esc(formatCount(recent.length))} most recent of ${esc(formatCount(count))}.</p>`
+      : "";
+  const rows = recent
+    .map(
+      (d) => `<tr><td>${esc(d.ns)}</td><td><code>${esc(JSON.stringify(d.id))}</code></td><td>${esc(d.reason)}</td></tr>`,
+    )
+    .join("");
+  return `<section class="panel" id="dead-letters"><h3>Failed documents <span class="count" data-field="dead_count">${esc(formatCount(count))}</span></h3>
+${shown}<div class="scroll"><table><thead><tr><th>namespace</th><th>_id</th><th>reason</th></tr></thead><tbody>${rows}</tbody></table></div></section>`;
+}
+
+/** Adaptive mode: its target and its latest decision with the reason, then the recent ones. */
+export function adaptiveHtml(view) {
+  const adaptive = view.adaptive;
+  if (!adaptive) return "";
+  const config = adaptive.config ?? {};
+  const decisions = adaptive.decisions ?? [];
+  const last = decisions[decisions.length - 1];
+  const head = `<h3>Adaptive mode <span class="muted">target ${esc(formatRate(config.target_ms))} ms${config.max_workers ? `, at most ${esc(config.max_workers)} workers` : ""}</span></h3>`;
+  if (!last) return `<section class="panel" id="adaptive">${head}<p class="muted" data-field="adaptive_action">No decision yet.</p></section>`;
+  const row = (d) =>
+    `<tr><td>${esc(formatDuration(d.at_secs))}</td><td>${esc(d.action)}</td><td>${esc(d.latency_ms === null ? "–" : `${formatRate(d.latency_ms)} ms`)}</td><td>${esc(formatRate(d.docs_per_sec))}</td><td>${esc(d.workers)}</td><td>${esc(formatLimit(d.rate_cap, "docs/s"))}</td><td>${esc(d.reason)}</td></tr>`;
+  const recent = decisions.slice(-8).reverse().map(row).join("");
+  return `<section class="panel" id="adaptive">${head}
+<p class="decision"><span class="action action-${esc(last.action)}" data-field="adaptive_action">${esc(last.action)}</span>
+<span data-field="adaptive_reason">${esc(last.reason)}</span></p>
+<p class="muted">now ${esc(last.workers)} workers, cap ${esc(formatLimit(last.rate_cap, "docs/s"))}</p>
+<details><summary>Recent decisions</summary><div class="scroll"><table><thead><tr><th>at</th><th>action</th><th>latency</th><th>docs/s</th><th>workers</th><th>cap</th><th>reason</th></tr></thead><tbody>${recent}</tbody></table></div></details></section>`;
+}
+
+export function namespacesHtml(view) {
+  const list = view.progress?.namespaces ?? [];
+  if (list.length === 0) return "";
+  const rows = list
+    .map((ns) => {
+      const p = { docs: ns.docs, expected: ns.expected };
+      const expected = ns.expected !== null && ns.expected !== undefined ? ` / ${formatCount(ns.expected)}` : "";
+      return `<tr><td>${esc(ns.source)}${ns.source === ns.destination ? "" : ` → ${esc(ns.destination)}`}</td>
+<td>${progressBar(p, `${ns.source} progress`)}</td><td>${esc(formatCount(ns.docs))}${esc(expected)}</td>
+<td>${esc(formatBytes(ns.bytes))}</td><td>${ns.finished ? "done" : esc(formatRate(ns.docs_per_sec))}</td></tr>`;
+    })
+    .join("");
+  return `<div class="scroll"><table><thead><tr><th>namespace</th><th>progress</th><th>docs</th><th>bytes</th><th>avg docs/s</th></tr></thead><tbody>${rows}</tbody></table></div>`;
+}
+
+export function workersHtml(view) {
+  const list = view.progress?.workers ?? [];
+  if (list.length === 0) return "";
+  const rows = list
+    .map(
+      (w) =>
+        `<tr><td>${esc(w.id)}</td><td><span class="wstate wstate-${esc(w.state)}">${esc(w.state)}</span></td><td>${esc(formatCount(w.docs))}</td><td>${esc(formatCount(w.batches))}</td><td>${esc(w.mean_fetch_ms.toFixed(1))}</td><td>${esc(w.mean_write_ms.toFixed(1))}</td></tr>`,
+    )
+    .join("");
+  return `<div class="scroll"><table><thead><tr><th>worker</th><th>state</th><th>docs</th><th>batches</th><th>fetch ms</th><th>write ms</th></tr></thead><tbody>${rows}</tbody></table></div>`;
+}
+
+/** The job's spec as the service shows it (URIs without passwords). */
+export function specHtml(view) {
+  const spec = view.spec ?? {};
+  const item = (k, v) => `<dt>${esc(k)}</dt><dd>${esc(v)}</dd>`;
+  return `<dl class="spec">
+${item("from", spec.from)}
+${item("to", spec.to)}
+${item("namespaces", (spec.namespaces ?? []).join(", "))}
+${item("filter", spec.filter ? JSON.stringify(spec.filter) : "none")}
+${item("batch size", spec.batch_size ?? "default")}
+${item("strategy", spec.strategy ?? "default")}
+${item("started", new Date(view.created_at * 1000).toLocaleString())}
+${view.finished_at ? item("ended", new Date(view.finished_at * 1000).toLocaleString()) : ""}
+</dl>`;
+}
+
+/** Rate slider positions 0..1000 map to 1..100,000 docs/s on a log scale. */
+export const SLIDER_MAX = 1000;
+
+export function sliderToRate(position) {
+  const rate = 10 ** ((position / SLIDER_MAX) * 5);
+  // Round to two significant digits, so the box shows round numbers.
+  const magnitude = 10 ** Math.max(0, Math.floor(Math.log10(rate)) - 1);
+  return Math.max(1, Math.round(rate / magnitude) * magnitude);
+}
+
+export function rateToSlider(rate) {
+  if (rate === null || rate === undefined || rate <= 0) return SLIDER_MAX;
+  return Math.round(Math.min(1, Math.log10(Math.max(1, rate)) / 5) * SLIDER_MAX);
+}

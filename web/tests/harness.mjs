@@ -1,0 +1,197 @@
+// What the browser tests start: two SecantusDB test servers, `mongoferry serve`, and Debian's
+// chromium driven by playwright-core. Every process started here is stopped by `stopAll` (the
+// tests' `after` hook), on exit and on SIGINT/SIGTERM; on Linux each child also gets SIGKILL when
+// this process dies (`setpriv --pdeathsig`), so none outlives a killed test run.
+
+import { spawn, execFile, execFileSync } from "node:child_process";
+import { existsSync, mkdirSync } from "node:fs";
+import net from "node:net";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+export const SCREENSHOTS = path.join(ROOT, "target", "screenshots");
+
+const children = new Set();
+
+function which(name) {
+  try {
+    return execFileSync("sh", ["-c", `command -v ${name}`], { encoding: "utf8" }).trim() || null;
+  } catch {
+    return null;
+  }
+}
+
+const SETPRIV = process.platform === "linux" ? which("setpriv") : null;
+
+/** Starts a child that this process owns; its output goes to `onLine`, line by line. */
+export function startChild(command, args, onLine = () => {}) {
+  const [file, argv] = SETPRIV ? [SETPRIV, ["--pdeathsig", "KILL", "--", command, ...args]] : [command, args];
+  const child = spawn(file, argv, { stdio: ["ignore", "pipe", "pipe"] });
+  children.add(child);
+  child.on("exit", () => children.delete(child));
+  for (const stream of [child.stdout, child.stderr]) {
+    let buffered = "";
+    stream.setEncoding("utf8");
+    stream.on("data", (chunk) => {
+      buffered += chunk;
+      let newline;
+      while ((newline = buffered.indexOf("\n")) >= 0) {
+        onLine(buffered.slice(0, newline));
+        buffered = buffered.slice(newline + 1);
+      }
+    });
+  }
+  return child;
+}
+
+/** Stops every child: SIGTERM, then SIGKILL after `graceMs`. */
+export async function stopAll(graceMs = 5000) {
+  const running = [...children].filter((c) => c.exitCode === null && c.signalCode === null);
+  await Promise.all(
+    running.map(
+      (child) =>
+        new Promise((resolve) => {
+          const timer = setTimeout(() => {
+            child.kill("SIGKILL");
+          }, graceMs);
+          child.once("exit", () => {
+            clearTimeout(timer);
+            resolve();
+          });
+          child.kill("SIGTERM");
+        }),
+    ),
+  );
+}
+
+function killAllNow() {
+  for (const child of children) child.kill("SIGKILL");
+}
+process.on("exit", killAllNow);
+for (const signal of ["SIGINT", "SIGTERM"]) {
+  process.on(signal, () => {
+    killAllNow();
+    process.exit(130);
+  });
+}
+
+export async function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.on("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+export function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Polls `probe` until it returns a truthy value; fails after `timeoutMs` saying `what`. */
+export async function waitFor(what, probe, timeoutMs = 10000, everyMs = 200) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  for (;;) {
+    last = await probe();
+    if (last) return last;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${JSON.stringify(last)})`);
+    await sleep(everyMs);
+  }
+}
+
+async function portOpen(port) {
+  return new Promise((resolve) => {
+    const socket = net.connect({ port, host: "127.0.0.1" });
+    socket.once("connect", () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once("error", () => resolve(false));
+  });
+}
+
+/** A SecantusDB test server in memory; resolves to its URI once it accepts connections. */
+export async function startTestServer(name) {
+  const secantusd = path.join(ROOT, ".venv", "bin", "secantusd-py");
+  if (!existsSync(secantusd)) throw new Error(`${secantusd} is missing: run bash scripts/setup-test-env.sh`);
+  const port = await freePort();
+  const log = [];
+  const child = startChild(secantusd, ["--host", "127.0.0.1", "--port", String(port), "--storage-path", ":memory:", "--log-level", "WARNING"], (line) => log.push(line));
+  await waitFor(`test server ${name} on port ${port}`, async () => {
+    if (child.exitCode !== null) throw new Error(`test server ${name} exited: ${log.join("\n")}`);
+    return portOpen(port);
+  }, 60000, 100);
+  return `mongodb://127.0.0.1:${port}/?directConnection=true`;
+}
+
+/** The mongoferry binary the tests use: $MONGOFERRY_BIN, else the debug build. */
+export function binary() {
+  const bin = process.env.MONGOFERRY_BIN ?? path.join(ROOT, "target", "debug", "mongoferry");
+  if (!existsSync(bin)) throw new Error(`${bin} is missing: build it with cargo build --bin mongoferry`);
+  return bin;
+}
+
+/** Runs `mongoferry sample`, bounded in time. */
+export async function sample(uri, ns, count, docSize) {
+  await promisify(execFile)(binary(), ["sample", "--to", uri, "--ns", ns, "--count", String(count), "--doc-size", String(docSize), "--quiet"], { timeout: 60000 });
+}
+
+/** `mongoferry serve` on a free port, without history; resolves to its base URL. */
+export async function startService() {
+  const log = [];
+  let address = null;
+  const child = startChild(binary(), ["serve", "--listen", "127.0.0.1:0", "--no-state", "--shutdown-timeout", "5"], (line) => {
+    log.push(line);
+    const match = /serving on (http:\/\/\S+)/.exec(line);
+    if (match) address = match[1];
+  });
+  await waitFor("mongoferry serve to print its address", () => {
+    if (child.exitCode !== null) throw new Error(`mongoferry serve exited: ${log.join("\n")}`);
+    return address;
+  }, 30000, 50);
+  return { base: address, log };
+}
+
+/** Debian's chromium, headless, with the flags of design.md §7. */
+export async function launchBrowser() {
+  const { chromium } = await import("playwright-core");
+  const executablePath = which("chromium");
+  if (!executablePath) throw new Error("chromium is missing: run bash scripts/setup-test-env.sh");
+  return chromium.launch({
+    executablePath,
+    headless: true,
+    timeout: 30000,
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
+  });
+}
+
+export function screenshotPath(name) {
+  mkdirSync(SCREENSHOTS, { recursive: true });
+  return path.join(SCREENSHOTS, `${name}.png`);
+}
+
+/** Drops the databases whose names start with `prefix` (runs against a shared server), bounded. */
+export async function dropDatabases(uri, prefix) {
+  const script = [
+    "import sys, pymongo",
+    "client = pymongo.MongoClient(sys.argv[1], serverSelectionTimeoutMS=10000)",
+    "for name in client.list_database_names():",
+    "    if name.startswith(sys.argv[2]):",
+    "        client.drop_database(name)",
+  ].join("\n");
+  await promisify(execFile)(path.join(ROOT, ".venv", "bin", "python"), ["-c", script, uri, prefix], { timeout: 30000 });
+}

@@ -1,0 +1,199 @@
+// The dashboard's pure helpers (web/render.mjs), without a browser: escaping, problem-to-field
+// mapping, form parsing, masking, rates, and the panels for errors, failed documents and adaptive
+// mode.
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+
+import * as R from "../render.mjs";
+
+test("escapes every value put into HTML", () => {
+  assert.equal(R.esc(`<img src=x onerror="a('b')">&`), "&lt;img src=x onerror=&quot;a(&#39;b&#39;)&quot;&gt;&amp;");
+  assert.equal(R.esc(null), "");
+  const row = R.jobRowHtml({
+    id: 7,
+    state: "failed",
+    spec: { namespaces: ["<b>x</b>.y"] },
+    error: "<script>alert(1)</script>",
+    progress: null,
+  });
+  assert.ok(!row.includes("<script>"), row);
+  assert.ok(!row.includes("<b>"), row);
+  assert.ok(row.includes("&lt;script&gt;alert(1)&lt;/script&gt;"));
+});
+
+test("maps the API's problems to the form's fields", () => {
+  const problems = [
+    "from: http://x is not a mongodb:// or mongodb+srv:// URI",
+    "to: a MongoDB URI is required",
+    'namespace "shop": expected db.collection',
+    "namespaces: destination a.b is named twice",
+    "filter is not valid JSON: expected value at line 1 column 1",
+    "workers: must be 1..=256, got 0",
+    "batch_size: must be 1..=100000, got 0",
+    "rate: must be a positive number or null, got -1",
+    "rate_bytes: must be a positive number or null, got 0",
+    "adaptive.target_ms: must be positive, got 0",
+    "connect_timeout: must be between 0 and 3600 seconds, got 0",
+  ];
+  const { fields, general } = R.problemsByField(problems);
+  assert.deepEqual(Object.keys(fields).sort(), [
+    "adaptive",
+    "batch_size",
+    "filter",
+    "from",
+    "namespaces",
+    "rate",
+    "rate_bytes",
+    "to",
+    "workers",
+  ]);
+  assert.equal(fields.namespaces.length, 2);
+  assert.deepEqual(fields.rate, ["rate: must be a positive number or null, got -1"]);
+  assert.deepEqual(general, ["connect_timeout: must be between 0 and 3600 seconds, got 0"]);
+  // A malformed request has no field.
+  assert.equal(R.problemField("malformed request: invalid type: string \"x\", expected usize"), null);
+});
+
+test("masks passwords like the service does", () => {
+  assert.equal(R.maskUri("mongodb://ferry:s3cret@h:27017/?directConnection=true"), "mongodb://ferry:***@h:27017/?directConnection=true");
+  assert.equal(R.maskUri("mongodb+srv://u:p@a@cluster.example/db"), "mongodb+srv://u:***@cluster.example/db");
+  assert.equal(R.maskUri("mongodb://h:1/?x=a@b"), "mongodb://h:1/?x=a@b");
+  assert.equal(R.maskUri("mongodb://user@h"), "mongodb://user@h");
+  assert.ok(R.hasMaskedPassword("mongodb://ferry:***@h/"));
+  assert.ok(!R.hasMaskedPassword("mongodb://ferry:s3cret@h/"));
+});
+
+test("parses the form's fields", () => {
+  assert.deepEqual(R.parseNamespaces(" shop.orders \n\n a.b:c.d\n"), ["shop.orders", "a.b:c.d"]);
+  assert.deepEqual(R.parseFilter(""), { value: null });
+  assert.deepEqual(R.parseFilter('{"n": {"$gt": 5}}'), { value: { n: { $gt: 5 } } });
+  assert.match(R.parseFilter("{bad").problem, /^filter is not valid JSON/);
+  assert.equal(R.parseFilter("[1]").problem, "filter must be a JSON object");
+  assert.deepEqual(R.parseWhole("workers", ""), { value: null });
+  assert.deepEqual(R.parseWhole("workers", "0"), { value: 0 });
+  assert.match(R.parseWhole("workers", "2.5").problem, /^workers: must be a whole number/);
+  assert.equal(R.parseWhole("workers", "", true).problem, "workers: not a number");
+  assert.deepEqual(R.parseRate("rate", " 250 "), { value: 250 });
+  assert.deepEqual(R.parseRate("rate", "-1"), { value: -1 });
+});
+
+test("formats figures", () => {
+  assert.equal(R.formatCount(1234567), "1,234,567");
+  assert.equal(R.formatRate(3.14159), "3.1");
+  assert.equal(R.formatRate(2500.4), "2,500");
+  assert.equal(R.formatBytes(512), "512 B");
+  assert.equal(R.formatBytes(1536), "1.5 KiB");
+  assert.equal(R.formatDuration(0.2), "< 1 s");
+  assert.equal(R.formatDuration(42), "42 s");
+  assert.equal(R.formatDuration(200), "3 min 20 s");
+  assert.equal(R.formatDuration(7500), "2 h 05 min");
+  assert.equal(R.formatDuration(null), "–");
+  assert.equal(R.formatLimit(null, "docs/s"), "unlimited");
+  assert.equal(R.formatLimit(400, "docs/s"), "400 docs/s");
+});
+
+test("computes each worker's rate over the last seconds", () => {
+  const samples = [
+    { t: 100, workers: { 0: 0, 1: 0 } },
+    { t: 101, workers: { 0: 50, 1: 20 } },
+    { t: 102, workers: { 0: 100, 1: 40, 2: 0 } },
+  ];
+  assert.deepEqual(R.workerRates(samples.slice(0, 1)), {});
+  // Worker 2 was seen once: no rate yet.
+  assert.deepEqual(R.workerRates(samples), { 0: 50, 1: 20 });
+  // Only the window counts: with 1 s, the rate is that of the last second.
+  const later = [...samples, { t: 110, workers: { 0: 900, 1: 40, 2: 10 } }];
+  assert.deepEqual(R.workerRates(later, 5), { 0: 100, 1: 0, 2: 1.25 });
+});
+
+test("the rate slider is logarithmic and round-trips round numbers", () => {
+  assert.equal(R.sliderToRate(0), 1);
+  assert.equal(R.sliderToRate(R.SLIDER_MAX), 100000);
+  for (const rate of [5, 40, 300, 1000, 25000]) {
+    assert.equal(R.sliderToRate(R.rateToSlider(rate)), rate, `rate ${rate}`);
+  }
+  assert.equal(R.rateToSlider(null), R.SLIDER_MAX);
+});
+
+test("commands follow the job's state", () => {
+  assert.deepEqual(R.allowedCommands("running"), { pause: true, resume: false, cancel: true, tune: true });
+  assert.deepEqual(R.allowedCommands("paused"), { pause: false, resume: true, cancel: true, tune: true });
+  assert.deepEqual(R.allowedCommands("completed"), { pause: false, resume: false, cancel: false, tune: false });
+});
+
+const baseView = {
+  id: 3,
+  state: "failed",
+  spec: { from: "mongodb://u:***@a/", to: "mongodb://b/", namespaces: ["shop.orders"] },
+  workers: 2,
+  limits: { rate: null, rate_bytes: null },
+  created_at: 1000,
+  finished_at: 1010,
+  error: "namespace shop.nothere not found on the source",
+  progress: { docs: 10, bytes: 100, expected: 20, docs_per_sec: 0, eta_secs: null, queue_depth: 0, namespaces: [], workers: [] },
+};
+
+test("shows nothing for failed documents when the view has no dead_letters", () => {
+  assert.equal(R.deadLettersHtml(baseView), "");
+});
+
+test("lists a job's failed documents when the view has them", () => {
+  const view = {
+    ...baseView,
+    dead_letters: {
+      count: 3,
+      recent: [
+        { ns: "shop.orders", id: { $oid: "65f0c0ffee00000000000001" }, reason: "document too large <16 MiB>" },
+        { ns: "shop.orders", id: { $numberInt: "42" }, reason: "validation failed" },
+      ],
+    },
+  };
+  const html = R.deadLettersHtml(view);
+  assert.match(html, /data-field="dead_count">3</);
+  assert.match(html, /The 2 most recent of 3/);
+  assert.ok(html.includes("{&quot;$oid&quot;:&quot;65f0c0ffee00000000000001&quot;}"), html);
+  assert.ok(html.includes("{&quot;$numberInt&quot;:&quot;42&quot;}"), html);
+  assert.ok(html.includes("document too large &lt;16 MiB&gt;"), html);
+  assert.match(R.deadLettersHtml({ ...baseView, dead_letters: { count: 0, recent: [] } }), /None\./);
+  assert.match(R.jobRowHtml(view), /3 failed docs/);
+  assert.doesNotMatch(R.jobRowHtml(baseView), /failed docs/);
+});
+
+test("shows a failed job's error", () => {
+  const html = R.errorHtml(baseView);
+  assert.match(html, /The job failed/);
+  assert.match(html, /namespace shop.nothere not found on the source/);
+  assert.equal(R.errorHtml({ ...baseView, error: null }), "");
+});
+
+test("shows adaptive mode's latest decision and its reason", () => {
+  assert.equal(R.adaptiveHtml(baseView), "");
+  const view = {
+    ...baseView,
+    adaptive: {
+      config: { target_ms: 150, max_workers: 8, interval_ms: null },
+      decisions: [
+        { at_secs: 1, action: "increase", latency_ms: 20, docs_per_sec: 900, workers: 3, rate_cap: null, reason: "first" },
+        { at_secs: 2, action: "decrease", latency_ms: 400, docs_per_sec: 1000, workers: 2, rate_cap: 700, reason: "batch latency 400 ms over the 150 ms target" },
+      ],
+    },
+  };
+  const html = R.adaptiveHtml(view);
+  assert.match(html, /data-field="adaptive_action">decrease</);
+  assert.match(html, /batch latency 400 ms over the 150 ms target/);
+  assert.match(html, /now 2 workers, cap 700 docs\/s/);
+  assert.match(R.adaptiveHtml({ ...baseView, adaptive: { config: { target_ms: 150 }, decisions: [] } }), /No decision yet/);
+});
+
+test("summarises a job's progress", () => {
+  const html = R.summaryHtml({ ...baseView, state: "running", finished_at: null, limits: { rate: 400, rate_bytes: null }, progress: { ...baseView.progress, docs_per_sec: 123.4, eta_secs: 30 } }, 1065);
+  assert.match(html, /data-field="docs">10 \/ 20</);
+  assert.match(html, /data-field="docs_per_sec">123</);
+  assert.match(html, /data-field="eta">30 s</);
+  assert.match(html, /data-field="rate_limit">400 docs\/s</);
+  assert.match(html, /<progress max="1" value="0.5000"/);
+  assert.match(html, /running for<\/span><span class="tile-value" data-field="elapsed">1 min 05 s</);
+  // A browser clock behind the service's shows no negative time.
+  assert.match(R.summaryHtml({ ...baseView, state: "running", finished_at: null }, 900), /data-field="elapsed">&lt; 1 s</);
+});
