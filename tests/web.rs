@@ -18,7 +18,11 @@ struct Served {
 
 impl Served {
     async fn start() -> Served {
-        let manager = JobManager::open(None).expect("a manager without history");
+        let manager = JobManager::open(
+            None,
+            std::sync::Arc::new(mongoferry::state::MemoryStore::default()),
+        )
+        .expect("a manager without history");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let server = axum::serve(listener, router(manager)).into_future();
