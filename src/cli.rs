@@ -1,4 +1,5 @@
-//! The command line: `copy` and `sample`. Parses arguments, runs the job, prints the outcome.
+//! The command line: `copy`, `serve`, `sample` and `journal`. Parses arguments, runs the job,
+//! prints the outcome.
 //!
 //! In: argv. Out: progress on stderr, a summary (text, or one JSON object with `--json`) on stdout,
 //! and an exit status: 0 on success, 1 when the job failed, 2 for invalid input, 130 when
@@ -17,6 +18,8 @@ use crate::config::{NsMapping, RawSpec, Strategy, DEFAULT_BATCH_SIZE, DEFAULT_WO
 use crate::copy::{self, CopySummary};
 use crate::job::manager::JobManager;
 use crate::job::store::StateFile;
+use crate::journal::command::JournalCommand;
+use crate::journal::JournalConfig;
 use crate::mongo::{self, Side};
 use crate::pipeline::{
     self, synthetic::SyntheticSource, Control, CopyError, EngineOptions, MongoSink,
@@ -43,6 +46,11 @@ pub enum Command {
     Serve(ServeArgs),
     /// Write generated sample documents into a collection (for demos and benchmarks).
     Sample(SampleArgs),
+    /// Inspect, replay or export a journal written by `copy --journal`.
+    Journal {
+        #[command(subcommand)]
+        command: JournalCommand,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -99,6 +107,13 @@ pub struct CopyArgs {
     /// many milliseconds (--workers and --rate stay the upper bounds).
     #[arg(long, value_name = "MS")]
     pub adaptive_target_ms: Option<f64>,
+    /// Journal every write to this directory (created if missing, appended to if it holds a
+    /// journal), for `mongoferry journal replay` or `export`.
+    #[arg(long, value_name = "DIR")]
+    pub journal: Option<String>,
+    /// Size at which a journal segment is sealed and the next one started.
+    #[arg(long, value_name = "BYTES", requires = "journal")]
+    pub journal_segment_bytes: Option<u64>,
     /// Print the final summary as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -136,6 +151,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Copy(args) => run_copy(args).await,
         Command::Sample(args) => run_sample(args).await,
         Command::Serve(args) => run_serve(args).await,
+        Command::Journal { command } => crate::journal::command::run(command).await,
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -150,6 +166,12 @@ pub async fn run(cli: Cli) -> ExitCode {
 pub struct Failure {
     message: String,
     status: u8,
+}
+
+impl Failure {
+    pub fn new(message: String, status: u8) -> Self {
+        Failure { message, status }
+    }
 }
 
 impl From<crate::config::SpecError> for Failure {
@@ -183,7 +205,7 @@ impl From<crate::mongo::MongoError> for Failure {
 }
 
 /// Cancels `token` on Ctrl-C or SIGTERM, so that the job stops after its current batches.
-fn cancel_on_signal(token: CancellationToken) -> tokio::task::JoinHandle<()> {
+pub(crate) fn cancel_on_signal(token: CancellationToken) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         #[cfg(unix)]
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -218,6 +240,10 @@ async fn run_copy(args: CopyArgs) -> Result<(), Failure> {
             target_ms,
             max_workers: None,
             interval_ms: None,
+        }),
+        journal: args.journal.map(|dir| JournalConfig {
+            dir,
+            segment_bytes: args.journal_segment_bytes,
         }),
     }
     .validate()?;
@@ -268,9 +294,19 @@ fn print_summary(summary: &CopySummary, json: bool) {
         summary.seconds,
         summary.docs_per_sec
     );
+    if let Some(journal) = &summary.journal {
+        println!(
+            "journal {}: run {}, {} records, {} ({:.0} bytes per document)",
+            journal.dir,
+            journal.run,
+            journal.records,
+            human_bytes(journal.bytes),
+            journal.bytes_per_doc
+        );
+    }
 }
 
-fn human_bytes(bytes: u64) -> String {
+pub(crate) fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = bytes as f64;
     let mut unit = 0;

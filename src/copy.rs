@@ -14,6 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::adaptive::Adaptive;
 use crate::config::{CopySpec, NsMapping, Strategy};
+use crate::journal::writer::{JournalWriter, SegmentWriter};
+use crate::journal::{JournalSummary, Journaled};
 use crate::mongo::{self, describe, MongoError, Namespace, Side};
 use crate::pipeline::{self, Control, CopyError, EngineOptions, MongoSink, MongoSource, NsTask};
 use crate::stats::JobStats;
@@ -29,6 +31,8 @@ pub struct PreparedCopy {
     options: EngineOptions,
     control: Arc<Control>,
     adaptive: Option<Arc<Adaptive>>,
+    /// The journal, opened (and locked) but not yet written.
+    journal: Option<SegmentWriter>,
     from: String,
     to: String,
 }
@@ -48,6 +52,9 @@ pub struct CopySummary {
     pub docs_per_sec: f64,
     /// Peak resident memory of this process, where the OS tells it.
     pub peak_rss_bytes: Option<u64>,
+    /// What this copy added to its journal, when it kept one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub journal: Option<JournalSummary>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -83,6 +90,18 @@ pub async fn prepare(spec: &CopySpec) -> Result<PreparedCopy, CopyError> {
             return Err(e);
         }
     };
+    // Opened last, so that a copy that cannot start leaves no run in the journal.
+    let journal = match &spec.journal {
+        None => None,
+        Some(config) => match JournalWriter::open(config.clone()).await {
+            Ok(writer) => Some(writer),
+            Err(e) => {
+                mongo::close(source).await;
+                mongo::close(destination).await;
+                return Err(e.into());
+            }
+        },
+    };
     let stats = Arc::new(JobStats::new(pairs, spec.workers));
     let tasks = NsTask::for_stats(&stats);
     Ok(PreparedCopy {
@@ -100,6 +119,7 @@ pub async fn prepare(spec: &CopySpec) -> Result<PreparedCopy, CopyError> {
             Throttle::new(spec.limits),
         )),
         adaptive: spec.adaptive.map(|c| Arc::new(Adaptive::new(c))),
+        journal,
         from: mongo::redact_uri(&spec.from),
         to: mongo::redact_uri(&spec.to),
     })
@@ -137,25 +157,54 @@ impl PreparedCopy {
         let controller = self.adaptive.clone().map(|adaptive| {
             tokio::spawn(adaptive.run(self.control.clone(), self.stats.clone(), steering.clone()))
         });
-        let outcome = pipeline::run(
-            self.source,
-            self.sink,
-            self.tasks,
-            self.options,
-            self.control.clone(),
-            self.stats.clone(),
-            cancel,
-        )
-        .await;
+        let journal = self.journal.map(JournalWriter::start);
+        let outcome = match &journal {
+            // The journal sees every batch the destination acknowledged; the engine does not know.
+            Some(journal) => {
+                let sink = Arc::new(Journaled::new(self.sink, journal.sender()));
+                pipeline::run(
+                    self.source,
+                    sink,
+                    self.tasks,
+                    self.options,
+                    self.control.clone(),
+                    self.stats.clone(),
+                    cancel,
+                )
+                .await
+            }
+            None => {
+                pipeline::run(
+                    self.source,
+                    self.sink,
+                    self.tasks,
+                    self.options,
+                    self.control.clone(),
+                    self.stats.clone(),
+                    cancel,
+                )
+                .await
+            }
+        };
         steering.cancel();
         if let Some(controller) = controller {
             let _ = controller.await;
         }
+        // Whatever the outcome, what was acknowledged is written out and the journal closed.
+        let journal = match journal {
+            None => Ok(None),
+            Some(journal) => journal.finish().await.map(Some),
+        };
         // Every task is joined, so these are the last handles of the clients.
         for client in self.clients {
             mongo::close(client).await;
         }
+        if let (Err(copy), Err(journal)) = (&outcome, &journal) {
+            // The copy's own error is the one reported; this one may say more about the journal.
+            tracing::warn!("{journal} (the copy failed: {copy})");
+        }
         outcome?;
+        let journal = journal?;
         let snap = self.stats.snapshot();
         Ok(CopySummary {
             from: self.from,
@@ -178,6 +227,7 @@ impl PreparedCopy {
             seconds: snap.seconds,
             docs_per_sec: snap.docs_per_sec,
             peak_rss_bytes: peak_rss_bytes(),
+            journal,
         })
     }
 }

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::adaptive::{Adaptive, AdaptiveConfig, AdaptiveView};
 use crate::config::{CopySpec, RawSpec, SpecError, Strategy};
+use crate::journal::JournalConfig;
 use crate::mongo::redact_uri;
 use crate::pipeline::Control;
 use crate::stats::{JobStats, NsSnapshot, RateWindow, WorkerSnapshot};
@@ -100,6 +101,9 @@ pub struct JobSpec {
     /// Adaptive mode: `{"target_ms": 200, "max_workers": 8, "interval_ms": 1000}`.
     #[serde(default)]
     pub adaptive: Option<AdaptiveConfig>,
+    /// Journal every write: `{"dir": "/var/lib/mongoferry/journal", "segment_bytes": 67108864}`.
+    #[serde(default)]
+    pub journal: Option<JournalConfig>,
 }
 
 impl JobSpec {
@@ -120,6 +124,7 @@ impl JobSpec {
             rate: self.rate,
             rate_bytes: self.rate_bytes,
             adaptive: self.adaptive,
+            journal: self.journal.clone(),
         };
         raw.validate()
     }
@@ -135,6 +140,7 @@ impl JobSpec {
             strategy: self.strategy,
             rate: self.rate,
             rate_bytes: self.rate_bytes,
+            journal: self.journal.clone(),
         }
     }
 }
@@ -152,6 +158,8 @@ pub struct SpecView {
     pub rate: Option<f64>,
     #[serde(default)]
     pub rate_bytes: Option<f64>,
+    #[serde(default)]
+    pub journal: Option<JournalConfig>,
 }
 
 /// What is kept of a job in the history, and restored after a restart of the service.

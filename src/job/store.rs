@@ -112,6 +112,7 @@ mod tests {
             rate: None,
             rate_bytes: None,
             adaptive: None,
+            journal: None,
         };
         let record = crate::job::JobRecord {
             id: JobId(7),

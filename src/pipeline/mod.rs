@@ -38,6 +38,8 @@ pub use source::{MongoSource, Source};
 pub enum CopyError {
     #[error(transparent)]
     Mongo(#[from] MongoError),
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
     /// The job was stopped before it finished (not a failure of its own).
     #[error("stopped before completion")]
     Stopped,

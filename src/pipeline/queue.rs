@@ -51,6 +51,11 @@ impl NsTask {
         self.finish_if_done();
     }
 
+    /// Batches of this namespace queued or being written right now.
+    pub fn outstanding_batches(&self) -> u64 {
+        self.outstanding.load(SeqCst)
+    }
+
     fn batch_written(&self) {
         self.outstanding.fetch_sub(1, SeqCst);
         self.finish_if_done();
@@ -127,6 +132,11 @@ pub fn bounded(capacity: usize, stats: Arc<JobStats>) -> (QueueSender, QueueRece
 }
 
 impl QueueSender {
+    /// True once the job is stopping: nothing sent will be written.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
     /// Waits for room in the queue; fails once the job is stopping.
     pub async fn send(&self, task: &Arc<NsTask>, payload: Payload) -> Result<(), QueueClosed> {
         if payload.is_empty() {
