@@ -34,9 +34,9 @@
 //! | 16 | 4 | run: 1 for the journal's first writer, one more for each later writer that appends |
 //! | 20 | 4 | CRC of bytes 0..20 |
 //!
-//! Every run starts a new segment. A writer seals its segment and starts the next one once the
-//! segment has reached the size limit (64 MiB unless configured), checked after each frame: a
-//! segment exceeds the limit by at most one frame.
+//! Every run starts a new segment. Before writing a frame into a segment that has reached the
+//! size limit (64 MiB unless configured), a writer seals it and starts the next one: a segment
+//! exceeds the limit by at most one frame, and only a run that wrote nothing leaves an empty one.
 //!
 //! ## Frame
 //!

@@ -189,10 +189,18 @@ impl SegmentWriter {
         self.dir.join(&info.file)
     }
 
-    /// Appends the batches as one frame; seals the segment and starts the next one when full.
+    /// Appends the batches as one frame, in a new segment if the current one is full.
     pub fn write_frame(&mut self, batches: &[EncodedBatch]) -> Result<(), JournalError> {
         if batches.is_empty() {
             return Ok(());
+        }
+        // A full segment is sealed only when there is more to write: no empty last segment.
+        let seg = self.segment();
+        if seg.frames > 0 && seg.bytes >= self.segment_bytes {
+            self.seal()?;
+            self.file = start_segment(&self.dir, &mut self.manifest, self.run, self.next_seq)?;
+            self.summary.segments += 1;
+            self.summary.bytes += SEGMENT_HEADER_LEN as u64;
         }
         self.records.clear();
         let mut count: u32 = 0;
@@ -236,17 +244,10 @@ impl SegmentWriter {
         for b in batches {
             *seg.namespaces.entry(b.ns.clone()).or_default() += b.count as u64;
         }
-        let full = seg.bytes >= self.segment_bytes;
         self.summary.records += count as u64;
         self.summary.frames += 1;
         self.summary.bytes += written;
         self.summary.document_bytes += document_bytes;
-        if full {
-            self.seal()?;
-            self.file = start_segment(&self.dir, &mut self.manifest, self.run, self.next_seq)?;
-            self.summary.segments += 1;
-            self.summary.bytes += SEGMENT_HEADER_LEN as u64;
-        }
         Ok(())
     }
 
@@ -676,5 +677,50 @@ mod tests {
         assert!(sender.append(batch("a.x", 0..1, 10)).await.is_err());
         let ids: Vec<i64> = read_all(&dir).into_iter().map(|(_, id)| id).collect();
         assert_eq!(ids, (0..1000).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn a_failing_journal_fails_the_job_with_its_cause() {
+        use crate::config::Strategy;
+        use crate::pipeline::synthetic::{NullSink, SyntheticSource};
+        use crate::pipeline::{self, Control, EngineOptions, NsTask};
+        use crate::stats::JobStats;
+
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("j");
+        let writer = JournalWriter::open(config(&dir, Some(4096))).await.unwrap();
+        // The directory goes away: the open segment takes writes, the next one cannot be made.
+        std::fs::remove_dir_all(&dir).unwrap();
+        let journal = JournalWriter::start(writer);
+        let ns = Namespace::new("a", "x");
+        let stats = Arc::new(JobStats::new([(ns.clone(), ns)], 2));
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(20),
+            pipeline::run(
+                Arc::new(SyntheticSource {
+                    docs: 1_000_000,
+                    doc_size: 512,
+                }),
+                Arc::new(Journaled::new(Arc::new(NullSink), journal.sender())),
+                NsTask::for_stats(&stats),
+                EngineOptions {
+                    batch_size: 100,
+                    strategy: Strategy::Stream,
+                },
+                Arc::new(Control::new(2)),
+                stats.clone(),
+                tokio_util::sync::CancellationToken::new(),
+            ),
+        )
+        .await
+        .expect("the job ends");
+        let err = outcome.unwrap_err().to_string();
+        assert!(
+            err.contains("journal writer stopped") && err.contains("No such file"),
+            "{err}"
+        );
+        assert!(stats.snapshot().docs < 1_000_000);
+        let finished = journal.finish().await.unwrap_err().to_string();
+        assert!(finished.contains("No such file"), "{finished}");
     }
 }
