@@ -412,7 +412,10 @@ impl JournalReader {
             let Some(number) = name.to_str().and_then(parse_segment_file_name) else {
                 continue;
             };
-            if number == 0 || number > listed {
+            // A writer lists a segment before creating it; one it has created since the manifest
+            // was read is simply not read yet.
+            let being_started = manifest.state == JournalState::Open && number == listed + 1;
+            if number == 0 || (number > listed && !being_started) {
                 return Err(JournalError::Corrupt {
                     file: entry.path(),
                     offset: 0,
@@ -856,7 +859,10 @@ mod tests {
         assert_eq!((s.health, s.records), (Health::Torn, 20));
         assert!(s.torn_tail.unwrap().detail.contains("zero bytes"));
 
-        std::fs::write(tmp.path().join("segment-000002.mfj"), b"stray").unwrap();
+        // The next segment may be one a writer is starting; one beyond it is a stranger.
+        std::fs::write(tmp.path().join("segment-000002.mfj"), b"starting").unwrap();
+        assert_eq!(scan(tmp.path()).unwrap().records, 20);
+        std::fs::write(tmp.path().join("segment-000003.mfj"), b"stray").unwrap();
         let err = scan(tmp.path()).unwrap_err();
         assert!(err.to_string().contains("not listed"), "{err}");
     }
