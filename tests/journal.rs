@@ -105,7 +105,7 @@ fn copy_with_journal_then_replay_into_an_empty_destination() {
         let src = env.src_client().await;
         let types = every_type_documents();
         insert_raw(&src, &s, "all", &types).await;
-        insert_raw(&src, &s, "orders", &sample_docs(3000, 300)).await;
+        insert_raw(&src, &s, "orders", &sample_docs(3000, 1000)).await;
         let tmp = tempfile::tempdir().unwrap();
         let journal = tmp.path().join("journal");
         let summary = copy_journaled(

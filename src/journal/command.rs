@@ -16,7 +16,7 @@ use super::reader::{Health, Scan};
 use super::replay::{self, ReplaySpec, ReplaySummary};
 use super::{format_utc, JournalError};
 use crate::cli::{cancel_on_signal, human_bytes, Failure};
-use crate::config::{SpecError, DEFAULT_BATCH_SIZE, DEFAULT_WORKERS};
+use crate::config::{DEFAULT_BATCH_SIZE, DEFAULT_WORKERS};
 use crate::progress::{Progress, ProgressMode};
 use crate::throttle::Limits;
 
@@ -276,13 +276,15 @@ fn export_namespace(scan: &Scan, asked: Option<String>) -> Result<Option<String>
         }
         .into()),
         None if scan.namespaces.len() <= 1 => Ok(scan.namespaces.keys().next().cloned()),
-        None => Err(SpecError(vec![format!(
-            "--ns: the journal holds {} namespaces ({}); mongoimport and mongorestore read one \
-             collection per file, so name the one to export",
-            scan.namespaces.len(),
-            held(scan)
-        )])
-        .into()),
+        None => Err(Failure::new(
+            format!(
+                "--ns: the journal holds {} namespaces ({}); mongoimport and mongorestore read \
+                 one collection per file, so name the one to export",
+                scan.namespaces.len(),
+                held(scan)
+            ),
+            2,
+        )),
     }
 }
 
