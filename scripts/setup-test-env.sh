@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests, the benchmark and the demo need (idempotent): SecantusDB, the
-# MongoDB-compatible test server, in an ignored venv at .venv/; then, unless
-# MONGOFERRY_SKIP_BROWSER=1, what the dashboard's browser tests need (scripts/setup-browser-env.sh:
+# MongoDB-compatible test server, and pymongo (an independent Extended JSON parser for the journal
+# export tests), in an ignored venv at .venv/; then, unless MONGOFERRY_SKIP_BROWSER=1, what the dashboard's browser tests need (scripts/setup-browser-env.sh:
 # Debian's chromium, the npm packages of web/tests/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,11 +10,12 @@ SECANTUSDB_VERSION=0.7.0b3
 PYTHON=${PYTHON:-python3}
 
 if ! { [ -x .venv/bin/secantusd-py ] && .venv/bin/python -c \
-    "import importlib.metadata as m, sys; sys.exit(m.version('secantusdb') != '$SECANTUSDB_VERSION')" 2>/dev/null; }; then
+    "import importlib.metadata as m, sys, bson.json_util; sys.exit(m.version('secantusdb') != '$SECANTUSDB_VERSION')" 2>/dev/null; }; then
   echo "setting up the test server (SecantusDB $SECANTUSDB_VERSION) in .venv/" >&2
   "$PYTHON" -m venv .venv
-  .venv/bin/pip install --quiet --disable-pip-version-check "secantusdb==$SECANTUSDB_VERSION"
+  .venv/bin/pip install --quiet --disable-pip-version-check "secantusdb==$SECANTUSDB_VERSION" pymongo
   .venv/bin/secantusd-py --help >/dev/null
+  .venv/bin/python -c "import bson.json_util"
 fi
 
 if [ "${MONGOFERRY_SKIP_BROWSER:-}" != 1 ]; then

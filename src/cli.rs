@@ -1,4 +1,5 @@
-//! The command line: `copy`, `verify`, `serve` and `sample`. Parses arguments, runs the job,
+//! The command line: `copy`, `verify`, `serve`, `sample` and `journal`. Parses arguments, runs the
+//! job,
 //! prints the outcome.
 //!
 //! In: argv. Out: progress on stderr, a summary (text, or one JSON object with `--json`) on stdout,
@@ -19,6 +20,8 @@ use crate::config::{NsMapping, RawSpec, Strategy, DEFAULT_BATCH_SIZE, DEFAULT_WO
 use crate::copy::{self, CopySummary};
 use crate::job::manager::JobManager;
 use crate::job::store::StateFile;
+use crate::journal::command::JournalCommand;
+use crate::journal::JournalConfig;
 use crate::mongo::{self, Side};
 use crate::pipeline::{
     self, synthetic::SyntheticSource, Control, CopyError, EngineOptions, MongoSink,
@@ -48,6 +51,11 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Write generated sample documents into a collection (for demos and benchmarks).
     Sample(SampleArgs),
+    /// Inspect, replay or export a journal written by `copy --journal`.
+    Journal {
+        #[command(subcommand)]
+        command: JournalCommand,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -122,6 +130,13 @@ pub struct CopyArgs {
     /// After the copy, compare source and destination document by document (as `verify`).
     #[arg(long)]
     pub verify: bool,
+    /// Journal every write to this directory (created if missing, appended to if it holds a
+    /// journal), for `mongoferry journal replay` or `export`.
+    #[arg(long, value_name = "DIR")]
+    pub journal: Option<String>,
+    /// Size at which a journal segment is sealed and the next one started.
+    #[arg(long, value_name = "BYTES", requires = "journal")]
+    pub journal_segment_bytes: Option<u64>,
     /// Print the final summary as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -184,6 +199,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Sample(args) => run_sample(args).await,
         Command::Serve(args) => run_serve(args).await,
         Command::Verify(args) => run_verify(args).await,
+        Command::Journal { command } => crate::journal::command::run(command).await,
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -202,6 +218,12 @@ pub const EXIT_DIFFERENT: u8 = 3;
 pub struct Failure {
     message: String,
     status: u8,
+}
+
+impl Failure {
+    pub fn new(message: String, status: u8) -> Self {
+        Failure { message, status }
+    }
 }
 
 impl From<crate::config::SpecError> for Failure {
@@ -235,7 +257,7 @@ impl From<crate::mongo::MongoError> for Failure {
 }
 
 /// Cancels `token` on Ctrl-C or SIGTERM, so that the job stops after its current batches.
-fn cancel_on_signal(token: CancellationToken) -> tokio::task::JoinHandle<()> {
+pub(crate) fn cancel_on_signal(token: CancellationToken) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         #[cfg(unix)]
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -274,6 +296,10 @@ async fn run_copy(args: CopyArgs) -> Result<(), Failure> {
         restart: Some(args.restart),
         max_document_bytes: args.max_document_bytes,
         verify: Some(args.verify),
+        journal: args.journal.map(|dir| JournalConfig {
+            dir,
+            segment_bytes: args.journal_segment_bytes,
+        }),
     }
     .validate()?;
     let store: Arc<dyn StateStore> = if args.no_state {
@@ -490,9 +516,19 @@ fn print_summary(summary: &CopySummary, json: bool) {
             String::new()
         }
     );
+    if let Some(journal) = &summary.journal {
+        println!(
+            "journal {}: run {}, {} records, {} ({:.0} bytes per document)",
+            journal.dir,
+            journal.run,
+            journal.records,
+            human_bytes(journal.bytes),
+            journal.bytes_per_doc
+        );
+    }
 }
 
-fn human_bytes(bytes: u64) -> String {
+pub(crate) fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = bytes as f64;
     let mut unit = 0;

@@ -10,6 +10,7 @@ use mongodb::bson::Document;
 use serde::{Deserialize, Serialize};
 
 use crate::adaptive::AdaptiveConfig;
+use crate::journal::JournalConfig;
 use crate::mongo::Namespace;
 use crate::throttle::Limits;
 
@@ -147,6 +148,35 @@ pub const DEFAULT_BATCH_SIZE: usize = 500;
 pub const MAX_WORKERS: usize = 256;
 pub const MAX_BATCH_SIZE: usize = 100_000;
 
+/// What is wrong with a connection string, if anything.
+pub fn uri_problem(field: &str, uri: &str) -> Option<String> {
+    if uri.is_empty() {
+        Some(format!("{field}: a MongoDB URI is required"))
+    } else if !(uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://")) {
+        Some(format!(
+            "{field}: {} is not a mongodb:// or mongodb+srv:// URI",
+            crate::mongo::redact_uri(uri)
+        ))
+    } else {
+        None
+    }
+}
+
+pub fn workers_problem(workers: usize) -> Option<String> {
+    (workers == 0 || workers > MAX_WORKERS)
+        .then(|| format!("workers: must be 1..={MAX_WORKERS}, got {workers}"))
+}
+
+pub fn batch_size_problem(batch_size: usize) -> Option<String> {
+    (batch_size == 0 || batch_size > MAX_BATCH_SIZE)
+        .then(|| format!("batch_size: must be 1..={MAX_BATCH_SIZE}, got {batch_size}"))
+}
+
+pub fn timeout_problem(secs: f64) -> Option<String> {
+    (!(secs.is_finite() && secs > 0.0 && secs <= 3600.0))
+        .then(|| format!("connect_timeout: must be between 0 and 3600 seconds, got {secs}"))
+}
+
 /// A copy job, validated: everything the engine needs and nothing it must re-check.
 #[derive(Debug, Clone)]
 pub struct CopySpec {
@@ -166,6 +196,7 @@ pub struct CopySpec {
     pub max_document_bytes: Option<usize>,
     /// Compare source and destination document by document after the copy.
     pub verify: bool,
+    pub journal: Option<JournalConfig>,
 }
 
 /// Every problem found in a job spec, reported together.
@@ -197,20 +228,15 @@ pub struct RawSpec {
     pub max_document_bytes: Option<usize>,
     /// Verify the copy document by document when it is done.
     pub verify: Option<bool>,
+    /// Journal every write to this directory.
+    pub journal: Option<JournalConfig>,
 }
 
 impl RawSpec {
     pub fn validate(self) -> Result<CopySpec, SpecError> {
         let mut problems = Vec::new();
         for (field, uri) in [("from", &self.from), ("to", &self.to)] {
-            if uri.is_empty() {
-                problems.push(format!("{field}: a MongoDB URI is required"));
-            } else if !(uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://")) {
-                problems.push(format!(
-                    "{field}: {} is not a mongodb:// or mongodb+srv:// URI",
-                    crate::mongo::redact_uri(uri)
-                ));
-            }
+            problems.extend(uri_problem(field, uri));
         }
         if self.namespaces.is_empty() {
             problems.push("namespaces: name at least one namespace (db.coll[:db2.coll2])".into());
@@ -253,21 +279,11 @@ impl RawSpec {
             }
         };
         let workers = self.workers.unwrap_or(DEFAULT_WORKERS);
-        if workers == 0 || workers > MAX_WORKERS {
-            problems.push(format!("workers: must be 1..={MAX_WORKERS}, got {workers}"));
-        }
+        problems.extend(workers_problem(workers));
         let batch_size = self.batch_size.unwrap_or(DEFAULT_BATCH_SIZE);
-        if batch_size == 0 || batch_size > MAX_BATCH_SIZE {
-            problems.push(format!(
-                "batch_size: must be 1..={MAX_BATCH_SIZE}, got {batch_size}"
-            ));
-        }
+        problems.extend(batch_size_problem(batch_size));
         let timeout = self.connect_timeout_secs.unwrap_or(10.0);
-        if !(timeout.is_finite() && timeout > 0.0 && timeout <= 3600.0) {
-            problems.push(format!(
-                "connect_timeout: must be between 0 and 3600 seconds, got {timeout}"
-            ));
-        }
+        problems.extend(timeout_problem(timeout));
         let limits = Limits {
             rate: self.rate,
             rate_bytes: self.rate_bytes,
@@ -278,6 +294,9 @@ impl RawSpec {
         }
         if self.max_document_bytes == Some(0) {
             problems.push("max_document_bytes: must be at least 1".into());
+        }
+        if let Some(journal) = &self.journal {
+            problems.extend(journal.problems());
         }
         if !problems.is_empty() {
             return Err(SpecError(problems));
@@ -296,6 +315,7 @@ impl RawSpec {
             restart: self.restart.unwrap_or(false),
             max_document_bytes: self.max_document_bytes,
             verify: self.verify.unwrap_or(false),
+            journal: self.journal,
         })
     }
 }
@@ -386,11 +406,15 @@ mod tests {
             filter: Some("{".into()),
             workers: Some(0),
             batch_size: Some(0),
+            journal: Some(JournalConfig {
+                dir: String::new(),
+                segment_bytes: Some(1),
+            }),
             ..Default::default()
         }
         .validate()
         .unwrap_err();
-        assert_eq!(err.0.len(), 6, "{err}");
+        assert_eq!(err.0.len(), 8, "{err}");
     }
 
     #[test]

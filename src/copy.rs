@@ -19,6 +19,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::adaptive::Adaptive;
 use crate::config::{CopySpec, NsMapping, Strategy};
+use crate::journal::writer::{JournalWriter, SegmentWriter};
+use crate::journal::{JournalSummary, Journaled};
 use crate::mongo::{self, describe, MongoError, Namespace, Side};
 use crate::pipeline::{
     self, Control, CopyError, EngineOptions, Ledger, MongoSink, MongoSource, NsTask,
@@ -46,6 +48,8 @@ pub struct PreparedCopy {
     verify: Option<Option<Document>>,
     /// Shared by the source and the sink; stopped when the job is cancelled.
     retry: Retry,
+    /// The journal, opened (and locked) but not yet written.
+    journal: Option<SegmentWriter>,
     from: String,
     to: String,
 }
@@ -81,6 +85,9 @@ pub struct CopySummary {
     pub verify: Option<VerifyReport>,
     /// Peak resident memory of this process, where the OS tells it.
     pub peak_rss_bytes: Option<u64>,
+    /// What this copy added to its journal, when it kept one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub journal: Option<JournalSummary>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -122,12 +129,19 @@ pub async fn prepare(
             return Err(e);
         }
     };
+    let stats = Arc::new(JobStats::new(pairs, spec.workers));
     let setup = async {
-        let checkpoint = load_checkpoint(spec, &store).await?;
+        let (key, description, checkpoint) = load_checkpoint(spec, &store).await?;
+        let (tasks, resumed) = tasks_from(&stats, checkpoint.as_ref(), &store)?;
         let limit = max_document_bytes(&destination).await;
-        Ok::<_, CopyError>((checkpoint, limit))
+        // Opened last, so that a copy that cannot start leaves no run in the journal.
+        let journal = match &spec.journal {
+            None => None,
+            Some(config) => Some(JournalWriter::open(config.clone()).await?),
+        };
+        Ok::<_, CopyError>((key, description, tasks, resumed, limit, journal))
     };
-    let ((key, description, checkpoint), server_limit) = match setup.await {
+    let (key, description, tasks, resumed, server_limit, journal) = match setup.await {
         Ok(found) => found,
         Err(e) => {
             mongo::close(source).await;
@@ -135,28 +149,7 @@ pub async fn prepare(
             return Err(e);
         }
     };
-    let stats = Arc::new(JobStats::new(pairs, spec.workers));
     let retry = Retry::new(RetryPolicy::default(), stats.retry.clone());
-    let mut resumed = false;
-    let mut tasks = Vec::new();
-    for counters in &stats.namespaces {
-        let key = format!("{} -> {}", counters.source, counters.destination);
-        let task = match checkpoint.as_ref().and_then(|c| c.namespaces.get(&key)) {
-            Some(ns) if ns.complete => NsTask::completed(counters.clone(), ns.done),
-            Some(ns) => {
-                let after = ns.after_id().map_err(|reason| {
-                    CopyError::from(crate::state::StateError::Corrupt {
-                        path: store.location().into(),
-                        reason: format!("checkpoint of {key}: {reason}"),
-                    })
-                })?;
-                NsTask::resuming(counters.clone(), after.map(|id| (id, ns.done)))
-            }
-            None => NsTask::new(counters.clone()),
-        };
-        resumed |= task.resume_after.is_some() || task.counters.is_finished();
-        tasks.push(Arc::new(task));
-    }
     let max_document_bytes = spec
         .max_document_bytes
         .map_or(server_limit, |limit| limit.min(server_limit));
@@ -183,6 +176,7 @@ pub async fn prepare(
             Throttle::new(spec.limits),
         )),
         adaptive: spec.adaptive.map(|c| Arc::new(Adaptive::new(c))),
+        journal,
         from: mongo::redact_uri(&spec.from),
         to: mongo::redact_uri(&spec.to),
     })
@@ -238,16 +232,40 @@ impl PreparedCopy {
             .iter()
             .map(|t| (t.source.clone(), t.destination.clone()))
             .collect();
-        let engine = pipeline::run(
-            self.source,
-            self.sink,
-            self.tasks,
-            self.options,
-            self.control.clone(),
-            self.stats.clone(),
-            self.ledger.clone(),
-            cancel.clone(),
-        );
+        let journal = self.journal.map(JournalWriter::start);
+        let engine = async {
+            match &journal {
+                // The journal sees every batch the destination acknowledged; the engine does not
+                // know.
+                Some(journal) => {
+                    let sink = Arc::new(Journaled::new(self.sink, journal.sender()));
+                    pipeline::run(
+                        self.source,
+                        sink,
+                        self.tasks,
+                        self.options,
+                        self.control.clone(),
+                        self.stats.clone(),
+                        self.ledger.clone(),
+                        cancel.clone(),
+                    )
+                    .await
+                }
+                None => {
+                    pipeline::run(
+                        self.source,
+                        self.sink,
+                        self.tasks,
+                        self.options,
+                        self.control.clone(),
+                        self.stats.clone(),
+                        self.ledger.clone(),
+                        cancel.clone(),
+                    )
+                    .await
+                }
+            }
+        };
         // A cancelled job does not sit out backoffs: retrying stops with it.
         let stop_retrying = async {
             cancel.cancelled().await;
@@ -296,13 +314,23 @@ impl PreparedCopy {
             }
             _ => None,
         };
+        // Whatever the outcome, what was acknowledged is written out and the journal closed.
+        let journal = match journal {
+            None => Ok(None),
+            Some(journal) => journal.finish().await.map(Some),
+        };
         // Every task is joined, so these are the last handles of the clients.
         for client in self.clients {
             mongo::close(client).await;
         }
+        if let (Err(copy), Err(journal)) = (&outcome, &journal) {
+            // The copy's own error is the one reported; this one may say more about the journal.
+            tracing::warn!("{journal} (the copy failed: {copy})");
+        }
         // The engine's error is the root cause; a checkpoint that could not be saved comes next.
         outcome?;
         saved?;
+        let journal = journal?;
         let verified = verified.transpose()?;
         let snap = self.stats.snapshot();
         Ok(CopySummary {
@@ -337,8 +365,38 @@ impl PreparedCopy {
             seconds: snap.seconds,
             docs_per_sec: snap.docs_per_sec,
             peak_rss_bytes: peak_rss_bytes(),
+            journal,
         })
     }
+}
+
+/// One task per namespace, continuing from `checkpoint` where it has one; `true` if any does.
+fn tasks_from(
+    stats: &JobStats,
+    checkpoint: Option<&Checkpoint>,
+    store: &Arc<dyn StateStore>,
+) -> Result<(Vec<Arc<NsTask>>, bool), CopyError> {
+    let mut resumed = false;
+    let mut tasks = Vec::new();
+    for counters in &stats.namespaces {
+        let key = format!("{} -> {}", counters.source, counters.destination);
+        let task = match checkpoint.and_then(|c| c.namespaces.get(&key)) {
+            Some(ns) if ns.complete => NsTask::completed(counters.clone(), ns.done),
+            Some(ns) => {
+                let after = ns.after_id().map_err(|reason| {
+                    CopyError::from(crate::state::StateError::Corrupt {
+                        path: store.location().into(),
+                        reason: format!("checkpoint of {key}: {reason}"),
+                    })
+                })?;
+                NsTask::resuming(counters.clone(), after.map(|id| (id, ns.done)))
+            }
+            None => NsTask::new(counters.clone()),
+        };
+        resumed |= task.resume_after.is_some() || task.counters.is_finished();
+        tasks.push(Arc::new(task));
+    }
+    Ok((tasks, resumed))
 }
 
 /// The job's key and description, and its checkpoint (none after a restart).

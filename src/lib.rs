@@ -21,6 +21,7 @@
 //! - [`stats`]: per-namespace and per-worker counters and their snapshots.
 //! - [`progress`]: progress bars or log lines drawn from the stats.
 //! - [`adaptive`]: adaptive mode, steering workers and a rate cap by write latency.
+//! - [`journal`]: the journal of every write (format spec, writer, reader), its replay and export.
 //! - [`throttle`]: live rate limits (docs/s, bytes/s) per job and for the whole service.
 //! - [`verify`]: compares source and destination document by document, in `_id` order.
 //! - [`test_server`]: starts SecantusDB test servers (used by the tests, the benchmark and demos).
@@ -32,6 +33,7 @@ pub mod cli;
 pub mod config;
 pub mod copy;
 pub mod job;
+pub mod journal;
 pub mod mongo;
 pub mod pipeline;
 pub mod progress;

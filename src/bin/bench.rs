@@ -9,6 +9,9 @@
 //! - the peak memory of a `mongoferry copy` process for two collection sizes;
 //! - the engine ceiling: the same pipeline from a synthetic source into a null sink.
 //!
+//! `--journal` measures only what journaling costs: the default strategy's copy without and with
+//! a journal, in alternating rounds on fresh destinations, and the journal's bytes per document.
+//!
 //! Results go to BENCHMARKS.md with the command that produced them.
 
 use std::sync::Arc;
@@ -24,6 +27,8 @@ use mongoferry::adaptive::AdaptiveConfig;
 use mongoferry::config::RawSpec;
 use mongoferry::config::Strategy;
 use mongoferry::copy;
+use mongoferry::journal::writer::JournalWriter;
+use mongoferry::journal::{JournalConfig, JournalSummary, Journaled};
 use mongoferry::mongo::{self, Namespace, Side};
 use mongoferry::pipeline::synthetic::{NullSink, SyntheticSource};
 use mongoferry::pipeline::{
@@ -64,6 +69,16 @@ struct Args {
     /// Trace only adaptive mode: a copy through a latency-injecting proxy, slowed then relieved.
     #[arg(long)]
     adaptive: bool,
+    /// Measure only journaling: the copy with and without `--journal`, in alternating rounds.
+    #[arg(long)]
+    journal: bool,
+    /// Where the journal measurement writes its journals [default: the system's temp directory].
+    #[arg(long, value_name = "DIR")]
+    journal_dir: Option<std::path::PathBuf>,
+    /// Padding of the journal measurement's documents: `x` (the sample documents' repeated
+    /// byte, which compresses to almost nothing) or `random` (incompressible: the worst case).
+    #[arg(long, value_enum, default_value = "x")]
+    padding: Padding,
     /// Rate limits (docs/s) the throttle measurement holds.
     #[arg(long, value_delimiter = ',', default_values = ["500", "1000", "2000"])]
     throttle_rates: Vec<f64>,
@@ -75,6 +90,12 @@ struct Args {
     from: Option<String>,
     #[arg(long, requires = "from")]
     to: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Padding {
+    X,
+    Random,
 }
 
 fn main() -> Result<()> {
@@ -162,6 +183,9 @@ impl Bench {
         }
         if self.args.adaptive {
             return self.run_adaptive();
+        }
+        if self.args.journal {
+            return self.run_journal();
         }
         let args = &self.args;
         println!(
@@ -480,6 +504,119 @@ impl Bench {
     }
 }
 
+impl Bench {
+    /// The default strategy's copy without and with a journal, alternating which goes first in
+    /// each round, each into a fresh destination; medians count.
+    fn run_journal(&mut self) -> Result<()> {
+        let args = &self.args;
+        let (docs_n, doc_size, workers, batch_size) =
+            (args.docs, args.doc_size, args.workers, args.batch_size);
+        let base = args.journal_dir.clone().unwrap_or_else(std::env::temp_dir);
+        let padding = args.padding;
+        println!(
+            "journal: {docs_n} docs of {doc_size} B ({padding:?} padding), {workers} workers, batch {batch_size}, journals in {}, on {} cores",
+            base.display(),
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+        let from = self.from.clone();
+        let data = Namespace::new("bench", "docs");
+        let src = self.runtime.block_on(async {
+            let src = connect(Side::Source, &from).await?;
+            match padding {
+                Padding::X => seed(&src, &data, docs_n, doc_size).await?,
+                Padding::Random => seed_random(&src, &data, docs_n, doc_size).await?,
+            }
+            anyhow::Ok(src)
+        })?;
+        let strategy = Strategy::default();
+        let mut rounds = Vec::new();
+        for round in 1..=self.args.rounds {
+            let (mut plain, mut journaled) = (0.0, None);
+            for journal_now in [round % 2 == 0, round % 2 == 1] {
+                if journal_now {
+                    journaled = Some(self.journaled_copy_rate(&src, &data, &base)?);
+                } else {
+                    plain = self.copy_rate(&src, &data, strategy)?;
+                }
+            }
+            let (rate, journal) = journaled.expect("measured");
+            let ratio = rate / plain;
+            println!(
+                "round {round}: copy {plain:.0} docs/s, with journal {rate:.0} docs/s, ratio {ratio:.3}, journal {:.1} B/doc ({} for {} records)",
+                journal.bytes_per_doc, journal.bytes, journal.records
+            );
+            rounds.push((plain, rate, ratio, journal));
+        }
+        let plain = median(rounds.iter().map(|r| r.0));
+        let journaled = median(rounds.iter().map(|r| r.1));
+        let ratio = median(rounds.iter().map(|r| r.2));
+        let per_doc = median(rounds.iter().map(|r| r.3.bytes_per_doc));
+        let shrink = median(
+            rounds
+                .iter()
+                .map(|r| r.3.document_bytes as f64 / r.3.bytes.max(1) as f64),
+        );
+        let n = rounds.len();
+        println!();
+        println!("| measurement (median of {n} rounds) | value |");
+        println!("|---|---:|");
+        println!("| copy, strategy `{strategy}`, no journal | {plain:.0} docs/s |");
+        println!("| copy, strategy `{strategy}`, with journal | {journaled:.0} docs/s |");
+        println!("| ratio with / without (median of the rounds' ratios) | {ratio:.3} |");
+        println!("| journal bytes per document ({doc_size} B documents) | {per_doc:.1} |");
+        println!("| documents' bytes / journal bytes | {shrink:.1}x |");
+        self.runtime.block_on(mongo::close(src));
+        Ok(())
+    }
+
+    /// The default strategy's copy of `data` into a fresh destination, journaled into a new
+    /// journal under `base`; the time includes closing the journal.
+    fn journaled_copy_rate(
+        &mut self,
+        src: &Client,
+        data: &Namespace,
+        base: &std::path::Path,
+    ) -> Result<(f64, JournalSummary)> {
+        let to = self.fresh_destination()?;
+        let (docs, workers, batch_size) = (self.args.docs, self.args.workers, self.args.batch_size);
+        let dir = tempfile::Builder::new()
+            .prefix("mongoferry-bench-journal-")
+            .tempdir_in(base)?;
+        let config = JournalConfig::new(dir.path().to_str().context("journal path")?);
+        self.runtime.block_on(async {
+            let dst = connect(Side::Destination, &to).await?;
+            let started = Instant::now();
+            let journal = JournalWriter::start(JournalWriter::open(config).await?);
+            let copied = run_engine(
+                MongoSource::new(src.clone(), None),
+                Journaled::new(Arc::new(MongoSink::new(dst.clone())), journal.sender()),
+                data,
+                workers,
+                batch_size,
+                Strategy::default(),
+            )
+            .await;
+            let summary = journal.finish().await?;
+            let copied = copied?;
+            let rate = copied as f64 / started.elapsed().as_secs_f64();
+            let count = dst
+                .database(&data.db)
+                .collection::<RawDocumentBuf>(&data.coll)
+                .count_documents(doc! {})
+                .await?;
+            mongo::close(dst).await;
+            if count != docs || copied != docs || summary.records != docs {
+                bail!("journaled copy: {copied} copied, {count} at the destination, {} journaled, {docs} expected", summary.records);
+            }
+            eprintln!(
+                "copy with journal: {copied} docs in {:.1}s",
+                started.elapsed().as_secs_f64()
+            );
+            anyhow::Ok((rate, summary))
+        })
+    }
+}
+
 /// A synthetic load written to the destination under a live rate limit.
 struct LimitedRun {
     control: Arc<Control>,
@@ -583,6 +720,45 @@ async fn seed(client: &Client, ns: &Namespace, n: u64, doc_size: usize) -> Resul
         "seeded {ns} with {n} docs in {:.1}s",
         started.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+/// Fills `ns` with `n` sample documents whose padding is pseudo-random (incompressible).
+async fn seed_random(client: &Client, ns: &Namespace, n: u64, doc_size: usize) -> Result<()> {
+    let coll = client
+        .database(&ns.db)
+        .collection::<RawDocumentBuf>(&ns.coll);
+    coll.drop().await?;
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut batch = Vec::with_capacity(1000);
+    for id in 0..n as i64 {
+        let mut doc = mongoferry::pipeline::synthetic::sample_document(id, 0);
+        let overhead = doc.as_bytes().len() + 1 + "pad".len() + 1 + 4 + 1;
+        let bytes = (0..doc_size.saturating_sub(overhead))
+            .map(|_| {
+                // xorshift64: cheap bytes no compressor can shrink.
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        doc.append(
+            "pad",
+            mongodb::bson::Binary {
+                subtype: mongodb::bson::spec::BinarySubtype::Generic,
+                bytes,
+            },
+        );
+        batch.push(doc);
+        if batch.len() == 1000 {
+            coll.insert_many(std::mem::take(&mut batch)).await?;
+        }
+    }
+    if !batch.is_empty() {
+        coll.insert_many(batch).await?;
+    }
+    eprintln!("seeded {ns} with {n} docs of random padding");
     Ok(())
 }
 

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::adaptive::{Adaptive, AdaptiveConfig, AdaptiveView};
 use crate::config::{CopySpec, RawSpec, SpecError, Strategy};
+use crate::journal::JournalConfig;
 use crate::mongo::redact_uri;
 use crate::pipeline::Control;
 use crate::stats::{JobStats, NsSnapshot, RateWindow, WorkerSnapshot};
@@ -114,6 +115,9 @@ pub struct JobSpec {
     /// Verify the copy document by document when it is done.
     #[serde(default)]
     pub verify: Option<bool>,
+    /// Journal every write: `{"dir": "/var/lib/mongoferry/journal", "segment_bytes": 67108864}`.
+    #[serde(default)]
+    pub journal: Option<JournalConfig>,
 }
 
 impl JobSpec {
@@ -137,6 +141,7 @@ impl JobSpec {
             restart: self.restart,
             max_document_bytes: self.max_document_bytes,
             verify: self.verify,
+            journal: self.journal.clone(),
         };
         raw.validate()
     }
@@ -162,6 +167,7 @@ impl JobSpec {
             restart: None,
             max_document_bytes: view.max_document_bytes,
             verify: view.verify,
+            journal: view.journal.clone(),
         })
     }
 
@@ -179,6 +185,7 @@ impl JobSpec {
             adaptive: self.adaptive,
             max_document_bytes: self.max_document_bytes,
             verify: self.verify,
+            journal: self.journal.clone(),
         }
     }
 }
@@ -202,6 +209,7 @@ pub struct SpecView {
     pub max_document_bytes: Option<usize>,
     #[serde(default)]
     pub verify: Option<bool>,
+    pub journal: Option<JournalConfig>,
 }
 
 /// What is kept of a job in the history, and restored after a restart of the service.

@@ -115,6 +115,7 @@ mod tests {
             restart: None,
             max_document_bytes: None,
             verify: None,
+            journal: None,
         };
         let record = crate::job::JobRecord {
             id: JobId(7),

@@ -42,6 +42,8 @@ pub enum CopyError {
     Mongo(#[from] MongoError),
     #[error(transparent)]
     State(#[from] crate::state::StateError),
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
     /// The job was stopped before it finished (not a failure of its own).
     #[error("stopped before completion")]
     Stopped,

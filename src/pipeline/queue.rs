@@ -129,6 +129,11 @@ impl NsTask {
         self.finish_if_done();
     }
 
+    /// Batches of this namespace queued or being written right now.
+    pub fn outstanding_batches(&self) -> u64 {
+        self.outstanding.load(SeqCst)
+    }
+
     fn batch_written(&self, seq: u64, last_id: RawBson, docs: u64) {
         // The watermark moves before the task can count as finished.
         self.acknowledge(seq, last_id, docs);
@@ -221,6 +226,11 @@ pub fn bounded(capacity: usize, stats: Arc<JobStats>) -> (QueueSender, QueueRece
 }
 
 impl QueueSender {
+    /// True once the job is stopping: nothing sent will be written.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
     /// Waits for room in the queue; fails once the job is stopping.
     pub async fn send(&self, task: &Arc<NsTask>, payload: Payload) -> Result<(), QueueClosed> {
         let Some(last_id) = payload.last_id() else {

@@ -13,7 +13,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
-use mongodb::bson::{doc, Document, RawDocumentBuf};
+use mongodb::bson::{
+    doc, oid::ObjectId, spec::BinarySubtype, Binary, Bson, DateTime, Decimal128, Document,
+    JavaScriptCodeWithScope, RawDocumentBuf, Regex, Timestamp,
+};
 use mongodb::Client;
 use mongoferry::test_server::TestServer;
 
@@ -246,4 +249,81 @@ pub fn stdout(out: &Output) -> String {
 
 pub fn as_doc(raw: &RawDocumentBuf) -> Document {
     Document::try_from(raw.as_ref()).unwrap()
+}
+
+fn binary(subtype: BinarySubtype, bytes: &[u8]) -> Bson {
+    Bson::Binary(Binary {
+        subtype,
+        bytes: bytes.to_vec(),
+    })
+}
+
+/// Documents with every BSON type the server stores, `_id`s of many types in one collection,
+/// unusual field order and nesting.
+pub fn every_type_documents() -> Vec<RawDocumentBuf> {
+    let ids: Vec<Bson> = vec![
+        Bson::Int32(1),
+        Bson::Int64(2),
+        Bson::Double(2.5),
+        Bson::Decimal128(Decimal128::from_bytes([
+            0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x3e, 0x30,
+        ])),
+        Bson::String("alpha".into()),
+        Bson::String("".into()),
+        Bson::Document(doc! { "a": 1, "b": "x" }),
+        binary(BinarySubtype::Generic, b"\x00\x01\x02"),
+        Bson::ObjectId(ObjectId::parse_str("64b7f0c2a1b2c3d4e5f60718").unwrap()),
+        Bson::Boolean(false),
+        Bson::Boolean(true),
+        Bson::DateTime(DateTime::from_millis(-2_208_988_800_000)),
+        Bson::Timestamp(Timestamp {
+            time: 1_700_000_000,
+            increment: 7,
+        }),
+        Bson::Null,
+        Bson::MinKey,
+        Bson::MaxKey,
+    ];
+    let mut docs = Vec::new();
+    for (i, id) in ids.into_iter().enumerate() {
+        let body = doc! {
+            "_id": id,
+            "zeta": 1,
+            "alpha": "field order is kept, not sorted",
+            "double": -0.0_f64,
+            "nan": f64::NAN,
+            "inf": f64::INFINITY,
+            "int32": i32::MIN,
+            "int64": i64::MAX,
+            "decimal": Decimal128::from_bytes([0x9c, 0x40, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x3a, 0xb0]),
+            "string": "ünïcödé ✓ \u{0}nul inside",
+            "nested": { "arr": [[1, [2, [3, []]]], { "deep": { "deeper": [Bson::Null] } }], "empty": {} },
+            "bin_generic": binary(BinarySubtype::Generic, &[0xff; 17]),
+            "bin_function": binary(BinarySubtype::Function, b"fn"),
+            "bin_old": binary(BinarySubtype::BinaryOld, b"old"),
+            "bin_uuid_old": binary(BinarySubtype::UuidOld, &[3; 16]),
+            "bin_uuid": binary(BinarySubtype::Uuid, &[4; 16]),
+            "bin_md5": binary(BinarySubtype::Md5, &[5; 16]),
+            "bin_user": binary(BinarySubtype::UserDefined(0x80), b"user"),
+            "oid": ObjectId::parse_str("000000000000000000000001").unwrap(),
+            "bool": true,
+            "date_before_1970": DateTime::from_millis(-62_135_596_800_000),
+            "date_epoch": DateTime::from_millis(0),
+            "date_future": DateTime::from_millis(253_402_300_799_999),
+            "null": Bson::Null,
+            "regex": Regex { pattern: "^a.*b$".into(), options: "imsx".into() },
+            "code": Bson::JavaScriptCode("function() { return 1; }".into()),
+            "code_scope": Bson::JavaScriptCodeWithScope(JavaScriptCodeWithScope {
+                code: "x + 1".into(),
+                scope: doc! { "x": 41 },
+            }),
+            "symbol": Bson::Symbol("sym".into()),
+            "timestamp": Timestamp { time: 0, increment: 0 },
+            "min": Bson::MinKey,
+            "max": Bson::MaxKey,
+            "seq": i as i32,
+        };
+        docs.push(RawDocumentBuf::from_document(&body).unwrap());
+    }
+    docs
 }

@@ -1,0 +1,267 @@
+//! A replay from start to end: verify the journal, resolve namespaces, connect, run the engine.
+//!
+//! In: a validated [`ReplaySpec`]. Out: a [`ReplaySummary`], or the first error. The journal is
+//! read and verified whole before anything is written: a corrupt journal fails here, naming the
+//! file and byte offset; a torn tail is reported and the whole records before it are replayed.
+//! The writes go through the copy engine and the same idempotent sink, so a replay can run again
+//! at any time, under the same throttle and with the same progress display.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mongodb::Client;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use super::reader::{scan, Scan, TornTail};
+use super::source::JournalSource;
+use super::JournalError;
+use crate::config::{self, NsMapping, SpecError, Strategy};
+use crate::copy::{peak_rss_bytes, NsSummary};
+use crate::mongo::{self, Namespace, Side};
+use crate::pipeline::{self, Control, CopyError, EngineOptions, Ledger, MongoSink, NsTask};
+use crate::stats::JobStats;
+use crate::throttle::{Limits, Throttle};
+
+/// A replay, validated.
+#[derive(Debug, Clone)]
+pub struct ReplaySpec {
+    pub dir: PathBuf,
+    pub to: String,
+    /// Journal namespaces to replay and where to; empty: every namespace, under its own name.
+    pub namespaces: Vec<NsMapping>,
+    pub workers: usize,
+    pub batch_size: usize,
+    pub connect_timeout: Duration,
+    pub limits: Limits,
+}
+
+impl ReplaySpec {
+    /// Checks the user's input, reporting every problem at once.
+    pub fn new(
+        dir: PathBuf,
+        to: String,
+        namespaces: &[String],
+        workers: usize,
+        batch_size: usize,
+        connect_timeout_secs: f64,
+        limits: Limits,
+    ) -> Result<ReplaySpec, SpecError> {
+        let mut problems = Vec::new();
+        problems.extend(config::uri_problem("to", &to));
+        let mut mappings = Vec::new();
+        for text in namespaces {
+            match text.parse::<NsMapping>() {
+                Ok(m) => mappings.push(m),
+                Err(e) => problems.push(e),
+            }
+        }
+        problems.extend(config::workers_problem(workers));
+        problems.extend(config::batch_size_problem(batch_size));
+        problems.extend(config::timeout_problem(connect_timeout_secs));
+        problems.extend(limits.problems());
+        if !problems.is_empty() {
+            return Err(SpecError(problems));
+        }
+        Ok(ReplaySpec {
+            dir,
+            to,
+            namespaces: mappings,
+            workers,
+            batch_size,
+            connect_timeout: Duration::from_secs_f64(connect_timeout_secs),
+            limits,
+        })
+    }
+}
+
+/// What a finished replay did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplaySummary {
+    pub journal: String,
+    pub to: String,
+    pub workers: usize,
+    pub batch_size: usize,
+    pub namespaces: Vec<NsSummary>,
+    pub docs: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+    pub docs_per_sec: f64,
+    /// Where the journal was torn, when it was: its records after that point were not replayed.
+    pub torn_tail: Option<TornTail>,
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// A replay that has verified its journal and is connected to the destination.
+pub struct PreparedReplay {
+    client: Client,
+    source: Arc<JournalSource>,
+    sink: Arc<MongoSink>,
+    tasks: Vec<Arc<NsTask>>,
+    stats: Arc<JobStats>,
+    options: EngineOptions,
+    control: Arc<Control>,
+    /// Documents the destination refuses are counted and logged; the journal still holds them.
+    ledger: Arc<Ledger>,
+    journal: String,
+    to: String,
+    torn_tail: Option<TornTail>,
+}
+
+/// Reads and verifies the whole journal off the async threads.
+pub async fn verify(dir: PathBuf) -> Result<Scan, JournalError> {
+    tokio::task::spawn_blocking(move || scan(&dir))
+        .await
+        .map_err(|e| JournalError::TaskFailed(format!("journal reader: {e}")))?
+}
+
+/// The (journal namespace, destination) pairs a replay writes.
+pub fn resolve(
+    scan: &Scan,
+    mappings: &[NsMapping],
+) -> Result<Vec<(Namespace, Namespace)>, JournalError> {
+    let held: Vec<Namespace> = scan
+        .namespaces
+        .keys()
+        .filter_map(|ns| {
+            ns.split_once('.')
+                .map(|(db, coll)| Namespace::new(db, coll))
+        })
+        .collect();
+    if mappings.is_empty() {
+        return Ok(held.into_iter().map(|ns| (ns.clone(), ns)).collect());
+    }
+    let not_found = |ns: String| JournalError::NamespaceNotFound {
+        dir: scan.dir.clone(),
+        ns,
+        held: if held.is_empty() {
+            "no records".to_string()
+        } else {
+            held.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
+    };
+    let mut pairs = Vec::new();
+    for mapping in mappings {
+        match mapping {
+            NsMapping::Collection { src, dst } => {
+                if !held.contains(src) {
+                    return Err(not_found(src.to_string()));
+                }
+                pairs.push((src.clone(), dst.clone()));
+            }
+            NsMapping::Database { src_db, dst_db } => {
+                let before = pairs.len();
+                pairs.extend(
+                    held.iter()
+                        .filter(|ns| &ns.db == src_db)
+                        .map(|ns| (ns.clone(), Namespace::new(dst_db, &ns.coll))),
+                );
+                if pairs.len() == before {
+                    return Err(not_found(format!("{src_db}.*")));
+                }
+            }
+        }
+    }
+    Ok(pairs)
+}
+
+/// Verifies the journal, resolves the namespaces and connects; nothing is written yet.
+pub async fn prepare(spec: &ReplaySpec) -> Result<PreparedReplay, CopyError> {
+    let scan = verify(spec.dir.clone()).await?;
+    if let Some(corrupt) = scan.corruption_error() {
+        return Err(corrupt.into());
+    }
+    let pairs = resolve(&scan, &spec.namespaces)?;
+    let client = mongo::connect(
+        Side::Destination,
+        &spec.to,
+        spec.workers as u32 + 2,
+        spec.connect_timeout,
+    )
+    .await?;
+    let stats = Arc::new(JobStats::new(pairs, spec.workers));
+    let tasks = NsTask::for_stats(&stats);
+    Ok(PreparedReplay {
+        source: Arc::new(JournalSource::new(
+            spec.dir.clone(),
+            scan.namespaces.clone(),
+            scan.records,
+        )),
+        sink: Arc::new(MongoSink::new(client.clone())),
+        client,
+        tasks,
+        stats,
+        options: EngineOptions {
+            batch_size: spec.batch_size,
+            strategy: Strategy::Stream,
+        },
+        control: Arc::new(Control::with_throttle(
+            spec.workers,
+            Throttle::new(spec.limits),
+        )),
+        ledger: Arc::new(Ledger::in_memory()),
+        journal: spec.dir.display().to_string(),
+        to: mongo::redact_uri(&spec.to),
+        torn_tail: scan.torn_tail,
+    })
+}
+
+impl PreparedReplay {
+    pub fn stats(&self) -> Arc<JobStats> {
+        self.stats.clone()
+    }
+
+    pub fn namespaces(&self) -> impl Iterator<Item = (&Namespace, &Namespace)> {
+        self.tasks.iter().map(|t| (&t.source, &t.destination))
+    }
+
+    /// Set when the journal ends in a torn frame (its whole records are replayed).
+    pub fn torn_tail(&self) -> Option<&TornTail> {
+        self.torn_tail.as_ref()
+    }
+
+    pub async fn run(self, cancel: CancellationToken) -> Result<ReplaySummary, CopyError> {
+        let outcome = pipeline::run(
+            self.source,
+            self.sink,
+            self.tasks,
+            self.options,
+            self.control.clone(),
+            self.stats.clone(),
+            self.ledger.clone(),
+            cancel,
+        )
+        .await;
+        mongo::close(self.client).await;
+        outcome?;
+        let snap = self.stats.snapshot();
+        Ok(ReplaySummary {
+            journal: self.journal,
+            to: self.to,
+            workers: self.control.workers(),
+            batch_size: self.options.batch_size,
+            namespaces: snap
+                .namespaces
+                .iter()
+                .map(|n| NsSummary {
+                    source: n.source.clone(),
+                    destination: n.destination.clone(),
+                    docs: n.docs,
+                    skipped: n.skipped,
+                    failed: n.failed,
+                    bytes: n.bytes,
+                })
+                .collect(),
+            docs: snap.docs,
+            bytes: snap.bytes,
+            seconds: snap.seconds,
+            docs_per_sec: snap.docs_per_sec,
+            torn_tail: self.torn_tail,
+            peak_rss_bytes: peak_rss_bytes(),
+        })
+    }
+}

@@ -1,0 +1,121 @@
+//! A journal as the copy engine's source, for `mongoferry journal replay`.
+//!
+//! In: a verified journal (its [`Scan`](super::reader::Scan)) and a namespace task. Out: the
+//! namespace's documents in journal order, in batches on the engine's queue, so that a replay
+//! has the same workers, throttle and progress as a copy. Reading and decompressing run in
+//! `spawn_blocking`, one frame at a time.
+//!
+//! Order: within one run of the journal an `_id` is written once, so the engine's workers may
+//! write a run's batches in any order. A later run may write the same `_id`s again (a copy run a
+//! second time into the same journal); before the first batch of a new run, the producer waits
+//! until every batch of the earlier runs is written, so the later document wins as it did.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mongodb::bson::{RawBson, RawDocumentBuf};
+
+use super::reader::{Frame, JournalReader};
+use crate::config::Strategy;
+use crate::mongo::Namespace;
+use crate::pipeline::queue::{NsTask, Payload, QueueSender};
+use crate::pipeline::source::BatchBuilder;
+use crate::pipeline::{CopyError, Source};
+
+pub struct JournalSource {
+    dir: PathBuf,
+    /// Records per namespace, as verified before the replay.
+    counts: BTreeMap<String, u64>,
+    /// Records verified before the replay; frames a writer appended since are not replayed.
+    records: u64,
+}
+
+impl JournalSource {
+    pub fn new(dir: PathBuf, counts: BTreeMap<String, u64>, records: u64) -> Self {
+        JournalSource {
+            dir,
+            counts,
+            records,
+        }
+    }
+}
+
+/// The next frame of `reader`, read off the async threads.
+async fn next_frame(reader: JournalReader) -> Result<(JournalReader, Option<Frame>), CopyError> {
+    let (reader, frame) = tokio::task::spawn_blocking(move || {
+        let mut reader = reader;
+        let frame = reader.next_frame();
+        (reader, frame)
+    })
+    .await
+    .map_err(|e| CopyError::Internal(format!("journal reader failed: {e}")))?;
+    Ok((reader, frame?))
+}
+
+/// Waits until every batch of the task sent so far is written (or the job stops).
+async fn wait_written(task: &NsTask, queue: &QueueSender) -> Result<(), CopyError> {
+    while task.outstanding_batches() > 0 {
+        if queue.is_closed() {
+            return Err(CopyError::Stopped);
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    Ok(())
+}
+
+impl Source for JournalSource {
+    async fn count(&self, ns: &Namespace) -> Result<u64, CopyError> {
+        Ok(self.counts.get(&ns.to_string()).copied().unwrap_or(0))
+    }
+
+    async fn produce(
+        &self,
+        task: &Arc<NsTask>,
+        _strategy: Strategy,
+        batch_size: usize,
+        queue: &QueueSender,
+    ) -> Result<(), CopyError> {
+        let ns = task.source.to_string();
+        let dir = self.dir.clone();
+        let mut reader = tokio::task::spawn_blocking(move || JournalReader::open(&dir))
+            .await
+            .map_err(|e| CopyError::Internal(format!("journal reader failed: {e}")))??;
+        let mut docs = BatchBuilder::new(batch_size);
+        let mut run = None;
+        loop {
+            let (back, frame) = next_frame(reader).await?;
+            reader = back;
+            let Some(frame) = frame else { break };
+            if frame.header.first_seq >= self.records {
+                break;
+            }
+            if run.is_some_and(|r| r != frame.run) {
+                queue.send(task, Payload::Docs(docs.take())).await?;
+                wait_written(task, queue).await?;
+            }
+            run = Some(frame.run);
+            for record in frame.records().filter(|r| r.ns == ns) {
+                if let Some(full) = docs.push(record.doc.to_raw_document_buf()) {
+                    queue.send(task, Payload::Docs(full)).await?;
+                }
+            }
+        }
+        if let Some(torn) = reader.torn_tail() {
+            tracing::debug!("{torn}");
+        }
+        queue.send(task, Payload::Docs(docs.take())).await?;
+        Ok(())
+    }
+
+    async fn fetch(
+        &self,
+        _ns: &Namespace,
+        _ids: Vec<RawBson>,
+    ) -> Result<Vec<RawDocumentBuf>, CopyError> {
+        Err(CopyError::Internal(
+            "a journal streams whole documents; it cannot fetch by _id".into(),
+        ))
+    }
+}
