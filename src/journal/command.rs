@@ -236,6 +236,15 @@ async fn run_replay(args: ReplayArgs) -> Result<(), Failure> {
         other => other.into(),
     })?;
     print_replay_summary(&summary, args.json);
+    if summary.failed > 0 {
+        return Err(Failure::new(
+            format!(
+                "replayed with {} failed documents: the destination refused them (reasons in the log above; the journal still holds them)",
+                summary.failed
+            ),
+            crate::cli::EXIT_DIFFERENT,
+        ));
+    }
     Ok(())
 }
 

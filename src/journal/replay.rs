@@ -85,6 +85,8 @@ pub struct ReplaySummary {
     pub batch_size: usize,
     pub namespaces: Vec<NsSummary>,
     pub docs: u64,
+    /// Documents the destination refused (logged with their reasons; the journal keeps them).
+    pub failed: u64,
     pub bytes: u64,
     pub seconds: f64,
     pub docs_per_sec: f64,
@@ -257,6 +259,7 @@ impl PreparedReplay {
                 })
                 .collect(),
             docs: snap.docs,
+            failed: snap.failed,
             bytes: snap.bytes,
             seconds: snap.seconds,
             docs_per_sec: snap.docs_per_sec,

@@ -697,6 +697,26 @@ mod tests {
         assert_eq!(scan(dir).unwrap().health, Health::Intact);
     }
 
+    #[test]
+    fn refused_documents_are_not_journaled() {
+        let ns = Namespace::new("a", "x");
+        let docs: Vec<RawDocumentBuf> = (0..3)
+            .map(|i| mongodb::bson::rawdoc! { "_id": i, "pad": "x".repeat(i as usize * 10) })
+            .collect();
+        let all = EncodedBatch::encode(&ns, &docs).unwrap();
+        let refused = Refused {
+            doc: docs[1].clone(),
+            code: Some(121),
+            reason: "invalid".into(),
+        };
+        let kept = EncodedBatch::encode(&ns, &docs)
+            .unwrap()
+            .without(&[refused]);
+        let expected = EncodedBatch::encode(&ns, &[docs[0].clone(), docs[2].clone()]).unwrap();
+        assert_eq!((kept.count, &kept.records), (2, &expected.records));
+        assert_eq!(all.without(&[]).count, 3);
+    }
+
     #[tokio::test]
     async fn the_writer_task_frames_batches_and_closes() {
         let tmp = tempfile::tempdir().unwrap();
