@@ -12,7 +12,11 @@ export function esc(value) {
     .replaceAll("'", "&#39;");
 }
 
-const FINAL_STATES = new Set(["completed", "failed", "cancelled"]);
+/**
+ * States in which the job's run is over. `interrupted`: the service stopped before the job
+ * finished; a restarted service continues it, as the same job, from its checkpoint.
+ */
+const FINAL_STATES = new Set(["completed", "failed", "cancelled", "interrupted"]);
 
 export function isFinal(state) {
   return FINAL_STATES.has(state);
@@ -63,10 +67,19 @@ export function formatDuration(secs) {
   return `${h} h ${String(Math.floor((s % 3600) / 60)).padStart(2, "0")} min`;
 }
 
+/**
+ * Documents behind the job's position: written by this run, copied by an earlier run (the job
+ * continued from its checkpoint) and refused by the destination. Also fits a namespace's counts.
+ */
+export function doneCount(progress) {
+  if (!progress) return 0;
+  return (progress.docs ?? 0) + (progress.skipped ?? 0) + (progress.failed ?? 0);
+}
+
 /** Share done, 0..1, when the total is known. */
 export function fraction(progress) {
   if (!progress || !progress.expected) return null;
-  return Math.min(1, progress.docs / progress.expected);
+  return Math.min(1, doneCount(progress) / progress.expected);
 }
 
 export function formatLimit(rate, unit) {
@@ -206,7 +219,8 @@ export function stateBadge(state) {
 export function jobRowHtml(view) {
   const p = view.progress;
   const active = !isFinal(view.state);
-  const deadCount = view.dead_letters?.count ?? 0;
+  const failed = p?.failed ?? view.dead_letters?.count ?? 0;
+  const skipped = p?.skipped ?? 0;
   const docs = p ? `${formatCount(p.docs)}${p.expected !== null && p.expected !== undefined ? ` / ${formatCount(p.expected)}` : ""}` : "–";
   return `<a class="job-row" href="#/jobs/${esc(view.id)}" data-job="${esc(view.id)}">
   <span class="job-id">#${esc(view.id)}</span>
@@ -216,8 +230,9 @@ export function jobRowHtml(view) {
   <span class="job-docs" data-field="docs">${esc(docs)} docs</span>
   <span class="job-rate" data-field="docs_per_sec">${active && p ? `${esc(formatRate(p.docs_per_sec))} docs/s` : ""}</span>
   <span class="job-eta" data-field="eta">${active && p && p.eta_secs !== null && p.eta_secs !== undefined ? `ETA ${esc(formatDuration(p.eta_secs))}` : ""}</span>
-  ${view.error ? `<span class="job-error" title="${esc(view.error)}">${esc(view.error)}</span>` : ""}
-  ${deadCount > 0 ? `<span class="job-dead">${esc(formatCount(deadCount))} failed docs</span>` : ""}
+  ${view.error ? `<span class="job-error${view.state === "failed" ? "" : " job-note"}" title="${esc(view.error)}">${esc(view.error)}</span>` : ""}
+  ${skipped > 0 ? `<span class="job-skipped" data-field="skipped">${esc(formatCount(skipped))} copied before (continued from its checkpoint)</span>` : ""}
+  ${failed > 0 ? `<span class="job-dead" data-field="failed">${esc(formatCount(failed))} failed docs</span>` : ""}
 </a>`;
 }
 
@@ -230,11 +245,20 @@ export function jobListHtml(views) {
     .join("\n");
 }
 
-function tile(label, value, field) {
-  return `<div class="tile"><span class="tile-label">${esc(label)}</span><span class="tile-value" data-field="${esc(field)}">${esc(value)}</span></div>`;
+function tile(label, value, field, extraClass = "") {
+  return `<div class="tile${extraClass ? ` ${esc(extraClass)}` : ""}"><span class="tile-label">${esc(label)}</span><span class="tile-value" data-field="${esc(field)}">${esc(value)}</span></div>`;
 }
 
-/** The figures at the top of a job's page; `now` in Unix seconds. */
+/** The latest transient error the job retried, under the figures; nothing before the first. */
+function lastRetryHtml(progress) {
+  if (!progress?.retries || !progress.last_retry) return "";
+  return `<p class="last-retry">Last retried error: <span data-field="last_retry">${esc(progress.last_retry)}</span></p>`;
+}
+
+/**
+ * The figures at the top of a job's page; `now` in Unix seconds. The bar's position counts the
+ * documents copied before and the failed ones; "documents" are those this run wrote.
+ */
 export function summaryHtml(view, now) {
   const p = view.progress;
   const active = !isFinal(view.state);
@@ -246,20 +270,29 @@ export function summaryHtml(view, now) {
   ${tile("documents", p ? `${formatCount(p.docs)}${expected}` : "–", "docs")}
   ${tile("docs/s", p && active ? formatRate(p.docs_per_sec) : "–", "docs_per_sec")}
   ${tile("ETA", active && p ? formatDuration(p.eta_secs) : "–", "eta")}
+  ${p?.skipped > 0 ? tile("copied before", formatCount(p.skipped), "skipped") : ""}
+  ${tile("failed", p ? formatCount(p.failed ?? 0) : "–", "failed", p?.failed > 0 ? "tile-warn" : "")}
+  ${tile("retries", p ? formatCount(p.retries ?? 0) : "–", "retries")}
   ${tile("copied", p ? formatBytes(p.bytes) : "–", "bytes")}
   ${tile("workers", String(view.workers), "workers")}
   ${tile("rate limit", formatLimit(view.limits?.rate, "docs/s"), "rate_limit")}
   ${view.limits?.rate_bytes !== null && view.limits?.rate_bytes !== undefined ? tile("byte limit", formatLimit(view.limits.rate_bytes, "B/s"), "rate_bytes_limit") : ""}
   ${tile("queue", p ? `${formatCount(p.queue_depth)} batches` : "–", "queue_depth")}
   ${tile(active ? "running for" : "took", formatDuration(elapsed), "elapsed")}
-</div>`;
+</div>${lastRetryHtml(p)}`;
 }
 
-/** The job's error, when it failed (or was stopped with a reason). */
+const MESSAGE_TITLES = { failed: "The job failed", interrupted: "Interrupted" };
+
+/**
+ * The job's error when it failed, or its message when it ended otherwise with one (interrupted by
+ * a stop of the service, completed with failed documents): the latter in a warning's colours.
+ */
 export function errorHtml(view) {
   if (!view.error) return "";
-  const title = view.state === "failed" ? "The job failed" : "Note";
-  return `<div class="error-box" role="alert"><strong>${esc(title)}</strong><pre data-field="error">${esc(view.error)}</pre></div>`;
+  const title = MESSAGE_TITLES[view.state] ?? "Note";
+  const kind = view.state === "failed" ? "error-box" : "error-box note-box";
+  return `<div class="${kind}" role="alert"><strong>${esc(title)}</strong><pre data-field="error">${esc(view.error)}</pre></div>`;
 }
 
 /**
@@ -312,10 +345,14 @@ export function namespacesHtml(view) {
   if (list.length === 0) return "";
   const rows = list
     .map((ns) => {
-      const p = { docs: ns.docs, expected: ns.expected };
       const expected = ns.expected !== null && ns.expected !== undefined ? ` / ${formatCount(ns.expected)}` : "";
+      const extras = [
+        ns.skipped > 0 ? `${formatCount(ns.skipped)} copied before` : "",
+        ns.failed > 0 ? `${formatCount(ns.failed)} failed` : "",
+      ].filter((e) => e !== "");
+      const note = extras.length > 0 ? `<br><span class="muted">${esc(extras.join(", "))}</span>` : "";
       return `<tr><td>${esc(ns.source)}${ns.source === ns.destination ? "" : ` → ${esc(ns.destination)}`}</td>
-<td>${progressBar(p, `${ns.source} progress`)}</td><td>${esc(formatCount(ns.docs))}${esc(expected)}</td>
+<td>${progressBar(ns, `${ns.source} progress`)}</td><td>${esc(formatCount(ns.docs))}${esc(expected)}${note}</td>
 <td>${esc(formatBytes(ns.bytes))}</td><td>${ns.finished ? "done" : esc(formatRate(ns.docs_per_sec))}</td></tr>`;
     })
     .join("");

@@ -2,14 +2,15 @@
 // a real `mongoferry serve` and two SecantusDB test servers. One operator's session, in order:
 // the page loads from the binary alone, the form shows the API's problems, a job started from the
 // form fills its chart and counts, pauses, resumes, takes a new rate limit and worker count live,
-// is cancelled after a confirmation; a failed job shows its error; adaptive mode shows its
-// decision; the page fits a narrow window. Screenshots go to target/screenshots/. Any page error
-// or console error fails the run; every wait is bounded.
+// is cancelled after a confirmation; a failed job shows its error; a job whose documents the
+// destination refuses lists them; adaptive mode shows its decision; the page fits a narrow
+// window; a job running when the service stops is shown interrupted. Screenshots go to
+// target/screenshots/. Any page error or console error fails the run; every wait is bounded.
 
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 
-import { dropDatabases, launchBrowser, sample, screenshotPath, sleep, startService, startTestServer, stopAll, waitFor } from "./harness.mjs";
+import { dropDatabases, launchBrowser, runCommand, sample, screenshotPath, sleep, startService, startTestServer, stopAll, waitFor } from "./harness.mjs";
 
 const DOCS = 8000;
 /** With MONGOFERRY_TEST_URI (a real mongod for both sides), databases of this run only. */
@@ -310,45 +311,63 @@ describe("the dashboard in a browser", { timeout: WATCHDOG_MS }, () => {
     assertNoProblems();
   });
 
-  test("a job's failed documents are listed when the service reports them", async () => {
-    // The service reports `dead_letters` once issue 6 lands; until then the real view of job 2
-    // gets that field added on its way to the page, to show how the page renders it.
-    const pattern = `${service.base}/api/jobs/2`;
-    await page.route(pattern, async (route) => {
-      const response = await route.fetch();
-      const view = await response.json();
-      view.dead_letters ??= {
-        count: 3,
-        recent: [
-          { ns: "shop.nothere", id: { $oid: "65f0c0ffee00000000000001" }, reason: "document failed validation" },
-          { ns: "shop.nothere", id: { $numberInt: "42" }, reason: "<b>not bold</b>" },
-        ],
-      };
-      await route.fulfill({ response, json: view });
-    });
-    try {
-      await page.goto(`${service.base}/#/jobs/2`);
-      const panel = page.locator("#dead-letters");
-      await panel.waitFor();
-      const count = Number(await panel.locator('[data-field="dead_count"]').innerText());
-      assert.ok(count >= 1);
-      const body = await panel.innerText();
-      if (count === 3) {
-        assert.match(body, /The 2 most recent of 3/);
-        assert.match(body, /\{"\$oid":"65f0c0ffee00000000000001"\}/);
-        assert.match(body, /<b>not bold<\/b>/, "reasons are shown as text");
-      }
-      await page.screenshot({ path: screenshotPath("10-failed-documents"), fullPage: true });
-    } finally {
-      await page.unroute(pattern);
+  test("documents the destination refuses are listed, and the job completes with their count", async () => {
+    // A validator at the destination refuses the sample documents whose name ends in 7
+    // ("item-00000007"): 30 of 300.
+    const [COUNT, REFUSED] = [300, 30];
+    const target = ns("refused.people");
+    await sample(source, ns("shop.people"), COUNT, 200);
+    const dot = target.indexOf(".");
+    await runCommand(destination, target.slice(0, dot), { create: target.slice(dot + 1), validator: { name: { $not: { $regex: "7$" } } } });
+    await fillForm({ from: source, to: destination, namespaces: `${ns("shop.people")}:${target}`, workers: 2, batch_size: 20 });
+    await page.locator("#submit-job").click();
+    await page.waitForURL(/#\/jobs\/4$/);
+    await waitForState("completed", 20000);
+    const view = (await api("GET", "/api/jobs/4")).body;
+    assert.equal(view.progress.failed, REFUSED, JSON.stringify(view.progress));
+    assert.equal(view.progress.docs, COUNT - REFUSED);
+    assert.equal(view.dead_letters.count, REFUSED);
+
+    // The job's message, its figures: every document accounted for.
+    const message = await text('#job-error [data-field="error"]');
+    assert.match(message, /^completed with 30 failed documents/);
+    assert.equal(message, view.error);
+    assert.equal(await text('#summary [data-field="failed"]'), "30");
+    assert.equal(await text('#summary [data-field="docs"]'), "270 / 300");
+    assert.equal(await text("#summary .pct"), "100%", "refused documents count towards the position");
+
+    // The panel: the count, and each listed document's namespace, _id and reason as the API has them.
+    const panel = page.locator("#dead-letters");
+    await panel.waitFor();
+    assert.equal(await panel.locator('[data-field="dead_count"]').innerText(), "30");
+    const recent = view.dead_letters.recent;
+    assert.ok(recent.length > 0 && recent.length < REFUSED, `${recent.length} listed`);
+    assert.match(await panel.innerText(), new RegExp(`The ${recent.length} most recent of 30`));
+    const rows = await panel.locator("tbody tr").evaluateAll((trs) => trs.map((tr) => [...tr.cells].map((td) => td.innerText)));
+    assert.equal(rows.length, recent.length);
+    for (const [i, [namespace, id, reason]] of rows.entries()) {
+      assert.equal(namespace, target);
+      assert.equal(id, JSON.stringify(recent[i].id));
+      assert.match(JSON.parse(id).$numberLong, /7$/, "only the names ending in 7 were refused");
+      assert.equal(reason, recent[i].reason);
+      assert.ok(reason.trim() !== "", "each refusal has its reason");
     }
+    await page.screenshot({ path: screenshotPath("10-failed-documents"), fullPage: true });
+
+    // The list says so too.
+    await page.locator(".back").click();
+    const row = page.locator('#job-list [data-job="4"]');
+    await row.waitFor();
+    assert.equal(await row.locator("[data-state]").innerText(), "completed");
+    assert.equal(await row.locator(".job-dead").innerText(), "30 failed docs");
+    assert.match(await row.locator(".job-error").innerText(), /^completed with 30 failed documents/);
     assertNoProblems();
   });
 
   test("adaptive mode shows its current decision", async () => {
     await fillForm({ from: source, to: destination, namespaces: `${ns("shop.orders")}:${ns("adaptive.orders")}`, workers: 2, batch_size: 20, rate: 200, adaptive: 2000 });
     await page.locator("#submit-job").click();
-    await page.waitForURL(/#\/jobs\/4$/);
+    await page.waitForURL(/#\/jobs\/5$/);
     await waitFor("an adaptive decision", async () => {
       const action = page.locator('#adaptive [data-field="adaptive_action"]');
       return (await action.count()) === 1 && ["increase", "decrease", "hold"].includes(await action.innerText());
@@ -386,7 +405,7 @@ describe("the dashboard in a browser", { timeout: WATCHDOG_MS }, () => {
         }
         return found;
       });
-    await page.goto(`${service.base}/#/jobs/4`);
+    await page.goto(`${service.base}/#/jobs/5`);
     await waitForState("running");
     await waitFor("the chart to gain points", async () => (await points("#chart-job")) >= 2, 10000);
     assert.ok(await fits(), "the job page scrolls sideways at 390 px");
@@ -402,8 +421,35 @@ describe("the dashboard in a browser", { timeout: WATCHDOG_MS }, () => {
     await page.screenshot({ path: screenshotPath("14-laptop-home"), fullPage: true });
     await page.setViewportSize({ width: 390, height: 844 });
     await page.screenshot({ path: screenshotPath("13-narrow-home"), fullPage: true });
-    const cancelled = await api("POST", "/api/jobs/4/cancel");
+    const cancelled = await api("POST", "/api/jobs/5/cancel");
     assert.equal(cancelled.status, 200);
+    assertNoProblems();
+  });
+
+  // Last: it stops the service. Small batches, so the batches in flight end well within the
+  // service's 5 s shutdown timeout at this rate.
+  test("a job running when the service stops is shown interrupted", async () => {
+    await page.setViewportSize({ width: 1366, height: 900 });
+    const started = await api("POST", "/api/jobs", { from: source, to: destination, namespaces: [`${ns("shop.orders")}:${ns("stopped.orders")}`], workers: 2, batch_size: 20, rate: 100 });
+    assert.equal(started.status, 202, JSON.stringify(started.body));
+    const id = started.body.id;
+    await page.goto(`${service.base}/#/jobs/${id}`);
+    await waitForState("running");
+    await waitFor("the stream to be live", async () => (await text("#job-live")) === "live", 5000);
+    await waitFor("documents copied", async () => (await docs()) > 0, 10000);
+
+    service.child.kill("SIGTERM");
+    await waitForState("interrupted", 15000);
+    assert.equal(await text("#job-error strong"), "Interrupted");
+    assert.match(await text('#job-error [data-field="error"]'), /^interrupted: the service stopped; it continues from its checkpoint/);
+    assert.equal(await text("#job-live"), "ended");
+    for (const control of ["#pause", "#resume", "#cancel", "#rate-box", "#workers-apply"]) {
+      assert.ok(await page.locator(control).isDisabled(), `${control} is disabled on an interrupted job`);
+    }
+    assert.equal(await text('#summary [data-field="docs_per_sec"]'), "–");
+    await page.screenshot({ path: screenshotPath("15-job-interrupted"), fullPage: true });
+    await waitFor("the service to exit after SIGTERM", () => service.child.exitCode !== null || service.child.signalCode !== null, 15000);
+    assert.equal(service.child.exitCode, 0, service.log.join("\n"));
     assertNoProblems();
   });
 });

@@ -141,7 +141,7 @@ export async function sample(uri, ns, count, docSize) {
   await promisify(execFile)(binary(), ["sample", "--to", uri, "--ns", ns, "--count", String(count), "--doc-size", String(docSize), "--quiet"], { timeout: 60000 });
 }
 
-/** `mongoferry serve` on a free port, without history; resolves to its base URL. */
+/** `mongoferry serve` on a free port, without history: its base URL, its output and its process. */
 export async function startService() {
   const log = [];
   let address = null;
@@ -154,7 +154,7 @@ export async function startService() {
     if (child.exitCode !== null) throw new Error(`mongoferry serve exited: ${log.join("\n")}`);
     return address;
   }, 30000, 50);
-  return { base: address, log };
+  return { base: address, log, child };
 }
 
 /** Debian's chromium, headless, with the flags of design.md §7. */
@@ -182,6 +182,20 @@ export async function launchBrowser() {
 export function screenshotPath(name) {
   mkdirSync(SCREENSHOTS, { recursive: true });
   return path.join(SCREENSHOTS, `${name}.png`);
+}
+
+/**
+ * Runs one database command (`command`: a plain object, sent as Extended JSON) on database `db`
+ * of the server at `uri`, through pymongo in the test venv; bounded in time.
+ */
+export async function runCommand(uri, db, command) {
+  const script = [
+    "import sys, pymongo",
+    "from bson import json_util",
+    "client = pymongo.MongoClient(sys.argv[1], serverSelectionTimeoutMS=10000)",
+    "client[sys.argv[2]].command(json_util.loads(sys.argv[3]))",
+  ].join("\n");
+  await promisify(execFile)(path.join(ROOT, ".venv", "bin", "python"), ["-c", script, uri, db, JSON.stringify(command)], { timeout: 30000 });
 }
 
 /** Drops the databases whose names start with `prefix` (runs against a shared server), bounded. */

@@ -1,6 +1,6 @@
 // The dashboard's pure helpers (web/render.mjs), without a browser: escaping, problem-to-field
-// mapping, form parsing, masking, rates, and the panels for errors, failed documents and adaptive
-// mode.
+// mapping, form parsing, masking, rates, the position (documents copied before and failed count),
+// the interrupted state, and the panels for errors, failed documents, retries and adaptive mode.
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -196,4 +196,95 @@ test("summarises a job's progress", () => {
   assert.match(html, /running for<\/span><span class="tile-value" data-field="elapsed">1 min 05 s</);
   // A browser clock behind the service's shows no negative time.
   assert.match(R.summaryHtml({ ...baseView, state: "running", finished_at: null }, 900), /data-field="elapsed">&lt; 1 s</);
+});
+
+test("the position counts documents copied before and failed ones", () => {
+  assert.equal(R.doneCount(null), 0);
+  assert.equal(R.doneCount({ docs: 10 }), 10, "views without the counts still work");
+  const progress = { ...baseView.progress, docs: 4, skipped: 10, failed: 1, expected: 20 };
+  assert.equal(R.doneCount(progress), 15);
+  assert.equal(R.fraction(progress), 0.75);
+  // Never past the end, should the source have shrunk since it was counted.
+  assert.equal(R.fraction({ docs: 5, skipped: 20, failed: 0, expected: 20 }), 1);
+  assert.equal(R.fraction({ docs: 5, skipped: 0, failed: 0, expected: null }), null);
+});
+
+test("shows what was copied before, failed and retried on a job's page", () => {
+  const running = { ...baseView, state: "running", finished_at: null, error: null };
+  const fresh = R.summaryHtml({ ...running, progress: { ...baseView.progress, skipped: 0, failed: 0, retries: 0, last_retry: null } }, 1005);
+  assert.doesNotMatch(fresh, /copied before/, "nothing copied before: no tile");
+  assert.match(fresh, /data-field="failed">0</);
+  assert.match(fresh, /data-field="retries">0</);
+  assert.doesNotMatch(fresh, /last_retry/);
+  assert.doesNotMatch(fresh, /tile-warn/);
+
+  const progress = {
+    ...baseView.progress,
+    docs: 1200,
+    skipped: 5000,
+    failed: 30,
+    expected: 10000,
+    retries: 3,
+    last_retry: "connection reset by <peer>",
+  };
+  const html = R.summaryHtml({ ...running, progress }, 1005);
+  assert.match(html, /data-field="docs">1,200 \/ 10,000</, "documents are those this run wrote");
+  assert.match(html, /copied before<\/span><span class="tile-value" data-field="skipped">5,000</);
+  assert.match(html, /<div class="tile tile-warn"><span class="tile-label">failed<\/span><span class="tile-value" data-field="failed">30</);
+  assert.match(html, /data-field="retries">3</);
+  assert.match(html, /data-field="last_retry">connection reset by &lt;peer&gt;</);
+  assert.match(html, /<progress max="1" value="0.6230"/, "(1,200 + 5,000 + 30) of 10,000");
+  assert.match(html, /<span class="pct">62%</);
+  // A job whose view has no progress yet shows dashes.
+  assert.match(R.summaryHtml({ ...running, progress: null }, 1005), /data-field="failed">–</);
+});
+
+test("a job's row says what was copied before and what failed", () => {
+  const view = { ...baseView, state: "running", error: null, progress: { ...baseView.progress, docs: 5, skipped: 12, failed: 2, expected: 20 } };
+  const row = R.jobRowHtml(view);
+  assert.match(row, /data-field="skipped">12 copied before \(continued from its checkpoint\)</);
+  assert.match(row, /data-field="failed">2 failed docs</);
+  assert.match(row, /<progress max="1" value="0.9500"/);
+  assert.match(row, /data-field="docs">5 \/ 20 docs</);
+  const plain = R.jobRowHtml({ ...view, progress: { ...view.progress, skipped: 0, failed: 0 } });
+  assert.doesNotMatch(plain, /copied before|failed docs/);
+});
+
+test("the namespaces table counts what was copied before and failed", () => {
+  const namespace = (name, counts) => ({ source: name, destination: name, bytes: 0, finished: false, docs_per_sec: 1, ...counts });
+  const html = R.namespacesHtml({
+    ...baseView,
+    progress: {
+      ...baseView.progress,
+      namespaces: [namespace("a.b", { docs: 10, skipped: 60, failed: 5, expected: 100 }), namespace("c.d", { docs: 4, skipped: 0, failed: 0, expected: 8 })],
+    },
+  });
+  assert.match(html, /<progress max="1" value="0.7500" aria-label="a.b progress">/);
+  assert.match(html, /10 \/ 100<br><span class="muted">60 copied before, 5 failed<\/span>/);
+  assert.match(html, /<progress max="1" value="0.5000" aria-label="c.d progress">/);
+  assert.match(html, /4 \/ 8<\/td>/, "no note without documents copied before or failed");
+});
+
+test("an interrupted job is over until the service starts again", () => {
+  assert.ok(R.isFinal("interrupted"));
+  assert.deepEqual(R.allowedCommands("interrupted"), { pause: false, resume: false, cancel: false, tune: false });
+  assert.equal(R.stateBadge("interrupted"), '<span class="state state-interrupted" data-state="interrupted">interrupted</span>');
+  const message = "interrupted: the service stopped; it continues from its checkpoint when the service starts again";
+  const view = { ...baseView, state: "interrupted", error: message, progress: { ...baseView.progress, docs_per_sec: 50, eta_secs: 12 } };
+  const box = R.errorHtml(view);
+  assert.match(box, /^<div class="error-box note-box" role="alert"><strong>Interrupted<\/strong>/);
+  assert.ok(box.includes(message));
+  // Over: no rate, no ETA, and the time it ran.
+  const row = R.jobRowHtml(view);
+  assert.match(row, /data-field="docs_per_sec"><\/span>/);
+  assert.match(row, /data-field="eta"><\/span>/);
+  assert.match(row, /class="job-error job-note"/);
+  assert.match(R.summaryHtml(view, 2000), /took<\/span><span class="tile-value" data-field="elapsed">10 s</);
+});
+
+test("a completed job's message is a note, a failed job's error is not", () => {
+  const completed = { ...baseView, state: "completed", error: "completed with 30 failed documents (kept with their reasons in x)" };
+  assert.match(R.errorHtml(completed), /^<div class="error-box note-box" role="alert"><strong>Note<\/strong>/);
+  assert.match(R.errorHtml(baseView), /^<div class="error-box" role="alert"><strong>The job failed<\/strong>/);
+  assert.match(R.jobRowHtml(baseView), /class="job-error"/);
 });
