@@ -68,7 +68,12 @@ impl<S: Source, K: Sink> Worker<S, K> {
             let count = docs.len() as u64;
             let bytes = docs.iter().map(|d| d.as_bytes().len() as u64).sum();
             if !docs.is_empty() {
-                self.throttle.acquire(count, bytes).await;
+                // A stop does not wait for a slow rate: the batch is left unwritten (and so
+                // never counts as done; a rerun writes it).
+                tokio::select! {
+                    _ = self.throttle.acquire(count, bytes) => {}
+                    _ = self.cancel.cancelled() => return Ok(()),
+                }
             }
             let write_started = Instant::now();
             let refused = if docs.is_empty() {
