@@ -148,10 +148,10 @@ fn killed_copies_resume_from_their_checkpoint_and_verify_clean() {
             fraction * 100.0,
             recopied as f64 / kills as f64
         );
-        // Quiet machine: ~7% (210 per kill). A checkpoint that stopped moving would re-copy
-        // everything at every restart (100% and more); a loaded machine widens the gaps between
-        // finished batches, hence the margin.
-        assert!(fraction < 0.5, "re-copied {recopied} of {DOCS}");
+        // Quiet machine: ~7% (210 per kill). Under a full parallel test run the checkpoint's
+        // fsync lags and it measured up to 53%. A checkpoint that stopped moving would re-copy
+        // everything written at every restart: several times the collection.
+        assert!(fraction < 1.0, "re-copied {recopied} of {DOCS}");
     });
 }
 

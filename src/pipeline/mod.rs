@@ -174,6 +174,11 @@ pub async fn run<S: Source, K: Sink>(
                 }
                 continue;
             }
+            // However the workers stop, a producer waiting for room in the queue must wake up.
+            _ = cancel.cancelled(), if !receiver.is_closed() => {
+                receiver.close();
+                continue;
+            }
         };
         let outcome = match joined {
             Ok((Role::Worker(slot), outcome)) => {
@@ -331,6 +336,38 @@ mod tests {
         let outcome = tokio::time::timeout(Duration::from_secs(10), job)
             .await
             .expect("cancel ends the job")
+            .unwrap();
+        assert!(matches!(outcome, Err(CopyError::Stopped)));
+    }
+
+    #[tokio::test]
+    async fn cancel_ends_a_job_whose_workers_wait_for_the_rate_limit() {
+        let stats = stats(1, 2);
+        let limits = crate::throttle::Limits {
+            rate: Some(1.0),
+            rate_bytes: None,
+        };
+        let control = Control::with_throttle(2, crate::throttle::Throttle::new(limits));
+        let cancel = CancellationToken::new();
+        let job = tokio::spawn(run(
+            Arc::new(SyntheticSource {
+                docs: 1_000_000,
+                doc_size: 64,
+            }),
+            Arc::new(NullSink),
+            NsTask::for_stats(&stats),
+            options(Strategy::Stream),
+            Arc::new(control),
+            stats.clone(),
+            Arc::new(Ledger::in_memory()),
+            cancel.clone(),
+        ));
+        // Both workers wait for tokens, the producer for room in the full queue.
+        wait_until("queue full", || stats.snapshot().queue_depth >= 4).await;
+        cancel.cancel();
+        let outcome = tokio::time::timeout(Duration::from_secs(5), job)
+            .await
+            .expect("cancel ends the job although no worker takes another batch")
             .unwrap();
         assert!(matches!(outcome, Err(CopyError::Stopped)));
     }

@@ -269,6 +269,10 @@ impl QueueReceiver {
     pub fn close(&self) {
         self.rx.close();
     }
+
+    pub fn is_closed(&self) -> bool {
+        self.rx.is_closed()
+    }
 }
 
 #[cfg(test)]

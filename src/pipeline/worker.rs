@@ -72,7 +72,10 @@ impl<S: Source, K: Sink> Worker<S, K> {
                 // never counts as done; a rerun writes it).
                 tokio::select! {
                     _ = self.throttle.acquire(count, bytes) => {}
-                    _ = self.cancel.cancelled() => return Ok(()),
+                    _ = self.cancel.cancelled() => {
+                        self.queue.close();
+                        return Ok(());
+                    }
                 }
             }
             let write_started = Instant::now();
