@@ -52,5 +52,6 @@ echo "seeding sample data…" >&2
 "$bin" sample --to "$src" --ns shop.customers --count 20000 --doc-size 512 --quiet
 
 echo "copying shop.orders and shop.customers (as archive.customers)…" >&2
-"$bin" copy --from "$src" --to "$dst" \
+# The demo's servers are gone afterwards, so its checkpoint lives and goes with them.
+"$bin" copy --from "$src" --to "$dst" --state "$workdir/copy-state.json" \
   --ns shop.orders --ns shop.customers:archive.customers --workers 4
