@@ -219,20 +219,21 @@ impl PreparedCopy {
         let controller = self.adaptive.clone().map(|adaptive| {
             tokio::spawn(adaptive.run(self.control.clone(), self.stats.clone(), steering.clone()))
         });
-        // So does the checkpointer, which saves once more after the engine stopped.
+        let journal = self.journal.map(JournalWriter::start);
+        // So does the checkpointer, which saves once more after the engine stopped; with a
+        // journal, a checkpoint moves only past what the journal durably holds.
         let checkpointing = CancellationToken::new();
-        let checkpointer = tokio::spawn(
-            self.ledger
-                .clone()
-                .run(self.tasks.clone(), checkpointing.clone()),
-        );
+        let checkpointer = tokio::spawn(self.ledger.clone().run(
+            self.tasks.clone(),
+            journal.as_ref().map(|j| j.sender()),
+            checkpointing.clone(),
+        ));
         let already_complete = self.tasks.iter().all(|t| t.counters.is_finished());
         let pairs: Vec<(Namespace, Namespace)> = self
             .tasks
             .iter()
             .map(|t| (t.source.clone(), t.destination.clone()))
             .collect();
-        let journal = self.journal.map(JournalWriter::start);
         let engine = async {
             match &journal {
                 // The journal sees every batch the destination acknowledged; the engine does not

@@ -560,3 +560,71 @@ fn a_copy_can_verify_itself() {
         assert!(stderr(&out).contains("1 extra"), "{}", stderr(&out));
     });
 }
+
+#[test]
+fn a_killed_journaled_copy_resumes_and_its_journal_replays_everything() {
+    const DOCS: usize = 15_000;
+    TestEnv::start().run(|env| async move {
+        let (s, d, r) = (env.src_db("jk"), env.dst_db("jk"), env.dst_db("jk_replay"));
+        insert_raw(&env.src_client().await, &s, "c", &mixed_docs(DOCS)).await;
+        let dir = tempfile::tempdir().unwrap();
+        let (state, journal) = (dir.path().join("state.json"), dir.path().join("journal"));
+        let ns = format!("{s}.c:{d}.c");
+        let argv = [
+            "copy",
+            "--from",
+            &env.src,
+            "--to",
+            &env.dst,
+            "--ns",
+            &ns,
+            "--quiet",
+            "--state",
+            state.to_str().unwrap(),
+            "--journal",
+            journal.to_str().unwrap(),
+            "--batch-size",
+            "100",
+            "--rate",
+            "3000",
+        ];
+        for wait_ms in [900, 1400] {
+            let mut child = Command::new(env!("CARGO_BIN_EXE_mongoferry"))
+                .args(argv)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+            assert!(child.try_wait().unwrap().is_none(), "killed mid-copy");
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+        assert!(
+            checkpointed(&state) > 0,
+            "the killed runs left a checkpoint"
+        );
+        let out = mongoferry(&argv, Duration::from_secs(90));
+        assert!(out.status.success(), "{}", stderr(&out));
+
+        // Replayed into an empty database, the journal alone rebuilds the whole collection.
+        let out = mongoferry(
+            &[
+                "journal",
+                "replay",
+                journal.to_str().unwrap(),
+                "--to",
+                &env.dst,
+                "--ns",
+                &format!("{d}.c:{r}.c"),
+                "--quiet",
+            ],
+            Duration::from_secs(90),
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        let (status, report) = verify(&env, &format!("{s}.c"), &format!("{r}.c"));
+        assert_eq!(status, 0, "the journal misses writes: {report}");
+        assert_eq!(report["namespaces"][0]["destination_count"], DOCS as u64);
+    });
+}

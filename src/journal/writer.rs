@@ -283,6 +283,14 @@ impl SegmentWriter {
         Ok(())
     }
 
+    /// Makes every frame written so far durable.
+    pub fn sync(&mut self) -> Result<(), JournalError> {
+        let path = self.segment_path();
+        self.file
+            .sync_data()
+            .map_err(|e| JournalError::io(&path, "sync", e))
+    }
+
     /// Makes the open segment durable and marks it sealed (the manifest is stored by the caller).
     fn seal(&mut self) -> Result<(), JournalError> {
         let path = self.segment_path();
@@ -415,10 +423,17 @@ pub struct JournalWriter {
     task: JoinHandle<Result<JournalSummary, JournalError>>,
 }
 
-/// Hands acknowledged batches to the writer; cloned into the sink.
+/// What the writer task receives: batches, in order, and requests to make them durable.
+enum Entry {
+    Batch(EncodedBatch),
+    /// Answered once every batch sent before is in the journal and synced to disk.
+    Sync(tokio::sync::oneshot::Sender<()>),
+}
+
+/// Hands acknowledged batches to the writer; cloned into the sink and the checkpointer.
 #[derive(Clone)]
 pub struct JournalSender {
-    tx: mpsc::Sender<EncodedBatch>,
+    tx: mpsc::Sender<Entry>,
     failure: Arc<OnceLock<String>>,
 }
 
@@ -426,7 +441,21 @@ impl JournalSender {
     /// Waits for room in the channel; fails with the writer's error once it stopped.
     pub async fn append(&self, mut batch: EncodedBatch) -> Result<(), JournalError> {
         batch.acknowledged_ms = unix_ms();
-        self.tx.send(batch).await.map_err(|_| self.stopped())
+        self.tx
+            .send(Entry::Batch(batch))
+            .await
+            .map_err(|_| self.stopped())
+    }
+
+    /// Returns once every batch appended before is durably in the journal. A checkpoint may
+    /// only move past batches the journal holds, or a crash would lose their records for good.
+    pub async fn sync(&self) -> Result<(), JournalError> {
+        let (done, synced) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(Entry::Sync(done))
+            .await
+            .map_err(|_| self.stopped())?;
+        synced.await.map_err(|_| self.stopped())
     }
 
     fn stopped(&self) -> JournalError {
@@ -477,7 +506,7 @@ impl JournalWriter {
 
 async fn write_loop(
     writer: SegmentWriter,
-    mut rx: mpsc::Receiver<EncodedBatch>,
+    mut rx: mpsc::Receiver<Entry>,
     finish: CancellationToken,
     failure: Arc<OnceLock<String>>,
 ) -> Result<JournalSummary, JournalError> {
@@ -502,7 +531,24 @@ async fn write_loop(
                     continue;
                 }
             };
-            let Some(batch) = next else { break };
+            let batch = match next {
+                None => break,
+                Some(Entry::Batch(batch)) => batch,
+                Some(Entry::Sync(done)) => {
+                    flush(&mut writer, &mut pending).await?;
+                    pending_bytes = 0;
+                    let mut w = writer.take().expect("the writer is back after each flush");
+                    let (w, synced) = blocking(move || {
+                        let synced = w.sync();
+                        (w, synced)
+                    })
+                    .await?;
+                    writer = Some(w);
+                    synced?;
+                    let _ = done.send(());
+                    continue;
+                }
+            };
             if pending_bytes + batch.records.len() > MAX_FRAME_RECORDS {
                 flush(&mut writer, &mut pending).await?;
                 pending_bytes = 0;

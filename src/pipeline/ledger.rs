@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::queue::NsTask;
 use super::sink::Refused;
 use super::CopyError;
+use crate::journal::writer::JournalSender;
 use crate::mongo::Namespace;
 use crate::state::{Checkpoint, DeadLetter, JobKey, MemoryStore, StateStore};
 use crate::stats::DeadLetterLog;
@@ -90,10 +91,13 @@ impl Ledger {
         Ok(self.store.save(&self.key, checkpoint).await?)
     }
 
-    /// Saves the checkpoint whenever it moved, until `stop`; then once more.
+    /// Saves the checkpoint whenever it moved, until `stop`; then once more. With a `journal`,
+    /// each save first waits until the journal durably holds every batch the checkpoint covers
+    /// (they were appended before the batches counted as done).
     pub async fn run(
         self: Arc<Self>,
         tasks: Vec<Arc<NsTask>>,
+        journal: Option<JournalSender>,
         stop: CancellationToken,
     ) -> Result<(), CopyError> {
         let mut saved = self.checkpoint(&tasks).namespaces;
@@ -104,6 +108,9 @@ impl Ledger {
             };
             let now = self.checkpoint(&tasks);
             if now.namespaces != saved || stopping {
+                if let Some(journal) = &journal {
+                    journal.sync().await?;
+                }
                 self.save(&now).await?;
                 saved = now.namespaces;
             }
