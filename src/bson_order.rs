@@ -96,6 +96,21 @@ pub fn after(last: &RawBson) -> Document {
             .collect()
     };
     let mut branches = Vec::new();
+    // NaN sorts before every other number, but `$gt: NaN` matches nothing: after a NaN come
+    // all the other numbers.
+    let nan = match last {
+        RawBson::Double(f) => f.is_nan(),
+        RawBson::Decimal128(d) => d.to_string().to_ascii_lowercase().contains("nan"),
+        _ => false,
+    };
+    if nan {
+        branches.push(doc! { "_id": { "$gte": f64::NEG_INFINITY } });
+        let rest = later(false);
+        if !rest.is_empty() {
+            branches.push(doc! { "_id": { "$type": rest } });
+        }
+        return doc! { "$or": branches };
+    }
     if comparable {
         match Bson::try_from(last.clone()) {
             Ok(value) => branches.push(doc! { "_id": { "$gt": value } }),
@@ -375,5 +390,18 @@ mod tests {
             after(&RawBson::MaxKey),
             doc! { "_id": { "$exists": false } }
         );
+
+        // After NaN (the smallest number) come every other number, not `$gt: NaN` (none).
+        for nan in [
+            RawBson::Double(f64::NAN),
+            RawBson::Decimal128("NaN".parse().unwrap()),
+        ] {
+            let f = after(&nan);
+            let or = f.get_array("$or").unwrap();
+            assert_eq!(
+                or[0],
+                Bson::Document(doc! { "_id": { "$gte": f64::NEG_INFINITY } })
+            );
+        }
     }
 }

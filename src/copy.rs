@@ -381,19 +381,13 @@ fn tasks_from(
     let mut tasks = Vec::new();
     for counters in &stats.namespaces {
         let key = format!("{} -> {}", counters.source, counters.destination);
-        let task = match checkpoint.and_then(|c| c.namespaces.get(&key)) {
-            Some(ns) if ns.complete => NsTask::completed(counters.clone(), ns.done),
-            Some(ns) => {
-                let after = ns.after_id().map_err(|reason| {
-                    CopyError::from(crate::state::StateError::Corrupt {
-                        path: store.location().into(),
-                        reason: format!("checkpoint of {key}: {reason}"),
-                    })
-                })?;
-                NsTask::resuming(counters.clone(), after.map(|id| (id, ns.done)))
-            }
-            None => NsTask::new(counters.clone()),
-        };
+        let from = checkpoint.and_then(|c| c.namespaces.get(&key));
+        let task = NsTask::resuming(counters.clone(), from).map_err(|reason| {
+            CopyError::from(crate::state::StateError::Corrupt {
+                path: store.location().into(),
+                reason: format!("checkpoint of {key}: {reason}"),
+            })
+        })?;
         resumed |= task.resume_after.is_some() || task.counters.is_finished();
         tasks.push(Arc::new(task));
     }

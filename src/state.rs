@@ -110,6 +110,9 @@ pub struct NsCheckpoint {
     pub after: Option<serde_json::Value>,
     /// Documents written below the watermark (refused ones included).
     pub done: u64,
+    /// Of those, the documents the destination refused (kept as dead letters).
+    #[serde(default)]
+    pub failed: u64,
     /// Every document of the namespace is written.
     pub complete: bool,
 }
@@ -121,6 +124,7 @@ impl NsCheckpoint {
                 .and_then(|id| Bson::try_from(id.clone()).ok())
                 .map(|id| id.into_canonical_extjson()),
             done,
+            failed: 0,
             complete,
         }
     }

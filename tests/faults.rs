@@ -379,23 +379,21 @@ fn oversized_and_invalid_documents_become_dead_letters() {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state.json");
         let ns = format!("{s}.c:{d}.c");
-        let out = mongoferry(
-            &[
-                "copy",
-                "--from",
-                &env.src,
-                "--to",
-                &env.dst,
-                "--ns",
-                &ns,
-                "--json",
-                "--state",
-                state.to_str().unwrap(),
-                "--max-document-bytes",
-                "4096",
-            ],
-            Duration::from_secs(60),
-        );
+        let argv = [
+            "copy",
+            "--from",
+            &env.src,
+            "--to",
+            &env.dst,
+            "--ns",
+            &ns,
+            "--json",
+            "--state",
+            state.to_str().unwrap(),
+            "--max-document-bytes",
+            "4096",
+        ];
+        let out = mongoferry(&argv, Duration::from_secs(60));
         assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
         assert!(
             stderr(&out).contains("completed with 2 failed documents"),
@@ -433,6 +431,17 @@ fn oversized_and_invalid_documents_become_dead_letters() {
         let (status, report) = verify(&env, &format!("{s}.c"), &format!("{d}.c"));
         assert_eq!(status, 3);
         assert_eq!(report["missing"], 2, "{report}");
+
+        // Run again: nothing left to do, and the refused documents are not forgotten.
+        let out = mongoferry(&argv, Duration::from_secs(60));
+        assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+        let again: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+        assert_eq!(again["already_complete"], true, "{again}");
+        assert_eq!(
+            (again["skipped"].as_u64(), again["failed"].as_u64()),
+            (Some(98), Some(2)),
+            "{again}"
+        );
     });
 }
 

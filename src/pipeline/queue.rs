@@ -41,11 +41,12 @@ struct Watermark {
     next_seq: u64,
     /// Every batch numbered below this one is acknowledged.
     acked_below: u64,
-    /// Acknowledged batches above a gap: number -> (last `_id`, documents).
-    waiting: BTreeMap<u64, (RawBson, u64)>,
+    /// Acknowledged batches above a gap: number -> (last `_id`, documents, refused documents).
+    waiting: BTreeMap<u64, (RawBson, u64, u64)>,
     after: Option<RawBson>,
-    /// Documents below the watermark, earlier runs included.
+    /// Documents below the watermark, earlier runs included, and those of them refused.
     done: u64,
+    failed: u64,
 }
 
 impl NsTask {
@@ -62,31 +63,42 @@ impl NsTask {
     }
 
     /// A task that continues from an earlier run's checkpoint (`None`: from the start).
-    pub fn resuming(counters: Arc<NsCounters>, from: Option<(RawBson, u64)>) -> Self {
+    pub fn resuming(
+        counters: Arc<NsCounters>,
+        from: Option<&NsCheckpoint>,
+    ) -> Result<Self, String> {
         let mut task = NsTask::new(counters);
-        if let Some((after, done)) = from {
-            task.counters.set_skipped(done);
-            let mark = task.watermark.get_mut().expect("not poisoned");
-            mark.after = Some(after.clone());
-            mark.done = done;
-            task.resume_after = Some(after);
+        let Some(checkpoint) = from else {
+            return Ok(task);
+        };
+        task.carry(checkpoint);
+        if checkpoint.complete {
+            task.mark_produced();
+        } else {
+            task.resume_after = checkpoint.after_id()?;
         }
-        task
+        let mark = task.watermark.get_mut().expect("not poisoned");
+        mark.after = task.resume_after.clone();
+        Ok(task)
     }
 
-    /// A namespace an earlier run finished: nothing to read or write.
-    pub fn completed(counters: Arc<NsCounters>, done: u64) -> Self {
-        let task = NsTask::new(counters);
-        task.counters.set_skipped(done);
-        task.watermark.lock().expect("not poisoned").done = done;
-        task.mark_produced();
-        task
+    /// Counts what the earlier runs did: written (skipped now) and refused (still failed).
+    fn carry(&self, checkpoint: &NsCheckpoint) {
+        let failed = checkpoint.failed.min(checkpoint.done);
+        self.counters.set_skipped(checkpoint.done - failed);
+        self.counters.add_failed(failed);
+        let mut mark = self.watermark.lock().expect("not poisoned");
+        mark.done = checkpoint.done;
+        mark.failed = failed;
     }
 
     /// The durable position of this namespace right now.
     pub fn checkpoint(&self) -> NsCheckpoint {
         let mark = self.watermark.lock().expect("not poisoned");
-        NsCheckpoint::new(mark.after.as_ref(), mark.done, self.counters.is_finished())
+        NsCheckpoint {
+            failed: mark.failed,
+            ..NsCheckpoint::new(mark.after.as_ref(), mark.done, self.counters.is_finished())
+        }
     }
 
     /// The checkpoint's key: `"src.coll -> dst.coll"`.
@@ -100,16 +112,17 @@ impl NsTask {
         mark.next_seq - 1
     }
 
-    fn acknowledge(&self, seq: u64, last_id: RawBson, docs: u64) {
+    fn acknowledge(&self, seq: u64, last_id: RawBson, docs: u64, failed: u64) {
         let mut mark = self.watermark.lock().expect("not poisoned");
-        mark.waiting.insert(seq, (last_id, docs));
+        mark.waiting.insert(seq, (last_id, docs, failed));
         loop {
             let next = mark.acked_below;
-            let Some((id, n)) = mark.waiting.remove(&next) else {
+            let Some((id, n, refused)) = mark.waiting.remove(&next) else {
                 break;
             };
             mark.after = Some(id);
             mark.done += n;
+            mark.failed += refused;
             mark.acked_below += 1;
         }
     }
@@ -134,9 +147,9 @@ impl NsTask {
         self.outstanding.load(SeqCst)
     }
 
-    fn batch_written(&self, seq: u64, last_id: RawBson, docs: u64) {
+    fn batch_written(&self, seq: u64, last_id: RawBson, docs: u64, failed: u64) {
         // The watermark moves before the task can count as finished.
-        self.acknowledge(seq, last_id, docs);
+        self.acknowledge(seq, last_id, docs, failed);
         self.outstanding.fetch_sub(1, SeqCst);
         self.finish_if_done();
     }
@@ -188,10 +201,11 @@ pub struct Batch {
 }
 
 impl Batch {
-    /// Marks the batch as durably written, refused documents kept as dead letters: the
-    /// namespace's watermark may move and the namespace may now be finished.
-    pub fn done(self) {
-        self.task.batch_written(self.seq, self.last_id, self.len);
+    /// Marks the batch as durably written, its `failed` refused documents kept as dead
+    /// letters: the namespace's watermark may move and the namespace may now be finished.
+    pub fn done(self, failed: u64) {
+        self.task
+            .batch_written(self.seq, self.last_id, self.len, failed);
     }
 }
 
@@ -298,13 +312,16 @@ mod tests {
             rx.recv().await.unwrap(),
             rx.recv().await.unwrap(),
         );
-        second.done();
-        third.done();
+        second.done(0);
+        third.done(1);
         assert_eq!(task.checkpoint(), NsCheckpoint::new(None, 0, false));
-        first.done();
+        first.done(0);
         assert_eq!(
             task.checkpoint(),
-            NsCheckpoint::new(Some(&RawBson::Int32(5)), 5, true)
+            NsCheckpoint {
+                failed: 1,
+                ..NsCheckpoint::new(Some(&RawBson::Int32(5)), 5, true)
+            }
         );
     }
 }

@@ -104,7 +104,7 @@ impl<S: Source, K: Sink> Worker<S, K> {
                 .task
                 .counters
                 .add_written(count - failed, bytes - failed_bytes);
-            batch.done();
+            batch.done(failed);
         }
     }
 
