@@ -367,8 +367,8 @@ async fn run_copy(args: CopyArgs) -> Result<(), Failure> {
     if summary.failed > 0 {
         return Err(Failure {
             message: format!(
-                "completed with {} failed documents: the destination refused them; they are \
-                 kept with the reasons in {}",
+                "completed with {} failed documents: the destination refused them; dead \
+                 letters (documents and reasons): {}",
                 summary.failed, summary.dead_letters
             ),
             status: EXIT_DIFFERENT,
@@ -405,14 +405,17 @@ async fn run_verify(args: VerifyArgs) -> Result<(), Failure> {
         let pairs = copy::resolve(&src, &spec.namespaces).await?;
         let mut namespaces = Vec::new();
         for (source, destination) in &pairs {
+            // Ctrl-C ends the whole process here: there is nothing to save.
             let report = crate::verify::verify_namespace(
                 &src,
                 &dst,
                 (source, destination),
                 spec.filter.as_ref(),
                 args.show,
+                &CancellationToken::new(),
             )
-            .await?;
+            .await?
+            .ok_or(CopyError::Stopped)?;
             namespaces.push(report);
         }
         Ok::<_, CopyError>(crate::verify::VerifyReport::new(namespaces))

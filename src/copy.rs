@@ -298,12 +298,15 @@ impl PreparedCopy {
                 let mut namespaces = Vec::new();
                 let mut failure = None;
                 for (source, destination) in &pairs {
-                    match verify_namespace(src, dst, (source, destination), filter.as_ref(), 10)
-                        .await
-                    {
-                        Ok(report) => namespaces.push(report),
+                    let pair = (source, destination);
+                    match verify_namespace(src, dst, pair, filter.as_ref(), 10, &cancel).await {
+                        Ok(Some(report)) => namespaces.push(report),
+                        Ok(None) => {
+                            failure = Some(CopyError::Stopped);
+                            break;
+                        }
                         Err(e) => {
-                            failure = Some(e);
+                            failure = Some(e.into());
                             break;
                         }
                     }

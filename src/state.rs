@@ -261,7 +261,7 @@ impl StateStore for MemoryStore {
     }
 
     fn dead_letter_location(&self) -> String {
-        "memory (not kept)".into()
+        "no store (--no-state): only their _ids and reasons went to the log".into()
     }
 }
 

@@ -13,6 +13,7 @@ use mongodb::bson::{doc, Bson, Document, RawBson, RawDocumentBuf};
 use mongodb::options::Hint;
 use mongodb::{Client, Cursor};
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
 use crate::bson_order;
 use crate::mongo::{describe, MongoError, Namespace, Side};
@@ -68,14 +69,16 @@ impl VerifyReport {
 }
 
 /// Compares `source` on `src` with `destination` on `dst`, both restricted to `filter`;
-/// keeps the first `show` `_id`s of each kind of difference.
+/// keeps the first `show` `_id`s of each kind of difference. `None` if `stop` was cancelled
+/// before the end (checked between documents: an in-flight read is never dropped).
 pub async fn verify_namespace(
     src: &Client,
     dst: &Client,
     (source, destination): (&Namespace, &Namespace),
     filter: Option<&Document>,
     show: usize,
-) -> Result<NsVerify, MongoError> {
+    stop: &CancellationToken,
+) -> Result<Option<NsVerify>, MongoError> {
     let mut left = open(Side::Source, src, source, filter).await?;
     let mut right = open(Side::Destination, dst, destination, filter).await?;
     let mut report = NsVerify {
@@ -86,6 +89,9 @@ pub async fn verify_namespace(
     let mut a = next(&mut left, Side::Source, source).await?;
     let mut b = next(&mut right, Side::Destination, destination).await?;
     loop {
+        if stop.is_cancelled() {
+            return Ok(None);
+        }
         let order = match (&a, &b) {
             (None, None) => break,
             (Some(_), None) => Ordering::Less,
@@ -124,7 +130,7 @@ pub async fn verify_namespace(
             }
         }
     }
-    Ok(report)
+    Ok(Some(report))
 }
 
 fn note(total: &mut u64, first: &mut Vec<serde_json::Value>, id: &RawBson, show: usize) {

@@ -243,6 +243,16 @@ impl JobManager {
             state,
             command: name,
         };
+        // An interrupted job would continue at the next start of the service: it can be
+        // cancelled for good.
+        if state == JobState::Interrupted && command == Command::Cancel {
+            job.end(
+                JobState::Cancelled,
+                Some("cancelled while interrupted: it will not continue".into()),
+            );
+            self.save().await;
+            return Ok(job);
+        }
         if state.is_final() {
             return Err(refuse(state));
         }
