@@ -403,22 +403,12 @@ async fn run_verify(args: VerifyArgs) -> Result<(), Failure> {
     };
     let outcome = async {
         let pairs = copy::resolve(&src, &spec.namespaces).await?;
-        let mut namespaces = Vec::new();
-        for (source, destination) in &pairs {
-            // Ctrl-C ends the whole process here: there is nothing to save.
-            let report = crate::verify::verify_namespace(
-                &src,
-                &dst,
-                (source, destination),
-                spec.filter.as_ref(),
-                args.show,
-                &CancellationToken::new(),
-            )
+        // Ctrl-C ends the whole process here: there is nothing to save.
+        let never = CancellationToken::new();
+        let filter = spec.filter.as_ref();
+        crate::verify::verify_all(&src, &dst, &pairs, filter, args.show, &never)
             .await?
-            .ok_or(CopyError::Stopped)?;
-            namespaces.push(report);
-        }
-        Ok::<_, CopyError>(crate::verify::VerifyReport::new(namespaces))
+            .ok_or(CopyError::Stopped)
     }
     .await;
     mongo::close(src).await;

@@ -29,7 +29,7 @@ use crate::retry::{Retry, RetryPolicy};
 use crate::state::{Checkpoint, JobKey, StateStore};
 use crate::stats::JobStats;
 use crate::throttle::Throttle;
-use crate::verify::{verify_namespace, VerifyReport};
+use crate::verify::{verify_all, VerifyReport};
 
 /// A job that is connected and knows exactly which namespaces it copies.
 pub struct PreparedCopy {
@@ -295,25 +295,11 @@ impl PreparedCopy {
         let verified = match (&outcome, &saved, &self.verify) {
             (Ok(()), Ok(()), Some(filter)) => {
                 let [src, dst] = &self.clients;
-                let mut namespaces = Vec::new();
-                let mut failure = None;
-                for (source, destination) in &pairs {
-                    let pair = (source, destination);
-                    match verify_namespace(src, dst, pair, filter.as_ref(), 10, &cancel).await {
-                        Ok(Some(report)) => namespaces.push(report),
-                        Ok(None) => {
-                            failure = Some(CopyError::Stopped);
-                            break;
-                        }
-                        Err(e) => {
-                            failure = Some(e.into());
-                            break;
-                        }
-                    }
-                }
-                Some(match failure {
-                    Some(e) => Err(e),
-                    None => Ok(VerifyReport::new(namespaces)),
+                let report = verify_all(src, dst, &pairs, filter.as_ref(), 10, &cancel).await;
+                Some(match report {
+                    Ok(Some(report)) => Ok(report),
+                    Ok(None) => Err(CopyError::Stopped),
+                    Err(e) => Err(e.into()),
                 })
             }
             _ => None,

@@ -133,6 +133,25 @@ pub async fn verify_namespace(
     Ok(Some(report))
 }
 
+/// Compares every pair in turn; `None` if `stop` was cancelled before the end.
+pub async fn verify_all(
+    src: &Client,
+    dst: &Client,
+    pairs: &[(Namespace, Namespace)],
+    filter: Option<&Document>,
+    show: usize,
+    stop: &CancellationToken,
+) -> Result<Option<VerifyReport>, MongoError> {
+    let mut namespaces = Vec::new();
+    for (source, destination) in pairs {
+        match verify_namespace(src, dst, (source, destination), filter, show, stop).await? {
+            Some(report) => namespaces.push(report),
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(VerifyReport::new(namespaces)))
+}
+
 fn note(total: &mut u64, first: &mut Vec<serde_json::Value>, id: &RawBson, show: usize) {
     *total += 1;
     if first.len() < show {
