@@ -179,9 +179,17 @@ impl DeadLetter {
             .and_then(|id| Bson::try_from(id.to_raw_bson()).ok())
             .map(Bson::into_canonical_extjson)
             .unwrap_or(serde_json::Value::Null);
+        // A document that does not decode (e.g. invalid UTF-8 from an old server) is kept as
+        // its raw bytes: a binary value in Extended JSON, never dropped.
         let document = Document::try_from(doc.as_ref())
             .map(|d| Bson::Document(d).into_canonical_extjson())
-            .unwrap_or(serde_json::Value::Null);
+            .unwrap_or_else(|_| {
+                Bson::Binary(mongodb::bson::Binary {
+                    subtype: mongodb::bson::spec::BinarySubtype::Generic,
+                    bytes: doc.as_bytes().to_vec(),
+                })
+                .into_canonical_extjson()
+            });
         DeadLetter {
             job: job.clone(),
             ns,
@@ -520,6 +528,38 @@ mod tests {
         let filter = mongodb::bson::doc! { "a": 1 };
         let (k4, _) = JobKey::of("mongodb://h:1/?x=1", "mongodb://h:2", &ns, Some(&filter));
         assert_ne!(k1, k4);
+    }
+
+    #[test]
+    fn an_undecodable_refused_document_is_kept_as_raw_bytes() {
+        // {_id: 1, s: <a string whose bytes are not UTF-8>}
+        let mut bytes = vec![];
+        let body: Vec<u8> = [
+            &[0x10][..],
+            b"_id\0",
+            &1i32.to_le_bytes(),
+            &[0x02],
+            b"s\0",
+            &2i32.to_le_bytes(),
+            &[0xff, 0x00],
+            &[0x00],
+        ]
+        .concat();
+        bytes.extend_from_slice(&((body.len() + 4) as i32).to_le_bytes());
+        bytes.extend_from_slice(&body);
+        let doc = RawDocumentBuf::from_bytes(bytes.clone()).unwrap();
+        let letter = DeadLetter::new(&JobKey("k".into()), "a.b".into(), &doc, "bad".into(), None);
+        assert_eq!(letter.id["$numberInt"], "1");
+        let kept = letter.document["$binary"]["base64"].as_str().unwrap();
+        let bson = Bson::try_from(letter.document.clone()).unwrap();
+        assert_eq!(
+            bson,
+            Bson::Binary(mongodb::bson::Binary {
+                subtype: mongodb::bson::spec::BinarySubtype::Generic,
+                bytes,
+            }),
+            "{kept}"
+        );
     }
 
     #[test]
