@@ -181,7 +181,7 @@ impl Payload {
     }
 
     /// The last (largest) `_id` of a sorted payload.
-    fn last_id(&self) -> Option<RawBson> {
+    pub fn last_id(&self) -> Option<RawBson> {
         match self {
             Payload::Ids(ids) => ids.last().cloned(),
             Payload::Docs(docs) => docs.last()?.get("_id").ok()?.map(|id| id.to_raw_bson()),

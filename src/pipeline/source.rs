@@ -190,10 +190,13 @@ impl MongoSource {
         queue: &QueueSender,
         after: &mut Option<RawBson>,
     ) -> Result<(), CopyError> {
-        let last = match &payload {
-            Payload::Ids(ids) => ids.last().cloned(),
-            Payload::Docs(docs) => docs.last().map(|d| id_of(d, &task.source)).transpose()?,
-        };
+        let last = payload.last_id();
+        if last.is_none() && !payload.is_empty() {
+            return Err(CopyError::Internal(format!(
+                "a document of {} has no readable _id",
+                task.source
+            )));
+        }
         queue.send(task, payload).await?;
         if last.is_some() {
             *after = last;
