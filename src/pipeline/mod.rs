@@ -90,10 +90,19 @@ pub async fn run<S: Source, K: Sink>(
     let (sender, receiver) = queue::bounded(control.workers() * 2, stats.clone());
     let mut set: JoinSet<(Role, Result<(), CopyError>)> = JoinSet::new();
 
-    // Expected counts only feed the progress display: a failure there is not fatal.
+    // Expected counts only feed the progress display: a failure there is not fatal. Counting
+    // starts once the first batch is queued (or the producer is done): on some servers a count is
+    // a scan of its own that would delay the first write (SecantusDB), while on mongod the first
+    // batch comes within milliseconds, so the totals show as early as ever.
     {
         let (source, tasks) = (source.clone(), tasks.clone());
+        let mut first_batch = sender.first_batch();
+        let cancel = cancel.clone();
         set.spawn(async move {
+            tokio::select! {
+                _ = first_batch.wait_for(|queued| *queued) => {}
+                _ = cancel.cancelled() => return (Role::Counter, Ok(())),
+            }
             for task in tasks {
                 match source.count(&task.source).await {
                     Ok(n) => task.counters.set_expected(n),
@@ -479,5 +488,75 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(stats.snapshot().docs, 100_000);
+    }
+
+    /// A synthetic source whose `count` notes how many batches were queued before it ran.
+    struct CountWatchingSource {
+        inner: SyntheticSource,
+        stats: Arc<JobStats>,
+        queued_at_count: Arc<std::sync::Mutex<Vec<u64>>>,
+    }
+
+    impl Source for CountWatchingSource {
+        async fn count(&self, ns: &Namespace) -> Result<u64, CopyError> {
+            let queued = self.stats.batches_queued.load(Ordering::SeqCst);
+            self.queued_at_count.lock().unwrap().push(queued);
+            self.inner.count(ns).await
+        }
+
+        async fn produce(
+            &self,
+            task: &Arc<NsTask>,
+            strategy: Strategy,
+            batch_size: usize,
+            queue: &queue::QueueSender,
+        ) -> Result<(), CopyError> {
+            self.inner.produce(task, strategy, batch_size, queue).await
+        }
+
+        async fn fetch(
+            &self,
+            ns: &Namespace,
+            ids: Vec<mongodb::bson::RawBson>,
+        ) -> Result<Vec<RawDocumentBuf>, CopyError> {
+            self.inner.fetch(ns, ids).await
+        }
+    }
+
+    #[tokio::test]
+    async fn counting_waits_for_the_first_batch_and_still_happens_for_empty_sources() {
+        for docs in [1_000, 0] {
+            let stats = stats(2, 2);
+            let queued_at_count = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let source = CountWatchingSource {
+                inner: SyntheticSource { docs, doc_size: 64 },
+                stats: stats.clone(),
+                queued_at_count: queued_at_count.clone(),
+            };
+            tokio::time::timeout(
+                Duration::from_secs(10),
+                run(
+                    Arc::new(source),
+                    Arc::new(NullSink),
+                    NsTask::for_stats(&stats),
+                    options(Strategy::Stream),
+                    Arc::new(Control::new(2)),
+                    stats.clone(),
+                    Arc::new(Ledger::in_memory()),
+                    CancellationToken::new(),
+                ),
+            )
+            .await
+            .expect("the job ends")
+            .unwrap();
+            let seen = queued_at_count.lock().unwrap().clone();
+            assert_eq!(seen.len(), 2, "both namespaces counted ({docs} docs)");
+            assert!(
+                seen.iter().all(|&queued| (queued > 0) == (docs > 0)),
+                "{seen:?}"
+            );
+            let snap = stats.snapshot();
+            assert!(snap.namespaces.iter().all(|n| n.expected == Some(docs)));
+        }
     }
 }

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 
 use mongodb::bson::{RawBson, RawDocumentBuf};
+use tokio::sync::watch;
 
 use crate::mongo::Namespace;
 use crate::state::NsCheckpoint;
@@ -219,6 +220,8 @@ pub struct QueueClosed;
 pub struct QueueSender {
     tx: async_channel::Sender<Batch>,
     stats: Arc<JobStats>,
+    /// Becomes true with the first batch queued; closed when the producer drops its sender.
+    first_batch: Arc<watch::Sender<bool>>,
 }
 
 /// The workers' end of the queue.
@@ -234,6 +237,7 @@ pub fn bounded(capacity: usize, stats: Arc<JobStats>) -> (QueueSender, QueueRece
         QueueSender {
             tx,
             stats: stats.clone(),
+            first_batch: Arc::new(watch::Sender::new(false)),
         },
         QueueReceiver { rx, stats },
     )
@@ -243,6 +247,12 @@ impl QueueSender {
     /// True once the job is stopping: nothing sent will be written.
     pub fn is_closed(&self) -> bool {
         self.tx.is_closed()
+    }
+
+    /// Watches for the first batch: true once one is queued, closed once the producer is gone
+    /// (whether it queued anything or not).
+    pub fn first_batch(&self) -> watch::Receiver<bool> {
+        self.first_batch.subscribe()
     }
 
     /// Waits for room in the queue; fails once the job is stopping.
@@ -261,6 +271,9 @@ impl QueueSender {
         match self.tx.send(batch).await {
             Ok(()) => {
                 self.stats.batches_queued.fetch_add(1, SeqCst);
+                if !*self.first_batch.borrow() {
+                    self.first_batch.send_replace(true);
+                }
                 Ok(())
             }
             Err(_) => {

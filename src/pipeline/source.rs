@@ -146,10 +146,12 @@ impl MongoSource {
         let mut cursor = match strategy {
             // Ids are tiny: ask for many per round trip.
             Strategy::Ids => find.projection(doc! { "_id": 1 }).batch_size(10_000).await,
-            Strategy::Stream => {
-                find.batch_size(batch_size.min(u32::MAX as usize) as u32)
-                    .await
-            }
+            // Documents: the server's own batching, a small first batch (the first write starts
+            // early) and then replies of up to 16 MiB. Asking for `batch_size` per getMore made
+            // 200 round trips per 100k documents, and each one that met a busy server (a count,
+            // another client) left the workers idle; one large reply is a read-ahead that
+            // outlasts such a stall. Memory stays bounded by the reply's 16 MiB.
+            Strategy::Stream => find.await,
         }
         .map_err(ScanStop::Read)?;
         let stop = |e: CopyError| ScanStop::Other(e);
