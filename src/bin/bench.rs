@@ -850,7 +850,10 @@ async fn copy_rate(
     strategy: Strategy,
 ) -> Result<f64> {
     let started = Instant::now();
-    let copied = run_engine(
+    let EngineRun {
+        docs: copied,
+        first_write,
+    } = run_engine_observed(
         MongoSource::new(src.clone(), None),
         MongoSink::new(dst.clone()),
         ns,
@@ -859,7 +862,8 @@ async fn copy_rate(
         strategy,
     )
     .await?;
-    let rate = copied as f64 / started.elapsed().as_secs_f64();
+    let secs = started.elapsed().as_secs_f64();
+    let rate = copied as f64 / secs;
     let count = dst
         .database(&ns.db)
         .collection::<RawDocumentBuf>(&ns.coll)
@@ -870,9 +874,10 @@ async fn copy_rate(
             "copy with {strategy}: {copied} copied, {count} at the destination, {expected} expected"
         );
     }
+    let first = first_write.map_or(secs, |at| at.as_secs_f64());
     eprintln!(
-        "copy ({strategy}): {copied} docs in {:.1}s",
-        started.elapsed().as_secs_f64()
+        "copy ({strategy}): {copied} docs in {secs:.1}s: first write after {first:.2}s, then {:.0} docs/s",
+        copied as f64 / (secs - first).max(1e-3)
     );
     Ok(rate)
 }
@@ -885,9 +890,31 @@ async fn run_engine<S: Source, K: Sink>(
     batch_size: usize,
     strategy: Strategy,
 ) -> Result<u64> {
+    Ok(
+        run_engine_observed(source, sink, ns, workers, batch_size, strategy)
+            .await?
+            .docs,
+    )
+}
+
+/// What an engine run did: documents written, and when the first of them was acknowledged.
+struct EngineRun {
+    docs: u64,
+    first_write: Option<Duration>,
+}
+
+async fn run_engine_observed<S: Source, K: Sink>(
+    source: S,
+    sink: K,
+    ns: &Namespace,
+    workers: usize,
+    batch_size: usize,
+    strategy: Strategy,
+) -> Result<EngineRun> {
+    let started = Instant::now();
     let stats = Arc::new(JobStats::new([(ns.clone(), ns.clone())], workers));
     let tasks = NsTask::for_stats(&stats);
-    pipeline::run(
+    let run = pipeline::run(
         Arc::new(source),
         Arc::new(sink),
         tasks,
@@ -899,9 +926,29 @@ async fn run_engine<S: Source, K: Sink>(
         stats.clone(),
         Arc::new(Ledger::in_memory()),
         CancellationToken::new(),
-    )
-    .await?;
-    Ok(stats.snapshot().docs)
+    );
+    // Polled beside the run, so the time to the first write is split from the writing itself.
+    let first_write = async {
+        while stats.snapshot().docs == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        started.elapsed()
+    };
+    tokio::pin!(run, first_write);
+    let mut seen = None;
+    loop {
+        tokio::select! {
+            outcome = &mut run => {
+                outcome?;
+                break;
+            }
+            at = &mut first_write, if seen.is_none() => seen = Some(at),
+        }
+    }
+    Ok(EngineRun {
+        docs: stats.snapshot().docs,
+        first_write: seen,
+    })
 }
 
 /// Runs `mongoferry copy` as its own process and reads its peak memory from the JSON summary.
