@@ -95,9 +95,11 @@ pub enum MongoError {
     },
 }
 
-/// Replaces the password of a `mongodb://user:password@host` URI with `***`; a URI without
-/// credentials comes back unchanged. Used for every URI that reaches a log, an error or a summary.
+/// Replaces the secrets of a URI with `***`: the password of `mongodb://user:password@host` and
+/// the values of secret options (see [`secret_spans`]); a URI without any comes back unchanged.
+/// Used for every URI that reaches a log, an error or a summary.
 pub fn redact_uri(uri: &str) -> String {
+    let uri = &redact_secret_options(uri);
     let Some(scheme_end) = uri.find("://") else {
         return uri.to_string();
     };
@@ -113,6 +115,63 @@ pub fn redact_uri(uri: &str) -> String {
         None => authority[..at].to_string(),
     };
     format!("{}{}@{}", &uri[..scheme_end + 3], user, &rest[at + 1..])
+}
+
+/// The URI with the values of its secret options replaced by `***`, user info left as it is.
+pub fn redact_secret_options(uri: &str) -> String {
+    let mut out = uri.to_string();
+    for span in secret_spans(uri).into_iter().rev() {
+        out.replace_range(span, "***");
+    }
+    out
+}
+
+/// True when a URI holds a secret already replaced by `***` (it cannot be used to connect).
+pub fn is_redacted(uri: &str) -> bool {
+    password_of(uri).as_deref() == Some("***")
+        || secret_spans(uri)
+            .into_iter()
+            .any(|span| &uri[span] == "***")
+}
+
+/// Where the values of secret options are in the URI's query string: options whose name holds
+/// `password` (`tlsCertificateKeyFilePassword`, `proxyPassword`, …; names are
+/// case-insensitive), and the `TOKEN`, `SECRET` or `PASSWORD` entries of
+/// `authMechanismProperties` (`AWS_SESSION_TOKEN:…`).
+fn secret_spans(uri: &str) -> Vec<std::ops::Range<usize>> {
+    let mut spans = Vec::new();
+    let Some(query) = uri.find('?') else {
+        return spans;
+    };
+    let mut option_start = query + 1;
+    for option in uri[query + 1..].split('&') {
+        let start = option_start;
+        option_start += option.len() + 1;
+        let Some(eq) = option.find('=') else {
+            continue;
+        };
+        let (name, value, value_start) = (&option[..eq], &option[eq + 1..], start + eq + 1);
+        if name.to_ascii_lowercase().contains("password") {
+            spans.push(value_start..value_start + value.len());
+        } else if name.eq_ignore_ascii_case("authMechanismProperties") {
+            let mut entry_start = value_start;
+            for entry in value.split(',') {
+                let start = entry_start;
+                entry_start += entry.len() + 1;
+                let Some(colon) = entry.find(':') else {
+                    continue;
+                };
+                let key = entry[..colon].to_ascii_uppercase();
+                if ["TOKEN", "SECRET", "PASSWORD"]
+                    .iter()
+                    .any(|k| key.contains(k))
+                {
+                    spans.push(start + colon + 1..start + entry.len());
+                }
+            }
+        }
+    }
+    spans
 }
 
 /// Server error codes that mean "the server said no", as opposed to a transport failure.
@@ -218,12 +277,44 @@ fn is_auth_failure(err: &mongodb::error::Error) -> bool {
 /// Driver errors can quote the URI they were given; never let its password through.
 pub fn strip_uri(message: &str, uri: &str) -> String {
     let mut out = message.replace(uri, &redact_uri(uri));
-    if let Some(password) = password_of(uri) {
-        if !password.is_empty() {
-            out = out.replace(&password, "***");
+    let secrets = password_of(uri).into_iter().chain(
+        secret_spans(uri)
+            .into_iter()
+            .map(|span| uri[span].to_string()),
+    );
+    for secret in secrets {
+        if secret.is_empty() || secret == "***" {
+            continue;
         }
+        // Messages may quote the value as written or percent-decoded.
+        let decoded = percent_decoded(&secret);
+        out = out.replace(&secret, "***").replace(&decoded, "***");
     }
     out
+}
+
+/// `%XX` sequences decoded (as the driver does for URI values); anything else kept.
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn password_of(uri: &str) -> Option<String> {
@@ -297,6 +388,33 @@ mod tests {
         assert_eq!(redact_uri("mongodb://h:1/?x=1"), "mongodb://h:1/?x=1");
         assert_eq!(redact_uri("mongodb://carol@h"), "mongodb://carol@h");
         assert_eq!(redact_uri("not a uri"), "not a uri");
+    }
+
+    #[test]
+    fn redacts_secret_options() {
+        let uri =
+            "mongodb://u:pw@h/?tls=true&tlsCertificateKeyFilePassword=k3y&PROXYPASSWORD=pr0xy\
+                   &authMechanism=MONGODB-AWS\
+                   &authMechanismProperties=SERVICE_NAME:mongodb,AWS_SESSION_TOKEN:t0ken";
+        let redacted = redact_uri(uri);
+        assert_eq!(
+            redacted,
+            "mongodb://u:***@h/?tls=true&tlsCertificateKeyFilePassword=***&PROXYPASSWORD=***\
+             &authMechanism=MONGODB-AWS\
+             &authMechanismProperties=SERVICE_NAME:mongodb,AWS_SESSION_TOKEN:***"
+        );
+        assert!(is_redacted(&redacted));
+        assert!(!is_redacted(uri));
+        assert!(is_redacted("mongodb://h/?proxyPassword=***"));
+        assert!(!is_redacted("mongodb://h/?appName=***"));
+        let message = format!("cannot use {uri}: key k3y and token t0ken, proxy pr%30xy");
+        let out = strip_uri(&message, "mongodb://h/?proxyPassword=pr%30xy&x=1");
+        assert!(!out.contains("pr0xy") && !out.contains("pr%30xy"), "{out}");
+        let out = strip_uri(&message, uri);
+        for secret in ["pw", "k3y", "t0ken", "pr0xy"] {
+            assert!(!out.contains(secret), "{secret} in {out}");
+        }
+        assert!(out.contains("SERVICE_NAME:mongodb"), "{out}");
     }
 
     #[test]

@@ -82,8 +82,10 @@ impl JobKey {
     }
 }
 
-/// The URI without its user info, so a changed password is still the same job.
+/// The URI without its user info and with secret options as `***`, so a changed password is
+/// still the same job and the description holds no secret.
 fn without_credentials(uri: &str) -> String {
+    let uri = &crate::mongo::redact_secret_options(uri);
     let Some(scheme_end) = uri.find("://") else {
         return uri.to_string();
     };
@@ -528,6 +530,11 @@ mod tests {
         let filter = mongodb::bson::doc! { "a": 1 };
         let (k4, _) = JobKey::of("mongodb://h:1/?x=1", "mongodb://h:2", &ns, Some(&filter));
         assert_ne!(k1, k4);
+        let with_secret = |s: &str| format!("mongodb://h:2/?tlsCertificateKeyFilePassword={s}");
+        let (k5, d5) = JobKey::of("mongodb://h:1/?x=1", &with_secret("old-key"), &ns, None);
+        let (k6, _) = JobKey::of("mongodb://h:1/?x=1", &with_secret("new-key"), &ns, None);
+        assert_eq!(k5, k6, "a changed secret option is the same job");
+        assert!(!d5.contains("old-key"), "{d5}");
     }
 
     #[test]

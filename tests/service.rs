@@ -473,18 +473,43 @@ fn bad_requests_get_clear_errors_and_secrets_stay_hidden() {
             .text()
             .await
             .unwrap();
+        // Secrets also travel as options: a key file's password, an AWS session token.
+        let option_secrets = ["k3y-Secret", "t0ken-Secret"];
+        let (status, optioned) = service
+            .post(
+                "/api/jobs",
+                json!({
+                    "from": format!("{}&authMechanismProperties=AWS_SESSION_TOKEN:{}", env.src, option_secrets[1]),
+                    "to": format!("{}&tlsCertificateKeyFilePassword={}", env.dst, option_secrets[0]),
+                    "namespaces": [format!("{s}.c:{s}y.c")],
+                }),
+            )
+            .await;
+        assert_eq!(status, 202, "{optioned}");
+        let optioned = service
+            .wait_for(&optioned["id"], "failed", |j| j["state"] == "failed")
+            .await;
+        assert!(
+            optioned["error"].as_str().unwrap().contains("tlsCertificateKeyFilePassword=***"),
+            "{optioned}"
+        );
         let (_, list) = service.get("/api/jobs").await;
         let (_, metrics) = service.get("/metrics").await;
         let history = std::fs::read_to_string(dir.path().join("jobs.json")).unwrap();
+        let checkpoints = std::fs::read_to_string(dir.path().join("copy-state.json")).unwrap_or_default();
         for text in [
             job.to_string(),
             failed.to_string(),
+            optioned.to_string(),
             events,
             list.to_string(),
             metrics.to_string(),
             history,
+            checkpoints,
         ] {
-            assert!(!text.contains(password), "password leaked: {text}");
+            for secret in [password, option_secrets[0], option_secrets[1]] {
+                assert!(!text.contains(secret), "{secret} leaked: {text}");
+            }
         }
         assert!(failed["spec"]["to"]
             .as_str()

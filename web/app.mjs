@@ -3,7 +3,7 @@
 // Two screens, chosen by the URL's hash: `#/` (the form and the job list, polled every second:
 // one request lists every job, so many running jobs never use up the browser's six connections
 // per host) and `#/jobs/{id}` (one job, fed by its event stream: figures, charts, controls).
-// Nothing is stored in the browser; passwords typed into the form are replaced by the service's
+// Nothing is stored in the browser; passwords and secrets typed into the form are replaced by the service's
 // masked URI once the job is accepted.
 
 import * as R from "./render.mjs";
@@ -163,8 +163,8 @@ function readForm() {
     namespaces: R.parseNamespaces($("#namespaces").value),
   };
   for (const field of ["from", "to"]) {
-    if (R.hasMaskedPassword(spec[field])) {
-      problems.push(`${field}: the password is masked (***); type it again`);
+    if (R.hasMaskedSecret(spec[field])) {
+      problems.push(`${field}: a password or secret is masked (***); type it again`);
     }
   }
   const filter = R.parseFilter($("#filter").value);

@@ -107,8 +107,47 @@ export function problemsByField(problems) {
   return { fields, general };
 }
 
-/** Replaces the password of a connection string by `***`, as the service does. */
+/**
+ * Where the values of secret options are in a URI's query string, as [start, end) pairs, as the
+ * service finds them: options whose name holds `password` (any case) and the `TOKEN`, `SECRET`
+ * or `PASSWORD` entries of `authMechanismProperties`.
+ */
+function secretSpans(uri) {
+  const spans = [];
+  const query = uri.indexOf("?");
+  if (query < 0) return spans;
+  let optionStart = query + 1;
+  for (const option of uri.slice(query + 1).split("&")) {
+    const start = optionStart;
+    optionStart += option.length + 1;
+    const eq = option.indexOf("=");
+    if (eq < 0) continue;
+    const name = option.slice(0, eq);
+    const valueStart = start + eq + 1;
+    if (name.toLowerCase().includes("password")) {
+      spans.push([valueStart, start + option.length]);
+    } else if (name.toLowerCase() === "authmechanismproperties") {
+      let entryStart = valueStart;
+      for (const entry of option.slice(eq + 1).split(",")) {
+        const from = entryStart;
+        entryStart += entry.length + 1;
+        const colon = entry.indexOf(":");
+        if (colon < 0) continue;
+        const key = entry.slice(0, colon).toUpperCase();
+        if (["TOKEN", "SECRET", "PASSWORD"].some((k) => key.includes(k))) {
+          spans.push([from + colon + 1, from + entry.length]);
+        }
+      }
+    }
+  }
+  return spans;
+}
+
+/** Replaces the secrets of a connection string by `***`, as the service does. */
 export function maskUri(uri) {
+  for (const [start, end] of secretSpans(uri).reverse()) {
+    uri = `${uri.slice(0, start)}***${uri.slice(end)}`;
+  }
   const schemeEnd = uri.indexOf("://");
   if (schemeEnd < 0) return uri;
   const rest = uri.slice(schemeEnd + 3);
@@ -121,9 +160,10 @@ export function maskUri(uri) {
   return `${uri.slice(0, schemeEnd + 3)}${user}@${rest.slice(at + 1)}`;
 }
 
-/** True when a URI still holds the `***` a masked form field shows instead of its password. */
-export function hasMaskedPassword(uri) {
-  return maskUri(uri) === uri && /:\*\*\*@/.test(uri);
+/** True when a URI still holds a `***` a masked form field shows instead of a secret. */
+export function hasMaskedSecret(uri) {
+  const masked = maskUri(uri) === uri;
+  return masked && (/:\*\*\*@/.test(uri) || secretSpans(uri).some(([a, b]) => uri.slice(a, b) === "***"));
 }
 
 /** Reads a whole-number form field: `{value}` (null when empty) or `{problem}`. */

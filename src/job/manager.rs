@@ -117,7 +117,7 @@ impl JobManager {
     }
 
     /// Continues the jobs the service was running when it last stopped, as the same jobs, from
-    /// their checkpoints. A job whose URIs carried a password stays interrupted: its stored spec
+    /// their checkpoints. A job whose URIs carried a password or another secret stays interrupted: its stored spec
     /// is redacted, and submitting it again continues it from its checkpoint.
     pub async fn resume(self: &Arc<Self>) {
         let ids = std::mem::take(&mut *self.interrupted.lock().expect("not poisoned"));

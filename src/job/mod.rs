@@ -146,11 +146,10 @@ impl JobSpec {
         raw.validate()
     }
 
-    /// The spec of a job from the history, if it is complete: URIs that carried a password
-    /// were stored redacted and cannot be run again without the operator.
+    /// The spec of a job from the history, if it is complete: URIs that carried a password or
+    /// another secret were stored redacted and cannot be run again without the operator.
     pub fn from_view(view: &SpecView, workers: usize) -> Option<JobSpec> {
-        let redacted = |uri: &str| uri.contains(":***@");
-        if redacted(&view.from) || redacted(&view.to) {
+        if crate::mongo::is_redacted(&view.from) || crate::mongo::is_redacted(&view.to) {
             return None;
         }
         Some(JobSpec {

@@ -306,7 +306,7 @@ describe("the dashboard in a browser", { timeout: WATCHDOG_MS }, () => {
     // Sending the masked URI again is caught before it reaches the service.
     await page.locator("#submit-job").click();
     await page.locator("#problems-to li").waitFor();
-    assert.equal(await text("#problems-to"), "to: the password is masked (***); type it again");
+    assert.equal(await text("#problems-to"), "to: a password or secret is masked (***); type it again");
     await page.screenshot({ path: screenshotPath("09-masked"), fullPage: true });
     assertNoProblems();
   });

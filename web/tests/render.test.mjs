@@ -60,8 +60,14 @@ test("masks passwords like the service does", () => {
   assert.equal(R.maskUri("mongodb+srv://u:p@a@cluster.example/db"), "mongodb+srv://u:***@cluster.example/db");
   assert.equal(R.maskUri("mongodb://h:1/?x=a@b"), "mongodb://h:1/?x=a@b");
   assert.equal(R.maskUri("mongodb://user@h"), "mongodb://user@h");
-  assert.ok(R.hasMaskedPassword("mongodb://ferry:***@h/"));
-  assert.ok(!R.hasMaskedPassword("mongodb://ferry:s3cret@h/"));
+  assert.ok(R.hasMaskedSecret("mongodb://ferry:***@h/"));
+  assert.ok(!R.hasMaskedSecret("mongodb://ferry:s3cret@h/"));
+  const secrets = "mongodb://h/?tlsCertificateKeyFilePassword=k3y&authMechanismProperties=SERVICE_NAME:m,AWS_SESSION_TOKEN:t0k";
+  const masked = "mongodb://h/?tlsCertificateKeyFilePassword=***&authMechanismProperties=SERVICE_NAME:m,AWS_SESSION_TOKEN:***";
+  assert.equal(R.maskUri(secrets), masked);
+  assert.ok(R.hasMaskedSecret(masked));
+  assert.ok(!R.hasMaskedSecret(secrets));
+  assert.ok(!R.hasMaskedSecret("mongodb://h/?appName=***"));
 });
 
 test("parses the form's fields", () => {
