@@ -39,6 +39,8 @@ const page = {
   listTimer: null,
   listGeneration: 0,
   events: null,
+  /** The timer that looks again at an interrupted job (a restarted service may continue it). */
+  recheck: null,
   jobId: null,
   charts: { job: null, workers: null, workerIds: "" },
   /** Chart samples per job id, kept while the page is open. */
@@ -86,6 +88,8 @@ function route() {
 function leaveJob() {
   if (page.events) page.events.close();
   page.events = null;
+  clearTimeout(page.recheck);
+  page.recheck = null;
   page.jobId = null;
   for (const key of ["job", "workers"]) {
     if (page.charts[key]) page.charts[key].destroy();
@@ -244,7 +248,8 @@ async function showJob(id) {
   }
   makeCharts();
   update(result.data);
-  if (!R.isFinal(result.data.state)) follow(result.data);
+  if (result.data.state === "interrupted") watchInterrupted(result.data);
+  else if (!R.isFinal(result.data.state)) follow(result.data);
 }
 
 /** Follows the job's event stream until its final state. */
@@ -259,7 +264,8 @@ function follow(view) {
       // The service ends the stream after the final state; closing first stops a reconnect.
       events.close();
       page.events = null;
-      $("#job-live").textContent = "ended";
+      if (next.state === "interrupted") watchInterrupted(next);
+      else $("#job-live").textContent = "ended";
     }
   };
   events.addEventListener("state", onView);
@@ -272,6 +278,28 @@ function follow(view) {
     // The browser reconnects by itself, unless the service refused the stream.
     $("#job-live").textContent = events.readyState === EventSource.CLOSED ? "disconnected: reload to retry" : "reconnecting…";
   });
+}
+
+/**
+ * An interrupted job is continued, as the same job, by a restarted service: the page asks for it
+ * every few seconds (the service may be down meanwhile) and follows it again once it moves on.
+ */
+function watchInterrupted(view) {
+  $("#job-live").textContent = "interrupted: waiting for the service to continue it";
+  clearTimeout(page.recheck);
+  page.recheck = setTimeout(async () => {
+    page.recheck = null;
+    if (page.jobId !== view.id) return;
+    const result = await api("GET", `/api/jobs/${view.id}`);
+    if (page.jobId !== view.id || page.events || page.recheck) return;
+    if (!result.ok || result.data.state === "interrupted") {
+      watchInterrupted(view);
+      return;
+    }
+    update(result.data);
+    if (R.isFinal(result.data.state)) $("#job-live").textContent = "ended";
+    else follow(result.data);
+  }, 3000);
 }
 
 function update(view) {

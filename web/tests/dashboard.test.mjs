@@ -4,11 +4,15 @@
 // form fills its chart and counts, pauses, resumes, takes a new rate limit and worker count live,
 // is cancelled after a confirmation; a failed job shows its error; a job whose documents the
 // destination refuses lists them; adaptive mode shows its decision; the page fits a narrow
-// window; a job running when the service stops is shown interrupted. Screenshots go to
+// window; a job running when the service stops is shown interrupted, and the same page follows it
+// again when the restarted service continues it. Screenshots go to
 // target/screenshots/. Any page error or console error fails the run; every wait is bounded.
 
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
 
 import { dropDatabases, launchBrowser, runCommand, sample, screenshotPath, sleep, startService, startTestServer, stopAll, waitFor } from "./harness.mjs";
 
@@ -36,6 +40,8 @@ let page;
 const problems = [];
 /** Console errors the browser logs for answers the test asks for on purpose (a 400, a 409). */
 let expectedFailures = 0;
+/** While the test has stopped the service on purpose, the page's failed requests are expected. */
+let serviceDown = false;
 
 describe("the dashboard in a browser", { timeout: WATCHDOG_MS }, () => {
   before(async () => {
@@ -56,6 +62,7 @@ describe("the dashboard in a browser", { timeout: WATCHDOG_MS }, () => {
         expectedFailures--;
         return;
       }
+      if (serviceDown && /ERR_CONNECTION_REFUSED/.test(message.text())) return;
       problems.push(`console error: ${message.text()}`);
     });
     page.on("request", (request) => {
@@ -426,30 +433,52 @@ describe("the dashboard in a browser", { timeout: WATCHDOG_MS }, () => {
     assertNoProblems();
   });
 
-  // Last: it stops the service. Small batches, so the batches in flight end well within the
-  // service's 5 s shutdown timeout at this rate.
-  test("a job running when the service stops is shown interrupted", async () => {
-    await page.setViewportSize({ width: 1366, height: 900 });
-    const started = await api("POST", "/api/jobs", { from: source, to: destination, namespaces: [`${ns("shop.orders")}:${ns("stopped.orders")}`], workers: 2, batch_size: 20, rate: 100 });
-    assert.equal(started.status, 202, JSON.stringify(started.body));
-    const id = started.body.id;
-    await page.goto(`${service.base}/#/jobs/${id}`);
-    await waitForState("running");
-    await waitFor("the stream to be live", async () => (await text("#job-live")) === "live", 5000);
-    await waitFor("documents copied", async () => (await docs()) > 0, 10000);
+  // Last: it stops a service of its own, with history, and starts it again on the same address.
+  // Small batches, so the batches in flight end well within the 5 s shutdown timeout at this rate.
+  test("a job running when the service stops is shown interrupted, and followed again when a restarted service continues it", async () => {
+    const stateDir = mkdtempSync(path.join(os.tmpdir(), "mongoferry-web-"));
+    try {
+      const state = path.join(stateDir, "jobs.json");
+      service = await startService({ state });
+      await page.setViewportSize({ width: 1366, height: 900 });
+      const started = await api("POST", "/api/jobs", { from: source, to: destination, namespaces: [`${ns("shop.orders")}:${ns("stopped.orders")}`], workers: 2, batch_size: 20, rate: 100 });
+      assert.equal(started.status, 202, JSON.stringify(started.body));
+      const id = started.body.id;
+      await page.goto(`${service.base}/#/jobs/${id}`);
+      await waitForState("running");
+      await waitFor("the stream to be live", async () => (await text("#job-live")) === "live", 5000);
+      await waitFor("documents copied", async () => (await docs()) > 0, 10000);
 
-    service.child.kill("SIGTERM");
-    await waitForState("interrupted", 15000);
-    assert.equal(await text("#job-error strong"), "Interrupted");
-    assert.match(await text('#job-error [data-field="error"]'), /^interrupted: the service stopped; it continues from its checkpoint/);
-    assert.equal(await text("#job-live"), "ended");
-    for (const control of ["#pause", "#resume", "#cancel", "#rate-box", "#workers-apply"]) {
-      assert.ok(await page.locator(control).isDisabled(), `${control} is disabled on an interrupted job`);
+      serviceDown = true;
+      service.child.kill("SIGTERM");
+      await waitForState("interrupted", 15000);
+      assert.equal(await text("#job-error strong"), "Interrupted");
+      assert.match(await text('#job-error [data-field="error"]'), /^interrupted: the service stopped; it continues from its checkpoint/);
+      assert.equal(await text("#job-live"), "interrupted: waiting for the service to continue it");
+      for (const control of ["#pause", "#resume", "#cancel", "#rate-box", "#workers-apply"]) {
+        assert.ok(await page.locator(control).isDisabled(), `${control} is disabled on an interrupted job`);
+      }
+      assert.equal(await text('#summary [data-field="docs_per_sec"]'), "–");
+      await page.screenshot({ path: screenshotPath("15-job-interrupted"), fullPage: true });
+      await waitFor("the service to exit after SIGTERM", () => service.child.exitCode !== null || service.child.signalCode !== null, 15000);
+      assert.equal(service.child.exitCode, 0, service.log.join("\n"));
+
+      // The same page, without a reload, follows the job the restarted service continues.
+      service = await startService({ state, listen: service.base.replace("http://", "") });
+      await waitForState("running", 15000);
+      await waitFor("the stream to be live again", async () => (await text("#job-live")) === "live", 10000);
+      serviceDown = false;
+      const continued = await docs();
+      await waitFor("more documents copied", async () => (await docs()) > continued, 15000);
+      await page.screenshot({ path: screenshotPath("16-job-continued"), fullPage: true });
+      const cancelled = await api("POST", `/api/jobs/${id}/cancel`);
+      assert.equal(cancelled.status, 200, JSON.stringify(cancelled.body));
+      await waitForState("cancelled", 15000);
+      assert.equal(await text("#job-live"), "ended");
+      assertNoProblems();
+    } finally {
+      serviceDown = false;
+      rmSync(stateDir, { recursive: true, force: true });
     }
-    assert.equal(await text('#summary [data-field="docs_per_sec"]'), "–");
-    await page.screenshot({ path: screenshotPath("15-job-interrupted"), fullPage: true });
-    await waitFor("the service to exit after SIGTERM", () => service.child.exitCode !== null || service.child.signalCode !== null, 15000);
-    assert.equal(service.child.exitCode, 0, service.log.join("\n"));
-    assertNoProblems();
   });
 });

@@ -141,11 +141,16 @@ export async function sample(uri, ns, count, docSize) {
   await promisify(execFile)(binary(), ["sample", "--to", uri, "--ns", ns, "--count", String(count), "--doc-size", String(docSize), "--quiet"], { timeout: 60000 });
 }
 
-/** `mongoferry serve` on a free port, without history: its base URL, its output and its process. */
-export async function startService() {
+/**
+ * `mongoferry serve`: its base URL, its output and its process. By default on a free port and
+ * without history; `state` keeps the history (and checkpoints) in that file, `listen` picks the
+ * address (a restarted service on the same address and state continues its interrupted jobs).
+ */
+export async function startService({ listen = "127.0.0.1:0", state = null } = {}) {
   const log = [];
   let address = null;
-  const child = startChild(binary(), ["serve", "--listen", "127.0.0.1:0", "--no-state", "--shutdown-timeout", "5"], (line) => {
+  const stateArgs = state ? ["--state", state] : ["--no-state"];
+  const child = startChild(binary(), ["serve", "--listen", listen, ...stateArgs, "--shutdown-timeout", "5"], (line) => {
     log.push(line);
     const match = /serving on (http:\/\/\S+)/.exec(line);
     if (match) address = match[1];
