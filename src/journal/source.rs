@@ -112,7 +112,7 @@ impl Source for JournalSource {
     async fn fetch(
         &self,
         _ns: &Namespace,
-        _ids: Vec<RawBson>,
+        _ids: &[RawBson],
     ) -> Result<Vec<RawDocumentBuf>, CopyError> {
         Err(CopyError::Internal(
             "a journal streams whole documents; it cannot fetch by _id".into(),

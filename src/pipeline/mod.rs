@@ -517,7 +517,7 @@ mod tests {
         async fn fetch(
             &self,
             ns: &Namespace,
-            ids: Vec<mongodb::bson::RawBson>,
+            ids: &[mongodb::bson::RawBson],
         ) -> Result<Vec<RawDocumentBuf>, CopyError> {
             self.inner.fetch(ns, ids).await
         }

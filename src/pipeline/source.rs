@@ -9,6 +9,7 @@
 //! after the last `_id` queued (the partial batch is read again), with backoff, up to the
 //! retry limit.
 
+use std::cmp::Ordering;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -43,11 +44,13 @@ pub trait Source: Send + Sync + 'static {
         queue: &QueueSender,
     ) -> impl Future<Output = Result<(), CopyError>> + Send;
 
-    /// The raw documents of a batch of `_id`s (those still present).
+    /// The raw documents of a batch of `_id`s (those still present), in `_id` order. It may stop
+    /// after the document that brings them to [`MAX_BATCH_BYTES`]: the caller then asks again for
+    /// the `_id`s after the last one returned ([`still_to_fetch`]).
     fn fetch(
         &self,
         ns: &Namespace,
-        ids: Vec<RawBson>,
+        ids: &[RawBson],
     ) -> impl Future<Output = Result<Vec<RawDocumentBuf>, CopyError>> + Send;
 }
 
@@ -273,27 +276,55 @@ impl Source for MongoSource {
     async fn fetch(
         &self,
         ns: &Namespace,
-        ids: Vec<RawBson>,
+        ids: &[RawBson],
     ) -> Result<Vec<RawDocumentBuf>, CopyError> {
         let wanted = ids.len();
         let ids = ids
-            .into_iter()
+            .iter()
+            .cloned()
             .map(Bson::try_from)
             .collect::<Result<Vec<Bson>, _>>()
             .map_err(|e| CopyError::Internal(format!("undecodable _id: {e}")))?;
         let collection = self.collection(ns);
         self.retry
             .run("fetch", || async {
-                collection
+                let mut cursor = collection
                     .find(doc! { "_id": { "$in": ids.clone() } })
+                    .sort(doc! { "_id": 1 })
                     .batch_size(wanted.min(u32::MAX as usize) as u32)
-                    .await?
-                    .try_collect()
-                    .await
+                    .await?;
+                // Large documents: stop at the byte bound (the cursor is closed when dropped).
+                let (mut docs, mut bytes) = (Vec::new(), 0);
+                while bytes < MAX_BATCH_BYTES {
+                    let Some(doc) = cursor.try_next().await? else {
+                        break;
+                    };
+                    bytes += doc.as_bytes().len();
+                    docs.push(doc);
+                }
+                Ok(docs)
             })
             .await
             .map_err(|e| self.read_error(ns, "fetch", e))
     }
+}
+
+/// The part of `ids` (sorted in `_id` order) a [`Source::fetch`] that returned `fetched` did not
+/// reach: none when it returned everything, else the `_id`s after the last document returned.
+pub fn still_to_fetch<'a>(
+    ids: &'a [RawBson],
+    fetched: &[RawDocumentBuf],
+    ns: &Namespace,
+) -> Result<&'a [RawBson], CopyError> {
+    let bytes: usize = fetched.iter().map(|d| d.as_bytes().len()).sum();
+    let Some(last) = fetched.last().filter(|_| bytes >= MAX_BATCH_BYTES) else {
+        return Ok(&[]);
+    };
+    let last = id_of(last, ns)?;
+    let reached = ids.partition_point(|id| {
+        bson_order::compare(id.as_raw_bson_ref(), last.as_raw_bson_ref()) != Ordering::Greater
+    });
+    Ok(&ids[reached..])
 }
 
 /// The `_id` of a raw document; a document without one cannot be copied by id.
@@ -303,5 +334,35 @@ pub fn id_of(doc: &RawDocumentBuf, ns: &Namespace) -> Result<RawBson, CopyError>
         _ => Err(CopyError::Internal(format!(
             "a document of {ns} has no readable _id"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mongodb::bson::{rawdoc, spec::BinarySubtype, Binary};
+
+    use super::*;
+
+    fn doc(id: i64, bytes: usize) -> RawDocumentBuf {
+        rawdoc! { "_id": id, "pad": Binary { subtype: BinarySubtype::Generic, bytes: vec![0; bytes] } }
+    }
+
+    #[test]
+    fn a_fetch_cut_at_the_byte_bound_continues_after_its_last_document() {
+        let ns = Namespace::new("a", "b");
+        let ids: Vec<RawBson> = (1..=5).map(RawBson::Int64).collect();
+        // Everything, or less than the bound: nothing left, even if some `_id`s were missing.
+        let small = [doc(1, 10), doc(3, 10)];
+        assert!(still_to_fetch(&ids, &small, &ns).unwrap().is_empty());
+        assert!(still_to_fetch(&ids, &[], &ns).unwrap().is_empty());
+        // Cut after `_id` 3 (2 was missing): 4 and 5 are still to fetch.
+        let cut = [doc(1, MAX_BATCH_BYTES / 2), doc(3, MAX_BATCH_BYTES / 2)];
+        assert_eq!(
+            still_to_fetch(&ids, &cut, &ns).unwrap(),
+            &ids[3..],
+            "continues after the last one returned"
+        );
+        let cut_at_end = [doc(4, MAX_BATCH_BYTES), doc(5, 1)];
+        assert!(still_to_fetch(&ids, &cut_at_end, &ns).unwrap().is_empty());
     }
 }

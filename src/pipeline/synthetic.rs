@@ -85,12 +85,12 @@ impl Source for SyntheticSource {
     async fn fetch(
         &self,
         _ns: &Namespace,
-        ids: Vec<RawBson>,
+        ids: &[RawBson],
     ) -> Result<Vec<RawDocumentBuf>, CopyError> {
         Ok(ids
-            .into_iter()
+            .iter()
             .filter_map(|id| match id {
-                RawBson::Int64(i) => Some(self.document(i)),
+                RawBson::Int64(i) => Some(self.document(*i)),
                 _ => None,
             })
             .collect())

@@ -11,13 +11,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use mongodb::bson::RawDocumentBuf;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::ledger::Ledger;
 use super::queue::{Batch, Payload, QueueReceiver};
 use super::sink::Sink;
-use super::source::Source;
+use super::source::{still_to_fetch, Source};
 use super::CopyError;
 use crate::stats::{JobStats, WorkerCounters, WorkerState};
 use crate::throttle::Throttle;
@@ -56,56 +57,75 @@ impl<S: Source, K: Sink> Worker<S, K> {
                 return Ok(());
             };
             self.counters.set_state(WorkerState::Busy);
-            let started = Instant::now();
-            let (docs, fetch_time) =
-                match std::mem::replace(&mut batch.payload, Payload::Ids(vec![])) {
-                    Payload::Docs(docs) => (docs, Duration::ZERO),
-                    Payload::Ids(ids) => {
-                        let docs = self.source.fetch(&batch.task.source, ids).await?;
-                        (docs, started.elapsed())
-                    }
-                };
-            let count = docs.len() as u64;
-            let bytes = docs.iter().map(|d| d.as_bytes().len() as u64).sum();
-            if !docs.is_empty() {
-                // A stop does not wait for a slow rate: the batch is left unwritten (and so
-                // never counts as done; a rerun writes it).
-                tokio::select! {
-                    _ = self.throttle.acquire(count, bytes) => {}
-                    _ = self.cancel.cancelled() => {
-                        self.queue.close();
-                        return Ok(());
+            let mut failed = 0;
+            match std::mem::replace(&mut batch.payload, Payload::Ids(vec![])) {
+                Payload::Docs(docs) => match self.write(&batch, docs, Duration::ZERO).await? {
+                    Some(refused) => failed += refused,
+                    None => return Ok(()),
+                },
+                // Fetched in parts of at most MAX_BATCH_BYTES, so large documents stay bounded.
+                Payload::Ids(ids) => {
+                    let mut pending = &ids[..];
+                    while !pending.is_empty() {
+                        let started = Instant::now();
+                        let docs = self.source.fetch(&batch.task.source, pending).await?;
+                        pending = still_to_fetch(pending, &docs, &batch.task.source)?;
+                        match self.write(&batch, docs, started.elapsed()).await? {
+                            Some(refused) => failed += refused,
+                            None => return Ok(()),
+                        }
                     }
                 }
             }
-            let write_started = Instant::now();
-            let refused = if docs.is_empty() {
-                vec![]
-            } else {
-                self.sink.write(&batch.task.destination, docs).await?
-            };
-            let write_time = write_started.elapsed();
-            let failed = refused.len() as u64;
-            let failed_bytes: u64 = refused.iter().map(|r| r.doc.as_bytes().len() as u64).sum();
-            if !refused.is_empty() {
-                let ns = &batch.task.destination;
-                self.ledger
-                    .keep(ns, refused, &self.job.dead_letters)
-                    .await?;
-                batch.task.counters.add_failed(failed);
-            }
-            self.counters
-                .record_batch(count - failed, fetch_time, write_time);
-            if !fetch_time.is_zero() {
-                self.job.fetch_latency.observe(fetch_time);
-            }
-            self.job.write_latency.observe(write_time);
-            batch
-                .task
-                .counters
-                .add_written(count - failed, bytes - failed_bytes);
             batch.done(failed);
         }
+    }
+
+    /// Writes documents of `batch` once the rate limits allow, keeps the refused ones as dead
+    /// letters and counts the rest. Returns how many were refused, or `None` when the job was
+    /// cancelled while waiting: the batch is left unwritten (and so never counts as done; a
+    /// rerun writes it).
+    async fn write(
+        &mut self,
+        batch: &Batch,
+        docs: Vec<RawDocumentBuf>,
+        fetch_time: Duration,
+    ) -> Result<Option<u64>, CopyError> {
+        if docs.is_empty() {
+            return Ok(Some(0));
+        }
+        let count = docs.len() as u64;
+        let bytes = docs.iter().map(|d| d.as_bytes().len() as u64).sum();
+        tokio::select! {
+            _ = self.throttle.acquire(count, bytes) => {}
+            _ = self.cancel.cancelled() => {
+                self.queue.close();
+                return Ok(None);
+            }
+        }
+        let write_started = Instant::now();
+        let refused = self.sink.write(&batch.task.destination, docs).await?;
+        let write_time = write_started.elapsed();
+        let failed = refused.len() as u64;
+        let failed_bytes: u64 = refused.iter().map(|r| r.doc.as_bytes().len() as u64).sum();
+        if !refused.is_empty() {
+            let ns = &batch.task.destination;
+            self.ledger
+                .keep(ns, refused, &self.job.dead_letters)
+                .await?;
+            batch.task.counters.add_failed(failed);
+        }
+        self.counters
+            .record_batch(count - failed, fetch_time, write_time);
+        if !fetch_time.is_zero() {
+            self.job.fetch_latency.observe(fetch_time);
+        }
+        self.job.write_latency.observe(write_time);
+        batch
+            .task
+            .counters
+            .add_written(count - failed, bytes - failed_bytes);
+        Ok(Some(failed))
     }
 
     /// Waits for a batch while the job runs, this slot is wanted and the gate is open.
