@@ -267,16 +267,7 @@ impl PreparedCopy {
                 }
             }
         };
-        // A cancelled job does not sit out backoffs: retrying stops with it.
-        let stop_retrying = async {
-            cancel.cancelled().await;
-            self.retry.stop();
-            std::future::pending::<()>().await
-        };
-        let outcome = tokio::select! {
-            outcome = engine => outcome,
-            _ = stop_retrying => unreachable!("never completes"),
-        };
+        let outcome = self.retry.stopping_on(&cancel, engine).await;
         // An operator's stop is a stop, whatever error it cut short.
         let outcome = match outcome {
             Err(_) if cancel.is_cancelled() => Err(CopyError::Stopped),

@@ -1,7 +1,7 @@
 //! Retrying transient failures: which errors are worth another try, and how long to wait.
 //!
 //! In: a driver operation that may fail. Out: its result, after up to
-//! [`RetryPolicy::attempts`] tries with exponential backoff and full jitter for errors that
+//! [`RetryPolicy::attempts`] tries with exponential backoff and jitter for errors that
 //! say "try again" (network errors, closed connections, server selection, "not primary",
 //! shutting down, cursor not found, exceeded time limits, ...). Anything else fails at once:
 //! retrying a refused document or a bad filter only hides the problem.
@@ -91,7 +91,7 @@ impl RetryPolicy {
             .base
             .saturating_mul(1u32 << attempt.min(16))
             .min(self.max_backoff);
-        // Full jitter keeps many workers from retrying in lock step.
+        // Jitter (between half and all of the bound) keeps many workers from retrying in lock step.
         bound.mul_f64(0.5 + fastrand::f64() * 0.5)
     }
 }
@@ -141,6 +141,24 @@ impl Retry {
     /// Ends all waiting for another try, now and later.
     pub fn stop(&self) {
         self.stop.cancel();
+    }
+
+    /// Runs `work` to its end; once `cancel` fires, retrying stops (backoffs are cut short), so a
+    /// cancelled job does not sit out backoffs.
+    pub async fn stopping_on<F: std::future::Future>(
+        &self,
+        cancel: &CancellationToken,
+        work: F,
+    ) -> F::Output {
+        let stop = async {
+            cancel.cancelled().await;
+            self.stop();
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            output = work => output,
+            _ = stop => unreachable!("never completes"),
+        }
     }
 
     /// Waits out the backoff; `false` if retrying was stopped meanwhile.
@@ -212,21 +230,22 @@ mod tests {
             },
             Arc::default(),
         );
-        let stopper = retry.clone();
+        // The job is cancelled during the first backoff (of about a second).
+        let cancel = CancellationToken::new();
+        let canceller = cancel.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            stopper.stop();
+            canceller.cancel();
         });
         let started = std::time::Instant::now();
         let tries = std::sync::atomic::AtomicU32::new(0);
-        let outcome: Result<(), Error> = retry
-            .run("test", || async {
-                tries.fetch_add(1, Ordering::Relaxed);
-                Err(Error::from(std::io::Error::from(
-                    std::io::ErrorKind::ConnectionRefused,
-                )))
-            })
-            .await;
+        let failing = retry.run("test", || async {
+            tries.fetch_add(1, Ordering::Relaxed);
+            Err::<(), _>(Error::from(std::io::Error::from(
+                std::io::ErrorKind::ConnectionRefused,
+            )))
+        });
+        let outcome = retry.stopping_on(&cancel, failing).await;
         assert!(outcome.is_err());
         assert!(
             started.elapsed() < Duration::from_millis(900),

@@ -21,6 +21,7 @@ use crate::config::{self, NsMapping, SpecError, Strategy};
 use crate::copy::{peak_rss_bytes, NsSummary};
 use crate::mongo::{self, Namespace, Side};
 use crate::pipeline::{self, Control, CopyError, EngineOptions, Ledger, MongoSink, NsTask};
+use crate::retry::{Retry, RetryPolicy};
 use crate::stats::JobStats;
 use crate::throttle::{Limits, Throttle};
 
@@ -100,6 +101,8 @@ pub struct PreparedReplay {
     client: Client,
     source: Arc<JournalSource>,
     sink: Arc<MongoSink>,
+    /// The sink's retries, stopped when the replay is cancelled.
+    retry: Retry,
     tasks: Vec<Arc<NsTask>>,
     stats: Arc<JobStats>,
     options: EngineOptions,
@@ -187,13 +190,15 @@ pub async fn prepare(spec: &ReplaySpec) -> Result<PreparedReplay, CopyError> {
     .await?;
     let stats = Arc::new(JobStats::new(pairs, spec.workers));
     let tasks = NsTask::for_stats(&stats);
+    let retry = Retry::new(RetryPolicy::default(), stats.retry.clone());
     Ok(PreparedReplay {
         source: Arc::new(JournalSource::new(
             spec.dir.clone(),
             scan.namespaces.clone(),
             scan.records,
         )),
-        sink: Arc::new(MongoSink::new(client.clone())),
+        sink: Arc::new(MongoSink::new(client.clone()).with_retry(retry.clone())),
+        retry,
         client,
         tasks,
         stats,
@@ -227,7 +232,7 @@ impl PreparedReplay {
     }
 
     pub async fn run(self, cancel: CancellationToken) -> Result<ReplaySummary, CopyError> {
-        let outcome = pipeline::run(
+        let engine = pipeline::run(
             self.source,
             self.sink,
             self.tasks,
@@ -235,9 +240,9 @@ impl PreparedReplay {
             self.control.clone(),
             self.stats.clone(),
             self.ledger.clone(),
-            cancel,
-        )
-        .await;
+            cancel.clone(),
+        );
+        let outcome = self.retry.stopping_on(&cancel, engine).await;
         mongo::close(self.client).await;
         outcome?;
         let snap = self.stats.snapshot();
