@@ -70,6 +70,10 @@ pub struct ServeArgs {
     /// Keep no history on disk.
     #[arg(long)]
     pub no_state: bool,
+    /// Directory under which jobs' journals are kept: a spec's `journal.dir` is a name inside
+    /// it [default: `journals` beside the history; with --no-state, jobs cannot journal].
+    #[arg(long, value_name = "DIR")]
+    pub journal_root: Option<std::path::PathBuf>,
     /// Seconds to wait for running jobs to stop on SIGTERM / Ctrl-C.
     #[arg(long, default_value_t = 30.0, value_name = "SECS")]
     pub shutdown_timeout: f64,
@@ -552,8 +556,13 @@ async fn run_serve(args: ServeArgs) -> Result<(), Failure> {
         )),
         None => Arc::new(MemoryStore::default()),
     };
-    let manager =
-        JobManager::open(store.clone(), state.clone()).map_err(|e| fail(e.to_string()))?;
+    let journal_root = args.journal_root.clone().or_else(|| {
+        store
+            .as_ref()
+            .map(|history| history.path().with_file_name("journals"))
+    });
+    let manager = JobManager::open(store.clone(), state.clone(), journal_root.clone())
+        .map_err(|e| fail(e.to_string()))?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .map_err(|e| fail(format!("cannot listen on {}: {e}", args.listen)))?;
@@ -567,6 +576,10 @@ async fn run_serve(args: ServeArgs) -> Result<(), Failure> {
             state.location()
         ),
         None => eprintln!("job history: not kept (--no-state)"),
+    }
+    match &journal_root {
+        Some(root) => eprintln!("journals of jobs: under {}", root.display()),
+        None => eprintln!("journals of jobs: none (no --journal-root)"),
     }
     eprintln!("mongoferry serving on http://{address}");
     manager.resume().await;

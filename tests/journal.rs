@@ -648,7 +648,8 @@ fn a_service_job_keeps_a_journal() {
         insert_raw(&env.src_client().await, &s, "docs", &sample_docs(700, 200)).await;
         let tmp = tempfile::tempdir().unwrap();
         let journal = tmp.path().join("svc");
-        let manager = JobManager::open(None, common::memory_store()).unwrap();
+        let manager =
+            JobManager::open(None, common::memory_store(), Some(tmp.path().into())).unwrap();
         let spec = |dir: String| JobSpec {
             from: env.src.clone(),
             to: env.dst.clone(),
@@ -674,12 +675,19 @@ fn a_service_job_keeps_a_journal() {
             .err()
             .expect("an empty dir is refused");
         assert!(err.to_string().contains("journal.dir"), "{err}");
-        let (job, started) = manager.submit(spec(path_str(&journal))).await.unwrap();
+        // A client names a journal under the service's root; it cannot pick a place of its own.
+        let elsewhere = tempfile::tempdir().unwrap();
+        for outside in [path_str(elsewhere.path()), "../escape".to_string()] {
+            let err = manager.submit(spec(outside.clone())).await.err();
+            let err = err.expect("a path outside the root is refused").to_string();
+            assert!(err.contains("journal root"), "{outside}: {err}");
+        }
+        let rootless = JobManager::open(None, common::memory_store(), None).unwrap();
+        let err = rootless.submit(spec("svc".into())).await.err().unwrap();
+        assert!(err.to_string().contains("--journal-root"), "{err}");
+        let (job, started) = manager.submit(spec("svc".into())).await.unwrap();
         assert!(started);
-        assert_eq!(
-            job.view().spec.journal.as_ref().unwrap().dir,
-            path_str(&journal)
-        );
+        assert_eq!(job.view().spec.journal.as_ref().unwrap().dir, "svc");
         let mut state = job.watch_state();
         tokio::time::timeout(Duration::from_secs(60), state.wait_for(|s| s.is_final()))
             .await

@@ -21,6 +21,7 @@ impl Served {
         let manager = JobManager::open(
             None,
             std::sync::Arc::new(mongoferry::state::MemoryStore::default()),
+            None,
         )
         .expect("a manager without history");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -7,6 +7,7 @@
 //! stopped (or crashed) continue from their checkpoints when it starts again.
 
 use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -63,14 +64,18 @@ pub struct JobManager {
     tasks: TaskTracker,
     /// The budget shared by all jobs, on top of each job's own limits.
     global: Arc<Limiter>,
+    /// Where jobs' journals go: a spec names its journal, relative to this directory.
+    journal_root: Option<PathBuf>,
 }
 
 impl JobManager {
-    /// A manager with the history of `store` and the checkpoints of `state`. Jobs that were
-    /// still active when the service stopped are continued by [`resume`](Self::resume).
+    /// A manager with the history of `store` and the checkpoints of `state`, keeping jobs'
+    /// journals under `journal_root` (without one, jobs cannot journal). Jobs that were still
+    /// active when the service stopped are continued by [`resume`](Self::resume).
     pub fn open(
         store: Option<StateFile>,
         state: Arc<dyn StateStore>,
+        journal_root: Option<PathBuf>,
     ) -> Result<Arc<Self>, StoreError> {
         let records = match &store {
             Some(s) => s.load()?,
@@ -100,7 +105,32 @@ impl JobManager {
             saving: tokio::sync::Mutex::new(()),
             tasks: TaskTracker::new(),
             global: Arc::new(Limiter::new(Limits::default())),
+            journal_root,
         }))
+    }
+
+    /// The copy a job's spec describes, its journal placed under the journal root: an API
+    /// client names a journal, it does not choose where on this machine the service writes.
+    fn copy_spec(&self, spec: &JobSpec) -> Result<CopySpec, SpecError> {
+        let mut copy_spec = spec.validate()?;
+        if let Some(journal) = &mut copy_spec.journal {
+            let Some(root) = &self.journal_root else {
+                return Err(SpecError(vec![
+                    "journal: this service keeps no journals (start it with --journal-root DIR)"
+                        .into(),
+                ]));
+            };
+            let name = Path::new(&journal.dir);
+            if !name.components().all(|c| matches!(c, Component::Normal(_))) {
+                return Err(SpecError(vec![format!(
+                    "journal.dir: {:?} must be a name under the service's journal root \
+                     (no absolute path, no ..)",
+                    journal.dir
+                )]));
+            }
+            journal.dir = root.join(name).to_string_lossy().into_owned();
+        }
+        Ok(copy_spec)
     }
 
     pub fn get(&self, id: JobId) -> Option<Arc<Job>> {
@@ -136,7 +166,7 @@ impl JobManager {
                 );
                 continue;
             };
-            let copy_spec = match spec.validate() {
+            let copy_spec = match self.copy_spec(&spec) {
                 Ok(copy_spec) => copy_spec,
                 Err(e) => {
                     old.end(JobState::Failed, Some(e.to_string()));
@@ -160,7 +190,7 @@ impl JobManager {
 
     /// Starts a job, or returns the active job with the same spec (`false`: nothing new started).
     pub async fn submit(self: &Arc<Self>, spec: JobSpec) -> Result<(Arc<Job>, bool), SpecError> {
-        let copy_spec = spec.validate()?;
+        let copy_spec = self.copy_spec(&spec)?;
         let job = {
             let mut jobs = self.jobs.lock().expect("not poisoned");
             let active = jobs

@@ -115,7 +115,8 @@ pub struct JobSpec {
     /// Verify the copy document by document when it is done.
     #[serde(default)]
     pub verify: Option<bool>,
-    /// Journal every write: `{"dir": "/var/lib/mongoferry/journal", "segment_bytes": 67108864}`.
+    /// Journal every write: `{"dir": "orders", "segment_bytes": 67108864}`, `dir` under the
+    /// service's journal root.
     #[serde(default)]
     pub journal: Option<JournalConfig>,
 }
