@@ -260,8 +260,33 @@ impl From<crate::mongo::MongoError> for Failure {
     }
 }
 
+/// Runs a job from the terminal: a progress display of `stats` (none when `quiet`), and Ctrl-C
+/// or SIGTERM cancelling the job after its current batches.
+pub(crate) async fn run_in_terminal<T, Job>(
+    stats: Arc<JobStats>,
+    quiet: bool,
+    job: impl FnOnce(CancellationToken) -> Job,
+) -> T
+where
+    Job: std::future::Future<Output = T>,
+{
+    let mode = if quiet {
+        ProgressMode::Quiet
+    } else {
+        ProgressMode::detect()
+    };
+    let progress = Progress::start(stats, mode, Duration::from_secs(5));
+    let cancel = CancellationToken::new();
+    let signals = cancel_on_signal(cancel.clone());
+    let outcome = job(cancel.clone()).await;
+    progress.finish().await;
+    cancel.cancel();
+    let _ = signals.await;
+    outcome
+}
+
 /// Cancels `token` on Ctrl-C or SIGTERM, so that the job stops after its current batches.
-pub(crate) fn cancel_on_signal(token: CancellationToken) -> tokio::task::JoinHandle<()> {
+fn cancel_on_signal(token: CancellationToken) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         #[cfg(unix)]
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -323,19 +348,8 @@ async fn run_copy(args: CopyArgs) -> Result<(), Failure> {
             eprintln!("resuming from the checkpoint: {skipped} docs already copied are skipped");
         }
     }
-    let mode = if args.quiet {
-        ProgressMode::Quiet
-    } else {
-        ProgressMode::detect()
-    };
-    let progress = Progress::start(prepared.stats(), mode, Duration::from_secs(5));
-    let cancel = CancellationToken::new();
-    let signals = cancel_on_signal(cancel.clone());
-    let outcome = prepared.run(cancel.clone()).await;
-    progress.finish().await;
-    cancel.cancel();
-    let _ = signals.await;
-    let summary = outcome?;
+    let stats = prepared.stats();
+    let summary = run_in_terminal(stats, args.quiet, |cancel| prepared.run(cancel)).await?;
     print_summary(&summary, args.json);
     if summary.already_complete {
         eprintln!(

@@ -27,7 +27,7 @@ use crate::pipeline::{
 };
 use crate::retry::{Retry, RetryPolicy};
 use crate::state::{Checkpoint, JobKey, StateStore};
-use crate::stats::JobStats;
+use crate::stats::{JobStats, NsSnapshot};
 use crate::throttle::Throttle;
 use crate::verify::{verify_all, VerifyReport};
 
@@ -98,6 +98,19 @@ pub struct NsSummary {
     pub skipped: u64,
     pub failed: u64,
     pub bytes: u64,
+}
+
+impl From<&NsSnapshot> for NsSummary {
+    fn from(n: &NsSnapshot) -> Self {
+        NsSummary {
+            source: n.source.clone(),
+            destination: n.destination.clone(),
+            docs: n.docs,
+            skipped: n.skipped,
+            failed: n.failed,
+            bytes: n.bytes,
+        }
+    }
 }
 
 /// Connects to both clusters, resolves the namespaces and loads the job's checkpoint from
@@ -320,18 +333,7 @@ impl PreparedCopy {
             strategy: self.options.strategy,
             workers: self.control.workers(),
             batch_size: self.options.batch_size,
-            namespaces: snap
-                .namespaces
-                .iter()
-                .map(|n| NsSummary {
-                    source: n.source.clone(),
-                    destination: n.destination.clone(),
-                    docs: n.docs,
-                    skipped: n.skipped,
-                    failed: n.failed,
-                    bytes: n.bytes,
-                })
-                .collect(),
+            namespaces: snap.namespaces.iter().map(NsSummary::from).collect(),
             skipped: snap.skipped,
             failed: snap.failed,
             retries: snap.retries,

@@ -6,18 +6,15 @@
 //! are used) and damage for `inspect`; corruption fails all three before anything is written.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use tokio_util::sync::CancellationToken;
 
 use super::export::{self, ExportError, ExportFormat};
 use super::reader::{Health, Scan};
 use super::replay::{self, ReplaySpec, ReplaySummary};
 use super::{format_utc, JournalError};
-use crate::cli::{cancel_on_signal, human_bytes, Failure};
+use crate::cli::{human_bytes, run_in_terminal, Failure};
 use crate::config::{DEFAULT_BATCH_SIZE, DEFAULT_WORKERS};
-use crate::progress::{Progress, ProgressMode};
 use crate::throttle::Limits;
 
 #[derive(Subcommand, Debug)]
@@ -216,18 +213,8 @@ async fn run_replay(args: ReplayArgs) -> Result<(), Failure> {
             eprintln!("{src} -> {dst}");
         }
     }
-    let mode = if args.quiet {
-        ProgressMode::Quiet
-    } else {
-        ProgressMode::detect()
-    };
-    let progress = Progress::start(prepared.stats(), mode, Duration::from_secs(5));
-    let cancel = CancellationToken::new();
-    let signals = cancel_on_signal(cancel.clone());
-    let outcome = prepared.run(cancel.clone()).await;
-    progress.finish().await;
-    cancel.cancel();
-    let _ = signals.await;
+    let stats = prepared.stats();
+    let outcome = run_in_terminal(stats, args.quiet, |cancel| prepared.run(cancel)).await;
     let summary = outcome.map_err(|e| match e {
         crate::pipeline::CopyError::Stopped => Failure::new(
             "interrupted; the replay is incomplete (run it again to finish)".into(),

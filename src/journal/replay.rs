@@ -251,18 +251,7 @@ impl PreparedReplay {
             to: self.to,
             workers: self.control.workers(),
             batch_size: self.options.batch_size,
-            namespaces: snap
-                .namespaces
-                .iter()
-                .map(|n| NsSummary {
-                    source: n.source.clone(),
-                    destination: n.destination.clone(),
-                    docs: n.docs,
-                    skipped: n.skipped,
-                    failed: n.failed,
-                    bytes: n.bytes,
-                })
-                .collect(),
+            namespaces: snap.namespaces.iter().map(NsSummary::from).collect(),
             docs: snap.docs,
             failed: snap.failed,
             bytes: snap.bytes,
