@@ -11,13 +11,14 @@
 //! own, and the worker count never exceeds `max_workers`.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::MAX_WORKERS;
+use crate::bounds;
 use crate::pipeline::Control;
 use crate::stats::JobStats;
 use crate::throttle::Limits;
@@ -41,28 +42,14 @@ pub struct AdaptiveConfig {
 
 impl AdaptiveConfig {
     pub fn problems(&self) -> Vec<String> {
-        let mut problems = vec![];
-        if !(self.target_ms.is_finite() && self.target_ms > 0.0) {
-            problems.push(format!(
-                "adaptive.target_ms: must be positive, got {}",
-                self.target_ms
-            ));
-        }
-        if let Some(n) = self.max_workers {
-            if n == 0 || n > MAX_WORKERS {
-                problems.push(format!(
-                    "adaptive.max_workers: must be 1..={MAX_WORKERS}, got {n}"
-                ));
-            }
-        }
-        if let Some(ms) = self.interval_ms {
-            if !(100..=60_000).contains(&ms) {
-                problems.push(format!(
-                    "adaptive.interval_ms: must be 100..=60000, got {ms}"
-                ));
-            }
-        }
-        problems
+        [
+            bounds::ADAPTIVE_TARGET_MS.problem(self.target_ms),
+            bounds::ADAPTIVE_MAX_WORKERS.problem_opt(self.max_workers),
+            bounds::ADAPTIVE_INTERVAL_MS.problem_opt(self.interval_ms),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
     }
 
     fn interval(&self) -> Duration {
@@ -202,22 +189,16 @@ impl Adaptive {
     pub fn view(&self) -> AdaptiveView {
         AdaptiveView {
             config: self.config,
-            decisions: self
-                .decisions
-                .lock()
-                .expect("not poisoned")
-                .iter()
-                .cloned()
-                .collect(),
+            decisions: self.decisions.lock().iter().cloned().collect(),
         }
     }
 
     pub fn last(&self) -> Option<Decision> {
-        self.decisions.lock().expect("not poisoned").back().cloned()
+        self.decisions.lock().back().cloned()
     }
 
     fn record(&self, decision: Decision) {
-        let mut d = self.decisions.lock().expect("not poisoned");
+        let mut d = self.decisions.lock();
         if d.len() == KEPT {
             d.pop_front();
         }

@@ -16,6 +16,7 @@ use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::adaptive::AdaptiveConfig;
+use crate::bounds;
 use crate::config::{NsMapping, RawSpec, Strategy, DEFAULT_BATCH_SIZE, DEFAULT_WORKERS};
 use crate::copy::{self, CopySummary};
 use crate::job::manager::JobManager;
@@ -406,6 +407,41 @@ async fn run_verify(args: VerifyArgs) -> Result<(), Failure> {
         ..RawSpec::default()
     }
     .validate()?;
+    // Ctrl-C or SIGTERM stops the comparison between documents, as they stop a copy.
+    let stop = CancellationToken::new();
+    let signals = cancel_on_signal(stop.clone());
+    let outcome = verify(&spec, args.show, &stop).await;
+    stop.cancel();
+    let _ = signals.await;
+    let report = match outcome {
+        Err(CopyError::Stopped) => {
+            return Err(Failure {
+                message: "interrupted; verify stopped before comparing everything".into(),
+                status: 130,
+            })
+        }
+        other => other?,
+    };
+    print_verify(&report, args.json);
+    if report.identical {
+        Ok(())
+    } else {
+        Err(Failure {
+            message: format!(
+                "the destination differs: {} missing, {} extra, {} different",
+                report.missing, report.extra, report.different
+            ),
+            status: EXIT_DIFFERENT,
+        })
+    }
+}
+
+/// Connects to both sides and compares the spec's namespaces until done or `stop`.
+async fn verify(
+    spec: &crate::config::CopySpec,
+    show: usize,
+    stop: &CancellationToken,
+) -> Result<crate::verify::VerifyReport, CopyError> {
     let (src, dst) = tokio::join!(
         mongo::connect(Side::Source, &spec.from, 2, spec.connect_timeout),
         mongo::connect(Side::Destination, &spec.to, 2, spec.connect_timeout),
@@ -420,30 +456,18 @@ async fn run_verify(args: VerifyArgs) -> Result<(), Failure> {
         }
     };
     let outcome = async {
+        if stop.is_cancelled() {
+            return Err(CopyError::Stopped);
+        }
         let pairs = copy::resolve(&src, &spec.namespaces).await?;
-        // Ctrl-C ends the whole process here: there is nothing to save.
-        let never = CancellationToken::new();
-        let filter = spec.filter.as_ref();
-        crate::verify::verify_all(&src, &dst, &pairs, filter, args.show, &never)
+        crate::verify::verify_all(&src, &dst, &pairs, spec.filter.as_ref(), show, stop)
             .await?
             .ok_or(CopyError::Stopped)
     }
     .await;
     mongo::close(src).await;
     mongo::close(dst).await;
-    let report = outcome?;
-    print_verify(&report, args.json);
-    if report.identical {
-        Ok(())
-    } else {
-        Err(Failure {
-            message: format!(
-                "the destination differs: {} missing, {} extra, {} different",
-                report.missing, report.extra, report.different
-            ),
-            status: EXIT_DIFFERENT,
-        })
-    }
+    outcome
 }
 
 fn print_verify(report: &crate::verify::VerifyReport, json: bool) {
@@ -560,6 +584,9 @@ fn default_state_path() -> std::path::PathBuf {
 }
 
 async fn run_serve(args: ServeArgs) -> Result<(), Failure> {
+    if let Some(problem) = bounds::SHUTDOWN_TIMEOUT.problem(args.shutdown_timeout) {
+        return Err(crate::config::SpecError(vec![problem]).into());
+    }
     let fail = |message: String| Failure { message, status: 1 };
     let store = (!args.no_state)
         .then(|| StateFile::new(args.state.clone().unwrap_or_else(default_state_path)));
@@ -609,7 +636,7 @@ async fn run_serve(args: ServeArgs) -> Result<(), Failure> {
     };
     // Stop accepting (done by the graceful shutdown), let running batches finish, record states.
     stop.cancel();
-    let deadline = Duration::from_secs_f64(args.shutdown_timeout.max(0.0));
+    let deadline = Duration::from_secs_f64(args.shutdown_timeout);
     manager.shutdown(deadline).await;
     if served.is_none()
         && tokio::time::timeout(Duration::from_secs(5), &mut server)
@@ -635,8 +662,15 @@ async fn run_sample(args: SampleArgs) -> Result<(), Failure> {
         }
         Err(e) => return Err(crate::config::SpecError(vec![e]).into()),
     };
-    if args.workers == 0 {
-        return Err(crate::config::SpecError(vec!["--workers must be at least 1".into()]).into());
+    let problems: Vec<String> = [
+        bounds::WORKERS.problem(args.workers),
+        bounds::SAMPLE_DOC_SIZE.problem(args.doc_size),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if !problems.is_empty() {
+        return Err(crate::config::SpecError(problems).into());
     }
     let client = mongo::connect(
         Side::Destination,

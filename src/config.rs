@@ -10,6 +10,7 @@ use mongodb::bson::Document;
 use serde::{Deserialize, Serialize};
 
 use crate::adaptive::AdaptiveConfig;
+use crate::bounds;
 use crate::journal::JournalConfig;
 use crate::mongo::Namespace;
 use crate::throttle::Limits;
@@ -145,8 +146,7 @@ pub fn parse_filter(text: &str) -> Result<Document, String> {
 /// Defaults chosen by measurement (BENCHMARKS.md).
 pub const DEFAULT_WORKERS: usize = 4;
 pub const DEFAULT_BATCH_SIZE: usize = 500;
-pub const MAX_WORKERS: usize = 256;
-pub const MAX_BATCH_SIZE: usize = 100_000;
+pub const MAX_WORKERS: usize = *bounds::WORKERS.range.end();
 
 /// What is wrong with a connection string, if anything.
 pub fn uri_problem(field: &str, uri: &str) -> Option<String> {
@@ -160,21 +160,6 @@ pub fn uri_problem(field: &str, uri: &str) -> Option<String> {
     } else {
         None
     }
-}
-
-pub fn workers_problem(workers: usize) -> Option<String> {
-    (workers == 0 || workers > MAX_WORKERS)
-        .then(|| format!("workers: must be 1..={MAX_WORKERS}, got {workers}"))
-}
-
-pub fn batch_size_problem(batch_size: usize) -> Option<String> {
-    (batch_size == 0 || batch_size > MAX_BATCH_SIZE)
-        .then(|| format!("batch_size: must be 1..={MAX_BATCH_SIZE}, got {batch_size}"))
-}
-
-pub fn timeout_problem(secs: f64) -> Option<String> {
-    (!(secs.is_finite() && secs > 0.0 && secs <= 3600.0))
-        .then(|| format!("connect_timeout: must be between 0 and 3600 seconds, got {secs}"))
 }
 
 /// A copy job, validated: everything the engine needs and nothing it must re-check.
@@ -279,11 +264,11 @@ impl RawSpec {
             }
         };
         let workers = self.workers.unwrap_or(DEFAULT_WORKERS);
-        problems.extend(workers_problem(workers));
+        problems.extend(bounds::WORKERS.problem(workers));
         let batch_size = self.batch_size.unwrap_or(DEFAULT_BATCH_SIZE);
-        problems.extend(batch_size_problem(batch_size));
+        problems.extend(bounds::BATCH_SIZE.problem(batch_size));
         let timeout = self.connect_timeout_secs.unwrap_or(10.0);
-        problems.extend(timeout_problem(timeout));
+        problems.extend(bounds::CONNECT_TIMEOUT.problem(timeout));
         let limits = Limits {
             rate: self.rate,
             rate_bytes: self.rate_bytes,
@@ -292,9 +277,7 @@ impl RawSpec {
         if let Some(adaptive) = &self.adaptive {
             problems.extend(adaptive.problems());
         }
-        if self.max_document_bytes == Some(0) {
-            problems.push("max_document_bytes: must be at least 1".into());
-        }
+        problems.extend(bounds::MAX_DOCUMENT_BYTES.problem_opt(self.max_document_bytes));
         if let Some(journal) = &self.journal {
             problems.extend(journal.problems());
         }

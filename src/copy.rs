@@ -26,7 +26,7 @@ use crate::pipeline::{
     self, Control, CopyError, EngineOptions, Ledger, MongoSink, MongoSource, NsTask,
 };
 use crate::retry::{Retry, RetryPolicy};
-use crate::state::{Checkpoint, JobKey, StateStore};
+use crate::state::{Checkpoint, JobClaim, JobKey, StateStore};
 use crate::stats::{JobStats, NsSnapshot};
 use crate::throttle::Throttle;
 use crate::verify::{verify_all, VerifyReport};
@@ -50,6 +50,8 @@ pub struct PreparedCopy {
     retry: Retry,
     /// The journal, opened (and locked) but not yet written.
     journal: Option<SegmentWriter>,
+    /// This run's hold on its job in the state store, for as long as it runs.
+    _claim: JobClaim,
     from: String,
     to: String,
 }
@@ -144,7 +146,10 @@ pub async fn prepare(
     };
     let stats = Arc::new(JobStats::new(pairs, spec.workers));
     let setup = async {
-        let (key, description, checkpoint) = load_checkpoint(spec, &store).await?;
+        let (key, description) = job_key(spec);
+        // Before the checkpoint is read: a second run of the job would move it back and forth.
+        let claim = store.claim(&key).await?;
+        let checkpoint = load_checkpoint(spec, &key, &store).await?;
         let (tasks, resumed) = tasks_from(&stats, checkpoint.as_ref(), &store)?;
         let limit = max_document_bytes(&destination).await;
         // Opened last, so that a copy that cannot start leaves no run in the journal.
@@ -152,9 +157,9 @@ pub async fn prepare(
             None => None,
             Some(config) => Some(JournalWriter::open(config.clone()).await?),
         };
-        Ok::<_, CopyError>((key, description, tasks, resumed, limit, journal))
+        Ok::<_, CopyError>((key, description, claim, tasks, resumed, limit, journal))
     };
-    let (key, description, tasks, resumed, server_limit, journal) = match setup.await {
+    let (key, description, claim, tasks, resumed, server_limit, journal) = match setup.await {
         Ok(found) => found,
         Err(e) => {
             mongo::close(source).await;
@@ -190,6 +195,7 @@ pub async fn prepare(
         )),
         adaptive: spec.adaptive.map(|c| Arc::new(Adaptive::new(c))),
         journal,
+        _claim: claim,
         from: mongo::redact_uri(&spec.from),
         to: mongo::redact_uri(&spec.to),
     })
@@ -376,19 +382,23 @@ fn tasks_from(
     Ok((tasks, resumed))
 }
 
-/// The job's key and description, and its checkpoint (none after a restart).
+/// The job's key and description.
+fn job_key(spec: &CopySpec) -> (JobKey, String) {
+    let namespaces: Vec<String> = spec.namespaces.iter().map(|m| m.to_string()).collect();
+    JobKey::of(&spec.from, &spec.to, &namespaces, spec.filter.as_ref())
+}
+
+/// The job's checkpoint (none after a restart, which forgets it).
 async fn load_checkpoint(
     spec: &CopySpec,
+    key: &JobKey,
     store: &Arc<dyn StateStore>,
-) -> Result<(JobKey, String, Option<Checkpoint>), CopyError> {
-    let namespaces: Vec<String> = spec.namespaces.iter().map(|m| m.to_string()).collect();
-    let (key, description) = JobKey::of(&spec.from, &spec.to, &namespaces, spec.filter.as_ref());
+) -> Result<Option<Checkpoint>, CopyError> {
     if spec.restart {
-        store.remove(&key).await?;
-        return Ok((key, description, None));
+        store.remove(key).await?;
+        return Ok(None);
     }
-    let checkpoint = store.load(&key).await?;
-    Ok((key, description, checkpoint))
+    Ok(store.load(key).await?)
 }
 
 /// The destination's largest document (its `maxBsonObjectSize`; the usual 16 MiB if unsaid).

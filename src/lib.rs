@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //!
+//! - [`bounds`]: the accepted range of every number an operator gives, checked at every entry.
 //! - [`bson_order`]: the server's sort order of BSON values; the query that resumes after an `_id`.
 //! - [`api`]: the HTTP API of `serve`: routes, errors to status codes, events, metrics, and the
 //!   web dashboard at `/` (the files of `web/`, embedded in the binary).
@@ -28,6 +29,7 @@
 
 pub mod adaptive;
 pub mod api;
+pub mod bounds;
 pub mod bson_order;
 pub mod cli;
 pub mod config;

@@ -140,12 +140,10 @@ fn rate_and_eta(per_sec: f64, docs: u64, expected: Option<u64>, finished: bool) 
     let eta = match expected {
         _ if finished => "done".to_string(),
         Some(n) if per_sec >= 1.0 => {
-            format!(
-                "ETA {}",
-                HumanDuration(Duration::from_secs_f64(
-                    n.saturating_sub(docs) as f64 / per_sec
-                ))
-            )
+            match Duration::try_from_secs_f64(n.saturating_sub(docs) as f64 / per_sec) {
+                Ok(left) => format!("ETA {}", HumanDuration(left)),
+                Err(_) => "ETA -".to_string(),
+            }
         }
         _ => "ETA -".to_string(),
     };

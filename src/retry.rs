@@ -1,16 +1,23 @@
 //! Retrying transient failures: which errors are worth another try, and how long to wait.
 //!
-//! In: a driver operation that may fail. Out: its result, after up to
-//! [`RetryPolicy::attempts`] tries with exponential backoff and jitter for errors that
-//! say "try again" (network errors, closed connections, server selection, "not primary",
-//! shutting down, cursor not found, exceeded time limits, ...). Anything else fails at once:
-//! retrying a refused document or a bad filter only hides the problem.
+//! In: a driver operation that may fail. Out: its result, after more tries with exponential
+//! backoff and jitter for errors that say "try again" (network errors, closed connections, server
+//! selection, "not primary", shutting down, cursor not found, exceeded time limits, ...). Anything
+//! else fails at once: retrying a refused document or a bad filter only hides the problem.
+//!
+//! How long a stage keeps trying is bounded in time, not only in tries: no try starts later than
+//! [`RetryPolicy::give_up_after`] after the first failed one began. A try against a server that
+//! is gone lasts up to the server selection timeout (`--connect-timeout`), so counting tries alone
+//! let ten of them stretch to two minutes; with the window, an operation gives up at most
+//! `give_up_after + connect timeout` after its first failure (40 s with the defaults).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use mongodb::error::{Error, ErrorKind};
+use parking_lot::Mutex;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Server error codes that mean "this may work if you try again".
@@ -71,16 +78,39 @@ pub struct RetryPolicy {
     /// The first backoff; each later one doubles, up to `max_backoff`.
     pub base: Duration,
     pub max_backoff: Duration,
+    /// No try starts later than this after the first failed try began.
+    pub give_up_after: Duration,
 }
 
 impl Default for RetryPolicy {
-    /// About half a minute of trying before giving up: outlasts a replica set election.
+    /// Half a minute of trying before giving up: outlasts a replica set election.
     fn default() -> Self {
         RetryPolicy {
             attempts: 10,
             base: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
+            give_up_after: Duration::from_secs(30),
         }
+    }
+}
+
+/// Where a retry loop stands: tries failed so far and when the first of them began.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Attempts {
+    failed: u32,
+    since: Option<Instant>,
+}
+
+impl Attempts {
+    /// Notes a failed try that began at `began`.
+    fn failed(&mut self, began: Instant) {
+        self.failed += 1;
+        self.since.get_or_insert(began);
+    }
+
+    /// Progress was made: a later failure starts a new count and a new window.
+    pub fn reset(&mut self) {
+        *self = Attempts::default();
     }
 }
 
@@ -109,14 +139,14 @@ impl RetryCounters {
     }
 
     pub fn last_error(&self) -> Option<String> {
-        self.last.lock().unwrap().clone()
+        self.last.lock().clone()
     }
 
     pub fn record(&self, what: &str, err: &Error) {
         self.retries.fetch_add(1, Ordering::Relaxed);
         let message = format!("{what}: {}", crate::mongo::describe(err));
         tracing::warn!("retrying after a transient error: {message}");
-        *self.last.lock().unwrap() = Some(message);
+        *self.last.lock() = Some(message);
     }
 }
 
@@ -161,48 +191,52 @@ impl Retry {
         }
     }
 
-    /// Waits out the backoff; `false` if retrying was stopped meanwhile.
-    async fn backoff(&self, attempt: u32) -> bool {
+    /// After a try that began at `began` failed with `err`: waits out the backoff and returns
+    /// `true` if another try is worth making, `false` (at once) when the error is permanent, the
+    /// tries or the time window are used up, or retrying was stopped.
+    pub async fn pause(
+        &self,
+        what: &str,
+        err: &Error,
+        attempts: &mut Attempts,
+        began: Instant,
+    ) -> bool {
+        if !is_transient(err) || self.stop.is_cancelled() {
+            return false;
+        }
+        attempts.failed(began);
+        let backoff = self.policy.backoff(attempts.failed - 1);
+        let window_left = attempts.since.map_or(self.policy.give_up_after, |since| {
+            self.policy.give_up_after.saturating_sub(since.elapsed())
+        });
+        if attempts.failed >= self.policy.attempts || backoff > window_left {
+            return false;
+        }
+        self.counters.record(what, err);
         tokio::select! {
-            _ = tokio::time::sleep(self.policy.backoff(attempt)) => !self.stop.is_cancelled(),
+            _ = tokio::time::sleep(backoff) => !self.stop.is_cancelled(),
             _ = self.stop.cancelled() => false,
         }
     }
 
-    /// Runs `op` until it succeeds, fails with a permanent error, or runs out of attempts.
+    /// Runs `op` until it succeeds, fails with a permanent error, or runs out of tries or time.
     pub async fn run<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T, Error>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, Error>>,
     {
-        let mut attempt = 0;
+        let mut attempts = Attempts::default();
         loop {
+            let began = Instant::now();
             match op().await {
                 Ok(value) => return Ok(value),
-                Err(e)
-                    if is_transient(&e)
-                        && attempt + 1 < self.policy.attempts
-                        && !self.stop.is_cancelled() =>
-                {
-                    self.counters.record(what, &e);
-                    if !self.backoff(attempt).await {
+                Err(e) => {
+                    if !self.pause(what, &e, &mut attempts, began).await {
                         return Err(e);
                     }
-                    attempt += 1;
                 }
-                Err(e) => return Err(e),
             }
         }
-    }
-
-    /// Waits before try number `attempt + 1` of a hand-rolled retry loop; `false` when the
-    /// attempts are used up (the caller then fails with `err`).
-    pub async fn pause(&self, what: &str, err: &Error, attempt: u32) -> bool {
-        if !is_transient(err) || attempt + 1 >= self.policy.attempts || self.stop.is_cancelled() {
-            return false;
-        }
-        self.counters.record(what, err);
-        self.backoff(attempt).await
     }
 }
 
@@ -224,9 +258,8 @@ mod tests {
     async fn stopping_cuts_the_backoff_short() {
         let retry = Retry::new(
             RetryPolicy {
-                attempts: 10,
                 base: Duration::from_secs(1),
-                max_backoff: Duration::from_secs(5),
+                ..RetryPolicy::default()
             },
             Arc::default(),
         );
@@ -254,6 +287,41 @@ mod tests {
         );
         assert_eq!(tries.load(Ordering::Relaxed), 1);
         assert_eq!(retry.counters.retries(), 1);
+    }
+
+    /// Fails every try after `try_secs`, as a server that is gone does (server selection waits).
+    async fn dead_server(retry: &Retry, try_secs: u64) -> (Duration, u32) {
+        let started = Instant::now();
+        let tries = std::sync::atomic::AtomicU32::new(0);
+        let outcome = retry
+            .run("test", || async {
+                tries.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_secs(try_secs)).await;
+                Err::<(), _>(Error::from(std::io::Error::from(
+                    std::io::ErrorKind::ConnectionRefused,
+                )))
+            })
+            .await;
+        assert!(outcome.is_err());
+        (started.elapsed(), tries.load(Ordering::Relaxed))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn giving_up_takes_the_window_plus_one_try_at_most() {
+        let policy = RetryPolicy::default();
+        for try_secs in [1, 10, 29] {
+            let (took, tries) = dead_server(&Retry::new(policy, Arc::default()), try_secs).await;
+            let bound = policy.give_up_after + Duration::from_secs(try_secs);
+            assert!(
+                took <= bound,
+                "tries of {try_secs} s: gave up after {took:?}"
+            );
+            assert!(tries >= 2, "tries of {try_secs} s: {tries} tries");
+        }
+        // Quick failures are bounded by the number of tries instead.
+        let (took, tries) = dead_server(&Retry::new(policy, Arc::default()), 0).await;
+        assert_eq!(tries, policy.attempts);
+        assert!(took < policy.give_up_after, "{took:?}");
     }
 
     #[test]

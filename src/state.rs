@@ -16,11 +16,11 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use mongodb::bson::{Bson, Document, RawBson, RawDocumentBuf};
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 const VERSION: u32 = 1;
@@ -35,6 +35,28 @@ pub enum StateError {
     Write { path: PathBuf, source: io::Error },
     #[error("state store task failed: {0}")]
     Task(String),
+    /// Another run of the same job holds it: two runs would move one checkpoint back and forth.
+    #[error(
+        "job {key} is already running{holder} with the state store {path}; wait for it to end or \
+         stop it (sharing one job between processes needs a shared state store)"
+    )]
+    JobBusy {
+        key: JobKey,
+        path: PathBuf,
+        /// " in process N", when the other run said who it is.
+        holder: String,
+    },
+}
+
+/// A run's exclusive hold on its job in a store, released when dropped.
+pub struct JobClaim {
+    _held: Box<dyn Send + Sync>,
+}
+
+impl std::fmt::Debug for JobClaim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JobClaim")
+    }
 }
 
 /// Identifies one copy job across runs: the same servers (credentials left out), namespaces
@@ -206,6 +228,9 @@ impl DeadLetter {
 
 /// Durable job state. Object safe, so stores can be chosen at run time.
 pub trait StateStore: Send + Sync + std::fmt::Debug {
+    /// Claims the job for this run until the claim is dropped; [`StateError::JobBusy`] while
+    /// another run (of this process or another) holds it.
+    fn claim<'a>(&'a self, key: &'a JobKey) -> BoxFuture<'a, Result<JobClaim, StateError>>;
     fn load<'a>(&'a self, key: &'a JobKey)
         -> BoxFuture<'a, Result<Option<Checkpoint>, StateError>>;
     fn save<'a>(
@@ -227,20 +252,52 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
 pub struct MemoryStore {
     checkpoints: Mutex<BTreeMap<JobKey, Checkpoint>>,
     dead_letters: Mutex<Vec<DeadLetter>>,
+    claimed: std::sync::Arc<Mutex<std::collections::BTreeSet<JobKey>>>,
+}
+
+/// Releases a [`MemoryStore`] claim.
+struct MemoryClaim {
+    claimed: std::sync::Arc<Mutex<std::collections::BTreeSet<JobKey>>>,
+    key: JobKey,
+}
+
+impl Drop for MemoryClaim {
+    fn drop(&mut self) {
+        self.claimed.lock().remove(&self.key);
+    }
 }
 
 impl MemoryStore {
     pub fn dead_letters(&self) -> Vec<DeadLetter> {
-        self.dead_letters.lock().unwrap().clone()
+        self.dead_letters.lock().clone()
     }
 }
 
 impl StateStore for MemoryStore {
+    fn claim<'a>(&'a self, key: &'a JobKey) -> BoxFuture<'a, Result<JobClaim, StateError>> {
+        let claimed = self.claimed.lock().insert(key.clone());
+        let outcome = if claimed {
+            Ok(JobClaim {
+                _held: Box::new(MemoryClaim {
+                    claimed: self.claimed.clone(),
+                    key: key.clone(),
+                }),
+            })
+        } else {
+            Err(StateError::JobBusy {
+                key: key.clone(),
+                path: self.location().into(),
+                holder: " in this process".into(),
+            })
+        };
+        async move { outcome }.boxed()
+    }
+
     fn load<'a>(
         &'a self,
         key: &'a JobKey,
     ) -> BoxFuture<'a, Result<Option<Checkpoint>, StateError>> {
-        let found = self.checkpoints.lock().unwrap().get(key).cloned();
+        let found = self.checkpoints.lock().get(key).cloned();
         async move { Ok(found) }.boxed()
     }
 
@@ -251,18 +308,17 @@ impl StateStore for MemoryStore {
     ) -> BoxFuture<'a, Result<(), StateError>> {
         self.checkpoints
             .lock()
-            .unwrap()
             .insert(key.clone(), checkpoint.clone());
         async { Ok(()) }.boxed()
     }
 
     fn remove<'a>(&'a self, key: &'a JobKey) -> BoxFuture<'a, Result<(), StateError>> {
-        self.checkpoints.lock().unwrap().remove(key);
+        self.checkpoints.lock().remove(key);
         async { Ok(()) }.boxed()
     }
 
     fn keep_dead_letters(&self, letters: Vec<DeadLetter>) -> BoxFuture<'_, Result<(), StateError>> {
-        self.dead_letters.lock().unwrap().extend(letters);
+        self.dead_letters.lock().extend(letters);
         async { Ok(()) }.boxed()
     }
 
@@ -327,7 +383,6 @@ impl FileStore {
 
     /// Holds the store's advisory lock while `f` runs (blocking: call off the async threads).
     fn locked<T>(&self, f: impl FnOnce() -> Result<T, StateError>) -> Result<T, StateError> {
-        use std::os::fd::AsRawFd;
         self.ensure_dir()?;
         let lock = std::fs::OpenOptions::new()
             .create(true)
@@ -335,11 +390,58 @@ impl FileStore {
             .write(true)
             .open(self.sibling(".lock"))
             .map_err(|e| self.write_error(e))?;
-        // SAFETY: flock on a file descriptor we own; released when `lock` closes.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(self.write_error(io::Error::last_os_error()));
-        }
+        // Released when `lock` closes.
+        lock.lock().map_err(|e| self.write_error(e))?;
         f()
+    }
+
+    /// The lock file of one job: `PATH.jobs/KEY.lock`, holding the pid of its run.
+    fn job_lock_path(&self, key: &JobKey) -> PathBuf {
+        self.sibling(".jobs").join(format!("{key}.lock"))
+    }
+
+    /// Takes the job's lock without waiting (blocking I/O: call off the async threads).
+    fn claim_now(&self, key: &JobKey) -> Result<JobClaim, StateError> {
+        use std::io::{Read as _, Seek as _};
+        let path = self.job_lock_path(key);
+        let failed = |source| StateError::Write {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(path.parent().expect("a file in a directory")).map_err(failed)?;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(failed)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                let holder = match pid.trim().parse::<u32>() {
+                    Ok(pid) if pid == std::process::id() => " in this process".to_string(),
+                    Ok(pid) => format!(" in process {pid}"),
+                    Err(_) => String::new(),
+                };
+                return Err(StateError::JobBusy {
+                    key: key.clone(),
+                    path: self.path.clone(),
+                    holder,
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(failed(e)),
+        }
+        // Who holds it, for the message of a run refused meanwhile.
+        file.set_len(0).map_err(failed)?;
+        file.rewind().map_err(failed)?;
+        file.write_all(std::process::id().to_string().as_bytes())
+            .map_err(failed)?;
+        Ok(JobClaim {
+            _held: Box::new(file),
+        })
     }
 
     fn read_all(&self) -> Result<BTreeMap<JobKey, Checkpoint>, StateError> {
@@ -412,6 +514,11 @@ impl FileStore {
 }
 
 impl StateStore for FileStore {
+    fn claim<'a>(&'a self, key: &'a JobKey) -> BoxFuture<'a, Result<JobClaim, StateError>> {
+        let key = key.clone();
+        self.blocking(move |s| s.claim_now(&key))
+    }
+
     fn load<'a>(
         &'a self,
         key: &'a JobKey,
@@ -615,6 +722,19 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+
+        // One run of a job at a time, in this process or another; others after it ends.
+        let claim = store.claim(&key("a")).await.unwrap();
+        let busy = store.claim(&key("a")).await.unwrap_err();
+        assert!(matches!(busy, StateError::JobBusy { .. }), "{busy}");
+        assert!(
+            busy.to_string().contains("already running in this process"),
+            "{busy}"
+        );
+        let other = store.claim(&key("b")).await.unwrap();
+        drop(claim);
+        drop(store.claim(&key("a")).await.unwrap());
+        drop(other);
 
         std::fs::write(store.path(), "{ nope").unwrap();
         assert!(matches!(

@@ -5,9 +5,10 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 
 use crate::mongo::Namespace;
@@ -238,7 +239,7 @@ const RECENT_DEAD_LETTERS: usize = 20;
 impl DeadLetterLog {
     pub fn record(&self, letters: &[DeadLetter]) {
         self.count.fetch_add(letters.len() as u64, Relaxed);
-        let mut recent = self.recent.lock().expect("not poisoned");
+        let mut recent = self.recent.lock();
         for letter in letters {
             if recent.len() == RECENT_DEAD_LETTERS {
                 recent.pop_front();
@@ -254,13 +255,7 @@ impl DeadLetterLog {
     pub fn snapshot(&self) -> DeadLetterSummary {
         DeadLetterSummary {
             count: self.count.load(Relaxed),
-            recent: self
-                .recent
-                .lock()
-                .expect("not poisoned")
-                .iter()
-                .cloned()
-                .collect(),
+            recent: self.recent.lock().iter().cloned().collect(),
         }
     }
 }
@@ -307,10 +302,10 @@ impl JobStats {
 
     /// The counters of a worker slot, created when the slot is first used.
     pub fn worker(&self, slot: usize) -> Arc<WorkerCounters> {
-        if let Some(w) = self.workers.read().expect("not poisoned").get(slot) {
+        if let Some(w) = self.workers.read().get(slot) {
             return w.clone();
         }
-        let mut workers = self.workers.write().expect("not poisoned");
+        let mut workers = self.workers.write();
         while workers.len() <= slot {
             let w = WorkerCounters::default();
             w.set_state(WorkerState::Stopped);
@@ -350,7 +345,6 @@ impl JobStats {
             workers: self
                 .workers
                 .read()
-                .expect("not poisoned")
                 .iter()
                 .enumerate()
                 .map(|(i, w)| w.snapshot(i))
@@ -457,7 +451,8 @@ impl JobSnapshot {
         let left = self
             .expected?
             .saturating_sub(self.docs + self.skipped + self.failed);
-        (self.docs_per_sec > 0.0).then(|| Duration::from_secs_f64(left as f64 / self.docs_per_sec))
+        // A crawl can mean an ETA past what a Duration holds: then there is none to show.
+        Duration::try_from_secs_f64(left as f64 / self.docs_per_sec).ok()
     }
 }
 

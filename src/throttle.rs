@@ -10,11 +10,14 @@
 //! exact. Waits are cut into short sleeps, so a changed limit is in force within
 //! [`MAX_SLEEP`].
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
+
+use crate::bounds;
 
 /// The longest a waiting worker sleeps before it looks at the limit again.
 pub const MAX_SLEEP: Duration = Duration::from_millis(100);
@@ -32,19 +35,16 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// Every problem of the limits, for spec validation.
+    /// Every problem of the limits ([`bounds::RATE`], [`bounds::RATE_BYTES`]): the one check for
+    /// the command line, job specs, `PATCH` and `PUT /api/throttle`.
     pub fn problems(&self) -> Vec<String> {
-        let mut problems = Vec::new();
-        for (name, value) in [("rate", self.rate), ("rate_bytes", self.rate_bytes)] {
-            if let Some(v) = value {
-                if !(v.is_finite() && v > 0.0) {
-                    problems.push(format!(
-                        "{name}: must be a positive number or null, got {v}"
-                    ));
-                }
-            }
-        }
-        problems
+        [
+            bounds::RATE.problem_opt(self.rate),
+            bounds::RATE_BYTES.problem_opt(self.rate_bytes),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
     }
 }
 
@@ -72,10 +72,15 @@ impl Bucket {
         self.refilled = now;
     }
 
-    /// How long until `self` may spend; `None` when it may now.
+    /// How long until `self` may spend, at most [`MAX_SLEEP`] (the caller looks again then);
+    /// `None` when it may now. Computed in seconds and clamped before it becomes a `Duration`,
+    /// so no rate, however small, makes a wait that cannot be represented.
     fn wait(&self) -> Option<Duration> {
         let rate = self.rate?;
-        (self.tokens < 0.0).then(|| Duration::from_secs_f64(-self.tokens / rate))
+        (self.tokens < 0.0).then(|| {
+            let secs = (-self.tokens / rate).min(MAX_SLEEP.as_secs_f64());
+            Duration::try_from_secs_f64(secs).unwrap_or(MAX_SLEEP)
+        })
     }
 }
 
@@ -93,7 +98,7 @@ impl Limiter {
     }
 
     pub fn limits(&self) -> Limits {
-        let b = self.buckets.lock().expect("not poisoned");
+        let b = self.buckets.lock();
         Limits {
             rate: b[0].rate,
             rate_bytes: b[1].rate,
@@ -103,7 +108,7 @@ impl Limiter {
     /// Changes the limits; waiting workers see them within [`MAX_SLEEP`].
     pub fn set(&self, limits: Limits) {
         let now = Instant::now();
-        let mut b = self.buckets.lock().expect("not poisoned");
+        let mut b = self.buckets.lock();
         for (bucket, rate) in b.iter_mut().zip([limits.rate, limits.rate_bytes]) {
             bucket.refill(now);
             bucket.rate = rate;
@@ -117,7 +122,7 @@ impl Limiter {
         loop {
             let wait = {
                 let now = Instant::now();
-                let mut b = self.buckets.lock().expect("not poisoned");
+                let mut b = self.buckets.lock();
                 b.iter_mut().for_each(|bucket| bucket.refill(now));
                 match b.iter().filter_map(Bucket::wait).max() {
                     None => {
@@ -132,7 +137,7 @@ impl Limiter {
                     Some(wait) => wait,
                 }
             };
-            tokio::time::sleep(wait.min(MAX_SLEEP)).await;
+            tokio::time::sleep(wait).await;
         }
     }
 }
@@ -261,6 +266,29 @@ mod tests {
         assert_eq!(started.elapsed(), Duration::ZERO);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn no_rate_that_reaches_the_limiter_can_break_it() {
+        // Validation refuses these; the limiter must still survive them, and stay usable.
+        for rate in [1e-308, 1e-17, f64::MIN_POSITIVE, 5e-324] {
+            let limiter = Limiter::new(Limits {
+                rate: Some(rate),
+                rate_bytes: Some(rate),
+            });
+            limiter.acquire(500, 1 << 20).await;
+            let waited =
+                tokio::time::timeout(Duration::from_secs(1), limiter.acquire(500, 1 << 20)).await;
+            assert!(
+                waited.is_err(),
+                "rate {rate}: the debt is not paid in a second"
+            );
+            assert_eq!(limiter.limits().rate, Some(rate));
+            limiter.set(Limits::default());
+            let started = Instant::now();
+            limiter.acquire(500, 1 << 20).await;
+            assert!(started.elapsed() <= MAX_SLEEP, "rate {rate}: lifted");
+        }
+    }
+
     #[test]
     fn rejects_nonsense_limits() {
         let bad = Limits {
@@ -268,6 +296,11 @@ mod tests {
             rate_bytes: Some(f64::NAN),
         };
         assert_eq!(bad.problems().len(), 2);
+        let tiny = Limits {
+            rate: Some(1e-308),
+            rate_bytes: Some(1e-308),
+        };
+        assert_eq!(tiny.problems().len(), 2, "{:?}", tiny.problems());
         assert!(Limits::default().problems().is_empty());
     }
 }

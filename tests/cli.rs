@@ -351,9 +351,101 @@ fn rate_limits_the_copy() {
         .await;
         assert_eq!(out.status.code(), Some(2));
         assert!(
-            stderr(&out).contains("rate: must be a positive number"),
+            stderr(&out).contains("rate: must be 0.001 to"),
             "{}",
             stderr(&out)
         );
     });
+}
+
+/// Numbers outside what the code can honour are refused before anything starts (status 2),
+/// whichever command takes them.
+#[test]
+fn numbers_out_of_range_are_refused_with_status_2() {
+    let data = tempfile::tempdir().unwrap();
+    let journal = data.path().join("journal");
+    let journal = journal.to_str().unwrap();
+    let copy = |extra: &[&str]| -> Vec<String> {
+        [
+            &[
+                "copy",
+                "--from",
+                "mongodb://127.0.0.1:9",
+                "--to",
+                "mongodb://127.0.0.1:10",
+            ],
+            &["--ns", "a.b"][..],
+            extra,
+        ]
+        .concat()
+        .iter()
+        .map(|a| a.to_string())
+        .collect()
+    };
+    let owned = |argv: &[&str]| argv.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (copy(&["--rate", "1e-308"]), "rate: must be 0.001 to"),
+        (
+            copy(&["--rate-bytes", "1e-308"]),
+            "rate_bytes: must be 1 to",
+        ),
+        (copy(&["--rate", "NaN"]), "rate: must be"),
+        (
+            copy(&["--connect-timeout", "inf"]),
+            "connect_timeout: must be",
+        ),
+        (
+            copy(&["--adaptive-target-ms", "1e-300"]),
+            "adaptive.target_ms: must be",
+        ),
+        (copy(&["--batch-size", "0"]), "batch_size: must be 1 to"),
+        (
+            copy(&["--max-document-bytes", "0"]),
+            "max_document_bytes: must be",
+        ),
+        (
+            owned(&[
+                "journal",
+                "replay",
+                journal,
+                "--to",
+                "mongodb://127.0.0.1:10",
+            ])
+            .into_iter()
+            .chain(owned(&["--rate", "1e-308"]))
+            .collect(),
+            "rate: must be",
+        ),
+        (
+            owned(&[
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--no-state",
+                "--shutdown-timeout",
+                "inf",
+            ]),
+            "shutdown_timeout: must be",
+        ),
+        (
+            owned(&[
+                "sample",
+                "--to",
+                "mongodb://127.0.0.1:10",
+                "--ns",
+                "a.b",
+                "--doc-size",
+                "0",
+            ]),
+            "doc_size: must be",
+        ),
+    ];
+    for (argv, says) in cases {
+        let args: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let out = mongoferry(&args, LIMIT);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{argv:?}: {err}");
+        assert!(err.contains(says), "{argv:?}: {says:?} missing in {err}");
+        assert!(!err.contains("panicked"), "{argv:?}: {err}");
+    }
 }

@@ -656,3 +656,209 @@ fn a_killed_journaled_copy_resumes_and_its_journal_replays_everything() {
         assert_eq!(report["namespaces"][0]["destination_count"], DOCS as u64);
     });
 }
+
+/// The port of a test server's URI.
+fn port_of(uri: &str) -> u16 {
+    uri.split("127.0.0.1:")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Starts the binary in the background, its stderr kept in a file.
+fn spawn(argv: &[&str], data: &Path) -> (std::process::Child, std::fs::File) {
+    let log = tempfile::tempfile().unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mongoferry"));
+    command
+        .args(argv)
+        .env("MONGOFERRY_LOG", "warn")
+        .env("XDG_DATA_HOME", data)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log.try_clone().unwrap());
+    mongoferry::test_server::kill_with_parent(&mut command);
+    (command.spawn().unwrap(), log)
+}
+
+/// Waits (at most `limit`) for the child to exit; its status and how long that took.
+async fn exit_within(
+    child: &mut std::process::Child,
+    limit: Duration,
+) -> (std::process::ExitStatus, Duration) {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return (status, started.elapsed());
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("still running {limit:?} later");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn read_log(mut log: std::fs::File) -> String {
+    use std::io::{Read, Seek};
+    let mut text = String::new();
+    log.rewind().unwrap();
+    log.read_to_string(&mut text).unwrap();
+    text
+}
+
+#[test]
+fn verify_stops_cleanly_on_sigterm() {
+    TestEnv::start().run(|env| async move {
+        let s = env.src_db("vterm");
+        let docs = common::sample_docs(20_000, 100);
+        insert_raw(&env.src_client().await, &s, "c", &docs).await;
+        insert_raw(&env.dst_client().await, &s, "c", &docs).await;
+        // A slow source: each request waits half a second, so verify takes tens of seconds.
+        let proxy = FaultProxy::start(port_of(&env.src)).await.unwrap();
+        proxy.set_delay(Duration::from_millis(500));
+        let data = tempfile::tempdir().unwrap();
+        let ns = format!("{s}.c");
+        let argv = [
+            "verify",
+            "--from",
+            &proxy.uri(),
+            "--to",
+            &env.dst,
+            "--ns",
+            &ns,
+        ];
+        let (mut child, log) = spawn(&argv, data.path());
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(child.try_wait().unwrap().is_none(), "verify ended early");
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let (status, _) = exit_within(&mut child, Duration::from_secs(20)).await;
+        let err = read_log(log);
+        assert_eq!(status.code(), Some(130), "{err}");
+        assert!(err.contains("interrupted; verify stopped"), "{err}");
+        proxy.stop().await;
+    });
+}
+
+/// A destination gone for good: the copy gives up within the retry window plus one try (the
+/// server selection wait, `--connect-timeout`), as the README says.
+#[test]
+fn a_dead_destination_fails_the_copy_within_the_documented_time() {
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("dead"), env.dst_db("dead"));
+        insert_raw(
+            &env.src_client().await,
+            &s,
+            "c",
+            &common::sample_docs(20_000, 100),
+        )
+        .await;
+        let proxy = FaultProxy::start(port_of(&env.dst)).await.unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let ns = format!("{s}.c:{d}.c");
+        let to = proxy.uri();
+        let argv = [
+            "copy",
+            "--from",
+            &env.src,
+            "--to",
+            &to,
+            "--ns",
+            &ns,
+            "--rate",
+            "1000",
+            "--batch-size",
+            "100",
+        ];
+        let (mut child, log) = spawn(&argv, data.path());
+        let dst = env.dst_client().await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while count(&dst, &d).await == 0 {
+            assert!(Instant::now() < deadline, "the copy never started");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        proxy.stop().await;
+        let (status, took) = exit_within(&mut child, Duration::from_secs(90)).await;
+        let err = read_log(log);
+        assert_eq!(status.code(), Some(1), "{err}");
+        assert!(err.contains("retrying after a transient error"), "{err}");
+        assert!(err.lines().last().unwrap().contains("destination"), "{err}");
+        // 30 s of retrying, one try of at most --connect-timeout (10 s by default: a try against
+        // a server that is gone waits that long for server selection), and slack for a busy
+        // machine. Counting tries alone took about 120 s here.
+        let bound = Duration::from_secs(30 + 10 + 8);
+        assert!(
+            took <= bound,
+            "gave up {took:?} after the destination went away"
+        );
+        println!("gave up {took:?} after the destination went away");
+    });
+}
+
+#[test]
+fn a_second_process_on_the_same_job_and_state_is_refused() {
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("twice"), env.dst_db("twice"));
+        insert_raw(
+            &env.src_client().await,
+            &s,
+            "c",
+            &common::sample_docs(3_000, 100),
+        )
+        .await;
+        let data = tempfile::tempdir().unwrap();
+        let state = data.path().join("state.json");
+        let ns = format!("{s}.c:{d}.c");
+        let argv = [
+            "copy",
+            "--from",
+            &env.src,
+            "--to",
+            &env.dst,
+            "--ns",
+            &ns,
+            "--rate",
+            "1000",
+            "--batch-size",
+            "100",
+            "--state",
+            state.to_str().unwrap(),
+        ];
+        let (mut first, first_log) = spawn(&argv, data.path());
+        let dst = env.dst_client().await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while count(&dst, &d).await == 0 {
+            assert!(Instant::now() < deadline, "the copy never started");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let second = common::mongoferry_async(
+            argv.iter().map(|a| a.to_string()).collect(),
+            Duration::from_secs(30),
+        )
+        .await;
+        let err = stderr(&second);
+        assert_eq!(second.status.code(), Some(1), "{err}");
+        let pid = first.id();
+        assert!(
+            err.contains(&format!("is already running in process {pid}")),
+            "{err}"
+        );
+        assert!(first.try_wait().unwrap().is_none(), "the first run goes on");
+        let (status, _) = exit_within(&mut first, Duration::from_secs(60)).await;
+        assert!(status.success(), "{}", read_log(first_log));
+        assert_eq!(checkpointed(&state), 3_000);
+        common::assert_same(&env, (&s, "c"), (&d, "c")).await;
+        // Once it has ended, the job is free again.
+        let again = mongoferry(&argv, Duration::from_secs(30));
+        assert!(again.status.success(), "{}", stderr(&again));
+        assert!(
+            stderr(&again).contains("already complete"),
+            "{}",
+            stderr(&again)
+        );
+    });
+}

@@ -15,7 +15,7 @@ use mongoferry::job::manager::JobManager;
 use mongoferry::job::{JobSpec, JobState};
 use mongoferry::journal::writer::SegmentWriter;
 use mongoferry::journal::JournalConfig;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 const LIMIT: Duration = Duration::from_secs(90);
 
@@ -470,15 +470,86 @@ fn torn_and_corrupt_journals_give_the_documented_errors() {
         assert!(!export_file.exists());
         std::fs::write(&first, &original).unwrap();
 
-        // Cut mid-frame: read up to the last whole frame, with a clear message.
+        // A closed journal whose last (sealed) segment was cut or lost is corrupt, not torn:
+        // replay and export refuse it before writing anything.
         let last = files.last().unwrap().clone();
-        let len = std::fs::metadata(&last).unwrap().len();
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&last)
-            .unwrap()
-            .set_len(len - 100)
-            .unwrap();
+        let whole_last = std::fs::read(&last).unwrap();
+        let len = whole_last.len() as u64;
+        let cut = |to: u64| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&last)
+                .unwrap()
+                .set_len(to)
+                .unwrap()
+        };
+        for damage in ["cut", "deleted"] {
+            match damage {
+                "cut" => cut(len - 100),
+                _ => std::fs::remove_file(&last).unwrap(),
+            }
+            let (report, out) = inspect_json(&journal).await;
+            assert_eq!(out.status.code(), Some(1), "{damage}");
+            assert_eq!(report["health"], "corrupt", "{damage}: {report}");
+            assert!(
+                stderr(&out).contains(&last.display().to_string()),
+                "{}",
+                stderr(&out)
+            );
+            let out = mongoferry_async(
+                args(&[
+                    "journal",
+                    "replay",
+                    &path_str(&journal),
+                    "--to",
+                    &env.dst,
+                    "--ns",
+                    &format!("{d}.docs:{replay_db}.docs"),
+                ]),
+                LIMIT,
+            )
+            .await;
+            assert_eq!(out.status.code(), Some(1), "{damage}: {}", stderr(&out));
+            assert!(
+                stderr(&out).contains("sealed"),
+                "{damage}: {}",
+                stderr(&out)
+            );
+            assert!(
+                !dst.list_database_names()
+                    .await
+                    .unwrap()
+                    .contains(&replay_db),
+                "{damage}: nothing written"
+            );
+            let out = mongoferry_async(
+                args(&[
+                    "journal",
+                    "export",
+                    &path_str(&journal),
+                    "--format",
+                    "bson",
+                    "--out",
+                    &path_str(&export_file),
+                ]),
+                LIMIT,
+            )
+            .await;
+            assert_eq!(out.status.code(), Some(1), "{damage}: {}", stderr(&out));
+            assert!(!export_file.exists(), "{damage}");
+            std::fs::write(&last, &whole_last).unwrap();
+        }
+
+        // A writer killed mid-frame leaves its segment open and cut: read up to the last whole
+        // frame, with a clear message.
+        let manifest_path = journal.join("manifest.json");
+        let mut manifest: Value =
+            serde_json::from_str(&std::fs::read_to_string(&manifest_path).unwrap()).unwrap();
+        manifest["state"] = json!("open");
+        let segments_listed = manifest["segments"].as_array_mut().unwrap();
+        segments_listed.last_mut().unwrap()["state"] = json!("open");
+        std::fs::write(&manifest_path, manifest.to_string()).unwrap();
+        cut(len - 100);
         let (report, out) = inspect_json(&journal).await;
         assert_eq!(out.status.code(), Some(1));
         assert_eq!(report["health"], "torn");

@@ -743,3 +743,94 @@ fn refused_documents_are_visible_on_the_job_and_kept_on_disk() {
         assert_eq!(kept.lines().count(), 30);
     });
 }
+
+/// Rates too small for any wait to be represented once reached the limiter, panicked it with its
+/// lock held, and every later job failed until a restart. Each entry point refuses them now.
+#[test]
+fn tiny_rates_are_refused_at_every_entry_point_and_the_service_keeps_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start(&dir.path().join("jobs.json"));
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("tiny"), env.dst_db("tiny"));
+        insert_raw(&env.src_client().await, &s, "c", &sample_docs(2_000, 128)).await;
+        let put = |body: Value| service.send(reqwest::Method::PUT, "/api/throttle", Some(body));
+        for body in [
+            json!({"rate": 1e-17}),
+            json!({"rate": 1e-308}),
+            json!({"rate_bytes": 1e-308}),
+        ] {
+            let (status, answer) = put(body.clone()).await;
+            assert_eq!(status, 400, "PUT /api/throttle {body}: {answer}");
+            assert!(
+                answer["error"].as_str().unwrap().contains("must be"),
+                "{answer}"
+            );
+        }
+        let (status, limits) = service.get("/api/throttle").await;
+        assert_eq!(
+            (status, &limits),
+            (200, &json!({"rate": null, "rate_bytes": null}))
+        );
+
+        // A spec with such a rate starts nothing.
+        for field in ["rate", "rate_bytes"] {
+            let mut body = spec(&env, &format!("{s}.c"), &format!("{d}.c"));
+            body[field] = json!(1e-308);
+            let (status, answer) = service.post("/api/jobs", body).await;
+            assert_eq!(status, 400, "{answer}");
+            let problems = answer["problems"].to_string();
+            assert!(
+                problems.contains(&format!("{field}: must be")),
+                "{problems}"
+            );
+        }
+        let (_, jobs) = service.get("/api/jobs").await;
+        assert_eq!(jobs["jobs"].as_array().unwrap().len(), 0, "{jobs}");
+
+        // A running job refuses them too, and goes on.
+        let mut body = spec(&env, &format!("{s}.c"), &format!("{d}.c"));
+        body["rate"] = json!(200);
+        body["batch_size"] = json!(50);
+        let (status, job) = service.post("/api/jobs", body).await;
+        assert_eq!(status, 202, "{job}");
+        let id = job["id"].clone();
+        service.wait_for(&id, "running", |j| count(j) > 0).await;
+        for patch in [json!({"rate": 1e-308}), json!({"rate_bytes": 1e-308})] {
+            let (status, answer) = service.patch(&format!("/api/jobs/{id}"), patch).await;
+            assert_eq!(status, 400, "{answer}");
+        }
+        let job = service.job(&id).await;
+        assert_eq!(job["limits"]["rate"], json!(200.0), "{job}");
+        let (status, _) = service
+            .patch(&format!("/api/jobs/{id}"), json!({"rate": null}))
+            .await;
+        assert_eq!(status, 200);
+        let job = service
+            .wait_for(&id, "completed", |j| j["state"] != "running")
+            .await;
+        assert_eq!(job["state"], "completed", "{job}");
+        assert_eq!(count(&job), 2_000);
+
+        // And the service as a whole still works: metrics, the throttle, a new job.
+        let (status, _) = service.get("/metrics").await;
+        assert_eq!(status, 200);
+        let (status, _) = put(json!({"rate": null})).await;
+        assert_eq!(status, 200);
+        let (status, job) = service
+            .post(
+                "/api/jobs",
+                spec(&env, &format!("{s}.c"), &format!("{d}.again")),
+            )
+            .await;
+        assert_eq!(status, 202, "{job}");
+        let job = service
+            .wait_for(&job["id"], "second job done", |j| {
+                j["state"] != "running" && j["state"] != "pending"
+            })
+            .await;
+        assert_eq!(
+            (job["state"].as_str(), count(&job)),
+            (Some("completed"), 2_000)
+        );
+    });
+}

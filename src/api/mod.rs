@@ -67,9 +67,7 @@ impl From<CommandError> for ApiError {
         match e {
             CommandError::NotFound(_) => ApiError::NotFound(e.to_string()),
             CommandError::Conflict { .. } => ApiError::Conflict(e.to_string()),
-            CommandError::BadWorkers(_) | CommandError::BadLimits(_) => {
-                ApiError::BadRequest(e.to_string())
-            }
+            CommandError::Invalid(_) => ApiError::BadRequest(e.to_string()),
         }
     }
 }

@@ -9,14 +9,16 @@
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio_util::task::TaskTracker;
 
 use super::store::{StateFile, StoreError};
 use super::{Job, JobId, JobSpec, JobState};
-use crate::config::{CopySpec, SpecError, MAX_WORKERS};
+use crate::bounds;
+use crate::config::{CopySpec, SpecError};
 use crate::copy;
 use crate::pipeline::{Control, CopyError};
 use crate::state::StateStore;
@@ -43,10 +45,9 @@ pub enum CommandError {
         state: JobState,
         command: &'static str,
     },
-    #[error("workers must be 1..={MAX_WORKERS}, got {0}")]
-    BadWorkers(usize),
+    /// A value out of its range ([`bounds`]).
     #[error("{0}")]
-    BadLimits(String),
+    Invalid(String),
 }
 
 pub struct JobManager {
@@ -134,23 +135,18 @@ impl JobManager {
     }
 
     pub fn get(&self, id: JobId) -> Option<Arc<Job>> {
-        self.jobs.lock().expect("not poisoned").get(&id).cloned()
+        self.jobs.lock().get(&id).cloned()
     }
 
     pub fn list(&self) -> Vec<Arc<Job>> {
-        self.jobs
-            .lock()
-            .expect("not poisoned")
-            .values()
-            .cloned()
-            .collect()
+        self.jobs.lock().values().cloned().collect()
     }
 
     /// Continues the jobs the service was running when it last stopped, as the same jobs, from
     /// their checkpoints. A job whose URIs carried a password or another secret stays interrupted: its stored spec
     /// is redacted, and submitting it again continues it from its checkpoint.
     pub async fn resume(self: &Arc<Self>) {
-        let ids = std::mem::take(&mut *self.interrupted.lock().expect("not poisoned"));
+        let ids = std::mem::take(&mut *self.interrupted.lock());
         for id in ids {
             let Some(old) = self.get(id) else { continue };
             let record = old.record();
@@ -176,10 +172,7 @@ impl JobManager {
             let throttle = Throttle::new(copy_spec.limits).with_global(self.global.clone());
             let control = Control::with_throttle(copy_spec.workers, throttle);
             let job = Arc::new(Job::continued(record, spec, control));
-            self.jobs
-                .lock()
-                .expect("not poisoned")
-                .insert(id, job.clone());
+            self.jobs.lock().insert(id, job.clone());
             tracing::info!("job {id} continues from its checkpoint");
             let manager = self.clone();
             self.tasks
@@ -192,7 +185,7 @@ impl JobManager {
     pub async fn submit(self: &Arc<Self>, spec: JobSpec) -> Result<(Arc<Job>, bool), SpecError> {
         let copy_spec = self.copy_spec(&spec)?;
         let job = {
-            let mut jobs = self.jobs.lock().expect("not poisoned");
+            let mut jobs = self.jobs.lock();
             let active = jobs
                 .values()
                 .find(|j| !j.state().is_final() && j.spec.as_ref() == Some(&spec));
@@ -305,14 +298,16 @@ impl JobManager {
                 job.control.resume();
             }
             Command::Cancel => job.cancel.cancel(),
-            Command::SetWorkers(n) if n == 0 || n > MAX_WORKERS => {
-                return Err(CommandError::BadWorkers(n))
+            Command::SetWorkers(n) => {
+                if let Some(problem) = bounds::WORKERS.problem(n) {
+                    return Err(CommandError::Invalid(problem));
+                }
+                job.control.set_workers(n)
             }
-            Command::SetWorkers(n) => job.control.set_workers(n),
             Command::SetLimits(limits) => {
                 let problems = limits.problems();
                 if !problems.is_empty() {
-                    return Err(CommandError::BadLimits(problems.join("; ")));
+                    return Err(CommandError::Invalid(problems.join("; ")));
                 }
                 job.control.throttle().job.set(limits);
             }
@@ -329,7 +324,7 @@ impl JobManager {
     pub fn set_global_limits(&self, limits: Limits) -> Result<(), CommandError> {
         let problems = limits.problems();
         if !problems.is_empty() {
-            return Err(CommandError::BadLimits(problems.join("; ")));
+            return Err(CommandError::Invalid(problems.join("; ")));
         }
         self.global.set(limits);
         Ok(())

@@ -7,9 +7,10 @@
 pub mod manager;
 pub mod store;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -401,7 +402,7 @@ impl Job {
     /// Moves an active job to `state`; refuses (returns the current state) once the job has
     /// ended, so an operator's command racing the job's end never revives it.
     pub fn transition(&self, state: JobState) -> Result<(), JobState> {
-        let inner = self.inner.lock().expect("not poisoned");
+        let inner = self.inner.lock();
         if inner.record.state.is_final() {
             return Err(inner.record.state);
         }
@@ -412,7 +413,7 @@ impl Job {
     /// Moves the job from `from` to `to` only if it is in `from` (a start does not undo a pause
     /// that came first).
     pub fn advance(&self, from: JobState, to: JobState) -> bool {
-        let inner = self.inner.lock().expect("not poisoned");
+        let inner = self.inner.lock();
         if inner.record.state != from {
             return false;
         }
@@ -422,11 +423,11 @@ impl Job {
 
     /// Sets the state unconditionally (the job's own task, at its start and its end).
     pub fn set_state(&self, state: JobState) {
-        let inner = self.inner.lock().expect("not poisoned");
+        let inner = self.inner.lock();
         self.apply(inner, state);
     }
 
-    fn apply(&self, mut inner: std::sync::MutexGuard<'_, JobInner>, state: JobState) {
+    fn apply(&self, mut inner: parking_lot::MutexGuard<'_, JobInner>, state: JobState) {
         inner.record.state = state;
         if state.is_final() {
             inner.record.finished_at = Some(unix_now());
@@ -449,32 +450,32 @@ impl Job {
 
     /// Ends the job in `state`, with a message for the operator.
     pub fn end(&self, state: JobState, message: Option<String>) {
-        let mut inner = self.inner.lock().expect("not poisoned");
+        let mut inner = self.inner.lock();
         inner.record.error = message;
         self.apply(inner, state);
     }
 
     /// Connects the view to the running copy's counters and adaptive state.
     pub fn attach(&self, stats: Arc<JobStats>, adaptive: Option<Arc<Adaptive>>) {
-        let mut inner = self.inner.lock().expect("not poisoned");
+        let mut inner = self.inner.lock();
         inner.stats = Some(stats);
         inner.adaptive = adaptive;
     }
 
     /// The live counters, once the job has started.
     pub fn stats(&self) -> Option<Arc<JobStats>> {
-        self.inner.lock().expect("not poisoned").stats.clone()
+        self.inner.lock().stats.clone()
     }
 
     pub fn record(&self) -> JobRecord {
-        let mut inner = self.inner.lock().expect("not poisoned");
+        let mut inner = self.inner.lock();
         inner.record.workers = self.control.workers();
         inner.record.clone()
     }
 
     /// The job as the API shows it; also advances the sliding rate window.
     pub fn view(&self) -> JobView {
-        let mut inner = self.inner.lock().expect("not poisoned");
+        let mut inner = self.inner.lock();
         let progress = inner.stats.clone().map(|stats| {
             let snap = stats.snapshot();
             let per_sec = inner.rate.update(Instant::now(), snap.docs);

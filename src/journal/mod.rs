@@ -92,14 +92,18 @@
 //! each payload decompresses to exactly its records, and that sealed segments hold what the
 //! manifest says. Then:
 //!
-//! - **Torn tail**: the last segment ends inside a frame (the writer stopped mid-write, or the
-//!   file was cut). Every whole frame before is read; the torn frame is not (it cannot be
-//!   verified), and the reader says where the tail begins and how many records it read. Zero
-//!   bytes up to the end of the file, as a file system may leave after a crash, count as torn.
-//! - **Corruption**: anything else (a CRC mismatch, a sealed segment cut short, a missing or
-//!   unlisted segment, a gap in the sequence). It is an error naming the file and byte offset of
-//!   the damaged frame; nothing after it is read, and `replay` and `export` check the whole
-//!   journal before they write anything.
+//! - **Torn tail**: the journal's last segment, recorded as `open` in the manifest (its writer
+//!   stopped without sealing it), ends inside a frame or is missing. Only that segment can be
+//!   torn: it is the one a writer was appending to. Every whole frame before is read; the torn
+//!   frame is not (it cannot be verified), and the reader says where the tail begins and how many
+//!   records it read. Zero bytes up to the end of the file, as a file system may leave after a
+//!   crash, count as torn.
+//! - **Corruption**: anything else — a CRC mismatch, a gap in the sequence, an unlisted segment,
+//!   and any damage to a **sealed** segment: missing, shorter or longer than the manifest
+//!   recorded when it was sealed (also when it is the last one, cut at a frame boundary), or
+//!   torn. It is an error naming the file and byte offset of the damaged frame; nothing after it
+//!   is read, `replay` and `export` check the whole journal before they write anything, and a
+//!   writer refuses to append to a journal whose sealed segments are missing or resized.
 
 pub mod command;
 pub mod export;

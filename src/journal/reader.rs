@@ -120,7 +120,7 @@ impl SegmentCursor {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(Err(Step::Torn {
                     offset: 0,
-                    detail: "the segment file was never created".into(),
+                    detail: "the segment file is missing".into(),
                 }))
             }
             Err(e) => return Err(JournalError::io(&path, "open", e)),
@@ -487,42 +487,33 @@ impl JournalReader {
                     return Ok(Some(frame));
                 }
                 Step::End => {
+                    // A sealed segment cut at a frame boundary fails here: it holds less than
+                    // the manifest recorded when it was sealed.
                     let cursor = self.current.take().expect("a segment was being read");
-                    let info = &cursor.info;
-                    if in_last && info.state == SegmentState::Sealed && cursor.len < info.bytes {
-                        // Cut at a frame boundary: still a cut, as the manifest tells.
-                        self.tail = Some(TornTail {
-                            file: cursor.path.clone(),
-                            offset: cursor.len,
-                            records_read: self.next_seq,
-                            detail: format!(
-                                "the sealed segment ends at byte {}, the manifest records {} bytes",
-                                cursor.len, info.bytes
-                            ),
-                        });
-                        self.done = true;
-                        return Ok(None);
-                    }
                     cursor.check_sealed()?;
                 }
                 Step::Torn { offset, detail } => {
                     let info = &self.manifest.segments[self.next_segment - 1];
                     let file = self.dir.join(&info.file);
-                    if !in_last {
+                    // Only the segment a writer had open when it stopped can end mid-write.
+                    let reason = if !in_last {
+                        Some(format!("{detail}, but later segments follow"))
+                    } else if info.state == SegmentState::Sealed {
+                        Some(format!(
+                            "{detail}, but the manifest records this segment as sealed with {} \
+                             bytes: it was cut or lost after it was complete",
+                            info.bytes
+                        ))
+                    } else {
+                        None
+                    };
+                    if let Some(reason) = reason {
                         return Err(JournalError::Corrupt {
                             file,
                             offset,
-                            reason: format!("{detail}, but later segments follow"),
+                            reason,
                         });
                     }
-                    let detail = if info.state == SegmentState::Sealed {
-                        format!(
-                            "{detail}; the manifest records the sealed segment as {} bytes",
-                            info.bytes
-                        )
-                    } else {
-                        detail
-                    };
                     self.tail = Some(TornTail {
                         file,
                         offset,
@@ -822,26 +813,65 @@ mod tests {
         }
     }
 
+    /// Marks the journal as a writer that died would leave it: its last segment still open.
+    fn leave_open(dir: &Path) {
+        let mut manifest = Manifest::load(dir).unwrap();
+        manifest.segments.last_mut().unwrap().state = SegmentState::Open;
+        manifest.state = JournalState::Open;
+        manifest.store(dir).unwrap();
+    }
+
     #[test]
-    fn a_cut_journal_reads_to_its_last_whole_frame() {
+    fn an_open_segment_cut_anywhere_reads_to_its_last_whole_frame() {
         let tmp = tempfile::tempdir().unwrap();
         let seg = journal(tmp.path(), 3);
         let (offsets, len) = frame_offsets(tmp.path());
+        leave_open(tmp.path());
         let original = std::fs::read(&seg).unwrap();
         for cut in 0..len as usize {
             std::fs::write(&seg, &original[..cut]).unwrap();
             let s = scan(tmp.path()).unwrap();
-            assert_eq!(s.health, Health::Torn, "cut at {cut}");
             let whole = offsets
                 .iter()
                 .enumerate()
                 .filter(|&(i, _)| offsets.get(i + 1).copied().unwrap_or(len) <= cut as u64)
                 .count() as u64;
             assert_eq!(s.records, whole * 10, "cut at {cut}");
+            // Cut exactly after a frame, an open segment simply ends there.
+            if offsets.contains(&(cut as u64)) {
+                assert_eq!(s.health, Health::Intact, "cut at {cut}");
+                continue;
+            }
+            assert_eq!(s.health, Health::Torn, "cut at {cut}");
             let tail = s.torn_tail.unwrap();
             assert_eq!(tail.records_read, whole * 10);
             assert!(tail.to_string().contains("torn tail"), "{tail}");
         }
+    }
+
+    #[test]
+    fn a_sealed_segment_cut_anywhere_or_missing_is_corrupt() {
+        let tmp = tempfile::tempdir().unwrap();
+        let seg = journal(tmp.path(), 3);
+        let (offsets, len) = frame_offsets(tmp.path());
+        let original = std::fs::read(&seg).unwrap();
+        // Frame boundaries included: the manifest knows how long the sealed segment was.
+        for cut in (0..len as usize).chain(offsets.iter().map(|&o| o as usize)) {
+            std::fs::write(&seg, &original[..cut]).unwrap();
+            let s = scan(tmp.path()).unwrap();
+            assert_eq!(s.health, Health::Corrupt, "cut at {cut}");
+            assert!(s.torn_tail.is_none(), "cut at {cut}");
+            let c = s.corruption.unwrap();
+            assert!(c.message.contains("segment-000001.mfj"), "{}", c.message);
+        }
+        std::fs::remove_file(&seg).unwrap();
+        let s = scan(tmp.path()).unwrap();
+        assert_eq!((s.health, s.records), (Health::Corrupt, 0));
+        let message = s.corruption.unwrap().message;
+        assert!(
+            message.contains("missing") && message.contains("sealed"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::reader::{scan, Scan, TornTail};
 use super::source::JournalSource;
 use super::JournalError;
+use crate::bounds;
 use crate::config::{self, NsMapping, SpecError, Strategy};
 use crate::copy::{peak_rss_bytes, NsSummary};
 use crate::mongo::{self, Namespace, Side};
@@ -58,9 +59,9 @@ impl ReplaySpec {
                 Err(e) => problems.push(e),
             }
         }
-        problems.extend(config::workers_problem(workers));
-        problems.extend(config::batch_size_problem(batch_size));
-        problems.extend(config::timeout_problem(connect_timeout_secs));
+        problems.extend(bounds::WORKERS.problem(workers));
+        problems.extend(bounds::BATCH_SIZE.problem(batch_size));
+        problems.extend(bounds::CONNECT_TIMEOUT.problem(connect_timeout_secs));
         problems.extend(limits.problems());
         if !problems.is_empty() {
             return Err(SpecError(problems));

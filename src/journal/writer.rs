@@ -165,6 +165,7 @@ impl SegmentWriter {
         if manifest.state == JournalState::Open && !manifest.segments.is_empty() {
             recover(&dir, &mut manifest)?;
         }
+        check_sealed_sizes(&dir, &manifest)?;
         // A file the manifest does not list would be overwritten or mistaken for ours.
         let listed = manifest.segments.len() as u32;
         for entry in std::fs::read_dir(&dir).map_err(|e| JournalError::io(&dir, "list", e))? {
@@ -326,6 +327,40 @@ fn check_empty(dir: &Path) -> Result<(), JournalError> {
                 reason: format!(
                     "it holds {:?} but no {MANIFEST}; give an empty or new directory",
                     name
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a journal whose sealed segments are missing or not the size the manifest recorded:
+/// appending a new run would bury that damage behind fresh data. (A full read checks far more;
+/// this is the cheap part every writer can afford.)
+fn check_sealed_sizes(dir: &Path, manifest: &Manifest) -> Result<(), JournalError> {
+    for info in &manifest.segments {
+        if info.state != SegmentState::Sealed {
+            continue;
+        }
+        let path = dir.join(&info.file);
+        let len = match std::fs::metadata(&path) {
+            Ok(meta) => meta.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(JournalError::Corrupt {
+                    file: path,
+                    offset: 0,
+                    reason: "the sealed segment's file is missing".into(),
+                })
+            }
+            Err(e) => return Err(JournalError::io(&path, "stat", e)),
+        };
+        if len != info.bytes {
+            return Err(JournalError::Corrupt {
+                file: path,
+                offset: len.min(info.bytes),
+                reason: format!(
+                    "the sealed segment is {len} bytes, the manifest records {} bytes",
+                    info.bytes
                 ),
             });
         }
@@ -741,6 +776,34 @@ mod tests {
         let ids: Vec<i64> = read_all(dir).into_iter().map(|(_, id)| id).collect();
         assert_eq!(ids, (0..10).collect::<Vec<_>>());
         assert_eq!(scan(dir).unwrap().health, Health::Intact);
+    }
+
+    #[test]
+    fn a_closed_journal_whose_sealed_segment_was_cut_or_lost_is_not_appended_to() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let mut w = SegmentWriter::open(&config(dir, None)).unwrap();
+        w.write_frame(&[batch("a.x", 0..5, 100)]).unwrap();
+        let seg = w.segment_path();
+        w.close().unwrap();
+        let len = std::fs::metadata(&seg).unwrap().len();
+        OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .unwrap()
+            .set_len(len - 1)
+            .unwrap();
+        let err = SegmentWriter::open(&config(dir, None)).err().unwrap();
+        assert!(matches!(err, JournalError::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains("manifest records"), "{err}");
+        std::fs::remove_file(&seg).unwrap();
+        let err = SegmentWriter::open(&config(dir, None)).err().unwrap();
+        assert!(err.to_string().contains("missing"), "{err}");
+        assert_eq!(
+            Manifest::load(dir).unwrap().segments.len(),
+            1,
+            "nothing added"
+        );
     }
 
     #[test]

@@ -11,9 +11,10 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use mongodb::bson::{RawBson, RawDocumentBuf};
+use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use crate::mongo::Namespace;
@@ -78,7 +79,7 @@ impl NsTask {
         } else {
             task.resume_after = checkpoint.after_id()?;
         }
-        let mark = task.watermark.get_mut().expect("not poisoned");
+        let mark = task.watermark.get_mut();
         mark.after = task.resume_after.clone();
         Ok(task)
     }
@@ -88,14 +89,14 @@ impl NsTask {
         let failed = checkpoint.failed.min(checkpoint.done);
         self.counters.set_skipped(checkpoint.done - failed);
         self.counters.add_failed(failed);
-        let mut mark = self.watermark.lock().expect("not poisoned");
+        let mut mark = self.watermark.lock();
         mark.done = checkpoint.done;
         mark.failed = failed;
     }
 
     /// The durable position of this namespace right now.
     pub fn checkpoint(&self) -> NsCheckpoint {
-        let mark = self.watermark.lock().expect("not poisoned");
+        let mark = self.watermark.lock();
         NsCheckpoint {
             failed: mark.failed,
             ..NsCheckpoint::new(mark.after.as_ref(), mark.done, self.counters.is_finished())
@@ -108,13 +109,13 @@ impl NsTask {
     }
 
     fn next_seq(&self) -> u64 {
-        let mut mark = self.watermark.lock().expect("not poisoned");
+        let mut mark = self.watermark.lock();
         mark.next_seq += 1;
         mark.next_seq - 1
     }
 
     fn acknowledge(&self, seq: u64, last_id: RawBson, docs: u64, failed: u64) {
-        let mut mark = self.watermark.lock().expect("not poisoned");
+        let mut mark = self.watermark.lock();
         mark.waiting.insert(seq, (last_id, docs, failed));
         loop {
             let next = mark.acked_below;

@@ -110,9 +110,11 @@ impl MongoSink {
         // Everything without an error was inserted.
         let mut outcome: Vec<Option<(i32, String)>> = vec![None; docs.len()];
         for e in errors {
-            if let Some(slot) = outcome.get_mut(e.index) {
-                *slot = Some((e.code, e.message.clone()));
-            }
+            // As for updates: an error no document can own fails the batch.
+            let Some(slot) = outcome.get_mut(e.index) else {
+                return Err(write_error(ns, "insert", &err));
+            };
+            *slot = Some((e.code, e.message.clone()));
         }
         let (mut duplicates, mut refused) = (Vec::new(), Vec::new());
         for (doc, error) in docs.into_iter().zip(outcome) {
@@ -218,16 +220,33 @@ impl MongoSink {
             .into());
         }
         // The command succeeds as a whole even when single statements fail: look inside.
+        // An error that names no statement of the batch cannot be attributed to a document:
+        // counting the batch as written would pass damage off as success, so the batch fails.
         let mut failed: Vec<Option<(i32, String)>> = vec![None; docs.len()];
         if let Ok(errors) = reply.get_array("writeErrors") {
-            for e in errors.iter().filter_map(|e| e.as_document()) {
-                let index = e.get_i32("index").unwrap_or(-1);
-                if let Some(slot) = usize::try_from(index).ok().and_then(|i| failed.get_mut(i)) {
-                    *slot = Some((
-                        e.get_i32("code").unwrap_or_default(),
-                        e.get_str("errmsg").unwrap_or("no message").to_string(),
-                    ));
-                }
+            for e in errors {
+                let e = e.as_document();
+                let index = e.and_then(|e| e.get_i32("index").ok());
+                let slot = index
+                    .and_then(|i| usize::try_from(i).ok())
+                    .and_then(|i| failed.get_mut(i));
+                let (Some(e), Some(slot)) = (e, slot) else {
+                    return Err(MongoError::Command {
+                        side: Side::Destination,
+                        ns: ns.clone(),
+                        op: "update",
+                        reason: format!(
+                            "the server reported a write error for no statement of the batch \
+                             (index {index:?} of {})",
+                            docs.len()
+                        ),
+                    }
+                    .into());
+                };
+                *slot = Some((
+                    e.get_i32("code").unwrap_or_default(),
+                    e.get_str("errmsg").unwrap_or("no message").to_string(),
+                ));
             }
         }
         Ok(docs

@@ -23,7 +23,7 @@ use super::CopyError;
 use crate::bson_order;
 use crate::config::Strategy;
 use crate::mongo::{describe, is_bad_query, MongoError, Namespace, Side};
-use crate::retry::Retry;
+use crate::retry::{Attempts, Retry};
 
 /// Largest batch of documents, in bytes, the producer puts on the queue (a bound on memory).
 pub const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
@@ -137,7 +137,7 @@ impl MongoSource {
         batch_size: usize,
         queue: &QueueSender,
         after: &mut Option<RawBson>,
-        attempt: &mut u32,
+        attempts: &mut Attempts,
     ) -> Result<(), ScanStop> {
         let ns = &task.source;
         // The hint makes the server walk the `_id` index instead of sorting the whole result.
@@ -176,7 +176,7 @@ impl MongoSource {
                 self.queue(task, payload, queue, after)
                     .await
                     .map_err(stop)?;
-                *attempt = 0;
+                attempts.reset();
             }
         }
         // Empty payloads are not queued.
@@ -255,19 +255,20 @@ impl Source for MongoSource {
         queue: &QueueSender,
     ) -> Result<(), CopyError> {
         let mut after = task.resume_after.clone();
-        let mut attempt = 0;
+        let mut attempts = Attempts::default();
         loop {
             let outcome = self
-                .scan(task, strategy, batch_size, queue, &mut after, &mut attempt)
+                .scan(task, strategy, batch_size, queue, &mut after, &mut attempts)
                 .await;
             match outcome {
                 Ok(()) => return Ok(()),
                 Err(ScanStop::Other(e)) => return Err(e),
                 Err(ScanStop::Read(e)) => {
-                    if !self.retry.pause("find", &e, attempt).await {
+                    // A pass may read for long before it fails: the window opens at the failure.
+                    let failed_at = tokio::time::Instant::now();
+                    if !self.retry.pause("find", &e, &mut attempts, failed_at).await {
                         return Err(self.read_error(&task.source, "find", e));
                     }
-                    attempt += 1;
                 }
             }
         }

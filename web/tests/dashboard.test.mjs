@@ -155,9 +155,9 @@ describe("the dashboard in a browser", { timeout: WATCHDOG_MS }, () => {
       await page.locator("#problems-workers li").waitFor();
       assert.equal(posts, 1);
       assert.equal(await text("#problems-namespaces"), 'namespace "shop": expected db.collection');
-      assert.equal(await text("#problems-workers"), "workers: must be 1..=256, got 0");
-      assert.equal(await text("#problems-batch_size"), "batch_size: must be 1..=100000, got 0");
-      assert.equal(await text("#problems-rate"), "rate: must be a positive number or null, got -5");
+      assert.equal(await text("#problems-workers"), "workers: must be 1 to 256 workers, got 0");
+      assert.equal(await text("#problems-batch_size"), "batch_size: must be 1 to 100000 documents, got 0");
+      assert.equal(await text("#problems-rate"), "rate: must be 0.001 to 1000000000 documents per second, got -5");
       assert.equal(await text("#problems-filter"), "", "the fixed filter's problem is gone");
       assert.equal(await page.locator("#workers").getAttribute("aria-invalid"), "true");
       // Nothing typed is lost on a refusal.

@@ -29,12 +29,12 @@ test("maps the API's problems to the form's fields", () => {
     'namespace "shop": expected db.collection',
     "namespaces: destination a.b is named twice",
     "filter is not valid JSON: expected value at line 1 column 1",
-    "workers: must be 1..=256, got 0",
-    "batch_size: must be 1..=100000, got 0",
-    "rate: must be a positive number or null, got -1",
-    "rate_bytes: must be a positive number or null, got 0",
-    "adaptive.target_ms: must be positive, got 0",
-    "connect_timeout: must be between 0 and 3600 seconds, got 0",
+    "workers: must be 1 to 256 workers, got 0",
+    "batch_size: must be 1 to 100000 documents, got 0",
+    "rate: must be 0.001 to 1000000000 documents per second, got -1",
+    "rate_bytes: must be 1 to 10000000000000 bytes per second, got 0",
+    "adaptive.target_ms: must be 1 to 600000 milliseconds, got 0",
+    "connect_timeout: must be 0.001 to 3600 seconds, got 0",
   ];
   const { fields, general } = R.problemsByField(problems);
   assert.deepEqual(Object.keys(fields).sort(), [
@@ -49,8 +49,8 @@ test("maps the API's problems to the form's fields", () => {
     "workers",
   ]);
   assert.equal(fields.namespaces.length, 2);
-  assert.deepEqual(fields.rate, ["rate: must be a positive number or null, got -1"]);
-  assert.deepEqual(general, ["connect_timeout: must be between 0 and 3600 seconds, got 0"]);
+  assert.deepEqual(fields.rate, ["rate: must be 0.001 to 1000000000 documents per second, got -1"]);
+  assert.deepEqual(general, ["connect_timeout: must be 0.001 to 3600 seconds, got 0"]);
   // A malformed request has no field.
   assert.equal(R.problemField("malformed request: invalid type: string \"x\", expected usize"), null);
 });

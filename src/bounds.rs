@@ -1,0 +1,127 @@
+//! The accepted range of every number an operator can give, in one table.
+//!
+//! In: a value from the command line, a job spec, `PATCH /api/jobs/{id}` or `PUT /api/throttle`.
+//! Out: `None` when the value is in its range, or one line saying which field, what it must be
+//! and what it was. Every entry point checks its numbers here, and the code past it relies on
+//! the ranges: a rate of `1e-308` documents per second would ask a worker to wait longer than a
+//! `Duration` can hold, a shutdown timeout of `inf` would not fit one either.
+
+use std::fmt::Display;
+use std::ops::RangeInclusive;
+
+/// A numeric field and its range.
+pub struct Bound<T> {
+    pub field: &'static str,
+    pub range: RangeInclusive<T>,
+    /// What the number counts, for the message ("documents per second").
+    pub unit: &'static str,
+}
+
+impl<T: PartialOrd + Display + Copy> Bound<T> {
+    /// The problem with `value`, if any. A float that is NaN is outside every range.
+    pub fn problem(&self, value: T) -> Option<String> {
+        (!self.range.contains(&value)).then(|| {
+            format!(
+                "{}: must be {} to {} {}, got {value}",
+                self.field,
+                self.range.start(),
+                self.range.end(),
+                self.unit
+            )
+        })
+    }
+
+    /// Like [`problem`](Self::problem), for a value that may be left out.
+    pub fn problem_opt(&self, value: Option<T>) -> Option<String> {
+        value.and_then(|v| self.problem(v))
+    }
+}
+
+/// Documents per second: from one every 1000 s (a slow trickle is still a rate) to far beyond
+/// any server.
+pub const RATE: Bound<f64> = Bound {
+    field: "rate",
+    range: 0.001..=1e9,
+    unit: "documents per second",
+};
+
+/// Bytes per second: from one byte to 10 TB per second.
+pub const RATE_BYTES: Bound<f64> = Bound {
+    field: "rate_bytes",
+    range: 1.0..=1e13,
+    unit: "bytes per second",
+};
+
+pub const WORKERS: Bound<usize> = Bound {
+    field: "workers",
+    range: 1..=256,
+    unit: "workers",
+};
+
+pub const BATCH_SIZE: Bound<usize> = Bound {
+    field: "batch_size",
+    range: 1..=100_000,
+    unit: "documents",
+};
+
+pub const CONNECT_TIMEOUT: Bound<f64> = Bound {
+    field: "connect_timeout",
+    range: 0.001..=3600.0,
+    unit: "seconds",
+};
+
+/// A document can never be larger than BSON's own limit of 2 GiB.
+pub const MAX_DOCUMENT_BYTES: Bound<usize> = Bound {
+    field: "max_document_bytes",
+    range: 1..=i32::MAX as usize,
+    unit: "bytes",
+};
+
+pub const ADAPTIVE_TARGET_MS: Bound<f64> = Bound {
+    field: "adaptive.target_ms",
+    range: 1.0..=600_000.0,
+    unit: "milliseconds",
+};
+
+pub const ADAPTIVE_MAX_WORKERS: Bound<usize> = Bound {
+    field: "adaptive.max_workers",
+    range: 1..=256,
+    unit: "workers",
+};
+
+pub const ADAPTIVE_INTERVAL_MS: Bound<u64> = Bound {
+    field: "adaptive.interval_ms",
+    range: 100..=60_000,
+    unit: "milliseconds",
+};
+
+pub const SHUTDOWN_TIMEOUT: Bound<f64> = Bound {
+    field: "shutdown_timeout",
+    range: 0.0..=3600.0,
+    unit: "seconds",
+};
+
+/// Generated sample documents: a useful size up to the server's document limit.
+pub const SAMPLE_DOC_SIZE: Bound<usize> = Bound {
+    field: "doc_size",
+    range: 64..=16 * 1024 * 1024,
+    unit: "bytes",
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_outside_or_not_numbers_are_refused() {
+        assert_eq!(RATE.problem(5.0), None);
+        for bad in [0.0, -1.0, 1e-308, 1e-17, f64::NAN, f64::INFINITY, 2e9] {
+            let problem = RATE.problem(bad).expect("refused");
+            assert!(problem.starts_with("rate: must be 0.001 to"), "{problem}");
+        }
+        assert_eq!(WORKERS.problem_opt(None), None);
+        assert!(WORKERS.problem_opt(Some(0)).is_some());
+        assert!(SHUTDOWN_TIMEOUT.problem(f64::INFINITY).is_some());
+        assert_eq!(SHUTDOWN_TIMEOUT.problem(0.0), None);
+    }
+}
