@@ -27,21 +27,14 @@
 //! - [`verify`]: compares source and destination document by document, in `_id` order.
 //! - [`test_server`]: starts SecantusDB test servers (used by the tests, the benchmark and demos).
 
-pub mod adaptive;
 pub mod api;
 pub mod bounds;
-pub mod bson_order;
 pub mod cli;
-pub mod config;
-pub mod copy;
+pub mod engine;
 pub mod job;
 pub mod journal;
 pub mod mongo;
-pub mod pipeline;
-pub mod progress;
-pub mod retry;
+pub mod run;
+pub mod spec;
 pub mod state;
-pub mod stats;
 pub mod test_server;
-pub mod throttle;
-pub mod verify;

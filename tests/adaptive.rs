@@ -6,9 +6,10 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use mongoferry::adaptive::{Action, AdaptiveConfig};
-use mongoferry::config::{RawSpec, Strategy};
-use mongoferry::copy;
+use mongoferry::engine::control::adaptive::{Action, AdaptiveConfig};
+use mongoferry::engine::Strategy;
+use mongoferry::run::copy;
+use mongoferry::spec::RawSpec;
 use mongoferry::test_server::FaultProxy;
 use tokio_util::sync::CancellationToken;
 
@@ -92,7 +93,7 @@ fn backs_off_under_latency_and_recovers() {
             after.iter().any(|d| d.rate_cap.is_some()),
             "a cap holds the load down"
         );
-        let mean = |ds: &[mongoferry::adaptive::Decision]| {
+        let mean = |ds: &[mongoferry::engine::control::adaptive::Decision]| {
             ds.iter().map(|d| d.docs_per_sec).sum::<f64>() / ds.len() as f64
         };
         let pressed_rate = mean(&pressed[pressed.len() - 6..]);
@@ -115,7 +116,7 @@ fn backs_off_under_latency_and_recovers() {
             .unwrap();
         assert!(matches!(
             outcome,
-            Err(mongoferry::pipeline::CopyError::Stopped)
+            Err(mongoferry::engine::CopyError::Stopped)
         ));
         proxy.stop().await;
     });

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use common::*;
 use mongodb::bson::{doc, rawdoc, spec::BinarySubtype, Binary, RawDocumentBuf};
-use mongoferry::config::{RawSpec, Strategy};
-use mongoferry::copy::{self, CopySummary};
+use mongoferry::engine::Strategy;
+use mongoferry::run::copy::{self, CopySummary};
+use mongoferry::spec::RawSpec;
 use tokio_util::sync::CancellationToken;
 
 fn spec(
@@ -372,7 +373,7 @@ fn cancel_stops_the_job_and_joins_every_task() {
             .unwrap();
         assert!(matches!(
             outcome,
-            Err(mongoferry::pipeline::CopyError::Stopped)
+            Err(mongoferry::engine::CopyError::Stopped)
         ));
         let copied = stats.snapshot().docs;
         assert!(copied < 20_000, "stopped early, copied {copied}");

@@ -22,9 +22,9 @@ use futures::Stream;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::engine::control::throttle::Limits;
 use crate::job::manager::{Command, CommandError, JobManager};
 use crate::job::{Job, JobId, JobSpec};
-use crate::throttle::Limits;
 
 /// How often the event stream sends a progress snapshot.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);

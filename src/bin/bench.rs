@@ -23,20 +23,20 @@ use futures::TryStreamExt;
 use mongodb::bson::{doc, RawDocumentBuf};
 use mongodb::options::Hint;
 use mongodb::Client;
-use mongoferry::adaptive::AdaptiveConfig;
-use mongoferry::config::RawSpec;
-use mongoferry::config::Strategy;
-use mongoferry::copy;
-use mongoferry::journal::writer::JournalWriter;
-use mongoferry::journal::{JournalConfig, JournalSummary, Journaled};
-use mongoferry::mongo::{self, Namespace, Side};
-use mongoferry::pipeline::synthetic::{NullSink, SyntheticSource};
-use mongoferry::pipeline::{
-    self, Control, EngineOptions, Ledger, MongoSink, MongoSource, NsTask, Sink, Source,
+use mongoferry::engine::control::adaptive::AdaptiveConfig;
+use mongoferry::engine::control::throttle::{Limits, Throttle};
+use mongoferry::engine::sink::{Journaled, NullSink};
+use mongoferry::engine::source::synthetic::SyntheticSource;
+use mongoferry::engine::stats::JobStats;
+use mongoferry::engine::{
+    Control, CopyError, Engine, MongoSink, MongoSource, Sink, Source, Strategy,
 };
-use mongoferry::stats::JobStats;
+use mongoferry::journal::writer::JournalWriter;
+use mongoferry::journal::{JournalConfig, JournalSummary};
+use mongoferry::mongo::{self, Namespace, Side};
+use mongoferry::run::copy;
+use mongoferry::spec::RawSpec;
 use mongoferry::test_server::{FaultProxy, TestServer};
-use mongoferry::throttle::{Limits, Throttle};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser, Debug)]
@@ -49,10 +49,10 @@ struct Args {
     #[arg(long, default_value_t = 1024)]
     doc_size: usize,
     /// Workers of the copy (and concurrent inserters of the raw insert measurement).
-    #[arg(long, default_value_t = mongoferry::config::DEFAULT_WORKERS)]
+    #[arg(long, default_value_t = mongoferry::engine::DEFAULT_WORKERS)]
     workers: usize,
     /// Documents per batch, for the copy and the raw measurements alike.
-    #[arg(long, default_value_t = mongoferry::config::DEFAULT_BATCH_SIZE)]
+    #[arg(long, default_value_t = mongoferry::engine::DEFAULT_BATCH_SIZE)]
     batch_size: usize,
     /// Strategies to measure.
     #[arg(long, value_delimiter = ',', default_values = ["stream", "ids"])]
@@ -255,12 +255,11 @@ impl Bench {
 
         // Each half of the pipeline alone, to show which side limits the copy.
         let read_half = self.runtime.block_on(timed(run_engine(
-            MongoSource::new(src.clone(), None),
+            MongoSource::new(src.clone(), None, Strategy::Stream),
             NullSink,
             &data,
             workers,
             batch_size,
-            Strategy::Stream,
         )))?;
         println!("| read half: source `stream` producer -> null sink | {read_half:.0} | |");
         let to = self.fresh_destination()?;
@@ -270,12 +269,12 @@ impl Bench {
                 SyntheticSource {
                     docs: docs_n,
                     doc_size,
+                    strategy: Strategy::Stream,
                 },
                 MongoSink::new(dst),
                 &data,
                 workers,
                 batch_size,
-                Strategy::Stream,
             ))
             .await
         })?;
@@ -310,12 +309,12 @@ impl Bench {
                 SyntheticSource {
                     docs: ceiling_docs,
                     doc_size: 1024,
+                    strategy,
                 },
                 NullSink,
                 &Namespace::new("synthetic", "docs"),
                 workers,
                 batch_size,
-                strategy,
             )))?;
             println!("| engine ceiling, synthetic source -> null sink, `{strategy}`, 1 KiB docs | {rate:.0} | |");
         }
@@ -588,12 +587,11 @@ impl Bench {
             let started = Instant::now();
             let journal = JournalWriter::start(JournalWriter::open(config).await?);
             let copied = run_engine(
-                MongoSource::new(src.clone(), None),
+                MongoSource::new(src.clone(), None, Strategy::default()),
                 Journaled::new(Arc::new(MongoSink::new(dst.clone())), journal.sender()),
                 data,
                 workers,
                 batch_size,
-                Strategy::default(),
             )
             .await;
             let summary = journal.finish().await?;
@@ -622,36 +620,32 @@ struct LimitedRun {
     control: Arc<Control>,
     stats: Arc<JobStats>,
     cancel: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), pipeline::CopyError>>,
+    task: tokio::task::JoinHandle<Result<(), CopyError>>,
 }
 
 impl LimitedRun {
     fn start(dst: &Client, workers: usize, rate: f64, docs: u64) -> Self {
         let ns = Namespace::new("bench", format!("throttle{rate}"));
         let stats = Arc::new(JobStats::new([(ns.clone(), ns)], workers));
-        let tasks = NsTask::for_stats(&stats);
         let limits = Limits {
             rate: Some(rate),
             rate_bytes: None,
         };
         let control = Arc::new(Control::with_throttle(workers, Throttle::new(limits)));
         let cancel = CancellationToken::new();
-        let task = tokio::spawn(pipeline::run(
-            Arc::new(SyntheticSource {
-                docs,
-                doc_size: 1024,
-            }),
+        let source = SyntheticSource {
+            docs,
+            doc_size: 1024,
+            strategy: Strategy::Stream,
+        };
+        let engine = Engine::new(
+            Arc::new(source),
             Arc::new(MongoSink::new(dst.clone())),
-            tasks,
-            EngineOptions {
-                batch_size: 100,
-                strategy: Strategy::Stream,
-            },
-            control.clone(),
             stats.clone(),
-            Arc::new(Ledger::in_memory()),
-            cancel.clone(),
-        ));
+        )
+        .with_batch_size(100)
+        .with_control(control.clone());
+        let task = tokio::spawn(engine.run(cancel.clone()));
         LimitedRun {
             control,
             stats,
@@ -679,7 +673,7 @@ impl LimitedRun {
     async fn stop(self) -> Result<()> {
         self.cancel.cancel();
         match self.task.await? {
-            Ok(()) | Err(pipeline::CopyError::Stopped) => Ok(()),
+            Ok(()) | Err(CopyError::Stopped) => Ok(()),
             Err(e) => Err(e.into()),
         }
     }
@@ -704,12 +698,15 @@ async fn seed(client: &Client, ns: &Namespace, n: u64, doc_size: usize) -> Resul
     coll.drop().await?;
     let started = Instant::now();
     run_engine(
-        SyntheticSource { docs: n, doc_size },
+        SyntheticSource {
+            docs: n,
+            doc_size,
+            strategy: Strategy::Stream,
+        },
         MongoSink::new(client.clone()),
         ns,
         4,
         1000,
-        Strategy::Stream,
     )
     .await?;
     let count = coll.count_documents(doc! {}).await?;
@@ -732,7 +729,7 @@ async fn seed_random(client: &Client, ns: &Namespace, n: u64, doc_size: usize) -
     let mut state = 0x2545_f491_4f6c_dd1d_u64;
     let mut batch = Vec::with_capacity(1000);
     for id in 0..n as i64 {
-        let mut doc = mongoferry::pipeline::synthetic::sample_document(id, 0);
+        let mut doc = mongoferry::engine::source::synthetic::sample_document(id, 0);
         let overhead = doc.as_bytes().len() + 1 + "pad".len() + 1 + 4 + 1;
         let bytes = (0..doc_size.saturating_sub(overhead))
             .map(|_| {
@@ -854,12 +851,11 @@ async fn copy_rate(
         docs: copied,
         first_write,
     } = run_engine_observed(
-        MongoSource::new(src.clone(), None),
+        MongoSource::new(src.clone(), None, strategy),
         MongoSink::new(dst.clone()),
         ns,
         workers,
         batch_size,
-        strategy,
     )
     .await?;
     let secs = started.elapsed().as_secs_f64();
@@ -882,19 +878,16 @@ async fn copy_rate(
     Ok(rate)
 }
 
-async fn run_engine<S: Source, K: Sink>(
-    source: S,
-    sink: K,
+async fn run_engine(
+    source: impl Source + 'static,
+    sink: impl Sink + 'static,
     ns: &Namespace,
     workers: usize,
     batch_size: usize,
-    strategy: Strategy,
 ) -> Result<u64> {
-    Ok(
-        run_engine_observed(source, sink, ns, workers, batch_size, strategy)
-            .await?
-            .docs,
-    )
+    Ok(run_engine_observed(source, sink, ns, workers, batch_size)
+        .await?
+        .docs)
 }
 
 /// What an engine run did: documents written, and when the first of them was acknowledged.
@@ -903,30 +896,19 @@ struct EngineRun {
     first_write: Option<Duration>,
 }
 
-async fn run_engine_observed<S: Source, K: Sink>(
-    source: S,
-    sink: K,
+async fn run_engine_observed(
+    source: impl Source + 'static,
+    sink: impl Sink + 'static,
     ns: &Namespace,
     workers: usize,
     batch_size: usize,
-    strategy: Strategy,
 ) -> Result<EngineRun> {
     let started = Instant::now();
     let stats = Arc::new(JobStats::new([(ns.clone(), ns.clone())], workers));
-    let tasks = NsTask::for_stats(&stats);
-    let run = pipeline::run(
-        Arc::new(source),
-        Arc::new(sink),
-        tasks,
-        EngineOptions {
-            batch_size,
-            strategy,
-        },
-        Arc::new(Control::new(workers)),
-        stats.clone(),
-        Arc::new(Ledger::in_memory()),
-        CancellationToken::new(),
-    );
+    let run = Engine::new(Arc::new(source), Arc::new(sink), stats.clone())
+        .with_batch_size(batch_size)
+        .with_control(Arc::new(Control::new(workers)))
+        .run(CancellationToken::new());
     // Polled beside the run, so the time to the first write is split from the writing itself.
     let first_write = async {
         while stats.snapshot().docs == 0 {

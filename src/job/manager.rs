@@ -18,11 +18,11 @@ use tokio_util::task::TaskTracker;
 use super::store::{StateFile, StoreError};
 use super::{Job, JobId, JobSpec, JobState};
 use crate::bounds;
-use crate::config::{CopySpec, SpecError};
-use crate::copy;
-use crate::pipeline::{Control, CopyError};
+use crate::engine::control::throttle::{Limiter, Limits, Throttle};
+use crate::engine::{Control, CopyError};
+use crate::run::copy;
+use crate::spec::{CopySpec, SpecError};
 use crate::state::StateStore;
-use crate::throttle::{Limiter, Limits, Throttle};
 
 /// An operator's command to a job.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -8,20 +8,22 @@ pub mod manager;
 pub mod store;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::adaptive::{Adaptive, AdaptiveConfig, AdaptiveView};
-use crate::config::{CopySpec, RawSpec, SpecError, Strategy};
+use crate::engine::control::adaptive::{Adaptive, AdaptiveConfig, AdaptiveView};
+use crate::engine::control::throttle::{Limits, Throttle};
+use crate::engine::stats::{JobStats, NsSnapshot, RateWindow, WorkerSnapshot};
+use crate::engine::Control;
+use crate::engine::Strategy;
 use crate::journal::JournalConfig;
 use crate::mongo::redact_uri;
-use crate::pipeline::Control;
-use crate::stats::{JobStats, NsSnapshot, RateWindow, WorkerSnapshot};
-use crate::throttle::{Limits, Throttle};
+use crate::spec::{CopySpec, RawSpec, SpecError};
+pub use crate::state::unix_now;
 
 /// A job's identity, unique for the lifetime of a state store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -270,7 +272,7 @@ pub struct JobView {
     pub error: Option<String>,
     pub progress: Option<Progress>,
     /// Documents the destination refused: how many, and the latest with their reasons.
-    pub dead_letters: Option<crate::stats::DeadLetterSummary>,
+    pub dead_letters: Option<crate::engine::stats::DeadLetterSummary>,
     pub links: Links,
 }
 
@@ -295,13 +297,6 @@ impl Links {
             this: base,
         }
     }
-}
-
-pub fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs_f64()
 }
 
 /// A job known to this service: running now, or restored from the history.

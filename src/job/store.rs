@@ -1,8 +1,8 @@
 //! The service's job history on disk: one JSON file, rewritten whole on every change.
 //!
 //! In: [`JobRecord`]s (specs already redacted: no credentials ever reach the file). Out: the same
-//! records after a restart. The file is written to a temporary sibling and renamed over the old
-//! one, so a crash leaves either the old or the new history, never half of one.
+//! records after a restart. The file is rewritten whole ([`write_bytes_atomic`]), so a crash
+//! leaves either the old or the new history, never half of one.
 //!
 //! Format: `{"version": 1, "jobs": [JobRecord, ...]}` (see docs/ARCHITECTURE.md).
 
@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::JobRecord;
+use crate::state::atomic::write_bytes_atomic;
 
 const VERSION: u32 = 1;
 
@@ -85,9 +86,7 @@ impl StateFile {
             jobs,
         })
         .expect("records serialise");
-        let tmp = self.path.with_extension("tmp");
-        std::fs::write(&tmp, text).map_err(failed)?;
-        std::fs::rename(&tmp, &self.path).map_err(failed)
+        write_bytes_atomic(&self.path, &text).map_err(failed)
     }
 }
 

@@ -105,11 +105,8 @@
 //!   is read, `replay` and `export` check the whole journal before they write anything, and a
 //!   writer refuses to append to a journal whose sealed segments are missing or resized.
 
-pub mod command;
 pub mod export;
 pub mod reader;
-pub mod replay;
-pub mod source;
 pub mod writer;
 
 use std::collections::BTreeMap;
@@ -118,7 +115,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-pub use writer::{JournalSummary, Journaled};
+use crate::state::atomic::{self, write_bytes_atomic};
+
+pub use writer::JournalSummary;
 
 /// Name of the manifest file inside a journal directory.
 pub const MANIFEST: &str = "manifest.json";
@@ -367,20 +366,11 @@ impl Manifest {
 
     /// Writes the manifest atomically: to a temporary file, fsynced, renamed over the old one.
     pub fn store(&mut self, dir: &Path) -> Result<(), JournalError> {
-        use std::io::Write;
         self.updated_ms = unix_ms();
         let path = dir.join(MANIFEST);
-        let tmp = dir.join(format!("{MANIFEST}.tmp"));
         let mut text = serde_json::to_vec_pretty(self).expect("manifest serialises");
         text.push(b'\n');
-        let write = || -> std::io::Result<()> {
-            let mut file = std::fs::File::create(&tmp)?;
-            file.write_all(&text)?;
-            file.sync_all()
-        };
-        write().map_err(|e| JournalError::io(&tmp, "write", e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| JournalError::io(&path, "rename", e))?;
-        sync_dir(dir)
+        write_bytes_atomic(&path, &text).map_err(|e| JournalError::io(&path, "write", e))
     }
 
     /// Records per namespace over all segments (as the manifest knows them).
@@ -403,9 +393,7 @@ impl Default for Manifest {
 
 /// Makes a rename or a new file in `dir` durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), JournalError> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| JournalError::io(dir, "sync", e))
+    atomic::sync_dir(dir).map_err(|e| JournalError::io(dir, "sync", e))
 }
 
 pub fn segment_file_name(number: u32) -> String {
@@ -577,7 +565,7 @@ pub(crate) fn test_batch(ns: &str, ids: std::ops::Range<i64>, size: usize) -> wr
     let (db, coll) = ns.split_once('.').unwrap();
     let docs: Vec<_> = ids
         .map(|i| {
-            let mut doc = crate::pipeline::synthetic::sample_document(i, 0);
+            let mut doc = crate::engine::source::synthetic::sample_document(i, 0);
             let mut x = i as u64 + 1;
             let noise: Vec<u8> = (0..size)
                 .map(|_| {

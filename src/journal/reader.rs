@@ -751,10 +751,10 @@ pub(crate) fn recover_last_segment(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::source::synthetic::sample_document;
     use crate::journal::writer::SegmentWriter;
     use crate::journal::JournalConfig;
     use crate::mongo::Namespace;
-    use crate::pipeline::synthetic::sample_document;
 
     /// A closed journal of `frames` frames of 10 documents each, in one segment.
     fn journal(dir: &Path, frames: i64) -> PathBuf {

@@ -1,13 +1,12 @@
-//! Writing a journal: a sink decorator hands acknowledged batches to one writer task, which
-//! appends them in order as compressed, checksummed frames (the format is in the
-//! [module doc](super)).
+//! Writing a journal: one writer task appends encoded batches in order as compressed,
+//! checksummed frames (the format is in the [module doc](super)).
 //!
-//! In: `(namespace, raw documents)` batches through [`Journaled`], after the inner sink
-//! acknowledged them. Out: frames appended to segment files, segments sealed at their size limit,
+//! In: [`EncodedBatch`]es through a [`JournalSender`] (the engine's journaling sink sends the
+//! batches its destination acknowledged). Out: frames appended to segment files, segments sealed at their size limit,
 //! the manifest rewritten at every seal and at the end; a [`JournalSummary`] once the writer is
 //! finished. The batches travel over a bounded channel, so a journal that cannot keep up slows
 //! the copy instead of growing memory; compression and file IO run in `spawn_blocking`. A failed
-//! journal write fails the job: the next write of the sink returns the journal's error.
+//! journal write stops the writer: the next `append` returns its error.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -28,8 +27,6 @@ use super::{
     SegmentState, FRAME_TARGET, LOCK, MANIFEST, MAX_FRAME_RECORDS, SEGMENT_HEADER_LEN,
 };
 use crate::mongo::Namespace;
-use crate::pipeline::sink::Refused;
-use crate::pipeline::{CopyError, Sink};
 
 /// Batches waiting for the writer; with batches of at most 16 MiB this bounds the memory.
 const CHANNEL_BATCHES: usize = 8;
@@ -69,11 +66,14 @@ impl EncodedBatch {
         })
     }
 
-    /// Drops the records of documents the destination refused: only writes are journaled.
-    fn without(mut self, refused: &[Refused]) -> Self {
-        if refused.is_empty() {
-            return self;
-        }
+    /// Records in the batch.
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// Drops the records whose document (raw bytes) `dropped` says to drop: only writes are
+    /// journaled, not documents the destination refused.
+    pub fn without(mut self, dropped: impl Fn(&[u8]) -> bool) -> Self {
         let mut kept = Vec::with_capacity(self.records.len());
         let mut count = 0;
         let mut pos = 0;
@@ -89,7 +89,7 @@ impl EncodedBatch {
             ) as usize;
             let end = doc_at + doc_len;
             let doc = &self.records[doc_at..end];
-            if !refused.iter().any(|r| r.doc.as_bytes() == doc) {
+            if !dropped(doc) {
                 kept.extend_from_slice(&self.records[pos..end]);
                 count += 1;
             }
@@ -634,40 +634,6 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| JournalError::TaskFailed(format!("journal writer: {e}")))
 }
 
-/// A sink that journals every batch its inner sink acknowledged. The pipeline does not know.
-pub struct Journaled<S> {
-    inner: Arc<S>,
-    journal: JournalSender,
-}
-
-impl<S> Journaled<S> {
-    pub fn new(inner: Arc<S>, journal: JournalSender) -> Self {
-        Journaled { inner, journal }
-    }
-}
-
-impl<S: Sink> Sink for Journaled<S> {
-    async fn prepare(&self, ns: &Namespace) -> Result<(), CopyError> {
-        self.inner.prepare(ns).await
-    }
-
-    async fn write(
-        &self,
-        ns: &Namespace,
-        docs: Vec<RawDocumentBuf>,
-    ) -> Result<Vec<Refused>, CopyError> {
-        // Encoded before the write, which consumes the documents; appended after its success,
-        // without the documents the destination refused (they are dead letters, not writes).
-        let batch = EncodedBatch::encode(ns, &docs)?;
-        let refused = self.inner.write(ns, docs).await?;
-        let batch = batch.without(&refused);
-        if batch.count > 0 {
-            self.journal.append(batch).await?;
-        }
-        Ok(refused)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -807,23 +773,18 @@ mod tests {
     }
 
     #[test]
-    fn refused_documents_are_not_journaled() {
+    fn dropped_records_are_cut_out_of_a_batch() {
         let ns = Namespace::new("a", "x");
         let docs: Vec<RawDocumentBuf> = (0..3)
             .map(|i| mongodb::bson::rawdoc! { "_id": i, "pad": "x".repeat(i as usize * 10) })
             .collect();
         let all = EncodedBatch::encode(&ns, &docs).unwrap();
-        let refused = Refused {
-            doc: docs[1].clone(),
-            code: Some(121),
-            reason: "invalid".into(),
-        };
         let kept = EncodedBatch::encode(&ns, &docs)
             .unwrap()
-            .without(&[refused]);
+            .without(|doc| doc == docs[1].as_bytes());
         let expected = EncodedBatch::encode(&ns, &[docs[0].clone(), docs[2].clone()]).unwrap();
         assert_eq!((kept.count, &kept.records), (2, &expected.records));
-        assert_eq!(all.without(&[]).count, 3);
+        assert_eq!(all.without(|_| false).count, 3);
     }
 
     #[tokio::test]
@@ -847,51 +808,5 @@ mod tests {
         assert!(sender.append(batch("a.x", 0..1, 10)).await.is_err());
         let ids: Vec<i64> = read_all(&dir).into_iter().map(|(_, id)| id).collect();
         assert_eq!(ids, (0..1000).collect::<Vec<_>>());
-    }
-
-    #[tokio::test]
-    async fn a_failing_journal_fails_the_job_with_its_cause() {
-        use crate::config::Strategy;
-        use crate::pipeline::synthetic::{NullSink, SyntheticSource};
-        use crate::pipeline::{self, Control, EngineOptions, NsTask};
-        use crate::stats::JobStats;
-
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("j");
-        let writer = JournalWriter::open(config(&dir, Some(4096))).await.unwrap();
-        // The directory goes away: the open segment takes writes, the next one cannot be made.
-        std::fs::remove_dir_all(&dir).unwrap();
-        let journal = JournalWriter::start(writer);
-        let ns = Namespace::new("a", "x");
-        let stats = Arc::new(JobStats::new([(ns.clone(), ns)], 2));
-        let outcome = tokio::time::timeout(
-            Duration::from_secs(20),
-            pipeline::run(
-                Arc::new(SyntheticSource {
-                    docs: 1_000_000,
-                    doc_size: 512,
-                }),
-                Arc::new(Journaled::new(Arc::new(NullSink), journal.sender())),
-                NsTask::for_stats(&stats),
-                EngineOptions {
-                    batch_size: 100,
-                    strategy: Strategy::Stream,
-                },
-                Arc::new(Control::new(2)),
-                stats.clone(),
-                Arc::new(crate::pipeline::Ledger::in_memory()),
-                tokio_util::sync::CancellationToken::new(),
-            ),
-        )
-        .await
-        .expect("the job ends");
-        let err = outcome.unwrap_err().to_string();
-        assert!(
-            err.contains("journal writer stopped") && err.contains("No such file"),
-            "{err}"
-        );
-        assert!(stats.snapshot().docs < 1_000_000);
-        let finished = journal.finish().await.unwrap_err().to_string();
-        assert!(finished.contains("No such file"), "{finished}");
     }
 }

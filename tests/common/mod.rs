@@ -138,7 +138,7 @@ pub async fn insert_raw(client: &Client, db: &str, coll: &str, docs: &[RawDocume
 /// `n` generated documents of about `size` bytes, `_id` 0 to n-1.
 pub fn sample_docs(n: i64, size: usize) -> Vec<RawDocumentBuf> {
     (0..n)
-        .map(|i| mongoferry::pipeline::synthetic::sample_document(i, size))
+        .map(|i| mongoferry::engine::source::synthetic::sample_document(i, size))
         .collect()
 }
 

@@ -7,33 +7,14 @@ use std::fmt;
 use std::str::FromStr;
 
 use mongodb::bson::Document;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use crate::adaptive::AdaptiveConfig;
 use crate::bounds;
+use crate::engine::control::adaptive::AdaptiveConfig;
+use crate::engine::control::throttle::Limits;
+use crate::engine::{Strategy, DEFAULT_BATCH_SIZE, DEFAULT_WORKERS};
 use crate::journal::JournalConfig;
 use crate::mongo::Namespace;
-use crate::throttle::Limits;
-
-/// How documents travel from the source to the workers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Strategy {
-    /// The producer streams sorted `_id` batches; workers fetch each batch with `$in`.
-    Ids,
-    /// The producer streams whole documents in `_id` order; workers only write.
-    #[default]
-    Stream,
-}
-
-impl fmt::Display for Strategy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Strategy::Ids => "ids",
-            Strategy::Stream => "stream",
-        })
-    }
-}
 
 /// One `--ns SRC[:DST]` argument. `db.*` names every collection of a database.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,11 +123,6 @@ pub fn parse_filter(text: &str) -> Result<Document, String> {
         _ => Err("filter must be a JSON object".into()),
     }
 }
-
-/// Defaults chosen by measurement (BENCHMARKS.md).
-pub const DEFAULT_WORKERS: usize = 4;
-pub const DEFAULT_BATCH_SIZE: usize = 500;
-pub const MAX_WORKERS: usize = *bounds::WORKERS.range.end();
 
 /// What is wrong with a connection string, if anything.
 pub fn uri_problem(field: &str, uri: &str) -> Option<String> {

@@ -9,13 +9,14 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 
-use super::export::{self, ExportError, ExportFormat};
-use super::reader::{Health, Scan};
-use super::replay::{self, ReplaySpec, ReplaySummary};
-use super::{format_utc, JournalError};
-use crate::cli::{human_bytes, run_in_terminal, Failure};
-use crate::config::{DEFAULT_BATCH_SIZE, DEFAULT_WORKERS};
-use crate::throttle::Limits;
+use super::{human_bytes, run_in_terminal, Failure};
+use crate::engine::control::throttle::Limits;
+use crate::engine::{DEFAULT_BATCH_SIZE, DEFAULT_WORKERS};
+use crate::journal::export::{self, ExportError, ExportFormat};
+use crate::journal::reader::{Health, Scan};
+use crate::journal::{format_utc, JournalError, JournalState};
+use crate::run::replay::{self, ReplaySpec, ReplaySummary};
+use crate::state::atomic::write_atomic;
 
 #[derive(Subcommand, Debug)]
 pub enum JournalCommand {
@@ -120,8 +121,8 @@ pub fn report(scan: &Scan) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     let state = match scan.state {
-        super::JournalState::Open => "open (a writer is at work, or stopped without closing it)",
-        super::JournalState::Closed => "closed",
+        JournalState::Open => "open (a writer is at work, or stopped without closing it)",
+        JournalState::Closed => "closed",
     };
     let _ = writeln!(out, "journal {}: {state}", scan.dir.display());
     let _ = writeln!(out, "runs: {}", scan.runs);
@@ -216,7 +217,7 @@ async fn run_replay(args: ReplayArgs) -> Result<(), Failure> {
     let stats = prepared.stats();
     let outcome = run_in_terminal(stats, args.quiet, |cancel| prepared.run(cancel)).await;
     let summary = outcome.map_err(|e| match e {
-        crate::pipeline::CopyError::Stopped => Failure::new(
+        crate::engine::CopyError::Stopped => Failure::new(
             "interrupted; the replay is incomplete (run it again to finish)".into(),
             130,
         ),
@@ -333,17 +334,11 @@ fn export_to_file(
         target: target.clone(),
         source,
     };
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let tmp = tempfile::NamedTempFile::new_in(parent).map_err(failed)?;
-    let mut out = std::io::BufWriter::with_capacity(256 * 1024, tmp);
-    let exported = export::export(dir, ns, records, format, &mut out, &target)?;
-    let tmp = out.into_inner().map_err(|e| failed(e.into_error()))?;
-    tmp.as_file().sync_all().map_err(failed)?;
-    tmp.persist(path).map_err(|e| failed(e.error))?;
-    Ok(exported)
+    write_atomic(
+        path,
+        |out| export::export(dir, ns, records, format, out, &target),
+        failed,
+    )
 }
 
 impl From<JournalError> for Failure {

@@ -1,15 +1,11 @@
-//! The bounded queue between the producer and the workers.
+//! The bounded queue between the producer and the workers, and the namespace tasks they share.
 //!
 //! In: [`Batch`]es from the producer, each sorted by `_id` and tagged with its namespace task.
 //! Out: the same batches, to whichever worker is free. The queue holds at most a few batches per
 //! worker, so memory stays flat however large the collection; closing it (dropping the producer's
-//! sender) is the end-of-work signal.
-//!
-//! Each namespace task also keeps its low watermark: batches are numbered in `_id` order as they
-//! are queued and acknowledged in any order; the watermark is the last `_id` of the longest run
-//! of acknowledged batches from the start, so everything at or below it is durably written.
+//! sender) is the end-of-work signal. Each batch is numbered as it is queued and reports back
+//! when it is done, which moves its task's [`Watermark`] (the contract is in [`super::ledger`]).
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 
@@ -17,9 +13,10 @@ use mongodb::bson::{RawBson, RawDocumentBuf};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
+use super::ledger::Watermark;
+use crate::engine::stats::{JobStats, NsCounters};
 use crate::mongo::Namespace;
 use crate::state::NsCheckpoint;
-use crate::stats::{JobStats, NsCounters};
 
 /// One namespace pair being copied, shared by the producer and the workers.
 #[derive(Debug)]
@@ -34,21 +31,6 @@ pub struct NsTask {
     /// Where an earlier run's checkpoint left off: the producer reads only what sorts after.
     pub resume_after: Option<RawBson>,
     watermark: Mutex<Watermark>,
-}
-
-/// The low watermark of a namespace (see the module doc).
-#[derive(Debug, Default)]
-struct Watermark {
-    /// Number of the next batch the producer queues.
-    next_seq: u64,
-    /// Every batch numbered below this one is acknowledged.
-    acked_below: u64,
-    /// Acknowledged batches above a gap: number -> (last `_id`, documents, refused documents).
-    waiting: BTreeMap<u64, (RawBson, u64, u64)>,
-    after: Option<RawBson>,
-    /// Documents below the watermark, earlier runs included, and those of them refused.
-    done: u64,
-    failed: u64,
 }
 
 impl NsTask {
@@ -79,8 +61,9 @@ impl NsTask {
         } else {
             task.resume_after = checkpoint.after_id()?;
         }
-        let mark = task.watermark.get_mut();
-        mark.after = task.resume_after.clone();
+        task.watermark
+            .get_mut()
+            .resume_at(task.resume_after.clone());
         Ok(task)
     }
 
@@ -89,44 +72,19 @@ impl NsTask {
         let failed = checkpoint.failed.min(checkpoint.done);
         self.counters.set_skipped(checkpoint.done - failed);
         self.counters.add_failed(failed);
-        let mut mark = self.watermark.lock();
-        mark.done = checkpoint.done;
-        mark.failed = failed;
+        self.watermark.lock().carry(checkpoint.done, failed);
     }
 
     /// The durable position of this namespace right now.
     pub fn checkpoint(&self) -> NsCheckpoint {
-        let mark = self.watermark.lock();
-        NsCheckpoint {
-            failed: mark.failed,
-            ..NsCheckpoint::new(mark.after.as_ref(), mark.done, self.counters.is_finished())
-        }
+        self.watermark
+            .lock()
+            .checkpoint(self.counters.is_finished())
     }
 
     /// The checkpoint's key: `"src.coll -> dst.coll"`.
     pub fn key(&self) -> String {
         format!("{} -> {}", self.source, self.destination)
-    }
-
-    fn next_seq(&self) -> u64 {
-        let mut mark = self.watermark.lock();
-        mark.next_seq += 1;
-        mark.next_seq - 1
-    }
-
-    fn acknowledge(&self, seq: u64, last_id: RawBson, docs: u64, failed: u64) {
-        let mut mark = self.watermark.lock();
-        mark.waiting.insert(seq, (last_id, docs, failed));
-        loop {
-            let next = mark.acked_below;
-            let Some((id, n, refused)) = mark.waiting.remove(&next) else {
-                break;
-            };
-            mark.after = Some(id);
-            mark.done += n;
-            mark.failed += refused;
-            mark.acked_below += 1;
-        }
     }
 
     /// One task per namespace counted in `stats`, in order.
@@ -151,7 +109,9 @@ impl NsTask {
 
     fn batch_written(&self, seq: u64, last_id: RawBson, docs: u64, failed: u64) {
         // The watermark moves before the task can count as finished.
-        self.acknowledge(seq, last_id, docs, failed);
+        self.watermark
+            .lock()
+            .acknowledge(seq, last_id, docs, failed);
         self.outstanding.fetch_sub(1, SeqCst);
         self.finish_if_done();
     }
@@ -265,7 +225,7 @@ impl QueueSender {
         let batch = Batch {
             task: task.clone(),
             len: payload.len() as u64,
-            seq: task.next_seq(),
+            seq: task.watermark.lock().number_next(),
             last_id,
             payload,
         };

@@ -3,7 +3,7 @@
 //! In: the count and size of each batch a worker is about to write, and limits set by the
 //! operator at any time. Out: the worker waits just long enough to keep the job (and, in the
 //! service, all jobs together) under the limits. Pausing is not a rate of zero: it is the gate
-//! in [`Control`](crate::pipeline::Control).
+//! in [`Control`](crate::engine::Control).
 //!
 //! Each limit is a token bucket that may go into debt: a batch larger than the bucket passes at
 //! once and the next waits until the debt is paid, so any batch size works and the long-run rate is

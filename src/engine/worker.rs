@@ -15,19 +15,19 @@ use mongodb::bson::RawDocumentBuf;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::control::throttle::Throttle;
 use super::ledger::Ledger;
 use super::queue::{Batch, Payload, QueueReceiver};
 use super::sink::Sink;
 use super::source::{still_to_fetch, Source};
+use super::stats::{JobStats, WorkerCounters, WorkerState};
 use super::CopyError;
-use crate::stats::{JobStats, WorkerCounters, WorkerState};
-use crate::throttle::Throttle;
 
-pub struct Worker<S, K> {
+pub struct Worker {
     /// The worker's slot: it retires when fewer workers are wanted than `slot + 1`.
     pub slot: usize,
-    pub source: Arc<S>,
-    pub sink: Arc<K>,
+    pub source: Arc<dyn Source>,
+    pub sink: Arc<dyn Sink>,
     pub queue: QueueReceiver,
     pub counters: Arc<WorkerCounters>,
     pub job: Arc<JobStats>,
@@ -44,7 +44,7 @@ enum Next {
     Stop,
 }
 
-impl<S: Source, K: Sink> Worker<S, K> {
+impl Worker {
     pub async fn run(mut self) -> Result<(), CopyError> {
         let outcome = self.work().await;
         self.counters.set_state(WorkerState::Stopped);

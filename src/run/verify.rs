@@ -15,7 +15,7 @@ use mongodb::{Client, Cursor};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::bson_order;
+use crate::mongo::bson_order;
 use crate::mongo::{describe, MongoError, Namespace, Side};
 
 /// Documents per cursor batch on each side.

@@ -1,6 +1,6 @@
 //! A journal as the copy engine's source, for `mongoferry journal replay`.
 //!
-//! In: a verified journal (its [`Scan`](super::reader::Scan)) and a namespace task. Out: the
+//! In: a verified journal (its [`Scan`](crate::journal::reader::Scan)) and a namespace task. Out: the
 //! namespace's documents in journal order, in batches on the engine's queue, so that a replay
 //! has the same workers, throttle and progress as a copy. Reading and decompressing run in
 //! `spawn_blocking`, one frame at a time.
@@ -15,14 +15,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
+use futures::FutureExt;
 use mongodb::bson::{RawBson, RawDocumentBuf};
 
-use super::reader::{Frame, JournalReader};
-use crate::config::Strategy;
+use super::{BatchBuilder, Source};
+use crate::engine::queue::{NsTask, Payload, QueueSender};
+use crate::engine::CopyError;
+use crate::journal::reader::{Frame, JournalReader};
 use crate::mongo::Namespace;
-use crate::pipeline::queue::{NsTask, Payload, QueueSender};
-use crate::pipeline::source::BatchBuilder;
-use crate::pipeline::{CopyError, Source};
 
 pub struct JournalSource {
     dir: PathBuf,
@@ -66,14 +67,39 @@ async fn wait_written(task: &NsTask, queue: &QueueSender) -> Result<(), CopyErro
 }
 
 impl Source for JournalSource {
-    async fn count(&self, ns: &Namespace) -> Result<u64, CopyError> {
-        Ok(self.counts.get(&ns.to_string()).copied().unwrap_or(0))
+    fn count<'a>(&'a self, ns: &'a Namespace) -> BoxFuture<'a, Result<u64, CopyError>> {
+        let count = self.counts.get(&ns.to_string()).copied().unwrap_or(0);
+        async move { Ok(count) }.boxed()
     }
 
-    async fn produce(
+    fn produce<'a>(
+        &'a self,
+        task: &'a Arc<NsTask>,
+        batch_size: usize,
+        queue: &'a QueueSender,
+    ) -> BoxFuture<'a, Result<(), CopyError>> {
+        self.replay(task, batch_size, queue).boxed()
+    }
+
+    fn fetch<'a>(
+        &'a self,
+        _ns: &'a Namespace,
+        _ids: &'a [RawBson],
+    ) -> BoxFuture<'a, Result<Vec<RawDocumentBuf>, CopyError>> {
+        async {
+            Err(CopyError::Internal(
+                "a journal streams whole documents; it cannot fetch by _id".into(),
+            ))
+        }
+        .boxed()
+    }
+}
+
+impl JournalSource {
+    /// Queues the task's records, run after run (see the module doc for the order).
+    async fn replay(
         &self,
         task: &Arc<NsTask>,
-        _strategy: Strategy,
         batch_size: usize,
         queue: &QueueSender,
     ) -> Result<(), CopyError> {
@@ -107,15 +133,5 @@ impl Source for JournalSource {
         }
         queue.send(task, Payload::Docs(docs.take())).await?;
         Ok(())
-    }
-
-    async fn fetch(
-        &self,
-        _ns: &Namespace,
-        _ids: &[RawBson],
-    ) -> Result<Vec<RawDocumentBuf>, CopyError> {
-        Err(CopyError::Internal(
-            "a journal streams whole documents; it cannot fetch by _id".into(),
-        ))
     }
 }

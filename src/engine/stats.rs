@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 
+use crate::mongo::retry::RetryCounters;
 use crate::mongo::Namespace;
-use crate::retry::RetryCounters;
 use crate::state::DeadLetter;
 
 const UNKNOWN: u64 = u64::MAX;

@@ -6,10 +6,13 @@
 //! coordinator starts workers when the count grows; every worker waits for the [`Throttle`] before
 //! it writes. Pausing is a gate of its own, not a rate of 0.
 
+pub mod adaptive;
+pub mod throttle;
+
 use tokio::sync::watch;
 
-use crate::config::MAX_WORKERS;
-use crate::throttle::{Limits, Throttle};
+use crate::bounds;
+use crate::engine::control::throttle::{Limits, Throttle};
 
 #[derive(Debug)]
 pub struct Control {
@@ -27,7 +30,7 @@ impl Control {
     pub fn with_throttle(workers: usize, throttle: Throttle) -> Self {
         Control {
             paused: watch::channel(false).0,
-            workers: watch::channel(workers.clamp(1, MAX_WORKERS)).0,
+            workers: watch::channel(clamp_workers(workers)).0,
             throttle,
         }
     }
@@ -49,9 +52,10 @@ impl Control {
         *self.paused.borrow()
     }
 
-    /// Sets the number of workers (1..=MAX_WORKERS), effective after the batches in flight.
+    /// Sets the number of workers (within [`bounds::WORKERS`]), effective after the batches in
+    /// flight.
     pub fn set_workers(&self, n: usize) {
-        self.workers.send_replace(n.clamp(1, MAX_WORKERS));
+        self.workers.send_replace(clamp_workers(n));
     }
 
     pub fn workers(&self) -> usize {
@@ -65,4 +69,8 @@ impl Control {
     pub(crate) fn watch_workers(&self) -> watch::Receiver<usize> {
         self.workers.subscribe()
     }
+}
+
+fn clamp_workers(n: usize) -> usize {
+    n.clamp(*bounds::WORKERS.range.start(), *bounds::WORKERS.range.end())
 }

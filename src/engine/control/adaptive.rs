@@ -19,9 +19,9 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::bounds;
-use crate::pipeline::Control;
-use crate::stats::JobStats;
-use crate::throttle::Limits;
+use crate::engine::control::throttle::Limits;
+use crate::engine::stats::JobStats;
+use crate::engine::Control;
 
 /// Decisions kept for display.
 const KEPT: usize = 120;

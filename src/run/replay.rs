@@ -14,17 +14,17 @@ use mongodb::Client;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::reader::{scan, Scan, TornTail};
-use super::source::JournalSource;
-use super::JournalError;
+use super::copy::{peak_rss_bytes, NsSummary};
 use crate::bounds;
-use crate::config::{self, NsMapping, SpecError, Strategy};
-use crate::copy::{peak_rss_bytes, NsSummary};
+use crate::engine::control::throttle::{Limits, Throttle};
+use crate::engine::source::journal::JournalSource;
+use crate::engine::stats::JobStats;
+use crate::engine::{Control, CopyError, Engine, MongoSink};
+use crate::journal::reader::{scan, Scan, TornTail};
+use crate::journal::JournalError;
+use crate::mongo::retry::{Retry, RetryPolicy};
 use crate::mongo::{self, Namespace, Side};
-use crate::pipeline::{self, Control, CopyError, EngineOptions, Ledger, MongoSink, NsTask};
-use crate::retry::{Retry, RetryPolicy};
-use crate::stats::JobStats;
-use crate::throttle::{Limits, Throttle};
+use crate::spec::{self, NsMapping, SpecError};
 
 /// A replay, validated.
 #[derive(Debug, Clone)]
@@ -51,7 +51,7 @@ impl ReplaySpec {
         limits: Limits,
     ) -> Result<ReplaySpec, SpecError> {
         let mut problems = Vec::new();
-        problems.extend(config::uri_problem("to", &to));
+        problems.extend(spec::uri_problem("to", &to));
         let mut mappings = Vec::new();
         for text in namespaces {
             match text.parse::<NsMapping>() {
@@ -100,16 +100,11 @@ pub struct ReplaySummary {
 /// A replay that has verified its journal and is connected to the destination.
 pub struct PreparedReplay {
     client: Client,
-    source: Arc<JournalSource>,
-    sink: Arc<MongoSink>,
+    /// The journal into the destination. Documents the destination refuses are counted and
+    /// logged (its ledger keeps nothing); the journal still holds them.
+    engine: Engine,
     /// The sink's retries, stopped when the replay is cancelled.
     retry: Retry,
-    tasks: Vec<Arc<NsTask>>,
-    stats: Arc<JobStats>,
-    options: EngineOptions,
-    control: Arc<Control>,
-    /// Documents the destination refuses are counted and logged; the journal still holds them.
-    ledger: Arc<Ledger>,
     journal: String,
     to: String,
     torn_tail: Option<TornTail>,
@@ -190,28 +185,16 @@ pub async fn prepare(spec: &ReplaySpec) -> Result<PreparedReplay, CopyError> {
     )
     .await?;
     let stats = Arc::new(JobStats::new(pairs, spec.workers));
-    let tasks = NsTask::for_stats(&stats);
     let retry = Retry::new(RetryPolicy::default(), stats.retry.clone());
+    let source = JournalSource::new(spec.dir.clone(), scan.namespaces.clone(), scan.records);
+    let sink = MongoSink::new(client.clone()).with_retry(retry.clone());
+    let control = Control::with_throttle(spec.workers, Throttle::new(spec.limits));
     Ok(PreparedReplay {
-        source: Arc::new(JournalSource::new(
-            spec.dir.clone(),
-            scan.namespaces.clone(),
-            scan.records,
-        )),
-        sink: Arc::new(MongoSink::new(client.clone()).with_retry(retry.clone())),
+        engine: Engine::new(Arc::new(source), Arc::new(sink), stats)
+            .with_batch_size(spec.batch_size)
+            .with_control(Arc::new(control)),
         retry,
         client,
-        tasks,
-        stats,
-        options: EngineOptions {
-            batch_size: spec.batch_size,
-            strategy: Strategy::Stream,
-        },
-        control: Arc::new(Control::with_throttle(
-            spec.workers,
-            Throttle::new(spec.limits),
-        )),
-        ledger: Arc::new(Ledger::in_memory()),
         journal: spec.dir.display().to_string(),
         to: mongo::redact_uri(&spec.to),
         torn_tail: scan.torn_tail,
@@ -220,11 +203,14 @@ pub async fn prepare(spec: &ReplaySpec) -> Result<PreparedReplay, CopyError> {
 
 impl PreparedReplay {
     pub fn stats(&self) -> Arc<JobStats> {
-        self.stats.clone()
+        self.engine.stats().clone()
     }
 
     pub fn namespaces(&self) -> impl Iterator<Item = (&Namespace, &Namespace)> {
-        self.tasks.iter().map(|t| (&t.source, &t.destination))
+        self.engine
+            .tasks()
+            .iter()
+            .map(|t| (&t.source, &t.destination))
     }
 
     /// Set when the journal ends in a torn frame (its whole records are replayed).
@@ -233,25 +219,18 @@ impl PreparedReplay {
     }
 
     pub async fn run(self, cancel: CancellationToken) -> Result<ReplaySummary, CopyError> {
-        let engine = pipeline::run(
-            self.source,
-            self.sink,
-            self.tasks,
-            self.options,
-            self.control.clone(),
-            self.stats.clone(),
-            self.ledger.clone(),
-            cancel.clone(),
-        );
+        let (stats, control) = (self.stats(), self.engine.control().clone());
+        let batch_size = self.engine.batch_size();
+        let engine = self.engine.run(cancel.clone());
         let outcome = self.retry.stopping_on(&cancel, engine).await;
         mongo::close(self.client).await;
         outcome?;
-        let snap = self.stats.snapshot();
+        let snap = stats.snapshot();
         Ok(ReplaySummary {
             journal: self.journal,
             to: self.to,
-            workers: self.control.workers(),
-            batch_size: self.options.batch_size,
+            workers: control.workers(),
+            batch_size,
             namespaces: snap.namespaces.iter().map(NsSummary::from).collect(),
             docs: snap.docs,
             failed: snap.failed,

@@ -7,6 +7,9 @@
 //! finished but the data differs (documents refused by the destination, or `verify` found
 //! differences), 130 when interrupted.
 
+pub mod journal;
+pub mod progress;
+
 use std::future::IntoFuture;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -15,21 +18,23 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use crate::adaptive::AdaptiveConfig;
+use journal::JournalCommand;
+use progress::{Progress, ProgressMode};
+
 use crate::bounds;
-use crate::config::{NsMapping, RawSpec, Strategy, DEFAULT_BATCH_SIZE, DEFAULT_WORKERS};
-use crate::copy::{self, CopySummary};
+use crate::engine::control::adaptive::AdaptiveConfig;
+use crate::engine::source::synthetic::SyntheticSource;
+use crate::engine::stats::JobStats;
+use crate::engine::{
+    Control, CopyError, Engine, MongoSink, Strategy, DEFAULT_BATCH_SIZE, DEFAULT_WORKERS,
+};
 use crate::job::manager::JobManager;
 use crate::job::store::StateFile;
-use crate::journal::command::JournalCommand;
 use crate::journal::JournalConfig;
 use crate::mongo::{self, Side};
-use crate::pipeline::{
-    self, synthetic::SyntheticSource, Control, CopyError, EngineOptions, MongoSink,
-};
-use crate::progress::{Progress, ProgressMode};
+use crate::run::copy::{self, CopySummary};
+use crate::spec::{NsMapping, RawSpec};
 use crate::state::{FileStore, MemoryStore, StateStore};
-use crate::stats::JobStats;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -204,7 +209,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Sample(args) => run_sample(args).await,
         Command::Serve(args) => run_serve(args).await,
         Command::Verify(args) => run_verify(args).await,
-        Command::Journal { command } => crate::journal::command::run(command).await,
+        Command::Journal { command } => crate::cli::journal::run(command).await,
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -231,8 +236,8 @@ impl Failure {
     }
 }
 
-impl From<crate::config::SpecError> for Failure {
-    fn from(e: crate::config::SpecError) -> Self {
+impl From<crate::spec::SpecError> for Failure {
+    fn from(e: crate::spec::SpecError) -> Self {
         Failure {
             message: e.to_string(),
             status: 2,
@@ -438,10 +443,10 @@ async fn run_verify(args: VerifyArgs) -> Result<(), Failure> {
 
 /// Connects to both sides and compares the spec's namespaces until done or `stop`.
 async fn verify(
-    spec: &crate::config::CopySpec,
+    spec: &crate::spec::CopySpec,
     show: usize,
     stop: &CancellationToken,
-) -> Result<crate::verify::VerifyReport, CopyError> {
+) -> Result<crate::run::verify::VerifyReport, CopyError> {
     let (src, dst) = tokio::join!(
         mongo::connect(Side::Source, &spec.from, 2, spec.connect_timeout),
         mongo::connect(Side::Destination, &spec.to, 2, spec.connect_timeout),
@@ -460,7 +465,7 @@ async fn verify(
             return Err(CopyError::Stopped);
         }
         let pairs = copy::resolve(&src, &spec.namespaces).await?;
-        crate::verify::verify_all(&src, &dst, &pairs, spec.filter.as_ref(), show, stop)
+        crate::run::verify::verify_all(&src, &dst, &pairs, spec.filter.as_ref(), show, stop)
             .await?
             .ok_or(CopyError::Stopped)
     }
@@ -470,7 +475,7 @@ async fn verify(
     outcome
 }
 
-fn print_verify(report: &crate::verify::VerifyReport, json: bool) {
+fn print_verify(report: &crate::run::verify::VerifyReport, json: bool) {
     if json {
         println!(
             "{}",
@@ -585,7 +590,7 @@ fn default_state_path() -> std::path::PathBuf {
 
 async fn run_serve(args: ServeArgs) -> Result<(), Failure> {
     if let Some(problem) = bounds::SHUTDOWN_TIMEOUT.problem(args.shutdown_timeout) {
-        return Err(crate::config::SpecError(vec![problem]).into());
+        return Err(crate::spec::SpecError(vec![problem]).into());
     }
     let fail = |message: String| Failure { message, status: 1 };
     let store = (!args.no_state)
@@ -658,9 +663,9 @@ async fn run_sample(args: SampleArgs) -> Result<(), Failure> {
     let ns = match args.ns.parse::<NsMapping>() {
         Ok(NsMapping::Collection { src, .. }) => src,
         Ok(_) => {
-            return Err(crate::config::SpecError(vec!["--ns: name one collection".into()]).into())
+            return Err(crate::spec::SpecError(vec!["--ns: name one collection".into()]).into())
         }
-        Err(e) => return Err(crate::config::SpecError(vec![e]).into()),
+        Err(e) => return Err(crate::spec::SpecError(vec![e]).into()),
     };
     let problems: Vec<String> = [
         bounds::WORKERS.problem(args.workers),
@@ -670,7 +675,7 @@ async fn run_sample(args: SampleArgs) -> Result<(), Failure> {
     .flatten()
     .collect();
     if !problems.is_empty() {
-        return Err(crate::config::SpecError(problems).into());
+        return Err(crate::spec::SpecError(problems).into());
     }
     let client = mongo::connect(
         Side::Destination,
@@ -691,29 +696,25 @@ async fn run_sample(args: SampleArgs) -> Result<(), Failure> {
             })?;
     }
     let stats = Arc::new(JobStats::new([(ns.clone(), ns.clone())], args.workers));
-    let tasks = pipeline::NsTask::for_stats(&stats);
     let mode = if args.quiet {
         ProgressMode::Quiet
     } else {
         ProgressMode::detect()
     };
     let progress = Progress::start(stats.clone(), mode, Duration::from_secs(5));
-    let outcome = pipeline::run(
-        Arc::new(SyntheticSource {
-            docs: args.count,
-            doc_size: args.doc_size,
-        }),
+    let source = SyntheticSource {
+        docs: args.count,
+        doc_size: args.doc_size,
+        strategy: Strategy::Stream,
+    };
+    let outcome = Engine::new(
+        Arc::new(source),
         Arc::new(MongoSink::new(client)),
-        tasks,
-        EngineOptions {
-            batch_size: 1000,
-            strategy: Strategy::Stream,
-        },
-        Arc::new(Control::new(args.workers)),
         stats.clone(),
-        Arc::new(pipeline::Ledger::in_memory()),
-        CancellationToken::new(),
     )
+    .with_batch_size(1000)
+    .with_control(Arc::new(Control::new(args.workers)))
+    .run(CancellationToken::new())
     .await;
     progress.finish().await;
     outcome?;

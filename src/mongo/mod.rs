@@ -4,6 +4,9 @@
 //! sized to the workers, reused for the whole run), [`Namespace`] values, and [`MongoError`]s that
 //! say which side failed and why, with credentials removed.
 
+pub mod bson_order;
+pub mod retry;
+
 use std::fmt;
 use std::time::Duration;
 

@@ -1,24 +1,28 @@
-//! An in-process source of generated documents and a sink that drops them.
+//! An in-process source of generated documents.
 //!
 //! In: a document count and size. Out: the same stream of batches a database would give, with no
-//! database behind it. Running the real engine between these two measures what mongoferry itself
-//! costs per document (the "engine ceiling" of BENCHMARKS.md).
+//! database behind it. Running the real engine between it and the [null
+//! sink](crate::engine::sink::null) measures what mongoferry itself costs per document (the
+//! "engine ceiling" of BENCHMARKS.md); `mongoferry sample` writes its documents to a server.
 
 use std::sync::Arc;
 
 use mongodb::bson::{rawdoc, Binary, RawBson, RawDocumentBuf};
 
-use super::queue::{NsTask, Payload, QueueSender};
-use super::sink::{Refused, Sink};
-use super::source::{BatchBuilder, Source};
-use super::CopyError;
-use crate::config::Strategy;
+use futures::future::BoxFuture;
+use futures::FutureExt;
+
+use super::{BatchBuilder, Source, Strategy};
+use crate::engine::queue::{NsTask, Payload, QueueSender};
+use crate::engine::CopyError;
 use crate::mongo::Namespace;
 
-/// Generates `docs` documents of about `doc_size` bytes per namespace, `_id` 0, 1, 2, ...
+/// Generates `docs` documents of about `doc_size` bytes per namespace, `_id` 0, 1, 2, ...,
+/// queued as ids or as documents by `strategy`.
 pub struct SyntheticSource {
     pub docs: u64,
     pub doc_size: usize,
+    pub strategy: Strategy,
 }
 
 impl SyntheticSource {
@@ -48,21 +52,46 @@ pub fn sample_document(id: i64, size: usize) -> RawDocumentBuf {
 }
 
 impl Source for SyntheticSource {
-    async fn count(&self, _ns: &Namespace) -> Result<u64, CopyError> {
-        Ok(self.docs)
+    fn count<'a>(&'a self, _ns: &'a Namespace) -> BoxFuture<'a, Result<u64, CopyError>> {
+        async { Ok(self.docs) }.boxed()
     }
 
-    async fn produce(
+    fn produce<'a>(
+        &'a self,
+        task: &'a Arc<NsTask>,
+        batch_size: usize,
+        queue: &'a QueueSender,
+    ) -> BoxFuture<'a, Result<(), CopyError>> {
+        self.generate(task, batch_size, queue).boxed()
+    }
+
+    fn fetch<'a>(
+        &'a self,
+        _ns: &'a Namespace,
+        ids: &'a [RawBson],
+    ) -> BoxFuture<'a, Result<Vec<RawDocumentBuf>, CopyError>> {
+        let docs = ids
+            .iter()
+            .filter_map(|id| match id {
+                RawBson::Int64(i) => Some(self.document(*i)),
+                _ => None,
+            })
+            .collect();
+        async { Ok(docs) }.boxed()
+    }
+}
+
+impl SyntheticSource {
+    async fn generate(
         &self,
         task: &Arc<NsTask>,
-        strategy: Strategy,
         batch_size: usize,
         queue: &QueueSender,
     ) -> Result<(), CopyError> {
         let mut ids = Vec::with_capacity(batch_size);
         let mut docs = BatchBuilder::new(batch_size);
         for id in 0..self.docs as i64 {
-            match strategy {
+            match self.strategy {
                 Strategy::Ids => {
                     ids.push(RawBson::Int64(id));
                     if ids.len() >= batch_size {
@@ -80,37 +109,5 @@ impl Source for SyntheticSource {
         queue.send(task, Payload::Ids(ids)).await?;
         queue.send(task, Payload::Docs(docs.take())).await?;
         Ok(())
-    }
-
-    async fn fetch(
-        &self,
-        _ns: &Namespace,
-        ids: &[RawBson],
-    ) -> Result<Vec<RawDocumentBuf>, CopyError> {
-        Ok(ids
-            .iter()
-            .filter_map(|id| match id {
-                RawBson::Int64(i) => Some(self.document(*i)),
-                _ => None,
-            })
-            .collect())
-    }
-}
-
-/// Accepts every write and keeps nothing.
-pub struct NullSink;
-
-impl Sink for NullSink {
-    async fn prepare(&self, _ns: &Namespace) -> Result<(), CopyError> {
-        Ok(())
-    }
-
-    async fn write(
-        &self,
-        _ns: &Namespace,
-        docs: Vec<RawDocumentBuf>,
-    ) -> Result<Vec<Refused>, CopyError> {
-        drop(docs);
-        Ok(vec![])
     }
 }

@@ -17,28 +17,30 @@ use mongodb::Client;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::adaptive::Adaptive;
-use crate::config::{CopySpec, NsMapping, Strategy};
-use crate::journal::writer::{JournalWriter, SegmentWriter};
-use crate::journal::{JournalSummary, Journaled};
-use crate::mongo::{self, describe, MongoError, Namespace, Side};
-use crate::pipeline::{
-    self, Control, CopyError, EngineOptions, Ledger, MongoSink, MongoSource, NsTask,
+use super::verify::{verify_all, VerifyReport};
+use crate::engine::control::throttle::Throttle;
+use crate::engine::sink::{Journaled, MAX_DOCUMENT_BYTES};
+use crate::engine::stats::{JobStats, NsSnapshot};
+use crate::engine::{
+    Adaptive, Control, CopyError, Engine, Ledger, MongoSink, MongoSource, NsTask, Sink, Source,
+    Strategy,
 };
-use crate::retry::{Retry, RetryPolicy};
+use crate::journal::writer::{JournalWriter, SegmentWriter};
+use crate::journal::JournalSummary;
+use crate::mongo::retry::{Retry, RetryPolicy};
+use crate::mongo::{self, describe, MongoError, Namespace, Side};
+use crate::spec::{CopySpec, NsMapping};
 use crate::state::{Checkpoint, JobClaim, JobKey, StateStore};
-use crate::stats::{JobStats, NsSnapshot};
-use crate::throttle::Throttle;
-use crate::verify::{verify_all, VerifyReport};
 
 /// A job that is connected and knows exactly which namespaces it copies.
 pub struct PreparedCopy {
     clients: [Client; 2],
-    source: Arc<MongoSource>,
-    sink: Arc<MongoSink>,
+    source: Arc<dyn Source>,
+    sink: Arc<dyn Sink>,
     tasks: Vec<Arc<NsTask>>,
     stats: Arc<JobStats>,
-    options: EngineOptions,
+    strategy: Strategy,
+    batch_size: usize,
     control: Arc<Control>,
     adaptive: Option<Arc<Adaptive>>,
     ledger: Arc<Ledger>,
@@ -173,7 +175,9 @@ pub async fn prepare(
         .map_or(server_limit, |limit| limit.min(server_limit));
     Ok(PreparedCopy {
         clients: [source.clone(), destination.clone()],
-        source: Arc::new(MongoSource::new(source, spec.filter.clone()).with_retry(retry.clone())),
+        source: Arc::new(
+            MongoSource::new(source, spec.filter.clone(), spec.strategy).with_retry(retry.clone()),
+        ),
         sink: Arc::new(
             MongoSink::new(destination)
                 .with_retry(retry.clone())
@@ -185,10 +189,8 @@ pub async fn prepare(
         resumed,
         verify: spec.verify.then(|| spec.filter.clone()),
         retry,
-        options: EngineOptions {
-            batch_size: spec.batch_size,
-            strategy: spec.strategy,
-        },
+        strategy: spec.strategy,
+        batch_size: spec.batch_size,
         control: Arc::new(Control::with_throttle(
             spec.workers,
             Throttle::new(spec.limits),
@@ -233,77 +235,37 @@ impl PreparedCopy {
     }
 
     pub async fn run(self, cancel: CancellationToken) -> Result<CopySummary, CopyError> {
-        // The adaptive controller watches the engine for as long as it runs, and is joined.
-        let steering = CancellationToken::new();
-        let controller = self.adaptive.clone().map(|adaptive| {
-            tokio::spawn(adaptive.run(self.control.clone(), self.stats.clone(), steering.clone()))
-        });
-        let journal = self.journal.map(JournalWriter::start);
-        // So does the checkpointer, which saves once more after the engine stopped; with a
-        // journal, a checkpoint moves only past what the journal durably holds.
-        let checkpointing = CancellationToken::new();
-        let checkpointer = tokio::spawn(self.ledger.clone().run(
-            self.tasks.clone(),
-            journal.as_ref().map(|j| j.sender()),
-            checkpointing.clone(),
-        ));
         let already_complete = self.tasks.iter().all(|t| t.counters.is_finished());
         let pairs: Vec<(Namespace, Namespace)> = self
             .tasks
             .iter()
             .map(|t| (t.source.clone(), t.destination.clone()))
             .collect();
-        let engine = async {
-            match &journal {
-                // The journal sees every batch the destination acknowledged; the engine does not
-                // know.
-                Some(journal) => {
-                    let sink = Arc::new(Journaled::new(self.sink, journal.sender()));
-                    pipeline::run(
-                        self.source,
-                        sink,
-                        self.tasks,
-                        self.options,
-                        self.control.clone(),
-                        self.stats.clone(),
-                        self.ledger.clone(),
-                        cancel.clone(),
-                    )
-                    .await
-                }
-                None => {
-                    pipeline::run(
-                        self.source,
-                        self.sink,
-                        self.tasks,
-                        self.options,
-                        self.control.clone(),
-                        self.stats.clone(),
-                        self.ledger.clone(),
-                        cancel.clone(),
-                    )
-                    .await
-                }
-            }
+        // The journal is a layer around the destination: it sees every batch the destination
+        // acknowledged, and checkpoints wait for it to be durable. The engine does not know.
+        let journal = self.journal.map(JournalWriter::start);
+        let sink = match &journal {
+            Some(journal) => Arc::new(Journaled::new(self.sink, journal.sender())),
+            None => self.sink,
         };
-        let outcome = self.retry.stopping_on(&cancel, engine).await;
+        let engine = Engine::new(self.source, sink, self.stats.clone())
+            .with_tasks(self.tasks)
+            .with_batch_size(self.batch_size)
+            .with_control(self.control.clone())
+            .with_ledger(self.ledger.clone())
+            .with_adaptive(self.adaptive.clone());
+        let outcome = self
+            .retry
+            .stopping_on(&cancel, engine.run(cancel.clone()))
+            .await;
         // An operator's stop is a stop, whatever error it cut short.
         let outcome = match outcome {
             Err(_) if cancel.is_cancelled() => Err(CopyError::Stopped),
             other => other,
         };
-        steering.cancel();
-        if let Some(controller) = controller {
-            let _ = controller.await;
-        }
-        checkpointing.cancel();
-        let saved = match checkpointer.await {
-            Ok(saved) => saved,
-            Err(e) => Err(CopyError::Internal(format!("checkpointer failed: {e}"))),
-        };
         // The verify step runs on the same clients, once everything is written.
-        let verified = match (&outcome, &saved, &self.verify) {
-            (Ok(()), Ok(()), Some(filter)) => {
+        let verified = match (&outcome, &self.verify) {
+            (Ok(()), Some(filter)) => {
                 let [src, dst] = &self.clients;
                 let report = verify_all(src, dst, &pairs, filter.as_ref(), 10, &cancel).await;
                 Some(match report {
@@ -327,18 +289,16 @@ impl PreparedCopy {
             // The copy's own error is the one reported; this one may say more about the journal.
             tracing::warn!("{journal} (the copy failed: {copy})");
         }
-        // The engine's error is the root cause; a checkpoint that could not be saved comes next.
         outcome?;
-        saved?;
         let journal = journal?;
         let verified = verified.transpose()?;
         let snap = self.stats.snapshot();
         Ok(CopySummary {
             from: self.from,
             to: self.to,
-            strategy: self.options.strategy,
+            strategy: self.strategy,
             workers: self.control.workers(),
-            batch_size: self.options.batch_size,
+            batch_size: self.batch_size,
             namespaces: snap.namespaces.iter().map(NsSummary::from).collect(),
             skipped: snap.skipped,
             failed: snap.failed,
@@ -411,7 +371,7 @@ async fn max_document_bytes(client: &Client) -> usize {
         .ok()
         .and_then(|h| h.get_i32("maxBsonObjectSize").ok())
         .and_then(|n| usize::try_from(n).ok())
-        .unwrap_or(pipeline::sink::MAX_DOCUMENT_BYTES)
+        .unwrap_or(MAX_DOCUMENT_BYTES)
 }
 
 /// Turns `--ns` mappings into concrete (source, destination) pairs, checking the sources exist.

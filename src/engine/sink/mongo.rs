@@ -1,55 +1,33 @@
-//! The write stage: puts a batch of raw documents into the destination, idempotently by `_id`.
+//! A MongoDB destination cluster: writes batches idempotently by `_id`.
 //!
 //! In: a destination namespace and raw documents. Out: the documents stored at the destination,
-//! acknowledged by the server, and the ones it refused ([`Refused`], with the reason). A document
-//! already present (by `_id`) is replaced, never duplicated: the batch goes in as one unordered
-//! insert (the fast path, as mongorestore-style tools do), and only the documents the server
-//! reports as duplicate keys are then replaced with the `update` command's upserts, which every
-//! server version understands. Transient errors are retried ([`Retry`]); a document the server
-//! refuses (too large, failed validation, a duplicate on a unique secondary index) is returned,
-//! not retried, and does not stop the others.
+//! acknowledged by the server, and the ones it refused. A document already present (by `_id`) is
+//! replaced, never duplicated: the batch goes in as one unordered insert (the fast path, as
+//! mongorestore-style tools do), and only the documents the server reports as duplicate keys are
+//! then replaced with the `update` command's upserts, which every server version understands.
+//! Transient errors are retried ([`Retry`]); a document the server refuses (too large, failed
+//! validation, a duplicate on a unique secondary index) is returned, not retried, and does not
+//! stop the others.
 
-use std::future::{Future, IntoFuture};
+use std::future::IntoFuture;
 
+use futures::future::BoxFuture;
+use futures::FutureExt;
 use mongodb::bson::{rawdoc, Document, RawArrayBuf, RawDocumentBuf};
 use mongodb::error::ErrorKind;
 use mongodb::Client;
 
-use super::CopyError;
+use super::{Refused, Sink, MAX_DOCUMENT_BYTES};
+use crate::engine::source::id_of;
+use crate::engine::CopyError;
+use crate::mongo::retry::Retry;
 use crate::mongo::{describe, is_namespace_exists, MongoError, Namespace, Side, DUPLICATE_KEY};
-use crate::retry::Retry;
 
 /// Room left in a hand-built command for its envelope around the statements.
 const COMMAND_BYTES: usize = 16 * 1024 * 1024 - 16 * 1024;
 
-/// The largest document a MongoDB server stores (its `maxBsonObjectSize`).
-pub const MAX_DOCUMENT_BYTES: usize = 16 * 1024 * 1024;
-
 /// The server error code for a document over the size limit.
 const OBJECT_TOO_LARGE: i32 = 10334;
-
-/// A document the destination would not take, and why.
-#[derive(Debug, Clone)]
-pub struct Refused {
-    pub doc: RawDocumentBuf,
-    pub code: Option<i32>,
-    pub reason: String,
-}
-
-/// Where documents go. The engine is generic over it so that a null sink can measure the
-/// engine's own overhead.
-pub trait Sink: Send + Sync + 'static {
-    /// Makes sure the namespace exists (so even an empty collection arrives).
-    fn prepare(&self, ns: &Namespace) -> impl Future<Output = Result<(), CopyError>> + Send;
-
-    /// Writes the documents; returns once the server acknowledged all of them, with those it
-    /// refused.
-    fn write(
-        &self,
-        ns: &Namespace,
-        docs: Vec<RawDocumentBuf>,
-    ) -> impl Future<Output = Result<Vec<Refused>, CopyError>> + Send;
-}
 
 /// A MongoDB destination cluster.
 pub struct MongoSink {
@@ -159,7 +137,7 @@ impl MongoSink {
         if !dollar.is_empty() {
             let mut in_list = RawArrayBuf::new();
             for doc in &dollar {
-                in_list.push(super::source::id_of(doc, ns)?);
+                in_list.push(id_of(doc, ns)?);
             }
             let filter = Document::try_from(rawdoc! { "_id": { "$in": in_list } }.as_ref())
                 .map_err(|e| CopyError::Internal(e.to_string()))?;
@@ -191,7 +169,7 @@ impl MongoSink {
     ) -> Result<Vec<Refused>, CopyError> {
         let mut statements = RawArrayBuf::new();
         for doc in &docs {
-            let id = super::source::id_of(doc, ns)?;
+            let id = id_of(doc, ns)?;
             statements.push(rawdoc! { "q": { "_id": id }, "u": doc.clone(), "upsert": true });
         }
         let command = rawdoc! {
@@ -264,8 +242,9 @@ impl MongoSink {
     }
 }
 
-impl Sink for MongoSink {
-    async fn prepare(&self, ns: &Namespace) -> Result<(), CopyError> {
+impl MongoSink {
+    /// Creates the namespace unless it exists.
+    async fn ensure_collection(&self, ns: &Namespace) -> Result<(), CopyError> {
         let db = self.client.database(&ns.db);
         let existing = self
             .retry
@@ -290,7 +269,8 @@ impl Sink for MongoSink {
         Ok(())
     }
 
-    async fn write(
+    /// Refuses what is over the size limit, inserts the rest, replaces the duplicates.
+    async fn write_docs(
         &self,
         ns: &Namespace,
         docs: Vec<RawDocumentBuf>,
@@ -318,6 +298,20 @@ impl Sink for MongoSink {
             refused.extend(self.replace(ns, duplicates).await?);
         }
         Ok(refused)
+    }
+}
+
+impl Sink for MongoSink {
+    fn prepare<'a>(&'a self, ns: &'a Namespace) -> BoxFuture<'a, Result<(), CopyError>> {
+        self.ensure_collection(ns).boxed()
+    }
+
+    fn write<'a>(
+        &'a self,
+        ns: &'a Namespace,
+        docs: Vec<RawDocumentBuf>,
+    ) -> BoxFuture<'a, Result<Vec<Refused>, CopyError>> {
+        self.write_docs(ns, docs).boxed()
     }
 }
 

@@ -14,7 +14,7 @@ use indicatif::{
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::stats::{JobStats, RateWindow};
+use crate::engine::stats::{JobStats, RateWindow};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProgressMode {

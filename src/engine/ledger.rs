@@ -1,0 +1,196 @@
+//! The job's durable record: dead letters and checkpoints, and the contract they keep.
+//!
+//! In: documents the destination refused (from the workers) and the namespace tasks' low
+//! watermarks. Out: dead letters in the [`StateStore`], durable before their batch counts as
+//! done, and the job's [`Checkpoint`], saved whenever a watermark moved (at most every
+//! [`CHECKPOINT_EVERY`]) and once more when the run ends, however it ends.
+//!
+//! # The checkpoint contract
+//!
+//! A saved checkpoint never claims a document that is not durably written. It holds because:
+//!
+//! 1. **Batches are numbered in `_id` order.** A source queues each namespace's batches in `_id`
+//!    order, each batch sorted; the queue numbers them as they are queued ([`Watermark`]).
+//! 2. **A batch is acknowledged** when the sink returned success for it: the destination stored
+//!    every document that was not refused, and the refused ones are durable dead letters
+//!    ([`Ledger::keep`] returns only then). With a journal layer, success also means the journal
+//!    writer has taken the batch.
+//! 3. **The low watermark** of a namespace is the last `_id` of the longest unbroken run of
+//!    acknowledged batches from the first. Batches finish out of order; the watermark never passes
+//!    a batch still in flight, so everything at or below it is acknowledged.
+//! 4. **Saving** a checkpoint first syncs every layer of the sink ([`Sink::sync`]: the journal's
+//!    fsync), then writes the watermarks to the state store.
+//! 5. **Resuming** reads only what sorts after the watermark, across `_id` type brackets
+//!    ([`bson_order::after`](crate::mongo::bson_order::after)). What a killed run wrote past its
+//!    last saved watermark is written again: writes are idempotent by `_id`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mongodb::bson::RawBson;
+use tokio_util::sync::CancellationToken;
+
+use super::queue::NsTask;
+use super::sink::{Refused, Sink};
+use super::stats::DeadLetterLog;
+use super::CopyError;
+use crate::mongo::Namespace;
+use crate::state::{
+    unix_now, Checkpoint, DeadLetter, JobKey, MemoryStore, NsCheckpoint, StateStore,
+};
+
+/// How often a moved watermark is saved: a crash re-copies at most about this much work.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+
+/// The low watermark of one namespace (points 1 and 3 of the contract).
+#[derive(Debug, Default)]
+pub struct Watermark {
+    /// Number of the next batch queued.
+    next_seq: u64,
+    /// Every batch numbered below this one is acknowledged.
+    acked_below: u64,
+    /// Acknowledged batches above a gap: number -> (last `_id`, documents, refused documents).
+    waiting: BTreeMap<u64, (RawBson, u64, u64)>,
+    /// The watermark: every document up to this `_id` is acknowledged.
+    after: Option<RawBson>,
+    /// Documents below the watermark, earlier runs included, and those of them refused.
+    done: u64,
+    failed: u64,
+}
+
+impl Watermark {
+    /// Continues from an earlier run's watermark.
+    pub fn resume_at(&mut self, after: Option<RawBson>) {
+        self.after = after;
+    }
+
+    /// Counts what earlier runs did below their watermark.
+    pub fn carry(&mut self, done: u64, failed: u64) {
+        self.done = done;
+        self.failed = failed;
+    }
+
+    /// The number of the batch being queued now.
+    pub fn number_next(&mut self) -> u64 {
+        self.next_seq += 1;
+        self.next_seq - 1
+    }
+
+    /// Batch `seq`, ending at `last_id`, is acknowledged: the watermark moves over every batch
+    /// now acknowledged without a gap.
+    pub fn acknowledge(&mut self, seq: u64, last_id: RawBson, docs: u64, failed: u64) {
+        self.waiting.insert(seq, (last_id, docs, failed));
+        while let Some((id, n, refused)) = self.waiting.remove(&self.acked_below) {
+            self.after = Some(id);
+            self.done += n;
+            self.failed += refused;
+            self.acked_below += 1;
+        }
+    }
+
+    /// The namespace's checkpoint as of now.
+    pub fn checkpoint(&self, complete: bool) -> NsCheckpoint {
+        NsCheckpoint {
+            failed: self.failed,
+            ..NsCheckpoint::new(self.after.as_ref(), self.done, complete)
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Ledger {
+    store: Arc<dyn StateStore>,
+    key: JobKey,
+    description: String,
+}
+
+impl Ledger {
+    pub fn new(store: Arc<dyn StateStore>, key: JobKey, description: String) -> Self {
+        Ledger {
+            store,
+            key,
+            description,
+        }
+    }
+
+    /// Keeps nothing beyond the process (benchmarks, tests of the engine alone).
+    pub fn in_memory() -> Self {
+        Ledger::new(
+            Arc::new(MemoryStore::default()),
+            JobKey("in-memory".into()),
+            String::new(),
+        )
+    }
+
+    pub fn key(&self) -> &JobKey {
+        &self.key
+    }
+
+    pub fn store(&self) -> &Arc<dyn StateStore> {
+        &self.store
+    }
+
+    /// Stores refused documents with their reasons; returns once they are durable.
+    pub async fn keep(
+        &self,
+        ns: &Namespace,
+        refused: Vec<Refused>,
+        log: &DeadLetterLog,
+    ) -> Result<(), CopyError> {
+        let letters: Vec<DeadLetter> = refused
+            .into_iter()
+            .map(|r| DeadLetter::new(&self.key, ns.to_string(), &r.doc, r.reason, r.code))
+            .collect();
+        for letter in &letters {
+            tracing::warn!("{ns}: document {} refused: {}", letter.id, letter.reason);
+        }
+        self.store.keep_dead_letters(letters.clone()).await?;
+        log.record(&letters);
+        Ok(())
+    }
+
+    /// The job's checkpoint as of now.
+    pub fn checkpoint(&self, tasks: &[Arc<NsTask>]) -> Checkpoint {
+        let namespaces: std::collections::BTreeMap<_, _> =
+            tasks.iter().map(|t| (t.key(), t.checkpoint())).collect();
+        Checkpoint {
+            description: self.description.clone(),
+            updated_at: unix_now(),
+            complete: namespaces.values().all(|n| n.complete),
+            namespaces,
+        }
+    }
+
+    pub async fn save(&self, checkpoint: &Checkpoint) -> Result<(), CopyError> {
+        Ok(self.store.save(&self.key, checkpoint).await?)
+    }
+
+    /// Saves the checkpoint whenever it moved, until `stop`; then once more. Each save first
+    /// waits until every layer of the `sink` durably holds the batches the checkpoint covers
+    /// ([`Sink::sync`]: a journal's fsync; they were handed over before the batches counted as
+    /// done).
+    pub async fn run(
+        self: Arc<Self>,
+        tasks: Vec<Arc<NsTask>>,
+        sink: Arc<dyn Sink>,
+        stop: CancellationToken,
+    ) -> Result<(), CopyError> {
+        let mut saved = self.checkpoint(&tasks).namespaces;
+        loop {
+            let stopping = tokio::select! {
+                _ = stop.cancelled() => true,
+                _ = tokio::time::sleep(CHECKPOINT_EVERY) => false,
+            };
+            let now = self.checkpoint(&tasks);
+            if now.namespaces != saved || stopping {
+                sink.sync().await?;
+                self.save(&now).await?;
+                saved = now.namespaces;
+            }
+            if stopping {
+                return Ok(());
+            }
+        }
+    }
+}

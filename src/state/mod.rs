@@ -1,0 +1,332 @@
+//! What outlives the process: checkpoints and dead letters.
+//!
+//! In: a job's per-namespace low watermarks (only ever advanced after the destination
+//! acknowledged every document below them, see [`crate::engine::ledger`]) and the documents the
+//! destination refused. Out: the same after a crash, so a rerun
+//! continues where the last one durably stopped, and nothing refused is lost. [`StateStore`] is
+//! the seam; one file per kind: [`file`] (the embedded default, JSON files), [`memory`] (keeps
+//! nothing); [`atomic`] is how every file is rewritten.
+
+pub mod atomic;
+pub mod file;
+pub mod memory;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use futures::future::BoxFuture;
+use mongodb::bson::{Bson, Document, RawBson, RawDocumentBuf};
+use serde::{Deserialize, Serialize};
+
+pub use file::{read_dead_letters, FileStore};
+pub use memory::MemoryStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot read the state store {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("the state store {path} is damaged: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("cannot write the state store {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+    #[error("state store task failed: {0}")]
+    Task(String),
+    /// Another run of the same job holds it: two runs would move one checkpoint back and forth.
+    #[error(
+        "job {key} is already running{holder} with the state store {path}; wait for it to end or \
+         stop it (sharing one job between processes needs a shared state store)"
+    )]
+    JobBusy {
+        key: JobKey,
+        path: PathBuf,
+        /// " in process N", when the other run said who it is.
+        holder: String,
+    },
+}
+
+/// A run's exclusive hold on its job in a store, released when dropped.
+pub struct JobClaim {
+    _held: Box<dyn Send + Sync>,
+}
+
+impl std::fmt::Debug for JobClaim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JobClaim")
+    }
+}
+
+/// Identifies one copy job across runs: the same servers (credentials left out), namespaces
+/// and filter give the same key. Tunables (workers, rates) are not part of it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobKey(pub String);
+
+impl std::fmt::Display for JobKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl JobKey {
+    /// The key and a readable description (no secrets) of a job.
+    pub fn of(
+        from: &str,
+        to: &str,
+        namespaces: &[String],
+        filter: Option<&Document>,
+    ) -> (JobKey, String) {
+        let filter = filter
+            .map(|f| {
+                Bson::Document(f.clone())
+                    .into_canonical_extjson()
+                    .to_string()
+            })
+            .unwrap_or_default();
+        let description = format!(
+            "{} -> {} [{}]{}",
+            without_credentials(from),
+            without_credentials(to),
+            namespaces.join(", "),
+            if filter.is_empty() {
+                String::new()
+            } else {
+                format!(" filter {filter}")
+            }
+        );
+        (
+            JobKey(format!("{:016x}", fnv1a(description.as_bytes()))),
+            description,
+        )
+    }
+}
+
+/// The URI without its user info and with secret options as `***`, so a changed password is
+/// still the same job and the description holds no secret.
+fn without_credentials(uri: &str) -> String {
+    let uri = &crate::mongo::redact_secret_options(uri);
+    let Some(scheme_end) = uri.find("://") else {
+        return uri.to_string();
+    };
+    let rest = &uri[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{}{}", &uri[..scheme_end + 3], &rest[at + 1..]),
+        None => uri.to_string(),
+    }
+}
+
+/// 64-bit FNV-1a: stable across builds and platforms, unlike the std hasher.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Where one namespace of a job stands.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NsCheckpoint {
+    /// Every document up to and including this `_id` (canonical Extended JSON) is durably
+    /// written; `None`: nothing yet.
+    pub after: Option<serde_json::Value>,
+    /// Documents written below the watermark (refused ones included).
+    pub done: u64,
+    /// Of those, the documents the destination refused (kept as dead letters).
+    #[serde(default)]
+    pub failed: u64,
+    /// Every document of the namespace is written.
+    pub complete: bool,
+}
+
+impl NsCheckpoint {
+    pub fn new(after: Option<&RawBson>, done: u64, complete: bool) -> Self {
+        NsCheckpoint {
+            after: after
+                .and_then(|id| Bson::try_from(id.clone()).ok())
+                .map(|id| id.into_canonical_extjson()),
+            done,
+            failed: 0,
+            complete,
+        }
+    }
+
+    /// The watermark `_id` as raw BSON.
+    pub fn after_id(&self) -> Result<Option<RawBson>, String> {
+        let Some(value) = &self.after else {
+            return Ok(None);
+        };
+        let bson = Bson::try_from(value.clone()).map_err(|e| e.to_string())?;
+        RawBson::try_from(bson).map(Some).map_err(|e| e.to_string())
+    }
+}
+
+/// A job's checkpoint: one entry per namespace pair (`"src.coll -> dst.coll"`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub description: String,
+    pub updated_at: f64,
+    /// The whole job finished (every namespace complete).
+    pub complete: bool,
+    pub namespaces: BTreeMap<String, NsCheckpoint>,
+}
+
+/// A document the destination refused, kept with the reason.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub job: JobKey,
+    /// The destination namespace.
+    pub ns: String,
+    /// The document's `_id`, canonical Extended JSON.
+    pub id: serde_json::Value,
+    pub reason: String,
+    pub code: Option<i32>,
+    pub at: f64,
+    /// The whole document, canonical Extended JSON.
+    pub document: serde_json::Value,
+}
+
+impl DeadLetter {
+    pub fn new(
+        job: &JobKey,
+        ns: String,
+        doc: &RawDocumentBuf,
+        reason: String,
+        code: Option<i32>,
+    ) -> Self {
+        let id = doc
+            .get("_id")
+            .ok()
+            .flatten()
+            .and_then(|id| Bson::try_from(id.to_raw_bson()).ok())
+            .map(Bson::into_canonical_extjson)
+            .unwrap_or(serde_json::Value::Null);
+        // A document that does not decode (e.g. invalid UTF-8 from an old server) is kept as
+        // its raw bytes: a binary value in Extended JSON, never dropped.
+        let document = Document::try_from(doc.as_ref())
+            .map(|d| Bson::Document(d).into_canonical_extjson())
+            .unwrap_or_else(|_| {
+                Bson::Binary(mongodb::bson::Binary {
+                    subtype: mongodb::bson::spec::BinarySubtype::Generic,
+                    bytes: doc.as_bytes().to_vec(),
+                })
+                .into_canonical_extjson()
+            });
+        DeadLetter {
+            job: job.clone(),
+            ns,
+            id,
+            reason,
+            code,
+            at: crate::state::unix_now(),
+            document,
+        }
+    }
+}
+
+/// Durable job state. Object safe, so stores can be chosen at run time.
+pub trait StateStore: Send + Sync + std::fmt::Debug {
+    /// Claims the job for this run until the claim is dropped; [`StateError::JobBusy`] while
+    /// another run (of this process or another) holds it.
+    fn claim<'a>(&'a self, key: &'a JobKey) -> BoxFuture<'a, Result<JobClaim, StateError>>;
+    fn load<'a>(&'a self, key: &'a JobKey)
+        -> BoxFuture<'a, Result<Option<Checkpoint>, StateError>>;
+    fn save<'a>(
+        &'a self,
+        key: &'a JobKey,
+        checkpoint: &'a Checkpoint,
+    ) -> BoxFuture<'a, Result<(), StateError>>;
+    fn remove<'a>(&'a self, key: &'a JobKey) -> BoxFuture<'a, Result<(), StateError>>;
+    /// Appends refused documents; returns once they are durable.
+    fn keep_dead_letters(&self, letters: Vec<DeadLetter>) -> BoxFuture<'_, Result<(), StateError>>;
+    /// Where the state lives, for messages.
+    fn location(&self) -> String;
+    /// Where the dead letters live, for messages.
+    fn dead_letter_location(&self) -> String;
+}
+
+/// Seconds since the Unix epoch, as the state files record times.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+/// `$XDG_DATA_HOME`, else `~/.local/share`, else the working directory.
+pub fn data_dir() -> PathBuf {
+    std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".local/share")))
+        .unwrap_or_else(|| ".".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_ignore_credentials_and_tunables() {
+        let ns = vec!["a.b".to_string()];
+        let (k1, d1) = JobKey::of("mongodb://u:p1@h:1/?x=1", "mongodb://h:2", &ns, None);
+        let (k2, _) = JobKey::of("mongodb://u:p2@h:1/?x=1", "mongodb://h:2", &ns, None);
+        assert_eq!(k1, k2);
+        assert!(!d1.contains("p1"), "{d1}");
+        let (k3, _) = JobKey::of("mongodb://h:1/?x=1", "mongodb://h:3", &ns, None);
+        assert_ne!(k1, k3);
+        let filter = mongodb::bson::doc! { "a": 1 };
+        let (k4, _) = JobKey::of("mongodb://h:1/?x=1", "mongodb://h:2", &ns, Some(&filter));
+        assert_ne!(k1, k4);
+        let with_secret = |s: &str| format!("mongodb://h:2/?tlsCertificateKeyFilePassword={s}");
+        let (k5, d5) = JobKey::of("mongodb://h:1/?x=1", &with_secret("old-key"), &ns, None);
+        let (k6, _) = JobKey::of("mongodb://h:1/?x=1", &with_secret("new-key"), &ns, None);
+        assert_eq!(k5, k6, "a changed secret option is the same job");
+        assert!(!d5.contains("old-key"), "{d5}");
+    }
+
+    #[test]
+    fn an_undecodable_refused_document_is_kept_as_raw_bytes() {
+        // {_id: 1, s: <a string whose bytes are not UTF-8>}
+        let mut bytes = vec![];
+        let body: Vec<u8> = [
+            &[0x10][..],
+            b"_id\0",
+            &1i32.to_le_bytes(),
+            &[0x02],
+            b"s\0",
+            &2i32.to_le_bytes(),
+            &[0xff, 0x00],
+            &[0x00],
+        ]
+        .concat();
+        bytes.extend_from_slice(&((body.len() + 4) as i32).to_le_bytes());
+        bytes.extend_from_slice(&body);
+        let doc = RawDocumentBuf::from_bytes(bytes.clone()).unwrap();
+        let letter = DeadLetter::new(&JobKey("k".into()), "a.b".into(), &doc, "bad".into(), None);
+        assert_eq!(letter.id["$numberInt"], "1");
+        let kept = letter.document["$binary"]["base64"].as_str().unwrap();
+        let bson = Bson::try_from(letter.document.clone()).unwrap();
+        assert_eq!(
+            bson,
+            Bson::Binary(mongodb::bson::Binary {
+                subtype: mongodb::bson::spec::BinarySubtype::Generic,
+                bytes,
+            }),
+            "{kept}"
+        );
+    }
+
+    #[test]
+    fn watermarks_keep_their_type() {
+        for id in [
+            RawBson::Int64(5),
+            RawBson::Int32(5),
+            RawBson::String("x".into()),
+            RawBson::Double(2.5),
+        ] {
+            let cp = NsCheckpoint::new(Some(&id), 1, false);
+            let text = serde_json::to_string(&cp).unwrap();
+            let back: NsCheckpoint = serde_json::from_str(&text).unwrap();
+            assert_eq!(back.after_id().unwrap(), Some(id));
+        }
+    }
+}
