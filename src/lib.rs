@@ -25,7 +25,8 @@
 //! - [`journal`]: the journal of every write (format spec, writer, reader), its replay and export.
 //! - [`throttle`]: live rate limits (docs/s, bytes/s) per job and for the whole service.
 //! - [`verify`]: compares source and destination document by document, in `_id` order.
-//! - [`test_server`]: starts SecantusDB test servers (used by the tests, the benchmark and demos).
+//! - `testkit` (feature `testkit`, for the tests and the benchmark only): SecantusDB test
+//!   servers and a fault-injecting proxy.
 
 pub mod api;
 pub mod bounds;
@@ -37,4 +38,5 @@ pub mod mongo;
 pub mod run;
 pub mod spec;
 pub mod state;
-pub mod test_server;
+#[cfg(feature = "testkit")]
+pub mod testkit;

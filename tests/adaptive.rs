@@ -10,7 +10,7 @@ use mongoferry::engine::control::adaptive::{Action, AdaptiveConfig};
 use mongoferry::engine::Strategy;
 use mongoferry::run::copy;
 use mongoferry::spec::RawSpec;
-use mongoferry::test_server::FaultProxy;
+use mongoferry::testkit::FaultProxy;
 use tokio_util::sync::CancellationToken;
 
 #[test]

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use mongodb::bson::rawdoc;
-use mongoferry::test_server::TestServer;
+use mongoferry::testkit::TestServer;
 
 const LIMIT: Duration = Duration::from_secs(60);
 

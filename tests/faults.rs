@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use common::{insert_raw, mongoferry, stderr, stdout, TestEnv};
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{doc, rawdoc, Binary, Bson, DateTime, Document, RawDocumentBuf};
-use mongoferry::test_server::FaultProxy;
+use mongoferry::testkit::FaultProxy;
 use serde_json::Value;
 
 /// Documents whose `_id`s mix many BSON types (and the singletons), in no particular order.
@@ -680,7 +680,7 @@ fn spawn(argv: &[&str], data: &Path) -> (std::process::Child, std::fs::File) {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log.try_clone().unwrap());
-    mongoferry::test_server::kill_with_parent(&mut command);
+    mongoferry::testkit::kill_with_parent(&mut command);
     (command.spawn().unwrap(), log)
 }
 

@@ -36,7 +36,7 @@ impl Service {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        mongoferry::test_server::kill_with_parent(&mut command);
+        mongoferry::testkit::kill_with_parent(&mut command);
         let mut child = command.spawn().expect("start mongoferry serve");
         let (tx, rx) = mpsc::channel();
         let stderr = child.stderr.take().unwrap();

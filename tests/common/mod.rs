@@ -18,7 +18,7 @@ use mongodb::bson::{
     JavaScriptCodeWithScope, RawDocumentBuf, Regex, Timestamp,
 };
 use mongodb::Client;
-use mongoferry::test_server::TestServer;
+use mongoferry::testkit::TestServer;
 
 /// Upper bound of any single test body.
 pub const TEST_TIMEOUT: Duration = Duration::from_secs(150);

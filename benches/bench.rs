@@ -1,6 +1,6 @@
 //! The benchmark: mongoferry against the servers' own capacity, measured side by side in one run.
 //!
-//! `cargo run --release --bin bench -- [--docs N] [--doc-size B] [--workers W] [--batch-size S]`
+//! `cargo bench --bench bench -- [--docs N] [--doc-size B] [--workers W] [--batch-size S]`
 //!
 //! It starts two SecantusDB servers (source and destination) and prints:
 //! - the roofline: the source's raw full-scan rate and the destination's raw bulk-insert rate for
@@ -36,12 +36,15 @@ use mongoferry::journal::{JournalConfig, JournalSummary};
 use mongoferry::mongo::{self, Namespace, Side};
 use mongoferry::run::copy;
 use mongoferry::spec::RawSpec;
-use mongoferry::test_server::{FaultProxy, TestServer};
+use mongoferry::testkit::{FaultProxy, TestServer};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser, Debug)]
 #[command(about = "Measure mongoferry against the servers' own capacity")]
 struct Args {
+    /// Passed by `cargo bench` to every benchmark program; nothing to do with it here.
+    #[arg(long, hide = true)]
+    bench: bool,
     /// Documents in the copied collection.
     #[arg(long, default_value_t = 100_000)]
     docs: u64,
@@ -941,7 +944,7 @@ async fn copy_process_memory(
     workers: usize,
     batch_size: usize,
 ) -> Result<(u64, f64)> {
-    let exe = std::env::current_exe()?.with_file_name("mongoferry");
+    let exe = std::path::PathBuf::from(env!("CARGO_BIN_EXE_mongoferry"));
     if !exe.exists() {
         bail!(
             "{} not found: build it with `cargo build --release`",

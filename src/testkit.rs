@@ -1,9 +1,11 @@
-//! Starts SecantusDB test servers as child processes on free ports.
+//! Test kit (feature `testkit`): SecantusDB test servers as child processes on free ports, and a
+//! proxy that injects network faults.
 //!
 //! In: nothing but the project's venv (`scripts/setup-test-env.sh` installs `secantusdb` into
 //! `.venv/`). Out: a [`TestServer`] with a `mongodb://` URI; dropping it kills the server, and the
 //! server is also killed by the kernel if the process that started it dies (so a failed or killed
-//! test never leaves one behind). Used by the integration tests, the benchmark and the demo.
+//! test never leaves one behind). Used by the integration tests and the benchmark, never by the
+//! shipped binary.
 
 use std::io::{self, Read};
 use std::net::{TcpListener, TcpStream};
