@@ -14,7 +14,7 @@ use indicatif::{
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::stats::{JobStats, RateWindow};
+use crate::engine::stats::JobStats;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProgressMode {
@@ -175,5 +175,57 @@ async fn log_lines(stats: Arc<JobStats>, stop: CancellationToken, every: Duratio
             snap.failed,
             rate_and_eta(per_sec, done, snap.expected, false).trim_start()
         );
+    }
+}
+
+/// Rate over a sliding time window, fed with a running total now and then.
+#[derive(Debug)]
+pub struct RateWindow {
+    window: Duration,
+    samples: std::collections::VecDeque<(Instant, u64)>,
+}
+
+impl RateWindow {
+    pub fn new(window: Duration) -> Self {
+        RateWindow {
+            window,
+            samples: Default::default(),
+        }
+    }
+
+    /// Records the running total `total` at `now` and returns the rate per second over the window.
+    fn update(&mut self, now: Instant, total: u64) -> f64 {
+        self.samples.push_back((now, total));
+        while let Some(&(t, _)) = self.samples.front() {
+            if now.duration_since(t) > self.window && self.samples.len() > 2 {
+                self.samples.pop_front();
+            } else {
+                break;
+            }
+        }
+        let (t0, n0) = *self.samples.front().expect("just pushed");
+        let secs = now.duration_since(t0).as_secs_f64();
+        if secs > 0.0 {
+            total.saturating_sub(n0) as f64 / secs
+        } else {
+            0.0
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_window_forgets_old_samples() {
+        let t = Instant::now();
+        let mut w = RateWindow::new(Duration::from_secs(5));
+        assert_eq!(w.update(t, 0), 0.0);
+        assert_eq!(w.update(t + Duration::from_secs(1), 100), 100.0);
+        // A burst long ago no longer counts: only the last 5 s are averaged.
+        w.update(t + Duration::from_secs(2), 10_000);
+        let r = w.update(t + Duration::from_secs(12), 10_500);
+        assert!((r - 50.0).abs() < 1e-9, "{r}");
     }
 }

@@ -224,6 +224,62 @@ pub struct JobStats {
     /// Transient errors retried, by every stage.
     pub retry: Arc<RetryCounters>,
     pub dead_letters: DeadLetterLog,
+    /// Documents written over the last seconds, for the recent rate.
+    pub recent: RecentRate,
+}
+
+/// Seconds the recent rate looks back over.
+pub const RECENT_SECS: u64 = 5;
+
+/// Documents written per second over the last [`RECENT_SECS`], kept as one-second buckets that
+/// the workers fill (once per batch), so that reading the rate changes nothing.
+#[derive(Debug)]
+pub struct RecentRate {
+    started: Instant,
+    /// (second since `started`, documents written in it), indexed by the second modulo the length.
+    buckets: Mutex<[(u64, u64); RECENT_SECS as usize + 1]>,
+}
+
+impl RecentRate {
+    fn new(started: Instant) -> Self {
+        RecentRate {
+            started,
+            buckets: Mutex::new([(0, 0); RECENT_SECS as usize + 1]),
+        }
+    }
+
+    /// Counts `docs` written now.
+    pub fn record(&self, docs: u64) {
+        self.record_at(self.started.elapsed(), docs);
+    }
+
+    fn record_at(&self, at: Duration, docs: u64) {
+        let second = at.as_secs();
+        let mut buckets = self.buckets.lock();
+        let slot = &mut buckets[(second % (RECENT_SECS + 1)) as usize];
+        if slot.0 != second {
+            *slot = (second, 0);
+        }
+        slot.1 += docs;
+    }
+
+    /// Documents per second over the last [`RECENT_SECS`] (since the start, if sooner).
+    pub fn per_sec(&self) -> f64 {
+        self.per_sec_at(self.started.elapsed())
+    }
+
+    fn per_sec_at(&self, now: Duration) -> f64 {
+        let second = now.as_secs();
+        let oldest = second.saturating_sub(RECENT_SECS);
+        let docs: u64 = self
+            .buckets
+            .lock()
+            .iter()
+            .filter(|(s, _)| (oldest..=second).contains(s))
+            .map(|(_, n)| n)
+            .sum();
+        rate(docs, now.saturating_sub(Duration::from_secs(oldest)))
+    }
 }
 
 /// How many documents were refused, and the latest few, for the views.
@@ -276,8 +332,9 @@ pub struct DeadLetterSummary {
 
 impl JobStats {
     pub fn new(pairs: impl IntoIterator<Item = (Namespace, Namespace)>, workers: usize) -> Self {
+        let started = Instant::now();
         JobStats {
-            started: Instant::now(),
+            started,
             namespaces: pairs
                 .into_iter()
                 .map(|(s, d)| Arc::new(NsCounters::new(s, d)))
@@ -297,6 +354,7 @@ impl JobStats {
             write_latency: Histogram::default(),
             retry: Arc::default(),
             dead_letters: DeadLetterLog::default(),
+            recent: RecentRate::new(started),
         }
     }
 
@@ -350,41 +408,6 @@ impl JobStats {
                 .map(|(i, w)| w.snapshot(i))
                 .collect(),
             namespaces,
-        }
-    }
-}
-
-/// Rate over a sliding time window, fed with a running total now and then.
-#[derive(Debug)]
-pub struct RateWindow {
-    window: Duration,
-    samples: std::collections::VecDeque<(Instant, u64)>,
-}
-
-impl RateWindow {
-    pub fn new(window: Duration) -> Self {
-        RateWindow {
-            window,
-            samples: Default::default(),
-        }
-    }
-
-    /// Records the running total `total` at `now` and returns the rate per second over the window.
-    pub fn update(&mut self, now: Instant, total: u64) -> f64 {
-        self.samples.push_back((now, total));
-        while let Some(&(t, _)) = self.samples.front() {
-            if now.duration_since(t) > self.window && self.samples.len() > 2 {
-                self.samples.pop_front();
-            } else {
-                break;
-            }
-        }
-        let (t0, n0) = *self.samples.front().expect("just pushed");
-        let secs = now.duration_since(t0).as_secs_f64();
-        if secs > 0.0 {
-            total.saturating_sub(n0) as f64 / secs
-        } else {
-            0.0
         }
     }
 }
@@ -486,15 +509,22 @@ mod tests {
     }
 
     #[test]
-    fn rate_window_forgets_old_samples() {
-        let t = Instant::now();
-        let mut w = RateWindow::new(Duration::from_secs(5));
-        assert_eq!(w.update(t, 0), 0.0);
-        assert_eq!(w.update(t + Duration::from_secs(1), 100), 100.0);
-        // A burst long ago no longer counts: only the last 5 s are averaged.
-        w.update(t + Duration::from_secs(2), 10_000);
-        let r = w.update(t + Duration::from_secs(12), 10_500);
-        assert!((r - 50.0).abs() < 1e-9, "{r}");
+    fn the_recent_rate_covers_the_last_seconds_and_reading_it_changes_nothing() {
+        let rate = RecentRate::new(Instant::now());
+        // 100 documents in each of the first 10 seconds.
+        for second in 0..10 {
+            rate.record_at(Duration::from_millis(second * 1000 + 500), 100);
+        }
+        // At 10.0 s: seconds 5 to 9 (500 documents) over the 5 s from 5.0 s.
+        let now = Duration::from_secs(10);
+        assert_eq!(rate.per_sec_at(now), 100.0);
+        assert_eq!(rate.per_sec_at(now), 100.0, "a read is a read");
+        // Nothing for a while: the rate falls to zero.
+        assert_eq!(rate.per_sec_at(Duration::from_secs(30)), 0.0);
+        // Early in a job: over the time since the start.
+        let early = RecentRate::new(Instant::now());
+        early.record_at(Duration::from_millis(500), 50);
+        assert_eq!(early.per_sec_at(Duration::from_secs(1)), 50.0);
     }
 
     #[test]

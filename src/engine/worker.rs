@@ -117,6 +117,7 @@ impl Worker {
         }
         self.counters
             .record_batch(count - failed, fetch_time, write_time);
+        self.job.recent.record(count - failed);
         if !fetch_time.is_zero() {
             self.job.fetch_latency.observe(fetch_time);
         }

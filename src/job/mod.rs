@@ -8,7 +8,6 @@ pub mod manager;
 pub mod store;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -17,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::control::adaptive::{Adaptive, AdaptiveConfig, AdaptiveView};
 use crate::engine::control::throttle::{Limits, Throttle};
-use crate::engine::stats::{JobStats, NsSnapshot, RateWindow, WorkerSnapshot};
+use crate::engine::stats::{JobStats, NsSnapshot, WorkerSnapshot};
 use crate::engine::Control;
 use crate::engine::Strategy;
 use crate::journal::JournalConfig;
@@ -314,7 +313,6 @@ struct JobInner {
     record: JobRecord,
     stats: Option<Arc<JobStats>>,
     adaptive: Option<Arc<Adaptive>>,
-    rate: RateWindow,
 }
 
 impl Job {
@@ -355,7 +353,6 @@ impl Job {
                 record,
                 stats: None,
                 adaptive: None,
-                rate: RateWindow::new(Duration::from_secs(5)),
             }),
         }
     }
@@ -380,7 +377,6 @@ impl Job {
                 record,
                 stats: None,
                 adaptive: None,
-                rate: RateWindow::new(Duration::from_secs(5)),
             }),
         }
     }
@@ -468,12 +464,12 @@ impl Job {
         inner.record.clone()
     }
 
-    /// The job as the API shows it; also advances the sliding rate window.
+    /// The job as the API shows it (a read: nothing changes).
     pub fn view(&self) -> JobView {
-        let mut inner = self.inner.lock();
-        let progress = inner.stats.clone().map(|stats| {
+        let inner = self.inner.lock();
+        let progress = inner.stats.as_ref().map(|stats| {
             let snap = stats.snapshot();
-            let per_sec = inner.rate.update(Instant::now(), snap.docs);
+            let per_sec = stats.recent.per_sec();
             let eta_secs = snap
                 .expected
                 .filter(|_| per_sec > 0.0)
