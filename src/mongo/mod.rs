@@ -6,6 +6,7 @@
 
 pub mod bson_order;
 pub mod retry;
+pub mod schema;
 
 use std::fmt;
 use std::time::Duration;
