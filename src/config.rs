@@ -15,7 +15,18 @@ use crate::mongo::Namespace;
 use crate::throttle::Limits;
 
 /// How documents travel from the source to the workers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Strategy {
     /// The producer streams sorted `_id` batches; workers fetch each batch with `$in`.

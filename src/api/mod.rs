@@ -1,10 +1,16 @@
 //! The HTTP API of `mongoferry serve`, and its dashboard.
 //!
 //! In: HTTP requests. Out: JSON views of jobs, server-sent events, Prometheus metrics, the
-//! OpenAPI description and the web dashboard ([`web`]: `/` and `/web/…`, embedded in the binary). Every error becomes a JSON body with a 4xx status in one place
-//! ([`ApiError`]); no request can panic the service or get a 500 for bad input.
+//! OpenAPI description and the web dashboard ([`web`]: `/` and `/web/…`, embedded in the binary).
+//! Every error becomes a JSON body with a 4xx status in one place ([`ApiError`]); no request can
+//! panic the service or get a 500 for bad input.
+//!
+//! Every route is registered through `utoipa_axum`'s `routes!`, which takes the path and the
+//! method from the handler's `#[utoipa::path]` attribute: the router and the OpenAPI document
+//! ([`openapi`]) are built from the same declarations, so they cannot drift apart.
 
 mod metrics;
+mod openapi;
 mod web;
 
 use std::convert::Infallible;
@@ -12,18 +18,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{FromRef, Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::Stream;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::job::manager::{Command, CommandError, JobManager};
-use crate::job::{Job, JobId, JobSpec};
+use crate::job::{Job, JobId, JobSpec, JobView};
 use crate::throttle::Limits;
 
 /// How often the event stream sends a progress snapshot.
@@ -44,19 +51,39 @@ pub enum ApiError {
     MethodNotAllowed,
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = match &self {
+/// The body of every error answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong, for a person.
+    pub error: String,
+    /// Every problem of an invalid job spec (only on `400 invalid job`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problems: Option<Vec<String>>,
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
             ApiError::InvalidSpec(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-        };
-        let body = match &self {
-            ApiError::InvalidSpec(problems) => {
-                json!({ "error": "invalid job", "problems": problems })
-            }
-            other => json!({ "error": other.to_string() }),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = match self {
+            ApiError::InvalidSpec(problems) => ErrorBody {
+                error: "invalid job".into(),
+                problems: Some(problems),
+            },
+            other => ErrorBody {
+                error: other.to_string(),
+                problems: None,
+            },
         };
         (status, Json(body)).into_response()
     }
@@ -74,23 +101,54 @@ impl From<CommandError> for ApiError {
     }
 }
 
+/// What every handler can reach.
+#[derive(Clone)]
+struct ApiState {
+    manager: Arc<JobManager>,
+    /// The OpenAPI document of this service, serialised once.
+    openapi: Arc<str>,
+}
+
+impl FromRef<ApiState> for Arc<JobManager> {
+    fn from_ref(state: &ApiState) -> Self {
+        state.manager.clone()
+    }
+}
+
+/// Every route with its OpenAPI description; the one place routes are declared.
+fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(list_jobs, create_job))
+        .routes(routes!(get_job, patch_job))
+        .routes(routes!(pause_job))
+        .routes(routes!(resume_job))
+        .routes(routes!(cancel_job))
+        .routes(routes!(job_events))
+        .routes(routes!(get_throttle, put_throttle))
+        .routes(routes!(openapi_json))
+        .routes(routes!(metrics::render))
+        .routes(routes!(web::index))
+        .routes(routes!(web::asset))
+        .routes(routes!(web::vendor_asset))
+}
+
+/// The OpenAPI document of the API: what `GET /api/openapi.json` answers.
+pub fn document() -> utoipa::openapi::OpenApi {
+    openapi::finish(routes().into_openapi())
+}
+
 /// The API's routes over a job manager.
 pub fn router(manager: Arc<JobManager>) -> Router {
-    Router::new()
-        .route("/api/jobs", get(list_jobs).post(create_job))
-        .route("/api/jobs/{id}", get(get_job).patch(patch_job))
-        .route("/api/jobs/{id}/pause", post(pause_job))
-        .route("/api/jobs/{id}/resume", post(resume_job))
-        .route("/api/jobs/{id}/cancel", post(cancel_job))
-        .route("/api/jobs/{id}/events", get(job_events))
-        .route("/api/throttle", get(get_throttle).put(put_throttle))
-        .route("/api/openapi.json", get(openapi))
-        .route("/metrics", get(metrics::render))
-        .route("/", get(web::index))
-        .route("/web/{*path}", get(web::asset))
+    let (routes, document) = routes().split_for_parts();
+    let document = openapi::finish(document);
+    let openapi = document.to_json().expect("the OpenAPI document serialises");
+    routes
         .fallback(|| async { ApiError::NotFound("no such resource".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .with_state(manager)
+        .with_state(ApiState {
+            manager,
+            openapi: openapi.into(),
+        })
 }
 
 type Api = State<Arc<JobManager>>;
@@ -113,11 +171,33 @@ fn parse_json<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, ApiError>
         .map_err(|e| ApiError::BadRequest(format!("malformed request: {e}")))
 }
 
-async fn list_jobs(State(manager): Api) -> Response {
-    let jobs: Vec<_> = manager.list().iter().map(|j| j.view()).collect();
-    Json(json!({ "jobs": jobs })).into_response()
+/// `GET /api/jobs`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobList {
+    pub jobs: Vec<JobView>,
 }
 
+/// Every job, with the history of earlier runs.
+#[utoipa::path(get, path = "/api/jobs", tag = "jobs",
+    responses((status = 200, description = "Every job, oldest first", body = JobList)))]
+async fn list_jobs(State(manager): Api) -> Json<JobList> {
+    Json(JobList {
+        jobs: manager.list().iter().map(|j| j.view()).collect(),
+    })
+}
+
+/// Starts a job (the answer comes at once); the same spec while its job is active answers with
+/// that job.
+#[utoipa::path(post, path = "/api/jobs", tag = "jobs",
+    request_body = JobSpec,
+    responses(
+        (status = 202, description = "Job started", body = JobView,
+            headers(("location" = String, description = "The job's URL"))),
+        (status = 200, description = "An active job with the same spec: that job", body = JobView,
+            headers(("location" = String, description = "The job's URL"))),
+        (status = 400, description = "Malformed JSON, or an invalid spec with every problem",
+            body = ErrorBody),
+    ))]
 async fn create_job(State(manager): Api, body: Bytes) -> Result<Response, ApiError> {
     let spec: JobSpec = parse_json(&body)?;
     let (job, created) = manager
@@ -133,19 +213,31 @@ async fn create_job(State(manager): Api, body: Bytes) -> Result<Response, ApiErr
     Ok((status, [(header::LOCATION, location)], Json(job.view())).into_response())
 }
 
-async fn get_job(State(manager): Api, Path(id): Path<String>) -> Result<Response, ApiError> {
-    Ok(Json(find(&manager, &id)?.view()).into_response())
+/// One job: its state, spec (without secrets), progress per namespace and per worker.
+#[utoipa::path(get, path = "/api/jobs/{id}", tag = "jobs",
+    params(("id" = u64, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "The job", body = JobView),
+        (status = 404, description = "No such job", body = ErrorBody),
+    ))]
+async fn get_job(State(manager): Api, Path(id): Path<String>) -> Result<Json<JobView>, ApiError> {
+    Ok(Json(find(&manager, &id)?.view()))
 }
 
 /// `PATCH /api/jobs/{id}`: live settings. A field left out stays as it is; a rate set to `null`
 /// lifts that limit.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct JobPatch {
+    /// Concurrent workers, 1 to 256.
     workers: Option<usize>,
+    /// Documents per second (`null` lifts the limit).
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<f64>)]
     rate: Option<Option<f64>>,
+    /// Bytes per second (`null` lifts the limit).
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<f64>)]
     rate_bytes: Option<Option<f64>>,
 }
 
@@ -154,11 +246,22 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<f64>>
     Option::<f64>::deserialize(d).map(Some)
 }
 
+/// Changes a running job's workers or rate limits, in force at once.
+#[utoipa::path(patch, path = "/api/jobs/{id}", tag = "jobs",
+    params(("id" = u64, Path, description = "The job's id")),
+    request_body = JobPatch,
+    responses(
+        (status = 200, description = "The job with its new settings", body = JobView),
+        (status = 400, description = "Malformed JSON, nothing to change, or a value out of range",
+            body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "The job has ended", body = ErrorBody),
+    ))]
 async fn patch_job(
     State(manager): Api,
     Path(id): Path<String>,
     body: Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<Json<JobView>, ApiError> {
     let job = find(&manager, &id)?;
     let patch: JobPatch = parse_json(&body)?;
     if patch.workers.is_none() && patch.rate.is_none() && patch.rate_bytes.is_none() {
@@ -179,50 +282,103 @@ async fn patch_job(
             .command(job.id, Command::SetWorkers(workers))
             .await?;
     }
-    Ok(Json(job.view()).into_response())
+    Ok(Json(job.view()))
 }
 
-/// `GET /api/throttle`: the budget all jobs of this service share.
-async fn get_throttle(State(manager): Api) -> Response {
-    Json(manager.global_limits()).into_response()
+/// The budget all jobs of this service share.
+#[utoipa::path(get, path = "/api/throttle", tag = "throttle",
+    responses((status = 200, description = "The shared limits (`null`: unlimited)", body = Limits)))]
+async fn get_throttle(State(manager): Api) -> Json<Limits> {
+    Json(manager.global_limits())
 }
 
-/// `PUT /api/throttle`: sets the shared budget (`null` lifts a limit).
-async fn put_throttle(State(manager): Api, body: Bytes) -> Result<Response, ApiError> {
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Body {
-        rate: Option<f64>,
-        rate_bytes: Option<f64>,
-    }
-    let body: Body = parse_json(&body)?;
-    let limits = Limits {
+/// `PUT /api/throttle`: the shared budget; a limit left out or `null` is lifted.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ThrottleBody {
+    /// Documents per second.
+    rate: Option<f64>,
+    /// Bytes per second.
+    rate_bytes: Option<f64>,
+}
+
+/// Sets the budget all jobs share, on top of their own limits.
+#[utoipa::path(put, path = "/api/throttle", tag = "throttle",
+    request_body = ThrottleBody,
+    responses(
+        (status = 200, description = "The shared limits now", body = Limits),
+        (status = 400, description = "Malformed JSON or a value out of range", body = ErrorBody),
+    ))]
+async fn put_throttle(State(manager): Api, body: Bytes) -> Result<Json<Limits>, ApiError> {
+    let body: ThrottleBody = parse_json(&body)?;
+    manager.set_global_limits(Limits {
         rate: body.rate,
         rate_bytes: body.rate_bytes,
-    };
-    manager.set_global_limits(limits)?;
-    Ok(Json(manager.global_limits()).into_response())
+    })?;
+    Ok(Json(manager.global_limits()))
 }
 
-async fn command(manager: &JobManager, id: &str, command: Command) -> Result<Response, ApiError> {
+async fn command(
+    manager: &JobManager,
+    id: &str,
+    command: Command,
+) -> Result<Json<JobView>, ApiError> {
     let job = manager.command(parse_id(id)?, command).await?;
-    Ok(Json(job.view()).into_response())
+    Ok(Json(job.view()))
 }
 
-async fn pause_job(State(manager): Api, Path(id): Path<String>) -> Result<Response, ApiError> {
+/// Pauses a job after its batches in flight.
+#[utoipa::path(post, path = "/api/jobs/{id}/pause", tag = "jobs",
+    params(("id" = u64, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "The job, paused", body = JobView),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "The job has ended", body = ErrorBody),
+    ))]
+async fn pause_job(State(manager): Api, Path(id): Path<String>) -> Result<Json<JobView>, ApiError> {
     command(&manager, &id, Command::Pause).await
 }
 
-async fn resume_job(State(manager): Api, Path(id): Path<String>) -> Result<Response, ApiError> {
+/// Resumes a paused job.
+#[utoipa::path(post, path = "/api/jobs/{id}/resume", tag = "jobs",
+    params(("id" = u64, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "The job, running again", body = JobView),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "The job has ended", body = ErrorBody),
+    ))]
+async fn resume_job(
+    State(manager): Api,
+    Path(id): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
     command(&manager, &id, Command::Resume).await
 }
 
-async fn cancel_job(State(manager): Api, Path(id): Path<String>) -> Result<Response, ApiError> {
+/// Cancels a job after its batches in flight (an interrupted job: for good).
+#[utoipa::path(post, path = "/api/jobs/{id}/cancel", tag = "jobs",
+    params(("id" = u64, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "The job, cancelling", body = JobView),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "The job has ended", body = ErrorBody),
+    ))]
+async fn cancel_job(
+    State(manager): Api,
+    Path(id): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
     command(&manager, &id, Command::Cancel).await
 }
 
 /// Server-sent events: the job now, then a `progress` event about once a second and a `state`
-/// event at every state change; the stream ends after the final state.
+/// event at every state change; the stream ends after the final state. Each event's data is the
+/// job's view (`JobView`) as JSON.
+#[utoipa::path(get, path = "/api/jobs/{id}/events", tag = "jobs",
+    params(("id" = u64, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "`state` and `progress` events, each a JobView",
+            content_type = "text/event-stream", body = String),
+        (status = 404, description = "No such job", body = ErrorBody),
+    ))]
 async fn job_events(
     State(manager): Api,
     Path(id): Path<String>,
@@ -261,10 +417,157 @@ async fn job_events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
-async fn openapi() -> Response {
+/// This document: the API in OpenAPI 3.1.
+#[utoipa::path(get, path = "/api/openapi.json", tag = "service",
+    responses((status = 200, description = "The OpenAPI document", body = Object)))]
+async fn openapi_json(State(state): State<ApiState>) -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
-        include_str!("openapi.json"),
+        state.openapi.to_string(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::{Method, Request};
+    use tower::ServiceExt;
+
+    const METHODS: [Method; 5] = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+    ];
+
+    fn app() -> Router {
+        let state = Arc::new(crate::state::MemoryStore::default());
+        router(JobManager::open(None, state, None).expect("a manager without history"))
+    }
+
+    /// The status and the `error` text of one request to the router, in-process.
+    async fn send(app: &Router, method: Method, path: &str) -> (StatusCode, String) {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, "127.0.0.1:8080")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from("{}"))
+            .unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let error = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(String::from))
+            .unwrap_or_default();
+        (status, error)
+    }
+
+    /// A concrete path for a documented template.
+    fn concrete(template: &str) -> String {
+        template
+            .replace("{id}", "1")
+            .replace("{file}", "no-such-file")
+    }
+
+    #[tokio::test]
+    async fn every_route_is_in_the_document_and_nothing_else() {
+        let app = app();
+        let document = document();
+        let paths = &document.paths.paths;
+        assert!(paths.len() >= 12, "{:?}", paths.keys());
+        for (template, item) in paths {
+            let documented: Vec<Method> = METHODS
+                .into_iter()
+                .filter(|m| {
+                    let operation = match *m {
+                        Method::GET => &item.get,
+                        Method::POST => &item.post,
+                        Method::PUT => &item.put,
+                        Method::PATCH => &item.patch,
+                        _ => &item.delete,
+                    };
+                    operation.is_some()
+                })
+                .collect();
+            assert!(!documented.is_empty(), "{template} has no operation");
+            let path = concrete(template);
+            for method in METHODS {
+                let (status, error) = send(&app, method.clone(), &path).await;
+                if documented.contains(&method) {
+                    // Served by a route (a handler's own 404 names what is missing).
+                    assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+                    assert_ne!(error, "no such resource", "{method} {path}");
+                } else {
+                    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+                }
+            }
+        }
+        // The routes the README and the dashboard use are all documented.
+        for (method, path) in [
+            ("get", "/api/jobs"),
+            ("post", "/api/jobs"),
+            ("get", "/api/jobs/{id}"),
+            ("patch", "/api/jobs/{id}"),
+            ("get", "/api/jobs/{id}/events"),
+            ("post", "/api/jobs/{id}/pause"),
+            ("post", "/api/jobs/{id}/resume"),
+            ("post", "/api/jobs/{id}/cancel"),
+            ("get", "/api/throttle"),
+            ("put", "/api/throttle"),
+            ("get", "/api/openapi.json"),
+            ("get", "/metrics"),
+            ("get", "/"),
+            ("get", "/web/{file}"),
+            ("get", "/web/vendor/{file}"),
+        ] {
+            let json = serde_json::to_value(&paths[path]).unwrap();
+            assert!(
+                json[method].is_object(),
+                "{method} {path} is not documented"
+            );
+        }
+        // Anything else is the router's fallback.
+        for path in ["/api", "/api/jobs/1/nope", "/web/a/b/c", "/metrics/x"] {
+            let (status, error) = send(&app, Method::GET, path).await;
+            assert_eq!(
+                (status, error.as_str()),
+                (StatusCode::NOT_FOUND, "no such resource")
+            );
+        }
+    }
+
+    /// Routes are added only through `routes()`, where `routes!` documents each one: a plain
+    /// axum route here would be served without being in the document.
+    #[test]
+    fn no_route_bypasses_the_document() {
+        let source = include_str!("mod.rs");
+        let code = &source[..source.find("#[cfg(test)]").unwrap()];
+        for bypass in [
+            ".route(",
+            ".route_service(",
+            ".nest(",
+            ".merge(",
+            ".nest_service(",
+        ] {
+            assert!(!code.contains(bypass), "src/api/mod.rs calls {bypass}");
+        }
+    }
+
+    #[test]
+    fn the_document_names_every_schema_it_uses() {
+        let text = document().to_json().unwrap();
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let schemas = json["components"]["schemas"].as_object().unwrap();
+        for reference in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+            let name = &reference[..reference.find('"').unwrap()];
+            assert!(schemas.contains_key(name), "{name} is used but not defined");
+        }
+    }
 }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use utoipa::ToSchema;
 
 use crate::adaptive::{Adaptive, AdaptiveConfig, AdaptiveView};
 use crate::config::{CopySpec, RawSpec, SpecError, Strategy};
@@ -23,7 +24,9 @@ use crate::stats::{JobStats, NsSnapshot, RateWindow, WorkerSnapshot};
 use crate::throttle::{Limits, Throttle};
 
 /// A job's identity, unique for the lifetime of a state store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
 #[serde(transparent)]
 pub struct JobId(pub u64);
 
@@ -43,7 +46,7 @@ impl std::fmt::Display for JobId {
 ///
 /// `interrupted`: the service stopped before the job finished; a restarted service continues it
 /// from its checkpoint (as the same job) when it can.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
     Pending,
@@ -83,13 +86,15 @@ impl std::fmt::Display for JobState {
 }
 
 /// A job as posted to `POST /api/jobs`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
     pub from: String,
     pub to: String,
     pub namespaces: Vec<String>,
+    /// A query in MongoDB Extended JSON selecting the source documents.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub filter: Option<serde_json::Map<String, serde_json::Value>>,
     #[serde(default)]
     pub workers: Option<usize>,
@@ -191,11 +196,12 @@ impl JobSpec {
 }
 
 /// A spec fit to show: no credentials.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct SpecView {
     pub from: String,
     pub to: String,
     pub namespaces: Vec<String>,
+    #[schema(value_type = Option<Object>)]
     pub filter: Option<serde_json::Map<String, serde_json::Value>>,
     pub batch_size: Option<usize>,
     pub strategy: Option<Strategy>,
@@ -232,7 +238,7 @@ pub struct JobRecord {
 }
 
 /// Progress of a job as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Progress {
     /// Written by this run.
     pub docs: u64,
@@ -254,7 +260,7 @@ pub struct Progress {
 }
 
 /// A job as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct JobView {
     pub id: JobId,
     pub state: JobState,
@@ -273,7 +279,8 @@ pub struct JobView {
     pub links: Links,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// The job's resources.
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Links {
     #[serde(rename = "self")]
     pub this: String,
