@@ -15,19 +15,9 @@ use crate::mongo::Namespace;
 use crate::throttle::Limits;
 
 /// How documents travel from the source to the workers.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    Serialize,
-    Deserialize,
-    clap::ValueEnum,
-    utoipa::ToSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
+#[derive(utoipa::ToSchema)]
 pub enum Strategy {
     /// The producer streams sorted `_id` batches; workers fetch each batch with `$in`.
     Ids,
