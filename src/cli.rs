@@ -7,7 +7,6 @@
 //! finished but the data differs (documents refused by the destination, or `verify` found
 //! differences), 130 when interrupted.
 
-use std::future::IntoFuture;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +15,9 @@ use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::adaptive::AdaptiveConfig;
+use crate::api::guard::ApiToken;
+use crate::api::server::{self, ServeOptions, Tls};
+use crate::api::ApiOptions;
 use crate::config::{NsMapping, RawSpec, Strategy, DEFAULT_BATCH_SIZE, DEFAULT_WORKERS};
 use crate::copy::{self, CopySummary};
 use crate::job::manager::JobManager;
@@ -77,6 +79,31 @@ pub struct ServeArgs {
     /// Seconds to wait for running jobs to stop on SIGTERM / Ctrl-C.
     #[arg(long, default_value_t = 30.0, value_name = "SECS")]
     pub shutdown_timeout: f64,
+    /// A file holding the API token: every /api/… request and /metrics then need
+    /// `Authorization: Bearer <token>` (the dashboard asks for it). The environment variable
+    /// MONGOFERRY_API_TOKEN may hold the token instead.
+    #[arg(long, value_name = "PATH")]
+    pub auth_token_file: Option<std::path::PathBuf>,
+    /// Serve an address other than loopback without a token: anyone who reaches the port can then
+    /// start jobs that read and write your databases.
+    #[arg(long)]
+    pub insecure_no_auth: bool,
+    /// A name the service answers to besides localhost and IP addresses (the Host header, checked
+    /// against DNS rebinding): the name it is reached by, e.g. behind a reverse proxy; repeatable.
+    #[arg(long = "allowed-host", value_name = "NAME")]
+    pub allowed_hosts: Vec<String>,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// Seconds a client may take to send a request (its head, its body, a TLS handshake).
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    pub client_timeout: f64,
+    /// Event streams (`/api/jobs/{id}/events`) open at once, for the whole service.
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    pub max_event_streams: usize,
 }
 
 #[derive(Args, Debug)]
@@ -559,8 +586,125 @@ fn default_state_path() -> std::path::PathBuf {
     crate::state::data_dir().join("mongoferry/jobs.json")
 }
 
+/// The environment variable that may hold the API token (instead of `--auth-token-file`).
+pub const TOKEN_VARIABLE: &str = "MONGOFERRY_API_TOKEN";
+
+/// The API token of `--auth-token-file` or [`TOKEN_VARIABLE`], if any. Errors never quote it.
+fn api_token(file: Option<&std::path::Path>) -> Result<Option<ApiToken>, Failure> {
+    let invalid = |message: String| Failure { message, status: 2 };
+    let from_env = std::env::var_os(TOKEN_VARIABLE);
+    let text = match (file, from_env) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(format!(
+            "give the API token either with --auth-token-file or with {TOKEN_VARIABLE}, not both"
+        )))
+        }
+        (None, None) => return Ok(None),
+        (None, Some(value)) => value
+            .into_string()
+            .map_err(|_| invalid(format!("{TOKEN_VARIABLE}: the token is not valid text")))?,
+        (Some(path), None) => {
+            warn_if_others_can_read(path);
+            std::fs::read_to_string(path).map_err(|e| {
+                invalid(format!(
+                    "cannot read the token file {}: {e}",
+                    path.display()
+                ))
+            })?
+        }
+    };
+    let source = match file {
+        Some(path) => format!("token file {}", path.display()),
+        None => TOKEN_VARIABLE.to_string(),
+    };
+    ApiToken::new(&text)
+        .map(Some)
+        .map_err(|e| invalid(format!("{source}: {e}")))
+}
+
+#[cfg(unix)]
+fn warn_if_others_can_read(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.permissions().mode() & 0o077 != 0 {
+            eprintln!(
+                "warning: the token file {} can be read by other users (chmod 600 it)",
+                path.display()
+            );
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn warn_if_others_can_read(_path: &std::path::Path) {}
+
+/// What `serve` is told about who may use it, checked before anything starts.
+fn api_options(args: &ServeArgs) -> Result<(ApiOptions, Option<Tls>), Failure> {
+    let invalid = |message: String| Failure { message, status: 2 };
+    let token = api_token(args.auth_token_file.as_deref())?;
+    for name in &args.allowed_hosts {
+        let valid = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+        if !valid {
+            return Err(invalid(format!(
+                "--allowed-host {name:?}: give a host name, such as ferry.example.com (no scheme, port or path)"
+            )));
+        }
+    }
+    if !(args.client_timeout.is_finite()
+        && args.client_timeout > 0.0
+        && args.client_timeout <= 3600.0)
+    {
+        return Err(invalid(format!(
+            "--client-timeout: must be between 0 and 3600 seconds, got {}",
+            args.client_timeout
+        )));
+    }
+    if args.max_event_streams == 0 {
+        return Err(invalid("--max-event-streams: must be at least 1".into()));
+    }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(Tls::from_pem_files(cert, key).map_err(|e| invalid(e.to_string()))?)
+        }
+        _ => None,
+    };
+    let options = ApiOptions {
+        token,
+        allowed_hosts: args.allowed_hosts.clone(),
+        max_event_streams: args.max_event_streams,
+        client_timeout: Duration::from_secs_f64(args.client_timeout),
+    };
+    Ok((options, tls))
+}
+
 async fn run_serve(args: ServeArgs) -> Result<(), Failure> {
     let fail = |message: String| Failure { message, status: 1 };
+    // Everything that can refuse the command line is checked before jobs are continued or a port
+    // is opened.
+    let (options, tls) = api_options(&args)?;
+    let addresses: Vec<std::net::SocketAddr> = tokio::net::lookup_host(&args.listen)
+        .await
+        .map_err(|e| fail(format!("cannot listen on {}: {e}", args.listen)))?
+        .collect();
+    let loopback = !addresses.is_empty()
+        && addresses
+            .iter()
+            .all(|a| a.ip().to_canonical().is_loopback());
+    if !loopback && options.token.is_none() && !args.insecure_no_auth {
+        return Err(Failure {
+            message: format!(
+                "refusing to serve {} without authentication: it is not a loopback address, so \
+                 anyone who reaches it could start jobs that read and write your databases; \
+                 give a token with --auth-token-file PATH (or {TOKEN_VARIABLE}), or pass \
+                 --insecure-no-auth to serve without one",
+                args.listen
+            ),
+            status: 2,
+        });
+    }
     let store = (!args.no_state)
         .then(|| StateFile::new(args.state.clone().unwrap_or_else(default_state_path)));
     // Checkpoints and dead letters live beside the history (and with the history off, nowhere).
@@ -577,12 +721,25 @@ async fn run_serve(args: ServeArgs) -> Result<(), Failure> {
     });
     let manager = JobManager::open(store.clone(), state.clone(), journal_root.clone())
         .map_err(|e| fail(e.to_string()))?;
-    let listener = tokio::net::TcpListener::bind(&args.listen)
-        .await
+    let listener = std::net::TcpListener::bind(&addresses[..])
         .map_err(|e| fail(format!("cannot listen on {}: {e}", args.listen)))?;
     let address = listener
         .local_addr()
         .map_err(|e| fail(format!("cannot listen on {}: {e}", args.listen)))?;
+    if !loopback {
+        if options.token.is_none() {
+            eprintln!(
+                "warning: serving {address} without authentication (--insecure-no-auth): anyone \
+                 who reaches it can use every cluster this service can reach"
+            );
+        }
+        if tls.is_none() {
+            eprintln!(
+                "warning: serving {address} without TLS: the token and the jobs' URIs cross the \
+                 network in clear; use --tls-cert/--tls-key, or a reverse proxy that ends TLS"
+            );
+        }
+    }
     match &store {
         Some(s) => eprintln!(
             "job history: {}; checkpoints and dead letters: {}",
@@ -595,21 +752,31 @@ async fn run_serve(args: ServeArgs) -> Result<(), Failure> {
         Some(root) => eprintln!("journals of jobs: under {}", root.display()),
         None => eprintln!("journals of jobs: none (no --journal-root)"),
     }
-    eprintln!("mongoferry serving on http://{address}");
+    if options.token.is_some() {
+        eprintln!("authentication: a bearer token is required for /api/… and /metrics");
+    }
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    eprintln!("mongoferry serving on {scheme}://{address}");
     manager.resume().await;
 
     let stop = CancellationToken::new();
     let signals = cancel_on_signal(stop.clone());
-    let server = axum::serve(listener, crate::api::router(manager.clone()))
-        .with_graceful_shutdown(stop.clone().cancelled_owned());
-    let mut server = tokio::spawn(server.into_future());
+    let deadline = Duration::from_secs_f64(args.shutdown_timeout.max(0.0));
+    let serve_options = ServeOptions {
+        tls,
+        client_timeout: options.client_timeout,
+    };
+    let app = crate::api::router(manager.clone(), options);
+    // Requests in flight may take as long as the jobs take to stop, and a little more.
+    let grace = deadline + Duration::from_secs(5);
+    let server = server::serve(listener, app, serve_options, stop.clone(), grace);
+    let mut server = tokio::spawn(server);
     let served = tokio::select! {
         outcome = &mut server => Some(outcome),
         _ = stop.cancelled() => None,
     };
     // Stop accepting (done by the graceful shutdown), let running batches finish, record states.
     stop.cancel();
-    let deadline = Duration::from_secs_f64(args.shutdown_timeout.max(0.0));
     manager.shutdown(deadline).await;
     if served.is_none()
         && tokio::time::timeout(Duration::from_secs(5), &mut server)

@@ -3,14 +3,17 @@
 //! In: HTTP requests. Out: JSON views of jobs, server-sent events, Prometheus metrics, the
 //! OpenAPI description and the web dashboard ([`web`]: `/` and `/web/…`, embedded in the binary).
 //! Every error becomes a JSON body with a 4xx status in one place ([`ApiError`]); no request can
-//! panic the service or get a 500 for bad input.
+//! panic the service or get a 500 for bad input. Before any handler, every request passes the
+//! [`guard`] (host, origin, token, content type, body limits); refused, it changes nothing.
 //!
 //! Every route is registered through `utoipa_axum`'s `routes!`, which takes the path and the
 //! method from the handler's `#[utoipa::path]` attribute: the router and the OpenAPI document
 //! ([`openapi`]) are built from the same declarations, so they cannot drift apart.
 
+pub mod guard;
 mod metrics;
 mod openapi;
+pub mod server;
 mod web;
 
 use std::convert::Infallible;
@@ -18,13 +21,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{FromRef, Path, State};
-use axum::http::{header, StatusCode};
+use axum::extract::{DefaultBodyLimit, FromRef, Path, State};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::{Json, Router};
+use axum::{middleware, Json, Router};
 use futures::Stream;
 use serde::{Deserialize, Serialize};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -32,6 +36,7 @@ use utoipa_axum::routes;
 use crate::job::manager::{Command, CommandError, JobManager};
 use crate::job::{Job, JobId, JobSpec, JobView};
 use crate::throttle::Limits;
+use guard::{ApiToken, Guard, Refusal};
 
 /// How often the event stream sends a progress snapshot.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
@@ -49,6 +54,10 @@ pub enum ApiError {
     Conflict(String),
     #[error("method not allowed")]
     MethodNotAllowed,
+    #[error("{0}")]
+    Refused(#[from] Refusal),
+    #[error("too many event streams open (at most {0}); close one, or try again later")]
+    TooManyStreams(usize),
 }
 
 /// The body of every error answer.
@@ -68,6 +77,15 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::TooManyStreams(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Refused(refusal) => match refusal {
+                Refusal::NoHost | Refusal::Host(_) => StatusCode::MISDIRECTED_REQUEST,
+                Refusal::Origin(_) => StatusCode::FORBIDDEN,
+                Refusal::NoToken | Refusal::WrongToken => StatusCode::UNAUTHORIZED,
+                Refusal::ContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                Refusal::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+                Refusal::SlowBody(_) => StatusCode::REQUEST_TIMEOUT,
+            },
         }
     }
 }
@@ -75,6 +93,15 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
+        let extra = match &self {
+            ApiError::Refused(Refusal::NoToken | Refusal::WrongToken) => {
+                Some((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")))
+            }
+            ApiError::TooManyStreams(_) => {
+                Some((header::RETRY_AFTER, HeaderValue::from_static("5")))
+            }
+            _ => None,
+        };
         let body = match self {
             ApiError::InvalidSpec(problems) => ErrorBody {
                 error: "invalid job".into(),
@@ -85,7 +112,11 @@ impl IntoResponse for ApiError {
                 problems: None,
             },
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if let Some((name, value)) = extra {
+            response.headers_mut().insert(name, value);
+        }
+        response
     }
 }
 
@@ -101,12 +132,39 @@ impl From<CommandError> for ApiError {
     }
 }
 
+/// How the API is exposed: who may use it and how much of it.
+#[derive(Debug, Clone)]
+pub struct ApiOptions {
+    /// `--auth-token-file` / `MONGOFERRY_API_TOKEN`: without it, no authentication.
+    pub token: Option<ApiToken>,
+    /// `--allowed-host`: names the service answers to, besides `localhost` and IP addresses.
+    pub allowed_hosts: Vec<String>,
+    /// Event streams open at once, for the whole service.
+    pub max_event_streams: usize,
+    /// How long a client may take to send a request (head or body).
+    pub client_timeout: Duration,
+}
+
+impl Default for ApiOptions {
+    fn default() -> Self {
+        ApiOptions {
+            token: None,
+            allowed_hosts: vec![],
+            max_event_streams: 32,
+            client_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
 /// What every handler can reach.
 #[derive(Clone)]
 struct ApiState {
     manager: Arc<JobManager>,
     /// The OpenAPI document of this service, serialised once.
     openapi: Arc<str>,
+    /// One permit per open event stream.
+    streams: Arc<Semaphore>,
+    max_streams: usize,
 }
 
 impl FromRef<ApiState> for Arc<JobManager> {
@@ -132,23 +190,35 @@ fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(web::vendor_asset))
 }
 
-/// The OpenAPI document of the API: what `GET /api/openapi.json` answers.
-pub fn document() -> utoipa::openapi::OpenApi {
-    openapi::finish(routes().into_openapi())
+/// The OpenAPI document of the API as a service with `options` answers `GET /api/openapi.json`.
+pub fn document(options: &ApiOptions) -> utoipa::openapi::OpenApi {
+    openapi::finish(routes().into_openapi(), options)
 }
 
-/// The API's routes over a job manager.
-pub fn router(manager: Arc<JobManager>) -> Router {
+/// The API's routes over a job manager, behind the [`guard`].
+pub fn router(manager: Arc<JobManager>, options: ApiOptions) -> Router {
     let (routes, document) = routes().split_for_parts();
-    let document = openapi::finish(document);
-    let openapi = document.to_json().expect("the OpenAPI document serialises");
+    let openapi = openapi::finish(document, &options)
+        .to_json()
+        .expect("the OpenAPI document serialises");
+    let guard = Arc::new(Guard::new(
+        &options.allowed_hosts,
+        options.token.clone(),
+        options.client_timeout,
+    ));
+    let max_streams = options.max_event_streams.max(1);
     routes
         .fallback(|| async { ApiError::NotFound("no such resource".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(ApiState {
             manager,
             openapi: openapi.into(),
+            streams: Arc::new(Semaphore::new(max_streams)),
+            max_streams,
         })
+        // Outermost, so it also covers the fallbacks: nothing is answered before it.
+        .layer(middleware::from_fn_with_state(guard, guard::check))
+        .layer(DefaultBodyLimit::max(guard::BODY_LIMIT))
 }
 
 type Api = State<Arc<JobManager>>;
@@ -318,11 +388,25 @@ async fn put_throttle(State(manager): Api, body: Bytes) -> Result<Json<Limits>, 
     Ok(Json(manager.global_limits()))
 }
 
+/// The body of the commands (pause, resume, cancel): nothing, or an empty JSON object. They carry
+/// `Content-Type: application/json` all the same, as every request that changes something does.
+#[derive(Debug, ToSchema)]
+#[schema(max_properties = 0)]
+struct NoParameters {}
+
 async fn command(
     manager: &JobManager,
     id: &str,
+    body: &Bytes,
     command: Command,
 ) -> Result<Json<JobView>, ApiError> {
+    let empty = body.iter().all(u8::is_ascii_whitespace)
+        || matches!(parse_json(body)?, serde_json::Value::Object(map) if map.is_empty());
+    if !empty {
+        return Err(ApiError::BadRequest(
+            "this command takes no parameters: send no body or {}".into(),
+        ));
+    }
     let job = manager.command(parse_id(id)?, command).await?;
     Ok(Json(job.view()))
 }
@@ -330,43 +414,55 @@ async fn command(
 /// Pauses a job after its batches in flight.
 #[utoipa::path(post, path = "/api/jobs/{id}/pause", tag = "jobs",
     params(("id" = u64, Path, description = "The job's id")),
+    request_body(content = Option<NoParameters>, description = "Nothing, or {}"),
     responses(
         (status = 200, description = "The job, paused", body = JobView),
         (status = 404, description = "No such job", body = ErrorBody),
+        (status = 400, description = "A body other than {}", body = ErrorBody),
         (status = 409, description = "The job has ended", body = ErrorBody),
     ))]
-async fn pause_job(State(manager): Api, Path(id): Path<String>) -> Result<Json<JobView>, ApiError> {
-    command(&manager, &id, Command::Pause).await
+async fn pause_job(
+    State(manager): Api,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<JobView>, ApiError> {
+    command(&manager, &id, &body, Command::Pause).await
 }
 
 /// Resumes a paused job.
 #[utoipa::path(post, path = "/api/jobs/{id}/resume", tag = "jobs",
     params(("id" = u64, Path, description = "The job's id")),
+    request_body(content = Option<NoParameters>, description = "Nothing, or {}"),
     responses(
         (status = 200, description = "The job, running again", body = JobView),
         (status = 404, description = "No such job", body = ErrorBody),
+        (status = 400, description = "A body other than {}", body = ErrorBody),
         (status = 409, description = "The job has ended", body = ErrorBody),
     ))]
 async fn resume_job(
     State(manager): Api,
     Path(id): Path<String>,
+    body: Bytes,
 ) -> Result<Json<JobView>, ApiError> {
-    command(&manager, &id, Command::Resume).await
+    command(&manager, &id, &body, Command::Resume).await
 }
 
 /// Cancels a job after its batches in flight (an interrupted job: for good).
 #[utoipa::path(post, path = "/api/jobs/{id}/cancel", tag = "jobs",
     params(("id" = u64, Path, description = "The job's id")),
+    request_body(content = Option<NoParameters>, description = "Nothing, or {}"),
     responses(
         (status = 200, description = "The job, cancelling", body = JobView),
         (status = 404, description = "No such job", body = ErrorBody),
+        (status = 400, description = "A body other than {}", body = ErrorBody),
         (status = 409, description = "The job has ended", body = ErrorBody),
     ))]
 async fn cancel_job(
     State(manager): Api,
     Path(id): Path<String>,
+    body: Bytes,
 ) -> Result<Json<JobView>, ApiError> {
-    command(&manager, &id, Command::Cancel).await
+    command(&manager, &id, &body, Command::Cancel).await
 }
 
 /// Server-sent events: the job now, then a `progress` event about once a second and a `state`
@@ -378,18 +474,26 @@ async fn cancel_job(
         (status = 200, description = "`state` and `progress` events, each a JobView",
             content_type = "text/event-stream", body = String),
         (status = 404, description = "No such job", body = ErrorBody),
+        (status = 429, description = "Too many event streams open", body = ErrorBody,
+            headers(("retry-after" = u32, description = "Seconds to wait"))),
     ))]
 async fn job_events(
-    State(manager): Api,
+    State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let job = find(&manager, &id)?;
+    let job = find(&state.manager, &id)?;
+    // Held by the stream, so it is given back when the stream ends or its client goes away.
+    let permit: OwnedSemaphorePermit = state
+        .streams
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::TooManyStreams(state.max_streams))?;
     let states = job.watch_state();
     let mut tick = tokio::time::interval(PROGRESS_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let stream = futures::stream::unfold(
-        (job, states, tick, true, false),
-        |(job, mut states, mut tick, first, done)| async move {
+        (job, states, tick, true, false, permit),
+        |(job, mut states, mut tick, first, done, permit)| async move {
             if done {
                 return None;
             }
@@ -411,7 +515,7 @@ async fn job_events(
                 .json_data(&view)
                 .unwrap_or_else(|_| Event::default().comment("unserialisable"));
             let done = state.is_final() && kind == "state";
-            Some((Ok(event), (job, states, tick, false, done)))
+            Some((Ok(event), (job, states, tick, false, done, permit)))
         },
     );
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
@@ -445,7 +549,10 @@ mod tests {
 
     fn app() -> Router {
         let state = Arc::new(crate::state::MemoryStore::default());
-        router(JobManager::open(None, state, None).expect("a manager without history"))
+        router(
+            JobManager::open(None, state, None).expect("a manager without history"),
+            ApiOptions::default(),
+        )
     }
 
     /// The status and the `error` text of one request to the router, in-process.
@@ -479,7 +586,7 @@ mod tests {
     #[tokio::test]
     async fn every_route_is_in_the_document_and_nothing_else() {
         let app = app();
-        let document = document();
+        let document = document(&ApiOptions::default());
         let paths = &document.paths.paths;
         assert!(paths.len() >= 12, "{:?}", paths.keys());
         for (template, item) in paths {
@@ -562,7 +669,7 @@ mod tests {
 
     #[test]
     fn the_document_names_every_schema_it_uses() {
-        let text = document().to_json().unwrap();
+        let text = document(&ApiOptions::default()).to_json().unwrap();
         let json: serde_json::Value = serde_json::from_str(&text).unwrap();
         let schemas = json["components"]["schemas"].as_object().unwrap();
         for reference in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
