@@ -635,3 +635,95 @@ fn event_streams_are_bounded() {
         drop(second);
     });
 }
+
+/// A self-signed certificate for `localhost` and 127.0.0.1, written as PEM files in `dir`:
+/// (certificate path, key path, certificate PEM).
+fn self_signed(dir: &std::path::Path) -> (String, String, String) {
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap();
+    let cert = certified.cert.pem();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, &cert).unwrap();
+    std::fs::write(&key_path, certified.signing_key.serialize_pem()).unwrap();
+    (
+        cert_path.to_string_lossy().into_owned(),
+        key_path.to_string_lossy().into_owned(),
+        cert,
+    )
+}
+
+#[test]
+fn https_with_a_certificate_and_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, pem) = self_signed(dir.path());
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let service = Serve {
+        args: vec![
+            "--tls-cert".into(),
+            cert.clone(),
+            "--tls-key".into(),
+            key.clone(),
+            "--auth-token-file".into(),
+            token_file.to_string_lossy().into_owned(),
+        ],
+        token: Some(TOKEN.into()),
+        trust: Some(pem.into_bytes()),
+        ..Serve::default()
+    }
+    .start();
+    assert!(
+        service.base.starts_with("https://127.0.0.1:"),
+        "{}",
+        service.base
+    );
+    TestEnv::start().run(|env| async move {
+        let (spec, _) = slow_spec(&env, "tls").await;
+        let (status, job) = service.post("/api/jobs", spec).await;
+        assert_eq!(status, 202, "{job}");
+        let (status, _) = service
+            .post(&format!("/api/jobs/{}/cancel", job["id"]), json!({}))
+            .await;
+        assert_eq!(status, 200);
+        // The token is checked over TLS as well.
+        let (status, _) = answer(
+            service
+                .http
+                .get(service.url("/api/jobs"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 401);
+        // Plain HTTP on the same port gets no answer; a client that does not trust the
+        // certificate does not connect.
+        let plain = service.url("/api/jobs").replace("https://", "http://");
+        assert!(reqwest::get(&plain)
+            .await
+            .map(|r| r.status() != 200)
+            .unwrap_or(true));
+        let untrusting = reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .build()
+            .unwrap();
+        assert!(untrusting
+            .get(service.url("/api/jobs"))
+            .send()
+            .await
+            .is_err());
+        assert_eq!(service.jobs().await.len(), 1);
+    });
+    // Files that are not a certificate and its key stop the service before it starts.
+    let (status, message) = refused_serve(&["--tls-cert", &cert, "--tls-key", &cert], &[]);
+    assert_eq!(status, 2, "{message}");
+    assert!(message.contains("private key"), "{message}");
+    let stray = tempfile::tempdir().unwrap();
+    let (_, other_key, _) = self_signed(stray.path());
+    let (status, message) = refused_serve(&["--tls-cert", &cert, "--tls-key", &other_key], &[]);
+    assert_eq!(status, 2, "{message}");
+    assert!(message.contains("cannot be used together"), "{message}");
+    let (status, message) = refused_serve(&["--tls-cert", &cert], &[]);
+    assert_eq!(status, 2, "--tls-cert needs --tls-key: {message}");
+}
