@@ -18,6 +18,7 @@ use crate::adaptive::AdaptiveConfig;
 use crate::api::guard::ApiToken;
 use crate::api::server::{self, ServeOptions, Tls};
 use crate::api::ApiOptions;
+use crate::clusters::AllowList;
 use crate::config::{NsMapping, RawSpec, Strategy, DEFAULT_BATCH_SIZE, DEFAULT_WORKERS};
 use crate::copy::{self, CopySummary};
 use crate::job::manager::JobManager;
@@ -98,6 +99,11 @@ pub struct ServeArgs {
     /// The PEM private key of --tls-cert.
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     pub tls_key: Option<std::path::PathBuf>,
+    /// A cluster host jobs may read or write: HOST, HOST:PORT or *.example.com[:PORT] (IPv6 as
+    /// [::1]:27017); repeatable. A spec naming any other host (a seed, a mongodb+srv name, a
+    /// proxyHost) is refused before anything connects [default: any host].
+    #[arg(long = "allow-cluster", value_name = "HOST[:PORT]")]
+    pub allow_clusters: Vec<String>,
     /// Seconds a client may take to send a request (its head, its body, a TLS handshake).
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
     pub client_timeout: f64,
@@ -685,6 +691,10 @@ async fn run_serve(args: ServeArgs) -> Result<(), Failure> {
     // Everything that can refuse the command line is checked before jobs are continued or a port
     // is opened.
     let (options, tls) = api_options(&args)?;
+    let clusters = AllowList::new(&args.allow_clusters).map_err(|e| Failure {
+        message: e.to_string(),
+        status: 2,
+    })?;
     let addresses: Vec<std::net::SocketAddr> = tokio::net::lookup_host(&args.listen)
         .await
         .map_err(|e| fail(format!("cannot listen on {}: {e}", args.listen)))?
@@ -719,8 +729,13 @@ async fn run_serve(args: ServeArgs) -> Result<(), Failure> {
             .as_ref()
             .map(|history| history.path().with_file_name("journals"))
     });
-    let manager = JobManager::open(store.clone(), state.clone(), journal_root.clone())
-        .map_err(|e| fail(e.to_string()))?;
+    let manager = JobManager::open_with_clusters(
+        store.clone(),
+        state.clone(),
+        journal_root.clone(),
+        clusters,
+    )
+    .map_err(|e| fail(e.to_string()))?;
     let listener = std::net::TcpListener::bind(&addresses[..])
         .map_err(|e| fail(format!("cannot listen on {}: {e}", args.listen)))?;
     let address = listener
@@ -747,6 +762,14 @@ async fn run_serve(args: ServeArgs) -> Result<(), Failure> {
             state.location()
         ),
         None => eprintln!("job history: not kept (--no-state)"),
+    }
+    if args.allow_clusters.is_empty() {
+        eprintln!("clusters jobs may reach: any (no --allow-cluster)");
+    } else {
+        eprintln!(
+            "clusters jobs may reach: {}",
+            args.allow_clusters.join(", ")
+        );
     }
     match &journal_root {
         Some(root) => eprintln!("journals of jobs: under {}", root.display()),

@@ -11,6 +11,7 @@
 //!   web dashboard at `/` (the files of `web/`, embedded in the binary).
 //! - [`job`]: service jobs (typed states, views), the job manager ("bus") and the history file.
 //! - [`cli`]: the command line (`copy`, `verify`, `serve`, `sample`), exit statuses, summaries.
+//! - [`clusters`]: `serve --allow-cluster`: the hosts a URI names, and which ones jobs may reach.
 //! - [`config`]: user input to a validated [`config::CopySpec`], every problem reported at once.
 //! - [`copy`]: one copy job end to end: connect, resolve namespaces, run the engine, summarise.
 //! - [`mongo`]: clients, namespaces, credential redaction, error classification.
@@ -30,6 +31,7 @@ pub mod adaptive;
 pub mod api;
 pub mod bson_order;
 pub mod cli;
+pub mod clusters;
 pub mod config;
 pub mod copy;
 pub mod job;

@@ -727,3 +727,122 @@ fn https_with_a_certificate_and_a_token() {
     let (status, message) = refused_serve(&["--tls-cert", &cert], &[]);
     assert_eq!(status, 2, "--tls-cert needs --tls-key: {message}");
 }
+
+#[test]
+fn jobs_reach_only_the_clusters_allowed() {
+    let env = TestEnv::start();
+    // The test servers' own hosts, as the operator would list them.
+    let mut serve = Serve::default();
+    for uri in [&env.src, &env.dst] {
+        for endpoint in mongoferry::clusters::endpoints(uri).unwrap() {
+            serve
+                .args
+                .extend(["--allow-cluster".into(), endpoint.to_string()]);
+        }
+    }
+    let service = serve.start();
+    env.run(|env| async move {
+        let (s, d) = (env.src_db("allow"), env.dst_db("allow"));
+        insert_raw(&env.src_client().await, &s, "c", &sample_docs(500, 64)).await;
+        let namespaces = json!([format!("{s}.c:{d}.c")]);
+        // A server of our own on loopback, but not in the list: it must never hear a thing.
+        let trap = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let trap_port = trap.local_addr().unwrap().port();
+        let trap_uri = format!("mongodb://127.0.0.1:{trap_port}/?directConnection=true");
+        let tries = [
+            (
+                env.src.clone(),
+                trap_uri.clone(),
+                vec![format!(
+                    "to: host 127.0.0.1:{trap_port} is not in --allow-cluster"
+                )],
+            ),
+            (
+                trap_uri.clone(),
+                env.dst.clone(),
+                vec![format!(
+                    "from: host 127.0.0.1:{trap_port} is not in --allow-cluster"
+                )],
+            ),
+            (
+                env.src.replacen(
+                    "mongodb://",
+                    &format!("mongodb://127.0.0.1:{trap_port},"),
+                    1,
+                ),
+                env.dst.clone(),
+                vec![format!(
+                    "from: host 127.0.0.1:{trap_port} is not in --allow-cluster"
+                )],
+            ),
+            (
+                env.src.clone(),
+                "mongodb+srv://user:pw@cluster0.evil.example/db".into(),
+                vec!["to: mongodb+srv name cluster0.evil.example is not in --allow-cluster".into()],
+            ),
+            (
+                env.src.clone(),
+                format!("{}&proxyHost=127.0.0.1&proxyPort={trap_port}", env.dst),
+                vec![format!(
+                    "to: proxy host 127.0.0.1:{trap_port} is not in --allow-cluster"
+                )],
+            ),
+            (
+                "mongodb://[::1]:27017".into(),
+                "mongodb://evil.example".into(),
+                vec![
+                    "from: host [::1]:27017 is not in --allow-cluster".into(),
+                    "to: host evil.example:27017 is not in --allow-cluster".into(),
+                ],
+            ),
+        ];
+        for (from, to, expected) in tries {
+            let started = Instant::now();
+            let (status, refused) = service
+                .post(
+                    "/api/jobs",
+                    json!({"from": from, "to": to, "namespaces": namespaces}),
+                )
+                .await;
+            assert_eq!(status, 400, "{refused}");
+            let problems: Vec<String> = refused["problems"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p.as_str().unwrap().to_string())
+                .collect();
+            assert_eq!(problems, expected);
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "refused at once, without a lookup"
+            );
+            assert!(!refused.to_string().contains(":pw@"), "{refused}");
+        }
+        assert_eq!(
+            service.jobs().await,
+            Vec::<Value>::new(),
+            "nothing was started"
+        );
+        let knocked = tokio::time::timeout(Duration::from_millis(500), trap.accept()).await;
+        assert!(
+            knocked.is_err(),
+            "the service connected to a host outside the list"
+        );
+
+        // The allowed servers work as before.
+        let (status, job) = service
+            .post(
+                "/api/jobs",
+                json!({"from": env.src, "to": env.dst, "namespaces": namespaces}),
+            )
+            .await;
+        assert_eq!(status, 202, "{job}");
+        service
+            .wait_for(&job["id"], "completed", |j| j["state"] == "completed")
+            .await;
+        assert_eq!(assert_same(&env, (&s, "c"), (&d, "c")).await, 500);
+    });
+    let (status, message) = refused_serve(&["--allow-cluster", "*"], &[]);
+    assert_eq!(status, 2, "{message}");
+    assert!(message.contains("leave out --allow-cluster"), "{message}");
+}
