@@ -2,7 +2,9 @@
 //!
 //! In: a request. Out: the same request (its body read, within a size and a time limit) for the
 //! handlers, or a [`Refusal`] that becomes a 4xx answer ([`super::ApiError`]) — so a refused
-//! request changes nothing and starts nothing. In order:
+//! request changes nothing and starts nothing. Every request passes 1 to 3 ([`check`], before
+//! routing, so that not even a 404 tells a stranger anything); a request a route takes passes 4
+//! and 5 ([`check_body`]; a method no route takes gets its 405):
 //!
 //! 1. **Host** (DNS rebinding): the request's host must be `localhost`, an IP literal, or a name
 //!    given with `--allowed-host`, else `421`. A rebinding page reaches the service under the
@@ -144,10 +146,9 @@ impl Guard {
         self.token.is_some()
     }
 
-    /// Checks the head of a request: host, origin, token, content type.
-    fn check_head(
+    /// Checks who sends a request: its host, its origin, its token.
+    fn check_access(
         &self,
-        method: &Method,
         path: &str,
         authority: Option<&str>,
         headers: &HeaderMap,
@@ -174,9 +175,6 @@ impl Guard {
                 }
             }
         }
-        if changes_something(method) && !is_json(headers) {
-            return Err(Refusal::ContentType);
-        }
         Ok(())
     }
 
@@ -186,11 +184,14 @@ impl Guard {
             || self.allowed_hosts.iter().any(|allowed| allowed == host)
     }
 
-    /// Reads the body of a request that may change something, within the size and time limits,
-    /// so that no handler ever waits on a slow client.
+    /// Checks the content type of a request that may change something and reads its body,
+    /// within the size and time limits, so that no handler ever waits on a slow client.
     async fn read_body(&self, request: Request) -> Result<Request, Refusal> {
         if !changes_something(request.method()) {
             return Ok(request);
+        }
+        if !is_json(request.headers()) {
+            return Err(Refusal::ContentType);
         }
         let declared = request
             .headers()
@@ -212,7 +213,7 @@ impl Guard {
     }
 }
 
-/// The middleware: every request passes [`Guard`] before it reaches a handler.
+/// The middleware before routing: host, origin and token of every request.
 pub(super) async fn check(
     State(guard): State<Arc<Guard>>,
     request: Request,
@@ -231,27 +232,35 @@ pub(super) async fn check(
                 .and_then(|h| h.to_str().ok())
                 .map(String::from)
         });
-    let head = guard.check_head(
-        request.method(),
+    match guard.check_access(
         request.uri().path(),
         authority.as_deref(),
         request.headers(),
-    );
-    let admitted = match head {
-        Ok(()) => guard.read_body(request).await,
-        Err(refusal) => Err(refusal),
-    };
-    match admitted {
+    ) {
+        Ok(()) => next.run(request).await,
+        Err(refusal) => ApiError::Refused(refusal).into_response(),
+    }
+}
+
+/// The middleware of the routes: the content type and the body of a request that changes
+/// something.
+pub(super) async fn check_body(
+    State(guard): State<Arc<Guard>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match guard.read_body(request).await {
         Ok(request) => next.run(request).await,
         Err(refusal) => ApiError::Refused(refusal).into_response(),
     }
 }
 
-/// POST, PUT, PATCH and DELETE; anything but the safe methods.
+/// POST, PUT, PATCH and DELETE: the methods this service changes anything with. Any other
+/// method changes nothing here (no route takes it: it gets 405).
 fn changes_something(method: &Method) -> bool {
-    !matches!(
+    matches!(
         *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
     )
 }
 
@@ -355,7 +364,12 @@ mod tests {
         host: &str,
         pairs: &[(&str, &str)],
     ) -> Result<(), Refusal> {
-        guard.check_head(&method, path, Some(host), &headers(pairs))
+        let headers = headers(pairs);
+        guard.check_access(path, Some(host), &headers)?;
+        if changes_something(&method) && !is_json(&headers) {
+            return Err(Refusal::ContentType);
+        }
+        Ok(())
     }
 
     #[test]
@@ -389,7 +403,7 @@ mod tests {
             );
         }
         assert_eq!(
-            g.check_head(&Method::GET, "/", None, &HeaderMap::new()),
+            g.check_access("/", None, &HeaderMap::new()),
             Err(Refusal::NoHost)
         );
         assert_eq!(
@@ -483,6 +497,9 @@ mod tests {
             }
         }
         assert_eq!(head(&g, Method::GET, "/api/jobs", host, &[]), Ok(()));
+        // A method no route takes is left to the router's 405.
+        let query = Method::from_bytes(b"QUERY").unwrap();
+        assert_eq!(head(&g, query, "/api/jobs", host, &[]), Ok(()));
     }
 
     #[test]

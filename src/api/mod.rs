@@ -208,6 +208,11 @@ pub fn router(manager: Arc<JobManager>, options: ApiOptions) -> Router {
     ));
     let max_streams = options.max_event_streams.max(1);
     routes
+        // Only on requests a route takes: a method no route takes gets its 405 whatever it sends.
+        .route_layer(middleware::from_fn_with_state(
+            guard.clone(),
+            guard::check_body,
+        ))
         .fallback(|| async { ApiError::NotFound("no such resource".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(ApiState {
@@ -241,6 +246,30 @@ fn parse_json<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, ApiError>
         .map_err(|e| ApiError::BadRequest(format!("malformed request: {e}")))
 }
 
+/// A request body: a JSON object, as are its members named in `objects` when present. Serde
+/// would also read a struct from an array of its fields' values (`[5, null]`), which no client
+/// means and the OpenAPI document does not allow.
+fn parse_body<T: for<'de> Deserialize<'de>>(body: &Bytes, objects: &[&str]) -> Result<T, ApiError> {
+    let value: serde_json::Value = parse_json(body)?;
+    let Some(members) = value.as_object() else {
+        return Err(ApiError::BadRequest(
+            "malformed request: expected a JSON object".into(),
+        ));
+    };
+    for name in objects {
+        if members
+            .get(*name)
+            .is_some_and(|v| !(v.is_object() || v.is_null()))
+        {
+            return Err(ApiError::BadRequest(format!(
+                "malformed request: {name} must be a JSON object or null"
+            )));
+        }
+    }
+    serde_json::from_value(value)
+        .map_err(|e| ApiError::BadRequest(format!("malformed request: {e}")))
+}
+
 /// `GET /api/jobs`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct JobList {
@@ -269,7 +298,7 @@ async fn list_jobs(State(manager): Api) -> Json<JobList> {
             body = ErrorBody),
     ))]
 async fn create_job(State(manager): Api, body: Bytes) -> Result<Response, ApiError> {
-    let spec: JobSpec = parse_json(&body)?;
+    let spec: JobSpec = parse_body(&body, &["adaptive", "journal"])?;
     let (job, created) = manager
         .submit(spec)
         .await
@@ -285,7 +314,7 @@ async fn create_job(State(manager): Api, body: Bytes) -> Result<Response, ApiErr
 
 /// One job: its state, spec (without secrets), progress per namespace and per worker.
 #[utoipa::path(get, path = "/api/jobs/{id}", tag = "jobs",
-    params(("id" = u64, Path, description = "The job's id")),
+    params(("id" = u64, Path, description = "The job's id", example = 1)),
     responses(
         (status = 200, description = "The job", body = JobView),
         (status = 404, description = "No such job", body = ErrorBody),
@@ -318,7 +347,7 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<f64>>
 
 /// Changes a running job's workers or rate limits, in force at once.
 #[utoipa::path(patch, path = "/api/jobs/{id}", tag = "jobs",
-    params(("id" = u64, Path, description = "The job's id")),
+    params(("id" = u64, Path, description = "The job's id", example = 1)),
     request_body = JobPatch,
     responses(
         (status = 200, description = "The job with its new settings", body = JobView),
@@ -333,7 +362,7 @@ async fn patch_job(
     body: Bytes,
 ) -> Result<Json<JobView>, ApiError> {
     let job = find(&manager, &id)?;
-    let patch: JobPatch = parse_json(&body)?;
+    let patch: JobPatch = parse_body(&body, &[])?;
     if patch.workers.is_none() && patch.rate.is_none() && patch.rate_bytes.is_none() {
         return Err(ApiError::BadRequest(
             "nothing to change: send workers, rate or rate_bytes".into(),
@@ -380,7 +409,7 @@ struct ThrottleBody {
         (status = 400, description = "Malformed JSON or a value out of range", body = ErrorBody),
     ))]
 async fn put_throttle(State(manager): Api, body: Bytes) -> Result<Json<Limits>, ApiError> {
-    let body: ThrottleBody = parse_json(&body)?;
+    let body: ThrottleBody = parse_body(&body, &[])?;
     manager.set_global_limits(Limits {
         rate: body.rate,
         rate_bytes: body.rate_bytes,
@@ -413,8 +442,8 @@ async fn command(
 
 /// Pauses a job after its batches in flight.
 #[utoipa::path(post, path = "/api/jobs/{id}/pause", tag = "jobs",
-    params(("id" = u64, Path, description = "The job's id")),
-    request_body(content = Option<NoParameters>, description = "Nothing, or {}"),
+    params(("id" = u64, Path, description = "The job's id", example = 1)),
+    request_body(content = NoParameters, description = "{} (or nothing)"),
     responses(
         (status = 200, description = "The job, paused", body = JobView),
         (status = 404, description = "No such job", body = ErrorBody),
@@ -431,8 +460,8 @@ async fn pause_job(
 
 /// Resumes a paused job.
 #[utoipa::path(post, path = "/api/jobs/{id}/resume", tag = "jobs",
-    params(("id" = u64, Path, description = "The job's id")),
-    request_body(content = Option<NoParameters>, description = "Nothing, or {}"),
+    params(("id" = u64, Path, description = "The job's id", example = 1)),
+    request_body(content = NoParameters, description = "{} (or nothing)"),
     responses(
         (status = 200, description = "The job, running again", body = JobView),
         (status = 404, description = "No such job", body = ErrorBody),
@@ -449,8 +478,8 @@ async fn resume_job(
 
 /// Cancels a job after its batches in flight (an interrupted job: for good).
 #[utoipa::path(post, path = "/api/jobs/{id}/cancel", tag = "jobs",
-    params(("id" = u64, Path, description = "The job's id")),
-    request_body(content = Option<NoParameters>, description = "Nothing, or {}"),
+    params(("id" = u64, Path, description = "The job's id", example = 1)),
+    request_body(content = NoParameters, description = "{} (or nothing)"),
     responses(
         (status = 200, description = "The job, cancelling", body = JobView),
         (status = 404, description = "No such job", body = ErrorBody),
@@ -465,14 +494,79 @@ async fn cancel_job(
     command(&manager, &id, &body, Command::Cancel).await
 }
 
+/// What an event of a job's stream says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum EventKind {
+    /// The job's state: the stream's first event, one at every change, and its last.
+    State,
+    /// About once a second while the job is active.
+    Progress,
+}
+
+impl EventKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            EventKind::State => "state",
+            EventKind::Progress => "progress",
+        }
+    }
+}
+
+/// One server-sent event of `GET /api/jobs/{id}/events`: its `event` field, and as `data` the
+/// job's view (`JobView`) as JSON.
+struct JobEvent;
+
+impl utoipa::PartialSchema for JobEvent {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        let mut data = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .content_media_type("application/json")
+            .description(Some("The job's view (JobView), as JSON"))
+            .build();
+        // JSON Schema's contentSchema, which utoipa has no attribute for: the data's own schema.
+        data.extensions.get_or_insert_with(Default::default).insert(
+            "contentSchema".into(),
+            serde_json::json!({ "$ref": "#/components/schemas/JobView" }),
+        );
+        ObjectBuilder::new()
+            .property("event", utoipa::openapi::Ref::from_schema_name("EventKind"))
+            .required("event")
+            .property("data", data)
+            .required("data")
+            .build()
+            .into()
+    }
+}
+
+impl ToSchema for JobEvent {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        schemas.push((
+            "EventKind".into(),
+            <EventKind as utoipa::PartialSchema>::schema(),
+        ));
+        schemas.push((
+            "JobView".into(),
+            <JobView as utoipa::PartialSchema>::schema(),
+        ));
+        <JobView as ToSchema>::schemas(schemas);
+    }
+}
+
 /// Server-sent events: the job now, then a `progress` event about once a second and a `state`
 /// event at every state change; the stream ends after the final state. Each event's data is the
 /// job's view (`JobView`) as JSON.
 #[utoipa::path(get, path = "/api/jobs/{id}/events", tag = "jobs",
-    params(("id" = u64, Path, description = "The job's id")),
+    params(("id" = u64, Path, description = "The job's id", example = 1)),
     responses(
         (status = 200, description = "`state` and `progress` events, each a JobView",
-            content_type = "text/event-stream", body = String),
+            content_type = "text/event-stream", body = JobEvent),
         (status = 404, description = "No such job", body = ErrorBody),
         (status = 429, description = "Too many event streams open", body = ErrorBody,
             headers(("retry-after" = u32, description = "Seconds to wait"))),
@@ -498,23 +592,23 @@ async fn job_events(
                 return None;
             }
             let kind = if first {
-                "state"
+                EventKind::State
             } else {
                 tokio::select! {
                     changed = states.changed() => match changed {
-                        Ok(()) => "state",
+                        Ok(()) => EventKind::State,
                         Err(_) => return None,
                     },
-                    _ = tick.tick() => "progress",
+                    _ = tick.tick() => EventKind::Progress,
                 }
             };
             let state = *states.borrow_and_update();
             let view = job.view();
             let event = Event::default()
-                .event(kind)
+                .event(kind.as_str())
                 .json_data(&view)
                 .unwrap_or_else(|_| Event::default().comment("unserialisable"));
-            let done = state.is_final() && kind == "state";
+            let done = state.is_final() && kind == EventKind::State;
             Some((Ok(event), (job, states, tick, false, done, permit)))
         },
     );

@@ -77,7 +77,7 @@ fn find(path: &str) -> Result<Response, ApiError> {
 
 /// The page's scripts, styles and icon.
 #[utoipa::path(get, path = "/web/{file}", tag = "dashboard",
-    params(("file" = String, Path, description = "A file of the dashboard, e.g. app.mjs")),
+    params(("file" = String, Path, description = "A file of the dashboard", example = "app.mjs")),
     responses(
         (status = 200, description = "The file", content(
             (String = "text/javascript"), (String = "text/css"), (String = "image/svg+xml"))),
@@ -89,7 +89,7 @@ pub(super) async fn asset(Path(file): Path<String>) -> Result<Response, ApiError
 
 /// The chart library the page uses, and its licence.
 #[utoipa::path(get, path = "/web/vendor/{file}", tag = "dashboard",
-    params(("file" = String, Path, description = "A file of the chart library, e.g. uPlot.iife.min.js")),
+    params(("file" = String, Path, description = "A file of the chart library", example = "uPlot.min.css")),
     responses(
         (status = 200, description = "The file", content(
             (String = "text/javascript"), (String = "text/css"), (String = "text/plain"))),
