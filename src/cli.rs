@@ -686,6 +686,32 @@ fn api_options(args: &ServeArgs) -> Result<(ApiOptions, Option<Tls>), Failure> {
     Ok((options, tls))
 }
 
+/// What the operator is told when the service can be reached from other machines.
+fn exposure_warnings(
+    address: &std::net::SocketAddr,
+    loopback: bool,
+    token: bool,
+    tls: bool,
+) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if loopback {
+        return warnings;
+    }
+    if !token {
+        warnings.push(format!(
+            "serving {address} without authentication (--insecure-no-auth): anyone who reaches \
+             it can use every cluster this service can reach"
+        ));
+    }
+    if !tls {
+        warnings.push(format!(
+            "serving {address} without TLS: the token and the jobs' URIs cross the network in \
+             clear; use --tls-cert/--tls-key, or a reverse proxy that ends TLS"
+        ));
+    }
+    warnings
+}
+
 async fn run_serve(args: ServeArgs) -> Result<(), Failure> {
     let fail = |message: String| Failure { message, status: 1 };
     // Everything that can refuse the command line is checked before jobs are continued or a port
@@ -741,19 +767,8 @@ async fn run_serve(args: ServeArgs) -> Result<(), Failure> {
     let address = listener
         .local_addr()
         .map_err(|e| fail(format!("cannot listen on {}: {e}", args.listen)))?;
-    if !loopback {
-        if options.token.is_none() {
-            eprintln!(
-                "warning: serving {address} without authentication (--insecure-no-auth): anyone \
-                 who reaches it can use every cluster this service can reach"
-            );
-        }
-        if tls.is_none() {
-            eprintln!(
-                "warning: serving {address} without TLS: the token and the jobs' URIs cross the \
-                 network in clear; use --tls-cert/--tls-key, or a reverse proxy that ends TLS"
-            );
-        }
+    for warning in exposure_warnings(&address, loopback, options.token.is_some(), tls.is_some()) {
+        eprintln!("warning: {warning}");
     }
     match &store {
         Some(s) => eprintln!(
@@ -879,4 +894,25 @@ async fn run_sample(args: SampleArgs) -> Result<(), Failure> {
         snap.docs, snap.seconds
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn beyond_loopback_the_operator_is_warned_of_what_is_missing() {
+        let address: std::net::SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        assert!(exposure_warnings(&address, true, false, false).is_empty());
+        assert!(exposure_warnings(&address, false, true, true).is_empty());
+        let warnings = exposure_warnings(&address, false, true, false);
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].contains("without TLS"), "{warnings:?}");
+        let warnings = exposure_warnings(&address, false, false, false);
+        assert_eq!(warnings.len(), 2);
+        assert!(
+            warnings[0].contains("without authentication"),
+            "{warnings:?}"
+        );
+    }
 }

@@ -142,10 +142,6 @@ impl Guard {
         }
     }
 
-    pub fn requires_token(&self) -> bool {
-        self.token.is_some()
-    }
-
     /// Checks who sends a request: its host, its origin, its token.
     fn check_access(
         &self,
