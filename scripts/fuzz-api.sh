@@ -67,9 +67,13 @@ wait_for "the seeded jobs to end" seeded
 
 reports=${FUZZ_REPORT_DIR:-target/fuzz}
 mkdir -p "$reports"
+reports=$(cd "$reports" && pwd)
+config=$PWD/scripts/schemathesis.toml
+st=$PWD/.venv/bin/schemathesis
 echo "fuzz: schemathesis $(.venv/bin/schemathesis --version | awk '{print $NF}') against $base (allow-cluster 127.0.0.1:$port), at most $max_examples examples per operation, $max_time s" >&2
 status=0
-timeout $((max_time + 90)) .venv/bin/schemathesis --config-file scripts/schemathesis.toml run \
+# From the report directory: schemathesis keeps its cache (.schemathesis/) where it runs.
+(cd "$reports" && timeout $((max_time + 90)) "$st" --config-file "$config" run \
   "$base/api/openapi.json" \
   --header "Authorization: Bearer $token" \
   --checks all \
@@ -77,7 +81,7 @@ timeout $((max_time + 90)) .venv/bin/schemathesis --config-file scripts/schemath
   --max-time "$max_time" \
   --request-timeout 10 \
   --report har --report-har-path "$reports/fuzz.har" \
-  --no-color >"$reports/schemathesis.log" 2>&1 || status=$?
+  --no-color >"$reports/schemathesis.log" 2>&1) || status=$?
 tail -n 40 "$reports/schemathesis.log"
 
 # What was sent and answered, from the report; any 5xx fails the run whatever schemathesis said.
