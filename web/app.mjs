@@ -52,6 +52,8 @@ const page = {
   /** The timer that looks again at an interrupted job (a restarted service may continue it). */
   recheck: null,
   jobId: null,
+  /** The state the job's screen shows, to tell a stale view from a newer one. */
+  shownState: null,
   charts: { job: null, workers: null, workerIds: "" },
   /** Chart samples per job id, kept while the page is open. */
   samples: new Map(),
@@ -159,6 +161,7 @@ function leaveJob() {
   clearTimeout(page.recheck);
   page.recheck = null;
   page.jobId = null;
+  page.shownState = null;
   for (const key of ["job", "workers"]) {
     if (page.charts[key]) page.charts[key].destroy();
     page.charts[key] = null;
@@ -427,6 +430,9 @@ function watchInterrupted(view) {
 
 function update(view) {
   if (view.id !== page.jobId) return;
+  // A command's answer may arrive after the stream's final event: it is the older view.
+  if (R.isStale(page.shownState, view.state)) return;
+  page.shownState = view.state;
   const allowed = R.allowedCommands(view.state);
   setHtml($("#job-state"), R.stateBadge(view.state));
   setHtml($("#job-error"), R.errorHtml(view));

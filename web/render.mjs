@@ -22,6 +22,16 @@ export function isFinal(state) {
   return FINAL_STATES.has(state);
 }
 
+/**
+ * Whether a view in `next` state is older than the one shown in state `shown`: a job that
+ * completed, failed or was cancelled never runs again, so a view of it still active (a
+ * command's answer overtaken by the event stream's final event) is stale. An interrupted job
+ * does run again, when a restarted service continues it.
+ */
+export function isStale(shown, next) {
+  return ["completed", "failed", "cancelled"].includes(shown) && !isFinal(next);
+}
+
 /** Which commands a job in `state` accepts (the API answers 409 to the others). */
 export function allowedCommands(state) {
   return {

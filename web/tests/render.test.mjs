@@ -317,3 +317,13 @@ test("reads server-sent events as they arrive, in any pieces", () => {
   assert.deepEqual(R.parseEvents("").events, []);
   assert.deepEqual(R.parseEvents("data:x\n\n").events, [{ event: "message", data: "x" }]);
 });
+
+test("a view of an ended job still active is stale; an interrupted job may run again", () => {
+  assert.equal(R.isStale("cancelled", "running"), true);
+  assert.equal(R.isStale("completed", "paused"), true);
+  assert.equal(R.isStale("failed", "pending"), true);
+  assert.equal(R.isStale("cancelled", "cancelled"), false);
+  assert.equal(R.isStale("interrupted", "running"), false);
+  assert.equal(R.isStale("running", "cancelled"), false);
+  assert.equal(R.isStale(null, "running"), false);
+});
