@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs what the tests, the benchmark and the demo need (idempotent): SecantusDB, the
-# MongoDB-compatible test server, and pymongo (an independent Extended JSON parser for the journal
-# export tests), in an ignored venv at .venv/; then, unless MONGOFERRY_SKIP_BROWSER=1, what the dashboard's browser tests need (scripts/setup-browser-env.sh:
+# MongoDB-compatible test server, pymongo (an independent Extended JSON parser for the journal
+# export tests) and schemathesis (the API fuzzer of scripts/fuzz-api.sh), pinned, in an ignored
+# venv at .venv/; then, unless MONGOFERRY_SKIP_BROWSER=1, what the dashboard's browser tests need (scripts/setup-browser-env.sh:
 # Debian's chromium, the npm packages of web/tests/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SECANTUSDB_VERSION=0.7.0b3
+SCHEMATHESIS_VERSION=4.32.5
 PYTHON=${PYTHON:-python3}
 
 if ! { [ -x .venv/bin/secantusd-py ] && .venv/bin/python -c \
@@ -16,6 +18,13 @@ if ! { [ -x .venv/bin/secantusd-py ] && .venv/bin/python -c \
   .venv/bin/pip install --quiet --disable-pip-version-check "secantusdb==$SECANTUSDB_VERSION" pymongo
   .venv/bin/secantusd-py --help >/dev/null
   .venv/bin/python -c "import bson.json_util"
+fi
+
+if ! .venv/bin/python -c \
+    "import importlib.metadata as m, sys; sys.exit(m.version('schemathesis') != '$SCHEMATHESIS_VERSION')" 2>/dev/null; then
+  echo "setting up the API fuzzer (schemathesis $SCHEMATHESIS_VERSION) in .venv/" >&2
+  .venv/bin/pip install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+  .venv/bin/schemathesis --version >/dev/null
 fi
 
 if [ "${MONGOFERRY_SKIP_BROWSER:-}" != 1 ]; then

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: installs the test server, chromium and the browser tests' npm packages
-# (idempotent), checks formatting and lints, runs every unit and integration test, then the
+# (idempotent), checks formatting and lints, runs every unit and integration test, fuzzes the HTTP
+# API of a real `mongoferry serve` with schemathesis (scripts/fuzz-api.sh), then the
 # dashboard's tests in node's test runner (web/tests/: its helpers, and headless chromium against a
 # real `mongoferry serve`; screenshots in target/screenshots/). Set MONGOFERRY_TEST_URI=mongodb://...
 # to run the integration and browser tests against a real mongod instead of the SecantusDB servers
@@ -21,4 +22,5 @@ fi
 cargo build --locked --bin mongoferry
 target_dir=${CARGO_TARGET_DIR:-target}
 case "$target_dir" in /*) ;; *) target_dir="$PWD/$target_dir" ;; esac
+MONGOFERRY_BIN="$target_dir/debug/mongoferry" bash scripts/fuzz-api.sh
 (cd web/tests && MONGOFERRY_BIN="$target_dir/debug/mongoferry" node --test)

@@ -101,6 +101,19 @@ pub const SHUTDOWN_TIMEOUT: Bound<f64> = Bound {
     unit: "seconds",
 };
 
+/// How long `serve` waits for a client to send a request's body.
+pub const CLIENT_TIMEOUT: Bound<f64> = Bound {
+    field: "client_timeout",
+    range: 0.001..=3600.0,
+    unit: "seconds",
+};
+
+pub const MAX_EVENT_STREAMS: Bound<usize> = Bound {
+    field: "max_event_streams",
+    range: 1..=100_000,
+    unit: "streams",
+};
+
 /// Generated sample documents: a useful size up to the server's document limit.
 pub const SAMPLE_DOC_SIZE: Bound<usize> = Bound {
     field: "doc_size",

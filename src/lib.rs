@@ -8,10 +8,13 @@
 //!
 //! - [`bounds`]: the accepted range of every number an operator gives, checked at every entry.
 //! - [`bson_order`]: the server's sort order of BSON values; the query that resumes after an `_id`.
-//! - [`api`]: the HTTP API of `serve`: routes, errors to status codes, events, metrics, and the
-//!   web dashboard at `/` (the files of `web/`, embedded in the binary).
+//! - [`api`]: the HTTP API of `serve`: routes, errors to status codes, events, metrics, the
+//!   guard in front of them (host, origin, token, content type, limits), the generated OpenAPI
+//!   document, HTTP/HTTPS serving, and the web dashboard at `/` (the files of `web/`, embedded in
+//!   the binary).
 //! - [`job`]: service jobs (typed states, views), the job manager ("bus") and the history file.
 //! - [`cli`]: the command line (`copy`, `verify`, `serve`, `sample`), exit statuses, summaries.
+//! - [`clusters`]: `serve --allow-cluster`: the hosts a URI names, and which ones jobs may reach.
 //! - [`config`]: user input to a validated [`config::CopySpec`], every problem reported at once.
 //! - [`copy`]: one copy job end to end: connect, resolve namespaces, run the engine, summarise.
 //! - [`mongo`]: clients, namespaces, credential redaction, error classification.
@@ -31,6 +34,7 @@
 pub mod api;
 pub mod bounds;
 pub mod cli;
+pub mod clusters;
 pub mod engine;
 pub mod job;
 pub mod journal;

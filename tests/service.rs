@@ -2,146 +2,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::service::Service;
 use common::*;
 use futures::StreamExt;
 use serde_json::{json, Value};
-
-/// A running `mongoferry serve`, stopped (SIGTERM, then kill) when dropped.
-struct Service {
-    child: Child,
-    base: String,
-    http: reqwest::Client,
-}
-
-impl Service {
-    fn start(state: &Path) -> Service {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_mongoferry"));
-        command
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--shutdown-timeout",
-                "20",
-            ])
-            .arg("--state")
-            .arg(state)
-            .env("MONGOFERRY_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        mongoferry::testkit::kill_with_parent(&mut command);
-        let mut child = command.spawn().expect("start mongoferry serve");
-        let (tx, rx) = mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        // Keeps draining the log so the service never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let base = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(address) = line.split("serving on ").nth(1) {
-                        break address.trim().to_string();
-                    }
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    panic!("the service did not start within 30 s");
-                }
-            }
-        };
-        Service {
-            child,
-            base,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .unwrap(),
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut request = self.http.request(method, self.url(path));
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("request");
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap();
-        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        (status, value)
-    }
-
-    async fn get(&self, path: &str) -> (u16, Value) {
-        self.send(reqwest::Method::GET, path, None).await
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        self.send(reqwest::Method::POST, path, Some(body)).await
-    }
-
-    async fn patch(&self, path: &str, body: Value) -> (u16, Value) {
-        self.send(reqwest::Method::PATCH, path, Some(body)).await
-    }
-
-    async fn job(&self, id: &Value) -> Value {
-        let (status, job) = self.get(&format!("/api/jobs/{id}")).await;
-        assert_eq!(status, 200, "{job}");
-        job
-    }
-
-    /// Polls a job until `check` holds.
-    async fn wait_for(&self, id: &Value, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            let job = self.job(id).await;
-            if check(&job) {
-                return job;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}: {job}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// SIGTERM, then the exit status (within a bound).
-    fn stop(mut self) -> std::process::ExitStatus {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(40);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "service did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn spec(env: &TestEnv, src: &str, dst: &str) -> Value {
     json!({ "from": env.src, "to": env.dst, "namespaces": [format!("{src}:{dst}")] })
@@ -393,7 +259,13 @@ fn bad_requests_get_clear_errors_and_secrets_stay_hidden() {
     let service = Service::start(&dir.path().join("jobs.json"));
     TestEnv::start().run(|env| async move {
         let send = |method, path: &'static str, body: &'static str| {
-            let request = service.http.request(method, service.url(path)).body(body);
+            // JSON, as every request that changes something must say (tests/security.rs shows
+            // the refusals of anything else).
+            let request = service
+                .http
+                .request(method, service.url(path))
+                .header("content-type", "application/json")
+                .body(body);
             async move {
                 let response = request.send().await.unwrap();
                 let status = response.status().as_u16();

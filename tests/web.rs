@@ -6,7 +6,7 @@ use std::future::IntoFuture;
 use std::path::Path;
 use std::time::Duration;
 
-use mongoferry::api::router;
+use mongoferry::api::{router, ApiOptions};
 use mongoferry::job::manager::JobManager;
 
 /// The API and dashboard of a service without history, on a free port; stopped when dropped.
@@ -26,7 +26,7 @@ impl Served {
         .expect("a manager without history");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let server = axum::serve(listener, router(manager)).into_future();
+        let server = axum::serve(listener, router(manager, ApiOptions::default())).into_future();
         let task = tokio::spawn(async move {
             let _ = server.await;
         });
@@ -148,6 +148,7 @@ async fn unknown_files_are_json_404s_and_the_api_is_unchanged() {
     let wrong_method = served
         .http
         .post(format!("{}/", served.base))
+        .header("content-type", "application/json")
         .send()
         .await
         .unwrap();

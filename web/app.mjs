@@ -3,8 +3,11 @@
 // Two screens, chosen by the URL's hash: `#/` (the form and the job list, polled every second:
 // one request lists every job, so many running jobs never use up the browser's six connections
 // per host) and `#/jobs/{id}` (one job, fed by its event stream: figures, charts, controls).
-// Nothing is stored in the browser; passwords and secrets typed into the form are replaced by the service's
-// masked URI once the job is accepted.
+// Passwords and secrets typed into the form are replaced by the service's masked URI once the job
+// is accepted. A service started with an API token answers 401 until the page has it: the page
+// then asks for it once, keeps it in this tab's sessionStorage (never in a URL, a cookie or
+// localStorage) and sends it as `Authorization: Bearer` with every request — the event stream
+// too, which is why it is read with fetch() rather than EventSource (which cannot send headers).
 
 import * as R from "./render.mjs";
 
@@ -15,6 +18,13 @@ const MIN_SAMPLE_GAP_SECS = 0.5;
 const WORKER_COLOURS = ["#d9480f", "#2b8a3e", "#7048e8", "#c2255c", "#1098ad", "#e67700", "#5c940d", "#862e9c"];
 
 const $ = (selector) => document.querySelector(selector);
+
+/** Where this tab keeps the API token, for as long as the tab lives. */
+const TOKEN_KEY = "mongoferry.token";
+/** How long a broken event stream waits before it connects again. */
+const RECONNECT_MS = 2000;
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** The parts of a job's screen drawn from its view. */
 const JOB_PARTS = ["#job-state", "#job-error", "#summary", "#job-adaptive", "#job-dead", "#job-namespaces", "#job-workers", "#job-spec"];
@@ -42,6 +52,8 @@ const page = {
   /** The timer that looks again at an interrupted job (a restarted service may continue it). */
   recheck: null,
   jobId: null,
+  /** The state the job's screen shows, to tell a stale view from a newer one. */
+  shownState: null,
   charts: { job: null, workers: null, workerIds: "" },
   /** Chart samples per job id, kept while the page is open. */
   samples: new Map(),
@@ -50,15 +62,73 @@ const page = {
   notice: "",
 };
 
+// ---------------------------------------------------------------- the token
+
+/** The headers every request carries: the token when the page has one. */
+function authHeaders(extra = {}) {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  return token ? { ...extra, authorization: `Bearer ${token}` } : extra;
+}
+
+/** While the sign-in dialog is open: the promise every refused request waits on. */
+let signingIn = null;
+
+/**
+ * Asks for the token (once, however many requests were refused meanwhile) and resolves when a
+ * new one is entered. `refused`: the page had a token and the service turned it down.
+ */
+function askToken(refused) {
+  if (signingIn) return signingIn;
+  if (refused) sessionStorage.removeItem(TOKEN_KEY);
+  $("#sign-in-problem").textContent = refused ? "The service refused that token. Check it and try again." : "";
+  $("#token").value = "";
+  $("#sign-out").hidden = true;
+  setConnection("this service needs its API token");
+  signingIn = new Promise((resolve) => {
+    const form = $("#sign-in-form");
+    const submit = (event) => {
+      event.preventDefault();
+      const token = $("#token").value.trim();
+      if (!token) return;
+      sessionStorage.setItem(TOKEN_KEY, token);
+      $("#token").value = "";
+      form.removeEventListener("submit", submit);
+      $("#sign-in").close();
+      $("#sign-out").hidden = false;
+      setConnection("");
+      signingIn = null;
+      resolve();
+    };
+    form.addEventListener("submit", submit);
+  });
+  $("#sign-in").showModal();
+  $("#token").focus();
+  return signingIn;
+}
+
+/** A fetch with the token that, when the service asks for one, asks the operator and tries again. */
+async function authorizedFetch(path, init = {}) {
+  for (;;) {
+    const hadToken = Boolean(sessionStorage.getItem(TOKEN_KEY));
+    const response = await fetch(path, { ...init, headers: authHeaders(init.headers) });
+    if (response.status !== 401) return response;
+    await askToken(hadToken);
+  }
+}
+
 // ---------------------------------------------------------------- API
 
-/** One API call: `{status, ok, data}`; `status` 0 when the service could not be reached. */
+/**
+ * One API call: `{status, ok, data}`; `status` 0 when the service could not be reached. Every
+ * request that changes something says `Content-Type: application/json` (the service refuses it
+ * otherwise, so that no other site's page can send it), the bodiless commands too.
+ */
 async function api(method, path, body) {
   let response;
   try {
-    response = await fetch(path, {
+    response = await authorizedFetch(path, {
       method,
-      headers: body === undefined ? {} : { "content-type": "application/json" },
+      headers: method === "GET" ? {} : { "content-type": "application/json" },
       body: body === undefined ? undefined : JSON.stringify(body),
     });
   } catch (e) {
@@ -86,11 +156,12 @@ function route() {
 }
 
 function leaveJob() {
-  if (page.events) page.events.close();
+  if (page.events) page.events.abort();
   page.events = null;
   clearTimeout(page.recheck);
   page.recheck = null;
   page.jobId = null;
+  page.shownState = null;
   for (const key of ["job", "workers"]) {
     if (page.charts[key]) page.charts[key].destroy();
     page.charts[key] = null;
@@ -252,32 +323,87 @@ async function showJob(id) {
   else if (!R.isFinal(result.data.state)) follow(result.data);
 }
 
-/** Follows the job's event stream until its final state. */
-function follow(view) {
-  const events = new EventSource(view.links.events);
+/**
+ * Follows the job's event stream until its final state: read with fetch(), so that it carries
+ * the token; connected again after a break, as EventSource would.
+ */
+async function follow(view) {
+  const events = new AbortController();
   page.events = events;
-  const onView = (message) => {
-    if (page.events !== events) return;
-    const next = JSON.parse(message.data);
-    update(next);
-    if (R.isFinal(next.state)) {
-      // The service ends the stream after the final state; closing first stops a reconnect.
-      events.close();
-      page.events = null;
-      if (next.state === "interrupted") watchInterrupted(next);
-      else $("#job-live").textContent = "ended";
+  const current = () => page.events === events;
+  while (current()) {
+    let response;
+    try {
+      response = await authorizedFetch(view.links.events, { headers: { accept: "text/event-stream" }, cache: "no-store", signal: events.signal });
+    } catch {
+      if (!current()) return;
+      $("#job-live").textContent = "reconnecting…";
+      await sleep(RECONNECT_MS);
+      continue;
     }
-  };
-  events.addEventListener("state", onView);
-  events.addEventListener("progress", onView);
-  events.addEventListener("open", () => {
-    if (page.events === events) $("#job-live").textContent = "live";
-  });
-  events.addEventListener("error", () => {
-    if (page.events !== events) return;
-    // The browser reconnects by itself, unless the service refused the stream.
-    $("#job-live").textContent = events.readyState === EventSource.CLOSED ? "disconnected: reload to retry" : "reconnecting…";
-  });
+    if (!current()) return;
+    if (!response.ok) {
+      // 429: the service has too many streams open; anything else will not change by waiting.
+      const busy = response.status === 429;
+      $("#job-live").textContent = busy ? "the service is busy: retrying…" : "disconnected: reload to retry";
+      if (!busy) {
+        page.events = null;
+        return;
+      }
+      await sleep(5000);
+      continue;
+    }
+    $("#job-live").textContent = "live";
+    const ended = await readEvents(response, events);
+    if (ended || !current()) return;
+    $("#job-live").textContent = "reconnecting…";
+    await sleep(RECONNECT_MS);
+  }
+}
+
+/** Shows the events of one response until the job's final state (true) or the stream's end. */
+async function readEvents(response, events) {
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffered = "";
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done || page.events !== events) return false;
+      const parsed = R.parseEvents(buffered + value);
+      buffered = parsed.rest;
+      for (const message of parsed.events) {
+        if (message.event !== "state" && message.event !== "progress") continue;
+        const next = JSON.parse(message.data);
+        update(next);
+        if (R.isFinal(next.state)) {
+          // The service ends the stream after the final state.
+          events.abort();
+          page.events = null;
+          if (next.state === "interrupted") watchInterrupted(next);
+          else $("#job-live").textContent = "ended";
+          return true;
+        }
+      }
+    }
+  } catch {
+    // The connection broke, or the page left the job (abort).
+    return false;
+  }
+}
+
+/** The API's description or the metrics, fetched with the token, shown in a dialog. */
+async function showRaw(path) {
+  let text;
+  try {
+    const response = await authorizedFetch(path);
+    text = await response.text();
+    if (path.endsWith(".json")) text = JSON.stringify(JSON.parse(text), null, 2);
+  } catch (e) {
+    text = `cannot load ${path}: ${e.message}`;
+  }
+  $("#raw-title").textContent = path;
+  $("#raw-text").textContent = text;
+  $("#raw").showModal();
 }
 
 /**
@@ -304,6 +430,9 @@ function watchInterrupted(view) {
 
 function update(view) {
   if (view.id !== page.jobId) return;
+  // A command's answer may arrive after the stream's final event: it is the older view.
+  if (R.isStale(page.shownState, view.state)) return;
+  page.shownState = view.state;
   const allowed = R.allowedCommands(view.state);
   setHtml($("#job-state"), R.stateBadge(view.state));
   setHtml($("#job-error"), R.errorHtml(view));
@@ -506,7 +635,27 @@ function wireControls() {
 
 // ---------------------------------------------------------------- start
 
+function wireSession() {
+  // The dialog stays until a token is given: without one, the page can show nothing.
+  $("#sign-in").addEventListener("cancel", (event) => event.preventDefault());
+  $("#sign-out").hidden = !sessionStorage.getItem(TOKEN_KEY);
+  $("#sign-out").addEventListener("click", () => {
+    sessionStorage.removeItem(TOKEN_KEY);
+    location.reload();
+  });
+  for (const link of document.querySelectorAll("a[data-raw]")) {
+    link.addEventListener("click", (event) => {
+      // Without a token the link works as any; with one, the page fetches it with the header.
+      if (!sessionStorage.getItem(TOKEN_KEY)) return;
+      event.preventDefault();
+      showRaw(link.getAttribute("href"));
+    });
+  }
+  $("#raw-close").addEventListener("click", () => $("#raw").close());
+}
+
 function start() {
+  wireSession();
   $("#job-form").addEventListener("submit", submitJob);
   wireControls();
   window.addEventListener("hashchange", route);

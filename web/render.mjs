@@ -22,6 +22,16 @@ export function isFinal(state) {
   return FINAL_STATES.has(state);
 }
 
+/**
+ * Whether a view in `next` state is older than the one shown in state `shown`: a job that
+ * completed, failed or was cancelled never runs again, so a view of it still active (a
+ * command's answer overtaken by the event stream's final event) is stale. An interrupted job
+ * does run again, when a restarted service continues it.
+ */
+export function isStale(shown, next) {
+  return ["completed", "failed", "cancelled"].includes(shown) && !isFinal(next);
+}
+
 /** Which commands a job in `state` accepts (the API answers 409 to the others). */
 export function allowedCommands(state) {
   return {
@@ -440,4 +450,34 @@ export function sliderToRate(position) {
 export function rateToSlider(rate) {
   if (rate === null || rate === undefined || rate <= 0) return SLIDER_MAX;
   return Math.round(Math.min(1, Math.log10(Math.max(1, rate)) / 5) * SLIDER_MAX);
+}
+
+/**
+ * Server-sent events from the text received so far: the complete events (`{event, data}`, data
+ * lines joined by "\n") and the rest, which waits for more text. The dashboard reads a job's
+ * event stream with fetch(), which, unlike EventSource, can send the API token in a header.
+ * Comments (keep-alives) and fields other than `event` and `data` are skipped.
+ */
+export function parseEvents(text) {
+  // A final "\r" may be the first half of "\r\n": it waits for the next piece.
+  const held = text.endsWith("\r") ? "\r" : "";
+  const normalised = text.slice(0, text.length - held.length).replaceAll("\r\n", "\n").replaceAll("\r", "\n");
+  const blocks = normalised.split("\n\n");
+  const rest = blocks.pop() + held;
+  const events = [];
+  for (const block of blocks) {
+    let event = "message";
+    const data = [];
+    for (const line of block.split("\n")) {
+      if (line === "" || line.startsWith(":")) continue;
+      const colon = line.indexOf(":");
+      const field = colon < 0 ? line : line.slice(0, colon);
+      let value = colon < 0 ? "" : line.slice(colon + 1);
+      if (value.startsWith(" ")) value = value.slice(1);
+      if (field === "event") event = value;
+      else if (field === "data") data.push(value);
+    }
+    if (data.length > 0) events.push({ event, data: data.join("\n") });
+  }
+  return { events, rest };
 }

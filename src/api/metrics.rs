@@ -37,6 +37,9 @@ fn histogram(out: &mut String, name: &str, job: &str, h: &Histogram) {
     let _ = writeln!(out, "mongoferry_{name}_count{{job=\"{job}\"}} {count}");
 }
 
+/// The jobs' counters in the Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "service",
+    responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain", body = String)))]
 pub async fn render(State(manager): State<Arc<JobManager>>) -> Response {
     let jobs = manager.list();
     let views: Vec<_> = jobs.iter().map(|j| j.view()).collect();

@@ -1,10 +1,19 @@
 //! The HTTP API of `mongoferry serve`, and its dashboard.
 //!
 //! In: HTTP requests. Out: JSON views of jobs, server-sent events, Prometheus metrics, the
-//! OpenAPI description and the web dashboard ([`web`]: `/` and `/web/…`, embedded in the binary). Every error becomes a JSON body with a 4xx status in one place
-//! ([`ApiError`]); no request can panic the service or get a 500 for bad input.
+//! OpenAPI description and the web dashboard ([`web`]: `/` and `/web/…`, embedded in the binary).
+//! Every error becomes a JSON body with a 4xx status in one place ([`ApiError`]); no request can
+//! panic the service or get a 500 for bad input. Before any handler, every request passes the
+//! [`guard`] (host, origin, token, content type, body limits); refused, it changes nothing.
+//!
+//! Every route is registered through `utoipa_axum`'s `routes!`, which takes the path and the
+//! method from the handler's `#[utoipa::path]` attribute: the router and the OpenAPI document
+//! ([`openapi`]) are built from the same declarations, so they cannot drift apart.
 
+pub mod guard;
 mod metrics;
+mod openapi;
+pub mod server;
 mod web;
 
 use std::convert::Infallible;
@@ -12,19 +21,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::extract::{DefaultBodyLimit, FromRef, Path, State};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{middleware, Json, Router};
 use futures::Stream;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::engine::control::throttle::Limits;
 use crate::job::manager::{Command, CommandError, JobManager};
-use crate::job::{Job, JobId, JobSpec};
+use crate::job::{Job, JobId, JobSpec, JobView};
+use guard::{ApiToken, Guard, Refusal};
 
 /// How often the event stream sends a progress snapshot.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
@@ -42,23 +54,69 @@ pub enum ApiError {
     Conflict(String),
     #[error("method not allowed")]
     MethodNotAllowed,
+    #[error("{0}")]
+    Refused(#[from] Refusal),
+    #[error("too many event streams open (at most {0}); close one, or try again later")]
+    TooManyStreams(usize),
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = match &self {
+/// The body of every error answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong, for a person.
+    pub error: String,
+    /// Every problem of an invalid job spec (only on `400 invalid job`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problems: Option<Vec<String>>,
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
             ApiError::InvalidSpec(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-        };
-        let body = match &self {
-            ApiError::InvalidSpec(problems) => {
-                json!({ "error": "invalid job", "problems": problems })
+            ApiError::TooManyStreams(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Refused(refusal) => match refusal {
+                Refusal::NoHost | Refusal::Host(_) => StatusCode::MISDIRECTED_REQUEST,
+                Refusal::Origin(_) => StatusCode::FORBIDDEN,
+                Refusal::NoToken | Refusal::WrongToken => StatusCode::UNAUTHORIZED,
+                Refusal::ContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                Refusal::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+                Refusal::SlowBody(_) => StatusCode::REQUEST_TIMEOUT,
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let extra = match &self {
+            ApiError::Refused(Refusal::NoToken | Refusal::WrongToken) => {
+                Some((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")))
             }
-            other => json!({ "error": other.to_string() }),
+            ApiError::TooManyStreams(_) => {
+                Some((header::RETRY_AFTER, HeaderValue::from_static("5")))
+            }
+            _ => None,
         };
-        (status, Json(body)).into_response()
+        let body = match self {
+            ApiError::InvalidSpec(problems) => ErrorBody {
+                error: "invalid job".into(),
+                problems: Some(problems),
+            },
+            other => ErrorBody {
+                error: other.to_string(),
+                problems: None,
+            },
+        };
+        let mut response = (status, Json(body)).into_response();
+        if let Some((name, value)) = extra {
+            response.headers_mut().insert(name, value);
+        }
+        response
     }
 }
 
@@ -72,23 +130,98 @@ impl From<CommandError> for ApiError {
     }
 }
 
-/// The API's routes over a job manager.
-pub fn router(manager: Arc<JobManager>) -> Router {
-    Router::new()
-        .route("/api/jobs", get(list_jobs).post(create_job))
-        .route("/api/jobs/{id}", get(get_job).patch(patch_job))
-        .route("/api/jobs/{id}/pause", post(pause_job))
-        .route("/api/jobs/{id}/resume", post(resume_job))
-        .route("/api/jobs/{id}/cancel", post(cancel_job))
-        .route("/api/jobs/{id}/events", get(job_events))
-        .route("/api/throttle", get(get_throttle).put(put_throttle))
-        .route("/api/openapi.json", get(openapi))
-        .route("/metrics", get(metrics::render))
-        .route("/", get(web::index))
-        .route("/web/{*path}", get(web::asset))
+/// How the API is exposed: who may use it and how much of it.
+#[derive(Debug, Clone)]
+pub struct ApiOptions {
+    /// `--auth-token-file` / `MONGOFERRY_API_TOKEN`: without it, no authentication.
+    pub token: Option<ApiToken>,
+    /// `--allowed-host`: names the service answers to, besides `localhost` and IP addresses.
+    pub allowed_hosts: Vec<String>,
+    /// Event streams open at once, for the whole service.
+    pub max_event_streams: usize,
+    /// How long a client may take to send a request (head or body).
+    pub client_timeout: Duration,
+}
+
+impl Default for ApiOptions {
+    fn default() -> Self {
+        ApiOptions {
+            token: None,
+            allowed_hosts: vec![],
+            max_event_streams: 32,
+            client_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What every handler can reach.
+#[derive(Clone)]
+struct ApiState {
+    manager: Arc<JobManager>,
+    /// The OpenAPI document of this service, serialised once.
+    openapi: Arc<str>,
+    /// One permit per open event stream.
+    streams: Arc<Semaphore>,
+    max_streams: usize,
+}
+
+impl FromRef<ApiState> for Arc<JobManager> {
+    fn from_ref(state: &ApiState) -> Self {
+        state.manager.clone()
+    }
+}
+
+/// Every route with its OpenAPI description; the one place routes are declared.
+fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(list_jobs, create_job))
+        .routes(routes!(get_job, patch_job))
+        .routes(routes!(pause_job))
+        .routes(routes!(resume_job))
+        .routes(routes!(cancel_job))
+        .routes(routes!(job_events))
+        .routes(routes!(get_throttle, put_throttle))
+        .routes(routes!(openapi_json))
+        .routes(routes!(metrics::render))
+        .routes(routes!(web::index))
+        .routes(routes!(web::asset))
+        .routes(routes!(web::vendor_asset))
+}
+
+/// The OpenAPI document of the API as a service with `options` answers `GET /api/openapi.json`.
+pub fn document(options: &ApiOptions) -> utoipa::openapi::OpenApi {
+    openapi::finish(routes().into_openapi(), options)
+}
+
+/// The API's routes over a job manager, behind the [`guard`].
+pub fn router(manager: Arc<JobManager>, options: ApiOptions) -> Router {
+    let (routes, document) = routes().split_for_parts();
+    let openapi = openapi::finish(document, &options)
+        .to_json()
+        .expect("the OpenAPI document serialises");
+    let guard = Arc::new(Guard::new(
+        &options.allowed_hosts,
+        options.token.clone(),
+        options.client_timeout,
+    ));
+    let max_streams = options.max_event_streams.max(1);
+    routes
+        // Only on requests a route takes: a method no route takes gets its 405 whatever it sends.
+        .route_layer(middleware::from_fn_with_state(
+            guard.clone(),
+            guard::check_body,
+        ))
         .fallback(|| async { ApiError::NotFound("no such resource".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .with_state(manager)
+        .with_state(ApiState {
+            manager,
+            openapi: openapi.into(),
+            streams: Arc::new(Semaphore::new(max_streams)),
+            max_streams,
+        })
+        // Outermost, so it also covers the fallbacks: nothing is answered before it.
+        .layer(middleware::from_fn_with_state(guard, guard::check))
+        .layer(DefaultBodyLimit::max(guard::BODY_LIMIT))
 }
 
 type Api = State<Arc<JobManager>>;
@@ -111,13 +244,59 @@ fn parse_json<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, ApiError>
         .map_err(|e| ApiError::BadRequest(format!("malformed request: {e}")))
 }
 
-async fn list_jobs(State(manager): Api) -> Response {
-    let jobs: Vec<_> = manager.list().iter().map(|j| j.view()).collect();
-    Json(json!({ "jobs": jobs })).into_response()
+/// A request body: a JSON object, as are its members named in `objects` when present. Serde
+/// would also read a struct from an array of its fields' values (`[5, null]`), which no client
+/// means and the OpenAPI document does not allow.
+fn parse_body<T: for<'de> Deserialize<'de>>(body: &Bytes, objects: &[&str]) -> Result<T, ApiError> {
+    let value: serde_json::Value = parse_json(body)?;
+    let Some(members) = value.as_object() else {
+        return Err(ApiError::BadRequest(
+            "malformed request: expected a JSON object".into(),
+        ));
+    };
+    for name in objects {
+        if members
+            .get(*name)
+            .is_some_and(|v| !(v.is_object() || v.is_null()))
+        {
+            return Err(ApiError::BadRequest(format!(
+                "malformed request: {name} must be a JSON object or null"
+            )));
+        }
+    }
+    serde_json::from_value(value)
+        .map_err(|e| ApiError::BadRequest(format!("malformed request: {e}")))
 }
 
+/// `GET /api/jobs`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobList {
+    pub jobs: Vec<JobView>,
+}
+
+/// Every job, with the history of earlier runs.
+#[utoipa::path(get, path = "/api/jobs", tag = "jobs",
+    responses((status = 200, description = "Every job, oldest first", body = JobList)))]
+async fn list_jobs(State(manager): Api) -> Json<JobList> {
+    Json(JobList {
+        jobs: manager.list().iter().map(|j| j.view()).collect(),
+    })
+}
+
+/// Starts a job (the answer comes at once); the same spec while its job is active answers with
+/// that job.
+#[utoipa::path(post, path = "/api/jobs", tag = "jobs",
+    request_body = JobSpec,
+    responses(
+        (status = 202, description = "Job started", body = JobView,
+            headers(("location" = String, description = "The job's URL"))),
+        (status = 200, description = "An active job with the same spec: that job", body = JobView,
+            headers(("location" = String, description = "The job's URL"))),
+        (status = 400, description = "Malformed JSON, or an invalid spec with every problem",
+            body = ErrorBody),
+    ))]
 async fn create_job(State(manager): Api, body: Bytes) -> Result<Response, ApiError> {
-    let spec: JobSpec = parse_json(&body)?;
+    let spec: JobSpec = parse_body(&body, &["adaptive", "journal"])?;
     let (job, created) = manager
         .submit(spec)
         .await
@@ -131,19 +310,31 @@ async fn create_job(State(manager): Api, body: Bytes) -> Result<Response, ApiErr
     Ok((status, [(header::LOCATION, location)], Json(job.view())).into_response())
 }
 
-async fn get_job(State(manager): Api, Path(id): Path<String>) -> Result<Response, ApiError> {
-    Ok(Json(find(&manager, &id)?.view()).into_response())
+/// One job: its state, spec (without secrets), progress per namespace and per worker.
+#[utoipa::path(get, path = "/api/jobs/{id}", tag = "jobs",
+    params(("id" = u64, Path, description = "The job's id", example = 1)),
+    responses(
+        (status = 200, description = "The job", body = JobView),
+        (status = 404, description = "No such job", body = ErrorBody),
+    ))]
+async fn get_job(State(manager): Api, Path(id): Path<String>) -> Result<Json<JobView>, ApiError> {
+    Ok(Json(find(&manager, &id)?.view()))
 }
 
 /// `PATCH /api/jobs/{id}`: live settings. A field left out stays as it is; a rate set to `null`
 /// lifts that limit.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct JobPatch {
+    /// Concurrent workers, 1 to 256.
     workers: Option<usize>,
+    /// Documents per second (`null` lifts the limit).
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<f64>)]
     rate: Option<Option<f64>>,
+    /// Bytes per second (`null` lifts the limit).
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<f64>)]
     rate_bytes: Option<Option<f64>>,
 }
 
@@ -152,13 +343,24 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<f64>>
     Option::<f64>::deserialize(d).map(Some)
 }
 
+/// Changes a running job's workers or rate limits, in force at once.
+#[utoipa::path(patch, path = "/api/jobs/{id}", tag = "jobs",
+    params(("id" = u64, Path, description = "The job's id", example = 1)),
+    request_body = JobPatch,
+    responses(
+        (status = 200, description = "The job with its new settings", body = JobView),
+        (status = 400, description = "Malformed JSON, nothing to change, or a value out of range",
+            body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "The job has ended", body = ErrorBody),
+    ))]
 async fn patch_job(
     State(manager): Api,
     Path(id): Path<String>,
     body: Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<Json<JobView>, ApiError> {
     let job = find(&manager, &id)?;
-    let patch: JobPatch = parse_json(&body)?;
+    let patch: JobPatch = parse_body(&body, &[])?;
     if patch.workers.is_none() && patch.rate.is_none() && patch.rate_bytes.is_none() {
         return Err(ApiError::BadRequest(
             "nothing to change: send workers, rate or rate_bytes".into(),
@@ -177,92 +379,394 @@ async fn patch_job(
             .command(job.id, Command::SetWorkers(workers))
             .await?;
     }
-    Ok(Json(job.view()).into_response())
+    Ok(Json(job.view()))
 }
 
-/// `GET /api/throttle`: the budget all jobs of this service share.
-async fn get_throttle(State(manager): Api) -> Response {
-    Json(manager.global_limits()).into_response()
+/// The budget all jobs of this service share.
+#[utoipa::path(get, path = "/api/throttle", tag = "throttle",
+    responses((status = 200, description = "The shared limits (`null`: unlimited)", body = Limits)))]
+async fn get_throttle(State(manager): Api) -> Json<Limits> {
+    Json(manager.global_limits())
 }
 
-/// `PUT /api/throttle`: sets the shared budget (`null` lifts a limit).
-async fn put_throttle(State(manager): Api, body: Bytes) -> Result<Response, ApiError> {
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Body {
-        rate: Option<f64>,
-        rate_bytes: Option<f64>,
-    }
-    let body: Body = parse_json(&body)?;
-    let limits = Limits {
+/// `PUT /api/throttle`: the shared budget; a limit left out or `null` is lifted.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ThrottleBody {
+    /// Documents per second.
+    rate: Option<f64>,
+    /// Bytes per second.
+    rate_bytes: Option<f64>,
+}
+
+/// Sets the budget all jobs share, on top of their own limits.
+#[utoipa::path(put, path = "/api/throttle", tag = "throttle",
+    request_body = ThrottleBody,
+    responses(
+        (status = 200, description = "The shared limits now", body = Limits),
+        (status = 400, description = "Malformed JSON or a value out of range", body = ErrorBody),
+    ))]
+async fn put_throttle(State(manager): Api, body: Bytes) -> Result<Json<Limits>, ApiError> {
+    let body: ThrottleBody = parse_body(&body, &[])?;
+    manager.set_global_limits(Limits {
         rate: body.rate,
         rate_bytes: body.rate_bytes,
-    };
-    manager.set_global_limits(limits)?;
-    Ok(Json(manager.global_limits()).into_response())
+    })?;
+    Ok(Json(manager.global_limits()))
 }
 
-async fn command(manager: &JobManager, id: &str, command: Command) -> Result<Response, ApiError> {
+/// The body of the commands (pause, resume, cancel): nothing, or an empty JSON object. They carry
+/// `Content-Type: application/json` all the same, as every request that changes something does.
+#[derive(Debug, ToSchema)]
+#[schema(max_properties = 0)]
+struct NoParameters {}
+
+async fn command(
+    manager: &JobManager,
+    id: &str,
+    body: &Bytes,
+    command: Command,
+) -> Result<Json<JobView>, ApiError> {
+    let empty = body.iter().all(u8::is_ascii_whitespace)
+        || matches!(parse_json(body)?, serde_json::Value::Object(map) if map.is_empty());
+    if !empty {
+        return Err(ApiError::BadRequest(
+            "this command takes no parameters: send no body or {}".into(),
+        ));
+    }
     let job = manager.command(parse_id(id)?, command).await?;
-    Ok(Json(job.view()).into_response())
+    Ok(Json(job.view()))
 }
 
-async fn pause_job(State(manager): Api, Path(id): Path<String>) -> Result<Response, ApiError> {
-    command(&manager, &id, Command::Pause).await
+/// Pauses a job after its batches in flight.
+#[utoipa::path(post, path = "/api/jobs/{id}/pause", tag = "jobs",
+    params(("id" = u64, Path, description = "The job's id", example = 1)),
+    request_body(content = NoParameters, description = "{} (or nothing)"),
+    responses(
+        (status = 200, description = "The job, paused", body = JobView),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 400, description = "A body other than {}", body = ErrorBody),
+        (status = 409, description = "The job has ended", body = ErrorBody),
+    ))]
+async fn pause_job(
+    State(manager): Api,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<JobView>, ApiError> {
+    command(&manager, &id, &body, Command::Pause).await
 }
 
-async fn resume_job(State(manager): Api, Path(id): Path<String>) -> Result<Response, ApiError> {
-    command(&manager, &id, Command::Resume).await
+/// Resumes a paused job.
+#[utoipa::path(post, path = "/api/jobs/{id}/resume", tag = "jobs",
+    params(("id" = u64, Path, description = "The job's id", example = 1)),
+    request_body(content = NoParameters, description = "{} (or nothing)"),
+    responses(
+        (status = 200, description = "The job, running again", body = JobView),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 400, description = "A body other than {}", body = ErrorBody),
+        (status = 409, description = "The job has ended", body = ErrorBody),
+    ))]
+async fn resume_job(
+    State(manager): Api,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<JobView>, ApiError> {
+    command(&manager, &id, &body, Command::Resume).await
 }
 
-async fn cancel_job(State(manager): Api, Path(id): Path<String>) -> Result<Response, ApiError> {
-    command(&manager, &id, Command::Cancel).await
+/// Cancels a job after its batches in flight (an interrupted job: for good).
+#[utoipa::path(post, path = "/api/jobs/{id}/cancel", tag = "jobs",
+    params(("id" = u64, Path, description = "The job's id", example = 1)),
+    request_body(content = NoParameters, description = "{} (or nothing)"),
+    responses(
+        (status = 200, description = "The job, cancelling", body = JobView),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 400, description = "A body other than {}", body = ErrorBody),
+        (status = 409, description = "The job has ended", body = ErrorBody),
+    ))]
+async fn cancel_job(
+    State(manager): Api,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<JobView>, ApiError> {
+    command(&manager, &id, &body, Command::Cancel).await
+}
+
+/// What an event of a job's stream says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum EventKind {
+    /// The job's state: the stream's first event, one at every change, and its last.
+    State,
+    /// About once a second while the job is active.
+    Progress,
+}
+
+impl EventKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            EventKind::State => "state",
+            EventKind::Progress => "progress",
+        }
+    }
+}
+
+/// One server-sent event of `GET /api/jobs/{id}/events`: its `event` field, and as `data` the
+/// job's view (`JobView`) as JSON.
+struct JobEvent;
+
+impl utoipa::PartialSchema for JobEvent {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        let mut data = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .content_media_type("application/json")
+            .description(Some("The job's view (JobView), as JSON"))
+            .build();
+        // JSON Schema's contentSchema, which utoipa has no attribute for: the data's own schema.
+        data.extensions.get_or_insert_with(Default::default).insert(
+            "contentSchema".into(),
+            serde_json::json!({ "$ref": "#/components/schemas/JobView" }),
+        );
+        ObjectBuilder::new()
+            .property("event", utoipa::openapi::Ref::from_schema_name("EventKind"))
+            .required("event")
+            .property("data", data)
+            .required("data")
+            .build()
+            .into()
+    }
+}
+
+impl ToSchema for JobEvent {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        schemas.push((
+            "EventKind".into(),
+            <EventKind as utoipa::PartialSchema>::schema(),
+        ));
+        schemas.push((
+            "JobView".into(),
+            <JobView as utoipa::PartialSchema>::schema(),
+        ));
+        <JobView as ToSchema>::schemas(schemas);
+    }
 }
 
 /// Server-sent events: the job now, then a `progress` event about once a second and a `state`
-/// event at every state change; the stream ends after the final state.
+/// event at every state change; the stream ends after the final state. Each event's data is the
+/// job's view (`JobView`) as JSON.
+#[utoipa::path(get, path = "/api/jobs/{id}/events", tag = "jobs",
+    params(("id" = u64, Path, description = "The job's id", example = 1)),
+    responses(
+        (status = 200, description = "`state` and `progress` events, each a JobView",
+            content_type = "text/event-stream", body = JobEvent),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 429, description = "Too many event streams open", body = ErrorBody,
+            headers(("retry-after" = u32, description = "Seconds to wait"))),
+    ))]
 async fn job_events(
-    State(manager): Api,
+    State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let job = find(&manager, &id)?;
+    let job = find(&state.manager, &id)?;
+    // Held by the stream, so it is given back when the stream ends or its client goes away.
+    let permit: OwnedSemaphorePermit = state
+        .streams
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::TooManyStreams(state.max_streams))?;
     let states = job.watch_state();
     let mut tick = tokio::time::interval(PROGRESS_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let stream = futures::stream::unfold(
-        (job, states, tick, true, false),
-        |(job, mut states, mut tick, first, done)| async move {
+        (job, states, tick, true, false, permit),
+        |(job, mut states, mut tick, first, done, permit)| async move {
             if done {
                 return None;
             }
             let kind = if first {
-                "state"
+                EventKind::State
             } else {
                 tokio::select! {
                     changed = states.changed() => match changed {
-                        Ok(()) => "state",
+                        Ok(()) => EventKind::State,
                         Err(_) => return None,
                     },
-                    _ = tick.tick() => "progress",
+                    _ = tick.tick() => EventKind::Progress,
                 }
             };
             let state = *states.borrow_and_update();
             let view = job.view();
             let event = Event::default()
-                .event(kind)
+                .event(kind.as_str())
                 .json_data(&view)
                 .unwrap_or_else(|_| Event::default().comment("unserialisable"));
-            let done = state.is_final() && kind == "state";
-            Some((Ok(event), (job, states, tick, false, done)))
+            let done = state.is_final() && kind == EventKind::State;
+            Some((Ok(event), (job, states, tick, false, done, permit)))
         },
     );
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
-async fn openapi() -> Response {
+/// This document: the API in OpenAPI 3.1.
+#[utoipa::path(get, path = "/api/openapi.json", tag = "service",
+    responses((status = 200, description = "The OpenAPI document", body = Object)))]
+async fn openapi_json(State(state): State<ApiState>) -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
-        include_str!("openapi.json"),
+        state.openapi.to_string(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::{Method, Request};
+    use tower::ServiceExt;
+
+    const METHODS: [Method; 5] = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+    ];
+
+    fn app() -> Router {
+        let state = Arc::new(crate::state::MemoryStore::default());
+        router(
+            JobManager::open(None, state, None).expect("a manager without history"),
+            ApiOptions::default(),
+        )
+    }
+
+    /// The status and the `error` text of one request to the router, in-process.
+    async fn send(app: &Router, method: Method, path: &str) -> (StatusCode, String) {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, "127.0.0.1:8080")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from("{}"))
+            .unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let error = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(String::from))
+            .unwrap_or_default();
+        (status, error)
+    }
+
+    /// A concrete path for a documented template.
+    fn concrete(template: &str) -> String {
+        template
+            .replace("{id}", "1")
+            .replace("{file}", "no-such-file")
+    }
+
+    #[tokio::test]
+    async fn every_route_is_in_the_document_and_nothing_else() {
+        let app = app();
+        let document = document(&ApiOptions::default());
+        let paths = &document.paths.paths;
+        assert!(paths.len() >= 12, "{:?}", paths.keys());
+        for (template, item) in paths {
+            let documented: Vec<Method> = METHODS
+                .into_iter()
+                .filter(|m| {
+                    let operation = match *m {
+                        Method::GET => &item.get,
+                        Method::POST => &item.post,
+                        Method::PUT => &item.put,
+                        Method::PATCH => &item.patch,
+                        _ => &item.delete,
+                    };
+                    operation.is_some()
+                })
+                .collect();
+            assert!(!documented.is_empty(), "{template} has no operation");
+            let path = concrete(template);
+            for method in METHODS {
+                let (status, error) = send(&app, method.clone(), &path).await;
+                if documented.contains(&method) {
+                    // Served by a route (a handler's own 404 names what is missing).
+                    assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+                    assert_ne!(error, "no such resource", "{method} {path}");
+                } else {
+                    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+                }
+            }
+        }
+        // The routes the README and the dashboard use are all documented.
+        for (method, path) in [
+            ("get", "/api/jobs"),
+            ("post", "/api/jobs"),
+            ("get", "/api/jobs/{id}"),
+            ("patch", "/api/jobs/{id}"),
+            ("get", "/api/jobs/{id}/events"),
+            ("post", "/api/jobs/{id}/pause"),
+            ("post", "/api/jobs/{id}/resume"),
+            ("post", "/api/jobs/{id}/cancel"),
+            ("get", "/api/throttle"),
+            ("put", "/api/throttle"),
+            ("get", "/api/openapi.json"),
+            ("get", "/metrics"),
+            ("get", "/"),
+            ("get", "/web/{file}"),
+            ("get", "/web/vendor/{file}"),
+        ] {
+            let json = serde_json::to_value(&paths[path]).unwrap();
+            assert!(
+                json[method].is_object(),
+                "{method} {path} is not documented"
+            );
+        }
+        // Anything else is the router's fallback.
+        for path in ["/api", "/api/jobs/1/nope", "/web/a/b/c", "/metrics/x"] {
+            let (status, error) = send(&app, Method::GET, path).await;
+            assert_eq!(
+                (status, error.as_str()),
+                (StatusCode::NOT_FOUND, "no such resource")
+            );
+        }
+    }
+
+    /// Routes are added only through `routes()`, where `routes!` documents each one: a plain
+    /// axum route here would be served without being in the document.
+    #[test]
+    fn no_route_bypasses_the_document() {
+        let source = include_str!("mod.rs");
+        let code = &source[..source.find("#[cfg(test)]").unwrap()];
+        for bypass in [
+            ".route(",
+            ".route_service(",
+            ".nest(",
+            ".merge(",
+            ".nest_service(",
+        ] {
+            assert!(!code.contains(bypass), "src/api/mod.rs calls {bypass}");
+        }
+    }
+
+    #[test]
+    fn the_document_names_every_schema_it_uses() {
+        let text = document(&ApiOptions::default()).to_json().unwrap();
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let schemas = json["components"]["schemas"].as_object().unwrap();
+        for reference in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+            let name = &reference[..reference.find('"').unwrap()];
+            assert!(schemas.contains_key(name), "{name} is used but not defined");
+        }
+    }
 }

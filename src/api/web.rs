@@ -1,6 +1,6 @@
 //! The dashboard: the files of `web/`, compiled into the binary and served at `/` and `/web/…`.
 //!
-//! In: `GET /` and `GET /web/{path}`. Out: the embedded file with its content type. Nothing is
+//! In: `GET /`, `GET /web/{file}` and `GET /web/vendor/{file}`. Out: the embedded file with its content type. Nothing is
 //! read from disk and nothing is fetched from elsewhere: the page's Content-Security-Policy allows
 //! only this service as a source, so the dashboard works offline and cannot load a CDN by mistake.
 
@@ -60,18 +60,43 @@ fn serve(asset: &Asset) -> Response {
         .into_response()
 }
 
-/// `GET /`: the dashboard page.
+/// The dashboard page.
+#[utoipa::path(get, path = "/", tag = "dashboard",
+    responses((status = 200, description = "The dashboard", content_type = "text/html", body = String)))]
 pub(super) async fn index() -> Response {
     serve(&ASSETS[0])
 }
 
-/// `GET /web/{path}`: the page's scripts, styles and the chart library.
-pub(super) async fn asset(Path(path): Path<String>) -> Result<Response, ApiError> {
+fn find(path: &str) -> Result<Response, ApiError> {
     ASSETS
         .iter()
         .find(|a| a.path == path)
         .map(serve)
         .ok_or_else(|| ApiError::NotFound(format!("no such file: /web/{path}")))
+}
+
+/// The page's scripts, styles and icon.
+#[utoipa::path(get, path = "/web/{file}", tag = "dashboard",
+    params(("file" = String, Path, description = "A file of the dashboard", example = "app.mjs")),
+    responses(
+        (status = 200, description = "The file", content(
+            (String = "text/javascript"), (String = "text/css"), (String = "image/svg+xml"))),
+        (status = 404, description = "No such file", body = super::ErrorBody),
+    ))]
+pub(super) async fn asset(Path(file): Path<String>) -> Result<Response, ApiError> {
+    find(&file)
+}
+
+/// The chart library the page uses, and its licence.
+#[utoipa::path(get, path = "/web/vendor/{file}", tag = "dashboard",
+    params(("file" = String, Path, description = "A file of the chart library", example = "uPlot.min.css")),
+    responses(
+        (status = 200, description = "The file", content(
+            (String = "text/javascript"), (String = "text/css"), (String = "text/plain"))),
+        (status = 404, description = "No such file", body = super::ErrorBody),
+    ))]
+pub(super) async fn vendor_asset(Path(file): Path<String>) -> Result<Response, ApiError> {
+    find(&format!("vendor/{file}"))
 }
 
 #[cfg(test)]

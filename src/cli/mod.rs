@@ -10,7 +10,6 @@
 pub mod journal;
 pub mod progress;
 
-use std::future::IntoFuture;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +20,11 @@ use tokio_util::sync::CancellationToken;
 use journal::JournalCommand;
 use progress::{Progress, ProgressMode};
 
+use crate::api::guard::ApiToken;
+use crate::api::server::{self, ServeOptions, Tls};
+use crate::api::ApiOptions;
 use crate::bounds;
+use crate::clusters::AllowList;
 use crate::engine::control::adaptive::AdaptiveConfig;
 use crate::engine::source::synthetic::SyntheticSource;
 use crate::engine::stats::JobStats;
@@ -83,6 +86,36 @@ pub struct ServeArgs {
     /// Seconds to wait for running jobs to stop on SIGTERM / Ctrl-C.
     #[arg(long, default_value_t = 30.0, value_name = "SECS")]
     pub shutdown_timeout: f64,
+    /// A file holding the API token: every /api/… request and /metrics then need
+    /// `Authorization: Bearer <token>` (the dashboard asks for it). The environment variable
+    /// MONGOFERRY_API_TOKEN may hold the token instead.
+    #[arg(long, value_name = "PATH")]
+    pub auth_token_file: Option<std::path::PathBuf>,
+    /// Serve an address other than loopback without a token: anyone who reaches the port can then
+    /// start jobs that read and write your databases.
+    #[arg(long)]
+    pub insecure_no_auth: bool,
+    /// A name the service answers to besides localhost and IP addresses (the Host header, checked
+    /// against DNS rebinding): the name it is reached by, e.g. behind a reverse proxy; repeatable.
+    #[arg(long = "allowed-host", value_name = "NAME")]
+    pub allowed_hosts: Vec<String>,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// A cluster host jobs may read or write: HOST, HOST:PORT or *.example.com[:PORT] (IPv6 as
+    /// [::1]:27017); repeatable. A spec naming any other host (a seed, a mongodb+srv name, a
+    /// proxyHost) is refused before anything connects [default: any host].
+    #[arg(long = "allow-cluster", value_name = "HOST[:PORT]")]
+    pub allow_clusters: Vec<String>,
+    /// Seconds a client may take to send a request (its head, its body, a TLS handshake).
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    pub client_timeout: f64,
+    /// Event streams (`/api/jobs/{id}/events`) open at once, for the whole service.
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    pub max_event_streams: usize,
 }
 
 #[derive(Args, Debug)]
@@ -588,11 +621,154 @@ fn default_state_path() -> std::path::PathBuf {
     crate::state::data_dir().join("mongoferry/jobs.json")
 }
 
-async fn run_serve(args: ServeArgs) -> Result<(), Failure> {
-    if let Some(problem) = bounds::SHUTDOWN_TIMEOUT.problem(args.shutdown_timeout) {
-        return Err(crate::spec::SpecError(vec![problem]).into());
+/// The environment variable that may hold the API token (instead of `--auth-token-file`).
+pub const TOKEN_VARIABLE: &str = "MONGOFERRY_API_TOKEN";
+
+/// The API token of `--auth-token-file` or [`TOKEN_VARIABLE`], if any. Errors never quote it.
+fn api_token(file: Option<&std::path::Path>) -> Result<Option<ApiToken>, Failure> {
+    let invalid = |message: String| Failure { message, status: 2 };
+    let from_env = std::env::var_os(TOKEN_VARIABLE);
+    let text = match (file, from_env) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(format!(
+            "give the API token either with --auth-token-file or with {TOKEN_VARIABLE}, not both"
+        )))
+        }
+        (None, None) => return Ok(None),
+        (None, Some(value)) => value
+            .into_string()
+            .map_err(|_| invalid(format!("{TOKEN_VARIABLE}: the token is not valid text")))?,
+        (Some(path), None) => {
+            warn_if_others_can_read(path);
+            std::fs::read_to_string(path).map_err(|e| {
+                invalid(format!(
+                    "cannot read the token file {}: {e}",
+                    path.display()
+                ))
+            })?
+        }
+    };
+    let source = match file {
+        Some(path) => format!("token file {}", path.display()),
+        None => TOKEN_VARIABLE.to_string(),
+    };
+    ApiToken::new(&text)
+        .map(Some)
+        .map_err(|e| invalid(format!("{source}: {e}")))
+}
+
+#[cfg(unix)]
+fn warn_if_others_can_read(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.permissions().mode() & 0o077 != 0 {
+            eprintln!(
+                "warning: the token file {} can be read by other users (chmod 600 it)",
+                path.display()
+            );
+        }
     }
+}
+
+#[cfg(not(unix))]
+fn warn_if_others_can_read(_path: &std::path::Path) {}
+
+/// What `serve` is told about who may use it, checked before anything starts.
+fn api_options(args: &ServeArgs) -> Result<(ApiOptions, Option<Tls>), Failure> {
+    let invalid = |message: String| Failure { message, status: 2 };
+    let token = api_token(args.auth_token_file.as_deref())?;
+    for name in &args.allowed_hosts {
+        let valid = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+        if !valid {
+            return Err(invalid(format!(
+                "--allowed-host {name:?}: give a host name, such as ferry.example.com (no scheme, port or path)"
+            )));
+        }
+    }
+    let problems: Vec<String> = [
+        bounds::CLIENT_TIMEOUT.problem(args.client_timeout),
+        bounds::MAX_EVENT_STREAMS.problem(args.max_event_streams),
+        bounds::SHUTDOWN_TIMEOUT.problem(args.shutdown_timeout),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if !problems.is_empty() {
+        return Err(crate::spec::SpecError(problems).into());
+    }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(Tls::from_pem_files(cert, key).map_err(|e| invalid(e.to_string()))?)
+        }
+        _ => None,
+    };
+    let options = ApiOptions {
+        token,
+        allowed_hosts: args.allowed_hosts.clone(),
+        max_event_streams: args.max_event_streams,
+        client_timeout: Duration::from_secs_f64(args.client_timeout),
+    };
+    Ok((options, tls))
+}
+
+/// What the operator is told when the service can be reached from other machines.
+fn exposure_warnings(
+    address: &std::net::SocketAddr,
+    loopback: bool,
+    token: bool,
+    tls: bool,
+) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if loopback {
+        return warnings;
+    }
+    if !token {
+        warnings.push(format!(
+            "serving {address} without authentication (--insecure-no-auth): anyone who reaches \
+             it can use every cluster this service can reach"
+        ));
+    }
+    if !tls {
+        warnings.push(format!(
+            "serving {address} without TLS: the token and the jobs' URIs cross the network in \
+             clear; use --tls-cert/--tls-key, or a reverse proxy that ends TLS"
+        ));
+    }
+    warnings
+}
+
+async fn run_serve(args: ServeArgs) -> Result<(), Failure> {
     let fail = |message: String| Failure { message, status: 1 };
+    // Everything that can refuse the command line is checked before jobs are continued or a port
+    // is opened.
+    let (options, tls) = api_options(&args)?;
+    let clusters = AllowList::new(&args.allow_clusters).map_err(|e| Failure {
+        message: e.to_string(),
+        status: 2,
+    })?;
+    let addresses: Vec<std::net::SocketAddr> = tokio::net::lookup_host(&args.listen)
+        .await
+        .map_err(|e| fail(format!("cannot listen on {}: {e}", args.listen)))?
+        .collect();
+    let loopback = !addresses.is_empty()
+        && addresses
+            .iter()
+            .all(|a| a.ip().to_canonical().is_loopback());
+    if !loopback && options.token.is_none() && !args.insecure_no_auth {
+        return Err(Failure {
+            message: format!(
+                "refusing to serve {} without authentication: it is not a loopback address, so \
+                 anyone who reaches it could start jobs that read and write your databases; \
+                 give a token with --auth-token-file PATH (or {TOKEN_VARIABLE}), or pass \
+                 --insecure-no-auth to serve without one",
+                args.listen
+            ),
+            status: 2,
+        });
+    }
     let store = (!args.no_state)
         .then(|| StateFile::new(args.state.clone().unwrap_or_else(default_state_path)));
     // Checkpoints and dead letters live beside the history (and with the history off, nowhere).
@@ -607,14 +783,21 @@ async fn run_serve(args: ServeArgs) -> Result<(), Failure> {
             .as_ref()
             .map(|history| history.path().with_file_name("journals"))
     });
-    let manager = JobManager::open(store.clone(), state.clone(), journal_root.clone())
-        .map_err(|e| fail(e.to_string()))?;
-    let listener = tokio::net::TcpListener::bind(&args.listen)
-        .await
+    let manager = JobManager::open_with_clusters(
+        store.clone(),
+        state.clone(),
+        journal_root.clone(),
+        clusters,
+    )
+    .map_err(|e| fail(e.to_string()))?;
+    let listener = std::net::TcpListener::bind(&addresses[..])
         .map_err(|e| fail(format!("cannot listen on {}: {e}", args.listen)))?;
     let address = listener
         .local_addr()
         .map_err(|e| fail(format!("cannot listen on {}: {e}", args.listen)))?;
+    for warning in exposure_warnings(&address, loopback, options.token.is_some(), tls.is_some()) {
+        eprintln!("warning: {warning}");
+    }
     match &store {
         Some(s) => eprintln!(
             "job history: {}; checkpoints and dead letters: {}",
@@ -623,25 +806,43 @@ async fn run_serve(args: ServeArgs) -> Result<(), Failure> {
         ),
         None => eprintln!("job history: not kept (--no-state)"),
     }
+    if args.allow_clusters.is_empty() {
+        eprintln!("clusters jobs may reach: any (no --allow-cluster)");
+    } else {
+        eprintln!(
+            "clusters jobs may reach: {}",
+            args.allow_clusters.join(", ")
+        );
+    }
     match &journal_root {
         Some(root) => eprintln!("journals of jobs: under {}", root.display()),
         None => eprintln!("journals of jobs: none (no --journal-root)"),
     }
-    eprintln!("mongoferry serving on http://{address}");
+    if options.token.is_some() {
+        eprintln!("authentication: a bearer token is required for /api/… and /metrics");
+    }
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    eprintln!("mongoferry serving on {scheme}://{address}");
     manager.resume().await;
 
     let stop = CancellationToken::new();
     let signals = cancel_on_signal(stop.clone());
-    let server = axum::serve(listener, crate::api::router(manager.clone()))
-        .with_graceful_shutdown(stop.clone().cancelled_owned());
-    let mut server = tokio::spawn(server.into_future());
+    let deadline = Duration::from_secs_f64(args.shutdown_timeout);
+    let serve_options = ServeOptions {
+        tls,
+        client_timeout: options.client_timeout,
+    };
+    let app = crate::api::router(manager.clone(), options);
+    // Requests in flight may take as long as the jobs take to stop, and a little more.
+    let grace = deadline + Duration::from_secs(5);
+    let server = server::serve(listener, app, serve_options, stop.clone(), grace);
+    let mut server = tokio::spawn(server);
     let served = tokio::select! {
         outcome = &mut server => Some(outcome),
         _ = stop.cancelled() => None,
     };
     // Stop accepting (done by the graceful shutdown), let running batches finish, record states.
     stop.cancel();
-    let deadline = Duration::from_secs_f64(args.shutdown_timeout);
     manager.shutdown(deadline).await;
     if served.is_none()
         && tokio::time::timeout(Duration::from_secs(5), &mut server)
@@ -724,4 +925,25 @@ async fn run_sample(args: SampleArgs) -> Result<(), Failure> {
         snap.docs, snap.seconds
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn beyond_loopback_the_operator_is_warned_of_what_is_missing() {
+        let address: std::net::SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        assert!(exposure_warnings(&address, true, false, false).is_empty());
+        assert!(exposure_warnings(&address, false, true, true).is_empty());
+        let warnings = exposure_warnings(&address, false, true, false);
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].contains("without TLS"), "{warnings:?}");
+        let warnings = exposure_warnings(&address, false, false, false);
+        assert_eq!(warnings.len(), 2);
+        assert!(
+            warnings[0].contains("without authentication"),
+            "{warnings:?}"
+        );
+    }
 }

@@ -95,7 +95,7 @@ impl NsCounters {
 }
 
 /// What a worker is doing right now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum WorkerState {
     /// Waiting for a batch.
@@ -316,15 +316,16 @@ impl DeadLetterLog {
     }
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct DeadLetterView {
     pub ns: String,
     /// The `_id`, canonical Extended JSON.
+    #[schema(value_type = Value)]
     pub id: serde_json::Value,
     pub reason: String,
 }
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct DeadLetterSummary {
     pub count: u64,
     pub recent: Vec<DeadLetterView>,
@@ -421,9 +422,11 @@ fn rate(n: u64, elapsed: Duration) -> f64 {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct NsSnapshot {
+    #[schema(value_type = String)]
     pub source: Namespace,
+    #[schema(value_type = String)]
     pub destination: Namespace,
     pub expected: Option<u64>,
     /// Written by this run.
@@ -437,7 +440,7 @@ pub struct NsSnapshot {
     pub docs_per_sec: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct WorkerSnapshot {
     pub id: usize,
     pub state: WorkerState,

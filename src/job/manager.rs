@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 use super::store::{StateFile, StoreError};
 use super::{Job, JobId, JobSpec, JobState};
 use crate::bounds;
+use crate::clusters::AllowList;
 use crate::engine::control::throttle::{Limiter, Limits, Throttle};
 use crate::engine::{Control, CopyError};
 use crate::run::copy;
@@ -67,6 +68,8 @@ pub struct JobManager {
     global: Arc<Limiter>,
     /// Where jobs' journals go: a spec names its journal, relative to this directory.
     journal_root: Option<PathBuf>,
+    /// The hosts jobs may read and write (`serve --allow-cluster`).
+    clusters: AllowList,
 }
 
 impl JobManager {
@@ -77,6 +80,17 @@ impl JobManager {
         store: Option<StateFile>,
         state: Arc<dyn StateStore>,
         journal_root: Option<PathBuf>,
+    ) -> Result<Arc<Self>, StoreError> {
+        Self::open_with_clusters(store, state, journal_root, AllowList::default())
+    }
+
+    /// As [`open`](Self::open), with jobs allowed to reach only the hosts of `clusters`: a spec
+    /// naming any other is refused before anything connects or looks a name up.
+    pub fn open_with_clusters(
+        store: Option<StateFile>,
+        state: Arc<dyn StateStore>,
+        journal_root: Option<PathBuf>,
+        clusters: AllowList,
     ) -> Result<Arc<Self>, StoreError> {
         let records = match &store {
             Some(s) => s.load()?,
@@ -107,13 +121,25 @@ impl JobManager {
             tasks: TaskTracker::new(),
             global: Arc::new(Limiter::new(Limits::default())),
             journal_root,
+            clusters,
         }))
     }
 
     /// The copy a job's spec describes, its journal placed under the journal root: an API
     /// client names a journal, it does not choose where on this machine the service writes.
+    /// Its hosts must be in the cluster allow-list (checked on the URIs' text, before any
+    /// connection or DNS lookup); every problem is reported at once.
     fn copy_spec(&self, spec: &JobSpec) -> Result<CopySpec, SpecError> {
-        let mut copy_spec = spec.validate()?;
+        let mut problems = self.clusters.problems("from", &spec.from);
+        problems.extend(self.clusters.problems("to", &spec.to));
+        let validated = spec.validate();
+        if !problems.is_empty() {
+            if let Err(SpecError(more)) = validated {
+                problems.extend(more);
+            }
+            return Err(SpecError(problems));
+        }
+        let mut copy_spec = validated?;
         if let Some(journal) = &mut copy_spec.journal {
             let Some(root) = &self.journal_root else {
                 return Err(SpecError(vec![

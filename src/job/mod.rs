@@ -13,6 +13,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use utoipa::ToSchema;
 
 use crate::engine::control::adaptive::{Adaptive, AdaptiveConfig, AdaptiveView};
 use crate::engine::control::throttle::{Limits, Throttle};
@@ -25,7 +26,9 @@ use crate::spec::{CopySpec, RawSpec, SpecError};
 pub use crate::state::unix_now;
 
 /// A job's identity, unique for the lifetime of a state store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
 #[serde(transparent)]
 pub struct JobId(pub u64);
 
@@ -45,7 +48,7 @@ impl std::fmt::Display for JobId {
 ///
 /// `interrupted`: the service stopped before the job finished; a restarted service continues it
 /// from its checkpoint (as the same job) when it can.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
     Pending,
@@ -85,13 +88,15 @@ impl std::fmt::Display for JobState {
 }
 
 /// A job as posted to `POST /api/jobs`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
     pub from: String,
     pub to: String,
     pub namespaces: Vec<String>,
+    /// A query in MongoDB Extended JSON selecting the source documents.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub filter: Option<serde_json::Map<String, serde_json::Value>>,
     #[serde(default)]
     pub workers: Option<usize>,
@@ -193,11 +198,12 @@ impl JobSpec {
 }
 
 /// A spec fit to show: no credentials.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct SpecView {
     pub from: String,
     pub to: String,
     pub namespaces: Vec<String>,
+    #[schema(value_type = Option<Object>)]
     pub filter: Option<serde_json::Map<String, serde_json::Value>>,
     pub batch_size: Option<usize>,
     pub strategy: Option<Strategy>,
@@ -234,7 +240,7 @@ pub struct JobRecord {
 }
 
 /// Progress of a job as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Progress {
     /// Written by this run.
     pub docs: u64,
@@ -256,7 +262,7 @@ pub struct Progress {
 }
 
 /// A job as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct JobView {
     pub id: JobId,
     pub state: JobState,
@@ -275,7 +281,8 @@ pub struct JobView {
     pub links: Links,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// The job's resources.
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Links {
     #[serde(rename = "self")]
     pub this: String,

@@ -157,7 +157,7 @@ impl Op {
 }
 
 /// `"journal": {"dir": "...", "segment_bytes": N}` of a job spec, and `copy --journal DIR`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JournalConfig {
     /// The journal's directory: created if missing, appended to if it holds a journal.

@@ -1,16 +1,19 @@
 // The dashboard in a real browser: Debian's chromium (headless, driven by playwright-core) against
-// a real `mongoferry serve` and two SecantusDB test servers. One operator's session, in order:
-// the page loads from the binary alone, the form shows the API's problems, a job started from the
+// a real `mongoferry serve` and two SecantusDB test servers. One operator's session, in order,
+// against a service that asks for an API token: the page loads from the binary alone and asks for
+// the token (a wrong one is refused; the right one goes nowhere but into the requests' headers),
+// the form shows the API's problems, a job started from the
 // form fills its chart and counts, pauses, resumes, takes a new rate limit and worker count live,
 // is cancelled after a confirmation; a failed job shows its error; a job whose documents the
 // destination refuses lists them; adaptive mode shows its decision; the page fits a narrow
 // window; a job running when the service stops is shown interrupted, and the same page follows it
-// again when the restarted service continues it. Screenshots go to
+// again when the restarted service continues it; a service without a token needs no sign-in.
+// Screenshots go to
 // target/screenshots/. Any page error or console error fails the run; every wait is bounded.
 
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 
@@ -22,6 +25,11 @@ const SHARED_URI = process.env.MONGOFERRY_TEST_URI;
 const PREFIX = SHARED_URI ? `mfweb${process.pid}_` : "";
 const ns = (name) => PREFIX + name;
 const PASSWORD = "s3cret-Pw";
+/** The service's API token, in a file only the test and the service read. */
+const TOKEN = "dashboard-T0ken-0123456789abcdef";
+const tokenDir = mkdtempSync(path.join(os.tmpdir(), "mongoferry-token-"));
+const tokenFile = path.join(tokenDir, "token");
+writeFileSync(tokenFile, `${TOKEN}\n`, { mode: 0o600 });
 /** The whole file must finish well within the suite's budget; this stops a wedged run. */
 const WATCHDOG_MS = 115000;
 
@@ -49,7 +57,7 @@ describe("the dashboard in a browser", { timeout: WATCHDOG_MS }, () => {
       ? [SHARED_URI, SHARED_URI]
       : await Promise.all([startTestServer("source"), startTestServer("destination")]);
     await sample(source, ns("shop.orders"), DOCS, 200);
-    service = await startService();
+    service = await startService({ tokenFile });
     browser = await launchBrowser();
     const context = await browser.newContext({ viewport: { width: 1366, height: 900 } });
     page = await context.newPage();
@@ -69,6 +77,11 @@ describe("the dashboard in a browser", { timeout: WATCHDOG_MS }, () => {
       if (!request.url().startsWith(service.base) && !request.url().startsWith("data:")) {
         problems.push(`request outside the service: ${request.url()}`);
       }
+      if (request.url().includes(TOKEN)) problems.push(`the token is in a URL: ${request.url()}`);
+      const sent = request.headers().authorization;
+      if (request.url().includes("/api/") && sent !== undefined && sent !== `Bearer ${TOKEN}` && !sent.includes("wrong")) {
+        problems.push(`unexpected authorization header on ${request.url()}`);
+      }
     });
   });
 
@@ -77,6 +90,7 @@ describe("the dashboard in a browser", { timeout: WATCHDOG_MS }, () => {
       if (browser) await browser.close();
       if (SHARED_URI) await dropDatabases(SHARED_URI, PREFIX);
     } finally {
+      rmSync(tokenDir, { recursive: true, force: true });
       await stopAll();
       clearTimeout(watchdog);
     }
@@ -101,10 +115,18 @@ describe("the dashboard in a browser", { timeout: WATCHDOG_MS }, () => {
   async function api(method, path, body) {
     const response = await fetch(`${service.base}${path}`, {
       method,
-      headers: { "content-type": "application/json" },
+      headers: { "content-type": "application/json", authorization: `Bearer ${TOKEN}` },
       body: body === undefined ? undefined : JSON.stringify(body),
     });
     return { status: response.status, body: await response.json() };
+  }
+
+  /** Gives the token to a page that asks for it (a service on another address is another origin). */
+  async function signIn() {
+    await page.locator("#sign-in").waitFor({ state: "visible" });
+    await page.locator("#token").fill(TOKEN);
+    await page.locator("#sign-in-submit").click();
+    await page.locator("#sign-in").waitFor({ state: "hidden" });
   }
 
   async function fillForm(fields) {
@@ -121,11 +143,39 @@ describe("the dashboard in a browser", { timeout: WATCHDOG_MS }, () => {
   const withLogin = (uri, password) => uri.replace(/^(mongodb(?:\+srv)?:\/\/)(?:[^@/?]*@)?/, `$1ferry:${password}@`);
   const withPassword = (uri) => withLogin(uri, PASSWORD);
 
-  test("the page and all it loads come from the binary", async () => {
+  test("the page and all it loads come from the binary, and it asks for the token once", async () => {
+    // The list's first request is refused (401) until the page has the token; then a wrong one.
+    expectedFailures = 2;
     const response = await page.goto(`${service.base}/`);
     assert.equal(response.status(), 200);
     assert.match(response.headers()["content-security-policy"], /default-src 'self'/);
+    const dialog = page.locator("#sign-in");
+    await dialog.waitFor({ state: "visible" });
+    assert.equal(await text("#connection"), "this service needs its API token");
+    await page.screenshot({ path: screenshotPath("00-sign-in"), fullPage: true });
+    await page.locator("#token").fill("a-wrong-token-0123456789");
+    await page.locator("#sign-in-submit").click();
+    await page.locator("#sign-in-problem").filter({ hasText: "refused" }).waitFor();
+    assert.ok(await dialog.isVisible(), "the dialog stays after a wrong token");
+    await page.keyboard.press("Escape");
+    assert.ok(await dialog.isVisible(), "the dialog cannot be dismissed without a token");
+    await page.locator("#token").fill(TOKEN);
+    await page.locator("#sign-in-submit").click();
+    await dialog.waitFor({ state: "hidden" });
     await page.locator("#job-list .empty").waitFor();
+    await waitFor("the console errors of the expected 401s", () => expectedFailures === 0, 5000, 50);
+    // Kept in this tab only: not in the page, a URL, localStorage or a cookie.
+    assert.equal(await page.evaluate(() => sessionStorage.getItem("mongoferry.token")), TOKEN);
+    assert.equal(await page.evaluate(() => localStorage.length), 0);
+    assert.deepEqual(await page.context().cookies(), []);
+    assert.ok(!(await page.content()).includes(TOKEN), "the token is in the page");
+    assert.ok(!page.url().includes(TOKEN));
+    assert.ok(await page.locator("#sign-out").isVisible());
+    // The links to the API's description and the metrics fetch them with the token.
+    await page.locator('a[href="/metrics"]').click();
+    await page.locator("#raw").waitFor({ state: "visible" });
+    await waitFor("the metrics", async () => (await text("#raw-text")).includes("# TYPE mongoferry_docs_copied_total counter"), 5000);
+    await page.locator("#raw-close").click();
     assert.equal(await text("#job-list .empty"), "No jobs yet. Start one with the form.");
     assert.equal(await page.evaluate(() => typeof uPlot), "function");
     await page.screenshot({ path: screenshotPath("01-home-empty"), fullPage: true });
@@ -433,18 +483,60 @@ describe("the dashboard in a browser", { timeout: WATCHDOG_MS }, () => {
     assertNoProblems();
   });
 
+  test("a service without a token needs no sign-in, and its events still stream", async () => {
+    const open = await startService();
+    const context = await browser.newContext({ viewport: { width: 1366, height: 900 } });
+    const tab = await context.newPage();
+    const errors = [];
+    tab.on("pageerror", (error) => errors.push(`page error: ${error.message}`));
+    tab.on("console", (message) => {
+      if (message.type() === "error") errors.push(`console error: ${message.text()}`);
+    });
+    tab.on("request", (request) => {
+      if (request.headers().authorization !== undefined) errors.push(`a token was sent to ${request.url()}`);
+    });
+    try {
+      await tab.goto(`${open.base}/#/`);
+      await tab.locator("#job-list .empty").waitFor();
+      assert.ok(!(await tab.locator("#sign-in").isVisible()), "no sign-in without a token");
+      assert.ok(await tab.locator("#sign-out").isHidden());
+      for (const [id, value] of [["from", source], ["to", destination], ["namespaces", `${ns("shop.orders")}:${ns("open.orders")}`], ["workers", "1"], ["batch_size", "20"], ["rate", "100"]]) {
+        await tab.locator(`#${id}`).fill(value);
+      }
+      await tab.locator("#submit-job").click();
+      await tab.waitForURL(/#\/jobs\/1$/);
+      await waitFor("the stream to be live", async () => (await tab.locator("#job-live").innerText()) === "live", 10000);
+      const copied = async () => Number((await tab.locator('#summary [data-field="docs"]').innerText()).split("/")[0].replaceAll(",", "").trim());
+      await waitFor("the count to rise from the events", async () => (await copied()) >= 100, 10000);
+      await tab.locator("#pause").click();
+      await waitFor("paused", async () => (await tab.locator("#job-state [data-state]").getAttribute("data-state")) === "paused", 10000);
+      await tab.locator("#cancel").click();
+      await tab.locator("#confirm-yes").click();
+      await waitFor("the stream to end", async () => (await tab.locator("#job-live").innerText()) === "ended", 15000);
+      await tab.screenshot({ path: screenshotPath("17-no-token"), fullPage: true });
+      assert.deepEqual(errors, []);
+    } finally {
+      await context.close();
+      open.child.kill("SIGTERM");
+    }
+    assertNoProblems();
+  });
+
   // Last: it stops a service of its own, with history, and starts it again on the same address.
   // Small batches, so the batches in flight end well within the 5 s shutdown timeout at this rate.
   test("a job running when the service stops is shown interrupted, and followed again when a restarted service continues it", async () => {
     const stateDir = mkdtempSync(path.join(os.tmpdir(), "mongoferry-web-"));
     try {
       const state = path.join(stateDir, "jobs.json");
-      service = await startService({ state });
+      service = await startService({ state, tokenFile });
       await page.setViewportSize({ width: 1366, height: 900 });
       const started = await api("POST", "/api/jobs", { from: source, to: destination, namespaces: [`${ns("shop.orders")}:${ns("stopped.orders")}`], workers: 2, batch_size: 20, rate: 100 });
       assert.equal(started.status, 202, JSON.stringify(started.body));
       const id = started.body.id;
+      expectedFailures = 1;
       await page.goto(`${service.base}/#/jobs/${id}`);
+      await signIn();
+      await waitFor("the console error of the expected 401", () => expectedFailures === 0, 5000, 50);
       await waitForState("running");
       await waitFor("the stream to be live", async () => (await text("#job-live")) === "live", 5000);
       await waitFor("documents copied", async () => (await docs()) > 0, 10000);
@@ -464,7 +556,7 @@ describe("the dashboard in a browser", { timeout: WATCHDOG_MS }, () => {
       assert.equal(service.child.exitCode, 0, service.log.join("\n"));
 
       // The same page, without a reload, follows the job the restarted service continues.
-      service = await startService({ state, listen: service.base.replace("http://", "") });
+      service = await startService({ state, tokenFile, listen: service.base.replace("http://", "") });
       await waitForState("running", 15000);
       await waitFor("the stream to be live again", async () => (await text("#job-live")) === "live", 10000);
       serviceDown = false;
@@ -475,6 +567,7 @@ describe("the dashboard in a browser", { timeout: WATCHDOG_MS }, () => {
       assert.equal(cancelled.status, 200, JSON.stringify(cancelled.body));
       await waitForState("cancelled", 15000);
       assert.equal(await text("#job-live"), "ended");
+      assert.ok(!service.log.join("\n").includes(TOKEN), "the token is in the service's log");
       assertNoProblems();
     } finally {
       serviceDown = false;

@@ -15,6 +15,10 @@ export const SCREENSHOTS = path.join(ROOT, "target", "screenshots");
 
 const children = new Set();
 
+// The services started here get their token, if any, from a file the test names: one inherited
+// from the environment would change what they ask for.
+delete process.env.MONGOFERRY_API_TOKEN;
+
 function which(name) {
   try {
     return execFileSync("sh", ["-c", `command -v ${name}`], { encoding: "utf8" }).trim() || null;
@@ -144,13 +148,15 @@ export async function sample(uri, ns, count, docSize) {
 /**
  * `mongoferry serve`: its base URL, its output and its process. By default on a free port and
  * without history; `state` keeps the history (and checkpoints) in that file, `listen` picks the
- * address (a restarted service on the same address and state continues its interrupted jobs).
+ * address (a restarted service on the same address and state continues its interrupted jobs),
+ * `tokenFile` makes it ask for the API token in that file.
  */
-export async function startService({ listen = "127.0.0.1:0", state = null } = {}) {
+export async function startService({ listen = "127.0.0.1:0", state = null, tokenFile = null } = {}) {
   const log = [];
   let address = null;
   const stateArgs = state ? ["--state", state] : ["--no-state"];
-  const child = startChild(binary(), ["serve", "--listen", listen, ...stateArgs, "--shutdown-timeout", "5"], (line) => {
+  const tokenArgs = tokenFile ? ["--auth-token-file", tokenFile] : [];
+  const child = startChild(binary(), ["serve", "--listen", listen, ...stateArgs, ...tokenArgs, "--shutdown-timeout", "5"], (line) => {
     log.push(line);
     const match = /serving on (http:\/\/\S+)/.exec(line);
     if (match) address = match[1];

@@ -294,3 +294,36 @@ test("a completed job's message is a note, a failed job's error is not", () => {
   assert.match(R.errorHtml(baseView), /^<div class="error-box" role="alert"><strong>The job failed<\/strong>/);
   assert.match(R.jobRowHtml(baseView), /class="job-error"/);
 });
+
+test("reads server-sent events as they arrive, in any pieces", () => {
+  const stream = 'event: state\ndata: {"id":1}\n\n: keep-alive\n\nevent: progress\r\ndata: {"a":\r\ndata: 2}\r\n\r\nevent: state\ndata: {"id"';
+  const whole = R.parseEvents(stream);
+  assert.deepEqual(whole.events, [
+    { event: "state", data: '{"id":1}' },
+    { event: "progress", data: '{"a":\n2}' },
+  ]);
+  assert.equal(whole.rest, 'event: state\ndata: {"id"');
+  // Cut anywhere, fed piece by piece, the same events come out.
+  for (let cut = 1; cut < stream.length; cut++) {
+    let rest = "";
+    const seen = [];
+    for (const piece of [stream.slice(0, cut), stream.slice(cut)]) {
+      const parsed = R.parseEvents(rest + piece);
+      seen.push(...parsed.events);
+      rest = parsed.rest;
+    }
+    assert.deepEqual(seen, whole.events, `cut at ${cut}`);
+  }
+  assert.deepEqual(R.parseEvents("").events, []);
+  assert.deepEqual(R.parseEvents("data:x\n\n").events, [{ event: "message", data: "x" }]);
+});
+
+test("a view of an ended job still active is stale; an interrupted job may run again", () => {
+  assert.equal(R.isStale("cancelled", "running"), true);
+  assert.equal(R.isStale("completed", "paused"), true);
+  assert.equal(R.isStale("failed", "pending"), true);
+  assert.equal(R.isStale("cancelled", "cancelled"), false);
+  assert.equal(R.isStale("interrupted", "running"), false);
+  assert.equal(R.isStale("running", "cancelled"), false);
+  assert.equal(R.isStale(null, "running"), false);
+});

@@ -27,7 +27,7 @@ use crate::engine::Control;
 const KEPT: usize = 120;
 
 /// What the operator asks of adaptive mode.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdaptiveConfig {
     /// Mean batch latency (read by `_id` plus write) to stay under, in milliseconds.
@@ -57,7 +57,7 @@ impl AdaptiveConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     Increase,
@@ -66,7 +66,7 @@ pub enum Action {
 }
 
 /// One adaptive decision and why it was taken.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Decision {
     /// Seconds since the job started.
     pub at_secs: f64,
@@ -171,7 +171,7 @@ pub struct Adaptive {
     decisions: Mutex<VecDeque<Decision>>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AdaptiveView {
     pub config: AdaptiveConfig,
     /// Most recent last.

@@ -32,6 +32,7 @@ pub const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
 /// How documents travel from the source to the workers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
+#[derive(utoipa::ToSchema)]
 pub enum Strategy {
     /// The producer streams sorted `_id` batches; workers fetch each batch with `$in`.
     Ids,
