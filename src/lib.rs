@@ -31,15 +31,13 @@
 //! - `testkit` (feature `testkit`, for the tests and the benchmark only): SecantusDB test
 //!   servers and a fault-injecting proxy.
 
-pub mod api;
 pub mod bounds;
 pub mod cli;
-pub mod clusters;
 pub mod engine;
-pub mod job;
 pub mod journal;
 pub mod mongo;
 pub mod run;
+pub mod service;
 pub mod spec;
 pub mod state;
 #[cfg(feature = "testkit")]

@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use common::*;
 use mongodb::bson::{doc, Bson, RawDocumentBuf};
-use mongoferry::job::manager::JobManager;
-use mongoferry::job::{JobSpec, JobState};
 use mongoferry::journal::writer::SegmentWriter;
 use mongoferry::journal::JournalConfig;
+use mongoferry::service::job::{JobSpec, JobState};
+use mongoferry::service::manager::JobManager;
 use serde_json::{json, Value};
 
 const LIMIT: Duration = Duration::from_secs(90);

@@ -40,7 +40,7 @@ async fn copied(env: &TestEnv, db: &str) -> u64 {
 
 #[test]
 fn cross_site_requests_are_refused_and_start_or_stop_nothing() {
-    let service = Service::start_with(Serve::default());
+    let service = Serve::default().start();
     TestEnv::start().run(|env| async move {
         let (spec, d) = slow_spec(&env, "xsite").await;
         let body = spec.to_string();
@@ -330,7 +330,8 @@ fn with_token_file(dir: &std::path::Path) -> Service {
         token: Some(TOKEN.into()),
         ..Serve::default()
     }
-    .start()
+    // A process of its own, so that its whole log can be searched for the token.
+    .spawn()
 }
 
 #[test]
@@ -458,7 +459,7 @@ fn the_token_may_come_from_the_environment() {
         token: Some(TOKEN.into()),
         ..Serve::default()
     }
-    .start();
+    .spawn();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let (status, _) = answer(
@@ -734,7 +735,7 @@ fn jobs_reach_only_the_clusters_allowed() {
     // The test servers' own hosts, as the operator would list them.
     let mut serve = Serve::default();
     for uri in [&env.src, &env.dst] {
-        for endpoint in mongoferry::clusters::endpoints(uri).unwrap() {
+        for endpoint in mongoferry::service::clusters::endpoints(uri).unwrap() {
             serve
                 .args
                 .extend(["--allow-cluster".into(), endpoint.to_string()]);

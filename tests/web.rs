@@ -6,8 +6,8 @@ use std::future::IntoFuture;
 use std::path::Path;
 use std::time::Duration;
 
-use mongoferry::api::{router, ApiOptions};
-use mongoferry::job::manager::JobManager;
+use mongoferry::service::api::{router, ApiOptions};
+use mongoferry::service::manager::JobManager;
 
 /// The API and dashboard of a service without history, on a free port; stopped when dropped.
 struct Served {

@@ -20,23 +20,24 @@ use tokio_util::sync::CancellationToken;
 use journal::JournalCommand;
 use progress::{Progress, ProgressMode};
 
-use crate::api::guard::ApiToken;
-use crate::api::server::{self, ServeOptions, Tls};
-use crate::api::ApiOptions;
 use crate::bounds;
-use crate::clusters::AllowList;
 use crate::engine::control::adaptive::AdaptiveConfig;
 use crate::engine::source::synthetic::SyntheticSource;
 use crate::engine::stats::JobStats;
 use crate::engine::{
     Control, CopyError, Engine, MongoSink, Strategy, DEFAULT_BATCH_SIZE, DEFAULT_WORKERS,
 };
-use crate::job::manager::JobManager;
-use crate::job::store::StateFile;
 use crate::journal::JournalConfig;
 use crate::mongo::{self, Side};
 use crate::run::copy::{self, CopySummary};
+use crate::service::api::guard::ApiToken;
+use crate::service::api::server::Tls;
+use crate::service::api::ApiOptions;
+use crate::service::clusters::AllowList;
+use crate::service::manager::JobManager;
+use crate::service::ServiceOptions;
 use crate::spec::{NsMapping, RawSpec};
+use crate::state::history::HistoryFile;
 use crate::state::{FileStore, MemoryStore, StateStore};
 
 #[derive(Parser, Debug)]
@@ -266,6 +267,16 @@ pub struct Failure {
 impl Failure {
     pub fn new(message: String, status: u8) -> Self {
         Failure { message, status }
+    }
+
+    /// The line printed after `error: `.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The exit status.
+    pub fn status(&self) -> u8 {
+        self.status
     }
 }
 
@@ -741,6 +752,40 @@ fn exposure_warnings(
 }
 
 async fn run_serve(args: ServeArgs) -> Result<(), Failure> {
+    let prepared = prepare_serve(args).await?;
+    let stop = CancellationToken::new();
+    let signals = cancel_on_signal(stop.clone());
+    let served = prepared.run(stop.clone()).await;
+    stop.cancel();
+    let _ = signals.await;
+    served
+}
+
+/// A service ready to run: its flags checked, its history loaded, its port bound.
+pub struct PreparedService {
+    listener: std::net::TcpListener,
+    manager: Arc<JobManager>,
+    options: ServiceOptions,
+    url: String,
+}
+
+impl PreparedService {
+    /// `http://address:port` or `https://…`, as printed.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Serves until `stop` (then stops the jobs and records them).
+    pub async fn run(self, stop: CancellationToken) -> Result<(), Failure> {
+        crate::service::serve(self.listener, self.manager, self.options, stop)
+            .await
+            .map_err(|e| Failure::new(format!("server error: {e}"), 1))
+    }
+}
+
+/// Everything `serve` does before it serves: checks the flags (status 2), opens the history,
+/// binds the port and says where it serves. Tests run services in-process through this.
+pub async fn prepare_serve(args: ServeArgs) -> Result<PreparedService, Failure> {
     let fail = |message: String| Failure { message, status: 1 };
     // Everything that can refuse the command line is checked before jobs are continued or a port
     // is opened.
@@ -770,7 +815,7 @@ async fn run_serve(args: ServeArgs) -> Result<(), Failure> {
         });
     }
     let store = (!args.no_state)
-        .then(|| StateFile::new(args.state.clone().unwrap_or_else(default_state_path)));
+        .then(|| HistoryFile::new(args.state.clone().unwrap_or_else(default_state_path)));
     // Checkpoints and dead letters live beside the history (and with the history off, nowhere).
     let state: Arc<dyn StateStore> = match &store {
         Some(history) => Arc::new(FileStore::new(
@@ -822,42 +867,18 @@ async fn run_serve(args: ServeArgs) -> Result<(), Failure> {
         eprintln!("authentication: a bearer token is required for /api/… and /metrics");
     }
     let scheme = if tls.is_some() { "https" } else { "http" };
-    eprintln!("mongoferry serving on {scheme}://{address}");
-    manager.resume().await;
-
-    let stop = CancellationToken::new();
-    let signals = cancel_on_signal(stop.clone());
-    let deadline = Duration::from_secs_f64(args.shutdown_timeout);
-    let serve_options = ServeOptions {
-        tls,
-        client_timeout: options.client_timeout,
-    };
-    let app = crate::api::router(manager.clone(), options);
-    // Requests in flight may take as long as the jobs take to stop, and a little more.
-    let grace = deadline + Duration::from_secs(5);
-    let server = server::serve(listener, app, serve_options, stop.clone(), grace);
-    let mut server = tokio::spawn(server);
-    let served = tokio::select! {
-        outcome = &mut server => Some(outcome),
-        _ = stop.cancelled() => None,
-    };
-    // Stop accepting (done by the graceful shutdown), let running batches finish, record states.
-    stop.cancel();
-    manager.shutdown(deadline).await;
-    if served.is_none()
-        && tokio::time::timeout(Duration::from_secs(5), &mut server)
-            .await
-            .is_err()
-    {
-        // Event streams of finished jobs close by themselves; anything left is cut off.
-        server.abort();
-        let _ = server.await;
-    }
-    let _ = signals.await;
-    match served {
-        Some(Ok(Err(e))) => Err(fail(format!("server error: {e}"))),
-        _ => Ok(()),
-    }
+    let url = format!("{scheme}://{address}");
+    eprintln!("mongoferry serving on {url}");
+    Ok(PreparedService {
+        listener,
+        manager,
+        options: ServiceOptions {
+            api: options,
+            tls,
+            shutdown_timeout: Duration::from_secs_f64(args.shutdown_timeout),
+        },
+        url,
+    })
 }
 
 async fn run_sample(args: SampleArgs) -> Result<(), Failure> {

@@ -1,14 +1,15 @@
-//! What outlives the process: checkpoints and dead letters.
+//! What outlives the process: checkpoints, dead letters and the service's job history.
 //!
 //! In: a job's per-namespace low watermarks (only ever advanced after the destination
 //! acknowledged every document below them, see [`crate::engine::ledger`]) and the documents the
 //! destination refused. Out: the same after a crash, so a rerun
 //! continues where the last one durably stopped, and nothing refused is lost. [`StateStore`] is
 //! the seam; one file per kind: [`file`] (the embedded default, JSON files), [`memory`] (keeps
-//! nothing); [`atomic`] is how every file is rewritten.
+//! nothing); [`history`] keeps the service's jobs; [`atomic`] is how every file is rewritten.
 
 pub mod atomic;
 pub mod file;
+pub mod history;
 pub mod memory;
 
 use std::collections::BTreeMap;

@@ -1,5 +1,7 @@
-//! `mongoferry serve` as a child process for the integration tests: started on a free loopback
-//! port with the options a test gives, its log kept, stopped (SIGTERM, then kill) when dropped.
+//! `mongoferry serve` for the integration tests, on a free loopback port with the options a test
+//! gives: in-process by default (the same flag parsing and [`mongoferry::service::serve`] as the
+//! binary, on a runtime of its own), or as a child process with [`Serve::spawn`] for what only a
+//! process shows: its signals, its environment and its log. Stopped when dropped.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -7,7 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 
 /// How to start a service.
 #[derive(Default)]
@@ -37,45 +41,84 @@ impl Serve {
         self
     }
 
-    pub fn start(self) -> Service {
-        Service::start_with(self)
-    }
-}
-
-/// A running `mongoferry serve`.
-pub struct Service {
-    child: Child,
-    pub base: String,
-    pub http: reqwest::Client,
-    /// Every line the service logged so far.
-    log: Arc<Mutex<Vec<String>>>,
-    token: Option<String>,
-}
-
-impl Service {
-    /// A service without authentication keeping its history in `state`.
-    pub fn start(state: &Path) -> Service {
-        Serve::with_state(state).start()
-    }
-
-    pub fn start_with(serve: Serve) -> Service {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_mongoferry"));
-        command.args([
+    /// The command line of `serve`, after the binary's name.
+    fn argv(&self) -> Vec<String> {
+        let mut argv: Vec<String> = [
             "serve",
             "--listen",
             "127.0.0.1:0",
             "--shutdown-timeout",
             "20",
-        ]);
-        match &serve.state {
-            Some(state) => command.arg("--state").arg(state),
-            None => command.arg("--no-state"),
+        ]
+        .map(String::from)
+        .to_vec();
+        match &self.state {
+            Some(state) => argv.extend(["--state".into(), state.display().to_string()]),
+            None => argv.push("--no-state".into()),
+        }
+        argv.extend(self.args.iter().cloned());
+        argv
+    }
+
+    /// In this process, on a runtime and thread of its own.
+    pub fn start(self) -> Service {
+        assert!(
+            self.env.is_empty(),
+            "a service with its own environment must be spawned (Serve::spawn)"
+        );
+        let argv = std::iter::once("mongoferry".to_string()).chain(self.argv());
+        let cli = mongoferry::cli::Cli::try_parse_from(argv).expect("serve's arguments");
+        let mongoferry::cli::Command::Serve(args) = cli.command else {
+            unreachable!("a serve command line")
         };
+        let stop = CancellationToken::new();
+        let (started, starting) = mpsc::channel();
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            let served = runtime.block_on(async move {
+                match mongoferry::cli::prepare_serve(args).await {
+                    Err(failure) => {
+                        let _ = started.send(Err(failure.message().to_string()));
+                        false
+                    }
+                    Ok(prepared) => {
+                        let _ = started.send(Ok(prepared.url().to_string()));
+                        prepared.run(stopping).await.is_ok()
+                    }
+                }
+            });
+            runtime.shutdown_timeout(Duration::from_secs(5));
+            served
+        });
+        let base = match starting.recv_timeout(Duration::from_secs(30)) {
+            Ok(Ok(base)) => base,
+            Ok(Err(message)) => panic!("the service did not start: {message}"),
+            Err(_) => panic!("the service did not start within 30 s"),
+        };
+        Service::new(
+            Backend::InProcess {
+                stop,
+                thread: Some(thread),
+            },
+            base,
+            Arc::default(),
+            &self,
+        )
+    }
+
+    /// As a child process of the binary, its log kept.
+    pub fn spawn(self) -> Service {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_mongoferry"));
         command
-            .args(&serve.args)
+            .args(self.argv())
             .env("MONGOFERRY_LOG", "info")
             .env_remove("MONGOFERRY_API_TOKEN")
-            .envs(serve.env.iter().map(|(k, v)| (k, v)))
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -110,6 +153,42 @@ impl Service {
                 }
             }
         };
+        Service::new(Backend::Process(child), base, log, &self)
+    }
+}
+
+/// How a service runs.
+enum Backend {
+    InProcess {
+        stop: CancellationToken,
+        /// Returns whether the service stopped cleanly.
+        thread: Option<std::thread::JoinHandle<bool>>,
+    },
+    Process(Child),
+}
+
+/// A running `mongoferry serve`.
+pub struct Service {
+    backend: Backend,
+    pub base: String,
+    pub http: reqwest::Client,
+    /// Every line a spawned service logged so far.
+    log: Arc<Mutex<Vec<String>>>,
+    token: Option<String>,
+}
+
+impl Service {
+    /// A service (in-process) without authentication keeping its history in `state`.
+    pub fn start(state: &Path) -> Service {
+        Serve::with_state(state).start()
+    }
+
+    /// The same as a child process.
+    pub fn spawn(state: &Path) -> Service {
+        Serve::with_state(state).spawn()
+    }
+
+    fn new(backend: Backend, base: String, log: Arc<Mutex<Vec<String>>>, serve: &Serve) -> Self {
         let mut http = reqwest::Client::builder().timeout(Duration::from_secs(30));
         if let Some(pem) = &serve.trust {
             http = http
@@ -117,11 +196,11 @@ impl Service {
                 .add_root_certificate(reqwest::Certificate::from_pem(pem).unwrap());
         }
         Service {
-            child,
+            backend,
             base,
             http: http.build().unwrap(),
             log,
-            token: serve.token,
+            token: serve.token.clone(),
         }
     }
 
@@ -134,8 +213,12 @@ impl Service {
         self.base.rsplit(':').next().unwrap().parse().unwrap()
     }
 
-    /// What the service logged so far.
+    /// What a spawned service logged so far.
     pub fn log(&self) -> String {
+        assert!(
+            matches!(self.backend, Backend::Process(_)),
+            "only a spawned service's log is kept (Serve::spawn)"
+        );
         self.log.lock().unwrap().join("\n")
     }
 
@@ -202,25 +285,49 @@ impl Service {
         }
     }
 
-    /// SIGTERM, then the exit status (within a bound).
-    pub fn stop(mut self) -> std::process::ExitStatus {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+    /// Stops the service as SIGTERM does (a spawned one gets the signal), within a bound;
+    /// whether it stopped cleanly (exit status 0).
+    pub fn stop(mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(40);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
+        match &mut self.backend {
+            Backend::Process(child) => {
+                // SAFETY: signalling our own child.
+                unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+                loop {
+                    if let Some(status) = child.try_wait().unwrap() {
+                        return status.success();
+                    }
+                    assert!(Instant::now() < deadline, "service did not stop on SIGTERM");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
             }
-            assert!(Instant::now() < deadline, "service did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
+            Backend::InProcess { stop, thread } => {
+                stop.cancel();
+                let thread = thread.take().expect("stopped once");
+                while !thread.is_finished() {
+                    assert!(Instant::now() < deadline, "service did not stop");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                thread.join().unwrap_or(false)
+            }
         }
     }
 }
 
 impl Drop for Service {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        match &mut self.backend {
+            Backend::Process(child) => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            Backend::InProcess { stop, thread } => {
+                stop.cancel();
+                if let Some(thread) = thread.take() {
+                    let _ = thread.join();
+                }
+            }
+        }
     }
 }
 

@@ -13,8 +13,8 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
 use crate::engine::stats::{Histogram, LATENCY_BUCKETS};
-use crate::job::manager::JobManager;
-use crate::job::JobState;
+use crate::service::job::JobState;
+use crate::service::manager::JobManager;
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP mongoferry_{name} {help}");

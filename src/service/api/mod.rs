@@ -34,8 +34,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::engine::control::throttle::Limits;
-use crate::job::manager::{Command, CommandError, JobManager};
-use crate::job::{Job, JobId, JobSpec, JobView};
+use crate::service::job::{Job, JobId, JobSpec, JobView};
+use crate::service::manager::{Command, CommandError, JobManager};
 use guard::{ApiToken, Guard, Refusal};
 
 /// How often the event stream sends a progress snapshot.

@@ -2,10 +2,8 @@
 //!
 //! In: a [`JobSpec`] as posted to the API. Out: a [`Job`] that runs the same copy engine as the
 //! command line and reports a [`JobView`] (state, progress, per-namespace and per-worker stats)
-//! at any time. [`manager`] runs them; [`store`] keeps their history on disk.
-
-pub mod manager;
-pub mod store;
+//! at any time. The [manager](super::manager) runs them; the [history
+//! file](crate::state::history) keeps their records.
 
 use std::sync::Arc;
 
@@ -23,7 +21,7 @@ use crate::engine::Strategy;
 use crate::journal::JournalConfig;
 use crate::mongo::redact_uri;
 use crate::spec::{CopySpec, RawSpec, SpecError};
-pub use crate::state::unix_now;
+use crate::state::unix_now;
 
 /// A job's identity, unique for the lifetime of a state store.
 #[derive(

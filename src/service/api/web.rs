@@ -22,7 +22,7 @@ macro_rules! asset {
         Asset {
             path: $path,
             content_type: $content_type,
-            body: include_bytes!(concat!("../../web/", $path)),
+            body: include_bytes!(concat!("../../../web/", $path)),
         }
     };
 }

@@ -2,7 +2,7 @@
 //! carries operator commands to running jobs, and keeps the history.
 //!
 //! In: [`JobSpec`]s and [`Command`]s from the API. Out: [`Job`]s running the copy engine in tasks
-//! the manager owns and joins (at shutdown too), the history in the [`StateFile`], and each
+//! the manager owns and joins (at shutdown too), the history in the [`HistoryFile`], and each
 //! job's checkpoint and dead letters in the [`StateStore`]. Jobs the service was running when it
 //! stopped (or crashed) continue from their checkpoints when it starts again.
 
@@ -15,14 +15,15 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio_util::task::TaskTracker;
 
-use super::store::{StateFile, StoreError};
-use super::{Job, JobId, JobSpec, JobState};
+use super::job::{Job, JobId, JobRecord, JobSpec, JobState};
 use crate::bounds;
-use crate::clusters::AllowList;
 use crate::engine::control::throttle::{Limiter, Limits, Throttle};
 use crate::engine::{Control, CopyError};
 use crate::run::copy;
+use crate::service::clusters::AllowList;
 use crate::spec::{CopySpec, SpecError};
+use crate::state::history::{HistoryError, HistoryFile};
+use crate::state::unix_now;
 use crate::state::StateStore;
 
 /// An operator's command to a job.
@@ -54,7 +55,7 @@ pub enum CommandError {
 pub struct JobManager {
     jobs: Mutex<BTreeMap<JobId, Arc<Job>>>,
     next_id: AtomicU64,
-    store: Option<StateFile>,
+    store: Option<HistoryFile>,
     /// Checkpoints and dead letters of the jobs.
     state: Arc<dyn StateStore>,
     /// Jobs that were running when the service last stopped, to continue.
@@ -77,22 +78,22 @@ impl JobManager {
     /// journals under `journal_root` (without one, jobs cannot journal). Jobs that were still
     /// active when the service stopped are continued by [`resume`](Self::resume).
     pub fn open(
-        store: Option<StateFile>,
+        store: Option<HistoryFile>,
         state: Arc<dyn StateStore>,
         journal_root: Option<PathBuf>,
-    ) -> Result<Arc<Self>, StoreError> {
+    ) -> Result<Arc<Self>, HistoryError> {
         Self::open_with_clusters(store, state, journal_root, AllowList::default())
     }
 
     /// As [`open`](Self::open), with jobs allowed to reach only the hosts of `clusters`: a spec
     /// naming any other is refused before anything connects or looks a name up.
     pub fn open_with_clusters(
-        store: Option<StateFile>,
+        store: Option<HistoryFile>,
         state: Arc<dyn StateStore>,
         journal_root: Option<PathBuf>,
         clusters: AllowList,
-    ) -> Result<Arc<Self>, StoreError> {
-        let records = match &store {
+    ) -> Result<Arc<Self>, HistoryError> {
+        let records: Vec<JobRecord> = match &store {
             Some(s) => s.load()?,
             None => vec![],
         };
@@ -105,7 +106,7 @@ impl JobManager {
                 record.state = JobState::Interrupted;
                 record.error =
                     Some("interrupted: the service stopped before the job finished".into());
-                record.finished_at.get_or_insert(super::unix_now());
+                record.finished_at.get_or_insert(unix_now());
             }
             next_id = next_id.max(record.id.0 + 1);
             jobs.insert(record.id, Arc::new(Job::restored(record)));
