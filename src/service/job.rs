@@ -36,16 +36,20 @@ impl std::fmt::Display for JobId {
     }
 }
 
-/// Where a job is in its life.
+/// Where a job is in its life. It changes only through [`JobState::after`] (by [`Job::apply`]).
 ///
 /// ```text
-/// pending ──▶ running ◀──▶ paused
-///    │           │            │
-///    └───────────┴────────────┴──▶ completed | failed | cancelled | interrupted
+///            Started              Paused / Resumed
+/// pending ────────────▶ running ◀────────────────▶ paused
+///    │ ▲ Paused / Resumed  │                          │
+///    │ └──▶ paused         │ Ended(outcome)           │
+///    └─────────────────────┴──────────────────────────┴──▶ completed | failed | cancelled
+///                                                           | interrupted
+/// interrupted ── Abandoned ──▶ cancelled      interrupted ── Ended(Failed) ──▶ failed
 /// ```
 ///
 /// `interrupted`: the service stopped before the job finished; a restarted service continues it
-/// from its checkpoint (as the same job) when it can.
+/// from its checkpoint (as the same job, a new [`Job`]) when it can.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
@@ -76,6 +80,58 @@ impl JobState {
             self,
             JobState::Completed | JobState::Failed | JobState::Cancelled | JobState::Interrupted
         )
+    }
+}
+
+/// What happens to a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Connected, namespaces resolved: the copy runs.
+    Started,
+    /// The operator paused it.
+    Paused,
+    /// The operator resumed it; `started`: it had started before (else it waits for its start).
+    Resumed { started: bool },
+    /// Its run ended; the message says more to the operator.
+    Ended(Outcome, Option<String>),
+    /// The operator cancelled an interrupted job, so that it is not continued.
+    Abandoned,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Completed,
+    Failed,
+    Cancelled,
+    Interrupted,
+}
+
+impl JobState {
+    /// The state after `event`, or `Err(self)` when the event does not apply (a command that
+    /// raced the job's end never revives it). Pure: the whole state machine.
+    pub fn after(self, event: &Event) -> Result<JobState, JobState> {
+        use JobState::*;
+        let active = matches!(self, Pending | Running | Paused);
+        match (self, event) {
+            (Pending, Event::Started) => Ok(Running),
+            // A start does not undo a pause that came first.
+            (Paused, Event::Started) => Ok(Paused),
+            (Pending | Running | Paused, Event::Paused) => Ok(Paused),
+            (Paused, Event::Resumed { started: true }) => Ok(Running),
+            (Paused, Event::Resumed { started: false }) => Ok(Pending),
+            (Pending | Running, Event::Resumed { .. }) => Ok(self),
+            (_, Event::Ended(outcome, _)) if active => Ok(match outcome {
+                Outcome::Completed => Completed,
+                Outcome::Failed => Failed,
+                Outcome::Cancelled => Cancelled,
+                Outcome::Interrupted => Interrupted,
+            }),
+            // An interrupted job that cannot be continued (its spec is refused now).
+            (Interrupted, Event::Ended(Outcome::Failed, _)) => Ok(Failed),
+            (Interrupted, Event::Abandoned) => Ok(Cancelled),
+            (state, _) => Err(state),
+        }
     }
 }
 
@@ -395,35 +451,15 @@ impl Job {
         self.state.subscribe()
     }
 
-    /// Moves an active job to `state`; refuses (returns the current state) once the job has
-    /// ended, so an operator's command racing the job's end never revives it.
-    pub fn transition(&self, state: JobState) -> Result<(), JobState> {
-        let inner = self.inner.lock();
-        if inner.record.state.is_final() {
-            return Err(inner.record.state);
+    /// Applies `event` to the job's state ([`JobState::after`]), atomically: the new state, or
+    /// `Err` with the current one when the event does not apply. Watchers see the changes in the
+    /// order they happened.
+    pub fn apply(&self, event: Event) -> Result<JobState, JobState> {
+        let mut inner = self.inner.lock();
+        let state = inner.record.state.after(&event)?;
+        if let Event::Ended(_, message) = event {
+            inner.record.error = message;
         }
-        self.apply(inner, state);
-        Ok(())
-    }
-
-    /// Moves the job from `from` to `to` only if it is in `from` (a start does not undo a pause
-    /// that came first).
-    pub fn advance(&self, from: JobState, to: JobState) -> bool {
-        let inner = self.inner.lock();
-        if inner.record.state != from {
-            return false;
-        }
-        self.apply(inner, to);
-        true
-    }
-
-    /// Sets the state unconditionally (the job's own task, at its start and its end).
-    pub fn set_state(&self, state: JobState) {
-        let inner = self.inner.lock();
-        self.apply(inner, state);
-    }
-
-    fn apply(&self, mut inner: parking_lot::MutexGuard<'_, JobInner>, state: JobState) {
         inner.record.state = state;
         if state.is_final() {
             inner.record.finished_at = Some(unix_now());
@@ -437,18 +473,12 @@ impl Job {
         }
         // Announced under the lock, so watchers see the changes in the order they happened.
         self.state.send_replace(state);
-        drop(inner);
+        Ok(state)
     }
 
-    pub fn fail(&self, error: String) {
-        self.end(JobState::Failed, Some(error));
-    }
-
-    /// Ends the job in `state`, with a message for the operator.
-    pub fn end(&self, state: JobState, message: Option<String>) {
-        let mut inner = self.inner.lock();
-        inner.record.error = message;
-        self.apply(inner, state);
+    /// Replaces the message shown with the job (its state stays as it is).
+    pub fn explain(&self, message: String) {
+        self.inner.lock().record.error = Some(message);
     }
 
     /// Connects the view to the running copy's counters and adaptive state.
@@ -525,6 +555,88 @@ impl Job {
             dead_letters: inner.stats.as_ref().map(|s| s.dead_letters.snapshot()),
             progress,
             links: Links::new(self.id),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::JobState::*;
+    use super::*;
+
+    const STATES: [JobState; 7] = [
+        Pending,
+        Running,
+        Paused,
+        Completed,
+        Failed,
+        Cancelled,
+        Interrupted,
+    ];
+
+    fn ended(outcome: Outcome) -> Event {
+        Event::Ended(outcome, None)
+    }
+
+    #[test]
+    fn every_state_and_event() {
+        let events = [
+            Event::Started,
+            Event::Paused,
+            Event::Resumed { started: true },
+            Event::Resumed { started: false },
+            ended(Outcome::Completed),
+            ended(Outcome::Failed),
+            ended(Outcome::Cancelled),
+            ended(Outcome::Interrupted),
+            Event::Abandoned,
+        ];
+        // One row per state, one column per event above; `-` where the event is refused.
+        let expected = [
+            (
+                "pending",
+                "running paused pending pending completed failed cancelled interrupted -",
+            ),
+            (
+                "running",
+                "- paused running running completed failed cancelled interrupted -",
+            ),
+            (
+                "paused",
+                "paused paused running pending completed failed cancelled interrupted -",
+            ),
+            ("completed", "- - - - - - - - -"),
+            ("failed", "- - - - - - - - -"),
+            ("cancelled", "- - - - - - - - -"),
+            ("interrupted", "- - - - - failed - - cancelled"),
+        ];
+        for (state, (name, row)) in STATES.iter().zip(expected) {
+            assert_eq!(state.as_str(), name);
+            let got: Vec<String> = events
+                .iter()
+                .map(|e| match state.after(e) {
+                    Ok(next) => next.as_str().to_string(),
+                    Err(current) => {
+                        assert_eq!(current, *state, "a refusal names the current state");
+                        "-".to_string()
+                    }
+                })
+                .collect();
+            assert_eq!(got.join(" "), row, "from {name}");
+        }
+    }
+
+    #[test]
+    fn final_states_are_final_and_the_rest_are_not() {
+        for state in STATES {
+            let refused_all = [
+                Event::Started,
+                Event::Paused,
+                Event::Resumed { started: true },
+            ]
+            .iter()
+            .all(|e| state.after(e).is_err());
+            assert_eq!(state.is_final(), refused_all, "{state}");
         }
     }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio_util::task::TaskTracker;
 
-use super::job::{Job, JobId, JobRecord, JobSpec, JobState};
+use super::job::{Event, Job, JobId, JobRecord, JobSpec, JobState, Outcome};
 use crate::bounds;
 use crate::engine::control::throttle::{Limiter, Limits, Throttle};
 use crate::engine::{Control, CopyError};
@@ -178,21 +178,17 @@ impl JobManager {
             let Some(old) = self.get(id) else { continue };
             let record = old.record();
             let Some(spec) = JobSpec::from_view(&record.spec, record.workers) else {
-                old.end(
-                    JobState::Interrupted,
-                    Some(
-                        "interrupted: the service stopped before the job finished; its \
-                         credentials are not stored, so submit it again to continue from its \
-                         checkpoint"
-                            .into(),
-                    ),
+                old.explain(
+                    "interrupted: the service stopped before the job finished; its credentials \
+                     are not stored, so submit it again to continue from its checkpoint"
+                        .into(),
                 );
                 continue;
             };
             let copy_spec = match self.copy_spec(&spec) {
                 Ok(copy_spec) => copy_spec,
                 Err(e) => {
-                    old.end(JobState::Failed, Some(e.to_string()));
+                    let _ = old.apply(Event::Ended(Outcome::Failed, Some(e.to_string())));
                     continue;
                 }
             };
@@ -241,38 +237,53 @@ impl JobManager {
             Ok(prepared) => {
                 let prepared = prepared.with_control(job.control.clone());
                 job.attach(prepared.stats(), prepared.adaptive());
-                job.advance(JobState::Pending, JobState::Running);
+                // Refused when it was paused or cancelled meanwhile: that state stays.
+                let _ = job.apply(Event::Started);
                 tracing::info!("job {} running", job.id);
                 prepared.run(job.cancel.clone()).await
             }
         };
-        match outcome {
+        let (outcome, message) = match outcome {
             Ok(summary) if summary.verify.as_ref().is_some_and(|v| !v.identical) => {
                 let report = summary.verify.as_ref().expect("checked");
-                job.fail(format!(
-                    "verify: the destination differs: {} missing, {} extra, {} different ({} documents refused)",
-                    report.missing, report.extra, report.different, summary.failed
-                ))
+                (
+                    Outcome::Failed,
+                    Some(format!(
+                        "verify: the destination differs: {} missing, {} extra, {} different ({} \
+                         documents refused)",
+                        report.missing, report.extra, report.different, summary.failed
+                    )),
+                )
             }
-            Ok(summary) if summary.failed > 0 => job.end(
-                JobState::Completed,
+            Ok(summary) if summary.failed > 0 => (
+                Outcome::Completed,
                 Some(format!(
                     "completed with {} failed documents (kept with their reasons in {})",
                     summary.failed, summary.dead_letters
                 )),
             ),
-            Ok(summary) if summary.already_complete => job.end(
-                JobState::Completed,
-                Some("already complete: an earlier run copied every document; submit with \"restart\": true to copy again".into()),
+            Ok(summary) if summary.already_complete => (
+                Outcome::Completed,
+                Some(
+                    "already complete: an earlier run copied every document; submit with \
+                     \"restart\": true to copy again"
+                        .into(),
+                ),
             ),
-            Ok(_) => job.set_state(JobState::Completed),
-            Err(CopyError::Stopped) if self.stopping.load(Ordering::SeqCst) => job.end(
-                JobState::Interrupted,
-                Some("interrupted: the service stopped; it continues from its checkpoint when the service starts again".into()),
+            Ok(_) => (Outcome::Completed, None),
+            Err(CopyError::Stopped) if self.stopping.load(Ordering::SeqCst) => (
+                Outcome::Interrupted,
+                Some(
+                    "interrupted: the service stopped; it continues from its checkpoint when the \
+                     service starts again"
+                        .into(),
+                ),
             ),
-            Err(CopyError::Stopped) => job.set_state(JobState::Cancelled),
-            Err(e) => job.fail(e.to_string()),
-        }
+            Err(CopyError::Stopped) => (Outcome::Cancelled, None),
+            Err(e) => (Outcome::Failed, Some(e.to_string())),
+        };
+        // Its own task is the only one that ends a running job.
+        let _ = job.apply(Event::Ended(outcome, message));
         tracing::info!("job {} {}", job.id, job.state());
         self.save().await;
     }
@@ -296,10 +307,8 @@ impl JobManager {
         // An interrupted job would continue at the next start of the service: it can be
         // cancelled for good.
         if state == JobState::Interrupted && command == Command::Cancel {
-            job.end(
-                JobState::Cancelled,
-                Some("cancelled while interrupted: it will not continue".into()),
-            );
+            job.apply(Event::Abandoned).map_err(refuse)?;
+            job.explain("cancelled while interrupted: it will not continue".into());
             self.save().await;
             return Ok(job);
         }
@@ -308,20 +317,13 @@ impl JobManager {
         }
         match command {
             Command::Pause => {
-                job.transition(JobState::Paused).map_err(refuse)?;
+                job.apply(Event::Paused).map_err(refuse)?;
                 job.control.pause();
             }
             Command::Resume => {
-                if state == JobState::Paused {
-                    // A job paused before it started goes back to waiting for its start.
-                    let started = job.stats().is_some();
-                    let next = if started {
-                        JobState::Running
-                    } else {
-                        JobState::Pending
-                    };
-                    job.transition(next).map_err(refuse)?;
-                }
+                // A job paused before it started goes back to waiting for its start.
+                let started = job.stats().is_some();
+                job.apply(Event::Resumed { started }).map_err(refuse)?;
                 job.control.resume();
             }
             Command::Cancel => job.cancel.cancel(),
