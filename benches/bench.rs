@@ -35,7 +35,7 @@ use mongoferry::journal::writer::JournalWriter;
 use mongoferry::journal::{JournalConfig, JournalSummary};
 use mongoferry::mongo::{self, Namespace, Side};
 use mongoferry::run::copy;
-use mongoferry::spec::RawSpec;
+use mongoferry::spec::JobSpec;
 use mongoferry::testkit::{FaultProxy, TestServer};
 use tokio_util::sync::CancellationToken;
 
@@ -448,15 +448,12 @@ impl Bench {
             seed(&src, &data, 150_000, 256).await?;
             mongo::close(src).await;
             let proxy = FaultProxy::start(port).await?;
-            let spec = RawSpec {
-                from: from.clone(),
-                to: proxy.uri(),
-                namespaces: vec![data.to_string()],
+            let spec = JobSpec {
                 workers: Some(4),
                 batch_size: Some(100),
                 rate: Some(3000.0),
                 adaptive: Some(AdaptiveConfig { target_ms, max_workers: None, interval_ms: Some(500) }),
-                ..Default::default()
+                ..JobSpec::new(&from, &proxy.uri(), &[&data.to_string()])
             }
             .validate()
             .map_err(|e| anyhow::anyhow!(e))?;

@@ -1,20 +1,25 @@
-//! Job specification: raw user input in, a validated [`CopySpec`] out.
+//! Job specification: a [`JobSpec`] as the operator writes it in, a validated [`CopySpec`] out.
 //!
+//! One type carries a job's settings everywhere they are written: the command line (it derives
+//! clap's `Args`, and `copy`/`verify` flatten its groups), the API (JSON) and the job history.
 //! Every problem of a spec is collected and reported at once ([`SpecError`]), so an operator fixes
 //! a command line or an API request in one go.
 
 use std::fmt;
 use std::str::FromStr;
 
+use std::collections::BTreeMap;
+
 use mongodb::bson::Document;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::bounds;
 use crate::engine::control::adaptive::AdaptiveConfig;
 use crate::engine::control::throttle::Limits;
 use crate::engine::{Strategy, DEFAULT_BATCH_SIZE, DEFAULT_WORKERS};
 use crate::journal::JournalConfig;
-use crate::mongo::Namespace;
+use crate::mongo::{is_redacted, redact_uri, Namespace};
 
 /// One `--ns SRC[:DST]` argument. `db.*` names every collection of a database.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,18 +117,6 @@ fn validate_db(db: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Parses a query in MongoDB Extended JSON (canonical or relaxed) into a BSON document.
-pub fn parse_filter(text: &str) -> Result<Document, String> {
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| format!("filter is not valid JSON: {e}"))?;
-    match value {
-        serde_json::Value::Object(map) => {
-            Document::try_from(map).map_err(|e| format!("filter is not valid Extended JSON: {e}"))
-        }
-        _ => Err("filter must be a JSON object".into()),
-    }
-}
-
 /// What is wrong with a connection string, if anything.
 pub fn uri_problem(field: &str, uri: &str) -> Option<String> {
     if uri.is_empty() {
@@ -165,45 +158,178 @@ pub struct CopySpec {
 #[error("invalid job: {}", .0.join("; "))]
 pub struct SpecError(pub Vec<String>);
 
-/// The unvalidated job as a user wrote it (command line or JSON).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawSpec {
-    pub from: String,
-    pub to: String,
-    pub namespaces: Vec<String>,
-    pub filter: Option<String>,
-    pub workers: Option<usize>,
-    pub batch_size: Option<usize>,
-    pub strategy: Option<Strategy>,
-    pub connect_timeout_secs: Option<f64>,
-    /// Documents per second, at most.
-    pub rate: Option<f64>,
-    /// Bytes per second, at most.
-    pub rate_bytes: Option<f64>,
-    /// Steer the load by write latency.
-    pub adaptive: Option<AdaptiveConfig>,
-    /// Ignore an earlier run's checkpoint and copy everything again.
-    pub restart: Option<bool>,
-    /// Documents larger than this (bytes) are kept as dead letters instead of written.
-    pub max_document_bytes: Option<usize>,
-    /// Verify the copy document by document when it is done.
-    pub verify: Option<bool>,
-    /// Journal every write to this directory.
-    pub journal: Option<JournalConfig>,
+/// A query in MongoDB Extended JSON: a JSON object in a request, its text on the command line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Filter(pub serde_json::Map<String, serde_json::Value>);
+
+impl FromStr for Filter {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match serde_json::from_str(text) {
+            Ok(serde_json::Value::Object(map)) => Ok(Filter(map)),
+            Ok(_) => Err("filter must be a JSON object".into()),
+            Err(e) => Err(format!("filter is not valid JSON: {e}")),
+        }
+    }
 }
 
-impl RawSpec {
-    pub fn validate(self) -> Result<CopySpec, SpecError> {
-        let mut problems = Vec::new();
-        for (field, uri) in [("from", &self.from), ("to", &self.to)] {
+impl Filter {
+    /// The filter as a BSON query (canonical or relaxed Extended JSON).
+    pub fn to_document(&self) -> Result<Document, String> {
+        Document::try_from(self.0.clone())
+            .map_err(|e| format!("filter is not valid Extended JSON: {e}"))
+    }
+}
+
+/// Where a job reads and writes, and which documents: what `copy` and `verify` (and a job of the
+/// API) share.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, clap::Args, ToSchema)]
+pub struct Endpoints {
+    /// Source connection string (mongodb:// or mongodb+srv://).
+    #[arg(long, env = "MONGOFERRY_FROM", hide_env_values = true)]
+    pub from: String,
+    /// Destination connection string.
+    #[arg(long, env = "MONGOFERRY_TO", hide_env_values = true)]
+    pub to: String,
+    /// Namespace, `db.coll[:db2.coll2]` or `db.*[:db2]`; repeatable.
+    #[arg(long = "ns", required = true, value_name = "SRC[:DST]")]
+    pub namespaces: Vec<String>,
+    /// Query in MongoDB Extended JSON selecting the source documents (on both sides for
+    /// `verify`).
+    #[arg(long, value_parser = Filter::from_str)]
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub filter: Option<Filter>,
+    /// Seconds to wait for each server to answer before giving up [default: 10].
+    #[arg(long = "connect-timeout", value_name = "SECS")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_timeout_secs: Option<f64>,
+}
+
+/// A job as an operator writes it: the flags of `copy`, the body of `POST /api/jobs`, and what
+/// the job history keeps (redacted). One type for the three, turned into a [`CopySpec`] by
+/// [`JobSpec::validate`], which reports every problem at once. A new option is a field here and
+/// its use in `validate`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, clap::Args, ToSchema)]
+pub struct JobSpec {
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub endpoints: Endpoints,
+    /// Concurrent workers writing to the destination [default: 4].
+    #[arg(long)]
+    #[serde(default)]
+    pub workers: Option<usize>,
+    /// Documents per batch [default: 500].
+    #[arg(long)]
+    #[serde(default)]
+    pub batch_size: Option<usize>,
+    /// How documents reach the workers: `stream` (documents in `_id` order, the default) or
+    /// `ids` (workers fetch each batch of `_id`s with `$in`).
+    #[arg(long, value_enum)]
+    #[serde(default)]
+    pub strategy: Option<Strategy>,
+    /// Write at most this many documents per second (`null`: unlimited).
+    #[arg(long, value_name = "DOCS")]
+    #[serde(default)]
+    pub rate: Option<f64>,
+    /// Write at most this many bytes (of documents) per second (`null`: unlimited).
+    #[arg(long, value_name = "BYTES")]
+    #[serde(default)]
+    pub rate_bytes: Option<f64>,
+    /// Adaptive mode: steer workers and rate to keep the mean batch latency under a target
+    /// (`--workers` and `--rate` stay the upper bounds).
+    #[command(flatten)]
+    #[serde(default)]
+    pub adaptive: Option<AdaptiveConfig>,
+    /// Ignore an earlier run's checkpoint (also a finished one) and copy everything again.
+    #[arg(long)]
+    #[serde(default, deserialize_with = "null_is_false")]
+    pub restart: bool,
+    /// Refuse documents larger than this many bytes (kept as dead letters), for destinations
+    /// whose limit is below the source's [default: the destination's maxBsonObjectSize].
+    #[arg(long, value_name = "BYTES")]
+    #[serde(default)]
+    pub max_document_bytes: Option<usize>,
+    /// After the copy, compare source and destination document by document (as `verify`).
+    #[arg(long)]
+    #[serde(default, deserialize_with = "null_is_false")]
+    pub verify: bool,
+    /// Journal every write (see `mongoferry journal`).
+    #[command(flatten)]
+    #[serde(default)]
+    pub journal: Option<JournalConfig>,
+    /// Fields of a request that no job has, reported by [`JobSpec::validate`].
+    #[arg(skip)]
+    #[serde(flatten, skip_serializing)]
+    #[schema(ignore)]
+    pub unknown: BTreeMap<String, serde_json::Value>,
+}
+
+/// `null` reads as `false`: older histories and clients wrote `"verify": null`.
+fn null_is_false<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    Ok(Option::<bool>::deserialize(d)?.unwrap_or(false))
+}
+
+impl From<Endpoints> for JobSpec {
+    fn from(endpoints: Endpoints) -> Self {
+        JobSpec {
+            endpoints,
+            ..JobSpec::default()
+        }
+    }
+}
+
+impl JobSpec {
+    /// A job copying `namespaces` from `from` to `to`, every other setting at its default.
+    pub fn new(from: &str, to: &str, namespaces: &[&str]) -> Self {
+        JobSpec::from(Endpoints {
+            from: from.to_string(),
+            to: to.to_string(),
+            namespaces: namespaces.iter().map(|n| n.to_string()).collect(),
+            ..Endpoints::default()
+        })
+    }
+
+    /// The spec as shown and kept: secrets of the URIs replaced by `***`, and no `restart` (a
+    /// job continued later must not start over).
+    pub fn redacted(&self) -> JobSpec {
+        let mut spec = self.clone();
+        spec.endpoints.from = redact_uri(&spec.endpoints.from);
+        spec.endpoints.to = redact_uri(&spec.endpoints.to);
+        spec.restart = false;
+        spec.unknown.clear();
+        spec
+    }
+
+    /// True when a URI's secret was replaced by `***`: such a spec cannot run again.
+    pub fn is_redacted(&self) -> bool {
+        is_redacted(&self.endpoints.from) || is_redacted(&self.endpoints.to)
+    }
+
+    /// Checks the spec, reporting every problem at once.
+    pub fn validate(&self) -> Result<CopySpec, SpecError> {
+        let mut problems: Vec<String> = self
+            .unknown
+            .keys()
+            .map(|k| format!("unknown field `{k}`"))
+            .collect();
+        let Endpoints {
+            from,
+            to,
+            namespaces: texts,
+            filter,
+            connect_timeout_secs,
+        } = &self.endpoints;
+        for (field, uri) in [("from", from), ("to", to)] {
             problems.extend(uri_problem(field, uri));
         }
-        if self.namespaces.is_empty() {
+        if texts.is_empty() {
             problems.push("namespaces: name at least one namespace (db.coll[:db2.coll2])".into());
         }
         let mut namespaces = Vec::new();
-        for text in &self.namespaces {
+        for text in texts {
             match text.parse::<NsMapping>() {
                 Ok(m) => namespaces.push(m),
                 Err(e) => problems.push(e),
@@ -219,7 +345,7 @@ impl RawSpec {
                 problems.push(format!("namespaces: destination {key} is named twice"));
             }
         }
-        if self.from == self.to {
+        if from == to {
             for m in &namespaces {
                 let same = match m {
                     NsMapping::Collection { src, dst } => src == dst,
@@ -232,7 +358,7 @@ impl RawSpec {
                 }
             }
         }
-        let filter = match self.filter.as_deref().map(parse_filter).transpose() {
+        let filter = match filter.as_ref().map(Filter::to_document).transpose() {
             Ok(f) => f,
             Err(e) => {
                 problems.push(e);
@@ -243,7 +369,7 @@ impl RawSpec {
         problems.extend(bounds::WORKERS.problem(workers));
         let batch_size = self.batch_size.unwrap_or(DEFAULT_BATCH_SIZE);
         problems.extend(bounds::BATCH_SIZE.problem(batch_size));
-        let timeout = self.connect_timeout_secs.unwrap_or(10.0);
+        let timeout = connect_timeout_secs.unwrap_or(10.0);
         problems.extend(bounds::CONNECT_TIMEOUT.problem(timeout));
         let limits = Limits {
             rate: self.rate,
@@ -261,8 +387,8 @@ impl RawSpec {
             return Err(SpecError(problems));
         }
         Ok(CopySpec {
-            from: self.from,
-            to: self.to,
+            from: from.clone(),
+            to: to.clone(),
             namespaces,
             filter,
             workers,
@@ -271,10 +397,10 @@ impl RawSpec {
             connect_timeout: std::time::Duration::from_secs_f64(timeout),
             limits,
             adaptive: self.adaptive,
-            restart: self.restart.unwrap_or(false),
+            restart: self.restart,
             max_document_bytes: self.max_document_bytes,
-            verify: self.verify.unwrap_or(false),
-            journal: self.journal,
+            verify: self.verify,
+            journal: self.journal.clone(),
         })
     }
 }
@@ -342,6 +468,10 @@ mod tests {
         }
     }
 
+    fn parse_filter(text: &str) -> Result<Document, String> {
+        text.parse::<Filter>()?.to_document()
+    }
+
     #[test]
     fn parses_extended_json_filters() {
         let f =
@@ -358,34 +488,105 @@ mod tests {
 
     #[test]
     fn reports_every_problem_at_once() {
-        let err = RawSpec {
-            from: "http://x".into(),
-            to: String::new(),
-            namespaces: vec!["bad".into()],
-            filter: Some("{".into()),
-            workers: Some(0),
-            batch_size: Some(0),
-            journal: Some(JournalConfig {
-                dir: String::new(),
-                segment_bytes: Some(1),
-            }),
-            ..Default::default()
-        }
-        .validate()
-        .unwrap_err();
-        assert_eq!(err.0.len(), 8, "{err}");
+        let spec: JobSpec = serde_json::from_value(serde_json::json!({
+            "from": "http://x",
+            "to": "",
+            "namespaces": ["bad"],
+            "filter": {"$bogus": {"$numberLong": "x"}},
+            "workers": 0,
+            "batch_size": 0,
+            "journal": {"dir": "", "segment_bytes": 1},
+            "colour": "blue",
+        }))
+        .unwrap();
+        let err = spec.validate().unwrap_err();
+        assert_eq!(err.0.len(), 9, "{err}");
+        assert!(
+            err.0.contains(&"unknown field `colour`".to_string()),
+            "{err}"
+        );
     }
 
     #[test]
     fn refuses_copy_onto_itself() {
-        let err = RawSpec {
-            from: "mongodb://h".into(),
-            to: "mongodb://h".into(),
-            namespaces: vec!["a.b".into()],
-            ..Default::default()
-        }
-        .validate()
-        .unwrap_err();
+        let err = JobSpec::new("mongodb://h", "mongodb://h", &["a.b"])
+            .validate()
+            .unwrap_err();
         assert!(err.to_string().contains("onto itself"), "{err}");
+    }
+
+    #[test]
+    fn one_spec_from_the_command_line_the_api_and_the_history() {
+        #[derive(clap::Parser)]
+        struct Args {
+            #[command(flatten)]
+            spec: JobSpec,
+        }
+        let argv = [
+            "copy",
+            "--from",
+            "mongodb://a",
+            "--to",
+            "mongodb://u:pw@b",
+            "--ns",
+            "s.c:d.c",
+            "--filter",
+            r#"{"n": {"$gt": 1}}"#,
+            "--workers",
+            "3",
+            "--rate",
+            "100",
+            "--adaptive-target-ms",
+            "250",
+            "--journal",
+            "j",
+            "--verify",
+            "--restart",
+        ];
+        let cli = <Args as clap::Parser>::try_parse_from(argv).unwrap().spec;
+        let api: JobSpec = serde_json::from_value(serde_json::json!({
+            "from": "mongodb://a", "to": "mongodb://u:pw@b", "namespaces": ["s.c:d.c"],
+            "filter": {"n": {"$gt": 1}}, "workers": 3, "rate": 100.0,
+            "adaptive": {"target_ms": 250.0}, "journal": {"dir": "j"}, "verify": true,
+            "restart": true,
+        }))
+        .unwrap();
+        assert_eq!(cli, api);
+        let kept = serde_json::to_value(api.redacted()).unwrap();
+        assert_eq!(kept["to"], "mongodb://u:***@b");
+        assert_eq!(
+            kept["restart"], false,
+            "a continued job does not start over"
+        );
+        let back: JobSpec = serde_json::from_value(kept).unwrap();
+        assert!(back.is_redacted());
+        assert_eq!(back.workers, Some(3));
+        // Without the adaptive and journal flags, no adaptive mode and no journal.
+        let bare = [
+            "copy",
+            "--from",
+            "mongodb://a",
+            "--to",
+            "mongodb://b",
+            "--ns",
+            "s.c",
+        ];
+        let bare = <Args as clap::Parser>::try_parse_from(bare).unwrap().spec;
+        assert_eq!((bare.adaptive, bare.journal), (None, None));
+        assert!(
+            <Args as clap::Parser>::try_parse_from([
+                "copy",
+                "--from",
+                "a",
+                "--to",
+                "b",
+                "--ns",
+                "s.c",
+                "--journal-segment-bytes",
+                "4096"
+            ])
+            .is_err(),
+            "a segment size needs a journal"
+        );
     }
 }

@@ -9,7 +9,7 @@ use common::*;
 use mongoferry::engine::control::adaptive::{Action, AdaptiveConfig};
 use mongoferry::engine::Strategy;
 use mongoferry::run::copy;
-use mongoferry::spec::RawSpec;
+use mongoferry::spec::JobSpec;
 use mongoferry::testkit::FaultProxy;
 use tokio_util::sync::CancellationToken;
 
@@ -31,10 +31,8 @@ fn backs_off_under_latency_and_recovers() {
         let docs = sample_docs(100_000, 256);
         insert_raw(&env.src_client().await, &s, "c", &docs).await;
         let target_ms = 150.0;
-        let spec = RawSpec {
-            from: env.src.clone(),
-            to: proxy.uri(),
-            namespaces: vec![format!("{s}.c:{d}.c")],
+        let ns = format!("{s}.c:{d}.c");
+        let spec = JobSpec {
             workers: Some(4),
             batch_size: Some(100),
             strategy: Some(Strategy::Stream),
@@ -44,7 +42,7 @@ fn backs_off_under_latency_and_recovers() {
                 max_workers: None,
                 interval_ms: Some(500),
             }),
-            ..Default::default()
+            ..JobSpec::new(&env.src, &proxy.uri(), &[&ns])
         }
         .validate()
         .unwrap();

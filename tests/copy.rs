@@ -10,7 +10,7 @@ use common::*;
 use mongodb::bson::{doc, rawdoc, spec::BinarySubtype, Binary, RawDocumentBuf};
 use mongoferry::engine::Strategy;
 use mongoferry::run::copy::{self, CopySummary};
-use mongoferry::spec::RawSpec;
+use mongoferry::spec::{Filter, JobSpec};
 use tokio_util::sync::CancellationToken;
 
 fn spec(
@@ -19,16 +19,15 @@ fn spec(
     workers: usize,
     batch_size: usize,
     strategy: Strategy,
-) -> RawSpec {
-    RawSpec {
-        from: env.src.clone(),
-        to: env.dst.clone(),
-        namespaces,
+) -> JobSpec {
+    let mut spec = JobSpec::new(&env.src, &env.dst, &[]);
+    spec.endpoints.namespaces = namespaces;
+    spec.endpoints.connect_timeout_secs = Some(20.0);
+    JobSpec {
         workers: Some(workers),
         batch_size: Some(batch_size),
         strategy: Some(strategy),
-        connect_timeout_secs: Some(20.0),
-        ..Default::default()
+        ..spec
     }
 }
 
@@ -39,12 +38,9 @@ async fn copy_with(
     filter: Option<&str>,
     batch_size: usize,
 ) -> CopySummary {
-    let spec = RawSpec {
-        filter: filter.map(str::to_string),
-        ..spec(env, namespaces, 3, batch_size, strategy)
-    }
-    .validate()
-    .expect("valid spec");
+    let mut spec = spec(env, namespaces, 3, batch_size, strategy);
+    spec.endpoints.filter = filter.map(|f| f.parse::<Filter>().expect("a JSON object"));
+    let spec = spec.validate().expect("valid spec");
     copy::prepare(&spec, common::memory_store())
         .await
         .expect("prepare copy")

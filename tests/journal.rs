@@ -13,8 +13,9 @@ use common::*;
 use mongodb::bson::{doc, Bson, RawDocumentBuf};
 use mongoferry::journal::writer::SegmentWriter;
 use mongoferry::journal::JournalConfig;
-use mongoferry::service::job::{JobSpec, JobState};
+use mongoferry::service::job::JobState;
 use mongoferry::service::manager::JobManager;
+use mongoferry::spec::JobSpec;
 use serde_json::{json, Value};
 
 const LIMIT: Duration = Duration::from_secs(90);
@@ -729,24 +730,15 @@ fn a_service_job_keeps_a_journal() {
         let journal = tmp.path().join("svc");
         let manager =
             JobManager::open(None, common::memory_store(), Some(tmp.path().into())).unwrap();
+        let ns = format!("{s}.docs:{d}.docs");
         let spec = |dir: String| JobSpec {
-            from: env.src.clone(),
-            to: env.dst.clone(),
-            namespaces: vec![format!("{s}.docs:{d}.docs")],
-            filter: None,
             workers: Some(2),
             batch_size: Some(50),
-            strategy: None,
-            rate: None,
-            rate_bytes: None,
-            adaptive: None,
-            restart: None,
-            max_document_bytes: None,
-            verify: None,
             journal: Some(JournalConfig {
                 dir,
                 segment_bytes: None,
             }),
+            ..JobSpec::new(&env.src, &env.dst, &[&ns])
         };
         let err = manager
             .submit(spec(String::new()))

@@ -707,3 +707,74 @@ fn tiny_rates_are_refused_at_every_entry_point_and_the_service_keeps_working() {
         );
     });
 }
+
+/// A history written before JobSpec became the one spec type (by the previous version of the
+/// service) reads back with every field of every job, and survives being written again.
+#[test]
+fn a_history_written_by_the_previous_version_reads_back() {
+    use mongoferry::service::JobManager;
+    use mongoferry::state::history::HistoryFile;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jobs.json");
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/jobs-history-before-one-spec.json"
+    );
+    std::fs::copy(fixture, &path).unwrap();
+    let views = |path: &std::path::Path| -> Vec<Value> {
+        let manager = JobManager::open(Some(HistoryFile::new(path)), memory_store(), None)
+            .expect("the old history opens");
+        manager
+            .list()
+            .iter()
+            .map(|job| serde_json::to_value(job.view()).unwrap())
+            .collect()
+    };
+    let jobs = views(&path);
+    assert_eq!(jobs.len(), 2);
+    let (first, second) = (&jobs[0], &jobs[1]);
+    assert_eq!(
+        (&first["state"], &first["workers"]),
+        (&json!("failed"), &json!(3))
+    );
+    assert!(first["error"].as_str().unwrap().contains("authentication"));
+    let spec = &first["spec"];
+    for (field, value) in [
+        (
+            "to",
+            json!("mongodb://user:***@127.0.0.1:27501/?directConnection=true"),
+        ),
+        ("namespaces", json!(["h.src:h.dst"])),
+        ("filter", json!({"n": {"$gte": 5}})),
+        ("batch_size", json!(20)),
+        ("strategy", json!("ids")),
+        ("rate", json!(1000.0)),
+        ("rate_bytes", json!(1000000.0)),
+        (
+            "adaptive",
+            json!({"target_ms": 500.0, "max_workers": 4, "interval_ms": 1000}),
+        ),
+        ("max_document_bytes", json!(100000)),
+        ("verify", json!(true)),
+        ("journal", json!({"dir": "j1", "segment_bytes": 1048576})),
+    ] {
+        assert_eq!(spec[field], value, "{field} of {spec}");
+    }
+    assert_eq!(
+        (&second["state"], &second["progress"]["docs"]),
+        (&json!("completed"), &json!(50))
+    );
+    assert_eq!(
+        second["spec"]["verify"],
+        json!(false),
+        "null reads as false"
+    );
+    // Written again by this version (as every change does) and read back: the same jobs.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let manager =
+            JobManager::open(Some(HistoryFile::new(&path)), memory_store(), None).unwrap();
+        manager.shutdown(Duration::from_secs(5)).await;
+    });
+    assert_eq!(views(&path), jobs);
+}

@@ -21,13 +21,9 @@ use journal::JournalCommand;
 use progress::{Progress, ProgressMode};
 
 use crate::bounds;
-use crate::engine::control::adaptive::AdaptiveConfig;
 use crate::engine::source::synthetic::SyntheticSource;
 use crate::engine::stats::JobStats;
-use crate::engine::{
-    Control, CopyError, Engine, MongoSink, Strategy, DEFAULT_BATCH_SIZE, DEFAULT_WORKERS,
-};
-use crate::journal::JournalConfig;
+use crate::engine::{Control, CopyError, Engine, MongoSink, Strategy};
 use crate::mongo::{self, Side};
 use crate::run::copy::{self, CopySummary};
 use crate::service::api::guard::ApiToken;
@@ -36,7 +32,7 @@ use crate::service::api::ApiOptions;
 use crate::service::clusters::AllowList;
 use crate::service::manager::JobManager;
 use crate::service::ServiceOptions;
-use crate::spec::{NsMapping, RawSpec};
+use crate::spec::{Endpoints, JobSpec, NsMapping};
 use crate::state::history::HistoryFile;
 use crate::state::{FileStore, MemoryStore, StateStore};
 
@@ -121,41 +117,8 @@ pub struct ServeArgs {
 
 #[derive(Args, Debug)]
 pub struct CopyArgs {
-    /// Source connection string (mongodb:// or mongodb+srv://).
-    #[arg(long, env = "MONGOFERRY_FROM", hide_env_values = true)]
-    pub from: String,
-    /// Destination connection string.
-    #[arg(long, env = "MONGOFERRY_TO", hide_env_values = true)]
-    pub to: String,
-    /// Namespace to copy, `db.coll[:db2.coll2]` or `db.*[:db2]`; repeatable.
-    #[arg(long = "ns", required = true, value_name = "SRC[:DST]")]
-    pub namespaces: Vec<String>,
-    /// Query in MongoDB Extended JSON selecting the source documents.
-    #[arg(long)]
-    pub filter: Option<String>,
-    /// Concurrent workers writing to the destination.
-    #[arg(long, default_value_t = DEFAULT_WORKERS)]
-    pub workers: usize,
-    /// Documents per batch.
-    #[arg(long, default_value_t = DEFAULT_BATCH_SIZE)]
-    pub batch_size: usize,
-    /// How documents reach the workers: `stream` (documents in `_id` order) or `ids` (workers
-    /// fetch each batch of `_id`s with `$in`).
-    #[arg(long, value_enum, default_value_t = Strategy::default())]
-    pub strategy: Strategy,
-    /// Seconds to wait for each server to answer before giving up.
-    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
-    pub connect_timeout: f64,
-    /// Write at most this many documents per second.
-    #[arg(long, value_name = "DOCS")]
-    pub rate: Option<f64>,
-    /// Write at most this many bytes (of documents) per second.
-    #[arg(long, value_name = "BYTES")]
-    pub rate_bytes: Option<f64>,
-    /// Adaptive mode: steer workers and rate to keep the mean batch write latency under this
-    /// many milliseconds (--workers and --rate stay the upper bounds).
-    #[arg(long, value_name = "MS")]
-    pub adaptive_target_ms: Option<f64>,
+    #[command(flatten)]
+    pub spec: JobSpec,
     /// The state store keeping this job's checkpoint (so a rerun continues where a crashed or
     /// stopped run left off) and the documents the destination refused [default:
     /// $XDG_DATA_HOME/mongoferry/copy-state.json].
@@ -164,23 +127,6 @@ pub struct CopyArgs {
     /// Keep no checkpoint: a rerun starts from zero; refused documents are only listed.
     #[arg(long)]
     pub no_state: bool,
-    /// Ignore an earlier run's checkpoint (also a finished one) and copy everything again.
-    #[arg(long)]
-    pub restart: bool,
-    /// Refuse documents larger than this many bytes (kept as dead letters), for destinations
-    /// whose limit is below the source's [default: the destination's maxBsonObjectSize].
-    #[arg(long, value_name = "BYTES")]
-    pub max_document_bytes: Option<usize>,
-    /// After the copy, compare source and destination document by document (as `verify`).
-    #[arg(long)]
-    pub verify: bool,
-    /// Journal every write to this directory (created if missing, appended to if it holds a
-    /// journal), for `mongoferry journal replay` or `export`.
-    #[arg(long, value_name = "DIR")]
-    pub journal: Option<String>,
-    /// Size at which a journal segment is sealed and the next one started.
-    #[arg(long, value_name = "BYTES", requires = "journal")]
-    pub journal_segment_bytes: Option<u64>,
     /// Print the final summary as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -191,23 +137,11 @@ pub struct CopyArgs {
 
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
-    /// Source connection string.
-    #[arg(long, env = "MONGOFERRY_FROM", hide_env_values = true)]
-    pub from: String,
-    /// Destination connection string.
-    #[arg(long, env = "MONGOFERRY_TO", hide_env_values = true)]
-    pub to: String,
-    /// Namespace to compare, `db.coll[:db2.coll2]` or `db.*[:db2]`; repeatable.
-    #[arg(long = "ns", required = true, value_name = "SRC[:DST]")]
-    pub namespaces: Vec<String>,
-    /// Compare only the documents matching this query (Extended JSON), on both sides.
-    #[arg(long)]
-    pub filter: Option<String>,
+    #[command(flatten)]
+    pub endpoints: Endpoints,
     /// How many `_id`s of each kind of difference to list.
     #[arg(long, default_value_t = 10)]
     pub show: usize,
-    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
-    pub connect_timeout: f64,
     /// Print the report as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -356,31 +290,7 @@ fn cancel_on_signal(token: CancellationToken) -> tokio::task::JoinHandle<()> {
 }
 
 async fn run_copy(args: CopyArgs) -> Result<(), Failure> {
-    let spec = RawSpec {
-        from: args.from,
-        to: args.to,
-        namespaces: args.namespaces,
-        filter: args.filter,
-        workers: Some(args.workers),
-        batch_size: Some(args.batch_size),
-        strategy: Some(args.strategy),
-        connect_timeout_secs: Some(args.connect_timeout),
-        rate: args.rate,
-        rate_bytes: args.rate_bytes,
-        adaptive: args.adaptive_target_ms.map(|target_ms| AdaptiveConfig {
-            target_ms,
-            max_workers: None,
-            interval_ms: None,
-        }),
-        restart: Some(args.restart),
-        max_document_bytes: args.max_document_bytes,
-        verify: Some(args.verify),
-        journal: args.journal.map(|dir| JournalConfig {
-            dir,
-            segment_bytes: args.journal_segment_bytes,
-        }),
-    }
-    .validate()?;
+    let spec = args.spec.validate()?;
     let store: Arc<dyn StateStore> = if args.no_state {
         Arc::new(MemoryStore::default())
     } else {
@@ -447,15 +357,7 @@ async fn run_copy(args: CopyArgs) -> Result<(), Failure> {
 
 async fn run_verify(args: VerifyArgs) -> Result<(), Failure> {
     // The same validation as a copy's, so namespaces and filters mean the same.
-    let spec = RawSpec {
-        from: args.from,
-        to: args.to,
-        namespaces: args.namespaces,
-        filter: args.filter,
-        connect_timeout_secs: Some(args.connect_timeout),
-        ..RawSpec::default()
-    }
-    .validate()?;
+    let spec = JobSpec::from(args.endpoints).validate()?;
     // Ctrl-C or SIGTERM stops the comparison between documents, as they stop a copy.
     let stop = CancellationToken::new();
     let signals = cancel_on_signal(stop.clone());

@@ -1,7 +1,7 @@
 //! The worker stage: takes batches off the queue, fetches their documents if they carry only
 //! `_id`s, and writes them to the sink.
 //!
-//! In: [`Batch`](super::queue::Batch)es from the queue, and the job's [`Control`]. Out: documents
+//! In: [`Batch`](super::queue::Batch)es from the queue, and the job's [`Control`](super::Control). Out: documents
 //! acknowledged by the sink, counted per worker and per namespace. A worker stops when the queue is
 //! closed and drained, when the job is cancelled or its slot is no longer wanted (after finishing
 //! its current batch), or at its first error, which it returns. While the job is paused it takes no

@@ -1,11 +1,12 @@
 //! The journal: every write of a job, appended in order to compressed, checksummed files, to be
 //! replayed (`mongoferry journal replay`) or exported for other tools (`mongoferry journal export`).
 //!
-//! In: batches of raw documents the destination has acknowledged, from the [`Journaled`] sink
-//! decorator, over a bounded channel to one [`writer`] task. Out: a directory of segment files and
-//! a manifest, which the [`reader`] gives back as records in the order they were written; the
-//! [`source`] feeds them to the copy engine for a replay, [`export`] turns them into Extended JSON
-//! or BSON files. This doc comment is the format's specification.
+//! In: batches of raw documents the destination has acknowledged (the engine's journaling sink
+//! sends them), over a bounded channel to one [`writer`] task. Out: a directory of segment files
+//! and a manifest, which the [`reader`] gives back as records in the order they were written (the
+//! engine's journal source feeds them to a replay), and [`export`] turns into Extended JSON or
+//! BSON files. This module knows nothing of the engine. This doc comment is the format's
+//! specification.
 //!
 //! # On-disk format, version 1
 //!
@@ -157,12 +158,25 @@ impl Op {
 }
 
 /// `"journal": {"dir": "...", "segment_bytes": N}` of a job spec, and `copy --journal DIR`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct JournalConfig {
-    /// The journal's directory: created if missing, appended to if it holds a journal.
+    /// Journal every write to this directory (created if missing, appended to if it holds a
+    /// journal), for `mongoferry journal replay` or `export`.
+    // Not required by itself: the whole group is optional; the segment size requires it.
+    #[arg(
+        long = "journal",
+        id = "journal_dir",
+        value_name = "DIR",
+        required = false
+    )]
     pub dir: String,
-    /// Size at which a segment is sealed and the next one started (default 64 MiB).
+    /// Size at which a journal segment is sealed and the next one started [default: 64 MiB].
+    #[arg(
+        long = "journal-segment-bytes",
+        id = "journal_segment_bytes",
+        value_name = "BYTES"
+    )]
     #[serde(default)]
     pub segment_bytes: Option<u64>,
 }

@@ -13,14 +13,11 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
 
-use crate::engine::control::adaptive::{Adaptive, AdaptiveConfig, AdaptiveView};
+use crate::engine::control::adaptive::{Adaptive, AdaptiveView};
 use crate::engine::control::throttle::{Limits, Throttle};
 use crate::engine::stats::{JobStats, NsSnapshot, WorkerSnapshot};
 use crate::engine::Control;
-use crate::engine::Strategy;
-use crate::journal::JournalConfig;
-use crate::mongo::redact_uri;
-use crate::spec::{CopySpec, RawSpec, SpecError};
+use crate::spec::JobSpec;
 use crate::state::unix_now;
 
 /// A job's identity, unique for the lifetime of a state store.
@@ -141,144 +138,12 @@ impl std::fmt::Display for JobState {
     }
 }
 
-/// A job as posted to `POST /api/jobs`.
-#[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct JobSpec {
-    pub from: String,
-    pub to: String,
-    pub namespaces: Vec<String>,
-    /// A query in MongoDB Extended JSON selecting the source documents.
-    #[serde(default)]
-    #[schema(value_type = Option<Object>)]
-    pub filter: Option<serde_json::Map<String, serde_json::Value>>,
-    #[serde(default)]
-    pub workers: Option<usize>,
-    #[serde(default)]
-    pub batch_size: Option<usize>,
-    #[serde(default)]
-    pub strategy: Option<Strategy>,
-    /// Documents per second, at most (`null`: unlimited).
-    #[serde(default)]
-    pub rate: Option<f64>,
-    /// Bytes per second, at most (`null`: unlimited).
-    #[serde(default)]
-    pub rate_bytes: Option<f64>,
-    /// Adaptive mode: `{"target_ms": 200, "max_workers": 8, "interval_ms": 1000}`.
-    #[serde(default)]
-    pub adaptive: Option<AdaptiveConfig>,
-    /// Ignore an earlier run's checkpoint and copy everything again.
-    #[serde(default)]
-    pub restart: Option<bool>,
-    /// Refuse documents larger than this (bytes), as dead letters.
-    #[serde(default)]
-    pub max_document_bytes: Option<usize>,
-    /// Verify the copy document by document when it is done.
-    #[serde(default)]
-    pub verify: Option<bool>,
-    /// Journal every write: `{"dir": "orders", "segment_bytes": 67108864}`, `dir` under the
-    /// service's journal root.
-    #[serde(default)]
-    pub journal: Option<JournalConfig>,
-}
-
-impl JobSpec {
-    /// Validates the spec, reporting every problem at once.
-    pub fn validate(&self) -> Result<CopySpec, SpecError> {
-        let raw = RawSpec {
-            from: self.from.clone(),
-            to: self.to.clone(),
-            namespaces: self.namespaces.clone(),
-            filter: self
-                .filter
-                .as_ref()
-                .map(|f| serde_json::Value::Object(f.clone()).to_string()),
-            workers: self.workers,
-            batch_size: self.batch_size,
-            strategy: self.strategy,
-            connect_timeout_secs: None,
-            rate: self.rate,
-            rate_bytes: self.rate_bytes,
-            adaptive: self.adaptive,
-            restart: self.restart,
-            max_document_bytes: self.max_document_bytes,
-            verify: self.verify,
-            journal: self.journal.clone(),
-        };
-        raw.validate()
-    }
-
-    /// The spec of a job from the history, if it is complete: URIs that carried a password or
-    /// another secret were stored redacted and cannot be run again without the operator.
-    pub fn from_view(view: &SpecView, workers: usize) -> Option<JobSpec> {
-        if crate::mongo::is_redacted(&view.from) || crate::mongo::is_redacted(&view.to) {
-            return None;
-        }
-        Some(JobSpec {
-            from: view.from.clone(),
-            to: view.to.clone(),
-            namespaces: view.namespaces.clone(),
-            filter: view.filter.clone(),
-            workers: Some(workers),
-            batch_size: view.batch_size,
-            strategy: view.strategy,
-            rate: view.rate,
-            rate_bytes: view.rate_bytes,
-            adaptive: view.adaptive,
-            restart: None,
-            max_document_bytes: view.max_document_bytes,
-            verify: view.verify,
-            journal: view.journal.clone(),
-        })
-    }
-
-    /// The spec as shown in responses and kept in the history: passwords replaced by `***`.
-    pub fn redacted(&self) -> SpecView {
-        SpecView {
-            from: redact_uri(&self.from),
-            to: redact_uri(&self.to),
-            namespaces: self.namespaces.clone(),
-            filter: self.filter.clone(),
-            batch_size: self.batch_size,
-            strategy: self.strategy,
-            rate: self.rate,
-            rate_bytes: self.rate_bytes,
-            adaptive: self.adaptive,
-            max_document_bytes: self.max_document_bytes,
-            verify: self.verify,
-            journal: self.journal.clone(),
-        }
-    }
-}
-
-/// A spec fit to show: no credentials.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct SpecView {
-    pub from: String,
-    pub to: String,
-    pub namespaces: Vec<String>,
-    #[schema(value_type = Option<Object>)]
-    pub filter: Option<serde_json::Map<String, serde_json::Value>>,
-    pub batch_size: Option<usize>,
-    pub strategy: Option<Strategy>,
-    #[serde(default)]
-    pub rate: Option<f64>,
-    #[serde(default)]
-    pub rate_bytes: Option<f64>,
-    #[serde(default)]
-    pub adaptive: Option<AdaptiveConfig>,
-    #[serde(default)]
-    pub max_document_bytes: Option<usize>,
-    #[serde(default)]
-    pub verify: Option<bool>,
-    pub journal: Option<JournalConfig>,
-}
-
 /// What is kept of a job in the history, and restored after a restart of the service.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobRecord {
     pub id: JobId,
-    pub spec: SpecView,
+    /// Redacted ([`JobSpec::redacted`]): no credentials.
+    pub spec: JobSpec,
     pub state: JobState,
     pub workers: usize,
     pub created_at: f64,
@@ -320,7 +185,8 @@ pub struct Progress {
 pub struct JobView {
     pub id: JobId,
     pub state: JobState,
-    pub spec: SpecView,
+    /// Redacted: no credentials.
+    pub spec: JobSpec,
     pub workers: usize,
     /// The job's rate limits now (`null`: unlimited).
     pub limits: Limits,

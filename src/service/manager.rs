@@ -15,13 +15,13 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio_util::task::TaskTracker;
 
-use super::job::{Event, Job, JobId, JobRecord, JobSpec, JobState, Outcome};
+use super::job::{Event, Job, JobId, JobRecord, JobState, Outcome};
 use crate::bounds;
 use crate::engine::control::throttle::{Limiter, Limits, Throttle};
 use crate::engine::{Control, CopyError};
 use crate::run::copy;
 use crate::service::clusters::AllowList;
-use crate::spec::{CopySpec, SpecError};
+use crate::spec::{CopySpec, JobSpec, SpecError};
 use crate::state::history::{HistoryError, HistoryFile};
 use crate::state::unix_now;
 use crate::state::StateStore;
@@ -131,8 +131,8 @@ impl JobManager {
     /// Its hosts must be in the cluster allow-list (checked on the URIs' text, before any
     /// connection or DNS lookup); every problem is reported at once.
     fn copy_spec(&self, spec: &JobSpec) -> Result<CopySpec, SpecError> {
-        let mut problems = self.clusters.problems("from", &spec.from);
-        problems.extend(self.clusters.problems("to", &spec.to));
+        let mut problems = self.clusters.problems("from", &spec.endpoints.from);
+        problems.extend(self.clusters.problems("to", &spec.endpoints.to));
         let validated = spec.validate();
         if !problems.is_empty() {
             if let Err(SpecError(more)) = validated {
@@ -177,14 +177,19 @@ impl JobManager {
         for id in ids {
             let Some(old) = self.get(id) else { continue };
             let record = old.record();
-            let Some(spec) = JobSpec::from_view(&record.spec, record.workers) else {
+            // The history keeps the spec redacted: one whose URIs carried a secret cannot run.
+            let spec = JobSpec {
+                workers: Some(record.workers),
+                ..record.spec.clone()
+            };
+            if spec.is_redacted() {
                 old.explain(
                     "interrupted: the service stopped before the job finished; its credentials \
                      are not stored, so submit it again to continue from its checkpoint"
                         .into(),
                 );
                 continue;
-            };
+            }
             let copy_spec = match self.copy_spec(&spec) {
                 Ok(copy_spec) => copy_spec,
                 Err(e) => {

@@ -27,15 +27,35 @@ use crate::engine::Control;
 const KEPT: usize = 120;
 
 /// What the operator asks of adaptive mode.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct AdaptiveConfig {
-    /// Mean batch latency (read by `_id` plus write) to stay under, in milliseconds.
+    /// Adaptive mode: the mean batch latency (read by `_id` plus write) to stay under, in
+    /// milliseconds.
+    // Not required by itself: the whole group is optional; the other flags require this one.
+    #[arg(
+        long = "adaptive-target-ms",
+        id = "adaptive_target_ms",
+        value_name = "MS",
+        required = false
+    )]
     pub target_ms: f64,
-    /// Most workers adaptive mode may use (default: the job's worker count).
+    /// Most workers adaptive mode may use [default: the job's worker count].
+    #[arg(
+        long = "adaptive-max-workers",
+        id = "adaptive_max_workers",
+        value_name = "N",
+        requires = "adaptive_target_ms"
+    )]
     #[serde(default)]
     pub max_workers: Option<usize>,
-    /// Milliseconds between decisions (default 1000).
+    /// Milliseconds between adaptive decisions [default: 1000].
+    #[arg(
+        long = "adaptive-interval-ms",
+        id = "adaptive_interval_ms",
+        value_name = "MS",
+        requires = "adaptive_target_ms"
+    )]
     #[serde(default)]
     pub interval_ms: Option<u64>,
 }

@@ -34,8 +34,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::engine::control::throttle::Limits;
-use crate::service::job::{Job, JobId, JobSpec, JobView};
+use crate::service::job::{Job, JobId, JobView};
 use crate::service::manager::{Command, CommandError, JobManager};
+use crate::spec::JobSpec;
 use guard::{ApiToken, Guard, Refusal};
 
 /// How often the event stream sends a progress snapshot.
@@ -297,6 +298,12 @@ async fn list_jobs(State(manager): Api) -> Json<JobList> {
     ))]
 async fn create_job(State(manager): Api, body: Bytes) -> Result<Response, ApiError> {
     let spec: JobSpec = parse_body(&body, &["adaptive", "journal"])?;
+    // A field no job has is a malformed request, as a misspelt option would be.
+    if let Some(field) = spec.unknown.keys().next() {
+        return Err(ApiError::BadRequest(format!(
+            "malformed request: unknown field `{field}`"
+        )));
+    }
     let (job, created) = manager
         .submit(spec)
         .await
@@ -755,7 +762,10 @@ mod tests {
             ".merge(",
             ".nest_service(",
         ] {
-            assert!(!code.contains(bypass), "src/api/mod.rs calls {bypass}");
+            assert!(
+                !code.contains(bypass),
+                "src/service/api/mod.rs calls {bypass}"
+            );
         }
     }
 
