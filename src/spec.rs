@@ -21,14 +21,20 @@ use crate::engine::{Strategy, DEFAULT_BATCH_SIZE, DEFAULT_WORKERS};
 use crate::journal::JournalConfig;
 use crate::mongo::{is_redacted, redact_uri, Namespace};
 
-/// One `--ns SRC[:DST]` argument. `db.*` names every collection of a database.
+/// One `--ns SRC[:DST]` argument. `db.*` names every collection of a database, `*` every
+/// database but `admin`, `local` and `config`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NsMapping {
     /// `db.coll[:db2.coll2]`
     Collection { src: Namespace, dst: Namespace },
     /// `db.*[:db2[.*]]`
     Database { src_db: String, dst_db: String },
+    /// `*`: every database, each under its own name.
+    Everything,
 }
+
+/// Databases `*` leaves out: the server's own.
+pub const SYSTEM_DATABASES: [&str; 3] = ["admin", "local", "config"];
 
 impl fmt::Display for NsMapping {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -37,6 +43,7 @@ impl fmt::Display for NsMapping {
             NsMapping::Collection { src, dst } => write!(f, "{src}:{dst}"),
             NsMapping::Database { src_db, dst_db } if src_db == dst_db => write!(f, "{src_db}.*"),
             NsMapping::Database { src_db, dst_db } => write!(f, "{src_db}.*:{dst_db}.*"),
+            NsMapping::Everything => f.write_str("*"),
         }
     }
 }
@@ -45,6 +52,14 @@ impl FromStr for NsMapping {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text == "*" {
+            return Ok(NsMapping::Everything);
+        }
+        if text.starts_with("*:") {
+            return Err(format!(
+                "namespace {text:?}: `*` keeps every database's name (rename with db.*:db2)"
+            ));
+        }
         let (src, dst) = match text.split_once(':') {
             Some((s, d)) => (s, Some(d)),
             None => (text, None),
@@ -117,6 +132,64 @@ fn validate_db(db: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// An `--exclude` pattern: `db.coll`, `db.*`, or a glob (`*` any run of characters, `?` one)
+/// matched against a source namespace's whole `db.coll` name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exclude(String);
+
+impl FromStr for Exclude {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text.is_empty() || !text.contains('.') {
+            return Err(format!(
+                "exclude {text:?}: expected db.coll, db.* or a glob on db.coll names"
+            ));
+        }
+        Ok(Exclude(text.to_string()))
+    }
+}
+
+impl fmt::Display for Exclude {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Exclude {
+    pub fn matches(&self, ns: &Namespace) -> bool {
+        glob(self.0.as_bytes(), ns.to_string().as_bytes())
+    }
+}
+
+/// `*` matches any run of characters, `?` any one, everything else itself.
+fn glob(pattern: &[u8], text: &[u8]) -> bool {
+    match (pattern.first(), text.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => {
+            glob(&pattern[1..], text) || (!text.is_empty() && glob(pattern, &text[1..]))
+        }
+        (Some(b'?'), Some(_)) => glob(&pattern[1..], &text[1..]),
+        (Some(p), Some(t)) if p == t => glob(&pattern[1..], &text[1..]),
+        _ => false,
+    }
+}
+
+/// When a copy builds the source's indexes at the destination.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum, ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum IndexMode {
+    /// Once the documents are in (one build per index over the data, as mongorestore does).
+    #[default]
+    After,
+    /// Before the documents: unique indexes then refuse duplicates as they arrive.
+    Before,
+    /// Not at all.
+    None,
+}
+
 /// What is wrong with a connection string, if anything.
 pub fn uri_problem(field: &str, uri: &str) -> Option<String> {
     if uri.is_empty() {
@@ -151,6 +224,11 @@ pub struct CopySpec {
     /// Compare source and destination document by document after the copy.
     pub verify: bool,
     pub journal: Option<JournalConfig>,
+    /// Source namespaces left out.
+    pub exclude: Vec<Exclude>,
+    pub indexes: IndexMode,
+    /// Drop the destination's namespaces of the job first.
+    pub drop: bool,
 }
 
 /// Every problem found in a job spec, reported together.
@@ -202,6 +280,11 @@ pub struct Endpoints {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub filter: Option<Filter>,
+    /// Leave out the source namespaces matching this pattern: `db.coll`, `db.*`, or a glob on
+    /// `db.coll` names (`*`, `?`); repeatable.
+    #[arg(long, value_name = "PATTERN")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
     /// Seconds to wait for each server to answer before giving up [default: 10].
     #[arg(long = "connect-timeout", value_name = "SECS")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -260,6 +343,16 @@ pub struct JobSpec {
     #[command(flatten)]
     #[serde(default)]
     pub journal: Option<JournalConfig>,
+    /// When to build the source's indexes at the destination: `after` the documents (the
+    /// default), `before` them, or `none`.
+    #[arg(long, value_enum)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub indexes: Option<IndexMode>,
+    /// Drop the destination's collections and views of this job before copying (destructive:
+    /// whatever they held is gone).
+    #[arg(long)]
+    #[serde(default, deserialize_with = "null_is_false")]
+    pub drop: bool,
     /// Fields of a request that no job has, reported by [`JobSpec::validate`].
     #[arg(skip)]
     #[serde(flatten, skip_serializing)]
@@ -320,8 +413,16 @@ impl JobSpec {
             to,
             namespaces: texts,
             filter,
+            exclude,
             connect_timeout_secs,
         } = &self.endpoints;
+        let mut excludes = Vec::new();
+        for text in exclude {
+            match text.parse::<Exclude>() {
+                Ok(e) => excludes.push(e),
+                Err(e) => problems.push(e),
+            }
+        }
         for (field, uri) in [("from", from), ("to", to)] {
             problems.extend(uri_problem(field, uri));
         }
@@ -340,6 +441,7 @@ impl JobSpec {
             let key = match m {
                 NsMapping::Collection { dst, .. } => dst.to_string(),
                 NsMapping::Database { dst_db, .. } => format!("{dst_db}.*"),
+                NsMapping::Everything => "*".to_string(),
             };
             if !destinations.insert(key.clone()) {
                 problems.push(format!("namespaces: destination {key} is named twice"));
@@ -350,6 +452,7 @@ impl JobSpec {
                 let same = match m {
                     NsMapping::Collection { src, dst } => src == dst,
                     NsMapping::Database { src_db, dst_db } => src_db == dst_db,
+                    NsMapping::Everything => true,
                 };
                 if same {
                     problems.push(format!(
@@ -401,6 +504,9 @@ impl JobSpec {
             max_document_bytes: self.max_document_bytes,
             verify: self.verify,
             journal: self.journal.clone(),
+            exclude: excludes,
+            indexes: self.indexes.unwrap_or_default(),
+            drop: self.drop,
         })
     }
 }
@@ -449,6 +555,24 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn everything_and_excludes() {
+        assert_eq!("*".parse::<NsMapping>().unwrap(), NsMapping::Everything);
+        assert!("*:other".parse::<NsMapping>().is_err());
+        let ex = |p: &str| p.parse::<Exclude>().unwrap();
+        let ns = |s: &str| {
+            let (db, c) = s.split_once('.').unwrap();
+            Namespace::new(db, c)
+        };
+        assert!(ex("shop.orders").matches(&ns("shop.orders")));
+        assert!(!ex("shop.orders").matches(&ns("shop.orders_old")));
+        assert!(ex("shop.*").matches(&ns("shop.orders")));
+        assert!(!ex("shop.*").matches(&ns("shopping.orders")));
+        assert!(ex("*.tmp_*").matches(&ns("a.tmp_1")));
+        assert!(ex("s?op.*").matches(&ns("shop.x")));
+        assert!("nodot".parse::<Exclude>().is_err());
     }
 
     #[test]

@@ -385,13 +385,20 @@ fn oversized_and_invalid_documents_become_dead_letters() {
         docs[10] = rawdoc! { "_id": 10, "nameless": true };
         docs[20] = rawdoc! { "_id": 20, "name": "big", "blob": "x".repeat(5_000) };
         insert_raw(&env.src_client().await, &s, "c", &docs).await;
-        // The destination requires a name.
+        // A unique index of the destination's own (not the source's: options would have to
+        // match, extra indexes may be there): documents 9 and 10 both lack `tag`, so one of them
+        // is a duplicate. One worker writes in `_id` order: 10 is refused.
         env.dst_client()
             .await
             .database(&d)
             .run_command(doc! {
-                "create": "c",
-                "validator": { "$jsonSchema": { "required": ["name"] } },
+                "createIndexes": "c",
+                "indexes": [{
+                    "key": { "tag": 1 },
+                    "name": "one_untagged",
+                    "unique": true,
+                    "partialFilterExpression": { "_id": { "$gte": 9, "$lte": 10 } },
+                }],
             })
             .await
             .unwrap();
@@ -411,6 +418,8 @@ fn oversized_and_invalid_documents_become_dead_letters() {
             state.to_str().unwrap(),
             "--max-document-bytes",
             "4096",
+            "--workers",
+            "1",
         ];
         let out = mongoferry(&argv, Duration::from_secs(60));
         assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
@@ -437,7 +446,7 @@ fn oversized_and_invalid_documents_become_dead_letters() {
         assert_eq!(
             found,
             vec![
-                ("10".to_string(), Some(121)),
+                ("10".to_string(), Some(11000)),
                 ("20".to_string(), Some(10334))
             ]
         );

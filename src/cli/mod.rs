@@ -26,6 +26,8 @@ use crate::engine::stats::JobStats;
 use crate::engine::{Control, CopyError, Engine, MongoSink, Strategy};
 use crate::mongo::{self, Side};
 use crate::run::copy::{self, CopySummary};
+use crate::run::schema;
+use crate::run::verify::{verify_all, Comparison, VerifyReport};
 use crate::service::api::guard::ApiToken;
 use crate::service::api::server::Tls;
 use crate::service::api::ApiOptions;
@@ -142,6 +144,9 @@ pub struct VerifyArgs {
     /// How many `_id`s of each kind of difference to list.
     #[arg(long, default_value_t = 10)]
     pub show: usize,
+    /// Compare the documents only, not the indexes, collection options and views.
+    #[arg(long)]
+    pub documents_only: bool,
     /// Print the report as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -352,6 +357,12 @@ async fn run_copy(args: CopyArgs) -> Result<(), Failure> {
             status: EXIT_DIFFERENT,
         });
     }
+    if let Some(refused) = summary.schema.refused_indexes() {
+        return Err(Failure {
+            message: format!("completed, but {refused}"),
+            status: EXIT_DIFFERENT,
+        });
+    }
     Ok(())
 }
 
@@ -361,7 +372,7 @@ async fn run_verify(args: VerifyArgs) -> Result<(), Failure> {
     // Ctrl-C or SIGTERM stops the comparison between documents, as they stop a copy.
     let stop = CancellationToken::new();
     let signals = cancel_on_signal(stop.clone());
-    let outcome = verify(&spec, args.show, &stop).await;
+    let outcome = verify(&spec, args.show, args.documents_only, &stop).await;
     stop.cancel();
     let _ = signals.await;
     let report = match outcome {
@@ -391,8 +402,9 @@ async fn run_verify(args: VerifyArgs) -> Result<(), Failure> {
 async fn verify(
     spec: &crate::spec::CopySpec,
     show: usize,
+    documents_only: bool,
     stop: &CancellationToken,
-) -> Result<crate::run::verify::VerifyReport, CopyError> {
+) -> Result<VerifyReport, CopyError> {
     let (src, dst) = tokio::join!(
         mongo::connect(Side::Source, &spec.from, 2, spec.connect_timeout),
         mongo::connect(Side::Destination, &spec.to, 2, spec.connect_timeout),
@@ -410,10 +422,14 @@ async fn verify(
         if stop.is_cancelled() {
             return Err(CopyError::Stopped);
         }
-        let pairs = copy::resolve(&src, &spec.namespaces).await?;
-        crate::run::verify::verify_all(&src, &dst, &pairs, spec.filter.as_ref(), show, stop)
-            .await?
-            .ok_or(CopyError::Stopped)
+        let selection = schema::select(&src, &spec.namespaces, &spec.exclude).await?;
+        let comparison = Comparison {
+            selection: &selection,
+            filter: spec.filter.as_ref(),
+            show,
+            schema: (!documents_only).then_some(true),
+        };
+        verify_all(&src, &dst, &comparison, stop).await
     }
     .await;
     mongo::close(src).await;
@@ -421,7 +437,7 @@ async fn verify(
     outcome
 }
 
-fn print_verify(report: &crate::run::verify::VerifyReport, json: bool) {
+fn print_verify(report: &VerifyReport, json: bool) {
     if json {
         println!(
             "{}",
@@ -455,6 +471,14 @@ fn print_verify(report: &crate::run::verify::VerifyReport, json: bool) {
                 println!("  {kind} _id: {}{more}", list.join(", "));
             }
         }
+    }
+    for ns in &report.schema {
+        println!(
+            "{} -> {}: schema differs: {}",
+            ns.source,
+            ns.destination,
+            ns.differences.join("; ")
+        );
     }
     if report.identical {
         println!("identical: every document matches");
@@ -502,6 +526,28 @@ fn print_summary(summary: &CopySummary, json: bool) {
             String::new()
         }
     );
+    let schema = &summary.schema;
+    for (what, names) in [
+        ("dropped first", &schema.dropped),
+        ("created", &schema.created),
+        ("views created", &schema.views),
+    ] {
+        if !names.is_empty() {
+            println!("{what}: {}", names.join(", "));
+        }
+    }
+    if schema.indexes_total > 0 || !schema.index_errors.is_empty() {
+        println!(
+            "indexes built: {} of {}",
+            schema.indexes_built, schema.indexes_total
+        );
+    }
+    for e in &schema.index_errors {
+        println!(
+            "  index {} of {} refused: {}",
+            e.index, e.namespace, e.reason
+        );
+    }
     if let Some(journal) = &summary.journal {
         println!(
             "journal {}: run {}, {} records, {} ({:.0} bytes per document)",

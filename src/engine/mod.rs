@@ -49,6 +49,10 @@ pub enum CopyError {
     State(#[from] crate::state::StateError),
     #[error(transparent)]
     Journal(#[from] crate::journal::JournalError),
+    /// The schema of the source cannot be made at the destination as it stands (its options
+    /// differ, or nothing is selected).
+    #[error("{0}")]
+    Schema(String),
     /// The job was stopped before it finished (not a failure of its own).
     #[error("stopped before completion")]
     Stopped,

@@ -226,6 +226,67 @@ pub struct JobStats {
     pub dead_letters: DeadLetterLog,
     /// Documents written over the last seconds, for the recent rate.
     pub recent: RecentRate,
+    /// What the job did to the destination's schema, and does now.
+    pub schema: SchemaLog,
+}
+
+/// The schema work of a job (collections created or dropped, index builds, views), for the
+/// views and the summary.
+#[derive(Debug, Default)]
+pub struct SchemaLog(Mutex<SchemaProgress>);
+
+/// What the schema step did so far.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct SchemaProgress {
+    /// What the job does to the schema now ("building indexes of shop.orders"), if anything.
+    pub step: Option<String>,
+    /// Destination namespaces dropped first (`--drop`).
+    pub dropped: Vec<String>,
+    /// Destination collections created with the source's options.
+    pub created: Vec<String>,
+    /// Indexes to build, and built so far.
+    pub indexes_total: u64,
+    pub indexes_built: u64,
+    /// Indexes the destination refused, with its reason; the others are built anyway.
+    pub index_errors: Vec<IndexError>,
+    /// Views created after the collections.
+    pub views: Vec<String>,
+}
+
+/// An index the destination would not build.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct IndexError {
+    pub namespace: String,
+    pub index: String,
+    pub reason: String,
+}
+
+impl SchemaProgress {
+    /// "the destination refused N indexes: …", when it refused any.
+    pub fn refused_indexes(&self) -> Option<String> {
+        (!self.index_errors.is_empty()).then(|| {
+            let each: Vec<String> = self
+                .index_errors
+                .iter()
+                .map(|e| format!("{} of {} ({})", e.index, e.namespace, e.reason))
+                .collect();
+            format!(
+                "the destination refused {} indexes: {}",
+                each.len(),
+                each.join("; ")
+            )
+        })
+    }
+}
+
+impl SchemaLog {
+    pub fn update(&self, change: impl FnOnce(&mut SchemaProgress)) {
+        change(&mut self.0.lock());
+    }
+
+    pub fn snapshot(&self) -> SchemaProgress {
+        self.0.lock().clone()
+    }
 }
 
 /// Seconds the recent rate looks back over.
@@ -356,6 +417,7 @@ impl JobStats {
             retry: Arc::default(),
             dead_letters: DeadLetterLog::default(),
             recent: RecentRate::new(started),
+            schema: SchemaLog::default(),
         }
     }
 
@@ -409,6 +471,7 @@ impl JobStats {
                 .map(|(i, w)| w.snapshot(i))
                 .collect(),
             namespaces,
+            schema: self.schema.snapshot(),
         }
     }
 }
@@ -469,6 +532,7 @@ pub struct JobSnapshot {
     pub queue_depth: u64,
     pub namespaces: Vec<NsSnapshot>,
     pub workers: Vec<WorkerSnapshot>,
+    pub schema: SchemaProgress,
 }
 
 impl JobSnapshot {

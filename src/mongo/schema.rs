@@ -172,51 +172,98 @@ pub async fn read(
     side: Side,
     ns: &Namespace,
 ) -> Result<Option<Schema>, MongoError> {
-    let failed = |op: &'static str| {
+    let found = list(client, side, &ns.db, doc! { "name": &ns.coll }).await?;
+    Ok(found.into_iter().next().map(|(_, schema)| schema))
+}
+
+/// Every collection and view of database `db` but the `system.` ones, by name.
+pub async fn read_database(
+    client: &Client,
+    side: Side,
+    db: &str,
+) -> Result<Vec<(String, Schema)>, MongoError> {
+    let mut found = list(client, side, db, doc! {}).await?;
+    found.retain(|(name, _)| !name.starts_with("system."));
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(found)
+}
+
+/// The databases of a cluster, the server's own (`admin`, `local`, `config`) left out.
+pub async fn databases(client: &Client, side: Side) -> Result<Vec<String>, MongoError> {
+    let names = client
+        .list_database_names()
+        .await
+        .map_err(|e| MongoError::Command {
+            side,
+            ns: Namespace::new("admin", "*"),
+            op: "listDatabases",
+            reason: describe(&e),
+        })?;
+    let mut names: Vec<String> = names
+        .into_iter()
+        .filter(|n| !["admin", "local", "config"].contains(&n.as_str()))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// `listCollections` of `db` with `filter`, each with its indexes.
+async fn list(
+    client: &Client,
+    side: Side,
+    db: &str,
+    filter: Document,
+) -> Result<Vec<(String, Schema)>, MongoError> {
+    let failed = |op: &'static str, ns: Namespace| {
         move |e: mongodb::error::Error| MongoError::Command {
             side,
-            ns: ns.clone(),
+            ns,
             op,
             reason: describe(&e),
         }
     };
-    let db = client.database(&ns.db);
-    let reply = db
-        .run_command(doc! { "listCollections": 1, "filter": { "name": &ns.coll } })
+    let database = client.database(db);
+    let specs: Vec<Document> = database
+        .run_cursor_command(doc! { "listCollections": 1, "filter": filter })
         .await
-        .map_err(failed("listCollections"))?;
-    let Some(spec) = reply
-        .get_document("cursor")
-        .and_then(|c| c.get_array("firstBatch"))
-        .ok()
-        .and_then(|batch| batch.first())
-        .and_then(Bson::as_document)
-    else {
-        return Ok(None);
-    };
-    let mut options = spec.get_document("options").cloned().unwrap_or_default();
-    let kind = match spec.get_str("type").unwrap_or("collection") {
-        "view" => Kind::View,
-        "timeseries" => Kind::Timeseries,
-        // Some servers report a time-series collection as a collection with its options.
-        _ if options.contains_key("timeseries") => Kind::Timeseries,
-        _ => Kind::Collection,
-    };
-    if let Ok(clustered) = options.get_document_mut("clusteredIndex") {
-        clustered.remove("v");
+        .map_err(failed("listCollections", Namespace::new(db, "*")))?
+        .try_collect()
+        .await
+        .map_err(failed("listCollections", Namespace::new(db, "*")))?;
+    let mut found = Vec::new();
+    for spec in specs {
+        let Ok(name) = spec.get_str("name") else {
+            continue;
+        };
+        let ns = Namespace::new(db, name);
+        let mut options = spec.get_document("options").cloned().unwrap_or_default();
+        let kind = match spec.get_str("type").unwrap_or("collection") {
+            "view" => Kind::View,
+            "timeseries" => Kind::Timeseries,
+            // Some servers report a time-series collection as a collection with its options.
+            _ if options.contains_key("timeseries") => Kind::Timeseries,
+            _ => Kind::Collection,
+        };
+        if let Ok(clustered) = options.get_document_mut("clusteredIndex") {
+            clustered.remove("v");
+        }
+        let indexes = if kind == Kind::View {
+            vec![]
+        } else {
+            list_indexes(client, &ns)
+                .await
+                .map_err(failed("listIndexes", ns.clone()))?
+        };
+        found.push((
+            name.to_string(),
+            Schema {
+                kind,
+                options,
+                indexes,
+            },
+        ));
     }
-    let indexes = if kind == Kind::View {
-        vec![]
-    } else {
-        list_indexes(client, ns)
-            .await
-            .map_err(failed("listIndexes"))?
-    };
-    Ok(Some(Schema {
-        kind,
-        options,
-        indexes,
-    }))
+    Ok(found)
 }
 
 /// Secondary indexes of a collection, normalised (see [`Schema::indexes`]).

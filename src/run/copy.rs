@@ -11,16 +11,16 @@
 
 use std::sync::Arc;
 
-use futures::TryStreamExt;
 use mongodb::bson::{doc, Document};
 use mongodb::Client;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::verify::{verify_all, VerifyReport};
+use super::schema::{self, SchemaWork, Selection};
+use super::verify::{verify_all, Comparison, VerifyReport};
 use crate::engine::control::throttle::Throttle;
 use crate::engine::sink::{Journaled, MAX_DOCUMENT_BYTES};
-use crate::engine::stats::{JobStats, NsSnapshot};
+use crate::engine::stats::{JobStats, NsSnapshot, SchemaProgress};
 use crate::engine::{
     Adaptive, Control, CopyError, Engine, Ledger, MongoSink, MongoSource, NsTask, Sink, Source,
     Strategy,
@@ -28,8 +28,9 @@ use crate::engine::{
 use crate::journal::writer::{JournalWriter, SegmentWriter};
 use crate::journal::JournalSummary;
 use crate::mongo::retry::{Retry, RetryPolicy};
-use crate::mongo::{self, describe, MongoError, Namespace, Side};
-use crate::spec::{CopySpec, NsMapping};
+use crate::mongo::schema::Schema;
+use crate::mongo::{self, Namespace, Side};
+use crate::spec::{CopySpec, IndexMode};
 use crate::state::{Checkpoint, JobClaim, JobKey, StateStore};
 
 /// A job that is connected and knows exactly which namespaces it copies.
@@ -52,6 +53,11 @@ pub struct PreparedCopy {
     retry: Retry,
     /// The journal, opened (and locked) but not yet written.
     journal: Option<SegmentWriter>,
+    /// What the job copies, and what the destination held of it when the job started.
+    selection: Selection,
+    existing: Vec<Option<Schema>>,
+    drop: bool,
+    indexes: IndexMode,
     /// This run's hold on its job in the state store, for as long as it runs.
     _claim: JobClaim,
     from: String,
@@ -92,6 +98,8 @@ pub struct CopySummary {
     /// What this copy added to its journal, when it kept one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub journal: Option<JournalSummary>,
+    /// What the copy did to the destination's schema: dropped, created, indexes, views.
+    pub schema: SchemaProgress,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -138,15 +146,28 @@ pub async fn prepare(
             return Err(e.into());
         }
     };
-    let pairs = match resolve(&source, &spec.namespaces).await {
-        Ok(pairs) => pairs,
+    let found = async {
+        let selection = schema::select(&source, &spec.namespaces, &spec.exclude).await?;
+        let existing = schema::destination(&destination, &selection).await?;
+        let conflicts = schema::conflicts(&selection, &existing);
+        if !conflicts.is_empty() && !spec.drop {
+            return Err(CopyError::Schema(format!(
+                "the destination differs from the source (nothing was written): {}; copy with \
+                 --drop to replace it",
+                conflicts.join("; ")
+            )));
+        }
+        Ok((selection, existing))
+    };
+    let (selection, existing) = match found.await {
+        Ok(found) => found,
         Err(e) => {
             mongo::close(source).await;
             mongo::close(destination).await;
             return Err(e);
         }
     };
-    let stats = Arc::new(JobStats::new(pairs, spec.workers));
+    let stats = Arc::new(JobStats::new(selection.pairs(), spec.workers));
     let setup = async {
         let (key, description) = job_key(spec);
         // Before the checkpoint is read: a second run of the job would move it back and forth.
@@ -176,13 +197,20 @@ pub async fn prepare(
     Ok(PreparedCopy {
         clients: [source.clone(), destination.clone()],
         source: Arc::new(
-            MongoSource::new(source, spec.filter.clone(), spec.strategy).with_retry(retry.clone()),
+            MongoSource::new(source, spec.filter.clone(), spec.strategy)
+                .with_retry(retry.clone())
+                .without_index_hint(selection.time_series()),
         ),
         sink: Arc::new(
             MongoSink::new(destination)
                 .with_retry(retry.clone())
-                .with_max_document_bytes(max_document_bytes),
+                .with_max_document_bytes(max_document_bytes)
+                .past_validators(selection.validated()),
         ),
+        selection,
+        existing,
+        drop: spec.drop,
+        indexes: spec.indexes,
         tasks,
         stats,
         ledger: Arc::new(Ledger::new(store, key, description)),
@@ -236,11 +264,6 @@ impl PreparedCopy {
 
     pub async fn run(self, cancel: CancellationToken) -> Result<CopySummary, CopyError> {
         let already_complete = self.tasks.iter().all(|t| t.counters.is_finished());
-        let pairs: Vec<(Namespace, Namespace)> = self
-            .tasks
-            .iter()
-            .map(|t| (t.source.clone(), t.destination.clone()))
-            .collect();
         // The journal is a layer around the destination: it sees every batch the destination
         // acknowledged, and checkpoints wait for it to be durable. The engine does not know.
         let journal = self.journal.map(JournalWriter::start);
@@ -254,10 +277,24 @@ impl PreparedCopy {
             .with_control(self.control.clone())
             .with_ledger(self.ledger.clone())
             .with_adaptive(self.adaptive.clone());
-        let outcome = self
-            .retry
-            .stopping_on(&cancel, engine.run(cancel.clone()))
-            .await;
+        let [_, dst] = &self.clients;
+        let work = SchemaWork {
+            destination: dst,
+            selection: &self.selection,
+            log: &self.stats.schema,
+            control: &self.control,
+            cancel: &cancel,
+        };
+        let copy = async {
+            // A run continuing a checkpoint does not drop what the first run wrote.
+            let drop = self.drop && !self.resumed;
+            let indexes_first = self.indexes == IndexMode::Before;
+            work.before_documents(&self.existing, drop, indexes_first)
+                .await?;
+            engine.run(cancel.clone()).await?;
+            work.after_documents(self.indexes == IndexMode::After).await
+        };
+        let outcome = self.retry.stopping_on(&cancel, copy).await;
         // An operator's stop is a stop, whatever error it cut short.
         let outcome = match outcome {
             Err(_) if cancel.is_cancelled() => Err(CopyError::Stopped),
@@ -267,12 +304,14 @@ impl PreparedCopy {
         let verified = match (&outcome, &self.verify) {
             (Ok(()), Some(filter)) => {
                 let [src, dst] = &self.clients;
-                let report = verify_all(src, dst, &pairs, filter.as_ref(), 10, &cancel).await;
-                Some(match report {
-                    Ok(Some(report)) => Ok(report),
-                    Ok(None) => Err(CopyError::Stopped),
-                    Err(e) => Err(e.into()),
-                })
+                let indexes = self.indexes != IndexMode::None;
+                let compared = Comparison {
+                    selection: &self.selection,
+                    filter: filter.as_ref(),
+                    show: 10,
+                    schema: Some(indexes),
+                };
+                Some(verify_all(src, dst, &compared, &cancel).await)
             }
             _ => None,
         };
@@ -315,6 +354,7 @@ impl PreparedCopy {
             docs_per_sec: snap.docs_per_sec,
             peak_rss_bytes: peak_rss_bytes(),
             journal,
+            schema: snap.schema,
         })
     }
 }
@@ -342,9 +382,14 @@ fn tasks_from(
     Ok((tasks, resumed))
 }
 
-/// The job's key and description.
+/// The job's key and description: what it selects (excludes too, as `!pattern`) and how.
 fn job_key(spec: &CopySpec) -> (JobKey, String) {
-    let namespaces: Vec<String> = spec.namespaces.iter().map(|m| m.to_string()).collect();
+    let namespaces: Vec<String> = spec
+        .namespaces
+        .iter()
+        .map(|m| m.to_string())
+        .chain(spec.exclude.iter().map(|e| format!("!{e}")))
+        .collect();
     JobKey::of(&spec.from, &spec.to, &namespaces, spec.filter.as_ref())
 }
 
@@ -372,99 +417,6 @@ async fn max_document_bytes(client: &Client) -> usize {
         .and_then(|h| h.get_i32("maxBsonObjectSize").ok())
         .and_then(|n| usize::try_from(n).ok())
         .unwrap_or(MAX_DOCUMENT_BYTES)
-}
-
-/// Turns `--ns` mappings into concrete (source, destination) pairs, checking the sources exist.
-pub(crate) async fn resolve(
-    source: &Client,
-    mappings: &[NsMapping],
-) -> Result<Vec<(Namespace, Namespace)>, CopyError> {
-    let mut pairs = Vec::new();
-    for mapping in mappings {
-        match mapping {
-            NsMapping::Collection { src, dst } => {
-                let found = list_collections(source, &src.db, doc! { "name": &src.coll }).await?;
-                match found.first() {
-                    None => {
-                        return Err(MongoError::NamespaceNotFound {
-                            side: Side::Source,
-                            ns: src.clone(),
-                        }
-                        .into())
-                    }
-                    Some((_, kind)) if kind != "collection" => {
-                        return Err(CopyError::Mongo(MongoError::Command {
-                            side: Side::Source,
-                            ns: src.clone(),
-                            op: "copy",
-                            reason: format!("{src} is a {kind}, not a collection"),
-                        }))
-                    }
-                    Some(_) => pairs.push((src.clone(), dst.clone())),
-                }
-            }
-            NsMapping::Database { src_db, dst_db } => {
-                let mut names: Vec<String> =
-                    list_collections(source, src_db, doc! { "type": "collection" })
-                        .await?
-                        .into_iter()
-                        .map(|(name, _)| name)
-                        .filter(|name| !name.starts_with("system."))
-                        .collect();
-                if names.is_empty() {
-                    return Err(MongoError::EmptyDatabase {
-                        side: Side::Source,
-                        db: src_db.clone(),
-                    }
-                    .into());
-                }
-                names.sort();
-                pairs.extend(
-                    names
-                        .into_iter()
-                        .map(|c| (Namespace::new(src_db, &c), Namespace::new(dst_db, c))),
-                );
-            }
-        }
-    }
-    Ok(pairs)
-}
-
-/// (name, type) of the collections of `db` matching `filter`.
-async fn list_collections(
-    client: &Client,
-    db: &str,
-    filter: Document,
-) -> Result<Vec<(String, String)>, CopyError> {
-    let failed = |e: mongodb::error::Error| {
-        CopyError::Mongo(MongoError::Command {
-            side: Side::Source,
-            ns: Namespace::new(db, "*"),
-            op: "listCollections",
-            reason: describe(&e),
-        })
-    };
-    let specs: Vec<_> = client
-        .database(db)
-        .list_collections()
-        .filter(filter)
-        .await
-        .map_err(failed)?
-        .try_collect()
-        .await
-        .map_err(failed)?;
-    Ok(specs
-        .into_iter()
-        .map(|s| {
-            let kind = match s.collection_type {
-                mongodb::results::CollectionType::Collection => "collection",
-                mongodb::results::CollectionType::View => "view",
-                mongodb::results::CollectionType::Timeseries => "timeseries collection",
-                _ => "special collection",
-            };
-            (s.name, kind.to_string())
-        })
-        .collect())
 }
 
 /// The process's peak resident set size (Linux `VmHWM`).

@@ -154,6 +154,9 @@ pub fn resolve(
                 }
                 pairs.push((src.clone(), dst.clone()));
             }
+            NsMapping::Everything => {
+                pairs.extend(held.iter().map(|ns| (ns.clone(), ns.clone())));
+            }
             NsMapping::Database { src_db, dst_db } => {
                 let before = pairs.len();
                 pairs.extend(

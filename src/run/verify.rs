@@ -15,6 +15,8 @@ use mongodb::{Client, Cursor};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use super::schema::{self, SchemaDifference, Selection};
+use crate::engine::CopyError;
 use crate::mongo::bson_order;
 use crate::mongo::{describe, MongoError, Namespace, Side};
 
@@ -50,22 +52,37 @@ pub struct VerifyReport {
     pub missing: u64,
     pub extra: u64,
     pub different: u64,
+    /// Namespaces whose options, indexes or view definition differ (not compared with
+    /// `--documents-only`).
+    pub schema: Vec<SchemaDifference>,
     pub identical: bool,
 }
 
 impl VerifyReport {
-    pub fn new(namespaces: Vec<NsVerify>) -> Self {
+    pub fn new(namespaces: Vec<NsVerify>, schema: Vec<SchemaDifference>) -> Self {
         let sum = |f: fn(&NsVerify) -> u64| namespaces.iter().map(f).sum::<u64>();
         let (missing, extra, different) =
             (sum(|n| n.missing), sum(|n| n.extra), sum(|n| n.different));
         VerifyReport {
-            identical: missing + extra + different == 0,
+            identical: missing + extra + different == 0 && schema.is_empty(),
             namespaces,
             missing,
             extra,
             different,
+            schema,
         }
     }
+}
+
+/// What to compare.
+pub struct Comparison<'a> {
+    pub selection: &'a Selection,
+    /// Only the documents matching this, on both sides.
+    pub filter: Option<&'a Document>,
+    /// How many `_id`s of each kind of difference to list.
+    pub show: usize,
+    /// The schema too (`Some`), indexes included when `true`; `None`: documents only.
+    pub schema: Option<bool>,
 }
 
 /// Compares `source` on `src` with `destination` on `dst`, both restricted to `filter`;
@@ -75,12 +92,12 @@ pub async fn verify_namespace(
     src: &Client,
     dst: &Client,
     (source, destination): (&Namespace, &Namespace),
-    filter: Option<&Document>,
+    (filter, hint): (Option<&Document>, bool),
     show: usize,
     stop: &CancellationToken,
 ) -> Result<Option<NsVerify>, MongoError> {
-    let mut left = open(Side::Source, src, source, filter).await?;
-    let mut right = open(Side::Destination, dst, destination, filter).await?;
+    let mut left = open(Side::Source, src, source, filter, hint).await?;
+    let mut right = open(Side::Destination, dst, destination, filter, hint).await?;
     let mut report = NsVerify {
         source: source.to_string(),
         destination: destination.to_string(),
@@ -133,23 +150,28 @@ pub async fn verify_namespace(
     Ok(Some(report))
 }
 
-/// Compares every pair in turn; `None` if `stop` was cancelled before the end.
+/// Compares the schema (if asked), then every collection's documents in turn;
+/// [`CopyError::Stopped`] if `stop` was cancelled before the end.
 pub async fn verify_all(
     src: &Client,
     dst: &Client,
-    pairs: &[(Namespace, Namespace)],
-    filter: Option<&Document>,
-    show: usize,
+    what: &Comparison<'_>,
     stop: &CancellationToken,
-) -> Result<Option<VerifyReport>, MongoError> {
+) -> Result<VerifyReport, CopyError> {
+    let schema = match what.schema {
+        Some(indexes) => schema::compare(dst, what.selection, indexes).await?,
+        None => vec![],
+    };
+    let time_series = what.selection.time_series();
     let mut namespaces = Vec::new();
-    for (source, destination) in pairs {
-        match verify_namespace(src, dst, (source, destination), filter, show, stop).await? {
+    for (source, destination) in what.selection.pairs() {
+        let read = (what.filter, !time_series.contains(&source));
+        match verify_namespace(src, dst, (&source, &destination), read, what.show, stop).await? {
             Some(report) => namespaces.push(report),
-            None => return Ok(None),
+            None => return Err(CopyError::Stopped),
         }
     }
-    Ok(Some(VerifyReport::new(namespaces)))
+    Ok(VerifyReport::new(namespaces, schema))
 }
 
 fn note(total: &mut u64, first: &mut Vec<serde_json::Value>, id: &RawBson, show: usize) {
@@ -164,21 +186,27 @@ fn note(total: &mut u64, first: &mut Vec<serde_json::Value>, id: &RawBson, show:
 }
 
 /// A cursor over the namespace in `_id` order (an `_id` index walk, no sort).
+/// (`hint`: walk the `_id` index; time-series collections have none.)
 async fn open(
     side: Side,
     client: &Client,
     ns: &Namespace,
     filter: Option<&Document>,
+    hint: bool,
 ) -> Result<Cursor<RawDocumentBuf>, MongoError> {
-    client
+    let collection = client
         .database(&ns.db)
-        .collection::<RawDocumentBuf>(&ns.coll)
+        .collection::<RawDocumentBuf>(&ns.coll);
+    let find = collection
         .find(filter.cloned().unwrap_or_default())
         .sort(doc! { "_id": 1 })
-        .hint(Hint::Keys(doc! { "_id": 1 }))
-        .batch_size(BATCH)
-        .await
-        .map_err(|e| failed(side, ns, &e))
+        .batch_size(BATCH);
+    let find = if hint {
+        find.hint(Hint::Keys(doc! { "_id": 1 }))
+    } else {
+        find
+    };
+    find.await.map_err(|e| failed(side, ns, &e))
 }
 
 async fn next(

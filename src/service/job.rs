@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 
 use crate::engine::control::adaptive::{Adaptive, AdaptiveView};
 use crate::engine::control::throttle::{Limits, Throttle};
-use crate::engine::stats::{JobStats, NsSnapshot, WorkerSnapshot};
+use crate::engine::stats::{JobStats, NsSnapshot, SchemaProgress, WorkerSnapshot};
 use crate::engine::Control;
 use crate::spec::JobSpec;
 use crate::state::unix_now;
@@ -178,6 +178,8 @@ pub struct Progress {
     pub queue_depth: u64,
     pub namespaces: Vec<NsSnapshot>,
     pub workers: Vec<WorkerSnapshot>,
+    /// Collections dropped and created, index builds (done, to do, refused), views.
+    pub schema: SchemaProgress,
 }
 
 /// A job as the API shows it.
@@ -388,6 +390,7 @@ impl Job {
                 queue_depth: snap.queue_depth,
                 namespaces: snap.namespaces,
                 workers: snap.workers,
+                schema: snap.schema,
             }
         });
         let record = &inner.record;
@@ -406,6 +409,7 @@ impl Job {
                 queue_depth: 0,
                 namespaces: vec![],
                 workers: vec![],
+                schema: SchemaProgress::default(),
             })
         });
         JobView {

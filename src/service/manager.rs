@@ -260,6 +260,13 @@ impl JobManager {
                     )),
                 )
             }
+            Ok(summary) if summary.schema.refused_indexes().is_some() => (
+                Outcome::Completed,
+                summary
+                    .schema
+                    .refused_indexes()
+                    .map(|refused| format!("completed, but {refused}")),
+            ),
             Ok(summary) if summary.failed > 0 => (
                 Outcome::Completed,
                 Some(format!(

@@ -52,6 +52,15 @@ impl Control {
         *self.paused.borrow()
     }
 
+    /// Returns once the job is not paused (or `cancel` fires).
+    pub async fn wait_while_paused(&self, cancel: &tokio_util::sync::CancellationToken) {
+        let mut paused = self.paused.subscribe();
+        tokio::select! {
+            _ = paused.wait_for(|paused| !paused) => {}
+            _ = cancel.cancelled() => {}
+        }
+    }
+
     /// Sets the number of workers (within [`bounds::WORKERS`]), effective after the batches in
     /// flight.
     pub fn set_workers(&self, n: usize) {

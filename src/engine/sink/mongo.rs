@@ -9,6 +9,7 @@
 //! validation, a duplicate on a unique secondary index) is returned, not retried, and does not
 //! stop the others.
 
+use std::collections::BTreeSet;
 use std::future::IntoFuture;
 
 use futures::future::BoxFuture;
@@ -34,6 +35,9 @@ pub struct MongoSink {
     client: Client,
     retry: Retry,
     max_document_bytes: usize,
+    /// Namespaces written past their validator (`bypassDocumentValidation`): the documents are
+    /// the source's, which its own validator let in.
+    past_validator: BTreeSet<Namespace>,
 }
 
 impl MongoSink {
@@ -42,7 +46,14 @@ impl MongoSink {
             client,
             retry: Retry::default(),
             max_document_bytes: MAX_DOCUMENT_BYTES,
+            past_validator: BTreeSet::new(),
         }
+    }
+
+    /// Writes into these namespaces past their validators.
+    pub fn past_validators(mut self, namespaces: BTreeSet<Namespace>) -> Self {
+        self.past_validator = namespaces;
+        self
     }
 
     pub fn with_retry(mut self, retry: Retry) -> Self {
@@ -68,10 +79,16 @@ impl MongoSink {
         docs: Vec<RawDocumentBuf>,
     ) -> Result<(Vec<RawDocumentBuf>, Vec<Refused>), CopyError> {
         let collection = self.collection(ns);
+        let bypass = self.past_validator.contains(ns);
         let outcome = self
             .retry
             .run("insert", || async {
-                collection.insert_many(&docs).ordered(false).await
+                let insert = collection.insert_many(&docs).ordered(false);
+                if bypass {
+                    insert.bypass_document_validation(true).await
+                } else {
+                    insert.await
+                }
             })
             .await;
         let err = match outcome {
@@ -172,11 +189,14 @@ impl MongoSink {
             let id = id_of(doc, ns)?;
             statements.push(rawdoc! { "q": { "_id": id }, "u": doc.clone(), "upsert": true });
         }
-        let command = rawdoc! {
+        let mut command = rawdoc! {
             "update": ns.coll.as_str(),
             "updates": statements,
             "ordered": false,
         };
+        if self.past_validator.contains(ns) {
+            command.append("bypassDocumentValidation", true);
+        }
         let db = self.client.database(&ns.db);
         let reply = self
             .retry

@@ -6,6 +6,7 @@
 //! re-opens the cursor after the last `_id` queued (the partial batch is read again), with
 //! backoff, up to the retry limit.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -27,6 +28,8 @@ pub struct MongoSource {
     filter: Document,
     strategy: Strategy,
     retry: Retry,
+    /// Namespaces read without hinting the `_id` index (time-series collections have none).
+    unhinted: BTreeSet<Namespace>,
 }
 
 /// Why a scan of the source stopped early.
@@ -43,7 +46,14 @@ impl MongoSource {
             filter: filter.unwrap_or_default(),
             strategy,
             retry: Retry::default(),
+            unhinted: BTreeSet::new(),
         }
+    }
+
+    /// Reads these namespaces without an `_id` index hint.
+    pub fn without_index_hint(mut self, namespaces: BTreeSet<Namespace>) -> Self {
+        self.unhinted = namespaces;
+        self
     }
 
     pub fn with_retry(mut self, retry: Retry) -> Self {
@@ -75,8 +85,12 @@ impl MongoSource {
         let collection = self.collection(ns);
         let find = collection
             .find(self.query(after.as_ref()))
-            .sort(doc! { "_id": 1 })
-            .hint(Hint::Keys(doc! { "_id": 1 }));
+            .sort(doc! { "_id": 1 });
+        let find = if self.unhinted.contains(ns) {
+            find
+        } else {
+            find.hint(Hint::Keys(doc! { "_id": 1 }))
+        };
         let mut cursor = match strategy {
             // Ids are tiny: ask for many per round trip.
             Strategy::Ids => find.projection(doc! { "_id": 1 }).batch_size(10_000).await,
