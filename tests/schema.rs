@@ -397,3 +397,121 @@ fn everything_but_the_excluded_and_verify_sees_schema_differences() {
         assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     });
 }
+
+#[test]
+fn plan_shows_what_a_copy_would_do_and_writes_nothing() {
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("plan"), env.dst_db("plan"));
+        let src = env.src_client().await;
+        insert_raw(&src, &s, "orders", &sample_docs(2_000, 500)).await;
+        insert_raw(&src, &s, "words", &sample_docs(10, 100)).await;
+        command(
+            &src,
+            &s,
+            doc! { "createIndexes": "orders",
+            "indexes": [{ "key": { "qty": 1 }, "name": "qty_1" }] },
+        )
+        .await;
+        command(
+            &src,
+            &s,
+            doc! { "create": "open_orders", "viewOn": "orders",
+            "pipeline": [{ "$match": { "status": "open" } }] },
+        )
+        .await;
+        let dst = env.dst_client().await;
+        command(
+            &dst,
+            &d,
+            doc! { "create": "words", "collation": { "locale": "de" } },
+        )
+        .await;
+        insert_raw(&dst, &d, "words", &[rawdoc! { "_id": "kept" }]).await;
+        let before = collections(&dst, &d).await;
+        let plan = |extra: &[&str]| {
+            let mut list = argv(&[
+                "plan",
+                "--from",
+                &env.src,
+                "--to",
+                &env.dst,
+                "--ns",
+                &format!("{s}.*:{d}"),
+                "--json",
+            ]);
+            list.extend(argv(extra));
+            mongoferry_async(list, LIMIT)
+        };
+        let out = plan(&[]).await;
+        assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+        let found: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+        assert_eq!(found["blocked"], true, "{found}");
+        let orders = &found["namespaces"][0];
+        assert_eq!(orders["source"], format!("{s}.orders"));
+        assert_eq!(orders["destination"], format!("{d}.orders"));
+        assert_eq!(orders["documents"], 2_000);
+        assert!(
+            orders["average_document_bytes"].as_u64().unwrap() >= 500,
+            "{orders}"
+        );
+        assert_eq!(orders["indexes"], serde_json::json!([r#"qty_1 {"qty":1}"#]));
+        assert_eq!(orders["destination_state"], "absent");
+        let words = &found["namespaces"][1];
+        assert!(
+            words["destination_state"]
+                .as_str()
+                .unwrap()
+                .starts_with("options differ"),
+            "{words}"
+        );
+        assert_eq!(found["views"][0]["view_on"], "orders");
+        let problem = &found["problems"][0];
+        assert_eq!(problem["blocks"], true);
+        assert!(
+            problem["message"].as_str().unwrap().contains("collation"),
+            "{problem}"
+        );
+        let estimate = &found["estimate"];
+        assert!(estimate["seconds"].as_f64().unwrap() > 0.0, "{estimate}");
+        assert!(
+            estimate["basis"]
+                .as_str()
+                .unwrap()
+                .starts_with("an estimate"),
+            "{estimate}"
+        );
+
+        // With --drop nothing blocks, and the plan says it would drop; still nothing written.
+        let out = plan(&["--drop"]).await;
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let found: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+        assert_eq!(
+            (&found["blocked"], &found["drop"]),
+            (&Value::Bool(false), &Value::Bool(true))
+        );
+        assert_eq!(collections(&dst, &d).await, before, "a plan writes nothing");
+        assert_eq!(dump(&dst, &d, "words").await.len(), 1);
+        // On a terminal it is a table.
+        let out = mongoferry_async(
+            argv(&[
+                "plan",
+                "--from",
+                &env.src,
+                "--to",
+                &env.dst,
+                "--ns",
+                &format!("{s}.orders:{d}.orders"),
+            ]),
+            LIMIT,
+        )
+        .await;
+        assert!(out.status.success(), "{}", stderr(&out));
+        let table = stdout(&out);
+        assert!(table.starts_with("namespace"), "{table}");
+        assert!(
+            table.contains(&format!("{s}.orders -> {d}.orders")) && table.contains("absent"),
+            "{table}"
+        );
+        assert!(table.contains("estimate: about"), "{table}");
+    });
+}

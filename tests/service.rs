@@ -784,3 +784,48 @@ fn a_history_written_by_the_previous_version_reads_back() {
     });
     assert_eq!(views(&path), jobs);
 }
+
+/// `POST /api/plan`: what a job would do, from the same spec; nothing starts, nothing is written.
+#[test]
+fn the_api_plans_a_job_without_starting_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start(&dir.path().join("jobs.json"));
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("aplan"), env.dst_db("aplan"));
+        insert_raw(&env.src_client().await, &s, "c", &sample_docs(1_000, 256)).await;
+        let (status, plan) = service
+            .post(
+                "/api/plan",
+                spec(&env, &format!("{s}.c"), &format!("{d}.c")),
+            )
+            .await;
+        assert_eq!(status, 200, "{plan}");
+        assert_eq!(plan["namespaces"][0]["documents"], 1_000, "{plan}");
+        assert_eq!(plan["blocked"], false);
+        assert!(service.jobs().await.is_empty(), "a plan starts no job");
+        let names = env.dst_client().await.list_database_names().await.unwrap();
+        assert!(!names.contains(&d), "a plan writes nothing");
+        let (status, answer) = service
+            .post(
+                "/api/plan",
+                spec(&env, &format!("{s}.missing"), &format!("{d}.c")),
+            )
+            .await;
+        assert_eq!(status, 400, "{answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains("not found"),
+            "{answer}"
+        );
+        let (status, answer) = service
+            .post(
+                "/api/plan",
+                json!({"from": "x", "to": "y", "namespaces": ["a.b"]}),
+            )
+            .await;
+        assert_eq!(
+            (status, answer["error"].as_str()),
+            (400, Some("invalid job")),
+            "{answer}"
+        );
+    });
+}

@@ -291,6 +291,29 @@ async function submitJob(event) {
   location.hash = `#/jobs/${result.data.id}`;
 }
 
+/** Asks the service what the form's job would do, and shows it under the form. */
+async function planJob() {
+  clearProblems();
+  const { spec, problems } = readForm();
+  if (problems.length > 0) {
+    showProblems(problems);
+    return;
+  }
+  const button = $("#plan-job");
+  const shown = $("#plan");
+  button.disabled = true;
+  shown.hidden = false;
+  shown.innerHTML = "<p>Reading both clusters…</p>";
+  const result = await api("POST", "/api/plan", spec);
+  button.disabled = false;
+  if (!result.ok) {
+    shown.hidden = true;
+    showProblems(result.data?.problems ?? [result.data?.error ?? `HTTP ${result.status}`]);
+    return;
+  }
+  shown.innerHTML = R.planHtml(result.data);
+}
+
 // ---------------------------------------------------------------- one job
 
 async function showJob(id) {
@@ -657,6 +680,7 @@ function wireSession() {
 function start() {
   wireSession();
   $("#job-form").addEventListener("submit", submitJob);
+  $("#plan-job").addEventListener("click", planJob);
   wireControls();
   window.addEventListener("hashchange", route);
   page.resize = new ResizeObserver(() => fitCharts());

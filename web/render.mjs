@@ -438,6 +438,43 @@ ${view.finished_at ? item("ended", new Date(view.finished_at * 1000).toLocaleStr
 }
 
 /** Rate slider positions 0..1000 map to 1..100,000 docs/s on a log scale. */
+/**
+ * A plan (`POST /api/plan`) as HTML: one row per namespace (documents, size, indexes to build,
+ * the destination's state), the views, the estimate (labelled as one), and the problems, those
+ * that would stop the job first.
+ */
+export function planHtml(plan) {
+  const rows = plan.namespaces
+    .map(
+      (n) => `<tr data-ns="${esc(n.source)}"><td>${esc(n.source)} → ${esc(n.destination)}</td>\
+<td class="num">${esc(formatCount(n.documents))}</td><td class="num">${esc(formatBytes(n.bytes))}</td>\
+<td class="num">${esc(n.indexes.length)}</td><td>${esc(n.destination_state)}</td></tr>`,
+    )
+    .join("");
+  const views = plan.views
+    .map((v) => `<li>view ${esc(v.source)} → ${esc(v.destination)} (on ${esc(v.view_on)}): ${esc(v.destination_state)}</li>`)
+    .join("");
+  const problems = [...plan.problems]
+    .sort((a, b) => Number(b.blocks) - Number(a.blocks))
+    .map((p) => `<li class="${p.blocks ? "blocks" : "note"}">${p.blocks ? "Blocks the job: " : ""}${esc(p.message)}</li>`)
+    .join("");
+  const estimate = plan.estimate
+    ? `<p class="estimate" data-field="estimate">Estimate: about ${esc(formatDuration(plan.estimate.seconds))} at \
+${esc(formatRate(plan.estimate.docs_per_sec))} docs/s (${esc(plan.estimate.basis)})</p>`
+    : "";
+  const verdict = plan.blocked
+    ? `<p class="verdict blocked" data-field="verdict">The job would not start.</p>`
+    : `<p class="verdict" data-field="verdict">Nothing blocks the job.</p>`;
+  return `<h3>Plan: nothing was written</h3>${verdict}
+<table><thead><tr><th>Namespace</th><th>Documents</th><th>Size</th><th>Indexes</th><th>Destination</th></tr></thead>
+<tbody>${rows}</tbody></table>
+${views ? `<ul class="views">${views}</ul>` : ""}
+<p data-field="totals">${esc(formatCount(plan.documents))} documents, ${esc(formatBytes(plan.bytes))}; indexes \
+${plan.indexes === "none" ? "not built" : `built ${esc(plan.indexes)} the documents`}\
+${plan.drop ? "; the destination's namespaces are <strong>dropped first</strong>" : ""}.</p>
+${estimate}${problems ? `<ul class="plan-problems">${problems}</ul>` : ""}`;
+}
+
 export const SLIDER_MAX = 1000;
 
 export function sliderToRate(position) {

@@ -53,6 +53,8 @@ pub struct Cli {
 pub enum Command {
     /// Copy collections from one server to another (idempotent: safe to run again).
     Copy(CopyArgs),
+    /// Show what a copy with these arguments would do, writing nothing (a dry run).
+    Plan(PlanArgs),
     /// Run the HTTP API: start, watch and steer copy jobs.
     Serve(ServeArgs),
     /// Compare source and destination document by document (missing, extra, different).
@@ -138,6 +140,15 @@ pub struct CopyArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub spec: JobSpec,
+    /// Print the plan as one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
 pub struct VerifyArgs {
     #[command(flatten)]
     pub endpoints: Endpoints,
@@ -179,6 +190,7 @@ pub struct SampleArgs {
 pub async fn run(cli: Cli) -> ExitCode {
     let outcome = match cli.command {
         Command::Copy(args) => run_copy(args).await,
+        Command::Plan(args) => run_plan(args).await,
         Command::Sample(args) => run_sample(args).await,
         Command::Serve(args) => run_serve(args).await,
         Command::Verify(args) => run_verify(args).await,
@@ -364,6 +376,114 @@ async fn run_copy(args: CopyArgs) -> Result<(), Failure> {
         });
     }
     Ok(())
+}
+
+async fn run_plan(args: PlanArgs) -> Result<(), Failure> {
+    let spec = args.spec.validate()?;
+    let plan = crate::run::plan::plan(&spec).await?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&plan).expect("a plan serialises")
+        );
+    } else {
+        print_plan(&plan);
+    }
+    if plan.blocked {
+        return Err(Failure {
+            message: "the copy would not start: see the problems above".into(),
+            status: EXIT_DIFFERENT,
+        });
+    }
+    Ok(())
+}
+
+fn print_plan(plan: &crate::run::plan::Plan) {
+    let rows: Vec<[String; 6]> = plan
+        .namespaces
+        .iter()
+        .map(|n| {
+            [
+                format!("{} -> {}", n.source, n.destination),
+                n.documents.to_string(),
+                human_bytes(n.bytes),
+                human_bytes(n.average_document_bytes),
+                n.indexes.len().to_string(),
+                n.destination_state.clone(),
+            ]
+        })
+        .collect();
+    let header = [
+        "namespace",
+        "documents",
+        "size",
+        "average",
+        "indexes",
+        "destination",
+    ];
+    let widths: Vec<usize> = (0..6)
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .chain([header[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: &[String]| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(i, (c, w))| match i {
+                // Numbers to the right, words to the left.
+                1..=4 => format!("{c:>w$}"),
+                _ => format!("{c:<w$}"),
+            })
+            .collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(&header.map(String::from));
+    for row in &rows {
+        line(row);
+    }
+    for n in plan.namespaces.iter().filter(|n| !n.indexes.is_empty()) {
+        println!("indexes of {}: {}", n.destination, n.indexes.join(", "));
+    }
+    for v in &plan.views {
+        println!(
+            "view {} -> {} (on {}): {}",
+            v.source, v.destination, v.view_on, v.destination_state
+        );
+    }
+    println!(
+        "in all: {} documents, {}; indexes built {}{}",
+        plan.documents,
+        human_bytes(plan.bytes),
+        match plan.indexes {
+            crate::spec::IndexMode::After => "after the documents",
+            crate::spec::IndexMode::Before => "before the documents",
+            crate::spec::IndexMode::None => "not at all",
+        },
+        if plan.drop {
+            "; the destination's namespaces are DROPPED first (--drop)"
+        } else {
+            ""
+        }
+    );
+    if let Some(e) = &plan.estimate {
+        println!(
+            "estimate: about {:.0} s at {:.0} docs/s ({})",
+            e.seconds, e.docs_per_sec, e.basis
+        );
+    }
+    for p in &plan.problems {
+        println!(
+            "{} {}",
+            if p.blocks { "problem:" } else { "note:" },
+            p.message
+        );
+    }
 }
 
 async fn run_verify(args: VerifyArgs) -> Result<(), Failure> {

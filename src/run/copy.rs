@@ -407,7 +407,7 @@ async fn load_checkpoint(
 }
 
 /// The destination's largest document (its `maxBsonObjectSize`; the usual 16 MiB if unsaid).
-async fn max_document_bytes(client: &Client) -> usize {
+pub(crate) async fn max_document_bytes(client: &Client) -> usize {
     let hello = client
         .database("admin")
         .run_command(doc! { "hello": 1 })

@@ -1,11 +1,12 @@
 //! One job end to end, per command: [`copy`] (connect, select, make the schema, run the engine,
 //! verify, summarise), [`replay`] (a journal into a database) and [`verify`] (compare two
-//! clusters); [`schema`] is the schema part they share.
+//! clusters), [`plan`] (a dry run of a copy); [`schema`] is the schema part they share.
 //!
 //! In: a validated spec. Out: a summary, or the first error. The command line and the service
 //! both run jobs through here, so there is one set of rules per command.
 
 pub mod copy;
+pub mod plan;
 pub mod replay;
 pub mod schema;
 pub mod verify;

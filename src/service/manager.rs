@@ -20,6 +20,7 @@ use crate::bounds;
 use crate::engine::control::throttle::{Limiter, Limits, Throttle};
 use crate::engine::{Control, CopyError};
 use crate::run::copy;
+use crate::run::plan::Plan;
 use crate::service::clusters::AllowList;
 use crate::spec::{CopySpec, JobSpec, SpecError};
 use crate::state::history::{HistoryError, HistoryFile};
@@ -34,6 +35,15 @@ pub enum Command {
     Cancel,
     SetWorkers(usize),
     SetLimits(Limits),
+}
+
+/// Why a plan could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error(transparent)]
+    Invalid(SpecError),
+    #[error("the plan could not be made: {0}")]
+    Failed(CopyError),
 }
 
 /// Why a command was refused.
@@ -207,6 +217,14 @@ impl JobManager {
                 .spawn(async move { manager.run_job(job, copy_spec).await });
         }
         self.save().await;
+    }
+
+    /// What a job of `spec` would do (a dry run: it reads both clusters and writes nothing).
+    pub async fn plan(&self, spec: &JobSpec) -> Result<Plan, PlanError> {
+        let copy_spec = self.copy_spec(spec).map_err(PlanError::Invalid)?;
+        crate::run::plan::plan(&copy_spec)
+            .await
+            .map_err(PlanError::Failed)
     }
 
     /// Starts a job, or returns the active job with the same spec (`false`: nothing new started).

@@ -221,6 +221,23 @@ describe("the dashboard in a browser", { timeout: WATCHDOG_MS }, () => {
     assertNoProblems();
   });
 
+  test("the plan shows what a job would do, and starts nothing", async () => {
+    await fillForm({ from: source, to: destination, namespaces: `${ns("shop.orders")}:${ns("plan.orders")}` });
+    await page.locator("#plan-job").click();
+    const row = page.locator("#plan tbody tr");
+    await row.first().waitFor({ timeout: 20000 });
+    assert.equal(await row.count(), 1);
+    const cells = await row.first().locator("td").allInnerTexts();
+    assert.equal(cells[0], `${ns("shop.orders")} → ${ns("plan.orders")}`);
+    assert.equal(cells[1], "8,000");
+    assert.equal(cells[4], "absent");
+    assert.equal(await text('#plan [data-field="verdict"]'), "Nothing blocks the job.");
+    assert.match(await text('#plan [data-field="estimate"]'), /^Estimate: about .* docs\/s \(an estimate/);
+    assert.equal((await api("GET", "/api/jobs")).body.jobs.length, 0, "a plan starts no job");
+    await page.screenshot({ path: screenshotPath("02b-plan"), fullPage: true });
+    assertNoProblems();
+  });
+
   test("a job started from the form fills its chart and its counts rise", async () => {
     await fillForm({ from: source, to: destination, namespaces: `${ns("shop.orders")}:${ns("copy.orders")}`, workers: 2, batch_size: 20, rate: 100 });
     await page.locator("#submit-job").click();

@@ -327,3 +327,31 @@ test("a view of an ended job still active is stale; an interrupted job may run a
   assert.equal(R.isStale("running", "cancelled"), false);
   assert.equal(R.isStale(null, "running"), false);
 });
+
+test("a plan shows its namespaces, estimate and problems, blocking ones first, escaped", () => {
+  const plan = {
+    namespaces: [
+      { source: "shop.orders", destination: "<x>.orders", documents: 12000, bytes: 12288000, indexes: ["qty_1 {\"qty\":1}"], destination_state: "absent" },
+    ],
+    views: [{ source: "shop.v", destination: "x.v", view_on: "orders", destination_state: "absent" }],
+    problems: [
+      { message: "a note", blocks: false },
+      { message: "x.words exists with other options", blocks: true },
+    ],
+    documents: 12000,
+    bytes: 12288000,
+    estimate: { seconds: 90, docs_per_sec: 133.3, basis: "an estimate: 133 documents read in 1.00 s" },
+    drop: false,
+    indexes: "after",
+    blocked: true,
+  };
+  const html = R.planHtml(plan);
+  assert.ok(html.includes("&lt;x&gt;.orders") && !html.includes("<x>"), html);
+  assert.ok(html.includes("12,000"), html);
+  assert.ok(html.includes("The job would not start."), html);
+  assert.ok(html.indexOf("Blocks the job: x.words") < html.indexOf("a note"), "blocking problems first");
+  assert.ok(html.includes("Estimate: about 1 min 30 s at 133 docs/s (an estimate"), html);
+  assert.ok(html.includes("view shop.v → x.v (on orders)"), html);
+  const fine = R.planHtml({ ...plan, problems: [], blocked: false, estimate: null, drop: true, indexes: "none" });
+  assert.ok(fine.includes("Nothing blocks the job.") && fine.includes("dropped first") && fine.includes("not built"), fine);
+});

@@ -34,8 +34,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::engine::control::throttle::Limits;
+use crate::engine::CopyError;
+use crate::mongo::MongoError;
+use crate::run::plan::Plan;
 use crate::service::job::{Job, JobId, JobView};
-use crate::service::manager::{Command, CommandError, JobManager};
+use crate::service::manager::{Command, CommandError, JobManager, PlanError};
 use crate::spec::JobSpec;
 use guard::{ApiToken, Guard, Refusal};
 
@@ -59,6 +62,9 @@ pub enum ApiError {
     Refused(#[from] Refusal),
     #[error("too many event streams open (at most {0}); close one, or try again later")]
     TooManyStreams(usize),
+    /// A cluster the request named could not be reached or would not let the service in.
+    #[error("{0}")]
+    Upstream(String),
 }
 
 /// The body of every error answer.
@@ -75,6 +81,7 @@ impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
             ApiError::InvalidSpec(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -176,6 +183,7 @@ impl FromRef<ApiState> for Arc<JobManager> {
 fn routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::with_openapi(openapi::base())
         .routes(routes!(list_jobs, create_job))
+        .routes(routes!(plan_job))
         .routes(routes!(get_job, patch_job))
         .routes(routes!(pause_job))
         .routes(routes!(resume_job))
@@ -315,6 +323,35 @@ async fn create_job(State(manager): Api, body: Bytes) -> Result<Response, ApiErr
     };
     let location = format!("/api/jobs/{}", job.id);
     Ok((status, [(header::LOCATION, location)], Json(job.view())).into_response())
+}
+
+/// What a job of this spec would do, found by reading both clusters and writing nothing: per
+/// namespace its documents and bytes, the options and indexes to create, the destination's
+/// state; the views; the problems (`blocked` when the job would refuse to start); a time
+/// estimate.
+#[utoipa::path(post, path = "/api/plan", tag = "jobs",
+    request_body = JobSpec,
+    responses(
+        (status = 200, description = "The plan", body = Plan),
+        (status = 400, description = "Malformed JSON, an invalid spec with every problem, or a \
+            namespace the source lacks", body = ErrorBody),
+        (status = 502, description = "A cluster could not be reached or refused the service",
+            body = ErrorBody),
+    ))]
+async fn plan_job(State(manager): Api, body: Bytes) -> Result<Json<Plan>, ApiError> {
+    let spec: JobSpec = parse_body(&body, &["adaptive", "journal"])?;
+    if let Some(field) = spec.unknown.keys().next() {
+        return Err(ApiError::BadRequest(format!(
+            "malformed request: unknown field `{field}`"
+        )));
+    }
+    manager.plan(&spec).await.map(Json).map_err(|e| match e {
+        PlanError::Invalid(problems) => ApiError::InvalidSpec(problems.0),
+        PlanError::Failed(CopyError::Mongo(
+            e @ (MongoError::Unreachable { .. } | MongoError::Auth { .. }),
+        )) => ApiError::Upstream(e.to_string()),
+        other => ApiError::BadRequest(other.to_string()),
+    })
 }
 
 /// One job: its state, spec (without secrets), progress per namespace and per worker.

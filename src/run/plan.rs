@@ -1,0 +1,397 @@
+//! A dry run: what a copy would do, found by reading both clusters and writing nothing.
+//!
+//! In: a validated job spec. Out: a [`Plan`] — per namespace the source and destination names,
+//! its estimated documents and bytes, the options and indexes the copy would create, and what
+//! the destination holds now; the views; the problems found (options that differ block the copy
+//! unless it drops; documents over the destination's size limit, index kinds some servers
+//! refuse and views whose source is left out do not); and a time estimate from a short timed read
+//! of the source, labelled as one.
+
+use std::time::{Duration, Instant};
+
+use futures::TryStreamExt;
+use mongodb::bson::{doc, Bson, Document, RawDocumentBuf};
+use mongodb::Client;
+use serde::Serialize;
+
+use super::copy::max_document_bytes;
+use super::schema;
+use crate::engine::sink::MAX_DOCUMENT_BYTES;
+use crate::engine::CopyError;
+use crate::mongo::schema::{describe_index, special_kinds, Kind, Schema};
+use crate::mongo::{self, describe, MongoError, Namespace, Side};
+use crate::spec::{CopySpec, IndexMode};
+
+/// What a copy of the spec would do.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Plan {
+    pub namespaces: Vec<NsPlan>,
+    pub views: Vec<ViewPlan>,
+    pub problems: Vec<Problem>,
+    pub documents: u64,
+    pub bytes: u64,
+    /// How long the copy may take: an estimate, from a short read of the source.
+    pub estimate: Option<Estimate>,
+    /// The destination's namespaces are dropped first (`--drop`): what they hold is lost.
+    pub drop: bool,
+    /// When indexes are built.
+    #[schema(value_type = String)]
+    pub indexes: IndexMode,
+    /// True when a problem stops the copy (it would refuse to start).
+    pub blocked: bool,
+}
+
+/// One collection the copy would copy.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct NsPlan {
+    pub source: String,
+    pub destination: String,
+    /// `collection` or `timeseries`.
+    #[schema(value_type = String)]
+    pub kind: Kind,
+    /// Estimated documents (matching the filter) and their bytes.
+    pub documents: u64,
+    pub bytes: u64,
+    pub average_document_bytes: u64,
+    /// Options the destination collection is created with (canonical Extended JSON).
+    #[schema(value_type = Object)]
+    pub options: serde_json::Value,
+    /// Indexes to build (`name {key}`).
+    pub indexes: Vec<String>,
+    /// `absent`, `empty`, `holds N documents`, or what differs.
+    pub destination_state: String,
+}
+
+/// One view the copy would create after the collections.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ViewPlan {
+    pub source: String,
+    pub destination: String,
+    pub view_on: String,
+    pub destination_state: String,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    pub message: String,
+    /// The copy would refuse to start because of it.
+    pub blocks: bool,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Estimate {
+    pub seconds: f64,
+    pub docs_per_sec: f64,
+    /// What the estimate stands on.
+    pub basis: String,
+}
+
+/// How long the source is read to time it.
+const PROBE: Duration = Duration::from_secs(1);
+
+/// Plans a copy of `spec`: connects to both sides, reads, writes nothing.
+pub async fn plan(spec: &CopySpec) -> Result<Plan, CopyError> {
+    let (src, dst) = tokio::join!(
+        mongo::connect(Side::Source, &spec.from, 2, spec.connect_timeout),
+        mongo::connect(Side::Destination, &spec.to, 2, spec.connect_timeout),
+    );
+    let (src, dst) = match (src, dst) {
+        (Ok(s), Ok(d)) => (s, d),
+        (Err(e), other) | (other, Err(e)) => {
+            if let Ok(client) = other {
+                mongo::close(client).await;
+            }
+            return Err(e.into());
+        }
+    };
+    let planned = plan_with(&src, &dst, spec).await;
+    mongo::close(src).await;
+    mongo::close(dst).await;
+    planned
+}
+
+async fn plan_with(src: &Client, dst: &Client, spec: &CopySpec) -> Result<Plan, CopyError> {
+    let selection = schema::select(src, &spec.namespaces, &spec.exclude).await?;
+    let existing = schema::destination(dst, &selection).await?;
+    let limit = spec
+        .max_document_bytes
+        .unwrap_or(MAX_DOCUMENT_BYTES)
+        .min(max_document_bytes(dst).await);
+    let mut problems = Vec::new();
+    for conflict in schema::conflicts(&selection, &existing) {
+        problems.push(Problem {
+            blocks: !spec.drop,
+            message: if spec.drop {
+                format!("{conflict} (it is dropped first: --drop)")
+            } else {
+                format!("{conflict}: the copy refuses to start; --drop replaces it")
+            },
+        });
+    }
+    let mut namespaces = Vec::new();
+    for (selected, existing) in selection.collections.iter().zip(&existing) {
+        let (documents, bytes) = size(src, &selected.source, spec.filter.as_ref()).await?;
+        let dst_count = match existing {
+            Some(_) => Some(count(dst, Side::Destination, &selected.destination).await?),
+            None => None,
+        };
+        let differs = existing
+            .as_ref()
+            .map(|there| selected.schema.differences(there, false))
+            .filter(|d| !d.is_empty());
+        let destination_state = match (existing, dst_count, differs) {
+            (None, _, _) => "absent".to_string(),
+            (Some(_), _, Some(d)) => format!("options differ: {}", d.join("; ")),
+            (Some(_), Some(0), None) => "empty".to_string(),
+            (Some(_), Some(n), None) => format!("holds {n} documents"),
+            (Some(_), None, None) => unreachable!("counted when it exists"),
+        };
+        let indexes = match spec.indexes {
+            IndexMode::None => vec![],
+            _ => to_build(&selected.schema, existing.as_ref()),
+        };
+        for index in &selected.schema.indexes {
+            for kind in special_kinds(index) {
+                if matches!(kind.as_str(), "text" | "hashed") {
+                    problems.push(Problem {
+                        blocks: false,
+                        message: format!(
+                            "index {} of {} is a {kind} index, which some servers refuse \
+                             (SecantusDB does); the copy then notes it and builds the others",
+                            describe_index(index),
+                            selected.source
+                        ),
+                    });
+                }
+            }
+        }
+        if limit < MAX_DOCUMENT_BYTES {
+            let over = oversized(src, &selected.source, spec.filter.as_ref(), limit).await;
+            match over {
+                Some(0) => {}
+                Some(n) => problems.push(Problem {
+                    blocks: false,
+                    message: format!(
+                        "{n} documents of {} are larger than {limit} bytes: they would be kept \
+                         as dead letters",
+                        selected.source
+                    ),
+                }),
+                None => problems.push(Problem {
+                    blocks: false,
+                    message: format!(
+                        "documents of {} larger than {limit} bytes cannot be counted here; any \
+                         would be kept as dead letters",
+                        selected.source
+                    ),
+                }),
+            }
+        }
+        namespaces.push(NsPlan {
+            source: selected.source.to_string(),
+            destination: selected.destination.to_string(),
+            kind: selected.schema.kind,
+            documents,
+            bytes,
+            average_document_bytes: bytes.checked_div(documents).unwrap_or(0),
+            options: Bson::Document(selected.schema.options.clone()).into_canonical_extjson(),
+            indexes,
+            destination_state,
+        });
+    }
+    let views = selection
+        .views
+        .iter()
+        .zip(&existing[selection.collections.len()..])
+        .map(|(view, existing)| ViewPlan {
+            source: view.source.to_string(),
+            destination: view.destination.to_string(),
+            view_on: view
+                .schema
+                .options
+                .get_str("viewOn")
+                .unwrap_or_default()
+                .to_string(),
+            destination_state: match existing {
+                None => "absent".to_string(),
+                Some(there) if there.differences(&view.schema, false).is_empty() => {
+                    "exists, the same".to_string()
+                }
+                Some(_) => "exists, another definition".to_string(),
+            },
+        })
+        .collect();
+    for orphan in schema::orphan_views(&selection) {
+        problems.push(Problem {
+            blocks: false,
+            message: format!(
+                "view {orphan} reads a collection the copy leaves out: at the destination it \
+                 would show nothing until that collection is there"
+            ),
+        });
+    }
+    let documents = namespaces.iter().map(|n| n.documents).sum();
+    let bytes = namespaces.iter().map(|n| n.bytes).sum();
+    let largest = selection
+        .collections
+        .iter()
+        .zip(&namespaces)
+        .max_by_key(|(_, n)| n.documents)
+        .map(|(selected, _)| &selected.source);
+    let estimate = match largest {
+        Some(ns) => estimate(src, dst, ns, spec.filter.as_ref(), documents).await?,
+        None => None,
+    };
+    Ok(Plan {
+        blocked: problems.iter().any(|p| p.blocks),
+        namespaces,
+        views,
+        problems,
+        documents,
+        bytes,
+        estimate,
+        drop: spec.drop,
+        indexes: spec.indexes,
+    })
+}
+
+/// The source's indexes the destination lacks (by name).
+fn to_build(source: &Schema, existing: Option<&Schema>) -> Vec<String> {
+    source
+        .indexes
+        .iter()
+        .filter(|index| {
+            !existing.is_some_and(|there| {
+                there
+                    .indexes
+                    .iter()
+                    .any(|i| i.get_str("name").ok() == index.get_str("name").ok())
+            })
+        })
+        .map(describe_index)
+        .collect()
+}
+
+fn failed(side: Side, ns: &Namespace, op: &'static str, e: &mongodb::error::Error) -> MongoError {
+    MongoError::Command {
+        side,
+        ns: ns.clone(),
+        op,
+        reason: describe(e),
+    }
+}
+
+async fn count(client: &Client, side: Side, ns: &Namespace) -> Result<u64, MongoError> {
+    client
+        .database(&ns.db)
+        .collection::<Document>(&ns.coll)
+        .estimated_document_count()
+        .await
+        .map_err(|e| failed(side, ns, "count", &e))
+}
+
+/// Documents (matching `filter`) and their bytes, estimated from the collection's statistics.
+async fn size(
+    client: &Client,
+    ns: &Namespace,
+    filter: Option<&Document>,
+) -> Result<(u64, u64), MongoError> {
+    let stats = client
+        .database(&ns.db)
+        .run_command(doc! { "collStats": &ns.coll })
+        .await
+        .ok();
+    let number = |d: &Document, key: &str| -> Option<u64> {
+        match d.get(key)? {
+            Bson::Int32(n) => u64::try_from(*n).ok(),
+            Bson::Int64(n) => u64::try_from(*n).ok(),
+            Bson::Double(n) => Some(*n as u64),
+            _ => None,
+        }
+    };
+    let average = stats.as_ref().and_then(|s| number(s, "avgObjSize"));
+    let documents = match filter {
+        Some(filter) => client
+            .database(&ns.db)
+            .collection::<Document>(&ns.coll)
+            .count_documents(filter.clone())
+            .await
+            .map_err(|e| failed(Side::Source, ns, "count", &e))?,
+        None => match stats.as_ref().and_then(|s| number(s, "count")) {
+            Some(n) => n,
+            None => count(client, Side::Source, ns).await?,
+        },
+    };
+    Ok((documents, documents * average.unwrap_or(0)))
+}
+
+/// Documents over `limit` bytes, where the server can count them (`$bsonSize`).
+async fn oversized(
+    client: &Client,
+    ns: &Namespace,
+    filter: Option<&Document>,
+    limit: usize,
+) -> Option<u64> {
+    let pipeline = vec![
+        doc! { "$match": filter.cloned().unwrap_or_default() },
+        doc! { "$match": { "$expr": { "$gt": [{ "$bsonSize": "$$ROOT" }, limit as i64] } } },
+        doc! { "$count": "n" },
+    ];
+    let mut cursor = client
+        .database(&ns.db)
+        .collection::<Document>(&ns.coll)
+        .aggregate(pipeline)
+        .await
+        .ok()?;
+    match cursor.try_next().await.ok()? {
+        Some(found) => found.get_i32("n").ok().map(|n| n as u64),
+        None => Some(0),
+    }
+}
+
+/// Times a short read of `ns` (the job's largest collection), in `_id` order as the copy reads
+/// it, and the destination's round trip; the copy cannot be faster than that read.
+async fn estimate(
+    src: &Client,
+    dst: &Client,
+    ns: &Namespace,
+    filter: Option<&Document>,
+    documents: u64,
+) -> Result<Option<Estimate>, MongoError> {
+    let started = Instant::now();
+    let mut cursor = src
+        .database(&ns.db)
+        .collection::<RawDocumentBuf>(&ns.coll)
+        .find(filter.cloned().unwrap_or_default())
+        .sort(doc! { "_id": 1 })
+        .await
+        .map_err(|e| failed(Side::Source, ns, "find", &e))?;
+    let mut read = 0u64;
+    while started.elapsed() < PROBE {
+        match cursor.try_next().await {
+            Ok(Some(_)) => read += 1,
+            Ok(None) => break,
+            Err(e) => return Err(failed(Side::Source, ns, "find", &e)),
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let round_trip = {
+        let at = Instant::now();
+        let _ = dst.database("admin").run_command(doc! { "ping": 1 }).await;
+        at.elapsed()
+    };
+    if read == 0 || secs <= 0.0 {
+        return Ok(None);
+    }
+    let rate = read as f64 / secs;
+    Ok(Some(Estimate {
+        seconds: documents as f64 / rate,
+        docs_per_sec: rate,
+        basis: format!(
+            "an estimate: {read} documents of {ns} read in {secs:.2} s (the first reply \
+             included); the destination answers a ping in {:.1} ms; its writes are not measured \
+             (a plan writes nothing)",
+            round_trip.as_secs_f64() * 1000.0
+        ),
+    }))
+}
