@@ -27,7 +27,7 @@ const RECONNECT_MS = 2000;
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** The parts of a job's screen drawn from its view. */
-const JOB_PARTS = ["#job-state", "#job-error", "#summary", "#job-adaptive", "#job-dead", "#job-namespaces", "#job-workers", "#job-spec"];
+const JOB_PARTS = ["#job-state", "#job-error", "#summary", "#job-adaptive", "#job-schema", "#job-dead", "#job-namespaces", "#job-workers", "#job-spec"];
 
 /**
  * Replaces an element's content only when it changed, so a refresh every second does not move
@@ -461,6 +461,7 @@ function update(view) {
   setHtml($("#job-error"), R.errorHtml(view));
   setHtml($("#summary"), R.summaryHtml(view, Date.now() / 1000));
   setHtml($("#job-adaptive"), R.adaptiveHtml(view));
+  setHtml($("#job-schema"), R.schemaHtml(view));
   setHtml($("#job-dead"), R.deadLettersHtml(view));
   setHtml($("#job-namespaces"), R.namespacesHtml(view) || `<p class="muted">Not started yet.</p>`);
   setHtml($("#job-workers"), R.workersHtml(view) || `<p class="muted">Not started yet.</p>`);

@@ -439,6 +439,27 @@ ${view.finished_at ? item("ended", new Date(view.finished_at * 1000).toLocaleStr
 
 /** Rate slider positions 0..1000 map to 1..100,000 docs/s on a log scale. */
 /**
+ * The job's schema work: its current step (an index build, say), the indexes built of those to
+ * build, the collections dropped and created, the views, and every index the destination refused.
+ * Empty until there is something to say.
+ */
+export function schemaHtml(view) {
+  const schema = view.progress?.schema;
+  if (!schema) return "";
+  const { step, dropped = [], created = [], indexes_total: total = 0, indexes_built: built = 0, index_errors: errors = [], views = [] } = schema;
+  if (!step && total === 0 && errors.length === 0 && dropped.length + created.length + views.length === 0) return "";
+  const list = (label, names) => (names.length ? `<p><span class="muted">${label}:</span> ${names.map(esc).join(", ")}</p>` : "");
+  const refused = errors
+    .map((e) => `<li><strong>${esc(e.index)}</strong> of ${esc(e.namespace)}: ${esc(e.reason)}</li>`)
+    .join("");
+  return `<section class="panel" id="schema"><h3>Schema</h3>
+${step ? `<p data-field="schema_step">${esc(step)}…</p>` : ""}
+${total > 0 || errors.length > 0 ? `<p data-field="indexes">Indexes built: ${esc(built)} of ${esc(total)}</p>` : ""}
+${list("Dropped first", dropped)}${list("Created", created)}${list("Views", views)}
+${refused ? `<p class="danger">Indexes the destination refused:</p><ul class="problems" data-field="index_errors">${refused}</ul>` : ""}</section>`;
+}
+
+/**
  * A plan (`POST /api/plan`) as HTML: one row per namespace (documents, size, indexes to build,
  * the destination's state), the views, the estimate (labelled as one), and the problems, those
  * that would stop the job first.

@@ -264,6 +264,8 @@ describe("the dashboard in a browser", { timeout: WATCHDOG_MS }, () => {
     await waitFor("the count to rise", async () => (await docs()) >= first + 150, 10000);
     assert.equal(await text('#summary [data-field="rate_limit"]'), "100 docs/s");
     assert.equal(await text("#job-live"), "live");
+    // The schema panel: the destination collection was created with the source's options.
+    assert.match(await text("#job-schema"), new RegExp(`Created: ${ns("copy.orders").replace(".", "\\.")}`));
     await page.screenshot({ path: screenshotPath("03-job-running"), fullPage: true });
     assertNoProblems();
   });

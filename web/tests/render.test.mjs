@@ -355,3 +355,25 @@ test("a plan shows its namespaces, estimate and problems, blocking ones first, e
   const fine = R.planHtml({ ...plan, problems: [], blocked: false, estimate: null, drop: true, indexes: "none" });
   assert.ok(fine.includes("Nothing blocks the job.") && fine.includes("dropped first") && fine.includes("not built"), fine);
 });
+
+test("the schema panel shows the index builds and what the destination refused", () => {
+  assert.equal(R.schemaHtml({ progress: null }), "");
+  assert.equal(R.schemaHtml({ progress: { schema: { step: null, dropped: [], created: [], indexes_total: 0, indexes_built: 0, index_errors: [], views: [] } } }), "");
+  const html = R.schemaHtml({
+    progress: {
+      schema: {
+        step: "building index qty_1 of a.b (2 of 3)",
+        dropped: [],
+        created: ["a.b"],
+        indexes_total: 3,
+        indexes_built: 1,
+        index_errors: [{ namespace: "a.b", index: "t_<text>", reason: "text indexes are not supported" }],
+        views: ["a.v"],
+      },
+    },
+  });
+  assert.ok(html.includes("building index qty_1 of a.b (2 of 3)…"), html);
+  assert.ok(html.includes("Indexes built: 1 of 3"), html);
+  assert.ok(html.includes("t_&lt;text&gt;") && html.includes("text indexes are not supported"), html);
+  assert.ok(html.includes("Created:</span> a.b") && html.includes("Views:</span> a.v"), html);
+});
