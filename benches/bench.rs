@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use futures::TryStreamExt;
-use mongodb::bson::{doc, RawDocumentBuf};
+use mongodb::bson::{doc, rawdoc, RawDocumentBuf};
 use mongodb::options::Hint;
 use mongodb::Client;
 use mongoferry::engine::control::adaptive::AdaptiveConfig;
@@ -63,6 +63,10 @@ struct Args {
     /// Collection sizes whose copy's peak memory is measured (0 to skip).
     #[arg(long, value_delimiter = ',', default_values = ["100000", "400000"])]
     memory_docs: Vec<u64>,
+    /// Memory budgets (`--memory-limit`, bytes) the memory measurement copies with: the first is
+    /// the one whose growth is reported; the others show what a larger budget buys in speed.
+    #[arg(long, value_delimiter = ',', default_values = ["50331648", "268435456"])]
+    memory_limits: Vec<usize>,
     /// Documents pushed through the engine ceiling measurement.
     #[arg(long, default_value_t = 2_000_000)]
     ceiling_docs: u64,
@@ -75,6 +79,14 @@ struct Args {
     /// Measure only journaling: the copy with and without `--journal`, in alternating rounds.
     #[arg(long)]
     journal: bool,
+    /// Measure only index builds: a copy of a collection with three secondary indexes with
+    /// `--indexes after` against `--indexes before`, in alternating rounds.
+    #[arg(long)]
+    indexes: bool,
+    /// Measure only peak memory (both kinds of documents, every `--memory-docs` and
+    /// `--memory-limits`) and the fixed overhead.
+    #[arg(long)]
+    memory_only: bool,
     /// Where the journal measurement writes its journals [default: the system's temp directory].
     #[arg(long, value_name = "DIR")]
     journal_dir: Option<std::path::PathBuf>,
@@ -189,6 +201,16 @@ impl Bench {
         }
         if self.args.journal {
             return self.run_journal();
+        }
+        if self.args.indexes {
+            return self.run_indexes();
+        }
+        if self.args.memory_only {
+            let from = self.from.clone();
+            let src = self.runtime.block_on(connect(Side::Source, &from))?;
+            let outcome = self.memory(&src, &from);
+            self.runtime.block_on(mongo::close(src));
+            return outcome;
         }
         let args = &self.args;
         println!(
@@ -322,38 +344,94 @@ impl Bench {
             println!("| engine ceiling, synthetic source -> null sink, `{strategy}`, 1 KiB docs | {rate:.0} | |");
         }
 
-        let sizes: Vec<u64> = self
-            .args
+        self.memory(&src, &from)?;
+        self.runtime.block_on(mongo::close(src));
+        Ok(())
+    }
+
+    /// Peak RSS of whole `mongoferry copy` processes: both kinds of documents (issue 14), every
+    /// `--memory-docs` size, every `--memory-limits` budget (alternating which budget goes first),
+    /// and the fixed overhead (a copy of 10 documents).
+    fn memory(&mut self, src: &Client, from: &str) -> Result<()> {
+        let args = &self.args;
+        let sizes: Vec<u64> = args
             .memory_docs
             .iter()
             .copied()
             .filter(|&n| n > 0)
             .collect();
-        if !sizes.is_empty() {
-            println!();
-            println!("| copy of (docs) | peak RSS (MiB) | docs/s |");
-            println!("|---:|---:|---:|");
+        if sizes.is_empty() {
+            return Ok(());
+        }
+        let (workers, batch_size, doc_size) = (args.workers, args.batch_size, args.doc_size);
+        let limits = args.memory_limits.clone();
+        let default = *limits.first().context("--memory-limits is empty")?;
+        let mib = |b: u64| b as f64 / 1048576.0;
+        println!();
+        println!("| documents | copy of (docs) | --memory-limit (MiB) | peak RSS (MiB) | docs/s |");
+        println!("|---|---:|---:|---:|---:|");
+        let overhead = Namespace::new("bench", "mem_overhead");
+        self.runtime.block_on(seed(src, &overhead, 10, doc_size))?;
+        let to = self.fresh_destination()?;
+        let (peak, _) = self.runtime.block_on(copy_process_memory(
+            from, &to, &overhead, workers, batch_size, default,
+        ))?;
+        println!(
+            "| sample | 10 | {:.0} | {:.1} | – |",
+            mib(default as u64),
+            mib(peak)
+        );
+        let mut rates: Vec<Vec<f64>> = vec![Vec::new(); limits.len()];
+        let mut round = 0;
+        for kind in [DocKind::Sample, DocKind::Pymongo] {
             let mut peaks = Vec::new();
             for &n in &sizes {
-                let ns = Namespace::new("bench", format!("mem{n}"));
-                self.runtime.block_on(seed(&src, &ns, n, doc_size))?;
-                let to = self.fresh_destination()?;
-                let (peak, rate) = self
-                    .runtime
-                    .block_on(copy_process_memory(&from, &to, &ns, workers, batch_size))?;
-                println!("| {n} | {:.1} | {rate:.0} |", peak as f64 / 1048576.0);
-                peaks.push(peak);
+                let ns = Namespace::new("bench", format!("mem_{}_{n}", kind.name()));
+                match kind {
+                    DocKind::Sample => self.runtime.block_on(seed(src, &ns, n, doc_size))?,
+                    DocKind::Pymongo => self.runtime.block_on(seed_pymongo_shape(src, &ns, n))?,
+                }
+                let mut order: Vec<usize> = (0..limits.len()).collect();
+                if round % 2 == 1 {
+                    order.reverse();
+                }
+                round += 1;
+                for i in order {
+                    let to = self.fresh_destination()?;
+                    let (peak, rate) = self.runtime.block_on(copy_process_memory(
+                        from, &to, &ns, workers, batch_size, limits[i],
+                    ))?;
+                    println!(
+                        "| {} | {n} | {:.0} | {:.1} | {rate:.0} |",
+                        kind.name(),
+                        mib(limits[i] as u64),
+                        mib(peak)
+                    );
+                    rates[i].push(rate);
+                    if i == 0 {
+                        peaks.push(peak);
+                    }
+                }
             }
             if let (Some(first), Some(last)) = (peaks.first(), peaks.last()) {
                 println!(
-                    "\npeak memory growth {} -> {} docs: {:.2}x",
+                    "\n{} documents: peak memory growth {} -> {} docs at {:.0} MiB: {:.2}x\n",
+                    kind.name(),
                     sizes[0],
                     sizes[sizes.len() - 1],
+                    mib(default as u64),
                     *last as f64 / *first as f64
                 );
             }
         }
-        self.runtime.block_on(mongo::close(src));
+        for (limit, rates) in limits.iter().zip(rates) {
+            println!(
+                "median copy rate at --memory-limit {:.0} MiB: {:.0} docs/s (of {} copies)",
+                mib(*limit as u64),
+                median(rates.iter().copied()),
+                rates.len()
+            );
+        }
         Ok(())
     }
 }
@@ -504,6 +582,95 @@ impl Bench {
 }
 
 impl Bench {
+    /// A whole copy (collection, documents, its indexes) with the indexes built after the
+    /// documents and before them, alternating which goes first, each into a fresh destination.
+    fn run_indexes(&mut self) -> Result<()> {
+        let (docs_n, doc_size) = (self.args.docs, self.args.doc_size);
+        println!(
+            "indexes: {docs_n} docs of {doc_size} B with 3 secondary indexes, {} workers, batch {}, on {} cores",
+            self.args.workers,
+            self.args.batch_size,
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+        let from = self.from.clone();
+        let data = Namespace::new("bench", "indexed");
+        self.runtime.block_on(async {
+            let src = connect(Side::Source, &from).await?;
+            seed(&src, &data, docs_n, doc_size).await?;
+            src.database(&data.db)
+                .run_command(doc! { "createIndexes": &data.coll, "indexes": [
+                    { "key": { "qty": 1 }, "name": "qty_1" },
+                    { "key": { "status": 1, "price": -1 }, "name": "status_price" },
+                    { "key": { "name": 1 }, "name": "name_unique", "unique": true },
+                ] })
+                .await?;
+            mongo::close(src).await;
+            anyhow::Ok(())
+        })?;
+        let mut rounds = Vec::new();
+        for round in 1..=self.args.rounds {
+            let (mut after, mut before) = (0.0, 0.0);
+            for first in [round % 2 == 1, round % 2 == 0] {
+                let mode = if first { "after" } else { "before" };
+                let rate = self.indexed_copy_rate(&data, mode)?;
+                if first {
+                    after = rate;
+                } else {
+                    before = rate;
+                }
+            }
+            println!(
+                "round {round}: indexes after {after:.0} docs/s, before {before:.0} docs/s, after/before {:.2}",
+                after / before
+            );
+            rounds.push((after, before, after / before));
+        }
+        let n = rounds.len();
+        println!();
+        println!("| copy with its indexes (median of {n} rounds) | docs/s |");
+        println!("|---|---:|");
+        println!(
+            "| `--indexes after` (default) | {:.0} |",
+            median(rounds.iter().map(|r| r.0))
+        );
+        println!(
+            "| `--indexes before` | {:.0} |",
+            median(rounds.iter().map(|r| r.1))
+        );
+        println!(
+            "| after / before (median of the rounds' ratios) | {:.2} |",
+            median(rounds.iter().map(|r| r.2))
+        );
+        Ok(())
+    }
+
+    /// docs/s of a whole copy of `data` (documents and indexes) into a fresh destination.
+    fn indexed_copy_rate(&mut self, data: &Namespace, mode: &str) -> Result<f64> {
+        let to = self.fresh_destination()?;
+        let ns = data.to_string();
+        let spec: JobSpec = serde_json::from_value(serde_json::json!({
+            "from": self.from, "to": to, "namespaces": [ns],
+            "workers": self.args.workers, "batch_size": self.args.batch_size, "indexes": mode,
+        }))?;
+        let spec = spec.validate().map_err(|e| anyhow::anyhow!(e))?;
+        self.runtime.block_on(async {
+            let started = Instant::now();
+            let store = Arc::new(mongoferry::state::MemoryStore::default());
+            let summary = copy::prepare(&spec, store)
+                .await?
+                .run(CancellationToken::new())
+                .await?;
+            if summary.schema.indexes_built != 3 || summary.docs != self.args.docs {
+                bail!(
+                    "indexes {mode}: {} docs, {} indexes built",
+                    summary.docs,
+                    summary.schema.indexes_built
+                );
+            }
+            Ok(summary.docs as f64 / started.elapsed().as_secs_f64())
+        })
+    }
+
     /// The default strategy's copy without and with a journal, alternating which goes first in
     /// each round, each into a fresh destination; medians count.
     fn run_journal(&mut self) -> Result<()> {
@@ -691,6 +858,49 @@ async fn timed(run: impl std::future::Future<Output = Result<u64>>) -> Result<f6
 }
 
 /// Fills `ns` with `n` sample documents (through the engine, from the synthetic source).
+/// The two kinds of documents of issue 14, both about 1 KiB.
+#[derive(Debug, Clone, Copy)]
+enum DocKind {
+    /// `mongoferry sample` documents: `i64` `_id`, typed fields, binary padding.
+    Sample,
+    /// What pymongo writes for `{_id: i, n: i, pad: "x" * 1000}`: `i32` numbers, string padding.
+    Pymongo,
+}
+
+impl DocKind {
+    fn name(self) -> &'static str {
+        match self {
+            DocKind::Sample => "sample",
+            DocKind::Pymongo => "pymongo",
+        }
+    }
+}
+
+/// Fills `ns` with `n` documents of the shape pymongo writes for `{_id: i, n: i, pad: "x"*1000}`
+/// (byte for byte: pymongo encodes ints that fit as `int32`).
+async fn seed_pymongo_shape(client: &Client, ns: &Namespace, n: u64) -> Result<()> {
+    let coll = client
+        .database(&ns.db)
+        .collection::<RawDocumentBuf>(&ns.coll);
+    coll.drop().await?;
+    let started = Instant::now();
+    let pad = "x".repeat(1000);
+    let mut next = 0u64;
+    while next < n {
+        let end = (next + 5000).min(n);
+        let docs: Vec<RawDocumentBuf> = (next..end)
+            .map(|i| rawdoc! { "_id": i as i32, "n": i as i32, "pad": pad.as_str() })
+            .collect();
+        coll.insert_many(docs).ordered(false).await?;
+        next = end;
+    }
+    eprintln!(
+        "seeded {ns} with {n} pymongo-shaped docs in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 async fn seed(client: &Client, ns: &Namespace, n: u64, doc_size: usize) -> Result<()> {
     let coll = client
         .database(&ns.db)
@@ -940,6 +1150,7 @@ async fn copy_process_memory(
     ns: &Namespace,
     workers: usize,
     batch_size: usize,
+    memory_limit: usize,
 ) -> Result<(u64, f64)> {
     let exe = std::path::PathBuf::from(env!("CARGO_BIN_EXE_mongoferry"));
     if !exe.exists() {
@@ -966,6 +1177,8 @@ async fn copy_process_memory(
             &workers.to_string(),
             "--batch-size",
             &batch_size.to_string(),
+            "--memory-limit",
+            &memory_limit.to_string(),
         ])
         .kill_on_drop(true)
         .output()

@@ -77,6 +77,13 @@ pub const MAX_DOCUMENT_BYTES: Bound<usize> = Bound {
     unit: "bytes",
 };
 
+/// Below 4 MiB the process's fixed overhead dominates; above 1 TiB is surely a typo.
+pub const MEMORY_LIMIT: Bound<usize> = Bound {
+    field: "memory_limit",
+    range: 4 * 1024 * 1024..=1 << 40,
+    unit: "bytes",
+};
+
 pub const ADAPTIVE_TARGET_MS: Bound<f64> = Bound {
     field: "adaptive.target_ms",
     range: 1.0..=600_000.0,

@@ -5,8 +5,36 @@ use std::io::IsTerminal;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
+    // Before any thread exists, so that every thread allocates from the same arena.
+    limit_malloc_arenas();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build();
+    match runtime {
+        Ok(runtime) => runtime.block_on(run()),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// glibc gives a thread that finds an arena locked an arena of its own (up to 8 per core), and
+/// each arena keeps the pages of what was freed in it. Documents are read on one thread and freed
+/// on another, so with the default the RSS was about twice the live heap (23 MiB live, 53-61 MiB
+/// RSS; one arena: 38 MiB, issue 14). `MALLOC_ARENA_MAX`, when set, wins.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets a tunable of the C allocator, and no other thread runs yet.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 1);
+        }
+    }
+}
+
+async fn run() -> std::process::ExitCode {
     let cli = mongoferry::cli::Cli::parse();
     let filter = EnvFilter::try_from_env("MONGOFERRY_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,mongodb=warn"))

@@ -214,6 +214,8 @@ pub struct CopySpec {
     pub workers: usize,
     pub batch_size: usize,
     pub strategy: Strategy,
+    /// The memory budget in bytes (see `engine::budget`).
+    pub memory_limit: usize,
     pub connect_timeout: std::time::Duration,
     pub limits: Limits,
     pub adaptive: Option<AdaptiveConfig>,
@@ -313,6 +315,12 @@ pub struct JobSpec {
     #[arg(long, value_enum)]
     #[serde(default)]
     pub strategy: Option<Strategy>,
+    /// Memory budget in bytes: cursor replies, the batches queued and being written and the
+    /// largest batch are sized from it; peak memory stays near it plus a fixed overhead
+    /// [default: 48 MiB].
+    #[arg(long, value_name = "BYTES")]
+    #[serde(default)]
+    pub memory_limit: Option<usize>,
     /// Write at most this many documents per second (`null`: unlimited).
     #[arg(long, value_name = "DOCS")]
     #[serde(default)]
@@ -472,6 +480,10 @@ impl JobSpec {
         problems.extend(bounds::WORKERS.problem(workers));
         let batch_size = self.batch_size.unwrap_or(DEFAULT_BATCH_SIZE);
         problems.extend(bounds::BATCH_SIZE.problem(batch_size));
+        let memory_limit = self
+            .memory_limit
+            .unwrap_or(crate::engine::budget::DEFAULT_MEMORY_LIMIT);
+        problems.extend(bounds::MEMORY_LIMIT.problem(memory_limit));
         let timeout = connect_timeout_secs.unwrap_or(10.0);
         problems.extend(bounds::CONNECT_TIMEOUT.problem(timeout));
         let limits = Limits {
@@ -497,6 +509,7 @@ impl JobSpec {
             workers,
             batch_size,
             strategy: self.strategy.unwrap_or_default(),
+            memory_limit,
             connect_timeout: std::time::Duration::from_secs_f64(timeout),
             limits,
             adaptive: self.adaptive,

@@ -17,6 +17,7 @@
 //! owned by one `JoinSet` (or joined handle) and joined; the first failure closes the queue and
 //! cancels the others, so a broken worker fails the job instead of hanging it.
 
+pub mod budget;
 pub mod control;
 pub mod ledger;
 pub mod queue;
@@ -88,6 +89,8 @@ pub struct Engine {
     control: Arc<Control>,
     ledger: Arc<Ledger>,
     adaptive: Option<Arc<Adaptive>>,
+    /// The memory budget in bytes ([`budget`]).
+    memory_limit: usize,
 }
 
 impl Engine {
@@ -103,7 +106,14 @@ impl Engine {
             control: Arc::new(Control::new(DEFAULT_WORKERS)),
             ledger: Arc::new(Ledger::in_memory()),
             adaptive: None,
+            memory_limit: budget::DEFAULT_MEMORY_LIMIT,
         }
+    }
+
+    /// The memory budget the buffers are sized from ([`budget`]).
+    pub fn with_memory_limit(mut self, bytes: usize) -> Self {
+        self.memory_limit = bytes;
+        self
     }
 
     /// The namespace tasks to run, e.g. continuing from a checkpoint.
@@ -200,11 +210,13 @@ impl Engine {
             control,
             ledger,
             adaptive: _,
+            memory_limit,
         } = self;
         let (tasks, batch_size) = (tasks.clone(), *batch_size);
         let cancel = cancel.child_token();
-        // Two batches per worker keep every worker busy while bounding memory.
-        let (sender, receiver) = queue::bounded(control.workers() * 2, stats.clone());
+        // Two batches per worker keep every worker busy; the budget bounds their bytes.
+        let budget = budget::Budget::new(*memory_limit, control.workers());
+        let (sender, receiver) = queue::bounded(control.workers() * 2, budget, stats.clone());
         let mut set: JoinSet<(Role, Result<(), CopyError>)> = JoinSet::new();
 
         // Expected counts only feed the progress display: a failure there is not fatal. Counting
@@ -276,6 +288,7 @@ impl Engine {
                     wanted: control.watch_workers(),
                     throttle: control.throttle().clone(),
                     ledger: ledger.clone(),
+                    batch_bytes: budget.batch_bytes,
                 };
                 set.spawn(async move { (Role::Worker(slot), worker.run().await) });
             }
@@ -621,8 +634,9 @@ mod tests {
             &'a self,
             ns: &'a Namespace,
             ids: &'a [mongodb::bson::RawBson],
+            max_bytes: usize,
         ) -> BoxFuture<'a, Result<Vec<RawDocumentBuf>, CopyError>> {
-            self.inner.fetch(ns, ids)
+            self.inner.fetch(ns, ids, max_bytes)
         }
     }
 

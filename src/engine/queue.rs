@@ -11,8 +11,9 @@ use std::sync::Arc;
 
 use mongodb::bson::{RawBson, RawDocumentBuf};
 use parking_lot::Mutex;
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
+use super::budget::Budget;
 use super::ledger::Watermark;
 use crate::engine::stats::{JobStats, NsCounters};
 use crate::mongo::Namespace;
@@ -142,6 +143,15 @@ impl Payload {
         self.len() == 0
     }
 
+    /// Bytes of the documents carried (`_id` payloads are not counted: they are small, and
+    /// their documents are fetched by the worker in parts of at most the batch bytes).
+    pub fn doc_bytes(&self) -> usize {
+        match self {
+            Payload::Ids(_) => 0,
+            Payload::Docs(docs) => docs.iter().map(|d| d.as_bytes().len()).sum(),
+        }
+    }
+
     /// The last (largest) `_id` of a sorted payload.
     pub fn last_id(&self) -> Option<RawBson> {
         match self {
@@ -160,6 +170,9 @@ pub struct Batch {
     last_id: RawBson,
     /// Documents the batch stands for (fetched ids may have vanished since).
     len: u64,
+    /// Its share of the budget's bytes read and not yet written, given back when the batch
+    /// is dropped (written, or abandoned by a stopping job).
+    _bytes: Option<OwnedSemaphorePermit>,
 }
 
 impl Batch {
@@ -181,6 +194,9 @@ pub struct QueueClosed;
 pub struct QueueSender {
     tx: async_channel::Sender<Batch>,
     stats: Arc<JobStats>,
+    budget: Budget,
+    /// Permits of 1 KiB: the documents queued or being written.
+    bytes: Arc<Semaphore>,
     /// Becomes true with the first batch queued; closed when the producer drops its sender.
     first_batch: Arc<watch::Sender<bool>>,
 }
@@ -190,18 +206,35 @@ pub struct QueueSender {
 pub struct QueueReceiver {
     rx: async_channel::Receiver<Batch>,
     stats: Arc<JobStats>,
+    bytes: Arc<Semaphore>,
 }
 
-pub fn bounded(capacity: usize, stats: Arc<JobStats>) -> (QueueSender, QueueReceiver) {
+/// Budget permits are counted in KiB, so that any budget fits the semaphore's `u32` requests.
+const PERMIT_BYTES: usize = 1024;
+
+/// A queue of at most `capacity` batches whose documents, from queueing until written, take at
+/// most `budget.pipeline_bytes` (a larger batch is let through alone).
+pub fn bounded(
+    capacity: usize,
+    budget: Budget,
+    stats: Arc<JobStats>,
+) -> (QueueSender, QueueReceiver) {
     let (tx, rx) = async_channel::bounded(capacity.max(1));
+    let bytes = Arc::new(Semaphore::new(permits(budget.pipeline_bytes)));
     (
         QueueSender {
             tx,
             stats: stats.clone(),
+            budget,
+            bytes: bytes.clone(),
             first_batch: Arc::new(watch::Sender::new(false)),
         },
-        QueueReceiver { rx, stats },
+        QueueReceiver { rx, stats, bytes },
     )
+}
+
+fn permits(bytes: usize) -> usize {
+    bytes.div_ceil(PERMIT_BYTES).max(1)
 }
 
 impl QueueSender {
@@ -216,10 +249,27 @@ impl QueueSender {
         self.first_batch.subscribe()
     }
 
-    /// Waits for room in the queue; fails once the job is stopping.
+    /// The budget the queue was sized from (the producer sizes its reads and batches from it).
+    pub fn budget(&self) -> &Budget {
+        &self.budget
+    }
+
+    /// Waits for room in the queue, and for the budget's bytes; fails once the job is stopping.
     pub async fn send(&self, task: &Arc<NsTask>, payload: Payload) -> Result<(), QueueClosed> {
         let Some(last_id) = payload.last_id() else {
             return Ok(());
+        };
+        let bytes = payload.doc_bytes();
+        let permit = if bytes == 0 {
+            None
+        } else {
+            // A batch larger than the whole share waits until it has the share to itself.
+            let wanted = permits(bytes).min(permits(self.budget.pipeline_bytes));
+            let wanted = u32::try_from(wanted).unwrap_or(u32::MAX);
+            match self.bytes.clone().acquire_many_owned(wanted).await {
+                Ok(permit) => Some(permit),
+                Err(_) => return Err(QueueClosed),
+            }
         };
         task.outstanding.fetch_add(1, SeqCst);
         let batch = Batch {
@@ -228,6 +278,7 @@ impl QueueSender {
             seq: task.watermark.lock().number_next(),
             last_id,
             payload,
+            _bytes: permit,
         };
         match self.tx.send(batch).await {
             Ok(()) => {
@@ -256,6 +307,7 @@ impl QueueReceiver {
     /// Stops the producer: its next send fails instead of waiting for room.
     pub fn close(&self) {
         self.rx.close();
+        self.bytes.close();
     }
 
     pub fn is_closed(&self) -> bool {
@@ -275,7 +327,7 @@ mod tests {
         ));
         let task = Arc::new(NsTask::new(counters));
         let stats = Arc::new(JobStats::new([], 1));
-        let (tx, rx) = bounded(10, stats);
+        let (tx, rx) = bounded(10, Budget::default(), stats);
         for ids in [vec![1, 2], vec![3, 4], vec![5]] {
             let ids = ids.into_iter().map(RawBson::Int32).collect();
             tx.send(&task, Payload::Ids(ids)).await.unwrap();

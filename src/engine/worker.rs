@@ -36,6 +36,8 @@ pub struct Worker {
     pub wanted: watch::Receiver<usize>,
     pub throttle: Throttle,
     pub ledger: Arc<Ledger>,
+    /// Largest part of an `_id` batch fetched at once, in bytes (the budget's batch bytes).
+    pub batch_bytes: usize,
 }
 
 /// Why a worker stopped without error.
@@ -63,13 +65,16 @@ impl Worker {
                     Some(refused) => failed += refused,
                     None => return Ok(()),
                 },
-                // Fetched in parts of at most MAX_BATCH_BYTES, so large documents stay bounded.
+                // Fetched in parts of at most the budget's batch bytes, so large documents stay
+                // bounded.
                 Payload::Ids(ids) => {
                     let mut pending = &ids[..];
+                    let max_bytes = self.batch_bytes;
                     while !pending.is_empty() {
                         let started = Instant::now();
-                        let docs = self.source.fetch(&batch.task.source, pending).await?;
-                        pending = still_to_fetch(pending, &docs, &batch.task.source)?;
+                        let ns = &batch.task.source;
+                        let docs = self.source.fetch(ns, pending, max_bytes).await?;
+                        pending = still_to_fetch(pending, &docs, max_bytes, ns)?;
                         match self.write(&batch, docs, started.elapsed()).await? {
                             Some(refused) => failed += refused,
                             None => return Ok(()),

@@ -42,6 +42,7 @@ pub struct PreparedCopy {
     stats: Arc<JobStats>,
     strategy: Strategy,
     batch_size: usize,
+    memory_limit: usize,
     control: Arc<Control>,
     adaptive: Option<Arc<Adaptive>>,
     ledger: Arc<Ledger>,
@@ -219,6 +220,7 @@ pub async fn prepare(
         retry,
         strategy: spec.strategy,
         batch_size: spec.batch_size,
+        memory_limit: spec.memory_limit,
         control: Arc::new(Control::with_throttle(
             spec.workers,
             Throttle::new(spec.limits),
@@ -274,6 +276,7 @@ impl PreparedCopy {
         let engine = Engine::new(self.source, sink, self.stats.clone())
             .with_tasks(self.tasks)
             .with_batch_size(self.batch_size)
+            .with_memory_limit(self.memory_limit)
             .with_control(self.control.clone())
             .with_ledger(self.ledger.clone())
             .with_adaptive(self.adaptive.clone());

@@ -85,6 +85,7 @@ impl Source for JournalSource {
         &'a self,
         _ns: &'a Namespace,
         _ids: &'a [RawBson],
+        _max_bytes: usize,
     ) -> BoxFuture<'a, Result<Vec<RawDocumentBuf>, CopyError>> {
         async {
             Err(CopyError::Internal(
@@ -108,7 +109,7 @@ impl JournalSource {
         let mut reader = tokio::task::spawn_blocking(move || JournalReader::open(&dir))
             .await
             .map_err(|e| CopyError::Internal(format!("journal reader failed: {e}")))??;
-        let mut docs = BatchBuilder::new(batch_size);
+        let mut docs = BatchBuilder::new(batch_size, queue.budget().batch_bytes);
         let mut run = None;
         loop {
             let (back, frame) = next_frame(reader).await?;

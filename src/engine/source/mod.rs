@@ -26,9 +26,6 @@ use crate::mongo::bson_order;
 use crate::mongo::Namespace;
 pub use mongo::MongoSource;
 
-/// Largest batch of documents, in bytes, the producer puts on the queue (a bound on memory).
-pub const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
-
 /// How documents travel from the source to the workers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -65,26 +62,29 @@ pub trait Source: Send + Sync {
     ) -> BoxFuture<'a, Result<(), CopyError>>;
 
     /// The raw documents of a batch of `_id`s (those still present), in `_id` order. It may stop
-    /// after the document that brings them to [`MAX_BATCH_BYTES`]: the caller then asks again for
-    /// the `_id`s after the last one returned ([`still_to_fetch`]).
+    /// after the document that brings them to `max_bytes`: the caller then asks again for the
+    /// `_id`s after the last one returned ([`still_to_fetch`]).
     fn fetch<'a>(
         &'a self,
         ns: &'a Namespace,
         ids: &'a [RawBson],
+        max_bytes: usize,
     ) -> BoxFuture<'a, Result<Vec<RawDocumentBuf>, CopyError>>;
 }
 
-/// Accumulates documents into batches bounded by count and bytes.
+/// Accumulates documents into batches bounded by count and bytes (at least one document).
 pub struct BatchBuilder {
     batch_size: usize,
+    max_bytes: usize,
     docs: Vec<RawDocumentBuf>,
     bytes: usize,
 }
 
 impl BatchBuilder {
-    pub fn new(batch_size: usize) -> Self {
+    pub fn new(batch_size: usize, max_bytes: usize) -> Self {
         BatchBuilder {
             batch_size,
+            max_bytes,
             docs: Vec::with_capacity(batch_size),
             bytes: 0,
         }
@@ -93,7 +93,7 @@ impl BatchBuilder {
     /// Adds a document; returns a full batch when one is ready.
     pub fn push(&mut self, doc: RawDocumentBuf) -> Option<Vec<RawDocumentBuf>> {
         let len = doc.as_bytes().len();
-        let full = if !self.docs.is_empty() && self.bytes + len > MAX_BATCH_BYTES {
+        let full = if !self.docs.is_empty() && self.bytes + len > self.max_bytes {
             Some(self.take())
         } else {
             None
@@ -117,10 +117,11 @@ impl BatchBuilder {
 pub fn still_to_fetch<'a>(
     ids: &'a [RawBson],
     fetched: &[RawDocumentBuf],
+    max_bytes: usize,
     ns: &Namespace,
 ) -> Result<&'a [RawBson], CopyError> {
     let bytes: usize = fetched.iter().map(|d| d.as_bytes().len()).sum();
-    let Some(last) = fetched.last().filter(|_| bytes >= MAX_BATCH_BYTES) else {
+    let Some(last) = fetched.last().filter(|_| bytes >= max_bytes) else {
         return Ok(&[]);
     };
     let last = id_of(last, ns)?;
@@ -152,20 +153,27 @@ mod tests {
 
     #[test]
     fn a_fetch_cut_at_the_byte_bound_continues_after_its_last_document() {
+        const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
         let ns = Namespace::new("a", "b");
         let ids: Vec<RawBson> = (1..=5).map(RawBson::Int64).collect();
         // Everything, or less than the bound: nothing left, even if some `_id`s were missing.
         let small = [doc(1, 10), doc(3, 10)];
-        assert!(still_to_fetch(&ids, &small, &ns).unwrap().is_empty());
-        assert!(still_to_fetch(&ids, &[], &ns).unwrap().is_empty());
+        assert!(still_to_fetch(&ids, &small, MAX_BATCH_BYTES, &ns)
+            .unwrap()
+            .is_empty());
+        assert!(still_to_fetch(&ids, &[], MAX_BATCH_BYTES, &ns)
+            .unwrap()
+            .is_empty());
         // Cut after `_id` 3 (2 was missing): 4 and 5 are still to fetch.
         let cut = [doc(1, MAX_BATCH_BYTES / 2), doc(3, MAX_BATCH_BYTES / 2)];
         assert_eq!(
-            still_to_fetch(&ids, &cut, &ns).unwrap(),
+            still_to_fetch(&ids, &cut, MAX_BATCH_BYTES, &ns).unwrap(),
             &ids[3..],
             "continues after the last one returned"
         );
         let cut_at_end = [doc(4, MAX_BATCH_BYTES), doc(5, 1)];
-        assert!(still_to_fetch(&ids, &cut_at_end, &ns).unwrap().is_empty());
+        assert!(still_to_fetch(&ids, &cut_at_end, MAX_BATCH_BYTES, &ns)
+            .unwrap()
+            .is_empty());
     }
 }

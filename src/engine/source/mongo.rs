@@ -7,20 +7,27 @@
 //! backoff, up to the retry limit.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use futures::{FutureExt, TryStreamExt};
-use mongodb::bson::{doc, Bson, Document, RawBson, RawDocumentBuf};
+use mongodb::bson::{doc, rawdoc, Bson, Document, RawBson, RawDocumentBuf};
 use mongodb::options::Hint;
+use mongodb::raw_batch_cursor::RawBatchCursor;
 use mongodb::Client;
 
-use super::{id_of, BatchBuilder, Source, Strategy, MAX_BATCH_BYTES};
+use super::{id_of, BatchBuilder, Source, Strategy};
+use crate::engine::budget::Budget;
 use crate::engine::queue::{NsTask, Payload, QueueSender};
 use crate::engine::CopyError;
 use crate::mongo::bson_order;
 use crate::mongo::retry::{Attempts, Retry};
 use crate::mongo::{describe, is_bad_query, MongoError, Namespace, Side};
+
+/// The document size assumed before any reply of the source was seen (it sizes the getMores of
+/// the first cursor; a cursor whose first reply shows documents far larger is opened again).
+const GUESS_DOC_BYTES: usize = 1024;
 
 /// A MongoDB source cluster.
 pub struct MongoSource {
@@ -30,6 +37,9 @@ pub struct MongoSource {
     retry: Retry,
     /// Namespaces read without hinting the `_id` index (time-series collections have none).
     unhinted: BTreeSet<Namespace>,
+    /// Average bytes of a document in the latest reply (0 until one was seen): sizes the
+    /// getMores of the next cursor and the fetches of the `ids` strategy.
+    avg_doc_bytes: AtomicUsize,
 }
 
 /// Why a scan of the source stopped early.
@@ -47,6 +57,7 @@ impl MongoSource {
             strategy,
             retry: Retry::default(),
             unhinted: BTreeSet::new(),
+            avg_doc_bytes: AtomicUsize::new(0),
         }
     }
 
@@ -79,55 +90,173 @@ impl MongoSource {
         after: &mut Option<RawBson>,
         attempts: &mut Attempts,
     ) -> Result<(), ScanStop> {
-        let strategy = self.strategy;
+        match self.strategy {
+            Strategy::Ids => {
+                self.scan_ids(task, batch_size, queue, after, attempts)
+                    .await
+            }
+            Strategy::Stream => {
+                self.scan_docs(task, batch_size, queue, after, attempts)
+                    .await
+            }
+        }
+    }
+
+    /// The `ids` read: sorted `_id`s only, many per reply (they are tiny).
+    async fn scan_ids(
+        &self,
+        task: &Arc<NsTask>,
+        batch_size: usize,
+        queue: &QueueSender,
+        after: &mut Option<RawBson>,
+        attempts: &mut Attempts,
+    ) -> Result<(), ScanStop> {
         let ns = &task.source;
-        // The hint makes the server walk the `_id` index instead of sorting the whole result.
         let collection = self.collection(ns);
         let find = collection
             .find(self.query(after.as_ref()))
-            .sort(doc! { "_id": 1 });
-        let find = if self.unhinted.contains(ns) {
-            find
-        } else {
-            find.hint(Hint::Keys(doc! { "_id": 1 }))
+            .sort(doc! { "_id": 1 })
+            .projection(doc! { "_id": 1 })
+            .batch_size(10_000);
+        let find = match self.hint(ns) {
+            Some(hint) => find.hint(Hint::Keys(hint)),
+            None => find,
         };
-        let mut cursor = match strategy {
-            // Ids are tiny: ask for many per round trip.
-            Strategy::Ids => find.projection(doc! { "_id": 1 }).batch_size(10_000).await,
-            // Documents: the server's own batching, a small first batch (the first write starts
-            // early) and then replies of up to 16 MiB. Asking for `batch_size` per getMore made
-            // 200 round trips per 100k documents, and each one that met a busy server (a count,
-            // another client) left the workers idle; one large reply is a read-ahead that
-            // outlasts such a stall. Memory stays bounded by the reply's 16 MiB.
-            Strategy::Stream => find.await,
-        }
-        .map_err(ScanStop::Read)?;
+        let mut cursor = find.await.map_err(ScanStop::Read)?;
         let stop = |e: CopyError| ScanStop::Other(e);
-
-        // One pass over the cursor; only one of the two batches fills, by strategy.
         let mut ids = Vec::with_capacity(batch_size);
-        let mut docs = BatchBuilder::new(batch_size);
         while let Some(doc) = cursor.try_next().await.map_err(ScanStop::Read)? {
-            let full = match strategy {
-                Strategy::Ids => {
-                    ids.push(id_of(&doc, ns).map_err(stop)?);
-                    (ids.len() >= batch_size).then(|| {
-                        Payload::Ids(std::mem::replace(&mut ids, Vec::with_capacity(batch_size)))
-                    })
-                }
-                Strategy::Stream => docs.push(doc).map(Payload::Docs),
-            };
-            if let Some(payload) = full {
-                self.queue(task, payload, queue, after)
+            ids.push(id_of(&doc, ns).map_err(stop)?);
+            if ids.len() >= batch_size {
+                let full = std::mem::replace(&mut ids, Vec::with_capacity(batch_size));
+                self.queue(task, Payload::Ids(full), queue, after)
                     .await
                     .map_err(stop)?;
                 attempts.reset();
             }
         }
-        // Empty payloads are not queued.
+        // An empty payload is not queued.
         self.queue(task, Payload::Ids(ids), queue, after)
             .await
-            .map_err(stop)?;
+            .map_err(stop)
+    }
+
+    /// The `_id` index hint, unless the namespace has no `_id` index (a time-series
+    /// collection): it makes the server walk the index instead of sorting the whole result.
+    fn hint(&self, ns: &Namespace) -> Option<Document> {
+        (!self.unhinted.contains(ns)).then(|| doc! { "_id": 1 })
+    }
+
+    /// The average document size seen last, or the guess before any was seen.
+    fn doc_bytes_estimate(&self) -> usize {
+        match self.avg_doc_bytes.load(Relaxed) {
+            0 => GUESS_DOC_BYTES,
+            n => n,
+        }
+    }
+
+    /// Opens the sorted read of whole documents: a first reply of `first` documents, then
+    /// getMores of `more` documents each, as raw batches (each reply as the server sent it: the
+    /// driver copies no document out of it).
+    async fn open_sized(
+        &self,
+        ns: &Namespace,
+        after: Option<&RawBson>,
+        first: u32,
+        more: u32,
+    ) -> mongodb::error::Result<RawBatchCursor> {
+        let db = self.client.database(&ns.db);
+        let filter = RawDocumentBuf::try_from(&self.query(after))?;
+        let mut command = rawdoc! {
+            "find": ns.coll.as_str(),
+            "filter": filter,
+            "sort": { "_id": 1 },
+            "batchSize": first as i32,
+        };
+        if let Some(hint) = self.hint(ns) {
+            command.append("hint", RawDocumentBuf::try_from(&hint)?);
+        }
+        if let Some(concern) = db.read_concern() {
+            let concern = mongodb::bson::to_document(concern)?;
+            command.append("readConcern", RawDocumentBuf::try_from(&concern)?);
+        }
+        // The read preference of the URI, as the collection's own `find` would use it.
+        let mut find = db.run_raw_cursor_command(command).batch_size(more);
+        if let Some(criteria) = db.selection_criteria() {
+            find = find.selection_criteria(criteria.clone());
+        }
+        find.batch().await
+    }
+
+    /// The `stream` read: whole documents in `_id` order, replies sized from the memory budget
+    /// (`reply_bytes / average document` per getMore, the average of the source's latest reply,
+    /// a guess before the first). The driver fixes a cursor's getMore size when it opens it, so
+    /// a cursor whose first reply shows documents over twice as large as assumed is opened
+    /// again after that reply, before any getMore (only then: a new query costs some servers a
+    /// scan).
+    async fn scan_docs(
+        &self,
+        task: &Arc<NsTask>,
+        batch_size: usize,
+        queue: &QueueSender,
+        after: &mut Option<RawBson>,
+        attempts: &mut Attempts,
+    ) -> Result<(), ScanStop> {
+        let ns = &task.source;
+        let budget: Budget = *queue.budget();
+        let stop = |e: CopyError| ScanStop::Other(e);
+        let mut more = budget.reply_docs(self.doc_bytes_estimate());
+        let mut cursor = self
+            .open_sized(ns, after.as_ref(), budget.first_reply_docs(), more)
+            .await
+            .map_err(ScanStop::Read)?;
+        let mut docs = BatchBuilder::new(batch_size, budget.batch_bytes);
+        let mut last_read: Option<RawBson> = None;
+        let mut first_reply = true;
+        while let Some(reply) = cursor.try_next().await.map_err(ScanStop::Read)? {
+            let (mut count, mut bytes) = (0usize, 0usize);
+            for doc in reply.doc_slices().map_err(ScanStop::Read)? {
+                let doc = doc.map_err(|e| ScanStop::Read(e.into()))?;
+                let Some(doc) = doc.as_document() else {
+                    return Err(stop(CopyError::Internal(format!(
+                        "a reply of {ns} holds something other than a document"
+                    ))));
+                };
+                count += 1;
+                bytes += doc.as_bytes().len();
+                let doc = doc.to_owned();
+                if first_reply {
+                    last_read = Some(id_of(&doc, ns).map_err(stop)?);
+                }
+                if let Some(full) = docs.push(doc) {
+                    self.queue(task, Payload::Docs(full), queue, after)
+                        .await
+                        .map_err(stop)?;
+                    attempts.reset();
+                }
+            }
+            drop(reply);
+            if count == 0 {
+                continue;
+            }
+            let average = bytes / count;
+            self.avg_doc_bytes.store(average, Relaxed);
+            if std::mem::take(&mut first_reply) {
+                let wanted = budget.reply_docs(average);
+                if u64::from(more) > 2 * u64::from(wanted) {
+                    tracing::debug!(
+                        "{ns}: documents of {average} bytes: the cursor opens again for \
+                         getMores of {wanted}"
+                    );
+                    drop(cursor);
+                    more = wanted;
+                    cursor = self
+                        .open_sized(ns, last_read.as_ref(), wanted, wanted)
+                        .await
+                        .map_err(ScanStop::Read)?;
+                }
+            }
+        }
         self.queue(task, Payload::Docs(docs.take()), queue, after)
             .await
             .map_err(stop)
@@ -229,9 +358,12 @@ impl Source for MongoSource {
         &'a self,
         ns: &'a Namespace,
         ids: &'a [RawBson],
+        max_bytes: usize,
     ) -> BoxFuture<'a, Result<Vec<RawDocumentBuf>, CopyError>> {
         async move {
-            let wanted = ids.len();
+            // A reply holds about one part: as many documents as fit at the latest average size.
+            let per_reply = (max_bytes / self.doc_bytes_estimate()).max(1);
+            let wanted = ids.len().min(per_reply);
             let ids = ids
                 .iter()
                 .cloned()
@@ -248,12 +380,15 @@ impl Source for MongoSource {
                         .await?;
                     // Large documents: stop at the byte bound (the cursor is closed when dropped).
                     let (mut docs, mut bytes) = (Vec::new(), 0);
-                    while bytes < MAX_BATCH_BYTES {
+                    while bytes < max_bytes {
                         let Some(doc) = cursor.try_next().await? else {
                             break;
                         };
                         bytes += doc.as_bytes().len();
                         docs.push(doc);
+                    }
+                    if !docs.is_empty() {
+                        self.avg_doc_bytes.store(bytes / docs.len(), Relaxed);
                     }
                     Ok(docs)
                 })

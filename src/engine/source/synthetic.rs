@@ -69,6 +69,7 @@ impl Source for SyntheticSource {
         &'a self,
         _ns: &'a Namespace,
         ids: &'a [RawBson],
+        _max_bytes: usize,
     ) -> BoxFuture<'a, Result<Vec<RawDocumentBuf>, CopyError>> {
         let docs = ids
             .iter()
@@ -89,7 +90,7 @@ impl SyntheticSource {
         queue: &QueueSender,
     ) -> Result<(), CopyError> {
         let mut ids = Vec::with_capacity(batch_size);
-        let mut docs = BatchBuilder::new(batch_size);
+        let mut docs = BatchBuilder::new(batch_size, queue.budget().batch_bytes);
         for id in 0..self.docs as i64 {
             match self.strategy {
                 Strategy::Ids => {
