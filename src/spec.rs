@@ -214,6 +214,7 @@ pub struct CopySpec {
     pub workers: usize,
     pub batch_size: usize,
     pub strategy: Strategy,
+    pub mode: Mode,
     /// The memory budget in bytes (see `engine::budget`).
     pub memory_limit: usize,
     pub connect_timeout: std::time::Duration,
@@ -293,6 +294,79 @@ pub struct Endpoints {
     pub connect_timeout_secs: Option<f64>,
 }
 
+/// What a job does once the documents are copied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Copy what the source holds, and end.
+    #[default]
+    Copy,
+    /// Copy, then apply the source's changes (change streams) until committed.
+    Sync,
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Copy => "copy",
+            Mode::Sync => "sync",
+        })
+    }
+}
+
+/// Where a job sends each source namespace: its mappings less its excludes. A sync asks it of
+/// every namespace its change stream names, collections created after the start included.
+#[derive(Debug, Clone)]
+pub struct Routes {
+    mappings: Vec<NsMapping>,
+    exclude: Vec<Exclude>,
+}
+
+impl Routes {
+    pub fn new(mappings: &[NsMapping], exclude: &[Exclude]) -> Self {
+        Routes {
+            mappings: mappings.to_vec(),
+            exclude: exclude.to_vec(),
+        }
+    }
+
+    /// The destination of a source namespace, or `None` when the job does not select it (the
+    /// server's own databases and `system.` collections never are).
+    pub fn destination(&self, ns: &Namespace) -> Option<Namespace> {
+        if ns.coll.is_empty()
+            || ns.coll.starts_with("system.")
+            || self.exclude.iter().any(|e| e.matches(ns))
+        {
+            return None;
+        }
+        self.mappings.iter().find_map(|m| match m {
+            NsMapping::Collection { src, dst } => (src == ns).then(|| dst.clone()),
+            NsMapping::Database { src_db, dst_db } => {
+                (*src_db == ns.db).then(|| Namespace::new(dst_db, &ns.coll))
+            }
+            NsMapping::Everything => {
+                (!SYSTEM_DATABASES.contains(&ns.db.as_str())).then(|| ns.clone())
+            }
+        })
+    }
+
+    /// The source databases the job reads; `None`: every database but the server's own.
+    pub fn databases(&self) -> Option<Vec<String>> {
+        let mut dbs = Vec::new();
+        for m in &self.mappings {
+            let db = match m {
+                NsMapping::Collection { src, .. } => &src.db,
+                NsMapping::Database { src_db, .. } => src_db,
+                NsMapping::Everything => return None,
+            };
+            if !dbs.contains(db) {
+                dbs.push(db.clone());
+            }
+        }
+        Some(dbs)
+    }
+}
+
 /// A job as an operator writes it: the flags of `copy`, the body of `POST /api/jobs`, and what
 /// the job history keeps (redacted). One type for the three, turned into a [`CopySpec`] by
 /// [`JobSpec::validate`], which reports every problem at once. A new option is a field here and
@@ -361,6 +435,11 @@ pub struct JobSpec {
     #[arg(long)]
     #[serde(default, deserialize_with = "null_is_false")]
     pub drop: bool,
+    /// `copy` (the default) copies and ends; `sync` copies, then follows the source's changes
+    /// until committed (`mongoferry sync`).
+    #[arg(skip)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
     /// Fields of a request that no job has, reported by [`JobSpec::validate`].
     #[arg(skip)]
     #[serde(flatten, skip_serializing)]
@@ -509,6 +588,7 @@ impl JobSpec {
             workers,
             batch_size,
             strategy: self.strategy.unwrap_or_default(),
+            mode: self.mode.unwrap_or_default(),
             memory_limit,
             connect_timeout: std::time::Duration::from_secs_f64(timeout),
             limits,

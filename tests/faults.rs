@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{insert_raw, mongoferry, stderr, stdout, TestEnv};
+use common::{exit_within, insert_raw, mongoferry, read_log, spawn, stderr, stdout, TestEnv};
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{doc, rawdoc, Binary, Bson, DateTime, Document, RawDocumentBuf};
 use mongoferry::testkit::FaultProxy;
@@ -685,47 +685,6 @@ fn port_of(uri: &str) -> u16 {
         .unwrap()
         .parse()
         .unwrap()
-}
-
-/// Starts the binary in the background, its stderr kept in a file.
-fn spawn(argv: &[&str], data: &Path) -> (std::process::Child, std::fs::File) {
-    let log = tempfile::tempfile().unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_mongoferry"));
-    command
-        .args(argv)
-        .env("MONGOFERRY_LOG", "warn")
-        .env("XDG_DATA_HOME", data)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log.try_clone().unwrap());
-    mongoferry::testkit::kill_with_parent(&mut command);
-    (command.spawn().unwrap(), log)
-}
-
-/// Waits (at most `limit`) for the child to exit; its status and how long that took.
-async fn exit_within(
-    child: &mut std::process::Child,
-    limit: Duration,
-) -> (std::process::ExitStatus, Duration) {
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return (status, started.elapsed());
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            panic!("still running {limit:?} later");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn read_log(mut log: std::fs::File) -> String {
-    use std::io::{Read, Seek};
-    let mut text = String::new();
-    log.rewind().unwrap();
-    log.read_to_string(&mut text).unwrap();
-    text
 }
 
 #[test]

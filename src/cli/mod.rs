@@ -34,7 +34,7 @@ use crate::service::api::ApiOptions;
 use crate::service::clusters::AllowList;
 use crate::service::manager::JobManager;
 use crate::service::ServiceOptions;
-use crate::spec::{Endpoints, JobSpec, NsMapping};
+use crate::spec::{Endpoints, JobSpec, Mode, NsMapping};
 use crate::state::history::HistoryFile;
 use crate::state::{FileStore, MemoryStore, StateStore};
 
@@ -53,6 +53,9 @@ pub struct Cli {
 pub enum Command {
     /// Copy collections from one server to another (idempotent: safe to run again).
     Copy(CopyArgs),
+    /// Copy, then follow the source's changes (change streams) until stopped: a migration
+    /// without a maintenance window. Ctrl-C stops it resumably (status 130).
+    Sync(SyncArgs),
     /// Show what a copy with these arguments would do, writing nothing (a dry run).
     Plan(PlanArgs),
     /// Run the HTTP API: start, watch and steer copy jobs.
@@ -140,6 +143,16 @@ pub struct CopyArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct SyncArgs {
+    #[command(flatten)]
+    pub copy: CopyArgs,
+    /// End (status 0) the first time the destination is level with the source, as a commit
+    /// would: for scripts.
+    #[arg(long)]
+    pub until_caught_up: bool,
+}
+
+#[derive(Args, Debug)]
 pub struct PlanArgs {
     #[command(flatten)]
     pub spec: JobSpec,
@@ -190,6 +203,7 @@ pub struct SampleArgs {
 pub async fn run(cli: Cli) -> ExitCode {
     let outcome = match cli.command {
         Command::Copy(args) => run_copy(args).await,
+        Command::Sync(args) => run_sync(args).await,
         Command::Plan(args) => run_plan(args).await,
         Command::Sample(args) => run_sample(args).await,
         Command::Serve(args) => run_serve(args).await,
@@ -306,7 +320,16 @@ fn cancel_on_signal(token: CancellationToken) -> tokio::task::JoinHandle<()> {
     })
 }
 
+async fn run_sync(mut args: SyncArgs) -> Result<(), Failure> {
+    args.copy.spec.mode = Some(Mode::Sync);
+    run_copy_or_sync(args.copy, args.until_caught_up).await
+}
+
 async fn run_copy(args: CopyArgs) -> Result<(), Failure> {
+    run_copy_or_sync(args, false).await
+}
+
+async fn run_copy_or_sync(args: CopyArgs, until_caught_up: bool) -> Result<(), Failure> {
     let spec = args.spec.validate()?;
     let store: Arc<dyn StateStore> = if args.no_state {
         Arc::new(MemoryStore::default())
@@ -315,7 +338,10 @@ async fn run_copy(args: CopyArgs) -> Result<(), Failure> {
             args.state.unwrap_or_else(FileStore::default_path),
         ))
     };
-    let prepared = copy::prepare(&spec, store).await?;
+    let mut prepared = copy::prepare(&spec, store).await?;
+    if until_caught_up {
+        prepared = prepared.until_caught_up();
+    }
     if !args.quiet {
         for (src, dst) in prepared.namespaces() {
             eprintln!("{src} -> {dst}");
@@ -326,7 +352,16 @@ async fn run_copy(args: CopyArgs) -> Result<(), Failure> {
         }
     }
     let stats = prepared.stats();
-    let summary = run_in_terminal(stats, args.quiet, |cancel| prepared.run(cancel)).await?;
+    let mode = prepared.mode();
+    let summary = run_in_terminal(stats, args.quiet, |cancel| prepared.run(cancel))
+        .await
+        .map_err(|e| match (e, mode) {
+            (CopyError::Stopped, Mode::Sync) => Failure {
+                message: "stopped; run it again to follow on from the saved position".into(),
+                status: 130,
+            },
+            (e, _) => Failure::from(e),
+        })?;
     print_summary(&summary, args.json);
     if summary.already_complete {
         eprintln!(
@@ -525,19 +560,7 @@ async fn verify(
     documents_only: bool,
     stop: &CancellationToken,
 ) -> Result<VerifyReport, CopyError> {
-    let (src, dst) = tokio::join!(
-        mongo::connect(Side::Source, &spec.from, 2, spec.connect_timeout),
-        mongo::connect(Side::Destination, &spec.to, 2, spec.connect_timeout),
-    );
-    let (src, dst) = match (src, dst) {
-        (Ok(s), Ok(d)) => (s, d),
-        (Err(e), other) | (other, Err(e)) => {
-            if let Ok(client) = other {
-                mongo::close(client).await;
-            }
-            return Err(e.into());
-        }
-    };
+    let (src, dst) = mongo::connect_both(&spec.from, &spec.to, 2, spec.connect_timeout).await?;
     let outcome = async {
         if stop.is_cancelled() {
             return Err(CopyError::Stopped);
@@ -646,6 +669,9 @@ fn print_summary(summary: &CopySummary, json: bool) {
             String::new()
         }
     );
+    if let Some(sync) = &summary.sync {
+        println!("sync: {}", progress::sync_line(sync));
+    }
     let schema = &summary.schema;
     for (what, names) in [
         ("dropped first", &schema.dropped),

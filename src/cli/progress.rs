@@ -14,7 +14,7 @@ use indicatif::{
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::stats::JobStats;
+use crate::engine::stats::{JobStats, SyncPhase, SyncProgress};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProgressMode {
@@ -87,6 +87,8 @@ async fn draw_bars(stats: Arc<JobStats>, stop: CancellationToken) {
         .map(|n| bar(n.source.to_string()))
         .collect();
     let total = (stats.namespaces.len() > 1).then(|| bar("total".to_string()));
+    // A sync's line, once the job turns out to be one.
+    let mut sync_bar: Option<ProgressBar> = None;
     let mut rates: Vec<RateWindow> = ns_bars
         .iter()
         .chain(total.iter())
@@ -127,8 +129,21 @@ async fn draw_bars(stats: Arc<JobStats>, stop: CancellationToken) {
             }
             bar.set_message(message);
         }
+        if let Some(sync) = &snap.sync {
+            let line = sync_bar.get_or_insert_with(|| {
+                multi.add(
+                    ProgressBar::new_spinner()
+                        .with_style(
+                            ProgressStyle::with_template("{prefix:<28!} {msg}")
+                                .expect("valid template"),
+                        )
+                        .with_prefix("sync"),
+                )
+            });
+            line.set_message(sync_line(sync));
+        }
         if stopping {
-            for b in ns_bars.iter().chain(total.iter()) {
+            for b in ns_bars.iter().chain(total.iter()).chain(sync_bar.iter()) {
                 b.abandon();
             }
             return;
@@ -148,6 +163,30 @@ fn rate_and_eta(per_sec: f64, docs: u64, expected: Option<u64>, finished: bool) 
         _ => "ETA -".to_string(),
     };
     format!("{:>7} docs/s  {eta}", HumanCount(per_sec.round() as u64))
+}
+
+/// "live, lag 0.4 s, 1,234 events applied (…), 56 events/s".
+pub fn sync_line(sync: &SyncProgress) -> String {
+    let phase = match sync.phase {
+        SyncPhase::InitialCopy => "initial copy",
+        SyncPhase::CatchingUp => "catching up",
+        SyncPhase::Live => "live",
+        SyncPhase::Committing => "committing",
+        SyncPhase::Committed => "committed",
+    };
+    let a = &sync.applied;
+    format!(
+        "{phase}, lag {:.1} s, {} events applied ({} insert, {} update, {} replace, {} delete, \
+         {} schema), {} events/s",
+        sync.lag_secs,
+        HumanCount(sync.events),
+        a.insert,
+        a.update,
+        a.replace,
+        a.delete,
+        a.ddl,
+        HumanCount(sync.events_per_sec.round() as u64)
+    )
 }
 
 async fn log_lines(stats: Arc<JobStats>, stop: CancellationToken, every: Duration) {
@@ -175,6 +214,9 @@ async fn log_lines(stats: Arc<JobStats>, stop: CancellationToken, every: Duratio
             snap.failed,
             rate_and_eta(per_sec, done, snap.expected, false).trim_start()
         );
+        if let Some(sync) = &snap.sync {
+            tracing::info!("sync: {}", sync_line(sync));
+        }
     }
 }
 

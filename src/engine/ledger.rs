@@ -29,6 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mongodb::bson::RawBson;
+use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use super::queue::NsTask;
@@ -37,7 +38,7 @@ use super::stats::DeadLetterLog;
 use super::CopyError;
 use crate::mongo::Namespace;
 use crate::state::{
-    unix_now, Checkpoint, DeadLetter, JobKey, MemoryStore, NsCheckpoint, StateStore,
+    unix_now, Checkpoint, DeadLetter, JobKey, MemoryStore, NsCheckpoint, StateStore, SyncCheckpoint,
 };
 
 /// How often a moved watermark is saved: a crash re-copies at most about this much work.
@@ -103,6 +104,8 @@ pub struct Ledger {
     store: Arc<dyn StateStore>,
     key: JobKey,
     description: String,
+    /// A sync job's position in the source's history, saved with every checkpoint.
+    sync: Mutex<Option<SyncCheckpoint>>,
 }
 
 impl Ledger {
@@ -111,6 +114,7 @@ impl Ledger {
             store,
             key,
             description,
+            sync: Mutex::new(None),
         }
     }
 
@@ -150,16 +154,29 @@ impl Ledger {
         Ok(())
     }
 
-    /// The job's checkpoint as of now.
+    /// The job's checkpoint as of now. A sync job is complete once committed.
     pub fn checkpoint(&self, tasks: &[Arc<NsTask>]) -> Checkpoint {
         let namespaces: std::collections::BTreeMap<_, _> =
             tasks.iter().map(|t| (t.key(), t.checkpoint())).collect();
+        let sync = self.sync.lock().clone();
         Checkpoint {
             description: self.description.clone(),
             updated_at: unix_now(),
-            complete: namespaces.values().all(|n| n.complete),
+            complete: namespaces.values().all(|n| n.complete)
+                && sync.as_ref().is_none_or(|s| s.committed),
             namespaces,
+            sync,
         }
+    }
+
+    /// Moves a sync job's position; saved with the next checkpoint. Only ever called with a
+    /// position up to which every change is applied (and the sink synced before the save).
+    pub fn set_sync(&self, sync: SyncCheckpoint) {
+        *self.sync.lock() = Some(sync);
+    }
+
+    pub fn sync(&self) -> Option<SyncCheckpoint> {
+        self.sync.lock().clone()
     }
 
     pub async fn save(&self, checkpoint: &Checkpoint) -> Result<(), CopyError> {
@@ -176,17 +193,19 @@ impl Ledger {
         sink: Arc<dyn Sink>,
         stop: CancellationToken,
     ) -> Result<(), CopyError> {
-        let mut saved = self.checkpoint(&tasks).namespaces;
+        let moved =
+            |a: &Checkpoint, b: &Checkpoint| a.namespaces != b.namespaces || a.sync != b.sync;
+        let mut saved = self.checkpoint(&tasks);
         loop {
             let stopping = tokio::select! {
                 _ = stop.cancelled() => true,
                 _ = tokio::time::sleep(CHECKPOINT_EVERY) => false,
             };
             let now = self.checkpoint(&tasks);
-            if now.namespaces != saved || stopping {
+            if moved(&now, &saved) || stopping {
                 sink.sync().await?;
                 self.save(&now).await?;
-                saved = now.namespaces;
+                saved = now;
             }
             if stopping {
                 return Ok(());

@@ -17,6 +17,7 @@
 //! owned by one `JoinSet` (or joined handle) and joined; the first failure closes the queue and
 //! cancels the others, so a broken worker fails the job instead of hanging it.
 
+pub mod apply;
 pub mod budget;
 pub mod control;
 pub mod ledger;
@@ -54,6 +55,16 @@ pub enum CopyError {
     /// differ, or nothing is selected).
     #[error("{0}")]
     Schema(String),
+    /// The source no longer holds the changes after the job's saved position.
+    #[error(
+        "the source no longer holds the changes since this job's saved position ({0}); following \
+         changes cannot bring the destination up to date any more: run the job again with \
+         --restart for a full copy"
+    )]
+    HistoryLost(String),
+    /// A change of the source that cannot be made at the destination (never skipped).
+    #[error("cannot apply {0}")]
+    Change(String),
     /// The job was stopped before it finished (not a failure of its own).
     #[error("stopped before completion")]
     Stopped,

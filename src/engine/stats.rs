@@ -228,6 +228,8 @@ pub struct JobStats {
     pub recent: RecentRate,
     /// What the job did to the destination's schema, and does now.
     pub schema: SchemaLog,
+    /// Following the source's changes (a sync job), once it does.
+    pub sync: SyncStats,
 }
 
 /// The schema work of a job (collections created or dropped, index builds, views), for the
@@ -286,6 +288,146 @@ impl SchemaLog {
 
     pub fn snapshot(&self) -> SchemaProgress {
         self.0.lock().clone()
+    }
+}
+
+/// Where a sync job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncPhase {
+    /// Copying what the source holds (its changes meanwhile wait in its history).
+    InitialCopy,
+    /// Applying the changes made since the sync started, not yet level with the source.
+    CatchingUp,
+    /// Level with the source (at least once): every change applied as it comes.
+    Live,
+    /// Applying the last changes up to the commit's point in time.
+    Committing,
+    /// Every change up to the commit is applied; the job ends.
+    Committed,
+}
+
+impl SyncPhase {
+    const ALL: [SyncPhase; 5] = [
+        SyncPhase::InitialCopy,
+        SyncPhase::CatchingUp,
+        SyncPhase::Live,
+        SyncPhase::Committing,
+        SyncPhase::Committed,
+    ];
+}
+
+/// Changes applied, by kind of event.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct EventCounts {
+    pub insert: u64,
+    pub update: u64,
+    pub replace: u64,
+    pub delete: u64,
+    /// Schema changes: create, drop, rename, dropDatabase, createIndexes, dropIndexes, modify.
+    pub ddl: u64,
+}
+
+impl EventCounts {
+    pub fn total(&self) -> u64 {
+        self.insert + self.update + self.replace + self.delete + self.ddl
+    }
+
+    pub fn add(&mut self, other: &EventCounts) {
+        self.insert += other.insert;
+        self.update += other.update;
+        self.replace += other.replace;
+        self.delete += other.delete;
+        self.ddl += other.ddl;
+    }
+}
+
+/// Counters of the change-following part of a sync job.
+#[derive(Debug)]
+pub struct SyncStats {
+    /// 0 until the job turns out to be a sync; then 1 + the phase's index.
+    phase: AtomicU8,
+    applied: Mutex<EventCounts>,
+    /// Cluster time (Unix seconds) of the last event applied; where the sync started before.
+    applied_secs: AtomicU64,
+    /// Nothing read and not applied, and the source had nothing more to say.
+    caught_up: AtomicBool,
+    /// Events applied per second, recently.
+    recent: RecentRate,
+}
+
+/// Where a sync job stands, for the views.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct SyncProgress {
+    pub phase: SyncPhase,
+    /// Seconds between now and the cluster time of the last change applied; 0 when level with
+    /// the source and nothing is happening.
+    pub lag_secs: f64,
+    /// Level with the source right now.
+    pub caught_up: bool,
+    /// Change events applied (by this run), and by kind.
+    pub events: u64,
+    pub applied: EventCounts,
+    pub events_per_sec: f64,
+}
+
+impl SyncStats {
+    fn new(started: Instant) -> Self {
+        SyncStats {
+            phase: AtomicU8::new(0),
+            applied: Mutex::default(),
+            applied_secs: AtomicU64::new(0),
+            caught_up: AtomicBool::new(false),
+            recent: RecentRate::new(started),
+        }
+    }
+
+    pub fn set_phase(&self, phase: SyncPhase) {
+        let index = SyncPhase::ALL.iter().position(|p| *p == phase).unwrap_or(0);
+        self.phase.store(index as u8 + 1, Relaxed);
+    }
+
+    pub fn phase(&self) -> Option<SyncPhase> {
+        match self.phase.load(Relaxed) {
+            0 => None,
+            n => SyncPhase::ALL.get(usize::from(n) - 1).copied(),
+        }
+    }
+
+    /// The cluster time changes are applied up to (at the start: where the sync began).
+    pub fn set_applied_time(&self, unix_secs: u32) {
+        self.applied_secs.fetch_max(u64::from(unix_secs), Relaxed);
+    }
+
+    /// Counts changes applied, by kind.
+    pub fn record(&self, events: &EventCounts) {
+        self.applied.lock().add(events);
+        self.recent.record(events.total());
+    }
+
+    pub fn set_caught_up(&self, caught_up: bool) {
+        self.caught_up.store(caught_up, Relaxed);
+    }
+
+    pub fn snapshot(&self) -> Option<SyncProgress> {
+        let phase = self.phase()?;
+        let caught_up = self.caught_up.load(Relaxed);
+        let applied_secs = self.applied_secs.load(Relaxed);
+        let lag_secs = match phase {
+            SyncPhase::Committed => 0.0,
+            _ if caught_up => 0.0,
+            _ if applied_secs == 0 => 0.0,
+            _ => (crate::state::unix_now() - applied_secs as f64).max(0.0),
+        };
+        let applied = *self.applied.lock();
+        Some(SyncProgress {
+            phase,
+            lag_secs,
+            caught_up,
+            events: applied.total(),
+            applied,
+            events_per_sec: self.recent.per_sec(),
+        })
     }
 }
 
@@ -418,6 +560,7 @@ impl JobStats {
             dead_letters: DeadLetterLog::default(),
             recent: RecentRate::new(started),
             schema: SchemaLog::default(),
+            sync: SyncStats::new(started),
         }
     }
 
@@ -472,6 +615,7 @@ impl JobStats {
                 .collect(),
             namespaces,
             schema: self.schema.snapshot(),
+            sync: self.sync.snapshot(),
         }
     }
 }
@@ -533,6 +677,8 @@ pub struct JobSnapshot {
     pub namespaces: Vec<NsSnapshot>,
     pub workers: Vec<WorkerSnapshot>,
     pub schema: SchemaProgress,
+    /// Where a sync job stands (`None` for a copy).
+    pub sync: Option<SyncProgress>,
 }
 
 impl JobSnapshot {

@@ -17,7 +17,7 @@ use mongodb::bson::{Bson, RawBsonRef, RawDocument};
 use serde_json::{json, Map, Value};
 
 use super::reader::JournalReader;
-use super::JournalError;
+use super::{JournalError, Op};
 
 /// Output formats of `journal export`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -38,6 +38,11 @@ pub enum ExportError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "record {seq} of {ns} deletes a document (the journal of a sync): an export holds \
+         documents only, so such a journal cannot be exported"
+    )]
+    Delete { seq: u64, ns: String },
     #[error("record {seq} of {ns} cannot be written as Extended JSON: {reason}")]
     Convert {
         seq: u64,
@@ -69,6 +74,12 @@ pub fn export(
         for (i, record) in frame.records().enumerate() {
             if record.ns != ns {
                 continue;
+            }
+            if record.op == Op::Delete {
+                return Err(ExportError::Delete {
+                    seq: frame.header.first_seq + i as u64,
+                    ns: ns.to_string(),
+                });
             }
             match format {
                 ExportFormat::Bson => out.write_all(record.doc.as_bytes()),

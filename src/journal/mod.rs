@@ -62,7 +62,7 @@
 //!
 //! | size | field |
 //! |---:|---|
-//! | 1 | operation: 1 = upsert (insert the document, or replace the document with its `_id`) |
+//! | 1 | operation: 1 = upsert (insert the document, or replace the document with its `_id`); 2 = delete (the document with the `_id` of the record's document, which is `{_id: …}`; written by a sync) |
 //! | 2 | namespace length N |
 //! | N | namespace the write went to, `db.collection`, UTF-8 |
 //! | 4 + … | the document, raw BSON exactly as written (its first 4 bytes are its length) |
@@ -146,12 +146,15 @@ pub const MAX_SEGMENT_BYTES: u64 = 16 * 1024 * 1024 * 1024;
 pub enum Op {
     /// Insert the document, or replace the one with the same `_id`.
     Upsert = 1,
+    /// Delete the document with the record's `_id` (the record's document is `{_id: …}`).
+    Delete = 2,
 }
 
 impl Op {
     pub fn from_code(code: u8) -> Option<Op> {
         match code {
             1 => Some(Op::Upsert),
+            2 => Some(Op::Delete),
             _ => None,
         }
     }

@@ -45,23 +45,34 @@ pub struct EncodedBatch {
 }
 
 impl EncodedBatch {
+    /// Upserts of `docs`.
     pub fn encode(ns: &Namespace, docs: &[RawDocumentBuf]) -> Result<Self, JournalError> {
+        Self::encode_ops(ns, docs.iter().map(|d| (Op::Upsert, d.as_bytes())))
+    }
+
+    /// Records of any operation: each an operation and its document's raw bytes.
+    pub fn encode_ops<'a>(
+        ns: &Namespace,
+        ops: impl Iterator<Item = (Op, &'a [u8])> + Clone,
+    ) -> Result<Self, JournalError> {
         let ns = ns.to_string();
         if ns.len() > u16::MAX as usize {
             return Err(JournalError::BatchTooLarge { bytes: ns.len() });
         }
-        let size: usize = docs.iter().map(|d| 3 + ns.len() + d.as_bytes().len()).sum();
+        let size: usize = ops.clone().map(|(_, d)| 3 + ns.len() + d.len()).sum();
         if size > MAX_FRAME_RECORDS {
             return Err(JournalError::BatchTooLarge { bytes: size });
         }
         let mut records = Vec::with_capacity(size);
-        for doc in docs {
-            encode_record(&mut records, Op::Upsert, &ns, doc.as_bytes());
+        let mut count = 0;
+        for (op, doc) in ops {
+            encode_record(&mut records, op, &ns, doc);
+            count += 1;
         }
         Ok(EncodedBatch {
             ns,
             records,
-            count: docs.len() as u32,
+            count,
             acknowledged_ms: 0,
         })
     }

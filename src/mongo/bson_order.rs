@@ -135,6 +135,25 @@ fn type_filter(types: Vec<Bson>) -> Document {
     }
 }
 
+/// A key equal for `_id`s the server takes for the same one: numbers of equal value are one
+/// `_id` whatever their type (`1`, `1.0`, `NumberLong(1)`); anything else by its bytes (nested
+/// numbers are not unified: a rare case, and only costs a missed coalescing).
+pub fn identity(id: &RawBson) -> Vec<u8> {
+    let value = id.as_raw_bson_ref();
+    match number(value) {
+        Some(Number::Int(i)) => [b"i".as_slice(), &i.to_le_bytes()].concat(),
+        Some(Number::Float(f)) if f.fract() == 0.0 && f.abs() < 9.2e18 => {
+            [b"i".as_slice(), &(f as i64).to_le_bytes()].concat()
+        }
+        Some(Number::Float(f)) => [b"f".as_slice(), &f.to_le_bytes()].concat(),
+        None => {
+            let mut key = vec![value.element_type() as u8];
+            key.extend_from_slice(mongodb::bson::rawdoc! { "": id.clone() }.as_bytes());
+            key
+        }
+    }
+}
+
 /// Compares two values the way the server sorts them (simple binary collation).
 pub fn compare(a: RawBsonRef<'_>, b: RawBsonRef<'_>) -> Ordering {
     let by_rank = type_rank(a.element_type()).cmp(&type_rank(b.element_type()));

@@ -269,6 +269,29 @@ pub async fn connect(
 
 /// Closes a client's pool. Call it before dropping the last handle: a client dropped while the
 /// runtime stops would still try to end its sessions in a task of its own.
+/// Connects to a source and a destination at once; if either fails, the other is closed and
+/// the first failure returned.
+pub async fn connect_both(
+    from: &str,
+    to: &str,
+    pool_size: u32,
+    timeout: Duration,
+) -> Result<(Client, Client), MongoError> {
+    let (source, destination) = tokio::join!(
+        connect(Side::Source, from, pool_size, timeout),
+        connect(Side::Destination, to, pool_size, timeout),
+    );
+    match (source, destination) {
+        (Ok(s), Ok(d)) => Ok((s, d)),
+        (Err(e), other) | (other, Err(e)) => {
+            if let Ok(client) = other {
+                close(client).await;
+            }
+            Err(e)
+        }
+    }
+}
+
 pub async fn close(client: Client) {
     let _ = tokio::time::timeout(Duration::from_secs(5), client.shutdown().immediate(true)).await;
 }

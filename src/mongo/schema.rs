@@ -330,6 +330,68 @@ pub async fn build_index(client: &Client, ns: &Namespace, index: &Document) -> R
         .map_err(|e| describe(&e))
 }
 
+/// Drops one index by name.
+pub async fn drop_index(client: &Client, ns: &Namespace, name: &str) -> Result<(), MongoError> {
+    client
+        .database(&ns.db)
+        .run_command(doc! { "dropIndexes": &ns.coll, "index": name })
+        .await
+        .map(|_| ())
+        .map_err(|e| MongoError::Command {
+            side: Side::Destination,
+            ns: ns.clone(),
+            op: "dropIndexes",
+            reason: describe(&e),
+        })
+}
+
+/// Options `collMod` can change on an existing collection or view.
+pub const MODIFIABLE_OPTIONS: [&str; 7] = [
+    "validator",
+    "validationLevel",
+    "validationAction",
+    "expireAfterSeconds",
+    "changeStreamPreAndPostImages",
+    "viewOn",
+    "pipeline",
+];
+
+/// Sets options of an existing collection or view (`collMod`).
+pub async fn modify(client: &Client, ns: &Namespace, options: Document) -> Result<(), MongoError> {
+    let mut command = doc! { "collMod": &ns.coll };
+    command.extend(options);
+    client
+        .database(&ns.db)
+        .run_command(command)
+        .await
+        .map(|_| ())
+        .map_err(|e| MongoError::Command {
+            side: Side::Destination,
+            ns: ns.clone(),
+            op: "collMod",
+            reason: describe(&e),
+        })
+}
+
+/// Renames a collection, replacing whatever holds the new name.
+pub async fn rename(client: &Client, from: &Namespace, to: &Namespace) -> Result<(), MongoError> {
+    client
+        .database("admin")
+        .run_command(doc! {
+            "renameCollection": from.to_string(),
+            "to": to.to_string(),
+            "dropTarget": true,
+        })
+        .await
+        .map(|_| ())
+        .map_err(|e| MongoError::Command {
+            side: Side::Destination,
+            ns: from.clone(),
+            op: "renameCollection",
+            reason: describe(&e),
+        })
+}
+
 /// Drops a collection or view (nothing happens if it does not exist).
 pub async fn drop(client: &Client, ns: &Namespace) -> Result<(), MongoError> {
     client

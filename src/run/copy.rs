@@ -1,4 +1,5 @@
-//! A copy job from start to end: connect, resolve namespaces, run the engine, summarise.
+//! A copy job from start to end: connect, resolve namespaces, run the engine, summarise (and
+//! for a sync job: record the source's position first, follow its changes after).
 //!
 //! In: a validated [`CopySpec`] and the [`StateStore`] holding checkpoints and dead letters. Out:
 //! a [`CopySummary`] (what was copied, skipped, refused, how fast), or the first error with the
@@ -17,10 +18,13 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::schema::{self, SchemaWork, Selection};
+use super::sync::{self, Follower, Until};
 use super::verify::{verify_all, Comparison, VerifyReport};
+use crate::engine::apply::{Applier, ChunkLimits};
+use crate::engine::budget::Budget;
 use crate::engine::control::throttle::Throttle;
 use crate::engine::sink::{Journaled, MAX_DOCUMENT_BYTES};
-use crate::engine::stats::{JobStats, NsSnapshot, SchemaProgress};
+use crate::engine::stats::{JobStats, NsSnapshot, SchemaProgress, SyncPhase, SyncProgress};
 use crate::engine::{
     Adaptive, Control, CopyError, Engine, Ledger, MongoSink, MongoSource, NsTask, Sink, Source,
     Strategy,
@@ -29,8 +33,8 @@ use crate::journal::writer::{JournalWriter, SegmentWriter};
 use crate::journal::JournalSummary;
 use crate::mongo::retry::{Retry, RetryPolicy};
 use crate::mongo::schema::Schema;
-use crate::mongo::{self, Namespace, Side};
-use crate::spec::{CopySpec, IndexMode};
+use crate::mongo::{self, Namespace};
+use crate::spec::{CopySpec, IndexMode, Mode, Routes};
 use crate::state::{Checkpoint, JobClaim, JobKey, StateStore};
 
 /// A job that is connected and knows exactly which namespaces it copies.
@@ -61,6 +65,13 @@ pub struct PreparedCopy {
     indexes: IndexMode,
     /// This run's hold on its job in the state store, for as long as it runs.
     _claim: JobClaim,
+    /// A sync follows the source's changes after the copy.
+    mode: Mode,
+    routes: Routes,
+    filter: Option<Document>,
+    /// Asks a sync for its cutover.
+    commit: CancellationToken,
+    until: Until,
     from: String,
     to: String,
 }
@@ -94,6 +105,9 @@ pub struct CopySummary {
     pub dead_letters: String,
     /// The comparison after the copy, when the job asked for one.
     pub verify: Option<VerifyReport>,
+    /// Where a sync ended (`None` for a copy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync: Option<SyncProgress>,
     /// Peak resident memory of this process, where the OS tells it.
     pub peak_rss_bytes: Option<u64>,
     /// What this copy added to its journal, when it kept one.
@@ -134,19 +148,8 @@ pub async fn prepare(
 ) -> Result<PreparedCopy, CopyError> {
     // Workers plus the producer and the counter each hold at most one connection.
     let pool = spec.workers as u32 + 2;
-    let (source, destination) = tokio::join!(
-        mongo::connect(Side::Source, &spec.from, pool, spec.connect_timeout),
-        mongo::connect(Side::Destination, &spec.to, pool, spec.connect_timeout),
-    );
-    let (source, destination) = match (source, destination) {
-        (Ok(s), Ok(d)) => (s, d),
-        (Err(e), other) | (other, Err(e)) => {
-            if let Ok(client) = other {
-                mongo::close(client).await;
-            }
-            return Err(e.into());
-        }
-    };
+    let (source, destination) =
+        mongo::connect_both(&spec.from, &spec.to, pool, spec.connect_timeout).await?;
     let found = async {
         let selection = schema::select(&source, &spec.namespaces, &spec.exclude).await?;
         let existing = schema::destination(&destination, &selection).await?;
@@ -174,6 +177,7 @@ pub async fn prepare(
         // Before the checkpoint is read: a second run of the job would move it back and forth.
         let claim = store.claim(&key).await?;
         let checkpoint = load_checkpoint(spec, &key, &store).await?;
+        let sync = checkpoint.as_ref().and_then(|c| c.sync.clone());
         let (tasks, resumed) = tasks_from(&stats, checkpoint.as_ref(), &store)?;
         let limit = max_document_bytes(&destination).await;
         // Opened last, so that a copy that cannot start leaves no run in the journal.
@@ -181,9 +185,18 @@ pub async fn prepare(
             None => None,
             Some(config) => Some(JournalWriter::open(config.clone()).await?),
         };
-        Ok::<_, CopyError>((key, description, claim, tasks, resumed, limit, journal))
+        Ok::<_, CopyError>((
+            key,
+            description,
+            claim,
+            tasks,
+            resumed,
+            limit,
+            journal,
+            sync,
+        ))
     };
-    let (key, description, claim, tasks, resumed, server_limit, journal) = match setup.await {
+    let (key, description, claim, tasks, resumed, server_limit, journal, sync) = match setup.await {
         Ok(found) => found,
         Err(e) => {
             mongo::close(source).await;
@@ -214,7 +227,13 @@ pub async fn prepare(
         indexes: spec.indexes,
         tasks,
         stats,
-        ledger: Arc::new(Ledger::new(store, key, description)),
+        ledger: {
+            let ledger = Ledger::new(store, key, description);
+            if let Some(sync) = sync {
+                ledger.set_sync(sync);
+            }
+            Arc::new(ledger)
+        },
         resumed,
         verify: spec.verify.then(|| spec.filter.clone()),
         retry,
@@ -228,6 +247,11 @@ pub async fn prepare(
         adaptive: spec.adaptive.map(|c| Arc::new(Adaptive::new(c))),
         journal,
         _claim: claim,
+        mode: spec.mode,
+        routes: Routes::new(&spec.namespaces, &spec.exclude),
+        filter: spec.filter.clone(),
+        commit: CancellationToken::new(),
+        until: Until::Committed,
         from: mongo::redact_uri(&spec.from),
         to: mongo::redact_uri(&spec.to),
     })
@@ -254,6 +278,22 @@ impl PreparedCopy {
         self.tasks.iter().map(|t| (&t.source, &t.destination))
     }
 
+    /// A sync job: the cutover is asked for by cancelling this token (`POST …/commit`).
+    pub fn with_commit(mut self, commit: CancellationToken) -> Self {
+        self.commit = commit;
+        self
+    }
+
+    /// A sync job ends the first time it is level with the source (`--until-caught-up`).
+    pub fn until_caught_up(mut self) -> Self {
+        self.until = Until::CaughtUp;
+        self
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
     /// The run continues from an earlier run's checkpoint.
     pub fn resumed(&self) -> bool {
         self.resumed
@@ -273,8 +313,33 @@ impl PreparedCopy {
             Some(journal) => Arc::new(Journaled::new(self.sink, journal.sender())),
             None => self.sink,
         };
-        let engine = Engine::new(self.source, sink, self.stats.clone())
-            .with_tasks(self.tasks)
+        let budget = Budget::new(self.memory_limit, self.control.workers());
+        let follower = |source_client, destination| Follower {
+            source_client,
+            destination,
+            routes: self.routes.clone(),
+            applier: Applier {
+                source: self.source.clone(),
+                sink: sink.clone(),
+                control: self.control.clone(),
+                stats: self.stats.clone(),
+                ledger: self.ledger.clone(),
+                refresh: self.filter.is_some(),
+                batch_size: self.batch_size,
+                batch_bytes: budget.batch_bytes,
+            },
+            tasks: self.tasks.clone(),
+            adaptive: self.adaptive.clone(),
+            limits: ChunkLimits {
+                changes: self.batch_size * self.control.workers().max(1),
+                bytes: budget.pipeline_bytes,
+            },
+            commit: self.commit.clone(),
+            until: self.until,
+            filter: self.filter.clone(),
+        };
+        let engine = Engine::new(self.source.clone(), sink.clone(), self.stats.clone())
+            .with_tasks(self.tasks.clone())
             .with_batch_size(self.batch_size)
             .with_memory_limit(self.memory_limit)
             .with_control(self.control.clone())
@@ -289,13 +354,30 @@ impl PreparedCopy {
             cancel: &cancel,
         };
         let copy = async {
+            let [src, _] = &self.clients;
+            if self.mode == Mode::Sync {
+                // Durable before the first write: every change from here on will be applied.
+                if self.ledger.sync().is_none() {
+                    self.ledger
+                        .set_sync(sync::start_here(src, &self.routes).await?);
+                    self.ledger
+                        .save(&self.ledger.checkpoint(&self.tasks))
+                        .await?;
+                }
+                self.stats.sync.set_phase(SyncPhase::InitialCopy);
+            }
             // A run continuing a checkpoint does not drop what the first run wrote.
             let drop = self.drop && !self.resumed;
             let indexes_first = self.indexes == IndexMode::Before;
             work.before_documents(&self.existing, drop, indexes_first)
                 .await?;
             engine.run(cancel.clone()).await?;
-            work.after_documents(self.indexes == IndexMode::After).await
+            work.after_documents(self.indexes == IndexMode::After)
+                .await?;
+            if self.mode == Mode::Sync {
+                follower(src, dst).run(&cancel).await?;
+            }
+            Ok(())
         };
         let outcome = self.retry.stopping_on(&cancel, copy).await;
         // An operator's stop is a stop, whatever error it cut short.
@@ -351,6 +433,7 @@ impl PreparedCopy {
             state: self.ledger.store().location(),
             dead_letters: self.ledger.store().dead_letter_location(),
             verify: verified,
+            sync: snap.sync,
             docs: snap.docs,
             bytes: snap.bytes,
             seconds: snap.seconds,
@@ -392,6 +475,9 @@ fn job_key(spec: &CopySpec) -> (JobKey, String) {
         .iter()
         .map(|m| m.to_string())
         .chain(spec.exclude.iter().map(|e| format!("!{e}")))
+        // A sync keeps a position in the source's history that a copy of the same namespaces
+        // must not share (nor take over a copy's finished checkpoint).
+        .chain((spec.mode == Mode::Sync).then(|| "(sync)".to_string()))
         .collect();
     JobKey::of(&spec.from, &spec.to, &namespaces, spec.filter.as_ref())
 }

@@ -1,5 +1,6 @@
 //! One job end to end, per command: [`copy`] (connect, select, make the schema, run the engine,
-//! verify, summarise), [`replay`] (a journal into a database) and [`verify`] (compare two
+//! verify, summarise; for a sync, then [`sync`]: follow the source's changes until cutover),
+//! [`replay`] (a journal into a database) and [`verify`] (compare two
 //! clusters), [`plan`] (a dry run of a copy); [`schema`] is the schema part they share.
 //!
 //! In: a validated spec. Out: a summary, or the first error. The command line and the service
@@ -9,4 +10,5 @@ pub mod copy;
 pub mod plan;
 pub mod replay;
 pub mod schema;
+pub mod sync;
 pub mod verify;

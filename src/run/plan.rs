@@ -91,19 +91,7 @@ const PROBE: Duration = Duration::from_secs(1);
 
 /// Plans a copy of `spec`: connects to both sides, reads, writes nothing.
 pub async fn plan(spec: &CopySpec) -> Result<Plan, CopyError> {
-    let (src, dst) = tokio::join!(
-        mongo::connect(Side::Source, &spec.from, 2, spec.connect_timeout),
-        mongo::connect(Side::Destination, &spec.to, 2, spec.connect_timeout),
-    );
-    let (src, dst) = match (src, dst) {
-        (Ok(s), Ok(d)) => (s, d),
-        (Err(e), other) | (other, Err(e)) => {
-            if let Ok(client) = other {
-                mongo::close(client).await;
-            }
-            return Err(e.into());
-        }
-    };
+    let (src, dst) = mongo::connect_both(&spec.from, &spec.to, 2, spec.connect_timeout).await?;
     let planned = plan_with(&src, &dst, spec).await;
     mongo::close(src).await;
     mongo::close(dst).await;

@@ -169,6 +169,25 @@ pub struct Checkpoint {
     /// The whole job finished (every namespace complete).
     pub complete: bool,
     pub namespaces: BTreeMap<String, NsCheckpoint>,
+    /// Where a sync job's following of the source's changes stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<SyncCheckpoint>,
+}
+
+/// A sync job's place in the source's history (positions are resume tokens, canonical Extended
+/// JSON, opaque).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SyncCheckpoint {
+    /// Recorded before the first document was copied: every change after it is applied.
+    pub start: serde_json::Value,
+    /// Every change up to this position is applied (`None`: none yet, from `start`).
+    pub applied: Option<serde_json::Value>,
+    /// Cluster time (Unix seconds) of the last change applied (of the start, before any).
+    pub applied_secs: u32,
+    /// Changes applied, every run of the job together.
+    pub events: u64,
+    /// Committed: every change up to the commit is applied and the job is over.
+    pub committed: bool,
 }
 
 /// A document the destination refused, kept with the reason.

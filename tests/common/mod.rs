@@ -10,6 +10,7 @@
 pub mod service;
 
 use std::future::Future;
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -35,6 +36,11 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub fn start() -> TestEnv {
+        Self::start_with(&[])
+    }
+
+    /// Two test servers started with `extra` arguments too (ignored with a shared server).
+    pub fn start_with(extra: &[&str]) -> TestEnv {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let prefix = format!(
             "mf{}_{}_",
@@ -51,8 +57,12 @@ impl TestEnv {
             };
         }
         // Test commands on, so failpoint tests can inject server errors.
-        let mut servers =
-            TestServer::start_many(2, &["--enable-test-commands"]).expect("start test servers");
+        let args: Vec<&str> = ["--enable-test-commands"]
+            .iter()
+            .chain(extra)
+            .copied()
+            .collect();
+        let mut servers = TestServer::start_many(2, &args).expect("start test servers");
         let (dst, src) = (servers.pop().unwrap(), servers.pop().unwrap());
         TestEnv {
             src: src.uri.clone(),
@@ -328,4 +338,45 @@ pub fn every_type_documents() -> Vec<RawDocumentBuf> {
         docs.push(RawDocumentBuf::from_document(&body).unwrap());
     }
     docs
+}
+
+/// Starts the binary in the background, its stderr kept in a file.
+pub fn spawn(argv: &[&str], data: &Path) -> (std::process::Child, std::fs::File) {
+    let log = tempfile::tempfile().unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mongoferry"));
+    command
+        .args(argv)
+        .env("MONGOFERRY_LOG", "warn")
+        .env("XDG_DATA_HOME", data)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log.try_clone().unwrap());
+    mongoferry::testkit::kill_with_parent(&mut command);
+    (command.spawn().unwrap(), log)
+}
+
+/// Waits (at most `limit`) for the child to exit; its status and how long that took.
+pub async fn exit_within(
+    child: &mut std::process::Child,
+    limit: Duration,
+) -> (std::process::ExitStatus, Duration) {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return (status, started.elapsed());
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("still running {limit:?} later");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn read_log(mut log: std::fs::File) -> String {
+    use std::io::{Read, Seek};
+    let mut text = String::new();
+    log.rewind().unwrap();
+    log.read_to_string(&mut text).unwrap();
+    text
 }

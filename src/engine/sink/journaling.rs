@@ -9,11 +9,12 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use mongodb::bson::RawDocumentBuf;
+use mongodb::bson::{rawdoc, RawDocumentBuf};
 
-use super::{Refused, Sink};
+use super::{Refused, Sink, Write};
 use crate::engine::CopyError;
 use crate::journal::writer::{EncodedBatch, JournalSender};
+use crate::journal::Op;
 use crate::mongo::Namespace;
 
 pub struct Journaled {
@@ -40,9 +41,45 @@ impl Journaled {
         }
         Ok(refused)
     }
+
+    async fn apply_and_journal(
+        &self,
+        ns: &Namespace,
+        writes: Vec<Write>,
+    ) -> Result<Vec<Refused>, CopyError> {
+        let deleted: Vec<RawDocumentBuf> = writes
+            .iter()
+            .filter_map(|w| match w {
+                Write::Delete(id) => Some(rawdoc! { "_id": id.clone() }),
+                _ => None,
+            })
+            .collect();
+        let ops = writes
+            .iter()
+            .filter_map(|w| match w {
+                Write::Insert(doc) | Write::Replace(doc) => Some((Op::Upsert, doc.as_bytes())),
+                Write::Delete(_) => None,
+            })
+            .chain(deleted.iter().map(|d| (Op::Delete, d.as_bytes())));
+        let batch = EncodedBatch::encode_ops(ns, ops)?;
+        let refused = self.inner.apply(ns, writes).await?;
+        let batch = batch.without(|doc| refused.iter().any(|r| r.doc.as_bytes() == doc));
+        if batch.count() > 0 {
+            self.journal.append(batch).await?;
+        }
+        Ok(refused)
+    }
 }
 
 impl Sink for Journaled {
+    fn apply<'a>(
+        &'a self,
+        ns: &'a Namespace,
+        writes: Vec<Write>,
+    ) -> BoxFuture<'a, Result<Vec<Refused>, CopyError>> {
+        self.apply_and_journal(ns, writes).boxed()
+    }
+
     fn prepare<'a>(&'a self, ns: &'a Namespace) -> BoxFuture<'a, Result<(), CopyError>> {
         self.inner.prepare(ns)
     }

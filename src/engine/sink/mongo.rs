@@ -14,11 +14,11 @@ use std::future::IntoFuture;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use mongodb::bson::{rawdoc, Document, RawArrayBuf, RawDocumentBuf};
+use mongodb::bson::{rawdoc, Document, RawArrayBuf, RawBson, RawDocumentBuf};
 use mongodb::error::ErrorKind;
 use mongodb::Client;
 
-use super::{Refused, Sink, MAX_DOCUMENT_BYTES};
+use super::{Refused, Sink, Write, MAX_DOCUMENT_BYTES};
 use crate::engine::source::id_of;
 use crate::engine::CopyError;
 use crate::mongo::retry::Retry;
@@ -289,16 +289,12 @@ impl MongoSink {
         Ok(())
     }
 
-    /// Refuses what is over the size limit, inserts the rest, replaces the duplicates.
-    async fn write_docs(
-        &self,
-        ns: &Namespace,
-        docs: Vec<RawDocumentBuf>,
-    ) -> Result<Vec<Refused>, CopyError> {
+    /// The documents within the size limit, and the others refused.
+    fn within_limit(&self, docs: Vec<RawDocumentBuf>) -> (Vec<RawDocumentBuf>, Vec<Refused>) {
         let limit = self.max_document_bytes;
         let (docs, oversized): (Vec<_>, Vec<_>) =
             docs.into_iter().partition(|d| d.as_bytes().len() <= limit);
-        let mut refused: Vec<Refused> = oversized
+        let refused = oversized
             .into_iter()
             .map(|doc| Refused {
                 reason: format!(
@@ -309,6 +305,16 @@ impl MongoSink {
                 doc,
             })
             .collect();
+        (docs, refused)
+    }
+
+    /// Refuses what is over the size limit, inserts the rest, replaces the duplicates.
+    async fn write_docs(
+        &self,
+        ns: &Namespace,
+        docs: Vec<RawDocumentBuf>,
+    ) -> Result<Vec<Refused>, CopyError> {
+        let (docs, mut refused) = self.within_limit(docs);
         if docs.is_empty() {
             return Ok(refused);
         }
@@ -321,7 +327,104 @@ impl MongoSink {
     }
 }
 
+impl MongoSink {
+    /// Inserts the new documents, replaces (upserts) the changed ones, deletes the gone ones.
+    async fn apply_writes(
+        &self,
+        ns: &Namespace,
+        writes: Vec<Write>,
+    ) -> Result<Vec<Refused>, CopyError> {
+        let (mut inserts, mut replaces, mut deletes) = (Vec::new(), Vec::new(), Vec::new());
+        for write in writes {
+            match write {
+                Write::Insert(doc) => inserts.push(doc),
+                Write::Replace(doc) => replaces.push(doc),
+                Write::Delete(id) => deletes.push(id),
+            }
+        }
+        let mut refused = Vec::new();
+        if !inserts.is_empty() {
+            refused.extend(self.write_docs(ns, inserts).await?);
+        }
+        let (replaces, oversized) = self.within_limit(replaces);
+        refused.extend(oversized);
+        if !replaces.is_empty() {
+            refused.extend(self.replace(ns, replaces).await?);
+        }
+        if !deletes.is_empty() {
+            self.delete(ns, deletes).await?;
+        }
+        Ok(refused)
+    }
+
+    /// Deletes by `_id`, in `delete` commands of many statements.
+    async fn delete(&self, ns: &Namespace, ids: Vec<RawBson>) -> Result<(), CopyError> {
+        let db = self.client.database(&ns.db);
+        let mut statements = RawArrayBuf::new();
+        let mut bytes = 0;
+        let mut ids = ids.into_iter().peekable();
+        while let Some(id) = ids.next() {
+            let statement = rawdoc! { "q": { "_id": id }, "limit": 1 };
+            bytes += statement.as_bytes().len();
+            statements.push(statement);
+            if bytes < COMMAND_BYTES / 2 && ids.peek().is_some() {
+                continue;
+            }
+            let command = rawdoc! {
+                "delete": ns.coll.as_str(),
+                "deletes": std::mem::take(&mut statements),
+                "ordered": false,
+            };
+            bytes = 0;
+            let reply = self
+                .retry
+                .run("delete", || {
+                    db.run_raw_command(command.clone()).into_future()
+                })
+                .await
+                .map_err(|e| write_error(ns, "delete", &e))?;
+            // A delete by `_id` has no document to refuse: any error fails the batch.
+            let problem = reply
+                .get_array("writeErrors")
+                .ok()
+                .and_then(|errors| errors.first())
+                .map(|e| {
+                    e.as_document()
+                        .and_then(|e| e.get_str("errmsg").ok())
+                        .unwrap_or("no message")
+                        .to_string()
+                })
+                .or_else(|| {
+                    reply.get_document("writeConcernError").ok().map(|wce| {
+                        format!(
+                            "write concern error: {}",
+                            wce.get_str("errmsg").unwrap_or("no message")
+                        )
+                    })
+                });
+            if let Some(reason) = problem {
+                return Err(MongoError::Command {
+                    side: Side::Destination,
+                    ns: ns.clone(),
+                    op: "delete",
+                    reason,
+                }
+                .into());
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Sink for MongoSink {
+    fn apply<'a>(
+        &'a self,
+        ns: &'a Namespace,
+        writes: Vec<Write>,
+    ) -> BoxFuture<'a, Result<Vec<Refused>, CopyError>> {
+        self.apply_writes(ns, writes).boxed()
+    }
+
     fn prepare<'a>(&'a self, ns: &'a Namespace) -> BoxFuture<'a, Result<(), CopyError>> {
         self.ensure_collection(ns).boxed()
     }

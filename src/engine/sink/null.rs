@@ -8,7 +8,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use mongodb::bson::RawDocumentBuf;
 
-use super::{Refused, Sink};
+use super::{Refused, Sink, Write};
 use crate::engine::CopyError;
 use crate::mongo::Namespace;
 
@@ -25,6 +25,15 @@ impl Sink for NullSink {
         docs: Vec<RawDocumentBuf>,
     ) -> BoxFuture<'a, Result<Vec<Refused>, CopyError>> {
         drop(docs);
+        async { Ok(vec![]) }.boxed()
+    }
+
+    fn apply<'a>(
+        &'a self,
+        _ns: &'a Namespace,
+        writes: Vec<Write>,
+    ) -> BoxFuture<'a, Result<Vec<Refused>, CopyError>> {
+        drop(writes);
         async { Ok(vec![]) }.boxed()
     }
 }

@@ -23,6 +23,7 @@ use super::{BatchBuilder, Source};
 use crate::engine::queue::{NsTask, Payload, QueueSender};
 use crate::engine::CopyError;
 use crate::journal::reader::{Frame, JournalReader};
+use crate::journal::Op;
 use crate::mongo::Namespace;
 
 pub struct JournalSource {
@@ -124,6 +125,13 @@ impl JournalSource {
             }
             run = Some(frame.run);
             for record in frame.records().filter(|r| r.ns == ns) {
+                if record.op != Op::Upsert {
+                    return Err(CopyError::Change(format!(
+                        "a {:?} record of {ns} in segment {} (a sync's journal): this version \
+                         replays only the upserts of copies",
+                        record.op, frame.segment
+                    )));
+                }
                 if let Some(full) = docs.push(record.doc.to_raw_document_buf()) {
                     queue.send(task, Payload::Docs(full)).await?;
                 }

@@ -9,6 +9,7 @@
 //! replayed). Batches a source queues must be sorted by `_id` within a namespace and cover it in
 //! order: the [ledger](super::ledger)'s watermark relies on it.
 
+pub mod change_stream;
 pub mod journal;
 pub mod mongo;
 pub mod synthetic;
@@ -61,9 +62,10 @@ pub trait Source: Send + Sync {
         queue: &'a QueueSender,
     ) -> BoxFuture<'a, Result<(), CopyError>>;
 
-    /// The raw documents of a batch of `_id`s (those still present), in `_id` order. It may stop
-    /// after the document that brings them to `max_bytes`: the caller then asks again for the
-    /// `_id`s after the last one returned ([`still_to_fetch`]).
+    /// The raw documents of a batch of `_id`s (those still present and matching the job's
+    /// filter), in `_id` order. It may stop after the document that brings them to `max_bytes`:
+    /// the caller then asks again for the `_id`s after the last one returned
+    /// ([`still_to_fetch`]).
     fn fetch<'a>(
         &'a self,
         ns: &'a Namespace,

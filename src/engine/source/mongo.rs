@@ -72,6 +72,15 @@ impl MongoSource {
         self
     }
 
+    /// `query` and the job's filter.
+    fn with_filter(&self, query: Document) -> Document {
+        if self.filter.is_empty() {
+            query
+        } else {
+            doc! { "$and": [self.filter.clone(), query] }
+        }
+    }
+
     /// The job's filter, restricted to what sorts after `after`.
     fn query(&self, after: Option<&RawBson>) -> Document {
         match after {
@@ -373,8 +382,9 @@ impl Source for MongoSource {
             let collection = self.collection(ns);
             self.retry
                 .run("fetch", || async {
+                    // The filter again: a document may have stopped matching since it was listed.
                     let mut cursor = collection
-                        .find(doc! { "_id": { "$in": ids.clone() } })
+                        .find(self.with_filter(doc! { "_id": { "$in": ids.clone() } }))
                         .sort(doc! { "_id": 1 })
                         .batch_size(wanted.min(u32::MAX as usize) as u32)
                         .await?;

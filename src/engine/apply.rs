@@ -1,0 +1,520 @@
+//! The apply stage of a sync: the source's change events in, the same changes at the
+//! destination out.
+//!
+//! In: [`ChangeEvent`]s in the source's order, from the change-stream source, and where each
+//! namespace goes ([`Route`]). Out: [`Step`]s — document changes gathered into [`Chunk`]s, schema
+//! changes one by one, and the quiet moments — and, for each chunk, its writes acknowledged by
+//! the destination.
+//!
+//! # Order, and why the result converges
+//!
+//! A chunk keeps only the **last** change of each `_id` it gathers. What a document must become
+//! depends only on its last change: an insert or replace carries the document as written; an
+//! update carries the document as it was when the stream read the event (`updateLookup`), which
+//! is that update's result or something later; a delete, or an update whose document was gone by
+//! then, means the document is gone (if it came back, a later insert says so). Each write is
+//! therefore a **state** ("the document is now X", "there is no document"), and applying the last
+//! state of every `_id` is idempotent and lands where the source is.
+//!
+//! Within a chunk every `_id` appears once, so its writes are split into parts of at most
+//! `batch_size` that go to the destination in parallel, as many at once as the job has workers,
+//! under the same pause, throttle (and so adaptive mode) and dead letters as a copy. Chunks are
+//! applied one after the other: a later change of an `_id` is never written before an earlier
+//! one. A part's `_id`s are not hashed to lanes: chunk order already keeps each `_id`'s events in
+//! order, and any split of a chunk is independent.
+//!
+//! With a filter, the events' documents are not trusted to match it: the part reads the current
+//! documents of its `_id`s from the source with the filter (`$in`), writes those it finds and
+//! deletes the others at the destination. A document that stops matching is deleted; one that
+//! starts to match (an update brings it in) is copied.
+//!
+//! # Position
+//!
+//! Every step carries the stream's position after its last event. A chunk's position may be
+//! saved once the chunk is applied: chunks finish in order, so that is the low watermark over
+//! the events' sequence, and everything before it is applied. A killed run reads again from the
+//! saved position and applies some events twice, which is harmless (states, by `_id`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mongodb::bson::{RawBson, RawDocumentBuf};
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::ledger::Ledger;
+use super::sink::{Sink, Write};
+use super::source::change_stream::{Change, ChangeEvent, ChangeFeed, DdlOp, DocOp, Position};
+use super::source::{still_to_fetch, Source};
+use super::stats::{EventCounts, JobStats};
+use super::{Control, CopyError};
+use crate::mongo::{bson_order, Namespace};
+
+/// Where a source namespace goes at the destination; `None`: the job does not follow it.
+pub type Route = Arc<dyn Fn(&Namespace) -> Option<Namespace> + Send + Sync>;
+
+/// The last change of one `_id` in a chunk.
+#[derive(Debug, Clone)]
+pub struct DocChange {
+    pub source: Namespace,
+    pub destination: Namespace,
+    pub id: RawBson,
+    pub op: DocOp,
+    pub doc: Option<RawDocumentBuf>,
+}
+
+/// Document changes to apply together, the last one per `_id`.
+#[derive(Debug, Default)]
+pub struct Chunk {
+    changes: HashMap<(Namespace, Vec<u8>), DocChange>,
+    /// Events gathered (before keeping the last per `_id`), by kind.
+    pub events: EventCounts,
+    bytes: usize,
+    /// Cluster time of the last event (Unix seconds).
+    pub last_secs: u32,
+    /// The position after the last event gathered (ignored ones too).
+    pub end: Option<Position>,
+}
+
+impl Chunk {
+    fn push(&mut self, change: DocChange, bytes: usize) {
+        let count = match change.op {
+            DocOp::Insert => &mut self.events.insert,
+            DocOp::Update => &mut self.events.update,
+            DocOp::Replace => &mut self.events.replace,
+            DocOp::Delete => &mut self.events.delete,
+        };
+        *count += 1;
+        self.bytes += bytes;
+        let key = (change.source.clone(), bson_order::identity(&change.id));
+        if let Some(earlier) = self.changes.insert(key, change) {
+            self.bytes = self
+                .bytes
+                .saturating_sub(earlier.doc.map_or(0, |d| d.as_bytes().len()));
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    /// Distinct `_id`s to write.
+    pub fn len(&self) -> usize {
+        self.changes.len()
+    }
+}
+
+/// A schema change of a namespace the job follows, in the stream's order.
+#[derive(Debug, Clone)]
+pub struct SchemaChange {
+    pub op: SchemaOp,
+    pub ns: Namespace,
+    /// The new name of a rename.
+    pub to: Option<Namespace>,
+    pub secs: u32,
+    pub end: Position,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SchemaOp {
+    Ddl(DdlOp),
+    /// An event this version cannot apply (named in the error it causes).
+    Unknown(String),
+}
+
+/// What the gatherer hands to the follower.
+#[derive(Debug)]
+pub enum Step {
+    /// Document changes, applied together.
+    Changes(Chunk),
+    /// A schema change: everything before it is applied first, and it before anything after.
+    Schema(SchemaChange),
+    /// The source had nothing more for now; the stream's position.
+    Quiet(Option<Position>),
+}
+
+/// How large a chunk may grow.
+#[derive(Debug, Clone, Copy)]
+pub struct ChunkLimits {
+    pub changes: usize,
+    pub bytes: usize,
+}
+
+/// Reads the feed into steps until `cancel`, or the first error (sent on as `Err`). At most
+/// one chunk waits in `steps` while another is gathered.
+pub async fn gather(
+    mut feed: ChangeFeed,
+    route: Route,
+    limits: ChunkLimits,
+    steps: mpsc::Sender<Result<Step, CopyError>>,
+    cancel: CancellationToken,
+) {
+    let mut chunk = Chunk::default();
+    loop {
+        let next = tokio::select! {
+            next = feed.next() => next,
+            _ = cancel.cancelled() => return,
+        };
+        let step = match next {
+            Err(e) => Err(e),
+            // Quiet: what was gathered goes now, then the position.
+            Ok(None) => {
+                if !chunk.is_empty() && !send(&steps, Ok(Step::Changes(take(&mut chunk)))).await {
+                    return;
+                }
+                Ok(Step::Quiet(feed.position().or_else(|| chunk.end.take())))
+            }
+            Ok(Some(event)) => match gathered(&mut chunk, event, &route) {
+                Some(schema) => {
+                    if !chunk.is_empty() && !send(&steps, Ok(Step::Changes(take(&mut chunk)))).await
+                    {
+                        return;
+                    }
+                    Ok(Step::Schema(schema))
+                }
+                None if chunk.len() >= limits.changes || chunk.bytes >= limits.bytes => {
+                    Ok(Step::Changes(take(&mut chunk)))
+                }
+                None => continue,
+            },
+        };
+        let failed = step.is_err();
+        if !send(&steps, step).await || failed {
+            return;
+        }
+    }
+}
+
+async fn send(
+    steps: &mpsc::Sender<Result<Step, CopyError>>,
+    step: Result<Step, CopyError>,
+) -> bool {
+    steps.send(step).await.is_ok()
+}
+
+fn take(chunk: &mut Chunk) -> Chunk {
+    std::mem::take(chunk)
+}
+
+/// Adds a document change to the chunk, or returns the schema change the event is.
+fn gathered(chunk: &mut Chunk, event: ChangeEvent, route: &Route) -> Option<SchemaChange> {
+    let ChangeEvent {
+        change,
+        cluster_secs,
+        after,
+        bytes,
+    } = event;
+    chunk.end = Some(after.clone());
+    let schema = |op, ns: Namespace, to| SchemaChange {
+        op,
+        ns,
+        to,
+        secs: cluster_secs,
+        end: after.clone(),
+    };
+    match change {
+        Change::Doc { ns, id, op, doc } => {
+            let destination = route(&ns)?;
+            chunk.last_secs = chunk.last_secs.max(cluster_secs);
+            chunk.push(
+                DocChange {
+                    source: ns,
+                    destination,
+                    id,
+                    op,
+                    doc,
+                },
+                bytes,
+            );
+            None
+        }
+        Change::Ddl { op, ns, to } => {
+            let followed = route(&ns).is_some()
+                || to.as_ref().is_some_and(|to| route(to).is_some())
+                || op == DdlOp::DropDatabase;
+            followed.then(|| schema(SchemaOp::Ddl(op), ns, to))
+        }
+        Change::Other { op, ns: Some(ns) } if route(&ns).is_some() => {
+            Some(schema(SchemaOp::Unknown(op), ns, None))
+        }
+        Change::Other { .. } | Change::Invalidate => None,
+    }
+}
+
+/// Applies chunks of document changes.
+pub struct Applier {
+    pub source: Arc<dyn Source>,
+    pub sink: Arc<dyn Sink>,
+    pub control: Arc<Control>,
+    pub stats: Arc<JobStats>,
+    pub ledger: Arc<Ledger>,
+    /// The job has a filter: the current documents are read from the source with it.
+    pub refresh: bool,
+    pub batch_size: usize,
+    /// The largest part of documents read back at once (`refresh`).
+    pub batch_bytes: usize,
+}
+
+/// One part of a chunk: changes of one namespace.
+struct Part {
+    source: Namespace,
+    destination: Namespace,
+    changes: Vec<DocChange>,
+}
+
+impl Applier {
+    /// Applies a chunk; returns once every part is acknowledged (or the first error).
+    pub async fn apply(&self, chunk: Chunk, cancel: &CancellationToken) -> Result<(), CopyError> {
+        let mut by_ns: HashMap<Namespace, Vec<DocChange>> = HashMap::new();
+        for (_, change) in chunk.changes {
+            by_ns.entry(change.source.clone()).or_default().push(change);
+        }
+        let mut parts = Vec::new();
+        for (_, mut changes) in by_ns {
+            while !changes.is_empty() {
+                let rest = changes.split_off(changes.len().min(self.batch_size));
+                let first = &changes[0];
+                parts.push(Part {
+                    source: first.source.clone(),
+                    destination: first.destination.clone(),
+                    changes: std::mem::replace(&mut changes, rest),
+                });
+            }
+        }
+        let parts = Mutex::new(parts);
+        let lanes = self.control.workers().max(1);
+        let lane = |slot: usize| {
+            let parts = &parts;
+            async move {
+                loop {
+                    let Some(part) = parts.lock().pop() else {
+                        return Ok::<(), CopyError>(());
+                    };
+                    self.apply_part(slot, part, cancel).await?;
+                }
+            }
+        };
+        futures::future::try_join_all((0..lanes).map(lane)).await?;
+        self.stats.sync.record(&chunk.events);
+        self.stats.sync.set_applied_time(chunk.last_secs);
+        Ok(())
+    }
+
+    async fn apply_part(
+        &self,
+        slot: usize,
+        part: Part,
+        cancel: &CancellationToken,
+    ) -> Result<(), CopyError> {
+        let counters = self.stats.worker(slot);
+        self.control.wait_while_paused(cancel).await;
+        if cancel.is_cancelled() {
+            return Err(CopyError::Stopped);
+        }
+        let started = Instant::now();
+        let writes = if self.refresh {
+            self.current(&part).await?
+        } else {
+            part.changes.into_iter().map(as_written).collect()
+        };
+        let fetch_time = if self.refresh {
+            started.elapsed()
+        } else {
+            Duration::ZERO
+        };
+        let count = writes.len() as u64;
+        let bytes = writes.iter().map(|w| w.bytes() as u64).sum();
+        tokio::select! {
+            _ = self.control.throttle().acquire(count, bytes) => {}
+            _ = cancel.cancelled() => return Err(CopyError::Stopped),
+        }
+        counters.set_state(super::stats::WorkerState::Busy);
+        let write_started = Instant::now();
+        let refused = self.sink.apply(&part.destination, writes).await;
+        counters.set_state(super::stats::WorkerState::Idle);
+        let refused = refused?;
+        let write_time = write_started.elapsed();
+        let failed = refused.len() as u64;
+        if !refused.is_empty() {
+            self.ledger
+                .keep(&part.destination, refused, &self.stats.dead_letters)
+                .await?;
+        }
+        counters.record_batch(count - failed, fetch_time, write_time);
+        self.stats.recent.record(count - failed);
+        self.stats.write_latency.observe(write_time);
+        if !fetch_time.is_zero() {
+            self.stats.fetch_latency.observe(fetch_time);
+        }
+        Ok(())
+    }
+
+    /// The writes that make the destination like the source is now, filter applied: the
+    /// documents found are written, the others deleted.
+    async fn current(&self, part: &Part) -> Result<Vec<Write>, CopyError> {
+        let mut ids: Vec<RawBson> = part.changes.iter().map(|c| c.id.clone()).collect();
+        ids.sort_by(|a, b| bson_order::compare(a.as_raw_bson_ref(), b.as_raw_bson_ref()));
+        let mut found = Vec::with_capacity(ids.len());
+        let mut pending = &ids[..];
+        while !pending.is_empty() {
+            let docs = self
+                .source
+                .fetch(&part.source, pending, self.batch_bytes)
+                .await?;
+            pending = still_to_fetch(pending, &docs, self.batch_bytes, &part.source)?;
+            found.extend(docs);
+        }
+        let mut present = std::collections::HashSet::new();
+        let mut writes = Vec::with_capacity(ids.len());
+        for doc in found {
+            let id = super::source::id_of(&doc, &part.source)?;
+            present.insert(bson_order::identity(&id));
+            writes.push(Write::Replace(doc));
+        }
+        writes.extend(
+            ids.into_iter()
+                .filter(|id| !present.contains(&bson_order::identity(id)))
+                .map(Write::Delete),
+        );
+        Ok(writes)
+    }
+}
+
+/// The write an event's own document asks for.
+fn as_written(change: DocChange) -> Write {
+    match (change.op, change.doc) {
+        (DocOp::Insert, Some(doc)) => Write::Insert(doc),
+        (DocOp::Update | DocOp::Replace, Some(doc)) => Write::Replace(doc),
+        // Deleted, or gone by the time its update was read (its delete follows).
+        _ => Write::Delete(change.id),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mongodb::bson::{doc, rawdoc, Bson};
+
+    use super::*;
+
+    fn position(n: i32) -> Position {
+        Position(mongodb::bson::from_bson(Bson::Document(doc! { "_data": n.to_string() })).unwrap())
+    }
+
+    fn event(n: i32, change: Change) -> ChangeEvent {
+        ChangeEvent {
+            change,
+            cluster_secs: 100 + n as u32,
+            after: position(n),
+            bytes: 100,
+        }
+    }
+
+    fn doc_change(ns: &str, id: i32, op: DocOp, x: Option<i32>) -> Change {
+        Change::Doc {
+            ns: Namespace::new("a", ns),
+            id: RawBson::Int32(id),
+            op,
+            doc: x.map(|x| rawdoc! { "_id": id, "x": x }),
+        }
+    }
+
+    fn route() -> Route {
+        Arc::new(|ns: &Namespace| (ns.coll != "skip").then(|| Namespace::new("b", &ns.coll)))
+    }
+
+    #[test]
+    fn a_chunk_keeps_the_last_change_of_each_id() {
+        let route = route();
+        let mut chunk = Chunk::default();
+        let events = [
+            doc_change("c", 1, DocOp::Insert, Some(1)),
+            doc_change("c", 1, DocOp::Update, Some(2)),
+            doc_change("c", 2, DocOp::Insert, Some(1)),
+            doc_change("skip", 3, DocOp::Insert, Some(1)),
+            doc_change("c", 2, DocOp::Delete, None),
+            // The same number as another type is the same `_id` to the server.
+            Change::Doc {
+                ns: Namespace::new("a", "c"),
+                id: RawBson::Double(1.0),
+                op: DocOp::Replace,
+                doc: Some(rawdoc! { "_id": 1.0, "x": 3 }),
+            },
+        ];
+        for (n, change) in events.into_iter().enumerate() {
+            assert!(gathered(&mut chunk, event(n as i32, change), &route).is_none());
+        }
+        assert_eq!(chunk.len(), 2);
+        assert_eq!(
+            chunk.events,
+            EventCounts {
+                insert: 2,
+                update: 1,
+                replace: 1,
+                delete: 1,
+                ddl: 0
+            }
+        );
+        assert_eq!(
+            chunk.end,
+            Some(position(5)),
+            "ignored events move the position too"
+        );
+        assert_eq!(chunk.last_secs, 105);
+        let mut writes: Vec<(Namespace, Write)> = chunk
+            .changes
+            .into_values()
+            .map(|c| (c.destination.clone(), as_written(c)))
+            .collect();
+        writes.sort_by_key(|(_, w)| matches!(w, Write::Delete(_)));
+        assert_eq!(
+            writes,
+            [
+                (
+                    Namespace::new("b", "c"),
+                    Write::Replace(rawdoc! { "_id": 1.0, "x": 3 })
+                ),
+                (Namespace::new("b", "c"), Write::Delete(RawBson::Int32(2))),
+            ]
+        );
+    }
+
+    #[test]
+    fn schema_changes_of_followed_namespaces_are_steps_of_their_own() {
+        let route = route();
+        let mut chunk = Chunk::default();
+        let rename_in = Change::Ddl {
+            op: DdlOp::Rename,
+            ns: Namespace::new("a", "skip"),
+            to: Some(Namespace::new("a", "kept")),
+        };
+        let schema = gathered(&mut chunk, event(1, rename_in), &route).unwrap();
+        assert_eq!(schema.op, SchemaOp::Ddl(DdlOp::Rename));
+        let ignored = Change::Ddl {
+            op: DdlOp::Drop,
+            ns: Namespace::new("a", "skip"),
+            to: None,
+        };
+        assert!(gathered(&mut chunk, event(2, ignored), &route).is_none());
+        let unknown = Change::Other {
+            op: "shardCollection".into(),
+            ns: Some(Namespace::new("a", "c")),
+        };
+        let schema = gathered(&mut chunk, event(3, unknown), &route).unwrap();
+        assert_eq!(schema.op, SchemaOp::Unknown("shardCollection".into()));
+        assert!(chunk.is_empty());
+    }
+
+    #[test]
+    fn an_update_whose_document_is_gone_is_a_delete() {
+        let gone = DocChange {
+            source: Namespace::new("a", "c"),
+            destination: Namespace::new("a", "c"),
+            id: RawBson::Int32(7),
+            op: DocOp::Update,
+            doc: None,
+        };
+        assert_eq!(as_written(gone), Write::Delete(RawBson::Int32(7)));
+    }
+}

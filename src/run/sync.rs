@@ -1,0 +1,462 @@
+//! The live part of a `sync` job: after the copy, the source's changes until cutover.
+//!
+//! In: a job whose documents are copied, its position in the source's history (recorded before
+//! the copy began, or saved by an earlier run), where each namespace goes ([`Routes`]), and the
+//! engine's parts (source, sink, control, ledger, stats). Out: the destination kept like the
+//! source until the job is committed — every change up to the commit's moment applied — or
+//! stopped, resumably.
+//!
+//! Document changes go through the [applier](crate::engine::apply) in chunks; a schema change
+//! waits for everything before it and is made here, through the renames, before anything after
+//! it. The position is saved by the ledger's checkpointer, only ever up to what is applied. A
+//! position the source no longer holds stops the job ([`CopyError::HistoryLost`]).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::TryStreamExt;
+use mongodb::bson::{doc, Document, RawDocumentBuf};
+use mongodb::Client;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::apply::{self, Applier, ChunkLimits, Route, SchemaChange, SchemaOp, Step};
+use crate::engine::control::adaptive::Adaptive;
+use crate::engine::ledger::Ledger;
+use crate::engine::queue::NsTask;
+use crate::engine::sink::{Sink, Write};
+use crate::engine::source::change_stream::{self, ChangeFeed, DdlOp, Position};
+use crate::engine::source::BatchBuilder;
+use crate::engine::stats::{EventCounts, JobStats, SyncPhase};
+use crate::engine::{Control, CopyError};
+use crate::mongo::schema::{self, index_name, Kind, Schema, MODIFIABLE_OPTIONS};
+use crate::mongo::{describe, MongoError, Namespace, Side};
+use crate::spec::Routes;
+use crate::state::SyncCheckpoint;
+
+/// Records where the source's history stands now: the sync applies every change after it.
+pub async fn start_here(source: &Client, routes: &Routes) -> Result<SyncCheckpoint, CopyError> {
+    let time = change_stream::source_time(source).await?;
+    let feed = ChangeFeed::open(source, routes.databases(), None).await?;
+    let position = feed.position().ok_or_else(|| {
+        CopyError::Internal("the source's change stream gave no starting position".into())
+    })?;
+    Ok(SyncCheckpoint {
+        start: position.to_json(),
+        applied: None,
+        applied_secs: time.time,
+        events: 0,
+        committed: false,
+    })
+}
+
+/// How a sync ends once it follows the source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    /// Until committed (or stopped).
+    Committed,
+    /// The first time it is level with the source (`--until-caught-up`), not committed: a
+    /// later run follows on from there.
+    CaughtUp,
+}
+
+/// The sync's following of the source, built once the copy is done.
+pub struct Follower<'a> {
+    pub source_client: &'a Client,
+    pub destination: &'a Client,
+    pub routes: Routes,
+    pub applier: Applier,
+    pub tasks: Vec<Arc<NsTask>>,
+    pub adaptive: Option<Arc<Adaptive>>,
+    pub limits: ChunkLimits,
+    /// Asks for the cutover: everything up to now is applied, then the job ends.
+    pub commit: CancellationToken,
+    pub until: Until,
+    pub filter: Option<Document>,
+}
+
+impl Follower<'_> {
+    fn ledger(&self) -> &Arc<Ledger> {
+        &self.applier.ledger
+    }
+
+    fn stats(&self) -> &Arc<JobStats> {
+        &self.applier.stats
+    }
+
+    /// Follows the source until committed (`Ok`), stopped ([`CopyError::Stopped`]) or the
+    /// first error. The checkpointer and adaptive mode run beside it and are joined.
+    pub async fn run(self, cancel: &CancellationToken) -> Result<(), CopyError> {
+        let Some(mut sync) = self.ledger().sync() else {
+            return Err(CopyError::Internal(
+                "a sync without a starting position".into(),
+            ));
+        };
+        if sync.committed {
+            self.stats().sync.set_phase(SyncPhase::Committed);
+            return Ok(());
+        }
+        let stats = self.stats().clone();
+        stats.sync.set_applied_time(sync.applied_secs);
+        stats.sync.set_phase(SyncPhase::CatchingUp);
+        let from = sync.applied.as_ref().unwrap_or(&sync.start);
+        let from = Position::from_json(from).map_err(|reason| {
+            CopyError::from(crate::state::StateError::Corrupt {
+                path: self.ledger().store().location().into(),
+                reason: format!("the sync position: {reason}"),
+            })
+        })?;
+        let feed =
+            ChangeFeed::open(self.source_client, self.routes.databases(), Some(&from)).await?;
+
+        let steering = CancellationToken::new();
+        let controller = self.adaptive.clone().map(|adaptive| {
+            tokio::spawn(adaptive.run(
+                self.applier.control.clone(),
+                stats.clone(),
+                steering.clone(),
+            ))
+        });
+        let checkpointing = CancellationToken::new();
+        let checkpointer = tokio::spawn(self.ledger().clone().run(
+            self.tasks.clone(),
+            self.applier.sink.clone(),
+            checkpointing.clone(),
+        ));
+        let gathering = CancellationToken::new();
+        let (steps, mut next) = mpsc::channel(1);
+        let routes = self.routes.clone();
+        let route: Route = Arc::new(move |ns: &Namespace| routes.destination(ns));
+        let gatherer = tokio::spawn(apply::gather(
+            feed,
+            route,
+            self.limits,
+            steps,
+            gathering.clone(),
+        ));
+
+        let outcome = self.follow(&mut next, &mut sync, cancel).await;
+
+        gathering.cancel();
+        drop(next);
+        let _ = gatherer.await;
+        steering.cancel();
+        if let Some(controller) = controller {
+            let _ = controller.await;
+        }
+        checkpointing.cancel();
+        let saved = match checkpointer.await {
+            Ok(saved) => saved,
+            Err(e) => Err(CopyError::Internal(format!("checkpointer failed: {e}"))),
+        };
+        outcome?;
+        saved
+    }
+
+    async fn follow(
+        &self,
+        next: &mut mpsc::Receiver<Result<Step, CopyError>>,
+        sync: &mut SyncCheckpoint,
+        cancel: &CancellationToken,
+    ) -> Result<(), CopyError> {
+        let stats = self.stats().clone();
+        // When the commit was asked for: a quiet moment of the source seen after it means every
+        // change up to the commit is applied.
+        let mut committing: Option<Instant> = None;
+        loop {
+            let step = tokio::select! {
+                step = next.recv() => step,
+                _ = self.commit.cancelled(), if committing.is_none() => {
+                    let end = change_stream::source_time(self.source_client).await?;
+                    tracing::info!("committing: applying every change up to {}", end.time);
+                    stats.sync.set_phase(SyncPhase::Committing);
+                    committing = Some(Instant::now());
+                    continue;
+                }
+                _ = cancel.cancelled() => return Err(CopyError::Stopped),
+            };
+            let Some(step) = step else {
+                return Err(CopyError::Internal(
+                    "the change stream reader stopped".into(),
+                ));
+            };
+            match step? {
+                Step::Changes(chunk) => {
+                    stats.sync.set_caught_up(false);
+                    let (events, end, secs) = (chunk.events, chunk.end.clone(), chunk.last_secs);
+                    self.applier.apply(chunk, cancel).await?;
+                    self.applied(sync, end, secs, &events);
+                }
+                Step::Schema(change) => {
+                    stats.sync.set_caught_up(false);
+                    self.apply_schema(&change, cancel).await?;
+                    let events = EventCounts {
+                        ddl: 1,
+                        ..EventCounts::default()
+                    };
+                    stats.sync.record(&events);
+                    stats.sync.set_applied_time(change.secs);
+                    self.applied(sync, Some(change.end), change.secs, &events);
+                }
+                Step::Quiet(position) => {
+                    stats.sync.set_caught_up(true);
+                    self.applied(sync, position, 0, &EventCounts::default());
+                    if stats.sync.phase() == Some(SyncPhase::CatchingUp) {
+                        tracing::info!("caught up with the source: following it live");
+                        stats.sync.set_phase(SyncPhase::Live);
+                    }
+                    match (self.until, committing) {
+                        // Level with the source after the commit was asked for: every change
+                        // up to it is applied.
+                        (_, Some(asked)) if Instant::now() > asked => {
+                            sync.committed = true;
+                            self.ledger().set_sync(sync.clone());
+                            stats.sync.set_phase(SyncPhase::Committed);
+                            return Ok(());
+                        }
+                        // The position is kept: a later run follows on from here.
+                        (Until::CaughtUp, None) => return Ok(()),
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Everything up to `position` is applied: the checkpointer may save it.
+    fn applied(
+        &self,
+        sync: &mut SyncCheckpoint,
+        position: Option<Position>,
+        secs: u32,
+        events: &EventCounts,
+    ) {
+        if let Some(position) = position {
+            sync.applied = Some(position.to_json());
+        }
+        sync.applied_secs = sync.applied_secs.max(secs);
+        sync.events += events.total();
+        self.ledger().set_sync(sync.clone());
+    }
+
+    /// Makes a schema change of the source at the destination; one it cannot make stops the job.
+    async fn apply_schema(
+        &self,
+        change: &SchemaChange,
+        cancel: &CancellationToken,
+    ) -> Result<(), CopyError> {
+        let named = |detail: String| {
+            CopyError::Change(format!(
+                "the source's {} of {} ({detail}); the job stops rather than skip it",
+                match &change.op {
+                    SchemaOp::Ddl(op) => op.name().to_string(),
+                    SchemaOp::Unknown(op) => op.clone(),
+                },
+                change.ns
+            ))
+        };
+        let op = match &change.op {
+            SchemaOp::Ddl(op) => *op,
+            SchemaOp::Unknown(_) => {
+                return Err(named("not a change this version can apply".into()))
+            }
+        };
+        let log = &self.stats().schema;
+        let routed = self.routes.destination(&change.ns);
+        let outcome = match op {
+            // Its collections' drops came first, each as an event of its own.
+            DdlOp::DropDatabase => Ok(()),
+            DdlOp::Drop => match &routed {
+                Some(dst) => {
+                    schema::drop(self.destination, dst).await?;
+                    log.update(|p| p.dropped.push(dst.to_string()));
+                    Ok(())
+                }
+                None => Ok(()),
+            },
+            DdlOp::Rename => self.rename(change, routed.as_ref(), cancel).await,
+            DdlOp::Create | DdlOp::CreateIndexes | DdlOp::DropIndexes | DdlOp::Modify => {
+                match &routed {
+                    Some(dst) => self.reconcile(&change.ns, dst).await,
+                    None => Ok(()),
+                }
+            }
+        };
+        outcome.map_err(|e| match e {
+            CopyError::Stopped => CopyError::Stopped,
+            other => named(other.to_string()),
+        })
+    }
+
+    async fn rename(
+        &self,
+        change: &SchemaChange,
+        from: Option<&Namespace>,
+        cancel: &CancellationToken,
+    ) -> Result<(), CopyError> {
+        let Some(to_source) = &change.to else {
+            return Err(CopyError::Internal("a rename without its new name".into()));
+        };
+        let to = self.routes.destination(to_source);
+        match (from, to) {
+            (Some(from), Some(to)) => {
+                let exists = schema::read(self.destination, Side::Destination, from)
+                    .await?
+                    .is_some();
+                if exists {
+                    schema::rename(self.destination, from, &to).await?;
+                    Ok(())
+                } else {
+                    self.copy_whole(to_source, &to, cancel).await
+                }
+            }
+            // Renamed out of the job: gone from its point of view.
+            (Some(from), None) => Ok(schema::drop(self.destination, from).await?),
+            // Renamed into the job: its documents never came as events.
+            (None, Some(to)) => self.copy_whole(to_source, &to, cancel).await,
+            (None, None) => Ok(()),
+        }
+    }
+
+    /// Makes the destination's namespace like the source's now: created if missing, options
+    /// that `collMod` changes, indexes built or dropped. What still differs after is an error.
+    async fn reconcile(&self, source: &Namespace, dst: &Namespace) -> Result<(), CopyError> {
+        let Some(wanted) = self.source_schema(source).await? else {
+            // Gone since: its drop or rename follows in the stream.
+            return Ok(());
+        };
+        let log = &self.stats().schema;
+        let Some(there) = schema::read(self.destination, Side::Destination, dst).await? else {
+            schema::create(self.destination, dst, &wanted.options).await?;
+            log.update(|p| p.created.push(dst.to_string()));
+            for index in &wanted.indexes {
+                self.build(dst, index).await?;
+            }
+            return Ok(());
+        };
+        let mut changed = Document::new();
+        for key in MODIFIABLE_OPTIONS {
+            if wanted.options.get(key) != there.options.get(key) {
+                if let Some(value) = wanted.options.get(key) {
+                    changed.insert(key, value.clone());
+                }
+            }
+        }
+        if !changed.is_empty() {
+            schema::modify(self.destination, dst, changed).await?;
+        }
+        for index in &there.indexes {
+            let kept = wanted.indexes.iter().any(|i| i == index);
+            if !kept {
+                schema::drop_index(self.destination, dst, index_name(index)).await?;
+            }
+        }
+        for index in &wanted.indexes {
+            if !there.indexes.contains(index) {
+                self.build(dst, index).await?;
+            }
+        }
+        let now = schema::read(self.destination, Side::Destination, dst).await?;
+        let left = match &now {
+            Some(now) => wanted.differences(now, true),
+            None => vec!["the destination's collection vanished".into()],
+        };
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(CopyError::Schema(left.join("; ")))
+        }
+    }
+
+    /// The source's schema of `ns` as the destination should have it (a view's source renamed).
+    async fn source_schema(&self, ns: &Namespace) -> Result<Option<Schema>, CopyError> {
+        let Some(found) = schema::read(self.source_client, Side::Source, ns).await? else {
+            return Ok(None);
+        };
+        Ok(Some(match found.kind {
+            Kind::View => found.with_view_on(|on| {
+                self.routes
+                    .destination(&Namespace::new(&ns.db, on))
+                    .map_or_else(|| on.to_string(), |d| d.coll)
+            }),
+            _ => found,
+        }))
+    }
+
+    async fn build(&self, dst: &Namespace, index: &Document) -> Result<(), CopyError> {
+        schema::build_index(self.destination, dst, index)
+            .await
+            .map_err(|reason| {
+                MongoError::Command {
+                    side: Side::Destination,
+                    ns: dst.clone(),
+                    op: "createIndexes",
+                    reason: format!("index {}: {reason}", index_name(index)),
+                }
+                .into()
+            })
+    }
+
+    /// Copies a whole collection that came into the job (a rename into a selected database):
+    /// schema first, then its documents as they are now (its later changes follow as events).
+    async fn copy_whole(
+        &self,
+        source: &Namespace,
+        dst: &Namespace,
+        cancel: &CancellationToken,
+    ) -> Result<(), CopyError> {
+        self.reconcile(source, dst).await?;
+        let collection = self
+            .source_client
+            .database(&source.db)
+            .collection::<RawDocumentBuf>(&source.coll);
+        let read_error = |e: mongodb::error::Error| MongoError::Command {
+            side: Side::Source,
+            ns: source.clone(),
+            op: "find",
+            reason: describe(&e),
+        };
+        let filter = self.filter.clone().unwrap_or_default();
+        let mut cursor = collection
+            .find(filter)
+            .sort(doc! { "_id": 1 })
+            .await
+            .map_err(read_error)?;
+        let mut batch = BatchBuilder::new(self.applier.batch_size, self.applier.batch_bytes);
+        while let Some(doc) = cursor.try_next().await.map_err(read_error)? {
+            if let Some(docs) = batch.push(doc) {
+                self.write_copied(dst, docs, cancel).await?;
+            }
+        }
+        let rest = batch.take();
+        if !rest.is_empty() {
+            self.write_copied(dst, rest, cancel).await?;
+        }
+        Ok(())
+    }
+
+    async fn write_copied(
+        &self,
+        dst: &Namespace,
+        docs: Vec<RawDocumentBuf>,
+        cancel: &CancellationToken,
+    ) -> Result<(), CopyError> {
+        let control: &Control = &self.applier.control;
+        control.wait_while_paused(cancel).await;
+        let bytes = docs.iter().map(|d| d.as_bytes().len() as u64).sum();
+        tokio::select! {
+            _ = control.throttle().acquire(docs.len() as u64, bytes) => {}
+            _ = cancel.cancelled() => return Err(CopyError::Stopped),
+        }
+        let sink: &Arc<dyn Sink> = &self.applier.sink;
+        let refused = sink
+            .apply(dst, docs.into_iter().map(Write::Insert).collect())
+            .await?;
+        if !refused.is_empty() {
+            self.ledger()
+                .keep(dst, refused, &self.stats().dead_letters)
+                .await?;
+        }
+        Ok(())
+    }
+}
