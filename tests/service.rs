@@ -829,3 +829,98 @@ fn the_api_plans_a_job_without_starting_it() {
         );
     });
 }
+
+#[test]
+fn a_sync_job_shows_its_lag_and_a_commit_completes_it_equal() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start(&dir.path().join("jobs.json"));
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("apisync"), env.dst_db("apisync"));
+        let src = env.src_client().await;
+        insert_raw(&src, &s, "c", &sample_docs(2_000, 200)).await;
+        let mut body = spec(&env, &format!("{s}.c"), &format!("{d}.c"));
+        body["mode"] = json!("sync");
+        body["verify"] = json!(true);
+        let (status, job) = service.post("/api/jobs", body).await;
+        assert_eq!(status, 202, "{job}");
+        let id = job["id"].clone();
+        assert_eq!(job["links"]["commit"], format!("/api/jobs/{id}/commit"));
+        let job = service
+            .wait_for(&id, "the live phase", |j| {
+                j["progress"]["sync"]["phase"] == "live"
+            })
+            .await;
+        assert_eq!(job["state"], "running");
+        assert_eq!(job["progress"]["sync"]["lag_secs"], 0.0, "{job}");
+
+        // Changes while live are applied, and counted by kind.
+        let c = src.database(&s).collection::<mongodb::bson::Document>("c");
+        for i in 0..50 {
+            c.insert_one(mongodb::bson::doc! { "_id": 10_000 + i })
+                .await
+                .unwrap();
+        }
+        c.delete_one(mongodb::bson::doc! { "_id": 0_i64 })
+            .await
+            .unwrap();
+        let job = service
+            .wait_for(&id, "the changes applied", |j| {
+                j["progress"]["sync"]["events"].as_u64().unwrap_or(0) >= 51
+            })
+            .await;
+        assert_eq!(job["progress"]["sync"]["applied"]["insert"], 50, "{job}");
+        assert_eq!(job["progress"]["sync"]["applied"]["delete"], 1, "{job}");
+        let (_, metrics) = service.get("/metrics").await;
+        let metrics = metrics.as_str().unwrap().to_string();
+        assert!(
+            metrics.contains(&format!("mongoferry_sync_lag_seconds{{job=\"{id}\"}}")),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains(&format!(
+                "mongoferry_sync_events_total{{job=\"{id}\",type=\"insert\"}} 50"
+            )),
+            "{metrics}"
+        );
+
+        // The cutover: everything up to now applied, verified, completed.
+        c.insert_one(mongodb::bson::doc! { "_id": -1, "last": true })
+            .await
+            .unwrap();
+        let (status, job) = service
+            .post(&format!("/api/jobs/{id}/commit"), json!({}))
+            .await;
+        assert_eq!(status, 200, "{job}");
+        let job = service
+            .wait_for(&id, "the commit", |j| j["state"] == "completed")
+            .await;
+        assert_eq!(job["error"], Value::Null, "{job}");
+        assert_eq!(job["progress"]["sync"]["phase"], "committed", "{job}");
+        assert_same(&env, (&s, "c"), (&d, "c")).await;
+        let (status, again) = service
+            .post(&format!("/api/jobs/{id}/commit"), json!({}))
+            .await;
+        assert_eq!(status, 409, "{again}");
+
+        // A copy job cannot be committed.
+        let (status, copy) = service
+            .post(
+                "/api/jobs",
+                spec(&env, &format!("{s}.c"), &format!("{d}.other")),
+            )
+            .await;
+        assert_eq!(status, 202, "{copy}");
+        assert!(copy["links"]["commit"].is_null(), "{copy}");
+        let (status, refused) = service
+            .post(&format!("/api/jobs/{}/commit", copy["id"]), json!({}))
+            .await;
+        assert!(
+            status == 409
+                && refused["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("only a sync job"),
+            "{status} {refused}"
+        );
+    });
+}

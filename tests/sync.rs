@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{dump, exit_within, insert_raw, mongoferry, read_log, spawn, stderr, TestEnv};
+use futures::TryStreamExt;
 use mongodb::bson::{doc, Document, RawDocumentBuf};
 use mongodb::Client;
 use serde_json::Value;
@@ -257,6 +258,248 @@ fn killed_during_the_copy_and_during_the_live_phase_a_rerun_converges() {
             .unwrap();
         let again = mongoferry(
             &[&argv[..], &["--until-caught-up", "--quiet"]].concat(),
+            Duration::from_secs(60),
+        );
+        assert!(again.status.success(), "{}", stderr(&again));
+        common::assert_same(&env, (&s, "c"), (&d, "c")).await;
+    });
+}
+
+/// Waits until the destination database holds these collection names.
+async fn collections_become(client: &Client, db: &str, names: &[&str], limit: Duration) {
+    let started = Instant::now();
+    loop {
+        let now = common::collection_names(client, db).await;
+        if now == names {
+            return;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "{db} holds {now:?}, not {names:?}, after {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn index_names(client: &Client, db: &str, coll: &str) -> Vec<String> {
+    let mut names = client
+        .database(db)
+        .collection::<Document>(coll)
+        .list_index_names()
+        .await
+        .unwrap();
+    names.sort();
+    names
+}
+
+#[test]
+fn schema_changes_are_followed_through_the_renames() {
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("ddl"), env.dst_db("ddl"));
+        let (src, dst) = (env.src_client().await, env.dst_client().await);
+        insert_raw(&src, &s, "a", &common::sample_docs(100, 100)).await;
+        let data = tempfile::tempdir().unwrap();
+        let state = data.path().join("state.json");
+        let ns = format!("{s}.*:{d}");
+        let argv = [
+            "sync",
+            "--from",
+            &env.src,
+            "--to",
+            &env.dst,
+            "--ns",
+            &ns,
+            "--state",
+            state.to_str().unwrap(),
+        ];
+        let (mut child, log) = spawn(&argv, data.path());
+        wait_for("live", Duration::from_secs(30), || {
+            !sync_state(&state)["applied"].is_null()
+        })
+        .await;
+        let db = src.database(&s);
+        // Created after the start inside `db.*`: followed, with its index and documents.
+        db.create_collection("b").await.unwrap();
+        insert_raw(&src, &s, "b", &common::sample_docs(20, 50)).await;
+        db.run_command(doc! { "createIndexes": "b", "indexes": [
+            { "key": { "pad": 1 }, "name": "pad_1" },
+        ] })
+        .await
+        .unwrap();
+        // Renamed: its documents go along.
+        src.database("admin")
+            .run_command(doc! {
+                "renameCollection": format!("{s}.a"), "to": format!("{s}.a2"),
+            })
+            .await
+            .unwrap();
+        // Created and dropped again.
+        db.create_collection("tmp").await.unwrap();
+        db.collection::<Document>("tmp").drop().await.unwrap();
+        // Written after the rename: lands in the new name.
+        db.collection::<Document>("a2")
+            .insert_one(doc! { "_id": -5, "after": "rename" })
+            .await
+            .unwrap();
+
+        collections_become(&dst, &d, &["a2", "b"], Duration::from_secs(30)).await;
+        let started = Instant::now();
+        while index_names(&dst, &d, "b").await != ["_id_", "pad_1"] {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "index pad_1 not built"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        converged(&src, &dst, (&s, "a2"), (&d, "a2"), Duration::from_secs(30)).await;
+        converged(&src, &dst, (&s, "b"), (&d, "b"), Duration::from_secs(30)).await;
+        // A dropped index goes too.
+        db.run_command(doc! { "dropIndexes": "b", "index": "pad_1" })
+            .await
+            .unwrap();
+        let started = Instant::now();
+        while index_names(&dst, &d, "b").await != ["_id_"] {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "index pad_1 not dropped"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        sigterm(&child);
+        let (status, _) = exit_within(&mut child, Duration::from_secs(20)).await;
+        assert_eq!(status.code(), Some(130), "{}", read_log(log));
+        let events = sync_state(&state)["events"].as_u64().unwrap();
+        assert!(events >= 6, "{}", sync_state(&state));
+    });
+}
+
+#[test]
+fn a_filtered_sync_deletes_what_stops_matching_and_copies_what_starts() {
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("filter"), env.dst_db("filter"));
+        let (src, dst) = (env.src_client().await, env.dst_client().await);
+        let c = src.database(&s).collection::<Document>("c");
+        let docs: Vec<Document> = (0..40)
+            .map(|i| doc! { "_id": i, "keep": i % 2 == 0 })
+            .collect();
+        c.insert_many(docs).await.unwrap();
+        let ns = format!("{s}.c:{d}.c");
+        let argv = [
+            "sync",
+            "--from",
+            &env.src,
+            "--to",
+            &env.dst,
+            "--ns",
+            &ns,
+            "--no-state",
+            "--filter",
+            r#"{"keep": true}"#,
+        ];
+        let data = tempfile::tempdir().unwrap();
+        let (mut child, log) = spawn(&argv, data.path());
+        let count = |filter: Document| {
+            let dst = dst.clone();
+            let d = d.clone();
+            async move {
+                dst.database(&d)
+                    .collection::<Document>("c")
+                    .count_documents(filter)
+                    .await
+                    .unwrap()
+            }
+        };
+        let started = Instant::now();
+        while count(doc! {}).await != 20 {
+            assert!(started.elapsed() < Duration::from_secs(30), "initial copy");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // 0 stops matching, 1 starts, 100 never matches, 101 does.
+        c.update_one(doc! { "_id": 0 }, doc! { "$set": { "keep": false } })
+            .await
+            .unwrap();
+        c.update_one(doc! { "_id": 1 }, doc! { "$set": { "keep": true } })
+            .await
+            .unwrap();
+        c.insert_one(doc! { "_id": 100, "keep": false })
+            .await
+            .unwrap();
+        c.insert_one(doc! { "_id": 101, "keep": true })
+            .await
+            .unwrap();
+        let wanted: Vec<RawDocumentBuf> = src
+            .database(&s)
+            .collection::<RawDocumentBuf>("c")
+            .find(doc! { "keep": true })
+            .sort(doc! { "_id": 1 })
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(wanted.len(), 21);
+        let started = Instant::now();
+        loop {
+            let there = dump(&dst, &d, "c").await;
+            if same(&wanted, &there) {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{} documents at the destination, {} match at the source",
+                there.len(),
+                wanted.len()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        sigterm(&child);
+        let (status, _) = exit_within(&mut child, Duration::from_secs(20)).await;
+        assert_eq!(status.code(), Some(130), "{}", read_log(log));
+    });
+}
+
+#[test]
+fn a_position_the_source_no_longer_holds_stops_with_a_clear_error() {
+    // A source that keeps only the last 100 changes.
+    TestEnv::start_with(&["--oplog-max-entries", "100"]).run(|env| async move {
+        let (s, d) = (env.src_db("lost"), env.dst_db("lost"));
+        let src = env.src_client().await;
+        insert_raw(&src, &s, "c", &common::sample_docs(50, 100)).await;
+        let data = tempfile::tempdir().unwrap();
+        let state = data.path().join("state.json");
+        let ns = format!("{s}.c:{d}.c");
+        let argv = [
+            "sync",
+            "--from",
+            &env.src,
+            "--to",
+            &env.dst,
+            "--ns",
+            &ns,
+            "--state",
+            state.to_str().unwrap(),
+            "--until-caught-up",
+            "--quiet",
+        ];
+        let out = mongoferry(&argv, Duration::from_secs(60));
+        assert!(out.status.success(), "{}", stderr(&out));
+        // 300 changes later, the saved position is gone from the source's history.
+        let c = src.database(&s).collection::<Document>("c");
+        for i in 0..300 {
+            c.insert_one(doc! { "_id": 1000 + i }).await.unwrap();
+        }
+        let _ = src
+            .database("admin")
+            .run_command(doc! { "secantusAdmin.pruneOplog": 1 })
+            .await;
+        let out = mongoferry(&argv, Duration::from_secs(60));
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("no longer holds the changes"), "{err}");
+        assert!(err.contains("--restart"), "{err}");
+        // Nothing was skipped silently: a full copy again brings it level.
+        let again = mongoferry(
+            &[&argv[..], &["--restart"]].concat(),
             Duration::from_secs(60),
         );
         assert!(again.status.success(), "{}", stderr(&again));

@@ -39,10 +39,10 @@ pub enum ExportError {
         source: std::io::Error,
     },
     #[error(
-        "record {seq} of {ns} deletes a document (the journal of a sync): an export holds \
-         documents only, so such a journal cannot be exported"
+        "record {seq} of {ns} is a sync's change (a delete, or a document that changes again \
+         later): an export holds each document once, so such a journal cannot be exported"
     )]
-    Delete { seq: u64, ns: String },
+    Change { seq: u64, ns: String },
     #[error("record {seq} of {ns} cannot be written as Extended JSON: {reason}")]
     Convert {
         seq: u64,
@@ -75,8 +75,8 @@ pub fn export(
             if record.ns != ns {
                 continue;
             }
-            if record.op == Op::Delete {
-                return Err(ExportError::Delete {
+            if record.op != Op::Upsert {
+                return Err(ExportError::Change {
                     seq: frame.header.first_seq + i as u64,
                     ns: ns.to_string(),
                 });

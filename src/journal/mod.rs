@@ -62,7 +62,7 @@
 //!
 //! | size | field |
 //! |---:|---|
-//! | 1 | operation: 1 = upsert (insert the document, or replace the document with its `_id`); 2 = delete (the document with the `_id` of the record's document, which is `{_id: …}`; written by a sync) |
+//! | 1 | operation: 1 = upsert (insert the document, or replace the document with its `_id`; a copy writes each `_id` once per run); 2 = delete (the document with the `_id` of the record's document, which is `{_id: …}`); 3 = change (the document with this `_id` is now this one). 2 and 3 are a sync's changes: the same `_id` may change many times, so they apply in the journal's order |
 //! | 2 | namespace length N |
 //! | N | namespace the write went to, `db.collection`, UTF-8 |
 //! | 4 + … | the document, raw BSON exactly as written (its first 4 bytes are its length) |
@@ -144,10 +144,14 @@ pub const MAX_SEGMENT_BYTES: u64 = 16 * 1024 * 1024 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Op {
-    /// Insert the document, or replace the one with the same `_id`.
+    /// Insert the document, or replace the one with the same `_id` (a copy's write: each `_id`
+    /// once per run, so a run's upserts may be applied in any order).
     Upsert = 1,
-    /// Delete the document with the record's `_id` (the record's document is `{_id: …}`).
+    /// A change: delete the document with the record's `_id` (the document is `{_id: …}`).
     Delete = 2,
+    /// A change: the document with this `_id` is now this one (insert or replace). Changes are
+    /// applied in the journal's order: the same `_id` may change many times.
+    Change = 3,
 }
 
 impl Op {
@@ -155,6 +159,7 @@ impl Op {
         match code {
             1 => Some(Op::Upsert),
             2 => Some(Op::Delete),
+            3 => Some(Op::Change),
             _ => None,
         }
     }

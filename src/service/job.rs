@@ -15,9 +15,9 @@ use utoipa::ToSchema;
 
 use crate::engine::control::adaptive::{Adaptive, AdaptiveView};
 use crate::engine::control::throttle::{Limits, Throttle};
-use crate::engine::stats::{JobStats, NsSnapshot, SchemaProgress, WorkerSnapshot};
+use crate::engine::stats::{JobStats, NsSnapshot, SchemaProgress, SyncProgress, WorkerSnapshot};
 use crate::engine::Control;
-use crate::spec::JobSpec;
+use crate::spec::{JobSpec, Mode};
 use crate::state::unix_now;
 
 /// A job's identity, unique for the lifetime of a state store.
@@ -180,6 +180,8 @@ pub struct Progress {
     pub workers: Vec<WorkerSnapshot>,
     /// Collections dropped and created, index builds (done, to do, refused), views.
     pub schema: SchemaProgress,
+    /// A sync job's phase, lag and changes applied (`null` for a copy).
+    pub sync: Option<SyncProgress>,
 }
 
 /// A job as the API shows it.
@@ -212,12 +214,16 @@ pub struct Links {
     pub pause: String,
     pub resume: String,
     pub cancel: String,
+    /// A sync job's cutover (`POST`); absent for a copy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
 }
 
 impl Links {
-    fn new(id: JobId) -> Self {
+    fn new(id: JobId, mode: Mode) -> Self {
         let base = format!("/api/jobs/{id}");
         Links {
+            commit: (mode == Mode::Sync).then(|| format!("{base}/commit")),
             events: format!("{base}/events"),
             pause: format!("{base}/pause"),
             resume: format!("{base}/resume"),
@@ -234,6 +240,8 @@ pub struct Job {
     pub spec: Option<JobSpec>,
     pub control: Arc<Control>,
     pub cancel: CancellationToken,
+    /// Asks a sync job for its cutover ([`Command::Commit`](super::manager::Command::Commit)).
+    pub commit: CancellationToken,
     state: watch::Sender<JobState>,
     inner: Mutex<JobInner>,
 }
@@ -277,6 +285,7 @@ impl Job {
             spec: Some(spec),
             control: Arc::new(control),
             cancel: CancellationToken::new(),
+            commit: CancellationToken::new(),
             state: watch::channel(JobState::Pending).0,
             inner: Mutex::new(JobInner {
                 record,
@@ -301,6 +310,7 @@ impl Job {
                 }),
             )),
             cancel,
+            commit: CancellationToken::new(),
             state: watch::channel(record.state).0,
             inner: Mutex::new(JobInner {
                 record,
@@ -391,6 +401,7 @@ impl Job {
                 namespaces: snap.namespaces,
                 workers: snap.workers,
                 schema: snap.schema,
+                sync: snap.sync,
             }
         });
         let record = &inner.record;
@@ -410,6 +421,7 @@ impl Job {
                 namespaces: vec![],
                 workers: vec![],
                 schema: SchemaProgress::default(),
+                sync: None,
             })
         });
         JobView {
@@ -424,7 +436,7 @@ impl Job {
             error: record.error.clone(),
             dead_letters: inner.stats.as_ref().map(|s| s.dead_letters.snapshot()),
             progress,
-            links: Links::new(self.id),
+            links: Links::new(self.id, record.spec.mode.unwrap_or_default()),
         }
     }
 }

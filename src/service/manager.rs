@@ -22,7 +22,7 @@ use crate::engine::{Control, CopyError};
 use crate::run::copy;
 use crate::run::plan::Plan;
 use crate::service::clusters::AllowList;
-use crate::spec::{CopySpec, JobSpec, SpecError};
+use crate::spec::{CopySpec, JobSpec, Mode, SpecError};
 use crate::state::history::{HistoryError, HistoryFile};
 use crate::state::unix_now;
 use crate::state::StateStore;
@@ -35,6 +35,8 @@ pub enum Command {
     Cancel,
     SetWorkers(usize),
     SetLimits(Limits),
+    /// A sync job's cutover: every change up to now is applied, then the job ends.
+    Commit,
 }
 
 /// Why a plan could not be made.
@@ -60,6 +62,8 @@ pub enum CommandError {
     /// A value out of its range ([`bounds`]).
     #[error("{0}")]
     Invalid(String),
+    #[error("job {0} is a copy: only a sync job (\"mode\": \"sync\") can be committed")]
+    NotSync(JobId),
 }
 
 pub struct JobManager {
@@ -258,7 +262,9 @@ impl JobManager {
             Err(e) => Err(e),
             // Cancelled while connecting: the run stops at once and closes the clients.
             Ok(prepared) => {
-                let prepared = prepared.with_control(job.control.clone());
+                let prepared = prepared
+                    .with_control(job.control.clone())
+                    .with_commit(job.commit.clone());
                 job.attach(prepared.stats(), prepared.adaptive());
                 // Refused when it was paused or cancelled meanwhile: that state stays.
                 let _ = job.apply(Event::Started);
@@ -328,6 +334,7 @@ impl JobManager {
             Command::Cancel => "cancel",
             Command::SetWorkers(_) => "change its workers",
             Command::SetLimits(_) => "change its rate limits",
+            Command::Commit => "commit",
         };
         let refuse = |state| CommandError::Conflict {
             id,
@@ -341,6 +348,9 @@ impl JobManager {
             job.explain("cancelled while interrupted: it will not continue".into());
             self.save().await;
             return Ok(job);
+        }
+        if command == Command::Commit && job.record().spec.mode != Some(Mode::Sync) {
+            return Err(CommandError::NotSync(id));
         }
         if state.is_final() {
             return Err(refuse(state));
@@ -357,6 +367,7 @@ impl JobManager {
                 job.control.resume();
             }
             Command::Cancel => job.cancel.cancel(),
+            Command::Commit => job.commit.cancel(),
             Command::SetWorkers(n) => {
                 if let Some(problem) = bounds::WORKERS.problem(n) {
                     return Err(CommandError::Invalid(problem));

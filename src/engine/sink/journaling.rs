@@ -57,7 +57,7 @@ impl Journaled {
         let ops = writes
             .iter()
             .filter_map(|w| match w {
-                Write::Insert(doc) | Write::Replace(doc) => Some((Op::Upsert, doc.as_bytes())),
+                Write::Insert(doc) | Write::Replace(doc) => Some((Op::Change, doc.as_bytes())),
                 Write::Delete(_) => None,
             })
             .chain(deleted.iter().map(|d| (Op::Delete, d.as_bytes())));

@@ -42,6 +42,9 @@ impl Position {
 
     pub fn from_json(value: &serde_json::Value) -> Result<Self, String> {
         let bson = Bson::try_from(value.clone()).map_err(|e| e.to_string())?;
+        if !matches!(bson, Bson::Document(_)) {
+            return Err(format!("not a resume token: {value}"));
+        }
         bson::from_bson(bson)
             .map(Position)
             .map_err(|e| format!("not a resume token: {e}"))

@@ -128,7 +128,7 @@ impl JournalSource {
                 if record.op != Op::Upsert {
                     return Err(CopyError::Change(format!(
                         "a {:?} record of {ns} in segment {} (a sync's journal): this version \
-                         replays only the upserts of copies",
+                         replays only the upserts of copies, not a sync's changes",
                         record.op, frame.segment
                     )));
                 }

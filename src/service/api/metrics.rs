@@ -2,7 +2,8 @@
 //!
 //! In: the job manager's jobs and their stats. Out: documents and bytes copied per job and
 //! namespace, failed jobs, queue batches pushed and popped, batch latency histograms, workers and
-//! the state of each job. Labels are a small fixed set: `job`, `namespace`, `state`, `le`.
+//! the state of each job, a sync job's lag and changes applied by type. Labels are a small fixed
+//! set: `job`, `namespace`, `state`, `le`, `type`.
 
 use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
@@ -165,6 +166,45 @@ pub async fn render(State(manager): State<Arc<JobManager>>) -> Response {
                 "mongoferry_adaptive_rate_cap{{job=\"{}\"}} {cap}",
                 view.id
             );
+        }
+    }
+    family(
+        &mut out,
+        "sync_lag_seconds",
+        "gauge",
+        "A sync job's lag: now minus the cluster time of the last change applied (0 when level).",
+    );
+    for view in &views {
+        if let Some(sync) = view.progress.as_ref().and_then(|p| p.sync.as_ref()) {
+            let _ = writeln!(
+                out,
+                "mongoferry_sync_lag_seconds{{job=\"{}\"}} {}",
+                view.id, sync.lag_secs
+            );
+        }
+    }
+    family(
+        &mut out,
+        "sync_events_total",
+        "counter",
+        "Changes of the source a sync job applied, by type.",
+    );
+    for view in &views {
+        if let Some(sync) = view.progress.as_ref().and_then(|p| p.sync.as_ref()) {
+            let a = &sync.applied;
+            for (kind, n) in [
+                ("insert", a.insert),
+                ("update", a.update),
+                ("replace", a.replace),
+                ("delete", a.delete),
+                ("ddl", a.ddl),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "mongoferry_sync_events_total{{job=\"{}\",type=\"{kind}\"}} {n}",
+                    view.id
+                );
+            }
         }
     }
     family(

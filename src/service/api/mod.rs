@@ -134,6 +134,7 @@ impl From<CommandError> for ApiError {
             CommandError::NotFound(_) => ApiError::NotFound(e.to_string()),
             CommandError::Conflict { .. } => ApiError::Conflict(e.to_string()),
             CommandError::Invalid(_) => ApiError::BadRequest(e.to_string()),
+            CommandError::NotSync(_) => ApiError::Conflict(e.to_string()),
         }
     }
 }
@@ -188,6 +189,7 @@ fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(pause_job))
         .routes(routes!(resume_job))
         .routes(routes!(cancel_job))
+        .routes(routes!(commit_job))
         .routes(routes!(job_events))
         .routes(routes!(get_throttle, put_throttle))
         .routes(routes!(openapi_json))
@@ -534,6 +536,25 @@ async fn cancel_job(
     body: Bytes,
 ) -> Result<Json<JobView>, ApiError> {
     command(&manager, &id, &body, Command::Cancel).await
+}
+
+/// Commits a sync job: applies every change of the source up to now, verifies if the spec
+/// asks for it, and ends the job `completed` (its sync phase `committed`).
+#[utoipa::path(post, path = "/api/jobs/{id}/commit", tag = "jobs",
+    params(("id" = u64, Path, description = "The job's id", example = 1)),
+    request_body(content = NoParameters, description = "{} (or nothing)"),
+    responses(
+        (status = 200, description = "The job, committing", body = JobView),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 400, description = "A body other than {}", body = ErrorBody),
+        (status = 409, description = "The job has ended, or is a copy", body = ErrorBody),
+    ))]
+async fn commit_job(
+    State(manager): Api,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<JobView>, ApiError> {
+    command(&manager, &id, &body, Command::Commit).await
 }
 
 /// What an event of a job's stream says.
