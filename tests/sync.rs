@@ -506,3 +506,75 @@ fn a_position_the_source_no_longer_holds_stops_with_a_clear_error() {
         common::assert_same(&env, (&s, "c"), (&d, "c")).await;
     });
 }
+
+#[test]
+fn a_sync_journal_replays_in_order_to_the_same_documents() {
+    TestEnv::start().run(|env| async move {
+        let (s, d, again) = (
+            env.src_db("jrnl"),
+            env.dst_db("jrnl"),
+            env.src_db("jrnl_again"),
+        );
+        let (src, dst) = (env.src_client().await, env.dst_client().await);
+        insert_raw(&src, &s, "c", &common::sample_docs(1_000, 100)).await;
+        let data = tempfile::tempdir().unwrap();
+        let journal = data.path().join("journal");
+        let ns = format!("{s}.c:{d}.c");
+        let argv = [
+            "sync",
+            "--from",
+            &env.src,
+            "--to",
+            &env.dst,
+            "--ns",
+            &ns,
+            "--no-state",
+            "--journal",
+            journal.to_str().unwrap(),
+        ];
+        let (mut child, log) = spawn(&argv, data.path());
+        let load = start_load(&env, src.clone(), &s, 1_000);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let writes = load.finish().await;
+        converged(&src, &dst, (&s, "c"), (&d, "c"), Duration::from_secs(30)).await;
+        sigterm(&child);
+        let (status, _) = exit_within(&mut child, Duration::from_secs(20)).await;
+        assert_eq!(status.code(), Some(130), "{}", read_log(log));
+
+        // The copy's upserts, then every change in order (many per `_id`): the same documents.
+        let out = mongoferry(
+            &[
+                "journal",
+                "replay",
+                journal.to_str().unwrap(),
+                "--to",
+                &env.src,
+                "--quiet",
+                "--ns",
+                &format!("{d}.c:{again}.c"),
+            ],
+            Duration::from_secs(60),
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        // Replayed into the source server, beside the original.
+        converged(&src, &src, (&s, "c"), (&again, "c"), Duration::ZERO).await;
+        println!("{writes} writes replayed");
+        // An export holds each document once: a sync's journal cannot be one.
+        let out = mongoferry(
+            &[
+                "journal",
+                "export",
+                journal.to_str().unwrap(),
+                "--format",
+                "ndjson",
+                "--ns",
+                &format!("{d}.c"),
+                "--out",
+                data.path().join("out.ndjson").to_str().unwrap(),
+            ],
+            Duration::from_secs(30),
+        );
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(stderr(&out).contains("a sync's change"), "{}", stderr(&out));
+    });
+}

@@ -15,6 +15,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use super::budget::Budget;
 use super::ledger::Watermark;
+use super::sink::Write;
 use crate::engine::stats::{JobStats, NsCounters};
 use crate::mongo::Namespace;
 use crate::state::NsCheckpoint;
@@ -129,6 +130,9 @@ impl NsTask {
 pub enum Payload {
     Ids(Vec<RawBson>),
     Docs(Vec<RawDocumentBuf>),
+    /// Changes to distinct `_id`s (a sync's journal replayed in order): not sorted, so its
+    /// batches do not move a watermark a checkpoint would trust; only replays queue them.
+    Writes(Vec<Write>),
 }
 
 impl Payload {
@@ -136,6 +140,7 @@ impl Payload {
         match self {
             Payload::Ids(ids) => ids.len(),
             Payload::Docs(docs) => docs.len(),
+            Payload::Writes(writes) => writes.len(),
         }
     }
 
@@ -149,14 +154,21 @@ impl Payload {
         match self {
             Payload::Ids(_) => 0,
             Payload::Docs(docs) => docs.iter().map(|d| d.as_bytes().len()).sum(),
+            Payload::Writes(writes) => writes.iter().map(Write::bytes).sum(),
         }
     }
 
-    /// The last (largest) `_id` of a sorted payload.
+    /// The last (largest) `_id` of a sorted payload (of changes: the last one's).
     pub fn last_id(&self) -> Option<RawBson> {
         match self {
             Payload::Ids(ids) => ids.last().cloned(),
             Payload::Docs(docs) => docs.last()?.get("_id").ok()?.map(|id| id.to_raw_bson()),
+            Payload::Writes(writes) => match writes.last()? {
+                Write::Insert(doc) | Write::Replace(doc) => {
+                    doc.get("_id").ok()?.map(|id| id.to_raw_bson())
+                }
+                Write::Delete(id) => Some(id.clone()),
+            },
         }
     }
 }

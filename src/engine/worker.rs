@@ -11,7 +11,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mongodb::bson::RawDocumentBuf;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -61,10 +60,12 @@ impl Worker {
             self.counters.set_state(WorkerState::Busy);
             let mut failed = 0;
             match std::mem::replace(&mut batch.payload, Payload::Ids(vec![])) {
-                Payload::Docs(docs) => match self.write(&batch, docs, Duration::ZERO).await? {
-                    Some(refused) => failed += refused,
-                    None => return Ok(()),
-                },
+                written @ (Payload::Docs(_) | Payload::Writes(_)) => {
+                    match self.write(&batch, written, Duration::ZERO).await? {
+                        Some(refused) => failed += refused,
+                        None => return Ok(()),
+                    }
+                }
                 // Fetched in parts of at most the budget's batch bytes, so large documents stay
                 // bounded.
                 Payload::Ids(ids) => {
@@ -75,6 +76,7 @@ impl Worker {
                         let ns = &batch.task.source;
                         let docs = self.source.fetch(ns, pending, max_bytes).await?;
                         pending = still_to_fetch(pending, &docs, max_bytes, ns)?;
+                        let docs = Payload::Docs(docs);
                         match self.write(&batch, docs, started.elapsed()).await? {
                             Some(refused) => failed += refused,
                             None => return Ok(()),
@@ -93,14 +95,14 @@ impl Worker {
     async fn write(
         &mut self,
         batch: &Batch,
-        docs: Vec<RawDocumentBuf>,
+        written: Payload,
         fetch_time: Duration,
     ) -> Result<Option<u64>, CopyError> {
-        if docs.is_empty() {
+        if written.is_empty() {
             return Ok(Some(0));
         }
-        let count = docs.len() as u64;
-        let bytes = docs.iter().map(|d| d.as_bytes().len() as u64).sum();
+        let count = written.len() as u64;
+        let bytes = written.doc_bytes() as u64;
         tokio::select! {
             _ = self.throttle.acquire(count, bytes) => {}
             _ = self.cancel.cancelled() => {
@@ -109,7 +111,16 @@ impl Worker {
             }
         }
         let write_started = Instant::now();
-        let refused = self.sink.write(&batch.task.destination, docs).await?;
+        let ns = &batch.task.destination;
+        let refused = match written {
+            Payload::Docs(docs) => self.sink.write(ns, docs).await?,
+            Payload::Writes(writes) => self.sink.apply(ns, writes).await?,
+            Payload::Ids(_) => {
+                return Err(CopyError::Internal(
+                    "a batch of _ids reached the sink".into(),
+                ))
+            }
+        };
         let write_time = write_started.elapsed();
         let failed = refused.len() as u64;
         let failed_bytes: u64 = refused.iter().map(|r| r.doc.as_bytes().len() as u64).sum();

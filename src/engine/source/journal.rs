@@ -5,12 +5,15 @@
 //! has the same workers, throttle and progress as a copy. Reading and decompressing run in
 //! `spawn_blocking`, one frame at a time.
 //!
-//! Order: within one run of the journal an `_id` is written once, so the engine's workers may
-//! write a run's batches in any order. A later run may write the same `_id`s again (a copy run a
-//! second time into the same journal); before the first batch of a new run, the producer waits
-//! until every batch of the earlier runs is written, so the later document wins as it did.
+//! Order: within one run of the journal a copy's upserts write an `_id` once, so the engine's
+//! workers may write them in any order. A later run may write the same `_id`s again (a copy run
+//! a second time into the same journal); before the first batch of a new run, the producer waits
+//! until every batch of the earlier runs is written, so the later document wins as it did. A
+//! sync's changes (deletes and changes, records 2 and 3) may touch one `_id` many times: they go
+//! in batches that keep the last change of each `_id` ([`Payload::Writes`]), each one written
+//! before the next is queued, after everything queued before them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,11 +22,13 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use mongodb::bson::{RawBson, RawDocumentBuf};
 
-use super::{BatchBuilder, Source};
+use super::{id_of, BatchBuilder, Source};
 use crate::engine::queue::{NsTask, Payload, QueueSender};
+use crate::engine::sink::Write;
 use crate::engine::CopyError;
 use crate::journal::reader::{Frame, JournalReader};
 use crate::journal::Op;
+use crate::mongo::bson_order;
 use crate::mongo::Namespace;
 
 pub struct JournalSource {
@@ -111,6 +116,7 @@ impl JournalSource {
             .await
             .map_err(|e| CopyError::Internal(format!("journal reader failed: {e}")))??;
         let mut docs = BatchBuilder::new(batch_size, queue.budget().batch_bytes);
+        let mut changes = Changes::default();
         let mut run = None;
         loop {
             let (back, frame) = next_frame(reader).await?;
@@ -121,19 +127,32 @@ impl JournalSource {
             }
             if run.is_some_and(|r| r != frame.run) {
                 queue.send(task, Payload::Docs(docs.take())).await?;
+                changes.send(task, queue).await?;
                 wait_written(task, queue).await?;
             }
             run = Some(frame.run);
             for record in frame.records().filter(|r| r.ns == ns) {
-                if record.op != Op::Upsert {
-                    return Err(CopyError::Change(format!(
-                        "a {:?} record of {ns} in segment {} (a sync's journal): this version \
-                         replays only the upserts of copies, not a sync's changes",
-                        record.op, frame.segment
-                    )));
+                let doc = record.doc.to_raw_document_buf();
+                if record.op == Op::Upsert {
+                    changes.send(task, queue).await?;
+                    if let Some(full) = docs.push(doc) {
+                        queue.send(task, Payload::Docs(full)).await?;
+                    }
+                    continue;
                 }
-                if let Some(full) = docs.push(record.doc.to_raw_document_buf()) {
-                    queue.send(task, Payload::Docs(full)).await?;
+                if changes.is_empty() {
+                    // The upserts before the first change are written before it.
+                    queue.send(task, Payload::Docs(docs.take())).await?;
+                    wait_written(task, queue).await?;
+                }
+                let id = id_of(&doc, &task.source)?;
+                let write = match record.op {
+                    Op::Delete => Write::Delete(id.clone()),
+                    _ => Write::Replace(doc),
+                };
+                changes.keep(&id, write);
+                if changes.len() >= batch_size {
+                    changes.send(task, queue).await?;
                 }
             }
         }
@@ -141,6 +160,35 @@ impl JournalSource {
             tracing::debug!("{torn}");
         }
         queue.send(task, Payload::Docs(docs.take())).await?;
-        Ok(())
+        changes.send(task, queue).await
+    }
+}
+
+/// A sync's changes gathered for one batch: the last one of each `_id`.
+#[derive(Default)]
+struct Changes(HashMap<Vec<u8>, Write>);
+
+impl Changes {
+    fn keep(&mut self, id: &RawBson, write: Write) {
+        self.0.insert(bson_order::identity(id), write);
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Queues the batch and waits until it is written: a later change of the same `_id`
+    /// must not overtake it.
+    async fn send(&mut self, task: &Arc<NsTask>, queue: &QueueSender) -> Result<(), CopyError> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        let writes = std::mem::take(&mut self.0).into_values().collect();
+        queue.send(task, Payload::Writes(writes)).await?;
+        wait_written(task, queue).await
     }
 }
