@@ -226,6 +226,8 @@ pub struct CopySpec {
     pub max_document_bytes: Option<usize>,
     /// Compare source and destination document by document after the copy.
     pub verify: bool,
+    /// A move that deletes nothing from the source.
+    pub keep_source: bool,
     pub journal: Option<JournalConfig>,
     /// Source namespaces left out.
     pub exclude: Vec<Exclude>,
@@ -303,6 +305,8 @@ pub enum Mode {
     Copy,
     /// Copy, then apply the source's changes (change streams) until committed.
     Sync,
+    /// Copy, verify, then delete from the source what the destination holds exactly.
+    Move,
 }
 
 impl fmt::Display for Mode {
@@ -310,6 +314,7 @@ impl fmt::Display for Mode {
         f.write_str(match self {
             Mode::Copy => "copy",
             Mode::Sync => "sync",
+            Mode::Move => "move",
         })
     }
 }
@@ -421,6 +426,10 @@ pub struct JobSpec {
     #[arg(long)]
     #[serde(default, deserialize_with = "null_is_false")]
     pub verify: bool,
+    /// A move that copies and verifies but deletes nothing from the source (a rehearsal).
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_source: bool,
     /// Journal every write (see `mongoferry journal`).
     #[command(flatten)]
     #[serde(default)]
@@ -574,6 +583,18 @@ impl JobSpec {
             problems.extend(adaptive.problems());
         }
         problems.extend(bounds::MAX_DOCUMENT_BYTES.problem_opt(self.max_document_bytes));
+        let mode = self.mode.unwrap_or_default();
+        if mode == Mode::Move && self.verify && !self.keep_source {
+            problems.push(
+                "verify: after a move the source no longer holds what was moved, so there is \
+                 nothing to compare; a move verifies each batch at the destination before it \
+                 deletes (rehearse with keep_source and verify)"
+                    .into(),
+            );
+        }
+        if self.keep_source && mode != Mode::Move {
+            problems.push("keep_source: only a move deletes from the source".into());
+        }
         if let Some(journal) = &self.journal {
             problems.extend(journal.problems());
         }
@@ -588,7 +609,7 @@ impl JobSpec {
             workers,
             batch_size,
             strategy: self.strategy.unwrap_or_default(),
-            mode: self.mode.unwrap_or_default(),
+            mode,
             memory_limit,
             connect_timeout: std::time::Duration::from_secs_f64(timeout),
             limits,
@@ -596,6 +617,7 @@ impl JobSpec {
             restart: self.restart,
             max_document_bytes: self.max_document_bytes,
             verify: self.verify,
+            keep_source: self.keep_source,
             journal: self.journal.clone(),
             exclude: excludes,
             indexes: self.indexes.unwrap_or_default(),

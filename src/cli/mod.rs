@@ -56,6 +56,9 @@ pub enum Command {
     /// Copy, then follow the source's changes (change streams) until stopped: a migration
     /// without a maintenance window. Ctrl-C stops it resumably (status 130).
     Sync(SyncArgs),
+    /// Copy, verify each batch at the destination, then delete it from the source (only
+    /// documents unchanged since their copy): for archiving and rebalancing.
+    Move(MoveArgs),
     /// Show what a copy with these arguments would do, writing nothing (a dry run).
     Plan(PlanArgs),
     /// Run the HTTP API: start, watch and steer copy jobs.
@@ -153,6 +156,15 @@ pub struct SyncArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct MoveArgs {
+    #[command(flatten)]
+    pub copy: CopyArgs,
+    /// Show what would move (as `plan`), and move nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Args, Debug)]
 pub struct PlanArgs {
     #[command(flatten)]
     pub spec: JobSpec,
@@ -204,6 +216,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     let outcome = match cli.command {
         Command::Copy(args) => run_copy(args).await,
         Command::Sync(args) => run_sync(args).await,
+        Command::Move(args) => run_move(args).await,
         Command::Plan(args) => run_plan(args).await,
         Command::Sample(args) => run_sample(args).await,
         Command::Serve(args) => run_serve(args).await,
@@ -325,6 +338,18 @@ async fn run_sync(mut args: SyncArgs) -> Result<(), Failure> {
     run_copy_or_sync(args.copy, args.until_caught_up).await
 }
 
+async fn run_move(mut args: MoveArgs) -> Result<(), Failure> {
+    args.copy.spec.mode = Some(Mode::Move);
+    if args.dry_run {
+        return run_plan(PlanArgs {
+            spec: args.copy.spec,
+            json: args.copy.json,
+        })
+        .await;
+    }
+    run_copy_or_sync(args.copy, false).await
+}
+
 async fn run_copy(args: CopyArgs) -> Result<(), Failure> {
     run_copy_or_sync(args, false).await
 }
@@ -400,6 +425,17 @@ async fn run_copy_or_sync(args: CopyArgs, until_caught_up: bool) -> Result<(), F
                 "completed with {} failed documents: the destination refused them; dead \
                  letters (documents and reasons): {}",
                 summary.failed, summary.dead_letters
+            ),
+            status: EXIT_DIFFERENT,
+        });
+    }
+    if let Some(moves) = summary.moves.as_ref().filter(|m| m.left > 0) {
+        return Err(Failure {
+            message: format!(
+                "moved {} documents; {} documents of the selection are still at the source \
+                 (changed after their copy in every pass, or refused by the destination): run \
+                 the move again to move them",
+                moves.deleted, moves.left
             ),
             status: EXIT_DIFFERENT,
         });
@@ -671,6 +707,9 @@ fn print_summary(summary: &CopySummary, json: bool) {
     );
     if let Some(sync) = &summary.sync {
         println!("sync: {}", progress::sync_line(sync));
+    }
+    if let Some(moves) = &summary.moves {
+        println!("move: {}", progress::move_line(moves));
     }
     let schema = &summary.schema;
     for (what, names) in [

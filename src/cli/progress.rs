@@ -14,7 +14,7 @@ use indicatif::{
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::stats::{JobStats, SyncPhase, SyncProgress};
+use crate::engine::stats::{JobStats, MoveProgress, SyncPhase, SyncProgress};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProgressMode {
@@ -87,8 +87,8 @@ async fn draw_bars(stats: Arc<JobStats>, stop: CancellationToken) {
         .map(|n| bar(n.source.to_string()))
         .collect();
     let total = (stats.namespaces.len() > 1).then(|| bar("total".to_string()));
-    // A sync's line, once the job turns out to be one.
-    let mut sync_bar: Option<ProgressBar> = None;
+    // A sync's or a move's line, once the job turns out to be one.
+    let mut status_bar: Option<ProgressBar> = None;
     let mut rates: Vec<RateWindow> = ns_bars
         .iter()
         .chain(total.iter())
@@ -129,21 +129,26 @@ async fn draw_bars(stats: Arc<JobStats>, stop: CancellationToken) {
             }
             bar.set_message(message);
         }
-        if let Some(sync) = &snap.sync {
-            let line = sync_bar.get_or_insert_with(|| {
+        let status = match (&snap.sync, &snap.moves) {
+            (Some(sync), _) => Some(("sync", sync_line(sync))),
+            (_, Some(moves)) => Some(("move", move_line(moves))),
+            _ => None,
+        };
+        if let Some((prefix, message)) = status {
+            let line = status_bar.get_or_insert_with(|| {
                 multi.add(
                     ProgressBar::new_spinner()
                         .with_style(
                             ProgressStyle::with_template("{prefix:<28!} {msg}")
                                 .expect("valid template"),
                         )
-                        .with_prefix("sync"),
+                        .with_prefix(prefix),
                 )
             });
-            line.set_message(sync_line(sync));
+            line.set_message(message);
         }
         if stopping {
-            for b in ns_bars.iter().chain(total.iter()).chain(sync_bar.iter()) {
+            for b in ns_bars.iter().chain(total.iter()).chain(status_bar.iter()) {
                 b.abandon();
             }
             return;
@@ -163,6 +168,20 @@ fn rate_and_eta(per_sec: f64, docs: u64, expected: Option<u64>, finished: bool) 
         _ => "ETA -".to_string(),
     };
     format!("{:>7} docs/s  {eta}", HumanCount(per_sec.round() as u64))
+}
+
+/// "pass 1: 9,000 moved (deleted from the source), 12 kept (changed since their copy), …".
+pub fn move_line(moves: &MoveProgress) -> String {
+    format!(
+        "pass {}: {} verified at the destination, {} moved (deleted from the source), {} kept \
+         (changed since their copy), {} left at the source, {} deletes/s",
+        moves.pass,
+        HumanCount(moves.verified),
+        HumanCount(moves.deleted),
+        HumanCount(moves.changed),
+        HumanCount(moves.left),
+        HumanCount(moves.deletes_per_sec.round() as u64)
+    )
 }
 
 /// "live, lag 0.4 s, 1,234 events applied (…), 56 events/s".
@@ -216,6 +235,9 @@ async fn log_lines(stats: Arc<JobStats>, stop: CancellationToken, every: Duratio
         );
         if let Some(sync) = &snap.sync {
             tracing::info!("sync: {}", sync_line(sync));
+        }
+        if let Some(moves) = &snap.moves {
+            tracing::info!("move: {}", move_line(moves));
         }
     }
 }

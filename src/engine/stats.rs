@@ -71,6 +71,12 @@ impl NsCounters {
         self.finished.store(true, Relaxed);
     }
 
+    /// For another pass over the namespace (a move): not finished, nothing expected yet.
+    pub fn reopen(&self) {
+        self.finished.store(false, Relaxed);
+        self.expected.store(UNKNOWN, Relaxed);
+    }
+
     pub fn snapshot(&self, elapsed: Duration) -> NsSnapshot {
         let expected = self.expected.load(Relaxed);
         let docs = self.docs.load(Relaxed);
@@ -230,6 +236,8 @@ pub struct JobStats {
     pub schema: SchemaLog,
     /// Following the source's changes (a sync job), once it does.
     pub sync: SyncStats,
+    /// Deleting from the source what was copied (a move job).
+    pub moves: Arc<MoveStats>,
 }
 
 /// The schema work of a job (collections created or dropped, index builds, views), for the
@@ -431,6 +439,101 @@ impl SyncStats {
     }
 }
 
+/// Counters of a move job: what it verified at the destination and deleted from the source.
+#[derive(Debug)]
+pub struct MoveStats {
+    enabled: AtomicBool,
+    /// Passes over the source started (a pass copies what is left of the selection).
+    pass: AtomicU64,
+    verified: AtomicU64,
+    deleted: AtomicU64,
+    /// Verified at the destination but changed at the source since the copy: kept there.
+    changed: AtomicU64,
+    /// Deleted from the source by someone else meanwhile.
+    gone: AtomicU64,
+    /// Delete transactions retried after a write conflict.
+    conflicts: AtomicU64,
+    /// Documents left at the source after the last pass (changed again and again, or refused).
+    left: AtomicU64,
+    recent: RecentRate,
+}
+
+/// What a move job did, for the views.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct MoveProgress {
+    pub pass: u64,
+    /// Documents found at the destination exactly as written.
+    pub verified: u64,
+    /// Documents deleted from the source: moved.
+    pub deleted: u64,
+    /// Documents kept at the source because they changed after their copy (copied again by
+    /// a later pass).
+    pub changed: u64,
+    /// Documents deleted from the source by another client during the move.
+    pub gone: u64,
+    pub conflicts: u64,
+    /// Documents of the selection still at the source after the last pass.
+    pub left: u64,
+    pub deletes_per_sec: f64,
+}
+
+impl MoveStats {
+    fn new(started: Instant) -> Self {
+        MoveStats {
+            enabled: AtomicBool::new(false),
+            pass: AtomicU64::new(0),
+            verified: AtomicU64::new(0),
+            deleted: AtomicU64::new(0),
+            changed: AtomicU64::new(0),
+            gone: AtomicU64::new(0),
+            conflicts: AtomicU64::new(0),
+            left: AtomicU64::new(0),
+            recent: RecentRate::new(started),
+        }
+    }
+
+    /// Starts a pass (the first one makes the job a move in the views).
+    pub fn start_pass(&self) {
+        self.enabled.store(true, Relaxed);
+        self.pass.fetch_add(1, Relaxed);
+    }
+
+    pub fn add_verified(&self, n: u64) {
+        self.verified.fetch_add(n, Relaxed);
+    }
+
+    pub fn add_deleted(&self, deleted: u64, changed: u64) {
+        self.deleted.fetch_add(deleted, Relaxed);
+        self.changed.fetch_add(changed, Relaxed);
+        self.recent.record(deleted);
+    }
+
+    pub fn add_gone(&self, n: u64) {
+        self.gone.fetch_add(n, Relaxed);
+    }
+
+    pub fn add_conflict(&self) {
+        self.conflicts.fetch_add(1, Relaxed);
+    }
+
+    pub fn set_left(&self, n: u64) {
+        self.left.store(n, Relaxed);
+    }
+
+    pub fn snapshot(&self) -> Option<MoveProgress> {
+        self.enabled.load(Relaxed).then(|| MoveProgress {
+            pass: self.pass.load(Relaxed),
+            verified: self.verified.load(Relaxed),
+            deleted: self.deleted.load(Relaxed),
+            changed: self.changed.load(Relaxed),
+            gone: self.gone.load(Relaxed),
+            conflicts: self.conflicts.load(Relaxed),
+            left: self.left.load(Relaxed),
+            deletes_per_sec: self.recent.per_sec(),
+        })
+    }
+}
+
 /// Seconds the recent rate looks back over.
 pub const RECENT_SECS: u64 = 5;
 
@@ -561,6 +664,7 @@ impl JobStats {
             recent: RecentRate::new(started),
             schema: SchemaLog::default(),
             sync: SyncStats::new(started),
+            moves: Arc::new(MoveStats::new(started)),
         }
     }
 
@@ -616,6 +720,7 @@ impl JobStats {
             namespaces,
             schema: self.schema.snapshot(),
             sync: self.sync.snapshot(),
+            moves: self.moves.snapshot(),
         }
     }
 }
@@ -679,6 +784,8 @@ pub struct JobSnapshot {
     pub schema: SchemaProgress,
     /// Where a sync job stands (`None` for a copy).
     pub sync: Option<SyncProgress>,
+    /// What a move job deleted from its source, and kept there (`None` for a copy).
+    pub moves: Option<MoveProgress>,
 }
 
 impl JobSnapshot {

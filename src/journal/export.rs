@@ -72,7 +72,7 @@ pub fn export(
             break;
         }
         for (i, record) in frame.records().enumerate() {
-            if record.ns != ns {
+            if record.ns != ns || record.op == Op::Moved {
                 continue;
             }
             if record.op != Op::Upsert {

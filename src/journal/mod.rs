@@ -62,7 +62,7 @@
 //!
 //! | size | field |
 //! |---:|---|
-//! | 1 | operation: 1 = upsert (insert the document, or replace the document with its `_id`; a copy writes each `_id` once per run); 2 = delete (the document with the `_id` of the record's document, which is `{_id: …}`); 3 = change (the document with this `_id` is now this one). 2 and 3 are a sync's changes: the same `_id` may change many times, so they apply in the journal's order |
+//! | 1 | operation: 1 = upsert (insert the document, or replace the document with its `_id`; a copy writes each `_id` once per run); 2 = delete (the document with the `_id` of the record's document, which is `{_id: …}`); 3 = change (the document with this `_id` is now this one). 2 and 3 are a sync's changes: the same `_id` may change many times, so they apply in the journal's order; 4 = moved (a move deleted this `_id` from its source after verifying it at the destination; replay and export skip it) |
 //! | 2 | namespace length N |
 //! | N | namespace the write went to, `db.collection`, UTF-8 |
 //! | 4 + … | the document, raw BSON exactly as written (its first 4 bytes are its length) |
@@ -152,6 +152,10 @@ pub enum Op {
     /// A change: the document with this `_id` is now this one (insert or replace). Changes are
     /// applied in the journal's order: the same `_id` may change many times.
     Change = 3,
+    /// A move deleted the document with this `_id` from its source, after it was verified at the
+    /// destination (the record's namespace; the document is `{_id: …}`). A note for the record:
+    /// replay and export leave it out, since the destination keeps the document.
+    Moved = 4,
 }
 
 impl Op {
@@ -160,6 +164,7 @@ impl Op {
             1 => Some(Op::Upsert),
             2 => Some(Op::Delete),
             3 => Some(Op::Change),
+            4 => Some(Op::Moved),
             _ => None,
         }
     }

@@ -23,8 +23,10 @@ use super::verify::{verify_all, Comparison, VerifyReport};
 use crate::engine::apply::{Applier, ChunkLimits};
 use crate::engine::budget::Budget;
 use crate::engine::control::throttle::Throttle;
-use crate::engine::sink::{Journaled, MAX_DOCUMENT_BYTES};
-use crate::engine::stats::{JobStats, NsSnapshot, SchemaProgress, SyncPhase, SyncProgress};
+use crate::engine::sink::{Journaled, Moving, MAX_DOCUMENT_BYTES};
+use crate::engine::stats::{
+    JobStats, MoveProgress, NsSnapshot, SchemaProgress, SyncPhase, SyncProgress,
+};
 use crate::engine::{
     Adaptive, Control, CopyError, Engine, Ledger, MongoSink, MongoSource, NsTask, Sink, Source,
     Strategy,
@@ -33,7 +35,7 @@ use crate::journal::writer::{JournalWriter, SegmentWriter};
 use crate::journal::JournalSummary;
 use crate::mongo::retry::{Retry, RetryPolicy};
 use crate::mongo::schema::Schema;
-use crate::mongo::{self, Namespace};
+use crate::mongo::{self, describe, MongoError, Namespace, Side};
 use crate::spec::{CopySpec, IndexMode, Mode, Routes};
 use crate::state::{Checkpoint, JobClaim, JobKey, StateStore};
 
@@ -62,6 +64,8 @@ pub struct PreparedCopy {
     selection: Selection,
     existing: Vec<Option<Schema>>,
     drop: bool,
+    /// A move that deletes nothing from the source.
+    keep_source: bool,
     indexes: IndexMode,
     /// This run's hold on its job in the state store, for as long as it runs.
     _claim: JobClaim,
@@ -108,6 +112,9 @@ pub struct CopySummary {
     /// Where a sync ended (`None` for a copy).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sync: Option<SyncProgress>,
+    /// What a move deleted from its source, and kept there (`None` for a copy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub moves: Option<MoveProgress>,
     /// Peak resident memory of this process, where the OS tells it.
     pub peak_rss_bytes: Option<u64>,
     /// What this copy added to its journal, when it kept one.
@@ -224,6 +231,7 @@ pub async fn prepare(
         selection,
         existing,
         drop: spec.drop,
+        keep_source: spec.keep_source,
         indexes: spec.indexes,
         tasks,
         stats,
@@ -304,14 +312,32 @@ impl PreparedCopy {
         self.adaptive.clone()
     }
 
-    pub async fn run(self, cancel: CancellationToken) -> Result<CopySummary, CopyError> {
+    pub async fn run(mut self, cancel: CancellationToken) -> Result<CopySummary, CopyError> {
         let already_complete = self.tasks.iter().all(|t| t.counters.is_finished());
         // The journal is a layer around the destination: it sees every batch the destination
         // acknowledged, and checkpoints wait for it to be durable. The engine does not know.
-        let journal = self.journal.map(JournalWriter::start);
-        let sink = match &journal {
-            Some(journal) => Arc::new(Journaled::new(self.sink, journal.sender())),
-            None => self.sink,
+        let journal = self.journal.take().map(JournalWriter::start);
+        let sink: Arc<dyn Sink> = match &journal {
+            Some(journal) => Arc::new(Journaled::new(self.sink.clone(), journal.sender())),
+            None => self.sink.clone(),
+        };
+        // A move: each batch is verified at the destination, then deleted from the source.
+        let sink: Arc<dyn Sink> = match self.mode {
+            Mode::Move => {
+                let [src, dst] = &self.clients;
+                self.stats.moves.start_pass();
+                Arc::new(Moving::new(
+                    sink,
+                    src.clone(),
+                    dst.clone(),
+                    self.selection.pairs(),
+                    self.keep_source,
+                    self.control.throttle().clone(),
+                    self.stats.moves.clone(),
+                    journal.as_ref().map(|j| j.sender()),
+                ))
+            }
+            Mode::Copy | Mode::Sync => sink,
         };
         let budget = Budget::new(self.memory_limit, self.control.workers());
         let follower = |source_client, destination| Follower {
@@ -338,13 +364,15 @@ impl PreparedCopy {
             until: self.until,
             filter: self.filter.clone(),
         };
-        let engine = Engine::new(self.source.clone(), sink.clone(), self.stats.clone())
-            .with_tasks(self.tasks.clone())
-            .with_batch_size(self.batch_size)
-            .with_memory_limit(self.memory_limit)
-            .with_control(self.control.clone())
-            .with_ledger(self.ledger.clone())
-            .with_adaptive(self.adaptive.clone());
+        let engine = |tasks: Vec<Arc<NsTask>>| {
+            Engine::new(self.source.clone(), sink.clone(), self.stats.clone())
+                .with_tasks(tasks)
+                .with_batch_size(self.batch_size)
+                .with_memory_limit(self.memory_limit)
+                .with_control(self.control.clone())
+                .with_ledger(self.ledger.clone())
+                .with_adaptive(self.adaptive.clone())
+        };
         let [_, dst] = &self.clients;
         let work = SchemaWork {
             destination: dst,
@@ -371,7 +399,10 @@ impl PreparedCopy {
             let indexes_first = self.indexes == IndexMode::Before;
             work.before_documents(&self.existing, drop, indexes_first)
                 .await?;
-            engine.run(cancel.clone()).await?;
+            engine(self.tasks.clone()).run(cancel.clone()).await?;
+            if self.mode == Mode::Move {
+                self.more_passes(&engine, &cancel).await?;
+            }
             work.after_documents(self.indexes == IndexMode::After)
                 .await?;
             if self.mode == Mode::Sync {
@@ -434,6 +465,7 @@ impl PreparedCopy {
             dead_letters: self.ledger.store().dead_letter_location(),
             verify: verified,
             sync: snap.sync,
+            moves: snap.moves,
             docs: snap.docs,
             bytes: snap.bytes,
             seconds: snap.seconds,
@@ -442,6 +474,69 @@ impl PreparedCopy {
             journal,
             schema: snap.schema,
         })
+    }
+}
+
+/// Passes of a move after the first, at most: each copies what the one before left at the
+/// source (documents that changed after their copy), until nothing is left.
+const MOVE_PASSES: u64 = 5;
+
+impl PreparedCopy {
+    /// A move's later passes: while documents of the selection are left at the source and the
+    /// pass before moved some, copy (and move) them again from the start of each namespace.
+    async fn more_passes(
+        &self,
+        engine: &impl Fn(Vec<Arc<NsTask>>) -> Engine,
+        cancel: &CancellationToken,
+    ) -> Result<(), CopyError> {
+        let moves = &self.stats.moves;
+        loop {
+            let left = self.left_at_source().await?;
+            moves.set_left(left);
+            let progress = moves
+                .snapshot()
+                .unwrap_or_else(|| unreachable!("a move counts"));
+            // Only documents that changed since their copy are worth another pass (refused
+            // ones would be refused again).
+            let worth_it = progress.changed > 0 && progress.pass < MOVE_PASSES;
+            if left == 0 || self.keep_source || !worth_it {
+                return Ok(());
+            }
+            let changed_before = progress.changed;
+            moves.start_pass();
+            tracing::info!(
+                "move pass {}: {left} documents left at the source ({changed_before} changed \
+                 after their copy)",
+                progress.pass + 1
+            );
+            for counters in &self.stats.namespaces {
+                counters.reopen();
+            }
+            engine(NsTask::for_stats(&self.stats))
+                .run(cancel.clone())
+                .await?;
+        }
+    }
+
+    /// Documents of the selection (the filter's) still at the source.
+    async fn left_at_source(&self) -> Result<u64, CopyError> {
+        let [src, _] = &self.clients;
+        let mut left = 0;
+        for selected in &self.selection.collections {
+            let ns = &selected.source;
+            left += src
+                .database(&ns.db)
+                .collection::<Document>(&ns.coll)
+                .count_documents(self.filter.clone().unwrap_or_default())
+                .await
+                .map_err(|e| MongoError::Command {
+                    side: Side::Source,
+                    ns: ns.clone(),
+                    op: "count",
+                    reason: describe(&e),
+                })?;
+        }
+        Ok(left)
     }
 }
 
@@ -477,7 +572,7 @@ fn job_key(spec: &CopySpec) -> (JobKey, String) {
         .chain(spec.exclude.iter().map(|e| format!("!{e}")))
         // A sync keeps a position in the source's history that a copy of the same namespaces
         // must not share (nor take over a copy's finished checkpoint).
-        .chain((spec.mode == Mode::Sync).then(|| "(sync)".to_string()))
+        .chain((spec.mode != Mode::Copy).then(|| format!("({})", spec.mode)))
         .collect();
     JobKey::of(&spec.from, &spec.to, &namespaces, spec.filter.as_ref())
 }

@@ -7,6 +7,7 @@
 
 pub mod journaling;
 pub mod mongo;
+pub mod moving;
 pub mod null;
 
 use futures::future::BoxFuture;
@@ -17,6 +18,7 @@ use super::CopyError;
 use crate::mongo::Namespace;
 pub use journaling::Journaled;
 pub use mongo::MongoSink;
+pub use moving::Moving;
 pub use null::NullSink;
 
 /// The largest document a MongoDB server stores (its `maxBsonObjectSize`).

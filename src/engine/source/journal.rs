@@ -131,7 +131,8 @@ impl JournalSource {
                 wait_written(task, queue).await?;
             }
             run = Some(frame.run);
-            for record in frame.records().filter(|r| r.ns == ns) {
+            // A move's notes of what it deleted from its source change nothing here.
+            for record in frame.records().filter(|r| r.ns == ns && r.op != Op::Moved) {
                 let doc = record.doc.to_raw_document_buf();
                 if record.op == Op::Upsert {
                     changes.send(task, queue).await?;
