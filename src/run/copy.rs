@@ -490,6 +490,9 @@ impl PreparedCopy {
         cancel: &CancellationToken,
     ) -> Result<(), CopyError> {
         let moves = &self.stats.moves;
+        if self.keep_source {
+            return Ok(());
+        }
         loop {
             let left = self.left_at_source().await?;
             moves.set_left(left);
@@ -499,7 +502,7 @@ impl PreparedCopy {
             // Only documents that changed since their copy are worth another pass (refused
             // ones would be refused again).
             let worth_it = progress.changed > 0 && progress.pass < MOVE_PASSES;
-            if left == 0 || self.keep_source || !worth_it {
+            if left == 0 || !worth_it {
                 return Ok(());
             }
             let changed_before = progress.changed;

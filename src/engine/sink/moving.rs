@@ -45,8 +45,13 @@ use crate::mongo::{bson_order, describe, MongoError, Namespace, Side};
 /// `_id`s per read-back query: `$in` lists cost more per `_id` as they grow on some servers.
 const READ_BACK_IDS: usize = 100;
 
-/// Tries of one batch's delete transaction before the job fails with the last conflict.
-const TRANSACTION_TRIES: u32 = 20;
+/// How long a batch's delete transaction is tried again while it conflicts: longer than a
+/// server keeps a transaction that its client abandoned (60 s on mongod: a killed run's
+/// transaction holds its documents until then).
+const CONFLICTS_FOR_AT_MOST: Duration = Duration::from_secs(90);
+
+/// WriteConflict and NoSuchTransaction: worth a new transaction even without the label.
+const TRANSIENT_CODES: [i32; 2] = [112, 251];
 
 pub struct Moving {
     inner: Arc<dyn Sink>,
@@ -169,17 +174,15 @@ impl Moving {
         source: &Namespace,
         copies: &[RawDocumentBuf],
     ) -> Result<Vec<RawBson>, CopyError> {
-        let mut tries = 0;
+        let started = std::time::Instant::now();
+        let mut wait = Duration::from_millis(5);
         loop {
-            tries += 1;
             match self.delete_once(source, copies).await {
                 Ok(deleted) => return Ok(deleted),
-                Err(e)
-                    if e.contains_label(TRANSIENT_TRANSACTION_ERROR)
-                        && tries < TRANSACTION_TRIES =>
-                {
+                Err(e) if is_transient(&e) && started.elapsed() < CONFLICTS_FOR_AT_MOST => {
                     self.stats.add_conflict();
-                    tokio::time::sleep(Duration::from_millis(5 * u64::from(tries))).await;
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(1));
                 }
                 Err(e) => return Err(failed(Side::Source, source, "delete", &e)),
             }
@@ -248,6 +251,11 @@ impl Moving {
         self.stats.add_gone(gone as u64);
         Ok(unchanged)
     }
+}
+
+fn is_transient(e: &mongodb::error::Error) -> bool {
+    e.contains_label(TRANSIENT_TRANSACTION_ERROR)
+        || crate::mongo::error_code(e).is_some_and(|c| TRANSIENT_CODES.contains(&c))
 }
 
 fn as_bson(ids: &[RawBson]) -> Result<Vec<Bson>, CopyError> {

@@ -1,0 +1,415 @@
+//! `mongoferry move`: copy, verify, delete from the source, against real test servers. Both
+//! sides are read with clients of their own.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{dump, mongoferry, stderr, stdout, TestEnv};
+use mongodb::bson::{doc, DateTime, Document, RawDocumentBuf};
+use mongodb::Client;
+use serde_json::Value;
+
+/// `n` orders, half of them before `cutoff` (even `_id`s), with a counter.
+fn orders(n: i64) -> Vec<Document> {
+    (0..n)
+        .map(|i| {
+            let day = if i % 2 == 0 { 1 } else { 30 };
+            doc! {
+                "_id": i,
+                "createdAt": DateTime::from_millis(1_700_000_000_000 + day * 86_400_000),
+                "total": i * 3,
+                "n": 0,
+            }
+        })
+        .collect()
+}
+
+const OLD: &str = r#"{"createdAt": {"$lt": {"$date": "2023-11-20T00:00:00Z"}}}"#;
+
+fn is_old(doc: &RawDocumentBuf) -> bool {
+    doc.get_i64("_id").map(|i| i % 2 == 0).unwrap_or(false)
+}
+
+/// Raw documents by `_id` (an `i64`).
+async fn by_id(client: &Client, db: &str) -> BTreeMap<i64, RawDocumentBuf> {
+    dump(client, db, "c")
+        .await
+        .into_iter()
+        .map(|d| (d.get_i64("_id").unwrap(), d))
+        .collect()
+}
+
+#[test]
+fn a_filtered_move_leaves_the_source_without_exactly_those_documents() {
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("mv"), env.dst_db("mv"));
+        let (src, dst) = (env.src_client().await, env.dst_client().await);
+        src.database(&s)
+            .collection::<Document>("c")
+            .insert_many(orders(2_000))
+            .await
+            .unwrap();
+        let before = by_id(&src, &s).await;
+        let ns = format!("{s}.c:{d}.c");
+
+        // A dry run says what would move, and moves nothing.
+        let out = mongoferry(
+            &[
+                "move",
+                "--from",
+                &env.src,
+                "--to",
+                &env.dst,
+                "--ns",
+                &ns,
+                "--filter",
+                OLD,
+                "--dry-run",
+                "--json",
+            ],
+            Duration::from_secs(60),
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        let plan: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+        assert_eq!(plan["documents"], 1_000, "{plan}");
+        assert_eq!(by_id(&src, &s).await.len(), 2_000);
+
+        // A rehearsal copies and verifies, and deletes nothing.
+        let out = mongoferry(
+            &[
+                "move",
+                "--from",
+                &env.src,
+                "--to",
+                &env.dst,
+                "--ns",
+                &ns,
+                "--filter",
+                OLD,
+                "--keep-source",
+                "--no-state",
+                "--json",
+                "--quiet",
+            ],
+            Duration::from_secs(60),
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        let summary: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+        assert_eq!(summary["moves"]["verified"], 1_000, "{summary}");
+        assert_eq!(summary["moves"]["deleted"], 0, "{summary}");
+        assert_eq!(by_id(&src, &s).await.len(), 2_000);
+
+        let out = mongoferry(
+            &[
+                "move",
+                "--from",
+                &env.src,
+                "--to",
+                &env.dst,
+                "--ns",
+                &ns,
+                "--filter",
+                OLD,
+                "--no-state",
+                "--json",
+                "--quiet",
+                "--batch-size",
+                "100",
+            ],
+            Duration::from_secs(60),
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        let summary: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+        assert_eq!(summary["moves"]["deleted"], 1_000, "{summary}");
+        assert_eq!(summary["moves"]["left"], 0, "{summary}");
+
+        let (left, moved) = (by_id(&src, &s).await, by_id(&dst, &d).await);
+        let expected_left: Vec<&RawDocumentBuf> = before.values().filter(|d| !is_old(d)).collect();
+        let expected_moved: Vec<&RawDocumentBuf> = before.values().filter(|d| is_old(d)).collect();
+        assert_eq!(left.values().collect::<Vec<_>>(), expected_left);
+        assert_eq!(
+            moved.values().collect::<Vec<_>>(),
+            expected_moved,
+            "byte-equal"
+        );
+    });
+}
+
+/// Updates and inserts matching documents until `stop`; the count each `_id` was given.
+async fn writer(client: Client, db: String, stop: Arc<AtomicBool>) -> BTreeMap<i64, i64> {
+    let c = client.database(&db).collection::<Document>("c");
+    let mut given: BTreeMap<i64, i64> = BTreeMap::new();
+    let mut next_new = 1_000_000;
+    let mut rng = fastrand::Rng::new();
+    while !stop.load(Ordering::Relaxed) {
+        if rng.u8(0..5) == 0 {
+            let old = orders(1).remove(0);
+            let mut doc = old.clone();
+            doc.insert("_id", next_new);
+            c.insert_one(doc).await.unwrap();
+            given.insert(next_new, 0);
+            next_new += 2;
+            continue;
+        }
+        let id = rng.i64(0..3_000) * 2;
+        // The count is only known to have landed when the server says it modified a document.
+        let updated = c
+            .update_one(doc! { "_id": id }, doc! { "$inc": { "n": 1 } })
+            .await
+            .unwrap();
+        if updated.modified_count == 1 {
+            *given.entry(id).or_default() += 1;
+        }
+    }
+    given
+}
+
+#[test]
+fn updates_during_a_move_are_never_lost() {
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("mvw"), env.dst_db("mvw"));
+        let (src, dst) = (env.src_client().await, env.dst_client().await);
+        src.database(&s)
+            .collection::<Document>("c")
+            .insert_many(orders(6_000))
+            .await
+            .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let load = tokio::spawn(writer(src.clone(), s.clone(), stop.clone()));
+        let ns = format!("{s}.c:{d}.c");
+        let argv: Vec<String> = [
+            "move",
+            "--from",
+            &env.src,
+            "--to",
+            &env.dst,
+            "--ns",
+            &ns,
+            "--filter",
+            OLD,
+            "--no-state",
+            "--json",
+            "--quiet",
+            "--batch-size",
+            "100",
+            "--rate",
+            "3000",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        let out = common::mongoferry_async(argv, Duration::from_secs(90)).await;
+        stop.store(true, Ordering::Relaxed);
+        let given = load.await.unwrap();
+        let summary: Value = serde_json::from_str(stdout(&out).trim())
+            .unwrap_or_else(|e| panic!("{e}: {}", stderr(&out)));
+        println!("{summary}");
+        // Documents updated after the last pass may still be at the source: that is fine.
+        assert!(matches!(out.status.code(), Some(0 | 3)), "{}", stderr(&out));
+
+        let (left, moved) = (by_id(&src, &s).await, by_id(&dst, &d).await);
+        let mut updates = 0;
+        for (id, n) in &given {
+            let (at_source, at_destination) = (left.get(id), moved.get(id));
+            let doc = match (at_source, at_destination) {
+                // Kept at the source: whatever the destination holds is an older copy.
+                (Some(doc), _) => doc,
+                (None, Some(doc)) => doc,
+                (None, None) => panic!("document {id} is on neither side"),
+            };
+            let count = doc
+                .get_i32("n")
+                .map(i64::from)
+                .or_else(|_| doc.get_i64("n"))
+                .unwrap();
+            assert_eq!(count, *n, "document {id} lost updates");
+            updates += n;
+        }
+        assert!(updates > 50, "only {updates} updates landed");
+        // And nothing else went missing: every old order is on one side.
+        for id in (0..6_000).step_by(2) {
+            assert!(
+                left.contains_key(&id) || moved.contains_key(&id),
+                "{id} lost"
+            );
+        }
+        let changed = summary["moves"]["changed"].as_u64().unwrap();
+        println!("{updates} updates landed; {changed} documents kept because they changed");
+    });
+}
+
+#[test]
+fn killed_moves_finish_on_a_rerun_with_nothing_lost_or_doubled() {
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("mvk"), env.dst_db("mvk"));
+        let (src, dst) = (env.src_client().await, env.dst_client().await);
+        src.database(&s)
+            .collection::<Document>("c")
+            .insert_many(orders(8_000))
+            .await
+            .unwrap();
+        let before = by_id(&src, &s).await;
+        let data = tempfile::tempdir().unwrap();
+        let state = data.path().join("state.json");
+        let ns = format!("{s}.c:{d}.c");
+        let argv = [
+            "move",
+            "--from",
+            &env.src,
+            "--to",
+            &env.dst,
+            "--ns",
+            &ns,
+            "--filter",
+            OLD,
+            "--state",
+            state.to_str().unwrap(),
+            "--batch-size",
+            "100",
+            "--rate",
+            "2000",
+            "--quiet",
+        ];
+        let mut rng = fastrand::Rng::new();
+        let mut kills = 0;
+        for _ in 0..5 {
+            let (mut child, _) = common::spawn(&argv, data.path());
+            tokio::time::sleep(Duration::from_millis(rng.u64(200..900))).await;
+            let finished = child.try_wait().unwrap().is_some();
+            let _ = child.kill();
+            child.wait().unwrap();
+            if finished {
+                break;
+            }
+            kills += 1;
+            // At every moment each old order is on one side at least, and byte-equal.
+            let (left, moved) = (by_id(&src, &s).await, by_id(&dst, &d).await);
+            for (id, doc) in before.iter().filter(|(_, d)| is_old(d)) {
+                let there = left.get(id).or(moved.get(id));
+                assert_eq!(there, Some(doc), "order {id} after kill {kills}");
+            }
+        }
+        assert!(kills >= 3, "only {kills} kills");
+        let out = mongoferry(&argv, Duration::from_secs(90));
+        assert!(out.status.success(), "{}", stderr(&out));
+        let (left, moved) = (by_id(&src, &s).await, by_id(&dst, &d).await);
+        assert_eq!(
+            left.values().collect::<Vec<_>>(),
+            before.values().filter(|d| !is_old(d)).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            moved.values().collect::<Vec<_>>(),
+            before.values().filter(|d| is_old(d)).collect::<Vec<_>>()
+        );
+    });
+}
+
+#[test]
+fn refused_documents_stay_at_the_source_and_the_journal_replays_the_destination() {
+    TestEnv::start().run(|env| async move {
+        let (s, d, third) = (env.src_db("mvr"), env.dst_db("mvr"), env.src_db("mvr3"));
+        let (src, dst) = (env.src_client().await, env.dst_client().await);
+        let c = src.database(&s).collection::<Document>("c");
+        c.insert_many(orders(400)).await.unwrap();
+        // The destination refuses two old orders: a unique index they collide on.
+        for id in [10, 12] {
+            c.update_one(doc! { "_id": id }, doc! { "$set": { "code": "same" } })
+                .await
+                .unwrap();
+        }
+        dst.database(&d)
+            .run_command(doc! { "createIndexes": "c", "indexes": [{
+                "key": { "code": 1 }, "name": "code_unique", "unique": true,
+                "partialFilterExpression": { "code": { "$exists": true } },
+            }] })
+            .await
+            .unwrap();
+        dst.database(&d)
+            .collection::<Document>("c")
+            .insert_one(doc! { "_id": "taken", "code": "same" })
+            .await
+            .unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let journal = data.path().join("journal");
+        let ns = format!("{s}.c:{d}.c");
+        let out = mongoferry(
+            &[
+                "move",
+                "--from",
+                &env.src,
+                "--to",
+                &env.dst,
+                "--ns",
+                &ns,
+                "--filter",
+                OLD,
+                "--state",
+                data.path().join("state.json").to_str().unwrap(),
+                "--journal",
+                journal.to_str().unwrap(),
+                "--json",
+                "--quiet",
+            ],
+            Duration::from_secs(60),
+        );
+        assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+        let summary: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+        assert_eq!(summary["failed"], 2, "{summary}");
+        assert_eq!(summary["moves"]["deleted"], 198, "{summary}");
+        assert_eq!(summary["moves"]["left"], 2, "{summary}");
+        let left = by_id(&src, &s).await;
+        assert!(
+            left.contains_key(&10) && left.contains_key(&12),
+            "refused ones stay"
+        );
+        assert_eq!(left.len(), 202);
+
+        // The journal replayed elsewhere gives what the move put at the destination.
+        let out = mongoferry(
+            &[
+                "journal",
+                "replay",
+                journal.to_str().unwrap(),
+                "--to",
+                &env.src,
+                "--quiet",
+                "--ns",
+                &format!("{d}.c:{third}.c"),
+            ],
+            Duration::from_secs(60),
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        let replayed = dump(&src, &third, "c").await;
+        // The destination also holds the document that was there before the move.
+        let moved_here: Vec<RawDocumentBuf> = dump(&dst, &d, "c")
+            .await
+            .into_iter()
+            .filter(|d| d.get_i64("_id").is_ok())
+            .collect();
+        assert_eq!(moved_here.len(), 198);
+        assert_eq!(replayed, moved_here);
+        // The export holds what was moved.
+        let exported = data.path().join("moved.ndjson");
+        let out = mongoferry(
+            &[
+                "journal",
+                "export",
+                journal.to_str().unwrap(),
+                "--format",
+                "ndjson",
+                "--ns",
+                &format!("{d}.c"),
+                "--out",
+                exported.to_str().unwrap(),
+            ],
+            Duration::from_secs(30),
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        let lines = std::fs::read_to_string(&exported).unwrap();
+        assert_eq!(lines.lines().count(), 198);
+    });
+}
