@@ -924,3 +924,50 @@ fn a_sync_job_shows_its_lag_and_a_commit_completes_it_equal() {
         );
     });
 }
+
+#[test]
+fn a_move_job_reports_what_it_moved_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start(&dir.path().join("jobs.json"));
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("apimove"), env.dst_db("apimove"));
+        let src = env.src_client().await;
+        let c = src.database(&s).collection::<mongodb::bson::Document>("c");
+        let docs: Vec<_> = (0..600)
+            .map(|i| mongodb::bson::doc! { "_id": i, "old": i < 400 })
+            .collect();
+        c.insert_many(docs).await.unwrap();
+        let mut body = spec(&env, &format!("{s}.c"), &format!("{d}.c"));
+        body["mode"] = json!("move");
+        body["filter"] = json!({ "old": true });
+        let (status, job) = service.post("/api/jobs", body).await;
+        assert_eq!(status, 202, "{job}");
+        let id = job["id"].clone();
+        let job = service
+            .wait_for(&id, "the move", |j| j["state"] == "completed")
+            .await;
+        assert_eq!(job["error"], Value::Null, "{job}");
+        let moves = &job["progress"]["moves"];
+        assert_eq!(
+            (
+                moves["verified"].as_u64(),
+                moves["deleted"].as_u64(),
+                moves["left"].as_u64()
+            ),
+            (Some(400), Some(400), Some(0)),
+            "{job}"
+        );
+        assert_eq!(
+            c.count_documents(mongodb::bson::doc! {}).await.unwrap(),
+            200
+        );
+        let (_, metrics) = service.get("/metrics").await;
+        let metrics = metrics.as_str().unwrap().to_string();
+        assert!(
+            metrics.contains(&format!(
+                "mongoferry_move_documents_total{{job=\"{id}\",kind=\"deleted\"}} 400"
+            )),
+            "{metrics}"
+        );
+    });
+}

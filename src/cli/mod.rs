@@ -521,6 +521,13 @@ fn print_plan(plan: &crate::run::plan::Plan) {
     for n in plan.namespaces.iter().filter(|n| !n.indexes.is_empty()) {
         println!("indexes of {}: {}", n.destination, n.indexes.join(", "));
     }
+    if plan.deletes_from_source {
+        println!(
+            "a move: these {} documents are DELETED from the source, each once the destination \
+             holds it exactly (documents that change meanwhile stay)",
+            plan.documents
+        );
+    }
     for v in &plan.views {
         println!(
             "view {} -> {} (on {}): {}",

@@ -20,7 +20,7 @@ use crate::engine::sink::MAX_DOCUMENT_BYTES;
 use crate::engine::CopyError;
 use crate::mongo::schema::{describe_index, special_kinds, Kind, Schema};
 use crate::mongo::{self, describe, MongoError, Namespace, Side};
-use crate::spec::{CopySpec, IndexMode};
+use crate::spec::{CopySpec, IndexMode, Mode};
 
 /// What a copy of the spec would do.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -39,6 +39,11 @@ pub struct Plan {
     pub indexes: IndexMode,
     /// True when a problem stops the copy (it would refuse to start).
     pub blocked: bool,
+    /// `copy`, `sync` or `move`.
+    #[schema(value_type = String)]
+    pub mode: Mode,
+    /// A move (not a rehearsal): the documents are deleted from the source once verified.
+    pub deletes_from_source: bool,
 }
 
 /// One collection the copy would copy.
@@ -240,6 +245,8 @@ async fn plan_with(src: &Client, dst: &Client, spec: &CopySpec) -> Result<Plan, 
         estimate,
         drop: spec.drop,
         indexes: spec.indexes,
+        mode: spec.mode,
+        deletes_from_source: spec.mode == Mode::Move && !spec.keep_source,
     })
 }
 

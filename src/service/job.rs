@@ -15,7 +15,9 @@ use utoipa::ToSchema;
 
 use crate::engine::control::adaptive::{Adaptive, AdaptiveView};
 use crate::engine::control::throttle::{Limits, Throttle};
-use crate::engine::stats::{JobStats, NsSnapshot, SchemaProgress, SyncProgress, WorkerSnapshot};
+use crate::engine::stats::{
+    JobStats, MoveProgress, NsSnapshot, SchemaProgress, SyncProgress, WorkerSnapshot,
+};
 use crate::engine::Control;
 use crate::spec::{JobSpec, Mode};
 use crate::state::unix_now;
@@ -182,6 +184,8 @@ pub struct Progress {
     pub schema: SchemaProgress,
     /// A sync job's phase, lag and changes applied (`null` for a copy).
     pub sync: Option<SyncProgress>,
+    /// A move job's documents verified, deleted from the source, kept there (`null` for a copy).
+    pub moves: Option<MoveProgress>,
 }
 
 /// A job as the API shows it.
@@ -402,6 +406,7 @@ impl Job {
                 workers: snap.workers,
                 schema: snap.schema,
                 sync: snap.sync,
+                moves: snap.moves,
             }
         });
         let record = &inner.record;
@@ -422,6 +427,7 @@ impl Job {
                 workers: vec![],
                 schema: SchemaProgress::default(),
                 sync: None,
+                moves: None,
             })
         });
         JobView {

@@ -291,6 +291,16 @@ impl JobManager {
                     .refused_indexes()
                     .map(|refused| format!("completed, but {refused}")),
             ),
+            Ok(summary) if summary.moves.as_ref().is_some_and(|m| m.left > 0) => (
+                Outcome::Completed,
+                summary.moves.as_ref().map(|m| {
+                    format!(
+                        "moved {} documents; {} are still at the source (changed after their \
+                         copy in every pass, or refused): submit the move again to move them",
+                        m.deleted, m.left
+                    )
+                }),
+            ),
             Ok(summary) if summary.failed > 0 => (
                 Outcome::Completed,
                 Some(format!(

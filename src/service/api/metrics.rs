@@ -3,7 +3,8 @@
 //! In: the job manager's jobs and their stats. Out: documents and bytes copied per job and
 //! namespace, failed jobs, queue batches pushed and popped, batch latency histograms, workers and
 //! the state of each job, a sync job's lag and changes applied by type. Labels are a small fixed
-//! set: `job`, `namespace`, `state`, `le`, `type`.
+//! set: `job`, `namespace`, `state`, `le`, `type`, `kind`; a move job's documents verified,
+//! deleted and kept.
 
 use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
@@ -202,6 +203,27 @@ pub async fn render(State(manager): State<Arc<JobManager>>) -> Response {
                 let _ = writeln!(
                     out,
                     "mongoferry_sync_events_total{{job=\"{}\",type=\"{kind}\"}} {n}",
+                    view.id
+                );
+            }
+        }
+    }
+    family(
+        &mut out,
+        "move_documents_total",
+        "counter",
+        "A move job's documents: verified at the destination, deleted from the source, kept there because they changed.",
+    );
+    for view in &views {
+        if let Some(moves) = view.progress.as_ref().and_then(|p| p.moves.as_ref()) {
+            for (kind, n) in [
+                ("verified", moves.verified),
+                ("deleted", moves.deleted),
+                ("changed", moves.changed),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "mongoferry_move_documents_total{{job=\"{}\",kind=\"{kind}\"}} {n}",
                     view.id
                 );
             }
