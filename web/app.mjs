@@ -2,7 +2,8 @@
 //
 // Two screens, chosen by the URL's hash: `#/` (the form and the job list, polled every second:
 // one request lists every job, so many running jobs never use up the browser's six connections
-// per host) and `#/jobs/{id}` (one job, fed by its event stream: figures, charts, controls).
+// per host) and `#/jobs/{id}` (one job, fed by its event stream: figures, charts, controls; for a
+// sync job also its phase, lag, changes applied, a lag chart and the Commit button).
 // Passwords and secrets typed into the form are replaced by the service's masked URI once the job
 // is accepted. A service started with an API token answers 401 until the page has it: the page
 // then asks for it once, keeps it in this tab's sessionStorage (never in a URL, a cookie or
@@ -27,7 +28,7 @@ const RECONNECT_MS = 2000;
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** The parts of a job's screen drawn from its view. */
-const JOB_PARTS = ["#job-state", "#job-error", "#summary", "#job-adaptive", "#job-schema", "#job-dead", "#job-namespaces", "#job-workers", "#job-spec"];
+const JOB_PARTS = ["#job-state", "#job-error", "#summary", "#job-sync", "#job-adaptive", "#job-schema", "#job-dead", "#job-namespaces", "#job-workers", "#job-spec"];
 
 /**
  * Replaces an element's content only when it changed, so a refresh every second does not move
@@ -54,7 +55,7 @@ const page = {
   jobId: null,
   /** The state the job's screen shows, to tell a stale view from a newer one. */
   shownState: null,
-  charts: { job: null, workers: null, workerIds: "" },
+  charts: { job: null, workers: null, lag: null, workerIds: "" },
   /** Chart samples per job id, kept while the page is open. */
   samples: new Map(),
   resize: null,
@@ -162,11 +163,13 @@ function leaveJob() {
   page.recheck = null;
   page.jobId = null;
   page.shownState = null;
-  for (const key of ["job", "workers"]) {
+  for (const key of ["job", "workers", "lag"]) {
     if (page.charts[key]) page.charts[key].destroy();
     page.charts[key] = null;
   }
   page.charts.workerIds = "";
+  $("#lag-panel").hidden = true;
+  $("#commit").hidden = true;
   for (const id of JOB_PARTS) {
     $(id).innerHTML = "";
     rendered.delete($(id));
@@ -199,7 +202,7 @@ async function pollList(generation) {
 
 // ---------------------------------------------------------------- the form
 
-const FORM_FIELDS = ["from", "to", "namespaces", "filter", "workers", "batch_size", "rate", "strategy", "rate_bytes", "adaptive"];
+const FORM_FIELDS = ["from", "to", "namespaces", "filter", "mode", "workers", "batch_size", "rate", "strategy", "rate_bytes", "adaptive"];
 
 function clearProblems() {
   $("#form-problems").innerHTML = "";
@@ -236,6 +239,7 @@ function readForm() {
     from: $("#from").value.trim(),
     to: $("#to").value.trim(),
     namespaces: R.parseNamespaces($("#namespaces").value),
+    mode: $("#mode").value,
   };
   for (const field of ["from", "to"]) {
     if (R.hasMaskedSecret(spec[field])) {
@@ -340,7 +344,7 @@ async function showJob(id) {
     $("#job-missing").textContent = result.data?.error ?? `job ${id} cannot be shown`;
     return;
   }
-  makeCharts();
+  makeCharts(result.data);
   update(result.data);
   if (result.data.state === "interrupted") watchInterrupted(result.data);
   else if (!R.isFinal(result.data.state)) follow(result.data);
@@ -456,10 +460,12 @@ function update(view) {
   // A command's answer may arrive after the stream's final event: it is the older view.
   if (R.isStale(page.shownState, view.state)) return;
   page.shownState = view.state;
-  const allowed = R.allowedCommands(view.state);
+  const mode = R.jobMode(view);
+  const allowed = R.allowedCommands(view.state, mode, view.progress?.sync?.phase ?? null);
   setHtml($("#job-state"), R.stateBadge(view.state));
   setHtml($("#job-error"), R.errorHtml(view));
   setHtml($("#summary"), R.summaryHtml(view, Date.now() / 1000));
+  setHtml($("#job-sync"), R.syncHtml(view));
   setHtml($("#job-adaptive"), R.adaptiveHtml(view));
   setHtml($("#job-schema"), R.schemaHtml(view));
   setHtml($("#job-dead"), R.deadLettersHtml(view));
@@ -469,6 +475,8 @@ function update(view) {
   $("#pause").disabled = !allowed.pause;
   $("#resume").disabled = !allowed.resume;
   $("#cancel").disabled = !allowed.cancel;
+  $("#commit").hidden = mode !== "sync";
+  $("#commit").disabled = !allowed.commit;
   for (const id of ["#rate-box", "#rate-slider", "#rate-unlimited", "#workers-box", "#workers-apply"]) {
     $(id).disabled = !allowed.tune;
   }
@@ -494,7 +502,13 @@ function addSample(view) {
   const samples = samplesOf(view.id);
   const workers = {};
   for (const w of view.progress.workers) workers[w.id] = w.docs;
-  const sample = { t: Date.now() / 1000, total: view.progress.docs_per_sec, limit: view.limits?.rate ?? null, workers };
+  const sample = {
+    t: Date.now() / 1000,
+    total: view.progress.docs_per_sec,
+    limit: view.limits?.rate ?? null,
+    workers,
+    lag: R.syncLag(view),
+  };
   // Views that arrive together (the page's first request, a state change, a command's answer)
   // make one point, so the chart keeps about one point a second.
   if (samples.length > 0 && sample.t - samples[samples.length - 1].t < MIN_SAMPLE_GAP_SECS) samples.pop();
@@ -504,19 +518,21 @@ function addSample(view) {
   drawCharts();
 }
 
-function chartOptions(element, series) {
+/** A chart's options; its y axis starts at 0 and shows at least up to `floor`. */
+function chartOptions(element, series, floor = 10) {
   return {
     width: Math.max(240, element.clientWidth),
     height: 220,
     series: [{}, ...series],
-    scales: { x: { time: true }, y: { range: (_u, _min, max) => [0, Math.max(10, (max ?? 0) * 1.15)] } },
+    scales: { x: { time: true }, y: { range: (_u, _min, max) => [0, Math.max(floor, (max ?? 0) * 1.15)] } },
     axes: [{}, { size: 56 }],
     legend: { live: false },
     cursor: { drag: { x: false, y: false } },
   };
 }
 
-function makeCharts() {
+/** The job's charts; a sync job's lag chart too (`view`: the job's first view). */
+function makeCharts(view) {
   const element = $("#chart-job");
   element.textContent = "";
   element.dataset.points = "0";
@@ -531,6 +547,18 @@ function makeCharts() {
   $("#chart-workers").textContent = "";
   $("#chart-workers").dataset.points = "0";
   page.charts.workerIds = "";
+  const sync = R.jobMode(view) === "sync";
+  $("#lag-panel").hidden = !sync;
+  if (sync) {
+    const lag = $("#chart-lag");
+    lag.textContent = "";
+    lag.dataset.points = "0";
+    page.charts.lag = new uPlot(
+      chartOptions(lag, [{ label: "lag (s)", stroke: "#7048e8", width: 2, fill: "rgba(112,72,232,0.08)" }], 1),
+      [[], []],
+      lag,
+    );
+  }
   drawCharts();
 }
 
@@ -565,10 +593,16 @@ function drawCharts() {
   const element = $("#chart-workers");
   element.dataset.points = String(withRates.length);
   element.dataset.series = String(ids.length);
+
+  if (page.charts.lag) {
+    // Points where the lag means something (see R.syncLag): gaps elsewhere.
+    page.charts.lag.setData([times, samples.map((s) => s.lag)]);
+    $("#chart-lag").dataset.points = String(samples.filter((s) => s.lag !== null).length);
+  }
 }
 
 function fitCharts() {
-  for (const [key, selector] of [["job", "#chart-job"], ["workers", "#chart-workers"]]) {
+  for (const [key, selector] of [["job", "#chart-job"], ["workers", "#chart-workers"], ["lag", "#chart-lag"]]) {
     const chart = page.charts[key];
     const width = Math.max(240, $(selector).clientWidth);
     if (chart && chart.width !== width) chart.setSize({ width, height: 220 });
@@ -622,6 +656,15 @@ function wireControls() {
   $("#confirm-yes").addEventListener("click", () => {
     $("#confirm-cancel").close();
     command("/cancel", "POST", undefined, () => "cancelling after the batches in flight");
+  });
+  $("#commit").addEventListener("click", () => {
+    $("#commit-title").textContent = `Commit job ${page.jobId}?`;
+    $("#confirm-commit").showModal();
+  });
+  $("#commit-keep").addEventListener("click", () => $("#confirm-commit").close());
+  $("#commit-yes").addEventListener("click", () => {
+    $("#confirm-commit").close();
+    command("/commit", "POST", {}, () => "committing: applying every change up to now, then the job ends");
   });
 
   const rateBox = $("#rate-box");

@@ -32,14 +32,27 @@ export function isStale(shown, next) {
   return ["completed", "failed", "cancelled"].includes(shown) && !isFinal(next);
 }
 
-/** Which commands a job in `state` accepts (the API answers 409 to the others). */
-export function allowedCommands(state) {
+/**
+ * Which commands a job in `state` accepts (the API answers 409 to the others). `mode`: the job's
+ * (`copy` or `sync`, see `jobMode`); `phase`: a sync job's phase, if known. Only an active sync job
+ * can be committed, and once its commit is under way (`committing`) there is nothing to ask again.
+ */
+export function allowedCommands(state, mode = "copy", phase = null) {
   return {
     pause: state === "pending" || state === "running",
     resume: state === "paused",
     cancel: !isFinal(state),
     tune: !isFinal(state),
+    commit: mode === "sync" && !isFinal(state) && phase !== "committing" && phase !== "committed",
   };
+}
+
+/**
+ * A job's mode: `sync` (copy, then follow the source's changes until committed) or `copy`. A
+ * spec without a mode is a copy; a sync job's view also has a commit link.
+ */
+export function jobMode(view) {
+  return view?.spec?.mode === "sync" || Boolean(view?.links?.commit) ? "sync" : "copy";
 }
 
 /** A count with thousands separators: 12345 -> "12,345". */
@@ -77,6 +90,12 @@ export function formatDuration(secs) {
   return `${h} h ${String(Math.floor((s % 3600) / 60)).padStart(2, "0")} min`;
 }
 
+/** A sync's lag in seconds: "0.4 s", "12 s", then "3 min 20 s" from a minute on. */
+export function formatLag(secs) {
+  if (secs === null || secs === undefined || !Number.isFinite(secs)) return "–";
+  return secs < 60 ? `${formatRate(Math.max(0, secs))} s` : formatDuration(secs);
+}
+
 /**
  * Documents behind the job's position: written by this run, copied by an earlier run (the job
  * continued from its checkpoint) and refused by the destination. Also fits a namespace's counts.
@@ -98,7 +117,7 @@ export function formatLimit(rate, unit) {
 
 /** The form fields a problem of the API's `problems` list belongs to (`null`: the form as a whole). */
 export function problemField(problem) {
-  const match = /^(from|to|namespaces?|filter|workers|batch_size|rate_bytes|rate|strategy|adaptive)\b/.exec(
+  const match = /^(from|to|namespaces?|filter|workers|batch_size|rate_bytes|rate|strategy|adaptive|mode)\b/.exec(
     problem,
   );
   if (!match) return null;
@@ -265,6 +284,17 @@ export function stateBadge(state) {
   return `<span class="state state-${esc(state)}" data-state="${esc(state)}">${esc(state)}</span>`;
 }
 
+/**
+ * Seconds until the documents are copied, while the job copies them: null once it has ended, and
+ * for a sync job past its initial copy (it follows changes until committed: no end to foresee).
+ */
+export function etaSecs(view) {
+  const p = view.progress;
+  if (!p || isFinal(view.state) || p.eta_secs === null || p.eta_secs === undefined) return null;
+  if (p.sync && p.sync.phase !== "initial_copy") return null;
+  return p.eta_secs;
+}
+
 /** One row of the job list. */
 export function jobRowHtml(view) {
   const p = view.progress;
@@ -279,7 +309,8 @@ export function jobRowHtml(view) {
   <span class="job-bar">${progressBar(p, `job ${view.id} progress`)}<span class="pct">${esc(percent(p))}</span></span>
   <span class="job-docs" data-field="docs">${esc(docs)} docs</span>
   <span class="job-rate" data-field="docs_per_sec">${active && p ? `${esc(formatRate(p.docs_per_sec))} docs/s` : ""}</span>
-  <span class="job-eta" data-field="eta">${active && p && p.eta_secs !== null && p.eta_secs !== undefined ? `ETA ${esc(formatDuration(p.eta_secs))}` : ""}</span>
+  <span class="job-eta" data-field="eta">${etaSecs(view) !== null ? `ETA ${esc(formatDuration(etaSecs(view)))}` : ""}</span>
+  ${jobMode(view) === "sync" ? `<span class="job-sync" data-field="sync">${esc(syncSummary(view))}</span>` : ""}
   ${view.error ? `<span class="job-error${view.state === "failed" ? "" : " job-note"}" title="${esc(view.error)}">${esc(view.error)}</span>` : ""}
   ${skipped > 0 ? `<span class="job-skipped" data-field="skipped">${esc(formatCount(skipped))} copied before (continued from its checkpoint)</span>` : ""}
   ${failed > 0 ? `<span class="job-dead" data-field="failed">${esc(formatCount(failed))} failed docs</span>` : ""}
@@ -319,7 +350,7 @@ export function summaryHtml(view, now) {
 <div class="tiles">
   ${tile("documents", p ? `${formatCount(p.docs)}${expected}` : "–", "docs")}
   ${tile("docs/s", p && active ? formatRate(p.docs_per_sec) : "–", "docs_per_sec")}
-  ${tile("ETA", active && p ? formatDuration(p.eta_secs) : "–", "eta")}
+  ${tile("ETA", formatDuration(etaSecs(view)), "eta")}
   ${p?.skipped > 0 ? tile("copied before", formatCount(p.skipped), "skipped") : ""}
   ${tile("failed", p ? formatCount(p.failed ?? 0) : "–", "failed", p?.failed > 0 ? "tile-warn" : "")}
   ${tile("retries", p ? formatCount(p.retries ?? 0) : "–", "retries")}
@@ -369,6 +400,82 @@ export function deadLettersHtml(view) {
     .join("");
   return `<section class="panel" id="dead-letters"><h3>Failed documents <span class="count" data-field="dead_count">${esc(formatCount(count))}</span></h3>
 ${shown}<div class="scroll"><table><thead><tr><th>namespace</th><th>_id</th><th>reason</th></tr></thead><tbody>${rows}</tbody></table></div></section>`;
+}
+
+/** A sync's phases as the page names them, and what each means. */
+const SYNC_PHASES = {
+  initial_copy: ["initial copy", "Copying what the source holds; its changes meanwhile wait in its history."],
+  catching_up: ["catching up", "Applying the changes made since the sync started."],
+  live: ["live", "Level with the source: every change is applied as it comes. For the cutover, stop the writes to the source, then commit."],
+  committing: ["committing", "Applying every change up to the commit, then the job ends."],
+  committed: ["committed", "Every change up to the commit is applied."],
+};
+
+/** The label of a sync phase (`initial_copy` -> "initial copy"); an unknown one as it is. */
+export function phaseLabel(phase) {
+  return SYNC_PHASES[phase]?.[0] ?? String(phase ?? "");
+}
+
+/** The phases in which a sync follows the source's changes, so has a lag. */
+const LAGGING_PHASES = new Set(["catching_up", "live", "committing"]);
+
+/**
+ * A sync job's lag in seconds where it means something, else null: while the job is active and
+ * follows the source's changes. Not during the initial copy (the service reports 0 until the
+ * changes are followed) nor once the job has ended (nothing is followed any more).
+ */
+export function syncLag(view) {
+  const sync = view?.progress?.sync;
+  if (!sync || isFinal(view.state) || !LAGGING_PHASES.has(sync.phase)) return null;
+  return Number.isFinite(sync.lag_secs) ? sync.lag_secs : null;
+}
+
+/**
+ * A sync job's phase and lag in a few words, for its row in the job list: "sync live, lag 0.4 s";
+ * without the lag where it means nothing (`syncLag`), "sync" alone before the job reports a
+ * phase. Empty for a copy.
+ */
+export function syncSummary(view) {
+  if (jobMode(view) !== "sync") return "";
+  const sync = view.progress?.sync;
+  if (!sync) return "sync";
+  const lag = syncLag(view);
+  return `sync ${phaseLabel(sync.phase)}${lag === null ? "" : `, lag ${formatLag(lag)}`}`;
+}
+
+/**
+ * A sync job's panel: its phase (and what it means), its lag (where it means something: `syncLag`),
+ * the changes applied (in all and by kind) and per second (while active). Empty for a copy; a
+ * line saying it has not started for a sync job that has not reported a phase yet.
+ */
+export function syncHtml(view) {
+  if (jobMode(view) !== "sync") return "";
+  const sync = view.progress?.sync;
+  if (!sync) {
+    const why = isFinal(view.state) ? "No figures of the sync for this job." : "Not started yet: the copy comes first.";
+    return `<section class="panel" id="sync"><h3>Live sync</h3><p class="muted" data-field="sync_phase">${esc(why)}</p></section>`;
+  }
+  const active = !isFinal(view.state);
+  const applied = sync.applied ?? {};
+  const kinds = [
+    ["insert", "inserts"],
+    ["update", "updates"],
+    ["replace", "replaces"],
+    ["delete", "deletes"],
+    ["ddl", "schema changes"],
+  ]
+    .map(([key, label]) => `<li><span class="muted">${esc(label)}</span> <span data-field="applied_${esc(key)}">${esc(formatCount(applied[key] ?? 0))}</span></li>`)
+    .join("");
+  const meaning = SYNC_PHASES[sync.phase]?.[1] ?? "";
+  return `<section class="panel" id="sync"><h3>Live sync <span class="phase phase-${esc(sync.phase)}" data-field="sync_phase" data-phase="${esc(sync.phase)}">${esc(phaseLabel(sync.phase))}</span></h3>
+${meaning ? `<p class="muted">${esc(meaning)}</p>` : ""}
+<div class="tiles">
+  ${tile("lag", formatLag(syncLag(view)), "lag_secs")}
+  ${tile("caught up", active ? (sync.caught_up ? "yes" : "no") : "–", "caught_up")}
+  ${tile("events applied", formatCount(sync.events), "events")}
+  ${tile("events/s", active ? formatRate(sync.events_per_sec) : "–", "events_per_sec")}
+</div>
+<ul class="applied" data-field="applied">${kinds}</ul></section>`;
 }
 
 /** Adaptive mode: its target and its latest decision with the reason, then the recent ones. */
@@ -428,6 +535,7 @@ export function specHtml(view) {
   return `<dl class="spec">
 ${item("from", spec.from)}
 ${item("to", spec.to)}
+${item("mode", spec.mode ?? "copy")}
 ${item("namespaces", (spec.namespaces ?? []).join(", "))}
 ${item("filter", spec.filter ? JSON.stringify(spec.filter) : "none")}
 ${item("batch size", spec.batch_size ?? "default")}

@@ -5,8 +5,9 @@
 // the form shows the API's problems, a job started from the
 // form fills its chart and counts, pauses, resumes, takes a new rate limit and worker count live,
 // is cancelled after a confirmation; a failed job shows its error; a job whose documents the
-// destination refuses lists them; adaptive mode shows its decision; the page fits a narrow
-// window; a job running when the service stops is shown interrupted, and the same page follows it
+// destination refuses lists them; a sync job started from the form goes live, shows its lag (with
+// a chart) and the changes it applies, and a confirmed commit completes it; adaptive mode shows
+// its decision; the page fits a narrow window; a job running when the service stops is shown interrupted, and the same page follows it
 // again when the restarted service continues it; a service without a token needs no sign-in.
 // Screenshots go to
 // target/screenshots/. Any page error or console error fails the run; every wait is bounded.
@@ -134,6 +135,7 @@ describe("the dashboard in a browser", { timeout: WATCHDOG_MS }, () => {
     for (const id of ["from", "to", "namespaces", "filter", "workers", "batch_size", "rate"]) {
       await page.locator(`#${id}`).fill(fields[id] === undefined ? "" : String(fields[id]));
     }
+    await page.locator("#mode").selectOption(fields.mode ?? "copy");
     if (fields.adaptive !== undefined) {
       await page.locator(".more summary").click();
       await page.locator("#adaptive").fill(String(fields.adaptive));
@@ -443,10 +445,84 @@ describe("the dashboard in a browser", { timeout: WATCHDOG_MS }, () => {
     assertNoProblems();
   });
 
+  test("a sync job goes live, shows its lag and the changes it applies, and a commit completes it", async () => {
+    const [COUNT, INSERTED] = [400, 6];
+    const from = ns("live.items");
+    const dot = from.indexOf(".");
+    const [db, collection] = [from.slice(0, dot), from.slice(dot + 1)];
+    await sample(source, from, COUNT, 200);
+    await fillForm({ from: source, to: destination, namespaces: `${from}:${ns("synced.items")}`, workers: 2, batch_size: 50, mode: "sync" });
+    await page.locator("#submit-job").click();
+    await page.waitForURL(/#\/jobs\/5$/);
+    await page.locator("#sync").waitFor();
+    const job = (await api("GET", "/api/jobs/5")).body;
+    assert.equal(job.spec.mode, "sync", "the form sends the mode");
+    assert.equal(job.links.commit, "/api/jobs/5/commit");
+    assert.match(await text("#job-spec"), /mode\s+sync/);
+    assert.ok(await page.locator("#commit").isVisible(), "a sync job has a Commit button");
+    assert.ok(!(await page.locator("#lag-panel").isHidden()), "a sync job has a lag chart");
+
+    const phase = () => page.locator('#sync [data-field="sync_phase"]').getAttribute("data-phase");
+    const syncNumber = (field) => number(`#sync [data-field="${field}"]`);
+    await waitFor("the live phase", async () => (await page.locator("#sync [data-phase]").count()) === 1 && (await phase()) === "live", 30000);
+    assert.equal(await text("#job-live"), "live");
+    await waitFor("a lag value", async () => /^\d+(\.\d)? s$/.test(await text('#sync [data-field="lag_secs"]')), 5000);
+    await waitFor("the lag chart to gain points", async () => (await points("#chart-lag")) >= 2, 10000);
+    assert.equal(await page.locator("#chart-lag canvas").count(), 1);
+    assert.ok(await page.locator("#commit").isEnabled());
+
+    // Changes at the source while live: applied, and counted by kind.
+    const before = await syncNumber("events");
+    const inserted = await syncNumber("applied_insert");
+    const documents = Array.from({ length: INSERTED }, (_, i) => ({ _id: `live-${i}`, n: i }));
+    await runCommand(source, db, { insert: collection, documents, ordered: true });
+    await waitFor("the changes applied", async () => (await syncNumber("applied_insert")) >= inserted + INSERTED, 15000);
+    assert.ok((await syncNumber("events")) >= before + INSERTED);
+    await waitFor("the page to be live again", async () => (await phase()) === "live", 10000);
+    await page.screenshot({ path: screenshotPath("11a-sync-live"), fullPage: true });
+
+    // The commit asks first.
+    await page.locator("#commit").click();
+    const dialog = page.locator("#confirm-commit");
+    await dialog.waitFor({ state: "visible" });
+    assert.equal(await text("#commit-title"), "Commit job 5?");
+    await page.locator("#commit-keep").click();
+    await dialog.waitFor({ state: "hidden" });
+    await sleep(500);
+    assert.equal(await state(), "running", "keeping the sync running does not commit it");
+    assert.equal(await phase(), "live");
+
+    await page.locator("#commit").click();
+    const commitRequest = page.waitForRequest((r) => r.method() === "POST" && r.url() === `${service.base}/api/jobs/5/commit`);
+    await page.locator("#commit-yes").click();
+    const sent = await commitRequest;
+    assert.equal(sent.postData(), "{}");
+    assert.equal(sent.headers()["content-type"], "application/json");
+    await waitForState("completed", 20000);
+    await waitFor("the committed phase", async () => (await phase()) === "committed", 5000);
+    await waitFor("the stream to end", async () => (await text("#job-live")) === "ended", 5000);
+    assert.ok(await page.locator("#commit").isDisabled(), "an ended sync cannot be committed again");
+    const view = (await api("GET", "/api/jobs/5")).body;
+    assert.equal(view.state, "completed");
+    assert.equal(view.error, null);
+    assert.equal(view.progress.sync.phase, "committed");
+    assert.equal(view.progress.sync.applied.insert, await syncNumber("applied_insert"));
+    assert.equal(await text('#sync [data-field="lag_secs"]'), "–", "an ended sync has no lag");
+    await page.screenshot({ path: screenshotPath("11b-sync-committed"), fullPage: true });
+
+    // The list says it is a sync, and how it ended.
+    await page.locator(".back").click();
+    const row = page.locator('#job-list [data-job="5"]');
+    await row.waitFor();
+    assert.equal(await row.locator("[data-state]").innerText(), "completed");
+    assert.equal(await row.locator(".job-sync").innerText(), "sync committed");
+    assertNoProblems();
+  });
+
   test("adaptive mode shows its current decision", async () => {
     await fillForm({ from: source, to: destination, namespaces: `${ns("shop.orders")}:${ns("adaptive.orders")}`, workers: 2, batch_size: 20, rate: 200, adaptive: 2000 });
     await page.locator("#submit-job").click();
-    await page.waitForURL(/#\/jobs\/5$/);
+    await page.waitForURL(/#\/jobs\/6$/);
     await waitFor("an adaptive decision", async () => {
       const action = page.locator('#adaptive [data-field="adaptive_action"]');
       return (await action.count()) === 1 && ["increase", "decrease", "hold"].includes(await action.innerText());
@@ -485,6 +561,10 @@ describe("the dashboard in a browser", { timeout: WATCHDOG_MS }, () => {
         return found;
       });
     await page.goto(`${service.base}/#/jobs/5`);
+    await waitForState("completed");
+    await page.locator("#sync [data-phase]").waitFor();
+    assert.ok(await fits(), "the sync job's page scrolls sideways at 390 px");
+    await page.goto(`${service.base}/#/jobs/6`);
     await waitForState("running");
     await waitFor("the chart to gain points", async () => (await points("#chart-job")) >= 2, 10000);
     assert.ok(await fits(), "the job page scrolls sideways at 390 px");
@@ -500,7 +580,7 @@ describe("the dashboard in a browser", { timeout: WATCHDOG_MS }, () => {
     await page.screenshot({ path: screenshotPath("14-laptop-home"), fullPage: true });
     await page.setViewportSize({ width: 390, height: 844 });
     await page.screenshot({ path: screenshotPath("13-narrow-home"), fullPage: true });
-    const cancelled = await api("POST", "/api/jobs/5/cancel");
+    const cancelled = await api("POST", "/api/jobs/6/cancel");
     assert.equal(cancelled.status, 200);
     assertNoProblems();
   });
@@ -550,6 +630,8 @@ describe("the dashboard in a browser", { timeout: WATCHDOG_MS }, () => {
     const stateDir = mkdtempSync(path.join(os.tmpdir(), "mongoferry-web-"));
     try {
       const state = path.join(stateDir, "jobs.json");
+      // The page leaves the other service first: its job list polls that service every second.
+      await page.goto("about:blank");
       service = await startService({ state, tokenFile });
       await page.setViewportSize({ width: 1366, height: 900 });
       const started = await api("POST", "/api/jobs", { from: source, to: destination, namespaces: [`${ns("shop.orders")}:${ns("stopped.orders")}`], workers: 2, batch_size: 20, rate: 100 });

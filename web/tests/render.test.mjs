@@ -1,6 +1,7 @@
 // The dashboard's pure helpers (web/render.mjs), without a browser: escaping, problem-to-field
 // mapping, form parsing, masking, rates, the position (documents copied before and failed count),
-// the interrupted state, and the panels for errors, failed documents, retries and adaptive mode.
+// the interrupted state, the panels for errors, failed documents, retries and adaptive mode, and a
+// sync job's mode, phase, lag, changes applied and commit.
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -123,9 +124,27 @@ test("the rate slider is logarithmic and round-trips round numbers", () => {
 });
 
 test("commands follow the job's state", () => {
-  assert.deepEqual(R.allowedCommands("running"), { pause: true, resume: false, cancel: true, tune: true });
-  assert.deepEqual(R.allowedCommands("paused"), { pause: false, resume: true, cancel: true, tune: true });
-  assert.deepEqual(R.allowedCommands("completed"), { pause: false, resume: false, cancel: false, tune: false });
+  assert.deepEqual(R.allowedCommands("running"), { pause: true, resume: false, cancel: true, tune: true, commit: false });
+  assert.deepEqual(R.allowedCommands("paused"), { pause: false, resume: true, cancel: true, tune: true, commit: false });
+  assert.deepEqual(R.allowedCommands("completed"), { pause: false, resume: false, cancel: false, tune: false, commit: false });
+});
+
+test("only an active sync job can be committed, once", () => {
+  for (const state of ["pending", "running", "paused"]) {
+    assert.equal(R.allowedCommands(state, "sync").commit, true, state);
+    assert.equal(R.allowedCommands(state, "sync", "live").commit, true, state);
+    assert.equal(R.allowedCommands(state, "copy").commit, false, state);
+  }
+  for (const state of ["completed", "failed", "cancelled", "interrupted"]) {
+    assert.equal(R.allowedCommands(state, "sync", "live").commit, false, state);
+  }
+  // Asked already: the commit is under way.
+  assert.equal(R.allowedCommands("running", "sync", "committing").commit, false);
+  assert.equal(R.allowedCommands("running", "sync", "committed").commit, false);
+  // The other commands do not depend on the mode.
+  const { commit: _s, ...sync } = R.allowedCommands("running", "sync", "live");
+  const { commit: _c, ...copy } = R.allowedCommands("running");
+  assert.deepEqual(sync, copy);
 });
 
 const baseView = {
@@ -273,7 +292,7 @@ test("the namespaces table counts what was copied before and failed", () => {
 
 test("an interrupted job is over until the service starts again", () => {
   assert.ok(R.isFinal("interrupted"));
-  assert.deepEqual(R.allowedCommands("interrupted"), { pause: false, resume: false, cancel: false, tune: false });
+  assert.deepEqual(R.allowedCommands("interrupted"), { pause: false, resume: false, cancel: false, tune: false, commit: false });
   assert.equal(R.stateBadge("interrupted"), '<span class="state state-interrupted" data-state="interrupted">interrupted</span>');
   const message = "interrupted: the service stopped; it continues from its checkpoint when the service starts again";
   const view = { ...baseView, state: "interrupted", error: message, progress: { ...baseView.progress, docs_per_sec: 50, eta_secs: 12 } };
@@ -376,4 +395,117 @@ test("the schema panel shows the index builds and what the destination refused",
   assert.ok(html.includes("Indexes built: 1 of 3"), html);
   assert.ok(html.includes("t_&lt;text&gt;") && html.includes("text indexes are not supported"), html);
   assert.ok(html.includes("Created:</span> a.b") && html.includes("Views:</span> a.v"), html);
+});
+
+const syncProgress = (sync) => ({ ...baseView.progress, docs_per_sec: 0, sync });
+const syncView = (state, sync) => ({
+  ...baseView,
+  state,
+  error: null,
+  finished_at: null,
+  spec: { ...baseView.spec, mode: "sync" },
+  links: { self: "/api/jobs/3", commit: "/api/jobs/3/commit" },
+  progress: syncProgress(sync),
+});
+const live = { phase: "live", lag_secs: 0.42, caught_up: false, events: 1234, applied: { insert: 1200, update: 20, replace: 3, delete: 10, ddl: 1 }, events_per_sec: 56.7 };
+
+test("a job's mode: sync from its spec or its commit link, copy otherwise", () => {
+  assert.equal(R.jobMode(baseView), "copy");
+  assert.equal(R.jobMode({ ...baseView, spec: { ...baseView.spec, mode: "copy" } }), "copy");
+  assert.equal(R.jobMode({ ...baseView, spec: { ...baseView.spec, mode: "sync" } }), "sync");
+  assert.equal(R.jobMode({ ...baseView, links: { commit: "/api/jobs/3/commit" } }), "sync");
+  assert.equal(R.jobMode({}), "copy");
+  // The spec shows it; a spec without one is a copy.
+  assert.match(R.specHtml(baseView), /<dt>mode<\/dt><dd>copy<\/dd>/);
+  assert.match(R.specHtml(syncView("running", live)), /<dt>mode<\/dt><dd>sync<\/dd>/);
+  assert.match(R.specHtml({ ...baseView, spec: { ...baseView.spec, mode: "<b>" } }), /<dd>&lt;b&gt;<\/dd>/);
+});
+
+test("a copy job has no sync panel and no sync in its row", () => {
+  const copy = { ...baseView, state: "running", progress: { ...baseView.progress, sync: null } };
+  assert.equal(R.syncHtml(copy), "");
+  assert.equal(R.syncSummary(copy), "");
+  assert.equal(R.syncLag(copy), null);
+  assert.ok(!R.jobRowHtml(copy).includes("job-sync"));
+  assert.equal(R.syncHtml(baseView), "", "a view without progress.sync");
+});
+
+test("a sync job's panel shows its phase, lag, changes applied by kind and per second", () => {
+  const html = R.syncHtml(syncView("running", live));
+  assert.match(html, /data-field="sync_phase" data-phase="live">live<\/span>/);
+  assert.match(html, /data-field="lag_secs">0.4 s</);
+  assert.match(html, /data-field="caught_up">no</);
+  assert.match(html, /data-field="events">1,234</);
+  assert.match(html, /data-field="events_per_sec">57</);
+  assert.match(html, /data-field="applied_insert">1,200</);
+  assert.match(html, /data-field="applied_update">20</);
+  assert.match(html, /data-field="applied_replace">3</);
+  assert.match(html, /data-field="applied_delete">10</);
+  assert.match(html, /data-field="applied_ddl">1</);
+  assert.match(R.syncHtml(syncView("running", { ...live, lag_secs: 200, caught_up: true })), /data-field="lag_secs">3 min 20 s</);
+  assert.match(R.syncHtml(syncView("running", { ...live, lag_secs: 0, caught_up: true })), /data-field="caught_up">yes</);
+});
+
+test("each sync phase has its label, and an unknown one is shown escaped", () => {
+  const labels = { initial_copy: "initial copy", catching_up: "catching up", live: "live", committing: "committing", committed: "committed" };
+  for (const [phase, label] of Object.entries(labels)) {
+    assert.equal(R.phaseLabel(phase), label);
+    const html = R.syncHtml(syncView(phase === "committed" ? "completed" : "running", { ...live, phase }));
+    assert.ok(html.includes(`class="phase phase-${phase}" data-field="sync_phase" data-phase="${phase}">${label}</span>`), html);
+    assert.match(R.syncSummary(syncView("running", { ...live, phase })), new RegExp(`^sync ${label}`));
+  }
+  const odd = R.syncHtml(syncView("running", { ...live, phase: '<img src=x onerror="x">' }));
+  assert.ok(!odd.includes("<img"), odd);
+  assert.ok(odd.includes("&lt;img src=x onerror=&quot;x&quot;&gt;"), odd);
+});
+
+test("the lag is shown only while the sync follows the source's changes", () => {
+  assert.equal(R.syncLag(syncView("running", live)), 0.42);
+  assert.equal(R.syncLag(syncView("running", { ...live, phase: "catching_up", lag_secs: 30 })), 30);
+  assert.equal(R.syncLag(syncView("running", { ...live, phase: "committing" })), 0.42);
+  // The initial copy reports 0 until the changes are followed; an ended job follows nothing.
+  assert.equal(R.syncLag(syncView("running", { ...live, phase: "initial_copy", lag_secs: 0 })), null);
+  assert.equal(R.syncLag(syncView("completed", { ...live, phase: "committed", lag_secs: 0 })), null);
+  assert.equal(R.syncLag(syncView("cancelled", { ...live, lag_secs: 99 })), null);
+  assert.equal(R.syncLag(syncView("running", null)), null);
+  assert.match(R.syncHtml(syncView("running", { ...live, phase: "initial_copy" })), /data-field="lag_secs">–</);
+  const ended = R.syncHtml(syncView("completed", { ...live, phase: "committed", lag_secs: 0 }));
+  assert.match(ended, /data-field="lag_secs">–</);
+  assert.match(ended, /data-field="events_per_sec">–</);
+  assert.match(ended, /data-field="events">1,234</, "an ended job keeps its count");
+  assert.equal(R.formatLag(0), "0.0 s");
+  assert.equal(R.formatLag(12.4), "12 s");
+  assert.equal(R.formatLag(-0.5), "0.0 s", "a clock ahead of the source's never shows a negative lag");
+  assert.equal(R.formatLag(3700), "1 h 01 min");
+  assert.equal(R.formatLag(null), "–");
+});
+
+test("a sync job past its initial copy has no ETA: it follows changes until committed", () => {
+  const copying = syncView("running", { ...live, phase: "initial_copy" });
+  copying.progress.eta_secs = 12;
+  assert.equal(R.etaSecs(copying), 12);
+  assert.match(R.summaryHtml(copying, 2000), /data-field="eta">12 s</);
+  assert.match(R.jobRowHtml(copying), /data-field="eta">ETA 12 s</);
+  const following = syncView("running", live);
+  following.progress.eta_secs = 0;
+  assert.equal(R.etaSecs(following), null);
+  assert.match(R.summaryHtml(following, 2000), /data-field="eta">–</);
+  assert.match(R.jobRowHtml(following), /data-field="eta"><\/span>/);
+  // A copy's ETA, as before: while active.
+  assert.equal(R.etaSecs({ ...baseView, state: "running", progress: { ...baseView.progress, eta_secs: 5 } }), 5);
+  assert.equal(R.etaSecs({ ...baseView, progress: { ...baseView.progress, eta_secs: 5 } }), null);
+});
+
+test("a sync job not started yet says so; an ended one without figures says that", () => {
+  const pending = { ...syncView("pending", null), progress: null };
+  assert.match(R.syncHtml(pending), /Not started yet/);
+  assert.equal(R.syncSummary(pending), "sync");
+  assert.match(R.syncHtml({ ...pending, state: "completed" }), /No figures of the sync/);
+});
+
+test("a sync job's row shows its phase and lag, briefly and escaped", () => {
+  const row = R.jobRowHtml(syncView("running", live));
+  assert.match(row, /<span class="job-sync" data-field="sync">sync live, lag 0.4 s<\/span>/);
+  assert.match(R.jobRowHtml(syncView("completed", { ...live, phase: "committed", lag_secs: 0 })), /data-field="sync">sync committed<\/span>/);
+  assert.match(R.jobRowHtml(syncView("running", { ...live, phase: "a<b" })), /data-field="sync">sync a&lt;b<\/span>/, "an unknown phase, escaped, without a lag");
 });
