@@ -28,7 +28,7 @@ const RECONNECT_MS = 2000;
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** The parts of a job's screen drawn from its view. */
-const JOB_PARTS = ["#job-state", "#job-error", "#summary", "#job-sync", "#job-adaptive", "#job-schema", "#job-dead", "#job-namespaces", "#job-workers", "#job-spec"];
+const JOB_PARTS = ["#job-state", "#job-error", "#summary", "#job-sync", "#job-move", "#job-adaptive", "#job-schema", "#job-dead", "#job-namespaces", "#job-workers", "#job-spec"];
 
 /**
  * Replaces an element's content only when it changed, so a refresh every second does not move
@@ -202,7 +202,7 @@ async function pollList(generation) {
 
 // ---------------------------------------------------------------- the form
 
-const FORM_FIELDS = ["from", "to", "namespaces", "filter", "mode", "workers", "batch_size", "rate", "strategy", "rate_bytes", "adaptive"];
+const FORM_FIELDS = ["from", "to", "namespaces", "filter", "mode", "keep_source", "workers", "batch_size", "rate", "strategy", "rate_bytes", "adaptive"];
 
 function clearProblems() {
   $("#form-problems").innerHTML = "";
@@ -241,6 +241,7 @@ function readForm() {
     namespaces: R.parseNamespaces($("#namespaces").value),
     mode: $("#mode").value,
   };
+  if (spec.mode === "move" && $("#keep_source").checked) spec.keep_source = true;
   for (const field of ["from", "to"]) {
     if (R.hasMaskedSecret(spec[field])) {
       problems.push(`${field}: a password or secret is masked (***); type it again`);
@@ -466,6 +467,7 @@ function update(view) {
   setHtml($("#job-error"), R.errorHtml(view));
   setHtml($("#summary"), R.summaryHtml(view, Date.now() / 1000));
   setHtml($("#job-sync"), R.syncHtml(view));
+  setHtml($("#job-move"), R.moveHtml(view));
   setHtml($("#job-adaptive"), R.adaptiveHtml(view));
   setHtml($("#job-schema"), R.schemaHtml(view));
   setHtml($("#job-dead"), R.deadLettersHtml(view));
@@ -725,6 +727,10 @@ function start() {
   wireSession();
   $("#job-form").addEventListener("submit", submitJob);
   $("#plan-job").addEventListener("click", planJob);
+  // Keeping the source means something for a move only.
+  $("#mode").addEventListener("change", () => {
+    $("#keep-source-field").hidden = $("#mode").value !== "move";
+  });
   wireControls();
   window.addEventListener("hashchange", route);
   page.resize = new ResizeObserver(() => fitCharts());

@@ -48,11 +48,14 @@ export function allowedCommands(state, mode = "copy", phase = null) {
 }
 
 /**
- * A job's mode: `sync` (copy, then follow the source's changes until committed) or `copy`. A
- * spec without a mode is a copy; a sync job's view also has a commit link.
+ * A job's mode: `sync` (copy, then follow the source's changes until committed), `move` (copy,
+ * verify, then delete from the source) or `copy`. A spec without a mode is a copy; a sync job's
+ * view also has a commit link, a move's progress its move figures.
  */
 export function jobMode(view) {
-  return view?.spec?.mode === "sync" || Boolean(view?.links?.commit) ? "sync" : "copy";
+  if (view?.spec?.mode === "sync" || Boolean(view?.links?.commit)) return "sync";
+  if (view?.spec?.mode === "move" || Boolean(view?.progress?.moves)) return "move";
+  return "copy";
 }
 
 /** A count with thousands separators: 12345 -> "12,345". */
@@ -117,7 +120,7 @@ export function formatLimit(rate, unit) {
 
 /** The form fields a problem of the API's `problems` list belongs to (`null`: the form as a whole). */
 export function problemField(problem) {
-  const match = /^(from|to|namespaces?|filter|workers|batch_size|rate_bytes|rate|strategy|adaptive|mode)\b/.exec(
+  const match = /^(from|to|namespaces?|filter|workers|batch_size|rate_bytes|rate|strategy|adaptive|mode|keep_source)\b/.exec(
     problem,
   );
   if (!match) return null;
@@ -311,6 +314,7 @@ export function jobRowHtml(view) {
   <span class="job-rate" data-field="docs_per_sec">${active && p ? `${esc(formatRate(p.docs_per_sec))} docs/s` : ""}</span>
   <span class="job-eta" data-field="eta">${etaSecs(view) !== null ? `ETA ${esc(formatDuration(etaSecs(view)))}` : ""}</span>
   ${jobMode(view) === "sync" ? `<span class="job-sync" data-field="sync">${esc(syncSummary(view))}</span>` : ""}
+  ${jobMode(view) === "move" ? `<span class="job-move" data-field="move">${esc(moveSummary(view))}</span>` : ""}
   ${view.error ? `<span class="job-error${view.state === "failed" ? "" : " job-note"}" title="${esc(view.error)}">${esc(view.error)}</span>` : ""}
   ${skipped > 0 ? `<span class="job-skipped" data-field="skipped">${esc(formatCount(skipped))} copied before (continued from its checkpoint)</span>` : ""}
   ${failed > 0 ? `<span class="job-dead" data-field="failed">${esc(formatCount(failed))} failed docs</span>` : ""}
@@ -478,6 +482,58 @@ ${meaning ? `<p class="muted">${esc(meaning)}</p>` : ""}
 <ul class="applied" data-field="applied">${kinds}</ul></section>`;
 }
 
+/** A move that copies and verifies but deletes nothing: a rehearsal. */
+function rehearsal(view) {
+  return Boolean(view?.spec?.keep_source);
+}
+
+/**
+ * A move job in a few words, for its row in the job list: "move: 1,200 moved" (what has left the
+ * source), "move rehearsal: 1,200 verified" when the source is kept, plus what is still at the
+ * source once the job has ended. Empty for other jobs.
+ */
+export function moveSummary(view) {
+  if (jobMode(view) !== "move") return "";
+  const moves = view.progress?.moves;
+  if (!moves) return rehearsal(view) ? "move rehearsal" : "move";
+  const done = rehearsal(view)
+    ? `move rehearsal: ${formatCount(moves.verified)} verified`
+    : `move: ${formatCount(moves.deleted)} moved`;
+  return moves.left > 0 && isFinal(view.state) ? `${done}, ${formatCount(moves.left)} left at the source` : done;
+}
+
+/**
+ * A move job's panel: its pass, the documents verified at the destination, deleted from the
+ * source (moved), kept because they changed after their copy, deleted meanwhile by another
+ * client, still at the source after the last pass, and the delete rate (while active). Empty
+ * for other jobs.
+ */
+export function moveHtml(view) {
+  if (jobMode(view) !== "move") return "";
+  const moves = view.progress?.moves;
+  const title = rehearsal(view) ? "Move rehearsal" : "Move";
+  const meaning = rehearsal(view)
+    ? "Copies and verifies each batch at the destination; the source is kept (keep_source)."
+    : "Each batch is copied, found exactly so at the destination, then deleted from the source where unchanged.";
+  if (!moves) {
+    const why = isFinal(view.state) ? "No figures of the move for this job." : "Not started yet.";
+    return `<section class="panel" id="move"><h3>${esc(title)}</h3><p class="muted">${esc(meaning)}</p><p class="muted" data-field="move_pass">${esc(why)}</p></section>`;
+  }
+  const active = !isFinal(view.state);
+  const left = moves.left > 0 && !active;
+  return `<section class="panel" id="move"><h3>${esc(title)} <span class="phase" data-field="move_pass">pass ${esc(formatCount(moves.pass))}</span></h3>
+<p class="muted">${esc(meaning)}</p>
+<div class="tiles">
+  ${tile("verified", formatCount(moves.verified), "move_verified")}
+  ${tile("moved", formatCount(moves.deleted), "move_deleted")}
+  ${tile("deletes/s", active ? formatRate(moves.deletes_per_sec) : "–", "deletes_per_sec")}
+  ${tile("kept: changed", formatCount(moves.changed), "move_changed", moves.changed > 0 ? "tile-warn" : "")}
+  ${tile("gone meanwhile", formatCount(moves.gone), "move_gone")}
+  ${tile("left at the source", active ? "–" : formatCount(moves.left), "move_left", left ? "tile-warn" : "")}
+</div>
+${left ? `<p class="muted" data-field="move_left_note">Changed after their copy in every pass, or refused by the destination (see the failed documents): submit the move again to move them.</p>` : ""}</section>`;
+}
+
 /** Adaptive mode: its target and its latest decision with the reason, then the recent ones. */
 export function adaptiveHtml(view) {
   const adaptive = view.adaptive;
@@ -535,7 +591,7 @@ export function specHtml(view) {
   return `<dl class="spec">
 ${item("from", spec.from)}
 ${item("to", spec.to)}
-${item("mode", spec.mode ?? "copy")}
+${item("mode", spec.mode === "move" && spec.keep_source ? "move (keep the source: a rehearsal)" : spec.mode ?? "copy")}
 ${item("namespaces", (spec.namespaces ?? []).join(", "))}
 ${item("filter", spec.filter ? JSON.stringify(spec.filter) : "none")}
 ${item("batch size", spec.batch_size ?? "default")}
@@ -601,6 +657,7 @@ ${views ? `<ul class="views">${views}</ul>` : ""}
 <p data-field="totals">${esc(formatCount(plan.documents))} documents, ${esc(formatBytes(plan.bytes))}; indexes \
 ${plan.indexes === "none" ? "not built" : `built ${esc(plan.indexes)} the documents`}\
 ${plan.drop ? "; the destination's namespaces are <strong>dropped first</strong>" : ""}.</p>
+${plan.deletes_from_source ? `<p class="deletes" data-field="deletes_from_source">A move: each batch is <strong>deleted from the source</strong> once found at the destination, unless it changed meanwhile.</p>` : ""}${plan.mode === "move" && !plan.deletes_from_source ? `<p data-field="deletes_from_source">A move rehearsal: the source is kept.</p>` : ""}
 ${estimate}${problems ? `<ul class="plan-problems">${problems}</ul>` : ""}`;
 }
 

@@ -2,14 +2,15 @@
 // a real `mongoferry serve` and two SecantusDB test servers. One operator's session, in order,
 // against a service that asks for an API token: the page loads from the binary alone and asks for
 // the token (a wrong one is refused; the right one goes nowhere but into the requests' headers),
-// the form shows the API's problems, a job started from the
-// form fills its chart and counts, pauses, resumes, takes a new rate limit and worker count live,
-// is cancelled after a confirmation; a failed job shows its error; a job whose documents the
-// destination refuses lists them; a sync job started from the form goes live, shows its lag (with
-// a chart) and the changes it applies, and a confirmed commit completes it; adaptive mode shows
-// its decision; the page fits a narrow window; a job running when the service stops is shown interrupted, and the same page follows it
-// again when the restarted service continues it; a service without a token needs no sign-in.
-// Screenshots go to
+// the form shows the API's problems, a job started from the form fills its chart and counts,
+// pauses, resumes, takes a new rate limit and worker count live, is cancelled after a
+// confirmation; a failed job shows its error; a job whose documents the destination refuses lists
+// them; a sync job started from the form goes live, shows its lag (with a chart) and the changes
+// it applies, and a confirmed commit completes it; a move job planned and started from the form
+// shows what it moved, and only the selected documents leave the source; adaptive mode shows its
+// decision; the page fits a narrow window; a job running when the service stops is shown
+// interrupted, and the same page follows it again when the restarted service continues it; a
+// service without a token needs no sign-in. Screenshots go to
 // target/screenshots/. Any page error or console error fails the run; every wait is bounded.
 
 import { after, before, describe, test } from "node:test";
@@ -18,7 +19,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 
-import { dropDatabases, launchBrowser, runCommand, sample, screenshotPath, sleep, startService, startTestServer, stopAll, waitFor } from "./harness.mjs";
+import { countDocuments, dropDatabases, launchBrowser, runCommand, sample, screenshotPath, sleep, startService, startTestServer, stopAll, waitFor } from "./harness.mjs";
 
 const DOCS = 8000;
 /** With MONGOFERRY_TEST_URI (a real mongod for both sides), databases of this run only. */
@@ -519,10 +520,58 @@ describe("the dashboard in a browser", { timeout: WATCHDOG_MS }, () => {
     assertNoProblems();
   });
 
+  test("a move job shows what it moved, and only the selected documents leave the source", async () => {
+    const [COUNT, SELECTED] = [400, 200];
+    const from = ns("archive.orders");
+    const to = ns("cold.orders");
+    const dot = from.indexOf(".");
+    const documents = Array.from({ length: COUNT }, (_, i) => ({ _id: i, old: i % 2 === 0, pad: "x".repeat(100) }));
+    await runCommand(source, from.slice(0, dot), { insert: from.slice(dot + 1), documents, ordered: true });
+    await fillForm({ from: source, to: destination, namespaces: `${from}:${to}`, filter: '{"old": true}', workers: 2, batch_size: 20, rate: 100, mode: "move" });
+    assert.ok(await page.locator("#keep_source").isVisible(), "a move can keep its source");
+
+    // The plan says the source loses what moves.
+    await page.locator("#plan-job").click();
+    await page.locator('#plan [data-field="deletes_from_source"]').waitFor({ timeout: 20000 });
+    assert.match(await text('#plan [data-field="deletes_from_source"]'), /deleted from the source/);
+    assert.equal(await text("#plan tbody tr td:nth-child(2)"), "200");
+
+    await page.locator("#submit-job").click();
+    await page.waitForURL(/#\/jobs\/6$/);
+    await page.locator("#move").waitFor();
+    assert.ok(await page.locator("#commit").isHidden(), "a move is not committed");
+    assert.match(await text("#job-spec"), /mode\s+move/);
+    // Rate 100 docs/s: the deletes follow the copy, within the same limit, for about two seconds.
+    await waitFor("a delete rate while it runs", async () => (await state()) === "running" && (await number('#move [data-field="deletes_per_sec"]')) > 0, 15000);
+    assert.ok((await number('#move [data-field="deletes_per_sec"]')) <= 150, "the deletes keep to the rate limit");
+    await waitForState("completed", 30000);
+    await waitFor("the final figures", async () => (await number('#move [data-field="move_deleted"]')) === SELECTED, 5000);
+    assert.equal(await number('#move [data-field="move_verified"]'), SELECTED);
+    assert.equal(await number('#move [data-field="move_changed"]'), 0);
+    assert.equal(await number('#move [data-field="move_left"]'), 0);
+    await page.screenshot({ path: screenshotPath("11c-move"), fullPage: true });
+
+    const view = (await api("GET", "/api/jobs/6")).body;
+    assert.equal(view.spec.mode, "move");
+    assert.equal(view.error, null);
+    assert.equal(view.progress.moves.deleted, SELECTED);
+    // Both sides, through a client of their own.
+    assert.equal(await countDocuments(source, from, { old: true }), 0, "the selected documents left the source");
+    assert.equal(await countDocuments(source, from, { old: false }), COUNT - SELECTED, "the others stay");
+    assert.equal(await countDocuments(destination, to, { old: true }), SELECTED);
+    assert.equal(await countDocuments(destination, to, {}), SELECTED);
+
+    await page.locator(".back").click();
+    const row = page.locator('#job-list [data-job="6"]');
+    await row.waitFor();
+    assert.equal(await row.locator(".job-move").innerText(), "move: 200 moved");
+    assertNoProblems();
+  });
+
   test("adaptive mode shows its current decision", async () => {
     await fillForm({ from: source, to: destination, namespaces: `${ns("shop.orders")}:${ns("adaptive.orders")}`, workers: 2, batch_size: 20, rate: 200, adaptive: 2000 });
     await page.locator("#submit-job").click();
-    await page.waitForURL(/#\/jobs\/6$/);
+    await page.waitForURL(/#\/jobs\/7$/);
     await waitFor("an adaptive decision", async () => {
       const action = page.locator('#adaptive [data-field="adaptive_action"]');
       return (await action.count()) === 1 && ["increase", "decrease", "hold"].includes(await action.innerText());
@@ -565,6 +614,10 @@ describe("the dashboard in a browser", { timeout: WATCHDOG_MS }, () => {
     await page.locator("#sync [data-phase]").waitFor();
     assert.ok(await fits(), "the sync job's page scrolls sideways at 390 px");
     await page.goto(`${service.base}/#/jobs/6`);
+    await waitForState("completed");
+    await page.locator("#move [data-field=move_pass]").waitFor();
+    assert.ok(await fits(), "the move job's page scrolls sideways at 390 px");
+    await page.goto(`${service.base}/#/jobs/7`);
     await waitForState("running");
     await waitFor("the chart to gain points", async () => (await points("#chart-job")) >= 2, 10000);
     assert.ok(await fits(), "the job page scrolls sideways at 390 px");
@@ -580,7 +633,7 @@ describe("the dashboard in a browser", { timeout: WATCHDOG_MS }, () => {
     await page.screenshot({ path: screenshotPath("14-laptop-home"), fullPage: true });
     await page.setViewportSize({ width: 390, height: 844 });
     await page.screenshot({ path: screenshotPath("13-narrow-home"), fullPage: true });
-    const cancelled = await api("POST", "/api/jobs/6/cancel");
+    const cancelled = await api("POST", "/api/jobs/7/cancel");
     assert.equal(cancelled.status, 200);
     assertNoProblems();
   });

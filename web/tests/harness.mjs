@@ -209,6 +209,19 @@ export async function runCommand(uri, db, command) {
   await promisify(execFile)(path.join(ROOT, ".venv", "bin", "python"), ["-c", script, uri, db, JSON.stringify(command)], { timeout: 30000 });
 }
 
+/** How many documents of `ns` match `filter` (extended JSON), through a client of its own, bounded. */
+export async function countDocuments(uri, ns, filter = {}) {
+  const script = [
+    "import sys, pymongo",
+    "from bson import json_util",
+    "client = pymongo.MongoClient(sys.argv[1], serverSelectionTimeoutMS=10000)",
+    "db, _, coll = sys.argv[2].partition('.')",
+    "print(client[db][coll].count_documents(json_util.loads(sys.argv[3])))",
+  ].join("\n");
+  const { stdout } = await promisify(execFile)(path.join(ROOT, ".venv", "bin", "python"), ["-c", script, uri, ns, JSON.stringify(filter)], { timeout: 30000 });
+  return Number(stdout.trim());
+}
+
 /** Drops the databases whose names start with `prefix` (runs against a shared server), bounded. */
 export async function dropDatabases(uri, prefix) {
   const script = [

@@ -509,3 +509,54 @@ test("a sync job's row shows its phase and lag, briefly and escaped", () => {
   assert.match(R.jobRowHtml(syncView("completed", { ...live, phase: "committed", lag_secs: 0 })), /data-field="sync">sync committed<\/span>/);
   assert.match(R.jobRowHtml(syncView("running", { ...live, phase: "a<b" })), /data-field="sync">sync a&lt;b<\/span>/, "an unknown phase, escaped, without a lag");
 });
+
+const moveView = (state, moves, spec = {}) => ({
+  ...baseView,
+  state,
+  error: null,
+  spec: { ...baseView.spec, mode: "move", ...spec },
+  progress: { ...baseView.progress, moves },
+});
+const moving = { pass: 1, verified: 1200, deleted: 1150, changed: 7, gone: 2, conflicts: 0, left: 0, deletes_per_sec: 310.4 };
+
+test("a job's mode: move from its spec or its move figures", () => {
+  assert.equal(R.jobMode(moveView("running", null)), "move");
+  assert.equal(R.jobMode({ ...baseView, progress: { ...baseView.progress, moves: moving } }), "move");
+  assert.equal(R.allowedCommands("running", "move").commit, false, "only a sync is committed");
+  assert.match(R.specHtml(moveView("running", moving)), /<dt>mode<\/dt><dd>move<\/dd>/);
+  assert.match(R.specHtml(moveView("running", moving, { keep_source: true })), /<dd>move \(keep the source: a rehearsal\)<\/dd>/);
+  assert.equal(R.moveHtml(baseView), "", "a copy has no move panel");
+  assert.equal(R.moveSummary(baseView), "");
+  assert.ok(!R.jobRowHtml(baseView).includes("job-move"));
+});
+
+test("a move job's panel shows what was verified, moved, kept because it changed, and the delete rate", () => {
+  const html = R.moveHtml(moveView("running", moving));
+  assert.match(html, /data-field="move_pass">pass 1</);
+  assert.match(html, /data-field="move_verified">1,200</);
+  assert.match(html, /data-field="move_deleted">1,150</);
+  assert.match(html, /data-field="deletes_per_sec">310</);
+  assert.match(html, /data-field="move_changed">7</);
+  assert.match(html, /data-field="move_gone">2</);
+  assert.match(html, /data-field="move_left">–</, "what is left is known once the job ends");
+  assert.match(R.jobRowHtml(moveView("running", moving)), /data-field="move">move: 1,150 moved</);
+
+  const ended = moveView("completed", { ...moving, left: 7, deletes_per_sec: 0 });
+  const endedHtml = R.moveHtml(ended);
+  assert.match(endedHtml, /data-field="move_left">7</);
+  assert.match(endedHtml, /data-field="deletes_per_sec">–</);
+  assert.ok(endedHtml.includes("submit the move again"), endedHtml);
+  assert.equal(R.moveSummary(ended), "move: 1,150 moved, 7 left at the source");
+
+  const rehearsal = moveView("completed", { ...moving, deleted: 0, changed: 0 }, { keep_source: true });
+  assert.match(R.moveHtml(rehearsal), /<h3>Move rehearsal /);
+  assert.equal(R.moveSummary(rehearsal), "move rehearsal: 1,200 verified");
+  assert.ok(R.moveHtml(moveView("pending", null)).includes("Not started yet."));
+});
+
+test("the plan says when a move deletes from the source", () => {
+  const plan = { namespaces: [], views: [], problems: [], documents: 10, bytes: 100, estimate: null, drop: false, indexes: "after", blocked: false };
+  assert.ok(!R.planHtml({ ...plan, mode: "copy", deletes_from_source: false }).includes("deletes_from_source"));
+  assert.ok(R.planHtml({ ...plan, mode: "move", deletes_from_source: true }).includes("<strong>deleted from the source</strong>"));
+  assert.ok(R.planHtml({ ...plan, mode: "move", deletes_from_source: false }).includes("A move rehearsal: the source is kept."));
+});
