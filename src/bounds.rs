@@ -70,6 +70,14 @@ pub const CONNECT_TIMEOUT: Bound<f64> = Bound {
     unit: "seconds",
 };
 
+/// A lease on a job in a MongoDB state store: long enough for a heartbeat (a third of it) to
+/// get through a slow moment, short enough that a dead process's job is taken over soon.
+pub const LEASE: Bound<f64> = Bound {
+    field: "lease_seconds",
+    range: 3.0..=3600.0,
+    unit: "seconds",
+};
+
 /// A document can never be larger than BSON's own limit of 2 GiB.
 pub const MAX_DOCUMENT_BYTES: Bound<usize> = Bound {
     field: "max_document_bytes",

@@ -7,6 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{exit_within, insert_raw, mongoferry, read_log, spawn, stderr, stdout, TestEnv};
+use futures::TryStreamExt;
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{doc, rawdoc, Binary, Bson, DateTime, Document, RawDocumentBuf};
 use mongoferry::testkit::FaultProxy;
@@ -100,15 +101,88 @@ async fn count(client: &mongodb::Client, db: &str) -> u64 {
 
 #[test]
 fn killed_copies_resume_from_their_checkpoint_and_verify_clean() {
+    killed_copies_resume(StateKind::File);
+}
+
+#[test]
+fn killed_copies_resume_from_a_mongodb_state_store() {
+    killed_copies_resume(StateKind::MongoDb);
+}
+
+/// Where a test's CLI runs keep their state.
+#[derive(Clone, Copy, Debug)]
+enum StateKind {
+    File,
+    MongoDb,
+}
+
+/// A state store for one test: a file in a temporary directory, or a database on the
+/// destination server.
+struct TestState {
+    arg: String,
+    kind: StateKind,
+    _dir: tempfile::TempDir,
+}
+
+impl TestState {
+    fn new(env: &TestEnv, kind: StateKind, name: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let arg = match kind {
+            StateKind::File => dir.path().join("state.json").to_str().unwrap().to_string(),
+            StateKind::MongoDb => env.state_uri(name),
+        };
+        TestState {
+            arg,
+            kind,
+            _dir: dir,
+        }
+    }
+
+    /// Documents below the watermarks of the (only) job.
+    async fn checkpointed(&self) -> u64 {
+        match self.kind {
+            StateKind::File => checkpointed(Path::new(&self.arg)),
+            StateKind::MongoDb => {
+                let checkpoints = common::client(&self.arg)
+                    .await
+                    .default_database()
+                    .unwrap()
+                    .collection::<Document>("checkpoints");
+                let mut done = 0;
+                for saved in checkpoints
+                    .find(doc! {})
+                    .await
+                    .unwrap()
+                    .try_collect::<Vec<_>>()
+                    .await
+                    .unwrap()
+                {
+                    let Ok(text) = saved.get_str("checkpoint") else {
+                        continue;
+                    };
+                    let checkpoint: Value = serde_json::from_str(text).unwrap();
+                    done += checkpoint["namespaces"]
+                        .as_object()
+                        .unwrap()
+                        .values()
+                        .map(|ns| ns["done"].as_u64().unwrap())
+                        .sum::<u64>();
+                }
+                done
+            }
+        }
+    }
+}
+
+fn killed_copies_resume(kind: StateKind) {
     const DOCS: usize = 30_000;
     TestEnv::start().run(|env| async move {
         let (s, d) = (env.src_db("kill"), env.dst_db("kill"));
         insert_raw(&env.src_client().await, &s, "c", &mixed_docs(DOCS)).await;
         let dst = env.dst_client().await;
-        let dir = tempfile::tempdir().unwrap();
-        let state = dir.path().join("state.json");
+        let state = TestState::new(&env, kind, "kill");
         let ns = format!("{s}.c:{d}.c");
-        let state_arg = state.to_str().unwrap();
+        let state_arg = state.arg.as_str();
         let argv = [
             "copy", "--from", &env.src, "--to", &env.dst, "--ns", &ns, "--state", state_arg,
             "--batch-size", "100", "--rate", "3000", "--quiet",
@@ -135,7 +209,7 @@ fn killed_copies_resume_from_their_checkpoint_and_verify_clean() {
             }
             kills += 1;
             // What the next run writes again: at the destination but not below a watermark.
-            let (written, safe) = (count(&dst, &d).await, checkpointed(&state));
+            let (written, safe) = (count(&dst, &d).await, state.checkpointed().await);
             assert!(safe <= written, "round {round}: checkpoint {safe} > written {written}");
             recopied += written - safe;
         }
@@ -155,7 +229,7 @@ fn killed_copies_resume_from_their_checkpoint_and_verify_clean() {
         common::assert_same(&env, (&s, "c"), (&d, "c")).await;
         let fraction = recopied as f64 / DOCS as f64;
         println!(
-            "{kills} kills: {recopied} documents re-copied in all ({:.1}% of the collection, {:.0} per restart)",
+            "{kind:?} state, {kills} kills: {recopied} documents re-copied in all ({:.1}% of the collection, {:.0} per restart)",
             fraction * 100.0,
             recopied as f64 / kills as f64
         );
@@ -778,6 +852,15 @@ fn a_dead_destination_fails_the_copy_within_the_documented_time() {
 
 #[test]
 fn a_second_process_on_the_same_job_and_state_is_refused() {
+    a_second_process_is_refused(StateKind::File);
+}
+
+#[test]
+fn a_second_process_on_the_same_job_and_mongodb_state_is_refused() {
+    a_second_process_is_refused(StateKind::MongoDb);
+}
+
+fn a_second_process_is_refused(kind: StateKind) {
     TestEnv::start().run(|env| async move {
         let (s, d) = (env.src_db("twice"), env.dst_db("twice"));
         insert_raw(
@@ -788,7 +871,7 @@ fn a_second_process_on_the_same_job_and_state_is_refused() {
         )
         .await;
         let data = tempfile::tempdir().unwrap();
-        let state = data.path().join("state.json");
+        let state = TestState::new(&env, kind, "twice");
         let ns = format!("{s}.c:{d}.c");
         let argv = [
             "copy",
@@ -803,7 +886,7 @@ fn a_second_process_on_the_same_job_and_state_is_refused() {
             "--batch-size",
             "100",
             "--state",
-            state.to_str().unwrap(),
+            &state.arg,
         ];
         let (mut first, first_log) = spawn(&argv, data.path());
         let dst = env.dst_client().await;
@@ -820,14 +903,15 @@ fn a_second_process_on_the_same_job_and_state_is_refused() {
         let err = stderr(&second);
         assert_eq!(second.status.code(), Some(1), "{err}");
         let pid = first.id();
-        assert!(
-            err.contains(&format!("is already running in process {pid}")),
-            "{err}"
-        );
+        let holder = match kind {
+            StateKind::File => format!("is already running in process {pid}"),
+            StateKind::MongoDb => format!(" pid {pid} (its lease runs out in "),
+        };
+        assert!(err.contains(&holder), "{err}");
         assert!(first.try_wait().unwrap().is_none(), "the first run goes on");
         let (status, _) = exit_within(&mut first, Duration::from_secs(60)).await;
         assert!(status.success(), "{}", read_log(first_log));
-        assert_eq!(checkpointed(&state), 3_000);
+        assert_eq!(state.checkpointed().await, 3_000);
         common::assert_same(&env, (&s, "c"), (&d, "c")).await;
         // Once it has ended, the job is free again.
         let again = mongoferry(&argv, Duration::from_secs(30));

@@ -36,7 +36,8 @@ use crate::service::manager::JobManager;
 use crate::service::ServiceOptions;
 use crate::spec::{Endpoints, JobSpec, Mode, NsMapping};
 use crate::state::history::HistoryFile;
-use crate::state::{FileStore, MemoryStore, StateStore};
+use crate::state::mongo::is_mongodb_uri;
+use crate::state::{FileStore, MemoryStore, MongoStore, StateStore};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -130,10 +131,15 @@ pub struct CopyArgs {
     #[command(flatten)]
     pub spec: JobSpec,
     /// The state store keeping this job's checkpoint (so a rerun continues where a crashed or
-    /// stopped run left off) and the documents the destination refused [default:
+    /// stopped run left off) and the documents the destination refused: a file, or a MongoDB
+    /// database (`mongodb://host/db`) that processes on several machines can share [default:
     /// $XDG_DATA_HOME/mongoferry/copy-state.json].
-    #[arg(long, value_name = "PATH", conflicts_with = "no_state")]
-    pub state: Option<std::path::PathBuf>,
+    #[arg(long, value_name = "PATH|URI", conflicts_with = "no_state")]
+    pub state: Option<String>,
+    /// With a MongoDB state store: how long this run's claim on the job lasts without a
+    /// heartbeat, so how soon another process takes over the job of one that died.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    pub lease_seconds: f64,
     /// Keep no checkpoint: a rerun starts from zero; refused documents are only listed.
     #[arg(long)]
     pub no_state: bool,
@@ -356,13 +362,36 @@ async fn run_copy(args: CopyArgs) -> Result<(), Failure> {
 
 async fn run_copy_or_sync(args: CopyArgs, until_caught_up: bool) -> Result<(), Failure> {
     let spec = args.spec.validate()?;
-    let store: Arc<dyn StateStore> = if args.no_state {
-        Arc::new(MemoryStore::default())
-    } else {
-        Arc::new(FileStore::new(
-            args.state.unwrap_or_else(FileStore::default_path),
-        ))
+    if let Some(problem) = bounds::LEASE.problem(args.lease_seconds) {
+        return Err(crate::spec::SpecError(vec![problem]).into());
+    }
+    let store: Arc<dyn StateStore> = match (&args.state, args.no_state) {
+        (_, true) => Arc::new(MemoryStore::default()),
+        (Some(uri), false) if is_mongodb_uri(uri) => Arc::new(
+            MongoStore::open(
+                uri,
+                Duration::from_secs_f64(args.lease_seconds),
+                spec.connect_timeout,
+            )
+            .await
+            .map_err(CopyError::from)?,
+        ),
+        (path, false) => Arc::new(FileStore::new(
+            path.as_ref()
+                .map_or_else(FileStore::default_path, std::path::PathBuf::from),
+        )),
     };
+    let outcome = copy_with_store(args, until_caught_up, spec, store.clone()).await;
+    store.close().await;
+    outcome
+}
+
+async fn copy_with_store(
+    args: CopyArgs,
+    until_caught_up: bool,
+    spec: crate::spec::CopySpec,
+    store: Arc<dyn StateStore>,
+) -> Result<(), Failure> {
     let mut prepared = copy::prepare(&spec, store).await?;
     if until_caught_up {
         prepared = prepared.until_caught_up();

@@ -22,6 +22,8 @@ use serde::Serialize;
 pub enum Side {
     Source,
     Destination,
+    /// The database that keeps the jobs' state (`--state mongodb://…`).
+    State,
 }
 
 impl fmt::Display for Side {
@@ -29,6 +31,7 @@ impl fmt::Display for Side {
         f.write_str(match self {
             Side::Source => "source",
             Side::Destination => "destination",
+            Side::State => "state database",
         })
     }
 }

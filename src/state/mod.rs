@@ -4,24 +4,28 @@
 //! acknowledged every document below them, see [`crate::engine::ledger`]) and the documents the
 //! destination refused. Out: the same after a crash, so a rerun
 //! continues where the last one durably stopped, and nothing refused is lost. [`StateStore`] is
-//! the seam; one file per kind: [`file`] (the embedded default, JSON files), [`memory`] (keeps
-//! nothing); [`history`] keeps the service's jobs; [`atomic`] is how every file is rewritten.
+//! the seam; one file per kind: [`file`] (the embedded default, JSON files), [`mongo`] (a MongoDB
+//! database that several processes share, with leases and fencing), [`memory`] (keeps nothing);
+//! [`history`] keeps the service's jobs; [`atomic`] is how every file is rewritten.
 
 pub mod atomic;
 pub mod file;
 pub mod history;
 pub mod memory;
+pub mod mongo;
 
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use futures::future::BoxFuture;
+use futures::FutureExt;
 use mongodb::bson::{Bson, Document, RawBson, RawDocumentBuf};
 use serde::{Deserialize, Serialize};
 
 pub use file::{read_dead_letters, FileStore};
 pub use memory::MemoryStore;
+pub use mongo::MongoStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -36,7 +40,7 @@ pub enum StateError {
     /// Another run of the same job holds it: two runs would move one checkpoint back and forth.
     #[error(
         "job {key} is already running{holder} with the state store {path}; wait for it to end or \
-         stop it (sharing one job between processes needs a shared state store)"
+         stop it"
     )]
     JobBusy {
         key: JobKey,
@@ -44,6 +48,15 @@ pub enum StateError {
         /// " in process N", when the other run said who it is.
         holder: String,
     },
+    #[error("the state database {location}: {reason}")]
+    Database { location: String, reason: String },
+    /// This run's lease on the job ran out and another process took the job over: this run may
+    /// no longer move its checkpoint.
+    #[error(
+        "job {key} was taken over by {holder} after this run's lease ran out; this run stops \
+         without moving the checkpoint (the other one continues the job)"
+    )]
+    Fenced { key: JobKey, holder: String },
 }
 
 /// A run's exclusive hold on its job in a store, released when dropped.
@@ -262,6 +275,11 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     fn location(&self) -> String;
     /// Where the dead letters live, for messages.
     fn dead_letter_location(&self) -> String;
+    /// Gives back what the store holds (connections; claims already dropped) before the process
+    /// ends. Nothing to do for the file and memory stores.
+    fn close(&self) -> BoxFuture<'_, ()> {
+        async {}.boxed()
+    }
 }
 
 /// Seconds since the Unix epoch, as the state files record times.

@@ -83,6 +83,11 @@ impl TestEnv {
         format!("{}d_{name}", self.prefix)
     }
 
+    /// A MongoDB state store's URI: database `name` (unique to this test) on the destination.
+    pub fn state_uri(&self, name: &str) -> String {
+        with_database(&self.dst, &format!("{}state_{name}", self.prefix))
+    }
+
     pub async fn src_client(&self) -> Client {
         client(&self.src).await
     }
@@ -126,6 +131,21 @@ impl TestEnv {
             Err(panic) => std::panic::resume_unwind(panic),
         }
     }
+}
+
+/// `uri` naming database `db` (in place of any it named).
+pub fn with_database(uri: &str, db: &str) -> String {
+    let scheme_end = uri.find("://").map_or(0, |i| i + 3);
+    let rest = &uri[scheme_end..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let query = rest[authority_end..]
+        .find('?')
+        .map_or("", |q| &rest[authority_end + q..]);
+    format!(
+        "{}{}/{db}{query}",
+        &uri[..scheme_end],
+        &rest[..authority_end]
+    )
 }
 
 pub async fn client(uri: &str) -> Client {

@@ -1,0 +1,254 @@
+//! The state stores against one contract: the embedded file store, the memory store and the
+//! MongoDB store (a database on a SecantusDB server). Then what only the MongoDB store does:
+//! leases that run out, fencing of a process that lost its lease, and the claim of a dead process
+//! of this host taken over at once.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::TestEnv;
+use mongodb::bson::{doc, rawdoc, DateTime};
+use mongoferry::state::{
+    read_dead_letters, Checkpoint, DeadLetter, FileStore, JobKey, MemoryStore, MongoStore,
+    NsCheckpoint, StateError, StateStore,
+};
+
+const LEASE: Duration = Duration::from_secs(3);
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+fn checkpoint(done: u64, last: i64) -> Checkpoint {
+    let mut checkpoint = Checkpoint {
+        description: "a -> b [s.c]".into(),
+        updated_at: 1.5,
+        ..Checkpoint::default()
+    };
+    checkpoint.namespaces.insert(
+        "s.c -> d.c".into(),
+        NsCheckpoint::new(Some(&mongodb::bson::RawBson::Int64(last)), done, false),
+    );
+    checkpoint
+}
+
+fn letter(job: &JobKey, id: i32) -> DeadLetter {
+    DeadLetter::new(
+        job,
+        "d.c".into(),
+        &rawdoc! { "_id": id, "big": "x" },
+        "too large".into(),
+        Some(10334),
+    )
+}
+
+/// What every store promises: no checkpoint before the first save; one run of a job at a time
+/// (a second claim is refused while the first is held, and succeeds once it is dropped); a
+/// saved checkpoint loads back equal, the latest save wins, a removed one is gone; jobs do not
+/// see each other's checkpoints.
+async fn contract(store: Arc<dyn StateStore>) {
+    let (job, other) = (JobKey("job-a".into()), JobKey("job-b".into()));
+    assert_eq!(store.load(&job).await.unwrap(), None);
+
+    let claim = store.claim(&job).await.unwrap();
+    match store.claim(&job).await {
+        Err(StateError::JobBusy { key, .. }) => assert_eq!(key, job),
+        other => panic!("a second claim of a held job: {other:?}"),
+    }
+    let _other_claim = store.claim(&other).await.expect("another job is free");
+
+    store.save(&job, &checkpoint(100, 100)).await.unwrap();
+    assert_eq!(store.load(&job).await.unwrap(), Some(checkpoint(100, 100)));
+    store.save(&job, &checkpoint(250, 250)).await.unwrap();
+    assert_eq!(store.load(&job).await.unwrap(), Some(checkpoint(250, 250)));
+    assert_eq!(store.load(&other).await.unwrap(), None, "jobs are apart");
+    store.save(&other, &checkpoint(7, 7)).await.unwrap();
+    store.remove(&job).await.unwrap();
+    assert_eq!(store.load(&job).await.unwrap(), None);
+    assert_eq!(store.load(&other).await.unwrap(), Some(checkpoint(7, 7)));
+
+    store
+        .keep_dead_letters(vec![letter(&job, 1), letter(&job, 2), letter(&other, 3)])
+        .await
+        .unwrap();
+
+    drop(claim);
+    let again = tokio::time::timeout(TIMEOUT, store.claim(&job))
+        .await
+        .expect("bounded")
+        .expect("a dropped claim frees the job");
+    store.save(&job, &checkpoint(300, 300)).await.unwrap();
+    assert_eq!(store.load(&job).await.unwrap(), Some(checkpoint(300, 300)));
+    drop(again);
+}
+
+#[test]
+fn the_file_and_memory_stores_keep_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let file = FileStore::new(dir.path().join("state.json"));
+        contract(Arc::new(file.clone())).await;
+        let letters =
+            read_dead_letters(&file.dead_letter_path(), Some(&JobKey("job-a".into()))).unwrap();
+        assert_eq!(letters.len(), 2);
+
+        let memory = Arc::new(MemoryStore::default());
+        contract(memory.clone()).await;
+        assert_eq!(memory.dead_letters().len(), 3);
+    });
+}
+
+#[test]
+fn the_mongodb_store_keeps_the_contract() {
+    TestEnv::start().run(|env| async move {
+        let uri = env.state_uri("contract");
+        let store = Arc::new(MongoStore::open(&uri, LEASE, TIMEOUT).await.unwrap());
+        contract(store.clone()).await;
+        let letters = store
+            .dead_letters(Some(&JobKey("job-a".into())))
+            .await
+            .unwrap();
+        assert_eq!(letters.len(), 2);
+        // Kept as BSON, not text: the document can be queried where it is.
+        let first = &letters[0];
+        assert_eq!(
+            first.get_document("document").unwrap(),
+            &doc! { "_id": 1, "big": "x" }
+        );
+        assert_eq!(first.get_i32("id").unwrap(), 1);
+        assert_eq!(first.get_str("reason").unwrap(), "too large");
+        // What another process opening the same database sees.
+        let other = MongoStore::open(&uri, LEASE, TIMEOUT).await.unwrap();
+        assert_eq!(
+            other.load(&JobKey("job-b".into())).await.unwrap(),
+            Some(checkpoint(7, 7))
+        );
+        assert!(!other.location().contains("password"));
+        other.close().await;
+        store.close().await;
+    });
+}
+
+#[test]
+fn a_run_that_lost_its_lease_can_no_longer_move_the_checkpoint() {
+    TestEnv::start().run(|env| async move {
+        let uri = env.state_uri("fence");
+        let job = JobKey("fenced".into());
+        let (first, second) = (
+            MongoStore::open(&uri, LEASE, TIMEOUT).await.unwrap(),
+            MongoStore::open(&uri, LEASE, TIMEOUT).await.unwrap(),
+        );
+        let _first_claim = first.claim(&job).await.unwrap();
+        first.save(&job, &checkpoint(10, 10)).await.unwrap();
+        match second.claim(&job).await {
+            Err(e @ StateError::JobBusy { .. }) => {
+                assert!(e.to_string().contains("lease runs out"), "{e}")
+            }
+            other => panic!("held by the first: {other:?}"),
+        }
+
+        // The first process stalls past its lease (its heartbeat does not get through): here,
+        // the lease is made to run out at once.
+        let claims = common::client(&uri)
+            .await
+            .default_database()
+            .expect("the state URI names its database")
+            .collection::<mongodb::bson::Document>("claims");
+        claims
+            .update_one(
+                doc! { "_id": &job.0 },
+                doc! { "$set": { "expires": DateTime::from_millis(0) } },
+            )
+            .await
+            .unwrap();
+        let _second_claim = second.claim(&job).await.expect("the lease ran out");
+        assert_eq!(second.load(&job).await.unwrap(), Some(checkpoint(10, 10)));
+
+        // The first one's saves are refused from now on; the second's go through.
+        match first.save(&job, &checkpoint(20, 20)).await {
+            Err(e @ StateError::Fenced { .. }) => {
+                assert!(e.to_string().contains("taken over"), "{e}")
+            }
+            other => panic!("a fenced save: {other:?}"),
+        }
+        assert!(matches!(
+            first.remove(&job).await,
+            Ok(()) | Err(StateError::Fenced { .. })
+        ));
+        assert_eq!(second.load(&job).await.unwrap(), Some(checkpoint(10, 10)));
+        second.save(&job, &checkpoint(30, 30)).await.unwrap();
+        assert_eq!(first.load(&job).await.unwrap(), Some(checkpoint(30, 30)));
+        drop(_first_claim);
+        first.close().await;
+        drop(_second_claim);
+        second.close().await;
+    });
+}
+
+#[test]
+fn the_job_of_a_process_that_died_elsewhere_is_taken_once_its_lease_runs_out() {
+    TestEnv::start().run(|env| async move {
+        let uri = env.state_uri("lease");
+        let job = JobKey("orphan".into());
+        // A process of another machine held the job and died: its lease runs for 3 s more.
+        let claims = common::client(&uri)
+            .await
+            .default_database()
+            .unwrap()
+            .collection::<mongodb::bson::Document>("claims");
+        let expires = DateTime::from_millis(DateTime::now().timestamp_millis() + 3_000);
+        claims
+            .insert_one(doc! {
+                "_id": &job.0, "holder": "ferry-7 pid 42", "instance": "ferry-7 42 1",
+                "host": "ferry-7", "pid": 42_i64, "token": 4_i64, "expires": expires,
+            })
+            .await
+            .unwrap();
+        let store = MongoStore::open(&uri, LEASE, TIMEOUT).await.unwrap();
+        let started = Instant::now();
+        let refused = store.claim(&job).await.expect_err("the lease still runs");
+        assert!(refused.to_string().contains("ferry-7 pid 42"), "{refused}");
+        let claim = loop {
+            match store.claim(&job).await {
+                Ok(claim) => break claim,
+                Err(StateError::JobBusy { .. }) => {
+                    assert!(
+                        started.elapsed() < Duration::from_secs(10),
+                        "never taken over"
+                    );
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(2_500),
+            "taken after {waited:?}: too soon"
+        );
+        let held = claims
+            .find_one(doc! { "_id": &job.0 })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            held.get_i64("token").unwrap(),
+            5,
+            "a new token fences the old holder"
+        );
+        assert_eq!(held.get_i64("pid").unwrap(), i64::from(std::process::id()));
+        // The heartbeat keeps the lease past its first length.
+        tokio::time::sleep(LEASE + Duration::from_secs(1)).await;
+        let other = MongoStore::open(&uri, LEASE, TIMEOUT).await.unwrap();
+        assert!(matches!(
+            other.claim(&job).await,
+            Err(StateError::JobBusy { .. })
+        ));
+        // Given back when dropped: free at once.
+        drop(claim);
+        store.close().await;
+        let free = other.claim(&job).await.expect("given back");
+        drop(free);
+        other.close().await;
+    });
+}
