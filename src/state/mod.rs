@@ -48,6 +48,8 @@ pub enum StateError {
         /// " in process N", when the other run said who it is.
         holder: String,
     },
+    #[error(transparent)]
+    Connect(#[from] crate::mongo::MongoError),
     #[error("the state database {location}: {reason}")]
     Database { location: String, reason: String },
     /// This run's lease on the job ran out and another process took the job over: this run may

@@ -91,12 +91,7 @@ impl MongoStore {
     /// Connects to the database `uri` names (`mongoferry` if it names none), within `timeout`.
     pub async fn open(uri: &str, lease: Duration, timeout: Duration) -> Result<Self, StateError> {
         let location = redact_uri(uri);
-        let client = mongo::connect(Side::State, uri, 8, timeout)
-            .await
-            .map_err(|e| StateError::Database {
-                location: location.clone(),
-                reason: e.to_string(),
-            })?;
+        let client = mongo::connect(Side::State, uri, 8, timeout).await?;
         let db_name = mongodb::options::ClientOptions::parse(uri)
             .await
             .ok()
