@@ -387,3 +387,59 @@ fn cancel_stops_the_job_and_joins_every_task() {
         let _ = Arc::strong_count(&stats);
     });
 }
+
+/// A sharded destination (its shard key recorded in `config.collections`, as a router keeps it):
+/// every upsert names the shard key. On this unsharded test server that shows as a document whose
+/// shard key value changed since its earlier copy: its upsert no longer matches the old version,
+/// and the server refuses the new one as a duplicate `_id`, where an upsert by `_id` alone would
+/// have replaced it.
+#[test]
+fn upserts_into_a_sharded_destination_name_the_shard_key() {
+    if std::env::var_os("MONGOFERRY_TEST_URI").is_some() {
+        // A real deployment's `config` database is the server's own.
+        return;
+    }
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("sharded"), env.dst_db("sharded"));
+        let docs: Vec<_> = (0..100)
+            .map(|i| rawdoc! { "_id": i, "region": if i % 2 == 0 { "eu" } else { "us" }, "v": "new" })
+            .collect();
+        insert_raw(&env.src_client().await, &s, "c", &docs).await;
+        let dst = env.dst_client().await;
+        dst.database("config")
+            .collection::<mongodb::bson::Document>("collections")
+            .insert_one(doc! { "_id": format!("{d}.c"), "key": { "region": 1 } })
+            .await
+            .unwrap();
+        // Earlier copies: 0..10 with the same region (replaced), 10 with another one.
+        let stale: Vec<_> = (0..10)
+            .map(|i| rawdoc! { "_id": i, "region": if i % 2 == 0 { "eu" } else { "us" }, "v": "old" })
+            .chain([rawdoc! { "_id": 10, "region": "us", "v": "old" }])
+            .collect();
+        insert_raw(&dst, &d, "c", &stale).await;
+        let store = std::sync::Arc::new(mongoferry::state::MemoryStore::default());
+        let spec = spec(&env, vec![format!("{s}.c:{d}.c")], 2, 25, Strategy::Stream)
+            .validate()
+            .unwrap();
+        let summary = copy::prepare(&spec, store.clone())
+            .await
+            .unwrap()
+            .run(CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!((summary.docs, summary.failed), (99, 1));
+        let copied = dump(&dst, &d, "c").await;
+        assert_eq!(copied.len(), 100);
+        for (i, doc) in copied.iter().enumerate() {
+            if i == 10 {
+                assert_eq!(doc, &stale[10], "the old version stays, the new one is kept aside");
+            } else {
+                assert_eq!(doc, &docs[i]);
+            }
+        }
+        let letters = store.dead_letters();
+        assert_eq!(letters.len(), 1);
+        assert_eq!(letters[0].code, Some(11000), "{:?}", letters[0]);
+        assert_eq!(letters[0].document["region"], "eu");
+    });
+}

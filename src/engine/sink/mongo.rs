@@ -8,13 +8,24 @@
 //! Transient errors are retried ([`Retry`]); a document the server refuses (too large, failed
 //! validation, a duplicate on a unique secondary index) is returned, not retried, and does not
 //! stop the others.
+//!
+//! # Sharded destinations
+//!
+//! An upsert into a sharded collection must name the whole shard key in its filter, so the
+//! router can send it to one shard. [`Sink::prepare`] reads each namespace's shard key from the
+//! destination's `config.collections` (nothing there: not sharded), and every upsert's filter is
+//! then `_id` plus each shard key field's value in the document written ([`upsert_filter`]; a
+//! missing field counts as `null`, as the server files it). Deletes stay by `_id` (`limit: 1`), which a
+//! router accepts. A document whose shard key value changed since its earlier copy does not
+//! match its old version: the server refuses the upsert as a duplicate `_id`, and the document
+//! becomes a dead letter rather than a second copy.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::future::IntoFuture;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use mongodb::bson::{rawdoc, Document, RawArrayBuf, RawBson, RawDocumentBuf};
+use mongodb::bson::{doc, rawdoc, Document, RawArrayBuf, RawBson, RawDocument, RawDocumentBuf};
 use mongodb::error::ErrorKind;
 use mongodb::Client;
 
@@ -38,6 +49,8 @@ pub struct MongoSink {
     /// Namespaces written past their validator (`bypassDocumentValidation`): the documents are
     /// the source's, which its own validator let in.
     past_validator: BTreeSet<Namespace>,
+    /// The shard key fields (other than `_id`) of each sharded destination namespace.
+    shard_keys: parking_lot::RwLock<HashMap<Namespace, Vec<String>>>,
 }
 
 impl MongoSink {
@@ -47,6 +60,7 @@ impl MongoSink {
             retry: Retry::default(),
             max_document_bytes: MAX_DOCUMENT_BYTES,
             past_validator: BTreeSet::new(),
+            shard_keys: Default::default(),
         }
     }
 
@@ -185,9 +199,10 @@ impl MongoSink {
         docs: Vec<RawDocumentBuf>,
     ) -> Result<Vec<Refused>, CopyError> {
         let mut statements = RawArrayBuf::new();
+        let shard_key = self.shard_keys.read().get(ns).cloned().unwrap_or_default();
         for doc in &docs {
-            let id = id_of(doc, ns)?;
-            statements.push(rawdoc! { "q": { "_id": id }, "u": doc.clone(), "upsert": true });
+            let filter = upsert_filter(id_of(doc, ns)?, doc, &shard_key);
+            statements.push(rawdoc! { "q": filter, "u": doc.clone(), "upsert": true });
         }
         let mut command = rawdoc! {
             "update": ns.coll.as_str(),
@@ -287,6 +302,29 @@ impl MongoSink {
             }
         }
         Ok(())
+    }
+
+    /// Reads the namespace's shard key, if the destination shards it. A deployment that is not
+    /// sharded has no `config.collections`, and a user who may not read `config` writes by
+    /// `_id` alone: the router then refuses an upsert with its own clear error.
+    async fn read_shard_key(&self, ns: &Namespace) {
+        let found = self
+            .client
+            .database("config")
+            .collection::<Document>("collections")
+            .find_one(doc! { "_id": ns.to_string(), "dropped": { "$ne": true } })
+            .await;
+        let fields: Vec<String> = match found {
+            Ok(Some(collection)) => collection
+                .get_document("key")
+                .map(|key| key.keys().filter(|f| *f != "_id").cloned().collect())
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        if !fields.is_empty() {
+            tracing::info!("{ns} is sharded: upserts name its shard key {fields:?}");
+            self.shard_keys.write().insert(ns.clone(), fields);
+        }
     }
 
     /// The documents within the size limit, and the others refused.
@@ -426,7 +464,12 @@ impl Sink for MongoSink {
     }
 
     fn prepare<'a>(&'a self, ns: &'a Namespace) -> BoxFuture<'a, Result<(), CopyError>> {
-        self.ensure_collection(ns).boxed()
+        async move {
+            self.ensure_collection(ns).await?;
+            self.read_shard_key(ns).await;
+            Ok(())
+        }
+        .boxed()
     }
 
     fn write<'a>(
@@ -435,6 +478,29 @@ impl Sink for MongoSink {
         docs: Vec<RawDocumentBuf>,
     ) -> BoxFuture<'a, Result<Vec<Refused>, CopyError>> {
         self.write_docs(ns, docs).boxed()
+    }
+}
+
+/// An upsert's filter: the `_id`, and each shard key field (dotted paths) with its value in
+/// `doc`, `null` where the document has none.
+fn upsert_filter(id: RawBson, doc: &RawDocumentBuf, shard_key: &[String]) -> RawDocumentBuf {
+    let mut filter = rawdoc! { "_id": id };
+    for field in shard_key {
+        filter.append(field, value_at(doc, field).unwrap_or(RawBson::Null));
+    }
+    filter
+}
+
+/// The value at a dotted path of a document (`a.b`: field `b` of the document in field `a`).
+fn value_at(doc: &RawDocument, path: &str) -> Option<RawBson> {
+    let (head, rest) = match path.split_once('.') {
+        Some((head, rest)) => (head, Some(rest)),
+        None => (path, None),
+    };
+    let value = doc.get(head).ok().flatten()?;
+    match rest {
+        None => Some(value.to_raw_bson()),
+        Some(rest) => value_at(value.as_document()?, rest),
     }
 }
 
@@ -451,4 +517,30 @@ fn write_error(ns: &Namespace, op: &'static str, e: &mongodb::error::Error) -> C
         reason: describe(e),
     }
     .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_upsert_names_the_whole_shard_key() {
+        let doc = rawdoc! { "_id": 7, "region": "eu", "tenant": { "id": 42, "name": "a" }, "n": 1 };
+        let key = ["region".to_string(), "tenant.id".to_string()];
+        assert_eq!(
+            upsert_filter(RawBson::Int32(7), &doc, &key),
+            rawdoc! { "_id": 7, "region": "eu", "tenant.id": 42 }
+        );
+        // Unsharded: by `_id` alone.
+        assert_eq!(
+            upsert_filter(RawBson::Int32(7), &doc, &[]),
+            rawdoc! { "_id": 7 }
+        );
+        // A document without a shard key field is filed under null.
+        let bare = rawdoc! { "_id": 8, "tenant": 3 };
+        assert_eq!(
+            upsert_filter(RawBson::Int32(8), &bare, &key),
+            rawdoc! { "_id": 8, "region": null, "tenant.id": null }
+        );
+    }
 }
