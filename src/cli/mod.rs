@@ -1100,7 +1100,7 @@ async fn run_sample(args: SampleArgs) -> Result<(), Failure> {
     };
     let outcome = Engine::new(
         Arc::new(source),
-        Arc::new(MongoSink::new(client)),
+        Arc::new(MongoSink::new(client.clone())),
         stats.clone(),
     )
     .with_batch_size(1000)
@@ -1108,6 +1108,9 @@ async fn run_sample(args: SampleArgs) -> Result<(), Failure> {
     .run(CancellationToken::new())
     .await;
     progress.finish().await;
+    // Closed before the runtime stops: a client dropped then ends its sessions in a task that
+    // can no longer run.
+    mongo::close(client).await;
     outcome?;
     let snap = stats.snapshot();
     println!(

@@ -47,7 +47,7 @@ use tokio_util::sync::CancellationToken;
 use super::ledger::Ledger;
 use super::sink::{Sink, Write};
 use super::source::change_stream::{Change, ChangeEvent, ChangeFeed, DdlOp, DocOp, Position};
-use super::source::{still_to_fetch, Source};
+use super::source::Source;
 use super::stats::{EventCounts, JobStats};
 use super::{Control, CopyError};
 use crate::mongo::{bson_order, Namespace};
@@ -359,12 +359,12 @@ impl Applier {
         let mut found = Vec::with_capacity(ids.len());
         let mut pending = &ids[..];
         while !pending.is_empty() {
-            let docs = self
+            let fetched = self
                 .source
                 .fetch(&part.source, pending, self.batch_bytes)
                 .await?;
-            pending = still_to_fetch(pending, &docs, self.batch_bytes, &part.source)?;
-            found.extend(docs);
+            pending = &pending[fetched.covered.max(1).min(pending.len())..];
+            found.extend(fetched.docs);
         }
         let mut present = std::collections::HashSet::new();
         let mut writes = Vec::with_capacity(ids.len());

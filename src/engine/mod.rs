@@ -646,7 +646,7 @@ mod tests {
             ns: &'a Namespace,
             ids: &'a [mongodb::bson::RawBson],
             max_bytes: usize,
-        ) -> BoxFuture<'a, Result<Vec<RawDocumentBuf>, CopyError>> {
+        ) -> BoxFuture<'a, Result<source::Fetched, CopyError>> {
             self.inner.fetch(ns, ids, max_bytes)
         }
     }

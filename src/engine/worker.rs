@@ -18,7 +18,7 @@ use super::control::throttle::Throttle;
 use super::ledger::Ledger;
 use super::queue::{Batch, Payload, QueueReceiver};
 use super::sink::Sink;
-use super::source::{still_to_fetch, Source};
+use super::source::Source;
 use super::stats::{JobStats, WorkerCounters, WorkerState};
 use super::CopyError;
 
@@ -74,9 +74,11 @@ impl Worker {
                     while !pending.is_empty() {
                         let started = Instant::now();
                         let ns = &batch.task.source;
-                        let docs = self.source.fetch(ns, pending, max_bytes).await?;
-                        pending = still_to_fetch(pending, &docs, max_bytes, ns)?;
-                        let docs = Payload::Docs(docs);
+                        let fetched = self.source.fetch(ns, pending, max_bytes).await?;
+                        // At least one `_id` each time, so a source that answered for none
+                        // cannot hold the worker forever.
+                        pending = &pending[fetched.covered.max(1).min(pending.len())..];
+                        let docs = Payload::Docs(fetched.docs);
                         match self.write(&batch, docs, started.elapsed()).await? {
                             Some(refused) => failed += refused,
                             None => return Ok(()),

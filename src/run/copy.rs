@@ -24,6 +24,7 @@ use crate::engine::apply::{Applier, ChunkLimits};
 use crate::engine::budget::Budget;
 use crate::engine::control::throttle::Throttle;
 use crate::engine::sink::{Journaled, Moving, MAX_DOCUMENT_BYTES};
+use crate::engine::source::mongo::FETCHES_AT_ONCE;
 use crate::engine::stats::{
     JobStats, MoveProgress, NsSnapshot, SchemaProgress, SyncPhase, SyncProgress,
 };
@@ -153,8 +154,13 @@ pub async fn prepare(
     spec: &CopySpec,
     store: Arc<dyn StateStore>,
 ) -> Result<PreparedCopy, CopyError> {
-    // Workers plus the producer and the counter each hold at most one connection.
-    let pool = spec.workers as u32 + 2;
+    // Workers plus the producer and the counter each hold at most one connection; a worker of
+    // the `ids` strategy fetches several parts of its batch at once.
+    let per_worker = match spec.strategy {
+        Strategy::Ids => FETCHES_AT_ONCE as u32,
+        Strategy::Stream => 1,
+    };
+    let pool = spec.workers as u32 * per_worker + 2;
     let (source, destination) =
         mongo::connect_both(&spec.from, &spec.to, pool, spec.connect_timeout).await?;
     let found = async {

@@ -20,9 +20,9 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use mongodb::bson::{RawBson, RawDocumentBuf};
+use mongodb::bson::RawBson;
 
-use super::{id_of, BatchBuilder, Source};
+use super::{id_of, BatchBuilder, Fetched, Source};
 use crate::engine::queue::{NsTask, Payload, QueueSender};
 use crate::engine::sink::Write;
 use crate::engine::CopyError;
@@ -92,7 +92,7 @@ impl Source for JournalSource {
         _ns: &'a Namespace,
         _ids: &'a [RawBson],
         _max_bytes: usize,
-    ) -> BoxFuture<'a, Result<Vec<RawDocumentBuf>, CopyError>> {
+    ) -> BoxFuture<'a, Result<Fetched, CopyError>> {
         async {
             Err(CopyError::Internal(
                 "a journal streams whole documents; it cannot fetch by _id".into(),

@@ -10,6 +10,7 @@
 //! order: the [ledger](super::ledger)'s watermark relies on it.
 
 pub mod change_stream;
+pub mod fetch_sizer;
 pub mod journal;
 pub mod mongo;
 pub mod synthetic;
@@ -62,16 +63,23 @@ pub trait Source: Send + Sync {
         queue: &'a QueueSender,
     ) -> BoxFuture<'a, Result<(), CopyError>>;
 
-    /// The raw documents of a batch of `_id`s (those still present and matching the job's
-    /// filter), in `_id` order. It may stop after the document that brings them to `max_bytes`:
-    /// the caller then asks again for the `_id`s after the last one returned
-    /// ([`still_to_fetch`]).
+    /// The raw documents of a batch of `_id`s (sorted in `_id` order): those still present and
+    /// matching the job's filter, in `_id` order. It may answer for only the first `_id`s (at
+    /// least one), to keep near `max_bytes`: the caller then asks again for the rest.
     fn fetch<'a>(
         &'a self,
         ns: &'a Namespace,
         ids: &'a [RawBson],
         max_bytes: usize,
-    ) -> BoxFuture<'a, Result<Vec<RawDocumentBuf>, CopyError>>;
+    ) -> BoxFuture<'a, Result<Fetched, CopyError>>;
+}
+
+/// What a [`Source::fetch`] found.
+#[derive(Debug, Default)]
+pub struct Fetched {
+    pub docs: Vec<RawDocumentBuf>,
+    /// How many of the `_id`s asked for this answers for, from the first.
+    pub covered: usize,
 }
 
 /// Accumulates documents into batches bounded by count and bytes (at least one document).
@@ -114,23 +122,17 @@ impl BatchBuilder {
     }
 }
 
-/// The part of `ids` (sorted in `_id` order) a [`Source::fetch`] that returned `fetched` did not
-/// reach: none when it returned everything, else the `_id`s after the last document returned.
-pub fn still_to_fetch<'a>(
-    ids: &'a [RawBson],
-    fetched: &[RawDocumentBuf],
-    max_bytes: usize,
+/// How many of `ids` (sorted in `_id` order) a fetch cut short after `last` answers for: those
+/// up to and including it.
+pub fn covered_up_to(
+    ids: &[RawBson],
+    last: &RawDocumentBuf,
     ns: &Namespace,
-) -> Result<&'a [RawBson], CopyError> {
-    let bytes: usize = fetched.iter().map(|d| d.as_bytes().len()).sum();
-    let Some(last) = fetched.last().filter(|_| bytes >= max_bytes) else {
-        return Ok(&[]);
-    };
+) -> Result<usize, CopyError> {
     let last = id_of(last, ns)?;
-    let reached = ids.partition_point(|id| {
+    Ok(ids.partition_point(|id| {
         bson_order::compare(id.as_raw_bson_ref(), last.as_raw_bson_ref()) != Ordering::Greater
-    });
-    Ok(&ids[reached..])
+    }))
 }
 
 /// The `_id` of a raw document; a document without one cannot be copied by id.
@@ -154,28 +156,12 @@ mod tests {
     }
 
     #[test]
-    fn a_fetch_cut_at_the_byte_bound_continues_after_its_last_document() {
-        const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
+    fn a_fetch_cut_short_answers_for_the_ids_up_to_its_last_document() {
         let ns = Namespace::new("a", "b");
         let ids: Vec<RawBson> = (1..=5).map(RawBson::Int64).collect();
-        // Everything, or less than the bound: nothing left, even if some `_id`s were missing.
-        let small = [doc(1, 10), doc(3, 10)];
-        assert!(still_to_fetch(&ids, &small, MAX_BATCH_BYTES, &ns)
-            .unwrap()
-            .is_empty());
-        assert!(still_to_fetch(&ids, &[], MAX_BATCH_BYTES, &ns)
-            .unwrap()
-            .is_empty());
-        // Cut after `_id` 3 (2 was missing): 4 and 5 are still to fetch.
-        let cut = [doc(1, MAX_BATCH_BYTES / 2), doc(3, MAX_BATCH_BYTES / 2)];
-        assert_eq!(
-            still_to_fetch(&ids, &cut, MAX_BATCH_BYTES, &ns).unwrap(),
-            &ids[3..],
-            "continues after the last one returned"
-        );
-        let cut_at_end = [doc(4, MAX_BATCH_BYTES), doc(5, 1)];
-        assert!(still_to_fetch(&ids, &cut_at_end, MAX_BATCH_BYTES, &ns)
-            .unwrap()
-            .is_empty());
+        // Cut after `_id` 3 (2 was missing): 1 to 3 are answered for, 4 and 5 are still to fetch.
+        assert_eq!(covered_up_to(&ids, &doc(3, 10), &ns).unwrap(), 3);
+        assert_eq!(covered_up_to(&ids, &doc(5, 10), &ns).unwrap(), 5);
+        assert!(covered_up_to(&ids, &rawdoc! { "no_id": 1 }, &ns).is_err());
     }
 }

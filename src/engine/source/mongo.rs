@@ -11,13 +11,14 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use futures::{FutureExt, TryStreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use mongodb::bson::{doc, rawdoc, Bson, Document, RawBson, RawDocumentBuf};
 use mongodb::options::Hint;
 use mongodb::raw_batch_cursor::RawBatchCursor;
 use mongodb::Client;
 
-use super::{id_of, BatchBuilder, Source, Strategy};
+use super::fetch_sizer::FetchSizer;
+use super::{covered_up_to, id_of, BatchBuilder, Fetched, Source, Strategy};
 use crate::engine::budget::Budget;
 use crate::engine::queue::{NsTask, Payload, QueueSender};
 use crate::engine::CopyError;
@@ -40,7 +41,12 @@ pub struct MongoSource {
     /// Average bytes of a document in the latest reply (0 until one was seen): sizes the
     /// getMores of the next cursor and the fetches of the `ids` strategy.
     avg_doc_bytes: AtomicUsize,
+    /// The `_id`s per `$in` fetch, by measurement.
+    sizer: parking_lot::Mutex<FetchSizer>,
 }
+
+/// `$in` fetches of one batch of `_id`s in flight at once.
+pub const FETCHES_AT_ONCE: usize = 4;
 
 /// Why a scan of the source stopped early.
 enum ScanStop {
@@ -58,6 +64,7 @@ impl MongoSource {
             retry: Retry::default(),
             unhinted: BTreeSet::new(),
             avg_doc_bytes: AtomicUsize::new(0),
+            sizer: Default::default(),
         }
     }
 
@@ -368,43 +375,107 @@ impl Source for MongoSource {
         ns: &'a Namespace,
         ids: &'a [RawBson],
         max_bytes: usize,
-    ) -> BoxFuture<'a, Result<Vec<RawDocumentBuf>, CopyError>> {
+    ) -> BoxFuture<'a, Result<Fetched, CopyError>> {
         async move {
-            // A reply holds about one part: as many documents as fit at the latest average size.
-            let per_reply = (max_bytes / self.doc_bytes_estimate()).max(1);
-            let wanted = ids.len().min(per_reply);
-            let ids = ids
+            // About `max_bytes` of documents at the latest average size, in fetches of the
+            // sizer's length, [`FETCHES_AT_ONCE`] at a time, each bounded by its share of the
+            // bytes (at least one document): memory stays near `max_bytes`.
+            let wanted = ids
+                .len()
+                .min((max_bytes / self.doc_bytes_estimate()).max(1));
+            let mut chunks = Vec::new();
+            let mut start = 0;
+            while start < wanted {
+                let size = self.sizer.lock().next();
+                let end = (start + size).min(wanted);
+                chunks.push((size, &ids[start..end]));
+                start = end;
+            }
+            let share = (max_bytes / FETCHES_AT_ONCE).max(1);
+            let fetches: Vec<BoxFuture<'_, Result<_, CopyError>>> = chunks
                 .iter()
-                .cloned()
-                .map(Bson::try_from)
-                .collect::<Result<Vec<Bson>, _>>()
-                .map_err(|e| CopyError::Internal(format!("undecodable _id: {e}")))?;
-            let collection = self.collection(ns);
-            self.retry
-                .run("fetch", || async {
-                    // The filter again: a document may have stopped matching since it was listed.
-                    let mut cursor = collection
-                        .find(self.with_filter(doc! { "_id": { "$in": ids.clone() } }))
-                        .sort(doc! { "_id": 1 })
-                        .batch_size(wanted.min(u32::MAX as usize) as u32)
-                        .await?;
-                    // Large documents: stop at the byte bound (the cursor is closed when dropped).
-                    let (mut docs, mut bytes) = (Vec::new(), 0);
-                    while bytes < max_bytes {
-                        let Some(doc) = cursor.try_next().await? else {
-                            break;
-                        };
-                        bytes += doc.as_bytes().len();
-                        docs.push(doc);
-                    }
-                    if !docs.is_empty() {
-                        self.avg_doc_bytes.store(bytes / docs.len(), Relaxed);
-                    }
-                    Ok(docs)
-                })
-                .await
-                .map_err(|e| self.read_error(ns, "fetch", e))
+                .map(|&(planned, chunk)| self.timed_fetch(ns, planned, chunk, share).boxed())
+                .collect();
+            let parts: Vec<(Vec<RawDocumentBuf>, bool)> = futures::stream::iter(fetches)
+                .buffered(FETCHES_AT_ONCE)
+                .try_collect()
+                .await?;
+            // In `_id` order, up to the first fetch cut short by its bytes: it answers for its
+            // `_id`s up to its last document, and the caller asks again for the rest.
+            let mut fetched = Fetched::default();
+            for ((_, chunk), (docs, cut)) in chunks.iter().zip(parts) {
+                let answered = match docs.last() {
+                    Some(last) if cut => covered_up_to(chunk, last, ns)?,
+                    _ => chunk.len(),
+                };
+                fetched.covered += answered;
+                fetched.docs.extend(docs);
+                if cut {
+                    break;
+                }
+            }
+            Ok(fetched)
         }
         .boxed()
+    }
+}
+
+impl MongoSource {
+    /// [`Self::fetch_chunk`], its time told to the sizer (`planned`: the size it asked for).
+    async fn timed_fetch(
+        &self,
+        ns: &Namespace,
+        planned: usize,
+        ids: &[RawBson],
+        max_bytes: usize,
+    ) -> Result<(Vec<RawDocumentBuf>, bool), CopyError> {
+        let started = std::time::Instant::now();
+        let outcome = self.fetch_chunk(ns, ids, max_bytes).await?;
+        let secs = started.elapsed().as_secs_f64();
+        self.sizer.lock().observe(planned, ids.len(), secs);
+        Ok(outcome)
+    }
+
+    /// One `$in` fetch of `ids`, in `_id` order, stopped after the document that brings it to
+    /// `max_bytes` (then `true`: cut short).
+    async fn fetch_chunk(
+        &self,
+        ns: &Namespace,
+        ids: &[RawBson],
+        max_bytes: usize,
+    ) -> Result<(Vec<RawDocumentBuf>, bool), CopyError> {
+        let wanted = ids.len();
+        let ids = ids
+            .iter()
+            .cloned()
+            .map(Bson::try_from)
+            .collect::<Result<Vec<Bson>, _>>()
+            .map_err(|e| CopyError::Internal(format!("undecodable _id: {e}")))?;
+        let collection = self.collection(ns);
+        self.retry
+            .run("fetch", || async {
+                // The filter again: a document may have stopped matching since it was listed.
+                let mut cursor = collection
+                    .find(self.with_filter(doc! { "_id": { "$in": ids.clone() } }))
+                    .sort(doc! { "_id": 1 })
+                    .batch_size(wanted.min(u32::MAX as usize) as u32)
+                    .await?;
+                let (mut docs, mut bytes) = (Vec::new(), 0);
+                while bytes < max_bytes {
+                    let Some(doc) = cursor.try_next().await? else {
+                        if !docs.is_empty() {
+                            self.avg_doc_bytes.store(bytes / docs.len(), Relaxed);
+                        }
+                        return Ok((docs, false));
+                    };
+                    bytes += doc.as_bytes().len();
+                    docs.push(doc);
+                }
+                // Large documents: the cursor is closed when dropped.
+                self.avg_doc_bytes.store(bytes / docs.len(), Relaxed);
+                Ok((docs, true))
+            })
+            .await
+            .map_err(|e| self.read_error(ns, "fetch", e))
     }
 }

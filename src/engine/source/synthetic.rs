@@ -12,7 +12,7 @@ use mongodb::bson::{rawdoc, Binary, RawBson, RawDocumentBuf};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
-use super::{BatchBuilder, Source, Strategy};
+use super::{BatchBuilder, Fetched, Source, Strategy};
 use crate::engine::queue::{NsTask, Payload, QueueSender};
 use crate::engine::CopyError;
 use crate::mongo::Namespace;
@@ -70,7 +70,7 @@ impl Source for SyntheticSource {
         _ns: &'a Namespace,
         ids: &'a [RawBson],
         _max_bytes: usize,
-    ) -> BoxFuture<'a, Result<Vec<RawDocumentBuf>, CopyError>> {
+    ) -> BoxFuture<'a, Result<Fetched, CopyError>> {
         let docs = ids
             .iter()
             .filter_map(|id| match id {
@@ -78,7 +78,8 @@ impl Source for SyntheticSource {
                 _ => None,
             })
             .collect();
-        async { Ok(docs) }.boxed()
+        let covered = ids.len();
+        async move { Ok(Fetched { docs, covered }) }.boxed()
     }
 }
 
