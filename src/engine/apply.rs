@@ -131,28 +131,42 @@ pub enum Step {
     Changes(Chunk),
     /// A schema change: everything before it is applied first, and it before anything after.
     Schema(SchemaChange),
-    /// The source had nothing more for now; the stream's position.
-    Quiet(Option<Position>),
+    /// The source had nothing more for now, when asked at `since`; the stream's position.
+    Quiet {
+        position: Option<Position>,
+        since: Instant,
+    },
 }
 
-/// How large a chunk may grow.
+/// How large a chunk may grow, and how long its first change may wait for the others.
 #[derive(Debug, Clone, Copy)]
 pub struct ChunkLimits {
     pub changes: usize,
     pub bytes: usize,
+    pub wait: Duration,
 }
 
+/// How long a change may wait for others to fill its chunk: under a steady trickle of writes
+/// the source is never quiet, and a chunk would otherwise wait until full.
+pub const CHUNK_WAIT: Duration = Duration::from_millis(100);
+
 /// Reads the feed into steps until `cancel`, or the first error (sent on as `Err`). At most
-/// one chunk waits in `steps` while another is gathered.
+/// one chunk waits in `steps` while another is gathered. A chunk goes when it is full, when its
+/// first change has waited [`ChunkLimits::wait`], or when the source is quiet. Each step of
+/// changes is counted in `sync` as read (for the lag) when its first change is gathered.
 pub async fn gather(
     mut feed: ChangeFeed,
     route: Route,
     limits: ChunkLimits,
+    sync: Arc<JobStats>,
     steps: mpsc::Sender<Result<Step, CopyError>>,
     cancel: CancellationToken,
 ) {
+    let sync = &sync.sync;
     let mut chunk = Chunk::default();
+    let mut started: Option<Instant> = None;
     loop {
+        let asked = Instant::now();
         let next = tokio::select! {
             next = feed.next() => next,
             _ = cancel.cancelled() => return,
@@ -161,24 +175,48 @@ pub async fn gather(
             Err(e) => Err(e),
             // Quiet: what was gathered goes now, then the position.
             Ok(None) => {
+                started = None;
                 if !chunk.is_empty() && !send(&steps, Ok(Step::Changes(take(&mut chunk)))).await {
                     return;
                 }
-                Ok(Step::Quiet(feed.position().or_else(|| chunk.end.take())))
+                Ok(Step::Quiet {
+                    position: feed.position().or_else(|| chunk.end.take()),
+                    since: asked,
+                })
             }
-            Ok(Some(event)) => match gathered(&mut chunk, event, &route) {
-                Some(schema) => {
-                    if !chunk.is_empty() && !send(&steps, Ok(Step::Changes(take(&mut chunk)))).await
-                    {
-                        return;
+            Ok(Some(event)) => {
+                let made_ms = event.made_ms;
+                let was_empty = chunk.is_empty();
+                match gathered(&mut chunk, event, &route) {
+                    Some(schema) => {
+                        started = None;
+                        if !chunk.is_empty()
+                            && !send(&steps, Ok(Step::Changes(take(&mut chunk)))).await
+                        {
+                            return;
+                        }
+                        sync.read(made_ms);
+                        Ok(Step::Schema(schema))
                     }
-                    Ok(Step::Schema(schema))
+                    None => {
+                        if was_empty && !chunk.is_empty() {
+                            sync.read(made_ms);
+                            started = Some(Instant::now());
+                        }
+                        let waited = started.is_some_and(|t| t.elapsed() >= limits.wait);
+                        if !chunk.is_empty()
+                            && (chunk.len() >= limits.changes
+                                || chunk.bytes >= limits.bytes
+                                || waited)
+                        {
+                            started = None;
+                            Ok(Step::Changes(take(&mut chunk)))
+                        } else {
+                            continue;
+                        }
+                    }
                 }
-                None if chunk.len() >= limits.changes || chunk.bytes >= limits.bytes => {
-                    Ok(Step::Changes(take(&mut chunk)))
-                }
-                None => continue,
-            },
+            }
         };
         let failed = step.is_err();
         if !send(&steps, step).await || failed {
@@ -205,6 +243,7 @@ fn gathered(chunk: &mut Chunk, event: ChangeEvent, route: &Route) -> Option<Sche
         cluster_secs,
         after,
         bytes,
+        ..
     } = event;
     chunk.end = Some(after.clone());
     let schema = |op, ns: Namespace, to| SchemaChange {
@@ -298,7 +337,6 @@ impl Applier {
         };
         futures::future::try_join_all((0..lanes).map(lane)).await?;
         self.stats.sync.record(&chunk.events);
-        self.stats.sync.set_applied_time(chunk.last_secs);
         Ok(())
     }
 
@@ -406,6 +444,7 @@ mod tests {
         ChangeEvent {
             change,
             cluster_secs: 100 + n as u32,
+            made_ms: (100 + n as u64) * 1000,
             after: position(n),
             bytes: 100,
         }

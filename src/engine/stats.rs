@@ -356,10 +356,11 @@ pub struct SyncStats {
     /// 0 until the job turns out to be a sync; then 1 + the phase's index.
     phase: AtomicU8,
     applied: Mutex<EventCounts>,
-    /// Cluster time (Unix seconds) of the last event applied; where the sync started before.
-    applied_secs: AtomicU64,
-    /// Nothing read and not applied, and the source had nothing more to say.
-    caught_up: AtomicBool,
+    /// For each step read from the source and not applied yet, in order: when its first change
+    /// was made (milliseconds since the Unix epoch). The lag is the age of the first.
+    waiting: Mutex<std::collections::VecDeque<u64>>,
+    /// The source had nothing more to say after the last change read.
+    quiet: AtomicBool,
     /// Events applied per second, recently.
     recent: RecentRate,
 }
@@ -368,8 +369,8 @@ pub struct SyncStats {
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct SyncProgress {
     pub phase: SyncPhase,
-    /// Seconds between now and the cluster time of the last change applied; 0 when level with
-    /// the source and nothing is happening.
+    /// How long ago the source made the oldest change read and not yet applied (its wall time,
+    /// else the second of its cluster time); 0 when nothing waits.
     pub lag_secs: f64,
     /// Level with the source right now.
     pub caught_up: bool,
@@ -384,8 +385,8 @@ impl SyncStats {
         SyncStats {
             phase: AtomicU8::new(0),
             applied: Mutex::default(),
-            applied_secs: AtomicU64::new(0),
-            caught_up: AtomicBool::new(false),
+            waiting: Mutex::default(),
+            quiet: AtomicBool::new(false),
             recent: RecentRate::new(started),
         }
     }
@@ -402,9 +403,15 @@ impl SyncStats {
         }
     }
 
-    /// The cluster time changes are applied up to (at the start: where the sync began).
-    pub fn set_applied_time(&self, unix_secs: u32) {
-        self.applied_secs.fetch_max(u64::from(unix_secs), Relaxed);
+    /// A step of changes was read from the source, its first change made at `made_ms`.
+    pub fn read(&self, made_ms: u64) {
+        self.quiet.store(false, Relaxed);
+        self.waiting.lock().push_back(made_ms);
+    }
+
+    /// The oldest step read is applied.
+    pub fn applied_step(&self) {
+        self.waiting.lock().pop_front();
     }
 
     /// Counts changes applied, by kind.
@@ -413,19 +420,18 @@ impl SyncStats {
         self.recent.record(events.total());
     }
 
-    pub fn set_caught_up(&self, caught_up: bool) {
-        self.caught_up.store(caught_up, Relaxed);
+    /// The source had nothing more to say: level with it once what was read is applied.
+    pub fn set_quiet(&self) {
+        self.quiet.store(true, Relaxed);
     }
 
     pub fn snapshot(&self) -> Option<SyncProgress> {
         let phase = self.phase()?;
-        let caught_up = self.caught_up.load(Relaxed);
-        let applied_secs = self.applied_secs.load(Relaxed);
-        let lag_secs = match phase {
-            SyncPhase::Committed => 0.0,
-            _ if caught_up => 0.0,
-            _ if applied_secs == 0 => 0.0,
-            _ => (crate::state::unix_now() - applied_secs as f64).max(0.0),
+        let oldest = self.waiting.lock().front().copied();
+        let caught_up = oldest.is_none() && self.quiet.load(Relaxed);
+        let lag_secs = match (phase, oldest) {
+            (SyncPhase::Committed, _) | (_, None) | (_, Some(0)) => 0.0,
+            (_, Some(made_ms)) => (crate::state::unix_now() - made_ms as f64 / 1000.0).max(0.0),
         };
         let applied = *self.applied.lock();
         Some(SyncProgress {
@@ -802,6 +808,34 @@ impl JobSnapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sync_lags_by_the_age_of_the_oldest_change_waiting() {
+        let stats = JobStats::new([], 1);
+        let sync = &stats.sync;
+        assert!(sync.snapshot().is_none(), "not a sync until it has a phase");
+        sync.set_phase(SyncPhase::Live);
+        let ms_ago = |ms: f64| ((crate::state::unix_now() * 1000.0) - ms) as u64;
+        assert_eq!(sync.snapshot().unwrap().lag_secs, 0.0);
+        assert!(!sync.snapshot().unwrap().caught_up, "nothing said yet");
+        sync.set_quiet();
+        assert!(sync.snapshot().unwrap().caught_up);
+        // Two steps read, made 3 s and 1 s ago: caught up no more, 3 s behind.
+        sync.read(ms_ago(3000.0));
+        sync.read(ms_ago(1000.0));
+        let read = sync.snapshot().unwrap();
+        assert!(!read.caught_up);
+        assert!((2.9..3.5).contains(&read.lag_secs), "{}", read.lag_secs);
+        sync.applied_step();
+        assert!((0.9..1.5).contains(&sync.snapshot().unwrap().lag_secs));
+        // A quiet moment said while a step still waits is not level yet.
+        sync.set_quiet();
+        assert!(!sync.snapshot().unwrap().caught_up);
+        sync.applied_step();
+        let level = sync.snapshot().unwrap();
+        assert!(level.caught_up);
+        assert_eq!(level.lag_secs, 0.0);
+    }
 
     #[test]
     fn snapshot_sums_namespaces_and_queue_depth() {

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::schema::{self, SchemaWork, Selection};
 use super::sync::{self, Follower, Until};
 use super::verify::{verify_all, Comparison, VerifyReport};
-use crate::engine::apply::{Applier, ChunkLimits};
+use crate::engine::apply::{Applier, ChunkLimits, CHUNK_WAIT};
 use crate::engine::budget::Budget;
 use crate::engine::control::throttle::Throttle;
 use crate::engine::sink::{Journaled, Moving, MAX_DOCUMENT_BYTES};
@@ -365,6 +365,7 @@ impl PreparedCopy {
             limits: ChunkLimits {
                 changes: self.batch_size * self.control.workers().max(1),
                 bytes: budget.pipeline_bytes,
+                wait: CHUNK_WAIT,
             },
             commit: self.commit.clone(),
             until: self.until,

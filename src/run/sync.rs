@@ -97,7 +97,6 @@ impl Follower<'_> {
             return Ok(());
         }
         let stats = self.stats().clone();
-        stats.sync.set_applied_time(sync.applied_secs);
         stats.sync.set_phase(SyncPhase::CatchingUp);
         let from = sync.applied.as_ref().unwrap_or(&sync.start);
         let from = Position::from_json(from).map_err(|reason| {
@@ -131,6 +130,7 @@ impl Follower<'_> {
             feed,
             route,
             self.limits,
+            self.stats().clone(),
             steps,
             gathering.clone(),
         ));
@@ -160,8 +160,9 @@ impl Follower<'_> {
         cancel: &CancellationToken,
     ) -> Result<(), CopyError> {
         let stats = self.stats().clone();
-        // When the commit was asked for: a quiet moment of the source seen after it means every
-        // change up to the commit is applied.
+        // When the commit was asked for (after the source's time was read): a read of the stream
+        // that began after it and found nothing more means every change up to the commit is
+        // applied. A quiet moment found by a read that began before does not.
         let mut committing: Option<Instant> = None;
         loop {
             let step = tokio::select! {
@@ -182,24 +183,23 @@ impl Follower<'_> {
             };
             match step? {
                 Step::Changes(chunk) => {
-                    stats.sync.set_caught_up(false);
                     let (events, end, secs) = (chunk.events, chunk.end.clone(), chunk.last_secs);
                     self.applier.apply(chunk, cancel).await?;
+                    stats.sync.applied_step();
                     self.applied(sync, end, secs, &events);
                 }
                 Step::Schema(change) => {
-                    stats.sync.set_caught_up(false);
                     self.apply_schema(&change, cancel).await?;
+                    stats.sync.applied_step();
                     let events = EventCounts {
                         ddl: 1,
                         ..EventCounts::default()
                     };
                     stats.sync.record(&events);
-                    stats.sync.set_applied_time(change.secs);
                     self.applied(sync, Some(change.end), change.secs, &events);
                 }
-                Step::Quiet(position) => {
-                    stats.sync.set_caught_up(true);
+                Step::Quiet { position, since } => {
+                    stats.sync.set_quiet();
                     self.applied(sync, position, 0, &EventCounts::default());
                     if stats.sync.phase() == Some(SyncPhase::CatchingUp) {
                         tracing::info!("caught up with the source: following it live");
@@ -208,7 +208,7 @@ impl Follower<'_> {
                     match (self.until, committing) {
                         // Level with the source after the commit was asked for: every change
                         // up to it is applied.
-                        (_, Some(asked)) if Instant::now() > asked => {
+                        (_, Some(asked)) if since > asked => {
                             sync.committed = true;
                             self.ledger().set_sync(sync.clone());
                             stats.sync.set_phase(SyncPhase::Committed);

@@ -116,6 +116,9 @@ pub struct ChangeEvent {
     pub change: Change,
     /// When the source applied it (seconds of the cluster time; 0 if it did not say).
     pub cluster_secs: u32,
+    /// When the source made it, in milliseconds since the Unix epoch: its `wallTime`, else the
+    /// second of its cluster time (0 if it said neither).
+    pub made_ms: u64,
     /// The position right after this event.
     pub after: Position,
     /// Bytes of the event as read (for the memory bound of what is held).
@@ -162,8 +165,15 @@ impl ChangeFeed {
         let after = self.position().ok_or_else(|| {
             CopyError::Internal("a change stream event without a position".into())
         })?;
+        let cluster_secs = raw.get_timestamp("clusterTime").map_or(0, |t| t.time);
+        let made_ms = raw
+            .get_datetime("wallTime")
+            .ok()
+            .and_then(|t| u64::try_from(t.timestamp_millis()).ok())
+            .unwrap_or(u64::from(cluster_secs) * 1000);
         let event = ChangeEvent {
-            cluster_secs: raw.get_timestamp("clusterTime").map_or(0, |t| t.time),
+            cluster_secs,
+            made_ms,
             change,
             after,
             bytes: raw.as_bytes().len(),
