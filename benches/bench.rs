@@ -12,8 +12,14 @@
 //! `--journal` measures only what journaling costs: the default strategy's copy without and with
 //! a journal, in alternating rounds on fresh destinations, and the journal's bytes per document.
 //!
+//! `--sync` measures only live sync (`mongoferry sync`, in-process): the source's own rate for a
+//! mixed write load from one client, then that load at rising paced rates while the sync follows
+//! it (its lag, events applied, this process's memory), and the time to converge once the writes
+//! stop, before a commit whose result is checked against the source.
+//!
 //! Results go to BENCHMARKS.md with the command that produced them.
 
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,8 +32,8 @@ use mongodb::Client;
 use mongoferry::engine::control::adaptive::AdaptiveConfig;
 use mongoferry::engine::control::throttle::{Limits, Throttle};
 use mongoferry::engine::sink::{Journaled, NullSink};
-use mongoferry::engine::source::synthetic::SyntheticSource;
-use mongoferry::engine::stats::JobStats;
+use mongoferry::engine::source::synthetic::{sample_document, SyntheticSource};
+use mongoferry::engine::stats::{JobStats, SyncPhase};
 use mongoferry::engine::{
     Control, CopyError, Engine, MongoSink, MongoSource, Sink, Source, Strategy,
 };
@@ -35,7 +41,7 @@ use mongoferry::journal::writer::JournalWriter;
 use mongoferry::journal::{JournalConfig, JournalSummary};
 use mongoferry::mongo::{self, Namespace, Side};
 use mongoferry::run::copy;
-use mongoferry::spec::JobSpec;
+use mongoferry::spec::{JobSpec, Mode};
 use mongoferry::testkit::{FaultProxy, TestServer};
 use tokio_util::sync::CancellationToken;
 
@@ -83,6 +89,24 @@ struct Args {
     /// `--indexes after` against `--indexes before`, in alternating rounds.
     #[arg(long)]
     indexes: bool,
+    /// Measure only live sync: the lag of a sync under a mixed write load at rising rates, and
+    /// the time it takes to converge once the writes stop.
+    #[arg(long)]
+    sync: bool,
+    /// Documents in the synced collection (before the load changes it).
+    #[arg(long, default_value_t = 20_000)]
+    sync_docs: u64,
+    /// Target rates of the sync measurement's steps, as fractions of the single client's rate.
+    #[arg(long, value_delimiter = ',', default_values = ["0.25", "0.5", "0.75", "1.0", "1.25", "1.5"])]
+    sync_steps: Vec<f64>,
+    /// Concurrent writing clients for the steps at or above the single client's rate (one client
+    /// cannot reach its own rate once the sync shares the server).
+    #[arg(long, default_value_t = 4)]
+    sync_clients: usize,
+    /// The sync measurement's load writes with retryable writes (the driver's default; on
+    /// SecantusDB the source's rate then decays through the run).
+    #[arg(long)]
+    sync_retryable_writes: bool,
     /// Measure only peak memory (both kinds of documents, every `--memory-docs` and
     /// `--memory-limits`) and the fixed overhead.
     #[arg(long)]
@@ -204,6 +228,9 @@ impl Bench {
         }
         if self.args.indexes {
             return self.run_indexes();
+        }
+        if self.args.sync {
+            return self.run_sync();
         }
         if self.args.memory_only {
             let from = self.from.clone();
@@ -780,6 +807,600 @@ impl Bench {
             anyhow::Ok((rate, summary))
         })
     }
+}
+
+/// How long each unpaced load of the sync measurement runs (the source's own rate).
+const SOLO_LENGTH: Duration = Duration::from_secs(5);
+/// How long each paced step of the sync measurement runs.
+const STEP_LENGTH: Duration = Duration::from_secs(10);
+/// A step counts as kept up with when the lag stayed under this.
+const LAG_LIMIT_SECS: f64 = 2.0;
+/// The longest the sync may take to go live, converge or commit before the measurement fails.
+const SYNC_LIMIT: Duration = Duration::from_secs(600);
+/// How far a paced client that fell behind may catch up at once (the token bucket's depth).
+const PACER_BURST: Duration = Duration::from_millis(100);
+
+/// A sync job running in the background.
+type SyncJob = tokio::task::JoinHandle<Result<copy::CopySummary, CopyError>>;
+
+impl Bench {
+    /// Live sync against the source's own write rate, in one run on fresh servers:
+    /// 1. the source's rate for the mixed load ([`MixedLoad`]) from one client, and from
+    ///    `--sync-clients` clients, with no sync running;
+    /// 2. a sync of the collection and, once it is live, the load paced at each `--sync-steps`
+    ///    fraction of the single client's rate for [`STEP_LENGTH`] ([`sync_step`]);
+    /// 3. once the writes stop, the time until the sync has applied every change, until it says
+    ///    it is caught up and, apart, until the destination's documents equal the source's;
+    ///    then the commit, whose result is checked against the source; then the single
+    ///    client's rate again (how much the source drifted through the run).
+    fn run_sync(&mut self) -> Result<()> {
+        let to = self.fresh_destination()?;
+        let from = self.from.clone();
+        let args = &self.args;
+        let (docs_n, doc_size) = (args.sync_docs, args.doc_size);
+        let (fractions, many) = (args.sync_steps.clone(), args.sync_clients);
+        let (retryable, workers, batch_size) =
+            (args.sync_retryable_writes, args.workers, args.batch_size);
+        println!(
+            "sync: {docs_n} docs of {doc_size} B; writes 30% inserts, 30% updates, 20% replaces, \
+             20% deletes, retryable writes {}; sync with {workers} workers, batch {batch_size}; \
+             steps of {} s; on {} cores",
+            if retryable { "on" } else { "off" },
+            STEP_LENGTH.as_secs(),
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+        let data = Namespace::new("bench", "sync");
+        self.runtime.block_on(async {
+            let src = connect(Side::Source, &from).await?;
+            let dst = connect(Side::Destination, &to).await?;
+            seed(&src, &data, docs_n, doc_size).await?;
+            let load = MixedLoad::new(&from, retryable, &data, docs_n as i64, doc_size).await?;
+
+            // 1. The source's own rate, nothing else running.
+            let single = load.run(1, None, SOLO_LENGTH).await?.per_sec();
+            let several = load.run(many, None, SOLO_LENGTH).await?.per_sec();
+            eprintln!("source alone: 1 client {single:.0} writes/s, {many} clients {several:.0}");
+
+            // 2. The sync, live, under the load at rising rates.
+            let spec = JobSpec {
+                mode: Some(Mode::Sync),
+                workers: Some(workers),
+                batch_size: Some(batch_size),
+                ..JobSpec::new(&from, &to, &[&data.to_string()])
+            }
+            .validate()
+            .map_err(|e| anyhow::anyhow!(e))?;
+            let commit = CancellationToken::new();
+            let store = Arc::new(mongoferry::state::MemoryStore::default());
+            let prepared = copy::prepare(&spec, store)
+                .await?
+                .with_commit(commit.clone());
+            let stats = prepared.stats();
+            let rss_before = rss_bytes();
+            let started = Instant::now();
+            let mut job: SyncJob = tokio::spawn(prepared.run(CancellationToken::new()));
+            while stats.sync.phase() != Some(SyncPhase::Live) {
+                if job.is_finished() {
+                    return Err(ended_early(&mut job).await);
+                }
+                if started.elapsed() > SYNC_LIMIT {
+                    bail!("the sync was not live after {SYNC_LIMIT:?}");
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let live_after = started.elapsed().as_secs_f64();
+            let rss_live = rss_bytes();
+            eprintln!("sync live after {live_after:.1} s");
+            let mut timeline = Timeline::new(&load, &stats);
+            let mut steps = Vec::new();
+            for fraction in fractions {
+                let clients = if fraction < 1.0 { 1 } else { many };
+                let target = fraction * single;
+                let step = sync_step(&load, &stats, &mut timeline, target, clients).await?;
+                if job.is_finished() {
+                    return Err(ended_early(&mut job).await);
+                }
+                eprintln!(
+                    "step {:.0}%: {:.0} writes/s, max lag_secs {:.1} s, max measured delay {:.1} s",
+                    fraction * 100.0,
+                    step.written.per_sec(),
+                    step.max_lag,
+                    step.max_delay
+                );
+                steps.push((fraction, step));
+            }
+
+            // 3. The writes are over (every one acknowledged): the time to converge.
+            let stopped = Instant::now();
+            let (settled, equal) = tokio::join!(
+                settled_after(&load, &stats, &timeline, stopped),
+                equal_after(&src, &dst, &data, stopped)
+            );
+            let (settled, equal) = (settled?, equal?);
+            let totals = timeline.now(&load, &stats);
+            commit.cancel();
+            let asked = Instant::now();
+            let summary = match tokio::time::timeout(SYNC_LIMIT, &mut job).await {
+                Err(_) => bail!("the commit did not finish within {SYNC_LIMIT:?}"),
+                Ok(Err(e)) => bail!("the sync panicked: {e}"),
+                Ok(Ok(Err(e))) => bail!("the commit failed: {e}"),
+                Ok(Ok(Ok(summary))) => summary,
+            };
+            let committed_in = asked.elapsed().as_secs_f64();
+            let progress = summary.sync.context("a sync's summary without its progress")?;
+            if progress.phase != SyncPhase::Committed {
+                bail!("the sync returned in phase {:?}", progress.phase);
+            }
+            let (source_docs, destination_docs) =
+                tokio::try_join!(dump(&src, &data), dump(&dst, &data))?;
+            if !same(&source_docs, &destination_docs) {
+                bail!(
+                    "committed, but the destination differs: {} documents at the source, {} at \
+                     the destination",
+                    source_docs.len(),
+                    destination_docs.len()
+                );
+            }
+            let after = load.run(1, None, SOLO_LENGTH).await?.per_sec();
+            mongo::close(src).await;
+            mongo::close(dst).await;
+
+            let mib = |b: Option<u64>| b.map_or("-".into(), |b| format!("{:.1}", b as f64 / 1048576.0));
+            println!();
+            println!("| step | target (writes/s) | clients | achieved (writes/s) | achieved / single client | events applied/s | lag_secs max | lag_secs mean | measured delay max (s) | measured delay mean (s) | RSS (MiB) |");
+            println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+            for (fraction, s) in &steps {
+                println!(
+                    "| {:.0}% | {:.0} | {} | {:.0} | {:.2} | {:.0} | {:.1} | {:.2} | {:.1} | {:.2} | {} |",
+                    fraction * 100.0,
+                    s.target,
+                    s.clients,
+                    s.written.per_sec(),
+                    s.written.per_sec() / single,
+                    s.events_per_sec,
+                    s.max_lag,
+                    s.mean_lag,
+                    s.max_delay,
+                    s.mean_delay,
+                    mib(s.rss)
+                );
+            }
+            println!();
+            println!("source alone, 1 client, no sync: {single:.0} writes/s (the reference)");
+            println!(
+                "source alone, {many} clients, no sync: {several:.0} writes/s ({:.2}x)",
+                several / single
+            );
+            println!(
+                "source alone, 1 client, after the commit (drift): {after:.0} writes/s ({:.2}x)",
+                after / single
+            );
+            println!("initial copy of {docs_n} docs: live after {live_after:.1} s");
+            for (name, lag) in [
+                ("max lag_secs", (|s: &SyncStep| s.max_lag) as fn(&SyncStep) -> f64),
+                ("max measured delay", |s: &SyncStep| s.max_delay),
+            ] {
+                let kept = steps.iter().map(|(_, s)| s).filter(|s| lag(s) < LAG_LIMIT_SECS);
+                match kept.map(|s| s.written.per_sec()).max_by(f64::total_cmp) {
+                    Some(best) => println!(
+                        "highest achieved rate with {name} under {LAG_LIMIT_SECS} s: {best:.0} writes/s = {:.2} x the single client (goal >= 1)",
+                        best / single
+                    ),
+                    None => println!("no step kept the {name} under {LAG_LIMIT_SECS} s"),
+                }
+            }
+            println!(
+                "after the writes stopped: every change applied after {:.2} s; caught up (caught_up, lag 0) after {:.2} s; destination equal to the source after {:.2} s ({} docs; one read of the destination takes {:.2} s)",
+                settled.applied, settled.caught_up, equal.secs, equal.docs, equal.read_secs
+            );
+            let writes: u64 = steps.iter().map(|(_, s)| s.written.writes).sum();
+            println!(
+                "commit: Ok after {committed_in:.2} s, phase {:?}; both sides equal ({} docs); {} events applied for the {} changes of the steps' {writes} writes (a write to a deleted _id changes nothing)",
+                progress.phase,
+                source_docs.len(),
+                totals.events,
+                totals.changes
+            );
+            println!(
+                "RSS: {} MiB before the sync, {} MiB when live (includes the load generator)",
+                mib(rss_before),
+                mib(rss_live)
+            );
+            anyhow::Ok(())
+        })
+    }
+}
+
+/// An error saying how a sync job that should still be running ended.
+async fn ended_early(job: &mut SyncJob) -> anyhow::Error {
+    match job.await {
+        Ok(Ok(_)) => anyhow::anyhow!("the sync ended by itself"),
+        Ok(Err(e)) => anyhow::anyhow!("the sync failed: {e}"),
+        Err(e) => anyhow::anyhow!("the sync panicked: {e}"),
+    }
+}
+
+/// The write load of the sync measurement, on one collection: 30% inserts of new `_id`s, 30%
+/// updates (`$inc` and `$set`), 20% replaces (a whole document of the same size) and 20%
+/// deletes, each of a random `_id` among all ever inserted (one deleted before changes nothing
+/// and makes no event). Each client awaits every write before its next.
+#[derive(Clone)]
+struct MixedLoad {
+    coll: mongodb::Collection<RawDocumentBuf>,
+    /// The next new `_id`: every `_id` below it was inserted once.
+    next_id: Arc<AtomicI64>,
+    /// Acknowledged writes that changed a document: each made one change event at the source.
+    changes: Arc<AtomicU64>,
+    doc_size: usize,
+    /// The next client's random seed (the same sequence in every run).
+    seeds: Arc<AtomicU64>,
+}
+
+/// Writes made by a load and how long it took.
+#[derive(Debug, Clone, Copy)]
+struct Written {
+    writes: u64,
+    secs: f64,
+}
+
+impl Written {
+    fn per_sec(self) -> f64 {
+        self.writes as f64 / self.secs
+    }
+}
+
+impl MixedLoad {
+    /// A load on `ns` with a client of its own. Without `retryable`, its writes are not
+    /// retryable writes: SecantusDB 0.7.0b3 makes every retryable write slower than the last
+    /// (about 1,000 single inserts/s on a new server, 100-180/s after 10,000 of them, for good),
+    /// which would make the source's own rate drift through the run.
+    async fn new(
+        uri: &str,
+        retryable: bool,
+        ns: &Namespace,
+        first_new: i64,
+        doc_size: usize,
+    ) -> Result<Self> {
+        let mut options = mongodb::options::ClientOptions::parse(uri).await?;
+        options.retry_writes = Some(retryable);
+        let client = Client::with_options(options)?;
+        Ok(MixedLoad {
+            coll: client.database(&ns.db).collection(&ns.coll),
+            next_id: Arc::new(AtomicI64::new(first_new)),
+            changes: Arc::new(AtomicU64::new(0)),
+            doc_size,
+            seeds: Arc::new(AtomicU64::new(1)),
+        })
+    }
+
+    /// One write of the mix.
+    async fn write(&self, rng: &mut fastrand::Rng) -> Result<()> {
+        let id = rng.i64(0..self.next_id.load(Ordering::Relaxed));
+        let changed = match rng.u8(0..10) {
+            0..=2 => {
+                let new = self.next_id.fetch_add(1, Ordering::Relaxed);
+                self.coll
+                    .insert_one(sample_document(new, self.doc_size))
+                    .await?;
+                1
+            }
+            3..=5 => {
+                let change = doc! { "$inc": { "qty": 1 }, "$set": { "touched": rng.i64(..) } };
+                let done = self.coll.update_one(doc! { "_id": id }, change).await?;
+                done.matched_count
+            }
+            6..=7 => {
+                let mut replacement = sample_document(id, self.doc_size);
+                replacement.append("version", rng.i64(..));
+                let done = self
+                    .coll
+                    .replace_one(doc! { "_id": id }, replacement)
+                    .await?;
+                done.matched_count
+            }
+            _ => {
+                self.coll
+                    .delete_one(doc! { "_id": id })
+                    .await?
+                    .deleted_count
+            }
+        };
+        self.changes.fetch_add(changed, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// `clients` clients write for `length`, each as fast as the server answers, or together at
+    /// most `rate` writes/s ([`Pacer`]); returns once every write is acknowledged.
+    async fn run(&self, clients: usize, rate: Option<f64>, length: Duration) -> Result<Written> {
+        let started = Instant::now();
+        let deadline = started + length;
+        let pacer = rate.map(|rate| Arc::new(Pacer::new(rate)));
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..clients {
+            let (load, pacer) = (self.clone(), pacer.clone());
+            let mut rng = fastrand::Rng::with_seed(self.seeds.fetch_add(1, Ordering::Relaxed));
+            set.spawn(async move {
+                let mut writes = 0u64;
+                while Instant::now() < deadline {
+                    if let Some(pacer) = &pacer {
+                        if !pacer.wait(deadline).await {
+                            break;
+                        }
+                    }
+                    load.write(&mut rng).await?;
+                    writes += 1;
+                }
+                anyhow::Ok(writes)
+            });
+        }
+        let mut writes = 0;
+        while let Some(done) = set.join_next().await {
+            writes += done??;
+        }
+        Ok(Written {
+            writes,
+            secs: started.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+/// Paces writes to a rate, token-bucket style: each write takes the slot `1/rate` after the
+/// one before, and clients that fell behind catch up by at most [`PACER_BURST`] of writes.
+struct Pacer {
+    interval: Duration,
+    next: std::sync::Mutex<Instant>,
+}
+
+impl Pacer {
+    fn new(rate: f64) -> Self {
+        Pacer {
+            interval: Duration::from_secs_f64(1.0 / rate),
+            next: std::sync::Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Waits for the next slot; `false` (at once) if it comes after `deadline`.
+    async fn wait(&self, deadline: Instant) -> bool {
+        let slot = {
+            let mut next = self.next.lock().unwrap();
+            let now = Instant::now();
+            let slot = (*next).max(now.checked_sub(PACER_BURST).unwrap_or(now));
+            *next = slot + self.interval;
+            slot
+        };
+        if slot >= deadline {
+            return false;
+        }
+        tokio::time::sleep_until(slot.into()).await;
+        true
+    }
+}
+
+/// The load's changes and the sync's applied events side by side, sampled through the steps.
+struct Timeline {
+    /// The counters when the timeline began (changes made and events applied before).
+    base: (u64, u64),
+    samples: Vec<Sample>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    at: Instant,
+    /// Changes the load made since the timeline began.
+    changes: u64,
+    /// Change events the sync applied since the timeline began.
+    events: u64,
+    /// The sync's own `lag_secs`.
+    lag: f64,
+}
+
+impl Timeline {
+    fn new(load: &MixedLoad, stats: &JobStats) -> Self {
+        let base = (
+            load.changes.load(Ordering::Relaxed),
+            stats.sync.snapshot().map_or(0, |s| s.events),
+        );
+        Timeline {
+            base,
+            samples: Vec::new(),
+        }
+    }
+
+    fn now(&self, load: &MixedLoad, stats: &JobStats) -> Sample {
+        let sync = stats.sync.snapshot();
+        Sample {
+            at: Instant::now(),
+            changes: load.changes.load(Ordering::Relaxed) - self.base.0,
+            events: sync.as_ref().map_or(0, |s| s.events) - self.base.1,
+            lag: sync.map_or(0.0, |s| s.lag_secs),
+        }
+    }
+
+    /// How far behind the destination was at sample `i`, measured rather than reported: the
+    /// seconds since the load had made as many changes as the sync had applied then (0 when it
+    /// had applied them all). Up to one sampling interval short.
+    fn delay(&self, i: usize) -> f64 {
+        let s = self.samples[i];
+        if s.events >= s.changes {
+            return 0.0;
+        }
+        let reached = self.samples[..=i].partition_point(|p| p.changes < s.events);
+        (s.at - self.samples[reached].at).as_secs_f64()
+    }
+}
+
+/// What one step of the sync measurement saw.
+struct SyncStep {
+    target: f64,
+    clients: usize,
+    written: Written,
+    /// Events the sync applied per second during the step (its backlog's too).
+    events_per_sec: f64,
+    /// The sync's own `lag_secs`, sampled every 100 ms.
+    max_lag: f64,
+    mean_lag: f64,
+    /// [`Timeline::delay`] at the same samples.
+    max_delay: f64,
+    mean_delay: f64,
+    /// This process's resident memory at the step's end (sync and load generator).
+    rss: Option<u64>,
+}
+
+/// One step: `clients` clients write the mixed load paced to `target` writes/s for
+/// [`STEP_LENGTH`], while the sync's `lag_secs` and its progress against the load's changes
+/// are sampled every 100 ms into `timeline`; also the events applied per second and this
+/// process's memory at the end.
+async fn sync_step(
+    load: &MixedLoad,
+    stats: &JobStats,
+    timeline: &mut Timeline,
+    target: f64,
+    clients: usize,
+) -> Result<SyncStep> {
+    let first = timeline.samples.len();
+    let before = timeline.now(load, stats).events;
+    let started = Instant::now();
+    let sampling = async {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        while started.elapsed() < STEP_LENGTH {
+            tick.tick().await;
+            let sample = timeline.now(load, stats);
+            timeline.samples.push(sample);
+        }
+    };
+    let (written, ()) = tokio::join!(load.run(clients, Some(target), STEP_LENGTH), sampling);
+    let written = written?;
+    let secs = started.elapsed().as_secs_f64();
+    let applied = timeline.now(load, stats).events - before;
+    let range = first..timeline.samples.len();
+    let lags: Vec<f64> = timeline.samples[range.clone()]
+        .iter()
+        .map(|s| s.lag)
+        .collect();
+    let delays: Vec<f64> = range.map(|i| timeline.delay(i)).collect();
+    let max = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    Ok(SyncStep {
+        target,
+        clients,
+        written,
+        events_per_sec: applied as f64 / secs,
+        max_lag: max(&lags),
+        mean_lag: mean(&lags),
+        max_delay: max(&delays),
+        mean_delay: mean(&delays),
+        rss: rss_bytes(),
+    })
+}
+
+/// Seconds from the writes' end to two moments of the sync.
+struct Settled {
+    /// It has applied as many events as the load made changes.
+    applied: f64,
+    /// It says it is level with the source: `caught_up` and a `lag_secs` of 0.
+    caught_up: f64,
+}
+
+/// The times from `stopped` (the last write acknowledged) until the sync applied every change
+/// and until it said it was caught up (polled every 10 ms).
+async fn settled_after(
+    load: &MixedLoad,
+    stats: &JobStats,
+    timeline: &Timeline,
+    stopped: Instant,
+) -> Result<Settled> {
+    let (mut applied, mut caught_up) = (None, None);
+    loop {
+        let secs = stopped.elapsed().as_secs_f64();
+        let now = timeline.now(load, stats);
+        if applied.is_none() && now.events >= now.changes {
+            applied = Some(secs);
+        }
+        let level = stats
+            .sync
+            .snapshot()
+            .is_some_and(|s| s.caught_up && s.lag_secs == 0.0);
+        if caught_up.is_none() && level {
+            caught_up = Some(secs);
+        }
+        if let (Some(applied), Some(caught_up)) = (applied, caught_up) {
+            return Ok(Settled { applied, caught_up });
+        }
+        if stopped.elapsed() > SYNC_LIMIT {
+            bail!(
+                "{} of {} changes applied, caught up: {caught_up:?}, {SYNC_LIMIT:?} after the writes stopped",
+                now.events,
+                now.changes
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// When the destination first equalled the source after the writes stopped.
+struct Converged {
+    /// Seconds from the writes' end to the end of the first equal read of the destination (an
+    /// upper bound: late by up to one read and one pause).
+    secs: f64,
+    docs: usize,
+    /// How long that read of the destination took.
+    read_secs: f64,
+}
+
+/// The time from `stopped` until the destination's documents equal the source's, byte for
+/// byte in `_id` order. The source no longer changes, so it is read once; the destination is
+/// read again half a second after each read that differed.
+async fn equal_after(
+    src: &Client,
+    dst: &Client,
+    ns: &Namespace,
+    stopped: Instant,
+) -> Result<Converged> {
+    let want = dump(src, ns).await?;
+    loop {
+        let reading = Instant::now();
+        let have = dump(dst, ns).await?;
+        if same(&want, &have) {
+            return Ok(Converged {
+                secs: stopped.elapsed().as_secs_f64(),
+                docs: want.len(),
+                read_secs: reading.elapsed().as_secs_f64(),
+            });
+        }
+        if stopped.elapsed() > SYNC_LIMIT {
+            bail!(
+                "{} documents at the source, {} at the destination: not equal {SYNC_LIMIT:?} after the writes stopped",
+                want.len(),
+                have.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Every document of `ns`, raw, in `_id` order.
+async fn dump(client: &Client, ns: &Namespace) -> Result<Vec<RawDocumentBuf>> {
+    Ok(client
+        .database(&ns.db)
+        .collection::<RawDocumentBuf>(&ns.coll)
+        .find(doc! {})
+        .sort(doc! { "_id": 1 })
+        .await?
+        .try_collect()
+        .await?)
+}
+
+/// The same documents, byte for byte, in the same order.
+fn same(a: &[RawDocumentBuf], b: &[RawDocumentBuf]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.as_bytes() == y.as_bytes())
+}
+
+/// This process's resident memory now (Linux `VmRSS`).
+fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// A synthetic load written to the destination under a live rate limit.
