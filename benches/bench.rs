@@ -26,6 +26,9 @@
 //! delete rate it achieved against the limit. Every run's outcome is checked (the destination
 //! holds the whole selection; after a move the source holds none of it and all the rest).
 //!
+//! `--seed-peer` measures only `--strategy ids` against the seed's design reproduced in Python
+//! (`--peer-script`, run with `--peer-python`), in alternating rounds on fresh destinations.
+//!
 //! Results go to BENCHMARKS.md with the command that produced them.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -144,6 +147,17 @@ struct Args {
     /// Rounds of the raw insert and the default strategy's copy (medians are reported).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     rounds: u32,
+    /// Measure only the `ids` strategy against the seed's design reproduced in Python
+    /// (`--peer-script`: 4 processes, one reused client each, 50 ids per queue message, `$in`
+    /// fetch, upsert), in alternating rounds on fresh destinations.
+    #[arg(long)]
+    seed_peer: bool,
+    /// The seed's design reproduced in Python.
+    #[arg(long, default_value = "../shared/peers/seed_design.py")]
+    peer_script: std::path::PathBuf,
+    /// A Python with pymongo, for the peer.
+    #[arg(long, default_value = ".venv/bin/python")]
+    peer_python: std::path::PathBuf,
     /// Use these servers instead of starting SecantusDB (e.g. two real mongod).
     #[arg(long, requires = "to")]
     from: Option<String>,
@@ -251,6 +265,9 @@ impl Bench {
         }
         if self.args.sync {
             return self.run_sync();
+        }
+        if self.args.seed_peer {
+            return self.run_seed_peer();
         }
         if self.args.move_ {
             return self.run_move();
@@ -1031,6 +1048,145 @@ impl Bench {
     }
 }
 
+/// The longest one copy of the seed comparison may take.
+const PEER_LIMIT: Duration = Duration::from_secs(600);
+
+impl Bench {
+    /// `--strategy ids` against the seed's design in Python, on the same servers and documents:
+    /// `--rounds` rounds, each running both (in alternating order) into fresh destinations, both
+    /// with `--workers` copiers.
+    fn run_seed_peer(&mut self) -> Result<()> {
+        let (docs_n, doc_size, workers) = (self.args.docs, self.args.doc_size, self.args.workers);
+        if !self.args.peer_script.exists() || !self.args.peer_python.exists() {
+            bail!(
+                "the peer needs {} and {} (see --peer-script, --peer-python)",
+                self.args.peer_script.display(),
+                self.args.peer_python.display()
+            );
+        }
+        println!(
+            "seed peer: {docs_n} docs of {doc_size} B; mongoferry --strategy ids with {workers} workers, batch {}; the peer with {workers} processes, 50 ids per message; on {} cores",
+            self.args.batch_size,
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+        let from = self.from.clone();
+        let data = Namespace::new("bench", "peer");
+        self.runtime.block_on(async {
+            let src = connect(Side::Source, &from).await?;
+            seed(&src, &data, docs_n, doc_size).await?;
+            mongo::close(src).await;
+            anyhow::Ok(())
+        })?;
+        let mut rounds = Vec::new();
+        for round in 1..=self.args.rounds {
+            let (mut ids, mut peer) = (0.0, 0.0);
+            for ours in [round % 2 == 1, round % 2 == 0] {
+                if ours {
+                    ids = self.ids_copy_rate(&data)?;
+                } else {
+                    peer = self.peer_copy_rate(&data)?;
+                }
+            }
+            println!(
+                "round {round}: ids {ids:.0} docs/s, seed peer {peer:.0} docs/s, ids/peer {:.2}",
+                ids / peer
+            );
+            rounds.push((ids, peer, ids / peer));
+        }
+        let n = rounds.len();
+        println!();
+        println!("| copier (median of {n} rounds) | docs/s |");
+        println!("|---|---:|");
+        println!(
+            "| `mongoferry copy --strategy ids` | {:.0} |",
+            median(rounds.iter().map(|r| r.0))
+        );
+        println!(
+            "| the seed's design in Python | {:.0} |",
+            median(rounds.iter().map(|r| r.1))
+        );
+        println!(
+            "| ids / seed (median of the rounds' ratios; goal >= 1.5) | {:.2} |",
+            median(rounds.iter().map(|r| r.2))
+        );
+        Ok(())
+    }
+
+    /// docs/s of an in-process `--strategy ids` copy of `data` into a fresh destination.
+    fn ids_copy_rate(&mut self, data: &Namespace) -> Result<f64> {
+        let to = self.fresh_destination()?;
+        let spec: JobSpec = serde_json::from_value(serde_json::json!({
+            "from": self.from, "to": to, "namespaces": [data.to_string()],
+            "workers": self.args.workers, "batch_size": self.args.batch_size, "strategy": "ids",
+        }))?;
+        let spec = spec.validate().map_err(|e| anyhow::anyhow!(e))?;
+        let expected = self.args.docs;
+        self.runtime.block_on(async {
+            let started = Instant::now();
+            let store = Arc::new(mongoferry::state::MemoryStore::default());
+            let summary = copy::prepare(&spec, store)
+                .await?
+                .run(CancellationToken::new())
+                .await?;
+            let secs = started.elapsed().as_secs_f64();
+            if summary.docs != expected {
+                bail!("ids: copied {} of {expected} docs", summary.docs);
+            }
+            Ok(expected as f64 / secs)
+        })
+    }
+
+    /// docs/s of the seed's design copying `data` into a fresh destination (its own clock, from
+    /// its start to its last write), checked by counting the destination.
+    fn peer_copy_rate(&mut self, data: &Namespace) -> Result<f64> {
+        let to = self.fresh_destination()?;
+        let mut child = std::process::Command::new(&self.args.peer_python)
+            .arg(&self.args.peer_script)
+            .args([&self.from, &to, &data.to_string(), &data.to_string()])
+            .args([self.args.workers.to_string(), "50".into()])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()?;
+        let deadline = Instant::now() + PEER_LIMIT;
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("the seed peer did not finish within {PEER_LIMIT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut child.stdout.take().context("its output")?, &mut out)?;
+        if !status.success() {
+            bail!("the seed peer failed ({status}): {out}");
+        }
+        let report: serde_json::Value = serde_json::from_str(out.trim())
+            .with_context(|| format!("the seed peer's report: {out}"))?;
+        let (docs, secs) = (report["docs"].as_u64(), report["seconds"].as_f64());
+        let (Some(docs), Some(secs)) = (docs, secs) else {
+            bail!("the seed peer's report: {out}");
+        };
+        let counted = self.runtime.block_on(async {
+            let dst = connect(Side::Destination, &to).await?;
+            let n = dst
+                .database(&data.db)
+                .collection::<RawDocumentBuf>(&data.coll)
+                .count_documents(doc! {})
+                .await?;
+            mongo::close(dst).await;
+            anyhow::Ok(n)
+        })?;
+        if docs != self.args.docs || counted != self.args.docs {
+            bail!("the seed peer copied {docs} (counted {counted}) of {} docs", self.args.docs);
+        }
+        Ok(docs as f64 / secs)
+    }
+}
+
 /// How long each unpaced load of the sync measurement runs (the source's own rate).
 const SOLO_LENGTH: Duration = Duration::from_secs(5);
 /// How long each paced step of the sync measurement runs.
@@ -1098,6 +1254,7 @@ impl Bench {
                 .await?
                 .with_commit(commit.clone());
             let stats = prepared.stats();
+            let control = prepared.control();
             let rss_before = rss_bytes();
             let started = Instant::now();
             let mut job: SyncJob = tokio::spawn(prepared.run(CancellationToken::new()));
@@ -1139,6 +1296,28 @@ impl Bench {
                 equal_after(&src, &dst, &data, stopped)
             );
             let (settled, equal) = (settled?, equal?);
+
+            // 4. The sync's capacity: paused, while one client writes alone for SOLO_LENGTH;
+            // then resumed, and timed until it has applied that backlog.
+            control.pause();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let backlog = load.run(1, None, SOLO_LENGTH).await?;
+            control.resume();
+            let resumed = Instant::now();
+            let applied_before = timeline.now(&load, &stats);
+            let caught_up_in = loop {
+                let now = timeline.now(&load, &stats);
+                if now.events >= now.changes {
+                    break resumed.elapsed().as_secs_f64();
+                }
+                if resumed.elapsed() > SYNC_LIMIT {
+                    bail!("the backlog was not applied within {SYNC_LIMIT:?}");
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            };
+            let backlog_events = timeline.now(&load, &stats).events - applied_before.events;
+            let apply_rate = backlog_events as f64 / caught_up_in;
+
             let totals = timeline.now(&load, &stats);
             commit.cancel();
             let asked = Instant::now();
@@ -1228,6 +1407,13 @@ impl Bench {
                 source_docs.len(),
                 totals.events,
                 totals.changes
+            );
+            println!(
+                "capacity: paused, one client wrote {} writes in {:.1} s alone ({:.0} writes/s); resumed, the sync applied the backlog's {backlog_events} events in {caught_up_in:.2} s: {apply_rate:.0} events/s = {:.2} x that client's rate",
+                backlog.writes,
+                backlog.secs,
+                backlog.per_sec(),
+                apply_rate / backlog.per_sec()
             );
             println!(
                 "RSS: {} MiB before the sync, {} MiB when live (includes the load generator)",
