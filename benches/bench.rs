@@ -1181,7 +1181,10 @@ impl Bench {
             anyhow::Ok(n)
         })?;
         if docs != self.args.docs || counted != self.args.docs {
-            bail!("the seed peer copied {docs} (counted {counted}) of {} docs", self.args.docs);
+            bail!(
+                "the seed peer copied {docs} (counted {counted}) of {} docs",
+                self.args.docs
+            );
         }
         Ok(docs as f64 / secs)
     }
