@@ -117,6 +117,22 @@ fn the_mongodb_store_keeps_the_contract() {
         );
         assert_eq!(first.get_i32("id").unwrap(), 1);
         assert_eq!(first.get_str("reason").unwrap(), "too large");
+        // Runs one after another: each claim's token is above the last, so each run's saves pass
+        // the fence its predecessors raised (whether the claim was given back by the heartbeat
+        // or taken back at once).
+        let job = JobKey("job-c".into());
+        for run in 0..4 {
+            let claim = store.claim(&job).await.unwrap();
+            store
+                .save(&job, &checkpoint(run, run as i64))
+                .await
+                .unwrap();
+            drop(claim);
+            if run % 2 == 0 {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+        assert_eq!(store.load(&job).await.unwrap(), Some(checkpoint(3, 3)));
         // What another process opening the same database sees.
         let other = MongoStore::open(&uri, LEASE, TIMEOUT).await.unwrap();
         assert_eq!(

@@ -153,16 +153,16 @@ pub const CHUNK_WAIT: Duration = Duration::from_millis(100);
 /// Reads the feed into steps until `cancel`, or the first error (sent on as `Err`). At most
 /// one chunk waits in `steps` while another is gathered. A chunk goes when it is full, when its
 /// first change has waited [`ChunkLimits::wait`], or when the source is quiet. Each step of
-/// changes is counted in `sync` as read (for the lag) when its first change is gathered.
+/// changes is counted as read in `stats` (for the lag) when its first change is gathered.
 pub async fn gather(
     mut feed: ChangeFeed,
     route: Route,
     limits: ChunkLimits,
-    sync: Arc<JobStats>,
+    stats: Arc<JobStats>,
     steps: mpsc::Sender<Result<Step, CopyError>>,
     cancel: CancellationToken,
 ) {
-    let sync = &sync.sync;
+    let sync = &stats.sync;
     let mut chunk = Chunk::default();
     let mut started: Option<Instant> = None;
     loop {

@@ -14,7 +14,8 @@
 //!
 //! A claim is a lease of [`MongoStore::lease`]: taken with one `findAndModify` when the job has
 //! no claim or its lease ran out, which increments the claim's `token`; kept alive by a heartbeat
-//! every third of the lease; given back when the run ends. A run killed with `-9` holds the job
+//! every third of the lease; given back when the run ends (its lease ended, the claim and its token
+//! kept, so tokens only grow). A run killed with `-9` holds the job
 //! until its lease runs out, except for a run on the same host, which sees that the holder's
 //! process is gone and takes over at once.
 //!
@@ -460,10 +461,14 @@ impl Heartbeat {
                 return;
             }
         }
+        // Given back by ending the lease, not by deleting the claim: its token must keep
+        // growing, or the next holder would carry a token below the checkpoint's fence.
         let _ = tokio::time::timeout(
             RELEASE_TIMEOUT,
-            self.claims
-                .delete_one(doc! { "_id": &self.key.0, "token": self.token }),
+            self.claims.update_one(
+                doc! { "_id": &self.key.0, "token": self.token },
+                doc! { "$set": { "expires": DateTime::from_millis(0) } },
+            ),
         )
         .await;
     }
