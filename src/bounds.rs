@@ -58,6 +58,13 @@ pub const WORKERS: Bound<usize> = Bound {
     unit: "workers",
 };
 
+/// Namespaces read at once: each holds a cursor and a connection on the source.
+pub const READERS: Bound<usize> = Bound {
+    field: "readers",
+    range: 1..=64,
+    unit: "readers",
+};
+
 pub const BATCH_SIZE: Bound<usize> = Bound {
     field: "batch_size",
     range: 1..=100_000,

@@ -212,6 +212,8 @@ pub struct CopySpec {
     pub namespaces: Vec<NsMapping>,
     pub filter: Option<Document>,
     pub workers: usize,
+    /// Namespaces read at once.
+    pub readers: usize,
     pub batch_size: usize,
     pub strategy: Strategy,
     pub mode: Mode,
@@ -385,6 +387,11 @@ pub struct JobSpec {
     #[arg(long)]
     #[serde(default)]
     pub workers: Option<usize>,
+    /// Namespaces read from the source at once, into the one queue the workers share
+    /// [default: 1].
+    #[arg(long)]
+    #[serde(default)]
+    pub readers: Option<usize>,
     /// Documents per batch [default: 500].
     #[arg(long)]
     #[serde(default)]
@@ -566,6 +573,8 @@ impl JobSpec {
         };
         let workers = self.workers.unwrap_or(DEFAULT_WORKERS);
         problems.extend(bounds::WORKERS.problem(workers));
+        let readers = self.readers.unwrap_or(1);
+        problems.extend(bounds::READERS.problem(readers));
         let batch_size = self.batch_size.unwrap_or(DEFAULT_BATCH_SIZE);
         problems.extend(bounds::BATCH_SIZE.problem(batch_size));
         let memory_limit = self
@@ -607,6 +616,7 @@ impl JobSpec {
             namespaces,
             filter,
             workers,
+            readers,
             batch_size,
             strategy: self.strategy.unwrap_or_default(),
             mode,

@@ -443,3 +443,119 @@ fn upserts_into_a_sharded_destination_name_the_shard_key() {
         assert_eq!(letters[0].document["region"], "eu");
     });
 }
+
+/// `readers: 3` reads three namespaces at once into the one queue: while the copy runs, several
+/// of them are part-way at the same moment (one reader finishes a namespace before it starts the
+/// next), and every namespace arrives byte-equal. A killed run with readers part-way through
+/// several namespaces resumes each from its own watermark.
+#[test]
+fn readers_copy_several_namespaces_at_once_and_resume_each() {
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("readers"), env.dst_db("readers"));
+        let src = env.src_client().await;
+        const PER_NS: i64 = 1_500;
+        for coll in ["a", "b", "c", "e"] {
+            insert_raw(&src, &s, coll, &sample_docs(PER_NS, 200)).await;
+        }
+        let namespaces = vec![format!("{s}.*:{d}.*")];
+        let mut spec = spec(&env, namespaces, 2, 50, Strategy::Stream);
+        spec.readers = Some(3);
+        spec.rate = Some(3_000.0);
+        let spec = spec.validate().unwrap();
+        let prepared = copy::prepare(&spec, memory_store()).await.unwrap();
+        let stats = prepared.stats();
+        let job = tokio::spawn(prepared.run(CancellationToken::new()));
+        let mut most_at_once = 0;
+        while !job.is_finished() {
+            let part_way = stats
+                .snapshot()
+                .namespaces
+                .iter()
+                .filter(|n| n.docs > 0 && !n.finished)
+                .count();
+            most_at_once = most_at_once.max(part_way);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let summary = job.await.unwrap().unwrap();
+        assert_eq!(summary.docs, 4 * PER_NS as u64);
+        assert!(
+            most_at_once >= 2,
+            "at most {most_at_once} namespace part-way at once"
+        );
+        for coll in ["a", "b", "c", "e"] {
+            assert_same(&env, (&s, coll), (&d, coll)).await;
+        }
+
+        // Killed with three namespaces part-way, then run again: each resumes from its own
+        // watermark, and nothing is missing or doubled.
+        let (s2, d2) = (env.src_db("readers2"), env.dst_db("readers2"));
+        for coll in ["a", "b", "c"] {
+            insert_raw(&src, &s2, coll, &sample_docs(3_000, 200)).await;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state.json");
+        let ns = format!("{s2}.*:{d2}.*");
+        let argv = [
+            "copy",
+            "--from",
+            &env.src,
+            "--to",
+            &env.dst,
+            "--ns",
+            &ns,
+            "--readers",
+            "3",
+            "--batch-size",
+            "100",
+            "--rate",
+            "2000",
+            "--quiet",
+            "--state",
+            state.to_str().unwrap(),
+        ];
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mongoferry"))
+            .args(argv)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Killed once its checkpoint has two namespaces part-way.
+        let part_way = || {
+            let Ok(text) = std::fs::read_to_string(&state) else {
+                return 0;
+            };
+            let Ok(saved) = serde_json::from_str::<serde_json::Value>(&text) else {
+                return 0;
+            };
+            saved["jobs"]
+                .as_object()
+                .into_iter()
+                .flat_map(|jobs| jobs.values())
+                .flat_map(|job| {
+                    job["namespaces"]
+                        .as_object()
+                        .into_iter()
+                        .flat_map(|n| n.values())
+                })
+                .filter(|n| n["done"].as_u64() > Some(0) && n["complete"] == false)
+                .count()
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut ended = false;
+        while part_way() < 2 && !ended && std::time::Instant::now() < deadline {
+            ended = child.try_wait().unwrap().is_some();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Killed before any assertion, so that a failing test leaves no copy running.
+        let _ = child.kill();
+        child.wait().unwrap();
+        assert!(!ended, "the copy ended before it was killed");
+        assert!(part_way() >= 2, "never two namespaces part-way within 30 s");
+        let out = mongoferry(&argv, Duration::from_secs(60));
+        assert!(out.status.success(), "{}", stderr(&out));
+        for coll in ["a", "b", "c"] {
+            assert_same(&env, (&s2, coll), (&d2, coll)).await;
+        }
+    });
+}

@@ -8,8 +8,9 @@
 //! (measured with a counting allocator, issue 14):
 //!
 //! ```text
-//!  cursor reply     B/4   the reply target R = B/8: while a reply is read the driver holds it
-//!                         twice (the wire buffer and the reply document it copies out of it)
+//!  cursor reply     B/4   the reply target R = B/8 (shared by the cursors read at once,
+//!                         `--readers`): while a reply is read the driver holds it twice (the
+//!                         wire buffer and the reply document it copies out of it)
 //!  read, unwritten  B/8   P: documents queued or being written, a byte semaphore from the
 //!                         queue's send to the batch's acknowledgement
 //!  driver encoding  3B/8  insert_many copies a batch three times while it writes it
@@ -58,6 +59,12 @@ impl Budget {
             pipeline_bytes,
             batch_bytes: (pipeline_bytes / (3 * workers.max(1))).max(1),
         }
+    }
+
+    /// The budget of `readers` cursors read at once: they share the reply bytes.
+    pub fn shared_by(mut self, readers: usize) -> Self {
+        self.reply_bytes = (self.reply_bytes / readers.max(1)).max(1);
+        self
     }
 
     /// Documents to ask for in one reply when they average `avg_doc_bytes`.

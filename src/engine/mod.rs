@@ -29,6 +29,8 @@ pub mod worker;
 
 use std::sync::Arc;
 
+use futures::{StreamExt, TryStreamExt};
+
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -102,6 +104,8 @@ pub struct Engine {
     adaptive: Option<Arc<Adaptive>>,
     /// The memory budget in bytes ([`budget`]).
     memory_limit: usize,
+    /// Namespaces read at once.
+    readers: usize,
 }
 
 impl Engine {
@@ -118,7 +122,15 @@ impl Engine {
             ledger: Arc::new(Ledger::in_memory()),
             adaptive: None,
             memory_limit: budget::DEFAULT_MEMORY_LIMIT,
+            readers: 1,
         }
+    }
+
+    /// Reads up to `readers` namespaces at once, into the one queue (the cursor replies share
+    /// the memory budget's reply bytes).
+    pub fn with_readers(mut self, readers: usize) -> Self {
+        self.readers = readers.max(1);
+        self
     }
 
     /// The memory budget the buffers are sized from ([`budget`]).
@@ -222,11 +234,12 @@ impl Engine {
             ledger,
             adaptive: _,
             memory_limit,
+            readers,
         } = self;
         let (tasks, batch_size) = (tasks.clone(), *batch_size);
         let cancel = cancel.child_token();
         // Two batches per worker keep every worker busy; the budget bounds their bytes.
-        let budget = budget::Budget::new(*memory_limit, control.workers());
+        let budget = budget::Budget::new(*memory_limit, control.workers()).shared_by(*readers);
         let (sender, receiver) = queue::bounded(control.workers() * 2, budget, stats.clone());
         let mut set: JoinSet<(Role, Result<(), CopyError>)> = JoinSet::new();
 
@@ -255,24 +268,32 @@ impl Engine {
 
         {
             let (source, sink, cancel) = (source.clone(), sink.clone(), cancel.clone());
+            let readers = *readers;
             set.spawn(async move {
                 // Owning the only sender: when this task ends the queue closes and workers drain it.
                 let sender = sender;
-                let produce = async {
-                    for task in tasks {
+                // Namespaces in their order, up to `readers` at once; those an earlier run
+                // finished (its checkpoint says so) are skipped.
+                let read = |task: Arc<NsTask>| {
+                    let (source, sink, sender, cancel) = (&source, &sink, &sender, &cancel);
+                    async move {
                         if cancel.is_cancelled() {
                             return Err(CopyError::Stopped);
                         }
-                        // Finished by an earlier run (its checkpoint says so).
-                        if task.counters.is_finished() {
-                            continue;
-                        }
                         sink.prepare(&task.destination).await?;
-                        source.produce(&task, batch_size, &sender).await?;
+                        source.produce(&task, batch_size, sender).await?;
                         task.mark_produced();
+                        Ok(())
                     }
-                    Ok(())
                 };
+                let produce = futures::stream::iter(
+                    tasks
+                        .into_iter()
+                        .filter(|task| !task.counters.is_finished()),
+                )
+                .map(read)
+                .buffer_unordered(readers)
+                .try_collect::<()>();
                 (Role::Producer, produce.await)
             });
         }

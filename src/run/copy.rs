@@ -49,6 +49,8 @@ pub struct PreparedCopy {
     stats: Arc<JobStats>,
     strategy: Strategy,
     batch_size: usize,
+    /// Namespaces read at once.
+    readers: usize,
     memory_limit: usize,
     control: Arc<Control>,
     adaptive: Option<Arc<Adaptive>>,
@@ -154,13 +156,13 @@ pub async fn prepare(
     spec: &CopySpec,
     store: Arc<dyn StateStore>,
 ) -> Result<PreparedCopy, CopyError> {
-    // Workers plus the producer and the counter each hold at most one connection; a worker of
-    // the `ids` strategy fetches several parts of its batch at once.
+    // Workers, the readers and the counter each hold at most one connection; a worker of the
+    // `ids` strategy fetches several parts of its batch at once.
     let per_worker = match spec.strategy {
         Strategy::Ids => FETCHES_AT_ONCE as u32,
         Strategy::Stream => 1,
     };
-    let pool = spec.workers as u32 * per_worker + 2;
+    let pool = spec.workers as u32 * per_worker + spec.readers as u32 + 1;
     let (source, destination) =
         mongo::connect_both(&spec.from, &spec.to, pool, spec.connect_timeout).await?;
     let found = async {
@@ -253,6 +255,7 @@ pub async fn prepare(
         retry,
         strategy: spec.strategy,
         batch_size: spec.batch_size,
+        readers: spec.readers,
         memory_limit: spec.memory_limit,
         control: Arc::new(Control::with_throttle(
             spec.workers,
@@ -375,6 +378,7 @@ impl PreparedCopy {
             Engine::new(self.source.clone(), sink.clone(), self.stats.clone())
                 .with_tasks(tasks)
                 .with_batch_size(self.batch_size)
+                .with_readers(self.readers)
                 .with_memory_limit(self.memory_limit)
                 .with_control(self.control.clone())
                 .with_ledger(self.ledger.clone())
