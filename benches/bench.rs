@@ -29,6 +29,9 @@
 //! `--seed-peer` measures only `--strategy ids` against the seed's design reproduced in Python
 //! (`--peer-script`, run with `--peer-python`), in alternating rounds on fresh destinations.
 //!
+//! `--readers` measures only `--readers`: several collections copied with one reader and with
+//! `--readers-n`, in alternating rounds on fresh destinations.
+//!
 //! Results go to BENCHMARKS.md with the command that produced them.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -152,6 +155,14 @@ struct Args {
     /// fetch, upsert), in alternating rounds on fresh destinations.
     #[arg(long)]
     seed_peer: bool,
+    /// Measure only `--readers`: `--readers-collections` collections of `--docs` documents
+    /// copied whole with one reader and with `--readers-n`, in alternating rounds.
+    #[arg(long)]
+    readers: bool,
+    #[arg(long, default_value_t = 4)]
+    readers_n: usize,
+    #[arg(long, default_value_t = 4)]
+    readers_collections: usize,
     /// The seed's design reproduced in Python.
     #[arg(long, default_value = "../shared/peers/seed_design.py")]
     peer_script: std::path::PathBuf,
@@ -268,6 +279,9 @@ impl Bench {
         }
         if self.args.seed_peer {
             return self.run_seed_peer();
+        }
+        if self.args.readers {
+            return self.run_readers();
         }
         if self.args.move_ {
             return self.run_move();
@@ -1110,6 +1124,99 @@ impl Bench {
             median(rounds.iter().map(|r| r.2))
         );
         Ok(())
+    }
+
+    /// One reader against `--readers-n`, copying `--readers-collections` collections.
+    fn run_readers(&mut self) -> Result<()> {
+        let (docs_n, doc_size, n, colls) = (
+            self.args.docs,
+            self.args.doc_size,
+            self.args.readers_n,
+            self.args.readers_collections,
+        );
+        println!(
+            "readers: {colls} collections of {docs_n} docs of {doc_size} B; {} workers, batch {}; on {} cores",
+            self.args.workers,
+            self.args.batch_size,
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+        let from = self.from.clone();
+        self.runtime.block_on(async {
+            let src = connect(Side::Source, &from).await?;
+            for i in 0..colls {
+                seed(
+                    &src,
+                    &Namespace::new("bench", format!("multi{i}")),
+                    docs_n,
+                    doc_size,
+                )
+                .await?;
+            }
+            mongo::close(src).await;
+            anyhow::Ok(())
+        })?;
+        let mut rounds = Vec::new();
+        for round in 1..=self.args.rounds {
+            let (mut one, mut many) = (0.0, 0.0);
+            for single in [round % 2 == 1, round % 2 == 0] {
+                let rate = self.readers_copy_rate(if single { 1 } else { n }, colls)?;
+                if single {
+                    one = rate;
+                } else {
+                    many = rate;
+                }
+            }
+            println!(
+                "round {round}: 1 reader {one:.0} docs/s, {n} readers {many:.0} docs/s, {n}/1 {:.2}",
+                many / one
+            );
+            rounds.push((one, many, many / one));
+        }
+        let count = rounds.len();
+        println!();
+        println!("| {colls} collections copied whole (median of {count} rounds) | docs/s |");
+        println!("|---|---:|");
+        println!(
+            "| `--readers 1` (default) | {:.0} |",
+            median(rounds.iter().map(|r| r.0))
+        );
+        println!(
+            "| `--readers {n}` | {:.0} |",
+            median(rounds.iter().map(|r| r.1))
+        );
+        println!(
+            "| {n} readers / 1 (median of the rounds' ratios) | {:.2} |",
+            median(rounds.iter().map(|r| r.2))
+        );
+        Ok(())
+    }
+
+    /// docs/s of a copy of the `bench.multi*` collections with `readers` into a fresh destination.
+    fn readers_copy_rate(&mut self, readers: usize, colls: usize) -> Result<f64> {
+        let to = self.fresh_destination()?;
+        let spec: JobSpec = serde_json::from_value(serde_json::json!({
+            "from": self.from, "to": to,
+            "namespaces": (0..colls).map(|i| format!("bench.multi{i}")).collect::<Vec<_>>(),
+            "workers": self.args.workers, "batch_size": self.args.batch_size, "readers": readers,
+        }))?;
+        let spec = spec.validate().map_err(|e| anyhow::anyhow!(e))?;
+        let expected = self.args.docs * colls as u64;
+        self.runtime.block_on(async {
+            let started = Instant::now();
+            let store = Arc::new(mongoferry::state::MemoryStore::default());
+            let summary = copy::prepare(&spec, store)
+                .await?
+                .run(CancellationToken::new())
+                .await?;
+            let secs = started.elapsed().as_secs_f64();
+            if summary.docs != expected {
+                bail!(
+                    "readers {readers}: copied {} of {expected} docs",
+                    summary.docs
+                );
+            }
+            Ok(expected as f64 / secs)
+        })
     }
 
     /// docs/s of an in-process `--strategy ids` copy of `data` into a fresh destination.
