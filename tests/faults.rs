@@ -923,3 +923,122 @@ fn a_second_process_is_refused(kind: StateKind) {
         );
     });
 }
+
+/// Three copies of one command on one MongoDB state (`--standby`): one holds the job, the
+/// others wait. The holder is killed with `-9` mid-way; a standby takes the job over from its
+/// checkpoint and finishes it, the last one finds it complete. Every process ends with status
+/// 0, the documents are byte-equal, and more than one process did work.
+#[test]
+fn three_processes_on_one_mongodb_state_fail_over_after_a_kill() {
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("failover"), env.dst_db("failover"));
+        insert_raw(
+            &env.src_client().await,
+            &s,
+            "c",
+            &common::sample_docs(6_000, 200),
+        )
+        .await;
+        let state = env.state_uri("failover");
+        let ns = format!("{s}.c:{d}.c");
+        let argv = [
+            "copy",
+            "--from",
+            &env.src,
+            "--to",
+            &env.dst,
+            "--ns",
+            &ns,
+            "--state",
+            &state,
+            "--standby",
+            "--lease-seconds",
+            "3",
+            "--rate",
+            "1000",
+            "--batch-size",
+            "100",
+            "--json",
+            "--quiet",
+        ];
+        let mut processes = Vec::new();
+        for _ in 0..3 {
+            let (out, err) = (tempfile::tempfile().unwrap(), tempfile::tempfile().unwrap());
+            let mut command = Command::new(env!("CARGO_BIN_EXE_mongoferry"));
+            command
+                .args(argv)
+                .stdin(Stdio::null())
+                .stdout(out.try_clone().unwrap())
+                .stderr(err.try_clone().unwrap());
+            mongoferry::testkit::kill_with_parent(&mut command);
+            processes.push((command.spawn().unwrap(), out, err));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let state_db = common::client(&state).await.default_database().unwrap();
+        let claims = state_db.collection::<Document>("claims");
+        let checkpoints = state_db.collection::<Document>("checkpoints");
+        // The holder, once its checkpoint is part-way.
+        let done = || async {
+            let Some(saved) = checkpoints.find_one(doc! {}).await.unwrap() else {
+                return 0;
+            };
+            let Ok(text) = saved.get_str("checkpoint") else {
+                return 0;
+            };
+            let checkpoint: Value = serde_json::from_str(text).unwrap();
+            checkpoint["namespaces"]
+                .as_object()
+                .unwrap()
+                .values()
+                .map(|n| n["done"].as_u64().unwrap())
+                .sum::<u64>()
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while done().await < 1_000 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let before_kill = done().await;
+        let holder = claims.find_one(doc! {}).await.unwrap().unwrap();
+        let pid = holder.get_i64("pid").unwrap() as u32;
+        let killed = processes.iter().position(|(child, _, _)| child.id() == pid);
+        let Some(killed) = killed else {
+            for (child, _, _) in &mut processes {
+                let _ = child.kill();
+            }
+            panic!("the holder {pid} is none of the three processes: {holder}");
+        };
+        let (mut child, _, _) = processes.remove(killed);
+        let _ = child.kill(); // SIGKILL: no chance to give the lease back
+        child.wait().unwrap();
+        assert!(
+            before_kill > 0 && before_kill < 6_000,
+            "killed at {before_kill} of 6000"
+        );
+
+        let mut worked = Vec::new();
+        for (mut child, out, err) in processes {
+            let (status, _) = exit_within(&mut child, Duration::from_secs(60)).await;
+            let (stdout, stderr) = (read_log(out), read_log(err));
+            assert!(status.success(), "{stderr}");
+            let summary: Value = serde_json::from_str(stdout.trim())
+                .unwrap_or_else(|e| panic!("{e}: {stdout} {stderr}"));
+            worked.push((
+                summary["docs"].as_u64().unwrap(),
+                summary["skipped"].as_u64().unwrap(),
+                summary["already_complete"].as_bool().unwrap(),
+            ));
+        }
+        worked.sort();
+        // One standby found the job complete; the other took it over from the checkpoint.
+        let [(0, _, true), (took_over, skipped, false)] = worked[..] else {
+            panic!("what the standbys did: {worked:?}");
+        };
+        assert!(took_over > 0, "{worked:?}");
+        assert!(
+            skipped >= before_kill,
+            "continued from the killed one's checkpoint: {worked:?}"
+        );
+        assert_eq!(took_over + skipped, 6_000, "{worked:?}");
+        common::assert_same(&env, (&s, "c"), (&d, "c")).await;
+    });
+}

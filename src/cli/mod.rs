@@ -134,12 +134,24 @@ pub struct CopyArgs {
     /// stopped run left off) and the documents the destination refused: a file, or a MongoDB
     /// database (`mongodb://host/db`) that processes on several machines can share [default:
     /// $XDG_DATA_HOME/mongoferry/copy-state.json].
-    #[arg(long, value_name = "PATH|URI", conflicts_with = "no_state")]
+    #[arg(
+        long,
+        value_name = "PATH|URI",
+        conflicts_with = "no_state",
+        env = "MONGOFERRY_STATE",
+        hide_env_values = true
+    )]
     pub state: Option<String>,
     /// With a MongoDB state store: how long this run's claim on the job lasts without a
     /// heartbeat, so how soon another process takes over the job of one that died.
     #[arg(long, value_name = "SECS", default_value_t = 30.0)]
     pub lease_seconds: f64,
+    /// With a MongoDB state store: when another process holds the job, wait and take it over
+    /// when that process ends or dies (instead of stopping with an error); ends at once, status
+    /// 0, if the job turns out complete. Several copies of one command so make one that fails
+    /// over.
+    #[arg(long)]
+    pub standby: bool,
     /// Keep no checkpoint: a rerun starts from zero; refused documents are only listed.
     #[arg(long)]
     pub no_state: bool,
@@ -374,8 +386,17 @@ async fn run_copy_or_sync(args: CopyArgs, until_caught_up: bool) -> Result<(), F
                 spec.connect_timeout,
             )
             .await
-            .map_err(CopyError::from)?,
+            .map_err(CopyError::from)?
+            .standby(args.standby),
         ),
+        _ if args.standby => {
+            return Err(crate::spec::SpecError(vec![
+                "--standby: needs a MongoDB state store (--state mongodb://host/db) that the \
+                 processes share"
+                    .into(),
+            ])
+            .into())
+        }
         (path, false) => Arc::new(FileStore::new(
             path.as_ref()
                 .map_or_else(FileStore::default_path, std::path::PathBuf::from),

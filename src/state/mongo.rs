@@ -73,6 +73,8 @@ pub struct MongoStore {
     held: Arc<Mutex<HashMap<JobKey, i64>>>,
     /// Each claim's heartbeat; it gives the claim back when the claim is dropped.
     heartbeats: Mutex<Vec<JoinHandle<()>>>,
+    /// A claim of a job another process holds waits for it instead of failing.
+    standby: bool,
 }
 
 impl std::fmt::Debug for MongoStore {
@@ -119,12 +121,21 @@ impl MongoStore {
             ),
             held: Arc::default(),
             heartbeats: Mutex::default(),
+            standby: false,
             client,
         })
     }
 
     pub fn lease(&self) -> Duration {
         self.lease
+    }
+
+    /// Claims wait while another process holds the job, trying again every third of a lease,
+    /// instead of failing: a standby that takes the job over when its holder ends or dies (and
+    /// finds it complete if the holder finished it).
+    pub fn standby(mut self, standby: bool) -> Self {
+        self.standby = standby;
+        self
     }
 
     fn failed(&self, e: &mongodb::error::Error) -> StateError {
@@ -205,16 +216,37 @@ impl MongoStore {
     }
 
     async fn claim_job(&self, key: &JobKey) -> Result<JobClaim, StateError> {
-        let token = match self.take(key, None).await? {
-            Some(token) => token,
-            None => {
-                let (busy, dead_holder) = self.busy(key).await?;
-                match dead_holder {
-                    Some(stale) => self.take(key, Some(stale)).await?.ok_or(busy)?,
-                    None => return Err(busy),
+        let mut waiting = false;
+        let token = loop {
+            match self.try_claim(key).await {
+                Ok(token) => break token,
+                Err(busy @ StateError::JobBusy { .. }) if self.standby => {
+                    if !waiting {
+                        tracing::warn!("{busy}: waiting as a standby");
+                        waiting = true;
+                    }
+                    tokio::time::sleep(self.lease / 3).await;
                 }
+                Err(e) => return Err(e),
             }
         };
+        self.hold(key, token).await
+    }
+
+    /// The job's lease if it is free (or its holder is known gone), else `JobBusy`.
+    async fn try_claim(&self, key: &JobKey) -> Result<i64, StateError> {
+        if let Some(token) = self.take(key, None).await? {
+            return Ok(token);
+        }
+        let (busy, gone_holder) = self.busy(key).await?;
+        match gone_holder {
+            Some(stale) => self.take(key, Some(stale)).await?.ok_or(busy),
+            None => Err(busy),
+        }
+    }
+
+    /// Holds the job under `token`: fences earlier holders off and starts the heartbeat.
+    async fn hold(&self, key: &JobKey, token: i64) -> Result<JobClaim, StateError> {
         // Fence off every earlier holder before this run reads or writes the checkpoint.
         self.checkpoints
             .update_one(doc! { "_id": &key.0 }, doc! { "$max": { "fence": token } })
