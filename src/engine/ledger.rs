@@ -195,17 +195,19 @@ impl Ledger {
     ) -> Result<(), CopyError> {
         let moved =
             |a: &Checkpoint, b: &Checkpoint| a.namespaces != b.namespaces || a.sync != b.sync;
-        let mut saved = self.checkpoint(&tasks);
+        // Nothing counts as saved until this task has saved once: the run may have moved the
+        // checkpoint before this task first ran, and that must not pass for saved.
+        let mut saved: Option<Checkpoint> = None;
         loop {
             let stopping = tokio::select! {
                 _ = stop.cancelled() => true,
                 _ = tokio::time::sleep(CHECKPOINT_EVERY) => false,
             };
             let now = self.checkpoint(&tasks);
-            if moved(&now, &saved) || stopping {
+            if saved.as_ref().is_none_or(|saved| moved(&now, saved)) || stopping {
                 sink.sync().await?;
                 self.save(&now).await?;
-                saved = now;
+                saved = Some(now);
             }
             if stopping {
                 return Ok(());

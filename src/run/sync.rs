@@ -200,6 +200,15 @@ impl Follower<'_> {
                 }
                 Step::Quiet { position, since } => {
                     stats.sync.set_quiet();
+                    // A server that gave no position yet (no event, no resume token in its
+                    // reply): everything up to where the sync started is applied, and the
+                    // checkpoint says so (a rerun goes on from there either way).
+                    let position = position.or_else(|| {
+                        sync.applied
+                            .is_none()
+                            .then(|| Position::from_json(&sync.start).ok())
+                            .flatten()
+                    });
                     self.applied(sync, position, 0, &EventCounts::default());
                     if stats.sync.phase() == Some(SyncPhase::CatchingUp) {
                         tracing::info!("caught up with the source: following it live");
