@@ -688,68 +688,28 @@ impl Bench {
             mongo::close(src).await;
             anyhow::Ok(())
         })?;
-        let mut rounds = Vec::new();
-        for round in 1..=self.args.rounds {
-            let (mut after, mut before) = (0.0, 0.0);
-            for first in [round % 2 == 1, round % 2 == 0] {
-                let mode = if first { "after" } else { "before" };
-                let rate = self.indexed_copy_rate(&data, mode)?;
-                if first {
-                    after = rate;
-                } else {
-                    before = rate;
+        self.ab_rounds(
+            "copy with its indexes",
+            [
+                "`--indexes after` (default)",
+                "`--indexes before`",
+                "after / before",
+            ],
+            |bench, after| {
+                let mode = if after { "after" } else { "before" };
+                let (rate, summary) = bench.timed_copy(
+                    serde_json::json!({ "namespaces": [data.to_string()], "indexes": mode }),
+                    bench.args.docs,
+                )?;
+                if summary.schema.indexes_built != 3 {
+                    bail!(
+                        "indexes {mode}: {} indexes built",
+                        summary.schema.indexes_built
+                    );
                 }
-            }
-            println!(
-                "round {round}: indexes after {after:.0} docs/s, before {before:.0} docs/s, after/before {:.2}",
-                after / before
-            );
-            rounds.push((after, before, after / before));
-        }
-        let n = rounds.len();
-        println!();
-        println!("| copy with its indexes (median of {n} rounds) | docs/s |");
-        println!("|---|---:|");
-        println!(
-            "| `--indexes after` (default) | {:.0} |",
-            median(rounds.iter().map(|r| r.0))
-        );
-        println!(
-            "| `--indexes before` | {:.0} |",
-            median(rounds.iter().map(|r| r.1))
-        );
-        println!(
-            "| after / before (median of the rounds' ratios) | {:.2} |",
-            median(rounds.iter().map(|r| r.2))
-        );
-        Ok(())
-    }
-
-    /// docs/s of a whole copy of `data` (documents and indexes) into a fresh destination.
-    fn indexed_copy_rate(&mut self, data: &Namespace, mode: &str) -> Result<f64> {
-        let to = self.fresh_destination()?;
-        let ns = data.to_string();
-        let spec: JobSpec = serde_json::from_value(serde_json::json!({
-            "from": self.from, "to": to, "namespaces": [ns],
-            "workers": self.args.workers, "batch_size": self.args.batch_size, "indexes": mode,
-        }))?;
-        let spec = spec.validate().map_err(|e| anyhow::anyhow!(e))?;
-        self.runtime.block_on(async {
-            let started = Instant::now();
-            let store = Arc::new(mongoferry::state::MemoryStore::default());
-            let summary = copy::prepare(&spec, store)
-                .await?
-                .run(CancellationToken::new())
-                .await?;
-            if summary.schema.indexes_built != 3 || summary.docs != self.args.docs {
-                bail!(
-                    "indexes {mode}: {} docs, {} indexes built",
-                    summary.docs,
-                    summary.schema.indexes_built
-                );
-            }
-            Ok(summary.docs as f64 / started.elapsed().as_secs_f64())
-        })
+                Ok(rate)
+            },
+        )
     }
 
     /// The default strategy's copy without and with a journal, alternating which goes first in
@@ -1091,39 +1051,23 @@ impl Bench {
             mongo::close(src).await;
             anyhow::Ok(())
         })?;
-        let mut rounds = Vec::new();
-        for round in 1..=self.args.rounds {
-            let (mut ids, mut peer) = (0.0, 0.0);
-            for ours in [round % 2 == 1, round % 2 == 0] {
+        self.ab_rounds(
+            "copier",
+            [
+                "`mongoferry copy --strategy ids`",
+                "the seed's design in Python",
+                "ids / seed (goal >= 1.5)",
+            ],
+            |bench, ours| {
                 if ours {
-                    ids = self.ids_copy_rate(&data)?;
+                    let spec =
+                        serde_json::json!({ "namespaces": [data.to_string()], "strategy": "ids" });
+                    Ok(bench.timed_copy(spec, bench.args.docs)?.0)
                 } else {
-                    peer = self.peer_copy_rate(&data)?;
+                    bench.peer_copy_rate(&data)
                 }
-            }
-            println!(
-                "round {round}: ids {ids:.0} docs/s, seed peer {peer:.0} docs/s, ids/peer {:.2}",
-                ids / peer
-            );
-            rounds.push((ids, peer, ids / peer));
-        }
-        let n = rounds.len();
-        println!();
-        println!("| copier (median of {n} rounds) | docs/s |");
-        println!("|---|---:|");
-        println!(
-            "| `mongoferry copy --strategy ids` | {:.0} |",
-            median(rounds.iter().map(|r| r.0))
-        );
-        println!(
-            "| the seed's design in Python | {:.0} |",
-            median(rounds.iter().map(|r| r.1))
-        );
-        println!(
-            "| ids / seed (median of the rounds' ratios; goal >= 1.5) | {:.2} |",
-            median(rounds.iter().map(|r| r.2))
-        );
-        Ok(())
+            },
+        )
     }
 
     /// One reader against `--readers-n`, copying `--readers-collections` collections.
@@ -1155,52 +1099,79 @@ impl Bench {
             mongo::close(src).await;
             anyhow::Ok(())
         })?;
+        let namespaces: Vec<String> = (0..colls).map(|i| format!("bench.multi{i}")).collect();
+        self.ab_rounds(
+            &format!("{colls} collections copied whole"),
+            [
+                &format!("`--readers {n}`"),
+                "`--readers 1` (default)",
+                &format!("{n} readers / 1"),
+            ],
+            |bench, many| {
+                let readers = if many { n } else { 1 };
+                let spec = serde_json::json!({ "namespaces": namespaces, "readers": readers });
+                Ok(bench.timed_copy(spec, bench.args.docs * colls as u64)?.0)
+            },
+        )
+    }
+
+    /// `--rounds` rounds of two measurements in docs/s, `a` (`measure(bench, true)`) and `b`,
+    /// alternating which goes first; prints each round, then a table of the medians: `labels`
+    /// names `a`, `b` and their ratio `a / b` (the median of the rounds' ratios).
+    fn ab_rounds(
+        &mut self,
+        title: &str,
+        labels: [&str; 3],
+        mut measure: impl FnMut(&mut Self, bool) -> Result<f64>,
+    ) -> Result<()> {
+        let [a_label, b_label, ratio_label] = labels;
         let mut rounds = Vec::new();
         for round in 1..=self.args.rounds {
-            let (mut one, mut many) = (0.0, 0.0);
-            for single in [round % 2 == 1, round % 2 == 0] {
-                let rate = self.readers_copy_rate(if single { 1 } else { n }, colls)?;
-                if single {
-                    one = rate;
+            let (mut a, mut b) = (0.0, 0.0);
+            for first in [round % 2 == 1, round % 2 == 0] {
+                if first {
+                    a = measure(self, true)?;
                 } else {
-                    many = rate;
+                    b = measure(self, false)?;
                 }
             }
             println!(
-                "round {round}: 1 reader {one:.0} docs/s, {n} readers {many:.0} docs/s, {n}/1 {:.2}",
-                many / one
+                "round {round}: {a_label} {a:.0} docs/s, {b_label} {b:.0} docs/s, {ratio_label} {:.2}",
+                a / b
             );
-            rounds.push((one, many, many / one));
+            rounds.push((a, b, a / b));
         }
-        let count = rounds.len();
+        let n = rounds.len();
         println!();
-        println!("| {colls} collections copied whole (median of {count} rounds) | docs/s |");
+        println!("| {title} (median of {n} rounds) | docs/s |");
         println!("|---|---:|");
+        println!("| {a_label} | {:.0} |", median(rounds.iter().map(|r| r.0)));
+        println!("| {b_label} | {:.0} |", median(rounds.iter().map(|r| r.1)));
         println!(
-            "| `--readers 1` (default) | {:.0} |",
-            median(rounds.iter().map(|r| r.0))
-        );
-        println!(
-            "| `--readers {n}` | {:.0} |",
-            median(rounds.iter().map(|r| r.1))
-        );
-        println!(
-            "| {n} readers / 1 (median of the rounds' ratios) | {:.2} |",
+            "| {ratio_label} (median of the rounds' ratios) | {:.2} |",
             median(rounds.iter().map(|r| r.2))
         );
         Ok(())
     }
 
-    /// docs/s of a copy of the `bench.multi*` collections with `readers` into a fresh destination.
-    fn readers_copy_rate(&mut self, readers: usize, colls: usize) -> Result<f64> {
+    /// docs/s of an in-process copy into a fresh destination of the spec `fields` give (with
+    /// the bench's workers and batch size), which must copy `expected` documents; and its
+    /// summary.
+    fn timed_copy(
+        &mut self,
+        fields: serde_json::Value,
+        expected: u64,
+    ) -> Result<(f64, copy::CopySummary)> {
         let to = self.fresh_destination()?;
-        let spec: JobSpec = serde_json::from_value(serde_json::json!({
+        let mut spec = serde_json::json!({
             "from": self.from, "to": to,
-            "namespaces": (0..colls).map(|i| format!("bench.multi{i}")).collect::<Vec<_>>(),
-            "workers": self.args.workers, "batch_size": self.args.batch_size, "readers": readers,
-        }))?;
+            "workers": self.args.workers, "batch_size": self.args.batch_size,
+        });
+        spec.as_object_mut()
+            .context("a spec object")?
+            .extend(fields.as_object().context("spec fields")?.clone());
+        let spec: JobSpec = serde_json::from_value(spec)?;
         let spec = spec.validate().map_err(|e| anyhow::anyhow!(e))?;
-        let expected = self.args.docs * colls as u64;
         self.runtime.block_on(async {
             let started = Instant::now();
             let store = Arc::new(mongoferry::state::MemoryStore::default());
@@ -1210,36 +1181,9 @@ impl Bench {
                 .await?;
             let secs = started.elapsed().as_secs_f64();
             if summary.docs != expected {
-                bail!(
-                    "readers {readers}: copied {} of {expected} docs",
-                    summary.docs
-                );
+                bail!("copied {} of {expected} docs", summary.docs);
             }
-            Ok(expected as f64 / secs)
-        })
-    }
-
-    /// docs/s of an in-process `--strategy ids` copy of `data` into a fresh destination.
-    fn ids_copy_rate(&mut self, data: &Namespace) -> Result<f64> {
-        let to = self.fresh_destination()?;
-        let spec: JobSpec = serde_json::from_value(serde_json::json!({
-            "from": self.from, "to": to, "namespaces": [data.to_string()],
-            "workers": self.args.workers, "batch_size": self.args.batch_size, "strategy": "ids",
-        }))?;
-        let spec = spec.validate().map_err(|e| anyhow::anyhow!(e))?;
-        let expected = self.args.docs;
-        self.runtime.block_on(async {
-            let started = Instant::now();
-            let store = Arc::new(mongoferry::state::MemoryStore::default());
-            let summary = copy::prepare(&spec, store)
-                .await?
-                .run(CancellationToken::new())
-                .await?;
-            let secs = started.elapsed().as_secs_f64();
-            if summary.docs != expected {
-                bail!("ids: copied {} of {expected} docs", summary.docs);
-            }
-            Ok(expected as f64 / secs)
+            Ok((expected as f64 / secs, summary))
         })
     }
 
