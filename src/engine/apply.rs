@@ -76,6 +76,8 @@ pub struct Chunk {
     pub last_secs: u32,
     /// The position after the last event gathered (ignored ones too).
     pub end: Option<Position>,
+    /// When its first change was gathered.
+    started: Option<Instant>,
 }
 
 impl Chunk {
@@ -164,7 +166,6 @@ pub async fn gather(
 ) {
     let sync = &stats.sync;
     let mut chunk = Chunk::default();
-    let mut started: Option<Instant> = None;
     loop {
         let asked = Instant::now();
         let next = tokio::select! {
@@ -175,7 +176,6 @@ pub async fn gather(
             Err(e) => Err(e),
             // Quiet: what was gathered goes now, then the position.
             Ok(None) => {
-                started = None;
                 if !chunk.is_empty() && !send(&steps, Ok(Step::Changes(take(&mut chunk)))).await {
                     return;
                 }
@@ -189,7 +189,6 @@ pub async fn gather(
                 let was_empty = chunk.is_empty();
                 match gathered(&mut chunk, event, &route) {
                     Some(schema) => {
-                        started = None;
                         if !chunk.is_empty()
                             && !send(&steps, Ok(Step::Changes(take(&mut chunk)))).await
                         {
@@ -201,15 +200,14 @@ pub async fn gather(
                     None => {
                         if was_empty && !chunk.is_empty() {
                             sync.read(made_ms);
-                            started = Some(Instant::now());
+                            chunk.started = Some(Instant::now());
                         }
-                        let waited = started.is_some_and(|t| t.elapsed() >= limits.wait);
+                        let waited = chunk.started.is_some_and(|t| t.elapsed() >= limits.wait);
                         if !chunk.is_empty()
                             && (chunk.len() >= limits.changes
                                 || chunk.bytes >= limits.bytes
                                 || waited)
                         {
-                            started = None;
                             Ok(Step::Changes(take(&mut chunk)))
                         } else {
                             continue;

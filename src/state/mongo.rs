@@ -191,13 +191,13 @@ impl MongoStore {
             .map_err(|e| self.failed(&e))?
             .unwrap_or_default();
         let holder = claim.get_str("holder").unwrap_or("another process");
-        let given_back = claim.get_str("instance") == Ok(self.instance.as_str())
-            && !self.held.lock().contains_key(key);
+        let ours = claim.get_str("instance") == Ok(self.instance.as_str());
+        let given_back = ours && !self.held.lock().contains_key(key);
         let dead = claim.get_str("host").is_ok_and(|h| h == host_name())
             && claim
                 .get_i64("pid")
                 .is_ok_and(|pid| pid != i64::from(std::process::id()) && !process_runs(pid));
-        let holder = if claim.get_str("instance") == Ok(self.instance.as_str()) {
+        let holder = if ours {
             " in this process".to_string()
         } else {
             let left = claim
