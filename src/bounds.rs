@@ -65,6 +65,13 @@ pub const READERS: Bound<usize> = Bound {
     unit: "readers",
 };
 
+/// Documents per partition (0: never partition).
+pub const PARTITION_DOCS: Bound<u64> = Bound {
+    field: "partition_docs",
+    range: 0..=1_000_000_000_000,
+    unit: "documents",
+};
+
 pub const BATCH_SIZE: Bound<usize> = Bound {
     field: "batch_size",
     range: 1..=100_000,

@@ -212,8 +212,10 @@ pub struct CopySpec {
     pub namespaces: Vec<NsMapping>,
     pub filter: Option<Document>,
     pub workers: usize,
-    /// Namespaces read at once.
+    /// Namespaces (or partitions) read at once.
     pub readers: usize,
+    /// Documents per partition: larger namespaces are read in `_id` ranges (`None`: whole).
+    pub partition_docs: Option<u64>,
     pub batch_size: usize,
     pub strategy: Strategy,
     pub mode: Mode,
@@ -392,6 +394,12 @@ pub struct JobSpec {
     #[arg(long)]
     #[serde(default)]
     pub readers: Option<usize>,
+    /// Split collections larger than this many documents into `_id` ranges (partitions) that
+    /// the readers read at once, each with its own checkpoint; 0 never splits [default: none
+    /// with one reader, 1000000 with several].
+    #[arg(long)]
+    #[serde(default)]
+    pub partition_docs: Option<u64>,
     /// Documents per batch [default: 500].
     #[arg(long)]
     #[serde(default)]
@@ -575,6 +583,13 @@ impl JobSpec {
         problems.extend(bounds::WORKERS.problem(workers));
         let readers = self.readers.unwrap_or(1);
         problems.extend(bounds::READERS.problem(readers));
+        problems.extend(bounds::PARTITION_DOCS.problem_opt(self.partition_docs));
+        // Partitions only pay with several readers to read them at once.
+        let partition_docs = match self.partition_docs {
+            Some(0) => None,
+            Some(n) => Some(n),
+            None => (readers > 1).then_some(crate::engine::partition::DEFAULT_PARTITION_DOCS),
+        };
         let batch_size = self.batch_size.unwrap_or(DEFAULT_BATCH_SIZE);
         problems.extend(bounds::BATCH_SIZE.problem(batch_size));
         let memory_limit = self
@@ -617,6 +632,7 @@ impl JobSpec {
             filter,
             workers,
             readers,
+            partition_docs,
             batch_size,
             strategy: self.strategy.unwrap_or_default(),
             mode,

@@ -90,6 +90,11 @@ impl Watermark {
         }
     }
 
+    /// Documents below the watermark, earlier runs included.
+    pub fn done(&self) -> u64 {
+        self.done
+    }
+
     /// The namespace's checkpoint as of now.
     pub fn checkpoint(&self, complete: bool) -> NsCheckpoint {
         NsCheckpoint {

@@ -21,6 +21,7 @@ pub mod apply;
 pub mod budget;
 pub mod control;
 pub mod ledger;
+pub mod partition;
 pub mod queue;
 pub mod sink;
 pub mod source;
@@ -256,7 +257,12 @@ impl Engine {
                     _ = first_batch.wait_for(|queued| *queued) => {}
                     _ = cancel.cancelled() => return (Role::Counter, Ok(())),
                 }
+                // Partitions of one namespace share its count.
+                let mut counted = std::collections::HashSet::new();
                 for task in tasks {
+                    if !counted.insert(task.key_of_namespace()) || task.counters.is_counted() {
+                        continue;
+                    }
                     match source.count(&task.source).await {
                         Ok(n) => task.counters.set_expected(n),
                         Err(e) => tracing::debug!("cannot count {}: {e}", task.source),
@@ -281,19 +287,17 @@ impl Engine {
                             return Err(CopyError::Stopped);
                         }
                         sink.prepare(&task.destination).await?;
+                        task.mark_reading();
                         source.produce(&task, batch_size, sender).await?;
                         task.mark_produced();
                         Ok(())
                     }
                 };
-                let produce = futures::stream::iter(
-                    tasks
-                        .into_iter()
-                        .filter(|task| !task.counters.is_finished()),
-                )
-                .map(read)
-                .buffer_unordered(readers)
-                .try_collect::<()>();
+                let produce =
+                    futures::stream::iter(tasks.into_iter().filter(|task| !task.is_finished()))
+                        .map(read)
+                        .buffer_unordered(readers)
+                        .try_collect::<()>();
                 (Role::Producer, produce.await)
             });
         }

@@ -15,24 +15,33 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use super::budget::Budget;
 use super::ledger::Watermark;
+use super::partition::Part;
 use super::sink::Write;
-use crate::engine::stats::{JobStats, NsCounters};
+use crate::engine::stats::{JobStats, NsCounters, PartProgress};
 use crate::mongo::Namespace;
 use crate::state::NsCheckpoint;
 
-/// One namespace pair being copied, shared by the producer and the workers.
+/// One namespace pair being copied, or one partition of it (an `_id` range), shared by the
+/// producer and the workers.
 #[derive(Debug)]
 pub struct NsTask {
     pub source: Namespace,
     pub destination: Namespace,
     pub counters: Arc<NsCounters>,
+    /// The `_id` range read, when the namespace is partitioned.
+    pub part: Option<Part>,
     /// Batches produced but not yet written.
     outstanding: AtomicU64,
     /// Set when the producer has queued the namespace's last batch.
     produced: AtomicBool,
-    /// Where an earlier run's checkpoint left off: the producer reads only what sorts after.
+    /// Set once every batch is written: counted once in the namespace's counters.
+    finished: AtomicBool,
+    /// Where an earlier run's checkpoint left off (or the partition starts): the producer reads
+    /// only what sorts after.
     pub resume_after: Option<RawBson>,
     watermark: Mutex<Watermark>,
+    /// The partition's progress, as the dashboard shows it.
+    progress: Option<Arc<PartProgress>>,
 }
 
 impl NsTask {
@@ -41,14 +50,18 @@ impl NsTask {
             source: counters.source.clone(),
             destination: counters.destination.clone(),
             counters,
+            part: None,
             outstanding: AtomicU64::new(0),
             produced: AtomicBool::new(false),
+            finished: AtomicBool::new(false),
             resume_after: None,
             watermark: Mutex::default(),
+            progress: None,
         }
     }
 
-    /// A task that continues from an earlier run's checkpoint (`None`: from the start).
+    /// A task that continues from an earlier run's checkpoint (`None`: from the start). A
+    /// checkpoint of a partition gives the task its range.
     pub fn resuming(
         counters: Arc<NsCounters>,
         from: Option<&NsCheckpoint>,
@@ -57,10 +70,13 @@ impl NsTask {
         let Some(checkpoint) = from else {
             return Ok(task);
         };
+        if let Some(part) = &checkpoint.part {
+            task = task.within(Part::from_checkpoint(part)?);
+        }
         task.carry(checkpoint);
         if checkpoint.complete {
             task.mark_produced();
-        } else {
+        } else if checkpoint.after.is_some() {
             task.resume_after = checkpoint.after_id()?;
         }
         task.watermark
@@ -69,24 +85,68 @@ impl NsTask {
         Ok(task)
     }
 
+    /// The task of one partition of the namespace: it reads after `part.lower` up to
+    /// `part.upper`.
+    pub fn within(mut self, part: Part) -> Self {
+        self.resume_after = part.lower.clone();
+        self.watermark
+            .get_mut()
+            .resume_at(self.resume_after.clone());
+        let progress = Arc::new(PartProgress::new(part.index));
+        self.counters.add_part(progress.clone());
+        self.progress = Some(progress);
+        self.part = Some(part);
+        self
+    }
+
+    /// Where the task's range ends (`None`: at the end of the namespace).
+    pub fn upper(&self) -> Option<&RawBson> {
+        self.part.as_ref().and_then(|p| p.upper.as_ref())
+    }
+
     /// Counts what the earlier runs did: written (skipped now) and refused (still failed).
     fn carry(&self, checkpoint: &NsCheckpoint) {
         let failed = checkpoint.failed.min(checkpoint.done);
-        self.counters.set_skipped(checkpoint.done - failed);
+        self.counters.add_skipped(checkpoint.done - failed);
         self.counters.add_failed(failed);
         self.watermark.lock().carry(checkpoint.done, failed);
+        if let Some(progress) = &self.progress {
+            progress.set_done(checkpoint.done);
+        }
     }
 
-    /// The durable position of this namespace right now.
+    /// Every batch of the task is written.
+    pub fn is_finished(&self) -> bool {
+        self.finished.load(SeqCst)
+    }
+
+    /// The producer starts reading the task.
+    pub fn mark_reading(&self) {
+        if let Some(progress) = &self.progress {
+            progress.mark_reading();
+        }
+    }
+
+    /// The durable position of this namespace (or partition) right now.
     pub fn checkpoint(&self) -> NsCheckpoint {
-        self.watermark
-            .lock()
-            .checkpoint(self.counters.is_finished())
+        NsCheckpoint {
+            part: self.part.as_ref().map(Part::checkpoint),
+            ..self.watermark.lock().checkpoint(self.is_finished())
+        }
     }
 
-    /// The checkpoint's key: `"src.coll -> dst.coll"`.
-    pub fn key(&self) -> String {
+    /// The checkpoint key of the whole namespace: `"src.coll -> dst.coll"`.
+    pub fn key_of_namespace(&self) -> String {
         format!("{} -> {}", self.source, self.destination)
+    }
+
+    /// The checkpoint's key: the namespace's, and a partition's number after it.
+    pub fn key(&self) -> String {
+        let key = self.key_of_namespace();
+        match &self.part {
+            None => key,
+            Some(part) => part.key(&key),
+        }
     }
 
     /// One task per namespace counted in `stats`, in order.
@@ -111,16 +171,27 @@ impl NsTask {
 
     fn batch_written(&self, seq: u64, last_id: RawBson, docs: u64, failed: u64) {
         // The watermark moves before the task can count as finished.
-        self.watermark
-            .lock()
-            .acknowledge(seq, last_id, docs, failed);
+        let done = {
+            let mut watermark = self.watermark.lock();
+            watermark.acknowledge(seq, last_id, docs, failed);
+            watermark.done()
+        };
+        if let Some(progress) = &self.progress {
+            progress.set_done(done);
+        }
         self.outstanding.fetch_sub(1, SeqCst);
         self.finish_if_done();
     }
 
     fn finish_if_done(&self) {
-        if self.produced.load(SeqCst) && self.outstanding.load(SeqCst) == 0 {
-            self.counters.mark_finished();
+        if self.produced.load(SeqCst)
+            && self.outstanding.load(SeqCst) == 0
+            && !self.finished.swap(true, SeqCst)
+        {
+            if let Some(progress) = &self.progress {
+                progress.mark_complete();
+            }
+            self.counters.part_finished();
         }
     }
 }

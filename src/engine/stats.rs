@@ -30,6 +30,70 @@ pub struct NsCounters {
     /// Documents the destination refused (kept as dead letters).
     failed: AtomicU64,
     finished: AtomicBool,
+    /// The namespace's partitions, when it is read in `_id` ranges (empty: read whole).
+    parts: Mutex<Vec<Arc<PartProgress>>>,
+}
+
+/// Where one partition of a namespace stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PartState {
+    /// Not read yet.
+    Waiting,
+    /// Being read and written.
+    Reading,
+    /// Every document of its range is written.
+    Complete,
+}
+
+/// Progress of one partition (an `_id` range) of a namespace.
+#[derive(Debug)]
+pub struct PartProgress {
+    index: u32,
+    /// Documents written below its watermark, earlier runs included.
+    done: AtomicU64,
+    state: Mutex<PartState>,
+}
+
+impl PartProgress {
+    pub fn new(index: u32) -> Self {
+        PartProgress {
+            index,
+            done: AtomicU64::new(0),
+            state: Mutex::new(PartState::Waiting),
+        }
+    }
+
+    pub fn set_done(&self, done: u64) {
+        self.done.store(done, Relaxed);
+    }
+
+    pub fn mark_reading(&self) {
+        let mut state = self.state.lock();
+        if *state == PartState::Waiting {
+            *state = PartState::Reading;
+        }
+    }
+
+    pub fn mark_complete(&self) {
+        *self.state.lock() = PartState::Complete;
+    }
+
+    fn snapshot(&self) -> PartSnapshot {
+        PartSnapshot {
+            index: self.index,
+            done: self.done.load(Relaxed),
+            state: *self.state.lock(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct PartSnapshot {
+    pub index: u32,
+    /// Documents written in the partition's range, earlier runs included.
+    pub done: u64,
+    pub state: PartState,
 }
 
 impl NsCounters {
@@ -43,6 +107,21 @@ impl NsCounters {
             skipped: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             finished: AtomicBool::new(false),
+            parts: Mutex::default(),
+        }
+    }
+
+    /// Reads the namespace in partitions, this one among them.
+    pub fn add_part(&self, part: Arc<PartProgress>) {
+        self.parts.lock().push(part);
+    }
+
+    /// A task of this namespace is written: the whole namespace, or one of its partitions
+    /// (marked complete before), finishing the namespace once all are.
+    pub fn part_finished(&self) {
+        let parts = self.parts.lock();
+        if parts.iter().all(|p| *p.state.lock() == PartState::Complete) {
+            self.mark_finished();
         }
     }
 
@@ -50,13 +129,19 @@ impl NsCounters {
         self.expected.store(n, Relaxed);
     }
 
+    /// The documents to copy are counted already (a partitioned namespace is counted to be
+    /// split).
+    pub fn is_counted(&self) -> bool {
+        self.expected.load(Relaxed) != UNKNOWN
+    }
+
     pub fn add_written(&self, docs: u64, bytes: u64) {
         self.docs.fetch_add(docs, Relaxed);
         self.bytes.fetch_add(bytes, Relaxed);
     }
 
-    pub fn set_skipped(&self, n: u64) {
-        self.skipped.store(n, Relaxed);
+    pub fn add_skipped(&self, n: u64) {
+        self.skipped.fetch_add(n, Relaxed);
     }
 
     pub fn add_failed(&self, docs: u64) {
@@ -73,6 +158,7 @@ impl NsCounters {
 
     /// For another pass over the namespace (a move): not finished, nothing expected yet.
     pub fn reopen(&self) {
+        self.parts.lock().clear();
         self.finished.store(false, Relaxed);
         self.expected.store(UNKNOWN, Relaxed);
     }
@@ -96,6 +182,7 @@ impl NsCounters {
             bytes: self.bytes.load(Relaxed),
             finished,
             docs_per_sec: rate(docs, elapsed),
+            partitions: self.parts.lock().iter().map(|p| p.snapshot()).collect(),
         }
     }
 }
@@ -756,6 +843,8 @@ pub struct NsSnapshot {
     pub bytes: u64,
     pub finished: bool,
     pub docs_per_sec: f64,
+    /// The namespace's `_id` ranges, when it is read in partitions (empty: read whole).
+    pub partitions: Vec<PartSnapshot>,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]

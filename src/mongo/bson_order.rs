@@ -62,68 +62,109 @@ const TYPE_ALIASES: [(ElementType, &str); 21] = [
     (ElementType::MaxKey, "maxKey"),
 ];
 
+/// How a query can bound the `_id`s on one side of a value.
+enum Bound {
+    /// NaN sorts before every other number, but `$gt: NaN` matches nothing.
+    NaN,
+    /// A value range operators compare with (`$gt`, `$lte`), within its type bracket.
+    Comparable(Bson),
+    /// A type whose values cannot bound a range (regex, code): its whole bracket goes after.
+    WholeBracket,
+    /// A type with one value (null, MinKey, MaxKey, undefined).
+    Singleton,
+}
+
+impl Bound {
+    fn of(value: &RawBson) -> Self {
+        match value.element_type() {
+            ElementType::MinKey
+            | ElementType::MaxKey
+            | ElementType::Null
+            | ElementType::Undefined => Bound::Singleton,
+            ElementType::RegularExpression
+            | ElementType::DbPointer
+            | ElementType::JavaScriptCode
+            | ElementType::JavaScriptCodeWithScope => Bound::WholeBracket,
+            _ if is_nan(value) => Bound::NaN,
+            // Not expected for a value read from a server; the whole bracket instead.
+            _ => Bson::try_from(value.clone()).map_or(Bound::WholeBracket, Bound::Comparable),
+        }
+    }
+}
+
+fn is_nan(value: &RawBson) -> bool {
+    match value {
+        RawBson::Double(f) => f.is_nan(),
+        RawBson::Decimal128(d) => d.to_string().to_ascii_lowercase().contains("nan"),
+        _ => false,
+    }
+}
+
+/// `$type` aliases of the types whose rank passes `keep`.
+fn brackets(keep: impl Fn(i32) -> bool) -> Vec<Bson> {
+    TYPE_ALIASES
+        .iter()
+        .filter(|(ty, _)| keep(type_rank(*ty)))
+        .map(|(_, alias)| Bson::String(alias.to_string()))
+        .collect()
+}
+
+/// `{$or: branches}`, leaving out an empty `$type` list.
+fn any_of(branches: Vec<Document>) -> Document {
+    let mut branches: Vec<Document> = branches
+        .into_iter()
+        .filter(|b| {
+            b.get_document("_id")
+                .ok()
+                .and_then(|id| id.get_array("$type").ok())
+                .is_none_or(|types| !types.is_empty())
+        })
+        .collect();
+    match branches.len() {
+        0 => doc! { "_id": { "$exists": false } },
+        1 => branches.remove(0),
+        _ => doc! { "$or": branches },
+    }
+}
+
 /// A query matching every document whose `_id` sorts after `last`, across type brackets.
 ///
 /// Brackets where a range predicate is refused or meaningless (regex, code, singletons such as
 /// null) are matched whole from `last`'s bracket on: some documents are copied again, which the
 /// idempotent sink makes harmless, and none is skipped.
 pub fn after(last: &RawBson) -> Document {
-    let t = last.element_type();
-    let rank = type_rank(t);
-    let comparable = !matches!(
-        t,
-        ElementType::MinKey
-            | ElementType::MaxKey
-            | ElementType::Null
-            | ElementType::Undefined
-            | ElementType::RegularExpression
-            | ElementType::DbPointer
-            | ElementType::JavaScriptCode
-            | ElementType::JavaScriptCodeWithScope
-    );
-    let singleton = matches!(
-        t,
-        ElementType::MinKey | ElementType::MaxKey | ElementType::Null | ElementType::Undefined
-    );
-    let later = |include_own: bool| -> Vec<Bson> {
-        TYPE_ALIASES
-            .iter()
-            .filter(|(ty, _)| {
-                let r = type_rank(*ty);
-                r > rank || (include_own && r == rank)
-            })
-            .map(|(_, alias)| Bson::String(alias.to_string()))
-            .collect()
-    };
-    let mut branches = Vec::new();
-    // NaN sorts before every other number, but `$gt: NaN` matches nothing: after a NaN come
-    // all the other numbers.
-    let nan = match last {
-        RawBson::Double(f) => f.is_nan(),
-        RawBson::Decimal128(d) => d.to_string().to_ascii_lowercase().contains("nan"),
-        _ => false,
-    };
-    if nan {
-        branches.push(doc! { "_id": { "$gte": f64::NEG_INFINITY } });
-        let rest = later(false);
-        if !rest.is_empty() {
-            branches.push(doc! { "_id": { "$type": rest } });
-        }
-        return doc! { "$or": branches };
+    let rank = type_rank(last.element_type());
+    let later = doc! { "_id": { "$type": brackets(|r| r > rank) } };
+    match Bound::of(last) {
+        // After a NaN come all the other numbers.
+        Bound::NaN => any_of(vec![doc! { "_id": { "$gte": f64::NEG_INFINITY } }, later]),
+        Bound::Comparable(value) => any_of(vec![doc! { "_id": { "$gt": value } }, later]),
+        Bound::WholeBracket => type_filter(brackets(|r| r >= rank)),
+        Bound::Singleton => type_filter(brackets(|r| r > rank)),
     }
-    if comparable {
-        match Bson::try_from(last.clone()) {
-            Ok(value) => branches.push(doc! { "_id": { "$gt": value } }),
-            // Not expected for a value read from a server; fall back to the whole bracket.
-            Err(_) => return type_filter(later(true)),
+}
+
+/// A query matching every document whose `_id` does not sort after `last`: exactly the
+/// documents [`after`] leaves out, so the ranges `(a, b]` that
+/// `{$and: [after(a), up_to(b)]}` selects cover a collection once between them, whatever the
+/// types of its `_id`s (partitions are built this way).
+pub fn up_to(last: &RawBson) -> Document {
+    let rank = type_rank(last.element_type());
+    let earlier = doc! { "_id": { "$type": brackets(|r| r < rank) } };
+    // `$lte` never matches a NaN, which sorts first among numbers.
+    let nan = doc! { "_id": f64::NAN };
+    match Bound::of(last) {
+        Bound::NaN => any_of(vec![nan, earlier]),
+        Bound::Comparable(value) => {
+            let mut branches = vec![doc! { "_id": { "$lte": value } }, earlier];
+            if rank == type_rank(ElementType::Double) {
+                branches.push(nan);
+            }
+            any_of(branches)
         }
-        let rest = later(false);
-        if !rest.is_empty() {
-            branches.push(doc! { "_id": { "$type": rest } });
-        }
-        return doc! { "$or": branches };
+        Bound::WholeBracket => type_filter(brackets(|r| r < rank)),
+        Bound::Singleton => type_filter(brackets(|r| r <= rank)),
     }
-    type_filter(later(!singleton))
 }
 
 fn type_filter(types: Vec<Bson>) -> Document {

@@ -23,10 +23,11 @@ use super::verify::{verify_all, Comparison, VerifyReport};
 use crate::engine::apply::{Applier, ChunkLimits, CHUNK_WAIT};
 use crate::engine::budget::Budget;
 use crate::engine::control::throttle::Throttle;
+use crate::engine::partition::{self, Part};
 use crate::engine::sink::{Journaled, Moving, MAX_DOCUMENT_BYTES};
 use crate::engine::source::mongo::FETCHES_AT_ONCE;
 use crate::engine::stats::{
-    JobStats, MoveProgress, NsSnapshot, SchemaProgress, SyncPhase, SyncProgress,
+    JobStats, MoveProgress, NsCounters, NsSnapshot, SchemaProgress, SyncPhase, SyncProgress,
 };
 use crate::engine::{
     Adaptive, Control, CopyError, Engine, Ledger, MongoSink, MongoSource, NsTask, Sink, Source,
@@ -193,7 +194,12 @@ pub async fn prepare(
         let claim = store.claim(&key).await?;
         let checkpoint = load_checkpoint(spec, &key, &store).await?;
         let sync = checkpoint.as_ref().and_then(|c| c.sync.clone());
-        let (tasks, resumed) = tasks_from(&stats, checkpoint.as_ref(), &store)?;
+        let layout = Layout {
+            source: &source,
+            filter: spec.filter.as_ref(),
+            partition_docs: spec.partition_docs,
+        };
+        let (tasks, resumed) = layout.tasks(&stats, checkpoint.as_ref(), &store).await?;
         let limit = max_document_bytes(&destination).await;
         // Opened last, so that a copy that cannot start leaves no run in the journal.
         let journal = match &spec.journal {
@@ -322,7 +328,7 @@ impl PreparedCopy {
     }
 
     pub async fn run(mut self, cancel: CancellationToken) -> Result<CopySummary, CopyError> {
-        let already_complete = self.tasks.iter().all(|t| t.counters.is_finished());
+        let already_complete = self.tasks.iter().all(|t| t.is_finished());
         // The journal is a layer around the destination: it sees every batch the destination
         // acknowledged, and checkpoints wait for it to be durable. The engine does not know.
         let journal = self.journal.take().map(JournalWriter::start);
@@ -554,27 +560,93 @@ impl PreparedCopy {
     }
 }
 
-/// One task per namespace, continuing from `checkpoint` where it has one; `true` if any does.
-fn tasks_from(
-    stats: &JobStats,
-    checkpoint: Option<&Checkpoint>,
-    store: &Arc<dyn StateStore>,
-) -> Result<(Vec<Arc<NsTask>>, bool), CopyError> {
-    let mut resumed = false;
-    let mut tasks = Vec::new();
-    for counters in &stats.namespaces {
-        let key = format!("{} -> {}", counters.source, counters.destination);
-        let from = checkpoint.and_then(|c| c.namespaces.get(&key));
-        let task = NsTask::resuming(counters.clone(), from).map_err(|reason| {
-            CopyError::from(crate::state::StateError::Corrupt {
-                path: store.location().into(),
-                reason: format!("checkpoint of {key}: {reason}"),
-            })
-        })?;
-        resumed |= task.resume_after.is_some() || task.counters.is_finished();
-        tasks.push(Arc::new(task));
+/// How a job's namespaces are read: each whole, or in partitions.
+struct Layout<'a> {
+    source: &'a Client,
+    filter: Option<&'a Document>,
+    /// Namespaces of more documents are split into partitions of about this many.
+    partition_docs: Option<u64>,
+}
+
+impl Layout<'_> {
+    /// The tasks of every namespace, continuing from `checkpoint` where it has an entry (the
+    /// partitions it names, or the whole namespace), else new; `true` if any continues.
+    async fn tasks(
+        &self,
+        stats: &JobStats,
+        checkpoint: Option<&Checkpoint>,
+        store: &Arc<dyn StateStore>,
+    ) -> Result<(Vec<Arc<NsTask>>, bool), CopyError> {
+        let mut resumed = false;
+        let mut tasks = Vec::new();
+        for counters in &stats.namespaces {
+            let key = format!("{} -> {}", counters.source, counters.destination);
+            let kept: Vec<_> = checkpoint
+                .into_iter()
+                .flat_map(|c| &c.namespaces)
+                .filter(|(k, _)| **k == key || Part::is_key_of(k, &key))
+                .collect();
+            if kept.is_empty() {
+                tasks.extend(self.split(counters).await?.into_iter().map(Arc::new));
+                continue;
+            }
+            for (key, from) in kept {
+                let task = NsTask::resuming(counters.clone(), Some(from)).map_err(|reason| {
+                    CopyError::from(crate::state::StateError::Corrupt {
+                        path: store.location().into(),
+                        reason: format!("checkpoint of {key}: {reason}"),
+                    })
+                })?;
+                resumed |= from.after.is_some() || from.complete;
+                tasks.push(Arc::new(task));
+            }
+        }
+        Ok((tasks, resumed))
     }
-    Ok((tasks, resumed))
+
+    /// A new namespace's tasks: one, or its partitions when it holds more than a partition's
+    /// documents. A namespace that cannot be split (its count or sample fails) is read whole.
+    async fn split(&self, counters: &Arc<NsCounters>) -> Result<Vec<NsTask>, CopyError> {
+        let whole = || Ok(vec![NsTask::new(counters.clone())]);
+        let Some(target) = self.partition_docs else {
+            return whole();
+        };
+        let ns = &counters.source;
+        let collection = self
+            .source
+            .database(&ns.db)
+            .collection::<Document>(&ns.coll);
+        let counted = match self.filter {
+            None => collection.estimated_document_count().await,
+            Some(filter) => collection.count_documents(filter.clone()).await,
+        };
+        let docs = match counted {
+            Ok(docs) => docs,
+            Err(e) => {
+                tracing::warn!("{ns}: cannot count, read whole: {}", describe(&e));
+                return whole();
+            }
+        };
+        counters.set_expected(docs);
+        let parts = partition::parts_for(docs, target);
+        if parts <= 1 {
+            return whole();
+        }
+        let filter = self.filter.cloned().unwrap_or_default();
+        let points = match partition::split_points(self.source, ns, &filter, parts).await {
+            Ok(points) => points,
+            Err(e) => {
+                tracing::warn!("{ns}: cannot split, read whole: {e}");
+                return whole();
+            }
+        };
+        let parts = Part::between(&points);
+        tracing::info!("{ns}: {docs} documents, read in {} partitions", parts.len());
+        Ok(parts
+            .into_iter()
+            .map(|part| NsTask::new(counters.clone()).within(part))
+            .collect())
+    }
 }
 
 /// The job's key and description: what it selects (excludes too, as `!pattern`) and how.

@@ -150,30 +150,53 @@ pub struct NsCheckpoint {
     /// Of those, the documents the destination refused (kept as dead letters).
     #[serde(default)]
     pub failed: u64,
-    /// Every document of the namespace is written.
+    /// Every document of the namespace (or partition) is written.
     pub complete: bool,
+    /// The `_id` range of a partition: the entry covers only it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<PartCheckpoint>,
+}
+
+/// Which `_id` range of its namespace a partition covers: after `lower` (from the start when
+/// `None`), up to and including `upper` (to the end when `None`); `_id`s in canonical Extended
+/// JSON. Kept so that a resumed job reads the same ranges, however the namespace changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartCheckpoint {
+    pub index: u32,
+    /// Partitions of the namespace.
+    pub of: u32,
+    pub lower: Option<serde_json::Value>,
+    pub upper: Option<serde_json::Value>,
 }
 
 impl NsCheckpoint {
     pub fn new(after: Option<&RawBson>, done: u64, complete: bool) -> Self {
         NsCheckpoint {
-            after: after
-                .and_then(|id| Bson::try_from(id.clone()).ok())
-                .map(|id| id.into_canonical_extjson()),
+            after: after.and_then(id_to_json),
             done,
             failed: 0,
             complete,
+            part: None,
         }
     }
 
     /// The watermark `_id` as raw BSON.
     pub fn after_id(&self) -> Result<Option<RawBson>, String> {
-        let Some(value) = &self.after else {
-            return Ok(None);
-        };
-        let bson = Bson::try_from(value.clone()).map_err(|e| e.to_string())?;
-        RawBson::try_from(bson).map(Some).map_err(|e| e.to_string())
+        self.after.as_ref().map(id_from_json).transpose()
     }
+}
+
+/// An `_id` as the state keeps it: canonical Extended JSON, which keeps its type.
+pub fn id_to_json(id: &RawBson) -> Option<serde_json::Value> {
+    Bson::try_from(id.clone())
+        .ok()
+        .map(Bson::into_canonical_extjson)
+}
+
+/// The `_id` a state entry holds ([`id_to_json`]).
+pub fn id_from_json(value: &serde_json::Value) -> Result<RawBson, String> {
+    let bson = Bson::try_from(value.clone()).map_err(|e| e.to_string())?;
+    RawBson::try_from(bson).map_err(|e| e.to_string())
 }
 
 /// A job's checkpoint: one entry per namespace pair (`"src.coll -> dst.coll"`).

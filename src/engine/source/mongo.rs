@@ -88,12 +88,21 @@ impl MongoSource {
         }
     }
 
-    /// The job's filter, restricted to what sorts after `after`.
-    fn query(&self, after: Option<&RawBson>) -> Document {
-        match after {
-            None => self.filter.clone(),
-            Some(id) if self.filter.is_empty() => bson_order::after(id),
-            Some(id) => doc! { "$and": [self.filter.clone(), bson_order::after(id)] },
+    /// The job's filter, restricted to what sorts after `after`, up to `upper` (a partition's
+    /// end).
+    fn query(&self, after: Option<&RawBson>, upper: Option<&RawBson>) -> Document {
+        let mut parts: Vec<Document> = [
+            (!self.filter.is_empty()).then(|| self.filter.clone()),
+            after.map(bson_order::after),
+            upper.map(bson_order::up_to),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        match parts.len() {
+            0 => Document::new(),
+            1 => parts.remove(0),
+            _ => doc! { "$and": parts },
         }
     }
 
@@ -130,7 +139,7 @@ impl MongoSource {
         let ns = &task.source;
         let collection = self.collection(ns);
         let find = collection
-            .find(self.query(after.as_ref()))
+            .find(self.query(after.as_ref(), task.upper()))
             .sort(doc! { "_id": 1 })
             .projection(doc! { "_id": 1 })
             .batch_size(10_000);
@@ -176,13 +185,14 @@ impl MongoSource {
     /// driver copies no document out of it).
     async fn open_sized(
         &self,
-        ns: &Namespace,
+        task: &NsTask,
         after: Option<&RawBson>,
         first: u32,
         more: u32,
     ) -> mongodb::error::Result<RawBatchCursor> {
+        let ns = &task.source;
         let db = self.client.database(&ns.db);
-        let filter = RawDocumentBuf::try_from(&self.query(after))?;
+        let filter = RawDocumentBuf::try_from(&self.query(after, task.upper()))?;
         let mut command = rawdoc! {
             "find": ns.coll.as_str(),
             "filter": filter,
@@ -223,7 +233,7 @@ impl MongoSource {
         let stop = |e: CopyError| ScanStop::Other(e);
         let mut more = budget.reply_docs(self.doc_bytes_estimate());
         let mut cursor = self
-            .open_sized(ns, after.as_ref(), budget.first_reply_docs(), more)
+            .open_sized(task, after.as_ref(), budget.first_reply_docs(), more)
             .await
             .map_err(ScanStop::Read)?;
         let mut docs = BatchBuilder::new(batch_size, budget.batch_bytes);
@@ -267,7 +277,7 @@ impl MongoSource {
                     drop(cursor);
                     more = wanted;
                     cursor = self
-                        .open_sized(ns, last_read.as_ref(), wanted, wanted)
+                        .open_sized(task, last_read.as_ref(), wanted, wanted)
                         .await
                         .map_err(ScanStop::Read)?;
                 }

@@ -1,0 +1,227 @@
+//! Partitions against a real MongoDB-compatible server: a namespace split into `_id` ranges is
+//! read by several readers at once, every document exactly once whatever the types of its
+//! `_id`s, and a killed job resumes each partition from its own watermark.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use mongodb::bson::{doc, Bson, RawDocumentBuf};
+use mongoferry::engine::stats::PartState;
+use mongoferry::engine::Strategy;
+use mongoferry::run::copy;
+use mongoferry::spec::JobSpec;
+use tokio_util::sync::CancellationToken;
+
+/// Every type of `_id` the server stores, NaN among them, and many numbers and strings
+/// between them so that split points fall inside brackets as well as between them.
+fn mixed_id_docs() -> Vec<RawDocumentBuf> {
+    let mut docs = every_type_documents();
+    let extra: Vec<Bson> = [
+        Bson::Double(f64::NAN),
+        Bson::Double(f64::NEG_INFINITY),
+        Bson::Double(f64::INFINITY),
+    ]
+    .into_iter()
+    .chain((0..120).map(|i| match i % 4 {
+        0 => Bson::Int32(i * 10),
+        1 => Bson::Double(f64::from(i) * 10.5),
+        2 => Bson::String(format!("k{i:04}")),
+        _ => Bson::Int64(i64::from(i) * 1_000),
+    }))
+    .collect();
+    for (i, id) in extra.into_iter().enumerate() {
+        let body = doc! { "_id": id, "i": i as i64, "pad": "x".repeat(100) };
+        docs.push(RawDocumentBuf::from_document(&body).unwrap());
+    }
+    docs
+}
+
+fn partitioned_spec(env: &TestEnv, ns: String, strategy: Strategy) -> JobSpec {
+    let mut spec = JobSpec::new(&env.src, &env.dst, &[]);
+    spec.endpoints.namespaces = vec![ns];
+    spec.endpoints.connect_timeout_secs = Some(20.0);
+    JobSpec {
+        workers: Some(3),
+        readers: Some(3),
+        batch_size: Some(7),
+        partition_docs: Some(12),
+        strategy: Some(strategy),
+        ..spec
+    }
+}
+
+/// Mixed `_id` types over partitions: each document is written exactly once (the job counts
+/// what it wrote, which a document read by two partitions would raise), and both sides are
+/// byte-equal.
+fn mixed_ids_over_partitions(strategy: Strategy) {
+    TestEnv::start().run(move |env| async move {
+        let (s, d) = (env.src_db("parts"), env.dst_db("parts"));
+        let docs = mixed_id_docs();
+        insert_raw(&env.src_client().await, &s, "mixed", &docs).await;
+        let spec = partitioned_spec(&env, format!("{s}.mixed:{d}.mixed"), strategy);
+        let prepared = copy::prepare(&spec.validate().unwrap(), memory_store())
+            .await
+            .unwrap();
+        let stats = prepared.stats();
+        let summary = prepared.run(CancellationToken::new()).await.unwrap();
+        assert_eq!(summary.docs, docs.len() as u64, "each document once");
+        let ns = &stats.snapshot().namespaces[0];
+        assert!(
+            ns.partitions.len() >= 5,
+            "{} partitions",
+            ns.partitions.len()
+        );
+        assert!(ns.partitions.iter().all(|p| p.state == PartState::Complete));
+        assert_eq!(
+            ns.partitions.iter().map(|p| p.done).sum::<u64>(),
+            docs.len() as u64
+        );
+        assert_eq!(
+            assert_same(&env, (&s, "mixed"), (&d, "mixed")).await,
+            docs.len()
+        );
+    });
+}
+
+#[test]
+fn mixed_ids_over_partitions_streaming() {
+    mixed_ids_over_partitions(Strategy::Stream);
+}
+
+#[test]
+fn mixed_ids_over_partitions_by_id() {
+    mixed_ids_over_partitions(Strategy::Ids);
+}
+
+/// A partitioned copy killed with `-9` while several partitions are part-way resumes each from
+/// its own watermark over the same ranges: the rerun skips what was checkpointed and the
+/// destination ends byte-equal.
+#[test]
+fn a_killed_partitioned_copy_resumes_each_partition() {
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("partsk"), env.dst_db("partsk"));
+        insert_raw(&env.src_client().await, &s, "c", &sample_docs(6_000, 200)).await;
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state.json");
+        let ns = format!("{s}.c:{d}.c");
+        let argv = [
+            "copy",
+            "--from",
+            &env.src,
+            "--to",
+            &env.dst,
+            "--ns",
+            &ns,
+            "--readers",
+            "3",
+            "--partition-docs",
+            "1000",
+            "--batch-size",
+            "100",
+            "--rate",
+            "2000",
+            "--quiet",
+            "--state",
+            state.to_str().unwrap(),
+        ];
+        let saved_parts = || -> Vec<serde_json::Value> {
+            let Ok(text) = std::fs::read_to_string(&state) else {
+                return vec![];
+            };
+            let Ok(saved) = serde_json::from_str::<serde_json::Value>(&text) else {
+                return vec![];
+            };
+            saved["jobs"]
+                .as_object()
+                .into_iter()
+                .flat_map(|jobs| jobs.values())
+                .flat_map(|job| {
+                    job["namespaces"]
+                        .as_object()
+                        .into_iter()
+                        .flat_map(|n| n.values().cloned())
+                })
+                .collect()
+        };
+        let part_way = || {
+            saved_parts()
+                .iter()
+                .filter(|n| n["done"].as_u64() > Some(0) && n["complete"] == false)
+                .count()
+        };
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mongoferry"))
+            .args(argv)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let mut ended = false;
+        while part_way() < 2 && !ended && std::time::Instant::now() < deadline {
+            ended = child.try_wait().unwrap().is_some();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Killed before any assertion, so that a failing test leaves no copy running.
+        let _ = child.kill();
+        child.wait().unwrap();
+        assert!(!ended, "the copy ended before it was killed");
+        assert!(part_way() >= 2, "never two partitions part-way within 60 s");
+        let ranges = |parts: &[serde_json::Value]| -> Vec<serde_json::Value> {
+            parts.iter().map(|p| p["part"].clone()).collect()
+        };
+        let before = saved_parts();
+        assert!(before.len() >= 5, "{} partitions kept", before.len());
+        assert!(before.iter().all(|p| p["part"].is_object()), "{before:?}");
+        let checkpointed: u64 = before.iter().filter_map(|p| p["done"].as_u64()).sum();
+
+        let out = mongoferry(&argv, Duration::from_secs(90));
+        assert!(out.status.success(), "{}", stderr(&out));
+        let after = saved_parts();
+        assert_eq!(ranges(&after), ranges(&before), "the same ranges are read");
+        assert!(after.iter().all(|p| p["complete"] == true));
+        assert_eq!(
+            after.iter().filter_map(|p| p["done"].as_u64()).sum::<u64>(),
+            6_000
+        );
+        assert!(checkpointed > 0);
+        assert_same(&env, (&s, "c"), (&d, "c")).await;
+    });
+}
+
+/// The two sides of every possible split point, asked of the server: `after(p)` and `up_to(p)`
+/// never share a document and together hold them all, whatever the type of `p` (NaN, regex,
+/// code, null, MinKey and MaxKey included). Partitions are built from these two queries.
+#[test]
+fn every_split_point_divides_the_ids_exactly() {
+    use mongoferry::mongo::bson_order::{after, up_to};
+    TestEnv::start().run(|env| async move {
+        let s = env.src_db("split");
+        let docs = mixed_id_docs();
+        let client = env.src_client().await;
+        insert_raw(&client, &s, "mixed", &docs).await;
+        let coll = client
+            .database(&s)
+            .collection::<mongodb::bson::Document>("mixed");
+        let total = docs.len() as u64;
+        for doc in &docs {
+            let point = doc.get("_id").unwrap().unwrap().to_raw_bson();
+            let (above, below) = (after(&point), up_to(&point));
+            let count = |filter| coll.count_documents(filter);
+            let (a, b) = (
+                count(above.clone()).await.unwrap(),
+                count(below.clone()).await.unwrap(),
+            );
+            let both = count(doc! { "$and": [above.clone(), below.clone()] })
+                .await
+                .unwrap();
+            assert_eq!(
+                (a + b, both),
+                (total, 0),
+                "split at {point:?}: {above} / {below}"
+            );
+        }
+    });
+}
