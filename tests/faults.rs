@@ -1042,3 +1042,146 @@ fn three_processes_on_one_mongodb_state_fail_over_after_a_kill() {
         common::assert_same(&env, (&s, "c"), (&d, "c")).await;
     });
 }
+
+/// Three copies of one partitioned command on one MongoDB state share the job: one plans the
+/// partitions, the others join, and each process claims partitions by lease as it goes. One
+/// process holding a partition part-way is killed with `-9`; the others take its partition over
+/// from its checkpoint once its lease runs out and finish the job. Both end with status 0 and a
+/// summary that adds up to the whole job, both wrote documents, and the documents are
+/// byte-equal.
+#[test]
+fn three_processes_share_a_partitioned_job_and_finish_after_a_kill() {
+    TestEnv::start().run(|env| async move {
+        const DOCS: u64 = 9_000;
+        let (s, d) = (env.src_db("shared"), env.dst_db("shared"));
+        insert_raw(
+            &env.src_client().await,
+            &s,
+            "c",
+            &common::sample_docs(DOCS as i64, 200),
+        )
+        .await;
+        let state = env.state_uri("shared");
+        let ns = format!("{s}.c:{d}.c");
+        let argv = [
+            "copy",
+            "--from",
+            &env.src,
+            "--to",
+            &env.dst,
+            "--ns",
+            &ns,
+            "--state",
+            &state,
+            "--partition-docs",
+            "1000",
+            "--lease-seconds",
+            "3",
+            "--rate",
+            "700",
+            "--batch-size",
+            "100",
+            "--json",
+            "--quiet",
+        ];
+        let mut processes = Vec::new();
+        for _ in 0..3 {
+            let (out, err) = (tempfile::tempfile().unwrap(), tempfile::tempfile().unwrap());
+            let mut command = Command::new(env!("CARGO_BIN_EXE_mongoferry"));
+            command
+                .args(argv)
+                .stdin(Stdio::null())
+                .stdout(out.try_clone().unwrap())
+                .stderr(err.try_clone().unwrap());
+            mongoferry::testkit::kill_with_parent(&mut command);
+            processes.push((command.spawn().unwrap(), out, err));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let state_db = common::client(&state).await.default_database().unwrap();
+        let claims = state_db.collection::<Document>("claims");
+        let checkpoints = state_db.collection::<Document>("checkpoints");
+        // Partitions part-way, by the pid holding each one's lease.
+        let part_way = || async {
+            let now = DateTime::now();
+            let held: Vec<Document> = claims
+                .find(doc! { "_id": { "$regex": " #" }, "expires": { "$gt": now } })
+                .await
+                .unwrap()
+                .try_collect()
+                .await
+                .unwrap();
+            let mut part_way = Vec::new();
+            for claim in held {
+                let key = claim.get_str("_id").unwrap();
+                let Some(saved) = checkpoints.find_one(doc! { "_id": key }).await.unwrap() else {
+                    continue;
+                };
+                let Ok(text) = saved.get_str("checkpoint") else {
+                    continue;
+                };
+                let checkpoint: Value = serde_json::from_str(text).unwrap();
+                let part = checkpoint["namespaces"]
+                    .as_object()
+                    .unwrap()
+                    .values()
+                    .next()
+                    .cloned();
+                if let Some(part) = part {
+                    if part["done"].as_u64() > Some(0) && part["complete"] == false {
+                        part_way.push(claim.get_i64("pid").unwrap() as u32);
+                    }
+                }
+            }
+            part_way
+        };
+        let deadline = Instant::now() + Duration::from_secs(40);
+        let mut holders = Vec::new();
+        while Instant::now() < deadline {
+            holders = part_way().await;
+            holders.sort();
+            holders.dedup();
+            if holders.len() >= 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let victim = holders.first().and_then(|pid| {
+            processes
+                .iter()
+                .position(|(child, _, _)| child.id() == *pid)
+        });
+        let Some(victim) = victim.filter(|_| holders.len() >= 2) else {
+            for (child, _, _) in &mut processes {
+                let _ = child.kill();
+            }
+            panic!("never two processes with partitions part-way: {holders:?}");
+        };
+        let (mut child, _, _) = processes.remove(victim);
+        let _ = child.kill(); // SIGKILL: no chance to give its leases back
+        child.wait().unwrap();
+
+        let mut worked = Vec::new();
+        for (mut child, out, err) in processes {
+            let (status, _) = exit_within(&mut child, Duration::from_secs(90)).await;
+            let (stdout, stderr) = (read_log(out), read_log(err));
+            assert!(status.success(), "{stderr}");
+            let summary: Value = serde_json::from_str(stdout.trim())
+                .unwrap_or_else(|e| panic!("{e}: {stdout} {stderr}"));
+            let (docs, skipped) = (
+                summary["docs"].as_u64().unwrap(),
+                summary["skipped"].as_u64().unwrap(),
+            );
+            assert_eq!(docs + skipped, DOCS, "{summary}");
+            worked.push(docs);
+        }
+        assert!(
+            worked.iter().all(|docs| *docs > 0),
+            "both survivors wrote documents: {worked:?}"
+        );
+        assert!(
+            worked.iter().sum::<u64>() < DOCS,
+            "the killed one did work: {worked:?}"
+        );
+        common::assert_same(&env, (&s, "c"), (&d, "c")).await;
+    });
+}

@@ -23,6 +23,15 @@
 //! 5. **Resuming** reads only what sorts after the watermark, across `_id` type brackets
 //!    ([`bson_order::after`](crate::mongo::bson_order::after)). What a killed run wrote past its
 //!    last saved watermark is written again: writes are idempotent by `_id`.
+//!
+//! # Shared jobs
+//!
+//! A job whose namespaces are partitioned can be shared by several processes through a store
+//! that [shares jobs](StateStore::shares_jobs) (MongoDB). The job's own checkpoint then holds
+//! only the layout (the partitions and the layout's id); each partition's progress is kept
+//! under its own key ([`Checkpoint::part_key`]), claimed by lease by the one process that
+//! copies it ([`Ledger::acquire`]) and saved fenced by that claim's token. The contract above
+//! holds per partition.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -38,7 +47,8 @@ use super::stats::DeadLetterLog;
 use super::CopyError;
 use crate::mongo::Namespace;
 use crate::state::{
-    unix_now, Checkpoint, DeadLetter, JobKey, MemoryStore, NsCheckpoint, StateStore, SyncCheckpoint,
+    unix_now, Checkpoint, DeadLetter, JobClaim, JobKey, MemoryStore, NsCheckpoint, StateStore,
+    SyncCheckpoint,
 };
 
 /// How often a moved watermark is saved: a crash re-copies at most about this much work.
@@ -95,6 +105,11 @@ impl Watermark {
         self.done
     }
 
+    /// Documents below the watermark and those of them refused.
+    pub fn carried(&self) -> (u64, u64) {
+        (self.done, self.failed)
+    }
+
     /// The namespace's checkpoint as of now.
     pub fn checkpoint(&self, complete: bool) -> NsCheckpoint {
         NsCheckpoint {
@@ -111,6 +126,17 @@ pub struct Ledger {
     description: String,
     /// A sync job's position in the source's history, saved with every checkpoint.
     sync: Mutex<Option<SyncCheckpoint>>,
+    /// A shared job's partitions ("Shared jobs" above).
+    shared: Option<Shared>,
+}
+
+/// The partitions of a shared job this run holds.
+#[derive(Debug)]
+struct Shared {
+    /// The id of the job's layout.
+    layout: String,
+    /// Claims of the partitions this run copies, by checkpoint entry.
+    held: Mutex<BTreeMap<String, JobClaim>>,
 }
 
 impl Ledger {
@@ -120,7 +146,79 @@ impl Ledger {
             key,
             description,
             sync: Mutex::new(None),
+            shared: None,
         }
+    }
+
+    /// A job whose partitions (of the layout `layout`) other processes may share.
+    pub fn shared(mut self, layout: String) -> Self {
+        self.shared = Some(Shared {
+            layout,
+            held: Mutex::default(),
+        });
+        self
+    }
+
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// Whether this run may read `task`: always, unless the job is shared; then only once this
+    /// run holds the task's partition, continued from what other processes saved of it (not
+    /// when another process holds it or finished it).
+    pub async fn acquire(&self, task: &NsTask) -> Result<bool, CopyError> {
+        let Some(shared) = &self.shared else {
+            return Ok(true);
+        };
+        let entry = task.key();
+        let key = Checkpoint::part_key(&self.key, &shared.layout, &entry);
+        let Some(claim) = self.store.try_claim(&key).await? else {
+            return Ok(false);
+        };
+        self.continue_task(task, &key).await?;
+        if task.is_finished() {
+            return Ok(false);
+        }
+        shared.held.lock().insert(entry, claim);
+        Ok(true)
+    }
+
+    /// Continues every task of a shared job that this run does not hold from what the other
+    /// processes saved of it; the number still unfinished.
+    pub async fn refresh(&self, tasks: &[Arc<NsTask>]) -> Result<usize, CopyError> {
+        let Some(shared) = &self.shared else {
+            return Ok(tasks.iter().filter(|t| !t.is_finished()).count());
+        };
+        let mut left = 0;
+        for task in tasks.iter().filter(|t| !t.is_finished()) {
+            let entry = task.key();
+            if !shared.held.lock().contains_key(&entry) {
+                let key = Checkpoint::part_key(&self.key, &shared.layout, &entry);
+                self.continue_task(task, &key).await?;
+            }
+            left += usize::from(!task.is_finished());
+        }
+        Ok(left)
+    }
+
+    /// Gives back the partitions this run holds (after its last save).
+    pub fn release(&self) {
+        if let Some(shared) = &self.shared {
+            shared.held.lock().clear();
+        }
+    }
+
+    async fn continue_task(&self, task: &NsTask, key: &JobKey) -> Result<(), CopyError> {
+        let saved = self.store.load(key).await?;
+        let Some(entry) = saved.as_ref().and_then(|c| c.namespaces.get(&task.key())) else {
+            return Ok(());
+        };
+        task.continue_from(entry).map_err(|reason| {
+            CopyError::from(crate::state::StateError::Corrupt {
+                path: self.store.location().into(),
+                reason: format!("checkpoint of {key}: {reason}"),
+            })
+        })
     }
 
     /// Keeps nothing beyond the process (benchmarks, tests of the engine alone).
@@ -171,6 +269,7 @@ impl Ledger {
                 && sync.as_ref().is_none_or(|s| s.committed),
             namespaces,
             sync,
+            shared: self.shared.as_ref().map(|s| s.layout.clone()),
         }
     }
 
@@ -198,25 +297,59 @@ impl Ledger {
         sink: Arc<dyn Sink>,
         stop: CancellationToken,
     ) -> Result<(), CopyError> {
-        let moved =
-            |a: &Checkpoint, b: &Checkpoint| a.namespaces != b.namespaces || a.sync != b.sync;
-        // Nothing counts as saved until this task has saved once: the run may have moved the
-        // checkpoint before this task first ran, and that must not pass for saved.
-        let mut saved: Option<Checkpoint> = None;
+        // What was saved under each key. Nothing counts as saved until this task has saved
+        // once: the run may have moved the checkpoint before this task first ran, and that
+        // must not pass for saved.
+        let mut saved: BTreeMap<JobKey, Checkpoint> = BTreeMap::new();
         loop {
             let stopping = tokio::select! {
                 _ = stop.cancelled() => true,
                 _ = tokio::time::sleep(CHECKPOINT_EVERY) => false,
             };
-            let now = self.checkpoint(&tasks);
-            if saved.as_ref().is_none_or(|saved| moved(&now, saved)) || stopping {
+            let due: Vec<(JobKey, Checkpoint)> = self
+                .due(&tasks)
+                .into_iter()
+                .filter(|(key, now)| {
+                    stopping
+                        || saved.get(key).is_none_or(|saved| {
+                            saved.namespaces != now.namespaces || saved.sync != now.sync
+                        })
+                })
+                .collect();
+            if !due.is_empty() {
                 sink.sync().await?;
-                self.save(&now).await?;
-                saved = Some(now);
+                for (key, now) in due {
+                    self.store.save(&key, &now).await?;
+                    saved.insert(key, now);
+                }
             }
             if stopping {
                 return Ok(());
             }
         }
+    }
+
+    /// What this run saves, under which key: the job's checkpoint, or for a shared job each
+    /// held partition's own.
+    fn due(&self, tasks: &[Arc<NsTask>]) -> Vec<(JobKey, Checkpoint)> {
+        let now = self.checkpoint(tasks);
+        let Some(shared) = &self.shared else {
+            return vec![(self.key.clone(), now)];
+        };
+        let held = shared.held.lock();
+        now.namespaces
+            .iter()
+            .filter(|(entry, _)| held.contains_key(*entry))
+            .map(|(entry, part)| {
+                let key = Checkpoint::part_key(&self.key, &shared.layout, entry);
+                let checkpoint = Checkpoint {
+                    complete: part.complete,
+                    namespaces: BTreeMap::from([(entry.clone(), part.clone())]),
+                    sync: None,
+                    ..now.clone()
+                };
+                (key, checkpoint)
+            })
+            .collect()
     }
 }

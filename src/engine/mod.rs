@@ -274,6 +274,7 @@ impl Engine {
 
         {
             let (source, sink, cancel) = (source.clone(), sink.clone(), cancel.clone());
+            let ledger = ledger.clone();
             let readers = *readers;
             set.spawn(async move {
                 // Owning the only sender: when this task ends the queue closes and workers drain it.
@@ -282,9 +283,14 @@ impl Engine {
                 // finished (its checkpoint says so) are skipped.
                 let read = |task: Arc<NsTask>| {
                     let (source, sink, sender, cancel) = (&source, &sink, &sender, &cancel);
+                    let ledger = &ledger;
                     async move {
                         if cancel.is_cancelled() {
                             return Err(CopyError::Stopped);
+                        }
+                        // A shared job's partition another process holds is left to it.
+                        if !ledger.acquire(&task).await? {
+                            return Ok(());
                         }
                         sink.prepare(&task.destination).await?;
                         task.mark_reading();

@@ -38,7 +38,7 @@ pub struct NsTask {
     finished: AtomicBool,
     /// Where an earlier run's checkpoint left off (or the partition starts): the producer reads
     /// only what sorts after.
-    pub resume_after: Option<RawBson>,
+    resume_after: Mutex<Option<RawBson>>,
     watermark: Mutex<Watermark>,
     /// The partition's progress, as the dashboard shows it.
     progress: Option<Arc<PartProgress>>,
@@ -54,7 +54,7 @@ impl NsTask {
             outstanding: AtomicU64::new(0),
             produced: AtomicBool::new(false),
             finished: AtomicBool::new(false),
-            resume_after: None,
+            resume_after: Mutex::default(),
             watermark: Mutex::default(),
             progress: None,
         }
@@ -73,25 +73,50 @@ impl NsTask {
         if let Some(part) = &checkpoint.part {
             task = task.within(Part::from_checkpoint(part)?);
         }
-        task.carry(checkpoint);
-        if checkpoint.complete {
-            task.mark_produced();
-        } else if checkpoint.after.is_some() {
-            task.resume_after = checkpoint.after_id()?;
-        }
-        task.watermark
-            .get_mut()
-            .resume_at(task.resume_after.clone());
+        task.continue_from(checkpoint)?;
         Ok(task)
+    }
+
+    /// Continues from `checkpoint`, newer than what the task started from (another process
+    /// moved it): the task must not have queued anything yet. What it adds to the written and
+    /// refused documents counts as done before this run.
+    pub fn continue_from(&self, checkpoint: &NsCheckpoint) -> Result<(), String> {
+        let after = match checkpoint.after_id()? {
+            Some(after) => Some(after),
+            None => self.part.as_ref().and_then(|p| p.lower.clone()),
+        };
+        {
+            let mut watermark = self.watermark.lock();
+            let (done, failed) = watermark.carried();
+            let kept_failed = checkpoint.failed.min(checkpoint.done);
+            self.counters.add_skipped(
+                (checkpoint.done - kept_failed).saturating_sub(done.saturating_sub(failed)),
+            );
+            self.counters.add_failed(kept_failed.saturating_sub(failed));
+            *watermark = Watermark::default();
+            watermark.resume_at(after.clone());
+            watermark.carry(checkpoint.done, kept_failed);
+        }
+        if let Some(progress) = &self.progress {
+            progress.set_done(checkpoint.done);
+        }
+        *self.resume_after.lock() = after;
+        if checkpoint.complete {
+            self.mark_produced();
+        }
+        Ok(())
+    }
+
+    /// Where the producer starts: after this `_id` (`None`: from the start).
+    pub fn resume_after(&self) -> Option<RawBson> {
+        self.resume_after.lock().clone()
     }
 
     /// The task of one partition of the namespace: it reads after `part.lower` up to
     /// `part.upper`.
     pub fn within(mut self, part: Part) -> Self {
-        self.resume_after = part.lower.clone();
-        self.watermark
-            .get_mut()
-            .resume_at(self.resume_after.clone());
+        *self.resume_after.get_mut() = part.lower.clone();
+        self.watermark.get_mut().resume_at(part.lower.clone());
         let progress = Arc::new(PartProgress::new(part.index));
         self.counters.add_part(progress.clone());
         self.progress = Some(progress);
@@ -102,17 +127,6 @@ impl NsTask {
     /// Where the task's range ends (`None`: at the end of the namespace).
     pub fn upper(&self) -> Option<&RawBson> {
         self.part.as_ref().and_then(|p| p.upper.as_ref())
-    }
-
-    /// Counts what the earlier runs did: written (skipped now) and refused (still failed).
-    fn carry(&self, checkpoint: &NsCheckpoint) {
-        let failed = checkpoint.failed.min(checkpoint.done);
-        self.counters.add_skipped(checkpoint.done - failed);
-        self.counters.add_failed(failed);
-        self.watermark.lock().carry(checkpoint.done, failed);
-        if let Some(progress) = &self.progress {
-            progress.set_done(checkpoint.done);
-        }
     }
 
     /// Every batch of the task is written.

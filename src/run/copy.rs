@@ -71,8 +71,11 @@ pub struct PreparedCopy {
     /// A move that deletes nothing from the source.
     keep_source: bool,
     indexes: IndexMode,
-    /// This run's hold on its job in the state store, for as long as it runs.
-    _claim: JobClaim,
+    /// This run's hold on its job in the state store, for as long as it runs (until its layout
+    /// is published, for the run that plans a shared job; none for a run that joins one).
+    claim: Option<JobClaim>,
+    /// The layout of a shared job this run planned, published once the destination is ready.
+    publish: Option<Checkpoint>,
     /// A sync follows the source's changes after the copy.
     mode: Mode,
     routes: Routes,
@@ -191,15 +194,32 @@ pub async fn prepare(
     let setup = async {
         let (key, description) = job_key(spec);
         // Before the checkpoint is read: a second run of the job would move it back and forth.
-        let claim = store.claim(&key).await?;
-        let checkpoint = load_checkpoint(spec, &key, &store).await?;
+        let (mut claim, checkpoint) = hold_or_join(spec, &key, &store).await?;
         let sync = checkpoint.as_ref().and_then(|c| c.sync.clone());
         let layout = Layout {
             source: &source,
             filter: spec.filter.as_ref(),
             partition_docs: spec.partition_docs,
         };
-        let (tasks, resumed) = layout.tasks(&stats, checkpoint.as_ref(), &store).await?;
+        let (tasks, mut resumed) = layout.tasks(&stats, checkpoint.as_ref(), &store).await?;
+        // A shared job: joined as it stands, or planned here and published for others to join.
+        let mut shared = checkpoint.as_ref().and_then(|c| c.shared.clone());
+        let mut publish = None;
+        if shared.is_some() {
+            claim = None;
+            // Other processes may have written: never drop what they did.
+            resumed = true;
+        } else if claim.is_some()
+            && store.shares_jobs()
+            && spec.mode == Mode::Copy
+            && tasks.iter().any(|t| t.part.is_some())
+        {
+            let layout_id = format!("{:016x}", fastrand::u64(..));
+            let ledger = Ledger::new(store.clone(), key.clone(), description.clone())
+                .shared(layout_id.clone());
+            publish = Some(ledger.checkpoint(&tasks));
+            shared = Some(layout_id);
+        }
         let limit = max_document_bytes(&destination).await;
         // Opened last, so that a copy that cannot start leaves no run in the journal.
         let journal = match &spec.journal {
@@ -209,7 +229,7 @@ pub async fn prepare(
         Ok::<_, CopyError>((
             key,
             description,
-            claim,
+            (claim, publish, shared),
             tasks,
             resumed,
             limit,
@@ -217,14 +237,15 @@ pub async fn prepare(
             sync,
         ))
     };
-    let (key, description, claim, tasks, resumed, server_limit, journal, sync) = match setup.await {
-        Ok(found) => found,
-        Err(e) => {
-            mongo::close(source).await;
-            mongo::close(destination).await;
-            return Err(e);
-        }
-    };
+    let (key, description, (claim, publish, shared), tasks, resumed, server_limit, journal, sync) =
+        match setup.await {
+            Ok(found) => found,
+            Err(e) => {
+                mongo::close(source).await;
+                mongo::close(destination).await;
+                return Err(e);
+            }
+        };
     let retry = Retry::new(RetryPolicy::default(), stats.retry.clone());
     let max_document_bytes = spec
         .max_document_bytes
@@ -250,7 +271,10 @@ pub async fn prepare(
         tasks,
         stats,
         ledger: {
-            let ledger = Ledger::new(store, key, description);
+            let mut ledger = Ledger::new(store, key, description);
+            if let Some(layout) = shared {
+                ledger = ledger.shared(layout);
+            }
             if let Some(sync) = sync {
                 ledger.set_sync(sync);
             }
@@ -269,7 +293,8 @@ pub async fn prepare(
         )),
         adaptive: spec.adaptive.map(|c| Arc::new(Adaptive::new(c))),
         journal,
-        _claim: claim,
+        claim,
+        publish,
         mode: spec.mode,
         routes: Routes::new(&spec.namespaces, &spec.exclude),
         filter: spec.filter.clone(),
@@ -328,6 +353,11 @@ impl PreparedCopy {
     }
 
     pub async fn run(mut self, cancel: CancellationToken) -> Result<CopySummary, CopyError> {
+        // Held until the run ends, unless it is given up for a shared job's layout.
+        let mut claim = self.claim.take();
+        let publish = self.publish.take();
+        // A shared job: what the other processes did so far counts, and may finish it.
+        self.ledger.refresh(&self.tasks).await?;
         let already_complete = self.tasks.iter().all(|t| t.is_finished());
         // The journal is a layer around the destination: it sees every batch the destination
         // acknowledged, and checkpoints wait for it to be durable. The engine does not know.
@@ -416,7 +446,16 @@ impl PreparedCopy {
             let indexes_first = self.indexes == IndexMode::Before;
             work.before_documents(&self.existing, drop, indexes_first)
                 .await?;
-            engine(self.tasks.clone()).run(cancel.clone()).await?;
+            if let Some(layout) = &publish {
+                // The destination is ready: other processes may join from here on.
+                self.ledger.save(layout).await?;
+                claim.take();
+            }
+            if self.ledger.is_shared() {
+                self.share(&engine, &cancel).await?;
+            } else {
+                engine(self.tasks.clone()).run(cancel.clone()).await?;
+            }
             if self.mode == Mode::Move {
                 self.more_passes(&engine, &cancel).await?;
             }
@@ -491,6 +530,38 @@ impl PreparedCopy {
             journal,
             schema: snap.schema,
         })
+    }
+}
+
+/// How often a process of a shared job with nothing to copy looks again for partitions to
+/// take over.
+const SHARE_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How long a run of a shareable job waits for the process planning it to publish its layout
+/// before it claims the job as any run does.
+const JOIN_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl PreparedCopy {
+    /// A shared job: copies the partitions this process can claim, then waits for those other
+    /// processes hold, taking over any whose holder ends or dies, until every one is complete.
+    async fn share(
+        &self,
+        engine: &impl Fn(Vec<Arc<NsTask>>) -> Engine,
+        cancel: &CancellationToken,
+    ) -> Result<(), CopyError> {
+        while self.ledger.refresh(&self.tasks).await? > 0 {
+            let copied = engine(self.tasks.clone()).run(cancel.clone()).await;
+            self.ledger.release();
+            copied?;
+            if self.ledger.refresh(&self.tasks).await? == 0 {
+                break;
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return Err(CopyError::Stopped),
+                _ = tokio::time::sleep(SHARE_POLL) => {}
+            }
+        }
+        Ok(())
     }
 }
 
@@ -661,6 +732,35 @@ fn job_key(spec: &CopySpec) -> (JobKey, String) {
         .chain((spec.mode != Mode::Copy).then(|| format!("({})", spec.mode)))
         .collect();
     JobKey::of(&spec.from, &spec.to, &namespaces, spec.filter.as_ref())
+}
+
+/// Holds the job for this run and reads its checkpoint. A job several processes may share
+/// (a copy with partitions, on a store that shares jobs) is planned by one run, under the
+/// job's claim; a run that finds the claim held and a shared layout saved joins it without a
+/// claim (`None`), and one that finds no layout yet waits up to [`JOIN_WAIT`] for the planner
+/// before it claims the job as any run does (a standby waits, others are told who holds it).
+async fn hold_or_join(
+    spec: &CopySpec,
+    key: &JobKey,
+    store: &Arc<dyn StateStore>,
+) -> Result<(Option<JobClaim>, Option<Checkpoint>), CopyError> {
+    let shareable = store.shares_jobs() && spec.mode == Mode::Copy && spec.partition_docs.is_some();
+    let started = std::time::Instant::now();
+    let claim = loop {
+        if !shareable || started.elapsed() > JOIN_WAIT {
+            break store.claim(key).await?;
+        }
+        if let Some(claim) = store.try_claim(key).await? {
+            break claim;
+        }
+        if let Some(checkpoint) = store.load(key).await? {
+            if checkpoint.shared.is_some() {
+                return Ok((None, Some(checkpoint)));
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    };
+    Ok((Some(claim), load_checkpoint(spec, key, store).await?))
 }
 
 /// The job's checkpoint (none after a restart, which forgets it).

@@ -210,6 +210,18 @@ pub struct Checkpoint {
     /// Where a sync job's following of the source's changes stands.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync: Option<SyncCheckpoint>,
+    /// A job whose partitions several processes share: the id of its layout (the entries
+    /// above). Each partition's progress is kept apart, under [`Checkpoint::part_key`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared: Option<String>,
+}
+
+impl Checkpoint {
+    /// Where the progress of the entry `entry` of the shared job `job` with layout `layout` is
+    /// kept: its own key, claimed by the process that copies the partition.
+    pub fn part_key(job: &JobKey, layout: &str, entry: &str) -> JobKey {
+        JobKey(format!("{job} {layout} {entry}"))
+    }
 }
 
 /// A sync job's place in the source's history (positions are resume tokens, canonical Extended
@@ -286,6 +298,26 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// Claims the job for this run until the claim is dropped; [`StateError::JobBusy`] while
     /// another run (of this process or another) holds it.
     fn claim<'a>(&'a self, key: &'a JobKey) -> BoxFuture<'a, Result<JobClaim, StateError>>;
+    /// Claims the job (or one partition of a shared job) if no other run holds it, without
+    /// waiting even for a standby: `None` while another run holds it.
+    fn try_claim<'a>(
+        &'a self,
+        key: &'a JobKey,
+    ) -> BoxFuture<'a, Result<Option<JobClaim>, StateError>> {
+        async move {
+            match self.claim(key).await {
+                Ok(claim) => Ok(Some(claim)),
+                Err(StateError::JobBusy { .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        }
+        .boxed()
+    }
+    /// Whether several processes may share one job's partitions through this store (each
+    /// partition claimed by lease, [`crate::engine::ledger`]); else one run holds a whole job.
+    fn shares_jobs(&self) -> bool {
+        false
+    }
     fn load<'a>(&'a self, key: &'a JobKey)
         -> BoxFuture<'a, Result<Option<Checkpoint>, StateError>>;
     fn save<'a>(

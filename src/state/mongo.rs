@@ -5,7 +5,8 @@
 //! database. Three collections (docs/ARCHITECTURE.md), every write acknowledged by a majority and
 //! every read at majority:
 //!
-//! - `claims`: `{_id: job key, holder, host, pid, token, expires}`, one lease per job;
+//! - `claims`: `{_id: job key, holder, host, pid, token, expires}`, one lease per job (and per
+//!   partition of a shared job, keyed by [`Checkpoint::part_key`]);
 //! - `checkpoints`: `{_id: job key, fence, updated_at, checkpoint}`, the checkpoint as the JSON
 //!   the file store keeps (its `_id`s are canonical Extended JSON already);
 //! - `dead_letters`: `{job, ns, id, reason, code, at, document}`, with `_id` and document as BSON.
@@ -218,7 +219,7 @@ impl MongoStore {
     async fn claim_job(&self, key: &JobKey) -> Result<JobClaim, StateError> {
         let mut waiting = false;
         let token = loop {
-            match self.try_claim(key).await {
+            match self.lease_if_free(key).await {
                 Ok(token) => break token,
                 Err(busy @ StateError::JobBusy { .. }) if self.standby => {
                     if !waiting {
@@ -234,7 +235,7 @@ impl MongoStore {
     }
 
     /// The job's lease if it is free (or its holder is known gone), else `JobBusy`.
-    async fn try_claim(&self, key: &JobKey) -> Result<i64, StateError> {
+    async fn lease_if_free(&self, key: &JobKey) -> Result<i64, StateError> {
         if let Some(token) = self.take(key, None).await? {
             return Ok(token);
         }
@@ -389,6 +390,24 @@ impl MongoStore {
 impl StateStore for MongoStore {
     fn claim<'a>(&'a self, key: &'a JobKey) -> BoxFuture<'a, Result<JobClaim, StateError>> {
         self.claim_job(key).boxed()
+    }
+
+    fn try_claim<'a>(
+        &'a self,
+        key: &'a JobKey,
+    ) -> BoxFuture<'a, Result<Option<JobClaim>, StateError>> {
+        async move {
+            match self.lease_if_free(key).await {
+                Ok(token) => self.hold(key, token).await.map(Some),
+                Err(StateError::JobBusy { .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        }
+        .boxed()
+    }
+
+    fn shares_jobs(&self) -> bool {
+        true
     }
 
     fn load<'a>(

@@ -357,7 +357,7 @@ impl Source for MongoSource {
         queue: &'a QueueSender,
     ) -> BoxFuture<'a, Result<(), CopyError>> {
         async move {
-            let mut after = task.resume_after.clone();
+            let mut after = task.resume_after();
             let mut attempts = Attempts::default();
             loop {
                 let outcome = self
