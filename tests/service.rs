@@ -971,3 +971,57 @@ fn a_move_job_reports_what_it_moved_and_kept() {
         );
     });
 }
+
+/// A service job with several readers and a partition size reads its namespace in
+/// partitions, and its progress shows each one: while it runs some are read at once, and at the
+/// end all are complete and add up to the namespace.
+#[test]
+fn a_partitioned_job_shows_its_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start(&dir.path().join("jobs.json"));
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("apiparts"), env.dst_db("apiparts"));
+        insert_raw(&env.src_client().await, &s, "c", &sample_docs(4_000, 200)).await;
+        let body = json!({
+            "from": env.src, "to": env.dst, "namespaces": [format!("{s}.c:{d}.c")],
+            "workers": 2, "batch_size": 100, "readers": 2, "partition_docs": 500, "rate": 2000
+        });
+        let (status, job) = service.post("/api/jobs", body).await;
+        assert_eq!(status, 202, "{job}");
+        let id = job["id"].clone();
+        let reading = |job: &Value| {
+            job["progress"]["namespaces"][0]["partitions"]
+                .as_array()
+                .map_or(0, |parts| {
+                    parts.iter().filter(|p| p["state"] == "reading").count()
+                })
+        };
+        let part_way = service
+            .wait_for(&id, "two partitions read at once", |job| reading(job) >= 2)
+            .await;
+        assert!(
+            part_way["progress"]["namespaces"][0]["partitions"]
+                .as_array()
+                .unwrap()
+                .len()
+                >= 6
+        );
+        let done = service
+            .wait_for(&id, "completed", |job| job["state"] == "completed")
+            .await;
+        let parts = done["progress"]["namespaces"][0]["partitions"]
+            .as_array()
+            .unwrap()
+            .clone();
+        assert!(parts.iter().all(|p| p["state"] == "complete"), "{parts:?}");
+        assert_eq!(
+            parts
+                .iter()
+                .map(|p| p["done"].as_u64().unwrap())
+                .sum::<u64>(),
+            4_000
+        );
+        assert_eq!(done["spec"]["partition_docs"], 500);
+        assert_same(&env, (&s, "c"), (&d, "c")).await;
+    });
+}

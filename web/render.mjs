@@ -565,11 +565,26 @@ export function namespacesHtml(view) {
       ].filter((e) => e !== "");
       const note = extras.length > 0 ? `<br><span class="muted">${esc(extras.join(", "))}</span>` : "";
       return `<tr><td>${esc(ns.source)}${ns.source === ns.destination ? "" : ` → ${esc(ns.destination)}`}</td>
-<td>${progressBar(ns, `${ns.source} progress`)}</td><td>${esc(formatCount(ns.docs))}${esc(expected)}${note}</td>
+<td>${progressBar(ns, `${ns.source} progress`)}${partitionsHtml(ns)}</td><td>${esc(formatCount(ns.docs))}${esc(expected)}${note}</td>
 <td>${esc(formatBytes(ns.bytes))}</td><td>${ns.finished ? "done" : esc(formatRate(ns.docs_per_sec))}</td></tr>`;
     })
     .join("");
   return `<div class="scroll"><table><thead><tr><th>namespace</th><th>progress</th><th>docs</th><th>bytes</th><th>avg docs/s</th></tr></thead><tbody>${rows}</tbody></table></div>`;
+}
+
+/** A namespace read in `_id` ranges: one cell per partition, by its state. */
+export function partitionsHtml(ns) {
+  const parts = ns.partitions ?? [];
+  if (parts.length === 0) return "";
+  const complete = parts.filter((p) => p.state === "complete").length;
+  const cells = parts
+    .map(
+      (p) =>
+        `<span class="part part-${esc(p.state)}" title="${esc(`partition ${p.index + 1}: ${formatCount(p.done)} docs, ${p.state}`)}"></span>`,
+    )
+    .join("");
+  return `<div class="parts" data-field="partitions" aria-label="${esc(`${complete} of ${parts.length} partitions complete`)}">${cells}</div>
+<span class="muted">${esc(`${complete} of ${parts.length} partitions complete`)}</span>`;
 }
 
 export function workersHtml(view) {
@@ -595,6 +610,8 @@ ${item("mode", spec.mode === "move" && spec.keep_source ? "move (keep the source
 ${item("namespaces", (spec.namespaces ?? []).join(", "))}
 ${item("filter", spec.filter ? JSON.stringify(spec.filter) : "none")}
 ${item("batch size", spec.batch_size ?? "default")}
+${spec.readers ? item("readers", spec.readers) : ""}
+${spec.partition_docs !== undefined && spec.partition_docs !== null ? item("partition docs", spec.partition_docs) : ""}
 ${item("strategy", spec.strategy ?? "default")}
 ${item("started", new Date(view.created_at * 1000).toLocaleString())}
 ${view.finished_at ? item("ended", new Date(view.finished_at * 1000).toLocaleString()) : ""}

@@ -422,7 +422,12 @@ async fn copy_with_store(
             eprintln!("{src} -> {dst}");
         }
         let skipped = prepared.stats().snapshot().skipped;
-        if prepared.resumed() {
+        if prepared.shared() {
+            eprintln!(
+                "the job's partitions are shared with any other process on the same state: \
+                 each copies the partitions it claims"
+            );
+        } else if prepared.resumed() {
             eprintln!("resuming from the checkpoint: {skipped} docs already copied are skipped");
         }
     }
@@ -762,6 +767,14 @@ fn print_summary(summary: &CopySummary, json: bool) {
             String::new()
         }
     );
+    if summary.shared {
+        println!(
+            "shared job: this process copied {} of the job's {} docs; other processes (and \
+             earlier runs) the rest",
+            summary.docs,
+            summary.docs + summary.skipped + summary.failed
+        );
+    }
     if let Some(sync) = &summary.sync {
         println!("sync: {}", progress::sync_line(sync));
     }

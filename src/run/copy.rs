@@ -110,6 +110,9 @@ pub struct CopySummary {
     pub resumed: bool,
     /// Nothing was left to do: an earlier run finished the job.
     pub already_complete: bool,
+    /// The job's partitions were shared with other processes (through the state store):
+    /// `docs` is what this one copied, `skipped` what the others (and earlier runs) did.
+    pub shared: bool,
     pub job_key: JobKey,
     /// Where the checkpoint and the dead letters are kept.
     pub state: String,
@@ -342,6 +345,11 @@ impl PreparedCopy {
         self.mode
     }
 
+    /// The job's partitions are shared with other processes.
+    pub fn shared(&self) -> bool {
+        self.ledger.is_shared()
+    }
+
     /// The run continues from an earlier run's checkpoint.
     pub fn resumed(&self) -> bool {
         self.resumed
@@ -516,6 +524,7 @@ impl PreparedCopy {
             retries: snap.retries,
             resumed: self.resumed,
             already_complete,
+            shared: self.ledger.is_shared(),
             job_key: self.ledger.key().clone(),
             state: self.ledger.store().location(),
             dead_letters: self.ledger.store().dead_letter_location(),

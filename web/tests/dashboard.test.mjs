@@ -638,6 +638,24 @@ describe("the dashboard in a browser", { timeout: WATCHDOG_MS }, () => {
     assertNoProblems();
   });
 
+  test("a job read in partitions shows each partition's progress", async () => {
+    await page.setViewportSize({ width: 1366, height: 900 });
+    const namespaces = [`${ns("shop.orders")}:${ns("parts.orders")}`];
+    const started = await api("POST", "/api/jobs", { from: source, to: destination, namespaces, workers: 2, batch_size: 50, readers: 2, partition_docs: 1000, rate: 1500 });
+    assert.equal(started.status, 202, JSON.stringify(started.body));
+    await page.goto(`${service.base}/#/jobs/${started.body.id}`);
+    const cells = page.locator('#job-namespaces [data-field="partitions"] .part');
+    await waitFor("the partitions", async () => (await cells.count()) >= 4, 15000);
+    await waitFor("two partitions read at once", async () => (await page.locator("#job-namespaces .part-reading").count()) >= 2, 15000);
+    await page.screenshot({ path: screenshotPath("15-partitions"), fullPage: true });
+    await waitForState("completed", 30000);
+    const all = await cells.count();
+    await waitFor("every partition complete", async () => (await page.locator("#job-namespaces .part-complete").count()) === all, 10000);
+    assert.match(await text("#job-namespaces"), new RegExp(`${all} of ${all} partitions complete`));
+    assert.equal(await countDocuments(destination, ns("parts.orders")), DOCS);
+    assertNoProblems();
+  });
+
   test("a service without a token needs no sign-in, and its events still stream", async () => {
     const open = await startService();
     const context = await browser.newContext({ viewport: { width: 1366, height: 900 } });

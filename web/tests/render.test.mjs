@@ -290,6 +290,21 @@ test("the namespaces table counts what was copied before and failed", () => {
   assert.match(html, /4 \/ 8<\/td>/, "no note without documents copied before or failed");
 });
 
+test("a namespace read in partitions shows one cell per partition, by state", () => {
+  const partitions = [
+    { index: 0, done: 1000, state: "complete" },
+    { index: 1, done: 250, state: "reading" },
+    { index: 2, done: 0, state: "waiting" },
+  ];
+  const ns = { source: "a.b", destination: "a.b", bytes: 0, finished: false, docs_per_sec: 1, docs: 1250, skipped: 0, failed: 0, expected: 3000, partitions };
+  const html = R.namespacesHtml({ ...baseView, progress: { ...baseView.progress, namespaces: [ns] } });
+  assert.match(html, /<div class="parts" data-field="partitions" aria-label="1 of 3 partitions complete">/);
+  assert.match(html, /<span class="part part-complete" title="partition 1: 1,000 docs, complete"><\/span>/);
+  assert.match(html, /<span class="part part-reading" title="partition 2: 250 docs, reading"><\/span>/);
+  assert.match(html, /<span class="part part-waiting" title="partition 3: 0 docs, waiting"><\/span>/);
+  assert.doesNotMatch(R.partitionsHtml({ ...ns, partitions: [] }), /part/);
+});
+
 test("an interrupted job is over until the service starts again", () => {
   assert.ok(R.isFinal("interrupted"));
   assert.deepEqual(R.allowedCommands("interrupted"), { pause: false, resume: false, cancel: false, tune: false, commit: false });
