@@ -32,6 +32,14 @@
 //! `--readers` measures only `--readers`: several collections copied with one reader and with
 //! `--readers-n`, in alternating rounds on fresh destinations.
 //!
+//! `--partitions` measures only partitions: one collection of `--docs` documents copied with a
+//! single cursor and in partitions of `--docs / (2 × --partitions-readers)` documents read by
+//! `--partitions-readers` readers, in alternating rounds on fresh destinations.
+//!
+//! `--processes` measures only sharing a job: the same partitioned `mongoferry copy` command
+//! run as one process and as `--processes-n` processes on one MongoDB state (a third server),
+//! in alternating rounds on fresh destinations, from the first start to the last exit.
+//!
 //! Results go to BENCHMARKS.md with the command that produced them.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -163,6 +171,18 @@ struct Args {
     readers_n: usize,
     #[arg(long, default_value_t = 4)]
     readers_collections: usize,
+    /// Measure only partitions: one collection read with a single cursor and in partitions by
+    /// `--partitions-readers` readers, in alternating rounds.
+    #[arg(long)]
+    partitions: bool,
+    #[arg(long, default_value_t = 4)]
+    partitions_readers: usize,
+    /// Measure only a job shared by `--processes-n` processes on one MongoDB state against the
+    /// same command in one process, in alternating rounds.
+    #[arg(long)]
+    processes: bool,
+    #[arg(long, default_value_t = 3)]
+    processes_n: usize,
     /// The seed's design reproduced in Python.
     #[arg(long, default_value = "../shared/peers/seed_design.py")]
     peer_script: std::path::PathBuf,
@@ -282,6 +302,12 @@ impl Bench {
         }
         if self.args.readers {
             return self.run_readers();
+        }
+        if self.args.partitions {
+            return self.run_partitions();
+        }
+        if self.args.processes {
+            return self.run_processes();
         }
         if self.args.move_ {
             return self.run_move();
@@ -1113,6 +1139,152 @@ impl Bench {
                 Ok(bench.timed_copy(spec, bench.args.docs * colls as u64)?.0)
             },
         )
+    }
+
+    /// One collection read with a single cursor against partitions read by several readers.
+    fn run_partitions(&mut self) -> Result<()> {
+        let (docs, n) = (self.args.docs, self.args.partitions_readers);
+        let partition_docs = docs.div_ceil(2 * n as u64).max(1);
+        println!(
+            "partitions: {docs} docs of {} B in one collection, partitions of {partition_docs} docs \
+             read by {n} readers; {} workers, batch {}; on {} cores",
+            self.args.doc_size,
+            self.args.workers,
+            self.args.batch_size,
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+        let data = self.seed_one("parted")?;
+        self.ab_rounds(
+            "one collection",
+            [
+                &format!("{n} readers over partitions"),
+                "one cursor (default)",
+                "partitions / one cursor",
+            ],
+            |bench, parted| {
+                let spec = if parted {
+                    serde_json::json!({
+                        "namespaces": [data.to_string()],
+                        "readers": n,
+                        "partition_docs": partition_docs,
+                    })
+                } else {
+                    serde_json::json!({ "namespaces": [data.to_string()] })
+                };
+                Ok(bench.timed_copy(spec, docs)?.0)
+            },
+        )
+    }
+
+    /// The same partitioned command in one process against `--processes-n` sharing the job.
+    fn run_processes(&mut self) -> Result<()> {
+        let (docs, n) = (self.args.docs, self.args.processes_n);
+        let partition_docs = docs.div_ceil(4 * n as u64).max(1);
+        println!(
+            "processes: {docs} docs of {} B in one collection, partitions of {partition_docs} docs, \
+             state in a MongoDB database on a third server; each process {} workers, batch {}; on \
+             {} cores",
+            self.args.doc_size,
+            self.args.workers,
+            self.args.batch_size,
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+        let data = self.seed_one("shared")?;
+        self.ab_rounds(
+            "one collection, one job",
+            [
+                &format!("{n} processes"),
+                "1 process",
+                &format!("{n} processes / 1"),
+            ],
+            |bench, many| bench.processes_copy(if many { n } else { 1 }, &data, partition_docs),
+        )
+    }
+
+    /// `--docs` documents seeded into `bench.{name}` at the source.
+    fn seed_one(&mut self, name: &str) -> Result<Namespace> {
+        let data = Namespace::new("bench", name);
+        let (from, docs, size) = (self.from.clone(), self.args.docs, self.args.doc_size);
+        self.runtime.block_on(async {
+            let src = connect(Side::Source, &from).await?;
+            seed(&src, &data, docs, size).await?;
+            mongo::close(src).await;
+            anyhow::Ok(())
+        })?;
+        Ok(data)
+    }
+
+    /// docs/s of `processes` copies of one command on one MongoDB state, from the first start
+    /// to the last exit; every process must succeed and the destination hold every document.
+    fn processes_copy(
+        &mut self,
+        processes: usize,
+        data: &Namespace,
+        partition_docs: u64,
+    ) -> Result<f64> {
+        let to = self.fresh_destination()?;
+        let state_server = TestServer::start()?;
+        let state = state_server.uri.replacen("/?", "/ferry_state?", 1);
+        let exe = std::path::PathBuf::from(env!("CARGO_BIN_EXE_mongoferry"));
+        let ns = data.to_string();
+        let args: Vec<String> = [
+            "copy",
+            "--from",
+            &self.from,
+            "--to",
+            &to,
+            "--ns",
+            &ns,
+            "--state",
+            &state,
+            "--partition-docs",
+            &partition_docs.to_string(),
+            "--workers",
+            &self.args.workers.to_string(),
+            "--batch-size",
+            &self.args.batch_size.to_string(),
+            "--json",
+            "--quiet",
+        ]
+        .map(String::from)
+        .to_vec();
+        let docs = self.args.docs;
+        self.runtime.block_on(async {
+            let started = Instant::now();
+            let runs = (0..processes).map(|_| {
+                tokio::process::Command::new(&exe)
+                    .args(&args)
+                    .kill_on_drop(true)
+                    .output()
+            });
+            let outputs = tokio::time::timeout(PEER_LIMIT, futures::future::try_join_all(runs))
+                .await
+                .context("the processes did not finish in time")??;
+            let secs = started.elapsed().as_secs_f64();
+            let mut own = Vec::new();
+            for output in &outputs {
+                if !output.status.success() {
+                    bail!(
+                        "mongoferry copy failed: {}",
+                        String::from_utf8_lossy(&output.stderr)
+                    );
+                }
+                let summary: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+                own.push(summary["docs"].as_u64().unwrap_or_default());
+            }
+            let dst = connect(Side::Destination, &to).await?;
+            let count = dst
+                .database(&data.db)
+                .collection::<RawDocumentBuf>(&data.coll)
+                .count_documents(doc! {})
+                .await?;
+            mongo::close(dst).await;
+            if count != docs {
+                bail!("the destination holds {count} of {docs} docs");
+            }
+            println!("  {processes} process(es): each copied {own:?} docs, {secs:.1} s");
+            Ok(docs as f64 / secs)
+        })
     }
 
     /// `--rounds` rounds of two measurements in docs/s, `a` (`measure(bench, true)`) and `b`,

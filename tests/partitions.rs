@@ -225,3 +225,106 @@ fn every_split_point_divides_the_ids_exactly() {
         }
     });
 }
+
+/// A partitioned copy with a journal and `--verify`: the verify finds both sides equal, and the
+/// journal replayed into an empty database gives the same documents. A partitioned sync
+/// follows the writes made during its initial copy and converges.
+#[test]
+fn partitions_work_with_the_journal_verify_and_sync() {
+    TestEnv::start().run(|env| async move {
+        let owned = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let limit = Duration::from_secs(90);
+        let (s, d) = (env.src_db("partsj"), env.dst_db("partsj"));
+        let src = env.src_client().await;
+        insert_raw(&src, &s, "c", &sample_docs(3_000, 200)).await;
+        let dir = tempfile::tempdir().unwrap();
+        let journal = dir.path().join("journal");
+        let state = dir.path().join("state.json");
+        let (journal_arg, state_arg) = (journal.to_str().unwrap(), state.to_str().unwrap());
+        let ns = format!("{s}.c:{d}.c");
+        let partitioned = [
+            "--readers",
+            "3",
+            "--partition-docs",
+            "400",
+            "--batch-size",
+            "50",
+        ];
+        let copy = [
+            &["copy", "--from", &env.src, "--to", &env.dst, "--ns", &ns][..],
+            &partitioned,
+            &[
+                "--journal",
+                journal_arg,
+                "--verify",
+                "--json",
+                "--quiet",
+                "--state",
+                state_arg,
+            ],
+        ]
+        .concat();
+        let out = mongoferry_async(owned(&copy), limit).await;
+        assert!(out.status.success(), "{}", stderr(&out));
+        let summary: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+        assert_eq!(summary["docs"], 3_000, "{summary}");
+        assert_eq!(summary["verify"]["identical"], true, "{summary}");
+        assert!(
+            summary["namespaces"][0]["partitions"].as_u64() >= Some(5),
+            "{summary}"
+        );
+
+        let replayed = env.dst_db("partsj_replayed");
+        let out = mongoferry_async(
+            owned(&[
+                "journal",
+                "replay",
+                journal_arg,
+                "--to",
+                &env.dst,
+                "--ns",
+                &format!("{d}.c:{replayed}.c"),
+                "--quiet",
+            ]),
+            limit,
+        )
+        .await;
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(assert_same(&env, (&s, "c"), (&replayed, "c")).await, 3_000);
+
+        // A sync whose initial copy is partitioned, with writes going on meanwhile.
+        let (s2, d2) = (env.src_db("partss"), env.dst_db("partss"));
+        insert_raw(&src, &s2, "c", &sample_docs(3_000, 200)).await;
+        let ns2 = format!("{s2}.c:{d2}.c");
+        let sync = [
+            &["sync", "--from", &env.src, "--to", &env.dst, "--ns", &ns2][..],
+            &partitioned,
+            &[
+                "--rate",
+                "1500",
+                "--until-caught-up",
+                "--quiet",
+                "--state",
+                state_arg,
+            ],
+        ]
+        .concat();
+        let running = tokio::spawn(mongoferry_async(owned(&sync), limit));
+        let coll = src.database(&s2).collection::<mongodb::bson::Document>("c");
+        for i in 0..300_i64 {
+            coll.update_one(doc! { "_id": i * 7 }, doc! { "$set": { "touched": i } })
+                .await
+                .unwrap();
+            coll.insert_one(doc! { "_id": 100_000 + i, "late": true })
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+        let out = running.await.unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        // Caught up once; again, after the last write.
+        let out = mongoferry_async(owned(&sync), limit).await;
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(assert_same(&env, (&s2, "c"), (&d2, "c")).await, 3_300);
+    });
+}

@@ -745,8 +745,12 @@ fn print_summary(summary: &CopySummary, json: bool) {
         text
     };
     for ns in &summary.namespaces {
+        let parts = match ns.partitions {
+            0 => String::new(),
+            n => format!(", in {n} partitions"),
+        };
         println!(
-            "{} -> {}: {} docs, {}{}",
+            "{} -> {}: {} docs, {}{}{parts}",
             ns.source,
             ns.destination,
             ns.docs,

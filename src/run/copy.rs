@@ -142,6 +142,13 @@ pub struct NsSummary {
     pub skipped: u64,
     pub failed: u64,
     pub bytes: u64,
+    /// The `_id` ranges the namespace was read in (0: read whole).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub partitions: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl From<&NsSnapshot> for NsSummary {
@@ -153,6 +160,7 @@ impl From<&NsSnapshot> for NsSummary {
             skipped: n.skipped,
             failed: n.failed,
             bytes: n.bytes,
+            partitions: n.partitions.len(),
         }
     }
 }
