@@ -40,6 +40,11 @@
 //! run as one process and as `--processes-n` processes on one MongoDB state (a third server),
 //! in alternating rounds on fresh destinations, from the first start to the last exit.
 //!
+//! `--state-store` measures only the embedded state store: a job of `--state-partitions`
+//! partitions saved again and again with one partition moved each time (what the checkpointer
+//! does every 0.1 s), in the SQLite store and in the first format (one JSON file read, parsed and
+//! rewritten whole per save, as that store did), with no server.
+//!
 //! Results go to BENCHMARKS.md with the command that produced them.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -183,6 +188,12 @@ struct Args {
     processes: bool,
     #[arg(long, default_value_t = 3)]
     processes_n: usize,
+    /// Measure only the embedded state store's save of a job of `--state-partitions`
+    /// partitions, against the first format's.
+    #[arg(long)]
+    state_store: bool,
+    #[arg(long, default_value_t = 5000)]
+    state_partitions: u32,
     /// The seed's design reproduced in Python.
     #[arg(long, default_value = "../shared/peers/seed_design.py")]
     peer_script: std::path::PathBuf,
@@ -305,6 +316,9 @@ impl Bench {
         }
         if self.args.partitions {
             return self.run_partitions();
+        }
+        if self.args.state_store {
+            return self.run_state_store();
         }
         if self.args.processes {
             return self.run_processes();
@@ -1139,6 +1153,78 @@ impl Bench {
                 Ok(bench.timed_copy(spec, bench.args.docs * colls as u64)?.0)
             },
         )
+    }
+
+    /// Saves of a job of many partitions, one moved per save: the SQLite store against the first
+    /// format (read, parse, rewrite the whole JSON file atomically).
+    fn run_state_store(&mut self) -> Result<()> {
+        use mongoferry::state::{Checkpoint, FileStore, JobKey, NsCheckpoint, StateStore};
+        const SAVES: u32 = 200;
+        let parts = self.args.state_partitions;
+        let dir = tempfile::tempdir()?;
+        let key = JobKey("bench".into());
+        let mut checkpoint = Checkpoint {
+            description: "bench".into(),
+            ..Default::default()
+        };
+        for i in 0..parts {
+            checkpoint.namespaces.insert(
+                format!("bench.c -> bench.c #{i:05}"),
+                NsCheckpoint::new(Some(&mongodb::bson::RawBson::Int64(i.into())), 1, false),
+            );
+        }
+        let moved = |checkpoint: &mut Checkpoint, save: u32| {
+            let entry = format!("bench.c -> bench.c #{:05}", save % parts);
+            checkpoint
+                .namespaces
+                .get_mut(&entry)
+                .expect("an entry")
+                .done += 1;
+        };
+        println!(
+            "state store: a job of {parts} partitions, {SAVES} saves, one partition moved per save"
+        );
+        let sqlite = {
+            let store = FileStore::new(dir.path().join("state.db"));
+            let mut checkpoint = checkpoint.clone();
+            self.runtime.block_on(async {
+                store.save(&key, &checkpoint).await?;
+                let started = Instant::now();
+                for save in 0..SAVES {
+                    moved(&mut checkpoint, save);
+                    store.save(&key, &checkpoint).await?;
+                }
+                anyhow::Ok(started.elapsed().as_secs_f64() * 1000.0 / f64::from(SAVES))
+            })?
+        };
+        let first_format = {
+            let path = dir.path().join("state.json");
+            let mut checkpoint = checkpoint.clone();
+            let write = |checkpoint: &Checkpoint| -> Result<()> {
+                let jobs = std::collections::BTreeMap::from([(key.clone(), checkpoint.clone())]);
+                let text =
+                    serde_json::to_vec_pretty(&serde_json::json!({ "version": 1, "jobs": jobs }))?;
+                mongoferry::state::atomic::write_bytes_atomic(&path, &text)?;
+                Ok(())
+            };
+            write(&checkpoint)?;
+            let started = Instant::now();
+            for save in 0..SAVES {
+                // As that store did: read and parse the whole file, change the job, write it all.
+                let text = std::fs::read_to_string(&path)?;
+                let _all: serde_json::Value = serde_json::from_str(&text)?;
+                moved(&mut checkpoint, save);
+                write(&checkpoint)?;
+            }
+            started.elapsed().as_secs_f64() * 1000.0 / f64::from(SAVES)
+        };
+        println!();
+        println!("| a save of a job of {parts} partitions, one moved | ms per save |");
+        println!("|---|---:|");
+        println!("| first format (one JSON file, rewritten whole) | {first_format:.2} |");
+        println!("| SQLite store (the rows that moved) | {sqlite:.2} |");
+        println!("| first format / SQLite | {:.1} |", first_format / sqlite);
+        Ok(())
     }
 
     /// One collection read with a single cursor against partitions read by several readers.

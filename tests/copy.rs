@@ -522,12 +522,7 @@ fn readers_copy_several_namespaces_at_once_and_resume_each() {
             .unwrap();
         // Killed once its checkpoint has two namespaces part-way.
         let part_way = || {
-            let Ok(text) = std::fs::read_to_string(&state) else {
-                return 0;
-            };
-            let Ok(saved) = serde_json::from_str::<serde_json::Value>(&text) else {
-                return 0;
-            };
+            let saved = saved_state(&state);
             saved["jobs"]
                 .as_object()
                 .into_iter()

@@ -77,14 +77,11 @@ fn verify(env: &TestEnv, src: &str, dst: &str) -> (i32, Value) {
 
 /// Documents below the watermarks of the (only) job in a state file.
 fn checkpointed(state: &Path) -> u64 {
-    let Ok(text) = std::fs::read_to_string(state) else {
-        return 0;
-    };
-    let file: Value = serde_json::from_str(&text).unwrap();
+    let file = common::saved_state(state);
     file["jobs"]
         .as_object()
-        .unwrap()
-        .values()
+        .into_iter()
+        .flat_map(|jobs| jobs.values())
         .flat_map(|job| job["namespaces"].as_object().unwrap().values())
         .map(|ns| ns["done"].as_u64().unwrap())
         .sum()

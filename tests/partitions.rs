@@ -127,12 +127,7 @@ fn a_killed_partitioned_copy_resumes_each_partition() {
             state.to_str().unwrap(),
         ];
         let saved_parts = || -> Vec<serde_json::Value> {
-            let Ok(text) = std::fs::read_to_string(&state) else {
-                return vec![];
-            };
-            let Ok(saved) = serde_json::from_str::<serde_json::Value>(&text) else {
-                return vec![];
-            };
+            let saved = saved_state(&state);
             saved["jobs"]
                 .as_object()
                 .into_iter()

@@ -368,7 +368,11 @@ fn bad_requests_get_clear_errors_and_secrets_stay_hidden() {
         let (_, list) = service.get("/api/jobs").await;
         let (_, metrics) = service.get("/metrics").await;
         let history = std::fs::read_to_string(dir.path().join("jobs.json")).unwrap();
-        let checkpoints = std::fs::read_to_string(dir.path().join("copy-state.json")).unwrap_or_default();
+        // The store's files as they are on disk (its write-ahead log too), and as it reads back.
+        let checkpoints = ["copy-state.db", "copy-state.db-wal"]
+            .map(|f| String::from_utf8_lossy(&std::fs::read(dir.path().join(f)).unwrap_or_default()).into_owned())
+            .join("")
+            + &saved_state(&dir.path().join("copy-state.db")).to_string();
         for text in [
             job.to_string(),
             failed.to_string(),
@@ -617,8 +621,8 @@ fn refused_documents_are_visible_on_the_job_and_kept_on_disk() {
             error.contains("completed with 30 failed documents"),
             "{error}"
         );
-        let kept = std::fs::read_to_string(dir.path().join("copy-state.json.dead-letters.ndjson"))
-            .unwrap();
+        let kept =
+            std::fs::read_to_string(dir.path().join("copy-state.db.dead-letters.ndjson")).unwrap();
         assert_eq!(kept.lines().count(), 30);
     });
 }

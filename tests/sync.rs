@@ -100,10 +100,7 @@ fn same(a: &[RawDocumentBuf], b: &[RawDocumentBuf]) -> bool {
 
 /// The sync part of the (only) job in a state file.
 fn sync_state(state: &Path) -> Value {
-    let Ok(text) = std::fs::read_to_string(state) else {
-        return Value::Null;
-    };
-    let file: Value = serde_json::from_str(&text).unwrap();
+    let file = common::saved_state(state);
     file["jobs"]
         .as_object()
         .and_then(|jobs| jobs.values().next())

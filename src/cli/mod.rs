@@ -133,7 +133,7 @@ pub struct CopyArgs {
     /// The state store keeping this job's checkpoint (so a rerun continues where a crashed or
     /// stopped run left off) and the documents the destination refused: a file, or a MongoDB
     /// database (`mongodb://host/db`) that processes on several machines can share [default:
-    /// $XDG_DATA_HOME/mongoferry/copy-state.json].
+    /// $XDG_DATA_HOME/mongoferry/copy-state.db].
     #[arg(
         long,
         value_name = "PATH|URI",
@@ -397,10 +397,12 @@ async fn run_copy_or_sync(args: CopyArgs, until_caught_up: bool) -> Result<(), F
             ])
             .into())
         }
-        (path, false) => Arc::new(FileStore::new(
-            path.as_ref()
-                .map_or_else(FileStore::default_path, std::path::PathBuf::from),
-        )),
+        (Some(path), false) => Arc::new(FileStore::new(path)),
+        // The default path changed with the store's format: an older default store is taken.
+        (None, false) => Arc::new(
+            FileStore::new(FileStore::default_path())
+                .migrating_from(FileStore::first_format_default_path()),
+        ),
     };
     let outcome = copy_with_store(args, until_caught_up, spec, store.clone()).await;
     store.close().await;
@@ -1025,9 +1027,10 @@ pub async fn prepare_serve(args: ServeArgs) -> Result<PreparedService, Failure> 
         .then(|| HistoryFile::new(args.state.clone().unwrap_or_else(default_state_path)));
     // Checkpoints and dead letters live beside the history (and with the history off, nowhere).
     let state: Arc<dyn StateStore> = match &store {
-        Some(history) => Arc::new(FileStore::new(
-            history.path().with_file_name("copy-state.json"),
-        )),
+        Some(history) => Arc::new(
+            FileStore::new(history.path().with_file_name("copy-state.db"))
+                .migrating_from(history.path().with_file_name("copy-state.json")),
+        ),
         None => Arc::new(MemoryStore::default()),
     };
     let journal_root = args.journal_root.clone().or_else(|| {

@@ -1,30 +1,51 @@
-//! The embedded state store: checkpoints in one JSON file, dead letters in a JSON-lines file.
+//! The embedded state store: checkpoints in an SQLite database, dead letters in a JSON-lines
+//! file.
 //!
 //! In: checkpoints, dead letters, claims. Out: the same after a crash. Format
-//! (docs/ARCHITECTURE.md): checkpoints in `{"version": 1, "jobs": {KEY: Checkpoint}}`, rewritten
-//! whole ([`write_atomic`]) under an advisory lock (`PATH.lock`) so that concurrent copies
-//! sharing the store do not lose each other's updates; dead letters appended as JSON lines to
-//! `PATH.dead-letters.ndjson` and fsynced before the batch counts as done; a run's claim on its
-//! job is a lock on `PATH.jobs/KEY.lock`. `_id`s and documents are canonical Extended JSON.
+//! (docs/ARCHITECTURE.md): a job's checkpoint is one row of `jobs` (its description, flags and
+//! sync position) and one row of `entries` per namespace or partition; a save writes only the
+//! entries that moved since this store last wrote the job (the job's claim makes this store its
+//! only writer), in one transaction, so a job of thousands of partitions costs per save what
+//! moved, not the whole checkpoint. SQLite's own locking and write-ahead log keep concurrent
+//! copies sharing the store from losing each other's jobs. Dead letters are appended as JSON
+//! lines to `PATH.dead-letters.ndjson` and fsynced before the batch counts as done; a run's
+//! claim on its job is a lock on `PATH.jobs/KEY.lock`. `_id`s and documents are canonical
+//! Extended JSON. A store of the first format (one JSON file) is converted on first use, its file
+//! kept beside as `PATH.v1.json`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
+use parking_lot::Mutex;
+use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
-use super::atomic::write_bytes_atomic;
-use super::{data_dir, Checkpoint, DeadLetter, JobClaim, JobKey, StateError, StateStore};
+use super::{
+    data_dir, Checkpoint, DeadLetter, JobClaim, JobKey, NsCheckpoint, StateError, StateStore,
+};
 
-const VERSION: u32 = 1;
+/// The first format: every job's checkpoint in one JSON document.
+const JSON_VERSION: u32 = 1;
 
-/// The embedded store: a JSON file of checkpoints and a JSON-lines file of dead letters.
+/// How long a write waits for another process's transaction on the same store.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The embedded store: an SQLite database of checkpoints and a JSON-lines file of dead letters.
 #[derive(Debug, Clone)]
 pub struct FileStore {
     path: PathBuf,
+    /// A store of the first format to take the jobs from, when `path` does not exist yet.
+    migrate_from: Option<PathBuf>,
+    /// The connection, opened on first use.
+    db: Arc<Mutex<Option<Connection>>>,
+    /// What this store last wrote (or read) of each job's entries: a save writes what differs.
+    written: Arc<Mutex<HashMap<JobKey, BTreeMap<String, NsCheckpoint>>>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -35,11 +56,28 @@ struct CheckpointFile {
 
 impl FileStore {
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        FileStore { path: path.into() }
+        FileStore {
+            path: path.into(),
+            migrate_from: None,
+            db: Arc::default(),
+            written: Arc::default(),
+        }
+    }
+
+    /// Takes the jobs of `old` (a store of the first format, with its dead letters) when this
+    /// store does not exist yet: the default path changed with the format.
+    pub fn migrating_from(mut self, old: impl Into<PathBuf>) -> Self {
+        self.migrate_from = Some(old.into());
+        self
     }
 
     /// The default store, in the user's data directory.
     pub fn default_path() -> PathBuf {
+        data_dir().join("mongoferry/copy-state.db")
+    }
+
+    /// Where the default store of the first format was.
+    pub fn first_format_default_path() -> PathBuf {
         data_dir().join("mongoferry/copy-state.json")
     }
 
@@ -48,9 +86,7 @@ impl FileStore {
     }
 
     fn sibling(&self, suffix: &str) -> PathBuf {
-        let mut name = self.path.file_name().unwrap_or_default().to_os_string();
-        name.push(suffix);
-        self.path.with_file_name(name)
+        sibling(&self.path, suffix)
     }
 
     pub fn dead_letter_path(&self) -> PathBuf {
@@ -64,6 +100,24 @@ impl FileStore {
         }
     }
 
+    fn database_error(&self, e: rusqlite::Error) -> StateError {
+        match e {
+            rusqlite::Error::SqliteFailure(code, _)
+                if code.code == rusqlite::ErrorCode::NotADatabase =>
+            {
+                StateError::Corrupt {
+                    path: self.path.clone(),
+                    reason: "not a mongoferry state store (neither SQLite nor its JSON format)"
+                        .into(),
+                }
+            }
+            e => StateError::Write {
+                path: self.path.clone(),
+                source: io::Error::other(e),
+            },
+        }
+    }
+
     fn ensure_dir(&self) -> Result<(), StateError> {
         match self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             Some(dir) => std::fs::create_dir_all(dir).map_err(|e| self.write_error(e)),
@@ -71,7 +125,8 @@ impl FileStore {
         }
     }
 
-    /// Holds the store's advisory lock while `f` runs (blocking: call off the async threads).
+    /// Holds the store's advisory lock while `f` runs (blocking: call off the async threads):
+    /// the dead letters' appends and the conversion of a store of the first format.
     fn locked<T>(&self, f: impl FnOnce() -> Result<T, StateError>) -> Result<T, StateError> {
         self.ensure_dir()?;
         let lock = std::fs::OpenOptions::new()
@@ -83,6 +138,150 @@ impl FileStore {
         // Released when `lock` closes.
         lock.lock().map_err(|e| self.write_error(e))?;
         f()
+    }
+
+    /// Runs `f` on the store's database, opened (and converted from the first format) on first
+    /// use. Blocking: call off the async threads.
+    fn with_db<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, rusqlite::Error>,
+    ) -> Result<T, StateError> {
+        let mut db = self.db.lock();
+        if db.is_none() {
+            *db = Some(self.locked(|| self.open())?);
+        }
+        f(db.as_mut().expect("opened above")).map_err(|e| self.database_error(e))
+    }
+
+    /// Opens the database, creating its tables, and takes the jobs of a store of the first
+    /// format: the file at `path` itself (kept as `PATH.v1.json`), or the one `migrate_from`
+    /// names (kept as `OLD.migrated`, its dead letters moved beside this store). A file that
+    /// cannot be read is left as it is, with the error.
+    fn open(&self) -> Result<Connection, StateError> {
+        let (old, retired) = if is_first_format(&self.path) {
+            (Some(self.path.clone()), self.sibling(".v1.json"))
+        } else {
+            match self.migrate_from.clone() {
+                Some(old) if !self.path.exists() && is_first_format(&old) => {
+                    let retired = sibling(&old, ".migrated");
+                    (Some(old), retired)
+                }
+                _ => (None, PathBuf::new()),
+            }
+        };
+        let jobs = old.as_deref().map(read_first_format).transpose()?;
+        if let Some(old) = &old {
+            if *old != self.path {
+                let letters = sibling(old, ".dead-letters.ndjson");
+                if letters.exists() && !self.dead_letter_path().exists() {
+                    std::fs::rename(&letters, self.dead_letter_path())
+                        .map_err(|e| self.write_error(e))?;
+                }
+            }
+            std::fs::rename(old, &retired).map_err(|e| self.write_error(e))?;
+        }
+        let mut db = Connection::open(&self.path).map_err(|e| self.database_error(e))?;
+        let setup = |db: &mut Connection| {
+            db.busy_timeout(BUSY_TIMEOUT)?;
+            db.pragma_update(None, "journal_mode", "wal")?;
+            // Every commit is durable before a checkpoint counts as saved.
+            db.pragma_update(None, "synchronous", "full")?;
+            db.execute_batch(
+                "CREATE TABLE IF NOT EXISTS jobs (key TEXT PRIMARY KEY, job TEXT NOT NULL);
+                 CREATE TABLE IF NOT EXISTS entries (
+                     job TEXT NOT NULL, entry TEXT NOT NULL, checkpoint TEXT NOT NULL,
+                     PRIMARY KEY (job, entry)) WITHOUT ROWID;",
+            )?;
+            if let Some(jobs) = &jobs {
+                let tx = db.transaction()?;
+                for (key, checkpoint) in jobs {
+                    let changes = Changes {
+                        key: key.clone(),
+                        job: to_json(&job_row(checkpoint)),
+                        whole: true,
+                        upserts: checkpoint.namespaces.clone().into_iter().collect(),
+                        removed: Vec::new(),
+                    };
+                    write_job(&tx, &changes)?;
+                }
+                tx.commit()?;
+            }
+            Ok(())
+        };
+        setup(&mut db).map_err(|e| self.database_error(e))?;
+        if let (Some(old), Some(jobs)) = (&old, &jobs) {
+            tracing::info!(
+                "converted the state store {} to {} ({} jobs; the old file is now {})",
+                old.display(),
+                self.path.display(),
+                jobs.len(),
+                retired.display()
+            );
+        }
+        Ok(db)
+    }
+
+    fn load_job(&self, key: &JobKey) -> Result<Option<Checkpoint>, StateError> {
+        let loaded = self.with_db(|db| read_job(db, key))?;
+        let mut written = self.written.lock();
+        match &loaded {
+            Some(checkpoint) => written.insert(key.clone(), checkpoint.namespaces.clone()),
+            None => written.remove(key),
+        };
+        Ok(loaded)
+    }
+
+    /// What a save of `checkpoint` changes in the store: computed on the caller's thread, so
+    /// that only what moved is copied to the blocking write.
+    fn changes(&self, key: &JobKey, checkpoint: &Checkpoint) -> Changes {
+        let written = self.written.lock();
+        let before = written.get(key);
+        Changes {
+            key: key.clone(),
+            job: to_json(&job_row(checkpoint)),
+            whole: before.is_none(),
+            upserts: checkpoint
+                .namespaces
+                .iter()
+                .filter(|(entry, now)| before.and_then(|b| b.get(*entry)) != Some(*now))
+                .map(|(entry, now)| (entry.clone(), now.clone()))
+                .collect(),
+            removed: before
+                .into_iter()
+                .flat_map(|b| b.keys())
+                .filter(|entry| !checkpoint.namespaces.contains_key(*entry))
+                .cloned()
+                .collect(),
+        }
+    }
+
+    fn save_job(&self, changes: Changes) -> Result<(), StateError> {
+        self.with_db(|db| {
+            let tx = db.transaction()?;
+            write_job(&tx, &changes)?;
+            tx.commit()
+        })?;
+        let mut written = self.written.lock();
+        let entries = written.entry(changes.key).or_default();
+        if changes.whole {
+            entries.clear();
+        }
+        for gone in changes.removed {
+            entries.remove(&gone);
+        }
+        entries.extend(changes.upserts);
+        Ok(())
+    }
+
+    fn remove_job(&self, key: &JobKey) -> Result<(), StateError> {
+        self.with_db(|db| {
+            let tx = db.transaction()?;
+            tx.execute("DELETE FROM jobs WHERE key = ?1", params![key.0])?;
+            tx.execute("DELETE FROM entries WHERE job = ?1", params![key.0])?;
+            tx.commit()
+        })?;
+        self.written.lock().remove(key);
+        Ok(())
     }
 
     /// The lock file of one job: `PATH.jobs/KEY.lock`, holding the pid of its run.
@@ -134,49 +333,6 @@ impl FileStore {
         })
     }
 
-    fn read_all(&self) -> Result<BTreeMap<JobKey, Checkpoint>, StateError> {
-        let text = match std::fs::read_to_string(&self.path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
-            Err(source) => {
-                return Err(StateError::Read {
-                    path: self.path.clone(),
-                    source,
-                })
-            }
-        };
-        let corrupt = |reason: String| StateError::Corrupt {
-            path: self.path.clone(),
-            reason,
-        };
-        let file: CheckpointFile = serde_json::from_str(&text)
-            .map_err(|e| corrupt(format!("not a mongoferry checkpoint file: {e}")))?;
-        if file.version != VERSION {
-            return Err(corrupt(format!("unknown version {}", file.version)));
-        }
-        Ok(file.jobs)
-    }
-
-    fn write_all(&self, jobs: BTreeMap<JobKey, Checkpoint>) -> Result<(), StateError> {
-        let text = serde_json::to_vec_pretty(&CheckpointFile {
-            version: VERSION,
-            jobs,
-        })
-        .expect("checkpoints serialise");
-        write_bytes_atomic(&self.path, &text).map_err(|e| self.write_error(e))
-    }
-
-    fn update(
-        &self,
-        change: impl FnOnce(&mut BTreeMap<JobKey, Checkpoint>),
-    ) -> Result<(), StateError> {
-        self.locked(|| {
-            let mut jobs = self.read_all()?;
-            change(&mut jobs);
-            self.write_all(jobs)
-        })
-    }
-
     fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(FileStore) -> Result<T, StateError> + Send + 'static,
@@ -202,7 +358,7 @@ impl StateStore for FileStore {
         key: &'a JobKey,
     ) -> BoxFuture<'a, Result<Option<Checkpoint>, StateError>> {
         let key = key.clone();
-        self.blocking(move |s| s.locked(|| Ok(s.read_all()?.remove(&key))))
+        self.blocking(move |s| s.load_job(&key))
     }
 
     fn save<'a>(
@@ -210,21 +366,13 @@ impl StateStore for FileStore {
         key: &'a JobKey,
         checkpoint: &'a Checkpoint,
     ) -> BoxFuture<'a, Result<(), StateError>> {
-        let (key, checkpoint) = (key.clone(), checkpoint.clone());
-        self.blocking(move |s| {
-            s.update(|jobs| {
-                jobs.insert(key, checkpoint);
-            })
-        })
+        let changes = self.changes(key, checkpoint);
+        self.blocking(move |s| s.save_job(changes))
     }
 
     fn remove<'a>(&'a self, key: &'a JobKey) -> BoxFuture<'a, Result<(), StateError>> {
         let key = key.clone();
-        self.blocking(move |s| {
-            s.update(|jobs| {
-                jobs.remove(&key);
-            })
-        })
+        self.blocking(move |s| s.remove_job(&key))
     }
 
     fn keep_dead_letters(&self, letters: Vec<DeadLetter>) -> BoxFuture<'_, Result<(), StateError>> {
@@ -258,6 +406,159 @@ impl StateStore for FileStore {
     fn dead_letter_location(&self) -> String {
         self.dead_letter_path().display().to_string()
     }
+}
+
+/// `path` with `suffix` added to its file name.
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(suffix);
+    path.with_file_name(name)
+}
+
+/// Whether `path` holds a store of the first format (a JSON document).
+fn is_first_format(path: &Path) -> bool {
+    use std::io::Read as _;
+    let mut first = [0u8; 64];
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return false;
+    };
+    let n = file.read(&mut first).unwrap_or(0);
+    first[..n]
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'{')
+}
+
+/// The jobs of a store of the first format.
+fn read_first_format(path: &Path) -> Result<BTreeMap<JobKey, Checkpoint>, StateError> {
+    let text = std::fs::read_to_string(path).map_err(|source| StateError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let corrupt = |reason: String| StateError::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let file: CheckpointFile = serde_json::from_str(&text)
+        .map_err(|e| corrupt(format!("not a mongoferry checkpoint file: {e}")))?;
+    if file.version != JSON_VERSION {
+        return Err(corrupt(format!("unknown version {}", file.version)));
+    }
+    Ok(file.jobs)
+}
+
+/// What one save writes: the job's row, and of its entries those that moved (all, and no
+/// other, when `whole`) and those it no longer has.
+struct Changes {
+    key: JobKey,
+    job: String,
+    whole: bool,
+    upserts: Vec<(String, NsCheckpoint)>,
+    removed: Vec<String>,
+}
+
+/// A checkpoint without its entries: the job's row.
+fn job_row(checkpoint: &Checkpoint) -> Checkpoint {
+    let Checkpoint {
+        description,
+        updated_at,
+        complete,
+        namespaces: _,
+        sync,
+        shared,
+    } = checkpoint;
+    Checkpoint {
+        description: description.clone(),
+        updated_at: *updated_at,
+        complete: *complete,
+        namespaces: BTreeMap::new(),
+        sync: sync.clone(),
+        shared: shared.clone(),
+    }
+}
+
+fn write_job(tx: &rusqlite::Transaction<'_>, changes: &Changes) -> Result<(), rusqlite::Error> {
+    let key = &changes.key.0;
+    tx.execute(
+        "INSERT INTO jobs (key, job) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET job = excluded.job",
+        params![key, changes.job],
+    )?;
+    if changes.whole {
+        tx.execute("DELETE FROM entries WHERE job = ?1", params![key])?;
+    }
+    for gone in &changes.removed {
+        tx.execute(
+            "DELETE FROM entries WHERE job = ?1 AND entry = ?2",
+            params![key, gone],
+        )?;
+    }
+    let mut upsert = tx.prepare_cached(
+        "INSERT INTO entries (job, entry, checkpoint) VALUES (?1, ?2, ?3)
+         ON CONFLICT (job, entry) DO UPDATE SET checkpoint = excluded.checkpoint",
+    )?;
+    for (entry, now) in &changes.upserts {
+        upsert.execute(params![key, entry, to_json(now)])?;
+    }
+    Ok(())
+}
+
+fn to_json(value: &impl Serialize) -> String {
+    serde_json::to_string(value).expect("checkpoints serialise")
+}
+
+/// A job as the store holds it.
+fn read_job(db: &Connection, key: &JobKey) -> Result<Option<Checkpoint>, rusqlite::Error> {
+    let job: Option<String> = db
+        .query_row("SELECT job FROM jobs WHERE key = ?1", params![key.0], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    let Some(job) = job else {
+        return Ok(None);
+    };
+    let bad = |e: serde_json::Error| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    };
+    let mut checkpoint: Checkpoint = serde_json::from_str(&job).map_err(bad)?;
+    let mut entries = db.prepare_cached("SELECT entry, checkpoint FROM entries WHERE job = ?1")?;
+    let rows = entries.query_map(params![key.0], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+    })?;
+    for row in rows {
+        let (entry, text) = row?;
+        checkpoint
+            .namespaces
+            .insert(entry, serde_json::from_str(&text).map_err(bad)?);
+    }
+    Ok(Some(checkpoint))
+}
+
+/// Every job of the embedded store at `path`, as it stands (for tools and tests that look at a
+/// store a copy is using).
+pub fn read_checkpoints(path: &Path) -> Result<BTreeMap<JobKey, Checkpoint>, StateError> {
+    if is_first_format(path) {
+        return read_first_format(path);
+    }
+    let failed = |e: rusqlite::Error| StateError::Read {
+        path: path.to_path_buf(),
+        source: io::Error::other(e),
+    };
+    let db = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(failed)?;
+    db.busy_timeout(BUSY_TIMEOUT).map_err(failed)?;
+    let keys: Vec<String> = db
+        .prepare("SELECT key FROM jobs ORDER BY key")
+        .and_then(|mut q| q.query_map([], |r| r.get(0))?.collect())
+        .map_err(failed)?;
+    let mut jobs = BTreeMap::new();
+    for key in keys {
+        let key = JobKey(key);
+        if let Some(checkpoint) = read_job(&db, &key).map_err(failed)? {
+            jobs.insert(key, checkpoint);
+        }
+    }
+    Ok(jobs)
 }
 
 /// Reads the dead letters of a file store (all jobs, or one).
@@ -341,10 +642,90 @@ mod tests {
         drop(store.claim(&key("a")).await.unwrap());
         drop(other);
 
-        std::fs::write(store.path(), "{ nope").unwrap();
-        assert!(matches!(
-            store.load(&key("b")).await,
-            Err(StateError::Corrupt { .. })
-        ));
+        // A file that is no store: a clear error, and the file left as it is.
+        for garbage in [
+            "{ nope",
+            "not a database at all, but long enough to be looked at",
+        ] {
+            let path = dir.path().join("garbage");
+            std::fs::write(&path, garbage).unwrap();
+            let error = FileStore::new(&path).load(&key("b")).await.unwrap_err();
+            assert!(matches!(error, StateError::Corrupt { .. }), "{error}");
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), garbage);
+        }
+    }
+
+    fn partitioned(entries: u32, done: u64) -> Checkpoint {
+        let mut cp = Checkpoint {
+            description: "many partitions".into(),
+            ..Default::default()
+        };
+        for i in 0..entries {
+            cp.namespaces.insert(
+                format!("a.b -> a.b #{i:05}"),
+                NsCheckpoint::new(Some(&RawBson::Int64(i64::from(i))), done, false),
+            );
+        }
+        cp
+    }
+
+    /// A save writes the entries that moved, not the whole checkpoint: with thousands of
+    /// partitions a save of one that moved changes one row.
+    #[tokio::test]
+    async fn a_save_writes_only_what_moved() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path().join("state.db"));
+        let key = JobKey("k".into());
+        let mut cp = partitioned(5_000, 1);
+        store.save(&key, &cp).await.unwrap();
+        let changes = || store.with_db(|db| Ok(db.total_changes())).unwrap();
+        let before = changes();
+        cp.namespaces.get_mut("a.b -> a.b #00042").unwrap().done = 2;
+        cp.namespaces.remove("a.b -> a.b #00043");
+        store.save(&key, &cp).await.unwrap();
+        // The job's row, the entry that moved and the one removed.
+        assert_eq!(changes() - before, 3);
+        // Another store (another process) reads it all back.
+        let other = FileStore::new(dir.path().join("state.db"));
+        assert_eq!(other.load(&key).await.unwrap(), Some(cp.clone()));
+        assert_eq!(read_checkpoints(store.path()).unwrap()[&key], cp);
+    }
+
+    /// A store of the first format is converted on first use, where it is or from the old
+    /// default path, with its dead letters, and its file kept aside.
+    #[tokio::test]
+    async fn a_store_of_the_first_format_is_converted() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = JobKey("k".into());
+        let cp = partitioned(3, 7);
+        let first_format = serde_json::to_string(&CheckpointFile {
+            version: JSON_VERSION,
+            jobs: BTreeMap::from([(key.clone(), cp.clone())]),
+        })
+        .unwrap();
+
+        let in_place = dir.path().join("state.json");
+        std::fs::write(&in_place, &first_format).unwrap();
+        let store = FileStore::new(&in_place);
+        assert_eq!(store.load(&key).await.unwrap(), Some(cp.clone()));
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("state.json.v1.json")).unwrap(),
+            first_format
+        );
+
+        let old = dir.path().join("copy-state.json");
+        std::fs::write(&old, &first_format).unwrap();
+        std::fs::write(
+            dir.path().join("copy-state.json.dead-letters.ndjson"),
+            "{}\n",
+        )
+        .unwrap();
+        let store = FileStore::new(dir.path().join("copy-state.db")).migrating_from(&old);
+        assert_eq!(store.load(&key).await.unwrap(), Some(cp));
+        assert!(!old.exists() && dir.path().join("copy-state.json.migrated").exists());
+        assert_eq!(
+            std::fs::read_to_string(store.dead_letter_path()).unwrap(),
+            "{}\n"
+        );
     }
 }

@@ -4,7 +4,7 @@
 //! acknowledged every document below them, see [`crate::engine::ledger`]) and the documents the
 //! destination refused. Out: the same after a crash, so a rerun
 //! continues where the last one durably stopped, and nothing refused is lost. [`StateStore`] is
-//! the seam; one file per kind: [`file`] (the embedded default, JSON files), [`mongo`] (a MongoDB
+//! the seam; one file per kind: [`file`] (the embedded default: SQLite, and dead letters as JSON lines), [`mongo`] (a MongoDB
 //! database that several processes share, with leases and fencing), [`memory`] (keeps nothing);
 //! [`history`] keeps the service's jobs; [`atomic`] is how every file is rewritten.
 
@@ -23,7 +23,7 @@ use futures::FutureExt;
 use mongodb::bson::{Bson, Document, RawBson, RawDocumentBuf};
 use serde::{Deserialize, Serialize};
 
-pub use file::{read_dead_letters, FileStore};
+pub use file::{read_checkpoints, read_dead_letters, FileStore};
 pub use memory::MemoryStore;
 pub use mongo::MongoStore;
 

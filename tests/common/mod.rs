@@ -400,3 +400,12 @@ pub fn read_log(mut log: std::fs::File) -> String {
     log.read_to_string(&mut text).unwrap();
     text
 }
+
+/// The jobs an embedded state store holds, as JSON: `{"jobs": {KEY: checkpoint}}` (`null` while
+/// the store does not exist or cannot be read, e.g. as a copy creates it).
+pub fn saved_state(path: &Path) -> serde_json::Value {
+    match mongoferry::state::read_checkpoints(path) {
+        Ok(jobs) => serde_json::json!({ "jobs": jobs }),
+        Err(_) => serde_json::Value::Null,
+    }
+}
