@@ -323,3 +323,71 @@ fn partitions_work_with_the_journal_verify_and_sync() {
         assert_eq!(assert_same(&env, (&s2, "c"), (&d2, "c")).await, 3_300);
     });
 }
+
+/// Refused documents over partitions become dead letters, each once, while the rest is
+/// copied; and a move over partitions leaves the source without the documents and the
+/// destination with them, byte-equal.
+#[test]
+fn partitions_keep_refused_documents_and_move() {
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("partsr"), env.dst_db("partsr"));
+        let src = env.src_client().await;
+        // Every tenth document is too large for the limit below.
+        let docs: Vec<RawDocumentBuf> = (0..1_000_i64)
+            .map(|i| {
+                let pad = "x".repeat(if i % 10 == 0 { 2_000 } else { 100 });
+                RawDocumentBuf::from_document(&doc! { "_id": i, "pad": pad }).unwrap()
+            })
+            .collect();
+        insert_raw(&src, &s, "c", &docs).await;
+        let mut spec = partitioned_spec(&env, format!("{s}.c:{d}.c"), Strategy::Stream);
+        spec.partition_docs = Some(100);
+        spec.max_document_bytes = Some(1_000);
+        let store = std::sync::Arc::new(mongoferry::state::MemoryStore::default());
+        let prepared = copy::prepare(&spec.validate().unwrap(), store.clone())
+            .await
+            .unwrap();
+        let stats = prepared.stats();
+        let summary = prepared.run(CancellationToken::new()).await.unwrap();
+        assert_eq!((summary.docs, summary.failed), (900, 100));
+        assert!(stats.snapshot().namespaces[0].partitions.len() >= 5);
+        let mut refused: Vec<String> = store
+            .dead_letters()
+            .iter()
+            .map(|l| l.id["$numberLong"].as_str().unwrap().to_string())
+            .collect();
+        refused.sort_by_key(|id| id.parse::<i64>().unwrap());
+        let expected: Vec<String> = (0..100).map(|i| (i * 10).to_string()).collect();
+        assert_eq!(refused, expected, "each refused document kept once");
+
+        let (s2, d2) = (env.src_db("partsm"), env.dst_db("partsm"));
+        let moved = sample_docs(1_500, 200);
+        insert_raw(&src, &s2, "c", &moved).await;
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state.db");
+        let ns = format!("{s2}.c:{d2}.c");
+        let argv = [
+            "move",
+            "--from",
+            &env.src,
+            "--to",
+            &env.dst,
+            "--ns",
+            &ns,
+            "--readers",
+            "2",
+            "--partition-docs",
+            "300",
+            "--quiet",
+            "--state",
+            state.to_str().unwrap(),
+        ];
+        let out = mongoferry(&argv, Duration::from_secs(90));
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(
+            dump(&src, &s2, "c").await.is_empty(),
+            "the source keeps nothing"
+        );
+        assert_eq!(dump(&env.dst_client().await, &d2, "c").await, moved);
+    });
+}
