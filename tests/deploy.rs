@@ -105,7 +105,7 @@ fn every_manifest_parses_and_names_what_kubernetes_needs() {
 }
 
 #[test]
-fn the_copy_job_runs_standby_copiers_on_a_shared_state() {
+fn the_copy_job_runs_copiers_that_share_partitions_on_a_shared_state() {
     let docs = documents("copy-job.yaml");
     let job = docs.iter().find(|d| kind(d) == "Job").expect("a Job");
     let spec = &job["spec"];
@@ -118,6 +118,8 @@ fn the_copy_job_runs_standby_copiers_on_a_shared_state() {
     let container = &pod["containers"][0];
     let args = strings(&container["args"]);
     assert_eq!(args[0], "copy");
+    // Partitions are what the copiers share; standbys cover a job with none.
+    assert!(args.contains(&"--partition-docs".to_string()));
     assert!(args.contains(&"--standby".to_string()));
 
     // The URIs come from the Secret, by the variables the binary reads.

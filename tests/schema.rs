@@ -481,10 +481,20 @@ fn plan_shows_what_a_copy_would_do_and_writes_nothing() {
             "{estimate}"
         );
 
+        assert_eq!(
+            orders["partitions"], 1,
+            "read whole without --partition-docs"
+        );
+
         // With --drop nothing blocks, and the plan says it would drop; still nothing written.
-        let out = plan(&["--drop"]).await;
+        // With --partition-docs it says about how many partitions each collection makes.
+        let out = plan(&["--drop", "--partition-docs", "300"]).await;
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
         let found: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+        assert_eq!(
+            found["namespaces"][0]["partitions"], 7,
+            "2,000 documents by 300"
+        );
         assert_eq!(
             (&found["blocked"], &found["drop"]),
             (&Value::Bool(false), &Value::Bool(true))

@@ -649,7 +649,7 @@ export function planHtml(plan) {
   const rows = plan.namespaces
     .map(
       (n) => `<tr data-ns="${esc(n.source)}"><td>${esc(n.source)} → ${esc(n.destination)}</td>\
-<td class="num">${esc(formatCount(n.documents))}</td><td class="num">${esc(formatBytes(n.bytes))}</td>\
+<td class="num">${esc(formatCount(n.documents))}${n.partitions > 1 ? `<br><span class="muted" data-field="partitions">in ~${esc(n.partitions)} partitions</span>` : ""}</td><td class="num">${esc(formatBytes(n.bytes))}</td>\
 <td class="num">${esc(n.indexes.length)}</td><td>${esc(n.destination_state)}</td></tr>`,
     )
     .join("");

@@ -533,7 +533,10 @@ fn print_plan(plan: &crate::run::plan::Plan) {
         .map(|n| {
             [
                 format!("{} -> {}", n.source, n.destination),
-                n.documents.to_string(),
+                match n.partitions {
+                    0 | 1 => n.documents.to_string(),
+                    parts => format!("{} in ~{parts} partitions", n.documents),
+                },
                 human_bytes(n.bytes),
                 human_bytes(n.average_document_bytes),
                 n.indexes.len().to_string(),

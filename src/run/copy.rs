@@ -373,7 +373,12 @@ impl PreparedCopy {
         let mut claim = self.claim.take();
         let publish = self.publish.take();
         // A shared job: what the other processes did so far counts, and may finish it.
-        self.ledger.refresh(&self.tasks).await?;
+        if let Err(e) = self.ledger.refresh(&self.tasks).await {
+            for client in self.clients {
+                mongo::close(client).await;
+            }
+            return Err(e);
+        }
         let already_complete = self.tasks.iter().all(|t| t.is_finished());
         // The journal is a layer around the destination: it sees every batch the destination
         // acknowledged, and checkpoints wait for it to be durable. The engine does not know.
@@ -685,7 +690,9 @@ impl Layout<'_> {
                         reason: format!("checkpoint of {key}: {reason}"),
                     })
                 })?;
-                resumed |= from.after.is_some() || from.complete;
+                // A partition's watermark starts at its lower bound: only what was written
+                // counts as continuing.
+                resumed |= from.done > 0 || from.complete;
                 tasks.push(Arc::new(task));
             }
         }

@@ -58,6 +58,9 @@ pub struct NsPlan {
     pub documents: u64,
     pub bytes: u64,
     pub average_document_bytes: u64,
+    /// About how many `_id` ranges the collection would be read in (`--partition-docs`; 1:
+    /// whole). The copy places them by a sample, so it may make a few more or fewer.
+    pub partitions: usize,
     /// Options the destination collection is created with (canonical Extended JSON).
     #[schema(value_type = Object)]
     pub options: serde_json::Value,
@@ -187,6 +190,9 @@ async fn plan_with(src: &Client, dst: &Client, spec: &CopySpec) -> Result<Plan, 
             documents,
             bytes,
             average_document_bytes: bytes.checked_div(documents).unwrap_or(0),
+            partitions: spec.partition_docs.map_or(1, |target| {
+                crate::engine::partition::parts_for(documents, target)
+            }),
             options: Bson::Document(selected.schema.options.clone()).into_canonical_extjson(),
             indexes,
             destination_state,

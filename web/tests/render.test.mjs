@@ -388,6 +388,9 @@ test("a plan shows its namespaces, estimate and problems, blocking ones first, e
   assert.ok(html.includes("view shop.v → x.v (on orders)"), html);
   const fine = R.planHtml({ ...plan, problems: [], blocked: false, estimate: null, drop: true, indexes: "none" });
   assert.ok(fine.includes("Nothing blocks the job.") && fine.includes("dropped first") && fine.includes("not built"), fine);
+  assert.ok(!html.includes("partitions"), "a namespace read whole says nothing of partitions");
+  const parted = R.planHtml({ ...plan, namespaces: [{ ...plan.namespaces[0], partitions: 8 }] });
+  assert.ok(parted.includes('<span class="muted" data-field="partitions">in ~8 partitions</span>'), parted);
 });
 
 test("the schema panel shows the index builds and what the destination refused", () => {
