@@ -575,3 +575,75 @@ fn a_sync_journal_replays_in_order_to_the_same_documents() {
         assert!(stderr(&out).contains("a sync's change"), "{}", stderr(&out));
     });
 }
+
+/// Two processes of one partitioned sync on one MongoDB state share its initial copy (both
+/// copy partitions, while a load writes to the source), then one of them follows the source
+/// while the other waits to take over; both end caught up, and a last run finds the
+/// destination byte-equal.
+#[test]
+fn two_processes_share_a_syncs_initial_copy_and_one_follows() {
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("sharedsync"), env.dst_db("sharedsync"));
+        let (src, dst) = (env.src_client().await, env.dst_client().await);
+        insert_raw(&src, &s, "c", &common::sample_docs(4_000, 200)).await;
+        let state = env.state_uri("sharedsync");
+        let ns = format!("{s}.c:{d}.c");
+        let argv = [
+            "sync",
+            "--from",
+            &env.src,
+            "--to",
+            &env.dst,
+            "--ns",
+            &ns,
+            "--state",
+            &state,
+            "--partition-docs",
+            "500",
+            "--lease-seconds",
+            "3",
+            "--rate",
+            "800",
+            "--until-caught-up",
+            "--json",
+            "--quiet",
+        ];
+        let load = start_load(&env, src.clone(), &s, 4_000);
+        let mut processes = Vec::new();
+        for _ in 0..2 {
+            let (out, err) = (tempfile::tempfile().unwrap(), tempfile::tempfile().unwrap());
+            let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_mongoferry"));
+            command
+                .args(argv)
+                .stdin(std::process::Stdio::null())
+                .stdout(out.try_clone().unwrap())
+                .stderr(err.try_clone().unwrap());
+            mongoferry::testkit::kill_with_parent(&mut command);
+            processes.push((command.spawn().unwrap(), out, err));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // The load goes on during the initial copy (about 2.5 s at these rates), then stops so
+        // that the follower can catch up.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let writes = load.finish().await;
+        let mut copied = Vec::new();
+        for (mut child, out, err) in processes {
+            let (status, _) = exit_within(&mut child, Duration::from_secs(90)).await;
+            let (stdout, log) = (read_log(out), read_log(err));
+            assert!(status.success(), "{log}");
+            let summary: Value = serde_json::from_str(stdout.trim())
+                .unwrap_or_else(|e| panic!("{e}: {stdout} {log}"));
+            assert_eq!(summary["shared"], true, "{summary}");
+            copied.push(summary["docs"].as_u64().unwrap());
+        }
+        assert!(
+            copied.iter().all(|docs| *docs > 0),
+            "both copied: {copied:?}"
+        );
+        println!("{writes} writes of the load; copied {copied:?}");
+        let out = mongoferry(&argv, Duration::from_secs(90));
+        assert!(out.status.success(), "{}", stderr(&out));
+        converged(&src, &dst, (&s, "c"), (&d, "c"), Duration::from_secs(1)).await;
+        common::assert_same(&env, (&s, "c"), (&d, "c")).await;
+    });
+}

@@ -126,8 +126,9 @@ pub struct Ledger {
     description: String,
     /// A sync job's position in the source's history, saved with every checkpoint.
     sync: Mutex<Option<SyncCheckpoint>>,
-    /// A shared job's partitions ("Shared jobs" above).
-    shared: Option<Shared>,
+    /// A shared job's partitions ("Shared jobs" above), until the run holds the whole job
+    /// again (a sync's following).
+    shared: Mutex<Option<Arc<Shared>>>,
 }
 
 /// The partitions of a shared job this run holds.
@@ -146,28 +147,39 @@ impl Ledger {
             key,
             description,
             sync: Mutex::new(None),
-            shared: None,
+            shared: Mutex::new(None),
         }
     }
 
     /// A job whose partitions (of the layout `layout`) other processes may share.
-    pub fn shared(mut self, layout: String) -> Self {
-        self.shared = Some(Shared {
+    pub fn shared(self, layout: String) -> Self {
+        *self.shared.lock() = Some(Arc::new(Shared {
             layout,
             held: Mutex::default(),
-        });
+        }));
         self
     }
 
+    fn sharing(&self) -> Option<Arc<Shared>> {
+        self.shared.lock().clone()
+    }
+
     pub fn is_shared(&self) -> bool {
-        self.shared.is_some()
+        self.shared.lock().is_some()
+    }
+
+    /// The run holds the whole job again (its claim): the checkpoint is saved whole, under the
+    /// job's key, from now on. A sync's following is done by one process.
+    pub fn unshare(&self) {
+        self.release();
+        *self.shared.lock() = None;
     }
 
     /// Whether this run may read `task`: always, unless the job is shared; then only once this
     /// run holds the task's partition, continued from what other processes saved of it (not
     /// when another process holds it or finished it).
     pub async fn acquire(&self, task: &NsTask) -> Result<bool, CopyError> {
-        let Some(shared) = &self.shared else {
+        let Some(shared) = self.sharing() else {
             return Ok(true);
         };
         let entry = task.key();
@@ -186,7 +198,7 @@ impl Ledger {
     /// Continues every task of a shared job that this run does not hold from what the other
     /// processes saved of it; the number still unfinished.
     pub async fn refresh(&self, tasks: &[Arc<NsTask>]) -> Result<usize, CopyError> {
-        let Some(shared) = &self.shared else {
+        let Some(shared) = self.sharing() else {
             return Ok(tasks.iter().filter(|t| !t.is_finished()).count());
         };
         let mut left = 0;
@@ -203,7 +215,7 @@ impl Ledger {
 
     /// Gives back the partitions this run holds (after its last save).
     pub fn release(&self) {
-        if let Some(shared) = &self.shared {
+        if let Some(shared) = self.sharing() {
             shared.held.lock().clear();
         }
     }
@@ -269,7 +281,7 @@ impl Ledger {
                 && sync.as_ref().is_none_or(|s| s.committed),
             namespaces,
             sync,
-            shared: self.shared.as_ref().map(|s| s.layout.clone()),
+            shared: self.sharing().map(|s| s.layout.clone()),
         }
     }
 
@@ -333,7 +345,7 @@ impl Ledger {
     /// held partition's own.
     fn due(&self, tasks: &[Arc<NsTask>]) -> Vec<(JobKey, Checkpoint)> {
         let now = self.checkpoint(tasks);
-        let Some(shared) = &self.shared else {
+        let Some(shared) = self.sharing() else {
             return vec![(self.key.clone(), now)];
         };
         let held = shared.held.lock();

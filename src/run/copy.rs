@@ -74,8 +74,8 @@ pub struct PreparedCopy {
     /// This run's hold on its job in the state store, for as long as it runs (until its layout
     /// is published, for the run that plans a shared job; none for a run that joins one).
     claim: Option<JobClaim>,
-    /// The layout of a shared job this run planned, published once the destination is ready.
-    publish: Option<Checkpoint>,
+    /// This run planned a shared job: its layout is published once the destination is ready.
+    publish: bool,
     /// A sync follows the source's changes after the copy.
     mode: Mode,
     routes: Routes,
@@ -215,21 +215,17 @@ pub async fn prepare(
         let (tasks, mut resumed) = layout.tasks(&stats, checkpoint.as_ref(), &store).await?;
         // A shared job: joined as it stands, or planned here and published for others to join.
         let mut shared = checkpoint.as_ref().and_then(|c| c.shared.clone());
-        let mut publish = None;
+        let mut publish = false;
         if shared.is_some() {
             claim = None;
             // Other processes may have written: never drop what they did.
             resumed = true;
         } else if claim.is_some()
-            && store.shares_jobs()
-            && spec.mode == Mode::Copy
+            && shareable(spec, &store)
             && tasks.iter().any(|t| t.part.is_some())
         {
-            let layout_id = format!("{:016x}", fastrand::u64(..));
-            let ledger = Ledger::new(store.clone(), key.clone(), description.clone())
-                .shared(layout_id.clone());
-            publish = Some(ledger.checkpoint(&tasks));
-            shared = Some(layout_id);
+            shared = Some(format!("{:016x}", fastrand::u64(..)));
+            publish = true;
         }
         let limit = max_document_bytes(&destination).await;
         // Opened last, so that a copy that cannot start leaves no run in the journal.
@@ -371,7 +367,8 @@ impl PreparedCopy {
     pub async fn run(mut self, cancel: CancellationToken) -> Result<CopySummary, CopyError> {
         // Held until the run ends, unless it is given up for a shared job's layout.
         let mut claim = self.claim.take();
-        let publish = self.publish.take();
+        let publish = self.publish;
+        let shared = self.ledger.is_shared();
         // A shared job: what the other processes did so far counts, and may finish it.
         if let Err(e) = self.ledger.refresh(&self.tasks).await {
             for client in self.clients {
@@ -456,9 +453,12 @@ impl PreparedCopy {
                 if self.ledger.sync().is_none() {
                     self.ledger
                         .set_sync(sync::start_here(src, &self.routes).await?);
-                    self.ledger
-                        .save(&self.ledger.checkpoint(&self.tasks))
-                        .await?;
+                    let mut start = self.ledger.checkpoint(&self.tasks);
+                    // Not shared yet: others join once the destination is ready.
+                    if publish {
+                        start.shared = None;
+                    }
+                    self.ledger.save(&start).await?;
                 }
                 self.stats.sync.set_phase(SyncPhase::InitialCopy);
             }
@@ -467,13 +467,22 @@ impl PreparedCopy {
             let indexes_first = self.indexes == IndexMode::Before;
             work.before_documents(&self.existing, drop, indexes_first)
                 .await?;
-            if let Some(layout) = &publish {
+            if publish {
                 // The destination is ready: other processes may join from here on.
-                self.ledger.save(layout).await?;
+                self.ledger
+                    .save(&self.ledger.checkpoint(&self.tasks))
+                    .await?;
                 claim.take();
             }
-            if self.ledger.is_shared() {
+            if shared {
                 self.share(&engine, &cancel).await?;
+                if self.mode == Mode::Sync {
+                    // Following the source is one process's: the first to hold the job.
+                    claim = match self.take_over_following(&cancel).await? {
+                        Some(claim) => Some(claim),
+                        None => return Ok(()),
+                    };
+                }
             } else {
                 engine(self.tasks.clone()).run(cancel.clone()).await?;
             }
@@ -537,7 +546,7 @@ impl PreparedCopy {
             retries: snap.retries,
             resumed: self.resumed,
             already_complete,
-            shared: self.ledger.is_shared(),
+            shared,
             job_key: self.ledger.key().clone(),
             state: self.ledger.store().location(),
             dead_letters: self.ledger.store().dead_letter_location(),
@@ -585,6 +594,49 @@ impl PreparedCopy {
         }
         Ok(())
     }
+}
+
+impl PreparedCopy {
+    /// A shared sync whose partitions are all copied: waits until this process holds the job
+    /// (the process following the source ends or dies), then follows on from the position saved,
+    /// saving the whole checkpoint from now on. `None`: the job was committed meanwhile.
+    async fn take_over_following(
+        &self,
+        cancel: &CancellationToken,
+    ) -> Result<Option<JobClaim>, CopyError> {
+        let (store, key) = (self.ledger.store(), self.ledger.key());
+        let committed = |saved: &Option<Checkpoint>| {
+            saved
+                .as_ref()
+                .and_then(|c| c.sync.as_ref())
+                .is_some_and(|s| s.committed)
+        };
+        loop {
+            let claim = store.try_claim(key).await?;
+            let saved = store.load(key).await?;
+            if committed(&saved) {
+                return Ok(None);
+            }
+            if let Some(claim) = claim {
+                if let Some(sync) = saved.and_then(|c| c.sync) {
+                    self.ledger.set_sync(sync);
+                }
+                self.ledger.unshare();
+                return Ok(Some(claim));
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return Err(CopyError::Stopped),
+                _ = tokio::time::sleep(SHARE_POLL) => {}
+            }
+        }
+    }
+}
+
+/// Whether several processes may share the job of `spec` on `store`: a copy or a sync (its
+/// initial copy) with partitions, on a store that shares jobs. A move's passes and deletes are
+/// one process's.
+fn shareable(spec: &CopySpec, store: &Arc<dyn StateStore>) -> bool {
+    store.shares_jobs() && spec.mode != Mode::Move && spec.partition_docs.is_some()
 }
 
 /// Passes of a move after the first, at most: each copies what the one before left at the
@@ -768,7 +820,7 @@ async fn hold_or_join(
     key: &JobKey,
     store: &Arc<dyn StateStore>,
 ) -> Result<(Option<JobClaim>, Option<Checkpoint>), CopyError> {
-    let shareable = store.shares_jobs() && spec.mode == Mode::Copy && spec.partition_docs.is_some();
+    let shareable = shareable(spec, store);
     let started = std::time::Instant::now();
     let claim = loop {
         if !shareable || started.elapsed() > JOIN_WAIT {
