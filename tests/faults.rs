@@ -958,19 +958,7 @@ fn three_processes_on_one_mongodb_state_fail_over_after_a_kill() {
             "--json",
             "--quiet",
         ];
-        let mut processes = Vec::new();
-        for _ in 0..3 {
-            let (out, err) = (tempfile::tempfile().unwrap(), tempfile::tempfile().unwrap());
-            let mut command = Command::new(env!("CARGO_BIN_EXE_mongoferry"));
-            command
-                .args(argv)
-                .stdin(Stdio::null())
-                .stdout(out.try_clone().unwrap())
-                .stderr(err.try_clone().unwrap());
-            mongoferry::testkit::kill_with_parent(&mut command);
-            processes.push((command.spawn().unwrap(), out, err));
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let mut processes = common::spawn_many(&argv, 3).await;
         let state_db = common::client(&state).await.default_database().unwrap();
         let claims = state_db.collection::<Document>("claims");
         let checkpoints = state_db.collection::<Document>("checkpoints");
@@ -997,28 +985,21 @@ fn three_processes_on_one_mongodb_state_fail_over_after_a_kill() {
         let before_kill = done().await;
         let holder = claims.find_one(doc! {}).await.unwrap().unwrap();
         let pid = holder.get_i64("pid").unwrap() as u32;
-        let killed = processes.iter().position(|(child, _, _)| child.id() == pid);
+        let killed = processes.iter().position(|p| p.child.id() == pid);
         let Some(killed) = killed else {
-            for (child, _, _) in &mut processes {
-                let _ = child.kill();
-            }
+            processes.iter_mut().for_each(common::Spawned::kill);
             panic!("the holder {pid} is none of the three processes: {holder}");
         };
-        let (mut child, _, _) = processes.remove(killed);
-        let _ = child.kill(); // SIGKILL: no chance to give the lease back
-        child.wait().unwrap();
+        // SIGKILL: no chance to give the lease back.
+        processes.remove(killed).kill();
         assert!(
             before_kill > 0 && before_kill < 6_000,
             "killed at {before_kill} of 6000"
         );
 
         let mut worked = Vec::new();
-        for (mut child, out, err) in processes {
-            let (status, _) = exit_within(&mut child, Duration::from_secs(60)).await;
-            let (stdout, stderr) = (read_log(out), read_log(err));
-            assert!(status.success(), "{stderr}");
-            let summary: Value = serde_json::from_str(stdout.trim())
-                .unwrap_or_else(|e| panic!("{e}: {stdout} {stderr}"));
+        for process in processes {
+            let summary = process.summary(Duration::from_secs(60)).await;
             worked.push((
                 summary["docs"].as_u64().unwrap(),
                 summary["skipped"].as_u64().unwrap(),
@@ -1081,19 +1062,7 @@ fn three_processes_share_a_partitioned_job_and_finish_after_a_kill() {
             "--json",
             "--quiet",
         ];
-        let mut processes = Vec::new();
-        for _ in 0..3 {
-            let (out, err) = (tempfile::tempfile().unwrap(), tempfile::tempfile().unwrap());
-            let mut command = Command::new(env!("CARGO_BIN_EXE_mongoferry"));
-            command
-                .args(argv)
-                .stdin(Stdio::null())
-                .stdout(out.try_clone().unwrap())
-                .stderr(err.try_clone().unwrap());
-            mongoferry::testkit::kill_with_parent(&mut command);
-            processes.push((command.spawn().unwrap(), out, err));
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let mut processes = common::spawn_many(&argv, 3).await;
         let state_db = common::client(&state).await.default_database().unwrap();
         let claims = state_db.collection::<Document>("claims");
         let checkpoints = state_db.collection::<Document>("checkpoints");
@@ -1142,28 +1111,19 @@ fn three_processes_share_a_partitioned_job_and_finish_after_a_kill() {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let victim = holders.first().and_then(|pid| {
-            processes
-                .iter()
-                .position(|(child, _, _)| child.id() == *pid)
-        });
+        let victim = holders
+            .first()
+            .and_then(|pid| processes.iter().position(|p| p.child.id() == *pid));
         let Some(victim) = victim.filter(|_| holders.len() >= 2) else {
-            for (child, _, _) in &mut processes {
-                let _ = child.kill();
-            }
+            processes.iter_mut().for_each(common::Spawned::kill);
             panic!("never two processes with partitions part-way: {holders:?}");
         };
-        let (mut child, _, _) = processes.remove(victim);
-        let _ = child.kill(); // SIGKILL: no chance to give its leases back
-        child.wait().unwrap();
+        // SIGKILL: no chance to give its leases back.
+        processes.remove(victim).kill();
 
         let mut worked = Vec::new();
-        for (mut child, out, err) in processes {
-            let (status, _) = exit_within(&mut child, Duration::from_secs(90)).await;
-            let (stdout, stderr) = (read_log(out), read_log(err));
-            assert!(status.success(), "{stderr}");
-            let summary: Value = serde_json::from_str(stdout.trim())
-                .unwrap_or_else(|e| panic!("{e}: {stdout} {stderr}"));
+        for process in processes {
+            let summary = process.summary(Duration::from_secs(90)).await;
             let (docs, skipped) = (
                 summary["docs"].as_u64().unwrap(),
                 summary["skipped"].as_u64().unwrap(),

@@ -609,30 +609,14 @@ fn two_processes_share_a_syncs_initial_copy_and_one_follows() {
             "--quiet",
         ];
         let load = start_load(&env, src.clone(), &s, 4_000);
-        let mut processes = Vec::new();
-        for _ in 0..2 {
-            let (out, err) = (tempfile::tempfile().unwrap(), tempfile::tempfile().unwrap());
-            let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_mongoferry"));
-            command
-                .args(argv)
-                .stdin(std::process::Stdio::null())
-                .stdout(out.try_clone().unwrap())
-                .stderr(err.try_clone().unwrap());
-            mongoferry::testkit::kill_with_parent(&mut command);
-            processes.push((command.spawn().unwrap(), out, err));
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let processes = common::spawn_many(&argv, 2).await;
         // The load goes on during the initial copy (about 2.5 s at these rates), then stops so
         // that the follower can catch up.
         tokio::time::sleep(Duration::from_secs(2)).await;
         let writes = load.finish().await;
         let mut copied = Vec::new();
-        for (mut child, out, err) in processes {
-            let (status, _) = exit_within(&mut child, Duration::from_secs(90)).await;
-            let (stdout, log) = (read_log(out), read_log(err));
-            assert!(status.success(), "{log}");
-            let summary: Value = serde_json::from_str(stdout.trim())
-                .unwrap_or_else(|e| panic!("{e}: {stdout} {log}"));
+        for process in processes {
+            let summary = process.summary(Duration::from_secs(90)).await;
             assert_eq!(summary["shared"], true, "{summary}");
             copied.push(summary["docs"].as_u64().unwrap());
         }

@@ -409,3 +409,45 @@ pub fn saved_state(path: &Path) -> serde_json::Value {
         Err(_) => serde_json::Value::Null,
     }
 }
+
+/// A `mongoferry` process whose stdout and stderr are kept (killed with the test's process).
+pub struct Spawned {
+    pub child: std::process::Child,
+    out: std::fs::File,
+    err: std::fs::File,
+}
+
+/// Starts `count` copies of one command, 200 ms apart.
+pub async fn spawn_many(argv: &[&str], count: usize) -> Vec<Spawned> {
+    let mut spawned = Vec::new();
+    for _ in 0..count {
+        let (out, err) = (tempfile::tempfile().unwrap(), tempfile::tempfile().unwrap());
+        let mut command = Command::new(env!("CARGO_BIN_EXE_mongoferry"));
+        command
+            .args(argv)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(err.try_clone().unwrap());
+        mongoferry::testkit::kill_with_parent(&mut command);
+        let child = command.spawn().unwrap();
+        spawned.push(Spawned { child, out, err });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    spawned
+}
+
+impl Spawned {
+    /// Waits (at most `limit`) for the process to end with status 0; the JSON summary it
+    /// printed (`--json`).
+    pub async fn summary(mut self, limit: Duration) -> serde_json::Value {
+        let (status, _) = exit_within(&mut self.child, limit).await;
+        let (stdout, stderr) = (read_log(self.out), read_log(self.err));
+        assert!(status.success(), "{stderr}");
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout} {stderr}"))
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
