@@ -153,32 +153,21 @@ impl FileStore {
         f(db.as_mut().expect("opened above")).map_err(|e| self.database_error(e))
     }
 
-    /// Opens the database, creating its tables, and takes the jobs of a store of the first
+    /// Opens the database, creating its tables, after taking the jobs of a store of the first
     /// format: the file at `path` itself (kept as `PATH.v1.json`), or the one `migrate_from`
-    /// names (kept as `OLD.migrated`, its dead letters moved beside this store). A file that
-    /// cannot be read is left as it is, with the error.
+    /// names (kept as `OLD.migrated`, its dead letters moved beside this store). The database
+    /// is built aside and renamed into place, so a crash leaves the old store or the new one. A
+    /// file that cannot be read is left as it is, with the error.
     fn open(&self) -> Result<Connection, StateError> {
-        let (old, retired) = if is_first_format(&self.path) {
-            (Some(self.path.clone()), self.sibling(".v1.json"))
+        let old = if is_first_format(&self.path) {
+            Some(self.path.clone())
         } else {
-            match self.migrate_from.clone() {
-                Some(old) if !self.path.exists() && is_first_format(&old) => {
-                    let retired = sibling(&old, ".migrated");
-                    (Some(old), retired)
-                }
-                _ => (None, PathBuf::new()),
-            }
+            self.migrate_from
+                .clone()
+                .filter(|old| !self.path.exists() && is_first_format(old))
         };
-        let jobs = old.as_deref().map(read_first_format).transpose()?;
         if let Some(old) = &old {
-            if *old != self.path {
-                let letters = sibling(old, ".dead-letters.ndjson");
-                if letters.exists() && !self.dead_letter_path().exists() {
-                    std::fs::rename(&letters, self.dead_letter_path())
-                        .map_err(|e| self.write_error(e))?;
-                }
-            }
-            std::fs::rename(old, &retired).map_err(|e| self.write_error(e))?;
+            self.convert(old)?;
         }
         let mut db = Connection::open(&self.path).map_err(|e| self.database_error(e))?;
         let setup = |db: &mut Connection| {
@@ -186,39 +175,64 @@ impl FileStore {
             db.pragma_update(None, "journal_mode", "wal")?;
             // Every commit is durable before a checkpoint counts as saved.
             db.pragma_update(None, "synchronous", "full")?;
-            db.execute_batch(
-                "CREATE TABLE IF NOT EXISTS jobs (key TEXT PRIMARY KEY, job TEXT NOT NULL);
-                 CREATE TABLE IF NOT EXISTS entries (
-                     job TEXT NOT NULL, entry TEXT NOT NULL, checkpoint TEXT NOT NULL,
-                     PRIMARY KEY (job, entry)) WITHOUT ROWID;",
-            )?;
-            if let Some(jobs) = &jobs {
-                let tx = db.transaction()?;
-                for (key, checkpoint) in jobs {
-                    let changes = Changes {
-                        key: key.clone(),
-                        job: to_json(&job_row(checkpoint)),
-                        whole: true,
-                        upserts: checkpoint.namespaces.clone().into_iter().collect(),
-                        removed: Vec::new(),
-                    };
-                    write_job(&tx, &changes)?;
-                }
-                tx.commit()?;
-            }
-            Ok(())
+            create_tables(db)
         };
         setup(&mut db).map_err(|e| self.database_error(e))?;
-        if let (Some(old), Some(jobs)) = (&old, &jobs) {
-            tracing::info!(
-                "converted the state store {} to {} ({} jobs; the old file is now {})",
-                old.display(),
-                self.path.display(),
-                jobs.len(),
-                retired.display()
-            );
-        }
         Ok(db)
+    }
+
+    /// Makes this store from `old`, a store of the first format.
+    fn convert(&self, old: &Path) -> Result<(), StateError> {
+        let text = std::fs::read(old).map_err(|source| StateError::Read {
+            path: old.to_path_buf(),
+            source,
+        })?;
+        let jobs = read_first_format(old)?;
+        let building = self.sibling(".converting");
+        let _ = std::fs::remove_file(&building);
+        let build = || -> Result<(), rusqlite::Error> {
+            let mut db = Connection::open(&building)?;
+            create_tables(&db)?;
+            let tx = db.transaction()?;
+            for (key, checkpoint) in &jobs {
+                let changes = Changes {
+                    key: key.clone(),
+                    job: to_json(&job_row(checkpoint)),
+                    whole: true,
+                    upserts: checkpoint.namespaces.clone().into_iter().collect(),
+                    removed: Vec::new(),
+                };
+                write_job(&tx, &changes)?;
+            }
+            tx.commit()?;
+            db.close().map_err(|(_, e)| e)
+        };
+        build().map_err(|e| self.database_error(e))?;
+        let failed = |e| self.write_error(e);
+        let retired = if old == self.path {
+            // Kept before the database takes its place.
+            let kept = self.sibling(".v1.json");
+            super::atomic::write_bytes_atomic(&kept, &text).map_err(failed)?;
+            kept
+        } else {
+            let letters = sibling(old, ".dead-letters.ndjson");
+            if letters.exists() && !self.dead_letter_path().exists() {
+                std::fs::rename(&letters, self.dead_letter_path()).map_err(failed)?;
+            }
+            sibling(old, ".migrated")
+        };
+        std::fs::rename(&building, &self.path).map_err(failed)?;
+        if old != self.path {
+            std::fs::rename(old, &retired).map_err(failed)?;
+        }
+        tracing::info!(
+            "converted the state store {} to {} ({} jobs; the old file is kept as {})",
+            old.display(),
+            self.path.display(),
+            jobs.len(),
+            retired.display()
+        );
+        Ok(())
     }
 
     fn load_job(&self, key: &JobKey) -> Result<Option<Checkpoint>, StateError> {
@@ -501,6 +515,15 @@ fn write_job(tx: &rusqlite::Transaction<'_>, changes: &Changes) -> Result<(), ru
         upsert.execute(params![key, entry, to_json(now)])?;
     }
     Ok(())
+}
+
+fn create_tables(db: &Connection) -> Result<(), rusqlite::Error> {
+    db.execute_batch(
+        "CREATE TABLE IF NOT EXISTS jobs (key TEXT PRIMARY KEY, job TEXT NOT NULL);
+         CREATE TABLE IF NOT EXISTS entries (
+             job TEXT NOT NULL, entry TEXT NOT NULL, checkpoint TEXT NOT NULL,
+             PRIMARY KEY (job, entry)) WITHOUT ROWID;",
+    )
 }
 
 fn to_json(value: &impl Serialize) -> String {
