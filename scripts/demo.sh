@@ -53,5 +53,5 @@ echo "seeding sample data…" >&2
 
 echo "copying shop.orders and shop.customers (as archive.customers)…" >&2
 # The demo's servers are gone afterwards, so its checkpoint lives and goes with them.
-"$bin" copy --from "$src" --to "$dst" --state "$workdir/copy-state.json" \
+"$bin" copy --from "$src" --to "$dst" --state "$workdir/copy-state.db" \
   --ns shop.orders --ns shop.customers:archive.customers --workers 4
