@@ -513,40 +513,13 @@ fn readers_copy_several_namespaces_at_once_and_resume_each() {
             "--state",
             state.to_str().unwrap(),
         ];
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mongoferry"))
-            .args(argv)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
         // Killed once its checkpoint has two namespaces part-way.
-        let part_way = || {
-            let saved = saved_state(&state);
-            saved["jobs"]
-                .as_object()
-                .into_iter()
-                .flat_map(|jobs| jobs.values())
-                .flat_map(|job| {
-                    job["namespaces"]
-                        .as_object()
-                        .into_iter()
-                        .flat_map(|n| n.values())
-                })
-                .filter(|n| n["done"].as_u64() > Some(0) && n["complete"] == false)
-                .count()
-        };
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        let mut ended = false;
-        while part_way() < 2 && !ended && std::time::Instant::now() < deadline {
-            ended = child.try_wait().unwrap().is_some();
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        // Killed before any assertion, so that a failing test leaves no copy running.
-        let _ = child.kill();
-        child.wait().unwrap();
+        let ended = kill_when(&argv, Duration::from_secs(30), || part_way(&state) >= 2).await;
         assert!(!ended, "the copy ended before it was killed");
-        assert!(part_way() >= 2, "never two namespaces part-way within 30 s");
+        assert!(
+            part_way(&state) >= 2,
+            "never two namespaces part-way within 30 s"
+        );
         let out = mongoferry(&argv, Duration::from_secs(60));
         assert!(out.status.success(), "{}", stderr(&out));
         for coll in ["a", "b", "c"] {

@@ -77,12 +77,8 @@ fn verify(env: &TestEnv, src: &str, dst: &str) -> (i32, Value) {
 
 /// Documents below the watermarks of the (only) job in a state file.
 fn checkpointed(state: &Path) -> u64 {
-    let file = common::saved_state(state);
-    file["jobs"]
-        .as_object()
-        .into_iter()
-        .flat_map(|jobs| jobs.values())
-        .flat_map(|job| job["namespaces"].as_object().unwrap().values())
+    common::saved_entries(state)
+        .iter()
         .map(|ns| ns["done"].as_u64().unwrap())
         .sum()
 }

@@ -126,55 +126,23 @@ fn a_killed_partitioned_copy_resumes_each_partition() {
             "--state",
             state.to_str().unwrap(),
         ];
-        let saved_parts = || -> Vec<serde_json::Value> {
-            let saved = saved_state(&state);
-            saved["jobs"]
-                .as_object()
-                .into_iter()
-                .flat_map(|jobs| jobs.values())
-                .flat_map(|job| {
-                    job["namespaces"]
-                        .as_object()
-                        .into_iter()
-                        .flat_map(|n| n.values().cloned())
-                })
-                .collect()
-        };
-        let part_way = || {
-            saved_parts()
-                .iter()
-                .filter(|n| n["done"].as_u64() > Some(0) && n["complete"] == false)
-                .count()
-        };
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mongoferry"))
-            .args(argv)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        let mut ended = false;
-        while part_way() < 2 && !ended && std::time::Instant::now() < deadline {
-            ended = child.try_wait().unwrap().is_some();
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        // Killed before any assertion, so that a failing test leaves no copy running.
-        let _ = child.kill();
-        child.wait().unwrap();
+        let ended = kill_when(&argv, Duration::from_secs(60), || part_way(&state) >= 2).await;
         assert!(!ended, "the copy ended before it was killed");
-        assert!(part_way() >= 2, "never two partitions part-way within 60 s");
+        assert!(
+            part_way(&state) >= 2,
+            "never two partitions part-way within 60 s"
+        );
         let ranges = |parts: &[serde_json::Value]| -> Vec<serde_json::Value> {
             parts.iter().map(|p| p["part"].clone()).collect()
         };
-        let before = saved_parts();
+        let before = saved_entries(&state);
         assert!(before.len() >= 5, "{} partitions kept", before.len());
         assert!(before.iter().all(|p| p["part"].is_object()), "{before:?}");
         let checkpointed: u64 = before.iter().filter_map(|p| p["done"].as_u64()).sum();
 
         let out = mongoferry(&argv, Duration::from_secs(90));
         assert!(out.status.success(), "{}", stderr(&out));
-        let after = saved_parts();
+        let after = saved_entries(&state);
         assert_eq!(ranges(&after), ranges(&before), "the same ranges are read");
         assert!(after.iter().all(|p| p["complete"] == true));
         assert_eq!(

@@ -451,3 +451,49 @@ impl Spawned {
         let _ = self.child.wait();
     }
 }
+
+/// Every checkpoint entry (namespace or partition) of every job in an embedded state store.
+pub fn saved_entries(path: &Path) -> Vec<serde_json::Value> {
+    saved_state(path)["jobs"]
+        .as_object()
+        .into_iter()
+        .flat_map(|jobs| jobs.values())
+        .flat_map(|job| {
+            job["namespaces"]
+                .as_object()
+                .into_iter()
+                .flat_map(|n| n.values())
+        })
+        .cloned()
+        .collect()
+}
+
+/// Entries of an embedded state store written part-way: some documents done, not complete.
+pub fn part_way(path: &Path) -> usize {
+    saved_entries(path)
+        .iter()
+        .filter(|n| n["done"].as_u64() > Some(0) && n["complete"] == false)
+        .count()
+}
+
+/// Runs `argv` (no output kept) and kills it with `-9` once `ready()` holds, or `limit` has
+/// passed; whether it ended by itself before that.
+pub async fn kill_when(argv: &[&str], limit: Duration, ready: impl Fn() -> bool) -> bool {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mongoferry"))
+        .args(argv)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + limit;
+    let mut ended = false;
+    while !ready() && !ended && Instant::now() < deadline {
+        ended = child.try_wait().unwrap().is_some();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Killed before the caller asserts anything, so that a failing test leaves nothing running.
+    let _ = child.kill();
+    child.wait().unwrap();
+    ended
+}
