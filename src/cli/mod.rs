@@ -37,6 +37,7 @@ use crate::service::ServiceOptions;
 use crate::spec::{Endpoints, JobSpec, Mode, NsMapping};
 use crate::state::history::HistoryFile;
 use crate::state::mongo::is_mongodb_uri;
+use crate::state::shared_history::SharedHistory;
 use crate::state::{FileStore, MemoryStore, MongoStore, StateStore};
 
 #[derive(Parser, Debug)]
@@ -80,10 +81,23 @@ pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free port; the address is printed).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: String,
-    /// Job history file [default: $XDG_DATA_HOME/mongoferry/jobs.json or
-    /// ~/.local/share/mongoferry/jobs.json].
-    #[arg(long, value_name = "PATH", conflicts_with = "no_state")]
-    pub state: Option<std::path::PathBuf>,
+    /// Where the job history, checkpoints and dead letters live: a history file (checkpoints in
+    /// `copy-state.db` beside it) or a MongoDB database (`mongodb://host/db`) that several
+    /// service nodes share: each then shows every node's jobs, sends commands to the node that
+    /// runs a job, helps copy partitioned jobs, and takes over the jobs of a node that is gone
+    /// [default: $XDG_DATA_HOME/mongoferry/jobs.json or ~/.local/share/mongoferry/jobs.json].
+    #[arg(
+        long,
+        value_name = "PATH|URI",
+        conflicts_with = "no_state",
+        env = "MONGOFERRY_STATE",
+        hide_env_values = true
+    )]
+    pub state: Option<String>,
+    /// With a MongoDB state: how long a node (and a job's or partition's claim) may stay silent
+    /// before another node takes its jobs over.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    pub lease_seconds: f64,
     /// Keep no history on disk.
     #[arg(long)]
     pub no_state: bool,
@@ -1026,28 +1040,67 @@ pub async fn prepare_serve(args: ServeArgs) -> Result<PreparedService, Failure> 
             status: 2,
         });
     }
-    let store = (!args.no_state)
-        .then(|| HistoryFile::new(args.state.clone().unwrap_or_else(default_state_path)));
-    // Checkpoints and dead letters live beside the history (and with the history off, nowhere).
-    let state: Arc<dyn StateStore> = match &store {
-        Some(history) => Arc::new(
-            FileStore::new(history.path().with_file_name("copy-state.db"))
-                .migrating_from(history.path().with_file_name("copy-state.json")),
-        ),
-        None => Arc::new(MemoryStore::default()),
+    if let Some(problem) = bounds::LEASE.problem(args.lease_seconds) {
+        return Err(Failure {
+            message: problem,
+            status: 2,
+        });
+    }
+    let lease = Duration::from_secs_f64(args.lease_seconds);
+    let (manager, state, journal_root, history) = match &args.state {
+        Some(uri) if !args.no_state && is_mongodb_uri(uri) => {
+            // Checkpoints, dead letters and the history in one database the nodes share.
+            let store = MongoStore::open(uri, lease, Duration::from_secs(10))
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            let shared = SharedHistory::open(&store);
+            let history = format!("{} (shared by service nodes)", shared.location());
+            let state: Arc<dyn StateStore> = Arc::new(store);
+            let journal_root = args
+                .journal_root
+                .clone()
+                .unwrap_or_else(|| crate::state::data_dir().join("mongoferry/journals"));
+            let manager = JobManager::open_shared(
+                shared,
+                lease,
+                state.clone(),
+                Some(journal_root.clone()),
+                clusters,
+            );
+            (manager, state, Some(journal_root), Some(history))
+        }
+        _ => {
+            let store = (!args.no_state).then(|| {
+                HistoryFile::new(
+                    args.state
+                        .clone()
+                        .map_or_else(default_state_path, std::path::PathBuf::from),
+                )
+            });
+            // Checkpoints and dead letters live beside the history (with it off, nowhere).
+            let state: Arc<dyn StateStore> = match &store {
+                Some(history) => Arc::new(
+                    FileStore::new(history.path().with_file_name("copy-state.db"))
+                        .migrating_from(history.path().with_file_name("copy-state.json")),
+                ),
+                None => Arc::new(MemoryStore::default()),
+            };
+            let journal_root = args.journal_root.clone().or_else(|| {
+                store
+                    .as_ref()
+                    .map(|history| history.path().with_file_name("journals"))
+            });
+            let history = store.as_ref().map(|s| s.path().display().to_string());
+            let manager = JobManager::open_with_clusters(
+                store,
+                state.clone(),
+                journal_root.clone(),
+                clusters,
+            )
+            .map_err(|e| fail(e.to_string()))?;
+            (manager, state, journal_root, history)
+        }
     };
-    let journal_root = args.journal_root.clone().or_else(|| {
-        store
-            .as_ref()
-            .map(|history| history.path().with_file_name("journals"))
-    });
-    let manager = JobManager::open_with_clusters(
-        store.clone(),
-        state.clone(),
-        journal_root.clone(),
-        clusters,
-    )
-    .map_err(|e| fail(e.to_string()))?;
     let listener = std::net::TcpListener::bind(&addresses[..])
         .map_err(|e| fail(format!("cannot listen on {}: {e}", args.listen)))?;
     let address = listener
@@ -1056,10 +1109,9 @@ pub async fn prepare_serve(args: ServeArgs) -> Result<PreparedService, Failure> 
     for warning in exposure_warnings(&address, loopback, options.token.is_some(), tls.is_some()) {
         eprintln!("warning: {warning}");
     }
-    match &store {
-        Some(s) => eprintln!(
-            "job history: {}; checkpoints and dead letters: {}",
-            s.path().display(),
+    match &history {
+        Some(history) => eprintln!(
+            "job history: {history}; checkpoints and dead letters: {}",
             state.location()
         ),
         None => eprintln!("job history: not kept (--no-state)"),

@@ -35,7 +35,7 @@ pub struct NsCounters {
 }
 
 /// Where one partition of a namespace stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PartState {
     /// Not read yet.
@@ -88,7 +88,7 @@ impl PartProgress {
     }
 }
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct PartSnapshot {
     pub index: u32,
     /// Documents written in the partition's range, earlier runs included.
@@ -188,7 +188,7 @@ impl NsCounters {
 }
 
 /// What a worker is doing right now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum WorkerState {
     /// Waiting for a batch.
@@ -333,7 +333,7 @@ pub struct JobStats {
 pub struct SchemaLog(Mutex<SchemaProgress>);
 
 /// What the schema step did so far.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct SchemaProgress {
     /// What the job does to the schema now ("building indexes of shop.orders"), if anything.
     pub step: Option<String>,
@@ -351,7 +351,7 @@ pub struct SchemaProgress {
 }
 
 /// An index the destination would not build.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct IndexError {
     pub namespace: String,
     pub index: String,
@@ -413,7 +413,9 @@ impl SyncPhase {
 }
 
 /// Changes applied, by kind of event.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 pub struct EventCounts {
     pub insert: u64,
     pub update: u64,
@@ -453,7 +455,7 @@ pub struct SyncStats {
 }
 
 /// Where a sync job stands, for the views.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct SyncProgress {
     pub phase: SyncPhase,
     /// How long ago the source made the oldest change read and not yet applied (its wall time,
@@ -552,7 +554,7 @@ pub struct MoveStats {
 }
 
 /// What a move job did, for the views.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct MoveProgress {
     pub pass: u64,
     /// Documents found at the destination exactly as written.
@@ -715,7 +717,7 @@ impl DeadLetterLog {
     }
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct DeadLetterView {
     pub ns: String,
     /// The `_id`, canonical Extended JSON.
@@ -724,7 +726,7 @@ pub struct DeadLetterView {
     pub reason: String,
 }
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct DeadLetterSummary {
     pub count: u64,
     pub recent: Vec<DeadLetterView>,
@@ -827,7 +829,7 @@ fn rate(n: u64, elapsed: Duration) -> f64 {
     }
 }
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct NsSnapshot {
     #[schema(value_type = String)]
     pub source: Namespace,
@@ -847,7 +849,7 @@ pub struct NsSnapshot {
     pub partitions: Vec<PartSnapshot>,
 }
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct WorkerSnapshot {
     pub id: usize,
     pub state: WorkerState,

@@ -37,8 +37,8 @@ impl fmt::Display for Side {
 }
 
 /// A database and collection name pair, displayed as `db.collection`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(into = "String")]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[serde(into = "String", from = "String")]
 pub struct Namespace {
     pub db: String,
     pub coll: String,
@@ -56,6 +56,16 @@ impl Namespace {
 impl fmt::Display for Namespace {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}.{}", self.db, self.coll)
+    }
+}
+
+/// `db.collection`: a database name holds no dot, so the first one ends it.
+impl From<String> for Namespace {
+    fn from(text: String) -> Namespace {
+        match text.split_once('.') {
+            Some((db, coll)) => Namespace::new(db, coll),
+            None => Namespace::new(text, ""),
+        }
     }
 }
 

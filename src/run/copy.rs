@@ -632,6 +632,19 @@ impl PreparedCopy {
     }
 }
 
+/// Whether another process may join the job of `spec` now: it is shared on `store` (its layout
+/// published) and not complete.
+pub async fn joinable(spec: &CopySpec, store: &Arc<dyn StateStore>) -> Result<bool, CopyError> {
+    if !shareable(spec, store) {
+        return Ok(false);
+    }
+    let (key, _) = job_key(spec);
+    Ok(store
+        .load(&key)
+        .await?
+        .is_some_and(|c| c.shared.is_some() && !c.complete))
+}
+
 /// Whether several processes may share the job of `spec` on `store`: a copy or a sync (its
 /// initial copy) with partitions, on a store that shares jobs. A move's passes and deletes are
 /// one process's.

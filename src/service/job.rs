@@ -158,10 +158,13 @@ pub struct JobRecord {
     pub skipped: u64,
     #[serde(default)]
     pub failed: u64,
+    /// A sync job's cutover was asked for: every node working on the job commits.
+    #[serde(default)]
+    pub commit: bool,
 }
 
 /// Progress of a job as the API shows it.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Progress {
     /// Written by this run.
     pub docs: u64,
@@ -189,7 +192,7 @@ pub struct Progress {
 }
 
 /// A job as the API shows it.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct JobView {
     pub id: JobId,
     pub state: JobState,
@@ -206,11 +209,39 @@ pub struct JobView {
     pub progress: Option<Progress>,
     /// Documents the destination refused: how many, and the latest with their reasons.
     pub dead_letters: Option<crate::engine::stats::DeadLetterSummary>,
+    /// Service nodes sharing one MongoDB state: what each does for this job (empty otherwise).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeShare>,
     pub links: Links,
 }
 
+/// What one service node does for a job, when several nodes share one MongoDB state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct NodeShare {
+    /// `host:pid:tag`.
+    pub node: String,
+    pub role: NodeRole,
+    /// Its own run's state.
+    pub state: JobState,
+    /// Documents and bytes this node wrote.
+    pub docs: u64,
+    pub bytes: u64,
+    pub docs_per_sec: f64,
+    pub workers: usize,
+}
+
+/// A node's part in a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeRole {
+    /// It runs the job: the job's state is its run's, and commands go to it.
+    Runs,
+    /// It copies partitions of the job (a copy or a sync's initial copy with partitions).
+    Helps,
+}
+
 /// The job's resources.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Links {
     #[serde(rename = "self")]
     pub this: String,
@@ -254,6 +285,10 @@ struct JobInner {
     record: JobRecord,
     stats: Option<Arc<JobStats>>,
     adaptive: Option<Arc<Adaptive>>,
+    /// Another service node runs the job: its node and the view it published.
+    elsewhere: Option<(String, Option<JobView>)>,
+    /// What each service node does for the job (several nodes on one MongoDB state).
+    shares: Vec<NodeShare>,
 }
 
 impl Job {
@@ -270,6 +305,7 @@ impl Job {
             bytes: 0,
             skipped: 0,
             failed: 0,
+            commit: false,
         };
         Job::with_record(record, spec, control)
     }
@@ -284,17 +320,24 @@ impl Job {
 
     fn with_record(record: JobRecord, spec: JobSpec, control: Control) -> Self {
         let id = record.id;
+        let commit = CancellationToken::new();
+        // Asked for before this run (by another node, or before the service stopped).
+        if record.commit {
+            commit.cancel();
+        }
         Job {
             id,
             spec: Some(spec),
             control: Arc::new(control),
             cancel: CancellationToken::new(),
-            commit: CancellationToken::new(),
+            commit,
             state: watch::channel(JobState::Pending).0,
             inner: Mutex::new(JobInner {
                 record,
                 stats: None,
                 adaptive: None,
+                elsewhere: None,
+                shares: vec![],
             }),
         }
     }
@@ -320,7 +363,56 @@ impl Job {
                 record,
                 stats: None,
                 adaptive: None,
+                elsewhere: None,
+                shares: vec![],
             }),
+        }
+    }
+
+    /// A job another service node runs, as it published it.
+    pub fn elsewhere(record: JobRecord, node: String, view: Option<JobView>) -> Self {
+        let job = Job::restored(record);
+        job.inner.lock().elsewhere = Some((node, view));
+        job
+    }
+
+    /// Takes in what the node running the job published last (watchers see a changed state).
+    pub fn mirror(&self, record: JobRecord, node: String, view: Option<JobView>) {
+        let mut inner = self.inner.lock();
+        let state = record.state;
+        inner.record = record;
+        inner.elsewhere = Some((node, view));
+        if *self.state.borrow() != state {
+            self.state.send_replace(state);
+        }
+    }
+
+    /// The node that runs the job, when it is not this one.
+    pub fn runs_elsewhere(&self) -> Option<String> {
+        self.inner
+            .lock()
+            .elsewhere
+            .as_ref()
+            .map(|(node, _)| node.clone())
+    }
+
+    /// What each service node does for the job, as last heard.
+    pub fn set_shares(&self, shares: Vec<NodeShare>) {
+        self.inner.lock().shares = shares;
+    }
+
+    /// What this node's run does for the job.
+    pub fn share(&self, node: &str, role: NodeRole) -> NodeShare {
+        let stats = self.stats();
+        let snap = stats.as_ref().map(|s| s.snapshot());
+        NodeShare {
+            node: node.to_string(),
+            role,
+            state: self.state(),
+            docs: snap.as_ref().map_or(0, |s| s.docs),
+            bytes: snap.as_ref().map_or(0, |s| s.bytes),
+            docs_per_sec: stats.as_ref().map_or(0.0, |s| s.recent.per_sec()),
+            workers: self.control.workers(),
         }
     }
 
@@ -358,6 +450,12 @@ impl Job {
         Ok(state)
     }
 
+    /// A sync job's cutover: its run commits, and so do the other nodes' runs of it.
+    pub fn ask_commit(&self) {
+        self.inner.lock().record.commit = true;
+        self.commit.cancel();
+    }
+
     /// Replaces the message shown with the job (its state stays as it is).
     pub fn explain(&self, message: String) {
         self.inner.lock().record.error = Some(message);
@@ -384,9 +482,23 @@ impl Job {
     /// The job as the API shows it (a read: nothing changes).
     pub fn view(&self) -> JobView {
         let inner = self.inner.lock();
+        if let Some((_, Some(published))) = &inner.elsewhere {
+            let mut view = published.clone();
+            // What the record says now (a command may have moved it) and who does what now.
+            view.state = inner.record.state;
+            view.error = inner.record.error.clone();
+            view.finished_at = inner.record.finished_at;
+            view.nodes = inner.shares.clone();
+            return view;
+        }
         let progress = inner.stats.as_ref().map(|stats| {
             let snap = stats.snapshot();
-            let per_sec = stats.recent.per_sec();
+            // Several nodes on the job: its speed is theirs together.
+            let per_sec = if inner.shares.is_empty() {
+                stats.recent.per_sec()
+            } else {
+                inner.shares.iter().map(|s| s.docs_per_sec).sum()
+            };
             let eta_secs = snap
                 .expected
                 .filter(|_| per_sec > 0.0)
@@ -441,6 +553,7 @@ impl Job {
             finished_at: record.finished_at,
             error: record.error.clone(),
             dead_letters: inner.stats.as_ref().map(|s| s.dead_letters.snapshot()),
+            nodes: inner.shares.clone(),
             progress,
             links: Links::new(self.id, record.spec.mode.unwrap_or_default()),
         }

@@ -2,17 +2,20 @@
 //! carries operator commands to running jobs, and keeps the history.
 //!
 //! In: [`JobSpec`]s and [`Command`]s from the API. Out: [`Job`]s running the copy engine in tasks
-//! the manager owns and joins (at shutdown too), the history in the [`HistoryFile`], and each
-//! job's checkpoint and dead letters in the [`StateStore`]. Jobs the service was running when it
-//! stopped (or crashed) continue from their checkpoints when it starts again.
+//! the manager owns and joins (at shutdown too), the [`History`], and each job's checkpoint and
+//! dead letters in the [`StateStore`]. Jobs the service was running when it stopped (or crashed)
+//! continue from their checkpoints when it starts again. With a shared history, several service
+//! nodes show the same jobs and share them ([`super::nodes`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::job::{Event, Job, JobId, JobRecord, JobState, Outcome};
@@ -24,11 +27,13 @@ use crate::run::plan::Plan;
 use crate::service::clusters::AllowList;
 use crate::spec::{CopySpec, JobSpec, Mode, SpecError};
 use crate::state::history::{HistoryError, HistoryFile};
+use crate::state::shared_history::SharedHistory;
 use crate::state::unix_now;
-use crate::state::StateStore;
+use crate::state::{StateError, StateStore};
 
 /// An operator's command to a job.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Command {
     Pause,
     Resume,
@@ -64,20 +69,50 @@ pub enum CommandError {
     Invalid(String),
     #[error("job {0} is a copy: only a sync job (\"mode\": \"sync\") can be committed")]
     NotSync(JobId),
+    /// The node that runs the job (another node on the same state) refused the command.
+    #[error("{message}")]
+    RefusedElsewhere { message: String, conflict: bool },
+    /// The node that runs the job did not answer in time, or the shared state failed.
+    #[error("job {id} runs on node {node}, which did not answer: {reason}")]
+    Unanswered {
+        id: JobId,
+        node: String,
+        reason: String,
+    },
+}
+
+/// Why a job was not started.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error(transparent)]
+    Invalid(#[from] SpecError),
+    /// The shared history could not give the job an id.
+    #[error("the job was not started: {0}")]
+    State(#[from] StateError),
+}
+
+/// Where the manager keeps the jobs' records.
+pub enum History {
+    /// Nowhere (`serve --no-state`): forgotten when the service stops.
+    None,
+    /// A JSON file that this service alone writes.
+    File(HistoryFile),
+    /// A MongoDB database that several service nodes share ([`super::nodes`]).
+    Shared(SharedHistory),
 }
 
 pub struct JobManager {
     jobs: Mutex<BTreeMap<JobId, Arc<Job>>>,
     next_id: AtomicU64,
-    store: Option<HistoryFile>,
+    pub(super) history: History,
     /// Checkpoints and dead letters of the jobs.
-    state: Arc<dyn StateStore>,
+    pub(super) state: Arc<dyn StateStore>,
     /// Jobs that were running when the service last stopped, to continue.
     interrupted: Mutex<Vec<JobId>>,
     /// Set by [`shutdown`](Self::shutdown): stopped jobs are interrupted, not cancelled.
     stopping: AtomicBool,
     /// Saves run one at a time, so the file always ends with the latest history.
-    saving: tokio::sync::Mutex<()>,
+    pub(super) saving: tokio::sync::Mutex<()>,
     tasks: TaskTracker,
     /// The budget shared by all jobs, on top of each job's own limits.
     global: Arc<Limiter>,
@@ -85,6 +120,16 @@ pub struct JobManager {
     journal_root: Option<PathBuf>,
     /// The hosts jobs may read and write (`serve --allow-cluster`).
     clusters: AllowList,
+    /// Jobs other nodes run whose partitions this node copies too (shared history).
+    pub(super) helping: Mutex<BTreeMap<JobId, Arc<Job>>>,
+    /// When each job's last helping run here ended: it is not started again at once.
+    pub(super) helped: Mutex<HashMap<JobId, std::time::Instant>>,
+    /// The record last written of each job this node runs (shared history).
+    pub(super) written: Mutex<HashMap<JobId, String>>,
+    /// How long a node's silence is waited out before its jobs are taken over (shared history).
+    pub(super) lease: Duration,
+    /// Stops the heartbeat (shared history) at shutdown.
+    halt: CancellationToken,
 }
 
 impl JobManager {
@@ -107,9 +152,43 @@ impl JobManager {
         journal_root: Option<PathBuf>,
         clusters: AllowList,
     ) -> Result<Arc<Self>, HistoryError> {
-        let records: Vec<JobRecord> = match &store {
-            Some(s) => s.load()?,
-            None => vec![],
+        let history = match store {
+            Some(file) => History::File(file),
+            None => History::None,
+        };
+        Self::with_history(history, state, journal_root, clusters, Duration::ZERO)
+    }
+
+    /// A manager whose history several service nodes share: each shows every node's jobs, and
+    /// takes over those of a node silent for `lease`. The jobs are read as the service starts
+    /// ([`resume`](Self::resume)).
+    pub fn open_shared(
+        history: SharedHistory,
+        lease: Duration,
+        state: Arc<dyn StateStore>,
+        journal_root: Option<PathBuf>,
+        clusters: AllowList,
+    ) -> Arc<Self> {
+        Self::with_history(
+            History::Shared(history),
+            state,
+            journal_root,
+            clusters,
+            lease,
+        )
+        .expect("a shared history is read as the service starts")
+    }
+
+    fn with_history(
+        history: History,
+        state: Arc<dyn StateStore>,
+        journal_root: Option<PathBuf>,
+        clusters: AllowList,
+        lease: Duration,
+    ) -> Result<Arc<Self>, HistoryError> {
+        let records: Vec<JobRecord> = match &history {
+            History::File(file) => file.load()?,
+            History::None | History::Shared(_) => vec![],
         };
         let mut jobs = BTreeMap::new();
         let mut interrupted = Vec::new();
@@ -128,7 +207,7 @@ impl JobManager {
         Ok(Arc::new(JobManager {
             jobs: Mutex::new(jobs),
             next_id: AtomicU64::new(next_id),
-            store,
+            history,
             state,
             interrupted: Mutex::new(interrupted),
             stopping: AtomicBool::new(false),
@@ -137,6 +216,11 @@ impl JobManager {
             global: Arc::new(Limiter::new(Limits::default())),
             journal_root,
             clusters,
+            helping: Mutex::default(),
+            helped: Mutex::default(),
+            written: Mutex::default(),
+            lease,
+            halt: CancellationToken::new(),
         }))
     }
 
@@ -144,7 +228,7 @@ impl JobManager {
     /// client names a journal, it does not choose where on this machine the service writes.
     /// Its hosts must be in the cluster allow-list (checked on the URIs' text, before any
     /// connection or DNS lookup); every problem is reported at once.
-    fn copy_spec(&self, spec: &JobSpec) -> Result<CopySpec, SpecError> {
+    pub(super) fn copy_spec(&self, spec: &JobSpec) -> Result<CopySpec, SpecError> {
         let mut problems = self.clusters.problems("from", &spec.endpoints.from);
         problems.extend(self.clusters.problems("to", &spec.endpoints.to));
         let validated = spec.validate();
@@ -183,44 +267,78 @@ impl JobManager {
         self.jobs.lock().values().cloned().collect()
     }
 
+    /// Adds a job to those shown, or replaces the one with its id.
+    pub(super) fn insert(&self, job: Arc<Job>) {
+        self.jobs.lock().insert(job.id, job);
+    }
+
     /// Continues the jobs the service was running when it last stopped, as the same jobs, from
     /// their checkpoints. A job whose URIs carried a password or another secret stays interrupted: its stored spec
     /// is redacted, and submitting it again continues it from its checkpoint.
+    ///
+    /// With a shared history, it reads every node's jobs, takes over those of nodes that are
+    /// gone, and starts this node's heartbeat ([`super::nodes`]).
     pub async fn resume(self: &Arc<Self>) {
+        if let History::Shared(shared) = &self.history {
+            tracing::info!("service node {} on {}", shared.node(), shared.location());
+            self.pulse().await;
+            let manager = self.clone();
+            let halt = self.halt.clone();
+            self.tasks
+                .spawn(async move { manager.beat_until(halt).await });
+            return;
+        }
         let ids = std::mem::take(&mut *self.interrupted.lock());
         for id in ids {
-            let Some(old) = self.get(id) else { continue };
-            let record = old.record();
-            // The history keeps the spec redacted: one whose URIs carried a secret cannot run.
-            let spec = JobSpec {
-                workers: Some(record.workers),
-                ..record.spec.clone()
-            };
-            if spec.is_redacted() {
-                old.explain(
-                    "interrupted: the service stopped before the job finished; its credentials \
-                     are not stored, so submit it again to continue from its checkpoint"
-                        .into(),
-                );
-                continue;
+            if let Some(old) = self.get(id) {
+                self.continue_job(old);
             }
-            let copy_spec = match self.copy_spec(&spec) {
-                Ok(copy_spec) => copy_spec,
-                Err(e) => {
-                    let _ = old.apply(Event::Ended(Outcome::Failed, Some(e.to_string())));
-                    continue;
-                }
-            };
-            let throttle = Throttle::new(copy_spec.limits).with_global(self.global.clone());
-            let control = Control::with_throttle(copy_spec.workers, throttle);
-            let job = Arc::new(Job::continued(record, spec, control));
-            self.jobs.lock().insert(id, job.clone());
-            tracing::info!("job {id} continues from its checkpoint");
-            let manager = self.clone();
-            self.tasks
-                .spawn(async move { manager.run_job(job, copy_spec).await });
         }
         self.save().await;
+    }
+
+    /// Continues `old`, a job interrupted by the end of the service (or of another node), as the
+    /// same job from its checkpoint, if it can run: a spec whose URIs carried a secret is kept
+    /// redacted, so that job stays interrupted, and one refused now fails.
+    pub(super) fn continue_job(self: &Arc<Self>, old: Arc<Job>) {
+        let id = old.id;
+        let record = old.record();
+        let spec = JobSpec {
+            workers: Some(record.workers),
+            ..record.spec.clone()
+        };
+        if spec.is_redacted() {
+            old.explain(
+                "interrupted: the service stopped before the job finished; its credentials \
+                 are not stored, so submit it again to continue from its checkpoint"
+                    .into(),
+            );
+            return;
+        }
+        let copy_spec = match self.copy_spec(&spec) {
+            Ok(copy_spec) => copy_spec,
+            Err(e) => {
+                let _ = old.apply(Event::Ended(Outcome::Failed, Some(e.to_string())));
+                return;
+            }
+        };
+        let job = Arc::new(Job::continued(record, spec, self.control(&copy_spec)));
+        self.jobs.lock().insert(id, job.clone());
+        tracing::info!("job {id} continues from its checkpoint");
+        self.spawn_run(job, copy_spec);
+    }
+
+    /// A job's workers and throttle, under the budget shared by all jobs.
+    pub(super) fn control(&self, copy_spec: &CopySpec) -> Control {
+        let throttle = Throttle::new(copy_spec.limits).with_global(self.global.clone());
+        Control::with_throttle(copy_spec.workers, throttle)
+    }
+
+    /// Runs `job` in a task of the manager's.
+    pub(super) fn spawn_run(self: &Arc<Self>, job: Arc<Job>, copy_spec: CopySpec) {
+        let manager = self.clone();
+        self.tasks
+            .spawn(async move { manager.run_job(job, copy_spec).await });
     }
 
     /// What a job of `spec` would do (a dry run: it reads both clusters and writes nothing).
@@ -231,29 +349,38 @@ impl JobManager {
             .map_err(PlanError::Failed)
     }
 
-    /// Starts a job, or returns the active job with the same spec (`false`: nothing new started).
-    pub async fn submit(self: &Arc<Self>, spec: JobSpec) -> Result<(Arc<Job>, bool), SpecError> {
+    /// Starts a job, or returns the active job with the same spec (`false`: nothing new started;
+    /// with a shared history, an active job of another node with the same spec counts too).
+    pub async fn submit(self: &Arc<Self>, spec: JobSpec) -> Result<(Arc<Job>, bool), SubmitError> {
         let copy_spec = self.copy_spec(&spec)?;
+        let redacted = spec.redacted();
+        let same = |j: &Arc<Job>| {
+            !j.state().is_final()
+                && match j.runs_elsewhere() {
+                    None => j.spec.as_ref() == Some(&spec),
+                    Some(_) => j.record().spec == redacted,
+                }
+        };
+        if let Some(existing) = self.list().into_iter().find(same) {
+            return Ok((existing, false));
+        }
+        // Unique among the nodes of a shared history, which give ids out one at a time.
+        let id = match &self.history {
+            History::Shared(shared) => Some(JobId(shared.next_id().await?)),
+            History::None | History::File(_) => None,
+        };
         let job = {
             let mut jobs = self.jobs.lock();
-            let active = jobs
-                .values()
-                .find(|j| !j.state().is_final() && j.spec.as_ref() == Some(&spec));
-            if let Some(existing) = active {
+            if let Some(existing) = jobs.values().find(|j| same(j)) {
                 return Ok((existing.clone(), false));
             }
-            let id = JobId(self.next_id.fetch_add(1, Ordering::SeqCst));
-            let throttle = Throttle::new(copy_spec.limits).with_global(self.global.clone());
-            let control = Control::with_throttle(copy_spec.workers, throttle);
-            let job = Arc::new(Job::new(id, spec, control));
+            let id = id.unwrap_or_else(|| JobId(self.next_id.fetch_add(1, Ordering::SeqCst)));
+            let job = Arc::new(Job::new(id, spec, self.control(&copy_spec)));
             jobs.insert(id, job.clone());
             job
         };
         self.save().await;
-        let manager = self.clone();
-        let running = job.clone();
-        self.tasks
-            .spawn(async move { manager.run_job(running, copy_spec).await });
+        self.spawn_run(job.clone(), copy_spec);
         Ok((job, true))
     }
 
@@ -331,6 +458,7 @@ impl JobManager {
         // Its own task is the only one that ends a running job.
         let _ = job.apply(Event::Ended(outcome, message));
         tracing::info!("job {} {}", job.id, job.state());
+        self.helped_out(&job);
         self.save().await;
     }
 
@@ -351,19 +479,38 @@ impl JobManager {
             state,
             command: name,
         };
+        let abandon = state == JobState::Interrupted && command == Command::Cancel;
+        if command == Command::Commit && job.record().spec.mode != Some(Mode::Sync) {
+            return Err(CommandError::NotSync(id));
+        }
+        if state.is_final() && !abandon {
+            return Err(refuse(state));
+        }
+        match command {
+            Command::SetWorkers(n) => {
+                if let Some(problem) = bounds::WORKERS.problem(n) {
+                    return Err(CommandError::Invalid(problem));
+                }
+            }
+            Command::SetLimits(limits) => {
+                let problems = limits.problems();
+                if !problems.is_empty() {
+                    return Err(CommandError::Invalid(problems.join("; ")));
+                }
+            }
+            _ => {}
+        }
+        // Another node runs the job: the command goes to it, and its answer comes back.
+        if let Some(node) = job.runs_elsewhere() {
+            return self.forward(job, node, command).await;
+        }
         // An interrupted job would continue at the next start of the service: it can be
         // cancelled for good.
-        if state == JobState::Interrupted && command == Command::Cancel {
+        if abandon {
             job.apply(Event::Abandoned).map_err(refuse)?;
             job.explain("cancelled while interrupted: it will not continue".into());
             self.save().await;
             return Ok(job);
-        }
-        if command == Command::Commit && job.record().spec.mode != Some(Mode::Sync) {
-            return Err(CommandError::NotSync(id));
-        }
-        if state.is_final() {
-            return Err(refuse(state));
         }
         match command {
             Command::Pause => {
@@ -377,20 +524,9 @@ impl JobManager {
                 job.control.resume();
             }
             Command::Cancel => job.cancel.cancel(),
-            Command::Commit => job.commit.cancel(),
-            Command::SetWorkers(n) => {
-                if let Some(problem) = bounds::WORKERS.problem(n) {
-                    return Err(CommandError::Invalid(problem));
-                }
-                job.control.set_workers(n)
-            }
-            Command::SetLimits(limits) => {
-                let problems = limits.problems();
-                if !problems.is_empty() {
-                    return Err(CommandError::Invalid(problems.join("; ")));
-                }
-                job.control.throttle().job.set(limits);
-            }
+            Command::Commit => job.ask_commit(),
+            Command::SetWorkers(n) => job.control.set_workers(n),
+            Command::SetLimits(limits) => job.control.throttle().job.set(limits),
         }
         self.save().await;
         Ok(job)
@@ -410,11 +546,12 @@ impl JobManager {
         Ok(())
     }
 
-    /// Writes the history (if the service has a state file). A failed write is logged: the jobs
-    /// go on.
-    async fn save(&self) {
-        let Some(store) = self.store.clone() else {
-            return;
+    /// Writes the history (if the service keeps one). A failed write is logged: the jobs go on.
+    pub(super) async fn save(&self) {
+        let store = match &self.history {
+            History::None => return,
+            History::File(file) => file.clone(),
+            History::Shared(shared) => return self.publish(shared).await,
         };
         let _one_at_a_time = self.saving.lock().await;
         let records = self.list().iter().map(|j| j.record()).collect();
@@ -429,7 +566,9 @@ impl JobManager {
     /// records the final states.
     pub async fn shutdown(&self, deadline: Duration) {
         self.stopping.store(true, Ordering::SeqCst);
-        for job in self.list() {
+        self.halt.cancel();
+        let helping: Vec<Arc<Job>> = self.helping.lock().values().cloned().collect();
+        for job in self.list().into_iter().chain(helping) {
             job.cancel.cancel();
         }
         self.tasks.close();
@@ -440,5 +579,11 @@ impl JobManager {
             tracing::warn!("jobs still running after {deadline:?}; their state is recorded as is");
         }
         self.save().await;
+        // The other nodes continue this node's jobs at once, rather than after its lease.
+        if let History::Shared(shared) = &self.history {
+            if let Err(e) = shared.leave().await {
+                tracing::warn!("{e}");
+            }
+        }
     }
 }

@@ -8,6 +8,7 @@
 //!
 //! - [`job`]: a job's spec, state machine and views.
 //! - [`manager`]: starts jobs, carries commands to them, keeps the history.
+//! - [`nodes`]: several service nodes on one MongoDB state: the same jobs on each, shared.
 //! - [`clusters`]: `--allow-cluster`: which hosts jobs may reach.
 //! - [`api`]: routes, the guard in front of them, events, metrics, the OpenAPI document, the
 //!   dashboard's files, and HTTP/HTTPS serving.
@@ -16,6 +17,7 @@ pub mod api;
 pub mod clusters;
 pub mod job;
 pub mod manager;
+pub mod nodes;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -6,13 +6,15 @@
 //! continues where the last one durably stopped, and nothing refused is lost. [`StateStore`] is
 //! the seam; one file per kind: [`file`] (the embedded default: SQLite, and dead letters as JSON lines), [`mongo`] (a MongoDB
 //! database that several processes share, with leases and fencing), [`memory`] (keeps nothing);
-//! [`history`] keeps the service's jobs; [`atomic`] is how every file is rewritten.
+//! [`history`] keeps the service's jobs in a file, [`shared_history`] in a MongoDB database that
+//! several service nodes share; [`atomic`] is how every file is rewritten.
 
 pub mod atomic;
 pub mod file;
 pub mod history;
 pub mod memory;
 pub mod mongo;
+pub mod shared_history;
 
 use std::collections::BTreeMap;
 use std::io;

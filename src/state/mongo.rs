@@ -55,7 +55,7 @@ const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
 static INSTANCES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// MongoDB's duplicate key error: an upsert whose filter matched nothing met an existing `_id`.
-const DUPLICATE_KEY: i32 = 11000;
+pub(crate) const DUPLICATE_KEY: i32 = 11000;
 
 /// The state of jobs in a MongoDB database.
 pub struct MongoStore {
@@ -65,6 +65,8 @@ pub struct MongoStore {
     claims: Collection<Document>,
     checkpoints: Collection<Document>,
     dead_letters: Collection<Document>,
+    /// The database, for the service's collections ([`super::shared_history`]).
+    database: mongodb::Database,
     lease: Duration,
     /// Who this process is, in claims and messages: `host pid N`.
     host: String,
@@ -102,17 +104,14 @@ impl MongoStore {
             .and_then(|o| o.default_database)
             .unwrap_or_else(|| DEFAULT_DATABASE.into());
         let db = client.database(&db_name);
-        let options = CollectionOptions::builder()
-            .write_concern(WriteConcern::majority())
-            .read_concern(ReadConcern::majority())
-            .build();
-        let collection = |name: &str| db.collection_with_options(name, options.clone());
+        let collection = |name: &str| db.collection_with_options(name, majority());
         let pid = std::process::id();
         Ok(MongoStore {
             location: format!("{location} (database {db_name})"),
             claims: collection("claims"),
             checkpoints: collection("checkpoints"),
             dead_letters: collection("dead_letters"),
+            database: db,
             lease,
             host: format!("{} pid {pid}", host_name()),
             instance: format!(
@@ -125,6 +124,11 @@ impl MongoStore {
             standby: false,
             client,
         })
+    }
+
+    /// A collection of the state database, written and read at majority as the store's are.
+    pub fn collection(&self, name: &str) -> Collection<Document> {
+        self.database.collection_with_options(name, majority())
     }
 
     pub fn lease(&self) -> Duration {
@@ -525,8 +529,16 @@ impl Heartbeat {
     }
 }
 
+/// Every write acknowledged by a majority, every read at majority.
+fn majority() -> CollectionOptions {
+    CollectionOptions::builder()
+        .write_concern(WriteConcern::majority())
+        .read_concern(ReadConcern::majority())
+        .build()
+}
+
 /// This machine's name, as claims record it.
-fn host_name() -> String {
+pub(crate) fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_string())
@@ -536,7 +548,7 @@ fn host_name() -> String {
 }
 
 /// Whether process `pid` of this host still runs (Linux's `/proc`; elsewhere, assumed alive).
-fn process_runs(pid: i64) -> bool {
+pub(crate) fn process_runs(pid: i64) -> bool {
     if !std::path::Path::new("/proc/self").exists() {
         return true;
     }

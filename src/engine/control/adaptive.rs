@@ -77,7 +77,7 @@ impl AdaptiveConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     Increase,
@@ -86,7 +86,7 @@ pub enum Action {
 }
 
 /// One adaptive decision and why it was taken.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Decision {
     /// Seconds since the job started.
     pub at_secs: f64,
@@ -191,7 +191,7 @@ pub struct Adaptive {
     decisions: Mutex<VecDeque<Decision>>,
 }
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct AdaptiveView {
     pub config: AdaptiveConfig,
     /// Most recent last.

@@ -38,7 +38,7 @@ use crate::engine::CopyError;
 use crate::mongo::MongoError;
 use crate::run::plan::Plan;
 use crate::service::job::{Job, JobId, JobView};
-use crate::service::manager::{Command, CommandError, JobManager, PlanError};
+use crate::service::manager::{Command, CommandError, JobManager, PlanError, SubmitError};
 use crate::spec::JobSpec;
 use guard::{ApiToken, Guard, Refusal};
 
@@ -65,6 +65,9 @@ pub enum ApiError {
     /// A cluster the request named could not be reached or would not let the service in.
     #[error("{0}")]
     Upstream(String),
+    /// The shared state, or the node that runs a job, did not answer: try again.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// The body of every error answer.
@@ -86,6 +89,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::TooManyStreams(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Refused(refusal) => match refusal {
                 Refusal::NoHost | Refusal::Host(_) => StatusCode::MISDIRECTED_REQUEST,
                 Refusal::Origin(_) => StatusCode::FORBIDDEN,
@@ -105,7 +109,7 @@ impl IntoResponse for ApiError {
             ApiError::Refused(Refusal::NoToken | Refusal::WrongToken) => {
                 Some((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")))
             }
-            ApiError::TooManyStreams(_) => {
+            ApiError::TooManyStreams(_) | ApiError::Unavailable(_) => {
                 Some((header::RETRY_AFTER, HeaderValue::from_static("5")))
             }
             _ => None,
@@ -135,6 +139,11 @@ impl From<CommandError> for ApiError {
             CommandError::Conflict { .. } => ApiError::Conflict(e.to_string()),
             CommandError::Invalid(_) => ApiError::BadRequest(e.to_string()),
             CommandError::NotSync(_) => ApiError::Conflict(e.to_string()),
+            CommandError::RefusedElsewhere { conflict: true, .. } => {
+                ApiError::Conflict(e.to_string())
+            }
+            CommandError::RefusedElsewhere { .. } => ApiError::BadRequest(e.to_string()),
+            CommandError::Unanswered { .. } => ApiError::Unavailable(e.to_string()),
         }
     }
 }
@@ -305,6 +314,7 @@ async fn list_jobs(State(manager): Api) -> Json<JobList> {
             headers(("location" = String, description = "The job's URL"))),
         (status = 400, description = "Malformed JSON, or an invalid spec with every problem",
             body = ErrorBody),
+        (status = 503, description = "The shared state did not give the job an id", body = ErrorBody),
     ))]
 async fn create_job(State(manager): Api, body: Bytes) -> Result<Response, ApiError> {
     let spec: JobSpec = parse_body(&body, &["adaptive", "journal"])?;
@@ -314,10 +324,10 @@ async fn create_job(State(manager): Api, body: Bytes) -> Result<Response, ApiErr
             "malformed request: unknown field `{field}`"
         )));
     }
-    let (job, created) = manager
-        .submit(spec)
-        .await
-        .map_err(|e| ApiError::InvalidSpec(e.0))?;
+    let (job, created) = manager.submit(spec).await.map_err(|e| match e {
+        SubmitError::Invalid(e) => ApiError::InvalidSpec(e.0),
+        SubmitError::State(e) => ApiError::Unavailable(e.to_string()),
+    })?;
     let status = if created {
         StatusCode::ACCEPTED
     } else {
@@ -399,13 +409,15 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<f64>>
             body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),
         (status = 409, description = "The job has ended", body = ErrorBody),
+        (status = 503, description = "Another service node runs the job and did not answer",
+            body = ErrorBody),
     ))]
 async fn patch_job(
     State(manager): Api,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<JobView>, ApiError> {
-    let job = find(&manager, &id)?;
+    let mut job = find(&manager, &id)?;
     let patch: JobPatch = parse_body(&body, &[])?;
     if patch.workers.is_none() && patch.rate.is_none() && patch.rate_bytes.is_none() {
         return Err(ApiError::BadRequest(
@@ -413,15 +425,16 @@ async fn patch_job(
         ));
     }
     if patch.rate.is_some() || patch.rate_bytes.is_some() {
-        let now = job.control.throttle().job.limits();
+        // As the node running the job last said (this one, or another on a shared state).
+        let now = job.view().limits;
         let limits = Limits {
             rate: patch.rate.unwrap_or(now.rate),
             rate_bytes: patch.rate_bytes.unwrap_or(now.rate_bytes),
         };
-        manager.command(job.id, Command::SetLimits(limits)).await?;
+        job = manager.command(job.id, Command::SetLimits(limits)).await?;
     }
     if let Some(workers) = patch.workers {
-        manager
+        job = manager
             .command(job.id, Command::SetWorkers(workers))
             .await?;
     }
@@ -493,6 +506,8 @@ async fn command(
         (status = 404, description = "No such job", body = ErrorBody),
         (status = 400, description = "A body other than {}", body = ErrorBody),
         (status = 409, description = "The job has ended", body = ErrorBody),
+        (status = 503, description = "Another service node runs the job and did not answer",
+            body = ErrorBody),
     ))]
 async fn pause_job(
     State(manager): Api,
@@ -511,6 +526,8 @@ async fn pause_job(
         (status = 404, description = "No such job", body = ErrorBody),
         (status = 400, description = "A body other than {}", body = ErrorBody),
         (status = 409, description = "The job has ended", body = ErrorBody),
+        (status = 503, description = "Another service node runs the job and did not answer",
+            body = ErrorBody),
     ))]
 async fn resume_job(
     State(manager): Api,
@@ -529,6 +546,8 @@ async fn resume_job(
         (status = 404, description = "No such job", body = ErrorBody),
         (status = 400, description = "A body other than {}", body = ErrorBody),
         (status = 409, description = "The job has ended", body = ErrorBody),
+        (status = 503, description = "Another service node runs the job and did not answer",
+            body = ErrorBody),
     ))]
 async fn cancel_job(
     State(manager): Api,
@@ -548,6 +567,8 @@ async fn cancel_job(
         (status = 404, description = "No such job", body = ErrorBody),
         (status = 400, description = "A body other than {}", body = ErrorBody),
         (status = 409, description = "The job has ended, or is a copy", body = ErrorBody),
+        (status = 503, description = "Another service node runs the job and did not answer",
+            body = ErrorBody),
     ))]
 async fn commit_job(
     State(manager): Api,

@@ -1,0 +1,440 @@
+//! Several service nodes on one MongoDB state (`serve --state mongodb://…` on each): every node
+//! shows every job, a command reaches the node that runs its job, nodes copy partitions of each
+//! other's jobs, and the jobs of a node that is gone are taken over.
+//!
+//! In: the [`SharedHistory`] (jobs, heartbeats, commands), read every [`BEAT`]. Out: this node's
+//! jobs and heartbeat written there; the other nodes' jobs mirrored here (their published views,
+//! their state changes on event streams); helping runs of their partitioned jobs; answers to the
+//! commands for this node's jobs.
+//!
+//! One node runs a job: the job's record and state are its run's, and only it writes them.
+//! Other nodes may help copy the partitions of a copy (or of a sync's initial copy) the way
+//! several CLI processes share a job ([`crate::run::copy`]: each partition claimed by lease in
+//! the state store); they follow the job's pause, workers, rate limits, commit and cancel. A node
+//! whose heartbeat is older than the lease is gone (or at once, when it stopped and left, or ran
+//! on this host and its process is gone): the first node to take over each of its jobs continues
+//! it from its checkpoint, and a node already helping with it makes its own run the job's.
+//! Only a spec without secrets in its URIs can be run by another node: the history keeps specs
+//! redacted (a job with a password stays interrupted until it is submitted again).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use super::job::{Event, Job, JobId, JobRecord, JobState, JobView, NodeRole, NodeShare};
+use super::manager::{Command, CommandError, History, JobManager};
+use crate::run::copy;
+use crate::spec::JobSpec;
+use crate::state::mongo::{host_name, process_runs};
+use crate::state::shared_history::{NodeBeat, SharedHistory, StoredJob};
+use crate::state::{unix_now, StateError};
+
+/// How often a node beats: writes its jobs and heartbeat, reads the others'.
+pub const BEAT: Duration = Duration::from_secs(1);
+
+/// How long a command for a job of another node waits for that node's answer.
+const COMMAND_WAIT: Duration = Duration::from_secs(10);
+
+/// How long after a helping run ended another may start for the same job.
+const HELP_AGAIN: Duration = Duration::from_secs(5);
+
+/// A node's answer to a command for one of its jobs.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Answer {
+    Done,
+    Refused { message: String, conflict: bool },
+}
+
+impl JobManager {
+    /// Beats every [`BEAT`] until `halt`.
+    pub(super) async fn beat_until(self: Arc<Self>, halt: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = halt.cancelled() => return,
+                _ = tokio::time::sleep(BEAT) => {}
+            }
+            self.pulse().await;
+        }
+    }
+
+    /// One beat (a shared history only): mirrors the other nodes' jobs, takes over those of
+    /// nodes that are gone, starts and steers helping runs, answers commands, then writes this
+    /// node's jobs and heartbeat. A failure is logged; the next beat tries again.
+    pub(super) async fn pulse(self: &Arc<Self>) {
+        let History::Shared(shared) = &self.history else {
+            return;
+        };
+        if let Err(e) = self.beat_once(shared).await {
+            tracing::warn!("service node {}: {e}", shared.node());
+        }
+    }
+
+    async fn beat_once(self: &Arc<Self>, shared: &SharedHistory) -> Result<(), StateError> {
+        let nodes = shared.nodes().await?;
+        let live: HashSet<&str> = nodes
+            .iter()
+            .filter(|n| self.alive(n))
+            .map(|n| n.node.as_str())
+            .collect();
+        for stored in shared.jobs().await? {
+            let owner = stored.node.clone();
+            let Some(record) = self.mirror(shared, stored) else {
+                continue;
+            };
+            let orphan = !record.state.is_final() || record.state == JobState::Interrupted;
+            if owner != shared.node() && orphan && !live.contains(owner.as_str()) {
+                self.take_over(shared, record.id, &owner).await?;
+            }
+        }
+        for job in self.list() {
+            match job.runs_elsewhere() {
+                Some(owner) if live.contains(owner.as_str()) => self.help(&job).await,
+                _ => {}
+            }
+        }
+        self.answer_commands(shared).await?;
+        let shares = self.shares(shared.node());
+        let wire: Vec<(u64, String)> = shares
+            .iter()
+            .map(|(id, share)| {
+                (
+                    id.0,
+                    serde_json::to_string(share).expect("shares serialise"),
+                )
+            })
+            .collect();
+        shared.beat(&wire).await?;
+        self.show_shares(shared.node(), shares, &nodes, &live);
+        for gone in nodes.iter().filter(|n| n.age > self.lease * 10) {
+            shared.forget(&gone.node).await?;
+        }
+        self.publish(shared).await;
+        Ok(())
+    }
+
+    /// Whether a node's heartbeat says it runs: recent enough, and (on this host) its process
+    /// still there.
+    fn alive(&self, node: &NodeBeat) -> bool {
+        let gone_here = node.host == host_name()
+            && node.pid != i64::from(std::process::id())
+            && !process_runs(node.pid);
+        node.age < self.lease && !gone_here
+    }
+
+    /// Takes in a job as stored: a job of another node is mirrored (this node's own run of it
+    /// stops, if another node took it over). Its record, unless unreadable.
+    fn mirror(&self, shared: &SharedHistory, stored: StoredJob) -> Option<JobRecord> {
+        let record: JobRecord = match serde_json::from_str(&stored.record) {
+            Ok(record) => record,
+            Err(e) => {
+                tracing::warn!(
+                    "job {} in {}: unreadable: {e}",
+                    stored.id,
+                    shared.location()
+                );
+                return None;
+            }
+        };
+        if stored.node == shared.node() {
+            return Some(record);
+        }
+        let view: Option<JobView> = stored.view.and_then(|v| serde_json::from_str(&v).ok());
+        let id = record.id;
+        let local = self.get(id);
+        match local {
+            Some(job) if job.runs_elsewhere().is_some() => {
+                job.mirror(record.clone(), stored.node, view)
+            }
+            local => {
+                if let Some(mine) = local {
+                    tracing::warn!(
+                        "job {id}: node {} took it over while this node seemed gone; this \
+                         node's run stops",
+                        stored.node
+                    );
+                    mine.cancel.cancel();
+                }
+                let job = Job::elsewhere(record.clone(), stored.node, view);
+                self.insert(Arc::new(job));
+            }
+        }
+        Some(record)
+    }
+
+    /// Makes this node run job `id` of the node `from`, which is gone: a helping run of it
+    /// becomes the job's run, else the job continues here from its checkpoint.
+    async fn take_over(
+        self: &Arc<Self>,
+        shared: &SharedHistory,
+        id: JobId,
+        from: &str,
+    ) -> Result<(), StateError> {
+        if !shared.take_over(id.0, from).await? {
+            return Ok(());
+        }
+        let Some(mirror) = self.get(id) else {
+            return Ok(());
+        };
+        tracing::info!("job {id}: node {from} is gone; this node runs it now");
+        let helper = self.helping.lock().remove(&id);
+        match helper {
+            Some(helper) => self.insert(helper),
+            None => {
+                let mut record = mirror.record();
+                record.state = JobState::Interrupted;
+                record.error = Some(format!("interrupted: node {from} is gone"));
+                record.finished_at.get_or_insert(unix_now());
+                let old = Arc::new(Job::restored(record));
+                self.insert(old.clone());
+                self.continue_job(old);
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts a run that helps with `mirror`, a job another node runs, if it is running, shared
+    /// (partitioned, its layout published) and not complete, and its spec can run here. An
+    /// existing helping run follows the job's commands instead.
+    async fn help(self: &Arc<Self>, mirror: &Arc<Job>) {
+        let existing = self.helping.lock().get(&mirror.id).cloned();
+        if let Some(helper) = existing {
+            return steer(&helper, mirror);
+        }
+        let record = mirror.record();
+        let recently = self
+            .helped
+            .lock()
+            .get(&mirror.id)
+            .is_some_and(|ended| ended.elapsed() < HELP_AGAIN);
+        if record.state != JobState::Running || recently || record.spec.is_redacted() {
+            return;
+        }
+        let view = mirror.view();
+        let spec = JobSpec {
+            workers: Some(view.workers),
+            ..record.spec.clone()
+        };
+        let Ok(copy_spec) = self.copy_spec(&spec) else {
+            return;
+        };
+        match copy::joinable(&copy_spec, &self.state).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => return tracing::warn!("job {}: {e}", mirror.id),
+        }
+        let helper = Arc::new(Job::continued(record, spec, self.control(&copy_spec)));
+        helper.control.throttle().job.set(view.limits);
+        self.helping.lock().insert(mirror.id, helper.clone());
+        tracing::info!("job {}: this node helps copy its partitions", mirror.id);
+        self.spawn_run(helper, copy_spec);
+    }
+
+    /// A run of `job` ended: if it was a helping run, it is forgotten (and not started again
+    /// for a while).
+    pub(super) fn helped_out(&self, job: &Arc<Job>) {
+        let mut helping = self.helping.lock();
+        if helping.get(&job.id).is_some_and(|h| Arc::ptr_eq(h, job)) {
+            helping.remove(&job.id);
+            self.helped.lock().insert(job.id, Instant::now());
+        }
+    }
+
+    /// Applies the commands other nodes left for this node's jobs, and answers them.
+    async fn answer_commands(&self, shared: &SharedHistory) -> Result<(), StateError> {
+        let mine: Vec<u64> = self
+            .list()
+            .iter()
+            .filter(|j| j.runs_elsewhere().is_none())
+            .map(|j| j.id.0)
+            .collect();
+        for pending in shared.pending(&mine).await? {
+            let answer = match serde_json::from_str::<Command>(&pending.command) {
+                Err(e) => Answer::Refused {
+                    message: format!("unknown command: {e}"),
+                    conflict: false,
+                },
+                Ok(command) => match self.command(JobId(pending.job), command).await {
+                    Ok(_) => Answer::Done,
+                    Err(e) => Answer::Refused {
+                        conflict: matches!(
+                            e,
+                            CommandError::Conflict { .. }
+                                | CommandError::NotSync(_)
+                                | CommandError::RefusedElsewhere { conflict: true, .. }
+                        ),
+                        message: e.to_string(),
+                    },
+                },
+            };
+            let text = serde_json::to_string(&answer).expect("answers serialise");
+            shared.answer(pending.id, &text).await?;
+        }
+        Ok(())
+    }
+
+    /// Carries `command` to `node`, which runs `job`, and waits for its answer; the job as that
+    /// node wrote it afterwards.
+    pub(super) async fn forward(
+        &self,
+        job: Arc<Job>,
+        node: String,
+        command: Command,
+    ) -> Result<Arc<Job>, CommandError> {
+        let unanswered = |reason: String| CommandError::Unanswered {
+            id: job.id,
+            node: node.clone(),
+            reason,
+        };
+        let History::Shared(shared) = &self.history else {
+            return Err(unanswered("no shared history".into()));
+        };
+        let text = serde_json::to_string(&command).expect("commands serialise");
+        let sent = shared
+            .send(job.id.0, &text)
+            .await
+            .map_err(|e| unanswered(e.to_string()))?;
+        let asked = Instant::now();
+        let answer = loop {
+            match shared.answer_of(sent).await {
+                Ok(Some(answer)) => break answer,
+                Ok(None) => {}
+                Err(e) => return Err(unanswered(e.to_string())),
+            }
+            if asked.elapsed() > COMMAND_WAIT {
+                let _ = shared.withdraw(sent).await;
+                return Err(unanswered(format!(
+                    "no answer within {} s (it may still apply the command)",
+                    COMMAND_WAIT.as_secs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        match serde_json::from_str(&answer) {
+            Ok(Answer::Done) => {}
+            Ok(Answer::Refused { message, conflict }) => {
+                return Err(CommandError::RefusedElsewhere { message, conflict })
+            }
+            Err(e) => return Err(unanswered(format!("unreadable answer: {e}"))),
+        }
+        // The node answered after writing the job: show it as it is now.
+        if let Ok(Some(stored)) = shared.job(job.id.0).await {
+            self.mirror(shared, stored);
+        }
+        Ok(self.get(job.id).unwrap_or(job))
+    }
+
+    /// What this node does for each job: those it runs and those it helps with.
+    fn shares(&self, node: &str) -> Vec<(JobId, NodeShare)> {
+        let running = self
+            .list()
+            .into_iter()
+            .filter(|j| j.runs_elsewhere().is_none() && !j.state().is_final())
+            .map(|j| (j.id, j.share(node, NodeRole::Runs)));
+        let helping: Vec<Arc<Job>> = self.helping.lock().values().cloned().collect();
+        running
+            .chain(
+                helping
+                    .iter()
+                    .map(|j| (j.id, j.share(node, NodeRole::Helps))),
+            )
+            .collect()
+    }
+
+    /// Shows with each job what every live node does for it (this node's from `own`, the
+    /// others' from their heartbeats).
+    fn show_shares(
+        &self,
+        me: &str,
+        own: Vec<(JobId, NodeShare)>,
+        nodes: &[NodeBeat],
+        live: &HashSet<&str>,
+    ) {
+        let mut by_job: HashMap<JobId, Vec<NodeShare>> = HashMap::new();
+        for (id, share) in own {
+            by_job.entry(id).or_default().push(share);
+        }
+        for node in nodes
+            .iter()
+            .filter(|n| n.node != me && live.contains(n.node.as_str()))
+        {
+            for (id, share) in &node.shares {
+                if let Ok(share) = serde_json::from_str::<NodeShare>(share) {
+                    by_job.entry(JobId(*id)).or_default().push(share);
+                }
+            }
+        }
+        for job in self.list() {
+            let mut shares = by_job.remove(&job.id).unwrap_or_default();
+            // The node that runs the job first.
+            shares.sort_by(|a, b| {
+                (a.role != NodeRole::Runs, &a.node).cmp(&(b.role != NodeRole::Runs, &b.node))
+            });
+            job.set_shares(shares);
+        }
+    }
+
+    /// Writes every job this node runs that changed (an active one at every beat, for its
+    /// progress). A job another node took over meanwhile stops here.
+    pub(super) async fn publish(&self, shared: &SharedHistory) {
+        let _one_at_a_time = self.saving.lock().await;
+        for job in self.list() {
+            if job.runs_elsewhere().is_some() {
+                continue;
+            }
+            let record = job.record();
+            let text = serde_json::to_string(&record).expect("records serialise");
+            if record.state.is_final() && self.written.lock().get(&job.id) == Some(&text) {
+                continue;
+            }
+            let view = serde_json::to_string(&job.view()).expect("views serialise");
+            match shared
+                .put(job.id.0, record.state.as_str(), &text, &view)
+                .await
+            {
+                Ok(true) => {
+                    self.written.lock().insert(job.id, text);
+                }
+                Ok(false) => {
+                    tracing::warn!("job {}: another node runs it now; this node stops", job.id);
+                    job.cancel.cancel();
+                }
+                Err(e) => tracing::error!("job {}: {e}", job.id),
+            }
+        }
+    }
+}
+
+/// Has a helping run follow the job it helps with: its pause, workers, rate limits, commit and
+/// cancellation (a completed job's helpers end by themselves; an interrupted one's go on, and
+/// one of their nodes takes the job over).
+fn steer(helper: &Arc<Job>, mirror: &Arc<Job>) {
+    let record = mirror.record();
+    let view = mirror.view();
+    match (record.state, helper.state()) {
+        (JobState::Paused, JobState::Pending | JobState::Running) => {
+            let _ = helper.apply(Event::Paused);
+            helper.control.pause();
+        }
+        (JobState::Running, JobState::Paused) => {
+            let started = helper.stats().is_some();
+            let _ = helper.apply(Event::Resumed { started });
+            helper.control.resume();
+        }
+        (JobState::Cancelled | JobState::Failed, _) => helper.cancel.cancel(),
+        _ => {}
+    }
+    if helper.control.workers() != view.workers {
+        helper.control.set_workers(view.workers);
+    }
+    let throttle = helper.control.throttle();
+    if throttle.job.limits() != view.limits {
+        throttle.job.set(view.limits);
+    }
+    if record.commit {
+        helper.ask_commit();
+    }
+}

@@ -1,0 +1,367 @@
+//! The service's job history in a MongoDB state database, shared by every `serve` node that opens
+//! it (`serve --state mongodb://host/db`).
+//!
+//! In: the records and views of the jobs this node runs (JSON text, already redacted: no
+//! credentials), this node's heartbeat with its share of each job it works on, and operators'
+//! commands for jobs that other nodes run. Out: the same, to every node on the database. Four
+//! collections beside the [store](super::mongo)'s (docs/ARCHITECTURE.md), with majority writes
+//! and reads:
+//!
+//! - `service_jobs`: `{_id: job id, node, state, record, view, updated}`, one per job, written only
+//!   by the node that runs it (`node`); a node takes a job over only from a node that is gone.
+//! - `service_nodes`: `{_id: node, host, pid, seen, shares: [{job, share}]}`: each node's
+//!   heartbeat and what it does for each job it runs or helps with.
+//! - `service_commands`: `{_id, job, command, answer, at}`: a command for a job another node runs,
+//!   answered by that node.
+//! - `counters`: `{_id: "service_jobs", n}`: the last job id given, so ids are unique across nodes.
+//!
+//! Records, views, shares and commands are the service's JSON, opaque here.
+
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
+use mongodb::options::ReturnDocument;
+use mongodb::Collection;
+
+use super::mongo::{host_name, MongoStore, DUPLICATE_KEY};
+use super::{StateError, StateStore};
+use crate::mongo::{describe, error_code};
+
+/// The jobs, heartbeats and commands of the service nodes sharing one state database.
+pub struct SharedHistory {
+    location: String,
+    jobs: Collection<Document>,
+    nodes: Collection<Document>,
+    commands: Collection<Document>,
+    counters: Collection<Document>,
+    /// This node: `host:pid:random`, unique for the life of the process.
+    node: String,
+}
+
+impl std::fmt::Debug for SharedHistory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedHistory")
+            .field("location", &self.location)
+            .field("node", &self.node)
+            .finish()
+    }
+}
+
+/// A job as the node running it last wrote it.
+#[derive(Debug, Clone)]
+pub struct StoredJob {
+    pub id: u64,
+    /// The node that runs it (or ran it last).
+    pub node: String,
+    pub record: String,
+    pub view: Option<String>,
+}
+
+/// A node's last heartbeat.
+#[derive(Debug, Clone)]
+pub struct NodeBeat {
+    pub node: String,
+    pub host: String,
+    pub pid: i64,
+    /// How long ago, by this machine's clock.
+    pub age: Duration,
+    /// Its share of each job it works on: `(job id, share)`.
+    pub shares: Vec<(u64, String)>,
+}
+
+/// A command waiting for the node that runs its job.
+#[derive(Debug, Clone)]
+pub struct PendingCommand {
+    pub id: ObjectId,
+    pub job: u64,
+    pub command: String,
+}
+
+impl SharedHistory {
+    /// The history in `store`'s database, for a new node of this process.
+    pub fn open(store: &MongoStore) -> Self {
+        let node = format!(
+            "{}:{}:{:04x}",
+            host_name().replace(['.', '$'], "_"),
+            std::process::id(),
+            fastrand::u16(..)
+        );
+        SharedHistory {
+            location: store.location(),
+            jobs: store.collection("service_jobs"),
+            nodes: store.collection("service_nodes"),
+            commands: store.collection("service_commands"),
+            counters: store.collection("counters"),
+            node,
+        }
+    }
+
+    /// This node's name.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    fn failed(&self, e: &mongodb::error::Error) -> StateError {
+        StateError::Database {
+            location: self.location.clone(),
+            reason: describe(e),
+        }
+    }
+
+    /// A job id no node has given.
+    pub async fn next_id(&self) -> Result<u64, StateError> {
+        let counter = self
+            .counters
+            .find_one_and_update(
+                doc! { "_id": "service_jobs" },
+                doc! { "$inc": { "n": 1_i64 } },
+            )
+            .upsert(true)
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(|e| self.failed(&e))?
+            .unwrap_or_default();
+        let n = counter.get_i64("n").unwrap_or(1);
+        Ok(u64::try_from(n).unwrap_or(1))
+    }
+
+    /// Writes a job this node runs. `false`: another node runs it now (it took the job over
+    /// while this node seemed gone), and nothing was written.
+    pub async fn put(
+        &self,
+        id: u64,
+        state: &str,
+        record: &str,
+        view: &str,
+    ) -> Result<bool, StateError> {
+        let written = self
+            .jobs
+            .update_one(
+                doc! { "_id": id as i64, "node": &self.node },
+                doc! { "$set": {
+                    "state": state,
+                    "record": record,
+                    "view": view,
+                    "updated": DateTime::now(),
+                } },
+            )
+            .upsert(true)
+            .await;
+        match written {
+            Ok(_) => Ok(true),
+            Err(e) if error_code(&e) == Some(DUPLICATE_KEY) => Ok(false),
+            Err(e) => Err(self.failed(&e)),
+        }
+    }
+
+    /// Every job, oldest first.
+    pub async fn jobs(&self) -> Result<Vec<StoredJob>, StateError> {
+        let found: Vec<Document> = self
+            .jobs
+            .find(doc! {})
+            .sort(doc! { "_id": 1 })
+            .await
+            .map_err(|e| self.failed(&e))?
+            .try_collect()
+            .await
+            .map_err(|e| self.failed(&e))?;
+        Ok(found.iter().filter_map(stored_job).collect())
+    }
+
+    /// One job, if stored.
+    pub async fn job(&self, id: u64) -> Result<Option<StoredJob>, StateError> {
+        let found = self
+            .jobs
+            .find_one(doc! { "_id": id as i64 })
+            .await
+            .map_err(|e| self.failed(&e))?;
+        Ok(found.as_ref().and_then(stored_job))
+    }
+
+    /// Makes this node the one that runs job `id`, if node `from` (gone) still does: `false`
+    /// when another node was quicker.
+    pub async fn take_over(&self, id: u64, from: &str) -> Result<bool, StateError> {
+        let taken = self
+            .jobs
+            .update_one(
+                doc! { "_id": id as i64, "node": from },
+                doc! { "$set": { "node": &self.node, "updated": DateTime::now() } },
+            )
+            .await
+            .map_err(|e| self.failed(&e))?;
+        Ok(taken.modified_count == 1)
+    }
+
+    /// This node's heartbeat, with its share of each job it works on.
+    pub async fn beat(&self, shares: &[(u64, String)]) -> Result<(), StateError> {
+        let shares: Vec<Document> = shares
+            .iter()
+            .map(|(job, share)| doc! { "job": *job as i64, "share": share })
+            .collect();
+        self.nodes
+            .update_one(
+                doc! { "_id": &self.node },
+                doc! { "$set": {
+                    "host": host_name(),
+                    "pid": i64::from(std::process::id()),
+                    "seen": DateTime::now(),
+                    "shares": shares,
+                } },
+            )
+            .upsert(true)
+            .await
+            .map_err(|e| self.failed(&e))?;
+        Ok(())
+    }
+
+    /// Every node's last heartbeat.
+    pub async fn nodes(&self) -> Result<Vec<NodeBeat>, StateError> {
+        let found: Vec<Document> = self
+            .nodes
+            .find(doc! {})
+            .await
+            .map_err(|e| self.failed(&e))?
+            .try_collect()
+            .await
+            .map_err(|e| self.failed(&e))?;
+        let now = DateTime::now().timestamp_millis();
+        Ok(found
+            .into_iter()
+            .filter_map(|d| {
+                let seen = d.get_datetime("seen").ok()?.timestamp_millis();
+                let shares = d
+                    .get_array("shares")
+                    .map(|shares| {
+                        shares
+                            .iter()
+                            .filter_map(|s| {
+                                let s = s.as_document()?;
+                                let job = u64::try_from(s.get_i64("job").ok()?).ok()?;
+                                Some((job, s.get_str("share").ok()?.to_string()))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                Some(NodeBeat {
+                    node: d.get_str("_id").ok()?.to_string(),
+                    host: d.get_str("host").unwrap_or_default().to_string(),
+                    pid: d.get_i64("pid").unwrap_or(0),
+                    age: Duration::from_millis((now - seen).max(0) as u64),
+                    shares,
+                })
+            })
+            .collect())
+    }
+
+    /// This node leaves (it stops): the others take its jobs over at once.
+    pub async fn leave(&self) -> Result<(), StateError> {
+        self.nodes
+            .delete_one(doc! { "_id": &self.node })
+            .await
+            .map_err(|e| self.failed(&e))?;
+        Ok(())
+    }
+
+    /// Forgets a node that is gone (its heartbeat is older than any lease).
+    pub async fn forget(&self, node: &str) -> Result<(), StateError> {
+        self.nodes
+            .delete_one(doc! { "_id": node })
+            .await
+            .map_err(|e| self.failed(&e))?;
+        Ok(())
+    }
+
+    /// Leaves `command` for the node that runs job `job`; its answer comes through
+    /// [`answer_of`](Self::answer_of).
+    pub async fn send(&self, job: u64, command: &str) -> Result<ObjectId, StateError> {
+        let id = ObjectId::new();
+        self.commands
+            .insert_one(doc! {
+                "_id": id,
+                "job": job as i64,
+                "command": command,
+                "answer": null,
+                "from": &self.node,
+                "at": DateTime::now(),
+            })
+            .await
+            .map_err(|e| self.failed(&e))?;
+        Ok(id)
+    }
+
+    /// The answer to a command sent, once given; the command is then removed.
+    pub async fn answer_of(&self, command: ObjectId) -> Result<Option<String>, StateError> {
+        let found = self
+            .commands
+            .find_one(doc! { "_id": command })
+            .await
+            .map_err(|e| self.failed(&e))?;
+        let Some(answer) = found.and_then(|d| d.get_str("answer").ok().map(str::to_string)) else {
+            return Ok(None);
+        };
+        self.withdraw(command).await?;
+        Ok(Some(answer))
+    }
+
+    /// Removes a command (answered, or given up on).
+    pub async fn withdraw(&self, command: ObjectId) -> Result<(), StateError> {
+        self.commands
+            .delete_one(doc! { "_id": command })
+            .await
+            .map_err(|e| self.failed(&e))?;
+        Ok(())
+    }
+
+    /// Commands not answered yet for the jobs `jobs`, oldest first.
+    pub async fn pending(&self, jobs: &[u64]) -> Result<Vec<PendingCommand>, StateError> {
+        if jobs.is_empty() {
+            return Ok(vec![]);
+        }
+        let jobs: Vec<i64> = jobs.iter().map(|j| *j as i64).collect();
+        let found: Vec<Document> = self
+            .commands
+            .find(doc! { "job": { "$in": jobs }, "answer": null })
+            .sort(doc! { "_id": 1 })
+            .await
+            .map_err(|e| self.failed(&e))?
+            .try_collect()
+            .await
+            .map_err(|e| self.failed(&e))?;
+        Ok(found
+            .into_iter()
+            .filter_map(|d| {
+                Some(PendingCommand {
+                    id: d.get_object_id("_id").ok()?,
+                    job: u64::try_from(d.get_i64("job").ok()?).ok()?,
+                    command: d.get_str("command").ok()?.to_string(),
+                })
+            })
+            .collect())
+    }
+
+    /// Answers a command.
+    pub async fn answer(&self, command: ObjectId, answer: &str) -> Result<(), StateError> {
+        self.commands
+            .update_one(
+                doc! { "_id": command },
+                doc! { "$set": { "answer": answer } },
+            )
+            .await
+            .map_err(|e| self.failed(&e))?;
+        Ok(())
+    }
+}
+
+fn stored_job(d: &Document) -> Option<StoredJob> {
+    Some(StoredJob {
+        id: u64::try_from(d.get_i64("_id").ok()?).ok()?,
+        node: d.get_str("node").ok()?.to_string(),
+        record: d.get_str("record").ok()?.to_string(),
+        view: d.get_str("view").ok().map(str::to_string),
+    })
+}

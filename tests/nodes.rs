@@ -1,0 +1,192 @@
+//! Several `mongoferry serve` nodes on one MongoDB state: the same jobs on every node, commands
+//! carried to the node that runs a job, partitions copied by more than one node, and the job of
+//! a node killed with `-9` taken over by another.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::service::{Serve, Service};
+use common::*;
+use serde_json::{json, Value};
+
+/// `host:port` of a test server's URI, for `--allow-cluster`.
+fn endpoint(uri: &str) -> String {
+    let rest = uri.split("://").nth(1).expect("a URI");
+    rest.split(['/', '?']).next().unwrap().to_string()
+}
+
+/// A service node on the MongoDB state `state`, allowed to reach only the test servers.
+fn node(env: &TestEnv, state: &str) -> Serve {
+    Serve::with_state(Path::new(state))
+        .arg("--lease-seconds")
+        .arg("3")
+        .arg("--allow-cluster")
+        .arg(endpoint(&env.src))
+        .arg("--allow-cluster")
+        .arg(endpoint(&env.dst))
+}
+
+fn ids(jobs: &[Value]) -> Vec<Value> {
+    jobs.iter().map(|j| j["id"].clone()).collect()
+}
+
+/// Waits until `service` knows job `id` (another node's job shows within a heartbeat or two).
+async fn appears(service: &Service, id: &Value) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while service.get(&format!("/api/jobs/{id}")).await.0 != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "job {id} never showed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until `service` shows job `id` in a state that `check` accepts.
+async fn wait_state(service: &Service, id: &Value, check: impl Fn(&str) -> bool) -> Value {
+    service
+        .wait_for(id, "a state", |job| {
+            check(job["state"].as_str().unwrap_or(""))
+        })
+        .await
+}
+
+#[test]
+fn nodes_on_one_state_show_the_same_jobs_share_partitions_and_carry_commands() {
+    TestEnv::start().run(|env| async move {
+        let state = env.state_uri("nodes");
+        let a = node(&env, &state).start();
+        let b = node(&env, &state).start();
+        let (s, d) = (env.src_db("nodes"), env.dst_db("nodes"));
+        insert_raw(&env.src_client().await, &s, "c", &sample_docs(8_000, 512)).await;
+        // Slow at first, so that the other node joins while partitions are left.
+        let body = json!({
+            "from": env.src, "to": env.dst, "namespaces": [format!("{s}.c:{d}.c")],
+            "partition_docs": 500, "workers": 2, "batch_size": 100, "rate": 400
+        });
+        let (status, job) = a.post("/api/jobs", body.clone()).await;
+        assert_eq!(status, 202, "{job}");
+        let id = job["id"].clone();
+
+        // The other node shows the same job, and the same spec submitted there is that job.
+        appears(&b, &id).await;
+        let seen = b
+            .wait_for(&id, "the job on the other node", |j| {
+                j["state"] == "running"
+            })
+            .await;
+        assert_eq!(seen["spec"], job["spec"], "{seen}");
+        let (status, again) = b.post("/api/jobs", body).await;
+        assert_eq!((status, &again["id"]), (200, &id), "{again}");
+
+        // Both nodes copy partitions of it.
+        let both = a
+            .wait_for(&id, "both nodes copying", |j| {
+                let nodes = j["nodes"].as_array().cloned().unwrap_or_default();
+                nodes.len() == 2 && nodes.iter().all(|n| n["docs"].as_u64() > Some(0))
+            })
+            .await;
+        let roles: Vec<&str> = both["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["role"].as_str().unwrap())
+            .collect();
+        assert_eq!(roles, ["runs", "helps"], "{both}");
+
+        // Commands given to the node that does not run the job reach the one that does.
+        let (status, paused) = b.post(&format!("/api/jobs/{id}/pause"), json!({})).await;
+        assert_eq!(
+            (status, paused["state"].as_str()),
+            (200, Some("paused")),
+            "{paused}"
+        );
+        wait_state(&a, &id, |s| s == "paused").await;
+        let (status, patched) = b
+            .patch(
+                &format!("/api/jobs/{id}"),
+                json!({"rate": null, "workers": 3}),
+            )
+            .await;
+        assert_eq!(status, 200, "{patched}");
+        assert_eq!(patched["limits"]["rate"], Value::Null, "{patched}");
+        assert_eq!(patched["workers"], 3, "{patched}");
+        let at_a = a.job(&id).await;
+        assert_eq!(
+            (at_a["limits"]["rate"].clone(), at_a["workers"].clone()),
+            (Value::Null, json!(3))
+        );
+        let (status, resumed) = b.post(&format!("/api/jobs/{id}/resume"), json!({})).await;
+        assert_eq!(
+            (status, resumed["state"].as_str()),
+            (200, Some("running")),
+            "{resumed}"
+        );
+
+        let done = wait_state(&a, &id, |s| s == "completed").await;
+        assert_eq!(done["error"], Value::Null, "{done}");
+        wait_state(&b, &id, |s| s == "completed").await;
+        assert_eq!(assert_same(&env, (&s, "c"), (&d, "c")).await, 8_000);
+
+        // A command for an ended job is refused by either node, with the same answer.
+        let (status, refused) = b.post(&format!("/api/jobs/{id}/pause"), json!({})).await;
+        assert_eq!(status, 409, "{refused}");
+        assert_eq!(ids(&a.jobs().await), ids(&b.jobs().await));
+
+        // A job submitted to the other node gets an id no node gave before.
+        let (s2, d2) = (env.src_db("nodes2"), env.dst_db("nodes2"));
+        insert_raw(&env.src_client().await, &s2, "c", &sample_docs(100, 64)).await;
+        let spec2 =
+            json!({"from": env.src, "to": env.dst, "namespaces": [format!("{s2}.c:{d2}.c")]});
+        let (status, second) = b.post("/api/jobs", spec2).await;
+        assert_eq!(status, 202, "{second}");
+        assert_ne!(second["id"], id);
+        appears(&a, &second["id"]).await;
+        wait_state(&a, &second["id"], |s| s == "completed").await;
+        assert!(a.stop() && b.stop(), "both nodes stop cleanly");
+    });
+}
+
+#[test]
+fn the_job_of_a_node_killed_with_sigkill_is_taken_over_by_another() {
+    TestEnv::start().run(|env| async move {
+        let state = env.state_uri("takeover");
+        let a = node(&env, &state).spawn();
+        let b = node(&env, &state).start();
+        let (s, d) = (env.src_db("takeover"), env.dst_db("takeover"));
+        insert_raw(&env.src_client().await, &s, "c", &sample_docs(6_000, 512)).await;
+        // One cursor, slowed down: only the node that runs it copies.
+        let body = json!({
+            "from": env.src, "to": env.dst, "namespaces": [format!("{s}.c:{d}.c")],
+            "workers": 2, "batch_size": 100, "rate": 1000
+        });
+        let (status, job) = a.post("/api/jobs", body).await;
+        assert_eq!(status, 202, "{job}");
+        let id = job["id"].clone();
+        appears(&b, &id).await;
+        b.wait_for(&id, "progress seen by the other node", |j| {
+            j["progress"]["docs"].as_u64() > Some(1_000)
+        })
+        .await;
+        drop(a); // SIGKILL: no word to the other node
+        let taken = b
+            .wait_for(&id, "the job run by the other node", |j| {
+                j["nodes"].as_array().is_some_and(|n| n.len() == 1) && j["state"] == "running"
+            })
+            .await;
+        assert_eq!(taken["id"], id);
+        let (status, faster) = b
+            .patch(&format!("/api/jobs/{id}"), json!({"rate": null}))
+            .await;
+        assert_eq!(status, 200, "{faster}");
+        let done = wait_state(&b, &id, |s| s == "completed").await;
+        assert!(
+            done["progress"]["skipped"].as_u64() > Some(0),
+            "it continued from the checkpoint: {done}"
+        );
+        assert_eq!(assert_same(&env, (&s, "c"), (&d, "c")).await, 6_000);
+        assert!(b.stop());
+    });
+}
