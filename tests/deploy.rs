@@ -140,18 +140,14 @@ fn the_copy_job_runs_copiers_that_share_partitions_on_a_shared_state() {
 }
 
 #[test]
-fn the_service_asks_for_its_token_and_limits_its_clusters() {
+fn the_service_runs_replicas_on_a_shared_state_asks_for_its_token_and_limits_its_clusters() {
     let docs = documents("serve.yaml");
     let kinds: BTreeSet<&str> = docs.iter().map(kind).collect();
-    assert_eq!(
-        kinds,
-        BTreeSet::from(["Deployment", "PersistentVolumeClaim", "Service"])
-    );
+    assert_eq!(kinds, BTreeSet::from(["Deployment", "Service"]));
     let deployment = docs.iter().find(|d| kind(d) == "Deployment").unwrap();
-    assert_eq!(
-        deployment["spec"]["replicas"].as_u64(),
-        Some(1),
-        "its history is a file"
+    assert!(
+        deployment["spec"]["replicas"].as_u64() >= Some(2),
+        "replicas sharing one MongoDB state"
     );
     let container = &deployment["spec"]["template"]["spec"]["containers"][0];
     let args = strings(&container["args"]);
@@ -167,10 +163,23 @@ fn the_service_asks_for_its_token_and_limits_its_clusters() {
         !args.contains(&"--insecure-no-auth".to_string()),
         "off loopback the service needs its token"
     );
+    // The token and the state database come from the Secret, by the variables the binary reads.
     let refs = secret_refs(container);
-    assert_eq!(refs.len(), 1);
-    assert_eq!(refs[0].0, mongoferry::cli::TOKEN_VARIABLE);
-    assert!(example_secret_keys().contains(&(refs[0].1.clone(), refs[0].2.clone())));
+    let variables: BTreeSet<&str> = refs.iter().map(|(v, _, _)| v.as_str()).collect();
+    assert_eq!(
+        variables,
+        BTreeSet::from([mongoferry::cli::TOKEN_VARIABLE, "MONGOFERRY_STATE"])
+    );
+    for (variable, secret, key) in &refs {
+        assert!(
+            example_secret_keys().contains(&(secret.clone(), key.clone())),
+            "{variable}: {secret}/{key}"
+        );
+    }
+    assert!(
+        !args.contains(&"--state".to_string()),
+        "the state's URI is a secret: from the environment"
+    );
     // The port the Service sends to is the container's.
     let service = docs.iter().find(|d| kind(d) == "Service").unwrap();
     assert_eq!(

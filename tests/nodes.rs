@@ -190,3 +190,53 @@ fn the_job_of_a_node_killed_with_sigkill_is_taken_over_by_another() {
         assert!(b.stop());
     });
 }
+
+#[test]
+fn a_node_helping_with_a_partitioned_job_finishes_it_when_the_node_running_it_is_killed() {
+    TestEnv::start().run(|env| async move {
+        let state = env.state_uri("promote");
+        let a = node(&env, &state).spawn();
+        let b = node(&env, &state).start();
+        let (s, d) = (env.src_db("promote"), env.dst_db("promote"));
+        insert_raw(&env.src_client().await, &s, "c", &sample_docs(8_000, 512)).await;
+        let body = json!({
+            "from": env.src, "to": env.dst, "namespaces": [format!("{s}.c:{d}.c")],
+            "partition_docs": 500, "workers": 2, "batch_size": 100, "rate": 300
+        });
+        let (status, job) = a.post("/api/jobs", body).await;
+        assert_eq!(status, 202, "{job}");
+        let id = job["id"].clone();
+        appears(&b, &id).await;
+        b.wait_for(&id, "both nodes copying", |j| {
+            let nodes = j["nodes"].as_array().cloned().unwrap_or_default();
+            nodes.len() == 2 && nodes.iter().all(|n| n["docs"].as_u64() > Some(0))
+        })
+        .await;
+        drop(a); // SIGKILL, partitions held part-way
+        let taken = b
+            .wait_for(&id, "the helping node running the job", |j| {
+                j["nodes"]
+                    .as_array()
+                    .is_some_and(|n| n.len() == 1 && n[0]["role"] == "runs")
+            })
+            .await;
+        assert!(
+            matches!(taken["state"].as_str(), Some("running" | "pending")),
+            "{taken}"
+        );
+        let (status, faster) = b
+            .patch(&format!("/api/jobs/{id}"), json!({"rate": null}))
+            .await;
+        assert_eq!(status, 200, "{faster}");
+        let done = wait_state(&b, &id, |s| s == "completed").await;
+        let progress = &done["progress"];
+        let total = ["docs", "skipped", "failed"]
+            .iter()
+            .map(|k| progress[k].as_u64().unwrap())
+            .sum::<u64>();
+        assert_eq!(total, 8_000, "{done}");
+        assert!(progress["skipped"].as_u64() > Some(0), "{done}");
+        assert_eq!(assert_same(&env, (&s, "c"), (&d, "c")).await, 8_000);
+        assert!(b.stop());
+    });
+}
