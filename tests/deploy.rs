@@ -168,7 +168,11 @@ fn the_service_runs_replicas_on_a_shared_state_asks_for_its_token_and_limits_its
     let variables: BTreeSet<&str> = refs.iter().map(|(v, _, _)| v.as_str()).collect();
     assert_eq!(
         variables,
-        BTreeSet::from([mongoferry::cli::TOKEN_VARIABLE, "MONGOFERRY_STATE"])
+        BTreeSet::from([
+            mongoferry::cli::TOKEN_VARIABLE,
+            "MONGOFERRY_STATE",
+            mongoferry::cli::CREDENTIALS_KEY_VARIABLE,
+        ])
     );
     for (variable, secret, key) in &refs {
         assert!(

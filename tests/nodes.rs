@@ -149,18 +149,37 @@ fn nodes_on_one_state_show_the_same_jobs_share_partitions_and_carry_commands() {
     });
 }
 
+/// A password every node opens with the credentials key they share.
+const PASSWORD: &str = "Node-s3cret-pw";
+
 #[test]
 fn the_job_of_a_node_killed_with_sigkill_is_taken_over_by_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("credentials.key");
+    std::fs::write(&key, "the-key-every-node-of-the-test-has\n").unwrap();
+    let key = key.display().to_string();
     TestEnv::start().run(|env| async move {
         let state = env.state_uri("takeover");
-        let a = node(&env, &state).spawn();
-        let b = node(&env, &state).start();
+        let keyed = |serve: Serve| serve.arg("--credentials-key-file").arg(key.clone());
+        let a = keyed(node(&env, &state)).spawn();
+        let b = keyed(node(&env, &state)).start();
         let (s, d) = (env.src_db("takeover"), env.dst_db("takeover"));
+        for client in [env.src_client().await, env.dst_client().await] {
+            // Already there on a shared server of an earlier run: that is fine.
+            let _ = client
+                .database("admin")
+                .run_command(mongodb::bson::doc! {
+                    "createUser": "ferry", "pwd": PASSWORD, "roles": ["root"]
+                })
+                .await;
+        }
         insert_raw(&env.src_client().await, &s, "c", &sample_docs(6_000, 512)).await;
-        // One cursor, slowed down: only the node that runs it copies.
+        // One cursor, slowed down: only the node that runs it copies. Its URIs carry a password,
+        // which the shared history keeps sealed.
+        let with_user = |uri: &str| uri.replacen("://", &format!("://ferry:{PASSWORD}@"), 1);
         let body = json!({
-            "from": env.src, "to": env.dst, "namespaces": [format!("{s}.c:{d}.c")],
-            "workers": 2, "batch_size": 100, "rate": 1000
+            "from": with_user(&env.src), "to": with_user(&env.dst),
+            "namespaces": [format!("{s}.c:{d}.c")], "workers": 2, "batch_size": 100, "rate": 1000
         });
         let (status, job) = a.post("/api/jobs", body).await;
         assert_eq!(status, 202, "{job}");
@@ -187,6 +206,24 @@ fn the_job_of_a_node_killed_with_sigkill_is_taken_over_by_another() {
             "it continued from the checkpoint: {done}"
         );
         assert_eq!(assert_same(&env, (&s, "c"), (&d, "c")).await, 6_000);
+        assert!(!done.to_string().contains(PASSWORD), "{done}");
+        let stored = client(&state)
+            .await
+            .default_database()
+            .expect("the state URI names its database")
+            .collection::<mongodb::bson::Document>("service_jobs")
+            .find_one(mongodb::bson::doc! {})
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!stored.to_string().contains(PASSWORD), "{stored}");
+        assert!(
+            stored
+                .get_str("record")
+                .unwrap()
+                .contains("\"sealed\":\"v1:"),
+            "{stored}"
+        );
         assert!(b.stop());
     });
 }

@@ -1029,3 +1029,85 @@ fn a_partitioned_job_shows_its_partitions() {
         assert_same(&env, (&s, "c"), (&d, "c")).await;
     });
 }
+
+/// With a credentials key, a job whose URIs carry a password keeps them sealed in the history: a
+/// restarted service with the key continues it, one without the key leaves it interrupted and
+/// says why, and the password is never in the file in clear.
+#[test]
+fn a_job_with_a_password_continues_after_a_restart_when_its_credentials_are_sealed() {
+    use common::service::Serve;
+    const PASSWORD: &str = "Ferry-s3cret-pw";
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("jobs.json");
+    let key = dir.path().join("credentials.key");
+    std::fs::write(&key, "a-credentials-key-for-the-tests\n").unwrap();
+    let keyed = || {
+        Serve::with_state(&state)
+            .arg("--credentials-key-file")
+            .arg(key.display().to_string())
+            .start()
+    };
+    let env = TestEnv::start();
+    let (s, d) = (env.src_db("sealed"), env.dst_db("sealed"));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let with_user = |uri: &str| uri.replacen("://", &format!("://ferry:{PASSWORD}@"), 1);
+    let service = keyed();
+    let id = runtime.block_on(async {
+        for client in [env.src_client().await, env.dst_client().await] {
+            // Already there on a shared server of an earlier run: that is fine.
+            let _ = client
+                .database("admin")
+                .run_command(mongodb::bson::doc! {
+                    "createUser": "ferry", "pwd": PASSWORD, "roles": ["root"]
+                })
+                .await;
+        }
+        insert_raw(&env.src_client().await, &s, "c", &sample_docs(6_000, 256)).await;
+        let body = json!({
+            "from": with_user(&env.src), "to": with_user(&env.dst),
+            "namespaces": [format!("{s}.c:{d}.c")], "workers": 2, "batch_size": 100, "rate": 1000
+        });
+        let (status, job) = service.post("/api/jobs", body).await;
+        assert_eq!(status, 202, "{job}");
+        assert!(!job.to_string().contains(PASSWORD), "{job}");
+        let id = job["id"].clone();
+        service.wait_for(&id, "progress", |j| count(j) > 500).await;
+        id
+    });
+    assert!(service.stop());
+    let history = std::fs::read_to_string(&state).unwrap();
+    assert!(
+        !history.contains(PASSWORD),
+        "the password in clear: {history}"
+    );
+    assert!(history.contains("\"sealed\": \"v1:"), "{history}");
+
+    // Without the key: the job stays interrupted, and says why.
+    let keyless = Service::start(&state);
+    runtime.block_on(async {
+        let job = keyless.job(&id).await;
+        assert_eq!(job["state"], "interrupted", "{job}");
+        let error = job["error"].as_str().unwrap();
+        assert!(
+            error.contains("sealed with a key this service does not have"),
+            "{job}"
+        );
+    });
+    assert!(keyless.stop());
+
+    // With it: the same job continues from its checkpoint and completes.
+    let service = keyed();
+    runtime.block_on(async {
+        let job = service
+            .wait_for(&id, "the continued job completes", |j| {
+                j["state"] == "completed"
+            })
+            .await;
+        let skipped = job["progress"]["skipped"].as_u64().unwrap();
+        assert!(skipped > 0, "it continued from its checkpoint: {job}");
+        assert_eq!(skipped + count(&job), 6_000, "{job}");
+        assert_same(&env, (&s, "c"), (&d, "c")).await;
+    });
+    assert!(service.stop());
+    assert!(!std::fs::read_to_string(&state).unwrap().contains(PASSWORD));
+}

@@ -32,6 +32,7 @@ use crate::service::api::guard::ApiToken;
 use crate::service::api::server::Tls;
 use crate::service::api::ApiOptions;
 use crate::service::clusters::AllowList;
+use crate::service::credentials::CredentialsKey;
 use crate::service::manager::JobManager;
 use crate::service::ServiceOptions;
 use crate::spec::{Endpoints, JobSpec, Mode, NsMapping};
@@ -113,6 +114,12 @@ pub struct ServeArgs {
     /// MONGOFERRY_API_TOKEN may hold the token instead.
     #[arg(long, value_name = "PATH")]
     pub auth_token_file: Option<std::path::PathBuf>,
+    /// A file holding a key (at least 16 characters) that seals the passwords and other secrets
+    /// of jobs' URIs in the history, so that a restarted service, or another node on the same
+    /// MongoDB state with the same key, can continue those jobs (without it they stay
+    /// interrupted until submitted again). MONGOFERRY_CREDENTIALS_KEY may hold the key instead.
+    #[arg(long, value_name = "PATH")]
+    pub credentials_key_file: Option<std::path::PathBuf>,
     /// Serve an address other than loopback without a token: anyone who reaches the port can then
     /// start jobs that read and write your databases.
     #[arg(long)]
@@ -861,46 +868,82 @@ fn default_state_path() -> std::path::PathBuf {
 /// The environment variable that may hold the API token (instead of `--auth-token-file`).
 pub const TOKEN_VARIABLE: &str = "MONGOFERRY_API_TOKEN";
 
-/// The API token of `--auth-token-file` or [`TOKEN_VARIABLE`], if any. Errors never quote it.
-fn api_token(file: Option<&std::path::Path>) -> Result<Option<ApiToken>, Failure> {
+/// The environment variable that may hold the credentials key (instead of
+/// `--credentials-key-file`).
+pub const CREDENTIALS_KEY_VARIABLE: &str = "MONGOFERRY_CREDENTIALS_KEY";
+
+/// A secret given by a file (`flag`) or an environment variable, if any, and where it came
+/// from. Errors never quote it.
+fn secret_text(
+    what: &str,
+    flag: &str,
+    file: Option<&std::path::Path>,
+    variable: &str,
+) -> Result<Option<(String, String)>, Failure> {
     let invalid = |message: String| Failure { message, status: 2 };
-    let from_env = std::env::var_os(TOKEN_VARIABLE);
-    let text = match (file, from_env) {
+    let text = match (file, std::env::var_os(variable)) {
         (Some(_), Some(_)) => {
             return Err(invalid(format!(
-            "give the API token either with --auth-token-file or with {TOKEN_VARIABLE}, not both"
-        )))
+                "give the {what} either with {flag} or with {variable}, not both"
+            )))
         }
         (None, None) => return Ok(None),
         (None, Some(value)) => value
             .into_string()
-            .map_err(|_| invalid(format!("{TOKEN_VARIABLE}: the token is not valid text")))?,
+            .map_err(|_| invalid(format!("{variable}: the {what} is not valid text")))?,
         (Some(path), None) => {
-            warn_if_others_can_read(path);
+            warn_if_others_can_read(what, path);
             std::fs::read_to_string(path).map_err(|e| {
                 invalid(format!(
-                    "cannot read the token file {}: {e}",
+                    "cannot read the {what} file {}: {e}",
                     path.display()
                 ))
             })?
         }
     };
     let source = match file {
-        Some(path) => format!("token file {}", path.display()),
-        None => TOKEN_VARIABLE.to_string(),
+        Some(path) => format!("{what} file {}", path.display()),
+        None => variable.to_string(),
     };
-    ApiToken::new(&text)
-        .map(Some)
-        .map_err(|e| invalid(format!("{source}: {e}")))
+    Ok(Some((text, source)))
+}
+
+/// The API token of `--auth-token-file` or [`TOKEN_VARIABLE`], if any. Errors never quote it.
+fn api_token(file: Option<&std::path::Path>) -> Result<Option<ApiToken>, Failure> {
+    let Some((text, source)) = secret_text("token", "--auth-token-file", file, TOKEN_VARIABLE)?
+    else {
+        return Ok(None);
+    };
+    ApiToken::new(&text).map(Some).map_err(|e| Failure {
+        message: format!("{source}: {e}"),
+        status: 2,
+    })
+}
+
+/// The key of `--credentials-key-file` or [`CREDENTIALS_KEY_VARIABLE`], if any.
+fn credentials_key(file: Option<&std::path::Path>) -> Result<Option<CredentialsKey>, Failure> {
+    let found = secret_text(
+        "credentials key",
+        "--credentials-key-file",
+        file,
+        CREDENTIALS_KEY_VARIABLE,
+    )?;
+    let Some((text, source)) = found else {
+        return Ok(None);
+    };
+    CredentialsKey::new(&text).map(Some).map_err(|e| Failure {
+        message: format!("{source}: {e}"),
+        status: 2,
+    })
 }
 
 #[cfg(unix)]
-fn warn_if_others_can_read(path: &std::path::Path) {
+fn warn_if_others_can_read(what: &str, path: &std::path::Path) {
     use std::os::unix::fs::PermissionsExt;
     if let Ok(meta) = std::fs::metadata(path) {
         if meta.permissions().mode() & 0o077 != 0 {
             eprintln!(
-                "warning: the token file {} can be read by other users (chmod 600 it)",
+                "warning: the {what} file {} can be read by other users (chmod 600 it)",
                 path.display()
             );
         }
@@ -908,7 +951,7 @@ fn warn_if_others_can_read(path: &std::path::Path) {
 }
 
 #[cfg(not(unix))]
-fn warn_if_others_can_read(_path: &std::path::Path) {}
+fn warn_if_others_can_read(_what: &str, _path: &std::path::Path) {}
 
 /// What `serve` is told about who may use it, checked before anything starts.
 fn api_options(args: &ServeArgs) -> Result<(ApiOptions, Option<Tls>), Failure> {
@@ -1016,6 +1059,7 @@ pub async fn prepare_serve(args: ServeArgs) -> Result<PreparedService, Failure> 
     // Everything that can refuse the command line is checked before jobs are continued or a port
     // is opened.
     let (options, tls) = api_options(&args)?;
+    let credentials = credentials_key(args.credentials_key_file.as_deref())?;
     let clusters = AllowList::new(&args.allow_clusters).map_err(|e| Failure {
         message: e.to_string(),
         status: 2,
@@ -1101,6 +1145,10 @@ pub async fn prepare_serve(args: ServeArgs) -> Result<PreparedService, Failure> 
             (manager, state, journal_root, history)
         }
     };
+    let sealing = credentials.is_some();
+    if let Some(key) = credentials {
+        manager.set_credentials_key(key);
+    }
     let listener = std::net::TcpListener::bind(&addresses[..])
         .map_err(|e| fail(format!("cannot listen on {}: {e}", args.listen)))?;
     let address = listener
@@ -1130,6 +1178,9 @@ pub async fn prepare_serve(args: ServeArgs) -> Result<PreparedService, Failure> 
     }
     if options.token.is_some() {
         eprintln!("authentication: a bearer token is required for /api/… and /metrics");
+    }
+    if sealing {
+        eprintln!("credentials of jobs' URIs: sealed in the history with the credentials key");
     }
     let scheme = if tls.is_some() { "https" } else { "http" };
     let url = format!("{scheme}://{address}");

@@ -161,6 +161,10 @@ pub struct JobRecord {
     /// A sync job's cutover was asked for: every node working on the job commits.
     #[serde(default)]
     pub commit: bool,
+    /// The credentials of the spec's URIs, sealed with the service's key
+    /// ([`super::credentials`]): a service with that key can continue the job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<String>,
 }
 
 /// Progress of a job as the API shows it.
@@ -306,6 +310,7 @@ impl Job {
             skipped: 0,
             failed: 0,
             commit: false,
+            sealed: None,
         };
         Job::with_record(record, spec, control)
     }
@@ -448,6 +453,11 @@ impl Job {
         // Announced under the lock, so watchers see the changes in the order they happened.
         self.state.send_replace(state);
         Ok(state)
+    }
+
+    /// Keeps the job's credentials, sealed, in its record.
+    pub fn set_sealed(&self, sealed: Option<String>) {
+        self.inner.lock().record.sealed = sealed;
     }
 
     /// A sync job's cutover: its run commits, and so do the other nodes' runs of it.

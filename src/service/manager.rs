@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::credentials::CredentialsKey;
 use super::job::{Event, Job, JobId, JobRecord, JobState, Outcome};
 use crate::bounds;
 use crate::engine::control::throttle::{Limiter, Limits, Throttle};
@@ -130,6 +131,8 @@ pub struct JobManager {
     pub(super) lease: Duration,
     /// Stops the heartbeat (shared history) at shutdown.
     halt: CancellationToken,
+    /// Seals the credentials of jobs' URIs in the history, and opens them to continue a job.
+    credentials: std::sync::OnceLock<CredentialsKey>,
 }
 
 impl JobManager {
@@ -221,6 +224,7 @@ impl JobManager {
             written: Mutex::default(),
             lease,
             halt: CancellationToken::new(),
+            credentials: std::sync::OnceLock::new(),
         }))
     }
 
@@ -257,6 +261,31 @@ impl JobManager {
             journal.dir = root.join(name).to_string_lossy().into_owned();
         }
         Ok(copy_spec)
+    }
+
+    /// Seals the credentials of the jobs submitted from now on with `key`, and opens those of
+    /// the history's jobs with it (`serve --credentials-key-file`). Set once, before serving.
+    pub fn set_credentials_key(&self, key: CredentialsKey) {
+        let _ = self.credentials.set(key);
+    }
+
+    /// The spec a job of the history runs with: its record's, with its credentials back when
+    /// they were sealed with this service's key; else why it cannot run.
+    pub(super) fn runnable(&self, record: &JobRecord) -> Result<JobSpec, &'static str> {
+        let spec = JobSpec {
+            workers: Some(record.workers),
+            ..record.spec.clone()
+        };
+        if !spec.is_redacted() {
+            return Ok(spec);
+        }
+        let Some(sealed) = &record.sealed else {
+            return Err("its credentials are not stored");
+        };
+        self.credentials
+            .get()
+            .and_then(|key| key.open(record.id, &spec, sealed))
+            .ok_or("its credentials are sealed with a key this service does not have")
     }
 
     pub fn get(&self, id: JobId) -> Option<Arc<Job>> {
@@ -303,18 +332,16 @@ impl JobManager {
     pub(super) fn continue_job(self: &Arc<Self>, old: Arc<Job>) {
         let id = old.id;
         let record = old.record();
-        let spec = JobSpec {
-            workers: Some(record.workers),
-            ..record.spec.clone()
+        let spec = match self.runnable(&record) {
+            Ok(spec) => spec,
+            Err(why) => {
+                old.explain(format!(
+                    "interrupted: the service stopped before the job finished; {why}, so submit \
+                     it again to continue from its checkpoint"
+                ));
+                return;
+            }
         };
-        if spec.is_redacted() {
-            old.explain(
-                "interrupted: the service stopped before the job finished; its credentials \
-                 are not stored, so submit it again to continue from its checkpoint"
-                    .into(),
-            );
-            return;
-        }
         let copy_spec = match self.copy_spec(&spec) {
             Ok(copy_spec) => copy_spec,
             Err(e) => {
@@ -375,10 +402,13 @@ impl JobManager {
                 return Ok((existing.clone(), false));
             }
             let id = id.unwrap_or_else(|| JobId(self.next_id.fetch_add(1, Ordering::SeqCst)));
-            let job = Arc::new(Job::new(id, spec, self.control(&copy_spec)));
+            let job = Arc::new(Job::new(id, spec.clone(), self.control(&copy_spec)));
             jobs.insert(id, job.clone());
             job
         };
+        if let Some(key) = self.credentials.get() {
+            job.set_sealed(key.seal(job.id, &spec));
+        }
         self.save().await;
         self.spawn_run(job.clone(), copy_spec);
         Ok((job, true))

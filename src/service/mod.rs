@@ -10,11 +10,13 @@
 //! - [`manager`]: starts jobs, carries commands to them, keeps the history.
 //! - [`nodes`]: several service nodes on one MongoDB state: the same jobs on each, shared.
 //! - [`clusters`]: `--allow-cluster`: which hosts jobs may reach.
+//! - [`credentials`]: `--credentials-key-file`: jobs' credentials sealed in the history.
 //! - [`api`]: routes, the guard in front of them, events, metrics, the OpenAPI document, the
 //!   dashboard's files, and HTTP/HTTPS serving.
 
 pub mod api;
 pub mod clusters;
+pub mod credentials;
 pub mod job;
 pub mod manager;
 pub mod nodes;

@@ -14,8 +14,9 @@
 //! whose heartbeat is older than the lease is gone (or at once, when it stopped and left, or ran
 //! on this host and its process is gone): the first node to take over each of its jobs continues
 //! it from its checkpoint, and a node already helping with it makes its own run the job's.
-//! Only a spec without secrets in its URIs can be run by another node: the history keeps specs
-//! redacted (a job with a password stays interrupted until it is submitted again).
+//! A spec whose URIs carry a secret can be run by another node only if that node has the
+//! [credentials key](super::credentials) that sealed them in the record; else the job is
+//! mirrored, never helped, and stays interrupted if its node goes.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -210,13 +211,16 @@ impl JobManager {
             .lock()
             .get(&mirror.id)
             .is_some_and(|ended| ended.elapsed() < HELP_AGAIN);
-        if record.state != JobState::Running || recently || record.spec.is_redacted() {
+        if record.state != JobState::Running || recently {
             return;
         }
+        let Ok(spec) = self.runnable(&record) else {
+            return;
+        };
         let view = mirror.view();
         let spec = JobSpec {
             workers: Some(view.workers),
-            ..record.spec.clone()
+            ..spec
         };
         let Ok(copy_spec) = self.copy_spec(&spec) else {
             return;
