@@ -469,6 +469,7 @@ function update(view) {
   setHtml($("#job-sync"), R.syncHtml(view));
   setHtml($("#job-move"), R.moveHtml(view));
   setHtml($("#job-adaptive"), R.adaptiveHtml(view));
+  setHtml($("#job-nodes"), R.nodesHtml(view));
   setHtml($("#job-schema"), R.schemaHtml(view));
   setHtml($("#job-dead"), R.deadLettersHtml(view));
   setHtml($("#job-namespaces"), R.namespacesHtml(view) || `<p class="muted">Not started yet.</p>`);

@@ -553,6 +553,20 @@ export function adaptiveHtml(view) {
 <details><summary>Recent decisions</summary><div class="scroll"><table><thead><tr><th>at</th><th>action</th><th>latency</th><th>docs/s</th><th>workers</th><th>cap</th><th>reason</th></tr></thead><tbody>${recent}</tbody></table></div></details></section>`;
 }
 
+/** Service nodes sharing one state: what each does for the job (the one that runs it first). */
+export function nodesHtml(view) {
+  const nodes = view.nodes ?? [];
+  if (nodes.length === 0) return "";
+  const rows = nodes
+    .map(
+      (n) =>
+        `<tr><td>${esc(n.node)}</td><td>${esc(n.role === "runs" ? "runs the job" : "helps")}</td><td><span class="state state-${esc(n.state)}">${esc(n.state)}</span></td><td>${esc(formatCount(n.docs))}</td><td>${esc(formatRate(n.docs_per_sec))}</td><td>${esc(n.workers)}</td></tr>`,
+    )
+    .join("");
+  return `<section class="panel" id="nodes"><h3>Service nodes <span class="muted">${esc(`${nodes.length} on this job`)}</span></h3>
+<div class="scroll"><table data-field="nodes"><thead><tr><th>node</th><th>role</th><th>its run</th><th>docs</th><th>docs/s</th><th>workers</th></tr></thead><tbody>${rows}</tbody></table></div></section>`;
+}
+
 export function namespacesHtml(view) {
   const list = view.progress?.namespaces ?? [];
   if (list.length === 0) return "";

@@ -305,6 +305,18 @@ test("a namespace read in partitions shows one cell per partition, by state", ()
   assert.doesNotMatch(R.partitionsHtml({ ...ns, partitions: [] }), /part/);
 });
 
+test("service nodes sharing a job are listed, the one running it first", () => {
+  assert.equal(R.nodesHtml(baseView), "");
+  const nodes = [
+    { node: "ferry-1:42:a1b2", role: "runs", state: "running", docs: 1200, bytes: 1, docs_per_sec: 300, workers: 4 },
+    { node: "ferry-2:7:<x>", role: "helps", state: "paused", docs: 800, bytes: 1, docs_per_sec: 0, workers: 4 },
+  ];
+  const html = R.nodesHtml({ ...baseView, nodes });
+  assert.match(html, /2 on this job/);
+  assert.match(html, /<tr><td>ferry-1:42:a1b2<\/td><td>runs the job<\/td><td><span class="state state-running">running<\/span><\/td><td>1,200<\/td><td>300<\/td><td>4<\/td><\/tr>/);
+  assert.match(html, /ferry-2:7:&lt;x&gt;<\/td><td>helps<\/td>/);
+});
+
 test("an interrupted job is over until the service starts again", () => {
   assert.ok(R.isFinal("interrupted"));
   assert.deepEqual(R.allowedCommands("interrupted"), { pause: false, resume: false, cancel: false, tune: false, commit: false });
