@@ -111,7 +111,7 @@ pub struct JobManager {
     /// Jobs that were running when the service last stopped, to continue.
     interrupted: Mutex<Vec<JobId>>,
     /// Set by [`shutdown`](Self::shutdown): stopped jobs are interrupted, not cancelled.
-    stopping: AtomicBool,
+    pub(super) stopping: AtomicBool,
     /// Saves run one at a time, so the file always ends with the latest history.
     pub(super) saving: tokio::sync::Mutex<()>,
     tasks: TaskTracker,
@@ -330,6 +330,10 @@ impl JobManager {
     /// same job from its checkpoint, if it can run: a spec whose URIs carried a secret is kept
     /// redacted, so that job stays interrupted, and one refused now fails.
     pub(super) fn continue_job(self: &Arc<Self>, old: Arc<Job>) {
+        // A service that stops starts nothing: the job stays interrupted, for the next start.
+        if self.stopping.load(Ordering::SeqCst) {
+            return;
+        }
         let id = old.id;
         let record = old.record();
         let spec = match self.runnable(&record) {

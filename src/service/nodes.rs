@@ -19,6 +19,7 @@
 //! mirrored, never helped, and stays interrupted if its node goes.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -75,6 +76,10 @@ impl JobManager {
     }
 
     async fn beat_once(self: &Arc<Self>, shared: &SharedHistory) -> Result<(), StateError> {
+        // A node that stops starts no run: its jobs are the other nodes' to take over.
+        if self.stopping.load(Ordering::SeqCst) {
+            return Ok(());
+        }
         let nodes = shared.nodes().await?;
         let live: HashSet<&str> = nodes
             .iter()
@@ -229,6 +234,9 @@ impl JobManager {
             Ok(true) => {}
             Ok(false) => return,
             Err(e) => return tracing::warn!("job {}: {e}", mirror.id),
+        }
+        if self.stopping.load(Ordering::SeqCst) {
+            return;
         }
         let helper = Arc::new(Job::continued(record, spec, self.control(&copy_spec)));
         helper.control.throttle().job.set(view.limits);
