@@ -17,11 +17,17 @@ fn endpoint(uri: &str) -> String {
     rest.split(['/', '?']).next().unwrap().to_string()
 }
 
-/// A service node on the MongoDB state `state`, allowed to reach only the test servers.
+/// A service node on the MongoDB state `state`, allowed to reach only the test servers, that
+/// takes over the jobs of a node silent for 3 s.
 fn node(env: &TestEnv, state: &str) -> Serve {
+    leased(env, state, "3")
+}
+
+/// As [`node`], with a lease of `secs`.
+fn leased(env: &TestEnv, state: &str, secs: &str) -> Serve {
     Serve::with_state(Path::new(state))
         .arg("--lease-seconds")
-        .arg("3")
+        .arg(secs)
         .arg("--allow-cluster")
         .arg(endpoint(&env.src))
         .arg("--allow-cluster")
@@ -274,6 +280,49 @@ fn a_node_helping_with_a_partitioned_job_finishes_it_when_the_node_running_it_is
         assert_eq!(total, 8_000, "{done}");
         assert!(progress["skipped"].as_u64() > Some(0), "{done}");
         assert_eq!(assert_same(&env, (&s, "c"), (&d, "c")).await, 8_000);
+        assert!(b.stop());
+    });
+}
+
+#[test]
+fn a_node_stopped_with_sigterm_hands_its_job_over_at_once() {
+    TestEnv::start().run(|env| async move {
+        let state = env.state_uri("handover");
+        // A lease far longer than the test's wait: the handover cannot be the lease running out.
+        let a = leased(&env, &state, "120").start();
+        let b = leased(&env, &state, "120").start();
+        let (s, d) = (env.src_db("handover"), env.dst_db("handover"));
+        insert_raw(&env.src_client().await, &s, "c", &sample_docs(5_000, 512)).await;
+        let body = json!({
+            "from": env.src, "to": env.dst, "namespaces": [format!("{s}.c:{d}.c")],
+            "workers": 2, "batch_size": 100, "rate": 1000
+        });
+        let (status, job) = a.post("/api/jobs", body).await;
+        assert_eq!(status, 202, "{job}");
+        let id = job["id"].clone();
+        a.wait_for(&id, "progress", |j| {
+            j["progress"]["docs"].as_u64() > Some(500)
+        })
+        .await;
+        appears(&b, &id).await;
+        assert!(a.stop(), "a clean stop");
+        let started = std::time::Instant::now();
+        b.wait_for(&id, "the job run by the other node", |j| {
+            j["nodes"]
+                .as_array()
+                .is_some_and(|n| n.len() == 1 && n[0]["role"] == "runs")
+        })
+        .await;
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "taken over in {:?}",
+            started.elapsed()
+        );
+        b.patch(&format!("/api/jobs/{id}"), json!({"rate": null}))
+            .await;
+        let done = wait_state(&b, &id, |s| s == "completed").await;
+        assert_eq!(done["error"], Value::Null, "{done}");
+        assert_eq!(assert_same(&env, (&s, "c"), (&d, "c")).await, 5_000);
         assert!(b.stop());
     });
 }
