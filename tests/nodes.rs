@@ -50,6 +50,16 @@ async fn appears(service: &Service, id: &Value) {
     }
 }
 
+/// Waits until `service` shows two nodes copying documents of job `id`.
+async fn both_copying(service: &Service, id: &Value) -> Value {
+    service
+        .wait_for(id, "both nodes copying", |j| {
+            let nodes = j["nodes"].as_array().cloned().unwrap_or_default();
+            nodes.len() == 2 && nodes.iter().all(|n| n["docs"].as_u64() > Some(0))
+        })
+        .await
+}
+
 /// Waits until `service` shows job `id` in a state that `check` accepts.
 async fn wait_state(service: &Service, id: &Value, check: impl Fn(&str) -> bool) -> Value {
     service
@@ -88,12 +98,7 @@ fn nodes_on_one_state_show_the_same_jobs_share_partitions_and_carry_commands() {
         assert_eq!((status, &again["id"]), (200, &id), "{again}");
 
         // Both nodes copy partitions of it.
-        let both = a
-            .wait_for(&id, "both nodes copying", |j| {
-                let nodes = j["nodes"].as_array().cloned().unwrap_or_default();
-                nodes.len() == 2 && nodes.iter().all(|n| n["docs"].as_u64() > Some(0))
-            })
-            .await;
+        let both = both_copying(&a, &id).await;
         let roles: Vec<&str> = both["nodes"]
             .as_array()
             .unwrap()
@@ -170,21 +175,12 @@ fn the_job_of_a_node_killed_with_sigkill_is_taken_over_by_another() {
         let a = keyed(node(&env, &state)).spawn();
         let b = keyed(node(&env, &state)).start();
         let (s, d) = (env.src_db("takeover"), env.dst_db("takeover"));
-        for client in [env.src_client().await, env.dst_client().await] {
-            // Already there on a shared server of an earlier run: that is fine.
-            let _ = client
-                .database("admin")
-                .run_command(mongodb::bson::doc! {
-                    "createUser": "ferry", "pwd": PASSWORD, "roles": ["root"]
-                })
-                .await;
-        }
+        let (from, to) = with_user(&env, "ferry", PASSWORD).await;
         insert_raw(&env.src_client().await, &s, "c", &sample_docs(6_000, 512)).await;
         // One cursor, slowed down: only the node that runs it copies. Its URIs carry a password,
         // which the shared history keeps sealed.
-        let with_user = |uri: &str| uri.replacen("://", &format!("://ferry:{PASSWORD}@"), 1);
         let body = json!({
-            "from": with_user(&env.src), "to": with_user(&env.dst),
+            "from": from, "to": to,
             "namespaces": [format!("{s}.c:{d}.c")], "workers": 2, "batch_size": 100, "rate": 1000
         });
         let (status, job) = a.post("/api/jobs", body).await;
@@ -250,11 +246,7 @@ fn a_node_helping_with_a_partitioned_job_finishes_it_when_the_node_running_it_is
         assert_eq!(status, 202, "{job}");
         let id = job["id"].clone();
         appears(&b, &id).await;
-        b.wait_for(&id, "both nodes copying", |j| {
-            let nodes = j["nodes"].as_array().cloned().unwrap_or_default();
-            nodes.len() == 2 && nodes.iter().all(|n| n["docs"].as_u64() > Some(0))
-        })
-        .await;
+        both_copying(&b, &id).await;
         drop(a); // SIGKILL, partitions held part-way
         let taken = b
             .wait_for(&id, "the helping node running the job", |j| {

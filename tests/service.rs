@@ -1050,21 +1050,12 @@ fn a_job_with_a_password_continues_after_a_restart_when_its_credentials_are_seal
     let env = TestEnv::start();
     let (s, d) = (env.src_db("sealed"), env.dst_db("sealed"));
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let with_user = |uri: &str| uri.replacen("://", &format!("://ferry:{PASSWORD}@"), 1);
     let service = keyed();
     let id = runtime.block_on(async {
-        for client in [env.src_client().await, env.dst_client().await] {
-            // Already there on a shared server of an earlier run: that is fine.
-            let _ = client
-                .database("admin")
-                .run_command(mongodb::bson::doc! {
-                    "createUser": "ferry", "pwd": PASSWORD, "roles": ["root"]
-                })
-                .await;
-        }
+        let (from, to) = with_user(&env, "ferry", PASSWORD).await;
         insert_raw(&env.src_client().await, &s, "c", &sample_docs(6_000, 256)).await;
         let body = json!({
-            "from": with_user(&env.src), "to": with_user(&env.dst),
+            "from": from, "to": to,
             "namespaces": [format!("{s}.c:{d}.c")], "workers": 2, "batch_size": 100, "rate": 1000
         });
         let (status, job) = service.post("/api/jobs", body).await;

@@ -302,8 +302,9 @@ impl JobManager {
     }
 
     /// Continues the jobs the service was running when it last stopped, as the same jobs, from
-    /// their checkpoints. A job whose URIs carried a password or another secret stays interrupted: its stored spec
-    /// is redacted, and submitting it again continues it from its checkpoint.
+    /// their checkpoints. A job whose URIs carried a password or another secret stays interrupted
+    /// unless its credentials were sealed with this service's key: its stored spec is redacted,
+    /// and submitting it again continues it from its checkpoint.
     ///
     /// With a shared history, it reads every node's jobs, takes over those of nodes that are
     /// gone, and starts this node's heartbeat ([`super::nodes`]).
@@ -327,8 +328,8 @@ impl JobManager {
     }
 
     /// Continues `old`, a job interrupted by the end of the service (or of another node), as the
-    /// same job from its checkpoint, if it can run: a spec whose URIs carried a secret is kept
-    /// redacted, so that job stays interrupted, and one refused now fails.
+    /// same job from its checkpoint, if it can run ([`runnable`](Self::runnable): else it stays
+    /// interrupted, and says why); one whose spec is refused now fails.
     pub(super) fn continue_job(self: &Arc<Self>, old: Arc<Job>) {
         // A service that stops starts nothing: the job stays interrupted, for the next start.
         if self.stopping.load(Ordering::SeqCst) {

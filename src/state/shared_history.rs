@@ -159,17 +159,25 @@ impl SharedHistory {
         }
     }
 
-    /// Every job, oldest first.
-    pub async fn jobs(&self) -> Result<Vec<StoredJob>, StateError> {
-        let found: Vec<Document> = self
-            .jobs
-            .find(doc! {})
+    /// The documents of `collection` that match `filter`, in `_id` order.
+    async fn all(
+        &self,
+        collection: &Collection<Document>,
+        filter: Document,
+    ) -> Result<Vec<Document>, StateError> {
+        collection
+            .find(filter)
             .sort(doc! { "_id": 1 })
             .await
             .map_err(|e| self.failed(&e))?
             .try_collect()
             .await
-            .map_err(|e| self.failed(&e))?;
+            .map_err(|e| self.failed(&e))
+    }
+
+    /// Every job, oldest first.
+    pub async fn jobs(&self) -> Result<Vec<StoredJob>, StateError> {
+        let found = self.all(&self.jobs, doc! {}).await?;
         Ok(found.iter().filter_map(stored_job).collect())
     }
 
@@ -221,14 +229,7 @@ impl SharedHistory {
 
     /// Every node's last heartbeat.
     pub async fn nodes(&self) -> Result<Vec<NodeBeat>, StateError> {
-        let found: Vec<Document> = self
-            .nodes
-            .find(doc! {})
-            .await
-            .map_err(|e| self.failed(&e))?
-            .try_collect()
-            .await
-            .map_err(|e| self.failed(&e))?;
+        let found = self.all(&self.nodes, doc! {}).await?;
         let now = DateTime::now().timestamp_millis();
         Ok(found
             .into_iter()
@@ -323,15 +324,12 @@ impl SharedHistory {
             return Ok(vec![]);
         }
         let jobs: Vec<i64> = jobs.iter().map(|j| *j as i64).collect();
-        let found: Vec<Document> = self
-            .commands
-            .find(doc! { "job": { "$in": jobs }, "answer": null })
-            .sort(doc! { "_id": 1 })
-            .await
-            .map_err(|e| self.failed(&e))?
-            .try_collect()
-            .await
-            .map_err(|e| self.failed(&e))?;
+        let found = self
+            .all(
+                &self.commands,
+                doc! { "job": { "$in": jobs }, "answer": null },
+            )
+            .await?;
         Ok(found
             .into_iter()
             .filter_map(|d| {

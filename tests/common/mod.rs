@@ -211,6 +211,23 @@ pub async fn collection_names(client: &Client, db: &str) -> Vec<String> {
 
 /// Runs the `mongoferry` binary with a time bound; kills it if it overruns.
 /// A state store that keeps nothing, for engine-level tests.
+/// Creates the user `user` (role `root`) on both servers of `env` and returns the source's and
+/// the destination's URIs with its credentials. The test servers run without `--auth`, so a
+/// user can be created without one, and the driver then authenticates as it.
+pub async fn with_user(env: &TestEnv, user: &str, password: &str) -> (String, String) {
+    for client in [env.src_client().await, env.dst_client().await] {
+        // Already there on a shared server of an earlier run: that is fine.
+        let _ = client
+            .database("admin")
+            .run_command(mongodb::bson::doc! {
+                "createUser": user, "pwd": password, "roles": ["root"]
+            })
+            .await;
+    }
+    let credentials = |uri: &str| uri.replacen("://", &format!("://{user}:{password}@"), 1);
+    (credentials(&env.src), credentials(&env.dst))
+}
+
 pub fn memory_store() -> std::sync::Arc<dyn mongoferry::state::StateStore> {
     std::sync::Arc::new(mongoferry::state::MemoryStore::default())
 }
