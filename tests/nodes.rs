@@ -107,6 +107,22 @@ fn nodes_on_one_state_show_the_same_jobs_share_partitions_and_carry_commands() {
             .collect();
         assert_eq!(roles, ["runs", "helps"], "{both}");
 
+        // The job's rate limit holds for both nodes together (each takes half of it).
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let written = || async {
+            env.dst_client()
+                .await
+                .database(&d)
+                .collection::<mongodb::bson::Document>("c")
+                .count_documents(mongodb::bson::doc! {})
+                .await
+                .unwrap()
+        };
+        let (before, started) = (written().await, std::time::Instant::now());
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let rate = (written().await - before) as f64 / started.elapsed().as_secs_f64();
+        assert!(rate < 400.0 * 1.3, "{rate:.0} docs/s under a limit of 400");
+
         // Commands given to the node that does not run the job reach the one that does.
         let (status, paused) = b.post(&format!("/api/jobs/{id}/pause"), json!({})).await;
         assert_eq!(

@@ -385,6 +385,18 @@ impl JobManager {
             shares.sort_by(|a, b| {
                 (a.role != NodeRole::Runs, &a.node).cmp(&(b.role != NodeRole::Runs, &b.node))
             });
+            // The job's limits hold for all its nodes together: each takes an equal share.
+            let nodes = shares.len();
+            let helper = self.helping.lock().get(&job.id).cloned();
+            let runs_here = (job.runs_elsewhere().is_none()).then(|| job.clone());
+            for run in runs_here.iter().chain(helper.iter()) {
+                let throttle = run.control.throttle();
+                let share = throttle.job.limits().divided(nodes);
+                // Set only when it changes: setting a limit forgives the debt run up under it.
+                if throttle.share.limits() != share {
+                    throttle.share.set(share);
+                }
+            }
             job.set_shares(shares);
         }
     }

@@ -46,6 +46,15 @@ impl Limits {
         .flatten()
         .collect()
     }
+
+    /// One of `parts` equal shares of these limits (unlimited stays unlimited).
+    pub fn divided(self, parts: usize) -> Limits {
+        let part = |rate: Option<f64>| rate.map(|r| r / parts.max(1) as f64);
+        Limits {
+            rate: part(self.rate),
+            rate_bytes: part(self.rate_bytes),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -142,12 +151,16 @@ impl Limiter {
     }
 }
 
-/// The limiters a worker obeys: its job's (set by the operator), the adaptive mode's cap, and,
-/// in the service, the global one. The strictest binds.
+/// The limiters a worker obeys: its job's (set by the operator), the adaptive mode's cap, this
+/// process's share of a job that several service nodes run, and, in the service, the global one.
+/// The strictest binds.
 #[derive(Debug, Clone)]
 pub struct Throttle {
     pub job: Arc<Limiter>,
     pub adaptive: Arc<Limiter>,
+    /// The job's limits divided among the service nodes working on it (unlimited otherwise), so
+    /// that together they keep to the job's limits.
+    pub share: Arc<Limiter>,
     pub global: Option<Arc<Limiter>>,
 }
 
@@ -156,6 +169,7 @@ impl Throttle {
         Throttle {
             job: Arc::new(Limiter::new(limits)),
             adaptive: Arc::new(Limiter::new(Limits::default())),
+            share: Arc::new(Limiter::new(Limits::default())),
             global: None,
         }
     }
@@ -168,6 +182,7 @@ impl Throttle {
     pub async fn acquire(&self, docs: u64, bytes: u64) {
         self.job.acquire(docs, bytes).await;
         self.adaptive.acquire(docs, bytes).await;
+        self.share.acquire(docs, bytes).await;
         if let Some(global) = &self.global {
             global.acquire(docs, bytes).await;
         }
@@ -203,6 +218,17 @@ mod tests {
                 "rate {rate}, batch {batch}: {passed} passed, {expected} expected"
             );
         }
+    }
+
+    #[test]
+    fn limits_divide_into_equal_shares() {
+        let limits = Limits {
+            rate: Some(900.0),
+            rate_bytes: None,
+        };
+        let third = limits.divided(3);
+        assert_eq!((third.rate, third.rate_bytes), (Some(300.0), None));
+        assert_eq!(limits.divided(0), limits, "no nodes: the whole");
     }
 
     #[tokio::test(start_paused = true)]
