@@ -257,10 +257,13 @@ impl JobManager {
 
     /// Applies the commands other nodes left for this node's jobs, and answers them.
     async fn answer_commands(&self, shared: &SharedHistory) -> Result<(), StateError> {
+        // Commands for an ended job are refused by the node that sends them, except a cancel
+        // of an interrupted one.
         let mine: Vec<u64> = self
             .list()
             .iter()
             .filter(|j| j.runs_elsewhere().is_none())
+            .filter(|j| !j.state().is_final() || j.state() == JobState::Interrupted)
             .map(|j| j.id.0)
             .collect();
         for pending in shared.pending(&mine).await? {
