@@ -334,3 +334,75 @@ fn a_node_stopped_with_sigterm_hands_its_job_over_at_once() {
         assert!(b.stop());
     });
 }
+
+#[test]
+fn a_command_for_a_job_whose_node_does_not_answer_gets_503_and_is_withdrawn() {
+    TestEnv::start().run(|env| async move {
+        use mongodb::bson::{doc, DateTime, Document};
+        let state = env.state_uri("silent");
+        let db = client(&state).await.default_database().unwrap();
+        // A node that beats but never answers, running job 1.
+        let record = json!({
+            "id": 1, "spec": {"from": env.src, "to": env.dst, "namespaces": ["a.b"]},
+            "state": "running", "workers": 1, "created_at": 0.0, "finished_at": null,
+            "error": null, "docs": 0, "bytes": 0
+        });
+        db.collection::<Document>("service_jobs")
+            .insert_one(doc! {
+                "_id": 1_i64, "node": "ghost:1:0000", "state": "running",
+                "record": record.to_string(), "updated": DateTime::now()
+            })
+            .await
+            .unwrap();
+        let nodes = db.collection::<Document>("service_nodes");
+        let beating = tokio::spawn(async move {
+            loop {
+                nodes
+                    .update_one(
+                        doc! { "_id": "ghost:1:0000" },
+                        doc! { "$set": {
+                            "host": "elsewhere", "pid": 1_i64, "seen": DateTime::now(),
+                            "shares": []
+                        } },
+                    )
+                    .upsert(true)
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
+        let b = node(&env, &state).start();
+        let id = json!(1);
+        appears(&b, &id).await;
+        let started = std::time::Instant::now();
+        let response = b
+            .request(reqwest::Method::POST, "/api/jobs/1/pause")
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.headers()["retry-after"], "5");
+        let body: Value = response.json().await.unwrap();
+        let error = body["error"].as_str().unwrap();
+        assert!(
+            error.contains("ghost:1:0000, which did not answer"),
+            "{body}"
+        );
+        assert!(
+            started.elapsed() >= Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+        let left = db
+            .collection::<Document>("service_commands")
+            .count_documents(doc! {})
+            .await
+            .unwrap();
+        assert_eq!(left, 0, "the unanswered command is withdrawn");
+        // The job is still the silent node's, as it was.
+        assert_eq!(b.job(&id).await["state"], "running");
+        beating.abort();
+        assert!(b.stop());
+    });
+}
