@@ -527,7 +527,11 @@ function chartOptions(element, series, floor = 10) {
     width: Math.max(240, element.clientWidth),
     height: 220,
     series: [{}, ...series],
-    scales: { x: { time: true }, y: { range: (_u, _min, max) => [0, Math.max(floor, (max ?? 0) * 1.15)] } },
+    scales: {
+      // One point (or none) has no span: uPlot would then stretch the axis over years.
+      x: { time: true, range: (_u, min, max) => (min === null || min === max ? [(max ?? 0) - 60, (max ?? 0) + 1] : [min, max]) },
+      y: { range: (_u, _min, max) => [0, Math.max(floor, (max ?? 0) * 1.15)] },
+    },
     axes: [{}, { size: 56 }],
     legend: { live: false },
     cursor: { drag: { x: false, y: false } },
