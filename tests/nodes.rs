@@ -107,6 +107,15 @@ fn nodes_on_one_state_show_the_same_jobs_share_partitions_and_carry_commands() {
             .collect();
         assert_eq!(roles, ["runs", "helps"], "{both}");
 
+        // Each node's metrics count the jobs it runs: their sum counts each document once.
+        let metrics = |service: &Service| {
+            let request = service.request(reqwest::Method::GET, "/metrics");
+            async move { request.send().await.unwrap().text().await.unwrap() }
+        };
+        let line = format!("mongoferry_job_state{{job=\"{id}\"");
+        assert!(metrics(&a).await.contains(&line));
+        assert!(!metrics(&b).await.contains(&line));
+
         // The job's rate limit holds for both nodes together (each takes half of it).
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let written = || async {
