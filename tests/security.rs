@@ -543,6 +543,33 @@ fn serve_refuses_an_address_beyond_loopback_without_a_token() {
 }
 
 #[test]
+fn serve_refuses_a_credentials_key_it_cannot_use_without_showing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let short = dir.path().join("short.key");
+    std::fs::write(&short, "hunter2\n").unwrap();
+    let short = short.to_str().unwrap();
+    let (status, message) = refused_serve(&["--credentials-key-file", short], &[]);
+    assert_eq!(status, 2, "{message}");
+    assert!(message.contains("credentials key file"), "{message}");
+    assert!(message.contains("at least 16"), "{message}");
+    assert!(!message.contains("hunter2"), "{message}");
+    let (status, message) = refused_serve(&[], &[("MONGOFERRY_CREDENTIALS_KEY", "hunter2")]);
+    assert_eq!(status, 2, "{message}");
+    assert!(message.contains("MONGOFERRY_CREDENTIALS_KEY"), "{message}");
+    assert!(!message.contains("hunter2"), "{message}");
+    let key = "a-long-enough-credentials-key";
+    let (status, message) = refused_serve(
+        &["--credentials-key-file", short],
+        &[("MONGOFERRY_CREDENTIALS_KEY", key)],
+    );
+    assert_eq!(status, 2, "{message}");
+    assert!(message.contains("not both"), "{message}");
+    assert!(!message.contains(key), "{message}");
+    let (status, message) = refused_serve(&["--lease-seconds", "0"], &[]);
+    assert_eq!(status, 2, "{message}");
+}
+
+#[test]
 fn oversized_and_slow_requests_get_clear_answers() {
     let service = Serve::default().arg("--client-timeout").arg("1").start();
     let runtime = tokio::runtime::Runtime::new().unwrap();
