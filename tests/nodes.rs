@@ -415,3 +415,45 @@ fn a_command_for_a_job_whose_node_does_not_answer_gets_503_and_is_withdrawn() {
         assert!(b.stop());
     });
 }
+
+#[test]
+fn a_journaled_job_is_not_helped_so_its_journal_stays_whole() {
+    let roots = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let [root_a, root_b] = roots.each_ref().map(|r| r.path().display().to_string());
+    TestEnv::start().run(|env| async move {
+        let state = env.state_uri("journaled");
+        let a = node(&env, &state)
+            .arg("--journal-root")
+            .arg(root_a.clone())
+            .start();
+        let b = node(&env, &state)
+            .arg("--journal-root")
+            .arg(root_b.clone())
+            .start();
+        let (s, d) = (env.src_db("journaled"), env.dst_db("journaled"));
+        insert_raw(&env.src_client().await, &s, "c", &sample_docs(3_000, 256)).await;
+        let body = json!({
+            "from": env.src, "to": env.dst, "namespaces": [format!("{s}.c:{d}.c")],
+            "partition_docs": 300, "batch_size": 100, "rate": 600, "journal": {"dir": "j"}
+        });
+        let (status, job) = a.post("/api/jobs", body).await;
+        assert_eq!(status, 202, "{job}");
+        let id = job["id"].clone();
+        appears(&b, &id).await;
+        let done = b
+            .wait_for(&id, "the job completed", |j| {
+                let nodes = j["nodes"].as_array().map_or(0, Vec::len);
+                assert!(nodes <= 1, "another node helped: {j}");
+                j["state"] == "completed"
+            })
+            .await;
+        assert_eq!(done["error"], Value::Null, "{done}");
+        assert_eq!(assert_same(&env, (&s, "c"), (&d, "c")).await, 3_000);
+        assert!(Path::new(&root_a).join("j").is_dir(), "the journal is on A");
+        assert!(
+            !Path::new(&root_b).join("j").exists(),
+            "nothing journaled on B"
+        );
+        assert!(a.stop() && b.stop());
+    });
+}

@@ -203,8 +203,8 @@ impl JobManager {
     }
 
     /// Starts a run that helps with `mirror`, a job another node runs, if it is running, shared
-    /// (partitioned, its layout published) and not complete, and its spec can run here. An
-    /// existing helping run follows the job's commands instead.
+    /// (partitioned, its layout published) and not complete, does not journal, and its spec can
+    /// run here. An existing helping run follows the job's commands instead.
     async fn help(self: &Arc<Self>, mirror: &Arc<Job>) {
         let existing = self.helping.lock().get(&mirror.id).cloned();
         if let Some(helper) = existing {
@@ -216,7 +216,8 @@ impl JobManager {
             .lock()
             .get(&mirror.id)
             .is_some_and(|ended| ended.elapsed() < HELP_AGAIN);
-        if record.state != JobState::Running || recently {
+        // A journaled job is not helped: its journal stays whole, on the node that runs it.
+        if record.state != JobState::Running || recently || record.spec.journal.is_some() {
             return;
         }
         let Ok(spec) = self.runnable(&record) else {
