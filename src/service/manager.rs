@@ -131,6 +131,8 @@ pub struct JobManager {
     pub(super) lease: Duration,
     /// Stops the heartbeat (shared history) at shutdown.
     halt: CancellationToken,
+    /// When a failing beat was last logged (shared history): once a minute, not every beat.
+    pub(super) beat_failed: Mutex<Option<std::time::Instant>>,
     /// Seals the credentials of jobs' URIs in the history, and opens them to continue a job.
     credentials: std::sync::OnceLock<CredentialsKey>,
 }
@@ -224,6 +226,7 @@ impl JobManager {
             written: Mutex::default(),
             lease,
             halt: CancellationToken::new(),
+            beat_failed: Mutex::default(),
             credentials: std::sync::OnceLock::new(),
         }))
     }
@@ -294,6 +297,16 @@ impl JobManager {
 
     pub fn list(&self) -> Vec<Arc<Job>> {
         self.jobs.lock().values().cloned().collect()
+    }
+
+    /// The runs of this service: the jobs it runs, and its runs helping other nodes' jobs.
+    pub fn runs_here(&self) -> Vec<Arc<Job>> {
+        let helping: Vec<Arc<Job>> = self.helping.lock().values().cloned().collect();
+        self.list()
+            .into_iter()
+            .filter(|j| j.runs_elsewhere().is_none())
+            .chain(helping)
+            .collect()
     }
 
     /// Adds a job to those shown, or replaces the one with its id.

@@ -40,6 +40,9 @@ pub const BEAT: Duration = Duration::from_secs(1);
 /// How long a command for a job of another node waits for that node's answer.
 const COMMAND_WAIT: Duration = Duration::from_secs(10);
 
+/// How often a beat that keeps failing is logged.
+const FAILURE_LOGGED_EVERY: Duration = Duration::from_secs(60);
+
 /// How long after a helping run ended another may start for the same job.
 const HELP_AGAIN: Duration = Duration::from_secs(5);
 
@@ -70,8 +73,25 @@ impl JobManager {
         let History::Shared(shared) = &self.history else {
             return;
         };
-        if let Err(e) = self.beat_once(shared).await {
-            tracing::warn!("service node {}: {e}", shared.node());
+        let beat = self.beat_once(shared).await;
+        let mut failed = self.beat_failed.lock();
+        match beat {
+            Err(e) => {
+                if failed.is_none_or(|at| at.elapsed() >= FAILURE_LOGGED_EVERY) {
+                    tracing::warn!(
+                        "service node {}: {e} (trying again every second)",
+                        shared.node()
+                    );
+                    *failed = Some(Instant::now());
+                }
+            }
+            Ok(()) if failed.take().is_some() => {
+                tracing::info!(
+                    "service node {}: the shared state answers again",
+                    shared.node()
+                );
+            }
+            Ok(()) => {}
         }
     }
 

@@ -39,17 +39,13 @@ fn histogram(out: &mut String, name: &str, job: &str, h: &Histogram) {
     let _ = writeln!(out, "mongoferry_{name}_count{{job=\"{job}\"}} {count}");
 }
 
-/// The counters of the jobs this service runs in the Prometheus text format. With several
-/// service nodes on one state, each node's covers the jobs it runs, so that their sum counts
-/// every document once.
+/// The counters of this service's runs in the Prometheus text format. With several service
+/// nodes on one state, each node's cover the jobs it runs and its share of the jobs it helps
+/// with, so that their sum counts every document once.
 #[utoipa::path(get, path = "/metrics", tag = "service",
     responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain", body = String)))]
 pub async fn render(State(manager): State<Arc<JobManager>>) -> Response {
-    let jobs: Vec<_> = manager
-        .list()
-        .into_iter()
-        .filter(|j| j.runs_elsewhere().is_none())
-        .collect();
+    let jobs = manager.runs_here();
     let views: Vec<_> = jobs.iter().map(|j| j.view()).collect();
     let live: Vec<_> = jobs
         .iter()
