@@ -280,11 +280,12 @@ fn a_node_helping_with_a_partitioned_job_finishes_it_when_the_node_running_it_is
         appears(&b, &id).await;
         both_copying(&b, &id).await;
         drop(a); // SIGKILL, partitions held part-way
+                 // B runs the job now; its helping run goes on with its partitions, then ends.
         let taken = b
             .wait_for(&id, "the helping node running the job", |j| {
                 j["nodes"]
                     .as_array()
-                    .is_some_and(|n| n.len() == 1 && n[0]["role"] == "runs")
+                    .is_some_and(|n| n.iter().any(|n| n["role"] == "runs"))
             })
             .await;
         assert!(
@@ -462,5 +463,54 @@ fn a_journaled_job_is_not_helped_so_its_journal_stays_whole() {
             "nothing journaled on B"
         );
         assert!(a.stop() && b.stop());
+    });
+}
+
+#[test]
+fn a_node_that_cannot_run_a_job_leaves_it_to_one_that_can() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("credentials.key");
+    std::fs::write(&key, "the-key-only-some-nodes-have\n").unwrap();
+    let key = key.display().to_string();
+    TestEnv::start().run(|env| async move {
+        let state = env.state_uri("leave");
+        let keyed = |serve: Serve| serve.arg("--credentials-key-file").arg(key.clone());
+        let a = keyed(node(&env, &state)).spawn();
+        let keyless = node(&env, &state).start();
+        let (s, d) = (env.src_db("leave"), env.dst_db("leave"));
+        let (from, to) = with_user(&env, "ferry", PASSWORD).await;
+        insert_raw(&env.src_client().await, &s, "c", &sample_docs(4_000, 256)).await;
+        let body = json!({
+            "from": from, "to": to, "namespaces": [format!("{s}.c:{d}.c")],
+            "batch_size": 100, "rate": 1000
+        });
+        let (status, job) = a.post("/api/jobs", body).await;
+        assert_eq!(status, 202, "{job}");
+        let id = job["id"].clone();
+        appears(&keyless, &id).await;
+        keyless
+            .wait_for(&id, "progress", |j| {
+                j["progress"]["docs"].as_u64() > Some(500)
+            })
+            .await;
+        drop(a); // SIGKILL
+                 // The node without the key cannot open the job's credentials: it does not take it.
+        let shown = wait_state(&keyless, &id, |s| s == "interrupted").await;
+        let error = shown["error"].as_str().unwrap();
+        assert!(error.contains("this node cannot run it"), "{shown}");
+        assert!(
+            error.contains("sealed with a key this service does not have"),
+            "{shown}"
+        );
+        // A node with the key, started later, takes it over and finishes it.
+        let b = keyed(node(&env, &state)).start();
+        appears(&b, &id).await;
+        b.patch(&format!("/api/jobs/{id}"), json!({"rate": null}))
+            .await;
+        let done = wait_state(&b, &id, |s| s == "completed").await;
+        assert!(done["progress"]["skipped"].as_u64() > Some(0), "{done}");
+        wait_state(&keyless, &id, |s| s == "completed").await;
+        assert_eq!(assert_same(&env, (&s, "c"), (&d, "c")).await, 4_000);
+        assert!(keyless.stop() && b.stop());
     });
 }

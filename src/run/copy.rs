@@ -83,6 +83,9 @@ pub struct PreparedCopy {
     /// Asks a sync for its cutover.
     commit: CancellationToken,
     until: Until,
+    /// A run that helps another process with a shared job: it ends once the partitions are
+    /// copied, leaving the rest (indexes after, a sync's following, verify) to the job's run.
+    partitions_only: bool,
     from: String,
     to: String,
 }
@@ -307,6 +310,7 @@ pub async fn prepare(
         filter: spec.filter.clone(),
         commit: CancellationToken::new(),
         until: Until::Committed,
+        partitions_only: false,
         from: mongo::redact_uri(&spec.from),
         to: mongo::redact_uri(&spec.to),
     })
@@ -336,6 +340,13 @@ impl PreparedCopy {
     /// A sync job: the cutover is asked for by cancelling this token (`POST …/commit`).
     pub fn with_commit(mut self, commit: CancellationToken) -> Self {
         self.commit = commit;
+        self
+    }
+
+    /// A run that only helps copy the partitions of a shared job that another process runs: it
+    /// ends once every partition is copied (a service node helping another node's job).
+    pub fn partitions_only(mut self) -> Self {
+        self.partitions_only = true;
         self
     }
 
@@ -476,6 +487,9 @@ impl PreparedCopy {
             }
             if shared {
                 self.share(&engine, &cancel).await?;
+                if self.partitions_only {
+                    return Ok(());
+                }
                 if self.mode == Mode::Sync {
                     // Following the source is one process's: the first to hold the job.
                     claim = match self.take_over_following(&cancel).await? {
@@ -504,7 +518,7 @@ impl PreparedCopy {
         };
         // The verify step runs on the same clients, once everything is written.
         let verified = match (&outcome, &self.verify) {
-            (Ok(()), Some(filter)) => {
+            (Ok(()), Some(filter)) if !self.partitions_only => {
                 let [src, dst] = &self.clients;
                 let indexes = self.indexes != IndexMode::None;
                 let compared = Comparison {

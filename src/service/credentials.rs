@@ -6,9 +6,12 @@
 //! (after a restart, or another node on the same MongoDB state) opens it to run the job; without
 //! it the job stays what it was before: a redacted spec that cannot run.
 //!
-//! The key is SHA-256 of the key text (surrounding whitespace left out). The job's id and its
-//! redacted URIs are the ciphertext's associated data, so a sealed value moved to another job or
-//! record does not open. Nothing here is ever logged, shown by the API or written in clear.
+//! The key is derived from the key text (surrounding whitespace left out) with PBKDF2-HMAC-SHA256,
+//! [`ITERATIONS`] rounds, once as the service starts: a guess at a weak key costs as much. The
+//! job's id and its whole redacted spec are the ciphertext's associated data, so a sealed value
+//! moved to another job, or a spec changed in the history (another mode, other namespaces, another
+//! destination), does not open. Nothing here is ever logged, shown by the API or written in
+//! clear; the history holds it sealed, so the history's readers cannot use it without the key.
 
 use base64::Engine as _;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305, NONCE_LEN};
@@ -20,6 +23,12 @@ use crate::spec::JobSpec;
 
 /// Shorter keys are refused: the key guards every password the history holds.
 pub const MIN_KEY_LEN: usize = 16;
+
+/// PBKDF2 rounds deriving the sealing key from the key text.
+pub const ITERATIONS: u32 = 100_000;
+
+/// PBKDF2's salt: fixed, so that every node derives the same key from the same text.
+const SALT: &[u8] = b"mongoferry credentials key v1";
 
 const PREFIX: &str = "v1:";
 
@@ -55,8 +64,15 @@ impl CredentialsKey {
         if text.chars().count() < MIN_KEY_LEN {
             return Err(KeyError::TooShort(text.chars().count()));
         }
-        let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
-        let key = UnboundKey::new(&CHACHA20_POLY1305, digest.as_ref()).expect("a 32-byte key");
+        let mut derived = [0u8; 32];
+        ring::pbkdf2::derive(
+            ring::pbkdf2::PBKDF2_HMAC_SHA256,
+            std::num::NonZeroU32::new(ITERATIONS).expect("non-zero"),
+            SALT,
+            text.as_bytes(),
+            &mut derived,
+        );
+        let key = UnboundKey::new(&CHACHA20_POLY1305, &derived).expect("a 32-byte key");
         Ok(CredentialsKey {
             key: LessSafeKey::new(key),
         })
@@ -70,7 +86,10 @@ impl CredentialsKey {
             return None;
         }
         let mut nonce = [0u8; NONCE_LEN];
-        SystemRandom::new().fill(&mut nonce).ok()?;
+        if SystemRandom::new().fill(&mut nonce).is_err() {
+            tracing::error!("job {id}: no random nonce to seal its credentials; they are not kept");
+            return None;
+        }
         let uris = Uris {
             from: spec.endpoints.from.clone(),
             to: spec.endpoints.to.clone(),
@@ -116,13 +135,11 @@ impl CredentialsKey {
     }
 }
 
-/// What binds a sealed value to its job: the id and the redacted URIs.
+/// What binds a sealed value to its job: the id and the whole redacted spec, as the history
+/// keeps it.
 fn associated(id: JobId, redacted: &JobSpec) -> Vec<u8> {
-    format!(
-        "mongoferry job {id}\n{}\n{}",
-        redacted.endpoints.from, redacted.endpoints.to
-    )
-    .into_bytes()
+    let spec = serde_json::to_string(redacted).expect("specs serialise");
+    format!("mongoferry job {id}\n{spec}").into_bytes()
 }
 
 #[cfg(test)]
@@ -138,12 +155,12 @@ mod tests {
         let key = CredentialsKey::new("  a key of sufficient length\n").unwrap();
         let posted = spec(
             "mongodb://reader:s3cret@src:27017/",
-            "mongodb://h:2/?tlsCertificateKeyFilePassword=pw",
+            "mongodb://h:2/?tlsCertificateKeyFilePassword=tls-key-passw0rd",
         );
         let sealed = key.seal(JobId(7), &posted).expect("secrets to seal");
         assert!(sealed.starts_with(PREFIX));
         assert!(
-            !sealed.contains("s3cret") && !sealed.contains("pw"),
+            !sealed.contains("s3cret") && !sealed.contains("tls-key-passw0rd"),
             "{sealed}"
         );
         let redacted = posted.redacted();
@@ -157,6 +174,13 @@ mod tests {
             &redacted.endpoints.to,
         );
         assert_eq!(key.open(JobId(7), &moved, &sealed), None);
+        let mut changed = redacted.clone();
+        changed.mode = Some(crate::spec::Mode::Move);
+        assert_eq!(key.open(JobId(7), &changed, &sealed), None, "another mode");
+        // The spec as the history reads it back opens it.
+        let kept: JobSpec =
+            serde_json::from_str(&serde_json::to_string(&redacted).unwrap()).unwrap();
+        assert_eq!(key.open(JobId(7), &kept, &sealed), Some(posted.clone()));
         let mut damaged = sealed.clone();
         damaged.insert(10, 'A');
         assert_eq!(key.open(JobId(7), &redacted, &damaged), None);

@@ -392,6 +392,15 @@ impl Job {
         }
     }
 
+    /// The view the node running the job published last, when it is not this one.
+    pub fn published(&self) -> Option<JobView> {
+        self.inner
+            .lock()
+            .elsewhere
+            .as_ref()
+            .and_then(|(_, view)| view.clone())
+    }
+
     /// The node that runs the job, when it is not this one.
     pub fn runs_elsewhere(&self) -> Option<String> {
         self.inner

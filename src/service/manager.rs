@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::credentials::CredentialsKey;
-use super::job::{Event, Job, JobId, JobRecord, JobState, Outcome};
+use super::job::{Event, Job, JobId, JobRecord, JobState, NodeRole, Outcome};
 use crate::bounds;
 use crate::engine::control::throttle::{Limiter, Limits, Throttle};
 use crate::engine::{Control, CopyError};
@@ -275,20 +275,23 @@ impl JobManager {
     /// The spec a job of the history runs with: its record's, with its credentials back when
     /// they were sealed with this service's key; else why it cannot run.
     pub(super) fn runnable(&self, record: &JobRecord) -> Result<JobSpec, &'static str> {
-        let spec = JobSpec {
+        let spec = if !record.spec.is_redacted() {
+            record.spec.clone()
+        } else {
+            let Some(sealed) = &record.sealed else {
+                return Err("its credentials are not stored");
+            };
+            // Opened against the spec as kept: the sealed value is bound to all of it.
+            self.credentials
+                .get()
+                .and_then(|key| key.open(record.id, &record.spec, sealed))
+                .ok_or("its credentials are sealed with a key this service does not have")?
+        };
+        // With the workers it had last.
+        Ok(JobSpec {
             workers: Some(record.workers),
-            ..record.spec.clone()
-        };
-        if !spec.is_redacted() {
-            return Ok(spec);
-        }
-        let Some(sealed) = &record.sealed else {
-            return Err("its credentials are not stored");
-        };
-        self.credentials
-            .get()
-            .and_then(|key| key.open(record.id, &spec, sealed))
-            .ok_or("its credentials are sealed with a key this service does not have")
+            ..spec
+        })
     }
 
     pub fn get(&self, id: JobId) -> Option<Arc<Job>> {
@@ -353,9 +356,10 @@ impl JobManager {
         let spec = match self.runnable(&record) {
             Ok(spec) => spec,
             Err(why) => {
+                // Why it was interrupted (the service stopped, its node went), and why it stays.
+                let reason = record.error.as_deref().unwrap_or("interrupted");
                 old.explain(format!(
-                    "interrupted: the service stopped before the job finished; {why}, so submit \
-                     it again to continue from its checkpoint"
+                    "{reason}; {why}, so submit it again to continue from its checkpoint"
                 ));
                 return;
             }
@@ -370,7 +374,7 @@ impl JobManager {
         let job = Arc::new(Job::continued(record, spec, self.control(&copy_spec)));
         self.jobs.lock().insert(id, job.clone());
         tracing::info!("job {id} continues from its checkpoint");
-        self.spawn_run(job, copy_spec);
+        self.spawn_run(job, copy_spec, NodeRole::Runs);
     }
 
     /// A job's workers and throttle, under the budget shared by all jobs.
@@ -379,11 +383,16 @@ impl JobManager {
         Control::with_throttle(copy_spec.workers, throttle)
     }
 
-    /// Runs `job` in a task of the manager's.
-    pub(super) fn spawn_run(self: &Arc<Self>, job: Arc<Job>, copy_spec: CopySpec) {
+    /// Runs `job` in a task of the manager's: the job's own run, or (`NodeRole::Helps`) one that
+    /// only helps copy the partitions of a job another node runs.
+    pub(super) fn spawn_run(self: &Arc<Self>, job: Arc<Job>, copy_spec: CopySpec, role: NodeRole) {
+        // A stop that began meanwhile must not miss this run.
+        if self.stopping.load(Ordering::SeqCst) {
+            job.cancel.cancel();
+        }
         let manager = self.clone();
         self.tasks
-            .spawn(async move { manager.run_job(job, copy_spec).await });
+            .spawn(async move { manager.run_job(job, copy_spec, role).await });
     }
 
     /// What a job of `spec` would do (a dry run: it reads both clusters and writes nothing).
@@ -428,18 +437,21 @@ impl JobManager {
             job.set_sealed(key.seal(job.id, &spec));
         }
         self.save().await;
-        self.spawn_run(job.clone(), copy_spec);
+        self.spawn_run(job.clone(), copy_spec, NodeRole::Runs);
         Ok((job, true))
     }
 
-    async fn run_job(self: Arc<Self>, job: Arc<Job>, spec: CopySpec) {
+    async fn run_job(self: Arc<Self>, job: Arc<Job>, spec: CopySpec, role: NodeRole) {
         let outcome = match copy::prepare(&spec, self.state.clone()).await {
             Err(e) => Err(e),
             // Cancelled while connecting: the run stops at once and closes the clients.
             Ok(prepared) => {
-                let prepared = prepared
+                let mut prepared = prepared
                     .with_control(job.control.clone())
                     .with_commit(job.commit.clone());
+                if role == NodeRole::Helps {
+                    prepared = prepared.partitions_only();
+                }
                 job.attach(prepared.stats(), prepared.adaptive());
                 // Refused when it was paused or cancelled meanwhile: that state stays.
                 let _ = job.apply(Event::Started);

@@ -10,13 +10,14 @@
 //! One node runs a job: the job's record and state are its run's, and only it writes them.
 //! Other nodes may help copy the partitions of a copy (or of a sync's initial copy) the way
 //! several CLI processes share a job ([`crate::run::copy`]: each partition claimed by lease in
-//! the state store); they follow the job's pause, workers, rate limits, commit and cancel. A node
-//! whose heartbeat is older than the lease is gone (or at once, when it stopped and left, or ran
-//! on this host and its process is gone): the first node to take over each of its jobs continues
-//! it from its checkpoint, and a node already helping with it makes its own run the job's.
-//! A spec whose URIs carry a secret can be run by another node only if that node has the
-//! [credentials key](super::credentials) that sealed them in the record; else the job is
-//! mirrored, never helped, and stays interrupted if its node goes.
+//! the state store); they follow the job's pause, workers, rate limits (each takes an equal
+//! share), commit and cancel, and end once the partitions are copied. A node whose heartbeat is
+//! older than the lease is gone (or at once, when it stopped and left, or ran on this host and
+//! its process is gone): the first node that can run a job of it (open its credentials, reach its
+//! clusters) takes the job over and continues it from its checkpoint; a helping run of it there
+//! goes on, and the job's run joins it. A spec whose URIs carry a secret can be run by another
+//! node only if that node has the [credentials key](super::credentials) that sealed them in the
+//! record; else the job is mirrored, never helped, and shows as interrupted if its node goes.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -42,6 +43,9 @@ const COMMAND_WAIT: Duration = Duration::from_secs(10);
 
 /// How often a beat that keeps failing is logged.
 const FAILURE_LOGGED_EVERY: Duration = Duration::from_secs(60);
+
+/// A command older than this is withdrawn unanswered: its sender gave up on it.
+const STALE_COMMAND: Duration = Duration::from_secs(60);
 
 /// How long after a helping run ended another may start for the same job.
 const HELP_AGAIN: Duration = Duration::from_secs(5);
@@ -100,6 +104,16 @@ impl JobManager {
         if self.stopping.load(Ordering::SeqCst) {
             return Ok(());
         }
+        // The heartbeat first: however long the rest of the beat takes, this node is alive.
+        let shares = self.shares(shared.node());
+        let wire: Vec<(u64, String)> = shares
+            .iter()
+            .map(|(id, share)| {
+                let share = serde_json::to_string(share).expect("shares serialise");
+                (id.0, share)
+            })
+            .collect();
+        shared.beat(&wire).await?;
         let nodes = shared.nodes().await?;
         let live: HashSet<&str> = nodes
             .iter()
@@ -111,11 +125,26 @@ impl JobManager {
             let Some(record) = self.mirror(shared, stored) else {
                 continue;
             };
+            let id = record.id;
+            if owner == shared.node() {
+                // Ours by the record, yet shown as another node's: a takeover whose answer was
+                // lost on the way. This node runs it.
+                if self.get(id).is_some_and(|j| j.runs_elsewhere().is_some()) {
+                    self.run_here(id, &owner);
+                }
+                continue;
+            }
             let orphan = !record.state.is_final() || record.state == JobState::Interrupted;
-            if owner != shared.node() && orphan && !live.contains(owner.as_str()) {
-                self.take_over(shared, record.id, &owner).await?;
+            if orphan && !live.contains(owner.as_str()) {
+                match self.can_run(&record) {
+                    Ok(()) => self.take_over(shared, id, &owner).await?,
+                    // Left to a node that can run it; shown for what it is meanwhile.
+                    Err(why) => self.show_orphaned(id, &owner, &why),
+                }
             }
         }
+        // Every helping run follows its job, whether or not the job's node is still there.
+        self.steer_helpers();
         for job in self.list() {
             match job.runs_elsewhere() {
                 Some(owner) if live.contains(owner.as_str()) => self.help(&job).await,
@@ -123,17 +152,6 @@ impl JobManager {
             }
         }
         self.answer_commands(shared).await?;
-        let shares = self.shares(shared.node());
-        let wire: Vec<(u64, String)> = shares
-            .iter()
-            .map(|(id, share)| {
-                (
-                    id.0,
-                    serde_json::to_string(share).expect("shares serialise"),
-                )
-            })
-            .collect();
-        shared.beat(&wire).await?;
         self.show_shares(shared.node(), shares, &nodes, &live);
         for gone in nodes.iter().filter(|n| n.age > self.lease * 10) {
             shared.forget(&gone.node).await?;
@@ -191,44 +209,76 @@ impl JobManager {
         Some(record)
     }
 
-    /// Makes this node run job `id` of the node `from`, which is gone: a helping run of it
-    /// becomes the job's run, else the job continues here from its checkpoint.
+    /// Makes this node run job `id` of the node `from`, which is gone, if no other node was
+    /// quicker.
     async fn take_over(
         self: &Arc<Self>,
         shared: &SharedHistory,
         id: JobId,
         from: &str,
     ) -> Result<(), StateError> {
-        if !shared.take_over(id.0, from).await? {
-            return Ok(());
-        }
-        let Some(mirror) = self.get(id) else {
-            return Ok(());
-        };
-        tracing::info!("job {id}: node {from} is gone; this node runs it now");
-        let helper = self.helping.lock().remove(&id);
-        match helper {
-            Some(helper) => self.insert(helper),
-            None => {
-                let mut record = mirror.record();
-                record.state = JobState::Interrupted;
-                record.error = Some(format!("interrupted: node {from} is gone"));
-                record.finished_at.get_or_insert(unix_now());
-                let old = Arc::new(Job::restored(record));
-                self.insert(old.clone());
-                self.continue_job(old);
-            }
+        if shared.take_over(id.0, from).await? {
+            tracing::info!("job {id}: node {from} is gone; this node runs it now");
+            self.run_here(id, from);
         }
         Ok(())
     }
 
-    /// Starts a run that helps with `mirror`, a job another node runs, if it is running, shared
-    /// (partitioned, its layout published) and not complete, does not journal, and its spec can
-    /// run here. An existing helping run follows the job's commands instead.
+    /// Continues job `id`, which node `from` ran, here from its checkpoint. A helping run of it
+    /// on this node goes on with its partitions; the job's run joins them.
+    fn run_here(self: &Arc<Self>, id: JobId, from: &str) {
+        let Some(mirror) = self.get(id) else {
+            return;
+        };
+        let mut record = mirror.record();
+        record.state = JobState::Interrupted;
+        record.error = Some(format!("interrupted: its node {from} is gone"));
+        record.finished_at.get_or_insert(unix_now());
+        let old = Arc::new(Job::restored(record));
+        self.insert(old.clone());
+        self.continue_job(old);
+    }
+
+    /// Whether this node can run the job of `record`: open its credentials and reach its
+    /// clusters.
+    fn can_run(&self, record: &JobRecord) -> Result<(), String> {
+        let spec = self.runnable(record).map_err(str::to_string)?;
+        self.copy_spec(&spec).map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    /// Shows job `id`, whose node `from` is gone and which this node cannot run, as interrupted
+    /// (its record stays as that node left it, for a node that can run it).
+    fn show_orphaned(&self, id: JobId, from: &str, why: &str) {
+        let Some(mirror) = self.get(id) else {
+            return;
+        };
+        let mut record = mirror.record();
+        if record.state.is_final() {
+            return;
+        }
+        record.state = JobState::Interrupted;
+        record.error = Some(format!(
+            "interrupted: its node {from} is gone, and this node cannot run it: {why}"
+        ));
+        mirror.mirror(record, from.to_string(), mirror.published());
+    }
+
+    /// Has every helping run follow the job it helps with (see [`steer`]).
+    fn steer_helpers(&self) {
+        let helping: Vec<Arc<Job>> = self.helping.lock().values().cloned().collect();
+        for helper in helping {
+            if let Some(job) = self.get(helper.id) {
+                steer(&helper, &job);
+            }
+        }
+    }
+
+    /// Starts a run that helps copy the partitions of `mirror`, a job another node runs, if it is
+    /// running, shared (partitioned, its layout published) and not complete, does not journal,
+    /// and this node can run its spec.
     async fn help(self: &Arc<Self>, mirror: &Arc<Job>) {
-        let existing = self.helping.lock().get(&mirror.id).cloned();
-        if let Some(helper) = existing {
-            return steer(&helper, mirror);
+        if self.helping.lock().contains_key(&mirror.id) {
+            return;
         }
         let record = mirror.record();
         let recently = self
@@ -256,14 +306,11 @@ impl JobManager {
             Ok(false) => return,
             Err(e) => return tracing::warn!("job {}: {e}", mirror.id),
         }
-        if self.stopping.load(Ordering::SeqCst) {
-            return;
-        }
         let helper = Arc::new(Job::continued(record, spec, self.control(&copy_spec)));
         helper.control.throttle().job.set(view.limits);
         self.helping.lock().insert(mirror.id, helper.clone());
         tracing::info!("job {}: this node helps copy its partitions", mirror.id);
-        self.spawn_run(helper, copy_spec);
+        self.spawn_run(helper, copy_spec, NodeRole::Helps);
     }
 
     /// A run of `job` ended: if it was a helping run, it is forgotten (and not started again
@@ -278,16 +325,21 @@ impl JobManager {
 
     /// Applies the commands other nodes left for this node's jobs, and answers them.
     async fn answer_commands(&self, shared: &SharedHistory) -> Result<(), StateError> {
-        // Commands for an ended job are refused by the node that sends them, except a cancel
-        // of an interrupted one.
-        let mine: Vec<u64> = self
+        let mine: HashSet<u64> = self
             .list()
             .iter()
             .filter(|j| j.runs_elsewhere().is_none())
-            .filter(|j| !j.state().is_final() || j.state() == JobState::Interrupted)
             .map(|j| j.id.0)
             .collect();
-        for pending in shared.pending(&mine).await? {
+        for pending in shared.pending().await? {
+            // Its sender gave up long ago (and may have died before withdrawing it).
+            if pending.age > STALE_COMMAND {
+                shared.withdraw(pending.id).await?;
+                continue;
+            }
+            if !mine.contains(&pending.job) {
+                continue;
+            }
             let answer = match serde_json::from_str::<Command>(&pending.command) {
                 Err(e) => Answer::Refused {
                     message: format!("unknown command: {e}"),
@@ -356,9 +408,15 @@ impl JobManager {
             }
             Err(e) => return Err(unanswered(format!("unreadable answer: {e}"))),
         }
-        // The node answered after writing the job: show it as it is now.
+        // The node answered after writing the job: show it as it is now (unless this node took
+        // the job over meanwhile: then its run is what there is to show).
         if let Ok(Some(stored)) = shared.job(job.id.0).await {
-            self.mirror(shared, stored);
+            if self
+                .get(job.id)
+                .is_some_and(|j| j.runs_elsewhere().is_some())
+            {
+                self.mirror(shared, stored);
+            }
         }
         Ok(self.get(job.id).unwrap_or(job))
     }

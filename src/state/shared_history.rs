@@ -2,7 +2,7 @@
 //! it (`serve --state mongodb://host/db`).
 //!
 //! In: the records and views of the jobs this node runs (JSON text, already redacted: no
-//! credentials), this node's heartbeat with its share of each job it works on, and operators'
+//! credentials in clear, at most sealed ones: `serve --credentials-key-file`), this node's heartbeat with its share of each job it works on, and operators'
 //! commands for jobs that other nodes run. Out: the same, to every node on the database. Four
 //! collections beside the [store](super::mongo)'s (docs/ARCHITECTURE.md), with majority writes
 //! and reads:
@@ -20,7 +20,7 @@
 use std::time::Duration;
 
 use futures::TryStreamExt;
-use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
+use mongodb::bson::{doc, oid::ObjectId, Bson, DateTime, Document};
 use mongodb::options::ReturnDocument;
 use mongodb::Collection;
 
@@ -76,6 +76,8 @@ pub struct PendingCommand {
     pub id: ObjectId,
     pub job: u64,
     pub command: String,
+    /// How long ago it was sent, by this machine's clock.
+    pub age: Duration,
 }
 
 impl SharedHistory {
@@ -126,8 +128,19 @@ impl SharedHistory {
             .await
             .map_err(|e| self.failed(&e))?
             .unwrap_or_default();
-        let n = counter.get_i64("n").unwrap_or(1);
-        Ok(u64::try_from(n).unwrap_or(1))
+        // Numbers written by another tool (a shell's doubles) count as well.
+        let n = match counter.get("n") {
+            Some(Bson::Int64(n)) => Some(*n),
+            Some(Bson::Int32(n)) => Some(i64::from(*n)),
+            Some(Bson::Double(n)) if n.fract() == 0.0 => Some(*n as i64),
+            _ => None,
+        };
+        n.and_then(|n| u64::try_from(n).ok())
+            .filter(|n| *n > 0)
+            .ok_or_else(|| StateError::Database {
+                location: self.location.clone(),
+                reason: format!("the counter of job ids is not a positive number: {counter}"),
+            })
     }
 
     /// Writes a job this node runs. `false`: another node runs it now (it took the job over
@@ -305,7 +318,8 @@ impl SharedHistory {
         let Some(answer) = found.and_then(|d| d.get_str("answer").ok().map(str::to_string)) else {
             return Ok(None);
         };
-        self.withdraw(command).await?;
+        // The answer counts even if the command stays behind: it is withdrawn as stale later.
+        let _ = self.withdraw(command).await;
         Ok(Some(answer))
     }
 
@@ -318,25 +332,19 @@ impl SharedHistory {
         Ok(())
     }
 
-    /// Commands not answered yet for the jobs `jobs`, oldest first.
-    pub async fn pending(&self, jobs: &[u64]) -> Result<Vec<PendingCommand>, StateError> {
-        if jobs.is_empty() {
-            return Ok(vec![]);
-        }
-        let jobs: Vec<i64> = jobs.iter().map(|j| *j as i64).collect();
-        let found = self
-            .all(
-                &self.commands,
-                doc! { "job": { "$in": jobs }, "answer": null },
-            )
-            .await?;
+    /// Every command not answered yet, oldest first (a node answers those for its jobs).
+    pub async fn pending(&self) -> Result<Vec<PendingCommand>, StateError> {
+        let found = self.all(&self.commands, doc! { "answer": null }).await?;
+        let now = DateTime::now().timestamp_millis();
         Ok(found
             .into_iter()
             .filter_map(|d| {
+                let at = d.get_datetime("at").map_or(0, |at| at.timestamp_millis());
                 Some(PendingCommand {
                     id: d.get_object_id("_id").ok()?,
                     job: u64::try_from(d.get_i64("job").ok()?).ok()?,
                     command: d.get_str("command").ok()?.to_string(),
+                    age: Duration::from_millis((now - at).max(0) as u64),
                 })
             })
             .collect())

@@ -669,31 +669,43 @@ async fn job_events(
     let states = job.watch_state();
     let mut tick = tokio::time::interval(PROGRESS_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let manager = state.manager.clone();
     let stream = futures::stream::unfold(
         (job, states, tick, true, false, permit),
-        |(job, mut states, mut tick, first, done, permit)| async move {
-            if done {
-                return None;
-            }
-            let kind = if first {
-                EventKind::State
-            } else {
-                tokio::select! {
-                    changed = states.changed() => match changed {
-                        Ok(()) => EventKind::State,
-                        Err(_) => return None,
-                    },
-                    _ = tick.tick() => EventKind::Progress,
+        move |(mut job, mut states, mut tick, first, done, permit)| {
+            let manager = manager.clone();
+            async move {
+                if done {
+                    return None;
                 }
-            };
-            let state = *states.borrow_and_update();
-            let view = job.view();
-            let event = Event::default()
-                .event(kind.as_str())
-                .json_data(&view)
-                .unwrap_or_else(|_| Event::default().comment("unserialisable"));
-            let done = state.is_final() && kind == EventKind::State;
-            Some((Ok(event), (job, states, tick, false, done, permit)))
+                let mut kind = if first {
+                    EventKind::State
+                } else {
+                    tokio::select! {
+                        changed = states.changed() => match changed {
+                            Ok(()) => EventKind::State,
+                            Err(_) => return None,
+                        },
+                        _ = tick.tick() => EventKind::Progress,
+                    }
+                };
+                // The stream follows the job, not one run of it: with several service nodes, the
+                // job's run here may start (a node took it over) or stop (another took it from
+                // this one) while it goes on.
+                if let Some(now) = manager.get(job.id).filter(|now| !Arc::ptr_eq(now, &job)) {
+                    job = now;
+                    states = job.watch_state();
+                    kind = EventKind::State;
+                }
+                let state = *states.borrow_and_update();
+                let view = job.view();
+                let event = Event::default()
+                    .event(kind.as_str())
+                    .json_data(&view)
+                    .unwrap_or_else(|_| Event::default().comment("unserialisable"));
+                let done = state.is_final() && kind == EventKind::State;
+                Some((Ok(event), (job, states, tick, false, done, permit)))
+            }
         },
     );
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
