@@ -50,6 +50,15 @@ async fn appears(service: &Service, id: &Value) {
     }
 }
 
+/// Submits `body` to `node`, and waits until `other` shows the job too; its id.
+async fn submit(node: &Service, other: &Service, body: Value) -> Value {
+    let (status, job) = node.post("/api/jobs", body).await;
+    assert_eq!(status, 202, "{job}");
+    let id = job["id"].clone();
+    appears(other, &id).await;
+    id
+}
+
 /// Waits until `service` shows two nodes copying documents of job `id`.
 async fn both_copying(service: &Service, id: &Value) -> Value {
     service
@@ -215,10 +224,7 @@ fn the_job_of_a_node_killed_with_sigkill_is_taken_over_by_another() {
             "from": from, "to": to,
             "namespaces": [format!("{s}.c:{d}.c")], "workers": 2, "batch_size": 100, "rate": 1000
         });
-        let (status, job) = a.post("/api/jobs", body).await;
-        assert_eq!(status, 202, "{job}");
-        let id = job["id"].clone();
-        appears(&b, &id).await;
+        let id = submit(&a, &b, body).await;
         b.wait_for(&id, "progress seen by the other node", |j| {
             j["progress"]["docs"].as_u64() > Some(1_000)
         })
@@ -274,10 +280,7 @@ fn a_node_helping_with_a_partitioned_job_finishes_it_when_the_node_running_it_is
             "from": env.src, "to": env.dst, "namespaces": [format!("{s}.c:{d}.c")],
             "partition_docs": 500, "workers": 2, "batch_size": 100, "rate": 300
         });
-        let (status, job) = a.post("/api/jobs", body).await;
-        assert_eq!(status, 202, "{job}");
-        let id = job["id"].clone();
-        appears(&b, &id).await;
+        let id = submit(&a, &b, body).await;
         both_copying(&b, &id).await;
         drop(a); // SIGKILL, partitions held part-way
                  // B runs the job now; its helping run goes on with its partitions, then ends.
@@ -444,10 +447,7 @@ fn a_journaled_job_is_not_helped_so_its_journal_stays_whole() {
             "from": env.src, "to": env.dst, "namespaces": [format!("{s}.c:{d}.c")],
             "partition_docs": 300, "batch_size": 100, "rate": 600, "journal": {"dir": "j"}
         });
-        let (status, job) = a.post("/api/jobs", body).await;
-        assert_eq!(status, 202, "{job}");
-        let id = job["id"].clone();
-        appears(&b, &id).await;
+        let id = submit(&a, &b, body).await;
         let done = b
             .wait_for(&id, "the job completed", |j| {
                 let nodes = j["nodes"].as_array().map_or(0, Vec::len);
@@ -484,10 +484,7 @@ fn a_node_that_cannot_run_a_job_leaves_it_to_one_that_can() {
             "from": from, "to": to, "namespaces": [format!("{s}.c:{d}.c")],
             "batch_size": 100, "rate": 1000
         });
-        let (status, job) = a.post("/api/jobs", body).await;
-        assert_eq!(status, 202, "{job}");
-        let id = job["id"].clone();
-        appears(&keyless, &id).await;
+        let id = submit(&a, &keyless, body).await;
         keyless
             .wait_for(&id, "progress", |j| {
                 j["progress"]["docs"].as_u64() > Some(500)
@@ -512,5 +509,46 @@ fn a_node_that_cannot_run_a_job_leaves_it_to_one_that_can() {
         wait_state(&keyless, &id, |s| s == "completed").await;
         assert_eq!(assert_same(&env, (&s, "c"), (&d, "c")).await, 4_000);
         assert!(keyless.stop() && b.stop());
+    });
+}
+
+#[test]
+fn a_partitioned_sync_is_helped_then_followed_by_its_node_and_committed_from_the_other() {
+    TestEnv::start().run(|env| async move {
+        let state = env.state_uri("sync");
+        let a = node(&env, &state).start();
+        let b = node(&env, &state).start();
+        let (s, d) = (env.src_db("nsync"), env.dst_db("nsync"));
+        let src = env.src_client().await;
+        insert_raw(&src, &s, "c", &sample_docs(4_000, 256)).await;
+        let body = json!({
+            "from": env.src, "to": env.dst, "namespaces": [format!("{s}.c:{d}.c")],
+            "mode": "sync", "partition_docs": 500, "batch_size": 100, "rate": 400
+        });
+        let id = submit(&a, &b, body).await;
+        both_copying(&a, &id).await;
+        a.patch(&format!("/api/jobs/{id}"), json!({"rate": null}))
+            .await;
+        // The helping run ends with the partitions: the job's own run alone follows the source.
+        a.wait_for(&id, "the sync live, followed by its node alone", |j| {
+            let nodes = j["nodes"].as_array().cloned().unwrap_or_default();
+            j["progress"]["sync"]["phase"] == "live"
+                && nodes.len() == 1
+                && nodes[0]["role"] == "runs"
+        })
+        .await;
+        // Changes after the copy, then the cutover asked of the other node.
+        let more: Vec<_> = (4_000..4_100)
+            .map(|i| {
+                mongodb::bson::rawdoc! { "_id": i64::from(i), "late": true }
+            })
+            .collect();
+        insert_raw(&src, &s, "c", &more).await;
+        let (status, committed) = b.post(&format!("/api/jobs/{id}/commit"), json!({})).await;
+        assert_eq!(status, 200, "{committed}");
+        let done = wait_state(&a, &id, |s| s == "completed").await;
+        assert_eq!(done["error"], Value::Null, "{done}");
+        assert_eq!(assert_same(&env, (&s, "c"), (&d, "c")).await, 4_100);
+        assert!(a.stop() && b.stop());
     });
 }

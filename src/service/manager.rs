@@ -123,8 +123,9 @@ pub struct JobManager {
     clusters: AllowList,
     /// Jobs other nodes run whose partitions this node copies too (shared history).
     pub(super) helping: Mutex<BTreeMap<JobId, Arc<Job>>>,
-    /// When each job's last helping run here ended: it is not started again at once.
-    pub(super) helped: Mutex<HashMap<JobId, std::time::Instant>>,
+    /// When each job's last helping run here ended, if it stopped short: it is not started again
+    /// at once. `None`: it copied every partition left, so the job needs no more help.
+    pub(super) helped: Mutex<HashMap<JobId, Option<std::time::Instant>>>,
     /// The record last written of each job this node runs (shared history).
     pub(super) written: Mutex<HashMap<JobId, String>>,
     /// How long a node's silence is waited out before its jobs are taken over (shared history).

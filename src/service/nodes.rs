@@ -281,11 +281,13 @@ impl JobManager {
             return;
         }
         let record = mirror.record();
-        let recently = self
-            .helped
-            .lock()
-            .get(&mirror.id)
-            .is_some_and(|ended| ended.elapsed() < HELP_AGAIN);
+        let recently = match self.helped.lock().get(&mirror.id) {
+            None => false,
+            // Every partition is copied: what is left (indexes, verify, a sync's following) is
+            // the job's run's.
+            Some(None) => true,
+            Some(Some(ended)) => ended.elapsed() < HELP_AGAIN,
+        };
         // A journaled job is not helped: its journal stays whole, on the node that runs it.
         if record.state != JobState::Running || recently || record.spec.journal.is_some() {
             return;
@@ -313,13 +315,14 @@ impl JobManager {
         self.spawn_run(helper, copy_spec, NodeRole::Helps);
     }
 
-    /// A run of `job` ended: if it was a helping run, it is forgotten (and not started again
-    /// for a while).
+    /// A run of `job` ended: if it was a helping run, it is forgotten, and not started again:
+    /// for a while if it stopped short, for good if it completed (every partition copied).
     pub(super) fn helped_out(&self, job: &Arc<Job>) {
         let mut helping = self.helping.lock();
         if helping.get(&job.id).is_some_and(|h| Arc::ptr_eq(h, job)) {
             helping.remove(&job.id);
-            self.helped.lock().insert(job.id, Instant::now());
+            let again = (job.state() != JobState::Completed).then(Instant::now);
+            self.helped.lock().insert(job.id, again);
         }
     }
 
