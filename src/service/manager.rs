@@ -132,6 +132,8 @@ pub struct JobManager {
     pub(super) lease: Duration,
     /// Stops the heartbeat (shared history) at shutdown.
     halt: CancellationToken,
+    /// From when the next beat reads the jobs written (shared history); `None`: every job.
+    pub(super) jobs_read: Mutex<Option<mongodb::bson::DateTime>>,
     /// When a failing beat was last logged (shared history): once a minute, not every beat.
     pub(super) beat_failed: Mutex<Option<std::time::Instant>>,
     /// Seals the credentials of jobs' URIs in the history, and opens them to continue a job.
@@ -228,6 +230,7 @@ impl JobManager {
             lease,
             halt: CancellationToken::new(),
             beat_failed: Mutex::default(),
+            jobs_read: Mutex::default(),
             credentials: std::sync::OnceLock::new(),
         }))
     }

@@ -24,6 +24,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use mongodb::bson::DateTime;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -46,6 +47,9 @@ const FAILURE_LOGGED_EVERY: Duration = Duration::from_secs(60);
 
 /// A command older than this is withdrawn unanswered: its sender gave up on it.
 const STALE_COMMAND: Duration = Duration::from_secs(60);
+
+/// How far back, beyond a lease, each beat reads the jobs written lately.
+const JOBS_WINDOW: Duration = Duration::from_secs(10);
 
 /// How long after a helping run ended another may start for the same job.
 const HELP_AGAIN: Duration = Duration::from_secs(5);
@@ -120,7 +124,11 @@ impl JobManager {
             .filter(|n| self.alive(n))
             .map(|n| n.node.as_str())
             .collect();
-        for stored in shared.jobs().await? {
+        // Every job at the first beat; then those written lately, and those not ended. The
+        // window reaches back a lease and more, for writers whose clocks run behind.
+        let read_at = DateTime::now();
+        let since = *self.jobs_read.lock();
+        for stored in shared.jobs(since).await? {
             let owner = stored.node.clone();
             let Some(record) = self.mirror(shared, stored) else {
                 continue;
@@ -151,6 +159,8 @@ impl JobManager {
                 _ => {}
             }
         }
+        let window = (self.lease + JOBS_WINDOW).as_millis() as i64;
+        *self.jobs_read.lock() = Some(DateTime::from_millis(read_at.timestamp_millis() - window));
         self.answer_commands(shared).await?;
         self.show_shares(shared.node(), shares, &nodes, &live);
         for gone in nodes.iter().filter(|n| n.age > self.lease * 10) {

@@ -188,9 +188,17 @@ impl SharedHistory {
             .map_err(|e| self.failed(&e))
     }
 
-    /// Every job, oldest first.
-    pub async fn jobs(&self) -> Result<Vec<StoredJob>, StateError> {
-        let found = self.all(&self.jobs, doc! {}).await?;
+    /// The jobs, oldest first: every one (`since` = `None`), or those written at or after
+    /// `since` (by their writers' clocks) and every one not ended (whose node may be gone).
+    pub async fn jobs(&self, since: Option<DateTime>) -> Result<Vec<StoredJob>, StateError> {
+        let filter = match since {
+            None => doc! {},
+            Some(since) => doc! { "$or": [
+                { "updated": { "$gte": since } },
+                { "state": { "$in": ["pending", "running", "paused", "interrupted"] } },
+            ] },
+        };
+        let found = self.all(&self.jobs, filter).await?;
         Ok(found.iter().filter_map(stored_job).collect())
     }
 
