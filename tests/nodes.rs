@@ -69,6 +69,30 @@ async fn both_copying(service: &Service, id: &Value) -> Value {
         .await
 }
 
+/// The node that runs job `id`, as `service` shows it.
+async fn runner(service: &Service, id: &Value) -> Value {
+    let job = service
+        .wait_for(id, "the node running the job", |j| {
+            j["nodes"]
+                .as_array()
+                .is_some_and(|n| n.iter().any(|n| n["role"] == "runs"))
+        })
+        .await;
+    let nodes = job["nodes"].as_array().unwrap();
+    nodes.iter().find(|n| n["role"] == "runs").unwrap()["node"].clone()
+}
+
+/// Waits until `service` shows job `id` run by a node other than `gone`.
+async fn taken_from(service: &Service, id: &Value, gone: &Value) -> Value {
+    service
+        .wait_for(id, "the job run by another node", |j| {
+            j["nodes"]
+                .as_array()
+                .is_some_and(|n| n.iter().any(|n| n["role"] == "runs" && n["node"] != *gone))
+        })
+        .await
+}
+
 /// Waits until `service` shows job `id` in a state that `check` accepts.
 async fn wait_state(service: &Service, id: &Value, check: impl Fn(&str) -> bool) -> Value {
     service
@@ -229,12 +253,10 @@ fn the_job_of_a_node_killed_with_sigkill_is_taken_over_by_another() {
             j["progress"]["docs"].as_u64() > Some(1_000)
         })
         .await;
-        drop(a); // SIGKILL: no word to the other node
-        let taken = b
-            .wait_for(&id, "the job run by the other node", |j| {
-                j["nodes"].as_array().is_some_and(|n| n.len() == 1) && j["state"] == "running"
-            })
-            .await;
+        let node_a = runner(&b, &id).await;
+        // SIGKILL: no word to the other node.
+        drop(a);
+        let taken = taken_from(&b, &id, &node_a).await;
         assert_eq!(taken["id"], id);
         let (status, faster) = b
             .patch(&format!("/api/jobs/{id}"), json!({"rate": null}))
@@ -282,15 +304,11 @@ fn a_node_helping_with_a_partitioned_job_finishes_it_when_the_node_running_it_is
         });
         let id = submit(&a, &b, body).await;
         both_copying(&b, &id).await;
-        drop(a); // SIGKILL, partitions held part-way
-                 // B runs the job now; its helping run goes on with its partitions, then ends.
-        let taken = b
-            .wait_for(&id, "the helping node running the job", |j| {
-                j["nodes"]
-                    .as_array()
-                    .is_some_and(|n| n.iter().any(|n| n["role"] == "runs"))
-            })
-            .await;
+        let node_a = runner(&b, &id).await;
+        // SIGKILL, partitions held part-way. B runs the job then; its helping run goes on with
+        // its partitions, and ends.
+        drop(a);
+        let taken = taken_from(&b, &id, &node_a).await;
         assert!(
             matches!(taken["state"].as_str(), Some("running" | "pending")),
             "{taken}"
@@ -313,7 +331,7 @@ fn a_node_helping_with_a_partitioned_job_finishes_it_when_the_node_running_it_is
 }
 
 #[test]
-fn a_node_stopped_with_sigterm_hands_its_job_over_at_once() {
+fn a_node_stopped_with_sigterm_hands_its_job_over_at_once_paused_as_it_was() {
     TestEnv::start().run(|env| async move {
         let state = env.state_uri("handover");
         // A lease far longer than the test's wait: the handover cannot be the lease running out.
@@ -333,21 +351,43 @@ fn a_node_stopped_with_sigterm_hands_its_job_over_at_once() {
         })
         .await;
         appears(&b, &id).await;
+        // The operator's pause and rate hold across the handover.
+        let (status, paused) = a.post(&format!("/api/jobs/{id}/pause"), json!({})).await;
+        assert_eq!(status, 200, "{paused}");
+        let (status, slower) = a
+            .patch(&format!("/api/jobs/{id}"), json!({"rate": 700}))
+            .await;
+        assert_eq!(status, 200, "{slower}");
+        let node_a = runner(&a, &id).await;
         assert!(a.stop(), "a clean stop");
         let started = std::time::Instant::now();
-        b.wait_for(&id, "the job run by the other node", |j| {
-            j["nodes"]
-                .as_array()
-                .is_some_and(|n| n.len() == 1 && n[0]["role"] == "runs")
-        })
-        .await;
+        let taken = taken_from(&b, &id, &node_a).await;
         assert!(
             started.elapsed() < Duration::from_secs(20),
             "taken over in {:?}",
             started.elapsed()
         );
+        assert_eq!(taken["state"], "paused", "{taken}");
+        assert_eq!(taken["limits"]["rate"], 700.0, "{taken}");
+        let resumed_at = taken["progress"]["docs"].as_u64().unwrap_or(0)
+            + taken["progress"]["skipped"].as_u64().unwrap_or(0);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let still = b.job(&id).await;
+        let now = still["progress"]["docs"].as_u64().unwrap_or(0)
+            + still["progress"]["skipped"].as_u64().unwrap_or(0);
+        assert_eq!(
+            (still["state"].as_str(), now),
+            (Some("paused"), resumed_at),
+            "{still}"
+        );
         b.patch(&format!("/api/jobs/{id}"), json!({"rate": null}))
             .await;
+        let (status, resumed) = b.post(&format!("/api/jobs/{id}/resume"), json!({})).await;
+        assert_eq!(
+            (status, resumed["state"].as_str()),
+            (200, Some("running")),
+            "{resumed}"
+        );
         let done = wait_state(&b, &id, |s| s == "completed").await;
         assert_eq!(done["error"], Value::Null, "{done}");
         assert_eq!(assert_same(&env, (&s, "c"), (&d, "c")).await, 5_000);
@@ -490,8 +530,9 @@ fn a_node_that_cannot_run_a_job_leaves_it_to_one_that_can() {
                 j["progress"]["docs"].as_u64() > Some(500)
             })
             .await;
-        drop(a); // SIGKILL
-                 // The node without the key cannot open the job's credentials: it does not take it.
+        // SIGKILL. The node without the key cannot open the job's credentials: it does not take
+        // the job over.
+        drop(a);
         let shown = wait_state(&keyless, &id, |s| s == "interrupted").await;
         let error = shown["error"].as_str().unwrap();
         assert!(error.contains("this node cannot run it"), "{shown}");

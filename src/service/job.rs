@@ -161,6 +161,13 @@ pub struct JobRecord {
     /// A sync job's cutover was asked for: every node working on the job commits.
     #[serde(default)]
     pub commit: bool,
+    /// The operator's pause is in force (kept through an interruption, so that the job continues
+    /// paused, here after a restart or on another node).
+    #[serde(default)]
+    pub paused: bool,
+    /// The job's rate limits as last set (`null`: those of its spec).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Limits>,
     /// The credentials of the spec's URIs, sealed with the service's key
     /// ([`super::credentials`]): a service with that key can continue the job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -310,6 +317,8 @@ impl Job {
             skipped: 0,
             failed: 0,
             commit: false,
+            paused: false,
+            limits: None,
             sealed: None,
         };
         Job::with_record(record, spec, control)
@@ -356,10 +365,10 @@ impl Job {
             spec: None,
             control: Arc::new(Control::with_throttle(
                 record.workers,
-                Throttle::new(Limits {
+                Throttle::new(record.limits.unwrap_or(Limits {
                     rate: record.spec.rate,
                     rate_bytes: record.spec.rate_bytes,
-                }),
+                })),
             )),
             cancel,
             commit: CancellationToken::new(),
@@ -445,8 +454,11 @@ impl Job {
     pub fn apply(&self, event: Event) -> Result<JobState, JobState> {
         let mut inner = self.inner.lock();
         let state = inner.record.state.after(&event)?;
-        if let Event::Ended(_, message) = event {
-            inner.record.error = message;
+        match event {
+            Event::Ended(_, message) => inner.record.error = message,
+            Event::Paused => inner.record.paused = true,
+            Event::Resumed { .. } => inner.record.paused = false,
+            Event::Started | Event::Abandoned => {}
         }
         inner.record.state = state;
         if state.is_final() {
@@ -494,7 +506,12 @@ impl Job {
 
     pub fn record(&self) -> JobRecord {
         let mut inner = self.inner.lock();
-        inner.record.workers = self.control.workers();
+        // A run of this service's: its settings now. Another node's job, or one of the history,
+        // has them in its record as written.
+        if self.spec.is_some() && inner.elsewhere.is_none() {
+            inner.record.workers = self.control.workers();
+            inner.record.limits = Some(self.control.throttle().job.limits());
+        }
         inner.record.clone()
     }
 

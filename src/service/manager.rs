@@ -291,9 +291,15 @@ impl JobManager {
                 .and_then(|key| key.open(record.id, &record.spec, sealed))
                 .ok_or("its credentials are sealed with a key this service does not have")?
         };
-        // With the workers it had last.
+        // With the workers and rate limits it had last.
+        let limits = record.limits.unwrap_or(Limits {
+            rate: spec.rate,
+            rate_bytes: spec.rate_bytes,
+        });
         Ok(JobSpec {
             workers: Some(record.workers),
+            rate: limits.rate,
+            rate_bytes: limits.rate_bytes,
             ..spec
         })
     }
@@ -375,7 +381,13 @@ impl JobManager {
                 return;
             }
         };
+        let paused = record.paused;
         let job = Arc::new(Job::continued(record, spec, self.control(&copy_spec)));
+        // The operator's pause holds across the interruption: the job continues paused.
+        if paused {
+            let _ = job.apply(Event::Paused);
+            job.control.pause();
+        }
         self.jobs.lock().insert(id, job.clone());
         tracing::info!("job {id} continues from its checkpoint");
         self.spawn_run(job, copy_spec, NodeRole::Runs);
