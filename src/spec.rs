@@ -558,18 +558,26 @@ impl JobSpec {
                 problems.push(format!("namespaces: destination {key} is named twice"));
             }
         }
-        if from == to {
-            for m in &namespaces {
-                let same = match m {
-                    NsMapping::Collection { src, dst } => src == dst,
-                    NsMapping::Database { src_db, dst_db } => src_db == dst_db,
-                    NsMapping::Everything => true,
-                };
-                if same {
-                    problems.push(format!(
-                        "namespaces: {m} would copy onto itself (same server, same namespace)"
-                    ));
-                }
+        // Whether a job writes onto what it reads depends on the deployments, not on the URIs'
+        // text: `run::overlap` asks the servers. The server's own databases are never written,
+        // nor deleted from.
+        let mode = self.mode.unwrap_or_default();
+        for m in &namespaces {
+            let (src_db, dst_db) = match m {
+                NsMapping::Collection { src, dst } => (&src.db, &dst.db),
+                NsMapping::Database { src_db, dst_db } => (src_db, dst_db),
+                NsMapping::Everything => continue,
+            };
+            if SYSTEM_DATABASES.contains(&dst_db.as_str()) {
+                problems.push(format!(
+                    "namespaces: `{m}` writes into {dst_db}, the server's own database: it is \
+                     never a destination"
+                ));
+            } else if mode == Mode::Move && SYSTEM_DATABASES.contains(&src_db.as_str()) {
+                problems.push(format!(
+                    "namespaces: `{m}` would delete from {src_db}, the server's own database: \
+                     a move never does"
+                ));
             }
         }
         let filter = match filter.as_ref().map(Filter::to_document).transpose() {
@@ -607,7 +615,6 @@ impl JobSpec {
             problems.extend(adaptive.problems());
         }
         problems.extend(bounds::MAX_DOCUMENT_BYTES.problem_opt(self.max_document_bytes));
-        let mode = self.mode.unwrap_or_default();
         if mode == Mode::Move && self.verify && !self.keep_source {
             problems.push(
                 "verify: after a move the source no longer holds what was moved, so there is \
@@ -773,11 +780,23 @@ mod tests {
     }
 
     #[test]
-    fn refuses_copy_onto_itself() {
-        let err = JobSpec::new("mongodb://h", "mongodb://h", &["a.b"])
-            .validate()
-            .unwrap_err();
-        assert!(err.to_string().contains("onto itself"), "{err}");
+    fn the_servers_own_databases_are_never_written() {
+        for ns in ["db.c:admin.c", "db.*:local", "db.c:config.c"] {
+            let err = JobSpec::new("mongodb://a", "mongodb://b", &[ns])
+                .validate()
+                .unwrap_err();
+            assert!(err.to_string().contains("never a destination"), "{err}");
+        }
+        let mut moving = JobSpec::new("mongodb://a", "mongodb://b", &["admin.c:db.c"]);
+        moving.mode = Some(Mode::Move);
+        let err = moving.validate().unwrap_err();
+        assert!(err.to_string().contains("a move never does"), "{err}");
+        // Copying out of them is reading only.
+        assert!(
+            JobSpec::new("mongodb://a", "mongodb://b", &["admin.c:db.c"])
+                .validate()
+                .is_ok()
+        );
     }
 
     #[test]

@@ -207,6 +207,10 @@ pub struct MoveArgs {
 pub struct PlanArgs {
     #[command(flatten)]
     pub spec: JobSpec,
+    /// The state store the copy would use: a MongoDB one (`mongodb://host/db`) must not be
+    /// among the destinations; a file store is not read.
+    #[arg(long, env = "MONGOFERRY_STATE", hide_env_values = true)]
+    pub state: Option<String>,
     /// Print the plan as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -313,6 +317,11 @@ impl From<CopyError> for Failure {
                 message: "interrupted; the copy is incomplete (run it again to finish)".into(),
                 status: 130,
             },
+            // Refused as a bad command line is: nothing was written.
+            unsafe_job @ CopyError::Unsafe(_) => Failure {
+                message: unsafe_job.to_string(),
+                status: 2,
+            },
             other => Failure {
                 message: other.to_string(),
                 status: 1,
@@ -382,6 +391,7 @@ async fn run_move(mut args: MoveArgs) -> Result<(), Failure> {
     if args.dry_run {
         return run_plan(PlanArgs {
             spec: args.copy.spec,
+            state: args.copy.state,
             json: args.copy.json,
         })
         .await;
@@ -529,7 +539,19 @@ async fn copy_with_store(
 
 async fn run_plan(args: PlanArgs) -> Result<(), Failure> {
     let spec = args.spec.validate()?;
-    let plan = crate::run::plan::plan(&spec).await?;
+    let state = match &args.state {
+        Some(uri) if is_mongodb_uri(uri) => Some(
+            MongoStore::open(uri, Duration::from_secs(30), spec.connect_timeout)
+                .await
+                .map_err(CopyError::from)?,
+        ),
+        _ => None,
+    };
+    let plan = crate::run::plan::plan(&spec, state.as_ref().and_then(|s| s.database())).await;
+    if let Some(state) = &state {
+        state.close().await;
+    }
+    let plan = plan?;
     if args.json {
         println!(
             "{}",

@@ -58,6 +58,10 @@ pub enum CopyError {
     /// differ, or nothing is selected).
     #[error("{0}")]
     Schema(String),
+    /// The job would destroy data that exists nowhere else (`run::overlap`): nothing was
+    /// written.
+    #[error("refused, nothing was written: {}", .0.join("; "))]
+    Unsafe(Vec<String>),
     /// The source no longer holds the changes after the job's saved position.
     #[error(
         "the source no longer holds the changes since this job's saved position ({0}); following \

@@ -5,6 +5,7 @@
 //! say which side failed and why, with credentials removed.
 
 pub mod bson_order;
+pub mod identity;
 pub mod retry;
 pub mod schema;
 

@@ -17,6 +17,7 @@ use mongodb::Client;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use super::overlap;
 use super::schema::{self, SchemaWork, Selection};
 use super::sync::{self, Follower, Until};
 use super::verify::{verify_all, Comparison, VerifyReport};
@@ -185,6 +186,7 @@ pub async fn prepare(
         mongo::connect_both(&spec.from, &spec.to, pool, spec.connect_timeout).await?;
     let found = async {
         let selection = schema::select(&source, &spec.namespaces, &spec.exclude).await?;
+        overlap::check(spec, &selection, &source, &destination, store.database()).await?;
         let existing = schema::destination(&destination, &selection).await?;
         let conflicts = schema::conflicts(&selection, &existing);
         if !conflicts.is_empty() && !spec.drop {

@@ -7,6 +7,7 @@
 //! both run jobs through here, so there is one set of rules per command.
 
 pub mod copy;
+pub mod overlap;
 pub mod plan;
 pub mod replay;
 pub mod schema;

@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document, RawDocumentBuf};
-use mongodb::Client;
+use mongodb::{Client, Database};
 use serde::Serialize;
 
 use super::copy::max_document_bytes;
+use super::overlap::{self, Deployments};
 use super::schema;
 use crate::engine::sink::MAX_DOCUMENT_BYTES;
 use crate::engine::CopyError;
@@ -98,22 +99,35 @@ pub struct Estimate {
 const PROBE: Duration = Duration::from_secs(1);
 
 /// Plans a copy of `spec`: connects to both sides, reads, writes nothing.
-pub async fn plan(spec: &CopySpec) -> Result<Plan, CopyError> {
+/// `state` is the database of the job's state store, when it is kept in MongoDB.
+pub async fn plan(spec: &CopySpec, state: Option<&Database>) -> Result<Plan, CopyError> {
     let (src, dst) = mongo::connect_both(&spec.from, &spec.to, 2, spec.connect_timeout).await?;
-    let planned = plan_with(&src, &dst, spec).await;
+    let planned = plan_with(&src, &dst, spec, state).await;
     mongo::close(src).await;
     mongo::close(dst).await;
     planned
 }
 
-async fn plan_with(src: &Client, dst: &Client, spec: &CopySpec) -> Result<Plan, CopyError> {
+async fn plan_with(
+    src: &Client,
+    dst: &Client,
+    spec: &CopySpec,
+    state: Option<&Database>,
+) -> Result<Plan, CopyError> {
     let selection = schema::select(src, &spec.namespaces, &spec.exclude).await?;
     let existing = schema::destination(dst, &selection).await?;
     let limit = spec
         .max_document_bytes
         .unwrap_or(MAX_DOCUMENT_BYTES)
         .min(max_document_bytes(dst).await);
-    let mut problems = Vec::new();
+    let deployments = Deployments::identify(src, dst, state).await?;
+    let mut problems: Vec<Problem> = overlap::problems(spec, &selection, &deployments)
+        .into_iter()
+        .map(|message| Problem {
+            blocks: true,
+            message,
+        })
+        .collect();
     for conflict in schema::conflicts(&selection, &existing) {
         problems.push(Problem {
             blocks: !spec.drop,

@@ -23,8 +23,8 @@ use super::job::{Event, Job, JobId, JobRecord, JobState, NodeRole, Outcome};
 use crate::bounds;
 use crate::engine::control::throttle::{Limiter, Limits, Throttle};
 use crate::engine::{Control, CopyError};
-use crate::run::copy;
 use crate::run::plan::Plan;
+use crate::run::{copy, overlap};
 use crate::service::clusters::AllowList;
 use crate::spec::{CopySpec, JobSpec, Mode, SpecError};
 use crate::state::history::{HistoryError, HistoryFile};
@@ -44,6 +44,10 @@ pub enum Command {
     /// A sync job's cutover: every change up to now is applied, then the job ends.
     Commit,
 }
+
+/// How long a submit waits for each server to say who it is: the request returns at once, and
+/// a server slower than this is checked by the job's run instead.
+const SUBMIT_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Why a plan could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -414,7 +418,7 @@ impl JobManager {
     /// What a job of `spec` would do (a dry run: it reads both clusters and writes nothing).
     pub async fn plan(&self, spec: &JobSpec) -> Result<Plan, PlanError> {
         let copy_spec = self.copy_spec(spec).map_err(PlanError::Invalid)?;
-        crate::run::plan::plan(&copy_spec)
+        crate::run::plan::plan(&copy_spec, self.state.database())
             .await
             .map_err(PlanError::Failed)
     }
@@ -423,6 +427,14 @@ impl JobManager {
     /// with a shared history, an active job of another node with the same spec counts too).
     pub async fn submit(self: &Arc<Self>, spec: JobSpec) -> Result<(Arc<Job>, bool), SubmitError> {
         let copy_spec = self.copy_spec(&spec)?;
+        // A job that would destroy its own data is refused before it is accepted (its run
+        // checks again: a wildcard may expand differently by then).
+        let timeout = copy_spec.connect_timeout.min(SUBMIT_PROBE_TIMEOUT);
+        if let Err(CopyError::Unsafe(problems)) =
+            overlap::probe(&copy_spec, self.state.database(), timeout).await
+        {
+            return Err(SpecError(problems).into());
+        }
         let redacted = spec.redacted();
         let same = |j: &Arc<Job>| {
             !j.state().is_final()

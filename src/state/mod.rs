@@ -332,6 +332,11 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     fn keep_dead_letters(&self, letters: Vec<DeadLetter>) -> BoxFuture<'_, Result<(), StateError>>;
     /// Where the state lives, for messages.
     fn location(&self) -> String;
+    /// The database of a store kept in MongoDB: a job never writes into it
+    /// (`run::overlap`). `None` for the file and memory stores.
+    fn database(&self) -> Option<&mongodb::Database> {
+        None
+    }
     /// Where the dead letters live, for messages.
     fn dead_letter_location(&self) -> String;
     /// Gives back what the store holds (connections; claims already dropped) before the process

@@ -441,6 +441,10 @@ impl StateStore for MongoStore {
         self.location.clone()
     }
 
+    fn database(&self) -> Option<&mongodb::Database> {
+        Some(&self.database)
+    }
+
     fn dead_letter_location(&self) -> String {
         format!("the dead_letters collection of {}", self.location)
     }

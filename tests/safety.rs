@@ -1,0 +1,289 @@
+//! Jobs that would destroy data that exists nowhere else are refused, whatever the spelling: a
+//! move onto its own server under another name, swaps and chains on one deployment, wildcards
+//! writing two sources into one destination, and the state database as a destination. Each
+//! refusal leaves both sides as they were.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::service::Serve;
+use common::{mongoferry_async, stderr, stdout, TestEnv};
+use mongodb::bson::{doc, Document};
+use mongodb::Client;
+use serde_json::json;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+async fn fill(client: &Client, db: &str, coll: &str, n: i64) {
+    let docs: Vec<Document> = (0..n).map(|i| doc! { "_id": i, "coll": coll }).collect();
+    client
+        .database(db)
+        .collection::<Document>(coll)
+        .insert_many(docs)
+        .await
+        .unwrap();
+}
+
+async fn count(client: &Client, db: &str, coll: &str) -> u64 {
+    client
+        .database(db)
+        .collection::<Document>(coll)
+        .count_documents(doc! {})
+        .await
+        .unwrap()
+}
+
+async fn run(args: &[&str]) -> std::process::Output {
+    mongoferry_async(args.iter().map(|a| a.to_string()).collect(), LIMIT).await
+}
+
+/// The test server's port in `uri` (`mongodb://127.0.0.1:P/…`).
+fn port(uri: &str) -> &str {
+    let rest = uri.split("://").nth(1).unwrap();
+    let authority = rest.split(['/', '?']).next().unwrap();
+    authority.rsplit(':').next().unwrap()
+}
+
+#[test]
+fn a_move_onto_its_own_server_under_any_spelling_is_refused() {
+    TestEnv::start().run(|env| async move {
+        let db = env.src_db("self");
+        let src = env.src_client().await;
+        fill(&src, &db, "x", 1_000).await;
+        let ns = format!("{db}.x");
+        let p = port(&env.src);
+        let spellings = if env.src == env.dst {
+            vec![env.src.clone()]
+        } else {
+            vec![
+                format!("mongodb://localhost:{p}/?directConnection=true"),
+                format!("mongodb://127.0.0.1:{p}/?directConnection=true&appName=x"),
+                format!("mongodb://127.0.0.1:{p}/admin?directConnection=true"),
+                format!("mongodb://127.0.0.1:{p}"),
+                format!("mongodb://[::ffff:127.0.0.1]:{p}/?directConnection=true"),
+            ]
+        };
+        for to in &spellings {
+            for command in ["move", "copy", "sync"] {
+                let out = run(&[command, "--from", &env.src, "--to", to, "--ns", &ns]).await;
+                assert_eq!(
+                    out.status.code(),
+                    Some(2),
+                    "{command} to {to}: {}",
+                    stderr(&out)
+                );
+                assert!(
+                    stderr(&out).contains("would copy onto itself")
+                        && stderr(&out).contains("one deployment"),
+                    "{command} to {to}: {}",
+                    stderr(&out)
+                );
+                assert_eq!(count(&src, &db, "x").await, 1_000, "{command} to {to}");
+            }
+            // The plan shows it as the reason the copy would not start.
+            let out = run(&[
+                "plan", "--from", &env.src, "--to", to, "--ns", &ns, "--json",
+            ])
+            .await;
+            assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+            let plan: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+            assert_eq!(plan["blocked"], true);
+            assert!(
+                plan["problems"][0]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("onto itself"),
+                "{plan}"
+            );
+        }
+    });
+}
+
+#[test]
+fn swaps_and_chains_on_one_deployment_are_refused_and_renames_are_not() {
+    TestEnv::start().run(|env| async move {
+        let db = env.src_db("swap");
+        let src = env.src_client().await;
+        for coll in ["s1", "s2", "a", "b"] {
+            fill(&src, &db, coll, 300).await;
+        }
+        let ns = |from: &str, to: &str| format!("{db}.{from}:{db}.{to}");
+        // The other spelling of the same server.
+        let to = env.src.replace("127.0.0.1", "localhost").replace(
+            "directConnection=true",
+            "directConnection=true&appName=other",
+        );
+        for (first, second, refused) in [
+            (ns("s1", "s2"), ns("s2", "s1"), "s2"),
+            (ns("a", "b"), ns("b", "c"), "b"),
+        ] {
+            let out = run(&[
+                "move", "--from", &env.src, "--to", &to, "--ns", &first, "--ns", &second,
+            ])
+            .await;
+            assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+            let message = stderr(&out);
+            assert!(
+                message.contains(&format!(
+                    "writes into {db}.{refused}, which `{second}` reads"
+                )) || message.contains(&format!(
+                    "writes into {db}.{refused}, which `{first}` reads"
+                )),
+                "{message}"
+            );
+        }
+        for coll in ["s1", "s2", "a", "b"] {
+            assert_eq!(count(&src, &db, coll).await, 300, "{coll}");
+        }
+        assert_eq!(count(&src, &db, "c").await, 0);
+        // A rename within the deployment moves the documents.
+        let archive = env.src_db("archive");
+        let rename = format!("{db}.a:{archive}.a");
+        let out = run(&[
+            "move", "--from", &env.src, "--to", &to, "--ns", &rename, "--quiet",
+        ])
+        .await;
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(count(&src, &db, "a").await, 0);
+        assert_eq!(count(&src, &archive, "a").await, 300);
+    });
+}
+
+#[test]
+fn wildcards_cannot_write_two_sources_into_one_destination() {
+    TestEnv::start().run(|env| async move {
+        let (p, q) = (env.src_db("p"), env.dst_db("q"));
+        let src = env.src_client().await;
+        fill(&src, &p, "x", 2_000).await;
+        fill(&src, &p, "y", 100).await;
+        let all = format!("{p}.*:{q}");
+        let one = format!("{p}.y:{q}.x");
+        for command in ["move", "copy"] {
+            let out = run(&[
+                command, "--from", &env.src, "--to", &env.dst, "--ns", &all, "--ns", &one,
+            ])
+            .await;
+            assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+            let message = stderr(&out);
+            assert!(
+                message.contains(&format!("{p}.x and {p}.y would all be written into {q}.x")),
+                "{message}"
+            );
+            assert!(
+                message.contains(&format!("{p}.y is selected by")),
+                "{message}"
+            );
+        }
+        assert_eq!(count(&src, &p, "x").await, 2_000);
+        assert_eq!(count(&src, &p, "y").await, 100);
+        let dst = env.dst_client().await;
+        assert_eq!(count(&dst, &q, "x").await, 0);
+    });
+}
+
+#[test]
+fn the_state_database_is_never_a_destination() {
+    TestEnv::start().run(|env| async move {
+        if env.src == env.dst {
+            return; // The source's databases would be the state's deployment too.
+        }
+        let ferry = env.dst_db("ferry");
+        let state = common::with_database(&env.dst, &ferry);
+        let (src, dst) = (env.src_client().await, env.dst_client().await);
+        fill(&src, &ferry, "c", 200).await;
+        // A first copy keeps its checkpoint in the state database.
+        let other = env.src_db("other");
+        fill(&src, &other, "c", 10).await;
+        let kept = format!("{other}.c");
+        let out = run(&[
+            "copy", "--from", &env.src, "--to", &env.dst, "--ns", &kept, "--state", &state,
+            "--quiet",
+        ])
+        .await;
+        assert!(out.status.success(), "{}", stderr(&out));
+        let checkpoints = count(&dst, &ferry, "checkpoints").await;
+        assert!(checkpoints > 0);
+        let all = format!("{ferry}.*");
+        let out = run(&[
+            "copy", "--from", &env.src, "--to", &env.dst, "--ns", &all, "--state", &state,
+            "--drop",
+        ])
+        .await;
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!("database {ferry}, which keeps this job's state")),
+            "{}",
+            stderr(&out)
+        );
+        assert_eq!(count(&dst, &ferry, "checkpoints").await, checkpoints);
+        // `plan --state` sees it too.
+        let out = run(&[
+            "plan", "--from", &env.src, "--to", &env.dst, "--ns", &all, "--state", &state,
+        ])
+        .await;
+        assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+        assert!(stdout(&out).contains("keeps this job's state"), "{}", stdout(&out));
+
+        // A service on a MongoDB state refuses a job into its own database at submit.
+        let service = Serve::with_state(Path::new(&state))
+            .arg("--allow-cluster")
+            .arg(format!("127.0.0.1:{}", port(&env.src)))
+            .arg("--allow-cluster")
+            .arg(format!("127.0.0.1:{}", port(&env.dst)))
+            .start();
+        let before = service.jobs().await.len();
+        for namespaces in [
+            json!([format!("{other}.c:{ferry}.service_jobs")]),
+            json!([format!("{other}.*:{ferry}")]),
+        ] {
+            let (status, body) = service
+                .post(
+                    "/api/jobs",
+                    json!({"from": env.src, "to": env.dst, "namespaces": namespaces, "drop": true}),
+                )
+                .await;
+            assert_eq!(status, 400, "{body}");
+            assert!(body.to_string().contains("keeps this job's state"), "{body}");
+        }
+        let (status, plan) = service
+            .post(
+                "/api/plan",
+                json!({"from": env.src, "to": env.dst, "namespaces": [format!("{other}.*:{ferry}")]}),
+            )
+            .await;
+        assert_eq!(status, 200, "{plan}");
+        assert_eq!(plan["blocked"], true, "{plan}");
+        assert_eq!(service.jobs().await.len(), before);
+        assert!(service.stop());
+    });
+}
+
+#[test]
+fn a_service_refuses_a_move_onto_its_own_server_at_submit() {
+    TestEnv::start().run(|env| async move {
+        let db = env.src_db("svc");
+        let src = env.src_client().await;
+        fill(&src, &db, "x", 500).await;
+        let p = port(&env.src);
+        let service = Serve::default()
+            .arg("--allow-cluster")
+            .arg(format!("127.0.0.1:{p}"))
+            .arg("--allow-cluster")
+            .arg(format!("localhost:{p}"))
+            .start();
+        let to = env.src.replace("127.0.0.1", "localhost");
+        let (status, body) = service
+            .post(
+                "/api/jobs",
+                json!({"from": env.src, "to": to, "namespaces": [format!("{db}.x")], "mode": "move"}),
+            )
+            .await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body.to_string().contains("onto itself"), "{body}");
+        assert!(service.jobs().await.is_empty());
+        assert_eq!(count(&src, &db, "x").await, 500);
+        assert!(service.stop());
+    });
+}
