@@ -623,6 +623,14 @@ impl JobSpec {
                     .into(),
             );
         }
+        if mode == Mode::Move && self.drop && self.restart {
+            problems.push(
+                "drop: a restarted move would drop its destination, which holds what earlier \
+                 runs moved (and deleted from the source); run it again without --restart to \
+                 move what is left"
+                    .into(),
+            );
+        }
         if self.keep_source && mode != Mode::Move {
             problems.push("keep_source: only a move deletes from the source".into());
         }

@@ -449,3 +449,44 @@ fn numbers_out_of_range_are_refused_with_status_2() {
         assert!(!err.contains("panicked"), "{argv:?}: {err}");
     }
 }
+
+#[test]
+fn a_job_of_views_alone_is_never_already_complete() {
+    TestEnv::start().run(|env| async move {
+        let s = env.src_db("views");
+        let src = env.src_client().await;
+        let db = src.database(&s);
+        db.collection::<mongodb::bson::Document>("c")
+            .insert_one(mongodb::bson::doc! { "_id": 1 })
+            .await
+            .unwrap();
+        db.run_command(mongodb::bson::doc! { "create": "v", "viewOn": "c", "pipeline": [] })
+            .await
+            .unwrap();
+        let ns = format!("{s}.v:{}.v", env.dst_db("views"));
+        let out = mongoferry(
+            &[
+                "copy",
+                "--from",
+                &env.src,
+                "--to",
+                &env.dst,
+                "--ns",
+                &ns,
+                "--no-state",
+            ],
+            LIMIT,
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(
+            !stderr(&out).contains("already complete"),
+            "{}",
+            stderr(&out)
+        );
+        let dst = env.dst_client().await;
+        assert_eq!(
+            common::collection_names(&dst, &env.dst_db("views")).await,
+            vec!["v".to_string()]
+        );
+    });
+}

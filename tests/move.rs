@@ -413,3 +413,112 @@ fn refused_documents_stay_at_the_source_and_the_journal_replays_the_destination(
         assert_eq!(lines.lines().count(), 198);
     });
 }
+
+#[test]
+fn a_move_that_left_documents_is_finished_by_running_it_again() {
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("mvagain"), env.dst_db("mvagain"));
+        let (src, dst) = (env.src_client().await, env.dst_client().await);
+        // 95 small orders and 5 large ones, which a first run refuses as too large.
+        let docs: Vec<Document> = (0..100_i64)
+            .map(|i| {
+                let pad = if i % 20 == 0 { 4_000 } else { 10 };
+                doc! { "_id": i, "pad": "x".repeat(pad) }
+            })
+            .collect();
+        src.database(&s)
+            .collection::<Document>("c")
+            .insert_many(docs)
+            .await
+            .unwrap();
+        let before = by_id(&src, &s).await;
+        let data = tempfile::tempdir().unwrap();
+        let state = data.path().join("state.db");
+        let ns = format!("{s}.c:{d}.c");
+        let argv = |limit: Option<&'static str>| {
+            let mut argv = vec![
+                "move".to_string(),
+                "--from".into(),
+                env.src.clone(),
+                "--to".into(),
+                env.dst.clone(),
+                "--ns".into(),
+                ns.clone(),
+                "--state".into(),
+                state.display().to_string(),
+                "--quiet".into(),
+            ];
+            if let Some(limit) = limit {
+                argv.extend(["--max-document-bytes".into(), limit.into()]);
+            }
+            argv
+        };
+        let run = |argv: Vec<String>| async move {
+            common::mongoferry_async(argv, Duration::from_secs(60)).await
+        };
+        let out = run(argv(Some("1000"))).await;
+        assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+        assert_eq!(by_id(&src, &s).await.len(), 5);
+        assert_eq!(by_id(&dst, &d).await.len(), 95);
+        // The same job again (without the limit) moves what is left.
+        let out = run(argv(None)).await;
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(
+            !stderr(&out).contains("already complete"),
+            "{}",
+            stderr(&out)
+        );
+        assert!(by_id(&src, &s).await.is_empty());
+        assert_eq!(by_id(&dst, &d).await, before);
+        // Once nothing is left, it says so.
+        let out = run(argv(None)).await;
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("earlier runs moved every document"),
+            "{}",
+            stderr(&out)
+        );
+    });
+}
+
+#[test]
+fn a_move_from_a_capped_collection_is_refused_before_anything_is_written() {
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("mvcap"), env.dst_db("mvcap"));
+        let src = env.src_client().await;
+        src.database(&s)
+            .run_command(doc! { "create": "c", "capped": true, "size": 1_048_576 })
+            .await
+            .unwrap();
+        src.database(&s)
+            .collection::<Document>("c")
+            .insert_many((0..10_i64).map(|i| doc! { "_id": i }))
+            .await
+            .unwrap();
+        let ns = format!("{s}.c:{d}.c");
+        let args = ["--from", &env.src, "--to", &env.dst, "--ns", &ns];
+        let plan = mongoferry(
+            &[&["move", "--dry-run", "--json"], &args[..]].concat(),
+            Duration::from_secs(60),
+        );
+        assert_eq!(plan.status.code(), Some(3), "{}", stderr(&plan));
+        let plan: Value = serde_json::from_str(stdout(&plan).trim()).unwrap();
+        assert!(
+            plan["problems"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("capped"),
+            "{plan}"
+        );
+        let out = mongoferry(&[&["move"], &args[..]].concat(), Duration::from_secs(60));
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("capped collection"),
+            "{}",
+            stderr(&out)
+        );
+        assert_eq!(by_id(&src, &s).await.len(), 10);
+        let dst = env.dst_client().await;
+        assert!(common::collection_names(&dst, &d).await.is_empty());
+    });
+}

@@ -287,3 +287,201 @@ fn a_service_refuses_a_move_onto_its_own_server_at_submit() {
         assert!(service.stop());
     });
 }
+
+/// The property behind every refusal above: for job specs drawn at random (renames, swaps,
+/// chains, wildcards, excludes, `--drop`, copies and moves; onto the same server under several
+/// spellings, or onto another), every spec that is accepted and run leaves each document that
+/// existed before it on one side or the other, byte for byte; every refused one changes nothing.
+/// `MONGOFERRY_SAFETY_SPECS` sets how many specs (default 250; thousands for a nightly run) and
+/// `MONGOFERRY_SAFETY_SEED` the seed, which a failure prints.
+#[test]
+fn no_accepted_job_loses_a_document() {
+    TestEnv::start().run(|env| async move {
+        if env.src == env.dst {
+            return; // Spellings of one shared server, and `*`, would reach other tests' data.
+        }
+        let specs: usize = std::env::var("MONGOFERRY_SAFETY_SPECS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(250);
+        let seed: u64 = std::env::var("MONGOFERRY_SAFETY_SEED")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| fastrand::u64(..));
+        println!("MONGOFERRY_SAFETY_SEED={seed}");
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let (a, b) = (env.src_client().await, env.dst_client().await);
+        let dbs: Vec<String> = ["d1", "d2", "d3"].iter().map(|d| env.src_db(d)).collect();
+        let p = port(&env.src).to_string();
+        let spellings_of_a = [
+            env.src.clone(),
+            format!("mongodb://localhost:{p}/?directConnection=true"),
+            format!("mongodb://127.0.0.1:{p}/admin?directConnection=true&appName=x"),
+            format!("mongodb://127.0.0.1:{p}"),
+            format!("mongodb://[::ffff:127.0.0.1]:{p}/?directConnection=true"),
+        ];
+        let (mut accepted, mut refused) = (0, 0);
+        let started = std::time::Instant::now();
+        for n in 0..specs {
+            // The source's d1 and d2 hold two collections each; d3 and the other server are empty.
+            for db in &dbs {
+                a.database(db).drop().await.unwrap();
+                b.database(db).drop().await.unwrap();
+            }
+            for db in &dbs[..2] {
+                for coll in ["c1", "c2"] {
+                    let docs: Vec<Document> = (0..8_i64)
+                        .map(|i| doc! { "_id": i, "origin": format!("{db}.{coll}#{i}") })
+                        .collect();
+                    a.database(db)
+                        .collection(coll)
+                        .insert_many(docs)
+                        .await
+                        .unwrap();
+                }
+            }
+            let before = everything(&[&a, &b], &dbs).await;
+            let spec = random_spec(&mut rng, &dbs, &spellings_of_a, &env.dst);
+            let described = format!("{spec:?}");
+            let outcome = match spec.validate() {
+                Err(e) => Err(e.to_string()),
+                Ok(spec) => {
+                    match mongoferry::run::copy::prepare(&spec, common::memory_store()).await {
+                        Err(e) => Err(e.to_string()),
+                        Ok(prepared) => {
+                            let cancel = tokio_util::sync::CancellationToken::new();
+                            Ok(prepared
+                                .run(cancel)
+                                .await
+                                .map(|_| ())
+                                .map_err(|e| e.to_string()))
+                        }
+                    }
+                }
+            };
+            let after = everything(&[&a, &b], &dbs).await;
+            match outcome {
+                Err(why) => {
+                    refused += 1;
+                    assert_eq!(
+                        after, before,
+                        "spec {n} (seed {seed}) was refused ({why}) yet changed data: {described}"
+                    );
+                }
+                Ok(_) => {
+                    accepted += 1;
+                    let lost: Vec<&Vec<u8>> =
+                        before.iter().filter(|d| !after.contains(*d)).collect();
+                    assert!(
+                        lost.is_empty(),
+                        "spec {n} (seed {seed}) lost {} documents: {described}",
+                        lost.len()
+                    );
+                }
+            }
+        }
+        println!(
+            "{specs} specs in {:.1} s: {accepted} accepted and run, {refused} refused",
+            started.elapsed().as_secs_f64()
+        );
+        assert!(
+            accepted > specs / 10 && refused > specs / 10,
+            "{accepted} accepted, {refused} refused"
+        );
+    });
+}
+
+/// Every document of `dbs` on every server, as raw bytes (a set: one of each).
+async fn everything(clients: &[&Client], dbs: &[String]) -> std::collections::BTreeSet<Vec<u8>> {
+    let mut all = std::collections::BTreeSet::new();
+    for client in clients {
+        for db in dbs {
+            for coll in common::collection_names(client, db).await {
+                for raw in common::dump(client, db, &coll).await {
+                    all.insert(raw.into_bytes());
+                }
+            }
+        }
+    }
+    all
+}
+
+/// A job spec over `dbs` (`d1` and `d2` hold `c1` and `c2`; `d3` is empty): one to three
+/// mappings, each of a collection, a whole database or `*`, from the first server under any
+/// spelling; sometimes an exclude or `--drop`; a copy or a move. To the other server (empty), or
+/// to the first one under any spelling: there each mapping writes into the empty `d3`, or into
+/// what one of the job's mappings reads (itself: onto itself; another: a swap or a chain). A job
+/// writing over other data of the first server is left out: overwriting a destination is what a
+/// copy is asked to do.
+fn random_spec(
+    rng: &mut fastrand::Rng,
+    dbs: &[String],
+    spellings_of_a: &[String],
+    b: &str,
+) -> mongoferry::spec::JobSpec {
+    enum Source {
+        Collection(String, &'static str),
+        Database(String),
+        Everything,
+    }
+    let coll = |rng: &mut fastrand::Rng| ["c1", "c2"][rng.usize(..2)];
+    let sources: Vec<Source> = (0..rng.usize(1..=3))
+        .map(|_| match rng.u8(..10) {
+            0..=4 => Source::Collection(dbs[rng.usize(..2)].clone(), coll(rng)),
+            5..=8 => Source::Database(dbs[rng.usize(..2)].clone()),
+            _ => Source::Everything,
+        })
+        .collect();
+    let from = spellings_of_a[rng.usize(..spellings_of_a.len())].clone();
+    let onto_a = rng.bool();
+    let to = match onto_a {
+        true => spellings_of_a[rng.usize(..spellings_of_a.len())].clone(),
+        false => b.to_string(),
+    };
+    // On the first server, what a mapping may write: the empty d3, or what the job reads whole.
+    let read_whole: Vec<String> = sources
+        .iter()
+        .filter_map(|s| match s {
+            Source::Database(db) => Some(db.clone()),
+            _ => None,
+        })
+        .collect();
+    let read_colls: Vec<String> = sources
+        .iter()
+        .filter_map(|s| match s {
+            Source::Collection(db, c) => Some(format!("{db}.{c}")),
+            _ => None,
+        })
+        .collect();
+    let target_db = |rng: &mut fastrand::Rng| -> String {
+        match (onto_a, read_whole.is_empty() || rng.bool()) {
+            (false, _) => dbs[rng.usize(..dbs.len())].clone(),
+            (true, true) => dbs[2].clone(),
+            (true, false) => read_whole[rng.usize(..read_whole.len())].clone(),
+        }
+    };
+    let mappings: Vec<String> = sources
+        .iter()
+        .map(|source| match source {
+            Source::Everything => "*".to_string(),
+            Source::Database(db) => format!("{db}.*:{}", target_db(rng)),
+            Source::Collection(db, c) if onto_a && rng.u8(..3) == 0 => {
+                // Onto itself, or onto a collection another mapping reads.
+                format!("{db}.{c}:{}", read_colls[rng.usize(..read_colls.len())])
+            }
+            Source::Collection(db, c) => format!("{db}.{c}:{}.{}", target_db(rng), coll(rng)),
+        })
+        .collect();
+    let names: Vec<&str> = mappings.iter().map(String::as_str).collect();
+    let mut spec = mongoferry::spec::JobSpec::new(&from, &to, &names);
+    // An exclude can leave unread a namespace the job writes: only across servers.
+    if !onto_a && rng.u8(..4) == 0 {
+        let db = &dbs[rng.usize(..2)];
+        spec.endpoints.exclude = vec![format!("{db}.{}", coll(rng))];
+    }
+    spec.drop = rng.u8(..4) == 0;
+    if rng.bool() {
+        spec.mode = Some(mongoferry::spec::Mode::Move);
+    }
+    spec
+}

@@ -476,7 +476,13 @@ async fn copy_with_store(
             (e, _) => Failure::from(e),
         })?;
     print_summary(&summary, args.json);
-    if summary.already_complete {
+    if summary.already_complete && mode == Mode::Move {
+        eprintln!(
+            "already complete: earlier runs moved every document of this job and none is left \
+             at the source (state {})",
+            summary.state
+        );
+    } else if summary.already_complete {
         eprintln!(
             "already complete: an earlier run copied every document of this job (state {}); \
              use --restart to copy again",

@@ -156,8 +156,11 @@ impl NsCounters {
         self.finished.store(true, Relaxed);
     }
 
-    /// For another pass over the namespace (a move): not finished, nothing expected yet.
+    /// For another pass over the namespace (a move): not finished, nothing expected yet, and
+    /// no document refused: the pass reads again what is left, refused documents included, and
+    /// counts those refused again.
     pub fn reopen(&self) {
+        self.failed.store(0, Relaxed);
         self.parts.lock().clear();
         self.finished.store(false, Relaxed);
         self.expected.store(UNKNOWN, Relaxed);

@@ -188,6 +188,15 @@ pub async fn prepare(
         let selection = schema::select(&source, &spec.namespaces, &spec.exclude).await?;
         overlap::check(spec, &selection, &source, &destination, store.database()).await?;
         let existing = schema::destination(&destination, &selection).await?;
+        if spec.mode == Mode::Move && !spec.keep_source {
+            let unmovable = schema::unmovable(&selection);
+            if !unmovable.is_empty() {
+                return Err(CopyError::Schema(format!(
+                    "nothing was written: {}",
+                    unmovable.join("; ")
+                )));
+            }
+        }
         let conflicts = schema::conflicts(&selection, &existing);
         if !conflicts.is_empty() && !spec.drop {
             return Err(CopyError::Schema(format!(
@@ -389,7 +398,8 @@ impl PreparedCopy {
             }
             return Err(e);
         }
-        let already_complete = self.tasks.iter().all(|t| t.is_finished());
+        // A job of views alone has no documents to have copied before.
+        let already_complete = !self.tasks.is_empty() && self.tasks.iter().all(|t| t.is_finished());
         // The journal is a layer around the destination: it sees every batch the destination
         // acknowledged, and checkpoints wait for it to be durable. The engine does not know.
         let journal = self.journal.take().map(JournalWriter::start);
@@ -503,7 +513,7 @@ impl PreparedCopy {
                 engine(self.tasks.clone()).run(cancel.clone()).await?;
             }
             if self.mode == Mode::Move {
-                self.more_passes(&engine, &cancel).await?;
+                self.more_passes(&engine, &cancel, already_complete).await?;
             }
             work.after_documents(self.indexes == IndexMode::After)
                 .await?;
@@ -561,7 +571,8 @@ impl PreparedCopy {
             failed: snap.failed,
             retries: snap.retries,
             resumed: self.resumed,
-            already_complete,
+            // A rerun that found work left (a move's documents) was not complete after all.
+            already_complete: already_complete && snap.docs == 0,
             shared,
             job_key: self.ledger.key().clone(),
             state: self.ledger.store().location(),
@@ -675,10 +686,13 @@ const MOVE_PASSES: u64 = 5;
 impl PreparedCopy {
     /// A move's later passes: while documents of the selection are left at the source and the
     /// pass before moved some, copy (and move) them again from the start of each namespace.
+    /// A rerun of a move whose copy was complete (`rerun`) makes one such pass for what an
+    /// earlier run left.
     async fn more_passes(
         &self,
         engine: &impl Fn(Vec<Arc<NsTask>>) -> Engine,
         cancel: &CancellationToken,
+        rerun: bool,
     ) -> Result<(), CopyError> {
         let moves = &self.stats.moves;
         if self.keep_source {
@@ -692,7 +706,9 @@ impl PreparedCopy {
                 .unwrap_or_else(|| unreachable!("a move counts"));
             // Only documents that changed since their copy are worth another pass (refused
             // ones would be refused again).
-            let worth_it = progress.changed > 0 && progress.pass < MOVE_PASSES;
+            let left_by_earlier_run = rerun && progress.pass == 1;
+            let worth_it =
+                (progress.changed > 0 || left_by_earlier_run) && progress.pass < MOVE_PASSES;
             if left == 0 || !worth_it {
                 return Ok(());
             }

@@ -128,6 +128,16 @@ async fn plan_with(
             message,
         })
         .collect();
+    if spec.mode == Mode::Move && !spec.keep_source {
+        problems.extend(
+            schema::unmovable(&selection)
+                .into_iter()
+                .map(|message| Problem {
+                    blocks: true,
+                    message,
+                }),
+        );
+    }
     for conflict in schema::conflicts(&selection, &existing) {
         problems.push(Problem {
             blocks: !spec.drop,

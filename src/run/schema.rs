@@ -161,6 +161,24 @@ pub async fn select(
     Ok(selection)
 }
 
+/// Why a move could not delete what it copies, one line per collection: a capped collection's
+/// documents cannot be deleted, so a move would copy them and then fail at its first delete.
+pub fn unmovable(selection: &Selection) -> Vec<String> {
+    selection
+        .collections
+        .iter()
+        .filter(|s| s.schema.options.get_bool("capped") == Ok(true))
+        .map(|s| {
+            format!(
+                "{} is a capped collection, whose documents cannot be deleted: a move would copy \
+                 them and fail at its first delete (copy it instead, or rehearse with \
+                 --keep-source)",
+                s.source
+            )
+        })
+        .collect()
+}
+
 /// The source namespaces of views whose own source the job does not copy.
 pub fn orphan_views(selection: &Selection) -> Vec<String> {
     let copied: BTreeSet<&Namespace> = selection.all().map(|s| &s.destination).collect();

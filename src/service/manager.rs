@@ -523,6 +523,14 @@ impl JobManager {
                     summary.failed, summary.dead_letters
                 )),
             ),
+            Ok(summary) if summary.already_complete && spec.mode == Mode::Move => (
+                Outcome::Completed,
+                Some(
+                    "already complete: earlier runs moved every document of this job and none is \
+                     left at the source"
+                        .into(),
+                ),
+            ),
             Ok(summary) if summary.already_complete => (
                 Outcome::Completed,
                 Some(
