@@ -485,3 +485,46 @@ fn random_spec(
     }
     spec
 }
+
+#[test]
+fn the_servers_own_databases_are_never_written() {
+    TestEnv::start().run(|env| async move {
+        let db = env.src_db("own");
+        fill(&env.src_client().await, &db, "c", 10).await;
+        let into_admin = format!("{db}.c:admin.c");
+        for args in [
+            vec![
+                "copy",
+                "--from",
+                &env.src,
+                "--to",
+                &env.dst,
+                "--ns",
+                &into_admin,
+            ],
+            vec![
+                "move",
+                "--from",
+                &env.src,
+                "--to",
+                &env.dst,
+                "--ns",
+                "local.startup_log:x.y",
+            ],
+            vec![
+                "sample", "--to", &env.dst, "--ns", "config.c", "--count", "1", "--drop",
+            ],
+        ] {
+            let out = run(&args).await;
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+            assert!(
+                stderr(&out).contains("the server's own database"),
+                "{}",
+                stderr(&out)
+            );
+        }
+        let dst = env.dst_client().await;
+        assert_eq!(count(&dst, "admin", "c").await, 0);
+        assert_eq!(count(&dst, "config", "c").await, 0);
+    });
+}

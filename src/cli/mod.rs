@@ -1227,6 +1227,15 @@ pub async fn prepare_serve(args: ServeArgs) -> Result<PreparedService, Failure> 
 
 async fn run_sample(args: SampleArgs) -> Result<(), Failure> {
     let ns = match args.ns.parse::<NsMapping>() {
+        Ok(NsMapping::Collection { src, .. })
+            if crate::spec::SYSTEM_DATABASES.contains(&src.db.as_str()) =>
+        {
+            return Err(crate::spec::SpecError(vec![format!(
+                "--ns: {} is the server's own database: sample data never goes there",
+                src.db
+            )])
+            .into())
+        }
         Ok(NsMapping::Collection { src, .. }) => src,
         Ok(_) => {
             return Err(crate::spec::SpecError(vec!["--ns: name one collection".into()]).into())
