@@ -281,8 +281,6 @@ pub async fn connect(
     })
 }
 
-/// Closes a client's pool. Call it before dropping the last handle: a client dropped while the
-/// runtime stops would still try to end its sessions in a task of its own.
 /// Connects to a source and a destination at once; if either fails, the other is closed and
 /// the first failure returned.
 pub async fn connect_both(
@@ -306,6 +304,8 @@ pub async fn connect_both(
     }
 }
 
+/// Closes a client's pool. Call it before dropping the last handle: a client dropped while the
+/// runtime stops would still try to end its sessions in a task of its own.
 pub async fn close(client: Client) {
     let _ = tokio::time::timeout(Duration::from_secs(5), client.shutdown().immediate(true)).await;
 }
