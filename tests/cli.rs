@@ -203,7 +203,14 @@ fn clear_errors_for_bad_input() {
                 2,
                 &["from:", "nodot", "workers"],
             ),
-            case("mongodb://", dst, &ns, &[], 1, &["invalid source URI"]),
+            case(
+                "mongodb://",
+                dst,
+                &ns,
+                &[],
+                2,
+                &["from: mongodb:// is not a valid MongoDB URI"],
+            ),
         ];
         for Case { argv, status, says } in cases {
             let (code, line) = failing(argv).await;
