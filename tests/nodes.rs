@@ -593,3 +593,39 @@ fn a_partitioned_sync_is_helped_then_followed_by_its_node_and_committed_from_the
         assert!(a.stop() && b.stop());
     });
 }
+
+/// On a fresh shared state (no counter of job ids yet), many submits at once to two nodes each
+/// start a job with an id of its own, and none is answered with a server error.
+#[test]
+fn concurrent_submits_on_a_fresh_state_get_distinct_ids() {
+    TestEnv::start().run(|env| async move {
+        let state = env.state_uri("fresh");
+        let a = node(&env, &state).start();
+        let b = node(&env, &state).start();
+        let s = env.src_db("fresh");
+        insert_raw(&env.src_client().await, &s, "c", &sample_docs(20, 64)).await;
+        let submits = (0..16).map(|i| {
+            let node = if i % 2 == 0 { &a } else { &b };
+            let body = json!({
+                "from": env.src, "to": env.dst,
+                "namespaces": [format!("{s}.c:{}.c", env.dst_db(&format!("fresh{i}")))]
+            });
+            node.post("/api/jobs", body)
+        });
+        let answers = futures::future::join_all(submits).await;
+        for (status, job) in &answers {
+            assert_eq!(*status, 202, "{job}");
+        }
+        let given: std::collections::HashSet<u64> = answers
+            .iter()
+            .map(|(_, job)| job["id"].as_u64().expect("a numeric id"))
+            .collect();
+        assert_eq!(given.len(), answers.len(), "ids given twice: {answers:?}");
+        assert!(given.iter().all(|id| *id > 0), "{given:?}");
+        for (_, job) in &answers {
+            appears(&a, &job["id"]).await;
+            wait_state(&a, &job["id"], |s| s == "completed").await;
+        }
+        assert!(a.stop() && b.stop(), "both nodes stop cleanly");
+    });
+}

@@ -28,6 +28,9 @@ use super::mongo::{host_name, MongoStore, DUPLICATE_KEY};
 use super::{StateError, StateStore};
 use crate::mongo::{describe, error_code};
 
+/// How often a job id is asked for when the counter's creation keeps losing races.
+const COUNTER_TRIES: u32 = 20;
+
 /// The jobs, heartbeats and commands of the service nodes sharing one state database.
 pub struct SharedHistory {
     location: String,
@@ -115,19 +118,38 @@ impl SharedHistory {
         }
     }
 
-    /// A job id no node has given.
+    /// A job id no node has given. The counter is created by the first call (an upsert); of
+    /// calls that race to create it, those that lose (a duplicate key, or no document, as some
+    /// servers answer) try again, and find it.
     pub async fn next_id(&self) -> Result<u64, StateError> {
-        let counter = self
-            .counters
-            .find_one_and_update(
-                doc! { "_id": "service_jobs" },
-                doc! { "$inc": { "n": 1_i64 } },
-            )
-            .upsert(true)
-            .return_document(ReturnDocument::After)
-            .await
-            .map_err(|e| self.failed(&e))?
-            .unwrap_or_default();
+        let mut tries = 0;
+        let counter = loop {
+            let counted = self
+                .counters
+                .find_one_and_update(
+                    doc! { "_id": "service_jobs" },
+                    doc! { "$inc": { "n": 1_i64 } },
+                )
+                .upsert(true)
+                .return_document(ReturnDocument::After)
+                .await;
+            match counted {
+                Ok(Some(counter)) => break counter,
+                Ok(None) => {}
+                Err(e) if error_code(&e) == Some(DUPLICATE_KEY) => {}
+                Err(e) => return Err(self.failed(&e)),
+            }
+            tries += 1;
+            if tries == COUNTER_TRIES {
+                return Err(StateError::Database {
+                    location: self.location.clone(),
+                    reason: format!(
+                        "the counter of job ids could not be created ({tries} tries lost a race)"
+                    ),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(fastrand::u64(5..50))).await;
+        };
         // Numbers written by another tool (a shell's doubles) count as well.
         let n = match counter.get("n") {
             Some(Bson::Int64(n)) => Some(*n),
