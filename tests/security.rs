@@ -998,22 +998,49 @@ fn secret_never_shown() {
             assert!(text.contains("error"), "{argv:?} said nothing: {text}");
             assert!(!leaks(&text), "{argv:?} showed the password: {text}");
         }
-        // The same through the state's environment variable.
+        // The same through the state's environment variable, for a copy and a service.
         for bad in malformed_uris() {
-            let args = ["copy", "--from", &src, "--to", &dst, "--ns", &ns];
-            let out = mongoferry_in(
-                dir.path(),
-                &args,
-                &[("MONGOFERRY_STATE", &bad)],
-                Duration::from_secs(60),
-            );
+            let copy = ["copy", "--from", &src, "--to", &dst, "--ns", &ns];
+            let serve = ["serve", "--listen", "127.0.0.1:0"];
+            for args in [&copy[..], &serve[..]] {
+                let out = mongoferry_in(
+                    dir.path(),
+                    args,
+                    &[("MONGOFERRY_STATE", &bad)],
+                    Duration::from_secs(60),
+                );
+                let text = format!("{}{}", stdout(&out), stderr(&out));
+                assert_eq!(
+                    out.status.code(),
+                    Some(2),
+                    "MONGOFERRY_STATE={bad:?}: {text}"
+                );
+                assert!(!leaks(&text), "MONGOFERRY_STATE={bad:?}: {text}");
+            }
+        }
+        // Well-formed once read (an upper-case scheme, spaces), but nothing answers there: the
+        // run fails (status 1) and says where, without the password.
+        let unreachable = " MONGODB://u:S3cretPw!x@127.0.0.1:9/db ";
+        for mut args in [
+            vec!["verify", "--from", unreachable, "--to", &dst, "--ns", &ns],
+            vec![
+                "copy",
+                "--from",
+                &src,
+                "--to",
+                &dst,
+                "--ns",
+                &ns,
+                "--state",
+                unreachable,
+            ],
+        ] {
+            args.extend(["--connect-timeout", "0.5"]);
+            let out = mongoferry_in(dir.path(), &args, &[], Duration::from_secs(60));
             let text = format!("{}{}", stdout(&out), stderr(&out));
-            assert_eq!(
-                out.status.code(),
-                Some(2),
-                "MONGOFERRY_STATE={bad:?}: {text}"
-            );
-            assert!(!leaks(&text), "MONGOFERRY_STATE={bad:?}: {text}");
+            assert_eq!(out.status.code(), Some(1), "{args:?}: {text}");
+            assert!(text.contains("u:***@127.0.0.1:9"), "{args:?}: {text}");
+            assert!(!leaks(&text), "{args:?}: {text}");
         }
         let names = names_under(dir.path());
         assert!(
