@@ -615,13 +615,16 @@ fn the_same_spec_submitted_to_two_nodes_at_once_starts_one_job() {
         let s = env.src_db("twice");
         insert_raw(&env.src_client().await, &s, "c", &sample_docs(2_000, 64)).await;
         let mut jobs = Vec::new();
-        for round in 0..3 {
-            // Slow: the job is still running when the other node answers.
-            let body = json!({
+        // Slow: the job is still running when the other node answers.
+        let body = |round: usize| {
+            json!({
                 "from": env.src, "to": env.dst,
                 "namespaces": [format!("{s}.c:{}.c", env.dst_db(&format!("twice{round}")))],
                 "workers": 1, "batch_size": 10, "rate": 50
-            });
+            })
+        };
+        for round in 0..3 {
+            let body = body(round);
             let (at_a, at_b) = tokio::join!(
                 a.post("/api/jobs", body.clone()),
                 b.post("/api/jobs", body.clone())
@@ -649,6 +652,16 @@ fn the_same_spec_submitted_to_two_nodes_at_once_starts_one_job() {
             assert_eq!(status, 200, "{job}");
             wait_state(&b, id, |s| s == "cancelled").await;
         }
+        // Its job ended, the spec starts a new job, on either node.
+        let (status, new) = b.post("/api/jobs", body(0)).await;
+        assert_eq!(status, 202, "{new}");
+        assert!(!jobs.contains(&new["id"]), "{new}");
+        let (status, again) = a.post("/api/jobs", body(0)).await;
+        assert_eq!((status, &again["id"]), (200, &new["id"]), "{again}");
+        let (status, job) = a
+            .post(&format!("/api/jobs/{}/cancel", new["id"]), json!({}))
+            .await;
+        assert_eq!(status, 200, "{job}");
         assert!(a.stop() && b.stop(), "both nodes stop cleanly");
     });
 }
