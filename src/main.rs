@@ -41,7 +41,11 @@ async fn run() -> std::process::ExitCode {
         Err(e) if !e.use_stderr() => e.exit(),
         // Clap quotes a value it refuses: never a password in it.
         Err(e) => {
-            let message = e.render().to_string();
+            let message = if std::io::stderr().is_terminal() {
+                e.render().ansi().to_string()
+            } else {
+                e.render().to_string()
+            };
             eprint!("{}", mongoferry::cli::without_input_secrets(&message));
             return std::process::ExitCode::from(e.exit_code().clamp(0, 255) as u8);
         }
