@@ -203,6 +203,15 @@ fn clear_errors_for_bad_input() {
                 2,
                 &["from:", "nodot", "workers"],
             ),
+            // The same server, however its URI is written: never a copy onto itself.
+            case(
+                &format!(" {}", src.replacen("mongodb://", "MONGODB://", 1)),
+                src,
+                &format!("{s}.c"),
+                &[],
+                2,
+                &["would copy onto itself"],
+            ),
             case(
                 "mongodb://",
                 dst,
