@@ -35,7 +35,21 @@ fn limit_malloc_arenas() {
 }
 
 async fn run() -> std::process::ExitCode {
-    let cli = mongoferry::cli::Cli::parse();
+    let cli = match mongoferry::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version.
+        Err(e) if !e.use_stderr() => e.exit(),
+        // Clap quotes a value it refuses: never a password in it.
+        Err(e) => {
+            let message = if std::io::stderr().is_terminal() {
+                e.render().ansi().to_string()
+            } else {
+                e.render().to_string()
+            };
+            eprint!("{}", mongoferry::cli::without_input_secrets(&message));
+            return std::process::ExitCode::from(e.exit_code().clamp(0, 255) as u8);
+        }
+    };
     let filter = EnvFilter::try_from_env("MONGOFERRY_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,mongodb=warn"))
         // At their most verbose levels the HTTP libraries trace request heads, where the API

@@ -19,7 +19,7 @@ use crate::engine::control::adaptive::AdaptiveConfig;
 use crate::engine::control::throttle::Limits;
 use crate::engine::{Strategy, DEFAULT_BATCH_SIZE, DEFAULT_WORKERS};
 use crate::journal::JournalConfig;
-use crate::mongo::{is_redacted, redact_uri, Namespace};
+use crate::mongo::{is_redacted, redact_uri, Namespace, UriText};
 
 /// One `--ns SRC[:DST]` argument. `db.*` names every collection of a database, `*` every
 /// database but `admin`, `local` and `config`.
@@ -190,17 +190,17 @@ pub enum IndexMode {
     None,
 }
 
-/// What is wrong with a connection string, if anything.
+/// What is wrong with a connection string, if anything. Its scheme's case and the spaces around
+/// it do not matter ([`crate::mongo::read_uri`]); no problem quotes a secret of it.
 pub fn uri_problem(field: &str, uri: &str) -> Option<String> {
-    if uri.is_empty() {
-        Some(format!("{field}: a MongoDB URI is required"))
-    } else if !(uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://")) {
-        Some(format!(
+    match crate::mongo::read_uri(uri) {
+        UriText::Uri(_) => None,
+        _ if uri.trim().is_empty() => Some(format!("{field}: a MongoDB URI is required")),
+        UriText::Invalid(why) => Some(format!("{field}: {why}")),
+        UriText::NotUri => Some(format!(
             "{field}: {} is not a mongodb:// or mongodb+srv:// URI",
             crate::mongo::redact_uri(uri)
-        ))
-    } else {
-        None
+        )),
     }
 }
 
@@ -527,6 +527,10 @@ impl JobSpec {
             exclude,
             connect_timeout_secs,
         } = &self.endpoints;
+        // As the driver takes them (and as `from == to` compares them): `MONGODB://h` is
+        // `mongodb://h`.
+        let normalized = |uri: &String| crate::mongo::normalize_uri(uri).unwrap_or(uri.clone());
+        let (from, to) = (&normalized(from), &normalized(to));
         let mut excludes = Vec::new();
         for text in exclude {
             match text.parse::<Exclude>() {

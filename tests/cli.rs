@@ -203,7 +203,23 @@ fn clear_errors_for_bad_input() {
                 2,
                 &["from:", "nodot", "workers"],
             ),
-            case("mongodb://", dst, &ns, &[], 1, &["invalid source URI"]),
+            // The same server, however its URI is written: never a copy onto itself.
+            case(
+                &format!(" {}", src.replacen("mongodb://", "MONGODB://", 1)),
+                src,
+                &format!("{s}.c"),
+                &[],
+                2,
+                &["would copy onto itself"],
+            ),
+            case(
+                "mongodb://",
+                dst,
+                &ns,
+                &[],
+                2,
+                &["from: mongodb:// is not a valid MongoDB URI"],
+            ),
         ];
         for Case { argv, status, says } in cases {
             let (code, line) = failing(argv).await;

@@ -593,3 +593,111 @@ fn a_partitioned_sync_is_helped_then_followed_by_its_node_and_committed_from_the
         assert!(a.stop() && b.stop());
     });
 }
+
+/// The same spec submitted to two nodes at the same moment starts one job: both answer with it
+/// (one `202`, the other `200`, as a node answers a spec already submitted to it), and every
+/// node shows that one job.
+#[test]
+fn the_same_spec_submitted_to_two_nodes_at_once_starts_one_job() {
+    TestEnv::start().run(|env| async move {
+        let state = env.state_uri("twice");
+        // The counter of job ids is there already: this test is about the spec's claim.
+        let client = client(&state).await;
+        client
+            .default_database()
+            .unwrap()
+            .collection::<mongodb::bson::Document>("counters")
+            .insert_one(mongodb::bson::doc! { "_id": "service_jobs", "n": 0_i64 })
+            .await
+            .unwrap();
+        let a = node(&env, &state).start();
+        let b = node(&env, &state).start();
+        let s = env.src_db("twice");
+        insert_raw(&env.src_client().await, &s, "c", &sample_docs(2_000, 64)).await;
+        let mut jobs = Vec::new();
+        // Slow: the job is still running when the other node answers.
+        let body = |round: usize| {
+            json!({
+                "from": env.src, "to": env.dst,
+                "namespaces": [format!("{s}.c:{}.c", env.dst_db(&format!("twice{round}")))],
+                "workers": 1, "batch_size": 10, "rate": 50
+            })
+        };
+        for round in 0..3 {
+            let body = body(round);
+            let (at_a, at_b) = tokio::join!(
+                a.post("/api/jobs", body.clone()),
+                b.post("/api/jobs", body.clone())
+            );
+            assert_eq!(
+                at_a.1["id"], at_b.1["id"],
+                "two jobs: {at_a:?} and {at_b:?}"
+            );
+            let mut statuses = [at_a.0, at_b.0];
+            statuses.sort();
+            assert_eq!(statuses, [200, 202], "{at_a:?} and {at_b:?}");
+            jobs.push(at_a.1["id"].clone());
+            // Submitted again later, to either node: the same job.
+            let (status, again) = b.post("/api/jobs", body).await;
+            assert_eq!((status, &again["id"]), (200, &at_a.1["id"]), "{again}");
+        }
+        for service in [&a, &b] {
+            for id in &jobs {
+                appears(service, id).await;
+            }
+            assert_eq!(ids(&service.jobs().await), jobs, "one job per spec");
+        }
+        for id in &jobs {
+            let (status, job) = a.post(&format!("/api/jobs/{id}/cancel"), json!({})).await;
+            assert_eq!(status, 200, "{job}");
+            wait_state(&b, id, |s| s == "cancelled").await;
+        }
+        // Its job ended, the spec starts a new job, on either node.
+        let (status, new) = b.post("/api/jobs", body(0)).await;
+        assert_eq!(status, 202, "{new}");
+        assert!(!jobs.contains(&new["id"]), "{new}");
+        let (status, again) = a.post("/api/jobs", body(0)).await;
+        assert_eq!((status, &again["id"]), (200, &new["id"]), "{again}");
+        let (status, job) = a
+            .post(&format!("/api/jobs/{}/cancel", new["id"]), json!({}))
+            .await;
+        assert_eq!(status, 200, "{job}");
+        assert!(a.stop() && b.stop(), "both nodes stop cleanly");
+    });
+}
+
+/// On a fresh shared state (no counter of job ids yet), many submits at once to two nodes each
+/// start a job with an id of its own, and none is answered with a server error.
+#[test]
+fn concurrent_submits_on_a_fresh_state_get_distinct_ids() {
+    TestEnv::start().run(|env| async move {
+        let state = env.state_uri("fresh");
+        let a = node(&env, &state).start();
+        let b = node(&env, &state).start();
+        let s = env.src_db("fresh");
+        insert_raw(&env.src_client().await, &s, "c", &sample_docs(20, 64)).await;
+        let submits = (0..16).map(|i| {
+            let node = if i % 2 == 0 { &a } else { &b };
+            let body = json!({
+                "from": env.src, "to": env.dst,
+                "namespaces": [format!("{s}.c:{}.c", env.dst_db(&format!("fresh{i}")))]
+            });
+            node.post("/api/jobs", body)
+        });
+        let answers = futures::future::join_all(submits).await;
+        for (status, job) in &answers {
+            assert_eq!(*status, 202, "{job}");
+        }
+        let given: std::collections::HashSet<u64> = answers
+            .iter()
+            .map(|(_, job)| job["id"].as_u64().expect("a numeric id"))
+            .collect();
+        assert_eq!(given.len(), answers.len(), "ids given twice: {answers:?}");
+        assert!(given.iter().all(|id| *id > 0), "{given:?}");
+        for (_, job) in &answers {
+            appears(&a, &job["id"]).await;
+            wait_state(&a, &job["id"], |s| s == "completed").await;
+        }
+        assert!(a.stop() && b.stop(), "both nodes stop cleanly");
+    });
+}

@@ -816,8 +816,23 @@ fn jobs_reach_only_the_clusters_allowed() {
             (
                 env.src.clone(),
                 format!("{}&proxyHost=127.0.0.1&proxyPort={trap_port}", env.dst),
+                vec![
+                    format!("to: proxy host 127.0.0.1:{trap_port} is not in --allow-cluster"),
+                    // And this build of the driver takes no proxy at all.
+                    format!(
+                        "to: {}&proxyHost=127.0.0.1&proxyPort={trap_port} is not a valid \
+                         MongoDB URI: cannot specify proxyhost if socks5-proxy feature is not \
+                         enabled",
+                        env.dst
+                    ),
+                ],
+            ),
+            // Read as the driver would read it: the scheme's case and spaces change no host.
+            (
+                env.src.clone(),
+                format!(" MONGODB://127.0.0.1:{trap_port}/?directConnection=true"),
                 vec![format!(
-                    "to: proxy host 127.0.0.1:{trap_port} is not in --allow-cluster"
+                    "to: host 127.0.0.1:{trap_port} is not in --allow-cluster"
                 )],
             ),
             (
@@ -878,4 +893,207 @@ fn jobs_reach_only_the_clusters_allowed() {
     let (status, message) = refused_serve(&["--allow-cluster", "*"], &[]);
     assert_eq!(status, 2, "{message}");
     assert!(message.contains("leave out --allow-cluster"), "{message}");
+}
+
+/// The password every malformed URI of [`secret_never_shown`] carries.
+const PASSWORD: &str = "S3cretPw!x";
+
+/// URIs that no entry point may take, each carrying [`PASSWORD`] in a shape of its own: no
+/// scheme, a misspelt or half scheme, bad percent-encoding, spaces around and characters a
+/// password must escape, an option the driver refuses, no host.
+fn malformed_uris() -> Vec<String> {
+    [
+        "u:S3cretPw!x@127.0.0.1:9/db",
+        "MONGODB:/u:S3cretPw!x@127.0.0.1:9/db",
+        "mongdb://u:S3cretPw!x@127.0.0.1:9",
+        "mongodb://u:S3cretPw!x%zz@127.0.0.1:9",
+        " mongodb://u:S3cretPw!x#\"/@127.0.0.1:9/db ",
+        "mongodb://u:S3cretPw!x@127.0.0.1:9/?authMechanism=BOGUS",
+        "mongodb://u:S3cretPw!x@",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Whether `text` holds [`PASSWORD`], or the most of it a reader could use.
+fn leaks(text: &str) -> bool {
+    text.contains(PASSWORD) || text.contains(&PASSWORD[..8])
+}
+
+#[test]
+fn secret_never_shown() {
+    TestEnv::start().run(|env| async move {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, dst) = (env.src.clone(), env.dst.clone());
+        let ns = format!("{}.c:{}.c", env.src_db("leak"), env.dst_db("leak"));
+        let mut runs: Vec<Vec<String>> = Vec::new();
+        for bad in malformed_uris() {
+            for mode in ["copy", "sync", "move", "verify", "plan"] {
+                for (from, to) in [(&bad, &dst), (&src, &bad)] {
+                    runs.push(
+                        [mode, "--from", from, "--to", to, "--ns", &ns]
+                            .map(String::from)
+                            .to_vec(),
+                    );
+                }
+            }
+            runs.push(
+                ["sample", "--to", &bad, "--ns", "db.c", "--count", "1"]
+                    .map(String::from)
+                    .to_vec(),
+            );
+            runs.push(
+                [
+                    "copy", "--from", &src, "--to", &dst, "--ns", &ns, "--state", &bad,
+                ]
+                .map(String::from)
+                .to_vec(),
+            );
+            runs.push(
+                ["serve", "--listen", "127.0.0.1:0", "--state", &bad]
+                    .map(String::from)
+                    .to_vec(),
+            );
+            runs.push(
+                [
+                    "serve",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--no-state",
+                    "--allow-cluster",
+                    &bad,
+                ]
+                .map(String::from)
+                .to_vec(),
+            );
+            let journal = dir.path().join("journal").display().to_string();
+            runs.push(
+                ["journal", "replay", &journal, "--to", &bad]
+                    .map(String::from)
+                    .to_vec(),
+            );
+        }
+        // URIs where a namespace, a filter, an exclusion or a number is expected.
+        let uri = "mongodb://u:S3cretPw!x@127.0.0.1:9/db.c";
+        for (flag, value) in [
+            ("--ns", uri),
+            ("--ns", "u:S3cretPw!x@h.c"),
+            ("--filter", uri),
+            ("--exclude", "u:S3cretPw!x@h"),
+            ("--workers", uri),
+            ("--strategy", uri),
+        ] {
+            let mut argv = vec!["copy", "--from", &src, "--to", &dst];
+            if flag != "--ns" {
+                argv.extend(["--ns", &ns]);
+            }
+            argv.extend([flag, value]);
+            runs.push(argv.into_iter().map(String::from).collect());
+        }
+        for argv in &runs {
+            let args: Vec<&str> = argv.iter().map(String::as_str).collect();
+            let out = mongoferry_in(dir.path(), &args, &[], Duration::from_secs(60));
+            let text = format!("{}{}", stdout(&out), stderr(&out));
+            assert_eq!(out.status.code(), Some(2), "{argv:?}: {text}");
+            assert!(text.contains("error"), "{argv:?} said nothing: {text}");
+            assert!(!leaks(&text), "{argv:?} showed the password: {text}");
+        }
+        // The same through the state's environment variable, for a copy and a service.
+        for bad in malformed_uris() {
+            let copy = ["copy", "--from", &src, "--to", &dst, "--ns", &ns];
+            let serve = ["serve", "--listen", "127.0.0.1:0"];
+            for args in [&copy[..], &serve[..]] {
+                let out = mongoferry_in(
+                    dir.path(),
+                    args,
+                    &[("MONGOFERRY_STATE", &bad)],
+                    Duration::from_secs(60),
+                );
+                let text = format!("{}{}", stdout(&out), stderr(&out));
+                assert_eq!(
+                    out.status.code(),
+                    Some(2),
+                    "MONGOFERRY_STATE={bad:?}: {text}"
+                );
+                assert!(!leaks(&text), "MONGOFERRY_STATE={bad:?}: {text}");
+            }
+        }
+        // Well-formed once read (an upper-case scheme, spaces), but nothing answers there: the
+        // run fails (status 1) and says where, without the password.
+        let unreachable = " MONGODB://u:S3cretPw!x@127.0.0.1:9/db ";
+        for mut args in [
+            vec!["verify", "--from", unreachable, "--to", &dst, "--ns", &ns],
+            vec![
+                "copy",
+                "--from",
+                &src,
+                "--to",
+                &dst,
+                "--ns",
+                &ns,
+                "--state",
+                unreachable,
+            ],
+        ] {
+            args.extend(["--connect-timeout", "0.5"]);
+            let out = mongoferry_in(dir.path(), &args, &[], Duration::from_secs(60));
+            let text = format!("{}{}", stdout(&out), stderr(&out));
+            assert_eq!(out.status.code(), Some(1), "{args:?}: {text}");
+            assert!(text.contains("u:***@127.0.0.1:9"), "{args:?}: {text}");
+            assert!(!leaks(&text), "{args:?}: {text}");
+        }
+        let names = names_under(dir.path());
+        assert!(
+            !names.iter().any(|n| leaks(n) || n.contains('@')),
+            "a file named after a URI: {names:?}"
+        );
+
+        // The API: jobs, plans, the throttle, and a path.
+        let service = Serve::with_state(&dir.path().join("jobs.json")).spawn();
+        let spec = |from: &str, to: &str| json!({"from": from, "to": to, "namespaces": [ns]});
+        let mut requests: Vec<(Method, String, Value)> = Vec::new();
+        for bad in malformed_uris() {
+            for path in ["/api/jobs", "/api/plan"] {
+                requests.push((Method::POST, path.into(), spec(&bad, &dst)));
+                requests.push((Method::POST, path.into(), spec(&src, &bad)));
+            }
+        }
+        for body in [
+            json!({"from": src, "to": dst, "namespaces": [uri]}),
+            json!({"from": src, "to": dst, "namespaces": [ns], "filter": uri}),
+            json!({"from": src, "to": dst, "namespaces": [ns], "exclude": ["u:S3cretPw!x@h"]}),
+            json!({"from": src, "to": dst, "namespaces": [ns], "workers": uri}),
+            {
+                let mut named = spec(&src, &dst);
+                named[uri] = json!(1);
+                named
+            },
+            json!({"from": [uri], "to": dst, "namespaces": [ns]}),
+        ] {
+            requests.push((Method::POST, "/api/jobs".into(), body.clone()));
+            requests.push((Method::POST, "/api/plan".into(), body));
+        }
+        requests.push((Method::PUT, "/api/throttle".into(), json!({"rate": uri})));
+        requests.push((Method::GET, "/api/jobs/u:S3cretPw!x@h".into(), Value::Null));
+        for (method, path, body) in requests {
+            let (status, answer) = match body {
+                Value::Null => service.send(method.clone(), &path, None).await,
+                body => {
+                    service
+                        .send(method.clone(), &path, Some(body.clone()))
+                        .await
+                }
+            };
+            assert!(
+                (400..500).contains(&status),
+                "{method} {path}: {status} {answer}"
+            );
+            assert!(!leaks(&answer.to_string()), "{method} {path}: {answer}");
+        }
+        assert_eq!(service.jobs().await, Vec::<Value>::new(), "nothing started");
+        let log = service.log();
+        assert!(!leaks(&log), "the service logged the password: {log}");
+        let names = names_under(dir.path());
+        assert!(!names.iter().any(|n| leaks(n)), "{names:?}");
+    });
 }

@@ -268,3 +268,140 @@ fn the_job_of_a_process_that_died_elsewhere_is_taken_once_its_lease_runs_out() {
         other.close().await;
     });
 }
+
+/// A `serve` child process, killed when dropped (also when the test fails).
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// What `serve --state STATE` says until it serves, run in `dir`, within 30 s.
+fn serve_says(dir: &std::path::Path, state: &str) -> String {
+    use std::io::BufRead;
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_mongoferry"));
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--state", state])
+        .current_dir(dir)
+        .env("XDG_DATA_HOME", dir.join("data"))
+        .env_remove("MONGOFERRY_STATE")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    mongoferry::testkit::kill_with_parent(&mut command);
+    let mut child = Child(command.spawn().unwrap());
+    let stderr = child.0.stderr.take().unwrap();
+    let (lines, said) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut log = String::new();
+    while !log.contains("serving on") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match said.recv_timeout(left) {
+            Ok(line) => log.push_str(&(line + "\n")),
+            Err(_) => panic!("serve --state {state:?} did not serve within 30 s: {log}"),
+        }
+    }
+    log
+}
+
+/// `MONGODB://…` and ` mongodb://…` (as `--state`, `MONGOFERRY_STATE` or `serve --state`) are
+/// the MongoDB state they name; a value shaped like a URI that is not a MongoDB one is refused
+/// (status 2, its password not shown), never taken for a file path: no directory is created
+/// after it, and no run goes on without the shared state asked for.
+#[test]
+fn state_uris_are_read_whatever_their_case_and_spaces_and_never_become_paths() {
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("stateuri"), env.dst_db("stateuri"));
+        common::insert_raw(
+            &env.src_client().await,
+            &s,
+            "c",
+            &common::sample_docs(50, 64),
+        )
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let state = env.state_uri("stateuri");
+        let state_db = state
+            .split('/')
+            .nth(3)
+            .unwrap()
+            .split('?')
+            .next()
+            .unwrap()
+            .to_string();
+        let upper = state.replacen("mongodb://", "MONGODB://", 1);
+        let given = [
+            ("--state", upper.clone()),
+            ("--state", format!("  {state} ")),
+            ("MONGOFERRY_STATE", format!(" {upper}\t")),
+        ];
+        for (run, (how, value)) in given.iter().enumerate() {
+            let ns = format!("{s}.c:{d}.c{run}");
+            let mut args = vec!["copy", "--from", &env.src, "--to", &env.dst, "--ns", &ns];
+            let mut vars = vec![];
+            match *how {
+                "--state" => args.extend(["--state", value.as_str()]),
+                variable => vars.push((variable, value.as_str())),
+            }
+            let out = common::mongoferry_in(dir.path(), &args, &vars, Duration::from_secs(60));
+            assert!(
+                out.status.success(),
+                "{how} {value:?}: {}",
+                common::stderr(&out)
+            );
+            // Its checkpoint is in the state database.
+            let checkpoints = env
+                .dst_client()
+                .await
+                .database(&state_db)
+                .collection::<mongodb::bson::Document>("checkpoints")
+                .count_documents(doc! { "checkpoint": { "$exists": true } })
+                .await
+                .unwrap();
+            assert_eq!(checkpoints, run as u64 + 1, "{how} {value:?}");
+        }
+        // Shaped like URIs, not MongoDB ones: refused, as the copy's and the service's state.
+        for bad in [
+            "MONGODB:/u:S3cretPw!x@127.0.0.1:9/db",
+            "mongdb://127.0.0.1:9/db",
+            "u:S3cretPw!x@127.0.0.1:9/db",
+            "mongodb://",
+            " MONGODB://u:S3cretPw!x@127.0.0.1:9/?maxPoolSize=bogus ",
+        ] {
+            let ns = format!("{s}.c:{d}.bad");
+            let copy = [
+                "copy", "--from", &env.src, "--to", &env.dst, "--ns", &ns, "--state", bad,
+            ];
+            let serve = ["serve", "--listen", "127.0.0.1:0", "--state", bad];
+            for args in [&copy[..], &serve[..]] {
+                let out = common::mongoferry_in(dir.path(), args, &[], Duration::from_secs(60));
+                let said = common::stderr(&out);
+                assert_eq!(out.status.code(), Some(2), "{args:?}: {said}");
+                assert!(said.contains("--state"), "{said}");
+                assert!(!said.contains("S3cretPw"), "{said}");
+            }
+        }
+        let names = common::names_under(dir.path());
+        assert!(
+            names
+                .iter()
+                .all(|n| !n.contains(':') && !n.contains('@') && !n.contains("copy-state")),
+            "the runs used a file store: {names:?}"
+        );
+        // The service on a MongoDB state given so shares it with other nodes.
+        let said = serve_says(dir.path(), &format!(" {upper} "));
+        assert!(said.contains("(shared by service nodes)"), "{said}");
+        assert!(!said.contains("jobs.json"), "{said}");
+    });
+}

@@ -5,7 +5,8 @@
 //! In: argv. Out: progress on stderr, a summary (text, or one JSON object with `--json`) on stdout,
 //! and an exit status: 0 on success, 1 when the job failed, 2 for invalid input, 3 when it
 //! finished but the data differs (documents refused by the destination, or `verify` found
-//! differences), 130 when interrupted.
+//! differences), 130 when interrupted. The error line never holds a secret of a URI given in
+//! the arguments or the environment ([`without_input_secrets`]).
 
 pub mod journal;
 pub mod progress;
@@ -37,9 +38,8 @@ use crate::service::manager::JobManager;
 use crate::service::ServiceOptions;
 use crate::spec::{Endpoints, JobSpec, Mode, NsMapping};
 use crate::state::history::HistoryFile;
-use crate::state::mongo::is_mongodb_uri;
 use crate::state::shared_history::SharedHistory;
-use crate::state::{FileStore, MemoryStore, MongoStore, StateStore};
+use crate::state::{FileStore, Location, MemoryStore, MongoStore, StateStore};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -269,10 +269,29 @@ pub async fn run(cli: Cli) -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            eprintln!("error: {}", failure.message);
+            eprintln!("error: {}", without_input_secrets(&failure.message));
             ExitCode::from(failure.status)
         }
     }
+}
+
+/// The environment variables that may hold a connection string.
+const URI_VARIABLES: [&str; 3] = ["MONGOFERRY_FROM", "MONGOFERRY_TO", "MONGOFERRY_STATE"];
+
+/// `message` without any password (or other secret) of the URIs given to this process, in its
+/// arguments or its environment, whatever their shape and wherever the message quotes them:
+/// the last guard before the terminal, behind each message's own redaction.
+pub fn without_input_secrets(message: &str) -> String {
+    let arguments = std::env::args_os().map(|a| a.to_string_lossy().into_owned());
+    let variables = URI_VARIABLES
+        .iter()
+        .filter_map(std::env::var_os)
+        .map(|v| v.to_string_lossy().into_owned());
+    let secrets: Vec<String> = arguments
+        .chain(variables)
+        .flat_map(|input| crate::mongo::secrets_in(&input))
+        .collect();
+    crate::mongo::without_secrets(message, &secrets)
 }
 
 /// Exit status of a command that finished but left the data different from the source:
@@ -408,11 +427,12 @@ async fn run_copy_or_sync(args: CopyArgs, until_caught_up: bool) -> Result<(), F
     if let Some(problem) = bounds::LEASE.problem(args.lease_seconds) {
         return Err(crate::spec::SpecError(vec![problem]).into());
     }
-    let store: Arc<dyn StateStore> = match (&args.state, args.no_state) {
+    let location = state_location(&args.state, args.no_state)?;
+    let store: Arc<dyn StateStore> = match (location, args.no_state) {
         (_, true) => Arc::new(MemoryStore::default()),
-        (Some(uri), false) if is_mongodb_uri(uri) => Arc::new(
+        (Some(Location::Mongo(uri)), false) => Arc::new(
             MongoStore::open(
-                uri,
+                &uri,
                 Duration::from_secs_f64(args.lease_seconds),
                 spec.connect_timeout,
             )
@@ -428,7 +448,7 @@ async fn run_copy_or_sync(args: CopyArgs, until_caught_up: bool) -> Result<(), F
             ])
             .into())
         }
-        (Some(path), false) => Arc::new(FileStore::new(path)),
+        (Some(Location::File(path)), false) => Arc::new(FileStore::new(path)),
         // The default path changed with the store's format: an older default store is taken.
         (None, false) => Arc::new(
             FileStore::new(FileStore::default_path())
@@ -438,6 +458,18 @@ async fn run_copy_or_sync(args: CopyArgs, until_caught_up: bool) -> Result<(), F
     let outcome = copy_with_store(args, until_caught_up, spec, store.clone()).await;
     store.close().await;
     outcome
+}
+
+/// Where `--state` (or `MONGOFERRY_STATE`) keeps the state; `None` without it, or with
+/// `--no-state`. A value shaped like a URI that is not a MongoDB one is invalid input.
+fn state_location(state: &Option<String>, no_state: bool) -> Result<Option<Location>, Failure> {
+    match state {
+        Some(text) if !no_state => Location::parse(text).map(Some).map_err(|e| Failure {
+            message: format!("--state: {e}"),
+            status: 2,
+        }),
+        _ => Ok(None),
+    }
 }
 
 async fn copy_with_store(
@@ -1121,10 +1153,11 @@ pub async fn prepare_serve(args: ServeArgs) -> Result<PreparedService, Failure> 
         });
     }
     let lease = Duration::from_secs_f64(args.lease_seconds);
-    let (manager, state, journal_root, history) = match &args.state {
-        Some(uri) if !args.no_state && is_mongodb_uri(uri) => {
+    let (manager, state, journal_root, history) = match state_location(&args.state, args.no_state)?
+    {
+        Some(Location::Mongo(uri)) => {
             // Checkpoints, dead letters and the history in one database the nodes share.
-            let store = MongoStore::open(uri, lease, Duration::from_secs(10))
+            let store = MongoStore::open(&uri, lease, Duration::from_secs(10))
                 .await
                 .map_err(|e| fail(e.to_string()))?;
             let shared = SharedHistory::open(&store);
@@ -1143,13 +1176,12 @@ pub async fn prepare_serve(args: ServeArgs) -> Result<PreparedService, Failure> 
             );
             (manager, state, Some(journal_root), Some(history))
         }
-        _ => {
+        location => {
             let store = (!args.no_state).then(|| {
-                HistoryFile::new(
-                    args.state
-                        .clone()
-                        .map_or_else(default_state_path, std::path::PathBuf::from),
-                )
+                HistoryFile::new(match location {
+                    Some(Location::File(path)) => path,
+                    _ => default_state_path(),
+                })
             });
             // Checkpoints and dead letters live beside the history (with it off, nowhere).
             let state: Arc<dyn StateStore> = match &store {
@@ -1245,6 +1277,7 @@ async fn run_sample(args: SampleArgs) -> Result<(), Failure> {
         Err(e) => return Err(crate::spec::SpecError(vec![e]).into()),
     };
     let problems: Vec<String> = [
+        crate::spec::uri_problem("to", &args.to),
         bounds::WORKERS.problem(args.workers),
         bounds::SAMPLE_DOC_SIZE.problem(args.doc_size),
     ]

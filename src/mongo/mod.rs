@@ -1,8 +1,12 @@
-//! Talking to MongoDB: namespaces, client building, credential redaction and error classification.
+//! Talking to MongoDB: reading connection strings, namespaces, client building, credential
+//! redaction and error classification.
 //!
-//! In: connection strings and namespace text. Out: one [`Client`] per cluster (a connection pool
-//! sized to the workers, reused for the whole run), [`Namespace`] values, and [`MongoError`]s that
-//! say which side failed and why, with credentials removed.
+//! In: connection strings and namespace text. Out: what a connection string is ([`read_uri`]: a
+//! MongoDB URI whatever its scheme's case and surrounding spaces, normalised; something else
+//! shaped like a URI; or neither), one [`Client`] per cluster (a connection pool sized to the
+//! workers, reused for the whole run), [`Namespace`] values, and [`MongoError`]s that say which
+//! side failed and why, with credentials removed ([`redact_uri`], [`without_secrets`]: whatever
+//! the shape of the URI that carried them).
 
 pub mod bson_order;
 pub mod identity;
@@ -115,24 +119,91 @@ pub enum MongoError {
 
 /// Replaces the secrets of a URI with `***`: the password of `mongodb://user:password@host` and
 /// the values of secret options (see [`secret_spans`]); a URI without any comes back unchanged.
-/// Used for every URI that reaches a log, an error or a summary.
+/// Used for every URI that reaches a log, an error or a summary. Any shape is read, since a
+/// malformed URI is quoted in the message that refuses it: without a scheme (`user:pw@host`),
+/// with one misspelt, with an unescaped `@`, `/` or `?` in the password (`password_span`).
 pub fn redact_uri(uri: &str) -> String {
     let uri = &redact_secret_options(uri);
-    let Some(scheme_end) = uri.find("://") else {
-        return uri.to_string();
-    };
-    let rest = &uri[scheme_end + 3..];
-    // The authority ends at the first '/' or '?'; credentials end at its last '@'.
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let Some(at) = authority.rfind('@') else {
-        return uri.to_string();
-    };
-    let user = match authority[..at].find(':') {
-        Some(colon) => format!("{}:***", &authority[..colon]),
-        None => authority[..at].to_string(),
-    };
-    format!("{}{}@{}", &uri[..scheme_end + 3], user, &rest[at + 1..])
+    match password_span(uri) {
+        Some(password) => format!("{}***{}", &uri[..password.start], &uri[password.end..]),
+        None => uri.to_string(),
+    }
+}
+
+/// Where the password of a connection string is, whatever its shape: after the first `:` of
+/// its user information, which runs from after its `://` (or its start, without one) to its
+/// last `@`. The driver ends the user information at the last `@` before the first `?`; reading
+/// on to the very last `@` only covers more, which is what a redaction needs when a password
+/// holds an unescaped `?`.
+fn password_span(text: &str) -> Option<std::ops::Range<usize>> {
+    let at = text.rfind('@')?;
+    let start = text[..at].find("://").map_or(0, |i| i + 3);
+    let colon = text[start..at].find(':')?;
+    Some(start + colon + 1..at)
+}
+
+/// The schemes of MongoDB connection strings.
+const SCHEMES: [&str; 2] = ["mongodb", "mongodb+srv"];
+
+/// `text` as the driver takes a connection string: surrounding spaces trimmed, the scheme in
+/// lower case (`MONGODB://h` is `mongodb://h`). `None` when it starts with no MongoDB scheme.
+pub fn normalize_uri(text: &str) -> Option<String> {
+    let (scheme, rest) = text.trim().split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    SCHEMES
+        .contains(&scheme.as_str())
+        .then(|| format!("{scheme}://{rest}"))
+}
+
+/// Whether `text` looks like a connection string rather than a file path or a name: it holds
+/// `://`, starts with a scheme (`word:`, of two characters or more: `C:` is a drive), or has an
+/// `@` in its first path segment (`user:password@host/db`).
+pub fn looks_like_uri(text: &str) -> bool {
+    let text = text.trim();
+    let first_segment = text.split(['/', '\\']).next().unwrap_or_default();
+    let scheme = text.split_once(':').is_some_and(|(word, _)| {
+        word.len() >= 2
+            && word.starts_with(|c: char| c.is_ascii_alphabetic())
+            && word
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+    });
+    text.contains("://") || first_segment.contains('@') || scheme
+}
+
+/// What a value given for a connection string is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UriText {
+    /// A MongoDB URI the driver reads, normalised ([`normalize_uri`]).
+    Uri(String),
+    /// Nothing like a URI: a file path, where one may be given (`--state`).
+    NotUri,
+    /// Shaped like a URI, but not one the driver takes: why, without the URI's secrets.
+    Invalid(String),
+}
+
+/// Reads a value given for a connection string, without connecting or looking a name up: a
+/// MongoDB URI (whatever its scheme's case and the spaces around it), something else shaped
+/// like a URI (refused, never taken for a path), or neither.
+pub fn read_uri(text: &str) -> UriText {
+    if let Some(uri) = normalize_uri(text) {
+        return match mongodb::options::ConnectionString::parse(&uri) {
+            Ok(_) => UriText::Uri(uri),
+            Err(e) => UriText::Invalid(format!(
+                "{} is not a valid MongoDB URI: {}",
+                redact_uri(&uri),
+                strip_uri(&describe(&e), &uri)
+            )),
+        };
+    }
+    if looks_like_uri(text) {
+        UriText::Invalid(format!(
+            "{} is not a mongodb:// or mongodb+srv:// URI",
+            redact_uri(text.trim())
+        ))
+    } else {
+        UriText::NotUri
+    }
 }
 
 /// The URI with the values of its secret options replaced by `***`, user info left as it is.
@@ -231,6 +302,9 @@ pub async fn connect(
     pool_size: u32,
     timeout: Duration,
 ) -> Result<Client, MongoError> {
+    // `MONGODB://h` or ` mongodb://h` as the driver takes it.
+    let normalized = normalize_uri(uri);
+    let uri = normalized.as_deref().unwrap_or(uri);
     let redacted = redact_uri(uri);
     let mut options = ClientOptions::parse(uri)
         .await
@@ -317,21 +391,41 @@ fn is_auth_failure(err: &mongodb::error::Error) -> bool {
 
 /// Driver errors can quote the URI they were given; never let its password through.
 pub fn strip_uri(message: &str, uri: &str) -> String {
-    let mut out = message.replace(uri, &redact_uri(uri));
-    let secrets = password_of(uri).into_iter().chain(
-        secret_spans(uri)
-            .into_iter()
-            .map(|span| uri[span].to_string()),
-    );
-    for secret in secrets {
-        if secret.is_empty() || secret == "***" {
-            continue;
-        }
-        // Messages may quote the value as written or percent-decoded.
-        let decoded = percent_decoded(&secret);
-        out = out.replace(&secret, "***").replace(&decoded, "***");
-    }
-    out
+    without_secrets(&message.replace(uri, &redact_uri(uri)), &secrets_in(uri))
+}
+
+/// The secrets `text` may carry if it is (or holds) a connection string, whatever its shape:
+/// its password (`password_span`) and the values of its secret options.
+pub fn secrets_in(text: &str) -> Vec<String> {
+    password_of(text)
+        .into_iter()
+        .chain(
+            secret_spans(text)
+                .into_iter()
+                .map(|span| text[span].to_string()),
+        )
+        .filter(|secret| !secret.is_empty() && secret != "***")
+        .collect()
+}
+
+/// `message` with every one of `secrets` replaced by `***`: as written, percent-decoded (as the
+/// driver reads URI values), and escaped as a Rust or JSON string quotes it (`{:?}`).
+pub fn without_secrets(message: &str, secrets: &[String]) -> String {
+    let mut forms: Vec<String> = secrets
+        .iter()
+        .flat_map(|secret| [secret.clone(), percent_decoded(secret)])
+        .flat_map(|form| {
+            let quoted = format!("{form:?}");
+            [form, quoted[1..quoted.len() - 1].to_string()]
+        })
+        .filter(|form| !form.is_empty() && form != "***")
+        .collect();
+    // The longest first: a secret inside another must not leave the rest of the other behind.
+    forms.sort_by_key(|form| std::cmp::Reverse(form.len()));
+    forms.dedup();
+    forms.iter().fold(message.to_string(), |out, form| {
+        out.replace(form.as_str(), "***")
+    })
 }
 
 /// `%XX` sequences decoded (as the driver does for URI values); anything else kept.
@@ -359,10 +453,7 @@ fn percent_decoded(text: &str) -> String {
 }
 
 fn password_of(uri: &str) -> Option<String> {
-    let rest = &uri[uri.find("://")? + 3..];
-    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
-    let userinfo = &authority[..authority.rfind('@')?];
-    Some(userinfo[userinfo.find(':')? + 1..].to_string())
+    password_span(uri).map(|password| uri[password].to_string())
 }
 
 /// One line an operator can act on, from a driver error (whose `Display` carries debug dumps).
@@ -456,6 +547,63 @@ mod tests {
             assert!(!out.contains(secret), "{secret} in {out}");
         }
         assert!(out.contains("SERVICE_NAME:mongodb"), "{out}");
+    }
+
+    #[test]
+    fn redacts_passwords_of_uris_of_any_shape() {
+        for (uri, redacted) in [
+            ("u:S3cretPw!x@h:27017", "u:***@h:27017"),
+            ("MONGODB://u:S3cretPw!x@h/db", "MONGODB://u:***@h/db"),
+            ("mongdb://u:S3cretPw!x@h", "mongdb://u:***@h"),
+            ("mongodb://u:S3c/ret?Pw@x@h/db", "mongodb://u:***@h/db"),
+            ("mongodb://u:S3cretPw!x%zz@h", "mongodb://u:***@h"),
+            (":S3cretPw!x@h", ":***@h"),
+            ("u:S3cretPw!x@h/?x=http://y", "u:***@h/?x=http://y"),
+        ] {
+            assert_eq!(redact_uri(uri), redacted, "{uri}");
+        }
+    }
+
+    #[test]
+    fn reads_uris_whatever_the_case_of_their_scheme_and_the_spaces_around() {
+        assert_eq!(
+            read_uri(" MONGODB://u:pw@h:1/db "),
+            UriText::Uri("mongodb://u:pw@h:1/db".into())
+        );
+        assert_eq!(
+            read_uri("\tMongoDB+SRV://cluster.example.net"),
+            UriText::Uri("mongodb+srv://cluster.example.net".into())
+        );
+        for path in [
+            "state.db",
+            "/var/lib/mongoferry/jobs.json",
+            "./u:pw@h/x",
+            "C:\\state",
+        ] {
+            assert_eq!(read_uri(path), UriText::NotUri, "{path}");
+        }
+        for shaped in [
+            "MONGODB:/u:S3cretPw!x@h/db",
+            "mongdb://u:S3cretPw!x@h",
+            "u:S3cretPw!x@h:27017/db",
+            "mongodb://u:S3cretPw!x@",
+            "mongodb://u:S3cretPw!x%zz@h",
+            "http://h",
+        ] {
+            let UriText::Invalid(why) = read_uri(shaped) else {
+                panic!("{shaped} is read as a URI or a path");
+            };
+            assert!(!why.contains("S3cretPw"), "{why}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_stripped_as_written_decoded_and_quoted() {
+        let secrets = secrets_in(r#"u:S3c"ret%21@h"#);
+        assert_eq!(secrets, [r#"S3c"ret%21"#]);
+        let message = r#"bad "u:S3c\"ret%21@h" (S3c"ret!)"#;
+        let out = without_secrets(message, &secrets);
+        assert!(!out.contains("S3c"), "{out}");
     }
 
     #[test]

@@ -131,7 +131,8 @@ impl AllowList {
 impl Pattern {
     fn parse(value: &str) -> Result<Pattern, PatternError> {
         let refuse = |reason| PatternError {
-            value: value.to_string(),
+            // A URI given by mistake is quoted without its password.
+            value: crate::mongo::redact_uri(value),
             reason,
         };
         let (host, port) = split_host_port(value.trim()).ok_or_else(|| {
@@ -212,16 +213,15 @@ fn split_host_port(text: &str) -> Option<(String, Option<u16>)> {
     Some((host, port))
 }
 
-/// Every host a connection string names, read from its text alone.
+/// Every host a connection string names, read from its text alone, as the driver will read it:
+/// whatever its scheme's case and the spaces around it (`MONGODB://h` names `h`).
 pub fn endpoints(uri: &str) -> Result<Vec<Endpoint>, String> {
-    let (srv, rest) = if let Some(rest) = uri.strip_prefix("mongodb+srv://") {
-        (true, rest)
-    } else if let Some(rest) = uri.strip_prefix("mongodb://") {
-        (false, rest)
-    } else {
-        // Not a MongoDB URI: the spec's validation says so; it names no host to check.
+    let normalized = crate::mongo::normalize_uri(uri);
+    // Not a MongoDB URI: the spec's validation says so; it names no host to check.
+    let Some((scheme, rest)) = normalized.as_deref().and_then(|uri| uri.split_once("://")) else {
         return Ok(vec![]);
     };
+    let srv = scheme == "mongodb+srv";
     // The hosts end at the first '/' (or '?' when there is no path); credentials end at the
     // last '@' before that (a password must escape '@', '/' and '?').
     let hosts_end = rest.find(['/', '?']).unwrap_or(rest.len());
@@ -340,6 +340,12 @@ mod tests {
             ["db.example:27017"]
         );
         assert_eq!(hosts("postgres://db.example"), Vec::<String>::new());
+        // As the driver reads them, so the list checks the host the job would reach.
+        assert_eq!(hosts(" MONGODB://Evil.example:1 "), ["evil.example:1"]);
+        assert_eq!(
+            hosts("MongoDB+SRV://u:pw@cluster0.example.com"),
+            ["cluster0.example.com"]
+        );
         for bad in [
             "mongodb://",
             "mongodb://a,,b",
@@ -431,6 +437,10 @@ mod tests {
         ] {
             assert!(AllowList::new(&[bad.to_string()]).is_err(), "{bad}");
         }
+        let message = AllowList::new(&["mongodb://u:S3cretPw!x@db.example".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(!message.contains("S3cretPw"), "{message}");
         let message = AllowList::new(&["*".into()]).unwrap_err().to_string();
         assert!(message.contains("leave out --allow-cluster"), "{message}");
     }

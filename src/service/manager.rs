@@ -424,7 +424,8 @@ impl JobManager {
     }
 
     /// Starts a job, or returns the active job with the same spec (`false`: nothing new started;
-    /// with a shared history, an active job of another node with the same spec counts too).
+    /// with a shared history, an active job of another node with the same spec counts too, also
+    /// one submitted there at the same moment: [`claim_spec`](Self::claim_spec)).
     pub async fn submit(self: &Arc<Self>, spec: JobSpec) -> Result<(Arc<Job>, bool), SubmitError> {
         let copy_spec = self.copy_spec(&spec)?;
         // A job that would destroy its own data is refused before it is accepted (its run
@@ -448,7 +449,15 @@ impl JobManager {
         }
         // Unique among the nodes of a shared history, which give ids out one at a time.
         let id = match &self.history {
-            History::Shared(shared) => Some(JobId(shared.next_id().await?)),
+            History::Shared(shared) => {
+                let id = JobId(shared.next_id().await?);
+                // Of the nodes given this spec at once, one starts a job; the others answer
+                // with it.
+                if let Some(existing) = self.claim_spec(shared, &spec, id).await? {
+                    return Ok((existing, false));
+                }
+                Some(id)
+            }
             History::None | History::File(_) => None,
         };
         let job = {

@@ -7,7 +7,9 @@
 //! their state changes on event streams); helping runs of their partitioned jobs; answers to the
 //! commands for this node's jobs.
 //!
-//! One node runs a job: the job's record and state are its run's, and only it writes them.
+//! One node runs a job: the job's record and state are its run's, and only it writes them. The
+//! node a spec is submitted to claims it in the shared history (`JobManager::claim_spec`), so
+//! that a spec submitted to two nodes at once makes one job, which both answer with.
 //! Other nodes may help copy the partitions of a copy (or of a sync's initial copy) the way
 //! several CLI processes share a job ([`crate::run::copy`]: each partition claimed by lease in
 //! the state store); they follow the job's pause, workers, rate limits (each takes an equal
@@ -53,6 +55,10 @@ const JOBS_WINDOW: Duration = Duration::from_secs(10);
 
 /// How long after a helping run ended another may start for the same job.
 const HELP_AGAIN: Duration = Duration::from_secs(5);
+
+/// How long a submit waits for the job that claimed its spec on another node to be written,
+/// before it takes the claim for itself (that node died starting the job).
+const CLAIM_STARTING: Duration = Duration::from_secs(5);
 
 /// A node's answer to a command for one of its jobs.
 #[derive(Debug, Serialize, Deserialize)]
@@ -168,6 +174,51 @@ impl JobManager {
         }
         self.publish(shared).await;
         Ok(())
+    }
+
+    /// Claims `spec` for the new job `id`, so that of the nodes given the same spec
+    /// at once only one starts a job: the claim is one insert in the shared history, keyed by
+    /// the spec ([`spec_identity`]). `Some`: the active job that holds the spec, this node's or
+    /// another's, to answer with; `None`: job `id` holds it now. A claim whose job ended (or was
+    /// not written within [`CLAIM_STARTING`]) is moved to `id`.
+    pub(super) async fn claim_spec(
+        self: &Arc<Self>,
+        shared: &SharedHistory,
+        spec: &JobSpec,
+        id: JobId,
+    ) -> Result<Option<Arc<Job>>, StateError> {
+        let identity = spec_identity(spec);
+        let asked = Instant::now();
+        loop {
+            let Some(holder) = shared.claim_spec(&identity, id.0).await? else {
+                return Ok(None);
+            };
+            let holder = JobId(holder);
+            let job = match self.get(holder) {
+                Some(job) => Some(job),
+                None => match shared.job(holder.0).await? {
+                    Some(stored) => {
+                        self.mirror(shared, stored);
+                        self.get(holder)
+                    }
+                    None => None,
+                },
+            };
+            let ended = match job {
+                Some(job) if !job.state().is_final() => return Ok(Some(job)),
+                Some(_) => true,
+                // Claimed but not written yet: its node is starting it, or died doing so.
+                None => asked.elapsed() > CLAIM_STARTING,
+            };
+            if ended {
+                if shared.reclaim_spec(&identity, holder.0, id.0).await? {
+                    return Ok(None);
+                }
+                // Another node moved the claim first: its job is the one.
+                continue;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Whether a node's heartbeat says it runs: recent enough, and (on this host) its process
@@ -525,6 +576,17 @@ impl JobManager {
             }
         }
     }
+}
+
+/// What makes two submits one job on every node: the spec as kept (its secrets and `restart`
+/// left out), hashed with SHA-256.
+fn spec_identity(spec: &JobSpec) -> String {
+    let text = serde_json::to_string(&spec.redacted()).expect("specs serialise");
+    ring::digest::digest(&ring::digest::SHA256, text.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
 }
 
 /// Has a helping run follow the job it helps with: its pause, workers, rate limits, commit and

@@ -7,7 +7,8 @@
 //! the seam; one file per kind: [`file`] (the embedded default: SQLite, and dead letters as JSON lines), [`mongo`] (a MongoDB
 //! database that several processes share, with leases and fencing), [`memory`] (keeps nothing);
 //! [`history`] keeps the service's jobs in a file, [`shared_history`] in a MongoDB database that
-//! several service nodes share; [`atomic`] is how every file is rewritten.
+//! several service nodes share; [`atomic`] is how every file is rewritten. [`Location`] reads a
+//! `--state` value: a MongoDB URI or a file path, never a mistyped URI taken for a path.
 
 pub mod atomic;
 pub mod file;
@@ -31,6 +32,9 @@ pub use mongo::MongoStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
+    /// A `--state` value shaped like a URI that is not a MongoDB one ([`Location::parse`]).
+    #[error("{0}; a file whose name looks like a URI can be given as ./NAME")]
+    Location(String),
     #[error("cannot read the state store {path}: {source}")]
     Read { path: PathBuf, source: io::Error },
     #[error("the state store {path} is damaged: {reason}")]
@@ -61,6 +65,29 @@ pub enum StateError {
          without moving the checkpoint (the other one continues the job)"
     )]
     Fenced { key: JobKey, holder: String },
+}
+
+/// Where a state store lives, as a `--state PATH|URI` value names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A MongoDB database: its URI as the driver takes it ([`crate::mongo::normalize_uri`]).
+    Mongo(String),
+    /// A file.
+    File(PathBuf),
+}
+
+impl Location {
+    /// Reads a `--state` value: a MongoDB URI whatever its scheme's case and the spaces around
+    /// it (`MONGODB://…`, ` mongodb://…`); anything else shaped like a URI is refused, never taken
+    /// for a path, which would run without the shared state asked for, in directories named
+    /// after the URI and its password.
+    pub fn parse(text: &str) -> Result<Location, StateError> {
+        match crate::mongo::read_uri(text) {
+            crate::mongo::UriText::Uri(uri) => Ok(Location::Mongo(uri)),
+            crate::mongo::UriText::NotUri => Ok(Location::File(PathBuf::from(text))),
+            crate::mongo::UriText::Invalid(why) => Err(StateError::Location(why)),
+        }
+    }
 }
 
 /// A run's exclusive hold on its job in a store, released when dropped.

@@ -88,14 +88,13 @@ impl std::fmt::Debug for MongoStore {
     }
 }
 
-/// Whether `location` (a `--state` value) names a MongoDB database rather than a file.
-pub fn is_mongodb_uri(location: &str) -> bool {
-    location.starts_with("mongodb://") || location.starts_with("mongodb+srv://")
-}
-
 impl MongoStore {
     /// Connects to the database `uri` names (`mongoferry` if it names none), within `timeout`.
+    /// The URI is read as the driver reads it ([`mongo::normalize_uri`]: `MONGODB://h/db` names
+    /// database `db` too).
     pub async fn open(uri: &str, lease: Duration, timeout: Duration) -> Result<Self, StateError> {
+        let normalized = mongo::normalize_uri(uri);
+        let uri = normalized.as_deref().unwrap_or(uri);
         let location = redact_uri(uri);
         let client = mongo::connect(Side::State, uri, 8, timeout).await?;
         let db_name = mongodb::options::ClientOptions::parse(uri)

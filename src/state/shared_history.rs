@@ -2,8 +2,8 @@
 //! it (`serve --state mongodb://host/db`).
 //!
 //! In: the records and views of the jobs this node runs (JSON text, already redacted: no
-//! credentials in clear, at most sealed ones: `serve --credentials-key-file`), this node's heartbeat with its share of each job it works on, and operators'
-//! commands for jobs that other nodes run. Out: the same, to every node on the database. Four
+//! credentials in clear, at most sealed ones: `serve --credentials-key-file`), this node's heartbeat with its share of each job it works on, operators'
+//! commands for jobs that other nodes run, and the claims of the specs this node starts. Out: the same, to every node on the database. Five
 //! collections beside the [store](super::mongo)'s (docs/ARCHITECTURE.md), with majority writes
 //! and reads:
 //!
@@ -14,6 +14,9 @@
 //! - `service_commands`: `{_id, job, command, answer, at}`: a command for a job another node runs,
 //!   answered by that node.
 //! - `counters`: `{_id: "service_jobs", n}`: the last job id given, so ids are unique across nodes.
+//! - `service_specs`: `{_id: spec identity, job, node, at}`: the job that holds each spec, so that
+//!   a spec submitted to two nodes at once starts one job (the `_id` is the claim: one insert
+//!   wins); moved to a new job only from one that ended.
 //!
 //! Records, views, shares and commands are the service's JSON, opaque here.
 
@@ -28,6 +31,9 @@ use super::mongo::{host_name, MongoStore, DUPLICATE_KEY};
 use super::{StateError, StateStore};
 use crate::mongo::{describe, error_code};
 
+/// How often a job id is asked for when the counter's creation keeps losing races.
+const COUNTER_TRIES: u32 = 20;
+
 /// The jobs, heartbeats and commands of the service nodes sharing one state database.
 pub struct SharedHistory {
     location: String,
@@ -35,6 +41,7 @@ pub struct SharedHistory {
     nodes: Collection<Document>,
     commands: Collection<Document>,
     counters: Collection<Document>,
+    specs: Collection<Document>,
     /// This node: `host:pid:random`, unique for the life of the process.
     node: String,
 }
@@ -95,6 +102,7 @@ impl SharedHistory {
             nodes: store.collection("service_nodes"),
             commands: store.collection("service_commands"),
             counters: store.collection("counters"),
+            specs: store.collection("service_specs"),
             node,
         }
     }
@@ -115,19 +123,38 @@ impl SharedHistory {
         }
     }
 
-    /// A job id no node has given.
+    /// A job id no node has given. The counter is created by the first call (an upsert); of
+    /// calls that race to create it, those that lose (a duplicate key, or no document, as some
+    /// servers answer) try again, and find it.
     pub async fn next_id(&self) -> Result<u64, StateError> {
-        let counter = self
-            .counters
-            .find_one_and_update(
-                doc! { "_id": "service_jobs" },
-                doc! { "$inc": { "n": 1_i64 } },
-            )
-            .upsert(true)
-            .return_document(ReturnDocument::After)
-            .await
-            .map_err(|e| self.failed(&e))?
-            .unwrap_or_default();
+        let mut tries = 0;
+        let counter = loop {
+            let counted = self
+                .counters
+                .find_one_and_update(
+                    doc! { "_id": "service_jobs" },
+                    doc! { "$inc": { "n": 1_i64 } },
+                )
+                .upsert(true)
+                .return_document(ReturnDocument::After)
+                .await;
+            match counted {
+                Ok(Some(counter)) => break counter,
+                Ok(None) => {}
+                Err(e) if error_code(&e) == Some(DUPLICATE_KEY) => {}
+                Err(e) => return Err(self.failed(&e)),
+            }
+            tries += 1;
+            if tries == COUNTER_TRIES {
+                return Err(StateError::Database {
+                    location: self.location.clone(),
+                    reason: format!(
+                        "the counter of job ids could not be created ({tries} tries lost a race)"
+                    ),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(fastrand::u64(5..50))).await;
+        };
         // Numbers written by another tool (a shell's doubles) count as well.
         let n = match counter.get("n") {
             Some(Bson::Int64(n)) => Some(*n),
@@ -141,6 +168,55 @@ impl SharedHistory {
                 location: self.location.clone(),
                 reason: format!("the counter of job ids is not a positive number: {counter}"),
             })
+    }
+
+    /// Claims the spec whose identity is `spec` for job `id`, with one insert, so that of the
+    /// nodes given the same spec at once only one starts a job. `None`: job `id` holds it now;
+    /// else the job that holds it, which may have ended since ([`reclaim_spec`](Self::reclaim_spec)).
+    pub async fn claim_spec(&self, spec: &str, id: u64) -> Result<Option<u64>, StateError> {
+        let inserted = self
+            .specs
+            .insert_one(doc! {
+                "_id": spec,
+                "job": id as i64,
+                "node": &self.node,
+                "at": DateTime::now(),
+            })
+            .await;
+        match inserted {
+            Ok(_) => return Ok(None),
+            Err(e) if error_code(&e) == Some(DUPLICATE_KEY) => {}
+            Err(e) => return Err(self.failed(&e)),
+        }
+        // Claims are moved from job to job, never removed: the one that refused the insert is
+        // there to read.
+        let claim = self
+            .specs
+            .find_one(doc! { "_id": spec })
+            .await
+            .map_err(|e| self.failed(&e))?;
+        claim
+            .and_then(|c| c.get_i64("job").ok())
+            .and_then(|job| u64::try_from(job).ok())
+            .map(Some)
+            .ok_or_else(|| StateError::Database {
+                location: self.location.clone(),
+                reason: format!("the claim of spec {spec} names no job"),
+            })
+    }
+
+    /// Moves the claim of the spec `spec` from job `from` (which ended, or never started) to job
+    /// `id`: `false` when another job took it meanwhile.
+    pub async fn reclaim_spec(&self, spec: &str, from: u64, id: u64) -> Result<bool, StateError> {
+        let moved = self
+            .specs
+            .update_one(
+                doc! { "_id": spec, "job": from as i64 },
+                doc! { "$set": { "job": id as i64, "node": &self.node, "at": DateTime::now() } },
+            )
+            .await
+            .map_err(|e| self.failed(&e))?;
+        Ok(moved.modified_count == 1)
     }
 
     /// Writes a job this node runs. `false`: another node runs it now (it took the job over

@@ -235,14 +235,35 @@ pub fn memory_store() -> std::sync::Arc<dyn mongoferry::state::StateStore> {
 /// Runs `mongoferry` with `args`, bounded by `timeout`. Each run gets its own data directory,
 /// so runs never continue each other's checkpoints unless given the same `--state`.
 pub fn mongoferry(args: &[&str], timeout: Duration) -> Output {
+    let data = tempfile::tempdir().unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mongoferry"));
+    command.args(args).env("XDG_DATA_HOME", data.path());
+    run_bounded(command, timeout)
+}
+
+/// Runs `mongoferry` with `args` in `dir`, its working directory, whose `data` is its data
+/// directory, with the variables of `env` (and no other `MONGOFERRY_FROM`, `_TO` or `_STATE`),
+/// bounded by `timeout`: for what a run leaves in the directory it runs in.
+pub fn mongoferry_in(dir: &Path, args: &[&str], env: &[(&str, &str)], timeout: Duration) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mongoferry"));
+    command
+        .args(args)
+        .current_dir(dir)
+        .env("XDG_DATA_HOME", dir.join("data"))
+        .env_remove("MONGOFERRY_FROM")
+        .env_remove("MONGOFERRY_TO")
+        .env_remove("MONGOFERRY_STATE")
+        .envs(env.iter().copied());
+    run_bounded(command, timeout)
+}
+
+/// Runs `command`; killed if it outlives `timeout`.
+fn run_bounded(mut command: Command, timeout: Duration) -> Output {
     // Output goes to files, so a chatty child can never block on a full pipe.
     let stdout = tempfile::tempfile().unwrap();
     let stderr = tempfile::tempfile().unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mongoferry"))
-        .args(args)
+    let mut child = command
         .env("MONGOFERRY_LOG", "warn")
-        .env("XDG_DATA_HOME", data.path())
         .stdin(Stdio::null())
         .stdout(stdout.try_clone().unwrap())
         .stderr(stderr.try_clone().unwrap())
@@ -257,7 +278,8 @@ pub fn mongoferry(args: &[&str], timeout: Duration) -> Output {
             let _ = child.kill();
             let _ = child.wait();
             panic!(
-                "mongoferry {args:?} did not finish within {timeout:?}; stderr: {}",
+                "mongoferry {:?} did not finish within {timeout:?}; stderr: {}",
+                command.get_args().collect::<Vec<_>>(),
                 read_all(stderr)
             );
         }
@@ -268,6 +290,18 @@ pub fn mongoferry(args: &[&str], timeout: Duration) -> Output {
         stdout: read_all(stdout).into_bytes(),
         stderr: read_all(stderr).into_bytes(),
     }
+}
+
+/// The names of every file and directory under `dir`, at any depth.
+pub fn names_under(dir: &Path) -> Vec<String> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().map(Result::unwrap) {
+        names.push(entry.file_name().to_string_lossy().into_owned());
+        if entry.file_type().unwrap().is_dir() {
+            names.extend(names_under(&entry.path()));
+        }
+    }
+    names
 }
 
 fn read_all(mut file: std::fs::File) -> String {

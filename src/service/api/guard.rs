@@ -253,7 +253,7 @@ pub(super) async fn check_body(
 
 /// POST, PUT, PATCH and DELETE: the methods this service changes anything with. Any other
 /// method changes nothing here (no route takes it: it gets 405).
-fn changes_something(method: &Method) -> bool {
+pub(super) fn changes_something(method: &Method) -> bool {
     matches!(
         *method,
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE

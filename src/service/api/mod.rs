@@ -4,7 +4,9 @@
 //! OpenAPI description and the web dashboard ([`web`]: `/` and `/web/…`, embedded in the binary).
 //! Every error becomes a JSON body with a 4xx status in one place ([`ApiError`]); no request can
 //! panic the service or get a 500 for bad input. Before any handler, every request passes the
-//! [`guard`] (host, origin, token, content type, body limits); refused, it changes nothing.
+//! [`guard`] (host, origin, token, content type, body limits); refused, it changes nothing. No
+//! error answer quotes a secret of a URI the request carried, wherever it was in the request
+//! (`without_request_secrets`).
 //!
 //! Every route is registered through `utoipa_axum`'s `routes!`, which takes the path and the
 //! method from the handler's `#[utoipa::path]` attribute: the router and the OpenAPI document
@@ -20,12 +22,13 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRef, Path, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, FromRef, Path, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::{middleware, Json, Router};
+use axum::{Json, Router};
 use futures::Stream;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -35,7 +38,7 @@ use utoipa_axum::routes;
 
 use crate::engine::control::throttle::Limits;
 use crate::engine::CopyError;
-use crate::mongo::MongoError;
+use crate::mongo::{self, MongoError};
 use crate::run::plan::Plan;
 use crate::service::job::{Job, JobId, JobView};
 use crate::service::manager::{Command, CommandError, JobManager, PlanError, SubmitError};
@@ -226,6 +229,8 @@ pub fn router(manager: Arc<JobManager>, options: ApiOptions) -> Router {
     ));
     let max_streams = options.max_event_streams.max(1);
     routes
+        // Inside the guard's body check: it reads the body the redaction looks into.
+        .route_layer(middleware::from_fn(without_request_secrets))
         // Only on requests a route takes: a method no route takes gets its 405 whatever it sends.
         .route_layer(middleware::from_fn_with_state(
             guard.clone(),
@@ -242,6 +247,88 @@ pub fn router(manager: Arc<JobManager>, options: ApiOptions) -> Router {
         // Outermost, so it also covers the fallbacks: nothing is answered before it.
         .layer(middleware::from_fn_with_state(guard, guard::check))
         .layer(DefaultBodyLimit::max(guard::BODY_LIMIT))
+}
+
+/// The last guard of every error a route answers: it never quotes a secret of a URI that the
+/// request carried, whatever the URI's shape and wherever it was (a URI field, a namespace, a
+/// filter, a number's place, the path). Behind each message's own redaction; the body was read
+/// by the guard already ([`guard::check_body`]).
+async fn without_request_secrets(request: Request, next: Next) -> Response {
+    let mut secrets = mongo::secrets_in(&request.uri().to_string());
+    let request = if guard::changes_something(request.method()) {
+        let (parts, body) = request.into_parts();
+        let bytes = axum::body::to_bytes(body, guard::BODY_LIMIT)
+            .await
+            .unwrap_or_default();
+        secrets.extend(secrets_in_body(&bytes));
+        Request::from_parts(parts, Body::from(bytes))
+    } else {
+        request
+    };
+    let response = next.run(request).await;
+    let status = response.status();
+    if secrets.is_empty() || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, guard::BODY_LIMIT).await else {
+        let body = ErrorBody {
+            error: "the answer could not be read".into(),
+            problems: None,
+        };
+        return (status, Json(body)).into_response();
+    };
+    let text = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(mut value) => {
+            redact_strings(&mut value, &secrets);
+            value.to_string()
+        }
+        Err(_) => mongo::without_secrets(&String::from_utf8_lossy(&bytes), &secrets),
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(text))
+}
+
+/// The secrets of every string of a JSON body (names too), or of every word of another.
+fn secrets_in_body(body: &[u8]) -> Vec<String> {
+    fn strings(value: &serde_json::Value, out: &mut Vec<String>) {
+        match value {
+            serde_json::Value::String(text) => out.extend(mongo::secrets_in(text)),
+            serde_json::Value::Array(items) => items.iter().for_each(|v| strings(v, out)),
+            serde_json::Value::Object(members) => {
+                for (name, v) in members {
+                    out.extend(mongo::secrets_in(name));
+                    strings(v, out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(value) => strings(&value, &mut out),
+        Err(_) => {
+            let text = String::from_utf8_lossy(body);
+            for word in text.split(|c: char| c.is_whitespace() || "\"{}[],".contains(c)) {
+                out.extend(mongo::secrets_in(word));
+            }
+        }
+    }
+    out
+}
+
+/// Every string of `value` without `secrets`.
+fn redact_strings(value: &mut serde_json::Value, secrets: &[String]) {
+    match value {
+        serde_json::Value::String(text) => *text = mongo::without_secrets(text, secrets),
+        serde_json::Value::Array(items) => {
+            items.iter_mut().for_each(|v| redact_strings(v, secrets))
+        }
+        serde_json::Value::Object(members) => members
+            .values_mut()
+            .for_each(|v| redact_strings(v, secrets)),
+        _ => {}
+    }
 }
 
 type Api = State<Arc<JobManager>>;
