@@ -577,9 +577,9 @@ async fn copy_with_store(
 
 async fn run_plan(args: PlanArgs) -> Result<(), Failure> {
     let spec = args.spec.validate()?;
-    let state = match &args.state {
-        Some(uri) if is_mongodb_uri(uri) => Some(
-            MongoStore::open(uri, Duration::from_secs(30), spec.connect_timeout)
+    let state = match state_location(&args.state, false)? {
+        Some(Location::Mongo(uri)) => Some(
+            MongoStore::open(&uri, Duration::from_secs(30), spec.connect_timeout)
                 .await
                 .map_err(CopyError::from)?,
         ),
