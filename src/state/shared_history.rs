@@ -139,8 +139,9 @@ impl SharedHistory {
                 .return_document(ReturnDocument::After)
                 .await;
             match counted {
-                Ok(Some(counter)) => break counter,
-                Ok(None) => {}
+                Ok(Some(counter)) if counter.contains_key("n") => break counter,
+                // A race with the node creating the counter can answer nothing, or `{}`.
+                Ok(_) => {}
                 Err(e) if error_code(&e) == Some(DUPLICATE_KEY) => {}
                 Err(e) => return Err(self.failed(&e)),
             }
