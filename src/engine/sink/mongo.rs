@@ -9,6 +9,13 @@
 //! validation, a duplicate on a unique secondary index) is returned, not retried, and does not
 //! stop the others.
 //!
+//! # Durable writes
+//!
+//! By default every write uses the write concern of the destination's URI. A sink made
+//! [`durable`](MongoSink::durable) writes with `{w: "majority", j: true}` whatever the URI says:
+//! a move deletes from the source what the destination acknowledged, and an acknowledgement
+//! that a replica set can roll back (`w: 1`) would lose those documents.
+//!
 //! # Sharded destinations
 //!
 //! An upsert into a sharded collection must name the whole shard key in its filter, so the
@@ -25,8 +32,10 @@ use std::future::IntoFuture;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
+use mongodb::action::Action;
 use mongodb::bson::{doc, rawdoc, Document, RawArrayBuf, RawBson, RawDocument, RawDocumentBuf};
 use mongodb::error::ErrorKind;
+use mongodb::options::{Acknowledgment, WriteConcern};
 use mongodb::Client;
 
 use super::{Refused, Sink, Write, MAX_DOCUMENT_BYTES};
@@ -51,6 +60,8 @@ pub struct MongoSink {
     past_validator: BTreeSet<Namespace>,
     /// The shard key fields (other than `_id`) of each sharded destination namespace.
     shard_keys: parking_lot::RwLock<HashMap<Namespace, Vec<String>>>,
+    /// Majority and journaled on every write, over the URI's ("Durable writes").
+    durable: bool,
 }
 
 impl MongoSink {
@@ -61,6 +72,30 @@ impl MongoSink {
             max_document_bytes: MAX_DOCUMENT_BYTES,
             past_validator: BTreeSet::new(),
             shard_keys: Default::default(),
+            durable: false,
+        }
+    }
+
+    /// Every write waits for a majority of the replica set and its journal ("Durable writes").
+    pub fn durable(mut self) -> Self {
+        self.durable = true;
+        self
+    }
+
+    /// The write concern the sink imposes on its writes; `None`: the URI's.
+    pub fn write_concern(&self) -> Option<WriteConcern> {
+        self.durable.then(|| {
+            WriteConcern::builder()
+                .w(Acknowledgment::Majority)
+                .journal(true)
+                .build()
+        })
+    }
+
+    /// Adds the imposed write concern to a hand-built write command.
+    fn concern_of(&self, command: &mut RawDocumentBuf) {
+        if self.durable {
+            command.append("writeConcern", rawdoc! { "w": "majority", "j": true });
         }
     }
 
@@ -97,7 +132,10 @@ impl MongoSink {
         let outcome = self
             .retry
             .run("insert", || async {
-                let insert = collection.insert_many(&docs).ordered(false);
+                let insert = collection
+                    .insert_many(&docs)
+                    .ordered(false)
+                    .optional(self.write_concern(), |insert, wc| insert.write_concern(wc));
                 if bypass {
                     insert.bypass_document_validation(true).await
                 } else {
@@ -175,7 +213,10 @@ impl MongoSink {
             let collection = self.collection(ns);
             self.retry
                 .run("delete", || {
-                    collection.delete_many(filter.clone()).into_future()
+                    collection
+                        .delete_many(filter.clone())
+                        .optional(self.write_concern(), |delete, wc| delete.write_concern(wc))
+                        .into_future()
                 })
                 .await
                 .map_err(|e| write_error(ns, "delete", &e))?;
@@ -212,6 +253,7 @@ impl MongoSink {
         if self.past_validator.contains(ns) {
             command.append("bypassDocumentValidation", true);
         }
+        self.concern_of(&mut command);
         let db = self.client.database(&ns.db);
         let reply = self
             .retry
@@ -408,11 +450,12 @@ impl MongoSink {
             if bytes < COMMAND_BYTES / 2 && ids.peek().is_some() {
                 continue;
             }
-            let command = rawdoc! {
+            let mut command = rawdoc! {
                 "delete": ns.coll.as_str(),
                 "deletes": std::mem::take(&mut statements),
                 "ordered": false,
             };
+            self.concern_of(&mut command);
             bytes = 0;
             let reply = self
                 .retry

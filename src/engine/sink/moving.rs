@@ -20,7 +20,9 @@
 //!   delete, and the copy at the destination is the one it read).
 //!
 //! A document the destination refused (a dead letter), or does not hold exactly as written, is
-//! never deleted. With `keep_source` nothing is deleted: a rehearsal that copies and verifies.
+//! never deleted. The destination's writes of a move are made durable by the run
+//! ([`MongoSink::durable`](super::MongoSink::durable): `w: majority, j: true` whatever the URI
+//! says), so no rollback there can undo a write whose source document is deleted. With `keep_source` nothing is deleted: a rehearsal that copies and verifies.
 //! Deletes wait for the same throttle as the writes (the job's limit counts both).
 
 use std::collections::{HashMap, HashSet};
