@@ -631,3 +631,67 @@ fn two_processes_share_a_syncs_initial_copy_and_one_follows() {
         common::assert_same(&env, (&s, "c"), (&d, "c")).await;
     });
 }
+
+/// Runs a live sync of `s.c` into `d.c` until the returned child is stopped; waits (bounded)
+/// for the initial copy of `count` documents.
+async fn live_sync(
+    env: &TestEnv,
+    dst: &Client,
+    (s, d): (&str, &str),
+    count: u64,
+    data: &Path,
+) -> (std::process::Child, std::fs::File) {
+    let ns = format!("{s}.c:{d}.c");
+    let argv = [
+        "sync",
+        "--from",
+        &env.src,
+        "--to",
+        &env.dst,
+        "--ns",
+        &ns,
+        "--no-state",
+    ];
+    let (child, log) = spawn(&argv, data);
+    let c = dst.database(d).collection::<Document>("c");
+    let started = Instant::now();
+    while c.count_documents(doc! {}).await.unwrap() != count {
+        assert!(started.elapsed() < Duration::from_secs(30), "initial copy");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (child, log)
+}
+
+#[test]
+fn an_update_of_a_null_id_keeps_the_document() {
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("null"), env.dst_db("null"));
+        let (src, dst) = (env.src_client().await, env.dst_client().await);
+        let c = src.database(&s).collection::<Document>("c");
+        c.insert_many([doc! { "_id": null, "n": 0 }, doc! { "_id": 1, "n": 0 }])
+            .await
+            .unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let (mut child, log) = live_sync(&env, &dst, (&s, &d), 2, data.path()).await;
+        // The server's lookup answers no document for `_id: null`: not a reason to delete it.
+        for id in [mongodb::bson::Bson::Null, 1.into()] {
+            c.update_one(doc! { "_id": id }, doc! { "$set": { "n": 1 } })
+                .await
+                .unwrap();
+        }
+        converged(&src, &dst, (&s, "c"), (&d, "c"), Duration::from_secs(20)).await;
+        // Applied in order: once a later insert is there, nothing earlier is still to come.
+        c.insert_one(doc! { "_id": 2, "n": 0 }).await.unwrap();
+        converged(&src, &dst, (&s, "c"), (&d, "c"), Duration::from_secs(20)).await;
+        let there = dump(&dst, &d, "c").await;
+        assert_eq!(there.len(), 3);
+        assert_eq!(
+            there[0].get("_id").unwrap(),
+            Some(mongodb::bson::RawBsonRef::Null)
+        );
+        assert_eq!(there[0].get_i32("n").unwrap(), 1);
+        sigterm(&child);
+        let (status, _) = exit_within(&mut child, Duration::from_secs(20)).await;
+        assert_eq!(status.code(), Some(130), "{}", read_log(log));
+    });
+}

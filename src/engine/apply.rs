@@ -11,10 +11,13 @@
 //! A chunk keeps only the **last** change of each `_id` it gathers. What a document must become
 //! depends only on its last change: an insert or replace carries the document as written; an
 //! update carries the document as it was when the stream read the event (`updateLookup`), which
-//! is that update's result or something later; a delete, or an update whose document was gone by
-//! then, means the document is gone (if it came back, a later insert says so). Each write is
-//! therefore a **state** ("the document is now X", "there is no document"), and applying the last
-//! state of every `_id` is idempotent and lands where the source is.
+//! is that update's result or something later; a delete means the document is gone (if it came
+//! back, a later insert says so). An update whose lookup answered no document (or a document of
+//! another `_id` of the same value) does not prove it gone: a server may answer nothing for a
+//! document it holds (SecantusDB does for `_id: null`), so the part reads it again from the
+//! source by its exact `_id` and deletes it only if the source lacks it. Each write is therefore
+//! a **state** ("the document is now X", "there is no document"), and applying the last state of
+//! every `_id` is idempotent and lands where the source is.
 //!
 //! Within a chunk every `_id` appears once, so its writes are split into parts of at most
 //! `batch_size` that go to the destination in parallel, as many at once as the job has workers,
@@ -35,7 +38,7 @@
 //! the events' sequence, and everything before it is applied. A killed run reads again from the
 //! saved position and applies some events twice, which is harmless (states, by `_id`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -50,7 +53,8 @@ use super::source::change_stream::{Change, ChangeEvent, ChangeFeed, DdlOp, DocOp
 use super::source::Source;
 use super::stats::{EventCounts, JobStats};
 use super::{Control, CopyError};
-use crate::mongo::{bson_order, Namespace};
+use crate::mongo::bson_order::{self, IdKey};
+use crate::mongo::Namespace;
 
 /// Where a source namespace goes at the destination; `None`: the job does not follow it.
 pub type Route = Arc<dyn Fn(&Namespace) -> Option<Namespace> + Send + Sync>;
@@ -350,12 +354,21 @@ impl Applier {
             return Err(CopyError::Stopped);
         }
         let started = Instant::now();
-        let writes = if self.refresh {
-            self.current(&part).await?
+        let (writes, fetched) = if self.refresh {
+            let ids = part.changes.iter().map(|c| c.id.clone()).collect();
+            (self.current(&part.source, ids).await?, true)
         } else {
-            part.changes.into_iter().map(as_written).collect()
+            let (known, unsure): (Vec<DocChange>, Vec<DocChange>) =
+                part.changes.into_iter().partition(is_known);
+            let mut writes: Vec<Write> = known.into_iter().map(as_written).collect();
+            let fetched = !unsure.is_empty();
+            if fetched {
+                let ids = unsure.into_iter().map(|c| c.id).collect();
+                writes.extend(self.current(&part.source, ids).await?);
+            }
+            (writes, fetched)
         };
-        let fetch_time = if self.refresh {
+        let fetch_time = if fetched {
             started.elapsed()
         } else {
             Duration::ZERO
@@ -387,43 +400,63 @@ impl Applier {
         Ok(())
     }
 
-    /// The writes that make the destination like the source is now, filter applied: the
-    /// documents found are written, the others deleted.
-    async fn current(&self, part: &Part) -> Result<Vec<Write>, CopyError> {
-        let mut ids: Vec<RawBson> = part.changes.iter().map(|c| c.id.clone()).collect();
+    /// The writes that make the destination's documents of `ids` like the source's now (filter
+    /// applied, if the job has one): those found are written, the others deleted. A document is
+    /// matched to its `_id` exactly ([`IdKey`]): the server answers `{_id: 1}` with `{_id: 1.0}`
+    /// too, which is another document and does not mean that `1` is there.
+    async fn current(
+        &self,
+        source: &Namespace,
+        ids: Vec<RawBson>,
+    ) -> Result<Vec<Write>, CopyError> {
+        let mut ids = ids;
         ids.sort_by(|a, b| bson_order::compare(a.as_raw_bson_ref(), b.as_raw_bson_ref()));
         let mut found = Vec::with_capacity(ids.len());
         let mut pending = &ids[..];
         while !pending.is_empty() {
-            let fetched = self
-                .source
-                .fetch(&part.source, pending, self.batch_bytes)
-                .await?;
+            let fetched = self.source.fetch(source, pending, self.batch_bytes).await?;
             pending = &pending[fetched.covered.max(1).min(pending.len())..];
             found.extend(fetched.docs);
         }
-        let mut present = std::collections::HashSet::new();
+        let wanted: HashSet<IdKey> = ids.iter().map(IdKey::of).collect();
+        let mut present = HashSet::new();
         let mut writes = Vec::with_capacity(ids.len());
         for doc in found {
-            let id = super::source::id_of(&doc, &part.source)?;
-            present.insert(bson_order::identity(&id));
-            writes.push(Write::Replace(doc));
+            let key = IdKey::of(&super::source::id_of(&doc, source)?);
+            if wanted.contains(&key) && present.insert(key) {
+                writes.push(Write::Replace(doc));
+            }
         }
         writes.extend(
             ids.into_iter()
-                .filter(|id| !present.contains(&bson_order::identity(id)))
+                .filter(|id| !present.contains(&IdKey::of(id)))
                 .map(Write::Delete),
         );
         Ok(writes)
     }
 }
 
-/// The write an event's own document asks for.
+/// Whether the event itself says what the document is now: a delete, or a document of exactly
+/// its `_id`. An update whose lookup found nothing, or found another `_id` of the same value, is
+/// not proof that the document is gone: a server may answer no document for one it holds
+/// (SecantusDB does for `_id: null`), so the source is asked again by that `_id`.
+fn is_known(change: &DocChange) -> bool {
+    match (&change.op, &change.doc) {
+        (DocOp::Delete, _) => true,
+        (_, Some(doc)) => doc
+            .get("_id")
+            .ok()
+            .flatten()
+            .is_some_and(|id| IdKey::of(&id.to_raw_bson()) == IdKey::of(&change.id)),
+        (_, None) => false,
+    }
+}
+
+/// The write an event's own document asks for (one [`is_known`]).
 fn as_written(change: DocChange) -> Write {
     match (change.op, change.doc) {
         (DocOp::Insert, Some(doc)) => Write::Insert(doc),
         (DocOp::Update | DocOp::Replace, Some(doc)) => Write::Replace(doc),
-        // Deleted, or gone by the time its update was read (its delete follows).
         _ => Write::Delete(change.id),
     }
 }
@@ -544,14 +577,20 @@ mod tests {
     }
 
     #[test]
-    fn an_update_whose_document_is_gone_is_a_delete() {
-        let gone = DocChange {
+    fn an_update_without_its_own_document_is_read_again() {
+        let change = |id: RawBson, op, doc| DocChange {
             source: Namespace::new("a", "c"),
             destination: Namespace::new("a", "c"),
-            id: RawBson::Int32(7),
-            op: DocOp::Update,
-            doc: None,
+            id,
+            op,
+            doc,
         };
-        assert_eq!(as_written(gone), Write::Delete(RawBson::Int32(7)));
+        assert!(!is_known(&change(RawBson::Null, DocOp::Update, None)));
+        // The lookup found the same number as another type: another document.
+        let other = Some(rawdoc! { "_id": 7.0, "x": 1 });
+        assert!(!is_known(&change(RawBson::Int32(7), DocOp::Update, other)));
+        let own = Some(rawdoc! { "_id": 7, "x": 1 });
+        assert!(is_known(&change(RawBson::Int32(7), DocOp::Update, own)));
+        assert!(is_known(&change(RawBson::Int32(7), DocOp::Delete, None)));
     }
 }

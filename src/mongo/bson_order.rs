@@ -176,6 +176,22 @@ fn type_filter(types: Vec<Bson>) -> Document {
     }
 }
 
+/// An `_id` exactly: its BSON type and its value's bytes. `1`, `1.0` and `NumberLong(1)` are
+/// three keys, though the server takes them for one `_id` (its filters and unique index compare
+/// numbers by value): a document matched back to an `_id` by value may be another document of
+/// the same number, and changes merged by value lose a change of type. Every map, set or
+/// equality of `_id`s that stands for documents uses this key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdKey(Vec<u8>);
+
+impl IdKey {
+    pub fn of(id: &RawBson) -> IdKey {
+        let mut key = vec![id.element_type() as u8];
+        key.extend_from_slice(mongodb::bson::rawdoc! { "": id.clone() }.as_bytes());
+        IdKey(key)
+    }
+}
+
 /// A key equal for `_id`s the server takes for the same one: numbers of equal value are one
 /// `_id` whatever their type (`1`, `1.0`, `NumberLong(1)`); anything else by its bytes (nested
 /// numbers are not unified: a rare case, and only costs a missed coalescing).
