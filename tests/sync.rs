@@ -640,9 +640,10 @@ async fn live_sync(
     (s, d): (&str, &str),
     count: u64,
     data: &Path,
+    extra: &[&str],
 ) -> (std::process::Child, std::fs::File) {
     let ns = format!("{s}.c:{d}.c");
-    let argv = [
+    let mut argv = vec![
         "sync",
         "--from",
         &env.src,
@@ -652,6 +653,7 @@ async fn live_sync(
         &ns,
         "--no-state",
     ];
+    argv.extend(extra);
     let (child, log) = spawn(&argv, data);
     let c = dst.database(d).collection::<Document>("c");
     let started = Instant::now();
@@ -672,7 +674,7 @@ fn an_update_of_a_null_id_keeps_the_document() {
             .await
             .unwrap();
         let data = tempfile::tempdir().unwrap();
-        let (mut child, log) = live_sync(&env, &dst, (&s, &d), 2, data.path()).await;
+        let (mut child, log) = live_sync(&env, &dst, (&s, &d), 2, data.path(), &[]).await;
         // The server's lookup answers no document for `_id: null`: not a reason to delete it.
         for id in [mongodb::bson::Bson::Null, 1.into()] {
             c.update_one(doc! { "_id": id }, doc! { "$set": { "n": 1 } })
@@ -694,4 +696,61 @@ fn an_update_of_a_null_id_keeps_the_document() {
         let (status, _) = exit_within(&mut child, Duration::from_secs(20)).await;
         assert_eq!(status.code(), Some(130), "{}", read_log(log));
     });
+}
+
+/// Deletes number `_id`s and inserts the same numbers as other types during a live sync
+/// (`extra`: more arguments of the sync); the destination ends byte-equal to the source.
+async fn number_ids_change_type(env: Arc<TestEnv>, extra: &[&str]) {
+    use mongodb::bson::{Bson, Decimal128};
+    let (s, d) = (env.src_db("retype"), env.dst_db("retype"));
+    let (src, dst) = (env.src_client().await, env.dst_client().await);
+    let c = src.database(&s).collection::<Document>("c");
+    let decimal_5: Decimal128 = "5".parse().unwrap();
+    c.insert_many([
+        doc! { "_id": 1_i32, "n": 0 },
+        doc! { "_id": 2_i32, "n": 0 },
+        doc! { "_id": 5_i64, "n": 0 },
+    ])
+    .await
+    .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let (mut child, log) = live_sync(&env, &dst, (&s, &d), 3, data.path(), extra).await;
+    // One after the other, quickly: the changes of each number fall into one chunk.
+    let changes: [(Bson, Bson); 2] = [
+        (Bson::Int32(1), Bson::Double(1.0)),
+        (Bson::Int64(5), Bson::Decimal128(decimal_5)),
+    ];
+    for (old, new) in changes {
+        c.delete_one(doc! { "_id": old }).await.unwrap();
+        c.insert_one(doc! { "_id": new, "n": 1 }).await.unwrap();
+    }
+    c.update_one(doc! { "_id": 2 }, doc! { "$set": { "n": 1 } })
+        .await
+        .unwrap();
+    converged(&src, &dst, (&s, "c"), (&d, "c"), Duration::from_secs(20)).await;
+    // Applied in order: once a later insert is there, nothing earlier is still to come.
+    c.insert_one(doc! { "_id": 9, "n": 0 }).await.unwrap();
+    converged(&src, &dst, (&s, "c"), (&d, "c"), Duration::from_secs(20)).await;
+    let there = dump(&dst, &d, "c").await;
+    let types: Vec<_> = there
+        .iter()
+        .map(|doc| doc.get("_id").unwrap().unwrap().element_type())
+        .collect();
+    use mongodb::bson::spec::ElementType as T;
+    assert_eq!(types, [T::Double, T::Int32, T::Decimal128, T::Int32]);
+    sigterm(&child);
+    let (status, _) = exit_within(&mut child, Duration::from_secs(20)).await;
+    let err = read_log(log);
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(!err.contains("refused"), "no dead letter: {err}");
+}
+
+#[test]
+fn a_number_id_that_changes_type_arrives_with_its_new_type() {
+    TestEnv::start().run(|env| number_ids_change_type(env, &[]));
+}
+
+#[test]
+fn a_number_id_that_changes_type_arrives_with_its_new_type_through_a_filter() {
+    TestEnv::start().run(|env| number_ids_change_type(env, &["--filter", r#"{"n": {"$gte": 0}}"#]));
 }

@@ -19,6 +19,13 @@
 //! a **state** ("the document is now X", "there is no document"), and applying the last state of
 //! every `_id` is idempotent and lands where the source is.
 //!
+//! An `_id` is exact here, its type included ([`IdKey`]): `{_id: 1}` and `{_id: 1.0}` are two
+//! documents of the source, one after the other. The server, though, takes them for one: a
+//! write by `{_id: 1.0}` matches `{_id: 1}`, and a replacement there keeps the stored type (or
+//! is refused, `NumberLong` to `Decimal128`). So a chunk never holds changes of two `_id`s of one
+//! value: a change of `1.0` after one of `1` starts the next chunk, and the delete of `1` is
+//! applied before the insert of `1.0`.
+//!
 //! Within a chunk every `_id` appears once, so its writes are split into parts of at most
 //! `batch_size` that go to the destination in parallel, as many at once as the job has workers,
 //! under the same pause, throttle (and so adaptive mode) and dead letters as a copy. Chunks are
@@ -27,8 +34,9 @@
 //! order, and any split of a chunk is independent.
 //!
 //! With a filter, the events' documents are not trusted to match it: the part reads the current
-//! documents of its `_id`s from the source with the filter (`$in`), writes those it finds and
-//! deletes the others at the destination. A document that stops matching is deleted; one that
+//! documents of its `_id`s from the source with the filter (`$in`), writes those it finds (of
+//! exactly those `_id`s: `$in` answers `1.0` for `1` too) and deletes the others at the
+//! destination. A document that stops matching is deleted; one that
 //! starts to match (an update brings it in) is copied.
 //!
 //! # Position
@@ -72,6 +80,8 @@ pub struct DocChange {
 /// Document changes to apply together, the last one per `_id`.
 #[derive(Debug, Default)]
 pub struct Chunk {
+    /// By the document's slot at the server ([`bson_order::slot_key`]); the change kept there
+    /// is always of the same exact `_id` ([`Chunk::takes`]).
     changes: HashMap<(Namespace, Vec<u8>), DocChange>,
     /// Events gathered (before keeping the last per `_id`), by kind.
     pub events: EventCounts,
@@ -94,12 +104,22 @@ impl Chunk {
         };
         *count += 1;
         self.bytes += bytes;
-        let key = (change.source.clone(), bson_order::identity(&change.id));
+        let key = (change.source.clone(), bson_order::slot_key(&change.id));
         if let Some(earlier) = self.changes.insert(key, change) {
             self.bytes = self
                 .bytes
                 .saturating_sub(earlier.doc.map_or(0, |d| d.as_bytes().len()));
         }
+    }
+
+    /// Whether a change of `id` may join: not if the chunk holds a change of another `_id` of
+    /// the same value (`1` then `1.0`). Kept apart, the earlier one is applied first (a delete
+    /// of the int before the insert of the double); merged, the destination would keep the
+    /// int, as a write by `{_id: 1.0}` matches it.
+    fn takes(&self, ns: &Namespace, id: &RawBson) -> bool {
+        self.changes
+            .get(&(ns.clone(), bson_order::slot_key(id)))
+            .is_none_or(|held| IdKey::of(&held.id) == IdKey::of(id))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -190,9 +210,9 @@ pub async fn gather(
             }
             Ok(Some(event)) => {
                 let made_ms = event.made_ms;
-                let was_empty = chunk.is_empty();
+                let mut was_empty = chunk.is_empty();
                 match gathered(&mut chunk, event, &route) {
-                    Some(schema) => {
+                    Gathered::Schema(schema) => {
                         if !chunk.is_empty()
                             && !send(&steps, Ok(Step::Changes(take(&mut chunk)))).await
                         {
@@ -201,7 +221,13 @@ pub async fn gather(
                         sync.read(made_ms);
                         Ok(Step::Schema(schema))
                     }
-                    None => {
+                    gathered => {
+                        if let Gathered::After(earlier) = gathered {
+                            if !send(&steps, Ok(Step::Changes(earlier))).await {
+                                return;
+                            }
+                            was_empty = true;
+                        }
                         if was_empty && !chunk.is_empty() {
                             sync.read(made_ms);
                             chunk.started = Some(Instant::now());
@@ -238,8 +264,19 @@ fn take(chunk: &mut Chunk) -> Chunk {
     std::mem::take(chunk)
 }
 
+/// What became of an event.
+#[derive(Debug)]
+enum Gathered {
+    /// Added to the chunk, or ignored.
+    Changes,
+    /// A schema change.
+    Schema(SchemaChange),
+    /// It started a new chunk: these earlier changes go first ([`Chunk::takes`]).
+    After(Chunk),
+}
+
 /// Adds a document change to the chunk, or returns the schema change the event is.
-fn gathered(chunk: &mut Chunk, event: ChangeEvent, route: &Route) -> Option<SchemaChange> {
+fn gathered(chunk: &mut Chunk, event: ChangeEvent, route: &Route) -> Gathered {
     let ChangeEvent {
         change,
         cluster_secs,
@@ -247,6 +284,12 @@ fn gathered(chunk: &mut Chunk, event: ChangeEvent, route: &Route) -> Option<Sche
         bytes,
         ..
     } = event;
+    let mut earlier = None;
+    if let Change::Doc { ns, id, .. } = &change {
+        if !chunk.takes(ns, id) {
+            earlier = Some(take(chunk));
+        }
+    }
     chunk.end = Some(after.clone());
     let schema = |op, ns: Namespace, to| SchemaChange {
         op,
@@ -255,20 +298,21 @@ fn gathered(chunk: &mut Chunk, event: ChangeEvent, route: &Route) -> Option<Sche
         secs: cluster_secs,
         end: after.clone(),
     };
-    match change {
+    let found = match change {
         Change::Doc { ns, id, op, doc } => {
-            let destination = route(&ns)?;
-            chunk.last_secs = chunk.last_secs.max(cluster_secs);
-            chunk.push(
-                DocChange {
-                    source: ns,
-                    destination,
-                    id,
-                    op,
-                    doc,
-                },
-                bytes,
-            );
+            if let Some(destination) = route(&ns) {
+                chunk.last_secs = chunk.last_secs.max(cluster_secs);
+                chunk.push(
+                    DocChange {
+                        source: ns,
+                        destination,
+                        id,
+                        op,
+                        doc,
+                    },
+                    bytes,
+                );
+            }
             None
         }
         Change::Ddl { op, ns, to } => {
@@ -281,6 +325,11 @@ fn gathered(chunk: &mut Chunk, event: ChangeEvent, route: &Route) -> Option<Sche
             Some(schema(SchemaOp::Unknown(op), ns, None))
         }
         Change::Other { .. } | Change::Invalidate => None,
+    };
+    match (found, earlier) {
+        (Some(schema), _) => Gathered::Schema(schema),
+        (None, Some(earlier)) => Gathered::After(earlier),
+        (None, None) => Gathered::Changes,
     }
 }
 
@@ -504,16 +553,13 @@ mod tests {
             doc_change("c", 2, DocOp::Insert, Some(1)),
             doc_change("skip", 3, DocOp::Insert, Some(1)),
             doc_change("c", 2, DocOp::Delete, None),
-            // The same number as another type is the same `_id` to the server.
-            Change::Doc {
-                ns: Namespace::new("a", "c"),
-                id: RawBson::Double(1.0),
-                op: DocOp::Replace,
-                doc: Some(rawdoc! { "_id": 1.0, "x": 3 }),
-            },
+            doc_change("c", 1, DocOp::Replace, Some(3)),
         ];
         for (n, change) in events.into_iter().enumerate() {
-            assert!(gathered(&mut chunk, event(n as i32, change), &route).is_none());
+            assert!(matches!(
+                gathered(&mut chunk, event(n as i32, change), &route),
+                Gathered::Changes
+            ));
         }
         assert_eq!(chunk.len(), 2);
         assert_eq!(
@@ -543,11 +589,56 @@ mod tests {
             [
                 (
                     Namespace::new("b", "c"),
-                    Write::Replace(rawdoc! { "_id": 1.0, "x": 3 })
+                    Write::Replace(rawdoc! { "_id": 1, "x": 3 })
                 ),
                 (Namespace::new("b", "c"), Write::Delete(RawBson::Int32(2))),
             ]
         );
+    }
+
+    #[test]
+    fn a_number_id_of_another_type_starts_a_new_chunk() {
+        let route = route();
+        let mut chunk = Chunk::default();
+        let double = |op, doc| Change::Doc {
+            ns: Namespace::new("a", "c"),
+            id: RawBson::Double(1.0),
+            op,
+            doc,
+        };
+        let events = [
+            doc_change("c", 1, DocOp::Delete, None),
+            doc_change("c", 2, DocOp::Insert, Some(1)),
+            // 1.0 after 1: to the server the same `_id`, to the source another document.
+            double(DocOp::Insert, Some(rawdoc! { "_id": 1.0, "x": 3 })),
+        ];
+        let outcomes: Vec<Gathered> = events
+            .into_iter()
+            .enumerate()
+            .map(|(n, change)| gathered(&mut chunk, event(n as i32, change), &route))
+            .collect();
+        let [Gathered::Changes, Gathered::Changes, Gathered::After(earlier)] = &outcomes[..] else {
+            panic!("the double starts a chunk: {outcomes:?}");
+        };
+        assert_eq!(earlier.len(), 2);
+        assert_eq!(earlier.end, Some(position(1)), "up to the event before");
+        assert_eq!(chunk.len(), 1);
+        assert_eq!(chunk.end, Some(position(2)));
+        let last = chunk.changes.into_values().next().unwrap();
+        assert_eq!(last.id, RawBson::Double(1.0));
+        // Another `_id` of another value joins as usual; the same double too.
+        let mut chunk = Chunk::default();
+        for change in [
+            double(DocOp::Insert, Some(rawdoc! { "_id": 1.0 })),
+            doc_change("c", 2, DocOp::Insert, Some(1)),
+            double(DocOp::Delete, None),
+        ] {
+            assert!(matches!(
+                gathered(&mut chunk, event(0, change), &route),
+                Gathered::Changes
+            ));
+        }
+        assert_eq!(chunk.len(), 2);
     }
 
     #[test]
@@ -559,19 +650,26 @@ mod tests {
             ns: Namespace::new("a", "skip"),
             to: Some(Namespace::new("a", "kept")),
         };
-        let schema = gathered(&mut chunk, event(1, rename_in), &route).unwrap();
+        let Gathered::Schema(schema) = gathered(&mut chunk, event(1, rename_in), &route) else {
+            panic!("a schema change");
+        };
         assert_eq!(schema.op, SchemaOp::Ddl(DdlOp::Rename));
         let ignored = Change::Ddl {
             op: DdlOp::Drop,
             ns: Namespace::new("a", "skip"),
             to: None,
         };
-        assert!(gathered(&mut chunk, event(2, ignored), &route).is_none());
+        assert!(matches!(
+            gathered(&mut chunk, event(2, ignored), &route),
+            Gathered::Changes
+        ));
         let unknown = Change::Other {
             op: "shardCollection".into(),
             ns: Some(Namespace::new("a", "c")),
         };
-        let schema = gathered(&mut chunk, event(3, unknown), &route).unwrap();
+        let Gathered::Schema(schema) = gathered(&mut chunk, event(3, unknown), &route) else {
+            panic!("a schema change");
+        };
         assert_eq!(schema.op, SchemaOp::Unknown("shardCollection".into()));
         assert!(chunk.is_empty());
     }

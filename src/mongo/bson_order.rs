@@ -192,10 +192,11 @@ impl IdKey {
     }
 }
 
-/// A key equal for `_id`s the server takes for the same one: numbers of equal value are one
-/// `_id` whatever their type (`1`, `1.0`, `NumberLong(1)`); anything else by its bytes (nested
-/// numbers are not unified: a rare case, and only costs a missed coalescing).
-pub fn identity(id: &RawBson) -> Vec<u8> {
+/// A key equal for `_id`s the server takes for the same one, a document's slot at the server:
+/// numbers of equal value share one whatever their type (`1`, `1.0`, `NumberLong(1)`); anything
+/// else by its bytes (nested numbers are not unified). Only to see that two changes touch one
+/// slot (their order then matters); never to match documents to `_id`s ([`IdKey`]).
+pub fn slot_key(id: &RawBson) -> Vec<u8> {
     let value = id.as_raw_bson_ref();
     match number(value) {
         Some(Number::Int(i)) => [b"i".as_slice(), &i.to_le_bytes()].concat(),
