@@ -9,6 +9,13 @@
 //! validation, a duplicate on a unique secondary index) is returned, not retried, and does not
 //! stop the others.
 //!
+//! A replacement the server refuses because it stores the same `_id` number as another type
+//! (`NumberLong(5)` for `Decimal128(5)`: `immutable field '_id'`) is deleted and inserted
+//! instead. A server may also take such a replacement and keep the stored type (SecantusDB does
+//! for `1` and `1.0`), which the write cannot see: a sync applies a type change's delete before
+//! its insert (`engine::apply`), but a re-copy over a destination that holds an `_id` as another
+//! number type may leave that type there.
+//!
 //! # Durable writes
 //!
 //! By default every write uses the write concern of the destination's URI. A sink made
@@ -33,7 +40,9 @@ use std::future::IntoFuture;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use mongodb::action::Action;
-use mongodb::bson::{doc, rawdoc, Document, RawArrayBuf, RawBson, RawDocument, RawDocumentBuf};
+use mongodb::bson::{
+    doc, rawdoc, Document, RawArrayBuf, RawBson, RawBsonRef, RawDocument, RawDocumentBuf,
+};
 use mongodb::error::ErrorKind;
 use mongodb::options::{Acknowledgment, WriteConcern};
 use mongodb::Client;
@@ -49,6 +58,9 @@ const COMMAND_BYTES: usize = 16 * 1024 * 1024 - 16 * 1024;
 
 /// The server error code for a document over the size limit.
 const OBJECT_TOO_LARGE: i32 = 10334;
+
+/// The server error code for a write that would change an immutable field (`_id`).
+const IMMUTABLE_FIELD: i32 = 66;
 
 /// A MongoDB destination cluster.
 pub struct MongoSink {
@@ -185,7 +197,8 @@ impl MongoSink {
         docs: Vec<RawDocumentBuf>,
     ) -> Result<Vec<Refused>, CopyError> {
         // A replacement whose top-level field starts with '$' would be read as update operators;
-        // such rare documents are deleted and inserted again instead.
+        // such rare documents are deleted and inserted again instead (as are those whose `_id`
+        // changed its number type).
         let (plain, dollar): (Vec<_>, Vec<_>) =
             docs.into_iter().partition(|d| !has_dollar_field(d));
         let mut refused = Vec::new();
@@ -203,6 +216,13 @@ impl MongoSink {
         if !chunk.is_empty() {
             refused.extend(self.run_update(ns, chunk).await?);
         }
+        // The destination holds the same number as another type (`NumberLong(5)` for
+        // `Decimal128(5)`), which a server may refuse to change in place: delete, then insert.
+        let (retyped, refused): (Vec<Refused>, Vec<Refused>) =
+            refused.into_iter().partition(is_retyped);
+        let mut dollar = dollar;
+        dollar.extend(retyped.into_iter().map(|r| r.doc));
+        let mut refused = refused;
         if !dollar.is_empty() {
             let mut in_list = RawArrayBuf::new();
             for doc in &dollar {
@@ -545,6 +565,20 @@ fn value_at(doc: &RawDocument, path: &str) -> Option<RawBson> {
         None => Some(value.to_raw_bson()),
         Some(rest) => value_at(value.as_document()?, rest),
     }
+}
+
+/// A replacement refused because the stored `_id` is the same number as another type.
+fn is_retyped(refused: &Refused) -> bool {
+    let number = matches!(
+        refused.doc.get("_id"),
+        Ok(Some(
+            RawBsonRef::Int32(_)
+                | RawBsonRef::Int64(_)
+                | RawBsonRef::Double(_)
+                | RawBsonRef::Decimal128(_)
+        ))
+    );
+    number && refused.code == Some(IMMUTABLE_FIELD)
 }
 
 fn has_dollar_field(doc: &RawDocumentBuf) -> bool {
