@@ -714,7 +714,10 @@ async fn number_ids_change_type(env: Arc<TestEnv>, extra: &[&str]) {
     .await
     .unwrap();
     let data = tempfile::tempdir().unwrap();
-    let (mut child, log) = live_sync(&env, &dst, (&s, &d), 3, data.path(), extra).await;
+    let journal = data.path().join("journal");
+    let mut args = vec!["--journal", journal.to_str().unwrap()];
+    args.extend(extra);
+    let (mut child, log) = live_sync(&env, &dst, (&s, &d), 3, data.path(), &args).await;
     // One after the other, quickly: the changes of each number fall into one chunk.
     let changes: [(Bson, Bson); 2] = [
         (Bson::Int32(1), Bson::Double(1.0)),
@@ -743,6 +746,24 @@ async fn number_ids_change_type(env: Arc<TestEnv>, extra: &[&str]) {
     let err = read_log(log);
     assert_eq!(status.code(), Some(130), "{err}");
     assert!(!err.contains("refused"), "no dead letter: {err}");
+
+    // The journal replays the changes in their order, types included.
+    let again = env.src_db("retype_again");
+    let out = mongoferry(
+        &[
+            "journal",
+            "replay",
+            journal.to_str().unwrap(),
+            "--to",
+            &env.src,
+            "--quiet",
+            "--ns",
+            &format!("{d}.c:{again}.c"),
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    converged(&src, &src, (&s, "c"), (&again, "c"), Duration::ZERO).await;
 }
 
 #[test]

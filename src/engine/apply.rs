@@ -36,8 +36,8 @@
 //! With a filter, the events' documents are not trusted to match it: the part reads the current
 //! documents of its `_id`s from the source with the filter (`$in`), writes those it finds (of
 //! exactly those `_id`s: `$in` answers `1.0` for `1` too) and deletes the others at the
-//! destination. A document that stops matching is deleted; one that
-//! starts to match (an update brings it in) is copied.
+//! destination. A document that stops matching is deleted; one that starts to match (an update
+//! brings it in) is copied.
 //!
 //! # Position
 //!

@@ -430,6 +430,29 @@ mod tests {
     }
 
     #[test]
+    fn an_id_key_tells_number_types_apart_and_a_slot_key_does_not() {
+        let five: Decimal128 = "5".parse().unwrap();
+        let ids = [
+            RawBson::Int32(5),
+            RawBson::Int64(5),
+            RawBson::Double(5.0),
+            RawBson::Decimal128(five),
+        ];
+        for (i, a) in ids.iter().enumerate() {
+            for (j, b) in ids.iter().enumerate() {
+                assert_eq!(IdKey::of(a) == IdKey::of(b), i == j, "{a:?} {b:?}");
+            }
+        }
+        assert_eq!(slot_key(&ids[0]), slot_key(&ids[1]));
+        assert_eq!(slot_key(&ids[0]), slot_key(&ids[2]));
+        assert_ne!(IdKey::of(&RawBson::Null), IdKey::of(&RawBson::Undefined));
+        assert_eq!(
+            IdKey::of(&RawBson::String("a".into())),
+            IdKey::of(&RawBson::String("a".into()))
+        );
+    }
+
+    #[test]
     fn nested_documents_compare_types_before_names() {
         let a = rawdoc! { "a": 5 };
         let b = rawdoc! { "a": "x" };
