@@ -198,6 +198,12 @@ impl IdKey {
 /// slot (their order then matters); never to match documents to `_id`s ([`IdKey`]).
 pub fn slot_key(id: &RawBson) -> Vec<u8> {
     let value = id.as_raw_bson_ref();
+    // A whole decimal past 2^53 would lose its last digits on the way through f64.
+    if let RawBsonRef::Decimal128(d) = value {
+        if let Ok(i) = d.to_string().parse::<i64>() {
+            return [b"i".as_slice(), &i.to_le_bytes()].concat();
+        }
+    }
     match number(value) {
         Some(Number::Int(i)) => [b"i".as_slice(), &i.to_le_bytes()].concat(),
         Some(Number::Float(f)) if f.fract() == 0.0 && f.abs() < 9.2e18 => {
@@ -445,6 +451,17 @@ mod tests {
         }
         assert_eq!(slot_key(&ids[0]), slot_key(&ids[1]));
         assert_eq!(slot_key(&ids[0]), slot_key(&ids[2]));
+        assert_eq!(slot_key(&ids[0]), slot_key(&ids[3]));
+        let big = (1_i64 << 60) + 1;
+        let decimal: Decimal128 = big.to_string().parse().unwrap();
+        assert_eq!(
+            slot_key(&RawBson::Int64(big)),
+            slot_key(&RawBson::Decimal128(decimal))
+        );
+        assert_ne!(
+            slot_key(&RawBson::Int64(big)),
+            slot_key(&RawBson::Int64(big - 1))
+        );
         assert_ne!(IdKey::of(&RawBson::Null), IdKey::of(&RawBson::Undefined));
         assert_eq!(
             IdKey::of(&RawBson::String("a".into())),
