@@ -193,28 +193,73 @@ impl IdKey {
 }
 
 /// A key equal for `_id`s the server takes for the same one, a document's slot at the server:
-/// numbers of equal value share one whatever their type (`1`, `1.0`, `NumberLong(1)`); anything
-/// else by its bytes (nested numbers are not unified). Only to see that two changes touch one
-/// slot (their order then matters); never to match documents to `_id`s ([`IdKey`]).
+/// numbers of equal value share one whatever their type (`1`, `1.0`, `NumberLong(1)`), also
+/// inside documents and arrays (`{a: 1}`, `{a: 1.0}`), as do a string and a symbol of the same
+/// text; anything else by its bytes. Only to see that two changes touch one slot (their order
+/// then matters); never to match documents to `_id`s ([`IdKey`]).
 pub fn slot_key(id: &RawBson) -> Vec<u8> {
-    let value = id.as_raw_bson_ref();
+    let mut key = Vec::new();
+    slot_into(id.as_raw_bson_ref(), &mut key);
+    key
+}
+
+/// Appends the slot key of `value`; each value's key is self-delimiting.
+fn slot_into(value: RawBsonRef<'_>, key: &mut Vec<u8>) {
+    let whole = |key: &mut Vec<u8>, i: i64| {
+        key.push(b'i');
+        key.extend_from_slice(&i.to_le_bytes());
+    };
+    let bytes = |key: &mut Vec<u8>, tag: u8, b: &[u8]| {
+        key.push(tag);
+        key.extend_from_slice(&(b.len() as u64).to_le_bytes());
+        key.extend_from_slice(b);
+    };
     // A whole decimal past 2^53 would lose its last digits on the way through f64.
     if let RawBsonRef::Decimal128(d) = value {
         if let Ok(i) = d.to_string().parse::<i64>() {
-            return [b"i".as_slice(), &i.to_le_bytes()].concat();
+            return whole(key, i);
         }
     }
-    match number(value) {
-        Some(Number::Int(i)) => [b"i".as_slice(), &i.to_le_bytes()].concat(),
-        Some(Number::Float(f)) if f.fract() == 0.0 && f.abs() < 9.2e18 => {
-            [b"i".as_slice(), &(f as i64).to_le_bytes()].concat()
+    match value {
+        RawBsonRef::String(s) | RawBsonRef::Symbol(s) => bytes(key, b's', s.as_bytes()),
+        RawBsonRef::Document(doc) => {
+            key.push(b'd');
+            for element in doc {
+                let Ok((name, value)) = element else {
+                    // Malformed BSON cannot come from a server; its bytes then.
+                    return bytes(key, b'x', doc.as_bytes());
+                };
+                bytes(key, b'e', name.as_bytes());
+                slot_into(value, key);
+            }
+            key.push(b'z');
         }
-        Some(Number::Float(f)) => [b"f".as_slice(), &f.to_le_bytes()].concat(),
-        None => {
-            let mut key = vec![value.element_type() as u8];
-            key.extend_from_slice(mongodb::bson::rawdoc! { "": id.clone() }.as_bytes());
-            key
+        RawBsonRef::Array(array) => {
+            key.push(b'a');
+            for value in array {
+                let Ok(value) = value else {
+                    return bytes(key, b'x', array.as_bytes());
+                };
+                key.push(b'e');
+                slot_into(value, key);
+            }
+            key.push(b'z');
         }
+        _ => match number(value) {
+            Some(Number::Int(i)) => whole(key, i),
+            Some(Number::Float(f)) if f.fract() == 0.0 && f.abs() < 9.2e18 => whole(key, f as i64),
+            Some(Number::Float(f)) if f.is_nan() => key.push(b'n'),
+            Some(Number::Float(f)) => {
+                key.push(b'f');
+                key.extend_from_slice(&f.to_le_bytes());
+            }
+            None => {
+                key.push(value.element_type() as u8);
+                key.extend_from_slice(
+                    mongodb::bson::rawdoc! { "": value.to_raw_bson() }.as_bytes(),
+                );
+            }
+        },
     }
 }
 
@@ -461,6 +506,22 @@ mod tests {
         assert_ne!(
             slot_key(&RawBson::Int64(big)),
             slot_key(&RawBson::Int64(big - 1))
+        );
+        // Inside documents and arrays too; names and order still count.
+        let slot = |doc: mongodb::bson::RawDocumentBuf| slot_key(&RawBson::Document(doc));
+        assert_eq!(
+            slot(rawdoc! { "a": 1, "b": [2_i64] }),
+            slot(rawdoc! { "a": 1.0, "b": [2.0] })
+        );
+        assert_ne!(
+            slot(rawdoc! { "a": 1, "b": 2 }),
+            slot(rawdoc! { "b": 2, "a": 1 })
+        );
+        assert_ne!(slot(rawdoc! { "a": 1 }), slot(rawdoc! { "a": 1, "b": 2 }));
+        assert_ne!(slot(rawdoc! { "a": "1" }), slot(rawdoc! { "a": 1 }));
+        assert_eq!(
+            slot_key(&RawBson::Double(f64::NAN)),
+            slot_key(&RawBson::Double(-f64::NAN))
         );
         assert_ne!(IdKey::of(&RawBson::Null), IdKey::of(&RawBson::Undefined));
         assert_eq!(
