@@ -174,6 +174,36 @@ fn overwrites_existing_documents_without_duplicates() {
 }
 
 #[test]
+fn a_recopy_replaces_a_number_id_stored_as_another_type() {
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("retype"), env.dst_db("retype"));
+        let five: mongodb::bson::Decimal128 = "5".parse().unwrap();
+        let docs = [
+            rawdoc! { "_id": five, "v": "source" },
+            rawdoc! { "_id": 6, "v": "source" },
+        ];
+        insert_raw(&env.src_client().await, &s, "c", &docs).await;
+        // An earlier copy left `NumberLong(5)`: the same `_id` to the server, which refuses
+        // to change its type in place (`immutable field '_id'`).
+        let stale = [
+            rawdoc! { "_id": 5_i64, "v": "stale" },
+            rawdoc! { "_id": 6, "v": "stale" },
+        ];
+        insert_raw(&env.dst_client().await, &d, "c", &stale).await;
+        let summary = copy_with(
+            &env,
+            vec![format!("{s}.c:{d}.c")],
+            Strategy::Stream,
+            None,
+            64,
+        )
+        .await;
+        assert_eq!(summary.failed, 0, "nothing refused");
+        assert_eq!(assert_same(&env, (&s, "c"), (&d, "c")).await, 2);
+    });
+}
+
+#[test]
 fn creates_empty_collections_and_maps_namespaces() {
     TestEnv::start().run(|env| async move {
         let (s, d) = (env.src_db("shop"), env.dst_db("archive"));

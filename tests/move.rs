@@ -522,3 +522,171 @@ fn a_move_from_a_capped_collection_is_refused_before_anything_is_written() {
         assert!(common::collection_names(&dst, &d).await.is_empty());
     });
 }
+
+/// A TCP proxy in front of a server that records the body of every command clients send
+/// through it (OP_MSG section 0), to see what the binary asks of the server.
+struct Recorder {
+    port: u16,
+    commands: Arc<std::sync::Mutex<Vec<Document>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Recorder {
+    async fn start(target: &str) -> Recorder {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let target = target
+            .split("://")
+            .nth(1)
+            .and_then(|rest| rest.split(['/', '?']).next())
+            .unwrap()
+            .to_string();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let commands: Arc<std::sync::Mutex<Vec<Document>>> = Arc::default();
+        let seen = commands.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(&target).await else {
+                    continue;
+                };
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let (mut client_read, mut client_write) = client.into_split();
+                    let (mut server_read, mut server_write) = server.into_split();
+                    let upstream = async move {
+                        let (mut buf, mut pending) = (vec![0u8; 64 * 1024], Vec::new());
+                        loop {
+                            let n = client_read.read(&mut buf).await?;
+                            if n == 0 {
+                                return server_write.shutdown().await;
+                            }
+                            server_write.write_all(&buf[..n]).await?;
+                            pending.extend_from_slice(&buf[..n]);
+                            while let Some(body) = take_message(&mut pending) {
+                                seen.lock().unwrap().extend(body);
+                            }
+                        }
+                    };
+                    let downstream = tokio::io::copy(&mut server_read, &mut client_write);
+                    let _ = tokio::try_join!(upstream, downstream);
+                });
+            }
+        });
+        Recorder {
+            port,
+            commands,
+            task,
+        }
+    }
+
+    fn commands(&self) -> Vec<Document> {
+        self.commands.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Takes one whole message off the front of `pending`; its command body if it is an OP_MSG.
+fn take_message(pending: &mut Vec<u8>) -> Option<Option<Document>> {
+    let length = u32::from_le_bytes(pending.get(..4)?.try_into().unwrap()) as usize;
+    if pending.len() < length {
+        return None;
+    }
+    let message: Vec<u8> = pending.drain(..length).collect();
+    let op_code = i32::from_le_bytes(message[12..16].try_into().unwrap());
+    // OP_MSG: header, flag bits, then sections; kind 0 is the command's body.
+    if op_code != 2013 || message.get(20) != Some(&0) {
+        return Some(None);
+    }
+    Some(Document::from_reader(&message[21..]).ok())
+}
+
+#[test]
+fn a_move_writes_with_majority_and_journal_whatever_the_uri_says() {
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("wc"), env.dst_db("wc"));
+        let (src, dst) = (env.src_client().await, env.dst_client().await);
+        src.database(&s)
+            .collection::<Document>("c")
+            .insert_many(orders(300))
+            .await
+            .unwrap();
+        // Older versions of some documents at the destination: those are replaced (`update`).
+        let stale: Vec<Document> = orders(300)
+            .into_iter()
+            .step_by(10)
+            .map(|mut o| {
+                o.insert("n", -1);
+                o
+            })
+            .collect();
+        dst.database(&d)
+            .collection::<Document>("c")
+            .insert_many(stale)
+            .await
+            .unwrap();
+        let moved: Vec<RawDocumentBuf> = dump(&src, &s, "c").await;
+        let recorder = Recorder::start(&env.dst).await;
+        // `w=1`: an acknowledgement a replica set can roll back.
+        let to = format!(
+            "mongodb://127.0.0.1:{}/?directConnection=true&w=1",
+            recorder.port
+        );
+        let out = common::mongoferry_async(
+            [
+                "move",
+                "--from",
+                &env.src,
+                "--to",
+                &to,
+                "--ns",
+                &format!("{s}.c:{d}.c"),
+                "--no-state",
+                "--json",
+                "--quiet",
+                "--batch-size",
+                "50",
+            ]
+            .map(String::from)
+            .to_vec(),
+            Duration::from_secs(60),
+        )
+        .await;
+        assert!(out.status.success(), "{}", stderr(&out));
+        let summary: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+        assert_eq!(summary["moves"]["deleted"], 300, "{summary}");
+        assert!(dump(&src, &s, "c").await.is_empty());
+        assert_eq!(dump(&dst, &d, "c").await, moved);
+
+        let writes: Vec<Document> = recorder
+            .commands()
+            .into_iter()
+            .filter(|c| c.get_str("$db") == Ok(d.as_str()))
+            .filter(|c| {
+                c.keys()
+                    .next()
+                    .is_some_and(|k| ["insert", "update", "delete"].contains(&k.as_str()))
+            })
+            .collect();
+        let kinds: Vec<&str> = writes
+            .iter()
+            .map(|c| c.keys().next().unwrap().as_str())
+            .collect();
+        assert!(
+            kinds.contains(&"insert") && kinds.contains(&"update"),
+            "inserts and replacements went through the recorder: {kinds:?}"
+        );
+        for write in &writes {
+            let concern = write.get_document("writeConcern").ok();
+            assert_eq!(
+                concern,
+                Some(&doc! { "w": "majority", "j": true }),
+                "a destination write of a move: {write}"
+            );
+        }
+    });
+}

@@ -631,3 +631,147 @@ fn two_processes_share_a_syncs_initial_copy_and_one_follows() {
         common::assert_same(&env, (&s, "c"), (&d, "c")).await;
     });
 }
+
+/// Runs a live sync of `s.c` into `d.c` until the returned child is stopped; waits (bounded)
+/// for the initial copy of `count` documents.
+async fn live_sync(
+    env: &TestEnv,
+    dst: &Client,
+    (s, d): (&str, &str),
+    count: u64,
+    data: &Path,
+    extra: &[&str],
+) -> (std::process::Child, std::fs::File) {
+    let ns = format!("{s}.c:{d}.c");
+    let mut argv = vec![
+        "sync",
+        "--from",
+        &env.src,
+        "--to",
+        &env.dst,
+        "--ns",
+        &ns,
+        "--no-state",
+    ];
+    argv.extend(extra);
+    let (child, log) = spawn(&argv, data);
+    let c = dst.database(d).collection::<Document>("c");
+    let started = Instant::now();
+    while c.count_documents(doc! {}).await.unwrap() != count {
+        assert!(started.elapsed() < Duration::from_secs(30), "initial copy");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (child, log)
+}
+
+#[test]
+fn an_update_of_a_null_id_keeps_the_document() {
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("null"), env.dst_db("null"));
+        let (src, dst) = (env.src_client().await, env.dst_client().await);
+        let c = src.database(&s).collection::<Document>("c");
+        c.insert_many([doc! { "_id": null, "n": 0 }, doc! { "_id": 1, "n": 0 }])
+            .await
+            .unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let (mut child, log) = live_sync(&env, &dst, (&s, &d), 2, data.path(), &[]).await;
+        // The server's lookup answers no document for `_id: null`: not a reason to delete it.
+        for id in [mongodb::bson::Bson::Null, 1.into()] {
+            c.update_one(doc! { "_id": id }, doc! { "$set": { "n": 1 } })
+                .await
+                .unwrap();
+        }
+        converged(&src, &dst, (&s, "c"), (&d, "c"), Duration::from_secs(20)).await;
+        // Applied in order: once a later insert is there, nothing earlier is still to come.
+        c.insert_one(doc! { "_id": 2, "n": 0 }).await.unwrap();
+        converged(&src, &dst, (&s, "c"), (&d, "c"), Duration::from_secs(20)).await;
+        let there = dump(&dst, &d, "c").await;
+        assert_eq!(there.len(), 3);
+        assert_eq!(
+            there[0].get("_id").unwrap(),
+            Some(mongodb::bson::RawBsonRef::Null)
+        );
+        assert_eq!(there[0].get_i32("n").unwrap(), 1);
+        sigterm(&child);
+        let (status, _) = exit_within(&mut child, Duration::from_secs(20)).await;
+        assert_eq!(status.code(), Some(130), "{}", read_log(log));
+    });
+}
+
+/// Deletes number `_id`s and inserts the same numbers as other types during a live sync
+/// (`extra`: more arguments of the sync); the destination ends byte-equal to the source.
+async fn number_ids_change_type(env: Arc<TestEnv>, extra: &[&str]) {
+    use mongodb::bson::{Bson, Decimal128};
+    let (s, d) = (env.src_db("retype"), env.dst_db("retype"));
+    let (src, dst) = (env.src_client().await, env.dst_client().await);
+    let c = src.database(&s).collection::<Document>("c");
+    let decimal_5: Decimal128 = "5".parse().unwrap();
+    c.insert_many([
+        doc! { "_id": 1_i32, "n": 0 },
+        doc! { "_id": 2_i32, "n": 0 },
+        doc! { "_id": 5_i64, "n": 0 },
+    ])
+    .await
+    .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let journal = data.path().join("journal");
+    let mut args = vec!["--journal", journal.to_str().unwrap()];
+    args.extend(extra);
+    let (mut child, log) = live_sync(&env, &dst, (&s, &d), 3, data.path(), &args).await;
+    // One after the other, quickly: the changes of each number fall into one chunk.
+    let changes: [(Bson, Bson); 2] = [
+        (Bson::Int32(1), Bson::Double(1.0)),
+        (Bson::Int64(5), Bson::Decimal128(decimal_5)),
+    ];
+    for (old, new) in changes {
+        c.delete_one(doc! { "_id": old }).await.unwrap();
+        c.insert_one(doc! { "_id": new, "n": 1 }).await.unwrap();
+    }
+    c.update_one(doc! { "_id": 2 }, doc! { "$set": { "n": 1 } })
+        .await
+        .unwrap();
+    converged(&src, &dst, (&s, "c"), (&d, "c"), Duration::from_secs(20)).await;
+    // Applied in order: once a later insert is there, nothing earlier is still to come.
+    c.insert_one(doc! { "_id": 9, "n": 0 }).await.unwrap();
+    converged(&src, &dst, (&s, "c"), (&d, "c"), Duration::from_secs(20)).await;
+    let there = dump(&dst, &d, "c").await;
+    let types: Vec<_> = there
+        .iter()
+        .map(|doc| doc.get("_id").unwrap().unwrap().element_type())
+        .collect();
+    use mongodb::bson::spec::ElementType as T;
+    assert_eq!(types, [T::Double, T::Int32, T::Decimal128, T::Int32]);
+    sigterm(&child);
+    let (status, _) = exit_within(&mut child, Duration::from_secs(20)).await;
+    let err = read_log(log);
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(!err.contains("refused"), "no dead letter: {err}");
+
+    // The journal replays the changes in their order, types included.
+    let again = env.src_db("retype_again");
+    let out = mongoferry(
+        &[
+            "journal",
+            "replay",
+            journal.to_str().unwrap(),
+            "--to",
+            &env.src,
+            "--quiet",
+            "--ns",
+            &format!("{d}.c:{again}.c"),
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    converged(&src, &src, (&s, "c"), (&again, "c"), Duration::ZERO).await;
+}
+
+#[test]
+fn a_number_id_that_changes_type_arrives_with_its_new_type() {
+    TestEnv::start().run(|env| number_ids_change_type(env, &[]));
+}
+
+#[test]
+fn a_number_id_that_changes_type_arrives_with_its_new_type_through_a_filter() {
+    TestEnv::start().run(|env| number_ids_change_type(env, &["--filter", r#"{"n": {"$gte": 0}}"#]));
+}

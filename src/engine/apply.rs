@@ -11,10 +11,20 @@
 //! A chunk keeps only the **last** change of each `_id` it gathers. What a document must become
 //! depends only on its last change: an insert or replace carries the document as written; an
 //! update carries the document as it was when the stream read the event (`updateLookup`), which
-//! is that update's result or something later; a delete, or an update whose document was gone by
-//! then, means the document is gone (if it came back, a later insert says so). Each write is
-//! therefore a **state** ("the document is now X", "there is no document"), and applying the last
-//! state of every `_id` is idempotent and lands where the source is.
+//! is that update's result or something later; a delete means the document is gone (if it came
+//! back, a later insert says so). An update whose lookup answered no document (or a document of
+//! another `_id` of the same value) does not prove it gone: a server may answer nothing for a
+//! document it holds (SecantusDB does for `_id: null`), so the part reads it again from the
+//! source by its exact `_id` and deletes it only if the source lacks it. Each write is therefore
+//! a **state** ("the document is now X", "there is no document"), and applying the last state of
+//! every `_id` is idempotent and lands where the source is.
+//!
+//! An `_id` is exact here, its type included ([`IdKey`]): `{_id: 1}` and `{_id: 1.0}` are two
+//! documents of the source, one after the other. The server, though, takes them for one: a
+//! write by `{_id: 1.0}` matches `{_id: 1}`, and a replacement there keeps the stored type (or
+//! is refused, `NumberLong` to `Decimal128`). So a chunk never holds changes of two `_id`s of one
+//! value: a change of `1.0` after one of `1` starts the next chunk, and the delete of `1` is
+//! applied before the insert of `1.0`.
 //!
 //! Within a chunk every `_id` appears once, so its writes are split into parts of at most
 //! `batch_size` that go to the destination in parallel, as many at once as the job has workers,
@@ -24,9 +34,10 @@
 //! order, and any split of a chunk is independent.
 //!
 //! With a filter, the events' documents are not trusted to match it: the part reads the current
-//! documents of its `_id`s from the source with the filter (`$in`), writes those it finds and
-//! deletes the others at the destination. A document that stops matching is deleted; one that
-//! starts to match (an update brings it in) is copied.
+//! documents of its `_id`s from the source with the filter (`$in`), writes those it finds (of
+//! exactly those `_id`s: `$in` answers `1.0` for `1` too) and deletes the others at the
+//! destination. A document that stops matching is deleted; one that starts to match (an update
+//! brings it in) is copied.
 //!
 //! # Position
 //!
@@ -35,7 +46,7 @@
 //! the events' sequence, and everything before it is applied. A killed run reads again from the
 //! saved position and applies some events twice, which is harmless (states, by `_id`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -50,7 +61,8 @@ use super::source::change_stream::{Change, ChangeEvent, ChangeFeed, DdlOp, DocOp
 use super::source::Source;
 use super::stats::{EventCounts, JobStats};
 use super::{Control, CopyError};
-use crate::mongo::{bson_order, Namespace};
+use crate::mongo::bson_order::{self, IdKey};
+use crate::mongo::Namespace;
 
 /// Where a source namespace goes at the destination; `None`: the job does not follow it.
 pub type Route = Arc<dyn Fn(&Namespace) -> Option<Namespace> + Send + Sync>;
@@ -68,6 +80,8 @@ pub struct DocChange {
 /// Document changes to apply together, the last one per `_id`.
 #[derive(Debug, Default)]
 pub struct Chunk {
+    /// By the document's slot at the server ([`bson_order::slot_key`]); the change kept there
+    /// is always of the same exact `_id` ([`Chunk::takes`]).
     changes: HashMap<(Namespace, Vec<u8>), DocChange>,
     /// Events gathered (before keeping the last per `_id`), by kind.
     pub events: EventCounts,
@@ -90,12 +104,22 @@ impl Chunk {
         };
         *count += 1;
         self.bytes += bytes;
-        let key = (change.source.clone(), bson_order::identity(&change.id));
+        let key = (change.source.clone(), bson_order::slot_key(&change.id));
         if let Some(earlier) = self.changes.insert(key, change) {
             self.bytes = self
                 .bytes
                 .saturating_sub(earlier.doc.map_or(0, |d| d.as_bytes().len()));
         }
+    }
+
+    /// Whether a change of `id` may join: not if the chunk holds a change of another `_id` of
+    /// the same value (`1` then `1.0`). Kept apart, the earlier one is applied first (a delete
+    /// of the int before the insert of the double); merged, the destination would keep the
+    /// int, as a write by `{_id: 1.0}` matches it.
+    fn takes(&self, ns: &Namespace, id: &RawBson) -> bool {
+        self.changes
+            .get(&(ns.clone(), bson_order::slot_key(id)))
+            .is_none_or(|held| IdKey::of(&held.id) == IdKey::of(id))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -186,9 +210,9 @@ pub async fn gather(
             }
             Ok(Some(event)) => {
                 let made_ms = event.made_ms;
-                let was_empty = chunk.is_empty();
+                let mut was_empty = chunk.is_empty();
                 match gathered(&mut chunk, event, &route) {
-                    Some(schema) => {
+                    Gathered::Schema(schema) => {
                         if !chunk.is_empty()
                             && !send(&steps, Ok(Step::Changes(take(&mut chunk)))).await
                         {
@@ -197,7 +221,13 @@ pub async fn gather(
                         sync.read(made_ms);
                         Ok(Step::Schema(schema))
                     }
-                    None => {
+                    gathered => {
+                        if let Gathered::After(earlier) = gathered {
+                            if !send(&steps, Ok(Step::Changes(earlier))).await {
+                                return;
+                            }
+                            was_empty = true;
+                        }
                         if was_empty && !chunk.is_empty() {
                             sync.read(made_ms);
                             chunk.started = Some(Instant::now());
@@ -234,8 +264,19 @@ fn take(chunk: &mut Chunk) -> Chunk {
     std::mem::take(chunk)
 }
 
+/// What became of an event.
+#[derive(Debug)]
+enum Gathered {
+    /// Added to the chunk, or ignored.
+    Changes,
+    /// A schema change.
+    Schema(SchemaChange),
+    /// It started a new chunk: these earlier changes go first ([`Chunk::takes`]).
+    After(Chunk),
+}
+
 /// Adds a document change to the chunk, or returns the schema change the event is.
-fn gathered(chunk: &mut Chunk, event: ChangeEvent, route: &Route) -> Option<SchemaChange> {
+fn gathered(chunk: &mut Chunk, event: ChangeEvent, route: &Route) -> Gathered {
     let ChangeEvent {
         change,
         cluster_secs,
@@ -243,6 +284,12 @@ fn gathered(chunk: &mut Chunk, event: ChangeEvent, route: &Route) -> Option<Sche
         bytes,
         ..
     } = event;
+    let mut earlier = None;
+    if let Change::Doc { ns, id, .. } = &change {
+        if !chunk.takes(ns, id) {
+            earlier = Some(take(chunk));
+        }
+    }
     chunk.end = Some(after.clone());
     let schema = |op, ns: Namespace, to| SchemaChange {
         op,
@@ -251,20 +298,21 @@ fn gathered(chunk: &mut Chunk, event: ChangeEvent, route: &Route) -> Option<Sche
         secs: cluster_secs,
         end: after.clone(),
     };
-    match change {
+    let found = match change {
         Change::Doc { ns, id, op, doc } => {
-            let destination = route(&ns)?;
-            chunk.last_secs = chunk.last_secs.max(cluster_secs);
-            chunk.push(
-                DocChange {
-                    source: ns,
-                    destination,
-                    id,
-                    op,
-                    doc,
-                },
-                bytes,
-            );
+            if let Some(destination) = route(&ns) {
+                chunk.last_secs = chunk.last_secs.max(cluster_secs);
+                chunk.push(
+                    DocChange {
+                        source: ns,
+                        destination,
+                        id,
+                        op,
+                        doc,
+                    },
+                    bytes,
+                );
+            }
             None
         }
         Change::Ddl { op, ns, to } => {
@@ -277,6 +325,11 @@ fn gathered(chunk: &mut Chunk, event: ChangeEvent, route: &Route) -> Option<Sche
             Some(schema(SchemaOp::Unknown(op), ns, None))
         }
         Change::Other { .. } | Change::Invalidate => None,
+    };
+    match (found, earlier) {
+        (Some(schema), _) => Gathered::Schema(schema),
+        (None, Some(earlier)) => Gathered::After(earlier),
+        (None, None) => Gathered::Changes,
     }
 }
 
@@ -350,12 +403,21 @@ impl Applier {
             return Err(CopyError::Stopped);
         }
         let started = Instant::now();
-        let writes = if self.refresh {
-            self.current(&part).await?
+        let (writes, fetched) = if self.refresh {
+            let ids = part.changes.iter().map(|c| c.id.clone()).collect();
+            (self.current(&part.source, ids).await?, true)
         } else {
-            part.changes.into_iter().map(as_written).collect()
+            let (known, unsure): (Vec<DocChange>, Vec<DocChange>) =
+                part.changes.into_iter().partition(is_known);
+            let mut writes: Vec<Write> = known.into_iter().map(as_written).collect();
+            let fetched = !unsure.is_empty();
+            if fetched {
+                let ids = unsure.into_iter().map(|c| c.id).collect();
+                writes.extend(self.current(&part.source, ids).await?);
+            }
+            (writes, fetched)
         };
-        let fetch_time = if self.refresh {
+        let fetch_time = if fetched {
             started.elapsed()
         } else {
             Duration::ZERO
@@ -387,43 +449,63 @@ impl Applier {
         Ok(())
     }
 
-    /// The writes that make the destination like the source is now, filter applied: the
-    /// documents found are written, the others deleted.
-    async fn current(&self, part: &Part) -> Result<Vec<Write>, CopyError> {
-        let mut ids: Vec<RawBson> = part.changes.iter().map(|c| c.id.clone()).collect();
+    /// The writes that make the destination's documents of `ids` like the source's now (filter
+    /// applied, if the job has one): those found are written, the others deleted. A document is
+    /// matched to its `_id` exactly ([`IdKey`]): the server answers `{_id: 1}` with `{_id: 1.0}`
+    /// too, which is another document and does not mean that `1` is there.
+    async fn current(
+        &self,
+        source: &Namespace,
+        ids: Vec<RawBson>,
+    ) -> Result<Vec<Write>, CopyError> {
+        let mut ids = ids;
         ids.sort_by(|a, b| bson_order::compare(a.as_raw_bson_ref(), b.as_raw_bson_ref()));
         let mut found = Vec::with_capacity(ids.len());
         let mut pending = &ids[..];
         while !pending.is_empty() {
-            let fetched = self
-                .source
-                .fetch(&part.source, pending, self.batch_bytes)
-                .await?;
+            let fetched = self.source.fetch(source, pending, self.batch_bytes).await?;
             pending = &pending[fetched.covered.max(1).min(pending.len())..];
             found.extend(fetched.docs);
         }
-        let mut present = std::collections::HashSet::new();
+        let wanted: HashSet<IdKey> = ids.iter().map(IdKey::of).collect();
+        let mut present = HashSet::new();
         let mut writes = Vec::with_capacity(ids.len());
         for doc in found {
-            let id = super::source::id_of(&doc, &part.source)?;
-            present.insert(bson_order::identity(&id));
-            writes.push(Write::Replace(doc));
+            let key = IdKey::of(&super::source::id_of(&doc, source)?);
+            if wanted.contains(&key) && present.insert(key) {
+                writes.push(Write::Replace(doc));
+            }
         }
         writes.extend(
             ids.into_iter()
-                .filter(|id| !present.contains(&bson_order::identity(id)))
+                .filter(|id| !present.contains(&IdKey::of(id)))
                 .map(Write::Delete),
         );
         Ok(writes)
     }
 }
 
-/// The write an event's own document asks for.
+/// Whether the event itself says what the document is now: a delete, or a document of exactly
+/// its `_id`. An update whose lookup found nothing, or found another `_id` of the same value, is
+/// not proof that the document is gone: a server may answer no document for one it holds
+/// (SecantusDB does for `_id: null`), so the source is asked again by that `_id`.
+fn is_known(change: &DocChange) -> bool {
+    match (&change.op, &change.doc) {
+        (DocOp::Delete, _) => true,
+        (_, Some(doc)) => doc
+            .get("_id")
+            .ok()
+            .flatten()
+            .is_some_and(|id| IdKey::of(&id.to_raw_bson()) == IdKey::of(&change.id)),
+        (_, None) => false,
+    }
+}
+
+/// The write an event's own document asks for (one [`is_known`]).
 fn as_written(change: DocChange) -> Write {
     match (change.op, change.doc) {
         (DocOp::Insert, Some(doc)) => Write::Insert(doc),
         (DocOp::Update | DocOp::Replace, Some(doc)) => Write::Replace(doc),
-        // Deleted, or gone by the time its update was read (its delete follows).
         _ => Write::Delete(change.id),
     }
 }
@@ -471,16 +553,13 @@ mod tests {
             doc_change("c", 2, DocOp::Insert, Some(1)),
             doc_change("skip", 3, DocOp::Insert, Some(1)),
             doc_change("c", 2, DocOp::Delete, None),
-            // The same number as another type is the same `_id` to the server.
-            Change::Doc {
-                ns: Namespace::new("a", "c"),
-                id: RawBson::Double(1.0),
-                op: DocOp::Replace,
-                doc: Some(rawdoc! { "_id": 1.0, "x": 3 }),
-            },
+            doc_change("c", 1, DocOp::Replace, Some(3)),
         ];
         for (n, change) in events.into_iter().enumerate() {
-            assert!(gathered(&mut chunk, event(n as i32, change), &route).is_none());
+            assert!(matches!(
+                gathered(&mut chunk, event(n as i32, change), &route),
+                Gathered::Changes
+            ));
         }
         assert_eq!(chunk.len(), 2);
         assert_eq!(
@@ -510,11 +589,56 @@ mod tests {
             [
                 (
                     Namespace::new("b", "c"),
-                    Write::Replace(rawdoc! { "_id": 1.0, "x": 3 })
+                    Write::Replace(rawdoc! { "_id": 1, "x": 3 })
                 ),
                 (Namespace::new("b", "c"), Write::Delete(RawBson::Int32(2))),
             ]
         );
+    }
+
+    #[test]
+    fn a_number_id_of_another_type_starts_a_new_chunk() {
+        let route = route();
+        let mut chunk = Chunk::default();
+        let double = |op, doc| Change::Doc {
+            ns: Namespace::new("a", "c"),
+            id: RawBson::Double(1.0),
+            op,
+            doc,
+        };
+        let events = [
+            doc_change("c", 1, DocOp::Delete, None),
+            doc_change("c", 2, DocOp::Insert, Some(1)),
+            // 1.0 after 1: to the server the same `_id`, to the source another document.
+            double(DocOp::Insert, Some(rawdoc! { "_id": 1.0, "x": 3 })),
+        ];
+        let outcomes: Vec<Gathered> = events
+            .into_iter()
+            .enumerate()
+            .map(|(n, change)| gathered(&mut chunk, event(n as i32, change), &route))
+            .collect();
+        let [Gathered::Changes, Gathered::Changes, Gathered::After(earlier)] = &outcomes[..] else {
+            panic!("the double starts a chunk: {outcomes:?}");
+        };
+        assert_eq!(earlier.len(), 2);
+        assert_eq!(earlier.end, Some(position(1)), "up to the event before");
+        assert_eq!(chunk.len(), 1);
+        assert_eq!(chunk.end, Some(position(2)));
+        let last = chunk.changes.into_values().next().unwrap();
+        assert_eq!(last.id, RawBson::Double(1.0));
+        // Another `_id` of another value joins as usual; the same double too.
+        let mut chunk = Chunk::default();
+        for change in [
+            double(DocOp::Insert, Some(rawdoc! { "_id": 1.0 })),
+            doc_change("c", 2, DocOp::Insert, Some(1)),
+            double(DocOp::Delete, None),
+        ] {
+            assert!(matches!(
+                gathered(&mut chunk, event(0, change), &route),
+                Gathered::Changes
+            ));
+        }
+        assert_eq!(chunk.len(), 2);
     }
 
     #[test]
@@ -526,32 +650,45 @@ mod tests {
             ns: Namespace::new("a", "skip"),
             to: Some(Namespace::new("a", "kept")),
         };
-        let schema = gathered(&mut chunk, event(1, rename_in), &route).unwrap();
+        let Gathered::Schema(schema) = gathered(&mut chunk, event(1, rename_in), &route) else {
+            panic!("a schema change");
+        };
         assert_eq!(schema.op, SchemaOp::Ddl(DdlOp::Rename));
         let ignored = Change::Ddl {
             op: DdlOp::Drop,
             ns: Namespace::new("a", "skip"),
             to: None,
         };
-        assert!(gathered(&mut chunk, event(2, ignored), &route).is_none());
+        assert!(matches!(
+            gathered(&mut chunk, event(2, ignored), &route),
+            Gathered::Changes
+        ));
         let unknown = Change::Other {
             op: "shardCollection".into(),
             ns: Some(Namespace::new("a", "c")),
         };
-        let schema = gathered(&mut chunk, event(3, unknown), &route).unwrap();
+        let Gathered::Schema(schema) = gathered(&mut chunk, event(3, unknown), &route) else {
+            panic!("a schema change");
+        };
         assert_eq!(schema.op, SchemaOp::Unknown("shardCollection".into()));
         assert!(chunk.is_empty());
     }
 
     #[test]
-    fn an_update_whose_document_is_gone_is_a_delete() {
-        let gone = DocChange {
+    fn an_update_without_its_own_document_is_read_again() {
+        let change = |id: RawBson, op, doc| DocChange {
             source: Namespace::new("a", "c"),
             destination: Namespace::new("a", "c"),
-            id: RawBson::Int32(7),
-            op: DocOp::Update,
-            doc: None,
+            id,
+            op,
+            doc,
         };
-        assert_eq!(as_written(gone), Write::Delete(RawBson::Int32(7)));
+        assert!(!is_known(&change(RawBson::Null, DocOp::Update, None)));
+        // The lookup found the same number as another type: another document.
+        let other = Some(rawdoc! { "_id": 7.0, "x": 1 });
+        assert!(!is_known(&change(RawBson::Int32(7), DocOp::Update, other)));
+        let own = Some(rawdoc! { "_id": 7, "x": 1 });
+        assert!(is_known(&change(RawBson::Int32(7), DocOp::Update, own)));
+        assert!(is_known(&change(RawBson::Int32(7), DocOp::Delete, None)));
     }
 }

@@ -188,7 +188,10 @@ async fn split_vector(
 /// Sorted in the server's order, each `_id` once.
 fn distinct(mut ids: Vec<RawBson>) -> Vec<RawBson> {
     ids.sort_by(|a, b| bson_order::compare(a.as_raw_bson_ref(), b.as_raw_bson_ref()));
-    ids.dedup_by(|a, b| bson_order::identity(a) == bson_order::identity(b));
+    // Ranges are by value: two points of one value (`1`, `1.0`) bound the same range.
+    ids.dedup_by(|a, b| {
+        bson_order::compare(a.as_raw_bson_ref(), b.as_raw_bson_ref()) == std::cmp::Ordering::Equal
+    });
     ids
 }
 

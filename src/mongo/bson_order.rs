@@ -176,22 +176,90 @@ fn type_filter(types: Vec<Bson>) -> Document {
     }
 }
 
-/// A key equal for `_id`s the server takes for the same one: numbers of equal value are one
-/// `_id` whatever their type (`1`, `1.0`, `NumberLong(1)`); anything else by its bytes (nested
-/// numbers are not unified: a rare case, and only costs a missed coalescing).
-pub fn identity(id: &RawBson) -> Vec<u8> {
-    let value = id.as_raw_bson_ref();
-    match number(value) {
-        Some(Number::Int(i)) => [b"i".as_slice(), &i.to_le_bytes()].concat(),
-        Some(Number::Float(f)) if f.fract() == 0.0 && f.abs() < 9.2e18 => {
-            [b"i".as_slice(), &(f as i64).to_le_bytes()].concat()
+/// An `_id` exactly: its BSON type and its value's bytes. `1`, `1.0` and `NumberLong(1)` are
+/// three keys, though the server takes them for one `_id` (its filters and unique index compare
+/// numbers by value): a document matched back to an `_id` by value may be another document of
+/// the same number, and changes merged by value lose a change of type. Every map, set or
+/// equality of `_id`s that stands for documents uses this key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdKey(Vec<u8>);
+
+impl IdKey {
+    pub fn of(id: &RawBson) -> IdKey {
+        let mut key = vec![id.element_type() as u8];
+        key.extend_from_slice(mongodb::bson::rawdoc! { "": id.clone() }.as_bytes());
+        IdKey(key)
+    }
+}
+
+/// A key equal for `_id`s the server takes for the same one, a document's slot at the server:
+/// numbers of equal value share one whatever their type (`1`, `1.0`, `NumberLong(1)`), also
+/// inside documents and arrays (`{a: 1}`, `{a: 1.0}`), as do a string and a symbol of the same
+/// text; anything else by its bytes. Only to see that two changes touch one slot (their order
+/// then matters); never to match documents to `_id`s ([`IdKey`]).
+pub fn slot_key(id: &RawBson) -> Vec<u8> {
+    let mut key = Vec::new();
+    slot_into(id.as_raw_bson_ref(), &mut key);
+    key
+}
+
+/// Appends the slot key of `value`; each value's key is self-delimiting.
+fn slot_into(value: RawBsonRef<'_>, key: &mut Vec<u8>) {
+    let whole = |key: &mut Vec<u8>, i: i64| {
+        key.push(b'i');
+        key.extend_from_slice(&i.to_le_bytes());
+    };
+    let bytes = |key: &mut Vec<u8>, tag: u8, b: &[u8]| {
+        key.push(tag);
+        key.extend_from_slice(&(b.len() as u64).to_le_bytes());
+        key.extend_from_slice(b);
+    };
+    // A whole decimal past 2^53 would lose its last digits on the way through f64.
+    if let RawBsonRef::Decimal128(d) = value {
+        if let Ok(i) = d.to_string().parse::<i64>() {
+            return whole(key, i);
         }
-        Some(Number::Float(f)) => [b"f".as_slice(), &f.to_le_bytes()].concat(),
-        None => {
-            let mut key = vec![value.element_type() as u8];
-            key.extend_from_slice(mongodb::bson::rawdoc! { "": id.clone() }.as_bytes());
-            key
+    }
+    match value {
+        RawBsonRef::String(s) | RawBsonRef::Symbol(s) => bytes(key, b's', s.as_bytes()),
+        RawBsonRef::Document(doc) => {
+            key.push(b'd');
+            for element in doc {
+                let Ok((name, value)) = element else {
+                    // Malformed BSON cannot come from a server; its bytes then.
+                    return bytes(key, b'x', doc.as_bytes());
+                };
+                bytes(key, b'e', name.as_bytes());
+                slot_into(value, key);
+            }
+            key.push(b'z');
         }
+        RawBsonRef::Array(array) => {
+            key.push(b'a');
+            for value in array {
+                let Ok(value) = value else {
+                    return bytes(key, b'x', array.as_bytes());
+                };
+                key.push(b'e');
+                slot_into(value, key);
+            }
+            key.push(b'z');
+        }
+        _ => match number(value) {
+            Some(Number::Int(i)) => whole(key, i),
+            Some(Number::Float(f)) if f.fract() == 0.0 && f.abs() < 9.2e18 => whole(key, f as i64),
+            Some(Number::Float(f)) if f.is_nan() => key.push(b'n'),
+            Some(Number::Float(f)) => {
+                key.push(b'f');
+                key.extend_from_slice(&f.to_le_bytes());
+            }
+            None => {
+                key.push(value.element_type() as u8);
+                key.extend_from_slice(
+                    mongodb::bson::rawdoc! { "": value.to_raw_bson() }.as_bytes(),
+                );
+            }
+        },
     }
 }
 
@@ -409,6 +477,56 @@ mod tests {
         assert_eq!(
             cmp(Bson::Int64(i64::MAX - 1), Bson::Double(9.2e18)),
             Ordering::Greater
+        );
+    }
+
+    #[test]
+    fn an_id_key_tells_number_types_apart_and_a_slot_key_does_not() {
+        let five: Decimal128 = "5".parse().unwrap();
+        let ids = [
+            RawBson::Int32(5),
+            RawBson::Int64(5),
+            RawBson::Double(5.0),
+            RawBson::Decimal128(five),
+        ];
+        for (i, a) in ids.iter().enumerate() {
+            for (j, b) in ids.iter().enumerate() {
+                assert_eq!(IdKey::of(a) == IdKey::of(b), i == j, "{a:?} {b:?}");
+            }
+        }
+        assert_eq!(slot_key(&ids[0]), slot_key(&ids[1]));
+        assert_eq!(slot_key(&ids[0]), slot_key(&ids[2]));
+        assert_eq!(slot_key(&ids[0]), slot_key(&ids[3]));
+        let big = (1_i64 << 60) + 1;
+        let decimal: Decimal128 = big.to_string().parse().unwrap();
+        assert_eq!(
+            slot_key(&RawBson::Int64(big)),
+            slot_key(&RawBson::Decimal128(decimal))
+        );
+        assert_ne!(
+            slot_key(&RawBson::Int64(big)),
+            slot_key(&RawBson::Int64(big - 1))
+        );
+        // Inside documents and arrays too; names and order still count.
+        let slot = |doc: mongodb::bson::RawDocumentBuf| slot_key(&RawBson::Document(doc));
+        assert_eq!(
+            slot(rawdoc! { "a": 1, "b": [2_i64] }),
+            slot(rawdoc! { "a": 1.0, "b": [2.0] })
+        );
+        assert_ne!(
+            slot(rawdoc! { "a": 1, "b": 2 }),
+            slot(rawdoc! { "b": 2, "a": 1 })
+        );
+        assert_ne!(slot(rawdoc! { "a": 1 }), slot(rawdoc! { "a": 1, "b": 2 }));
+        assert_ne!(slot(rawdoc! { "a": "1" }), slot(rawdoc! { "a": 1 }));
+        assert_eq!(
+            slot_key(&RawBson::Double(f64::NAN)),
+            slot_key(&RawBson::Double(-f64::NAN))
+        );
+        assert_ne!(IdKey::of(&RawBson::Null), IdKey::of(&RawBson::Undefined));
+        assert_eq!(
+            IdKey::of(&RawBson::String("a".into())),
+            IdKey::of(&RawBson::String("a".into()))
         );
     }
 

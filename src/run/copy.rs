@@ -278,12 +278,19 @@ pub async fn prepare(
                 .with_retry(retry.clone())
                 .without_index_hint(selection.time_series()),
         ),
-        sink: Arc::new(
-            MongoSink::new(destination)
+        sink: Arc::new({
+            let sink = MongoSink::new(destination)
                 .with_retry(retry.clone())
                 .with_max_document_bytes(max_document_bytes)
-                .past_validators(selection.validated()),
-        ),
+                .past_validators(selection.validated());
+            // A move deletes from the source what the destination acknowledged: only an
+            // acknowledgement no rollback can undo will do, whatever the URI asks for.
+            if spec.mode == Mode::Move {
+                sink.durable()
+            } else {
+                sink
+            }
+        }),
         selection,
         existing,
         drop: spec.drop,

@@ -9,6 +9,20 @@
 //! validation, a duplicate on a unique secondary index) is returned, not retried, and does not
 //! stop the others.
 //!
+//! A replacement the server refuses because it stores the same `_id` number as another type
+//! (`NumberLong(5)` for `Decimal128(5)`: `immutable field '_id'`) is deleted and inserted
+//! instead. A server may also take such a replacement and keep the stored type (SecantusDB does
+//! for `1` and `1.0`), which the write cannot see: a sync applies a type change's delete before
+//! its insert (`engine::apply`), but a re-copy over a destination that holds an `_id` as another
+//! number type may leave that type there.
+//!
+//! # Durable writes
+//!
+//! By default every write uses the write concern of the destination's URI. A sink made
+//! [`durable`](MongoSink::durable) writes with `{w: "majority", j: true}` whatever the URI says:
+//! a move deletes from the source what the destination acknowledged, and an acknowledgement
+//! that a replica set can roll back (`w: 1`) would lose those documents.
+//!
 //! # Sharded destinations
 //!
 //! An upsert into a sharded collection must name the whole shard key in its filter, so the
@@ -25,8 +39,12 @@ use std::future::IntoFuture;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use mongodb::bson::{doc, rawdoc, Document, RawArrayBuf, RawBson, RawDocument, RawDocumentBuf};
+use mongodb::action::Action;
+use mongodb::bson::{
+    doc, rawdoc, Document, RawArrayBuf, RawBson, RawBsonRef, RawDocument, RawDocumentBuf,
+};
 use mongodb::error::ErrorKind;
+use mongodb::options::{Acknowledgment, WriteConcern};
 use mongodb::Client;
 
 use super::{Refused, Sink, Write, MAX_DOCUMENT_BYTES};
@@ -41,6 +59,9 @@ const COMMAND_BYTES: usize = 16 * 1024 * 1024 - 16 * 1024;
 /// The server error code for a document over the size limit.
 const OBJECT_TOO_LARGE: i32 = 10334;
 
+/// The server error code for a write that would change an immutable field (`_id`).
+const IMMUTABLE_FIELD: i32 = 66;
+
 /// A MongoDB destination cluster.
 pub struct MongoSink {
     client: Client,
@@ -51,6 +72,8 @@ pub struct MongoSink {
     past_validator: BTreeSet<Namespace>,
     /// The shard key fields (other than `_id`) of each sharded destination namespace.
     shard_keys: parking_lot::RwLock<HashMap<Namespace, Vec<String>>>,
+    /// Majority and journaled on every write, over the URI's ("Durable writes").
+    durable: bool,
 }
 
 impl MongoSink {
@@ -61,6 +84,30 @@ impl MongoSink {
             max_document_bytes: MAX_DOCUMENT_BYTES,
             past_validator: BTreeSet::new(),
             shard_keys: Default::default(),
+            durable: false,
+        }
+    }
+
+    /// Every write waits for a majority of the replica set and its journal ("Durable writes").
+    pub fn durable(mut self) -> Self {
+        self.durable = true;
+        self
+    }
+
+    /// The write concern the sink imposes on its writes; `None`: the URI's.
+    pub fn write_concern(&self) -> Option<WriteConcern> {
+        self.durable.then(|| {
+            WriteConcern::builder()
+                .w(Acknowledgment::Majority)
+                .journal(true)
+                .build()
+        })
+    }
+
+    /// Adds the imposed write concern to a hand-built write command.
+    fn concern_of(&self, command: &mut RawDocumentBuf) {
+        if self.durable {
+            command.append("writeConcern", rawdoc! { "w": "majority", "j": true });
         }
     }
 
@@ -97,7 +144,10 @@ impl MongoSink {
         let outcome = self
             .retry
             .run("insert", || async {
-                let insert = collection.insert_many(&docs).ordered(false);
+                let insert = collection
+                    .insert_many(&docs)
+                    .ordered(false)
+                    .optional(self.write_concern(), |insert, wc| insert.write_concern(wc));
                 if bypass {
                     insert.bypass_document_validation(true).await
                 } else {
@@ -147,7 +197,8 @@ impl MongoSink {
         docs: Vec<RawDocumentBuf>,
     ) -> Result<Vec<Refused>, CopyError> {
         // A replacement whose top-level field starts with '$' would be read as update operators;
-        // such rare documents are deleted and inserted again instead.
+        // such rare documents are deleted and inserted again instead (as are those whose `_id`
+        // changed its number type).
         let (plain, dollar): (Vec<_>, Vec<_>) =
             docs.into_iter().partition(|d| !has_dollar_field(d));
         let mut refused = Vec::new();
@@ -165,6 +216,13 @@ impl MongoSink {
         if !chunk.is_empty() {
             refused.extend(self.run_update(ns, chunk).await?);
         }
+        // The destination holds the same number as another type (`NumberLong(5)` for
+        // `Decimal128(5)`), which a server may refuse to change in place: delete, then insert.
+        let (retyped, refused): (Vec<Refused>, Vec<Refused>) =
+            refused.into_iter().partition(is_retyped);
+        let mut dollar = dollar;
+        dollar.extend(retyped.into_iter().map(|r| r.doc));
+        let mut refused = refused;
         if !dollar.is_empty() {
             let mut in_list = RawArrayBuf::new();
             for doc in &dollar {
@@ -175,7 +233,10 @@ impl MongoSink {
             let collection = self.collection(ns);
             self.retry
                 .run("delete", || {
-                    collection.delete_many(filter.clone()).into_future()
+                    collection
+                        .delete_many(filter.clone())
+                        .optional(self.write_concern(), |delete, wc| delete.write_concern(wc))
+                        .into_future()
                 })
                 .await
                 .map_err(|e| write_error(ns, "delete", &e))?;
@@ -212,6 +273,7 @@ impl MongoSink {
         if self.past_validator.contains(ns) {
             command.append("bypassDocumentValidation", true);
         }
+        self.concern_of(&mut command);
         let db = self.client.database(&ns.db);
         let reply = self
             .retry
@@ -408,11 +470,12 @@ impl MongoSink {
             if bytes < COMMAND_BYTES / 2 && ids.peek().is_some() {
                 continue;
             }
-            let command = rawdoc! {
+            let mut command = rawdoc! {
                 "delete": ns.coll.as_str(),
                 "deletes": std::mem::take(&mut statements),
                 "ordered": false,
             };
+            self.concern_of(&mut command);
             bytes = 0;
             let reply = self
                 .retry
@@ -502,6 +565,20 @@ fn value_at(doc: &RawDocument, path: &str) -> Option<RawBson> {
         None => Some(value.to_raw_bson()),
         Some(rest) => value_at(value.as_document()?, rest),
     }
+}
+
+/// A replacement refused because the stored `_id` is the same number as another type.
+fn is_retyped(refused: &Refused) -> bool {
+    let number = matches!(
+        refused.doc.get("_id"),
+        Ok(Some(
+            RawBsonRef::Int32(_)
+                | RawBsonRef::Int64(_)
+                | RawBsonRef::Double(_)
+                | RawBsonRef::Decimal128(_)
+        ))
+    );
+    number && refused.code == Some(IMMUTABLE_FIELD)
 }
 
 fn has_dollar_field(doc: &RawDocumentBuf) -> bool {

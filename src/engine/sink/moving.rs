@@ -2,7 +2,8 @@
 //!
 //! In: a batch for a destination namespace. Out: the inner sink's outcome (the refused
 //! documents); before it returns, the batch's documents are read back from the destination and
-//! compared byte for byte with what was written, and those the destination holds exactly are
+//! compared byte for byte with what was written (matched by their exact `_id`, type included:
+//! [`IdKey`]), and those the destination holds exactly are
 //! deleted from the source — only where the source still holds them byte-identical to the copy.
 //!
 //! # Never deleting a changed document
@@ -20,7 +21,9 @@
 //!   delete, and the copy at the destination is the one it read).
 //!
 //! A document the destination refused (a dead letter), or does not hold exactly as written, is
-//! never deleted. With `keep_source` nothing is deleted: a rehearsal that copies and verifies.
+//! never deleted. The destination's writes of a move are made durable by the run
+//! ([`MongoSink::durable`](super::MongoSink::durable): `w: majority, j: true` whatever the URI
+//! says), so no rollback there can undo a write whose source document is deleted. With `keep_source` nothing is deleted: a rehearsal that copies and verifies.
 //! Deletes wait for the same throttle as the writes (the job's limit counts both).
 
 use std::collections::{HashMap, HashSet};
@@ -40,7 +43,8 @@ use crate::engine::stats::MoveStats;
 use crate::engine::CopyError;
 use crate::journal::writer::{EncodedBatch, JournalSender};
 use crate::journal::Op;
-use crate::mongo::{bson_order, describe, MongoError, Namespace, Side};
+use crate::mongo::bson_order::IdKey;
+use crate::mongo::{describe, MongoError, Namespace, Side};
 
 /// `_id`s per read-back query: `$in` lists cost more per `_id` as they grow on some servers.
 const READ_BACK_IDS: usize = 100;
@@ -98,12 +102,12 @@ impl Moving {
         // What was sent, by `_id`, to compare with what comes back.
         let mut sent = HashMap::with_capacity(docs.len());
         for doc in &docs {
-            sent.insert(bson_order::identity(&id_of(doc, ns)?), doc.clone());
+            sent.insert(IdKey::of(&id_of(doc, ns)?), doc.clone());
         }
         let refused = self.inner.write(ns, docs).await?;
         for r in &refused {
             if let Ok(id) = id_of(&r.doc, ns) {
-                sent.remove(&bson_order::identity(&id));
+                sent.remove(&IdKey::of(&id));
             }
         }
         let verified = self.verified(ns, sent).await?;
@@ -136,7 +140,7 @@ impl Moving {
     async fn verified(
         &self,
         ns: &Namespace,
-        mut sent: HashMap<Vec<u8>, RawDocumentBuf>,
+        mut sent: HashMap<IdKey, RawDocumentBuf>,
     ) -> Result<Vec<RawDocumentBuf>, CopyError> {
         let collection = self
             .destination
@@ -156,7 +160,7 @@ impl Moving {
                 .await
                 .map_err(|e| failed(Side::Destination, ns, "find", &e))?;
             for doc in found {
-                let key = bson_order::identity(&id_of(&doc, ns)?);
+                let key = IdKey::of(&id_of(&doc, ns)?);
                 if let Some(copy) = sent.remove(&key) {
                     if copy.as_bytes() == doc.as_bytes() {
                         verified.push(copy);
@@ -194,9 +198,9 @@ impl Moving {
         ns: &Namespace,
         copies: &[RawDocumentBuf],
     ) -> mongodb::error::Result<Vec<RawBson>> {
-        let copied: HashMap<Vec<u8>, &RawDocumentBuf> = copies
+        let copied: HashMap<IdKey, &RawDocumentBuf> = copies
             .iter()
-            .filter_map(|d| Some((bson_order::identity(&d.get("_id").ok()??.to_raw_bson()), d)))
+            .filter_map(|d| Some((IdKey::of(&d.get("_id").ok()??.to_raw_bson()), d)))
             .collect();
         let ids: Vec<RawBson> = copies
             .iter()
@@ -221,16 +225,20 @@ impl Moving {
                 let Some(id) = doc.get("_id").ok().flatten().map(|i| i.to_raw_bson()) else {
                     continue;
                 };
-                let key = bson_order::identity(&id);
-                seen.insert(key.clone());
-                if copied
-                    .get(&key)
-                    .is_some_and(|c| c.as_bytes() == doc.as_bytes())
-                {
+                // `$in` answers `1.0` for `1` too: that is another document, and not a sign
+                // that the copied one is still there.
+                let key = IdKey::of(&id);
+                let Some(copy) = copied.get(&key) else {
+                    continue;
+                };
+                seen.insert(key);
+                if copy.as_bytes() == doc.as_bytes() {
                     unchanged.push(id);
                 }
             }
         }
+        // By value, but in the transaction that read them: the document of each value is the
+        // one just compared.
         for part in unchanged.chunks(READ_BACK_IDS) {
             let in_list =
                 as_bson(part).map_err(|e| mongodb::error::Error::custom(e.to_string()))?;

@@ -95,7 +95,8 @@ pub enum Change {
         id: RawBson,
         op: DocOp,
         /// The document after the change: inserted or replaced, or looked up for an update
-        /// (`None` if it was deleted since); never for a delete.
+        /// (`None` if the lookup found none: deleted since, or missed by the server, so the
+        /// apply stage reads it again before it counts as gone); never for a delete.
         doc: Option<RawDocumentBuf>,
     },
     /// A schema change; `ns.coll` is empty for a database's.

@@ -11,7 +11,9 @@
 //! until every batch of the earlier runs is written, so the later document wins as it did. A
 //! sync's changes (deletes and changes, records 2 and 3) may touch one `_id` many times: they go
 //! in batches that keep the last change of each `_id` ([`Payload::Writes`]), each one written
-//! before the next is queued, after everything queued before them.
+//! before the next is queued, after everything queued before them. A change of another `_id` of
+//! the same value as one in the batch (`1.0` after `1`) starts the next batch, so that the
+//! earlier one is written first and the later one's type is what stays.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -28,7 +30,7 @@ use crate::engine::sink::Write;
 use crate::engine::CopyError;
 use crate::journal::reader::{Frame, JournalReader};
 use crate::journal::Op;
-use crate::mongo::bson_order;
+use crate::mongo::bson_order::{self, IdKey};
 use crate::mongo::Namespace;
 
 pub struct JournalSource {
@@ -147,6 +149,9 @@ impl JournalSource {
                     wait_written(task, queue).await?;
                 }
                 let id = id_of(&doc, &task.source)?;
+                if !changes.takes(&id) {
+                    changes.send(task, queue).await?;
+                }
                 let write = match record.op {
                     Op::Delete => Write::Delete(id.clone()),
                     _ => Write::Replace(doc),
@@ -165,13 +170,23 @@ impl JournalSource {
     }
 }
 
-/// A sync's changes gathered for one batch: the last one of each `_id`.
+/// A sync's changes gathered for one batch: the last one of each `_id`, by its slot at the
+/// server ([`bson_order::slot_key`]) with its exact `_id`.
 #[derive(Default)]
-struct Changes(HashMap<Vec<u8>, Write>);
+struct Changes(HashMap<Vec<u8>, (IdKey, Write)>);
 
 impl Changes {
+    /// Whether a change of `id` may join the batch: not if it holds another `_id` of the same
+    /// value (`1` then `1.0`), which must be written first (see `apply`'s `Chunk::takes`).
+    fn takes(&self, id: &RawBson) -> bool {
+        self.0
+            .get(&bson_order::slot_key(id))
+            .is_none_or(|(held, _)| *held == IdKey::of(id))
+    }
+
     fn keep(&mut self, id: &RawBson, write: Write) {
-        self.0.insert(bson_order::identity(id), write);
+        self.0
+            .insert(bson_order::slot_key(id), (IdKey::of(id), write));
     }
 
     fn len(&self) -> usize {
@@ -188,7 +203,10 @@ impl Changes {
         if self.is_empty() {
             return Ok(());
         }
-        let writes = std::mem::take(&mut self.0).into_values().collect();
+        let writes = std::mem::take(&mut self.0)
+            .into_values()
+            .map(|(_, write)| write)
+            .collect();
         queue.send(task, Payload::Writes(writes)).await?;
         wait_written(task, queue).await
     }
