@@ -116,6 +116,32 @@ async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// Replays a sync's journal of `d.c` into `again.c` of the source server, beside the original
+/// `s.c`, and checks the two are the same documents.
+async fn replayed_beside(
+    env: &TestEnv,
+    src: &Client,
+    journal: &Path,
+    (s, d): (&str, &str),
+    again: &str,
+) {
+    let out = mongoferry(
+        &[
+            "journal",
+            "replay",
+            journal.to_str().unwrap(),
+            "--to",
+            &env.src,
+            "--quiet",
+            "--ns",
+            &format!("{d}.c:{again}.c"),
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    converged(src, src, (s, "c"), (again, "c"), Duration::ZERO).await;
+}
+
 fn sigterm(child: &std::process::Child) {
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
@@ -539,22 +565,7 @@ fn a_sync_journal_replays_in_order_to_the_same_documents() {
         assert_eq!(status.code(), Some(130), "{}", read_log(log));
 
         // The copy's upserts, then every change in order (many per `_id`): the same documents.
-        let out = mongoferry(
-            &[
-                "journal",
-                "replay",
-                journal.to_str().unwrap(),
-                "--to",
-                &env.src,
-                "--quiet",
-                "--ns",
-                &format!("{d}.c:{again}.c"),
-            ],
-            Duration::from_secs(60),
-        );
-        assert!(out.status.success(), "{}", stderr(&out));
-        // Replayed into the source server, beside the original.
-        converged(&src, &src, (&s, "c"), (&again, "c"), Duration::ZERO).await;
+        replayed_beside(&env, &src, &journal, (&s, &d), &again).await;
         println!("{writes} writes replayed");
         // An export holds each document once: a sync's journal cannot be one.
         let out = mongoferry(
@@ -749,21 +760,7 @@ async fn number_ids_change_type(env: Arc<TestEnv>, extra: &[&str]) {
 
     // The journal replays the changes in their order, types included.
     let again = env.src_db("retype_again");
-    let out = mongoferry(
-        &[
-            "journal",
-            "replay",
-            journal.to_str().unwrap(),
-            "--to",
-            &env.src,
-            "--quiet",
-            "--ns",
-            &format!("{d}.c:{again}.c"),
-        ],
-        Duration::from_secs(60),
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    converged(&src, &src, (&s, "c"), (&again, "c"), Duration::ZERO).await;
+    replayed_beside(&env, &src, &journal, (&s, &d), &again).await;
 }
 
 #[test]
