@@ -286,6 +286,18 @@ fn killed_moves_finish_on_a_rerun_with_nothing_lost_or_doubled() {
                 break;
             }
             kills += 1;
+            // A killed run leaves its delete transaction open, holding its documents until the
+            // server gives it up (60 s): the rerun's deletes wait for it (tried again up to
+            // 90 s). Ending the killed run's sessions now, as an operator can, keeps the test from
+            // waiting a minute; MONGOFERRY_SLOW_TESTS=1 waits the server's time out instead, and
+            // so does a shared server (MONGOFERRY_TEST_URI), whose other tests' sessions live on.
+            let slow = std::env::var("MONGOFERRY_SLOW_TESTS").as_deref() == Ok("1");
+            if !slow && env.src != env.dst {
+                src.database("admin")
+                    .run_command(doc! { "killAllSessions": [] })
+                    .await
+                    .unwrap();
+            }
             // At every moment each old order is on one side at least, and byte-equal.
             let (left, moved) = (by_id(&src, &s).await, by_id(&dst, &d).await);
             for (id, doc) in before.iter().filter(|(_, d)| is_old(d)) {
