@@ -15,11 +15,10 @@
 
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import os from "node:os";
+import { existsSync, writeFileSync } from "node:fs";
 import path from "node:path";
 
-import { countDocuments, dropDatabases, launchBrowser, runCommand, sample, screenshotPath, sleep, startService, startTestServer, stopAll, waitFor } from "./harness.mjs";
+import { countDocuments, dropDatabases, launchBrowser, leftTempDirs, removeTempDir, runCommand, sample, screenshotPath, sleep, startService, startTestServer, stopAll, stopChild, tempDir, waitFor } from "./harness.mjs";
 
 const DOCS = 8000;
 /** With MONGOFERRY_TEST_URI (a real mongod for both sides), databases of this run only. */
@@ -29,7 +28,7 @@ const ns = (name) => PREFIX + name;
 const PASSWORD = "s3cret-Pw";
 /** The service's API token, in a file only the test and the service read. */
 const TOKEN = "dashboard-T0ken-0123456789abcdef";
-const tokenDir = mkdtempSync(path.join(os.tmpdir(), "mongoferry-token-"));
+const tokenDir = tempDir();
 const tokenFile = path.join(tokenDir, "token");
 writeFileSync(tokenFile, `${TOKEN}\n`, { mode: 0o600 });
 /** The whole file must finish well within the suite's budget; this stops a wedged run. */
@@ -92,10 +91,11 @@ describe("the dashboard in a browser", { timeout: WATCHDOG_MS }, () => {
       if (browser) await browser.close();
       if (SHARED_URI) await dropDatabases(SHARED_URI, PREFIX);
     } finally {
-      rmSync(tokenDir, { recursive: true, force: true });
+      // The services first, then their directories (a service writes its state as it stops).
       await stopAll();
       clearTimeout(watchdog);
     }
+    assert.deepEqual(leftTempDirs(), [], "the run left temporary directories behind");
   });
 
   /** Fails the current test on anything the browser reported so far. */
@@ -698,7 +698,7 @@ describe("the dashboard in a browser", { timeout: WATCHDOG_MS }, () => {
   // Last: it stops a service of its own, with history, and starts it again on the same address.
   // Small batches, so the batches in flight end well within the 5 s shutdown timeout at this rate.
   test("a job running when the service stops is shown interrupted, and followed again when a restarted service continues it", async () => {
-    const stateDir = mkdtempSync(path.join(os.tmpdir(), "mongoferry-web-"));
+    const stateDir = tempDir();
     try {
       const state = path.join(stateDir, "jobs.json");
       // The page leaves the other service first: its job list polls that service every second.
@@ -743,10 +743,18 @@ describe("the dashboard in a browser", { timeout: WATCHDOG_MS }, () => {
       await waitForState("cancelled", 15000);
       assert.equal(await text("#job-live"), "ended");
       assert.ok(!service.log.join("\n").includes(TOKEN), "the token is in the service's log");
+      // The service writes its state as it stops: its directory goes once it has exited, and
+      // stays gone.
+      await stopChild(service.child);
+      assert.ok(existsSync(path.join(stateDir, "jobs.json")), "the service kept its state in the directory");
+      removeTempDir(stateDir);
+      await sleep(300);
+      assert.ok(!existsSync(stateDir), "the state directory came back");
       assertNoProblems();
     } finally {
       serviceDown = false;
-      rmSync(stateDir, { recursive: true, force: true });
+      await stopChild(service.child);
+      removeTempDir(stateDir);
     }
   });
 });
