@@ -472,9 +472,12 @@ function update(view) {
   setHtml($("#job-nodes"), R.nodesHtml(view));
   setHtml($("#job-schema"), R.schemaHtml(view));
   setHtml($("#job-dead"), R.deadLettersHtml(view));
-  setHtml($("#job-namespaces"), R.namespacesHtml(view) || `<p class="muted">Not started yet.</p>`);
-  setHtml($("#job-workers"), R.workersHtml(view) || `<p class="muted">Not started yet.</p>`);
+  setHtml($("#job-namespaces"), R.namespacesHtml(view) || `<p class="muted" data-field="namespaces_note">${R.esc(R.notStartedNote(view, "namespaces"))}</p>`);
+  setHtml($("#job-workers"), R.workersHtml(view) || `<p class="muted" data-field="workers_note">${R.esc(R.notStartedNote(view, "workers"))}</p>`);
   setHtml($("#job-spec"), R.specHtml(view));
+  // A job in a final state takes no command: no greyed-out controls that look usable. An
+  // interrupted job gets them back when a restarted service continues it.
+  $("#controls").hidden = R.isFinal(view.state);
   $("#pause").disabled = !allowed.pause;
   $("#resume").disabled = !allowed.resume;
   $("#cancel").disabled = !allowed.cancel;
@@ -492,6 +495,7 @@ function update(view) {
   const workersBox = $("#workers-box");
   if (!workersBox.dataset.dirty && document.activeElement !== workersBox) workersBox.value = view.workers;
   if (view.progress && !R.isFinal(view.state)) addSample(view);
+  else drawCharts();
 }
 
 // ---------------------------------------------------------------- charts
@@ -521,6 +525,15 @@ function addSample(view) {
   drawCharts();
 }
 
+/** The x axis' tick spacings, in seconds: from a second to an hour. */
+const TIME_INCRS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600];
+
+/** A tick's label: the browser's local time of day, to the second ("22:46:52"). */
+function clockTime(secs) {
+  const at = new Date(secs * 1000);
+  return [at.getHours(), at.getMinutes(), at.getSeconds()].map((n) => String(n).padStart(2, "0")).join(":");
+}
+
 /** A chart's options; its y axis starts at 0 and shows at least up to `floor`. */
 function chartOptions(element, series, floor = 10) {
   return {
@@ -532,7 +545,8 @@ function chartOptions(element, series, floor = 10) {
       x: { time: true, range: (_u, min, max) => (min === null || min === max ? [(max ?? 0) - 60, (max ?? 0) + 1] : [min, max]) },
       y: { range: (_u, _min, max) => [0, Math.max(floor, (max ?? 0) * 1.15)] },
     },
-    axes: [{}, { size: 56 }],
+    // Ticks a whole number of seconds apart, labelled as clock times (not ":15.500").
+    axes: [{ incrs: TIME_INCRS, space: 70, values: (_u, ticks) => ticks.map(clockTime) }, { size: 56 }],
     legend: { live: false },
     cursor: { drag: { x: false, y: false } },
   };
@@ -586,25 +600,41 @@ function workerChart(ids) {
   return page.charts.workers;
 }
 
+/**
+ * Shows a chart once it has two points; before, its note says why it has none (a chart of one
+ * point or none has no time span: its axis would mean nothing).
+ */
+function showChart(selector, points, what) {
+  const element = $(selector);
+  const note = $(`${selector}-note`);
+  element.dataset.points = String(points);
+  const words = R.chartNote(points, page.shownState, what);
+  note.textContent = words;
+  note.hidden = words === "";
+  if (element.hidden !== (words !== "")) {
+    element.hidden = words !== "";
+    if (!element.hidden) fitCharts();
+  }
+}
+
 function drawCharts() {
   if (!page.charts.job || page.jobId === null) return;
   const samples = samplesOf(page.jobId);
   const times = samples.map((s) => s.t);
   page.charts.job.setData([times, samples.map((s) => s.total), samples.map((s) => s.limit)]);
-  $("#chart-job").dataset.points = String(samples.length);
+  showChart("#chart-job", samples.length);
 
   const ids = [...new Set(samples.flatMap((s) => Object.keys(s.workers)))].map(Number).sort((a, b) => a - b);
   const withRates = samples.filter((s) => Object.keys(s.workerRates ?? {}).length > 0);
   const chart = workerChart(ids);
   chart.setData([withRates.map((s) => s.t), ...ids.map((id) => withRates.map((s) => s.workerRates[id] ?? null))]);
-  const element = $("#chart-workers");
-  element.dataset.points = String(withRates.length);
-  element.dataset.series = String(ids.length);
+  showChart("#chart-workers", withRates.length);
+  $("#chart-workers").dataset.series = String(ids.length);
 
   if (page.charts.lag) {
     // Points where the lag means something (see R.syncLag): gaps elsewhere.
     page.charts.lag.setData([times, samples.map((s) => s.lag)]);
-    $("#chart-lag").dataset.points = String(samples.filter((s) => s.lag !== null).length);
+    showChart("#chart-lag", samples.filter((s) => s.lag !== null).length, "lag");
   }
 }
 

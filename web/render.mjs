@@ -275,11 +275,17 @@ function percent(progress) {
   return share === null ? "" : `${Math.floor(share * 100)}%`;
 }
 
+/** A spec's namespace as the page shows it: "shop.orders:archive.orders" -> "shop.orders → archive.orders". */
+export function namespaceLabel(name) {
+  const colon = String(name).indexOf(":");
+  return colon < 0 ? String(name) : `${name.slice(0, colon)} → ${name.slice(colon + 1)}`;
+}
+
 function namespacesSummary(view) {
   const names = view.spec?.namespaces ?? [];
   if (names.length === 0) return "";
   const more = names.length > 1 ? ` +${names.length - 1}` : "";
-  return `${names[0]}${more}`;
+  return `${namespaceLabel(names[0])}${more}`;
 }
 
 /** The state as a badge. */
@@ -298,6 +304,74 @@ export function etaSecs(view) {
   return p.eta_secs;
 }
 
+/** States in which a job has ended for good (an interrupted job may still continue). */
+const ENDED_STATES = new Set(["completed", "failed", "cancelled"]);
+
+/** How long the job ran, in seconds, once it has ended for good; null before. */
+export function tookSecs(view) {
+  if (!ENDED_STATES.has(view.state) || !view.finished_at || !view.created_at) return null;
+  return Math.max(0, view.finished_at - view.created_at);
+}
+
+/**
+ * An ended job's average docs/s: the documents this run wrote over the time the job took. Null
+ * while the job may still run, and when it wrote nothing or took no measurable time.
+ */
+export function averageRate(view) {
+  const took = tookSecs(view);
+  const docs = view.progress?.docs ?? 0;
+  if (took === null || took <= 0 || docs <= 0) return null;
+  return docs / took;
+}
+
+/**
+ * What a chart with fewer than two points says instead of drawing an axis (empty when it has
+ * enough to draw). `points`: its samples; `state`: the job's; `what`: the kind of samples missing
+ * ("lag" for a sync's lag chart, whose samples start once the sync follows the changes).
+ */
+export function chartNote(points, state, what = "docs") {
+  if (points >= 2) return "";
+  if (isFinal(state)) {
+    if (points === 0) {
+      return state === "interrupted"
+        ? "No samples: the job is not running (the service stopped)."
+        : "No samples: the job ended before this page was opened.";
+    }
+    return "One sample only: the job ended before the second.";
+  }
+  if (what === "lag" && points === 0) return "No lag yet: it is measured once the sync follows the source's changes.";
+  return "Collecting… the chart starts with the second sample.";
+}
+
+/** Why a job's namespace or worker table is empty, in words that are true for its state. */
+export function notStartedNote(view, what) {
+  const before = {
+    failed: "The job failed before copying",
+    cancelled: "The job was cancelled before copying",
+    completed: "The job ended without copying",
+    interrupted: "The service stopped before the job started copying",
+  }[view.state];
+  if (!before) return "Not started yet.";
+  if (what === "workers") return `${before}: no worker ran.`;
+  const names = view.spec?.namespaces ?? [];
+  return names.length > 0 ? `${before}: nothing was copied of ${names.map(namespaceLabel).join(", ")}.` : `${before}.`;
+}
+
+/** A row's rate: docs/s now while the job is active, its average once it ended. */
+function rowRate(view) {
+  const p = view.progress;
+  if (!isFinal(view.state)) return p ? `${esc(formatRate(p.docs_per_sec))} docs/s` : "";
+  const average = averageRate(view);
+  return average === null ? "" : `<span title="average over the job's duration">avg ${esc(formatRate(average))} docs/s</span>`;
+}
+
+/** A row's time: the ETA while the job copies, how long it took once it ended. */
+function rowTime(view) {
+  if (etaSecs(view) !== null) return `ETA ${esc(formatDuration(etaSecs(view)))}`;
+  const took = tookSecs(view);
+  return took === null ? "" : `took ${esc(formatDuration(took))}`;
+}
+
 /** One row of the job list. */
 export function jobRowHtml(view) {
   const p = view.progress;
@@ -308,11 +382,11 @@ export function jobRowHtml(view) {
   return `<a class="job-row" href="#/jobs/${esc(view.id)}" data-job="${esc(view.id)}">
   <span class="job-id">#${esc(view.id)}</span>
   ${stateBadge(view.state)}
-  <span class="job-ns" title="${esc((view.spec?.namespaces ?? []).join(", "))}">${esc(namespacesSummary(view))}</span>
+  <span class="job-ns" title="${esc((view.spec?.namespaces ?? []).map(namespaceLabel).join(", "))}">${esc(namespacesSummary(view))}</span>
   <span class="job-bar">${progressBar(p, `job ${view.id} progress`)}<span class="pct">${esc(percent(p))}</span></span>
   <span class="job-docs" data-field="docs">${esc(docs)} docs</span>
-  <span class="job-rate" data-field="docs_per_sec">${active && p ? `${esc(formatRate(p.docs_per_sec))} docs/s` : ""}</span>
-  <span class="job-eta" data-field="eta">${etaSecs(view) !== null ? `ETA ${esc(formatDuration(etaSecs(view)))}` : ""}</span>
+  <span class="job-rate" data-field="docs_per_sec">${rowRate(view)}</span>
+  <span class="job-eta" data-field="eta">${rowTime(view)}</span>
   ${jobMode(view) === "sync" ? `<span class="job-sync" data-field="sync">${esc(syncSummary(view))}</span>` : ""}
   ${jobMode(view) === "move" ? `<span class="job-move" data-field="move">${esc(moveSummary(view))}</span>` : ""}
   ${view.error ? `<span class="job-error${view.state === "failed" ? "" : " job-note"}" title="${esc(view.error)}">${esc(view.error)}</span>` : ""}
@@ -353,8 +427,8 @@ export function summaryHtml(view, now) {
   return `<div class="bar-line">${progressBar(p, "progress")}<span class="pct">${esc(percent(p))}</span></div>
 <div class="tiles">
   ${tile("documents", p ? `${formatCount(p.docs)}${expected}` : "–", "docs")}
-  ${tile("docs/s", p && active ? formatRate(p.docs_per_sec) : "–", "docs_per_sec")}
-  ${tile("ETA", formatDuration(etaSecs(view)), "eta")}
+  ${averageRate(view) !== null ? tile("avg docs/s", formatRate(averageRate(view)), "docs_per_sec") : tile("docs/s", p && active ? formatRate(p.docs_per_sec) : "–", "docs_per_sec")}
+  ${active ? tile("ETA", formatDuration(etaSecs(view)), "eta") : ""}
   ${p?.skipped > 0 ? tile("copied before", formatCount(p.skipped), "skipped") : ""}
   ${tile("failed", p ? formatCount(p.failed ?? 0) : "–", "failed", p?.failed > 0 ? "tile-warn" : "")}
   ${tile("retries", p ? formatCount(p.retries ?? 0) : "–", "retries")}
@@ -362,7 +436,7 @@ export function summaryHtml(view, now) {
   ${tile("workers", String(view.workers), "workers")}
   ${tile("rate limit", formatLimit(view.limits?.rate, "docs/s"), "rate_limit")}
   ${view.limits?.rate_bytes !== null && view.limits?.rate_bytes !== undefined ? tile("byte limit", formatLimit(view.limits.rate_bytes, "B/s"), "rate_bytes_limit") : ""}
-  ${tile("queue", p ? `${formatCount(p.queue_depth)} batches` : "–", "queue_depth")}
+  ${active ? tile("queue", p ? `${formatCount(p.queue_depth)} batches` : "–", "queue_depth") : ""}
   ${tile(active ? "running for" : "took", formatDuration(elapsed), "elapsed")}
 </div>${lastRetryHtml(p)}`;
 }
@@ -660,11 +734,12 @@ ${refused ? `<p class="danger">Indexes the destination refused:</p><ul class="pr
  * that would stop the job first.
  */
 export function planHtml(plan) {
+  // Each namespace on a line of its own, its figures under it: four columns fit the form's width.
   const rows = plan.namespaces
     .map(
-      (n) => `<tr data-ns="${esc(n.source)}"><td>${esc(n.source)} → ${esc(n.destination)}</td>\
-<td class="num">${esc(formatCount(n.documents))}${n.partitions > 1 ? `<br><span class="muted" data-field="partitions">in ~${esc(n.partitions)} partitions</span>` : ""}</td><td class="num">${esc(formatBytes(n.bytes))}</td>\
-<td class="num">${esc(n.indexes.length)}</td><td>${esc(n.destination_state)}</td></tr>`,
+      (n) => `<tbody data-ns="${esc(n.source)}"><tr class="plan-ns"><th colspan="4" scope="rowgroup" data-field="namespace">${esc(n.source)} → ${esc(n.destination)}</th></tr>\
+<tr class="plan-figures"><td class="num" data-field="documents">${esc(formatCount(n.documents))}${n.partitions > 1 ? `<br><span class="muted" data-field="partitions">in ~${esc(n.partitions)} partitions</span>` : ""}</td><td class="num">${esc(formatBytes(n.bytes))}</td>\
+<td class="num">${esc(n.indexes.length)}</td><td data-field="destination_state">${esc(n.destination_state)}</td></tr></tbody>`,
     )
     .join("");
   const views = plan.views
@@ -682,8 +757,8 @@ ${esc(formatRate(plan.estimate.docs_per_sec))} docs/s (${esc(plan.estimate.basis
     ? `<p class="verdict blocked" data-field="verdict">The job would not start.</p>`
     : `<p class="verdict" data-field="verdict">Nothing blocks the job.</p>`;
   return `<h3>Plan: nothing was written</h3>${verdict}
-<table><thead><tr><th>Namespace</th><th>Documents</th><th>Size</th><th>Indexes</th><th>Destination</th></tr></thead>
-<tbody>${rows}</tbody></table>
+<table class="plan-table"><thead><tr><th class="num">Documents</th><th class="num">Size</th><th class="num">Indexes</th><th>Destination</th></tr></thead>
+${rows}</table>
 ${views ? `<ul class="views">${views}</ul>` : ""}
 <p data-field="totals">${esc(formatCount(plan.documents))} documents, ${esc(formatBytes(plan.bytes))}; indexes \
 ${plan.indexes === "none" ? "not built" : `built ${esc(plan.indexes)} the documents`}\

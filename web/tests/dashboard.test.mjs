@@ -10,16 +10,17 @@
 // shows what it moved, and only the selected documents leave the source; adaptive mode shows its
 // decision; the page fits a narrow window; a job running when the service stops is shown
 // interrupted, and the same page follows it again when the restarted service continues it; a
-// service without a token needs no sign-in. Screenshots go to
-// target/screenshots/. Any page error or console error fails the run; every wait is bounded.
+// service without a token needs no sign-in. A chart of fewer than two points says so in words
+// instead of drawing an axis; a job in a final state shows no controls, and an ended one its
+// average rate and how long it took. Screenshots go to target/screenshots/. Any page error or
+// console error fails the run; every wait is bounded; the run leaves no temporary directory.
 
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import os from "node:os";
+import { existsSync, writeFileSync } from "node:fs";
 import path from "node:path";
 
-import { countDocuments, dropDatabases, launchBrowser, runCommand, sample, screenshotPath, sleep, startService, startTestServer, stopAll, waitFor } from "./harness.mjs";
+import { countDocuments, dropDatabases, launchBrowser, leftTempDirs, removeTempDir, runCommand, sample, screenshotPath, sleep, startService, startTestServer, stopAll, stopChild, tempDir, waitFor } from "./harness.mjs";
 
 const DOCS = 8000;
 /** With MONGOFERRY_TEST_URI (a real mongod for both sides), databases of this run only. */
@@ -29,7 +30,7 @@ const ns = (name) => PREFIX + name;
 const PASSWORD = "s3cret-Pw";
 /** The service's API token, in a file only the test and the service read. */
 const TOKEN = "dashboard-T0ken-0123456789abcdef";
-const tokenDir = mkdtempSync(path.join(os.tmpdir(), "mongoferry-token-"));
+const tokenDir = tempDir();
 const tokenFile = path.join(tokenDir, "token");
 writeFileSync(tokenFile, `${TOKEN}\n`, { mode: 0o600 });
 /** The whole file must finish well within the suite's budget; this stops a wedged run. */
@@ -92,10 +93,11 @@ describe("the dashboard in a browser", { timeout: WATCHDOG_MS }, () => {
       if (browser) await browser.close();
       if (SHARED_URI) await dropDatabases(SHARED_URI, PREFIX);
     } finally {
-      rmSync(tokenDir, { recursive: true, force: true });
+      // The services first, then their directories (a service writes its state as it stops).
       await stopAll();
       clearTimeout(watchdog);
     }
+    assert.deepEqual(leftTempDirs(), [], "the run left temporary directories behind");
   });
 
   /** Fails the current test on anything the browser reported so far. */
@@ -109,6 +111,16 @@ describe("the dashboard in a browser", { timeout: WATCHDOG_MS }, () => {
   const docsPerSec = () => number('#summary [data-field="docs_per_sec"]');
   const points = async (selector) => Number(await page.locator(selector).getAttribute("data-points"));
   const state = () => page.locator("#job-state [data-state]").getAttribute("data-state");
+  /** Each chart: drawn with two points or more, else hidden behind its note in words. */
+  const chartsAgree = () =>
+    page.evaluate(() =>
+      ["#chart-job", "#chart-workers"].every((id) => {
+        const chart = document.querySelector(id);
+        const note = document.querySelector(`${id}-note`);
+        const enough = Number(chart.dataset.points) >= 2;
+        return enough ? !chart.hidden && note.hidden : chart.hidden && !note.hidden && note.textContent.trim() !== "";
+      }),
+    );
 
   async function waitForState(expected, timeoutMs = 10000) {
     await waitFor(`state ${expected}`, async () => (await state()) === expected, timeoutMs);
@@ -227,13 +239,16 @@ describe("the dashboard in a browser", { timeout: WATCHDOG_MS }, () => {
   test("the plan shows what a job would do, and starts nothing", async () => {
     await fillForm({ from: source, to: destination, namespaces: `${ns("shop.orders")}:${ns("plan.orders")}` });
     await page.locator("#plan-job").click();
-    const row = page.locator("#plan tbody tr");
+    const row = page.locator("#plan tbody");
     await row.first().waitFor({ timeout: 20000 });
     assert.equal(await row.count(), 1);
+    assert.equal(await row.locator('[data-field="namespace"]').innerText(), `${ns("shop.orders")} → ${ns("plan.orders")}`);
     const cells = await row.first().locator("td").allInnerTexts();
-    assert.equal(cells[0], `${ns("shop.orders")} → ${ns("plan.orders")}`);
-    assert.equal(cells[1], "8,000");
-    assert.equal(cells[4], "absent");
+    assert.equal(cells[0], "8,000");
+    assert.equal(cells[3], "absent");
+    // Every header whole, and nothing of the table cut off at the form's width.
+    const clipped = await page.locator("#plan").evaluate((plan) => plan.scrollWidth > plan.clientWidth + 1);
+    assert.ok(!clipped, "the plan's table is wider than the form");
     assert.equal(await text('#plan [data-field="verdict"]'), "Nothing blocks the job.");
     assert.match(await text('#plan [data-field="estimate"]'), /^Estimate: about .* docs\/s \(an estimate/);
     assert.equal((await api("GET", "/api/jobs")).body.jobs.length, 0, "a plan starts no job");
@@ -246,6 +261,11 @@ describe("the dashboard in a browser", { timeout: WATCHDOG_MS }, () => {
     await page.locator("#submit-job").click();
     await page.waitForURL(/#\/jobs\/1$/);
     await waitForState("running");
+    // Seconds after it opened, a chart of fewer than two points says so in words, without an axis.
+    assert.ok(await chartsAgree(), "a chart with fewer than two points draws an axis, or one with two has none");
+    if ((await points("#chart-job")) < 2) {
+      assert.equal(await text("#chart-job-note"), "Collecting… the chart starts with the second sample.");
+    }
     assert.ok(await page.locator("#job-view").isVisible());
     assert.ok(!(await page.locator("#home-view").isVisible()), "one screen at a time");
     await page.goBack();
@@ -264,6 +284,8 @@ describe("the dashboard in a browser", { timeout: WATCHDOG_MS }, () => {
     await waitFor("the worker chart to gain points", async () => (await points("#chart-workers")) >= 3, 10000);
     assert.equal(await page.locator("#chart-workers").getAttribute("data-series"), "2");
     assert.equal(await page.locator("#chart-job canvas").count(), 1);
+    assert.ok(await page.locator("#chart-job canvas").isVisible());
+    assert.ok(await chartsAgree());
     await waitFor("the count to rise", async () => (await docs()) >= first + 150, 10000);
     assert.equal(await text('#summary [data-field="rate_limit"]'), "100 docs/s");
     assert.equal(await text("#job-live"), "live");
@@ -341,6 +363,8 @@ describe("the dashboard in a browser", { timeout: WATCHDOG_MS }, () => {
     for (const control of ["#pause", "#resume", "#cancel", "#rate-box", "#workers-apply"]) {
       assert.ok(await page.locator(control).isDisabled(), `${control} is disabled on an ended job`);
     }
+    assert.ok(await page.locator("#controls").isHidden(), "an ended job shows no controls");
+    assert.ok(await chartsAgree());
     const view = (await api("GET", "/api/jobs/1")).body;
     assert.equal(view.state, "cancelled");
     assert.ok(view.progress.docs < DOCS, "the job stopped before the end");
@@ -358,6 +382,12 @@ describe("the dashboard in a browser", { timeout: WATCHDOG_MS }, () => {
     assert.match(error, /shop\.nothere/);
     assert.match(error, /not found/);
     assert.equal(await page.locator("#dead-letters").count(), 0, "no failed-documents panel without dead_letters");
+    // What is true of a job that failed before copying: no controls, no empty axes, no "not started".
+    assert.ok(await page.locator("#controls").isHidden(), "a failed job shows no controls");
+    assert.ok(await chartsAgree());
+    assert.match(await text("#chart-job-note"), /^(No samples|One sample only)/);
+    assert.match(await text('#job-namespaces [data-field="namespaces_note"]'), /^The job failed before copying: nothing was copied of .*shop\.nothere → .*copy\.nothere\.$/);
+    assert.equal(await text('#job-workers [data-field="workers_note"]'), "The job failed before copying: no worker ran.");
     await page.screenshot({ path: screenshotPath("08-job-failed"), fullPage: true });
 
     await page.locator(".back").click();
@@ -417,6 +447,10 @@ describe("the dashboard in a browser", { timeout: WATCHDOG_MS }, () => {
     assert.equal(await text('#summary [data-field="failed"]'), "30");
     assert.equal(await text('#summary [data-field="docs"]'), "270 / 300");
     assert.equal(await text("#summary .pct"), "100%", "refused documents count towards the position");
+    assert.ok(await page.locator("#controls").isHidden(), "a completed job shows no controls");
+    const average = view.progress.docs / (view.finished_at - view.created_at);
+    assert.equal(await page.locator('#summary .tile:has([data-field="docs_per_sec"]) .tile-label').textContent(), "avg docs/s");
+    assert.ok(Math.abs((await docsPerSec()) - average) <= Math.max(1, average * 0.01), `${await docsPerSec()} shown, ${average} docs/s on average`);
 
     // The panel: the count, and each listed document's namespace, _id and reason as the API has them.
     const panel = page.locator("#dead-letters");
@@ -443,6 +477,20 @@ describe("the dashboard in a browser", { timeout: WATCHDOG_MS }, () => {
     assert.equal(await row.locator("[data-state]").innerText(), "completed");
     assert.equal(await row.locator(".job-dead").innerText(), "30 failed docs");
     assert.match(await row.locator(".job-error").innerText(), /^completed with 30 failed documents/);
+    assert.match(await row.locator(".job-rate").innerText(), /^avg [\d,.]+ docs\/s$/);
+    assert.match(await row.locator(".job-eta").innerText(), /^took /);
+    assert.equal(await row.locator(".job-ns").innerText(), `${ns("shop.people")} → ${target}`);
+
+    // Opened after it ended (a new page: samples are kept while a page lives): no samples, said
+    // in words instead of two empty axes.
+    await row.click();
+    await page.waitForURL(/#\/jobs\/4$/);
+    await page.reload();
+    await waitForState("completed");
+    assert.equal(await text("#chart-job-note"), "No samples: the job ended before this page was opened.");
+    assert.equal(await text("#chart-workers-note"), "No samples: the job ended before this page was opened.");
+    assert.ok(await page.locator("#chart-job").isHidden());
+    assert.ok(await page.locator("#controls").isHidden());
     assertNoProblems();
   });
 
@@ -534,7 +582,7 @@ describe("the dashboard in a browser", { timeout: WATCHDOG_MS }, () => {
     await page.locator("#plan-job").click();
     await page.locator('#plan [data-field="deletes_from_source"]').waitFor({ timeout: 20000 });
     assert.match(await text('#plan [data-field="deletes_from_source"]'), /deleted from the source/);
-    assert.equal(await text("#plan tbody tr td:nth-child(2)"), "200");
+    assert.equal(await text('#plan [data-field="documents"]'), "200");
 
     await page.locator("#submit-job").click();
     await page.waitForURL(/#\/jobs\/6$/);
@@ -698,7 +746,7 @@ describe("the dashboard in a browser", { timeout: WATCHDOG_MS }, () => {
   // Last: it stops a service of its own, with history, and starts it again on the same address.
   // Small batches, so the batches in flight end well within the 5 s shutdown timeout at this rate.
   test("a job running when the service stops is shown interrupted, and followed again when a restarted service continues it", async () => {
-    const stateDir = mkdtempSync(path.join(os.tmpdir(), "mongoferry-web-"));
+    const stateDir = tempDir();
     try {
       const state = path.join(stateDir, "jobs.json");
       // The page leaves the other service first: its job list polls that service every second.
@@ -726,6 +774,7 @@ describe("the dashboard in a browser", { timeout: WATCHDOG_MS }, () => {
         assert.ok(await page.locator(control).isDisabled(), `${control} is disabled on an interrupted job`);
       }
       assert.equal(await text('#summary [data-field="docs_per_sec"]'), "–");
+      assert.ok(await page.locator("#controls").isHidden(), "an interrupted job shows no controls");
       await page.screenshot({ path: screenshotPath("15-job-interrupted"), fullPage: true });
       await waitFor("the service to exit after SIGTERM", () => service.child.exitCode !== null || service.child.signalCode !== null, 15000);
       assert.equal(service.child.exitCode, 0, service.log.join("\n"));
@@ -734,6 +783,7 @@ describe("the dashboard in a browser", { timeout: WATCHDOG_MS }, () => {
       service = await startService({ state, tokenFile, listen: service.base.replace("http://", "") });
       await waitForState("running", 15000);
       await waitFor("the stream to be live again", async () => (await text("#job-live")) === "live", 10000);
+      assert.ok(await page.locator("#controls").isVisible(), "the continued job has its controls again");
       serviceDown = false;
       const continued = await docs();
       await waitFor("more documents copied", async () => (await docs()) > continued, 15000);
@@ -743,10 +793,18 @@ describe("the dashboard in a browser", { timeout: WATCHDOG_MS }, () => {
       await waitForState("cancelled", 15000);
       assert.equal(await text("#job-live"), "ended");
       assert.ok(!service.log.join("\n").includes(TOKEN), "the token is in the service's log");
+      // The service writes its state as it stops: its directory goes once it has exited, and
+      // stays gone.
+      await stopChild(service.child);
+      assert.ok(existsSync(path.join(stateDir, "jobs.json")), "the service kept its state in the directory");
+      removeTempDir(stateDir);
+      await sleep(300);
+      assert.ok(!existsSync(stateDir), "the state directory came back");
       assertNoProblems();
     } finally {
       serviceDown = false;
-      rmSync(stateDir, { recursive: true, force: true });
+      await stopChild(service.child);
+      removeTempDir(stateDir);
     }
   });
 });

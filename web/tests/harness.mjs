@@ -4,8 +4,9 @@
 // this process dies (`setpriv --pdeathsig`), so none outlives a killed test run.
 
 import { spawn, execFile, execFileSync } from "node:child_process";
-import { existsSync, mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import net from "node:net";
+import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
@@ -14,6 +15,10 @@ export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "
 export const SCREENSHOTS = path.join(ROOT, "target", "screenshots");
 
 const children = new Set();
+/** Temporary directories made by `tempDir`, removed once the children that use them have stopped. */
+const tempDirs = new Set();
+/** Every temporary directory of this run starts so (pid: a concurrent run has its own). */
+export const TEMP_PREFIX = `mongoferry-web-${process.pid}-`;
 
 // The services started here get their token, if any, from a file the test names: one inherited
 // from the environment would change what they ask for.
@@ -50,30 +55,59 @@ export function startChild(command, args, onLine = () => {}) {
   return child;
 }
 
-/** Stops every child: SIGTERM, then SIGKILL after `graceMs`. */
+/** Stops one child and resolves once it has exited: SIGTERM, then SIGKILL after `graceMs`. */
+export function stopChild(child, graceMs = 5000) {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+    }, graceMs);
+    child.once("exit", () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    child.kill("SIGTERM");
+  });
+}
+
+/**
+ * Stops every child (see `stopChild`), then removes the temporary directories: a service writes
+ * its state when it stops, so its directory goes only once it has exited.
+ */
 export async function stopAll(graceMs = 5000) {
-  const running = [...children].filter((c) => c.exitCode === null && c.signalCode === null);
-  await Promise.all(
-    running.map(
-      (child) =>
-        new Promise((resolve) => {
-          const timer = setTimeout(() => {
-            child.kill("SIGKILL");
-          }, graceMs);
-          child.once("exit", () => {
-            clearTimeout(timer);
-            resolve();
-          });
-          child.kill("SIGTERM");
-        }),
-    ),
-  );
+  await Promise.all([...children].map((child) => stopChild(child, graceMs)));
+  removeTempDirs();
+}
+
+/** A temporary directory of this run (`mongoferry-web-PID-…`), removed by `stopAll` and on exit. */
+export function tempDir() {
+  const dir = mkdtempSync(path.join(os.tmpdir(), TEMP_PREFIX));
+  tempDirs.add(dir);
+  return dir;
+}
+
+/** Removes a directory of `tempDir`; stop the processes that write in it first. */
+export function removeTempDir(dir) {
+  rmSync(dir, { recursive: true, force: true });
+  tempDirs.delete(dir);
+}
+
+function removeTempDirs() {
+  for (const dir of tempDirs) removeTempDir(dir);
+}
+
+/** This run's temporary directories still in the temporary folder (none, once `stopAll` ran). */
+export function leftTempDirs() {
+  return readdirSync(os.tmpdir()).filter((name) => name.startsWith(TEMP_PREFIX));
 }
 
 function killAllNow() {
   for (const child of children) child.kill("SIGKILL");
 }
-process.on("exit", killAllNow);
+process.on("exit", () => {
+  killAllNow();
+  removeTempDirs();
+});
 for (const signal of ["SIGINT", "SIGTERM"]) {
   process.on(signal, () => {
     killAllNow();

@@ -590,3 +590,60 @@ test("the plan says when a move deletes from the source", () => {
   assert.ok(R.planHtml({ ...plan, mode: "move", deletes_from_source: true }).includes("<strong>deleted from the source</strong>"));
   assert.ok(R.planHtml({ ...plan, mode: "move", deletes_from_source: false }).includes("A move rehearsal: the source is kept."));
 });
+
+test("a chart with fewer than two points says why in words, true for the job's state", () => {
+  assert.equal(R.chartNote(2, "running"), "", "two points draw a chart");
+  assert.equal(R.chartNote(0, "running"), "Collecting… the chart starts with the second sample.");
+  assert.equal(R.chartNote(1, "paused"), "Collecting… the chart starts with the second sample.");
+  assert.equal(R.chartNote(0, null), "Collecting… the chart starts with the second sample.");
+  assert.equal(R.chartNote(0, "completed"), "No samples: the job ended before this page was opened.");
+  assert.equal(R.chartNote(0, "failed"), "No samples: the job ended before this page was opened.");
+  assert.equal(R.chartNote(1, "cancelled"), "One sample only: the job ended before the second.");
+  assert.match(R.chartNote(0, "interrupted"), /not running/);
+  assert.match(R.chartNote(0, "running", "lag"), /^No lag yet/);
+});
+
+test("a job that did not start copying says so in its namespace and worker panels", () => {
+  const view = { ...baseView, state: "failed", spec: { namespaces: ["shop.nothere:copy.nothere", "a.b"] }, progress: null };
+  assert.equal(R.notStartedNote(view, "namespaces"), "The job failed before copying: nothing was copied of shop.nothere → copy.nothere, a.b.");
+  assert.equal(R.notStartedNote(view, "workers"), "The job failed before copying: no worker ran.");
+  assert.equal(R.notStartedNote({ ...view, state: "cancelled" }, "workers"), "The job was cancelled before copying: no worker ran.");
+  assert.equal(R.notStartedNote({ ...view, state: "pending" }, "namespaces"), "Not started yet.");
+  assert.equal(R.notStartedNote({ ...view, state: "running" }, "workers"), "Not started yet.");
+});
+
+test("an ended job shows its average rate and how long it took, on its page and in the list", () => {
+  const done = { ...baseView, state: "completed", created_at: 1000, finished_at: 1040, spec: { namespaces: ["shop.orders:archive.orders"] }, progress: { ...baseView.progress, docs: 2000, docs_per_sec: 0 } };
+  assert.equal(R.tookSecs(done), 40);
+  assert.equal(R.averageRate(done), 50);
+  const summary = R.summaryHtml(done, 5000);
+  assert.match(summary, /avg docs\/s<\/span><span class="tile-value" data-field="docs_per_sec">50</);
+  assert.match(summary, /took<\/span><span class="tile-value" data-field="elapsed">40 s</);
+  assert.ok(!summary.includes('data-field="eta"') && !summary.includes('data-field="queue_depth"'), "no ETA or queue once ended");
+  const row = R.jobRowHtml(done);
+  assert.match(row, /avg 50 docs\/s/);
+  assert.match(row, /data-field="eta">took 40 s</);
+  assert.match(row, /class="job-ns" title="shop.orders → archive.orders">shop.orders → archive.orders</);
+  // Nothing written, or no time measured: no average.
+  assert.equal(R.averageRate({ ...done, progress: { ...done.progress, docs: 0 } }), null);
+  assert.equal(R.averageRate({ ...done, finished_at: 1000 }), null);
+  // Still running, or interrupted (it may continue): the rate now, no average.
+  assert.equal(R.averageRate({ ...done, state: "running", finished_at: null }), null);
+  assert.equal(R.averageRate({ ...done, state: "interrupted" }), null);
+});
+
+test("a plan puts each namespace on a line of its own, its figures under it", () => {
+  const html = R.planHtml({
+    namespaces: [{ source: "shop.orders", destination: "archive.orders", documents: 5, bytes: 10, indexes: [], destination_state: "absent" }],
+    views: [],
+    problems: [],
+    documents: 5,
+    bytes: 10,
+    estimate: null,
+    drop: false,
+    indexes: "after",
+    blocked: false,
+  });
+  assert.match(html, /<tr class="plan-ns"><th colspan="4" scope="rowgroup" data-field="namespace">shop.orders → archive.orders<\/th><\/tr>/);
+  assert.match(html, /<th class="num">Documents<\/th><th class="num">Size<\/th><th class="num">Indexes<\/th><th>Destination<\/th>/);
+});
