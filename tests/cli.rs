@@ -400,24 +400,24 @@ fn numbers_out_of_range_are_refused_with_status_2() {
     };
     let owned = |argv: &[&str]| argv.iter().map(|a| a.to_string()).collect::<Vec<_>>();
     let cases: Vec<(Vec<String>, &str)> = vec![
-        (copy(&["--rate", "1e-308"]), "rate: must be 0.001 to"),
+        (copy(&["--rate", "1e-308"]), "--rate: must be 0.001 to"),
         (
             copy(&["--rate-bytes", "1e-308"]),
-            "rate_bytes: must be 1 to",
+            "--rate-bytes: must be 1 to",
         ),
-        (copy(&["--rate", "NaN"]), "rate: must be"),
+        (copy(&["--rate", "NaN"]), "--rate: must be"),
         (
             copy(&["--connect-timeout", "inf"]),
-            "connect_timeout: must be",
+            "--connect-timeout: must be",
         ),
         (
             copy(&["--adaptive-target-ms", "1e-300"]),
-            "adaptive.target_ms: must be",
+            "--adaptive-target-ms: must be",
         ),
-        (copy(&["--batch-size", "0"]), "batch_size: must be 1 to"),
+        (copy(&["--batch-size", "0"]), "--batch-size: must be 1 to"),
         (
             copy(&["--max-document-bytes", "0"]),
-            "max_document_bytes: must be",
+            "--max-document-bytes: must be",
         ),
         (
             owned(&[
@@ -430,7 +430,7 @@ fn numbers_out_of_range_are_refused_with_status_2() {
             .into_iter()
             .chain(owned(&["--rate", "1e-308"]))
             .collect(),
-            "rate: must be",
+            "--rate: must be",
         ),
         (
             owned(&[
@@ -441,7 +441,7 @@ fn numbers_out_of_range_are_refused_with_status_2() {
                 "--shutdown-timeout",
                 "inf",
             ]),
-            "shutdown_timeout: must be",
+            "--shutdown-timeout: must be",
         ),
         (
             owned(&[
@@ -453,7 +453,7 @@ fn numbers_out_of_range_are_refused_with_status_2() {
                 "--doc-size",
                 "0",
             ]),
-            "doc_size: must be",
+            "--doc-size: must be",
         ),
     ];
     for (argv, says) in cases {
@@ -505,4 +505,135 @@ fn a_job_of_views_alone_is_never_already_complete() {
             vec!["v".to_string()]
         );
     });
+}
+
+/// Each `--flag` a subcommand's `--help` lists: its name, whether the help says what it does,
+/// whether it takes a value.
+fn flags_in_help(help: &str) -> Vec<(String, bool, bool)> {
+    let lines: Vec<&str> = help.lines().collect();
+    let mut flags = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let trimmed = line.trim_start();
+        let trimmed = trimmed
+            .strip_prefix("-")
+            .filter(|t| t.chars().next().is_some_and(|c| c.is_ascii_alphabetic()))
+            .and_then(|t| t.get(1..)?.strip_prefix(", "))
+            .unwrap_or(trimmed);
+        let Some(rest) = trimmed.strip_prefix("--") else {
+            continue;
+        };
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+            .collect();
+        // Described on the same line (after the value's name) or on the next, indented.
+        let after = &rest[name.len()..];
+        let takes_value = after.starts_with(" <");
+        let after = match after.trim_start().strip_prefix('<') {
+            Some(value) => value.split_once('>').map_or("", |(_, r)| r),
+            None => after,
+        };
+        let next = lines.get(i + 1).map_or("", |l| l.trim());
+        let described = !after.trim().is_empty() || (!next.is_empty() && !next.starts_with('-'));
+        flags.push((format!("--{name}"), described, takes_value));
+    }
+    flags
+}
+
+/// A valid value for each flag that takes one (out-of-range values would be refused for
+/// themselves, not for the flag).
+fn valid_value(flag: &str) -> &'static str {
+    match flag {
+        "--filter" => "{}",
+        "--strategy" => "stream",
+        "--indexes" => "after",
+        "--memory-limit" | "--journal-segment-bytes" => "67108864",
+        "--lease-seconds" => "30",
+        "--doc-size" => "1024",
+        "--adaptive-target-ms" | "--adaptive-interval-ms" => "1000",
+        "--exclude" => "x.y",
+        "--state" => "state.db",
+        "--journal" => "journal",
+        _ => "1",
+    }
+}
+
+/// Whatever `<command> --help` lists, that command accepts, and says what it does: no flag
+/// that clap rejects ("unexpected argument") or that the job then refuses (a problem naming
+/// the flag). Each run is refused up front (a destination in `admin`), so nothing connects.
+#[test]
+fn every_flag_the_help_lists_is_accepted_and_described() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |argv: &[&str]| mongoferry_in(dir.path(), argv, &[], Duration::from_secs(20));
+    let job = [
+        "--from",
+        "mongodb://127.0.0.1:9",
+        "--to",
+        "mongodb://127.0.0.1:8",
+        "--ns",
+        "admin.c",
+    ];
+    let sample = ["--to", "mongodb://127.0.0.1:9", "--ns", "admin.c"];
+    let commands: [(&[&str], &[&str]); 10] = [
+        (&["copy"], &job),
+        (&["sync"], &job),
+        (&["move"], &job),
+        (&["plan"], &job),
+        (&["verify"], &job),
+        (&["sample"], &sample),
+        (&["serve"], &[]),
+        (&["journal", "inspect"], &[]),
+        (&["journal", "replay"], &[]),
+        (&["journal", "export"], &[]),
+    ];
+    let mut checked = 0;
+    for (command, required) in commands {
+        let out = run(&[command, &["--help"]].concat());
+        assert!(out.status.success(), "{command:?} --help: {}", stderr(&out));
+        let flags = flags_in_help(&stdout(&out));
+        assert!(flags.len() >= 2, "{command:?}: {flags:?}");
+        for (flag, described, _) in &flags {
+            assert!(described, "{command:?} --help: {flag} has no description");
+        }
+        if required.is_empty() {
+            // serve would start, and the journal commands need a journal: help only.
+            continue;
+        }
+        let base: Vec<&str> = [command, required].concat();
+        let out = run(&base);
+        assert_eq!(out.status.code(), Some(2), "{base:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("admin"), "{base:?}: {}", stderr(&out));
+        for (flag, _, takes_value) in &flags {
+            if flag == "--help" || required.contains(&flag.as_str()) {
+                continue;
+            }
+            let mut argv = base.clone();
+            argv.push(flag);
+            if *takes_value {
+                argv.push(valid_value(flag));
+            }
+            if flag.starts_with("--adaptive-") && flag != "--adaptive-target-ms" {
+                argv.extend(["--adaptive-target-ms", "1000"]);
+            }
+            // A move verifies only as a rehearsal: the source keeps what was moved.
+            if command == ["move"] && flag == "--verify" {
+                argv.push("--keep-source");
+            }
+            if flag == "--journal-segment-bytes" {
+                argv.extend(["--journal", "journal"]);
+            }
+            let tried = run(&argv);
+            let err = stderr(&tried);
+            assert_eq!(tried.status.code(), Some(2), "{argv:?}: {err}");
+            for clap_refusal in ["unexpected argument", "cannot be used with", "not allowed"] {
+                assert!(!err.contains(clap_refusal), "{argv:?}: {err}");
+            }
+            // Refused by the job, rather than by the parser.
+            assert!(!err.contains(&format!("{flag}:")), "{argv:?}: {err}");
+            // Only the problem every run has.
+            assert!(err.contains("admin"), "{argv:?}: {err}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 60, "only {checked} flags tried");
 }
