@@ -157,6 +157,7 @@ fn clear_errors_for_bad_input() {
                 says: says.iter().map(|p| p.to_string()).collect(),
             };
         let not_found = format!("namespace {s}.missing not found on the source");
+        let did_you_mean = format!("not found on the source; did you mean {s}.c?");
         let cases = [
             case(
                 dead,
@@ -175,6 +176,9 @@ fn clear_errors_for_bad_input() {
                 &["destination server", "unreachable"],
             ),
             case(src, dst, &missing, &[], 1, &[&not_found]),
+            // A typo gets the close name the source has: a collection, or a database.
+            case(src, dst, &format!("{s}.d"), &[], 1, &[&did_you_mean]),
+            case(src, dst, &format!("{s}x.c"), &[], 1, &[&did_you_mean]),
             case(src, dst, &empty_db, &[], 1, &["has no collections"]),
             // Malformed filter: refused before connecting.
             case(
@@ -191,6 +195,14 @@ fn clear_errors_for_bad_input() {
                 dst,
                 &ns,
                 &["--filter", r#"{"$bogus": 1}"#],
+                1,
+                &["bad filter", "$bogus"],
+            ),
+            case(
+                src,
+                dst,
+                &ns,
+                &["--filter", r#"{"status": {"$bogus": 1}}"#],
                 1,
                 &["bad filter", "$bogus"],
             ),
@@ -228,6 +240,16 @@ fn clear_errors_for_bad_input() {
                 assert!(line.contains(&part), "{part:?} missing in {line}");
             }
         }
+        // Every failure above is found before anything is written: not even an empty
+        // collection is left at the destination.
+        let left = env
+            .dst_client()
+            .await
+            .database(&env.dst_db("e"))
+            .list_collection_names()
+            .await
+            .unwrap();
+        assert!(left.is_empty(), "left at the destination: {left:?}");
     });
 }
 
