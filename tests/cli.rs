@@ -659,3 +659,41 @@ fn every_flag_the_help_lists_is_accepted_and_described() {
     }
     assert!(checked > 60, "only {checked} flags tried");
 }
+
+/// A copy run again with `--journal` after it completed without one journals nothing, and
+/// says how to get everything into the journal.
+#[test]
+fn a_complete_copy_run_again_with_a_journal_says_what_restart_would_do() {
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("j"), env.dst_db("j"));
+        insert_raw(&env.src_client().await, &s, "c", &sample_docs(20, 100)).await;
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state.db");
+        let ns = format!("{s}.c:{d}.c");
+        let argv = |journal: bool| {
+            let mut list = args(&[
+                "copy",
+                "--from",
+                &env.src,
+                "--to",
+                &env.dst,
+                "--ns",
+                &ns,
+                "--state",
+                state.to_str().unwrap(),
+                "--quiet",
+            ]);
+            if journal {
+                list.extend(args(&["--journal", dir.path().join("j").to_str().unwrap()]));
+            }
+            list
+        };
+        let out = mongoferry_async(argv(false), LIMIT).await;
+        assert!(out.status.success(), "{}", stderr(&out));
+        let out = mongoferry_async(argv(true), LIMIT).await;
+        let err = stderr(&out);
+        assert!(out.status.success(), "{err}");
+        assert!(err.contains("journaled nothing"), "{err}");
+        assert!(err.contains("--restart to copy (and journal)"), "{err}");
+    });
+}

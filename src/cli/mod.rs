@@ -520,6 +520,20 @@ async fn copy_with_store(
              at the source (state {})",
             summary.state
         );
+    } else if summary.already_complete && mode == Mode::Sync {
+        // The copy is behind it, not the sync: this run followed the changes.
+        eprintln!(
+            "an earlier run completed the copy of this job (state {}): this run followed the \
+             source's changes on from its saved position",
+            summary.state
+        );
+    } else if summary.already_complete && spec.journal.is_some() {
+        eprintln!(
+            "already complete: an earlier run copied every document of this job (state {}), so \
+             this run wrote nothing and journaled nothing; use --restart to copy (and journal) \
+             everything again",
+            summary.state
+        );
     } else if summary.already_complete {
         eprintln!(
             "already complete: an earlier run copied every document of this job (state {}); \
@@ -698,8 +712,14 @@ fn print_plan(plan: &crate::run::plan::Plan) {
     );
     if let Some(e) = &plan.estimate {
         println!(
-            "estimate: about {:.0} s at {:.0} docs/s ({})",
-            e.seconds, e.docs_per_sec, e.basis
+            "estimate: {} at {:.0} docs/s ({})",
+            if e.seconds < 1.0 {
+                "under a second".to_string()
+            } else {
+                format!("about {:.0} s", e.seconds)
+            },
+            e.docs_per_sec,
+            e.basis
         );
     }
     for p in &plan.problems {

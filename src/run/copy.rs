@@ -460,6 +460,9 @@ impl PreparedCopy {
             Mode::Move => {
                 let [src, dst] = &self.clients;
                 self.stats.moves.start_pass();
+                if self.keep_source {
+                    self.stats.moves.set_rehearsal();
+                }
                 Arc::new(Moving::new(
                     sink,
                     src.clone(),
