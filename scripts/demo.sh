@@ -5,10 +5,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-MONGOFERRY_SKIP_BROWSER=1 bash scripts/setup-test-env.sh
-echo "building mongoferry (release)…" >&2
-cargo build --release --quiet --bin mongoferry
-bin=target/release/mongoferry
+# Only the test server: neither the API fuzzer nor the browser tests' chromium and npm packages.
+MONGOFERRY_SKIP_FUZZER=1 MONGOFERRY_SKIP_BROWSER=1 bash scripts/setup-test-env.sh
+target_dir=${CARGO_TARGET_DIR:-target}
+bin=$target_dir/release/mongoferry
+if [ ! -x "$bin" ]; then
+  echo "building mongoferry (release): the first build compiles every dependency and takes" \
+    "several minutes (7 to 8 on two cores); cargo shows its progress below" >&2
+else
+  echo "building mongoferry (release), if anything changed…" >&2
+fi
+# Not --quiet: cargo's progress is what shows that the build is not hung.
+cargo build --release --bin mongoferry
 
 workdir=$(mktemp -d)
 pids=()

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs what the tests, the benchmark and the demo need (idempotent): SecantusDB, the
-# MongoDB-compatible test server, pymongo (an independent Extended JSON parser for the journal
-# export tests) and schemathesis (the API fuzzer of scripts/fuzz-api.sh), pinned, in an ignored
-# venv at .venv/; then, unless MONGOFERRY_SKIP_BROWSER=1, what the dashboard's browser tests need (scripts/setup-browser-env.sh:
-# Debian's chromium, the npm packages of web/tests/).
+# MongoDB-compatible test server, and pymongo (an independent Extended JSON parser for the journal
+# export tests), pinned, in an ignored venv at .venv/; then, unless MONGOFERRY_SKIP_FUZZER=1,
+# schemathesis (the API fuzzer of scripts/fuzz-api.sh) in the same venv; then, unless
+# MONGOFERRY_SKIP_BROWSER=1, what the dashboard's browser tests need
+# (scripts/setup-browser-env.sh: Debian's chromium, node and npm, the npm packages of web/tests/).
+# The demo sets both: it needs only the test server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,7 +22,7 @@ if ! { [ -x .venv/bin/secantusd-py ] && .venv/bin/python -c \
   .venv/bin/python -c "import bson.json_util"
 fi
 
-if ! .venv/bin/python -c \
+if [ "${MONGOFERRY_SKIP_FUZZER:-}" != 1 ] && ! .venv/bin/python -c \
     "import importlib.metadata as m, sys; sys.exit(m.version('schemathesis') != '$SCHEMATHESIS_VERSION')" 2>/dev/null; then
   echo "setting up the API fuzzer (schemathesis $SCHEMATHESIS_VERSION) in .venv/" >&2
   .venv/bin/pip install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"

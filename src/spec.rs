@@ -245,6 +245,63 @@ pub struct CopySpec {
 #[error("invalid job: {}", .0.join("; "))]
 pub struct SpecError(pub Vec<String>);
 
+/// A problem names the spec's fields as the API spells them; on the command line each is
+/// the flag the user wrote. (API field or bound name, flag.)
+const FLAGS: &[(&str, &str)] = &[
+    ("from", "--from"),
+    ("to", "--to"),
+    ("namespaces", "--ns"),
+    ("filter", "--filter"),
+    ("exclude", "--exclude"),
+    ("connect_timeout", "--connect-timeout"),
+    ("workers", "--workers"),
+    ("readers", "--readers"),
+    ("partition_docs", "--partition-docs"),
+    ("batch_size", "--batch-size"),
+    ("strategy", "--strategy"),
+    ("memory_limit", "--memory-limit"),
+    ("rate", "--rate"),
+    ("rate_bytes", "--rate-bytes"),
+    ("adaptive.target_ms", "--adaptive-target-ms"),
+    ("adaptive.max_workers", "--adaptive-max-workers"),
+    ("adaptive.interval_ms", "--adaptive-interval-ms"),
+    ("restart", "--restart"),
+    ("max_document_bytes", "--max-document-bytes"),
+    ("verify", "--verify"),
+    ("keep_source", "--keep-source"),
+    ("journal.dir", "--journal"),
+    ("journal.segment_bytes", "--journal-segment-bytes"),
+    ("indexes", "--indexes"),
+    ("drop", "--drop"),
+    ("lease_seconds", "--lease-seconds"),
+    ("shutdown_timeout", "--shutdown-timeout"),
+    ("client_timeout", "--client-timeout"),
+    ("max_event_streams", "--max-event-streams"),
+    ("doc_size", "--doc-size"),
+];
+
+impl SpecError {
+    /// The problems as the command line reports them: each field named by its flag, where a
+    /// problem starts with it (`rate_bytes: …`) or quotes it (`` `keep_source` ``).
+    pub fn for_command_line(&self) -> String {
+        let problems: Vec<String> = self.0.iter().map(|p| with_flags(p)).collect();
+        format!("invalid job: {}", problems.join("; "))
+    }
+}
+
+fn with_flags(problem: &str) -> String {
+    let mut text = problem.to_string();
+    if let Some((field, rest)) = text.split_once(": ") {
+        if let Some((_, flag)) = FLAGS.iter().find(|(name, _)| *name == field) {
+            text = format!("{flag}: {rest}");
+        }
+    }
+    for (name, flag) in FLAGS {
+        text = text.replace(&format!("`{name}`"), &format!("`{flag}`"));
+    }
+    text
+}
+
 /// A query in MongoDB Extended JSON: a JSON object in a request, its text on the command line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -416,11 +473,20 @@ pub struct JobSpec {
     #[serde(default)]
     pub memory_limit: Option<usize>,
     /// Write at most this many documents per second (`null`: unlimited).
-    #[arg(long, value_name = "DOCS")]
+    // The flag has no `null`: left out, the rate is unlimited.
+    #[arg(
+        long,
+        value_name = "DOCS",
+        help = "Write at most this many documents per second [default: unlimited]"
+    )]
     #[serde(default)]
     pub rate: Option<f64>,
     /// Write at most this many bytes (of documents) per second (`null`: unlimited).
-    #[arg(long, value_name = "BYTES")]
+    #[arg(
+        long,
+        value_name = "BYTES",
+        help = "Write at most this many bytes (of documents) per second [default: unlimited]"
+    )]
     #[serde(default)]
     pub rate_bytes: Option<f64>,
     /// Adaptive mode: steer workers and rate to keep the mean batch latency under a target
@@ -442,7 +508,8 @@ pub struct JobSpec {
     #[serde(default, deserialize_with = "null_is_false")]
     pub verify: bool,
     /// A move that copies and verifies but deletes nothing from the source (a rehearsal).
-    #[arg(long)]
+    // Only `move` has the flag (`MoveArgs`); copy and sync would refuse it.
+    #[arg(skip)]
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub keep_source: bool,
     /// Journal every write (see `mongoferry journal`).
@@ -623,14 +690,14 @@ impl JobSpec {
             problems.push(
                 "verify: after a move the source no longer holds what was moved, so there is \
                  nothing to compare; a move verifies each batch at the destination before it \
-                 deletes (rehearse with keep_source and verify)"
+                 deletes (rehearse with `keep_source` and `verify`)"
                     .into(),
             );
         }
         if mode == Mode::Move && self.drop && self.restart {
             problems.push(
                 "drop: a restarted move would drop its destination, which holds what earlier \
-                 runs moved (and deleted from the source); run it again without --restart to \
+                 runs moved (and deleted from the source); run it again without `restart` to \
                  move what is left"
                     .into(),
             );
@@ -677,6 +744,21 @@ mod tests {
 
     fn ns(db: &str, c: &str) -> Namespace {
         Namespace::new(db, c)
+    }
+
+    #[test]
+    fn the_command_line_names_each_field_by_its_flag() {
+        let mut spec = JobSpec::new("mongodb://a", "mongodb://b", &["s.c"]);
+        spec.mode = Some(Mode::Move);
+        spec.verify = true;
+        spec.rate_bytes = Some(0.0);
+        let error = spec.validate().unwrap_err();
+        let line = error.for_command_line();
+        assert!(line.contains("--rate-bytes: must be"), "{line}");
+        assert!(line.contains("--verify: after a move"), "{line}");
+        assert!(line.contains("`--keep-source` and `--verify`"), "{line}");
+        // The API keeps its own names.
+        assert!(error.to_string().contains("`keep_source`"), "{error}");
     }
 
     #[test]

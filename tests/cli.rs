@@ -157,6 +157,7 @@ fn clear_errors_for_bad_input() {
                 says: says.iter().map(|p| p.to_string()).collect(),
             };
         let not_found = format!("namespace {s}.missing not found on the source");
+        let did_you_mean = format!("not found on the source; did you mean {s}.c?");
         let cases = [
             case(
                 dead,
@@ -175,6 +176,9 @@ fn clear_errors_for_bad_input() {
                 &["destination server", "unreachable"],
             ),
             case(src, dst, &missing, &[], 1, &[&not_found]),
+            // A typo gets the close name the source has: a collection, or a database.
+            case(src, dst, &format!("{s}.d"), &[], 1, &[&did_you_mean]),
+            case(src, dst, &format!("{s}x.c"), &[], 1, &[&did_you_mean]),
             case(src, dst, &empty_db, &[], 1, &["has no collections"]),
             // Malformed filter: refused before connecting.
             case(
@@ -191,6 +195,14 @@ fn clear_errors_for_bad_input() {
                 dst,
                 &ns,
                 &["--filter", r#"{"$bogus": 1}"#],
+                1,
+                &["bad filter", "$bogus"],
+            ),
+            case(
+                src,
+                dst,
+                &ns,
+                &["--filter", r#"{"status": {"$bogus": 1}}"#],
                 1,
                 &["bad filter", "$bogus"],
             ),
@@ -228,6 +240,16 @@ fn clear_errors_for_bad_input() {
                 assert!(line.contains(&part), "{part:?} missing in {line}");
             }
         }
+        // Every failure above is found before anything is written: not even an empty
+        // collection is left at the destination.
+        let left = env
+            .dst_client()
+            .await
+            .database(&env.dst_db("e"))
+            .list_collection_names()
+            .await
+            .unwrap();
+        assert!(left.is_empty(), "left at the destination: {left:?}");
     });
 }
 
@@ -400,24 +422,24 @@ fn numbers_out_of_range_are_refused_with_status_2() {
     };
     let owned = |argv: &[&str]| argv.iter().map(|a| a.to_string()).collect::<Vec<_>>();
     let cases: Vec<(Vec<String>, &str)> = vec![
-        (copy(&["--rate", "1e-308"]), "rate: must be 0.001 to"),
+        (copy(&["--rate", "1e-308"]), "--rate: must be 0.001 to"),
         (
             copy(&["--rate-bytes", "1e-308"]),
-            "rate_bytes: must be 1 to",
+            "--rate-bytes: must be 1 to",
         ),
-        (copy(&["--rate", "NaN"]), "rate: must be"),
+        (copy(&["--rate", "NaN"]), "--rate: must be"),
         (
             copy(&["--connect-timeout", "inf"]),
-            "connect_timeout: must be",
+            "--connect-timeout: must be",
         ),
         (
             copy(&["--adaptive-target-ms", "1e-300"]),
-            "adaptive.target_ms: must be",
+            "--adaptive-target-ms: must be",
         ),
-        (copy(&["--batch-size", "0"]), "batch_size: must be 1 to"),
+        (copy(&["--batch-size", "0"]), "--batch-size: must be 1 to"),
         (
             copy(&["--max-document-bytes", "0"]),
-            "max_document_bytes: must be",
+            "--max-document-bytes: must be",
         ),
         (
             owned(&[
@@ -430,7 +452,7 @@ fn numbers_out_of_range_are_refused_with_status_2() {
             .into_iter()
             .chain(owned(&["--rate", "1e-308"]))
             .collect(),
-            "rate: must be",
+            "--rate: must be",
         ),
         (
             owned(&[
@@ -441,7 +463,7 @@ fn numbers_out_of_range_are_refused_with_status_2() {
                 "--shutdown-timeout",
                 "inf",
             ]),
-            "shutdown_timeout: must be",
+            "--shutdown-timeout: must be",
         ),
         (
             owned(&[
@@ -453,7 +475,7 @@ fn numbers_out_of_range_are_refused_with_status_2() {
                 "--doc-size",
                 "0",
             ]),
-            "doc_size: must be",
+            "--doc-size: must be",
         ),
     ];
     for (argv, says) in cases {
@@ -504,5 +526,174 @@ fn a_job_of_views_alone_is_never_already_complete() {
             common::collection_names(&dst, &env.dst_db("views")).await,
             vec!["v".to_string()]
         );
+    });
+}
+
+/// Each `--flag` a subcommand's `--help` lists: its name, whether the help says what it does,
+/// whether it takes a value.
+fn flags_in_help(help: &str) -> Vec<(String, bool, bool)> {
+    let lines: Vec<&str> = help.lines().collect();
+    let mut flags = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let trimmed = line.trim_start();
+        let trimmed = trimmed
+            .strip_prefix("-")
+            .filter(|t| t.chars().next().is_some_and(|c| c.is_ascii_alphabetic()))
+            .and_then(|t| t.get(1..)?.strip_prefix(", "))
+            .unwrap_or(trimmed);
+        let Some(rest) = trimmed.strip_prefix("--") else {
+            continue;
+        };
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+            .collect();
+        // Described on the same line (after the value's name) or on the next, indented.
+        let after = &rest[name.len()..];
+        let takes_value = after.starts_with(" <");
+        let after = match after.trim_start().strip_prefix('<') {
+            Some(value) => value.split_once('>').map_or("", |(_, r)| r),
+            None => after,
+        };
+        let next = lines.get(i + 1).map_or("", |l| l.trim());
+        let described = !after.trim().is_empty() || (!next.is_empty() && !next.starts_with('-'));
+        flags.push((format!("--{name}"), described, takes_value));
+    }
+    flags
+}
+
+/// A valid value for each flag that takes one (out-of-range values would be refused for
+/// themselves, not for the flag).
+fn valid_value(flag: &str) -> &'static str {
+    match flag {
+        "--filter" => "{}",
+        "--strategy" => "stream",
+        "--indexes" => "after",
+        "--memory-limit" | "--journal-segment-bytes" => "67108864",
+        "--lease-seconds" => "30",
+        "--doc-size" => "1024",
+        "--adaptive-target-ms" | "--adaptive-interval-ms" => "1000",
+        "--exclude" => "x.y",
+        "--state" => "state.db",
+        "--journal" => "journal",
+        _ => "1",
+    }
+}
+
+/// Whatever `<command> --help` lists, that command accepts, and says what it does: no flag
+/// that clap rejects ("unexpected argument") or that the job then refuses (a problem naming
+/// the flag). Each run is refused up front (a destination in `admin`), so nothing connects.
+#[test]
+fn every_flag_the_help_lists_is_accepted_and_described() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |argv: &[&str]| mongoferry_in(dir.path(), argv, &[], Duration::from_secs(20));
+    let job = [
+        "--from",
+        "mongodb://127.0.0.1:9",
+        "--to",
+        "mongodb://127.0.0.1:8",
+        "--ns",
+        "admin.c",
+    ];
+    let sample = ["--to", "mongodb://127.0.0.1:9", "--ns", "admin.c"];
+    let commands: [(&[&str], &[&str]); 10] = [
+        (&["copy"], &job),
+        (&["sync"], &job),
+        (&["move"], &job),
+        (&["plan"], &job),
+        (&["verify"], &job),
+        (&["sample"], &sample),
+        (&["serve"], &[]),
+        (&["journal", "inspect"], &[]),
+        (&["journal", "replay"], &[]),
+        (&["journal", "export"], &[]),
+    ];
+    let mut checked = 0;
+    for (command, required) in commands {
+        let out = run(&[command, &["--help"]].concat());
+        assert!(out.status.success(), "{command:?} --help: {}", stderr(&out));
+        let flags = flags_in_help(&stdout(&out));
+        assert!(flags.len() >= 2, "{command:?}: {flags:?}");
+        for (flag, described, _) in &flags {
+            assert!(described, "{command:?} --help: {flag} has no description");
+        }
+        if required.is_empty() {
+            // serve would start, and the journal commands need a journal: help only.
+            continue;
+        }
+        let base: Vec<&str> = [command, required].concat();
+        let out = run(&base);
+        assert_eq!(out.status.code(), Some(2), "{base:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("admin"), "{base:?}: {}", stderr(&out));
+        for (flag, _, takes_value) in &flags {
+            if flag == "--help" || required.contains(&flag.as_str()) {
+                continue;
+            }
+            let mut argv = base.clone();
+            argv.push(flag);
+            if *takes_value {
+                argv.push(valid_value(flag));
+            }
+            if flag.starts_with("--adaptive-") && flag != "--adaptive-target-ms" {
+                argv.extend(["--adaptive-target-ms", "1000"]);
+            }
+            // A move verifies only as a rehearsal: the source keeps what was moved.
+            if command == ["move"] && flag == "--verify" {
+                argv.push("--keep-source");
+            }
+            if flag == "--journal-segment-bytes" {
+                argv.extend(["--journal", "journal"]);
+            }
+            let tried = run(&argv);
+            let err = stderr(&tried);
+            assert_eq!(tried.status.code(), Some(2), "{argv:?}: {err}");
+            for clap_refusal in ["unexpected argument", "cannot be used with", "not allowed"] {
+                assert!(!err.contains(clap_refusal), "{argv:?}: {err}");
+            }
+            // Refused by the job, rather than by the parser.
+            assert!(!err.contains(&format!("{flag}:")), "{argv:?}: {err}");
+            // Only the problem every run has.
+            assert!(err.contains("admin"), "{argv:?}: {err}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 60, "only {checked} flags tried");
+}
+
+/// A copy run again with `--journal` after it completed without one journals nothing, and
+/// says how to get everything into the journal.
+#[test]
+fn a_complete_copy_run_again_with_a_journal_says_what_restart_would_do() {
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("j"), env.dst_db("j"));
+        insert_raw(&env.src_client().await, &s, "c", &sample_docs(20, 100)).await;
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state.db");
+        let ns = format!("{s}.c:{d}.c");
+        let argv = |journal: bool| {
+            let mut list = args(&[
+                "copy",
+                "--from",
+                &env.src,
+                "--to",
+                &env.dst,
+                "--ns",
+                &ns,
+                "--state",
+                state.to_str().unwrap(),
+                "--quiet",
+            ]);
+            if journal {
+                list.extend(args(&["--journal", dir.path().join("j").to_str().unwrap()]));
+            }
+            list
+        };
+        let out = mongoferry_async(argv(false), LIMIT).await;
+        assert!(out.status.success(), "{}", stderr(&out));
+        let out = mongoferry_async(argv(true), LIMIT).await;
+        let err = stderr(&out);
+        assert!(out.status.success(), "{err}");
+        assert!(err.contains("journaled nothing"), "{err}");
+        assert!(err.contains("--restart to copy (and journal)"), "{err}");
     });
 }

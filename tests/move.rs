@@ -101,7 +101,30 @@ fn a_filtered_move_leaves_the_source_without_exactly_those_documents() {
         let summary: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
         assert_eq!(summary["moves"]["verified"], 1_000, "{summary}");
         assert_eq!(summary["moves"]["deleted"], 0, "{summary}");
+        assert_eq!(summary["moves"]["rehearsal"], true, "{summary}");
         assert_eq!(by_id(&src, &s).await.len(), 2_000);
+        // Its summary says the source keeps them, not "0 left at the source".
+        let out = mongoferry(
+            &[
+                "move",
+                "--from",
+                &env.src,
+                "--to",
+                &env.dst,
+                "--ns",
+                &ns,
+                "--filter",
+                OLD,
+                "--keep-source",
+                "--no-state",
+                "--quiet",
+            ],
+            Duration::from_secs(60),
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = stdout(&out);
+        assert!(text.contains("1,000 kept at the source"), "{text}");
+        assert!(!text.contains("left at the source"), "{text}");
 
         let out = mongoferry(
             &[

@@ -481,6 +481,45 @@ fn a_filtered_sync_deletes_what_stops_matching_and_copies_what_starts() {
     });
 }
 
+/// A sync run again after its copy completed is not "already complete": it follows the
+/// changes on from its saved position, and says so.
+#[test]
+fn a_rerun_after_the_copy_says_it_follows_on_and_applies_the_changes() {
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("again"), env.dst_db("again"));
+        let src = env.src_client().await;
+        insert_raw(&src, &s, "c", &common::sample_docs(50, 100)).await;
+        let data = tempfile::tempdir().unwrap();
+        let state = data.path().join("state.json");
+        let ns = format!("{s}.c:{d}.c");
+        let argv = [
+            "sync",
+            "--from",
+            &env.src,
+            "--to",
+            &env.dst,
+            "--ns",
+            &ns,
+            "--state",
+            state.to_str().unwrap(),
+            "--until-caught-up",
+            "--quiet",
+        ];
+        let out = mongoferry(&argv, Duration::from_secs(60));
+        assert!(out.status.success(), "{}", stderr(&out));
+        let c = src.database(&s).collection::<Document>("c");
+        for i in 0..3 {
+            c.insert_one(doc! { "_id": 1000 + i }).await.unwrap();
+        }
+        let out = mongoferry(&argv, Duration::from_secs(60));
+        let err = stderr(&out);
+        assert!(out.status.success(), "{err}");
+        assert!(!err.contains("already complete"), "{err}");
+        assert!(err.contains("followed the source's changes on"), "{err}");
+        common::assert_same(&env, (&s, "c"), (&d, "c")).await;
+    });
+}
+
 #[test]
 fn a_position_the_source_no_longer_holds_stops_with_a_clear_error() {
     // A source that keeps only the last 100 changes.

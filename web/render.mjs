@@ -750,7 +750,7 @@ export function planHtml(plan) {
     .map((p) => `<li class="${p.blocks ? "blocks" : "note"}">${p.blocks ? "Blocks the job: " : ""}${esc(p.message)}</li>`)
     .join("");
   const estimate = plan.estimate
-    ? `<p class="estimate" data-field="estimate">Estimate: about ${esc(formatDuration(plan.estimate.seconds))} at \
+    ? `<p class="estimate" data-field="estimate">Estimate: ${plan.estimate.seconds < 1 ? "under a second" : `about ${esc(formatDuration(plan.estimate.seconds))}`} at \
 ${esc(formatRate(plan.estimate.docs_per_sec))} docs/s (${esc(plan.estimate.basis)})</p>`
     : "";
   const verdict = plan.blocked

@@ -169,8 +169,8 @@ pub struct CopyArgs {
     pub lease_seconds: f64,
     /// With a MongoDB state store: when another process holds the job, wait and take it over
     /// when that process ends or dies (instead of stopping with an error); ends at once, status
-    /// 0, if the job turns out complete. Several copies of one command so make one that fails
-    /// over.
+    /// 0, if the job turns out complete. Run the same command on several machines, each with
+    /// --standby, for a copy that fails over.
     #[arg(long)]
     pub standby: bool,
     /// Keep no checkpoint: a rerun starts from zero; refused documents are only listed.
@@ -201,6 +201,9 @@ pub struct MoveArgs {
     /// Show what would move (as `plan`), and move nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// A rehearsal: copy and verify, but delete nothing from the source.
+    #[arg(long)]
+    pub keep_source: bool,
 }
 
 #[derive(Args, Debug)]
@@ -234,7 +237,7 @@ pub struct VerifyArgs {
 #[derive(Args, Debug)]
 pub struct SampleArgs {
     /// Destination connection string.
-    #[arg(long)]
+    #[arg(long, env = "MONGOFERRY_TO", hide_env_values = true)]
     pub to: String,
     /// Collection to fill, `db.coll`.
     #[arg(long)]
@@ -248,8 +251,10 @@ pub struct SampleArgs {
     /// Drop the collection first.
     #[arg(long)]
     pub drop: bool,
+    /// Concurrent workers writing the documents.
     #[arg(long, default_value_t = 4)]
     pub workers: usize,
+    /// No progress display.
     #[arg(long, short)]
     pub quiet: bool,
 }
@@ -323,7 +328,7 @@ impl Failure {
 impl From<crate::spec::SpecError> for Failure {
     fn from(e: crate::spec::SpecError) -> Self {
         Failure {
-            message: e.to_string(),
+            message: e.for_command_line(),
             status: 2,
         }
     }
@@ -407,6 +412,7 @@ async fn run_sync(mut args: SyncArgs) -> Result<(), Failure> {
 
 async fn run_move(mut args: MoveArgs) -> Result<(), Failure> {
     args.copy.spec.mode = Some(Mode::Move);
+    args.copy.spec.keep_source = args.keep_source;
     if args.dry_run {
         return run_plan(PlanArgs {
             spec: args.copy.spec,
@@ -512,6 +518,20 @@ async fn copy_with_store(
         eprintln!(
             "already complete: earlier runs moved every document of this job and none is left \
              at the source (state {})",
+            summary.state
+        );
+    } else if summary.already_complete && mode == Mode::Sync {
+        // The copy is behind it, not the sync: this run followed the changes.
+        eprintln!(
+            "an earlier run completed the copy of this job (state {}): this run followed the \
+             source's changes on from its saved position",
+            summary.state
+        );
+    } else if summary.already_complete && spec.journal.is_some() {
+        eprintln!(
+            "already complete: an earlier run copied every document of this job (state {}), so \
+             this run wrote nothing and journaled nothing; use --restart to copy (and journal) \
+             everything again",
             summary.state
         );
     } else if summary.already_complete {
@@ -692,8 +712,14 @@ fn print_plan(plan: &crate::run::plan::Plan) {
     );
     if let Some(e) = &plan.estimate {
         println!(
-            "estimate: about {:.0} s at {:.0} docs/s ({})",
-            e.seconds, e.docs_per_sec, e.basis
+            "estimate: {} at {:.0} docs/s ({})",
+            if e.seconds < 1.0 {
+                "under a second".to_string()
+            } else {
+                format!("about {:.0} s", e.seconds)
+            },
+            e.docs_per_sec,
+            e.basis
         );
     }
     for p in &plan.problems {

@@ -172,6 +172,14 @@ fn rate_and_eta(per_sec: f64, docs: u64, expected: Option<u64>, finished: bool) 
 
 /// "pass 1: 9,000 moved (deleted from the source), 12 kept (changed since their copy), …".
 pub fn move_line(moves: &MoveProgress) -> String {
+    if moves.rehearsal {
+        // Nothing is deleted: "0 left at the source" would read as if nothing were there.
+        return format!(
+            "rehearsal, nothing deleted: {} verified at the destination, {} kept at the source",
+            HumanCount(moves.verified),
+            HumanCount(moves.verified)
+        );
+    }
     format!(
         "pass {}: {} verified at the destination, {} moved (deleted from the source), {} kept \
          (changed since their copy), {} left at the source, {} deletes/s",

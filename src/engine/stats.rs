@@ -553,6 +553,8 @@ pub struct MoveStats {
     conflicts: AtomicU64,
     /// Documents left at the source after the last pass (changed again and again, or refused).
     left: AtomicU64,
+    /// A rehearsal (`keep_source`): nothing is deleted, everything verified stays.
+    rehearsal: AtomicBool,
     recent: RecentRate,
 }
 
@@ -573,6 +575,9 @@ pub struct MoveProgress {
     /// Documents of the selection still at the source after the last pass.
     pub left: u64,
     pub deletes_per_sec: f64,
+    /// A rehearsal (`keep_source`): the source keeps every document, `verified` among them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rehearsal: bool,
 }
 
 impl MoveStats {
@@ -586,6 +591,7 @@ impl MoveStats {
             gone: AtomicU64::new(0),
             conflicts: AtomicU64::new(0),
             left: AtomicU64::new(0),
+            rehearsal: AtomicBool::new(false),
             recent: RecentRate::new(started),
         }
     }
@@ -614,6 +620,11 @@ impl MoveStats {
         self.conflicts.fetch_add(1, Relaxed);
     }
 
+    /// Marks the move a rehearsal, which deletes nothing.
+    pub fn set_rehearsal(&self) {
+        self.rehearsal.store(true, Relaxed);
+    }
+
     pub fn set_left(&self, n: u64) {
         self.left.store(n, Relaxed);
     }
@@ -628,6 +639,7 @@ impl MoveStats {
             conflicts: self.conflicts.load(Relaxed),
             left: self.left.load(Relaxed),
             deletes_per_sec: self.recent.per_sec(),
+            rehearsal: self.rehearsal.load(Relaxed),
         })
     }
 }

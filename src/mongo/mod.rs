@@ -102,8 +102,13 @@ pub enum MongoError {
         uri: String,
         reason: String,
     },
-    #[error("namespace {ns} not found on the {side}")]
-    NamespaceNotFound { side: Side, ns: Namespace },
+    /// `hint`: "; did you mean …?" when a close name exists, or nothing.
+    #[error("namespace {ns} not found on the {side}{hint}")]
+    NamespaceNotFound {
+        side: Side,
+        ns: Namespace,
+        hint: String,
+    },
     #[error("database {db} on the {side} has no collections")]
     EmptyDatabase { side: Side, db: String },
     #[error("bad filter for {ns}: {reason}")]

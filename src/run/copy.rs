@@ -171,6 +171,44 @@ impl From<&NsSnapshot> for NsSummary {
 
 /// Connects to both clusters, resolves the namespaces and loads the job's checkpoint from
 /// `store`; nothing is written yet.
+/// Fails as the copy would, with nothing yet written, when the source refuses `filter`
+/// (`{"$bogus": 1}`). The server parses a filter before it reads, and the filter is the same
+/// for every namespace: asking one collection for one document is enough.
+async fn check_filter(
+    source: &Client,
+    selection: &Selection,
+    filter: &Document,
+) -> Result<(), CopyError> {
+    let Some(first) = selection.collections.first() else {
+        return Ok(());
+    };
+    let ns = &first.source;
+    let found = async {
+        let mut cursor = source
+            .database(&ns.db)
+            .collection::<mongodb::bson::RawDocumentBuf>(&ns.coll)
+            .find(filter.clone())
+            .limit(1)
+            .await?;
+        cursor.advance().await
+    };
+    match found.await {
+        Ok(_) => Ok(()),
+        Err(e) if mongo::is_bad_query(&e) => Err(MongoError::BadFilter {
+            ns: ns.clone(),
+            reason: describe(&e),
+        }
+        .into()),
+        Err(e) => Err(MongoError::Command {
+            side: Side::Source,
+            ns: ns.clone(),
+            op: "find",
+            reason: describe(&e),
+        }
+        .into()),
+    }
+}
+
 pub async fn prepare(
     spec: &CopySpec,
     store: Arc<dyn StateStore>,
@@ -186,6 +224,9 @@ pub async fn prepare(
         mongo::connect_both(&spec.from, &spec.to, pool, spec.connect_timeout).await?;
     let found = async {
         let selection = schema::select(&source, &spec.namespaces, &spec.exclude).await?;
+        if let Some(filter) = &spec.filter {
+            check_filter(&source, &selection, filter).await?;
+        }
         overlap::check(spec, &selection, &source, &destination, store.database()).await?;
         let existing = schema::destination(&destination, &selection).await?;
         if spec.mode == Mode::Move && !spec.keep_source {
@@ -419,6 +460,9 @@ impl PreparedCopy {
             Mode::Move => {
                 let [src, dst] = &self.clients;
                 self.stats.moves.start_pass();
+                if self.keep_source {
+                    self.stats.moves.set_rehearsal();
+                }
                 Arc::new(Moving::new(
                     sink,
                     src.clone(),

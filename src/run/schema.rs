@@ -77,6 +77,55 @@ impl Selection {
     }
 }
 
+/// "; did you mean db.coll?" naming the source's closest namespace to a missing `ns`: a
+/// collection of its database, or, when that database holds none, the same collection in the
+/// closest database. Empty when nothing is close (or the source cannot say).
+async fn did_you_mean(source: &Client, ns: &Namespace) -> String {
+    let collections = schema::read_database(source, Side::Source, &ns.db)
+        .await
+        .unwrap_or_default();
+    let closest = if collections.is_empty() {
+        let databases = schema::databases(source, Side::Source)
+            .await
+            .unwrap_or_default();
+        closest(&ns.db, databases.iter().map(String::as_str)).map(|db| Namespace::new(db, &ns.coll))
+    } else {
+        closest(&ns.coll, collections.iter().map(|(name, _)| name.as_str()))
+            .map(|coll| Namespace::new(&ns.db, coll))
+    };
+    closest.map_or(String::new(), |ns| format!("; did you mean {ns}?"))
+}
+
+/// The candidate nearest to `name` by edit distance, if it is near enough to be a typo: at
+/// most a third of the name's characters (and at least one) differ.
+fn closest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let most = (name.chars().count() / 3).max(1);
+    candidates
+        .map(|c| (edit_distance(name, c), c))
+        .filter(|(d, _)| *d <= most)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// Levenshtein distance, by characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != cb);
+            current.push(
+                (previous[j] + cost)
+                    .min(previous[j + 1] + 1)
+                    .min(current[j] + 1),
+            );
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
 /// Resolves the job's mappings on the source: which collections and views, with their schemas.
 pub async fn select(
     source: &Client,
@@ -91,6 +140,7 @@ pub async fn select(
                     return Err(MongoError::NamespaceNotFound {
                         side: Side::Source,
                         ns: src.clone(),
+                        hint: did_you_mean(source, src).await,
                     }
                     .into());
                 };
@@ -395,4 +445,19 @@ pub async fn compare(
         }
     }
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_typo_finds_the_closest_name_and_a_stranger_none() {
+        let names = ["orders", "customers", "order_items"];
+        assert_eq!(closest("ordres", names.into_iter()), Some("orders"));
+        assert_eq!(closest("customer", names.into_iter()), Some("customers"));
+        assert_eq!(closest("missing", names.into_iter()), None);
+        assert_eq!(closest("c", ["d"].into_iter()), Some("d"));
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
 }

@@ -540,6 +540,14 @@ impl JobManager {
                         .into(),
                 ),
             ),
+            Ok(summary) if summary.already_complete && spec.mode == Mode::Sync => (
+                Outcome::Completed,
+                Some(
+                    "an earlier run completed the copy: this run followed the source's changes \
+                     on from its saved position"
+                        .into(),
+                ),
+            ),
             Ok(summary) if summary.already_complete => (
                 Outcome::Completed,
                 Some(

@@ -397,6 +397,8 @@ test("a plan shows its namespaces, estimate and problems, blocking ones first, e
   assert.ok(html.includes("The job would not start."), html);
   assert.ok(html.indexOf("Blocks the job: x.words") < html.indexOf("a note"), "blocking problems first");
   assert.ok(html.includes("Estimate: about 1 min 30 s at 133 docs/s (an estimate"), html);
+  const quick = R.planHtml({ ...plan, estimate: { ...plan.estimate, seconds: 0.2 } });
+  assert.ok(quick.includes("Estimate: under a second at 133 docs/s"), quick);
   assert.ok(html.includes("view shop.v → x.v (on orders)"), html);
   const fine = R.planHtml({ ...plan, problems: [], blocked: false, estimate: null, drop: true, indexes: "none" });
   assert.ok(fine.includes("Nothing blocks the job.") && fine.includes("dropped first") && fine.includes("not built"), fine);
