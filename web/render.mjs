@@ -573,7 +573,7 @@ export function moveSummary(view) {
   const done = rehearsal(view)
     ? `move rehearsal: ${formatCount(moves.verified)} verified`
     : `move: ${formatCount(moves.deleted)} moved`;
-  return moves.left > 0 && isFinal(view.state) ? `${done}, ${formatCount(moves.left)} left at the source` : done;
+  return moves.left > 0 && isFinal(view.state) && !rehearsal(view) ? `${done}, ${formatCount(moves.left)} left at the source` : done;
 }
 
 /**
@@ -595,17 +595,22 @@ export function moveHtml(view) {
   }
   const active = !isFinal(view.state);
   const left = moves.left > 0 && !active;
-  return `<section class="panel" id="move"><h3>${esc(title)} <span class="phase" data-field="move_pass">pass ${esc(formatCount(moves.pass))}</span></h3>
-<p class="muted">${esc(meaning)}</p>
-<div class="tiles">
-  ${tile("verified", formatCount(moves.verified), "move_verified")}
+  // A rehearsal deletes nothing: the source keeps every document, the verified ones included.
+  const tiles = rehearsal(view)
+    ? `${tile("verified", formatCount(moves.verified), "move_verified")}
+  ${tile("kept at the source", formatCount(moves.verified), "move_kept")}`
+    : `${tile("verified", formatCount(moves.verified), "move_verified")}
   ${tile("moved", formatCount(moves.deleted), "move_deleted")}
   ${tile("deletes/s", active ? formatRate(moves.deletes_per_sec) : "–", "deletes_per_sec")}
   ${tile("kept: changed", formatCount(moves.changed), "move_changed", moves.changed > 0 ? "tile-warn" : "")}
   ${tile("gone meanwhile", formatCount(moves.gone), "move_gone")}
-  ${tile("left at the source", active ? "–" : formatCount(moves.left), "move_left", left ? "tile-warn" : "")}
+  ${tile("left at the source", active ? "–" : formatCount(moves.left), "move_left", left ? "tile-warn" : "")}`;
+  return `<section class="panel" id="move"><h3>${esc(title)} <span class="phase" data-field="move_pass">pass ${esc(formatCount(moves.pass))}</span></h3>
+<p class="muted">${esc(meaning)}</p>
+<div class="tiles">
+  ${tiles}
 </div>
-${left ? `<p class="muted" data-field="move_left_note">Changed after their copy in every pass, or refused by the destination (see the failed documents): submit the move again to move them.</p>` : ""}</section>`;
+${left && !rehearsal(view) ? `<p class="muted" data-field="move_left_note">Changed after their copy in every pass, or refused by the destination (see the failed documents): submit the move again to move them.</p>` : ""}</section>`;
 }
 
 /** Adaptive mode: its target and its latest decision with the reason, then the recent ones. */

@@ -583,6 +583,10 @@ test("a move job's panel shows what was verified, moved, kept because it changed
   const rehearsal = moveView("completed", { ...moving, deleted: 0, changed: 0 }, { keep_source: true });
   assert.match(R.moveHtml(rehearsal), /<h3>Move rehearsal /);
   assert.equal(R.moveSummary(rehearsal), "move rehearsal: 1,200 verified");
+  // A rehearsal keeps everything at the source: never "0 moved" nor "left at the source".
+  const kept = R.moveHtml({ ...rehearsal, progress: { ...rehearsal.progress, moves: { ...rehearsal.progress.moves, left: 1200 } } });
+  assert.match(kept, /data-field="move_kept">1,200</);
+  assert.doesNotMatch(kept, /move_left|move_deleted/);
   assert.ok(R.moveHtml(moveView("pending", null)).includes("Not started yet."));
 });
 
