@@ -522,6 +522,10 @@ fn plan_shows_what_a_copy_would_do_and_writes_nothing() {
             table.contains(&format!("{s}.orders -> {d}.orders")) && table.contains("absent"),
             "{table}"
         );
-        assert!(table.contains("estimate: about"), "{table}");
+        // "about 3 s", or on a fast machine "under a second".
+        assert!(
+            table.contains("estimate: about") || table.contains("estimate: under a second"),
+            "{table}"
+        );
     });
 }
