@@ -11,7 +11,7 @@ target_dir=${CARGO_TARGET_DIR:-target}
 bin=$target_dir/release/mongoferry
 if [ ! -x "$bin" ]; then
   echo "building mongoferry (release): the first build compiles every dependency and takes" \
-    "several minutes (7 to 8 on two cores); cargo shows its progress below" >&2
+    "about 5 minutes on two cores; cargo shows its progress below" >&2
 else
   echo "building mongoferry (release), if anything changed…" >&2
 fi
