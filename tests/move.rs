@@ -725,3 +725,43 @@ fn a_move_writes_with_majority_and_journal_whatever_the_uri_says() {
         }
     });
 }
+
+#[test]
+fn a_move_never_drops_a_destination_that_holds_documents() {
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("mvdrop"), env.dst_db("mvdrop"));
+        let (src, dst) = (env.src_client().await, env.dst_client().await);
+        src.database(&s)
+            .collection::<Document>("c")
+            .insert_many(orders(100))
+            .await
+            .unwrap();
+        let before = by_id(&src, &s).await;
+        let ns = format!("{s}.c:{d}.c");
+        // Without a state kept, a second run knows nothing of the first.
+        let argv = [
+            "move",
+            "--from",
+            &env.src,
+            "--to",
+            &env.dst,
+            "--ns",
+            &ns,
+            "--drop",
+            "--no-state",
+            "--quiet",
+        ];
+        let out = mongoferry(&argv, Duration::from_secs(60));
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(by_id(&src, &s).await.is_empty());
+        // The destination now holds the only copy: the same command again must not drop it.
+        let out = mongoferry(&argv, Duration::from_secs(60));
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("a move drops only empty destinations"),
+            "{}",
+            stderr(&out)
+        );
+        assert_eq!(by_id(&dst, &d).await, before);
+    });
+}

@@ -538,6 +538,9 @@ impl PreparedCopy {
             }
             // A run continuing a checkpoint does not drop what the first run wrote.
             let drop = self.drop && !self.resumed;
+            if drop && self.mode == Mode::Move {
+                self.refuse_dropping_documents(dst).await?;
+            }
             let indexes_first = self.indexes == IndexMode::Before;
             work.before_documents(&self.existing, drop, indexes_first)
                 .await?;
@@ -776,6 +779,40 @@ impl PreparedCopy {
             engine(NsTask::for_stats(&self.stats))
                 .run(cancel.clone())
                 .await?;
+        }
+    }
+
+    /// A move drops only empty destinations: documents there may be the only copy of what an
+    /// earlier move (one whose checkpoint this run does not have) deleted from the source.
+    async fn refuse_dropping_documents(&self, destination: &Client) -> Result<(), CopyError> {
+        let mut problems = Vec::new();
+        for (selected, existing) in self.selection.collections.iter().zip(&self.existing) {
+            if existing.is_none() {
+                continue;
+            }
+            let ns = &selected.destination;
+            let held = destination
+                .database(&ns.db)
+                .collection::<Document>(&ns.coll)
+                .estimated_document_count()
+                .await
+                .map_err(|e| MongoError::Command {
+                    side: Side::Destination,
+                    ns: ns.clone(),
+                    op: "count",
+                    reason: describe(&e),
+                })?;
+            if held > 0 {
+                problems.push(format!(
+                    "drop: {ns} holds {held} documents, which may be the only copy of what an \
+                     earlier move deleted from the source; a move drops only empty destinations \
+                     (run it without --drop to move what is left, or drop {ns} yourself)"
+                ));
+            }
+        }
+        match problems.is_empty() {
+            true => Ok(()),
+            false => Err(CopyError::Unsafe(problems)),
         }
     }
 
