@@ -36,6 +36,21 @@ pub enum NsMapping {
 /// Databases `*` leaves out: the server's own.
 pub const SYSTEM_DATABASES: [&str; 3] = ["admin", "local", "config"];
 
+impl NsMapping {
+    /// Where this mapping sends the source namespace `ns`, if it names it (excludes aside).
+    pub fn destination(&self, ns: &Namespace) -> Option<Namespace> {
+        match self {
+            NsMapping::Collection { src, dst } => (src == ns).then(|| dst.clone()),
+            NsMapping::Database { src_db, dst_db } => {
+                (*src_db == ns.db).then(|| Namespace::new(dst_db, &ns.coll))
+            }
+            NsMapping::Everything => {
+                (!SYSTEM_DATABASES.contains(&ns.db.as_str())).then(|| ns.clone())
+            }
+        }
+    }
+}
+
 impl fmt::Display for NsMapping {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -405,15 +420,7 @@ impl Routes {
         {
             return None;
         }
-        self.mappings.iter().find_map(|m| match m {
-            NsMapping::Collection { src, dst } => (src == ns).then(|| dst.clone()),
-            NsMapping::Database { src_db, dst_db } => {
-                (*src_db == ns.db).then(|| Namespace::new(dst_db, &ns.coll))
-            }
-            NsMapping::Everything => {
-                (!SYSTEM_DATABASES.contains(&ns.db.as_str())).then(|| ns.clone())
-            }
-        })
+        self.mappings.iter().find_map(|m| m.destination(ns))
     }
 
     /// The source databases the job reads; `None`: every database but the server's own.

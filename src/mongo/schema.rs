@@ -166,6 +166,25 @@ pub fn special_kinds(index: &Document) -> Vec<String> {
         .collect()
 }
 
+/// A collection's document count from its metadata (no scan).
+pub async fn estimated_count(
+    client: &Client,
+    side: Side,
+    ns: &Namespace,
+) -> Result<u64, MongoError> {
+    client
+        .database(&ns.db)
+        .collection::<Document>(&ns.coll)
+        .estimated_document_count()
+        .await
+        .map_err(|e| MongoError::Command {
+            side,
+            ns: ns.clone(),
+            op: "count",
+            reason: describe(&e),
+        })
+}
+
 /// Reads the schema of `ns`; `None` when it does not exist.
 pub async fn read(
     client: &Client,

@@ -37,7 +37,7 @@ use crate::engine::{
 use crate::journal::writer::{JournalWriter, SegmentWriter};
 use crate::journal::JournalSummary;
 use crate::mongo::retry::{Retry, RetryPolicy};
-use crate::mongo::schema::Schema;
+use crate::mongo::schema::{estimated_count, Schema};
 use crate::mongo::{self, describe, MongoError, Namespace, Side};
 use crate::spec::{CopySpec, IndexMode, Mode, Routes};
 use crate::state::{Checkpoint, JobClaim, JobKey, StateStore};
@@ -791,17 +791,7 @@ impl PreparedCopy {
                 continue;
             }
             let ns = &selected.destination;
-            let held = destination
-                .database(&ns.db)
-                .collection::<Document>(&ns.coll)
-                .estimated_document_count()
-                .await
-                .map_err(|e| MongoError::Command {
-                    side: Side::Destination,
-                    ns: ns.clone(),
-                    op: "count",
-                    reason: describe(&e),
-                })?;
+            let held = estimated_count(destination, Side::Destination, ns).await?;
             if held > 0 {
                 problems.push(format!(
                     "drop: {ns} holds {held} documents, which may be the only copy of what an \

@@ -28,7 +28,7 @@ use super::schema::{self, Selection};
 use crate::engine::CopyError;
 use crate::mongo::identity::{identify, Deployment};
 use crate::mongo::{self, Namespace, Side};
-use crate::spec::{CopySpec, Exclude, NsMapping, SYSTEM_DATABASES};
+use crate::spec::{CopySpec, Exclude, NsMapping};
 
 /// What the servers said about where the job reads, writes and keeps its state.
 #[derive(Debug, Clone, Default)]
@@ -121,7 +121,7 @@ pub fn problems(spec: &CopySpec, selection: &Selection, deployments: &Deployment
         selected_by.entry(&selected.source).or_insert_with(|| {
             mappings
                 .iter()
-                .filter(|m| destination(m, &selected.source).is_some())
+                .filter(|m| m.destination(&selected.source).is_some())
                 .map(|m| format!("`{m}`"))
                 .collect()
         });
@@ -198,17 +198,6 @@ pub fn problems(spec: &CopySpec, selection: &Selection, deployments: &Deployment
     problems
 }
 
-/// Where `mapping` sends the source namespace `ns`, if it selects it (excludes aside).
-fn destination(mapping: &NsMapping, ns: &Namespace) -> Option<Namespace> {
-    match mapping {
-        NsMapping::Collection { src, dst } => (src == ns).then(|| dst.clone()),
-        NsMapping::Database { src_db, dst_db } => {
-            (*src_db == ns.db).then(|| Namespace::new(dst_db, &ns.coll))
-        }
-        NsMapping::Everything => (!SYSTEM_DATABASES.contains(&ns.db.as_str())).then(|| ns.clone()),
-    }
-}
-
 /// What `writer` may write that `reader` reads, as patterns (on one deployment): a namespace,
 /// or `db.*` for a whole database; `None` when they cannot meet.
 fn writes_into_read(writer: &NsMapping, reader: &NsMapping, exclude: &[Exclude]) -> Option<String> {
@@ -250,7 +239,7 @@ mod tests {
             for name in collections {
                 let (db, coll) = name.split_once('.').expect("db.coll");
                 let ns = Namespace::new(db, coll);
-                if let Some(dst) = destination(mapping, &ns) {
+                if let Some(dst) = mapping.destination(&ns) {
                     selection.collections.push(Selected {
                         source: ns,
                         destination: dst,

@@ -19,7 +19,7 @@ use super::overlap::{self, Deployments};
 use super::schema;
 use crate::engine::sink::MAX_DOCUMENT_BYTES;
 use crate::engine::CopyError;
-use crate::mongo::schema::{describe_index, special_kinds, Kind, Schema};
+use crate::mongo::schema::{describe_index, estimated_count, special_kinds, Kind, Schema};
 use crate::mongo::{self, describe, MongoError, Namespace, Side};
 use crate::spec::{CopySpec, IndexMode, Mode};
 
@@ -152,7 +152,7 @@ async fn plan_with(
     for (selected, existing) in selection.collections.iter().zip(&existing) {
         let (documents, bytes) = size(src, &selected.source, spec.filter.as_ref()).await?;
         let dst_count = match existing {
-            Some(_) => Some(count(dst, Side::Destination, &selected.destination).await?),
+            Some(_) => Some(estimated_count(dst, Side::Destination, &selected.destination).await?),
             None => None,
         };
         let differs = existing
@@ -306,15 +306,6 @@ fn failed(side: Side, ns: &Namespace, op: &'static str, e: &mongodb::error::Erro
     }
 }
 
-async fn count(client: &Client, side: Side, ns: &Namespace) -> Result<u64, MongoError> {
-    client
-        .database(&ns.db)
-        .collection::<Document>(&ns.coll)
-        .estimated_document_count()
-        .await
-        .map_err(|e| failed(side, ns, "count", &e))
-}
-
 /// Documents (matching `filter`) and their bytes, estimated from the collection's statistics.
 async fn size(
     client: &Client,
@@ -344,7 +335,7 @@ async fn size(
             .map_err(|e| failed(Side::Source, ns, "count", &e))?,
         None => match stats.as_ref().and_then(|s| number(s, "count")) {
             Some(n) => n,
-            None => count(client, Side::Source, ns).await?,
+            None => estimated_count(client, Side::Source, ns).await?,
         },
     };
     Ok((documents, documents * average.unwrap_or(0)))
