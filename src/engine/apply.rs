@@ -55,12 +55,13 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::control::Control;
+use super::error::CopyError;
 use super::ledger::Ledger;
-use super::sink::{Sink, Write};
+use super::sink::seam::{Sink, Write};
 use super::source::change_stream::{Change, ChangeEvent, ChangeFeed, DdlOp, DocOp, Position};
-use super::source::Source;
+use super::source::seam::Source;
 use super::stats::{EventCounts, JobStats};
-use super::{Control, CopyError};
 use crate::mongo::bson_order::{self, IdKey};
 use crate::mongo::Namespace;
 
@@ -471,7 +472,7 @@ impl Applier {
         let mut present = HashSet::new();
         let mut writes = Vec::with_capacity(ids.len());
         for doc in found {
-            let key = IdKey::of(&super::source::id_of(&doc, source)?);
+            let key = IdKey::of(&super::source::seam::id_of(&doc, source)?);
             if wanted.contains(&key) && present.insert(key) {
                 writes.push(Write::Replace(doc));
             }

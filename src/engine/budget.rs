@@ -81,7 +81,7 @@ impl Budget {
 
 impl Default for Budget {
     fn default() -> Self {
-        Budget::new(DEFAULT_MEMORY_LIMIT, super::DEFAULT_WORKERS)
+        Budget::new(DEFAULT_MEMORY_LIMIT, super::control::DEFAULT_WORKERS)
     }
 }
 

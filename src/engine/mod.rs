@@ -20,12 +20,15 @@
 pub mod apply;
 pub mod budget;
 pub mod control;
+pub mod error;
 pub mod ledger;
 pub mod partition;
 pub mod queue;
 pub mod sink;
 pub mod source;
 pub mod stats;
+pub mod task;
+pub mod watermark;
 pub mod worker;
 
 use std::sync::Arc;
@@ -35,60 +38,17 @@ use futures::{StreamExt, TryStreamExt};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::mongo::MongoError;
 pub use control::adaptive::Adaptive;
 pub use control::Control;
+pub use error::CopyError;
 pub use ledger::Ledger;
-pub use queue::NsTask;
-use queue::QueueClosed;
 pub use sink::{MongoSink, Sink};
 pub use source::{MongoSource, Source, Strategy};
 use stats::JobStats;
+pub use task::NsTask;
 
-/// Errors of the copy engine.
-#[derive(Debug, thiserror::Error)]
-pub enum CopyError {
-    #[error(transparent)]
-    Mongo(#[from] MongoError),
-    #[error(transparent)]
-    State(#[from] crate::state::StateError),
-    #[error(transparent)]
-    Journal(#[from] crate::journal::JournalError),
-    /// The schema of the source cannot be made at the destination as it stands (its options
-    /// differ, or nothing is selected).
-    #[error("{0}")]
-    Schema(String),
-    /// The job would destroy data that exists nowhere else (`run::overlap`): nothing was
-    /// written.
-    #[error("refused, nothing was written: {}", .0.join("; "))]
-    Unsafe(Vec<String>),
-    /// The source no longer holds the changes after the job's saved position.
-    #[error(
-        "the source no longer holds the changes since this job's saved position ({0}); following \
-         changes cannot bring the destination up to date any more: run the job again with \
-         --restart for a full copy"
-    )]
-    HistoryLost(String),
-    /// A change of the source that cannot be made at the destination (never skipped).
-    #[error("cannot apply {0}")]
-    Change(String),
-    /// The job was stopped before it finished (not a failure of its own).
-    #[error("stopped before completion")]
-    Stopped,
-    #[error("internal error: {0}")]
-    Internal(String),
-}
-
-impl From<QueueClosed> for CopyError {
-    fn from(_: QueueClosed) -> Self {
-        CopyError::Stopped
-    }
-}
-
-/// Documents per batch unless a job says otherwise (BENCHMARKS.md).
-pub const DEFAULT_BATCH_SIZE: usize = 500;
-/// Workers unless a job says otherwise.
-pub const DEFAULT_WORKERS: usize = 4;
+pub use control::DEFAULT_WORKERS;
+pub use queue::DEFAULT_BATCH_SIZE;
 
 /// What each task of the engine is, so the coordinator knows who finished.
 enum Role {
@@ -403,7 +363,7 @@ mod tests {
     use super::sink::NullSink;
     use super::source::synthetic::SyntheticSource;
     use super::*;
-    use crate::mongo::{Namespace, Side};
+    use crate::mongo::{MongoError, Namespace, Side};
 
     fn synthetic(docs: u64, doc_size: usize) -> SyntheticSource {
         SyntheticSource {

@@ -6,209 +6,20 @@
 //! sender) is the end-of-work signal. Each batch is numbered as it is queued and reports back
 //! when it is done, which moves its task's [`Watermark`] (the contract is in [`super::ledger`]).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 
 use mongodb::bson::{RawBson, RawDocumentBuf};
-use parking_lot::Mutex;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use super::budget::Budget;
-use super::ledger::Watermark;
-use super::partition::Part;
-use super::sink::Write;
-use crate::engine::stats::{JobStats, NsCounters, PartProgress};
-use crate::mongo::Namespace;
-use crate::state::NsCheckpoint;
+use super::error::QueueClosed;
+use super::sink::seam::Write;
+use super::stats::JobStats;
+use super::task::NsTask;
 
-/// One namespace pair being copied, or one partition of it (an `_id` range), shared by the
-/// producer and the workers.
-#[derive(Debug)]
-pub struct NsTask {
-    pub source: Namespace,
-    pub destination: Namespace,
-    pub counters: Arc<NsCounters>,
-    /// The `_id` range read, when the namespace is partitioned.
-    pub part: Option<Part>,
-    /// Batches produced but not yet written.
-    outstanding: AtomicU64,
-    /// Set when the producer has queued the namespace's last batch.
-    produced: AtomicBool,
-    /// Set once every batch is written: counted once in the namespace's counters.
-    finished: AtomicBool,
-    /// Where an earlier run's checkpoint left off (or the partition starts): the producer reads
-    /// only what sorts after.
-    resume_after: Mutex<Option<RawBson>>,
-    watermark: Mutex<Watermark>,
-    /// The partition's progress, as the dashboard shows it.
-    progress: Option<Arc<PartProgress>>,
-}
-
-impl NsTask {
-    pub fn new(counters: Arc<NsCounters>) -> Self {
-        NsTask {
-            source: counters.source.clone(),
-            destination: counters.destination.clone(),
-            counters,
-            part: None,
-            outstanding: AtomicU64::new(0),
-            produced: AtomicBool::new(false),
-            finished: AtomicBool::new(false),
-            resume_after: Mutex::default(),
-            watermark: Mutex::default(),
-            progress: None,
-        }
-    }
-
-    /// A task that continues from an earlier run's checkpoint (`None`: from the start). A
-    /// checkpoint of a partition gives the task its range.
-    pub fn resuming(
-        counters: Arc<NsCounters>,
-        from: Option<&NsCheckpoint>,
-    ) -> Result<Self, String> {
-        let mut task = NsTask::new(counters);
-        let Some(checkpoint) = from else {
-            return Ok(task);
-        };
-        if let Some(part) = &checkpoint.part {
-            task = task.within(Part::from_checkpoint(part)?);
-        }
-        task.continue_from(checkpoint)?;
-        Ok(task)
-    }
-
-    /// Continues from `checkpoint`, newer than what the task started from (another process
-    /// moved it): the task must not have queued anything yet. What it adds to the written and
-    /// refused documents counts as done before this run.
-    pub fn continue_from(&self, checkpoint: &NsCheckpoint) -> Result<(), String> {
-        let after = match checkpoint.after_id()? {
-            Some(after) => Some(after),
-            None => self.part.as_ref().and_then(|p| p.lower.clone()),
-        };
-        {
-            let mut watermark = self.watermark.lock();
-            let (done, failed) = watermark.carried();
-            let kept_failed = checkpoint.failed.min(checkpoint.done);
-            self.counters.add_skipped(
-                (checkpoint.done - kept_failed).saturating_sub(done.saturating_sub(failed)),
-            );
-            self.counters.add_failed(kept_failed.saturating_sub(failed));
-            *watermark = Watermark::default();
-            watermark.resume_at(after.clone());
-            watermark.carry(checkpoint.done, kept_failed);
-        }
-        if let Some(progress) = &self.progress {
-            progress.set_done(checkpoint.done);
-        }
-        *self.resume_after.lock() = after;
-        if checkpoint.complete {
-            self.mark_produced();
-        }
-        Ok(())
-    }
-
-    /// Where the producer starts: after this `_id` (`None`: from the start).
-    pub fn resume_after(&self) -> Option<RawBson> {
-        self.resume_after.lock().clone()
-    }
-
-    /// The task of one partition of the namespace: it reads after `part.lower` up to
-    /// `part.upper`.
-    pub fn within(mut self, part: Part) -> Self {
-        *self.resume_after.get_mut() = part.lower.clone();
-        self.watermark.get_mut().resume_at(part.lower.clone());
-        let progress = Arc::new(PartProgress::new(part.index));
-        self.counters.add_part(progress.clone());
-        self.progress = Some(progress);
-        self.part = Some(part);
-        self
-    }
-
-    /// Where the task's range ends (`None`: at the end of the namespace).
-    pub fn upper(&self) -> Option<&RawBson> {
-        self.part.as_ref().and_then(|p| p.upper.as_ref())
-    }
-
-    /// Every batch of the task is written.
-    pub fn is_finished(&self) -> bool {
-        self.finished.load(SeqCst)
-    }
-
-    /// The producer starts reading the task.
-    pub fn mark_reading(&self) {
-        if let Some(progress) = &self.progress {
-            progress.mark_reading();
-        }
-    }
-
-    /// The durable position of this namespace (or partition) right now.
-    pub fn checkpoint(&self) -> NsCheckpoint {
-        NsCheckpoint {
-            part: self.part.as_ref().map(Part::checkpoint),
-            ..self.watermark.lock().checkpoint(self.is_finished())
-        }
-    }
-
-    /// The checkpoint key of the whole namespace: `"src.coll -> dst.coll"`.
-    pub fn key_of_namespace(&self) -> String {
-        format!("{} -> {}", self.source, self.destination)
-    }
-
-    /// The checkpoint's key: the namespace's, and a partition's number after it.
-    pub fn key(&self) -> String {
-        let key = self.key_of_namespace();
-        match &self.part {
-            None => key,
-            Some(part) => part.key(&key),
-        }
-    }
-
-    /// One task per namespace counted in `stats`, in order.
-    pub fn for_stats(stats: &JobStats) -> Vec<Arc<NsTask>> {
-        stats
-            .namespaces
-            .iter()
-            .map(|c| Arc::new(NsTask::new(c.clone())))
-            .collect()
-    }
-
-    /// Called by the producer after the namespace's last batch is queued.
-    pub fn mark_produced(&self) {
-        self.produced.store(true, SeqCst);
-        self.finish_if_done();
-    }
-
-    /// Batches of this namespace queued or being written right now.
-    pub fn outstanding_batches(&self) -> u64 {
-        self.outstanding.load(SeqCst)
-    }
-
-    fn batch_written(&self, seq: u64, last_id: RawBson, docs: u64, failed: u64) {
-        // The watermark moves before the task can count as finished.
-        let done = {
-            let mut watermark = self.watermark.lock();
-            watermark.acknowledge(seq, last_id, docs, failed);
-            watermark.done()
-        };
-        if let Some(progress) = &self.progress {
-            progress.set_done(done);
-        }
-        self.outstanding.fetch_sub(1, SeqCst);
-        self.finish_if_done();
-    }
-
-    fn finish_if_done(&self) {
-        if self.produced.load(SeqCst)
-            && self.outstanding.load(SeqCst) == 0
-            && !self.finished.swap(true, SeqCst)
-        {
-            if let Some(progress) = &self.progress {
-                progress.mark_complete();
-            }
-            self.counters.part_finished();
-        }
-    }
-}
+/// Documents per batch unless a job says otherwise (BENCHMARKS.md).
+pub const DEFAULT_BATCH_SIZE: usize = 500;
 
 /// What a batch carries: ids for workers to fetch, or documents already read.
 #[derive(Debug)]
@@ -280,11 +91,6 @@ impl Batch {
             .batch_written(self.seq, self.last_id, self.len, failed);
     }
 }
-
-/// The queue was closed because the job is stopping.
-#[derive(Debug, thiserror::Error)]
-#[error("the work queue is closed")]
-pub struct QueueClosed;
 
 /// The producer's end of the queue.
 #[derive(Clone)]
@@ -368,11 +174,11 @@ impl QueueSender {
                 Err(_) => return Err(QueueClosed),
             }
         };
-        task.outstanding.fetch_add(1, SeqCst);
+        let seq = task.queued();
         let batch = Batch {
             task: task.clone(),
             len: payload.len() as u64,
-            seq: task.watermark.lock().number_next(),
+            seq,
             last_id,
             payload,
             _bytes: permit,
@@ -386,7 +192,7 @@ impl QueueSender {
                 Ok(())
             }
             Err(_) => {
-                task.outstanding.fetch_sub(1, SeqCst);
+                task.unqueued();
                 Err(QueueClosed)
             }
         }
@@ -415,6 +221,9 @@ impl QueueReceiver {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::stats::NsCounters;
+    use crate::mongo::Namespace;
+    use crate::state::NsCheckpoint;
 
     #[tokio::test]
     async fn watermark_waits_for_the_oldest_batch() {

@@ -17,10 +17,10 @@ use tokio_util::sync::CancellationToken;
 use super::control::throttle::Throttle;
 use super::ledger::Ledger;
 use super::queue::{Batch, Payload, QueueReceiver};
-use super::sink::Sink;
-use super::source::Source;
+use super::sink::seam::Sink;
+use super::source::seam::Source;
 use super::stats::{JobStats, WorkerCounters, WorkerState};
-use super::CopyError;
+use crate::engine::error::CopyError;
 
 pub struct Worker {
     /// The worker's slot: it retires when fewer workers are wanted than `slot + 1`.

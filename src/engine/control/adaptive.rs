@@ -20,8 +20,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bounds;
 use crate::engine::control::throttle::Limits;
+use crate::engine::control::Control;
 use crate::engine::stats::JobStats;
-use crate::engine::Control;
 
 /// Decisions kept for display.
 const KEPT: usize = 120;

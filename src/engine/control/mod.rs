@@ -14,6 +14,9 @@ use tokio::sync::watch;
 use crate::bounds;
 use crate::engine::control::throttle::{Limits, Throttle};
 
+/// Workers unless a job says otherwise.
+pub const DEFAULT_WORKERS: usize = 4;
+
 #[derive(Debug)]
 pub struct Control {
     paused: watch::Sender<bool>,

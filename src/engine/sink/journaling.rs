@@ -11,8 +11,8 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use mongodb::bson::{rawdoc, RawDocumentBuf};
 
-use super::{Refused, Sink, Write};
-use crate::engine::CopyError;
+use super::seam::{Refused, Sink, Write};
+use crate::engine::error::CopyError;
 use crate::journal::writer::{EncodedBatch, JournalSender};
 use crate::journal::Op;
 use crate::mongo::Namespace;

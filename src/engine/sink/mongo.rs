@@ -47,9 +47,9 @@ use mongodb::error::ErrorKind;
 use mongodb::options::{Acknowledgment, WriteConcern};
 use mongodb::Client;
 
-use super::{Refused, Sink, Write, MAX_DOCUMENT_BYTES};
-use crate::engine::source::id_of;
-use crate::engine::CopyError;
+use super::seam::{Refused, Sink, Write, MAX_DOCUMENT_BYTES};
+use crate::engine::error::CopyError;
+use crate::engine::source::seam::id_of;
 use crate::mongo::retry::Retry;
 use crate::mongo::{describe, is_namespace_exists, MongoError, Namespace, Side, DUPLICATE_KEY};
 

@@ -36,11 +36,11 @@ use mongodb::bson::{doc, rawdoc, Bson, RawBson, RawDocumentBuf};
 use mongodb::error::{TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT};
 use mongodb::Client;
 
-use super::{Refused, Sink, Write};
+use super::seam::{Refused, Sink, Write};
 use crate::engine::control::throttle::Throttle;
-use crate::engine::source::id_of;
+use crate::engine::error::CopyError;
+use crate::engine::source::seam::id_of;
 use crate::engine::stats::MoveStats;
-use crate::engine::CopyError;
 use crate::journal::writer::{EncodedBatch, JournalSender};
 use crate::journal::Op;
 use crate::mongo::bson_order::IdKey;

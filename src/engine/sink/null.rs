@@ -8,8 +8,8 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use mongodb::bson::RawDocumentBuf;
 
-use super::{Refused, Sink, Write};
-use crate::engine::CopyError;
+use super::seam::{Refused, Sink, Write};
+use crate::engine::error::CopyError;
 use crate::mongo::Namespace;
 
 pub struct NullSink;

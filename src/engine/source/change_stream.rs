@@ -18,7 +18,7 @@ use mongodb::change_stream::ChangeStream;
 use mongodb::options::FullDocumentType;
 use mongodb::Client;
 
-use crate::engine::CopyError;
+use crate::engine::error::CopyError;
 use crate::mongo::{describe, error_code, MongoError, Namespace, Side};
 
 /// How long one getMore waits for news: the longest a quiet stream delays what was read before.

@@ -24,10 +24,11 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use mongodb::bson::RawBson;
 
-use super::{id_of, BatchBuilder, Fetched, Source};
-use crate::engine::queue::{NsTask, Payload, QueueSender};
-use crate::engine::sink::Write;
-use crate::engine::CopyError;
+use super::seam::{id_of, BatchBuilder, Fetched, Source};
+use crate::engine::error::CopyError;
+use crate::engine::queue::{Payload, QueueSender};
+use crate::engine::sink::seam::Write;
+use crate::engine::task::NsTask;
 use crate::journal::reader::{Frame, JournalReader};
 use crate::journal::Op;
 use crate::mongo::bson_order::{self, IdKey};

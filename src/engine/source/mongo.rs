@@ -18,10 +18,11 @@ use mongodb::raw_batch_cursor::RawBatchCursor;
 use mongodb::Client;
 
 use super::fetch_sizer::FetchSizer;
-use super::{covered_up_to, id_of, BatchBuilder, Fetched, Source, Strategy};
+use super::seam::{covered_up_to, id_of, BatchBuilder, Fetched, Source, Strategy};
 use crate::engine::budget::Budget;
-use crate::engine::queue::{NsTask, Payload, QueueSender};
-use crate::engine::CopyError;
+use crate::engine::error::CopyError;
+use crate::engine::queue::{Payload, QueueSender};
+use crate::engine::task::NsTask;
 use crate::mongo::bson_order;
 use crate::mongo::retry::{Attempts, Retry};
 use crate::mongo::{describe, is_bad_query, MongoError, Namespace, Side};

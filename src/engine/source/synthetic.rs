@@ -12,9 +12,10 @@ use mongodb::bson::{rawdoc, Binary, RawBson, RawDocumentBuf};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
-use super::{BatchBuilder, Fetched, Source, Strategy};
-use crate::engine::queue::{NsTask, Payload, QueueSender};
-use crate::engine::CopyError;
+use super::seam::{BatchBuilder, Fetched, Source, Strategy};
+use crate::engine::error::CopyError;
+use crate::engine::queue::{Payload, QueueSender};
+use crate::engine::task::NsTask;
 use crate::mongo::Namespace;
 
 /// Generates `docs` documents of about `doc_size` bytes per namespace, `_id` 0, 1, 2, ...,
