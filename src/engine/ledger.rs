@@ -18,7 +18,7 @@
 //! 3. **The low watermark** of a namespace is the last `_id` of the longest unbroken run of
 //!    acknowledged batches from the first. Batches finish out of order; the watermark never passes
 //!    a batch still in flight, so everything at or below it is acknowledged.
-//! 4. **Saving** a checkpoint first syncs every layer of the sink ([`Sink::sync`]: the journal's
+//! 4. **Saving** a checkpoint first makes every layer of the sink durable ([`Sink::make_durable`]: the journal's
 //!    fsync), then writes the watermarks to the state store.
 //! 5. **Resuming** reads only what sorts after the watermark, across `_id` type brackets
 //!    ([`bson_order::after`](crate::mongo::bson_order::after)). What a killed run wrote past its
@@ -220,11 +220,11 @@ impl Ledger {
 
     /// Moves a sync job's position; saved with the next checkpoint. Only ever called with a
     /// position up to which every change is applied (and the sink synced before the save).
-    pub fn set_sync(&self, sync: SyncCheckpoint) {
+    pub fn set_sync_position(&self, sync: SyncCheckpoint) {
         *self.sync.lock() = Some(sync);
     }
 
-    pub fn sync(&self) -> Option<SyncCheckpoint> {
+    pub fn sync_position(&self) -> Option<SyncCheckpoint> {
         self.sync.lock().clone()
     }
 
@@ -234,7 +234,7 @@ impl Ledger {
 
     /// Saves the checkpoint whenever it moved, until `stop`; then once more. Each save first
     /// waits until every layer of the `sink` durably holds the batches the checkpoint covers
-    /// ([`Sink::sync`]: a journal's fsync; they were handed over before the batches counted as
+    /// ([`Sink::make_durable`]: a journal's fsync; they were handed over before the batches counted as
     /// done).
     pub async fn run(
         self: Arc<Self>,
@@ -262,7 +262,7 @@ impl Ledger {
                 })
                 .collect();
             if !due.is_empty() {
-                sink.sync().await?;
+                sink.make_durable().await?;
                 for (key, now) in due {
                     self.store.save(&key, &now).await?;
                     saved.insert(key, now);

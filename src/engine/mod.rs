@@ -17,13 +17,15 @@
 //! owned by one `JoinSet` (or joined handle) and joined; the first failure closes the queue and
 //! cancels the others, so a broken worker fails the job instead of hanging it.
 
-pub mod apply;
 pub mod budget;
+pub mod changes;
 pub mod control;
 pub mod error;
+pub mod feed;
 pub mod ledger;
 pub mod partition;
 pub mod queue;
+pub mod scan;
 pub mod sink;
 pub mod source;
 pub mod stats;
@@ -33,15 +35,15 @@ pub mod worker;
 
 use std::sync::Arc;
 
-use futures::{StreamExt, TryStreamExt};
-
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use control::adaptive::Adaptive;
 pub use control::Control;
 pub use error::CopyError;
+pub use feed::Feed;
 pub use ledger::Ledger;
+use scan::Scan;
 pub use sink::{MongoSink, Sink};
 pub use source::{MongoSource, Source, Strategy};
 use stats::JobStats;
@@ -52,8 +54,7 @@ pub use queue::DEFAULT_BATCH_SIZE;
 
 /// What each task of the engine is, so the coordinator knows who finished.
 enum Role {
-    Counter,
-    Producer,
+    Feed,
     Worker(usize),
 }
 
@@ -71,6 +72,8 @@ pub struct Engine {
     memory_limit: usize,
     /// Namespaces read at once.
     readers: usize,
+    /// What fills the queue: the tasks' collection scan unless another feed is given.
+    feed: Option<Arc<dyn Feed>>,
 }
 
 impl Engine {
@@ -88,7 +91,15 @@ impl Engine {
             adaptive: None,
             memory_limit: budget::DEFAULT_MEMORY_LIMIT,
             readers: 1,
+            feed: None,
         }
+    }
+
+    /// Fills the queue from `feed` (a sync's changes) instead of scanning the tasks: they are
+    /// still the ones the checkpointer saves.
+    pub fn with_feed(mut self, feed: Arc<dyn Feed>) -> Self {
+        self.feed = Some(feed);
+        self
     }
 
     /// Reads up to `readers` namespaces at once, into the one queue (the cursor replies share
@@ -200,6 +211,7 @@ impl Engine {
             adaptive: _,
             memory_limit,
             readers,
+            feed,
         } = self;
         let (tasks, batch_size) = (tasks.clone(), *batch_size);
         let cancel = cancel.child_token();
@@ -208,68 +220,20 @@ impl Engine {
         let (sender, receiver) = queue::bounded(control.workers() * 2, budget, stats.clone());
         let mut set: JoinSet<(Role, Result<(), CopyError>)> = JoinSet::new();
 
-        // Expected counts only feed the progress display: a failure there is not fatal. Counting
-        // starts once the first batch is queued (or the producer is done): on some servers a count is
-        // a scan of its own that would delay the first write (SecantusDB), while on mongod the first
-        // batch comes within milliseconds, so the totals show as early as ever.
         {
-            let (source, tasks) = (source.clone(), tasks.clone());
-            let mut first_batch = sender.first_batch();
-            let cancel = cancel.clone();
-            set.spawn(async move {
-                tokio::select! {
-                    _ = first_batch.wait_for(|queued| *queued) => {}
-                    _ = cancel.cancelled() => return (Role::Counter, Ok(())),
-                }
-                // Partitions of one namespace share its count.
-                let mut counted = std::collections::HashSet::new();
-                for task in tasks {
-                    if !counted.insert(task.key_of_namespace()) || task.counters.is_counted() {
-                        continue;
-                    }
-                    match source.count(&task.source).await {
-                        Ok(n) => task.counters.set_expected(n),
-                        Err(e) => tracing::debug!("cannot count {}: {e}", task.source),
-                    }
-                }
-                (Role::Counter, Ok(()))
+            let feed = feed.clone().unwrap_or_else(|| {
+                Arc::new(Scan {
+                    source: source.clone(),
+                    sink: sink.clone(),
+                    ledger: ledger.clone(),
+                    tasks: tasks.clone(),
+                    batch_size,
+                    readers: *readers,
+                })
             });
-        }
-
-        {
-            let (source, sink, cancel) = (source.clone(), sink.clone(), cancel.clone());
-            let ledger = ledger.clone();
-            let readers = *readers;
-            set.spawn(async move {
-                // Owning the only sender: when this task ends the queue closes and workers drain it.
-                let sender = sender;
-                // Namespaces in their order, up to `readers` at once; those an earlier run
-                // finished (its checkpoint says so) are skipped.
-                let read = |task: Arc<NsTask>| {
-                    let (source, sink, sender, cancel) = (&source, &sink, &sender, &cancel);
-                    let ledger = &ledger;
-                    async move {
-                        if cancel.is_cancelled() {
-                            return Err(CopyError::Stopped);
-                        }
-                        // A shared job's partition another process holds is left to it.
-                        if !ledger.acquire(&task).await? {
-                            return Ok(());
-                        }
-                        sink.prepare(&task.destination).await?;
-                        task.mark_reading();
-                        source.produce(&task, batch_size, sender).await?;
-                        task.mark_produced();
-                        Ok(())
-                    }
-                };
-                let produce =
-                    futures::stream::iter(tasks.into_iter().filter(|task| !task.is_finished()))
-                        .map(read)
-                        .buffer_unordered(readers)
-                        .try_collect::<()>();
-                (Role::Producer, produce.await)
-            });
+            // The feed owns the only sender: when it ends the queue closes and workers drain it.
+            let feed = feed.run(sender, cancel.clone());
+            set.spawn(async move { (Role::Feed, feed.await) });
         }
 
         let mut running: Vec<bool> = Vec::new();
@@ -328,7 +292,7 @@ impl Engine {
                     running[slot] = false;
                     outcome
                 }
-                Ok((Role::Counter | Role::Producer, outcome)) => outcome,
+                Ok((Role::Feed, outcome)) => outcome,
                 Err(e) => Err(CopyError::Internal(format!("task failed: {e}"))),
             };
             if let Err(e) = outcome {

@@ -26,15 +26,20 @@ pub const DEFAULT_BATCH_SIZE: usize = 500;
 pub enum Payload {
     Ids(Vec<RawBson>),
     Docs(Vec<RawDocumentBuf>),
-    /// Changes to distinct `_id`s (a sync's journal replayed in order): not sorted, so its
-    /// batches do not move a watermark a checkpoint would trust; only replays queue them.
+    /// Changes to distinct `_id`s (a sync's changes, or its journal replayed in order): not
+    /// sorted, so their batches do not move a watermark a checkpoint would trust; their order
+    /// is kept by [barriers](QueueSender::barrier).
     Writes(Vec<Write>),
+    /// Distinct `_id`s whose documents must become what the source holds now (the job's filter
+    /// applied): workers read them, write those found and delete the others. A sync's changes
+    /// whose events do not say what the document is now, or all of them under a filter.
+    Current(Vec<RawBson>),
 }
 
 impl Payload {
     pub fn len(&self) -> usize {
         match self {
-            Payload::Ids(ids) => ids.len(),
+            Payload::Ids(ids) | Payload::Current(ids) => ids.len(),
             Payload::Docs(docs) => docs.len(),
             Payload::Writes(writes) => writes.len(),
         }
@@ -48,7 +53,7 @@ impl Payload {
     /// their documents are fetched by the worker in parts of at most the batch bytes).
     pub fn doc_bytes(&self) -> usize {
         match self {
-            Payload::Ids(_) => 0,
+            Payload::Ids(_) | Payload::Current(_) => 0,
             Payload::Docs(docs) => docs.iter().map(|d| d.as_bytes().len()).sum(),
             Payload::Writes(writes) => writes.iter().map(Write::bytes).sum(),
         }
@@ -57,7 +62,7 @@ impl Payload {
     /// The last (largest) `_id` of a sorted payload (of changes: the last one's).
     pub fn last_id(&self) -> Option<RawBson> {
         match self {
-            Payload::Ids(ids) => ids.last().cloned(),
+            Payload::Ids(ids) | Payload::Current(ids) => ids.last().cloned(),
             Payload::Docs(docs) => docs.last()?.get("_id").ok()?.map(|id| id.to_raw_bson()),
             Payload::Writes(writes) => match writes.last()? {
                 Write::Insert(doc) | Write::Replace(doc) => {
@@ -194,6 +199,27 @@ impl QueueSender {
             Err(_) => {
                 task.unqueued();
                 Err(QueueClosed)
+            }
+        }
+    }
+}
+
+/// How often a producer waiting at a barrier looks whether the job is stopping.
+const STOPPING_CHECK: std::time::Duration = std::time::Duration::from_millis(20);
+
+impl QueueSender {
+    /// Waits until every batch queued for `task` is written, so that nothing queued after can
+    /// overtake it (a later change of the same `_id`). Fails once the job is stopping: a batch
+    /// dropped unwritten never counts as written.
+    pub async fn barrier(&self, task: &NsTask) -> Result<(), QueueClosed> {
+        loop {
+            tokio::select! {
+                _ = task.all_written() => return Ok(()),
+                _ = tokio::time::sleep(STOPPING_CHECK) => {
+                    if self.is_closed() {
+                        return Err(QueueClosed);
+                    }
+                }
             }
         }
     }

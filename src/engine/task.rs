@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use mongodb::bson::RawBson;
 use parking_lot::Mutex;
+use tokio::sync::Notify;
 
 use super::partition::Part;
 use super::stats::{JobStats, NsCounters, PartProgress};
@@ -38,6 +39,8 @@ pub struct NsTask {
     watermark: Mutex<Watermark>,
     /// The partition's progress, as the dashboard shows it.
     progress: Option<Arc<PartProgress>>,
+    /// Woken whenever a batch of the task is written (or given back unqueued).
+    written: Notify,
 }
 
 impl NsTask {
@@ -53,6 +56,7 @@ impl NsTask {
             resume_after: Mutex::default(),
             watermark: Mutex::default(),
             progress: None,
+            written: Notify::new(),
         }
     }
 
@@ -188,6 +192,20 @@ impl NsTask {
     /// A batch numbered by [`queued`](Self::queued) never reached the queue.
     pub(super) fn unqueued(&self) {
         self.outstanding.fetch_sub(1, SeqCst);
+        self.written.notify_waiters();
+    }
+
+    /// Returns once no batch of the task is queued or being written.
+    pub async fn all_written(&self) {
+        loop {
+            let notified = self.written.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.outstanding.load(SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
     }
 
     pub(super) fn batch_written(&self, seq: u64, last_id: RawBson, docs: u64, failed: u64) {
@@ -201,6 +219,7 @@ impl NsTask {
             progress.set_done(done);
         }
         self.outstanding.fetch_sub(1, SeqCst);
+        self.written.notify_waiters();
         self.finish_if_done();
     }
 

@@ -1,12 +1,14 @@
-//! The worker stage: takes batches off the queue, fetches their documents if they carry only
-//! `_id`s, and writes them to the sink.
+//! The worker stage, and the one place where a batch is written: pause gate → fetch (if the
+//! batch carries only `_id`s) → throttle → sink → dead letters → counters.
 //!
-//! In: [`Batch`](super::queue::Batch)es from the queue, and the job's [`Control`](super::Control). Out: documents
-//! acknowledged by the sink, counted per worker and per namespace. A worker stops when the queue is
-//! closed and drained, when the job is cancelled or its slot is no longer wanted (after finishing
-//! its current batch), or at its first error, which it returns. While the job is paused it takes no
-//! batch; before each write it waits for the job's rate limits. Documents the sink refuses go to
-//! the [`Ledger`] as dead letters before the batch counts as done.
+//! In: [`Batch`](super::queue::Batch)es from the queue, whichever feed queued them (a
+//! collection scan, a journal, a sync's changes), and the job's live controls. Out: documents
+//! acknowledged by the sink, counted per worker and per namespace task, and the batch reported
+//! done. A worker stops when the queue is closed and drained, when the job is cancelled or its
+//! slot is no longer wanted (after finishing its current batch), or at its first error, which
+//! it returns. While the job is paused it takes no batch; before each write it waits for the
+//! job's rate limits. Documents the sink refuses go to the [`Ledger`] as dead letters before
+//! the batch counts as done.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,7 +20,7 @@ use super::control::throttle::Throttle;
 use super::ledger::Ledger;
 use super::queue::{Batch, Payload, QueueReceiver};
 use super::sink::seam::Sink;
-use super::source::seam::Source;
+use super::source::seam::{current, Source};
 use super::stats::{JobStats, WorkerCounters, WorkerState};
 use crate::engine::error::CopyError;
 
@@ -85,6 +87,19 @@ impl Worker {
                         }
                     }
                 }
+                // Read whole (a part of a sync's chunk: its writes go together).
+                Payload::Current(ids) => {
+                    let started = Instant::now();
+                    let ns = &batch.task.source;
+                    let writes = current(self.source.as_ref(), ns, ids, self.batch_bytes).await?;
+                    match self
+                        .write(&batch, Payload::Writes(writes), started.elapsed())
+                        .await?
+                    {
+                        Some(refused) => failed += refused,
+                        None => return Ok(()),
+                    }
+                }
             }
             batch.done(failed);
         }
@@ -117,7 +132,7 @@ impl Worker {
         let refused = match written {
             Payload::Docs(docs) => self.sink.write(ns, docs).await?,
             Payload::Writes(writes) => self.sink.apply(ns, writes).await?,
-            Payload::Ids(_) => {
+            Payload::Ids(_) | Payload::Current(_) => {
                 return Err(CopyError::Internal(
                     "a batch of _ids reached the sink".into(),
                 ))

@@ -21,8 +21,8 @@ use super::overlap;
 use super::schema::{self, SchemaWork, Selection};
 use super::sync::{self, Follower, Until};
 use super::verify::{verify_all, Comparison, VerifyReport};
-use crate::engine::apply::{Applier, ChunkLimits, CHUNK_WAIT};
 use crate::engine::budget::Budget;
+use crate::engine::changes::{ChunkLimits, CHUNK_WAIT};
 use crate::engine::control::throttle::Throttle;
 use crate::engine::partition::{self, Part};
 use crate::engine::sink::{Journaled, Moving, MAX_DOCUMENT_BYTES};
@@ -345,7 +345,7 @@ pub async fn prepare(
                 ledger = ledger.shared(layout);
             }
             if let Some(sync) = sync {
-                ledger.set_sync(sync);
+                ledger.set_sync_position(sync);
             }
             Arc::new(ledger)
         },
@@ -477,22 +477,13 @@ impl PreparedCopy {
             Mode::Copy | Mode::Sync => sink,
         };
         let budget = Budget::new(self.memory_limit, self.control.workers());
-        let follower = |source_client, destination| Follower {
-            source_client,
-            destination,
+        let follower = |source_client: &Client, destination: &Client| Follower {
+            source_client: source_client.clone(),
+            destination: destination.clone(),
             routes: self.routes.clone(),
-            applier: Applier {
-                source: self.source.clone(),
-                sink: sink.clone(),
-                control: self.control.clone(),
-                stats: self.stats.clone(),
-                ledger: self.ledger.clone(),
-                refresh: self.filter.is_some(),
-                batch_size: self.batch_size,
-                batch_bytes: budget.batch_bytes,
-            },
-            tasks: self.tasks.clone(),
-            adaptive: self.adaptive.clone(),
+            source: self.source.clone(),
+            stats: self.stats.clone(),
+            ledger: self.ledger.clone(),
             limits: ChunkLimits {
                 changes: self.batch_size * self.control.workers().max(1),
                 bytes: budget.pipeline_bytes,
@@ -500,7 +491,8 @@ impl PreparedCopy {
             },
             commit: self.commit.clone(),
             until: self.until,
-            filter: self.filter.clone(),
+            refresh: self.filter.is_some(),
+            batch_size: self.batch_size,
         };
         let engine = |tasks: Vec<Arc<NsTask>>| {
             Engine::new(self.source.clone(), sink.clone(), self.stats.clone())
@@ -524,9 +516,9 @@ impl PreparedCopy {
             let [src, _] = &self.clients;
             if self.mode == Mode::Sync {
                 // Durable before the first write: every change from here on will be applied.
-                if self.ledger.sync().is_none() {
+                if self.ledger.sync_position().is_none() {
                     self.ledger
-                        .set_sync(sync::start_here(src, &self.routes).await?);
+                        .set_sync_position(sync::start_here(src, &self.routes).await?);
                     let mut start = self.ledger.checkpoint(&self.tasks);
                     // Not shared yet: others join once the destination is ready.
                     if publish {
@@ -572,7 +564,12 @@ impl PreparedCopy {
             work.after_documents(self.indexes == IndexMode::After)
                 .await?;
             if self.mode == Mode::Sync {
-                follower(src, dst).run(&cancel).await?;
+                sync::follow(
+                    follower(src, dst),
+                    engine(self.tasks.clone()),
+                    cancel.clone(),
+                )
+                .await?;
             }
             Ok(())
         };
@@ -700,7 +697,7 @@ impl PreparedCopy {
             }
             if let Some(claim) = claim {
                 if let Some(sync) = saved.and_then(|c| c.sync) {
-                    self.ledger.set_sync(sync);
+                    self.ledger.set_sync_position(sync);
                 }
                 self.ledger.unshare();
                 return Ok(Some(claim));

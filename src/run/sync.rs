@@ -14,23 +14,22 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures::TryStreamExt;
-use mongodb::bson::{doc, Document, RawDocumentBuf};
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use mongodb::bson::Document;
 use mongodb::Client;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::apply::{self, Applier, ChunkLimits, Route, SchemaChange, SchemaOp, Step};
-use crate::engine::control::adaptive::Adaptive;
-use crate::engine::ledger::Ledger;
-use crate::engine::sink::{Sink, Write};
+use crate::engine::changes::{
+    self, ChangeWriter, ChunkLimits, Route, SchemaChange, SchemaOp, Step,
+};
+use crate::engine::queue::QueueSender;
 use crate::engine::source::change_stream::{self, ChangeFeed, DdlOp, Position};
-use crate::engine::source::BatchBuilder;
 use crate::engine::stats::{EventCounts, JobStats, SyncPhase};
-use crate::engine::task::NsTask;
-use crate::engine::{Control, CopyError};
+use crate::engine::{CopyError, Engine, Feed, Ledger, Source};
 use crate::mongo::schema::{self, index_name, Kind, Schema, MODIFIABLE_OPTIONS};
-use crate::mongo::{describe, MongoError, Namespace, Side};
+use crate::mongo::{MongoError, Namespace, Side};
 use crate::spec::Routes;
 use crate::state::SyncCheckpoint;
 
@@ -60,106 +59,107 @@ pub enum Until {
     CaughtUp,
 }
 
-/// The sync's following of the source, built once the copy is done.
-pub struct Follower<'a> {
-    pub source_client: &'a Client,
-    pub destination: &'a Client,
+/// The sync's following of the source, built once the copy is done: the engine's feed while
+/// the sync follows, so that its workers write the changes.
+pub struct Follower {
+    pub source_client: Client,
+    pub destination: Client,
     pub routes: Routes,
-    pub applier: Applier,
-    pub tasks: Vec<Arc<NsTask>>,
-    pub adaptive: Option<Arc<Adaptive>>,
+    /// The job's source: documents that come into the job are read through it.
+    pub source: Arc<dyn Source>,
+    pub stats: Arc<JobStats>,
+    pub ledger: Arc<Ledger>,
     pub limits: ChunkLimits,
     /// Asks for the cutover: everything up to now is applied, then the job ends.
     pub commit: CancellationToken,
     pub until: Until,
-    pub filter: Option<Document>,
+    /// The job has a filter: the current documents are read from the source with it.
+    pub refresh: bool,
+    pub batch_size: usize,
 }
 
-impl Follower<'_> {
-    fn ledger(&self) -> &Arc<Ledger> {
-        &self.applier.ledger
+/// Follows the source with `engine`'s workers until committed (`Ok`), stopped
+/// ([`CopyError::Stopped`]) or the first error. The engine's checkpointer saves the position.
+pub async fn follow(
+    follower: Follower,
+    engine: Engine,
+    cancel: CancellationToken,
+) -> Result<(), CopyError> {
+    let Some(sync) = follower.ledger.sync_position() else {
+        return Err(CopyError::Internal(
+            "a sync without a starting position".into(),
+        ));
+    };
+    if sync.committed {
+        follower.stats.sync.set_phase(SyncPhase::Committed);
+        return Ok(());
     }
+    engine.with_feed(Arc::new(follower)).run(cancel).await
+}
 
-    fn stats(&self) -> &Arc<JobStats> {
-        &self.applier.stats
+impl Feed for Follower {
+    fn run(
+        self: Arc<Self>,
+        queue: QueueSender,
+        cancel: CancellationToken,
+    ) -> BoxFuture<'static, Result<(), CopyError>> {
+        async move { self.follow_changes(queue, &cancel).await }.boxed()
     }
+}
 
-    /// Follows the source until committed (`Ok`), stopped ([`CopyError::Stopped`]) or the
-    /// first error. The checkpointer and adaptive mode run beside it and are joined.
-    pub async fn run(self, cancel: &CancellationToken) -> Result<(), CopyError> {
-        let Some(mut sync) = self.ledger().sync() else {
-            return Err(CopyError::Internal(
-                "a sync without a starting position".into(),
-            ));
-        };
-        if sync.committed {
-            self.stats().sync.set_phase(SyncPhase::Committed);
-            return Ok(());
-        }
-        let stats = self.stats().clone();
-        stats.sync.set_phase(SyncPhase::CatchingUp);
+impl Follower {
+    /// Reads the change stream from the saved position, gathers it into steps beside, and
+    /// queues them in order.
+    async fn follow_changes(
+        &self,
+        queue: QueueSender,
+        cancel: &CancellationToken,
+    ) -> Result<(), CopyError> {
+        let mut sync = self
+            .ledger
+            .sync_position()
+            .ok_or_else(|| CopyError::Internal("a sync without a starting position".into()))?;
+        self.stats.sync.set_phase(SyncPhase::CatchingUp);
         let from = sync.applied.as_ref().unwrap_or(&sync.start);
         let from = Position::from_json(from).map_err(|reason| {
             CopyError::from(crate::state::StateError::Corrupt {
-                path: self.ledger().store().location().into(),
+                path: self.ledger.store().location().into(),
                 reason: format!("the sync position: {reason}"),
             })
         })?;
         let feed =
-            ChangeFeed::open(self.source_client, self.routes.databases(), Some(&from)).await?;
-
-        let steering = CancellationToken::new();
-        let controller = self.adaptive.clone().map(|adaptive| {
-            tokio::spawn(adaptive.run(
-                self.applier.control.clone(),
-                stats.clone(),
-                steering.clone(),
-            ))
-        });
-        let checkpointing = CancellationToken::new();
-        let checkpointer = tokio::spawn(self.ledger().clone().run(
-            self.tasks.clone(),
-            self.applier.sink.clone(),
-            checkpointing.clone(),
-        ));
+            ChangeFeed::open(&self.source_client, self.routes.databases(), Some(&from)).await?;
         let gathering = CancellationToken::new();
         let (steps, mut next) = mpsc::channel(1);
         let routes = self.routes.clone();
         let route: Route = Arc::new(move |ns: &Namespace| routes.destination(ns));
-        let gatherer = tokio::spawn(apply::gather(
+        let gatherer = tokio::spawn(changes::gather(
             feed,
             route,
             self.limits,
-            self.stats().clone(),
+            self.stats.clone(),
             steps,
             gathering.clone(),
         ));
-
-        let outcome = self.follow(&mut next, &mut sync, cancel).await;
-
+        let mut writer =
+            ChangeWriter::new(queue, self.source.clone(), self.refresh, self.batch_size);
+        let outcome = self
+            .apply_steps(&mut next, &mut writer, &mut sync, cancel)
+            .await;
         gathering.cancel();
         drop(next);
         let _ = gatherer.await;
-        steering.cancel();
-        if let Some(controller) = controller {
-            let _ = controller.await;
-        }
-        checkpointing.cancel();
-        let saved = match checkpointer.await {
-            Ok(saved) => saved,
-            Err(e) => Err(CopyError::Internal(format!("checkpointer failed: {e}"))),
-        };
-        outcome?;
-        saved
+        outcome
     }
 
-    async fn follow(
+    async fn apply_steps(
         &self,
         next: &mut mpsc::Receiver<Result<Step, CopyError>>,
+        writer: &mut ChangeWriter,
         sync: &mut SyncCheckpoint,
         cancel: &CancellationToken,
     ) -> Result<(), CopyError> {
-        let stats = self.stats().clone();
+        let stats = &self.stats;
         // When the commit was asked for (after the source's time was read): a read of the stream
         // that began after it and found nothing more means every change up to the commit is
         // applied. A quiet moment found by a read that began before does not.
@@ -168,7 +168,7 @@ impl Follower<'_> {
             let step = tokio::select! {
                 step = next.recv() => step,
                 _ = self.commit.cancelled(), if committing.is_none() => {
-                    let end = change_stream::source_time(self.source_client).await?;
+                    let end = change_stream::source_time(&self.source_client).await?;
                     tracing::info!("committing: applying every change up to {}", end.time);
                     stats.sync.set_phase(SyncPhase::Committing);
                     committing = Some(Instant::now());
@@ -184,12 +184,13 @@ impl Follower<'_> {
             match step? {
                 Step::Changes(chunk) => {
                     let (events, end, secs) = (chunk.events, chunk.end.clone(), chunk.last_secs);
-                    self.applier.apply(chunk, cancel).await?;
+                    writer.write(chunk).await?;
+                    stats.sync.record(&events);
                     stats.sync.applied_step();
                     self.applied(sync, end, secs, &events);
                 }
                 Step::Schema(change) => {
-                    self.apply_schema(&change, cancel).await?;
+                    self.apply_schema(&change, writer).await?;
                     stats.sync.applied_step();
                     let events = EventCounts {
                         ddl: 1,
@@ -199,36 +200,51 @@ impl Follower<'_> {
                     self.applied(sync, Some(change.end), change.secs, &events);
                 }
                 Step::Quiet { position, since } => {
-                    stats.sync.set_quiet();
-                    // A server that gave no position yet (no event, no resume token in its
-                    // reply): everything up to where the sync started is applied, and the
-                    // checkpoint says so (a rerun goes on from there either way).
-                    let position = position.or_else(|| {
-                        sync.applied
-                            .is_none()
-                            .then(|| Position::from_json(&sync.start).ok())
-                            .flatten()
-                    });
-                    self.applied(sync, position, 0, &EventCounts::default());
-                    if stats.sync.phase() == Some(SyncPhase::CatchingUp) {
-                        tracing::info!("caught up with the source: following it live");
-                        stats.sync.set_phase(SyncPhase::Live);
-                    }
-                    match (self.until, committing) {
-                        // Level with the source after the commit was asked for: every change
-                        // up to it is applied.
-                        (_, Some(asked)) if since > asked => {
-                            sync.committed = true;
-                            self.ledger().set_sync(sync.clone());
-                            stats.sync.set_phase(SyncPhase::Committed);
-                            return Ok(());
-                        }
-                        // The position is kept: a later run follows on from here.
-                        (Until::CaughtUp, None) => return Ok(()),
-                        _ => {}
+                    if self.quiet(sync, position, since, committing) {
+                        return Ok(());
                     }
                 }
             }
+        }
+    }
+
+    /// The source had nothing more: the position is saved; `true` when the sync ends here (level
+    /// with the source after the commit was asked for, or `--until-caught-up`).
+    fn quiet(
+        &self,
+        sync: &mut SyncCheckpoint,
+        position: Option<Position>,
+        since: Instant,
+        committing: Option<Instant>,
+    ) -> bool {
+        let stats = &self.stats;
+        stats.sync.set_quiet();
+        // A server that gave no position yet (no event, no resume token in its reply):
+        // everything up to where the sync started is applied, and the checkpoint says so (a
+        // rerun goes on from there either way).
+        let position = position.or_else(|| {
+            sync.applied
+                .is_none()
+                .then(|| Position::from_json(&sync.start).ok())
+                .flatten()
+        });
+        self.applied(sync, position, 0, &EventCounts::default());
+        if stats.sync.phase() == Some(SyncPhase::CatchingUp) {
+            tracing::info!("caught up with the source: following it live");
+            stats.sync.set_phase(SyncPhase::Live);
+        }
+        match (self.until, committing) {
+            // Level with the source after the commit was asked for: every change up to it is
+            // applied.
+            (_, Some(asked)) if since > asked => {
+                sync.committed = true;
+                self.ledger.set_sync_position(sync.clone());
+                stats.sync.set_phase(SyncPhase::Committed);
+                true
+            }
+            // The position is kept: a later run follows on from here.
+            (Until::CaughtUp, None) => true,
+            _ => false,
         }
     }
 
@@ -245,14 +261,14 @@ impl Follower<'_> {
         }
         sync.applied_secs = sync.applied_secs.max(secs);
         sync.events += events.total();
-        self.ledger().set_sync(sync.clone());
+        self.ledger.set_sync_position(sync.clone());
     }
 
     /// Makes a schema change of the source at the destination; one it cannot make stops the job.
     async fn apply_schema(
         &self,
         change: &SchemaChange,
-        cancel: &CancellationToken,
+        writer: &mut ChangeWriter,
     ) -> Result<(), CopyError> {
         let named = |detail: String| {
             CopyError::Change(format!(
@@ -270,20 +286,20 @@ impl Follower<'_> {
                 return Err(named("not a change this version can apply".into()))
             }
         };
-        let log = &self.stats().schema;
+        let log = &self.stats.schema;
         let routed = self.routes.destination(&change.ns);
         let outcome = match op {
             // Its collections' drops came first, each as an event of its own.
             DdlOp::DropDatabase => Ok(()),
             DdlOp::Drop => match &routed {
                 Some(dst) => {
-                    schema::drop(self.destination, dst).await?;
+                    schema::drop(&self.destination, dst).await?;
                     log.update(|p| p.dropped.push(dst.to_string()));
                     Ok(())
                 }
                 None => Ok(()),
             },
-            DdlOp::Rename => self.rename(change, routed.as_ref(), cancel).await,
+            DdlOp::Rename => self.rename(change, routed.as_ref(), writer).await,
             DdlOp::Create | DdlOp::CreateIndexes | DdlOp::DropIndexes | DdlOp::Modify => {
                 match &routed {
                     Some(dst) => self.reconcile(&change.ns, dst).await,
@@ -301,7 +317,7 @@ impl Follower<'_> {
         &self,
         change: &SchemaChange,
         from: Option<&Namespace>,
-        cancel: &CancellationToken,
+        writer: &mut ChangeWriter,
     ) -> Result<(), CopyError> {
         let Some(to_source) = &change.to else {
             return Err(CopyError::Internal("a rename without its new name".into()));
@@ -309,20 +325,20 @@ impl Follower<'_> {
         let to = self.routes.destination(to_source);
         match (from, to) {
             (Some(from), Some(to)) => {
-                let exists = schema::read(self.destination, Side::Destination, from)
+                let exists = schema::read(&self.destination, Side::Destination, from)
                     .await?
                     .is_some();
                 if exists {
-                    schema::rename(self.destination, from, &to).await?;
+                    schema::rename(&self.destination, from, &to).await?;
                     Ok(())
                 } else {
-                    self.copy_whole(to_source, &to, cancel).await
+                    self.copy_whole(to_source, &to, writer).await
                 }
             }
             // Renamed out of the job: gone from its point of view.
-            (Some(from), None) => Ok(schema::drop(self.destination, from).await?),
+            (Some(from), None) => Ok(schema::drop(&self.destination, from).await?),
             // Renamed into the job: its documents never came as events.
-            (None, Some(to)) => self.copy_whole(to_source, &to, cancel).await,
+            (None, Some(to)) => self.copy_whole(to_source, &to, writer).await,
             (None, None) => Ok(()),
         }
     }
@@ -334,9 +350,9 @@ impl Follower<'_> {
             // Gone since: its drop or rename follows in the stream.
             return Ok(());
         };
-        let log = &self.stats().schema;
-        let Some(there) = schema::read(self.destination, Side::Destination, dst).await? else {
-            schema::create(self.destination, dst, &wanted.options).await?;
+        let log = &self.stats.schema;
+        let Some(there) = schema::read(&self.destination, Side::Destination, dst).await? else {
+            schema::create(&self.destination, dst, &wanted.options).await?;
             log.update(|p| p.created.push(dst.to_string()));
             for index in &wanted.indexes {
                 self.build(dst, index).await?;
@@ -352,12 +368,12 @@ impl Follower<'_> {
             }
         }
         if !changed.is_empty() {
-            schema::modify(self.destination, dst, changed).await?;
+            schema::modify(&self.destination, dst, changed).await?;
         }
         for index in &there.indexes {
             let kept = wanted.indexes.iter().any(|i| i == index);
             if !kept {
-                schema::drop_index(self.destination, dst, index_name(index)).await?;
+                schema::drop_index(&self.destination, dst, index_name(index)).await?;
             }
         }
         for index in &wanted.indexes {
@@ -365,7 +381,7 @@ impl Follower<'_> {
                 self.build(dst, index).await?;
             }
         }
-        let now = schema::read(self.destination, Side::Destination, dst).await?;
+        let now = schema::read(&self.destination, Side::Destination, dst).await?;
         let left = match &now {
             Some(now) => wanted.differences(now, true),
             None => vec!["the destination's collection vanished".into()],
@@ -379,7 +395,7 @@ impl Follower<'_> {
 
     /// The source's schema of `ns` as the destination should have it (a view's source renamed).
     async fn source_schema(&self, ns: &Namespace) -> Result<Option<Schema>, CopyError> {
-        let Some(found) = schema::read(self.source_client, Side::Source, ns).await? else {
+        let Some(found) = schema::read(&self.source_client, Side::Source, ns).await? else {
             return Ok(None);
         };
         Ok(Some(match found.kind {
@@ -393,7 +409,7 @@ impl Follower<'_> {
     }
 
     async fn build(&self, dst: &Namespace, index: &Document) -> Result<(), CopyError> {
-        schema::build_index(self.destination, dst, index)
+        schema::build_index(&self.destination, dst, index)
             .await
             .map_err(|reason| {
                 MongoError::Command {
@@ -407,65 +423,15 @@ impl Follower<'_> {
     }
 
     /// Copies a whole collection that came into the job (a rename into a selected database):
-    /// schema first, then its documents as they are now (its later changes follow as events).
+    /// schema first, then its documents as they are now, read as the copy reads them (its later
+    /// changes follow as events).
     async fn copy_whole(
         &self,
         source: &Namespace,
         dst: &Namespace,
-        cancel: &CancellationToken,
+        writer: &mut ChangeWriter,
     ) -> Result<(), CopyError> {
         self.reconcile(source, dst).await?;
-        let collection = self
-            .source_client
-            .database(&source.db)
-            .collection::<RawDocumentBuf>(&source.coll);
-        let read_error = |e: mongodb::error::Error| MongoError::Command {
-            side: Side::Source,
-            ns: source.clone(),
-            op: "find",
-            reason: describe(&e),
-        };
-        let filter = self.filter.clone().unwrap_or_default();
-        let mut cursor = collection
-            .find(filter)
-            .sort(doc! { "_id": 1 })
-            .await
-            .map_err(read_error)?;
-        let mut batch = BatchBuilder::new(self.applier.batch_size, self.applier.batch_bytes);
-        while let Some(doc) = cursor.try_next().await.map_err(read_error)? {
-            if let Some(docs) = batch.push(doc) {
-                self.write_copied(dst, docs, cancel).await?;
-            }
-        }
-        let rest = batch.take();
-        if !rest.is_empty() {
-            self.write_copied(dst, rest, cancel).await?;
-        }
-        Ok(())
-    }
-
-    async fn write_copied(
-        &self,
-        dst: &Namespace,
-        docs: Vec<RawDocumentBuf>,
-        cancel: &CancellationToken,
-    ) -> Result<(), CopyError> {
-        let control: &Control = &self.applier.control;
-        control.wait_while_paused(cancel).await;
-        let bytes = docs.iter().map(|d| d.as_bytes().len() as u64).sum();
-        tokio::select! {
-            _ = control.throttle().acquire(docs.len() as u64, bytes) => {}
-            _ = cancel.cancelled() => return Err(CopyError::Stopped),
-        }
-        let sink: &Arc<dyn Sink> = &self.applier.sink;
-        let refused = sink
-            .apply(dst, docs.into_iter().map(Write::Insert).collect())
-            .await?;
-        if !refused.is_empty() {
-            self.ledger()
-                .keep(dst, refused, &self.stats().dead_letters)
-                .await?;
-        }
-        Ok(())
+        writer.copy_namespace(source, dst).await
     }
 }

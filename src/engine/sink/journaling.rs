@@ -3,7 +3,7 @@
 //! In: a batch to write. Out: the inner sink's outcome; the documents it stored (not the refused
 //! ones: they are dead letters, not writes) appended to the journal's writer task, waiting when
 //! its bounded channel is full. The engine does not know it is there; the ledger's
-//! [`Sink::sync`] makes the journal durable before a checkpoint moves past its batches.
+//! [`Sink::make_durable`] makes the journal durable before a checkpoint moves past its batches.
 
 use std::sync::Arc;
 
@@ -92,9 +92,9 @@ impl Sink for Journaled {
         self.write_and_journal(ns, docs).boxed()
     }
 
-    fn sync(&self) -> BoxFuture<'_, Result<(), CopyError>> {
+    fn make_durable(&self) -> BoxFuture<'_, Result<(), CopyError>> {
         async move {
-            self.inner.sync().await?;
+            self.inner.make_durable().await?;
             Ok(self.journal.sync().await?)
         }
         .boxed()

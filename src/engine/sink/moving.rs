@@ -305,7 +305,7 @@ impl Sink for Moving {
         self.inner.apply(ns, writes)
     }
 
-    fn sync(&self) -> BoxFuture<'_, Result<(), CopyError>> {
-        self.inner.sync()
+    fn make_durable(&self) -> BoxFuture<'_, Result<(), CopyError>> {
+        self.inner.make_durable()
     }
 }

@@ -80,7 +80,7 @@ pub trait Sink: Send + Sync {
 
     /// Returns once everything acknowledged so far is durable in every layer of the sink (a
     /// journal's fsync): the ledger calls it before a checkpoint moves past those writes.
-    fn sync(&self) -> BoxFuture<'_, Result<(), CopyError>> {
+    fn make_durable(&self) -> BoxFuture<'_, Result<(), CopyError>> {
         async { Ok(()) }.boxed()
     }
 }

@@ -18,7 +18,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -62,17 +61,6 @@ async fn next_frame(reader: JournalReader) -> Result<(JournalReader, Option<Fram
     .await
     .map_err(|e| CopyError::Internal(format!("journal reader failed: {e}")))?;
     Ok((reader, frame?))
-}
-
-/// Waits until every batch of the task sent so far is written (or the job stops).
-async fn wait_written(task: &NsTask, queue: &QueueSender) -> Result<(), CopyError> {
-    while task.outstanding_batches() > 0 {
-        if queue.is_closed() {
-            return Err(CopyError::Stopped);
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    Ok(())
 }
 
 impl Source for JournalSource {
@@ -131,7 +119,7 @@ impl JournalSource {
             if run.is_some_and(|r| r != frame.run) {
                 queue.send(task, Payload::Docs(docs.take())).await?;
                 changes.send(task, queue).await?;
-                wait_written(task, queue).await?;
+                queue.barrier(task).await?;
             }
             run = Some(frame.run);
             // A move's notes of what it deleted from its source change nothing here.
@@ -147,7 +135,7 @@ impl JournalSource {
                 if changes.is_empty() {
                     // The upserts before the first change are written before it.
                     queue.send(task, Payload::Docs(docs.take())).await?;
-                    wait_written(task, queue).await?;
+                    queue.barrier(task).await?;
                 }
                 let id = id_of(&doc, &task.source)?;
                 if !changes.takes(&id) {
@@ -209,6 +197,6 @@ impl Changes {
             .map(|(_, write)| write)
             .collect();
         queue.send(task, Payload::Writes(writes)).await?;
-        wait_written(task, queue).await
+        Ok(queue.barrier(task).await?)
     }
 }

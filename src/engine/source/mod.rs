@@ -17,4 +17,4 @@ pub mod seam;
 pub mod synthetic;
 
 pub use mongo::MongoSource;
-pub use seam::{covered_up_to, id_of, BatchBuilder, Fetched, Source, Strategy};
+pub use seam::{covered_up_to, current, id_of, BatchBuilder, Fetched, Source, Strategy};

@@ -2,6 +2,7 @@
 //! it reads with, and the helpers its kinds share (batches bounded by count and bytes, `_id`s).
 
 use std::cmp::Ordering;
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -10,8 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::error::CopyError;
 use crate::engine::queue::QueueSender;
+use crate::engine::sink::seam::Write;
 use crate::engine::task::NsTask;
-use crate::mongo::bson_order;
+use crate::mongo::bson_order::{self, IdKey};
 use crate::mongo::Namespace;
 
 /// How documents travel from the source to the workers.
@@ -129,6 +131,43 @@ pub fn id_of(doc: &RawDocumentBuf, ns: &Namespace) -> Result<RawBson, CopyError>
             "a document of {ns} has no readable _id"
         ))),
     }
+}
+
+/// The writes that make the documents of `ids` at the destination like `source`'s now (its
+/// filter applied, if it has one): those found are written, the others deleted. A document is
+/// matched to its `_id` exactly ([`IdKey`]): the server answers `{_id: 1}` with `{_id: 1.0}`
+/// too, which is another document and does not mean that `1` is there. Read in parts of about
+/// `max_bytes`.
+pub async fn current(
+    source: &dyn Source,
+    ns: &Namespace,
+    mut ids: Vec<RawBson>,
+    max_bytes: usize,
+) -> Result<Vec<Write>, CopyError> {
+    ids.sort_by(|a, b| bson_order::compare(a.as_raw_bson_ref(), b.as_raw_bson_ref()));
+    let mut found = Vec::with_capacity(ids.len());
+    let mut pending = &ids[..];
+    while !pending.is_empty() {
+        let fetched = source.fetch(ns, pending, max_bytes).await?;
+        // At least one `_id` each time, so a source that answered for none cannot loop forever.
+        pending = &pending[fetched.covered.max(1).min(pending.len())..];
+        found.extend(fetched.docs);
+    }
+    let wanted: HashSet<IdKey> = ids.iter().map(IdKey::of).collect();
+    let mut present = HashSet::new();
+    let mut writes = Vec::with_capacity(ids.len());
+    for doc in found {
+        let key = IdKey::of(&id_of(&doc, ns)?);
+        if wanted.contains(&key) && present.insert(key) {
+            writes.push(Write::Replace(doc));
+        }
+    }
+    writes.extend(
+        ids.into_iter()
+            .filter(|id| !present.contains(&IdKey::of(id)))
+            .map(Write::Delete),
+    );
+    Ok(writes)
 }
 
 #[cfg(test)]

@@ -46,22 +46,21 @@
 //! the events' sequence, and everything before it is applied. A killed run reads again from the
 //! saved position and applies some events twice, which is harmless (states, by `_id`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mongodb::bson::{RawBson, RawDocumentBuf};
-use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::control::Control;
 use super::error::CopyError;
-use super::ledger::Ledger;
-use super::sink::seam::{Sink, Write};
+use super::queue::{Payload, QueueSender};
+use super::sink::seam::Write;
 use super::source::change_stream::{Change, ChangeEvent, ChangeFeed, DdlOp, DocOp, Position};
 use super::source::seam::Source;
-use super::stats::{EventCounts, JobStats};
+use super::stats::{EventCounts, JobStats, NsCounters};
+use super::task::NsTask;
 use crate::mongo::bson_order::{self, IdKey};
 use crate::mongo::Namespace;
 
@@ -334,156 +333,105 @@ fn gathered(chunk: &mut Chunk, event: ChangeEvent, route: &Route) -> Gathered {
     }
 }
 
-/// Applies chunks of document changes.
-pub struct Applier {
-    pub source: Arc<dyn Source>,
-    pub sink: Arc<dyn Sink>,
-    pub control: Arc<Control>,
-    pub stats: Arc<JobStats>,
-    pub ledger: Arc<Ledger>,
-    /// The job has a filter: the current documents are read from the source with it.
-    pub refresh: bool,
-    pub batch_size: usize,
-    /// The largest part of documents read back at once (`refresh`).
-    pub batch_bytes: usize,
+/// Queues a sync's changes on the engine's queue, a chunk at a time, each one written before
+/// the next is queued; and the documents of a namespace that came into the job, through the
+/// job's own source.
+pub struct ChangeWriter {
+    queue: QueueSender,
+    source: Arc<dyn Source>,
+    /// One task per namespace pair: the changes' batches report to it, and the barrier waits
+    /// for it. Their counters are the task's own: a sync counts changes as events
+    /// ([`SyncStats`](super::stats::SyncStats)), not as documents copied.
+    tasks: HashMap<(Namespace, Namespace), Arc<NsTask>>,
+    /// The job has a filter: every change is read again from the source with it.
+    refresh: bool,
+    batch_size: usize,
 }
 
-/// One part of a chunk: changes of one namespace.
-struct Part {
-    source: Namespace,
-    destination: Namespace,
-    changes: Vec<DocChange>,
-}
+impl ChangeWriter {
+    pub fn new(
+        queue: QueueSender,
+        source: Arc<dyn Source>,
+        refresh: bool,
+        batch_size: usize,
+    ) -> Self {
+        ChangeWriter {
+            queue,
+            source,
+            tasks: HashMap::new(),
+            refresh,
+            batch_size: batch_size.max(1),
+        }
+    }
 
-impl Applier {
-    /// Applies a chunk; returns once every part is acknowledged (or the first error).
-    pub async fn apply(&self, chunk: Chunk, cancel: &CancellationToken) -> Result<(), CopyError> {
-        let mut by_ns: HashMap<Namespace, Vec<DocChange>> = HashMap::new();
+    fn task(&mut self, source: &Namespace, destination: &Namespace) -> Arc<NsTask> {
+        self.tasks
+            .entry((source.clone(), destination.clone()))
+            .or_insert_with(|| {
+                let counters = NsCounters::new(source.clone(), destination.clone());
+                Arc::new(NsTask::new(Arc::new(counters)))
+            })
+            .clone()
+    }
+
+    /// Queues a chunk's writes in parts of at most a batch, and returns once every part is
+    /// written (or the job stops). Within a chunk each `_id` appears once, so its parts may be
+    /// written in any order, in parallel; the next chunk waits.
+    pub async fn write(&mut self, chunk: Chunk) -> Result<(), CopyError> {
+        let mut by_ns: HashMap<(Namespace, Namespace), Vec<DocChange>> = HashMap::new();
         for (_, change) in chunk.changes {
-            by_ns.entry(change.source.clone()).or_default().push(change);
+            let key = (change.source.clone(), change.destination.clone());
+            by_ns.entry(key).or_default().push(change);
         }
-        let mut parts = Vec::new();
-        for (_, mut changes) in by_ns {
-            while !changes.is_empty() {
-                let rest = changes.split_off(changes.len().min(self.batch_size));
-                let first = &changes[0];
-                parts.push(Part {
-                    source: first.source.clone(),
-                    destination: first.destination.clone(),
-                    changes: std::mem::replace(&mut changes, rest),
-                });
+        let mut used = Vec::with_capacity(by_ns.len());
+        for ((source, destination), changes) in by_ns {
+            let task = self.task(&source, &destination);
+            let (known, unsure): (Vec<DocChange>, Vec<DocChange>) = if self.refresh {
+                (Vec::new(), changes)
+            } else {
+                changes.into_iter().partition(is_known)
+            };
+            for part in chunks_of(known, self.batch_size) {
+                let writes = part.into_iter().map(as_written).collect();
+                self.queue.send(&task, Payload::Writes(writes)).await?;
             }
+            for part in chunks_of(unsure, self.batch_size) {
+                let ids = part.into_iter().map(|c| c.id).collect();
+                self.queue.send(&task, Payload::Current(ids)).await?;
+            }
+            used.push(task);
         }
-        let parts = Mutex::new(parts);
-        let lanes = self.control.workers().max(1);
-        let lane = |slot: usize| {
-            let parts = &parts;
-            async move {
-                loop {
-                    let Some(part) = parts.lock().pop() else {
-                        return Ok::<(), CopyError>(());
-                    };
-                    self.apply_part(slot, part, cancel).await?;
-                }
-            }
-        };
-        futures::future::try_join_all((0..lanes).map(lane)).await?;
-        self.stats.sync.record(&chunk.events);
+        for task in used {
+            self.queue.barrier(&task).await?;
+        }
         Ok(())
     }
 
-    async fn apply_part(
-        &self,
-        slot: usize,
-        part: Part,
-        cancel: &CancellationToken,
+    /// Queues the documents `source` holds now of `from` (its filter applied) for `to`, read as
+    /// a copy reads them, and returns once all are written. Its later changes follow as events.
+    pub async fn copy_namespace(
+        &mut self,
+        from: &Namespace,
+        to: &Namespace,
     ) -> Result<(), CopyError> {
-        let counters = self.stats.worker(slot);
-        self.control.wait_while_paused(cancel).await;
-        if cancel.is_cancelled() {
-            return Err(CopyError::Stopped);
-        }
-        let started = Instant::now();
-        let (writes, fetched) = if self.refresh {
-            let ids = part.changes.iter().map(|c| c.id.clone()).collect();
-            (self.current(&part.source, ids).await?, true)
-        } else {
-            let (known, unsure): (Vec<DocChange>, Vec<DocChange>) =
-                part.changes.into_iter().partition(is_known);
-            let mut writes: Vec<Write> = known.into_iter().map(as_written).collect();
-            let fetched = !unsure.is_empty();
-            if fetched {
-                let ids = unsure.into_iter().map(|c| c.id).collect();
-                writes.extend(self.current(&part.source, ids).await?);
-            }
-            (writes, fetched)
-        };
-        let fetch_time = if fetched {
-            started.elapsed()
-        } else {
-            Duration::ZERO
-        };
-        let count = writes.len() as u64;
-        let bytes = writes.iter().map(|w| w.bytes() as u64).sum();
-        tokio::select! {
-            _ = self.control.throttle().acquire(count, bytes) => {}
-            _ = cancel.cancelled() => return Err(CopyError::Stopped),
-        }
-        counters.set_state(super::stats::WorkerState::Busy);
-        let write_started = Instant::now();
-        let refused = self.sink.apply(&part.destination, writes).await;
-        counters.set_state(super::stats::WorkerState::Idle);
-        let refused = refused?;
-        let write_time = write_started.elapsed();
-        let failed = refused.len() as u64;
-        if !refused.is_empty() {
-            self.ledger
-                .keep(&part.destination, refused, &self.stats.dead_letters)
-                .await?;
-        }
-        counters.record_batch(count - failed, fetch_time, write_time);
-        self.stats.recent.record(count - failed);
-        self.stats.write_latency.observe(write_time);
-        if !fetch_time.is_zero() {
-            self.stats.fetch_latency.observe(fetch_time);
-        }
-        Ok(())
+        let counters = NsCounters::new(from.clone(), to.clone());
+        let task = Arc::new(NsTask::new(Arc::new(counters)));
+        self.source
+            .produce(&task, self.batch_size, &self.queue)
+            .await?;
+        task.mark_produced();
+        Ok(self.queue.barrier(&task).await?)
     }
+}
 
-    /// The writes that make the destination's documents of `ids` like the source's now (filter
-    /// applied, if the job has one): those found are written, the others deleted. A document is
-    /// matched to its `_id` exactly ([`IdKey`]): the server answers `{_id: 1}` with `{_id: 1.0}`
-    /// too, which is another document and does not mean that `1` is there.
-    async fn current(
-        &self,
-        source: &Namespace,
-        ids: Vec<RawBson>,
-    ) -> Result<Vec<Write>, CopyError> {
-        let mut ids = ids;
-        ids.sort_by(|a, b| bson_order::compare(a.as_raw_bson_ref(), b.as_raw_bson_ref()));
-        let mut found = Vec::with_capacity(ids.len());
-        let mut pending = &ids[..];
-        while !pending.is_empty() {
-            let fetched = self.source.fetch(source, pending, self.batch_bytes).await?;
-            pending = &pending[fetched.covered.max(1).min(pending.len())..];
-            found.extend(fetched.docs);
-        }
-        let wanted: HashSet<IdKey> = ids.iter().map(IdKey::of).collect();
-        let mut present = HashSet::new();
-        let mut writes = Vec::with_capacity(ids.len());
-        for doc in found {
-            let key = IdKey::of(&super::source::seam::id_of(&doc, source)?);
-            if wanted.contains(&key) && present.insert(key) {
-                writes.push(Write::Replace(doc));
-            }
-        }
-        writes.extend(
-            ids.into_iter()
-                .filter(|id| !present.contains(&IdKey::of(id)))
-                .map(Write::Delete),
-        );
-        Ok(writes)
+/// `items` in parts of at most `size`.
+fn chunks_of<T>(mut items: Vec<T>, size: usize) -> Vec<Vec<T>> {
+    let mut parts = Vec::with_capacity(items.len().div_ceil(size));
+    while !items.is_empty() {
+        let rest = items.split_off(items.len().min(size));
+        parts.push(std::mem::replace(&mut items, rest));
     }
+    parts
 }
 
 /// Whether the event itself says what the document is now: a delete, or a document of exactly
