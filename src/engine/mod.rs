@@ -26,6 +26,7 @@ pub mod ledger;
 pub mod partition;
 pub mod queue;
 pub mod scan;
+pub mod settle;
 pub mod sink;
 pub mod source;
 pub mod stats;
@@ -44,6 +45,7 @@ pub use error::CopyError;
 pub use feed::Feed;
 pub use ledger::Ledger;
 use scan::Scan;
+pub use settle::Settle;
 pub use sink::{MongoSink, Sink};
 pub use source::{MongoSource, Source, Strategy};
 use stats::JobStats;
@@ -74,6 +76,8 @@ pub struct Engine {
     readers: usize,
     /// What fills the queue: the tasks' collection scan unless another feed is given.
     feed: Option<Arc<dyn Feed>>,
+    /// What the job does with stored documents (a move).
+    settle: Option<Arc<dyn Settle>>,
 }
 
 impl Engine {
@@ -92,7 +96,14 @@ impl Engine {
             memory_limit: budget::DEFAULT_MEMORY_LIMIT,
             readers: 1,
             feed: None,
+            settle: None,
         }
+    }
+
+    /// Hands every batch of documents the sink stored to `settle` before it counts as done.
+    pub fn with_settle(mut self, settle: Option<Arc<dyn Settle>>) -> Self {
+        self.settle = settle;
+        self
     }
 
     /// Fills the queue from `feed` (a sync's changes) instead of scanning the tasks: they are
@@ -212,6 +223,7 @@ impl Engine {
             memory_limit,
             readers,
             feed,
+            settle,
         } = self;
         let (tasks, batch_size) = (tasks.clone(), *batch_size);
         let cancel = cancel.child_token();
@@ -259,6 +271,7 @@ impl Engine {
                     throttle: control.throttle().clone(),
                     ledger: ledger.clone(),
                     batch_bytes: budget.batch_bytes,
+                    settle: settle.clone(),
                 };
                 set.spawn(async move { (Role::Worker(slot), worker.run().await) });
             }

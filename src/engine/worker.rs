@@ -10,19 +10,23 @@
 //! job's rate limits. Documents the sink refuses go to the [`Ledger`] as dead letters before
 //! the batch counts as done.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use mongodb::bson::RawDocumentBuf;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::control::throttle::Throttle;
 use super::ledger::Ledger;
 use super::queue::{Batch, Payload, QueueReceiver};
-use super::sink::seam::Sink;
+use super::settle::Settle;
+use super::sink::seam::{Refused, Sink};
 use super::source::seam::{current, Source};
 use super::stats::{JobStats, WorkerCounters, WorkerState};
 use crate::engine::error::CopyError;
+use crate::mongo::bson_order::IdKey;
 
 pub struct Worker {
     /// The worker's slot: it retires when fewer workers are wanted than `slot + 1`.
@@ -39,6 +43,8 @@ pub struct Worker {
     pub ledger: Arc<Ledger>,
     /// Largest part of an `_id` batch fetched at once, in bytes (the budget's batch bytes).
     pub batch_bytes: usize,
+    /// What the job does with documents once stored (a move deletes them from the source).
+    pub settle: Option<Arc<dyn Settle>>,
 }
 
 /// Why a worker stopped without error.
@@ -130,7 +136,15 @@ impl Worker {
         let write_started = Instant::now();
         let ns = &batch.task.destination;
         let refused = match written {
-            Payload::Docs(docs) => self.sink.write(ns, docs).await?,
+            Payload::Docs(docs) => match &self.settle {
+                None => self.sink.write(ns, docs).await?,
+                Some(settle) => {
+                    let sent = docs.clone();
+                    let refused = self.sink.write(ns, docs).await?;
+                    settle.settle(&batch.task, stored(sent, &refused)).await?;
+                    refused
+                }
+            },
             Payload::Writes(writes) => self.sink.apply(ns, writes).await?,
             Payload::Ids(_) | Payload::Current(_) => {
                 return Err(CopyError::Internal(
@@ -192,4 +206,20 @@ impl Worker {
             }
         }
     }
+}
+
+/// The documents of `sent` that the sink stored: all but those it refused (matched by their
+/// exact `_id`).
+fn stored(sent: Vec<RawDocumentBuf>, refused: &[Refused]) -> Vec<RawDocumentBuf> {
+    if refused.is_empty() {
+        return sent;
+    }
+    let key = |doc: &RawDocumentBuf| {
+        let id = doc.get("_id").ok().flatten()?;
+        Some(IdKey::of(&id.to_raw_bson()))
+    };
+    let refused: HashSet<IdKey> = refused.iter().filter_map(|r| key(&r.doc)).collect();
+    sent.into_iter()
+        .filter(|doc| key(doc).is_none_or(|id| !refused.contains(&id)))
+        .collect()
 }

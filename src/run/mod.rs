@@ -8,9 +8,11 @@
 //! both run jobs through here, so there is one set of rules per command.
 
 pub mod copy;
+pub mod moving;
 pub mod overlap;
 pub mod plan;
 pub mod replay;
 pub mod schema;
+pub mod share;
 pub mod sync;
 pub mod verify;

@@ -27,10 +27,10 @@ use crate::engine::changes::{
 use crate::engine::queue::QueueSender;
 use crate::engine::source::change_stream::{self, ChangeFeed, DdlOp, Position};
 use crate::engine::stats::{EventCounts, JobStats, SyncPhase};
-use crate::engine::{CopyError, Engine, Feed, Ledger, Source};
+use crate::engine::{CopyError, Engine, Feed, Ledger, NsTask, Source};
 use crate::mongo::schema::{self, index_name, Kind, Schema, MODIFIABLE_OPTIONS};
 use crate::mongo::{MongoError, Namespace, Side};
-use crate::spec::Routes;
+use crate::spec::{CopySpec, Routes};
 use crate::state::SyncCheckpoint;
 
 /// Records where the source's history stands now: the sync applies every change after it.
@@ -47,6 +47,29 @@ pub async fn start_here(source: &Client, routes: &Routes) -> Result<SyncCheckpoi
         events: 0,
         committed: false,
     })
+}
+
+/// Before the first write of a sync: records where the source's history stands (unless an
+/// earlier run did), durably, so that every change from here on will be applied. A run that
+/// plans a shared job (`publish`) saves it unshared: others join once the destination is ready.
+pub async fn begin(
+    source: &Client,
+    spec: &CopySpec,
+    ledger: &Ledger,
+    tasks: &[Arc<NsTask>],
+    publish: bool,
+) -> Result<(), CopyError> {
+    if ledger.sync_position().is_some() {
+        return Ok(());
+    }
+    let routes = Routes::new(&spec.namespaces, &spec.exclude);
+    ledger.set_sync_position(start_here(source, &routes).await?);
+    let mut start = ledger.checkpoint(tasks);
+    if publish {
+        start.shared = None;
+    }
+    ledger.save(&start).await?;
+    Ok(())
 }
 
 /// How a sync ends once it follows the source.

@@ -7,12 +7,10 @@
 
 pub mod journaling;
 pub mod mongo;
-pub mod moving;
 pub mod null;
 pub mod seam;
 
 pub use journaling::Journaled;
 pub use mongo::MongoSink;
-pub use moving::Moving;
 pub use null::NullSink;
 pub use seam::{Refused, Sink, Write, MAX_DOCUMENT_BYTES};

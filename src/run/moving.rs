@@ -1,10 +1,13 @@
-//! A layer around the destination sink that makes a copy a move.
+//! The move driver: a copy whose every stored document is read back at the destination and
+//! then deleted from the source, in passes until nothing that can move is left.
 //!
-//! In: a batch for a destination namespace. Out: the inner sink's outcome (the refused
-//! documents); before it returns, the batch's documents are read back from the destination and
-//! compared byte for byte with what was written (matched by their exact `_id`, type included:
-//! [`IdKey`]), and those the destination holds exactly are
-//! deleted from the source — only where the source still holds them byte-identical to the copy.
+//! In: a prepared job in `move` mode. Out: its documents at the destination and gone from the
+//! source; what changed after its copy stays at the source (another pass copies it again), and
+//! what the destination refused stays too. Per batch ([`DeleteFromSource`], the engine's
+//! [`Settle`] step after the sink stored it): the documents stored are read back from the
+//! destination and compared byte for byte with what was written (matched by their exact `_id`,
+//! type included: [`IdKey`]); those the destination holds exactly are deleted from the source —
+//! only where the source still holds them byte-identical to the copy.
 //!
 //! # Never deleting a changed document
 //!
@@ -22,7 +25,7 @@
 //!
 //! A document the destination refused (a dead letter), or does not hold exactly as written, is
 //! never deleted. The destination's writes of a move are made durable by the run
-//! ([`MongoSink::durable`](super::MongoSink::durable): `w: majority, j: true` whatever the URI
+//! ([`MongoSink::durable`](crate::engine::MongoSink::durable): `w: majority, j: true` whatever the URI
 //! says), so no rollback there can undo a write whose source document is deleted. With `keep_source` nothing is deleted: a rehearsal that copies and verifies.
 //! Deletes wait for the same throttle as the writes (the job's limit counts both).
 
@@ -32,18 +35,20 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::{FutureExt, TryStreamExt};
-use mongodb::bson::{doc, rawdoc, Bson, RawBson, RawDocumentBuf};
+use mongodb::bson::{doc, rawdoc, Bson, Document, RawBson, RawDocumentBuf};
 use mongodb::error::{TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT};
 use mongodb::Client;
+use tokio_util::sync::CancellationToken;
 
-use super::seam::{Refused, Sink, Write};
+use super::schema::Selection;
 use crate::engine::control::throttle::Throttle;
-use crate::engine::error::CopyError;
-use crate::engine::source::seam::id_of;
-use crate::engine::stats::MoveStats;
+use crate::engine::source::id_of;
+use crate::engine::stats::{JobStats, MoveStats};
+use crate::engine::{CopyError, Engine, NsTask, Settle};
 use crate::journal::writer::{EncodedBatch, JournalSender};
 use crate::journal::Op;
 use crate::mongo::bson_order::IdKey;
+use crate::mongo::schema::{estimated_count, Schema};
 use crate::mongo::{describe, MongoError, Namespace, Side};
 
 /// `_id`s per read-back query: `$in` lists cost more per `_id` as they grow on some servers.
@@ -57,67 +62,46 @@ const CONFLICTS_FOR_AT_MOST: Duration = Duration::from_secs(90);
 /// WriteConflict and NoSuchTransaction: worth a new transaction even without the label.
 const TRANSIENT_CODES: [i32; 2] = [112, 251];
 
-pub struct Moving {
-    inner: Arc<dyn Sink>,
-    source: Client,
-    destination: Client,
-    /// Where each destination namespace comes from.
-    sources: HashMap<Namespace, Namespace>,
-    keep_source: bool,
-    throttle: Throttle,
-    stats: Arc<MoveStats>,
+/// Deletes a batch's stored documents from the source once the destination holds them.
+pub struct DeleteFromSource {
+    pub source: Client,
+    pub destination: Client,
+    /// A rehearsal: read back and counted, nothing deleted.
+    pub keep_source: bool,
+    pub throttle: Throttle,
+    pub stats: Arc<MoveStats>,
     /// Records each delete from the source (record 4), when the job journals.
-    journal: Option<JournalSender>,
+    pub journal: Option<JournalSender>,
 }
 
-impl Moving {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        inner: Arc<dyn Sink>,
-        source: Client,
-        destination: Client,
-        pairs: impl IntoIterator<Item = (Namespace, Namespace)>,
-        keep_source: bool,
-        throttle: Throttle,
-        stats: Arc<MoveStats>,
-        journal: Option<JournalSender>,
-    ) -> Self {
-        Moving {
-            inner,
-            source,
-            destination,
-            sources: pairs.into_iter().map(|(s, d)| (d, s)).collect(),
-            keep_source,
-            throttle,
-            stats,
-            journal,
+impl DeleteFromSource {
+    /// The step after each stored batch, for the move's first pass (a rehearsal's, with
+    /// `keep_source`).
+    pub fn first_pass(self) -> Arc<dyn Settle> {
+        self.stats.start_pass();
+        if self.keep_source {
+            self.stats.set_rehearsal();
         }
+        Arc::new(self)
     }
 
-    async fn write_and_move(
+    async fn settle_batch(
         &self,
-        ns: &Namespace,
-        docs: Vec<RawDocumentBuf>,
-    ) -> Result<Vec<Refused>, CopyError> {
-        // What was sent, by `_id`, to compare with what comes back.
-        let mut sent = HashMap::with_capacity(docs.len());
-        for doc in &docs {
-            sent.insert(IdKey::of(&id_of(doc, ns)?), doc.clone());
-        }
-        let refused = self.inner.write(ns, docs).await?;
-        for r in &refused {
-            if let Ok(id) = id_of(&r.doc, ns) {
-                sent.remove(&IdKey::of(&id));
-            }
+        task: &NsTask,
+        stored: Vec<RawDocumentBuf>,
+    ) -> Result<(), CopyError> {
+        let ns = &task.destination;
+        // What was stored, by `_id`, to compare with what comes back.
+        let mut sent = HashMap::with_capacity(stored.len());
+        for doc in stored {
+            sent.insert(IdKey::of(&id_of(&doc, ns)?), doc);
         }
         let verified = self.verified(ns, sent).await?;
         self.stats.add_verified(verified.len() as u64);
         if self.keep_source || verified.is_empty() {
-            return Ok(refused);
+            return Ok(());
         }
-        let source = self.sources.get(ns).ok_or_else(|| {
-            CopyError::Internal(format!("a move into {ns}, which has no source namespace"))
-        })?;
+        let source = &task.source;
         self.throttle.acquire(verified.len() as u64, 0).await;
         let deleted = self.delete_unchanged(source, &verified).await?;
         self.stats.add_deleted(
@@ -133,7 +117,7 @@ impl Moving {
                 EncodedBatch::encode_ops(ns, records.iter().map(|r| (Op::Moved, r.as_bytes())))?;
             journal.append(batch).await?;
         }
-        Ok(refused)
+        Ok(())
     }
 
     /// The documents of `sent` the destination holds byte-identical (read back by `_id`).
@@ -284,28 +268,110 @@ fn failed(side: Side, ns: &Namespace, op: &'static str, e: &mongodb::error::Erro
     .into()
 }
 
-impl Sink for Moving {
-    fn prepare<'a>(&'a self, ns: &'a Namespace) -> BoxFuture<'a, Result<(), CopyError>> {
-        self.inner.prepare(ns)
-    }
-
-    fn write<'a>(
+impl Settle for DeleteFromSource {
+    fn settle<'a>(
         &'a self,
-        ns: &'a Namespace,
-        docs: Vec<RawDocumentBuf>,
-    ) -> BoxFuture<'a, Result<Vec<Refused>, CopyError>> {
-        self.write_and_move(ns, docs).boxed()
+        task: &'a NsTask,
+        stored: Vec<RawDocumentBuf>,
+    ) -> BoxFuture<'a, Result<(), CopyError>> {
+        self.settle_batch(task, stored).boxed()
+    }
+}
+
+/// Passes of a move after the first, at most: each copies what the one before left at the
+/// source (documents that changed after their copy), until nothing is left.
+const MOVE_PASSES: u64 = 5;
+
+/// What a move's later passes read: the job's selection at the source.
+pub struct Passes<'a> {
+    pub source: &'a Client,
+    pub selection: &'a Selection,
+    pub filter: Option<&'a Document>,
+    pub stats: &'a JobStats,
+}
+
+impl Passes<'_> {
+    /// While documents of the selection are left at the source and the pass before moved some,
+    /// copies (and moves) them again from the start of each namespace. A rerun of a move whose
+    /// copy was complete (`rerun`) makes one such pass for what an earlier run left.
+    pub async fn run(
+        &self,
+        engine: &(dyn Fn(Vec<Arc<NsTask>>) -> Engine + Sync),
+        cancel: &CancellationToken,
+        rerun: bool,
+    ) -> Result<(), CopyError> {
+        let moves = &self.stats.moves;
+        loop {
+            let left = self.left_at_source().await?;
+            moves.set_left(left);
+            let progress = moves
+                .snapshot()
+                .unwrap_or_else(|| unreachable!("a move counts"));
+            // Only documents that changed since their copy are worth another pass (refused
+            // ones would be refused again).
+            let left_by_earlier_run = rerun && progress.pass == 1;
+            let worth_it =
+                (progress.changed > 0 || left_by_earlier_run) && progress.pass < MOVE_PASSES;
+            if left == 0 || !worth_it {
+                return Ok(());
+            }
+            let changed_before = progress.changed;
+            moves.start_pass();
+            tracing::info!(
+                "move pass {}: {left} documents left at the source ({changed_before} changed \
+                 after their copy)",
+                progress.pass + 1
+            );
+            for counters in &self.stats.namespaces {
+                counters.reopen();
+            }
+            engine(NsTask::for_stats(self.stats))
+                .run(cancel.clone())
+                .await?;
+        }
     }
 
-    fn apply<'a>(
-        &'a self,
-        ns: &'a Namespace,
-        writes: Vec<Write>,
-    ) -> BoxFuture<'a, Result<Vec<Refused>, CopyError>> {
-        self.inner.apply(ns, writes)
+    /// Documents of the selection (the filter's) still at the source.
+    async fn left_at_source(&self) -> Result<u64, CopyError> {
+        let mut left = 0;
+        for selected in &self.selection.collections {
+            let ns = &selected.source;
+            left += self
+                .source
+                .database(&ns.db)
+                .collection::<Document>(&ns.coll)
+                .count_documents(self.filter.cloned().unwrap_or_default())
+                .await
+                .map_err(|e| failed(Side::Source, ns, "count", &e))?;
+        }
+        Ok(left)
     }
+}
 
-    fn make_durable(&self) -> BoxFuture<'_, Result<(), CopyError>> {
-        self.inner.make_durable()
+/// A move drops only empty destinations: documents there may be the only copy of what an
+/// earlier move (one whose checkpoint this run does not have) deleted from the source.
+pub async fn refuse_dropping_documents(
+    destination: &Client,
+    selection: &Selection,
+    existing: &[Option<Schema>],
+) -> Result<(), CopyError> {
+    let mut problems = Vec::new();
+    for (selected, existing) in selection.collections.iter().zip(existing) {
+        if existing.is_none() {
+            continue;
+        }
+        let ns = &selected.destination;
+        let held = estimated_count(destination, Side::Destination, ns).await?;
+        if held > 0 {
+            problems.push(format!(
+                "drop: {ns} holds {held} documents, which may be the only copy of what an \
+                 earlier move deleted from the source; a move drops only empty destinations \
+                 (run it without --drop to move what is left, or drop {ns} yourself)"
+            ));
+        }
+    }
+    match problems.is_empty() {
+        true => Ok(()),
+        false => Err(CopyError::Unsafe(problems)),
     }
 }
