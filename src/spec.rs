@@ -625,39 +625,8 @@ impl JobSpec {
                 Err(e) => problems.push(e),
             }
         }
-        let mut destinations = std::collections::HashSet::new();
-        for m in &namespaces {
-            let key = match m {
-                NsMapping::Collection { dst, .. } => dst.to_string(),
-                NsMapping::Database { dst_db, .. } => format!("{dst_db}.*"),
-                NsMapping::Everything => "*".to_string(),
-            };
-            if !destinations.insert(key.clone()) {
-                problems.push(format!("namespaces: destination {key} is named twice"));
-            }
-        }
-        // Whether a job writes onto what it reads depends on the deployments, not on the URIs'
-        // text: `run::overlap` asks the servers. The server's own databases are never written,
-        // nor deleted from.
         let mode = self.mode.unwrap_or_default();
-        for m in &namespaces {
-            let (src_db, dst_db) = match m {
-                NsMapping::Collection { src, dst } => (&src.db, &dst.db),
-                NsMapping::Database { src_db, dst_db } => (src_db, dst_db),
-                NsMapping::Everything => continue,
-            };
-            if SYSTEM_DATABASES.contains(&dst_db.as_str()) {
-                problems.push(format!(
-                    "namespaces: `{m}` writes into {dst_db}, the server's own database: it is \
-                     never a destination"
-                ));
-            } else if mode == Mode::Move && SYSTEM_DATABASES.contains(&src_db.as_str()) {
-                problems.push(format!(
-                    "namespaces: `{m}` would delete from {src_db}, the server's own database: \
-                     a move never does"
-                ));
-            }
-        }
+        problems.extend(mapping_problems(&namespaces, mode));
         let filter = match filter.as_ref().map(Filter::to_document).transpose() {
             Ok(f) => f,
             Err(e) => {
@@ -693,25 +662,7 @@ impl JobSpec {
             problems.extend(adaptive.problems());
         }
         problems.extend(bounds::MAX_DOCUMENT_BYTES.problem_opt(self.max_document_bytes));
-        if mode == Mode::Move && self.verify && !self.keep_source {
-            problems.push(
-                "verify: after a move the source no longer holds what was moved, so there is \
-                 nothing to compare; a move verifies each batch at the destination before it \
-                 deletes (rehearse with `keep_source` and `verify`)"
-                    .into(),
-            );
-        }
-        if mode == Mode::Move && self.drop && self.restart {
-            problems.push(
-                "drop: a restarted move would drop its destination, which holds what earlier \
-                 runs moved (and deleted from the source); run it again without `restart` to \
-                 move what is left"
-                    .into(),
-            );
-        }
-        if self.keep_source && mode != Mode::Move {
-            problems.push("keep_source: only a move deletes from the source".into());
-        }
+        problems.extend(self.mode_problems(mode));
         if let Some(journal) = &self.journal {
             problems.extend(journal.problems());
         }
@@ -743,6 +694,70 @@ impl JobSpec {
             drop: self.drop,
         })
     }
+
+    /// What the job's mode rules out among its other settings.
+    fn mode_problems(&self, mode: Mode) -> Vec<String> {
+        let mut problems = Vec::new();
+        if mode == Mode::Move && self.verify && !self.keep_source {
+            problems.push(
+                "verify: after a move the source no longer holds what was moved, so there is \
+                 nothing to compare; a move verifies each batch at the destination before it \
+                 deletes (rehearse with `keep_source` and `verify`)"
+                    .into(),
+            );
+        }
+        if mode == Mode::Move && self.drop && self.restart {
+            problems.push(
+                "drop: a restarted move would drop its destination, which holds what earlier \
+                 runs moved (and deleted from the source); run it again without `restart` to \
+                 move what is left"
+                    .into(),
+            );
+        }
+        if self.keep_source && mode != Mode::Move {
+            problems.push("keep_source: only a move deletes from the source".into());
+        }
+        problems
+    }
+}
+
+/// What the namespace mappings of a job in `mode` may not do: name one destination twice, write
+/// into the server's own databases, or move out of them.
+fn mapping_problems(namespaces: &[NsMapping], mode: Mode) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut destinations = std::collections::HashSet::new();
+    for m in namespaces {
+        let key = match m {
+            NsMapping::Collection { dst, .. } => dst.to_string(),
+            NsMapping::Database { dst_db, .. } => format!("{dst_db}.*"),
+            NsMapping::Everything => "*".to_string(),
+        };
+        if !destinations.insert(key.clone()) {
+            problems.push(format!("namespaces: destination {key} is named twice"));
+        }
+    }
+    // Whether a job writes onto what it reads depends on the deployments, not on the URIs'
+    // text: `run::overlap` asks the servers. The server's own databases are never written,
+    // nor deleted from.
+    for m in namespaces {
+        let (src_db, dst_db) = match m {
+            NsMapping::Collection { src, dst } => (&src.db, &dst.db),
+            NsMapping::Database { src_db, dst_db } => (src_db, dst_db),
+            NsMapping::Everything => continue,
+        };
+        if SYSTEM_DATABASES.contains(&dst_db.as_str()) {
+            problems.push(format!(
+                "namespaces: `{m}` writes into {dst_db}, the server's own database: it is \
+                 never a destination"
+            ));
+        } else if mode == Mode::Move && SYSTEM_DATABASES.contains(&src_db.as_str()) {
+            problems.push(format!(
+                "namespaces: `{m}` would delete from {src_db}, the server's own database: \
+                 a move never does"
+            ));
+        }
+    }
+    problems
 }
 
 #[cfg(test)]

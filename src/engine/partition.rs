@@ -2,7 +2,7 @@
 //! one process or by several processes.
 //!
 //! In: a namespace of the source, the job's filter and a target number of documents per
-//! partition. Out: split points `p1 < p2 < … < pk` and the [`Part`]s between them, `(-∞, p1]`,
+//! partition. Out: split points `p1 < p2 < … < pk` and the [`Partition`]s between them, `(-∞, p1]`,
 //! `(p1, p2]` … `(pk, +∞)`. A part's query is `after(lower) ∧ up_to(upper)`
 //! ([`bson_order`]), two exact complements, so the parts cover the namespace once whatever the
 //! types of its `_id`s. The split points come from `splitVector` where the server has it (on an
@@ -29,7 +29,7 @@ const MAX_SAMPLES: usize = 20_000;
 
 /// One `_id` range of a namespace: after `lower`, up to and including `upper` (`None`: open).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Part {
+pub struct Partition {
     pub index: u32,
     /// Parts of the namespace.
     pub of: u32,
@@ -37,9 +37,9 @@ pub struct Part {
     pub upper: Option<RawBson>,
 }
 
-impl Part {
+impl Partition {
     /// The ranges between sorted, distinct split points: one more than the points.
-    pub fn between(points: &[RawBson]) -> Vec<Part> {
+    pub fn between(points: &[RawBson]) -> Vec<Partition> {
         let of = points.len() as u32 + 1;
         let bounds: Vec<Option<RawBson>> = std::iter::once(None)
             .chain(points.iter().cloned().map(Some))
@@ -48,7 +48,7 @@ impl Part {
         bounds
             .windows(2)
             .enumerate()
-            .map(|(index, pair)| Part {
+            .map(|(index, pair)| Partition {
                 index: index as u32,
                 of,
                 lower: pair[0].clone(),
@@ -57,9 +57,9 @@ impl Part {
             .collect()
     }
 
-    pub fn from_checkpoint(kept: &PartCheckpoint) -> Result<Part, String> {
+    pub fn from_checkpoint(kept: &PartCheckpoint) -> Result<Partition, String> {
         let id = |value: &Option<serde_json::Value>| value.as_ref().map(id_from_json).transpose();
-        Ok(Part {
+        Ok(Partition {
             index: kept.index,
             of: kept.of,
             lower: id(&kept.lower)?,
@@ -78,7 +78,7 @@ impl Part {
 
     /// The checkpoint key of the part of the namespace keyed `namespace`.
     pub fn key(&self, namespace: &str) -> String {
-        format!("{namespace} {}", Part::suffix(self.index))
+        format!("{namespace} {}", Partition::suffix(self.index))
     }
 
     /// What follows a namespace's key in its parts' keys.
@@ -201,7 +201,7 @@ mod tests {
 
     #[test]
     fn parts_between_points_cover_everything_once() {
-        let parts = Part::between(&[RawBson::Int32(10), RawBson::String("m".into())]);
+        let parts = Partition::between(&[RawBson::Int32(10), RawBson::String("m".into())]);
         assert_eq!(parts.len(), 3);
         assert_eq!(
             (parts[0].lower.clone(), parts[0].upper.clone()),
@@ -210,23 +210,26 @@ mod tests {
         assert_eq!(parts[1].lower, Some(RawBson::Int32(10)));
         assert_eq!(parts[2].upper, None);
         assert!(parts.iter().all(|p| p.of == 3));
-        assert_eq!(Part::between(&[]).len(), 1);
+        assert_eq!(Partition::between(&[]).len(), 1);
     }
 
     #[test]
     fn a_part_survives_its_checkpoint_and_keys_name_their_namespace() {
-        let part = Part {
+        let part = Partition {
             index: 2,
             of: 4,
             lower: Some(RawBson::Int64(7)),
             upper: None,
         };
-        assert_eq!(Part::from_checkpoint(&part.checkpoint()).unwrap(), part);
+        assert_eq!(
+            Partition::from_checkpoint(&part.checkpoint()).unwrap(),
+            part
+        );
         let key = part.key("a.b -> c.d");
         assert_eq!(key, "a.b -> c.d #00002");
-        assert!(Part::is_key_of(&key, "a.b -> c.d"));
-        assert!(!Part::is_key_of(&key, "a.b -> c"));
-        assert!(!Part::is_key_of("a.b -> c.d", "a.b -> c.d"));
+        assert!(Partition::is_key_of(&key, "a.b -> c.d"));
+        assert!(!Partition::is_key_of(&key, "a.b -> c"));
+        assert!(!Partition::is_key_of("a.b -> c.d", "a.b -> c.d"));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use mongodb::bson::RawBson;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use super::partition::Part;
+use super::partition::Partition;
 use super::stats::{JobStats, NsCounters, PartProgress};
 use super::watermark::Watermark;
 use crate::mongo::Namespace;
@@ -26,7 +26,7 @@ pub struct NsTask {
     pub destination: Namespace,
     pub counters: Arc<NsCounters>,
     /// The `_id` range read, when the namespace is partitioned.
-    pub part: Option<Part>,
+    pub part: Option<Partition>,
     /// Batches produced but not yet written.
     outstanding: AtomicU64,
     /// Set when the producer has queued the namespace's last batch.
@@ -71,7 +71,7 @@ impl NsTask {
             return Ok(task);
         };
         if let Some(part) = &checkpoint.part {
-            task = task.within(Part::from_checkpoint(part)?);
+            task = task.within(Partition::from_checkpoint(part)?);
         }
         task.continue_from(checkpoint)?;
         Ok(task)
@@ -114,7 +114,7 @@ impl NsTask {
 
     /// The task of one partition of the namespace: it reads after `part.lower` up to
     /// `part.upper`.
-    pub fn within(mut self, part: Part) -> Self {
+    pub fn within(mut self, part: Partition) -> Self {
         *self.resume_after.get_mut() = part.lower.clone();
         self.watermark.get_mut().resume_at(part.lower.clone());
         let progress = Arc::new(PartProgress::new(part.index));
@@ -144,7 +144,7 @@ impl NsTask {
     /// The durable position of this namespace (or partition) right now.
     pub fn checkpoint(&self) -> NsCheckpoint {
         NsCheckpoint {
-            part: self.part.as_ref().map(Part::checkpoint),
+            part: self.part.as_ref().map(Partition::checkpoint),
             ..self.watermark.lock().checkpoint(self.is_finished())
         }
     }

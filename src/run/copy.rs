@@ -26,7 +26,7 @@ use super::verify::{verify_all, Comparison, VerifyReport};
 use crate::engine::budget::Budget;
 use crate::engine::changes::{ChunkLimits, CHUNK_WAIT};
 use crate::engine::control::throttle::Throttle;
-use crate::engine::partition::{self, Part};
+use crate::engine::partition::{self, Partition};
 use crate::engine::sink::{Journaled, MAX_DOCUMENT_BYTES};
 use crate::engine::source::mongo::FETCHES_AT_ONCE;
 use crate::engine::stats::{
@@ -742,7 +742,7 @@ impl Layout<'_> {
             let kept: Vec<_> = checkpoint
                 .into_iter()
                 .flat_map(|c| &c.namespaces)
-                .filter(|(k, _)| **k == key || Part::is_key_of(k, &key))
+                .filter(|(k, _)| **k == key || Partition::is_key_of(k, &key))
                 .collect();
             if kept.is_empty() {
                 tasks.extend(self.split(counters).await?.into_iter().map(Arc::new));
@@ -800,7 +800,7 @@ impl Layout<'_> {
                 return whole();
             }
         };
-        let parts = Part::between(&points);
+        let parts = Partition::between(&points);
         tracing::info!("{ns}: {docs} documents, read in {} partitions", parts.len());
         Ok(parts
             .into_iter()

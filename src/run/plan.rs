@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use super::copy::max_document_bytes;
 use super::overlap::{self, Deployments};
-use super::schema;
+use super::schema::{self, Selected, Selection};
 use crate::engine::sink::MAX_DOCUMENT_BYTES;
 use crate::engine::CopyError;
 use crate::mongo::schema::{describe_index, estimated_count, special_kinds, Kind, Schema};
@@ -116,134 +116,26 @@ async fn plan_with(
 ) -> Result<Plan, CopyError> {
     let selection = schema::select(src, &spec.namespaces, &spec.exclude).await?;
     let existing = schema::destination(dst, &selection).await?;
-    let limit = spec
-        .max_document_bytes
-        .unwrap_or(MAX_DOCUMENT_BYTES)
-        .min(max_document_bytes(dst).await);
     let deployments = Deployments::identify(src, dst, state).await?;
-    let mut problems: Vec<Problem> = overlap::problems(spec, &selection, &deployments)
-        .into_iter()
-        .map(|message| Problem {
-            blocks: true,
-            message,
-        })
-        .collect();
-    if spec.mode == Mode::Move && !spec.keep_source {
-        problems.extend(
-            schema::unmovable(&selection)
-                .into_iter()
-                .map(|message| Problem {
-                    blocks: true,
-                    message,
-                }),
-        );
-    }
-    for conflict in schema::conflicts(&selection, &existing) {
-        problems.push(Problem {
-            blocks: !spec.drop,
-            message: if spec.drop {
-                format!("{conflict} (it is dropped first: --drop)")
-            } else {
-                format!("{conflict}: the copy refuses to start; --drop replaces it")
-            },
-        });
-    }
+    let mut problems = refusals(spec, &selection, &existing, &deployments);
+    let planner = Planner {
+        src,
+        dst,
+        spec,
+        limit: spec
+            .max_document_bytes
+            .unwrap_or(MAX_DOCUMENT_BYTES)
+            .min(max_document_bytes(dst).await),
+    };
     let mut namespaces = Vec::new();
     for (selected, existing) in selection.collections.iter().zip(&existing) {
-        let (documents, bytes) = size(src, &selected.source, spec.filter.as_ref()).await?;
-        let dst_count = match existing {
-            Some(_) => Some(estimated_count(dst, Side::Destination, &selected.destination).await?),
-            None => None,
-        };
-        let differs = existing
-            .as_ref()
-            .map(|there| selected.schema.differences(there, false))
-            .filter(|d| !d.is_empty());
-        let destination_state = match (existing, dst_count, differs) {
-            (None, _, _) => "absent".to_string(),
-            (Some(_), _, Some(d)) => format!("options differ: {}", d.join("; ")),
-            (Some(_), Some(0), None) => "empty".to_string(),
-            (Some(_), Some(n), None) => format!("holds {n} documents"),
-            (Some(_), None, None) => unreachable!("counted when it exists"),
-        };
-        let indexes = match spec.indexes {
-            IndexMode::None => vec![],
-            _ => to_build(&selected.schema, existing.as_ref()),
-        };
-        for index in &selected.schema.indexes {
-            for kind in special_kinds(index) {
-                if matches!(kind.as_str(), "text" | "hashed") {
-                    problems.push(Problem {
-                        blocks: false,
-                        message: format!(
-                            "index {} of {} is a {kind} index, which some servers refuse \
-                             (SecantusDB does); the copy then notes it and builds the others",
-                            describe_index(index),
-                            selected.source
-                        ),
-                    });
-                }
-            }
-        }
-        if limit < MAX_DOCUMENT_BYTES {
-            let over = oversized(src, &selected.source, spec.filter.as_ref(), limit).await;
-            match over {
-                Some(0) => {}
-                Some(n) => problems.push(Problem {
-                    blocks: false,
-                    message: format!(
-                        "{n} documents of {} are larger than {limit} bytes: they would be kept \
-                         as dead letters",
-                        selected.source
-                    ),
-                }),
-                None => problems.push(Problem {
-                    blocks: false,
-                    message: format!(
-                        "documents of {} larger than {limit} bytes cannot be counted here; any \
-                         would be kept as dead letters",
-                        selected.source
-                    ),
-                }),
-            }
-        }
-        namespaces.push(NsPlan {
-            source: selected.source.to_string(),
-            destination: selected.destination.to_string(),
-            kind: selected.schema.kind,
-            documents,
-            bytes,
-            average_document_bytes: bytes.checked_div(documents).unwrap_or(0),
-            partitions: spec.partition_docs.map_or(1, |target| {
-                crate::engine::partition::parts_for(documents, target)
-            }),
-            options: Bson::Document(selected.schema.options.clone()).into_canonical_extjson(),
-            indexes,
-            destination_state,
-        });
+        namespaces.push(
+            planner
+                .collection(selected, existing, &mut problems)
+                .await?,
+        );
     }
-    let views = selection
-        .views
-        .iter()
-        .zip(&existing[selection.collections.len()..])
-        .map(|(view, existing)| ViewPlan {
-            source: view.source.to_string(),
-            destination: view.destination.to_string(),
-            view_on: view
-                .schema
-                .options
-                .get_str("viewOn")
-                .unwrap_or_default()
-                .to_string(),
-            destination_state: match existing {
-                None => "absent".to_string(),
-                Some(there) if there.differences(&view.schema, false).is_empty() => {
-                    "exists, the same".to_string()
-                }
-                Some(_) => "exists, another definition".to_string(),
-            },
-        })
-        .collect();
+    let views = view_plans(&selection, &existing[selection.collections.len()..]);
     for orphan in schema::orphan_views(&selection) {
         problems.push(Problem {
             blocks: false,
@@ -278,6 +170,169 @@ async fn plan_with(
         mode: spec.mode,
         deletes_from_source: spec.mode == Mode::Move && !spec.keep_source,
     })
+}
+
+/// What would make the job refuse to start (or, with `--drop`, what it replaces).
+fn refusals(
+    spec: &CopySpec,
+    selection: &Selection,
+    existing: &[Option<Schema>],
+    deployments: &Deployments,
+) -> Vec<Problem> {
+    let blocking = |message| Problem {
+        blocks: true,
+        message,
+    };
+    let mut problems: Vec<Problem> = overlap::problems(spec, selection, deployments)
+        .into_iter()
+        .map(blocking)
+        .collect();
+    if spec.mode == Mode::Move && !spec.keep_source {
+        problems.extend(schema::unmovable(selection).into_iter().map(blocking));
+    }
+    for conflict in schema::conflicts(selection, existing) {
+        problems.push(Problem {
+            blocks: !spec.drop,
+            message: if spec.drop {
+                format!("{conflict} (it is dropped first: --drop)")
+            } else {
+                format!("{conflict}: the copy refuses to start; --drop replaces it")
+            },
+        });
+    }
+    problems
+}
+
+/// Plans each collection of a job.
+struct Planner<'a> {
+    src: &'a Client,
+    dst: &'a Client,
+    spec: &'a CopySpec,
+    /// The largest document the destination takes.
+    limit: usize,
+}
+
+impl Planner<'_> {
+    /// One collection's plan; what may go wrong with it is added to `problems`.
+    async fn collection(
+        &self,
+        selected: &Selected,
+        existing: &Option<Schema>,
+        problems: &mut Vec<Problem>,
+    ) -> Result<NsPlan, CopyError> {
+        let (src, dst, spec) = (self.src, self.dst, self.spec);
+        let (documents, bytes) = size(src, &selected.source, spec.filter.as_ref()).await?;
+        let dst_count = match existing {
+            Some(_) => Some(estimated_count(dst, Side::Destination, &selected.destination).await?),
+            None => None,
+        };
+        let differs = existing
+            .as_ref()
+            .map(|there| selected.schema.differences(there, false))
+            .filter(|d| !d.is_empty());
+        let destination_state = match (existing, dst_count, differs) {
+            (None, _, _) => "absent".to_string(),
+            (Some(_), _, Some(d)) => format!("options differ: {}", d.join("; ")),
+            (Some(_), Some(0), None) => "empty".to_string(),
+            (Some(_), Some(n), None) => format!("holds {n} documents"),
+            (Some(_), None, None) => unreachable!("counted when it exists"),
+        };
+        let indexes = match spec.indexes {
+            IndexMode::None => vec![],
+            _ => to_build(&selected.schema, existing.as_ref()),
+        };
+        problems.extend(special_index_notes(selected));
+        if let Some(problem) = self.oversized(selected).await {
+            problems.push(problem);
+        }
+        Ok(NsPlan {
+            source: selected.source.to_string(),
+            destination: selected.destination.to_string(),
+            kind: selected.schema.kind,
+            documents,
+            bytes,
+            average_document_bytes: bytes.checked_div(documents).unwrap_or(0),
+            partitions: spec.partition_docs.map_or(1, |target| {
+                crate::engine::partition::parts_for(documents, target)
+            }),
+            options: Bson::Document(selected.schema.options.clone()).into_canonical_extjson(),
+            indexes,
+            destination_state,
+        })
+    }
+
+    /// Documents too large for the destination, which would be kept as dead letters.
+    async fn oversized(&self, selected: &Selected) -> Option<Problem> {
+        let limit = self.limit;
+        if limit >= MAX_DOCUMENT_BYTES {
+            return None;
+        }
+        let over = oversized(self.src, &selected.source, self.spec.filter.as_ref(), limit).await;
+        let message = match over {
+            Some(0) => return None,
+            Some(n) => format!(
+                "{n} documents of {} are larger than {limit} bytes: they would be kept as dead \
+                 letters",
+                selected.source
+            ),
+            None => format!(
+                "documents of {} larger than {limit} bytes cannot be counted here; any would be \
+                 kept as dead letters",
+                selected.source
+            ),
+        };
+        Some(Problem {
+            blocks: false,
+            message,
+        })
+    }
+}
+
+/// Indexes of kinds some servers refuse.
+fn special_index_notes(selected: &Selected) -> Vec<Problem> {
+    let mut notes = Vec::new();
+    for index in &selected.schema.indexes {
+        for kind in special_kinds(index) {
+            if matches!(kind.as_str(), "text" | "hashed") {
+                notes.push(Problem {
+                    blocks: false,
+                    message: format!(
+                        "index {} of {} is a {kind} index, which some servers refuse \
+                         (SecantusDB does); the copy then notes it and builds the others",
+                        describe_index(index),
+                        selected.source
+                    ),
+                });
+            }
+        }
+    }
+    notes
+}
+
+/// The views of a job, and what the destination holds of each.
+fn view_plans(selection: &Selection, existing: &[Option<Schema>]) -> Vec<ViewPlan> {
+    selection
+        .views
+        .iter()
+        .zip(existing)
+        .map(|(view, existing)| ViewPlan {
+            source: view.source.to_string(),
+            destination: view.destination.to_string(),
+            view_on: view
+                .schema
+                .options
+                .get_str("viewOn")
+                .unwrap_or_default()
+                .to_string(),
+            destination_state: match existing {
+                None => "absent".to_string(),
+                Some(there) if there.differences(&view.schema, false).is_empty() => {
+                    "exists, the same".to_string()
+                }
+                Some(_) => "exists, another definition".to_string(),
+            },
+        })
+        .collect()
 }
 
 /// The source's indexes the destination lacks (by name).
