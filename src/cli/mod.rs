@@ -27,6 +27,7 @@ use crate::engine::stats::JobStats;
 use crate::engine::{Control, CopyError, Engine, MongoSink, Strategy};
 use crate::mongo::{self, Side};
 use crate::run::copy::{self, CopySummary};
+use crate::run::outcome::{Asked, Outcome, Surface};
 use crate::run::schema;
 use crate::run::verify::{verify_all, Comparison, VerifyReport};
 use crate::service::api::guard::ApiToken;
@@ -299,9 +300,7 @@ pub fn without_input_secrets(message: &str) -> String {
     crate::mongo::without_secrets(message, &secrets)
 }
 
-/// Exit status of a command that finished but left the data different from the source:
-/// documents refused (kept as dead letters) or, for `verify`, differences found.
-pub const EXIT_DIFFERENT: u8 = 3;
+pub use crate::run::outcome::EXIT_DIFFERENT;
 
 /// A failed command: one line for the operator and an exit status.
 pub struct Failure {
@@ -336,20 +335,28 @@ impl From<crate::spec::SpecError> for Failure {
 
 impl From<CopyError> for Failure {
     fn from(e: CopyError) -> Self {
-        match e {
-            CopyError::Stopped => Failure {
-                message: "interrupted; the copy is incomplete (run it again to finish)".into(),
-                status: 130,
-            },
-            // Refused as a bad command line is: nothing was written.
-            unsafe_job @ CopyError::Unsafe(_) => Failure {
-                message: unsafe_job.to_string(),
-                status: 2,
-            },
-            other => Failure {
-                message: other.to_string(),
-                status: 1,
-            },
+        let asked = Asked {
+            mode: Mode::Copy,
+            journal: false,
+            surface: Surface::CommandLine,
+        };
+        match Failure::of(Outcome::of_error(&e, &asked)) {
+            Err(failure) => failure,
+            Ok(()) => unreachable!("an error is never a success"),
+        }
+    }
+}
+
+impl Failure {
+    /// A judged job as the command line ends: `Ok` for a success (its note printed to
+    /// stderr by the caller), else its message and exit status.
+    fn of(outcome: Outcome) -> Result<(), Failure> {
+        match outcome.exit_status() {
+            0 => Ok(()),
+            status => Err(Failure {
+                message: outcome.message.unwrap_or_default(),
+                status,
+            }),
         }
     }
 }
@@ -503,96 +510,18 @@ async fn copy_with_store(
         }
     }
     let stats = prepared.stats();
-    let mode = prepared.mode();
-    let summary = run_in_terminal(stats, args.quiet, |cancel| prepared.run(cancel))
-        .await
-        .map_err(|e| match (e, mode) {
-            (CopyError::Stopped, Mode::Sync) => Failure {
-                message: "stopped; run it again to follow on from the saved position".into(),
-                status: 130,
-            },
-            (e, _) => Failure::from(e),
-        })?;
-    print_summary(&summary, args.json);
-    if summary.already_complete && mode == Mode::Move {
-        eprintln!(
-            "already complete: earlier runs moved every document of this job and none is left \
-             at the source (state {})",
-            summary.state
-        );
-    } else if summary.already_complete && mode == Mode::Sync {
-        // The copy is behind it, not the sync: this run followed the changes.
-        eprintln!(
-            "an earlier run completed the copy of this job (state {}): this run followed the \
-             source's changes on from its saved position",
-            summary.state
-        );
-    } else if summary.already_complete && spec.journal.is_some() {
-        eprintln!(
-            "already complete: an earlier run copied every document of this job (state {}), so \
-             this run wrote nothing and journaled nothing; use --restart to copy (and journal) \
-             everything again",
-            summary.state
-        );
-    } else if summary.already_complete {
-        eprintln!(
-            "already complete: an earlier run copied every document of this job (state {}); \
-             use --restart to copy again",
-            summary.state
-        );
-    }
-    if let Some(report) = &summary.verify {
-        if !args.json {
+    let result = run_in_terminal(stats, args.quiet, |cancel| prepared.run(cancel)).await;
+    let outcome = Outcome::judge(&result, &Asked::of(&spec, Surface::CommandLine));
+    if let Ok(summary) = &result {
+        print_summary(summary, args.json);
+        if let Some(note) = &outcome.note {
+            eprintln!("{note}");
+        }
+        if let Some(report) = summary.verify.as_ref().filter(|_| !args.json) {
             print_verify(report, false);
         }
-        if !report.identical {
-            return Err(Failure {
-                message: format!(
-                    "verify: the destination differs: {} missing, {} extra, {} different{}",
-                    report.missing,
-                    report.extra,
-                    report.different,
-                    if summary.failed > 0 {
-                        format!(
-                            " ({} documents were refused, see {})",
-                            summary.failed, summary.dead_letters
-                        )
-                    } else {
-                        String::new()
-                    }
-                ),
-                status: EXIT_DIFFERENT,
-            });
-        }
     }
-    if summary.failed > 0 {
-        return Err(Failure {
-            message: format!(
-                "completed with {} failed documents: the destination refused them; dead \
-                 letters (documents and reasons): {}",
-                summary.failed, summary.dead_letters
-            ),
-            status: EXIT_DIFFERENT,
-        });
-    }
-    if let Some(moves) = summary.moves.as_ref().filter(|m| m.left > 0) {
-        return Err(Failure {
-            message: format!(
-                "moved {} documents; {} documents of the selection are still at the source \
-                 (changed after their copy in every pass, or refused by the destination): run \
-                 the move again to move them",
-                moves.deleted, moves.left
-            ),
-            status: EXIT_DIFFERENT,
-        });
-    }
-    if let Some(refused) = summary.schema.refused_indexes() {
-        return Err(Failure {
-            message: format!("completed, but {refused}"),
-            status: EXIT_DIFFERENT,
-        });
-    }
-    Ok(())
+    Failure::of(outcome)
 }
 
 async fn run_plan(args: PlanArgs) -> Result<(), Failure> {

@@ -8,6 +8,7 @@
 //! both run jobs through here, so there is one set of rules per command.
 
 pub mod copy;
+pub mod outcome;
 pub mod overlap;
 pub mod plan;
 pub mod replay;

@@ -19,10 +19,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::credentials::CredentialsKey;
-use super::job::{Event, Job, JobId, JobRecord, JobState, NodeRole, Outcome};
+use super::job::{Event, Job, JobId, JobRecord, JobState, NodeRole};
 use crate::bounds;
 use crate::engine::control::throttle::{Limiter, Limits, Throttle};
 use crate::engine::{Control, CopyError};
+use crate::run::outcome::{Asked, Ending, Outcome, Surface};
 use crate::run::plan::Plan;
 use crate::run::{copy, overlap};
 use crate::service::clusters::AllowList;
@@ -381,7 +382,7 @@ impl JobManager {
         let copy_spec = match self.copy_spec(&spec) {
             Ok(copy_spec) => copy_spec,
             Err(e) => {
-                let _ = old.apply(Event::Ended(Outcome::Failed, Some(e.to_string())));
+                let _ = old.apply(Event::Ended(Ending::Failed, Some(e.to_string())));
                 return;
             }
         };
@@ -496,80 +497,10 @@ impl JobManager {
                 prepared.run(job.cancel.clone()).await
             }
         };
-        let (outcome, message) = match outcome {
-            Ok(summary) if summary.verify.as_ref().is_some_and(|v| !v.identical) => {
-                let report = summary.verify.as_ref().expect("checked");
-                (
-                    Outcome::Failed,
-                    Some(format!(
-                        "verify: the destination differs: {} missing, {} extra, {} different ({} \
-                         documents refused)",
-                        report.missing, report.extra, report.different, summary.failed
-                    )),
-                )
-            }
-            Ok(summary) if summary.schema.refused_indexes().is_some() => (
-                Outcome::Completed,
-                summary
-                    .schema
-                    .refused_indexes()
-                    .map(|refused| format!("completed, but {refused}")),
-            ),
-            Ok(summary) if summary.moves.as_ref().is_some_and(|m| m.left > 0) => (
-                Outcome::Completed,
-                summary.moves.as_ref().map(|m| {
-                    format!(
-                        "moved {} documents; {} are still at the source (changed after their \
-                         copy in every pass, or refused): submit the move again to move them",
-                        m.deleted, m.left
-                    )
-                }),
-            ),
-            Ok(summary) if summary.failed > 0 => (
-                Outcome::Completed,
-                Some(format!(
-                    "completed with {} failed documents (kept with their reasons in {})",
-                    summary.failed, summary.dead_letters
-                )),
-            ),
-            Ok(summary) if summary.already_complete && spec.mode == Mode::Move => (
-                Outcome::Completed,
-                Some(
-                    "already complete: earlier runs moved every document of this job and none is \
-                     left at the source"
-                        .into(),
-                ),
-            ),
-            Ok(summary) if summary.already_complete && spec.mode == Mode::Sync => (
-                Outcome::Completed,
-                Some(
-                    "an earlier run completed the copy: this run followed the source's changes \
-                     on from its saved position"
-                        .into(),
-                ),
-            ),
-            Ok(summary) if summary.already_complete => (
-                Outcome::Completed,
-                Some(
-                    "already complete: an earlier run copied every document; submit with \
-                     \"restart\": true to copy again"
-                        .into(),
-                ),
-            ),
-            Ok(_) => (Outcome::Completed, None),
-            Err(CopyError::Stopped) if self.stopping.load(Ordering::SeqCst) => (
-                Outcome::Interrupted,
-                Some(
-                    "interrupted: the service stopped; it continues from its checkpoint when the \
-                     service starts again"
-                        .into(),
-                ),
-            ),
-            Err(CopyError::Stopped) => (Outcome::Cancelled, None),
-            Err(e) => (Outcome::Failed, Some(e.to_string())),
-        };
+        let stopping = self.stopping.load(Ordering::SeqCst);
+        let judged = Outcome::judge(&outcome, &Asked::of(&spec, Surface::Service { stopping }));
         // Its own task is the only one that ends a running job.
-        let _ = job.apply(Event::Ended(outcome, message));
+        let _ = job.apply(Event::Ended(judged.ending(), judged.job_message()));
         tracing::info!("job {} {}", job.id, job.state());
         self.helped_out(&job);
         self.save().await;
