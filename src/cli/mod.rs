@@ -40,7 +40,7 @@ use crate::service::ServiceOptions;
 use crate::spec::{Endpoints, JobSpec, Mode, NsMapping};
 use crate::state::history::HistoryFile;
 use crate::state::shared_history::SharedHistory;
-use crate::state::{FileStore, Location, MemoryStore, MongoStore, StateStore};
+use crate::state::{FileStore, MongoStore, StateStore, Store, StoreChoice};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -440,49 +440,41 @@ async fn run_copy_or_sync(args: CopyArgs, until_caught_up: bool) -> Result<(), F
     if let Some(problem) = bounds::LEASE.problem(args.lease_seconds) {
         return Err(crate::spec::SpecError(vec![problem]).into());
     }
-    let location = state_location(&args.state, args.no_state)?;
-    let store: Arc<dyn StateStore> = match (location, args.no_state) {
-        (_, true) => Arc::new(MemoryStore::default()),
-        (Some(Location::Mongo(uri)), false) => Arc::new(
-            MongoStore::open(
-                &uri,
-                Duration::from_secs_f64(args.lease_seconds),
-                spec.connect_timeout,
-            )
-            .await
-            .map_err(CopyError::from)?
-            .standby(args.standby),
-        ),
-        _ if args.standby => {
-            return Err(crate::spec::SpecError(vec![
-                "--standby: needs a MongoDB state store (--state mongodb://host/db) that the \
-                 processes share"
-                    .into(),
-            ])
-            .into())
-        }
-        (Some(Location::File(path)), false) => Arc::new(FileStore::new(path)),
-        // The default path changed with the store's format: an older default store is taken.
-        (None, false) => Arc::new(
-            FileStore::new(FileStore::default_path())
+    let choice = store_choice(&args.state, args.no_state)?;
+    if args.standby && matches!(choice, StoreChoice::File(_)) {
+        return Err(crate::spec::SpecError(vec![
+            "--standby: needs a MongoDB state store (--state mongodb://host/db) that the \
+             processes share"
+                .into(),
+        ])
+        .into());
+    }
+    let lease = Duration::from_secs_f64(args.lease_seconds);
+    let store: Arc<dyn StateStore> = match choice
+        .open(lease, spec.connect_timeout, |path| match path {
+            Some(path) => FileStore::new(path),
+            // The default path changed with the store's format: an older default store is taken.
+            None => FileStore::new(FileStore::default_path())
                 .migrating_from(FileStore::first_format_default_path()),
-        ),
+        })
+        .await
+        .map_err(CopyError::from)?
+    {
+        Store::Mongo(store) => Arc::new(store.standby(args.standby)),
+        store => store.shared(),
     };
     let outcome = copy_with_store(args, until_caught_up, spec, store.clone()).await;
     store.close().await;
     outcome
 }
 
-/// Where `--state` (or `MONGOFERRY_STATE`) keeps the state; `None` without it, or with
-/// `--no-state`. A value shaped like a URI that is not a MongoDB one is invalid input.
-fn state_location(state: &Option<String>, no_state: bool) -> Result<Option<Location>, Failure> {
-    match state {
-        Some(text) if !no_state => Location::parse(text).map(Some).map_err(|e| Failure {
-            message: format!("--state: {e}"),
-            status: 2,
-        }),
-        _ => Ok(None),
-    }
+/// The store `--state` (or `MONGOFERRY_STATE`) and `--no-state` name ([`StoreChoice`]). A value
+/// shaped like a URI that is not a MongoDB one is invalid input.
+fn store_choice(state: &Option<String>, no_state: bool) -> Result<StoreChoice, Failure> {
+    StoreChoice::from_options(state.as_deref(), no_state).map_err(|e| Failure {
+        message: format!("--state: {e}"),
+        status: 2,
+    })
 }
 
 async fn copy_with_store(
@@ -526,13 +518,14 @@ async fn copy_with_store(
 
 async fn run_plan(args: PlanArgs) -> Result<(), Failure> {
     let spec = args.spec.validate()?;
-    let state = match state_location(&args.state, false)? {
-        Some(Location::Mongo(uri)) => Some(
+    // Only a MongoDB store is read (it must not be among the destinations).
+    let state = match store_choice(&args.state, false)? {
+        StoreChoice::Mongo(uri) => Some(
             MongoStore::open(&uri, Duration::from_secs(30), spec.connect_timeout)
                 .await
                 .map_err(CopyError::from)?,
         ),
-        _ => None,
+        StoreChoice::Memory | StoreChoice::File(_) => None,
     };
     let plan = crate::run::plan::plan(&spec, state.as_ref().and_then(|s| s.database())).await;
     if let Some(state) = &state {
@@ -1108,13 +1101,26 @@ pub async fn prepare_serve(args: ServeArgs) -> Result<PreparedService, Failure> 
         });
     }
     let lease = Duration::from_secs_f64(args.lease_seconds);
-    let (manager, state, journal_root, history) = match state_location(&args.state, args.no_state)?
-    {
-        Some(Location::Mongo(uri)) => {
+    let choice = store_choice(&args.state, args.no_state)?;
+    // A file store's history is the file given (or the default), its checkpoints beside it.
+    let history_file = match &choice {
+        StoreChoice::File(path) => Some(HistoryFile::new(
+            path.clone().unwrap_or_else(default_state_path),
+        )),
+        StoreChoice::Memory | StoreChoice::Mongo(_) => None,
+    };
+    let beside = history_file.as_ref().map(|h| h.path().to_path_buf());
+    let store = choice
+        .open(lease, Duration::from_secs(10), |_| {
+            let history = beside.expect("a file store has its history file");
+            FileStore::new(history.with_file_name("copy-state.db"))
+                .migrating_from(history.with_file_name("copy-state.json"))
+        })
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let (manager, state, journal_root, history) = match store {
+        Store::Mongo(store) => {
             // Checkpoints, dead letters and the history in one database the nodes share.
-            let store = MongoStore::open(&uri, lease, Duration::from_secs(10))
-                .await
-                .map_err(|e| fail(e.to_string()))?;
             let shared = SharedHistory::open(&store);
             let history = format!("{} (shared by service nodes)", shared.location());
             let state: Arc<dyn StateStore> = Arc::new(store);
@@ -1131,29 +1137,19 @@ pub async fn prepare_serve(args: ServeArgs) -> Result<PreparedService, Failure> 
             );
             (manager, state, Some(journal_root), Some(history))
         }
-        location => {
-            let store = (!args.no_state).then(|| {
-                HistoryFile::new(match location {
-                    Some(Location::File(path)) => path,
-                    _ => default_state_path(),
-                })
-            });
-            // Checkpoints and dead letters live beside the history (with it off, nowhere).
-            let state: Arc<dyn StateStore> = match &store {
-                Some(history) => Arc::new(
-                    FileStore::new(history.path().with_file_name("copy-state.db"))
-                        .migrating_from(history.path().with_file_name("copy-state.json")),
-                ),
-                None => Arc::new(MemoryStore::default()),
-            };
+        store => {
+            // Checkpoints and dead letters live beside the history (with it off, in memory).
+            let state = store.shared();
             let journal_root = args.journal_root.clone().or_else(|| {
-                store
+                history_file
                     .as_ref()
                     .map(|history| history.path().with_file_name("journals"))
             });
-            let history = store.as_ref().map(|s| s.path().display().to_string());
+            let history = history_file
+                .as_ref()
+                .map(|s| s.path().display().to_string());
             let manager = JobManager::open_with_clusters(
-                store,
+                history_file,
                 state.clone(),
                 journal_root.clone(),
                 clusters,
