@@ -1062,6 +1062,92 @@ impl PreparedService {
     }
 }
 
+/// What `serve` keeps: its jobs (the manager), their checkpoints, where their journals go, and
+/// where the history is (`None`: not kept).
+struct ServiceState {
+    manager: Arc<JobManager>,
+    state: Arc<dyn StateStore>,
+    journal_root: Option<std::path::PathBuf>,
+    history: Option<String>,
+}
+
+/// Opens the store `--state` names and the job manager on it: a MongoDB database the nodes
+/// share (history, checkpoints, dead letters), or a history file with the checkpoints beside it.
+async fn open_service_state(
+    args: &ServeArgs,
+    lease: Duration,
+    clusters: AllowList,
+) -> Result<ServiceState, Failure> {
+    let fail = |message: String| Failure { message, status: 1 };
+    let choice = store_choice(&args.state, args.no_state)?;
+    // A file store's history is the file given (or the default), its checkpoints beside it.
+    let history_file = match &choice {
+        StoreChoice::File(path) => Some(HistoryFile::new(
+            path.clone().unwrap_or_else(default_state_path),
+        )),
+        StoreChoice::Memory | StoreChoice::Mongo(_) => None,
+    };
+    let beside = history_file.as_ref().map(|h| h.path().to_path_buf());
+    let store = choice
+        .open(lease, Duration::from_secs(10), |_| {
+            let history = beside.expect("a file store has its history file");
+            FileStore::new(history.with_file_name("copy-state.db"))
+                .migrating_from(history.with_file_name("copy-state.json"))
+        })
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    Ok(match store {
+        Store::Mongo(store) => {
+            // Checkpoints, dead letters and the history in one database the nodes share.
+            let shared = SharedHistory::open(&store);
+            let history = format!("{} (shared by service nodes)", shared.location());
+            let state: Arc<dyn StateStore> = Arc::new(store);
+            let journal_root = args
+                .journal_root
+                .clone()
+                .unwrap_or_else(|| crate::state::data_dir().join("mongoferry/journals"));
+            let manager = JobManager::open_shared(
+                shared,
+                lease,
+                state.clone(),
+                Some(journal_root.clone()),
+                clusters,
+            );
+            ServiceState {
+                manager,
+                state,
+                journal_root: Some(journal_root),
+                history: Some(history),
+            }
+        }
+        store => {
+            // Checkpoints and dead letters live beside the history (with it off, in memory).
+            let state = store.shared();
+            let journal_root = args.journal_root.clone().or_else(|| {
+                history_file
+                    .as_ref()
+                    .map(|history| history.path().with_file_name("journals"))
+            });
+            let history = history_file
+                .as_ref()
+                .map(|s| s.path().display().to_string());
+            let manager = JobManager::open_with_clusters(
+                history_file,
+                state.clone(),
+                journal_root.clone(),
+                clusters,
+            )
+            .map_err(|e| fail(e.to_string()))?;
+            ServiceState {
+                manager,
+                state,
+                journal_root,
+                history,
+            }
+        }
+    })
+}
+
 /// Everything `serve` does before it serves: checks the flags (status 2), opens the history,
 /// binds the port and says where it serves. Tests run services in-process through this.
 pub async fn prepare_serve(args: ServeArgs) -> Result<PreparedService, Failure> {
@@ -1101,63 +1187,12 @@ pub async fn prepare_serve(args: ServeArgs) -> Result<PreparedService, Failure> 
         });
     }
     let lease = Duration::from_secs_f64(args.lease_seconds);
-    let choice = store_choice(&args.state, args.no_state)?;
-    // A file store's history is the file given (or the default), its checkpoints beside it.
-    let history_file = match &choice {
-        StoreChoice::File(path) => Some(HistoryFile::new(
-            path.clone().unwrap_or_else(default_state_path),
-        )),
-        StoreChoice::Memory | StoreChoice::Mongo(_) => None,
-    };
-    let beside = history_file.as_ref().map(|h| h.path().to_path_buf());
-    let store = choice
-        .open(lease, Duration::from_secs(10), |_| {
-            let history = beside.expect("a file store has its history file");
-            FileStore::new(history.with_file_name("copy-state.db"))
-                .migrating_from(history.with_file_name("copy-state.json"))
-        })
-        .await
-        .map_err(|e| fail(e.to_string()))?;
-    let (manager, state, journal_root, history) = match store {
-        Store::Mongo(store) => {
-            // Checkpoints, dead letters and the history in one database the nodes share.
-            let shared = SharedHistory::open(&store);
-            let history = format!("{} (shared by service nodes)", shared.location());
-            let state: Arc<dyn StateStore> = Arc::new(store);
-            let journal_root = args
-                .journal_root
-                .clone()
-                .unwrap_or_else(|| crate::state::data_dir().join("mongoferry/journals"));
-            let manager = JobManager::open_shared(
-                shared,
-                lease,
-                state.clone(),
-                Some(journal_root.clone()),
-                clusters,
-            );
-            (manager, state, Some(journal_root), Some(history))
-        }
-        store => {
-            // Checkpoints and dead letters live beside the history (with it off, in memory).
-            let state = store.shared();
-            let journal_root = args.journal_root.clone().or_else(|| {
-                history_file
-                    .as_ref()
-                    .map(|history| history.path().with_file_name("journals"))
-            });
-            let history = history_file
-                .as_ref()
-                .map(|s| s.path().display().to_string());
-            let manager = JobManager::open_with_clusters(
-                history_file,
-                state.clone(),
-                journal_root.clone(),
-                clusters,
-            )
-            .map_err(|e| fail(e.to_string()))?;
-            (manager, state, journal_root, history)
-        }
-    };
+    let ServiceState {
+        manager,
+        state,
+        journal_root,
+        history,
+    } = open_service_state(&args, lease, clusters).await?;
     let sealing = credentials.is_some();
     if let Some(key) = credentials {
         manager.set_credentials_key(key);
