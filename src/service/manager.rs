@@ -7,7 +7,7 @@
 //! continue from their checkpoints when it starts again. With a shared history, several service
 //! nodes show the same jobs and share them ([`super::nodes`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -20,6 +20,7 @@ use tokio_util::task::TaskTracker;
 
 use super::credentials::CredentialsKey;
 use super::job::{Event, Job, JobId, JobRecord, JobState, NodeRole};
+use super::nodes::Nodes;
 use crate::bounds;
 use crate::engine::control::throttle::{Limiter, Limits, Throttle};
 use crate::engine::{Control, CopyError};
@@ -103,22 +104,23 @@ pub enum History {
     None,
     /// A JSON file that this service alone writes.
     File(HistoryFile),
-    /// A MongoDB database that several service nodes share ([`super::nodes`]).
-    Shared(SharedHistory),
+    /// A MongoDB database that several service nodes share, with this node's part in it
+    /// ([`super::nodes`]).
+    Shared(Box<Nodes>),
 }
 
 pub struct JobManager {
     jobs: Mutex<BTreeMap<JobId, Arc<Job>>>,
     next_id: AtomicU64,
-    pub(super) history: History,
+    history: History,
     /// Checkpoints and dead letters of the jobs.
-    pub(super) state: Arc<dyn StateStore>,
+    state: Arc<dyn StateStore>,
     /// Jobs that were running when the service last stopped, to continue.
     interrupted: Mutex<Vec<JobId>>,
     /// Set by [`shutdown`](Self::shutdown): stopped jobs are interrupted, not cancelled.
-    pub(super) stopping: AtomicBool,
+    stopping: AtomicBool,
     /// Saves run one at a time, so the file always ends with the latest history.
-    pub(super) saving: tokio::sync::Mutex<()>,
+    saving: tokio::sync::Mutex<()>,
     tasks: TaskTracker,
     /// The budget shared by all jobs, on top of each job's own limits.
     global: Arc<Limiter>,
@@ -126,21 +128,8 @@ pub struct JobManager {
     journal_root: Option<PathBuf>,
     /// The hosts jobs may read and write (`serve --allow-cluster`).
     clusters: AllowList,
-    /// Jobs other nodes run whose partitions this node copies too (shared history).
-    pub(super) helping: Mutex<BTreeMap<JobId, Arc<Job>>>,
-    /// When each job's last helping run here ended, if it stopped short: it is not started again
-    /// at once. `None`: it copied every partition left, so the job needs no more help.
-    pub(super) helped: Mutex<HashMap<JobId, Option<std::time::Instant>>>,
-    /// The record last written of each job this node runs (shared history).
-    pub(super) written: Mutex<HashMap<JobId, String>>,
-    /// How long a node's silence is waited out before its jobs are taken over (shared history).
-    pub(super) lease: Duration,
     /// Stops the heartbeat (shared history) at shutdown.
     halt: CancellationToken,
-    /// From when the next beat reads the jobs written (shared history); `None`: every job.
-    pub(super) jobs_read: Mutex<Option<mongodb::bson::DateTime>>,
-    /// When a failing beat was last logged (shared history): once a minute, not every beat.
-    pub(super) beat_failed: Mutex<Option<std::time::Instant>>,
     /// Seals the credentials of jobs' URIs in the history, and opens them to continue a job.
     credentials: std::sync::OnceLock<CredentialsKey>,
 }
@@ -169,7 +158,7 @@ impl JobManager {
             Some(file) => History::File(file),
             None => History::None,
         };
-        Self::with_history(history, state, journal_root, clusters, Duration::ZERO)
+        Self::with_history(history, state, journal_root, clusters)
     }
 
     /// A manager whose history several service nodes share: each shows every node's jobs, and
@@ -183,11 +172,10 @@ impl JobManager {
         clusters: AllowList,
     ) -> Arc<Self> {
         Self::with_history(
-            History::Shared(history),
+            History::Shared(Box::new(Nodes::new(history, lease))),
             state,
             journal_root,
             clusters,
-            lease,
         )
         .expect("a shared history is read as the service starts")
     }
@@ -197,7 +185,6 @@ impl JobManager {
         state: Arc<dyn StateStore>,
         journal_root: Option<PathBuf>,
         clusters: AllowList,
-        lease: Duration,
     ) -> Result<Arc<Self>, HistoryError> {
         let records: Vec<JobRecord> = match &history {
             History::File(file) => file.load()?,
@@ -229,13 +216,7 @@ impl JobManager {
             global: Arc::new(Limiter::new(Limits::default())),
             journal_root,
             clusters,
-            helping: Mutex::default(),
-            helped: Mutex::default(),
-            written: Mutex::default(),
-            lease,
             halt: CancellationToken::new(),
-            beat_failed: Mutex::default(),
-            jobs_read: Mutex::default(),
             credentials: std::sync::OnceLock::new(),
         }))
     }
@@ -309,6 +290,24 @@ impl JobManager {
         })
     }
 
+    /// This node's part in a shared history (`None`: the history is this service's alone).
+    pub(super) fn nodes(&self) -> Option<&Nodes> {
+        match &self.history {
+            History::Shared(nodes) => Some(nodes),
+            History::None | History::File(_) => None,
+        }
+    }
+
+    /// Set once the service is stopping: its jobs are interrupted, and no run starts.
+    pub(super) fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// The jobs' checkpoints and dead letters.
+    pub(super) fn state(&self) -> &Arc<dyn StateStore> {
+        &self.state
+    }
+
     pub fn get(&self, id: JobId) -> Option<Arc<Job>> {
         self.jobs.lock().get(&id).cloned()
     }
@@ -319,7 +318,7 @@ impl JobManager {
 
     /// The runs of this service: the jobs it runs, and its runs helping other nodes' jobs.
     pub fn runs_here(&self) -> Vec<Arc<Job>> {
-        let helping: Vec<Arc<Job>> = self.helping.lock().values().cloned().collect();
+        let helping = self.nodes().map(Nodes::helpers).unwrap_or_default();
         self.list()
             .into_iter()
             .filter(|j| j.runs_elsewhere().is_none())
@@ -340,13 +339,14 @@ impl JobManager {
     /// With a shared history, it reads every node's jobs, takes over those of nodes that are
     /// gone, and starts this node's heartbeat ([`super::nodes`]).
     pub async fn resume(self: &Arc<Self>) {
-        if let History::Shared(shared) = &self.history {
+        if let Some(nodes) = self.nodes() {
+            let shared = nodes.shared();
             tracing::info!("service node {} on {}", shared.node(), shared.location());
-            self.pulse().await;
+            nodes.pulse(self).await;
             let manager = self.clone();
             let halt = self.halt.clone();
             self.tasks
-                .spawn(async move { manager.beat_until(halt).await });
+                .spawn(async move { super::nodes::beat_until(manager, halt).await });
             return;
         }
         let ids = std::mem::take(&mut *self.interrupted.lock());
@@ -450,11 +450,11 @@ impl JobManager {
         }
         // Unique among the nodes of a shared history, which give ids out one at a time.
         let id = match &self.history {
-            History::Shared(shared) => {
-                let id = JobId(shared.next_id().await?);
+            History::Shared(nodes) => {
+                let id = JobId(nodes.shared().next_id().await?);
                 // Of the nodes given this spec at once, one starts a job; the others answer
                 // with it.
-                if let Some(existing) = self.claim_spec(shared, &spec, id).await? {
+                if let Some(existing) = nodes.claim_spec(self, &spec, id).await? {
                     return Ok((existing, false));
                 }
                 Some(id)
@@ -502,7 +502,9 @@ impl JobManager {
         // Its own task is the only one that ends a running job.
         let _ = job.apply(Event::Ended(judged.ending(), judged.job_message()));
         tracing::info!("job {} {}", job.id, job.state());
-        self.helped_out(&job);
+        if let Some(nodes) = self.nodes() {
+            nodes.helped_out(&job);
+        }
         self.save().await;
     }
 
@@ -546,7 +548,14 @@ impl JobManager {
         }
         // Another node runs the job: the command goes to it, and its answer comes back.
         if let Some(node) = job.runs_elsewhere() {
-            return self.forward(job, node, command).await;
+            return match self.nodes() {
+                Some(nodes) => nodes.forward(self, job, node, command).await,
+                None => Err(CommandError::Unanswered {
+                    id,
+                    node,
+                    reason: "no shared history".into(),
+                }),
+            };
         }
         // An interrupted job would continue at the next start of the service: it can be
         // cancelled for good.
@@ -595,7 +604,7 @@ impl JobManager {
         let store = match &self.history {
             History::None => return,
             History::File(file) => file.clone(),
-            History::Shared(shared) => return self.publish(shared).await,
+            History::Shared(nodes) => return nodes.publish(self).await,
         };
         let _one_at_a_time = self.saving.lock().await;
         let records = self.list().iter().map(|j| j.record()).collect();
@@ -611,7 +620,7 @@ impl JobManager {
     pub async fn shutdown(&self, deadline: Duration) {
         self.stopping.store(true, Ordering::SeqCst);
         self.halt.cancel();
-        let helping: Vec<Arc<Job>> = self.helping.lock().values().cloned().collect();
+        let helping = self.nodes().map(Nodes::helpers).unwrap_or_default();
         for job in self.list().into_iter().chain(helping) {
             job.cancel.cancel();
         }
@@ -624,8 +633,8 @@ impl JobManager {
         }
         self.save().await;
         // The other nodes continue this node's jobs at once, rather than after its lease.
-        if let History::Shared(shared) = &self.history {
-            if let Err(e) = shared.leave().await {
+        if let Some(nodes) = self.nodes() {
+            if let Err(e) = nodes.shared().leave().await {
                 tracing::warn!("{e}");
             }
         }

@@ -21,17 +21,17 @@
 //! node only if that node has the [credentials key](super::credentials) that sealed them in the
 //! record; else the job is mirrored, never helped, and shows as interrupted if its node goes.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mongodb::bson::DateTime;
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::job::{Event, Job, JobId, JobRecord, JobState, JobView, NodeRole, NodeShare};
-use super::manager::{Command, CommandError, History, JobManager};
+use super::manager::{Command, CommandError, JobManager};
 use crate::run::copy;
 use crate::spec::JobSpec;
 use crate::state::mongo::{host_name, process_runs};
@@ -68,26 +68,73 @@ enum Answer {
     Refused { message: String, conflict: bool },
 }
 
-impl JobManager {
-    /// Beats every [`BEAT`] until `halt`.
-    pub(super) async fn beat_until(self: Arc<Self>, halt: CancellationToken) {
-        loop {
-            tokio::select! {
-                _ = halt.cancelled() => return,
-                _ = tokio::time::sleep(BEAT) => {}
-            }
-            self.pulse().await;
+/// This node's part in the shared history: the history itself, and what the node keeps of it
+/// between beats. Owned by the [`JobManager`] (`History::Shared`), which it reaches only through
+/// the manager's job methods (`get`, `list`, `insert`, `continue_job`, `runnable`, `copy_spec`,
+/// `control`, `spawn_run`, `command`, `stopping`, `state`).
+pub struct Nodes {
+    shared: SharedHistory,
+    /// How long a node's silence is waited out before its jobs are taken over.
+    lease: Duration,
+    /// Jobs other nodes run whose partitions this node copies too.
+    helping: Mutex<BTreeMap<JobId, Arc<Job>>>,
+    /// When each job's last helping run here ended, if it stopped short: it is not started again
+    /// at once. `None`: it copied every partition left, so the job needs no more help.
+    helped: Mutex<HashMap<JobId, Option<Instant>>>,
+    /// The record last written of each job this node runs.
+    written: Mutex<HashMap<JobId, String>>,
+    /// From when the next beat reads the jobs written; `None`: every job.
+    jobs_read: Mutex<Option<DateTime>>,
+    /// When a failing beat was last logged: once a minute, not every beat.
+    beat_failed: Mutex<Option<Instant>>,
+    /// Writes of this node's jobs run one at a time.
+    publishing: tokio::sync::Mutex<()>,
+}
+
+/// Beats every [`BEAT`] until `halt` (a shared history only).
+pub(super) async fn beat_until(manager: Arc<JobManager>, halt: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = halt.cancelled() => return,
+            _ = tokio::time::sleep(BEAT) => {}
         }
+        if let Some(nodes) = manager.nodes() {
+            nodes.pulse(&manager).await;
+        }
+    }
+}
+
+impl Nodes {
+    /// This node on `shared`, taking over the jobs of nodes silent for `lease`.
+    pub(super) fn new(shared: SharedHistory, lease: Duration) -> Self {
+        Nodes {
+            shared,
+            lease,
+            helping: Mutex::default(),
+            helped: Mutex::default(),
+            written: Mutex::default(),
+            jobs_read: Mutex::default(),
+            beat_failed: Mutex::default(),
+            publishing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The shared history (ids, spec claims, leaving).
+    pub(super) fn shared(&self) -> &SharedHistory {
+        &self.shared
+    }
+
+    /// This node's runs that help other nodes' jobs.
+    pub(super) fn helpers(&self) -> Vec<Arc<Job>> {
+        self.helping.lock().values().cloned().collect()
     }
 
     /// One beat (a shared history only): mirrors the other nodes' jobs, takes over those of
     /// nodes that are gone, starts and steers helping runs, answers commands, then writes this
     /// node's jobs and heartbeat. A failure is logged; the next beat tries again.
-    pub(super) async fn pulse(self: &Arc<Self>) {
-        let History::Shared(shared) = &self.history else {
-            return;
-        };
-        let beat = self.beat_once(shared).await;
+    pub(super) async fn pulse(&self, manager: &Arc<JobManager>) {
+        let shared = &self.shared;
+        let beat = self.beat_once(manager).await;
         let mut failed = self.beat_failed.lock();
         match beat {
             Err(e) => {
@@ -109,13 +156,14 @@ impl JobManager {
         }
     }
 
-    async fn beat_once(self: &Arc<Self>, shared: &SharedHistory) -> Result<(), StateError> {
+    async fn beat_once(&self, manager: &Arc<JobManager>) -> Result<(), StateError> {
+        let shared = &self.shared;
         // A node that stops starts no run: its jobs are the other nodes' to take over.
-        if self.stopping.load(Ordering::SeqCst) {
+        if manager.stopping() {
             return Ok(());
         }
         // The heartbeat first: however long the rest of the beat takes, this node is alive.
-        let shares = self.shares(shared.node());
+        let shares = self.shares(manager, shared.node());
         let wire: Vec<(u64, String)> = shares
             .iter()
             .map(|(id, share)| {
@@ -136,43 +184,46 @@ impl JobManager {
         let since = *self.jobs_read.lock();
         for stored in shared.jobs(since).await? {
             let owner = stored.node.clone();
-            let Some(record) = self.mirror(shared, stored) else {
+            let Some(record) = self.mirror(manager, stored) else {
                 continue;
             };
             let id = record.id;
             if owner == shared.node() {
                 // Ours by the record, yet shown as another node's: a takeover whose answer was
                 // lost on the way. This node runs it.
-                if self.get(id).is_some_and(|j| j.runs_elsewhere().is_some()) {
-                    self.run_here(id, &owner);
+                if manager
+                    .get(id)
+                    .is_some_and(|j| j.runs_elsewhere().is_some())
+                {
+                    run_here(manager, id, &owner);
                 }
                 continue;
             }
             let orphan = !record.state.is_final() || record.state == JobState::Interrupted;
             if orphan && !live.contains(owner.as_str()) {
-                match self.can_run(&record) {
-                    Ok(()) => self.take_over(shared, id, &owner).await?,
+                match can_run(manager, &record) {
+                    Ok(()) => self.take_over(manager, id, &owner).await?,
                     // Left to a node that can run it; shown for what it is meanwhile.
-                    Err(why) => self.show_orphaned(id, &owner, &why),
+                    Err(why) => show_orphaned(manager, id, &owner, &why),
                 }
             }
         }
         // Every helping run follows its job, whether or not the job's node is still there.
-        self.steer_helpers();
-        for job in self.list() {
+        self.steer_helpers(manager);
+        for job in manager.list() {
             match job.runs_elsewhere() {
-                Some(owner) if live.contains(owner.as_str()) => self.help(&job).await,
+                Some(owner) if live.contains(owner.as_str()) => self.help(manager, &job).await,
                 _ => {}
             }
         }
         let window = (self.lease + JOBS_WINDOW).as_millis() as i64;
         *self.jobs_read.lock() = Some(DateTime::from_millis(read_at.timestamp_millis() - window));
-        self.answer_commands(shared).await?;
-        self.show_shares(shared.node(), shares, &nodes, &live);
+        self.answer_commands(manager).await?;
+        self.show_shares(manager, shared.node(), shares, &nodes, &live);
         for gone in nodes.iter().filter(|n| n.age > self.lease * 10) {
             shared.forget(&gone.node).await?;
         }
-        self.publish(shared).await;
+        self.publish(manager).await;
         Ok(())
     }
 
@@ -182,11 +233,12 @@ impl JobManager {
     /// another's, to answer with; `None`: job `id` holds it now. A claim whose job ended (or was
     /// not written within [`CLAIM_STARTING`]) is moved to `id`.
     pub(super) async fn claim_spec(
-        self: &Arc<Self>,
-        shared: &SharedHistory,
+        &self,
+        manager: &JobManager,
         spec: &JobSpec,
         id: JobId,
     ) -> Result<Option<Arc<Job>>, StateError> {
+        let shared = &self.shared;
         let identity = spec_identity(spec);
         let asked = Instant::now();
         loop {
@@ -194,12 +246,12 @@ impl JobManager {
                 return Ok(None);
             };
             let holder = JobId(holder);
-            let job = match self.get(holder) {
+            let job = match manager.get(holder) {
                 Some(job) => Some(job),
                 None => match shared.job(holder.0).await? {
                     Some(stored) => {
-                        self.mirror(shared, stored);
-                        self.get(holder)
+                        self.mirror(manager, stored);
+                        manager.get(holder)
                     }
                     None => None,
                 },
@@ -232,7 +284,8 @@ impl JobManager {
 
     /// Takes in a job as stored: a job of another node is mirrored (this node's own run of it
     /// stops, if another node took it over). Its record, unless unreadable.
-    fn mirror(&self, shared: &SharedHistory, stored: StoredJob) -> Option<JobRecord> {
+    fn mirror(&self, manager: &JobManager, stored: StoredJob) -> Option<JobRecord> {
+        let shared = &self.shared;
         let record: JobRecord = match serde_json::from_str(&stored.record) {
             Ok(record) => record,
             Err(e) => {
@@ -249,7 +302,7 @@ impl JobManager {
         }
         let view: Option<JobView> = stored.view.and_then(|v| serde_json::from_str(&v).ok());
         let id = record.id;
-        let local = self.get(id);
+        let local = manager.get(id);
         match local {
             Some(job) if job.runs_elsewhere().is_some() => {
                 job.mirror(record.clone(), stored.node, view)
@@ -264,7 +317,7 @@ impl JobManager {
                     mine.cancel.cancel();
                 }
                 let job = Job::elsewhere(record.clone(), stored.node, view);
-                self.insert(Arc::new(job));
+                manager.insert(Arc::new(job));
             }
         }
         Some(record)
@@ -273,62 +326,23 @@ impl JobManager {
     /// Makes this node run job `id` of the node `from`, which is gone, if no other node was
     /// quicker.
     async fn take_over(
-        self: &Arc<Self>,
-        shared: &SharedHistory,
+        &self,
+        manager: &Arc<JobManager>,
         id: JobId,
         from: &str,
     ) -> Result<(), StateError> {
-        if shared.take_over(id.0, from).await? {
+        if self.shared.take_over(id.0, from).await? {
             tracing::info!("job {id}: node {from} is gone; this node runs it now");
-            self.run_here(id, from);
+            run_here(manager, id, from);
         }
         Ok(())
     }
 
-    /// Continues job `id`, which node `from` ran, here from its checkpoint. A helping run of it
-    /// on this node goes on with its partitions; the job's run joins them.
-    fn run_here(self: &Arc<Self>, id: JobId, from: &str) {
-        let Some(mirror) = self.get(id) else {
-            return;
-        };
-        let mut record = mirror.record();
-        record.state = JobState::Interrupted;
-        record.error = Some(format!("interrupted: its node {from} is gone"));
-        record.finished_at.get_or_insert(unix_now());
-        let old = Arc::new(Job::restored(record));
-        self.insert(old.clone());
-        self.continue_job(old);
-    }
-
-    /// Whether this node can run the job of `record`: open its credentials and reach its
-    /// clusters.
-    fn can_run(&self, record: &JobRecord) -> Result<(), String> {
-        let spec = self.runnable(record).map_err(str::to_string)?;
-        self.copy_spec(&spec).map(|_| ()).map_err(|e| e.to_string())
-    }
-
-    /// Shows job `id`, whose node `from` is gone and which this node cannot run, as interrupted
-    /// (its record stays as that node left it, for a node that can run it).
-    fn show_orphaned(&self, id: JobId, from: &str, why: &str) {
-        let Some(mirror) = self.get(id) else {
-            return;
-        };
-        let mut record = mirror.record();
-        if record.state.is_final() {
-            return;
-        }
-        record.state = JobState::Interrupted;
-        record.error = Some(format!(
-            "interrupted: its node {from} is gone, and this node cannot run it: {why}"
-        ));
-        mirror.mirror(record, from.to_string(), mirror.published());
-    }
-
     /// Has every helping run follow the job it helps with (see [`steer`]).
-    fn steer_helpers(&self) {
+    fn steer_helpers(&self, manager: &JobManager) {
         let helping: Vec<Arc<Job>> = self.helping.lock().values().cloned().collect();
         for helper in helping {
-            if let Some(job) = self.get(helper.id) {
+            if let Some(job) = manager.get(helper.id) {
                 steer(&helper, &job);
             }
         }
@@ -337,7 +351,7 @@ impl JobManager {
     /// Starts a run that helps copy the partitions of `mirror`, a job another node runs, if it is
     /// running, shared (partitioned, its layout published) and not complete, does not journal,
     /// and this node can run its spec.
-    async fn help(self: &Arc<Self>, mirror: &Arc<Job>) {
+    async fn help(&self, manager: &Arc<JobManager>, mirror: &Arc<Job>) {
         if self.helping.lock().contains_key(&mirror.id) {
             return;
         }
@@ -353,7 +367,7 @@ impl JobManager {
         if record.state != JobState::Running || recently || record.spec.journal.is_some() {
             return;
         }
-        let Ok(spec) = self.runnable(&record) else {
+        let Ok(spec) = manager.runnable(&record) else {
             return;
         };
         let view = mirror.view();
@@ -361,19 +375,19 @@ impl JobManager {
             workers: Some(view.workers),
             ..spec
         };
-        let Ok(copy_spec) = self.copy_spec(&spec) else {
+        let Ok(copy_spec) = manager.copy_spec(&spec) else {
             return;
         };
-        match copy::joinable(&copy_spec, &self.state).await {
+        match copy::joinable(&copy_spec, manager.state()).await {
             Ok(true) => {}
             Ok(false) => return,
             Err(e) => return tracing::warn!("job {}: {e}", mirror.id),
         }
-        let helper = Arc::new(Job::continued(record, spec, self.control(&copy_spec)));
+        let helper = Arc::new(Job::continued(record, spec, manager.control(&copy_spec)));
         helper.control.throttle().job.set(view.limits);
         self.helping.lock().insert(mirror.id, helper.clone());
         tracing::info!("job {}: this node helps copy its partitions", mirror.id);
-        self.spawn_run(helper, copy_spec, NodeRole::Helps);
+        manager.spawn_run(helper, copy_spec, NodeRole::Helps);
     }
 
     /// A run of `job` ended: if it was a helping run, it is forgotten, and not started again:
@@ -388,8 +402,9 @@ impl JobManager {
     }
 
     /// Applies the commands other nodes left for this node's jobs, and answers them.
-    async fn answer_commands(&self, shared: &SharedHistory) -> Result<(), StateError> {
-        let mine: HashSet<u64> = self
+    async fn answer_commands(&self, manager: &JobManager) -> Result<(), StateError> {
+        let shared = &self.shared;
+        let mine: HashSet<u64> = manager
             .list()
             .iter()
             .filter(|j| j.runs_elsewhere().is_none())
@@ -409,7 +424,7 @@ impl JobManager {
                     message: format!("unknown command: {e}"),
                     conflict: false,
                 },
-                Ok(command) => match self.command(JobId(pending.job), command).await {
+                Ok(command) => match manager.command(JobId(pending.job), command).await {
                     Ok(_) => Answer::Done,
                     Err(e) => Answer::Refused {
                         conflict: matches!(
@@ -432,6 +447,7 @@ impl JobManager {
     /// node wrote it afterwards.
     pub(super) async fn forward(
         &self,
+        manager: &JobManager,
         job: Arc<Job>,
         node: String,
         command: Command,
@@ -441,9 +457,7 @@ impl JobManager {
             node: node.clone(),
             reason,
         };
-        let History::Shared(shared) = &self.history else {
-            return Err(unanswered("no shared history".into()));
-        };
+        let shared = &self.shared;
         let text = serde_json::to_string(&command).expect("commands serialise");
         let sent = shared
             .send(job.id.0, &text)
@@ -475,19 +489,19 @@ impl JobManager {
         // The node answered after writing the job: show it as it is now (unless this node took
         // the job over meanwhile: then its run is what there is to show).
         if let Ok(Some(stored)) = shared.job(job.id.0).await {
-            if self
+            if manager
                 .get(job.id)
                 .is_some_and(|j| j.runs_elsewhere().is_some())
             {
-                self.mirror(shared, stored);
+                self.mirror(manager, stored);
             }
         }
-        Ok(self.get(job.id).unwrap_or(job))
+        Ok(manager.get(job.id).unwrap_or(job))
     }
 
     /// What this node does for each job: those it runs and those it helps with.
-    fn shares(&self, node: &str) -> Vec<(JobId, NodeShare)> {
-        let running = self
+    fn shares(&self, manager: &JobManager, node: &str) -> Vec<(JobId, NodeShare)> {
+        let running = manager
             .list()
             .into_iter()
             .filter(|j| j.runs_elsewhere().is_none() && !j.state().is_final())
@@ -506,6 +520,7 @@ impl JobManager {
     /// others' from their heartbeats).
     fn show_shares(
         &self,
+        manager: &JobManager,
         me: &str,
         own: Vec<(JobId, NodeShare)>,
         nodes: &[NodeBeat],
@@ -525,7 +540,7 @@ impl JobManager {
                 }
             }
         }
-        for job in self.list() {
+        for job in manager.list() {
             let mut shares = by_job.remove(&job.id).unwrap_or_default();
             // The node that runs the job first.
             shares.sort_by(|a, b| {
@@ -549,9 +564,10 @@ impl JobManager {
 
     /// Writes every job this node runs that changed (an active one at every beat, for its
     /// progress). A job another node took over meanwhile stops here.
-    pub(super) async fn publish(&self, shared: &SharedHistory) {
-        let _one_at_a_time = self.saving.lock().await;
-        for job in self.list() {
+    pub(super) async fn publish(&self, manager: &JobManager) {
+        let shared = &self.shared;
+        let _one_at_a_time = self.publishing.lock().await;
+        for job in manager.list() {
             if job.runs_elsewhere().is_some() {
                 continue;
             }
@@ -576,6 +592,48 @@ impl JobManager {
             }
         }
     }
+}
+
+/// Continues job `id`, which node `from` ran, here from its checkpoint. A helping run of it
+/// on this node goes on with its partitions; the job's run joins them.
+fn run_here(manager: &Arc<JobManager>, id: JobId, from: &str) {
+    let Some(mirror) = manager.get(id) else {
+        return;
+    };
+    let mut record = mirror.record();
+    record.state = JobState::Interrupted;
+    record.error = Some(format!("interrupted: its node {from} is gone"));
+    record.finished_at.get_or_insert(unix_now());
+    let old = Arc::new(Job::restored(record));
+    manager.insert(old.clone());
+    manager.continue_job(old);
+}
+
+/// Whether this node can run the job of `record`: open its credentials and reach its
+/// clusters.
+fn can_run(manager: &JobManager, record: &JobRecord) -> Result<(), String> {
+    let spec = manager.runnable(record).map_err(str::to_string)?;
+    manager
+        .copy_spec(&spec)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// Shows job `id`, whose node `from` is gone and which this node cannot run, as interrupted
+/// (its record stays as that node left it, for a node that can run it).
+fn show_orphaned(manager: &JobManager, id: JobId, from: &str, why: &str) {
+    let Some(mirror) = manager.get(id) else {
+        return;
+    };
+    let mut record = mirror.record();
+    if record.state.is_final() {
+        return;
+    }
+    record.state = JobState::Interrupted;
+    record.error = Some(format!(
+        "interrupted: its node {from} is gone, and this node cannot run it: {why}"
+    ));
+    mirror.mirror(record, from.to_string(), mirror.published());
 }
 
 /// What makes two submits one job on every node: the spec as kept (its secrets and `restart`
