@@ -135,7 +135,7 @@ impl std::fmt::Display for JobState {
 }
 
 /// What is kept of a job in the history, and restored after a restart of the service.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobRecord {
     pub id: JobId,
     /// Redacted ([`JobSpec::redacted`]): no credentials.

@@ -38,6 +38,9 @@ use crate::state::mongo::{host_name, process_runs};
 use crate::state::shared_history::{NodeBeat, SharedHistory, StoredJob};
 use crate::state::{unix_now, StateError};
 
+/// A job as stored in the shared history.
+type Stored = StoredJob<JobRecord, JobView>;
+
 /// How often a node beats: writes its jobs and heartbeat, reads the others'.
 pub const BEAT: Duration = Duration::from_secs(1);
 
@@ -82,7 +85,7 @@ pub struct Nodes {
     /// at once. `None`: it copied every partition left, so the job needs no more help.
     helped: Mutex<HashMap<JobId, Option<Instant>>>,
     /// The record last written of each job this node runs.
-    written: Mutex<HashMap<JobId, String>>,
+    written: Mutex<HashMap<JobId, JobRecord>>,
     /// From when the next beat reads the jobs written; `None`: every job.
     jobs_read: Mutex<Option<DateTime>>,
     /// When a failing beat was last logged: once a minute, not every beat.
@@ -164,15 +167,9 @@ impl Nodes {
         }
         // The heartbeat first: however long the rest of the beat takes, this node is alive.
         let shares = self.shares(manager, shared.node());
-        let wire: Vec<(u64, String)> = shares
-            .iter()
-            .map(|(id, share)| {
-                let share = serde_json::to_string(share).expect("shares serialise");
-                (id.0, share)
-            })
-            .collect();
+        let wire: Vec<(u64, &NodeShare)> = shares.iter().map(|(id, share)| (id.0, share)).collect();
         shared.beat(&wire).await?;
-        let nodes = shared.nodes().await?;
+        let nodes = shared.nodes::<NodeShare>().await?;
         let live: HashSet<&str> = nodes
             .iter()
             .filter(|n| self.alive(n))
@@ -184,9 +181,7 @@ impl Nodes {
         let since = *self.jobs_read.lock();
         for stored in shared.jobs(since).await? {
             let owner = stored.node.clone();
-            let Some(record) = self.mirror(manager, stored) else {
-                continue;
-            };
+            let record = self.mirror(manager, stored);
             let id = record.id;
             if owner == shared.node() {
                 // Ours by the record, yet shown as another node's: a takeover whose answer was
@@ -275,7 +270,7 @@ impl Nodes {
 
     /// Whether a node's heartbeat says it runs: recent enough, and (on this host) its process
     /// still there.
-    fn alive(&self, node: &NodeBeat) -> bool {
+    fn alive(&self, node: &NodeBeat<NodeShare>) -> bool {
         let gone_here = node.host == host_name()
             && node.pid != i64::from(std::process::id())
             && !process_runs(node.pid);
@@ -283,44 +278,30 @@ impl Nodes {
     }
 
     /// Takes in a job as stored: a job of another node is mirrored (this node's own run of it
-    /// stops, if another node took it over). Its record, unless unreadable.
-    fn mirror(&self, manager: &JobManager, stored: StoredJob) -> Option<JobRecord> {
-        let shared = &self.shared;
-        let record: JobRecord = match serde_json::from_str(&stored.record) {
-            Ok(record) => record,
-            Err(e) => {
-                tracing::warn!(
-                    "job {} in {}: unreadable: {e}",
-                    stored.id,
-                    shared.location()
-                );
-                return None;
-            }
-        };
-        if stored.node == shared.node() {
-            return Some(record);
+    /// stops, if another node took it over). Its record.
+    fn mirror(&self, manager: &JobManager, stored: Stored) -> JobRecord {
+        let StoredJob {
+            node, record, view, ..
+        } = stored;
+        if node == self.shared.node() {
+            return record;
         }
-        let view: Option<JobView> = stored.view.and_then(|v| serde_json::from_str(&v).ok());
         let id = record.id;
-        let local = manager.get(id);
-        match local {
-            Some(job) if job.runs_elsewhere().is_some() => {
-                job.mirror(record.clone(), stored.node, view)
-            }
+        match manager.get(id) {
+            Some(job) if job.runs_elsewhere().is_some() => job.mirror(record.clone(), node, view),
             local => {
                 if let Some(mine) = local {
                     tracing::warn!(
-                        "job {id}: node {} took it over while this node seemed gone; this \
-                         node's run stops",
-                        stored.node
+                        "job {id}: node {node} took it over while this node seemed gone; this \
+                         node's run stops"
                     );
                     mine.cancel.cancel();
                 }
-                let job = Job::elsewhere(record.clone(), stored.node, view);
+                let job = Job::elsewhere(record.clone(), node, view);
                 manager.insert(Arc::new(job));
             }
         }
-        Some(record)
+        record
     }
 
     /// Makes this node run job `id` of the node `from`, which is gone, if no other node was
@@ -410,7 +391,7 @@ impl Nodes {
             .filter(|j| j.runs_elsewhere().is_none())
             .map(|j| j.id.0)
             .collect();
-        for pending in shared.pending().await? {
+        for pending in shared.pending::<Command>().await? {
             // Its sender gave up long ago (and may have died before withdrawing it).
             if pending.age > STALE_COMMAND {
                 shared.withdraw(pending.id).await?;
@@ -419,7 +400,7 @@ impl Nodes {
             if !mine.contains(&pending.job) {
                 continue;
             }
-            let answer = match serde_json::from_str::<Command>(&pending.command) {
+            let answer = match pending.command {
                 Err(e) => Answer::Refused {
                     message: format!("unknown command: {e}"),
                     conflict: false,
@@ -437,8 +418,7 @@ impl Nodes {
                     },
                 },
             };
-            let text = serde_json::to_string(&answer).expect("answers serialise");
-            shared.answer(pending.id, &text).await?;
+            shared.answer(pending.id, &answer).await?;
         }
         Ok(())
     }
@@ -458,14 +438,13 @@ impl Nodes {
             reason,
         };
         let shared = &self.shared;
-        let text = serde_json::to_string(&command).expect("commands serialise");
         let sent = shared
-            .send(job.id.0, &text)
+            .send(job.id.0, &command)
             .await
             .map_err(|e| unanswered(e.to_string()))?;
         let asked = Instant::now();
         let answer = loop {
-            match shared.answer_of(sent).await {
+            match shared.answer_of::<Answer>(sent).await {
                 Ok(Some(answer)) => break answer,
                 Ok(None) => {}
                 Err(e) => return Err(unanswered(e.to_string())),
@@ -479,7 +458,7 @@ impl Nodes {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
-        match serde_json::from_str(&answer) {
+        match answer {
             Ok(Answer::Done) => {}
             Ok(Answer::Refused { message, conflict }) => {
                 return Err(CommandError::RefusedElsewhere { message, conflict })
@@ -523,7 +502,7 @@ impl Nodes {
         manager: &JobManager,
         me: &str,
         own: Vec<(JobId, NodeShare)>,
-        nodes: &[NodeBeat],
+        nodes: &[NodeBeat<NodeShare>],
         live: &HashSet<&str>,
     ) {
         let mut by_job: HashMap<JobId, Vec<NodeShare>> = HashMap::new();
@@ -535,9 +514,7 @@ impl Nodes {
             .filter(|n| n.node != me && live.contains(n.node.as_str()))
         {
             for (id, share) in &node.shares {
-                if let Ok(share) = serde_json::from_str::<NodeShare>(share) {
-                    by_job.entry(JobId(*id)).or_default().push(share);
-                }
+                by_job.entry(JobId(*id)).or_default().push(share.clone());
             }
         }
         for job in manager.list() {
@@ -572,17 +549,15 @@ impl Nodes {
                 continue;
             }
             let record = job.record();
-            let text = serde_json::to_string(&record).expect("records serialise");
-            if record.state.is_final() && self.written.lock().get(&job.id) == Some(&text) {
+            if record.state.is_final() && self.written.lock().get(&job.id) == Some(&record) {
                 continue;
             }
-            let view = serde_json::to_string(&job.view()).expect("views serialise");
             match shared
-                .put(job.id.0, record.state.as_str(), &text, &view)
+                .put(job.id.0, record.state.as_str(), &record, &job.view())
                 .await
             {
                 Ok(true) => {
-                    self.written.lock().insert(job.id, text);
+                    self.written.lock().insert(job.id, record);
                 }
                 Ok(false) => {
                     tracing::warn!("job {}: another node runs it now; this node stops", job.id);
