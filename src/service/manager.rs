@@ -13,14 +13,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use super::command::{Command, CommandError};
 use super::credentials::CredentialsKey;
 use super::job::{Event, Job, JobId, JobRecord, JobState, NodeRole};
-use super::nodes::Nodes;
+use super::nodes::{self, Nodes};
 use crate::bounds;
 use crate::engine::control::throttle::{Limiter, Limits, Throttle};
 use crate::engine::{Control, CopyError};
@@ -34,19 +35,6 @@ use crate::state::shared_history::SharedHistory;
 use crate::state::unix_now;
 use crate::state::{StateError, StateStore};
 
-/// An operator's command to a job.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Command {
-    Pause,
-    Resume,
-    Cancel,
-    SetWorkers(usize),
-    SetLimits(Limits),
-    /// A sync job's cutover: every change up to now is applied, then the job ends.
-    Commit,
-}
-
 /// How long a submit waits for each server to say who it is: the request returns at once, and
 /// a server slower than this is checked by the job's run instead.
 const SUBMIT_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -58,34 +46,6 @@ pub enum PlanError {
     Invalid(SpecError),
     #[error("the plan could not be made: {0}")]
     Failed(CopyError),
-}
-
-/// Why a command was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum CommandError {
-    #[error("job {0} not found")]
-    NotFound(JobId),
-    #[error("job {id} is {state} and cannot {command}")]
-    Conflict {
-        id: JobId,
-        state: JobState,
-        command: &'static str,
-    },
-    /// A value out of its range ([`bounds`]).
-    #[error("{0}")]
-    Invalid(String),
-    #[error("job {0} is a copy: only a sync job (\"mode\": \"sync\") can be committed")]
-    NotSync(JobId),
-    /// The node that runs the job (another node on the same state) refused the command.
-    #[error("{message}")]
-    RefusedElsewhere { message: String, conflict: bool },
-    /// The node that runs the job did not answer in time, or the shared state failed.
-    #[error("job {id} runs on node {node}, which did not answer: {reason}")]
-    Unanswered {
-        id: JobId,
-        node: String,
-        reason: String,
-    },
 }
 
 /// Why a job was not started.
@@ -346,7 +306,7 @@ impl JobManager {
             let manager = self.clone();
             let halt = self.halt.clone();
             self.tasks
-                .spawn(async move { super::nodes::beat_until(manager, halt).await });
+                .spawn(async move { nodes::beat_until(manager, halt).await });
             return;
         }
         let ids = std::mem::take(&mut *self.interrupted.lock());
@@ -454,7 +414,7 @@ impl JobManager {
                 let id = JobId(nodes.shared().next_id().await?);
                 // Of the nodes given this spec at once, one starts a job; the others answer
                 // with it.
-                if let Some(existing) = nodes.claim_spec(self, &spec, id).await? {
+                if let Some(existing) = nodes.claim_spec(self.as_ref(), &spec, id).await? {
                     return Ok((existing, false));
                 }
                 Some(id)
@@ -638,5 +598,49 @@ impl JobManager {
                 tracing::warn!("{e}");
             }
         }
+    }
+}
+
+/// The manager as the nodes code sees it.
+impl nodes::Manager for JobManager {
+    fn nodes(&self) -> Option<&Nodes> {
+        JobManager::nodes(self)
+    }
+    fn stopping(&self) -> bool {
+        JobManager::stopping(self)
+    }
+    fn state(&self) -> &Arc<dyn StateStore> {
+        JobManager::state(self)
+    }
+    fn get(&self, id: JobId) -> Option<Arc<Job>> {
+        JobManager::get(self, id)
+    }
+    fn list(&self) -> Vec<Arc<Job>> {
+        JobManager::list(self)
+    }
+    fn insert(&self, job: Arc<Job>) {
+        JobManager::insert(self, job)
+    }
+    fn runnable(&self, record: &JobRecord) -> Result<JobSpec, &'static str> {
+        JobManager::runnable(self, record)
+    }
+    fn copy_spec(&self, spec: &JobSpec) -> Result<CopySpec, SpecError> {
+        JobManager::copy_spec(self, spec)
+    }
+    fn control(&self, copy_spec: &CopySpec) -> Control {
+        JobManager::control(self, copy_spec)
+    }
+    fn continue_job(self: &Arc<Self>, old: Arc<Job>) {
+        JobManager::continue_job(self, old)
+    }
+    fn spawn_run(self: &Arc<Self>, job: Arc<Job>, copy_spec: CopySpec, role: NodeRole) {
+        JobManager::spawn_run(self, job, copy_spec, role)
+    }
+    fn command(
+        &self,
+        id: JobId,
+        command: Command,
+    ) -> BoxFuture<'_, Result<Arc<Job>, CommandError>> {
+        Box::pin(JobManager::command(self, id, command))
     }
 }

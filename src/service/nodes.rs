@@ -8,7 +8,7 @@
 //! commands for this node's jobs.
 //!
 //! One node runs a job: the job's record and state are its run's, and only it writes them. The
-//! node a spec is submitted to claims it in the shared history (`JobManager::claim_spec`), so
+//! node a spec is submitted to claims it in the shared history (`Nodes::claim_spec`), so
 //! that a spec submitted to two nodes at once makes one job, which both answer with.
 //! Other nodes may help copy the partitions of a copy (or of a sync's initial copy) the way
 //! several CLI processes share a job ([`crate::run::copy`]: each partition claimed by lease in
@@ -30,13 +30,15 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use super::command::{Command, CommandError};
 use super::job::{Event, Job, JobId, JobRecord, JobState, JobView, NodeRole, NodeShare};
-use super::manager::{Command, CommandError, JobManager};
+use crate::engine::Control;
 use crate::run::copy;
-use crate::spec::JobSpec;
+use crate::spec::{CopySpec, JobSpec, SpecError};
 use crate::state::mongo::{host_name, process_runs};
 use crate::state::shared_history::{NodeBeat, SharedHistory, StoredJob};
-use crate::state::{unix_now, StateError};
+use crate::state::{unix_now, StateError, StateStore};
+use futures::future::BoxFuture;
 
 /// A job as stored in the shared history.
 type Stored = StoredJob<JobRecord, JobView>;
@@ -71,10 +73,33 @@ enum Answer {
     Refused { message: String, conflict: bool },
 }
 
+/// What the nodes code asks of the manager that owns it (`JobManager`): its jobs, the store, and
+/// starting runs. The whole interface between the two.
+pub(super) trait Manager: Send + Sync + 'static {
+    /// Its [`Nodes`] (a shared history only).
+    fn nodes(&self) -> Option<&Nodes>;
+    /// The service is stopping: no run starts.
+    fn stopping(&self) -> bool;
+    fn state(&self) -> &Arc<dyn StateStore>;
+    fn get(&self, id: JobId) -> Option<Arc<Job>>;
+    fn list(&self) -> Vec<Arc<Job>>;
+    /// Shows `job` (a mirror, or a job taken over), replacing the one with its id.
+    fn insert(&self, job: Arc<Job>);
+    /// The spec a job of the history runs with here, or why it cannot.
+    fn runnable(&self, record: &JobRecord) -> Result<JobSpec, &'static str>;
+    fn copy_spec(&self, spec: &JobSpec) -> Result<CopySpec, SpecError>;
+    fn control(&self, copy_spec: &CopySpec) -> Control;
+    /// Continues an interrupted job here, from its checkpoint.
+    fn continue_job(self: &Arc<Self>, old: Arc<Job>);
+    fn spawn_run(self: &Arc<Self>, job: Arc<Job>, copy_spec: CopySpec, role: NodeRole);
+    /// Applies an operator's command (one another node left for a job of this node).
+    fn command(&self, id: JobId, command: Command)
+        -> BoxFuture<'_, Result<Arc<Job>, CommandError>>;
+}
+
 /// This node's part in the shared history: the history itself, and what the node keeps of it
-/// between beats. Owned by the [`JobManager`] (`History::Shared`), which it reaches only through
-/// the manager's job methods (`get`, `list`, `insert`, `continue_job`, `runnable`, `copy_spec`,
-/// `control`, `spawn_run`, `command`, `stopping`, `state`).
+/// between beats. Owned by the manager (`History::Shared`), which it reaches only through the
+/// [`Manager`] trait.
 pub struct Nodes {
     shared: SharedHistory,
     /// How long a node's silence is waited out before its jobs are taken over.
@@ -95,7 +120,7 @@ pub struct Nodes {
 }
 
 /// Beats every [`BEAT`] until `halt` (a shared history only).
-pub(super) async fn beat_until(manager: Arc<JobManager>, halt: CancellationToken) {
+pub(super) async fn beat_until<M: Manager>(manager: Arc<M>, halt: CancellationToken) {
     loop {
         tokio::select! {
             _ = halt.cancelled() => return,
@@ -135,7 +160,7 @@ impl Nodes {
     /// One beat (a shared history only): mirrors the other nodes' jobs, takes over those of
     /// nodes that are gone, starts and steers helping runs, answers commands, then writes this
     /// node's jobs and heartbeat. A failure is logged; the next beat tries again.
-    pub(super) async fn pulse(&self, manager: &Arc<JobManager>) {
+    pub(super) async fn pulse<M: Manager>(&self, manager: &Arc<M>) {
         let shared = &self.shared;
         let beat = self.beat_once(manager).await;
         let mut failed = self.beat_failed.lock();
@@ -159,14 +184,14 @@ impl Nodes {
         }
     }
 
-    async fn beat_once(&self, manager: &Arc<JobManager>) -> Result<(), StateError> {
+    async fn beat_once<M: Manager>(&self, manager: &Arc<M>) -> Result<(), StateError> {
         let shared = &self.shared;
         // A node that stops starts no run: its jobs are the other nodes' to take over.
         if manager.stopping() {
             return Ok(());
         }
         // The heartbeat first: however long the rest of the beat takes, this node is alive.
-        let shares = self.shares(manager, shared.node());
+        let shares = self.shares(manager.as_ref(), shared.node());
         let wire: Vec<(u64, &NodeShare)> = shares.iter().map(|(id, share)| (id.0, share)).collect();
         shared.beat(&wire).await?;
         let nodes = shared.nodes::<NodeShare>().await?;
@@ -181,7 +206,7 @@ impl Nodes {
         let since = *self.jobs_read.lock();
         for stored in shared.jobs(since).await? {
             let owner = stored.node.clone();
-            let record = self.mirror(manager, stored);
+            let record = self.mirror(manager.as_ref(), stored);
             let id = record.id;
             if owner == shared.node() {
                 // Ours by the record, yet shown as another node's: a takeover whose answer was
@@ -196,15 +221,15 @@ impl Nodes {
             }
             let orphan = !record.state.is_final() || record.state == JobState::Interrupted;
             if orphan && !live.contains(owner.as_str()) {
-                match can_run(manager, &record) {
+                match can_run(manager.as_ref(), &record) {
                     Ok(()) => self.take_over(manager, id, &owner).await?,
                     // Left to a node that can run it; shown for what it is meanwhile.
-                    Err(why) => show_orphaned(manager, id, &owner, &why),
+                    Err(why) => show_orphaned(manager.as_ref(), id, &owner, &why),
                 }
             }
         }
         // Every helping run follows its job, whether or not the job's node is still there.
-        self.steer_helpers(manager);
+        self.steer_helpers(manager.as_ref());
         for job in manager.list() {
             match job.runs_elsewhere() {
                 Some(owner) if live.contains(owner.as_str()) => self.help(manager, &job).await,
@@ -213,12 +238,12 @@ impl Nodes {
         }
         let window = (self.lease + JOBS_WINDOW).as_millis() as i64;
         *self.jobs_read.lock() = Some(DateTime::from_millis(read_at.timestamp_millis() - window));
-        self.answer_commands(manager).await?;
-        self.show_shares(manager, shared.node(), shares, &nodes, &live);
+        self.answer_commands(manager.as_ref()).await?;
+        self.show_shares(manager.as_ref(), shared.node(), shares, &nodes, &live);
         for gone in nodes.iter().filter(|n| n.age > self.lease * 10) {
             shared.forget(&gone.node).await?;
         }
-        self.publish(manager).await;
+        self.publish(manager.as_ref()).await;
         Ok(())
     }
 
@@ -227,9 +252,9 @@ impl Nodes {
     /// the spec ([`spec_identity`]). `Some`: the active job that holds the spec, this node's or
     /// another's, to answer with; `None`: job `id` holds it now. A claim whose job ended (or was
     /// not written within [`CLAIM_STARTING`]) is moved to `id`.
-    pub(super) async fn claim_spec(
+    pub(super) async fn claim_spec<M: Manager>(
         &self,
-        manager: &JobManager,
+        manager: &M,
         spec: &JobSpec,
         id: JobId,
     ) -> Result<Option<Arc<Job>>, StateError> {
@@ -279,7 +304,7 @@ impl Nodes {
 
     /// Takes in a job as stored: a job of another node is mirrored (this node's own run of it
     /// stops, if another node took it over). Its record.
-    fn mirror(&self, manager: &JobManager, stored: Stored) -> JobRecord {
+    fn mirror<M: Manager>(&self, manager: &M, stored: Stored) -> JobRecord {
         let StoredJob {
             node, record, view, ..
         } = stored;
@@ -306,9 +331,9 @@ impl Nodes {
 
     /// Makes this node run job `id` of the node `from`, which is gone, if no other node was
     /// quicker.
-    async fn take_over(
+    async fn take_over<M: Manager>(
         &self,
-        manager: &Arc<JobManager>,
+        manager: &Arc<M>,
         id: JobId,
         from: &str,
     ) -> Result<(), StateError> {
@@ -320,7 +345,7 @@ impl Nodes {
     }
 
     /// Has every helping run follow the job it helps with (see [`steer`]).
-    fn steer_helpers(&self, manager: &JobManager) {
+    fn steer_helpers<M: Manager>(&self, manager: &M) {
         let helping: Vec<Arc<Job>> = self.helping.lock().values().cloned().collect();
         for helper in helping {
             if let Some(job) = manager.get(helper.id) {
@@ -332,7 +357,7 @@ impl Nodes {
     /// Starts a run that helps copy the partitions of `mirror`, a job another node runs, if it is
     /// running, shared (partitioned, its layout published) and not complete, does not journal,
     /// and this node can run its spec.
-    async fn help(&self, manager: &Arc<JobManager>, mirror: &Arc<Job>) {
+    async fn help<M: Manager>(&self, manager: &Arc<M>, mirror: &Arc<Job>) {
         if self.helping.lock().contains_key(&mirror.id) {
             return;
         }
@@ -383,7 +408,7 @@ impl Nodes {
     }
 
     /// Applies the commands other nodes left for this node's jobs, and answers them.
-    async fn answer_commands(&self, manager: &JobManager) -> Result<(), StateError> {
+    async fn answer_commands<M: Manager>(&self, manager: &M) -> Result<(), StateError> {
         let shared = &self.shared;
         let mine: HashSet<u64> = manager
             .list()
@@ -425,9 +450,9 @@ impl Nodes {
 
     /// Carries `command` to `node`, which runs `job`, and waits for its answer; the job as that
     /// node wrote it afterwards.
-    pub(super) async fn forward(
+    pub(super) async fn forward<M: Manager>(
         &self,
-        manager: &JobManager,
+        manager: &M,
         job: Arc<Job>,
         node: String,
         command: Command,
@@ -479,7 +504,7 @@ impl Nodes {
     }
 
     /// What this node does for each job: those it runs and those it helps with.
-    fn shares(&self, manager: &JobManager, node: &str) -> Vec<(JobId, NodeShare)> {
+    fn shares<M: Manager>(&self, manager: &M, node: &str) -> Vec<(JobId, NodeShare)> {
         let running = manager
             .list()
             .into_iter()
@@ -497,9 +522,9 @@ impl Nodes {
 
     /// Shows with each job what every live node does for it (this node's from `own`, the
     /// others' from their heartbeats).
-    fn show_shares(
+    fn show_shares<M: Manager>(
         &self,
-        manager: &JobManager,
+        manager: &M,
         me: &str,
         own: Vec<(JobId, NodeShare)>,
         nodes: &[NodeBeat<NodeShare>],
@@ -541,7 +566,7 @@ impl Nodes {
 
     /// Writes every job this node runs that changed (an active one at every beat, for its
     /// progress). A job another node took over meanwhile stops here.
-    pub(super) async fn publish(&self, manager: &JobManager) {
+    pub(super) async fn publish<M: Manager>(&self, manager: &M) {
         let shared = &self.shared;
         let _one_at_a_time = self.publishing.lock().await;
         for job in manager.list() {
@@ -571,7 +596,7 @@ impl Nodes {
 
 /// Continues job `id`, which node `from` ran, here from its checkpoint. A helping run of it
 /// on this node goes on with its partitions; the job's run joins them.
-fn run_here(manager: &Arc<JobManager>, id: JobId, from: &str) {
+fn run_here<M: Manager>(manager: &Arc<M>, id: JobId, from: &str) {
     let Some(mirror) = manager.get(id) else {
         return;
     };
@@ -586,7 +611,7 @@ fn run_here(manager: &Arc<JobManager>, id: JobId, from: &str) {
 
 /// Whether this node can run the job of `record`: open its credentials and reach its
 /// clusters.
-fn can_run(manager: &JobManager, record: &JobRecord) -> Result<(), String> {
+fn can_run<M: Manager>(manager: &M, record: &JobRecord) -> Result<(), String> {
     let spec = manager.runnable(record).map_err(str::to_string)?;
     manager
         .copy_spec(&spec)
@@ -596,7 +621,7 @@ fn can_run(manager: &JobManager, record: &JobRecord) -> Result<(), String> {
 
 /// Shows job `id`, whose node `from` is gone and which this node cannot run, as interrupted
 /// (its record stays as that node left it, for a node that can run it).
-fn show_orphaned(manager: &JobManager, id: JobId, from: &str, why: &str) {
+fn show_orphaned<M: Manager>(manager: &M, id: JobId, from: &str, why: &str) {
     let Some(mirror) = manager.get(id) else {
         return;
     };
