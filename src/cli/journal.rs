@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 
-use super::{human_bytes, run_in_terminal, Failure};
+use super::terminal::{human_bytes, run_in_terminal, Failure, EXIT_DIFFERENT};
 use crate::engine::control::throttle::Limits;
 use crate::engine::{DEFAULT_BATCH_SIZE, DEFAULT_WORKERS};
 use crate::journal::export::{self, ExportError, ExportFormat};
@@ -230,7 +230,7 @@ async fn run_replay(args: ReplayArgs) -> Result<(), Failure> {
                 "replayed with {} failed documents: the destination refused them (reasons in the log above; the journal still holds them)",
                 summary.failed
             ),
-            crate::cli::EXIT_DIFFERENT,
+            EXIT_DIFFERENT,
         ));
     }
     Ok(())

@@ -10,6 +10,7 @@
 
 pub mod journal;
 pub mod progress;
+pub mod terminal;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -20,6 +21,9 @@ use tokio_util::sync::CancellationToken;
 
 use journal::JournalCommand;
 use progress::{Progress, ProgressMode};
+use terminal::cancel_on_signal;
+use terminal::{human_bytes, run_in_terminal};
+pub use terminal::{Failure, EXIT_DIFFERENT};
 
 use crate::bounds;
 use crate::engine::source::synthetic::SyntheticSource;
@@ -27,6 +31,7 @@ use crate::engine::stats::JobStats;
 use crate::engine::{Control, CopyError, Engine, MongoSink, Strategy};
 use crate::mongo::{self, Side};
 use crate::run::copy::{self, CopySummary};
+use crate::run::outcome::{Asked, Outcome, Surface};
 use crate::run::schema;
 use crate::run::verify::{verify_all, Comparison, VerifyReport};
 use crate::service::api::guard::ApiToken;
@@ -39,7 +44,7 @@ use crate::service::ServiceOptions;
 use crate::spec::{Endpoints, JobSpec, Mode, NsMapping};
 use crate::state::history::HistoryFile;
 use crate::state::shared_history::SharedHistory;
-use crate::state::{FileStore, Location, MemoryStore, MongoStore, StateStore};
+use crate::state::{FileStore, MongoStore, StateStore, Store, StoreChoice};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -299,112 +304,6 @@ pub fn without_input_secrets(message: &str) -> String {
     crate::mongo::without_secrets(message, &secrets)
 }
 
-/// Exit status of a command that finished but left the data different from the source:
-/// documents refused (kept as dead letters) or, for `verify`, differences found.
-pub const EXIT_DIFFERENT: u8 = 3;
-
-/// A failed command: one line for the operator and an exit status.
-pub struct Failure {
-    message: String,
-    status: u8,
-}
-
-impl Failure {
-    pub fn new(message: String, status: u8) -> Self {
-        Failure { message, status }
-    }
-
-    /// The line printed after `error: `.
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-
-    /// The exit status.
-    pub fn status(&self) -> u8 {
-        self.status
-    }
-}
-
-impl From<crate::spec::SpecError> for Failure {
-    fn from(e: crate::spec::SpecError) -> Self {
-        Failure {
-            message: e.for_command_line(),
-            status: 2,
-        }
-    }
-}
-
-impl From<CopyError> for Failure {
-    fn from(e: CopyError) -> Self {
-        match e {
-            CopyError::Stopped => Failure {
-                message: "interrupted; the copy is incomplete (run it again to finish)".into(),
-                status: 130,
-            },
-            // Refused as a bad command line is: nothing was written.
-            unsafe_job @ CopyError::Unsafe(_) => Failure {
-                message: unsafe_job.to_string(),
-                status: 2,
-            },
-            other => Failure {
-                message: other.to_string(),
-                status: 1,
-            },
-        }
-    }
-}
-
-impl From<crate::mongo::MongoError> for Failure {
-    fn from(e: crate::mongo::MongoError) -> Self {
-        CopyError::from(e).into()
-    }
-}
-
-/// Runs a job from the terminal: a progress display of `stats` (none when `quiet`), and Ctrl-C
-/// or SIGTERM cancelling the job after its current batches.
-pub(crate) async fn run_in_terminal<T, Job>(
-    stats: Arc<JobStats>,
-    quiet: bool,
-    job: impl FnOnce(CancellationToken) -> Job,
-) -> T
-where
-    Job: std::future::Future<Output = T>,
-{
-    let mode = if quiet {
-        ProgressMode::Quiet
-    } else {
-        ProgressMode::detect()
-    };
-    let progress = Progress::start(stats, mode, Duration::from_secs(5));
-    let cancel = CancellationToken::new();
-    let signals = cancel_on_signal(cancel.clone());
-    let outcome = job(cancel.clone()).await;
-    progress.finish().await;
-    cancel.cancel();
-    let _ = signals.await;
-    outcome
-}
-
-/// Cancels `token` on Ctrl-C or SIGTERM, so that the job stops after its current batches.
-fn cancel_on_signal(token: CancellationToken) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        #[cfg(unix)]
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        #[cfg(unix)]
-        let terminated = term.recv();
-        #[cfg(not(unix))]
-        let terminated = std::future::pending::<Option<()>>();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {},
-            _ = terminated => {},
-            _ = token.cancelled() => return,
-        }
-        eprintln!("stopping after the batches in flight…");
-        token.cancel();
-    })
-}
-
 async fn run_sync(mut args: SyncArgs) -> Result<(), Failure> {
     args.copy.spec.mode = Some(Mode::Sync);
     run_copy_or_sync(args.copy, args.until_caught_up).await
@@ -433,49 +332,41 @@ async fn run_copy_or_sync(args: CopyArgs, until_caught_up: bool) -> Result<(), F
     if let Some(problem) = bounds::LEASE.problem(args.lease_seconds) {
         return Err(crate::spec::SpecError(vec![problem]).into());
     }
-    let location = state_location(&args.state, args.no_state)?;
-    let store: Arc<dyn StateStore> = match (location, args.no_state) {
-        (_, true) => Arc::new(MemoryStore::default()),
-        (Some(Location::Mongo(uri)), false) => Arc::new(
-            MongoStore::open(
-                &uri,
-                Duration::from_secs_f64(args.lease_seconds),
-                spec.connect_timeout,
-            )
-            .await
-            .map_err(CopyError::from)?
-            .standby(args.standby),
-        ),
-        _ if args.standby => {
-            return Err(crate::spec::SpecError(vec![
-                "--standby: needs a MongoDB state store (--state mongodb://host/db) that the \
-                 processes share"
-                    .into(),
-            ])
-            .into())
-        }
-        (Some(Location::File(path)), false) => Arc::new(FileStore::new(path)),
-        // The default path changed with the store's format: an older default store is taken.
-        (None, false) => Arc::new(
-            FileStore::new(FileStore::default_path())
+    let choice = store_choice(&args.state, args.no_state)?;
+    if args.standby && matches!(choice, StoreChoice::File(_)) {
+        return Err(crate::spec::SpecError(vec![
+            "--standby: needs a MongoDB state store (--state mongodb://host/db) that the \
+             processes share"
+                .into(),
+        ])
+        .into());
+    }
+    let lease = Duration::from_secs_f64(args.lease_seconds);
+    let store: Arc<dyn StateStore> = match choice
+        .open(lease, spec.connect_timeout, |path| match path {
+            Some(path) => FileStore::new(path),
+            // The default path changed with the store's format: an older default store is taken.
+            None => FileStore::new(FileStore::default_path())
                 .migrating_from(FileStore::first_format_default_path()),
-        ),
+        })
+        .await
+        .map_err(CopyError::from)?
+    {
+        Store::Mongo(store) => Arc::new(store.standby(args.standby)),
+        store => store.shared(),
     };
     let outcome = copy_with_store(args, until_caught_up, spec, store.clone()).await;
     store.close().await;
     outcome
 }
 
-/// Where `--state` (or `MONGOFERRY_STATE`) keeps the state; `None` without it, or with
-/// `--no-state`. A value shaped like a URI that is not a MongoDB one is invalid input.
-fn state_location(state: &Option<String>, no_state: bool) -> Result<Option<Location>, Failure> {
-    match state {
-        Some(text) if !no_state => Location::parse(text).map(Some).map_err(|e| Failure {
-            message: format!("--state: {e}"),
-            status: 2,
-        }),
-        _ => Ok(None),
-    }
+/// The store `--state` (or `MONGOFERRY_STATE`) and `--no-state` name ([`StoreChoice`]). A value
+/// shaped like a URI that is not a MongoDB one is invalid input.
+fn store_choice(state: &Option<String>, no_state: bool) -> Result<StoreChoice, Failure> {
+    StoreChoice::from_options(state.as_deref(), no_state).map_err(|e| Failure {
+        message: format!("--state: {e}"),
+        status: 2,
+    })
 }
 
 async fn copy_with_store(
@@ -503,107 +394,30 @@ async fn copy_with_store(
         }
     }
     let stats = prepared.stats();
-    let mode = prepared.mode();
-    let summary = run_in_terminal(stats, args.quiet, |cancel| prepared.run(cancel))
-        .await
-        .map_err(|e| match (e, mode) {
-            (CopyError::Stopped, Mode::Sync) => Failure {
-                message: "stopped; run it again to follow on from the saved position".into(),
-                status: 130,
-            },
-            (e, _) => Failure::from(e),
-        })?;
-    print_summary(&summary, args.json);
-    if summary.already_complete && mode == Mode::Move {
-        eprintln!(
-            "already complete: earlier runs moved every document of this job and none is left \
-             at the source (state {})",
-            summary.state
-        );
-    } else if summary.already_complete && mode == Mode::Sync {
-        // The copy is behind it, not the sync: this run followed the changes.
-        eprintln!(
-            "an earlier run completed the copy of this job (state {}): this run followed the \
-             source's changes on from its saved position",
-            summary.state
-        );
-    } else if summary.already_complete && spec.journal.is_some() {
-        eprintln!(
-            "already complete: an earlier run copied every document of this job (state {}), so \
-             this run wrote nothing and journaled nothing; use --restart to copy (and journal) \
-             everything again",
-            summary.state
-        );
-    } else if summary.already_complete {
-        eprintln!(
-            "already complete: an earlier run copied every document of this job (state {}); \
-             use --restart to copy again",
-            summary.state
-        );
-    }
-    if let Some(report) = &summary.verify {
-        if !args.json {
+    let result = run_in_terminal(stats, args.quiet, |cancel| prepared.run(cancel)).await;
+    let outcome = Outcome::judge(&result, &Asked::of(&spec, Surface::CommandLine));
+    if let Ok(summary) = &result {
+        print_summary(summary, args.json);
+        if let Some(note) = &outcome.note {
+            eprintln!("{note}");
+        }
+        if let Some(report) = summary.verify.as_ref().filter(|_| !args.json) {
             print_verify(report, false);
         }
-        if !report.identical {
-            return Err(Failure {
-                message: format!(
-                    "verify: the destination differs: {} missing, {} extra, {} different{}",
-                    report.missing,
-                    report.extra,
-                    report.different,
-                    if summary.failed > 0 {
-                        format!(
-                            " ({} documents were refused, see {})",
-                            summary.failed, summary.dead_letters
-                        )
-                    } else {
-                        String::new()
-                    }
-                ),
-                status: EXIT_DIFFERENT,
-            });
-        }
     }
-    if summary.failed > 0 {
-        return Err(Failure {
-            message: format!(
-                "completed with {} failed documents: the destination refused them; dead \
-                 letters (documents and reasons): {}",
-                summary.failed, summary.dead_letters
-            ),
-            status: EXIT_DIFFERENT,
-        });
-    }
-    if let Some(moves) = summary.moves.as_ref().filter(|m| m.left > 0) {
-        return Err(Failure {
-            message: format!(
-                "moved {} documents; {} documents of the selection are still at the source \
-                 (changed after their copy in every pass, or refused by the destination): run \
-                 the move again to move them",
-                moves.deleted, moves.left
-            ),
-            status: EXIT_DIFFERENT,
-        });
-    }
-    if let Some(refused) = summary.schema.refused_indexes() {
-        return Err(Failure {
-            message: format!("completed, but {refused}"),
-            status: EXIT_DIFFERENT,
-        });
-    }
-    Ok(())
+    Failure::of(outcome)
 }
 
 async fn run_plan(args: PlanArgs) -> Result<(), Failure> {
     let spec = args.spec.validate()?;
-    let state = match state_location(&args.state, false)? {
-        Some(Location::Mongo(uri)) => Some(
+    // Only a MongoDB store is read (it must not be among the destinations).
+    let state = match store_choice(&args.state, false)? {
+        StoreChoice::Mongo(uri) => Some(
             MongoStore::open(&uri, Duration::from_secs(30), spec.connect_timeout)
                 .await
                 .map_err(CopyError::from)?,
         ),
-        _ => None,
+        StoreChoice::Memory | StoreChoice::File(_) => None,
     };
     let plan = crate::run::plan::plan(&spec, state.as_ref().and_then(|s| s.database())).await;
     if let Some(state) = &state {
@@ -933,21 +747,6 @@ fn print_summary(summary: &CopySummary, json: bool) {
     }
 }
 
-pub(crate) fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
 /// Where the job history lives when `--state` is not given.
 fn default_state_path() -> std::path::PathBuf {
     crate::state::data_dir().join("mongoferry/jobs.json")
@@ -1140,6 +939,92 @@ impl PreparedService {
     }
 }
 
+/// What `serve` keeps: its jobs (the manager), their checkpoints, where their journals go, and
+/// where the history is (`None`: not kept).
+struct ServiceState {
+    manager: Arc<JobManager>,
+    state: Arc<dyn StateStore>,
+    journal_root: Option<std::path::PathBuf>,
+    history: Option<String>,
+}
+
+/// Opens the store `--state` names and the job manager on it: a MongoDB database the nodes
+/// share (history, checkpoints, dead letters), or a history file with the checkpoints beside it.
+async fn open_service_state(
+    args: &ServeArgs,
+    lease: Duration,
+    clusters: AllowList,
+) -> Result<ServiceState, Failure> {
+    let fail = |message: String| Failure { message, status: 1 };
+    let choice = store_choice(&args.state, args.no_state)?;
+    // A file store's history is the file given (or the default), its checkpoints beside it.
+    let history_file = match &choice {
+        StoreChoice::File(path) => Some(HistoryFile::new(
+            path.clone().unwrap_or_else(default_state_path),
+        )),
+        StoreChoice::Memory | StoreChoice::Mongo(_) => None,
+    };
+    let beside = history_file.as_ref().map(|h| h.path().to_path_buf());
+    let store = choice
+        .open(lease, Duration::from_secs(10), |_| {
+            let history = beside.expect("a file store has its history file");
+            FileStore::new(history.with_file_name("copy-state.db"))
+                .migrating_from(history.with_file_name("copy-state.json"))
+        })
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    Ok(match store {
+        Store::Mongo(store) => {
+            // Checkpoints, dead letters and the history in one database the nodes share.
+            let shared = SharedHistory::open(&store);
+            let history = format!("{} (shared by service nodes)", shared.location());
+            let state: Arc<dyn StateStore> = Arc::new(store);
+            let journal_root = args
+                .journal_root
+                .clone()
+                .unwrap_or_else(|| crate::state::data_dir().join("mongoferry/journals"));
+            let manager = JobManager::open_shared(
+                shared,
+                lease,
+                state.clone(),
+                Some(journal_root.clone()),
+                clusters,
+            );
+            ServiceState {
+                manager,
+                state,
+                journal_root: Some(journal_root),
+                history: Some(history),
+            }
+        }
+        store => {
+            // Checkpoints and dead letters live beside the history (with it off, in memory).
+            let state = store.shared();
+            let journal_root = args.journal_root.clone().or_else(|| {
+                history_file
+                    .as_ref()
+                    .map(|history| history.path().with_file_name("journals"))
+            });
+            let history = history_file
+                .as_ref()
+                .map(|s| s.path().display().to_string());
+            let manager = JobManager::open_with_clusters(
+                history_file,
+                state.clone(),
+                journal_root.clone(),
+                clusters,
+            )
+            .map_err(|e| fail(e.to_string()))?;
+            ServiceState {
+                manager,
+                state,
+                journal_root,
+                history,
+            }
+        }
+    })
+}
+
 /// Everything `serve` does before it serves: checks the flags (status 2), opens the history,
 /// binds the port and says where it serves. Tests run services in-process through this.
 pub async fn prepare_serve(args: ServeArgs) -> Result<PreparedService, Failure> {
@@ -1179,60 +1064,12 @@ pub async fn prepare_serve(args: ServeArgs) -> Result<PreparedService, Failure> 
         });
     }
     let lease = Duration::from_secs_f64(args.lease_seconds);
-    let (manager, state, journal_root, history) = match state_location(&args.state, args.no_state)?
-    {
-        Some(Location::Mongo(uri)) => {
-            // Checkpoints, dead letters and the history in one database the nodes share.
-            let store = MongoStore::open(&uri, lease, Duration::from_secs(10))
-                .await
-                .map_err(|e| fail(e.to_string()))?;
-            let shared = SharedHistory::open(&store);
-            let history = format!("{} (shared by service nodes)", shared.location());
-            let state: Arc<dyn StateStore> = Arc::new(store);
-            let journal_root = args
-                .journal_root
-                .clone()
-                .unwrap_or_else(|| crate::state::data_dir().join("mongoferry/journals"));
-            let manager = JobManager::open_shared(
-                shared,
-                lease,
-                state.clone(),
-                Some(journal_root.clone()),
-                clusters,
-            );
-            (manager, state, Some(journal_root), Some(history))
-        }
-        location => {
-            let store = (!args.no_state).then(|| {
-                HistoryFile::new(match location {
-                    Some(Location::File(path)) => path,
-                    _ => default_state_path(),
-                })
-            });
-            // Checkpoints and dead letters live beside the history (with it off, nowhere).
-            let state: Arc<dyn StateStore> = match &store {
-                Some(history) => Arc::new(
-                    FileStore::new(history.path().with_file_name("copy-state.db"))
-                        .migrating_from(history.path().with_file_name("copy-state.json")),
-                ),
-                None => Arc::new(MemoryStore::default()),
-            };
-            let journal_root = args.journal_root.clone().or_else(|| {
-                store
-                    .as_ref()
-                    .map(|history| history.path().with_file_name("journals"))
-            });
-            let history = store.as_ref().map(|s| s.path().display().to_string());
-            let manager = JobManager::open_with_clusters(
-                store,
-                state.clone(),
-                journal_root.clone(),
-                clusters,
-            )
-            .map_err(|e| fail(e.to_string()))?;
-            (manager, state, journal_root, history)
-        }
-    };
+    let ServiceState {
+        manager,
+        state,
+        journal_root,
+        history,
+    } = open_service_state(&args, lease, clusters).await?;
     let sealing = credentials.is_some();
     if let Some(key) = credentials {
         manager.set_credentials_key(key);

@@ -92,19 +92,13 @@ pub enum Event {
     /// The operator resumed it; `started`: it had started before (else it waits for its start).
     Resumed { started: bool },
     /// Its run ended; the message says more to the operator.
-    Ended(Outcome, Option<String>),
+    Ended(Ending, Option<String>),
     /// The operator cancelled an interrupted job, so that it is not continued.
     Abandoned,
 }
 
-/// How a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Completed,
-    Failed,
-    Cancelled,
-    Interrupted,
-}
+/// How a run ended: [`crate::run::outcome`] judges it.
+pub use crate::run::outcome::Ending;
 
 impl JobState {
     /// The state after `event`, or `Err(self)` when the event does not apply (a command that
@@ -121,13 +115,13 @@ impl JobState {
             (Paused, Event::Resumed { started: false }) => Ok(Pending),
             (Pending | Running, Event::Resumed { .. }) => Ok(self),
             (_, Event::Ended(outcome, _)) if active => Ok(match outcome {
-                Outcome::Completed => Completed,
-                Outcome::Failed => Failed,
-                Outcome::Cancelled => Cancelled,
-                Outcome::Interrupted => Interrupted,
+                Ending::Completed => Completed,
+                Ending::Failed => Failed,
+                Ending::Cancelled => Cancelled,
+                Ending::Interrupted => Interrupted,
             }),
             // An interrupted job that cannot be continued (its spec is refused now).
-            (Interrupted, Event::Ended(Outcome::Failed, _)) => Ok(Failed),
+            (Interrupted, Event::Ended(Ending::Failed, _)) => Ok(Failed),
             (Interrupted, Event::Abandoned) => Ok(Cancelled),
             (state, _) => Err(state),
         }
@@ -141,7 +135,7 @@ impl std::fmt::Display for JobState {
 }
 
 /// What is kept of a job in the history, and restored after a restart of the service.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobRecord {
     pub id: JobId,
     /// Redacted ([`JobSpec::redacted`]): no credentials.
@@ -611,7 +605,7 @@ mod tests {
         Interrupted,
     ];
 
-    fn ended(outcome: Outcome) -> Event {
+    fn ended(outcome: Ending) -> Event {
         Event::Ended(outcome, None)
     }
 
@@ -622,10 +616,10 @@ mod tests {
             Event::Paused,
             Event::Resumed { started: true },
             Event::Resumed { started: false },
-            ended(Outcome::Completed),
-            ended(Outcome::Failed),
-            ended(Outcome::Cancelled),
-            ended(Outcome::Interrupted),
+            ended(Ending::Completed),
+            ended(Ending::Failed),
+            ended(Ending::Cancelled),
+            ended(Ending::Interrupted),
             Event::Abandoned,
         ];
         // One row per state, one column per event above; `-` where the event is refused.

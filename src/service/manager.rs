@@ -7,22 +7,25 @@
 //! continue from their checkpoints when it starts again. With a shared history, several service
 //! nodes show the same jobs and share them ([`super::nodes`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use super::command::{Command, CommandError};
 use super::credentials::CredentialsKey;
-use super::job::{Event, Job, JobId, JobRecord, JobState, NodeRole, Outcome};
+use super::job::{Event, Job, JobId, JobRecord, JobState, NodeRole};
+use super::nodes::{self, Nodes};
 use crate::bounds;
 use crate::engine::control::throttle::{Limiter, Limits, Throttle};
 use crate::engine::{Control, CopyError};
+use crate::run::outcome::{Asked, Ending, Outcome, Surface};
 use crate::run::plan::Plan;
 use crate::run::{copy, overlap};
 use crate::service::clusters::AllowList;
@@ -31,19 +34,6 @@ use crate::state::history::{HistoryError, HistoryFile};
 use crate::state::shared_history::SharedHistory;
 use crate::state::unix_now;
 use crate::state::{StateError, StateStore};
-
-/// An operator's command to a job.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Command {
-    Pause,
-    Resume,
-    Cancel,
-    SetWorkers(usize),
-    SetLimits(Limits),
-    /// A sync job's cutover: every change up to now is applied, then the job ends.
-    Commit,
-}
 
 /// How long a submit waits for each server to say who it is: the request returns at once, and
 /// a server slower than this is checked by the job's run instead.
@@ -56,34 +46,6 @@ pub enum PlanError {
     Invalid(SpecError),
     #[error("the plan could not be made: {0}")]
     Failed(CopyError),
-}
-
-/// Why a command was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum CommandError {
-    #[error("job {0} not found")]
-    NotFound(JobId),
-    #[error("job {id} is {state} and cannot {command}")]
-    Conflict {
-        id: JobId,
-        state: JobState,
-        command: &'static str,
-    },
-    /// A value out of its range ([`bounds`]).
-    #[error("{0}")]
-    Invalid(String),
-    #[error("job {0} is a copy: only a sync job (\"mode\": \"sync\") can be committed")]
-    NotSync(JobId),
-    /// The node that runs the job (another node on the same state) refused the command.
-    #[error("{message}")]
-    RefusedElsewhere { message: String, conflict: bool },
-    /// The node that runs the job did not answer in time, or the shared state failed.
-    #[error("job {id} runs on node {node}, which did not answer: {reason}")]
-    Unanswered {
-        id: JobId,
-        node: String,
-        reason: String,
-    },
 }
 
 /// Why a job was not started.
@@ -102,22 +64,23 @@ pub enum History {
     None,
     /// A JSON file that this service alone writes.
     File(HistoryFile),
-    /// A MongoDB database that several service nodes share ([`super::nodes`]).
-    Shared(SharedHistory),
+    /// A MongoDB database that several service nodes share, with this node's part in it
+    /// ([`super::nodes`]).
+    Shared(Box<Nodes>),
 }
 
 pub struct JobManager {
     jobs: Mutex<BTreeMap<JobId, Arc<Job>>>,
     next_id: AtomicU64,
-    pub(super) history: History,
+    history: History,
     /// Checkpoints and dead letters of the jobs.
-    pub(super) state: Arc<dyn StateStore>,
+    state: Arc<dyn StateStore>,
     /// Jobs that were running when the service last stopped, to continue.
     interrupted: Mutex<Vec<JobId>>,
     /// Set by [`shutdown`](Self::shutdown): stopped jobs are interrupted, not cancelled.
-    pub(super) stopping: AtomicBool,
+    stopping: AtomicBool,
     /// Saves run one at a time, so the file always ends with the latest history.
-    pub(super) saving: tokio::sync::Mutex<()>,
+    saving: tokio::sync::Mutex<()>,
     tasks: TaskTracker,
     /// The budget shared by all jobs, on top of each job's own limits.
     global: Arc<Limiter>,
@@ -125,21 +88,8 @@ pub struct JobManager {
     journal_root: Option<PathBuf>,
     /// The hosts jobs may read and write (`serve --allow-cluster`).
     clusters: AllowList,
-    /// Jobs other nodes run whose partitions this node copies too (shared history).
-    pub(super) helping: Mutex<BTreeMap<JobId, Arc<Job>>>,
-    /// When each job's last helping run here ended, if it stopped short: it is not started again
-    /// at once. `None`: it copied every partition left, so the job needs no more help.
-    pub(super) helped: Mutex<HashMap<JobId, Option<std::time::Instant>>>,
-    /// The record last written of each job this node runs (shared history).
-    pub(super) written: Mutex<HashMap<JobId, String>>,
-    /// How long a node's silence is waited out before its jobs are taken over (shared history).
-    pub(super) lease: Duration,
     /// Stops the heartbeat (shared history) at shutdown.
     halt: CancellationToken,
-    /// From when the next beat reads the jobs written (shared history); `None`: every job.
-    pub(super) jobs_read: Mutex<Option<mongodb::bson::DateTime>>,
-    /// When a failing beat was last logged (shared history): once a minute, not every beat.
-    pub(super) beat_failed: Mutex<Option<std::time::Instant>>,
     /// Seals the credentials of jobs' URIs in the history, and opens them to continue a job.
     credentials: std::sync::OnceLock<CredentialsKey>,
 }
@@ -168,7 +118,7 @@ impl JobManager {
             Some(file) => History::File(file),
             None => History::None,
         };
-        Self::with_history(history, state, journal_root, clusters, Duration::ZERO)
+        Self::with_history(history, state, journal_root, clusters)
     }
 
     /// A manager whose history several service nodes share: each shows every node's jobs, and
@@ -182,11 +132,10 @@ impl JobManager {
         clusters: AllowList,
     ) -> Arc<Self> {
         Self::with_history(
-            History::Shared(history),
+            History::Shared(Box::new(Nodes::new(history, lease))),
             state,
             journal_root,
             clusters,
-            lease,
         )
         .expect("a shared history is read as the service starts")
     }
@@ -196,7 +145,6 @@ impl JobManager {
         state: Arc<dyn StateStore>,
         journal_root: Option<PathBuf>,
         clusters: AllowList,
-        lease: Duration,
     ) -> Result<Arc<Self>, HistoryError> {
         let records: Vec<JobRecord> = match &history {
             History::File(file) => file.load()?,
@@ -228,13 +176,7 @@ impl JobManager {
             global: Arc::new(Limiter::new(Limits::default())),
             journal_root,
             clusters,
-            helping: Mutex::default(),
-            helped: Mutex::default(),
-            written: Mutex::default(),
-            lease,
             halt: CancellationToken::new(),
-            beat_failed: Mutex::default(),
-            jobs_read: Mutex::default(),
             credentials: std::sync::OnceLock::new(),
         }))
     }
@@ -308,6 +250,24 @@ impl JobManager {
         })
     }
 
+    /// This node's part in a shared history (`None`: the history is this service's alone).
+    pub(super) fn nodes(&self) -> Option<&Nodes> {
+        match &self.history {
+            History::Shared(nodes) => Some(nodes),
+            History::None | History::File(_) => None,
+        }
+    }
+
+    /// Set once the service is stopping: its jobs are interrupted, and no run starts.
+    pub(super) fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// The jobs' checkpoints and dead letters.
+    pub(super) fn state(&self) -> &Arc<dyn StateStore> {
+        &self.state
+    }
+
     pub fn get(&self, id: JobId) -> Option<Arc<Job>> {
         self.jobs.lock().get(&id).cloned()
     }
@@ -318,7 +278,7 @@ impl JobManager {
 
     /// The runs of this service: the jobs it runs, and its runs helping other nodes' jobs.
     pub fn runs_here(&self) -> Vec<Arc<Job>> {
-        let helping: Vec<Arc<Job>> = self.helping.lock().values().cloned().collect();
+        let helping = self.nodes().map(Nodes::helpers).unwrap_or_default();
         self.list()
             .into_iter()
             .filter(|j| j.runs_elsewhere().is_none())
@@ -339,13 +299,14 @@ impl JobManager {
     /// With a shared history, it reads every node's jobs, takes over those of nodes that are
     /// gone, and starts this node's heartbeat ([`super::nodes`]).
     pub async fn resume(self: &Arc<Self>) {
-        if let History::Shared(shared) = &self.history {
+        if let Some(nodes) = self.nodes() {
+            let shared = nodes.shared();
             tracing::info!("service node {} on {}", shared.node(), shared.location());
-            self.pulse().await;
+            nodes.pulse(self).await;
             let manager = self.clone();
             let halt = self.halt.clone();
             self.tasks
-                .spawn(async move { manager.beat_until(halt).await });
+                .spawn(async move { nodes::beat_until(manager, halt).await });
             return;
         }
         let ids = std::mem::take(&mut *self.interrupted.lock());
@@ -381,7 +342,7 @@ impl JobManager {
         let copy_spec = match self.copy_spec(&spec) {
             Ok(copy_spec) => copy_spec,
             Err(e) => {
-                let _ = old.apply(Event::Ended(Outcome::Failed, Some(e.to_string())));
+                let _ = old.apply(Event::Ended(Ending::Failed, Some(e.to_string())));
                 return;
             }
         };
@@ -449,11 +410,11 @@ impl JobManager {
         }
         // Unique among the nodes of a shared history, which give ids out one at a time.
         let id = match &self.history {
-            History::Shared(shared) => {
-                let id = JobId(shared.next_id().await?);
+            History::Shared(nodes) => {
+                let id = JobId(nodes.shared().next_id().await?);
                 // Of the nodes given this spec at once, one starts a job; the others answer
                 // with it.
-                if let Some(existing) = self.claim_spec(shared, &spec, id).await? {
+                if let Some(existing) = nodes.claim_spec(self.as_ref(), &spec, id).await? {
                     return Ok((existing, false));
                 }
                 Some(id)
@@ -496,82 +457,14 @@ impl JobManager {
                 prepared.run(job.cancel.clone()).await
             }
         };
-        let (outcome, message) = match outcome {
-            Ok(summary) if summary.verify.as_ref().is_some_and(|v| !v.identical) => {
-                let report = summary.verify.as_ref().expect("checked");
-                (
-                    Outcome::Failed,
-                    Some(format!(
-                        "verify: the destination differs: {} missing, {} extra, {} different ({} \
-                         documents refused)",
-                        report.missing, report.extra, report.different, summary.failed
-                    )),
-                )
-            }
-            Ok(summary) if summary.schema.refused_indexes().is_some() => (
-                Outcome::Completed,
-                summary
-                    .schema
-                    .refused_indexes()
-                    .map(|refused| format!("completed, but {refused}")),
-            ),
-            Ok(summary) if summary.moves.as_ref().is_some_and(|m| m.left > 0) => (
-                Outcome::Completed,
-                summary.moves.as_ref().map(|m| {
-                    format!(
-                        "moved {} documents; {} are still at the source (changed after their \
-                         copy in every pass, or refused): submit the move again to move them",
-                        m.deleted, m.left
-                    )
-                }),
-            ),
-            Ok(summary) if summary.failed > 0 => (
-                Outcome::Completed,
-                Some(format!(
-                    "completed with {} failed documents (kept with their reasons in {})",
-                    summary.failed, summary.dead_letters
-                )),
-            ),
-            Ok(summary) if summary.already_complete && spec.mode == Mode::Move => (
-                Outcome::Completed,
-                Some(
-                    "already complete: earlier runs moved every document of this job and none is \
-                     left at the source"
-                        .into(),
-                ),
-            ),
-            Ok(summary) if summary.already_complete && spec.mode == Mode::Sync => (
-                Outcome::Completed,
-                Some(
-                    "an earlier run completed the copy: this run followed the source's changes \
-                     on from its saved position"
-                        .into(),
-                ),
-            ),
-            Ok(summary) if summary.already_complete => (
-                Outcome::Completed,
-                Some(
-                    "already complete: an earlier run copied every document; submit with \
-                     \"restart\": true to copy again"
-                        .into(),
-                ),
-            ),
-            Ok(_) => (Outcome::Completed, None),
-            Err(CopyError::Stopped) if self.stopping.load(Ordering::SeqCst) => (
-                Outcome::Interrupted,
-                Some(
-                    "interrupted: the service stopped; it continues from its checkpoint when the \
-                     service starts again"
-                        .into(),
-                ),
-            ),
-            Err(CopyError::Stopped) => (Outcome::Cancelled, None),
-            Err(e) => (Outcome::Failed, Some(e.to_string())),
-        };
+        let stopping = self.stopping.load(Ordering::SeqCst);
+        let judged = Outcome::judge(&outcome, &Asked::of(&spec, Surface::Service { stopping }));
         // Its own task is the only one that ends a running job.
-        let _ = job.apply(Event::Ended(outcome, message));
+        let _ = job.apply(Event::Ended(judged.ending(), judged.job_message()));
         tracing::info!("job {} {}", job.id, job.state());
-        self.helped_out(&job);
+        if let Some(nodes) = self.nodes() {
+            nodes.helped_out(&job);
+        }
         self.save().await;
     }
 
@@ -615,7 +508,14 @@ impl JobManager {
         }
         // Another node runs the job: the command goes to it, and its answer comes back.
         if let Some(node) = job.runs_elsewhere() {
-            return self.forward(job, node, command).await;
+            return match self.nodes() {
+                Some(nodes) => nodes.forward(self, job, node, command).await,
+                None => Err(CommandError::Unanswered {
+                    id,
+                    node,
+                    reason: "no shared history".into(),
+                }),
+            };
         }
         // An interrupted job would continue at the next start of the service: it can be
         // cancelled for good.
@@ -664,7 +564,7 @@ impl JobManager {
         let store = match &self.history {
             History::None => return,
             History::File(file) => file.clone(),
-            History::Shared(shared) => return self.publish(shared).await,
+            History::Shared(nodes) => return nodes.publish(self).await,
         };
         let _one_at_a_time = self.saving.lock().await;
         let records = self.list().iter().map(|j| j.record()).collect();
@@ -680,7 +580,7 @@ impl JobManager {
     pub async fn shutdown(&self, deadline: Duration) {
         self.stopping.store(true, Ordering::SeqCst);
         self.halt.cancel();
-        let helping: Vec<Arc<Job>> = self.helping.lock().values().cloned().collect();
+        let helping = self.nodes().map(Nodes::helpers).unwrap_or_default();
         for job in self.list().into_iter().chain(helping) {
             job.cancel.cancel();
         }
@@ -693,10 +593,54 @@ impl JobManager {
         }
         self.save().await;
         // The other nodes continue this node's jobs at once, rather than after its lease.
-        if let History::Shared(shared) = &self.history {
-            if let Err(e) = shared.leave().await {
+        if let Some(nodes) = self.nodes() {
+            if let Err(e) = nodes.shared().leave().await {
                 tracing::warn!("{e}");
             }
         }
+    }
+}
+
+/// The manager as the nodes code sees it.
+impl nodes::Manager for JobManager {
+    fn nodes(&self) -> Option<&Nodes> {
+        JobManager::nodes(self)
+    }
+    fn stopping(&self) -> bool {
+        JobManager::stopping(self)
+    }
+    fn state(&self) -> &Arc<dyn StateStore> {
+        JobManager::state(self)
+    }
+    fn get(&self, id: JobId) -> Option<Arc<Job>> {
+        JobManager::get(self, id)
+    }
+    fn list(&self) -> Vec<Arc<Job>> {
+        JobManager::list(self)
+    }
+    fn insert(&self, job: Arc<Job>) {
+        JobManager::insert(self, job)
+    }
+    fn runnable(&self, record: &JobRecord) -> Result<JobSpec, &'static str> {
+        JobManager::runnable(self, record)
+    }
+    fn copy_spec(&self, spec: &JobSpec) -> Result<CopySpec, SpecError> {
+        JobManager::copy_spec(self, spec)
+    }
+    fn control(&self, copy_spec: &CopySpec) -> Control {
+        JobManager::control(self, copy_spec)
+    }
+    fn continue_job(self: &Arc<Self>, old: Arc<Job>) {
+        JobManager::continue_job(self, old)
+    }
+    fn spawn_run(self: &Arc<Self>, job: Arc<Job>, copy_spec: CopySpec, role: NodeRole) {
+        JobManager::spawn_run(self, job, copy_spec, role)
+    }
+    fn command(
+        &self,
+        id: JobId,
+        command: Command,
+    ) -> BoxFuture<'_, Result<Arc<Job>, CommandError>> {
+        Box::pin(JobManager::command(self, id, command))
     }
 }

@@ -16,6 +16,7 @@
 
 pub mod api;
 pub mod clusters;
+pub mod command;
 pub mod credentials;
 pub mod job;
 pub mod manager;

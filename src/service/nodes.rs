@@ -8,7 +8,7 @@
 //! commands for this node's jobs.
 //!
 //! One node runs a job: the job's record and state are its run's, and only it writes them. The
-//! node a spec is submitted to claims it in the shared history (`JobManager::claim_spec`), so
+//! node a spec is submitted to claims it in the shared history (`Nodes::claim_spec`), so
 //! that a spec submitted to two nodes at once makes one job, which both answer with.
 //! Other nodes may help copy the partitions of a copy (or of a sync's initial copy) the way
 //! several CLI processes share a job ([`crate::run::copy`]: each partition claimed by lease in
@@ -21,22 +21,27 @@
 //! node only if that node has the [credentials key](super::credentials) that sealed them in the
 //! record; else the job is mirrored, never helped, and shows as interrupted if its node goes.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mongodb::bson::DateTime;
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use super::command::{Command, CommandError};
 use super::job::{Event, Job, JobId, JobRecord, JobState, JobView, NodeRole, NodeShare};
-use super::manager::{Command, CommandError, History, JobManager};
+use crate::engine::Control;
 use crate::run::copy;
-use crate::spec::JobSpec;
+use crate::spec::{CopySpec, JobSpec, SpecError};
 use crate::state::mongo::{host_name, process_runs};
 use crate::state::shared_history::{NodeBeat, SharedHistory, StoredJob};
-use crate::state::{unix_now, StateError};
+use crate::state::{unix_now, StateError, StateStore};
+use futures::future::BoxFuture;
+
+/// A job as stored in the shared history.
+type Stored = StoredJob<JobRecord, JobView>;
 
 /// How often a node beats: writes its jobs and heartbeat, reads the others'.
 pub const BEAT: Duration = Duration::from_secs(1);
@@ -68,26 +73,96 @@ enum Answer {
     Refused { message: String, conflict: bool },
 }
 
-impl JobManager {
-    /// Beats every [`BEAT`] until `halt`.
-    pub(super) async fn beat_until(self: Arc<Self>, halt: CancellationToken) {
-        loop {
-            tokio::select! {
-                _ = halt.cancelled() => return,
-                _ = tokio::time::sleep(BEAT) => {}
-            }
-            self.pulse().await;
+/// What the nodes code asks of the manager that owns it (`JobManager`): its jobs, the store, and
+/// starting runs. The whole interface between the two.
+pub(super) trait Manager: Send + Sync + 'static {
+    /// Its [`Nodes`] (a shared history only).
+    fn nodes(&self) -> Option<&Nodes>;
+    /// The service is stopping: no run starts.
+    fn stopping(&self) -> bool;
+    fn state(&self) -> &Arc<dyn StateStore>;
+    fn get(&self, id: JobId) -> Option<Arc<Job>>;
+    fn list(&self) -> Vec<Arc<Job>>;
+    /// Shows `job` (a mirror, or a job taken over), replacing the one with its id.
+    fn insert(&self, job: Arc<Job>);
+    /// The spec a job of the history runs with here, or why it cannot.
+    fn runnable(&self, record: &JobRecord) -> Result<JobSpec, &'static str>;
+    fn copy_spec(&self, spec: &JobSpec) -> Result<CopySpec, SpecError>;
+    fn control(&self, copy_spec: &CopySpec) -> Control;
+    /// Continues an interrupted job here, from its checkpoint.
+    fn continue_job(self: &Arc<Self>, old: Arc<Job>);
+    fn spawn_run(self: &Arc<Self>, job: Arc<Job>, copy_spec: CopySpec, role: NodeRole);
+    /// Applies an operator's command (one another node left for a job of this node).
+    fn command(&self, id: JobId, command: Command)
+        -> BoxFuture<'_, Result<Arc<Job>, CommandError>>;
+}
+
+/// This node's part in the shared history: the history itself, and what the node keeps of it
+/// between beats. Owned by the manager (`History::Shared`), which it reaches only through the
+/// [`Manager`] trait.
+pub struct Nodes {
+    shared: SharedHistory,
+    /// How long a node's silence is waited out before its jobs are taken over.
+    lease: Duration,
+    /// Jobs other nodes run whose partitions this node copies too.
+    helping: Mutex<BTreeMap<JobId, Arc<Job>>>,
+    /// When each job's last helping run here ended, if it stopped short: it is not started again
+    /// at once. `None`: it copied every partition left, so the job needs no more help.
+    helped: Mutex<HashMap<JobId, Option<Instant>>>,
+    /// The record last written of each job this node runs.
+    written: Mutex<HashMap<JobId, JobRecord>>,
+    /// From when the next beat reads the jobs written; `None`: every job.
+    jobs_read: Mutex<Option<DateTime>>,
+    /// When a failing beat was last logged: once a minute, not every beat.
+    beat_failed: Mutex<Option<Instant>>,
+    /// Writes of this node's jobs run one at a time.
+    publishing: tokio::sync::Mutex<()>,
+}
+
+/// Beats every [`BEAT`] until `halt` (a shared history only).
+pub(super) async fn beat_until<M: Manager>(manager: Arc<M>, halt: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = halt.cancelled() => return,
+            _ = tokio::time::sleep(BEAT) => {}
         }
+        if let Some(nodes) = manager.nodes() {
+            nodes.pulse(&manager).await;
+        }
+    }
+}
+
+impl Nodes {
+    /// This node on `shared`, taking over the jobs of nodes silent for `lease`.
+    pub(super) fn new(shared: SharedHistory, lease: Duration) -> Self {
+        Nodes {
+            shared,
+            lease,
+            helping: Mutex::default(),
+            helped: Mutex::default(),
+            written: Mutex::default(),
+            jobs_read: Mutex::default(),
+            beat_failed: Mutex::default(),
+            publishing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The shared history (ids, spec claims, leaving).
+    pub(super) fn shared(&self) -> &SharedHistory {
+        &self.shared
+    }
+
+    /// This node's runs that help other nodes' jobs.
+    pub(super) fn helpers(&self) -> Vec<Arc<Job>> {
+        self.helping.lock().values().cloned().collect()
     }
 
     /// One beat (a shared history only): mirrors the other nodes' jobs, takes over those of
     /// nodes that are gone, starts and steers helping runs, answers commands, then writes this
     /// node's jobs and heartbeat. A failure is logged; the next beat tries again.
-    pub(super) async fn pulse(self: &Arc<Self>) {
-        let History::Shared(shared) = &self.history else {
-            return;
-        };
-        let beat = self.beat_once(shared).await;
+    pub(super) async fn pulse<M: Manager>(&self, manager: &Arc<M>) {
+        let shared = &self.shared;
+        let beat = self.beat_once(manager).await;
         let mut failed = self.beat_failed.lock();
         match beat {
             Err(e) => {
@@ -109,22 +184,17 @@ impl JobManager {
         }
     }
 
-    async fn beat_once(self: &Arc<Self>, shared: &SharedHistory) -> Result<(), StateError> {
+    async fn beat_once<M: Manager>(&self, manager: &Arc<M>) -> Result<(), StateError> {
+        let shared = &self.shared;
         // A node that stops starts no run: its jobs are the other nodes' to take over.
-        if self.stopping.load(Ordering::SeqCst) {
+        if manager.stopping() {
             return Ok(());
         }
         // The heartbeat first: however long the rest of the beat takes, this node is alive.
-        let shares = self.shares(shared.node());
-        let wire: Vec<(u64, String)> = shares
-            .iter()
-            .map(|(id, share)| {
-                let share = serde_json::to_string(share).expect("shares serialise");
-                (id.0, share)
-            })
-            .collect();
+        let shares = self.shares(manager.as_ref(), shared.node());
+        let wire: Vec<(u64, &NodeShare)> = shares.iter().map(|(id, share)| (id.0, share)).collect();
         shared.beat(&wire).await?;
-        let nodes = shared.nodes().await?;
+        let nodes = shared.nodes::<NodeShare>().await?;
         let live: HashSet<&str> = nodes
             .iter()
             .filter(|n| self.alive(n))
@@ -136,43 +206,44 @@ impl JobManager {
         let since = *self.jobs_read.lock();
         for stored in shared.jobs(since).await? {
             let owner = stored.node.clone();
-            let Some(record) = self.mirror(shared, stored) else {
-                continue;
-            };
+            let record = self.mirror(manager.as_ref(), stored);
             let id = record.id;
             if owner == shared.node() {
                 // Ours by the record, yet shown as another node's: a takeover whose answer was
                 // lost on the way. This node runs it.
-                if self.get(id).is_some_and(|j| j.runs_elsewhere().is_some()) {
-                    self.run_here(id, &owner);
+                if manager
+                    .get(id)
+                    .is_some_and(|j| j.runs_elsewhere().is_some())
+                {
+                    run_here(manager, id, &owner);
                 }
                 continue;
             }
             let orphan = !record.state.is_final() || record.state == JobState::Interrupted;
             if orphan && !live.contains(owner.as_str()) {
-                match self.can_run(&record) {
-                    Ok(()) => self.take_over(shared, id, &owner).await?,
+                match can_run(manager.as_ref(), &record) {
+                    Ok(()) => self.take_over(manager, id, &owner).await?,
                     // Left to a node that can run it; shown for what it is meanwhile.
-                    Err(why) => self.show_orphaned(id, &owner, &why),
+                    Err(why) => show_orphaned(manager.as_ref(), id, &owner, &why),
                 }
             }
         }
         // Every helping run follows its job, whether or not the job's node is still there.
-        self.steer_helpers();
-        for job in self.list() {
+        self.steer_helpers(manager.as_ref());
+        for job in manager.list() {
             match job.runs_elsewhere() {
-                Some(owner) if live.contains(owner.as_str()) => self.help(&job).await,
+                Some(owner) if live.contains(owner.as_str()) => self.help(manager, &job).await,
                 _ => {}
             }
         }
         let window = (self.lease + JOBS_WINDOW).as_millis() as i64;
         *self.jobs_read.lock() = Some(DateTime::from_millis(read_at.timestamp_millis() - window));
-        self.answer_commands(shared).await?;
-        self.show_shares(shared.node(), shares, &nodes, &live);
+        self.answer_commands(manager.as_ref()).await?;
+        self.show_shares(manager.as_ref(), shared.node(), shares, &nodes, &live);
         for gone in nodes.iter().filter(|n| n.age > self.lease * 10) {
             shared.forget(&gone.node).await?;
         }
-        self.publish(shared).await;
+        self.publish(manager.as_ref()).await;
         Ok(())
     }
 
@@ -181,12 +252,13 @@ impl JobManager {
     /// the spec ([`spec_identity`]). `Some`: the active job that holds the spec, this node's or
     /// another's, to answer with; `None`: job `id` holds it now. A claim whose job ended (or was
     /// not written within [`CLAIM_STARTING`]) is moved to `id`.
-    pub(super) async fn claim_spec(
-        self: &Arc<Self>,
-        shared: &SharedHistory,
+    pub(super) async fn claim_spec<M: Manager>(
+        &self,
+        manager: &M,
         spec: &JobSpec,
         id: JobId,
     ) -> Result<Option<Arc<Job>>, StateError> {
+        let shared = &self.shared;
         let identity = spec_identity(spec);
         let asked = Instant::now();
         loop {
@@ -194,12 +266,12 @@ impl JobManager {
                 return Ok(None);
             };
             let holder = JobId(holder);
-            let job = match self.get(holder) {
+            let job = match manager.get(holder) {
                 Some(job) => Some(job),
                 None => match shared.job(holder.0).await? {
                     Some(stored) => {
-                        self.mirror(shared, stored);
-                        self.get(holder)
+                        self.mirror(manager, stored);
+                        manager.get(holder)
                     }
                     None => None,
                 },
@@ -223,7 +295,7 @@ impl JobManager {
 
     /// Whether a node's heartbeat says it runs: recent enough, and (on this host) its process
     /// still there.
-    fn alive(&self, node: &NodeBeat) -> bool {
+    fn alive(&self, node: &NodeBeat<NodeShare>) -> bool {
         let gone_here = node.host == host_name()
             && node.pid != i64::from(std::process::id())
             && !process_runs(node.pid);
@@ -231,104 +303,52 @@ impl JobManager {
     }
 
     /// Takes in a job as stored: a job of another node is mirrored (this node's own run of it
-    /// stops, if another node took it over). Its record, unless unreadable.
-    fn mirror(&self, shared: &SharedHistory, stored: StoredJob) -> Option<JobRecord> {
-        let record: JobRecord = match serde_json::from_str(&stored.record) {
-            Ok(record) => record,
-            Err(e) => {
-                tracing::warn!(
-                    "job {} in {}: unreadable: {e}",
-                    stored.id,
-                    shared.location()
-                );
-                return None;
-            }
-        };
-        if stored.node == shared.node() {
-            return Some(record);
+    /// stops, if another node took it over). Its record.
+    fn mirror<M: Manager>(&self, manager: &M, stored: Stored) -> JobRecord {
+        let StoredJob {
+            node, record, view, ..
+        } = stored;
+        if node == self.shared.node() {
+            return record;
         }
-        let view: Option<JobView> = stored.view.and_then(|v| serde_json::from_str(&v).ok());
         let id = record.id;
-        let local = self.get(id);
-        match local {
-            Some(job) if job.runs_elsewhere().is_some() => {
-                job.mirror(record.clone(), stored.node, view)
-            }
+        match manager.get(id) {
+            Some(job) if job.runs_elsewhere().is_some() => job.mirror(record.clone(), node, view),
             local => {
                 if let Some(mine) = local {
                     tracing::warn!(
-                        "job {id}: node {} took it over while this node seemed gone; this \
-                         node's run stops",
-                        stored.node
+                        "job {id}: node {node} took it over while this node seemed gone; this \
+                         node's run stops"
                     );
                     mine.cancel.cancel();
                 }
-                let job = Job::elsewhere(record.clone(), stored.node, view);
-                self.insert(Arc::new(job));
+                let job = Job::elsewhere(record.clone(), node, view);
+                manager.insert(Arc::new(job));
             }
         }
-        Some(record)
+        record
     }
 
     /// Makes this node run job `id` of the node `from`, which is gone, if no other node was
     /// quicker.
-    async fn take_over(
-        self: &Arc<Self>,
-        shared: &SharedHistory,
+    async fn take_over<M: Manager>(
+        &self,
+        manager: &Arc<M>,
         id: JobId,
         from: &str,
     ) -> Result<(), StateError> {
-        if shared.take_over(id.0, from).await? {
+        if self.shared.take_over(id.0, from).await? {
             tracing::info!("job {id}: node {from} is gone; this node runs it now");
-            self.run_here(id, from);
+            run_here(manager, id, from);
         }
         Ok(())
     }
 
-    /// Continues job `id`, which node `from` ran, here from its checkpoint. A helping run of it
-    /// on this node goes on with its partitions; the job's run joins them.
-    fn run_here(self: &Arc<Self>, id: JobId, from: &str) {
-        let Some(mirror) = self.get(id) else {
-            return;
-        };
-        let mut record = mirror.record();
-        record.state = JobState::Interrupted;
-        record.error = Some(format!("interrupted: its node {from} is gone"));
-        record.finished_at.get_or_insert(unix_now());
-        let old = Arc::new(Job::restored(record));
-        self.insert(old.clone());
-        self.continue_job(old);
-    }
-
-    /// Whether this node can run the job of `record`: open its credentials and reach its
-    /// clusters.
-    fn can_run(&self, record: &JobRecord) -> Result<(), String> {
-        let spec = self.runnable(record).map_err(str::to_string)?;
-        self.copy_spec(&spec).map(|_| ()).map_err(|e| e.to_string())
-    }
-
-    /// Shows job `id`, whose node `from` is gone and which this node cannot run, as interrupted
-    /// (its record stays as that node left it, for a node that can run it).
-    fn show_orphaned(&self, id: JobId, from: &str, why: &str) {
-        let Some(mirror) = self.get(id) else {
-            return;
-        };
-        let mut record = mirror.record();
-        if record.state.is_final() {
-            return;
-        }
-        record.state = JobState::Interrupted;
-        record.error = Some(format!(
-            "interrupted: its node {from} is gone, and this node cannot run it: {why}"
-        ));
-        mirror.mirror(record, from.to_string(), mirror.published());
-    }
-
     /// Has every helping run follow the job it helps with (see [`steer`]).
-    fn steer_helpers(&self) {
+    fn steer_helpers<M: Manager>(&self, manager: &M) {
         let helping: Vec<Arc<Job>> = self.helping.lock().values().cloned().collect();
         for helper in helping {
-            if let Some(job) = self.get(helper.id) {
+            if let Some(job) = manager.get(helper.id) {
                 steer(&helper, &job);
             }
         }
@@ -337,7 +357,7 @@ impl JobManager {
     /// Starts a run that helps copy the partitions of `mirror`, a job another node runs, if it is
     /// running, shared (partitioned, its layout published) and not complete, does not journal,
     /// and this node can run its spec.
-    async fn help(self: &Arc<Self>, mirror: &Arc<Job>) {
+    async fn help<M: Manager>(&self, manager: &Arc<M>, mirror: &Arc<Job>) {
         if self.helping.lock().contains_key(&mirror.id) {
             return;
         }
@@ -353,7 +373,7 @@ impl JobManager {
         if record.state != JobState::Running || recently || record.spec.journal.is_some() {
             return;
         }
-        let Ok(spec) = self.runnable(&record) else {
+        let Ok(spec) = manager.runnable(&record) else {
             return;
         };
         let view = mirror.view();
@@ -361,19 +381,19 @@ impl JobManager {
             workers: Some(view.workers),
             ..spec
         };
-        let Ok(copy_spec) = self.copy_spec(&spec) else {
+        let Ok(copy_spec) = manager.copy_spec(&spec) else {
             return;
         };
-        match copy::joinable(&copy_spec, &self.state).await {
+        match copy::joinable(&copy_spec, manager.state()).await {
             Ok(true) => {}
             Ok(false) => return,
             Err(e) => return tracing::warn!("job {}: {e}", mirror.id),
         }
-        let helper = Arc::new(Job::continued(record, spec, self.control(&copy_spec)));
+        let helper = Arc::new(Job::continued(record, spec, manager.control(&copy_spec)));
         helper.control.throttle().job.set(view.limits);
         self.helping.lock().insert(mirror.id, helper.clone());
         tracing::info!("job {}: this node helps copy its partitions", mirror.id);
-        self.spawn_run(helper, copy_spec, NodeRole::Helps);
+        manager.spawn_run(helper, copy_spec, NodeRole::Helps);
     }
 
     /// A run of `job` ended: if it was a helping run, it is forgotten, and not started again:
@@ -388,14 +408,15 @@ impl JobManager {
     }
 
     /// Applies the commands other nodes left for this node's jobs, and answers them.
-    async fn answer_commands(&self, shared: &SharedHistory) -> Result<(), StateError> {
-        let mine: HashSet<u64> = self
+    async fn answer_commands<M: Manager>(&self, manager: &M) -> Result<(), StateError> {
+        let shared = &self.shared;
+        let mine: HashSet<u64> = manager
             .list()
             .iter()
             .filter(|j| j.runs_elsewhere().is_none())
             .map(|j| j.id.0)
             .collect();
-        for pending in shared.pending().await? {
+        for pending in shared.pending::<Command>().await? {
             // Its sender gave up long ago (and may have died before withdrawing it).
             if pending.age > STALE_COMMAND {
                 shared.withdraw(pending.id).await?;
@@ -404,12 +425,12 @@ impl JobManager {
             if !mine.contains(&pending.job) {
                 continue;
             }
-            let answer = match serde_json::from_str::<Command>(&pending.command) {
+            let answer = match pending.command {
                 Err(e) => Answer::Refused {
                     message: format!("unknown command: {e}"),
                     conflict: false,
                 },
-                Ok(command) => match self.command(JobId(pending.job), command).await {
+                Ok(command) => match manager.command(JobId(pending.job), command).await {
                     Ok(_) => Answer::Done,
                     Err(e) => Answer::Refused {
                         conflict: matches!(
@@ -422,16 +443,16 @@ impl JobManager {
                     },
                 },
             };
-            let text = serde_json::to_string(&answer).expect("answers serialise");
-            shared.answer(pending.id, &text).await?;
+            shared.answer(pending.id, &answer).await?;
         }
         Ok(())
     }
 
     /// Carries `command` to `node`, which runs `job`, and waits for its answer; the job as that
     /// node wrote it afterwards.
-    pub(super) async fn forward(
+    pub(super) async fn forward<M: Manager>(
         &self,
+        manager: &M,
         job: Arc<Job>,
         node: String,
         command: Command,
@@ -441,17 +462,14 @@ impl JobManager {
             node: node.clone(),
             reason,
         };
-        let History::Shared(shared) = &self.history else {
-            return Err(unanswered("no shared history".into()));
-        };
-        let text = serde_json::to_string(&command).expect("commands serialise");
+        let shared = &self.shared;
         let sent = shared
-            .send(job.id.0, &text)
+            .send(job.id.0, &command)
             .await
             .map_err(|e| unanswered(e.to_string()))?;
         let asked = Instant::now();
         let answer = loop {
-            match shared.answer_of(sent).await {
+            match shared.answer_of::<Answer>(sent).await {
                 Ok(Some(answer)) => break answer,
                 Ok(None) => {}
                 Err(e) => return Err(unanswered(e.to_string())),
@@ -465,7 +483,7 @@ impl JobManager {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
-        match serde_json::from_str(&answer) {
+        match answer {
             Ok(Answer::Done) => {}
             Ok(Answer::Refused { message, conflict }) => {
                 return Err(CommandError::RefusedElsewhere { message, conflict })
@@ -475,19 +493,19 @@ impl JobManager {
         // The node answered after writing the job: show it as it is now (unless this node took
         // the job over meanwhile: then its run is what there is to show).
         if let Ok(Some(stored)) = shared.job(job.id.0).await {
-            if self
+            if manager
                 .get(job.id)
                 .is_some_and(|j| j.runs_elsewhere().is_some())
             {
-                self.mirror(shared, stored);
+                self.mirror(manager, stored);
             }
         }
-        Ok(self.get(job.id).unwrap_or(job))
+        Ok(manager.get(job.id).unwrap_or(job))
     }
 
     /// What this node does for each job: those it runs and those it helps with.
-    fn shares(&self, node: &str) -> Vec<(JobId, NodeShare)> {
-        let running = self
+    fn shares<M: Manager>(&self, manager: &M, node: &str) -> Vec<(JobId, NodeShare)> {
+        let running = manager
             .list()
             .into_iter()
             .filter(|j| j.runs_elsewhere().is_none() && !j.state().is_final())
@@ -504,11 +522,12 @@ impl JobManager {
 
     /// Shows with each job what every live node does for it (this node's from `own`, the
     /// others' from their heartbeats).
-    fn show_shares(
+    fn show_shares<M: Manager>(
         &self,
+        manager: &M,
         me: &str,
         own: Vec<(JobId, NodeShare)>,
-        nodes: &[NodeBeat],
+        nodes: &[NodeBeat<NodeShare>],
         live: &HashSet<&str>,
     ) {
         let mut by_job: HashMap<JobId, Vec<NodeShare>> = HashMap::new();
@@ -520,12 +539,10 @@ impl JobManager {
             .filter(|n| n.node != me && live.contains(n.node.as_str()))
         {
             for (id, share) in &node.shares {
-                if let Ok(share) = serde_json::from_str::<NodeShare>(share) {
-                    by_job.entry(JobId(*id)).or_default().push(share);
-                }
+                by_job.entry(JobId(*id)).or_default().push(share.clone());
             }
         }
-        for job in self.list() {
+        for job in manager.list() {
             let mut shares = by_job.remove(&job.id).unwrap_or_default();
             // The node that runs the job first.
             shares.sort_by(|a, b| {
@@ -549,24 +566,23 @@ impl JobManager {
 
     /// Writes every job this node runs that changed (an active one at every beat, for its
     /// progress). A job another node took over meanwhile stops here.
-    pub(super) async fn publish(&self, shared: &SharedHistory) {
-        let _one_at_a_time = self.saving.lock().await;
-        for job in self.list() {
+    pub(super) async fn publish<M: Manager>(&self, manager: &M) {
+        let shared = &self.shared;
+        let _one_at_a_time = self.publishing.lock().await;
+        for job in manager.list() {
             if job.runs_elsewhere().is_some() {
                 continue;
             }
             let record = job.record();
-            let text = serde_json::to_string(&record).expect("records serialise");
-            if record.state.is_final() && self.written.lock().get(&job.id) == Some(&text) {
+            if record.state.is_final() && self.written.lock().get(&job.id) == Some(&record) {
                 continue;
             }
-            let view = serde_json::to_string(&job.view()).expect("views serialise");
             match shared
-                .put(job.id.0, record.state.as_str(), &text, &view)
+                .put(job.id.0, record.state.as_str(), &record, &job.view())
                 .await
             {
                 Ok(true) => {
-                    self.written.lock().insert(job.id, text);
+                    self.written.lock().insert(job.id, record);
                 }
                 Ok(false) => {
                     tracing::warn!("job {}: another node runs it now; this node stops", job.id);
@@ -576,6 +592,48 @@ impl JobManager {
             }
         }
     }
+}
+
+/// Continues job `id`, which node `from` ran, here from its checkpoint. A helping run of it
+/// on this node goes on with its partitions; the job's run joins them.
+fn run_here<M: Manager>(manager: &Arc<M>, id: JobId, from: &str) {
+    let Some(mirror) = manager.get(id) else {
+        return;
+    };
+    let mut record = mirror.record();
+    record.state = JobState::Interrupted;
+    record.error = Some(format!("interrupted: its node {from} is gone"));
+    record.finished_at.get_or_insert(unix_now());
+    let old = Arc::new(Job::restored(record));
+    manager.insert(old.clone());
+    manager.continue_job(old);
+}
+
+/// Whether this node can run the job of `record`: open its credentials and reach its
+/// clusters.
+fn can_run<M: Manager>(manager: &M, record: &JobRecord) -> Result<(), String> {
+    let spec = manager.runnable(record).map_err(str::to_string)?;
+    manager
+        .copy_spec(&spec)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// Shows job `id`, whose node `from` is gone and which this node cannot run, as interrupted
+/// (its record stays as that node left it, for a node that can run it).
+fn show_orphaned<M: Manager>(manager: &M, id: JobId, from: &str, why: &str) {
+    let Some(mirror) = manager.get(id) else {
+        return;
+    };
+    let mut record = mirror.record();
+    if record.state.is_final() {
+        return;
+    }
+    record.state = JobState::Interrupted;
+    record.error = Some(format!(
+        "interrupted: its node {from} is gone, and this node cannot run it: {why}"
+    ));
+    mirror.mirror(record, from.to_string(), mirror.published());
 }
 
 /// What makes two submits one job on every node: the spec as kept (its secrets and `restart`

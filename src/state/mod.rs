@@ -8,9 +8,11 @@
 //! database that several processes share, with leases and fencing), [`memory`] (keeps nothing);
 //! [`history`] keeps the service's jobs in a file, [`shared_history`] in a MongoDB database that
 //! several service nodes share; [`atomic`] is how every file is rewritten. [`Location`] reads a
-//! `--state` value: a MongoDB URI or a file path, never a mistyped URI taken for a path.
+//! `--state` value: a MongoDB URI or a file path, never a mistyped URI taken for a path;
+//! [`choice`] is the one rule that picks a command's store from its options.
 
 pub mod atomic;
+pub mod choice;
 pub mod file;
 pub mod history;
 pub mod memory;
@@ -26,6 +28,7 @@ use futures::FutureExt;
 use mongodb::bson::{Bson, Document, RawBson, RawDocumentBuf};
 use serde::{Deserialize, Serialize};
 
+pub use choice::{Store, StoreChoice};
 pub use file::{read_checkpoints, read_dead_letters, FileStore};
 pub use memory::MemoryStore;
 pub use mongo::MongoStore;

@@ -26,6 +26,8 @@ use futures::TryStreamExt;
 use mongodb::bson::{doc, oid::ObjectId, Bson, DateTime, Document};
 use mongodb::options::ReturnDocument;
 use mongodb::Collection;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 use super::mongo::{host_name, MongoStore, DUPLICATE_KEY};
 use super::{StateError, StateStore};
@@ -55,34 +57,37 @@ impl std::fmt::Debug for SharedHistory {
     }
 }
 
-/// A job as the node running it last wrote it.
+/// A job as the node running it last wrote it: its record `R` and its view `V` (each stored as
+/// JSON text).
 #[derive(Debug, Clone)]
-pub struct StoredJob {
+pub struct StoredJob<R, V> {
     pub id: u64,
     /// The node that runs it (or ran it last).
     pub node: String,
-    pub record: String,
-    pub view: Option<String>,
+    pub record: R,
+    /// `None`: not written, or unreadable.
+    pub view: Option<V>,
 }
 
-/// A node's last heartbeat.
+/// A node's last heartbeat, with its shares `S` (each stored as JSON text).
 #[derive(Debug, Clone)]
-pub struct NodeBeat {
+pub struct NodeBeat<S> {
     pub node: String,
     pub host: String,
     pub pid: i64,
     /// How long ago, by this machine's clock.
     pub age: Duration,
-    /// Its share of each job it works on: `(job id, share)`.
-    pub shares: Vec<(u64, String)>,
+    /// Its share of each job it works on: `(job id, share)` (unreadable ones left out).
+    pub shares: Vec<(u64, S)>,
 }
 
-/// A command waiting for the node that runs its job.
+/// A command `C` waiting for the node that runs its job (stored as JSON text).
 #[derive(Debug, Clone)]
-pub struct PendingCommand {
+pub struct PendingCommand<C> {
     pub id: ObjectId,
     pub job: u64,
-    pub command: String,
+    /// The command, or why it could not be read.
+    pub command: Result<C, String>,
     /// How long ago it was sent, by this machine's clock.
     pub age: Duration,
 }
@@ -226,17 +231,19 @@ impl SharedHistory {
         &self,
         id: u64,
         state: &str,
-        record: &str,
-        view: &str,
+        record: &impl Serialize,
+        view: &impl Serialize,
     ) -> Result<bool, StateError> {
+        let record = serde_json::to_string(record).expect("records serialise");
+        let view = serde_json::to_string(view).expect("views serialise");
         let written = self
             .jobs
             .update_one(
                 doc! { "_id": id as i64, "node": &self.node },
                 doc! { "$set": {
                     "state": state,
-                    "record": record,
-                    "view": view,
+                    "record": &record,
+                    "view": &view,
                     "updated": DateTime::now(),
                 } },
             )
@@ -267,7 +274,10 @@ impl SharedHistory {
 
     /// The jobs, oldest first: every one (`since` = `None`), or those written at or after
     /// `since` (by their writers' clocks) and every one not ended (whose node may be gone).
-    pub async fn jobs(&self, since: Option<DateTime>) -> Result<Vec<StoredJob>, StateError> {
+    pub async fn jobs<R: DeserializeOwned, V: DeserializeOwned>(
+        &self,
+        since: Option<DateTime>,
+    ) -> Result<Vec<StoredJob<R, V>>, StateError> {
         let filter = match since {
             None => doc! {},
             Some(since) => doc! { "$or": [
@@ -276,17 +286,20 @@ impl SharedHistory {
             ] },
         };
         let found = self.all(&self.jobs, filter).await?;
-        Ok(found.iter().filter_map(stored_job).collect())
+        Ok(found.iter().filter_map(|d| self.stored_job(d)).collect())
     }
 
     /// One job, if stored.
-    pub async fn job(&self, id: u64) -> Result<Option<StoredJob>, StateError> {
+    pub async fn job<R: DeserializeOwned, V: DeserializeOwned>(
+        &self,
+        id: u64,
+    ) -> Result<Option<StoredJob<R, V>>, StateError> {
         let found = self
             .jobs
             .find_one(doc! { "_id": id as i64 })
             .await
             .map_err(|e| self.failed(&e))?;
-        Ok(found.as_ref().and_then(stored_job))
+        Ok(found.as_ref().and_then(|d| self.stored_job(d)))
     }
 
     /// Makes this node the one that runs job `id`, if node `from` (gone) still does: `false`
@@ -304,10 +317,13 @@ impl SharedHistory {
     }
 
     /// This node's heartbeat, with its share of each job it works on.
-    pub async fn beat(&self, shares: &[(u64, String)]) -> Result<(), StateError> {
+    pub async fn beat(&self, shares: &[(u64, impl Serialize)]) -> Result<(), StateError> {
         let shares: Vec<Document> = shares
             .iter()
-            .map(|(job, share)| doc! { "job": *job as i64, "share": share })
+            .map(|(job, share)| {
+                let share = serde_json::to_string(share).expect("shares serialise");
+                doc! { "job": *job as i64, "share": share }
+            })
             .collect();
         self.nodes
             .update_one(
@@ -326,7 +342,7 @@ impl SharedHistory {
     }
 
     /// Every node's last heartbeat.
-    pub async fn nodes(&self) -> Result<Vec<NodeBeat>, StateError> {
+    pub async fn nodes<S: DeserializeOwned>(&self) -> Result<Vec<NodeBeat<S>>, StateError> {
         let found = self.all(&self.nodes, doc! {}).await?;
         let now = DateTime::now().timestamp_millis();
         Ok(found
@@ -341,7 +357,8 @@ impl SharedHistory {
                             .filter_map(|s| {
                                 let s = s.as_document()?;
                                 let job = u64::try_from(s.get_i64("job").ok()?).ok()?;
-                                Some((job, s.get_str("share").ok()?.to_string()))
+                                let share = serde_json::from_str(s.get_str("share").ok()?);
+                                Some((job, share.ok()?))
                             })
                             .collect()
                     })
@@ -377,13 +394,14 @@ impl SharedHistory {
 
     /// Leaves `command` for the node that runs job `job`; its answer comes through
     /// [`answer_of`](Self::answer_of).
-    pub async fn send(&self, job: u64, command: &str) -> Result<ObjectId, StateError> {
+    pub async fn send(&self, job: u64, command: &impl Serialize) -> Result<ObjectId, StateError> {
+        let command = serde_json::to_string(command).expect("commands serialise");
         let id = ObjectId::new();
         self.commands
             .insert_one(doc! {
                 "_id": id,
                 "job": job as i64,
-                "command": command,
+                "command": &command,
                 "answer": null,
                 "from": &self.node,
                 "at": DateTime::now(),
@@ -393,8 +411,12 @@ impl SharedHistory {
         Ok(id)
     }
 
-    /// The answer to a command sent, once given; the command is then removed.
-    pub async fn answer_of(&self, command: ObjectId) -> Result<Option<String>, StateError> {
+    /// The answer to a command sent, once given (or why it could not be read); the command is
+    /// then removed.
+    pub async fn answer_of<A: DeserializeOwned>(
+        &self,
+        command: ObjectId,
+    ) -> Result<Option<Result<A, String>>, StateError> {
         let found = self
             .commands
             .find_one(doc! { "_id": command })
@@ -405,7 +427,9 @@ impl SharedHistory {
         };
         // The answer counts even if the command stays behind: it is withdrawn as stale later.
         let _ = self.withdraw(command).await;
-        Ok(Some(answer))
+        Ok(Some(
+            serde_json::from_str(&answer).map_err(|e| e.to_string()),
+        ))
     }
 
     /// Removes a command (answered, or given up on).
@@ -418,7 +442,7 @@ impl SharedHistory {
     }
 
     /// Every command not answered yet, oldest first (a node answers those for its jobs).
-    pub async fn pending(&self) -> Result<Vec<PendingCommand>, StateError> {
+    pub async fn pending<C: DeserializeOwned>(&self) -> Result<Vec<PendingCommand<C>>, StateError> {
         let found = self.all(&self.commands, doc! { "answer": null }).await?;
         let now = DateTime::now().timestamp_millis();
         Ok(found
@@ -428,7 +452,8 @@ impl SharedHistory {
                 Some(PendingCommand {
                     id: d.get_object_id("_id").ok()?,
                     job: u64::try_from(d.get_i64("job").ok()?).ok()?,
-                    command: d.get_str("command").ok()?.to_string(),
+                    command: serde_json::from_str(d.get_str("command").ok()?)
+                        .map_err(|e| e.to_string()),
                     age: Duration::from_millis((now - at).max(0) as u64),
                 })
             })
@@ -436,11 +461,16 @@ impl SharedHistory {
     }
 
     /// Answers a command.
-    pub async fn answer(&self, command: ObjectId, answer: &str) -> Result<(), StateError> {
+    pub async fn answer(
+        &self,
+        command: ObjectId,
+        answer: &impl Serialize,
+    ) -> Result<(), StateError> {
+        let answer = serde_json::to_string(answer).expect("answers serialise");
         self.commands
             .update_one(
                 doc! { "_id": command },
-                doc! { "$set": { "answer": answer } },
+                doc! { "$set": { "answer": &answer } },
             )
             .await
             .map_err(|e| self.failed(&e))?;
@@ -448,11 +478,30 @@ impl SharedHistory {
     }
 }
 
-fn stored_job(d: &Document) -> Option<StoredJob> {
-    Some(StoredJob {
-        id: u64::try_from(d.get_i64("_id").ok()?).ok()?,
-        node: d.get_str("node").ok()?.to_string(),
-        record: d.get_str("record").ok()?.to_string(),
-        view: d.get_str("view").ok().map(str::to_string),
-    })
+impl SharedHistory {
+    /// A job document read: `None` when it lacks a field, or its record is unreadable (logged).
+    fn stored_job<R: DeserializeOwned, V: DeserializeOwned>(
+        &self,
+        d: &Document,
+    ) -> Option<StoredJob<R, V>> {
+        let id = u64::try_from(d.get_i64("_id").ok()?).ok()?;
+        let node = d.get_str("node").ok()?.to_string();
+        let record = match serde_json::from_str(d.get_str("record").ok()?) {
+            Ok(record) => record,
+            Err(e) => {
+                tracing::warn!("job {id} in {}: unreadable: {e}", self.location);
+                return None;
+            }
+        };
+        let view = d
+            .get_str("view")
+            .ok()
+            .and_then(|v| serde_json::from_str(v).ok());
+        Some(StoredJob {
+            id,
+            node,
+            record,
+            view,
+        })
+    }
 }

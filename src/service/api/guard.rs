@@ -1,7 +1,7 @@
 //! Who may use the service: the checks every request passes before any handler runs.
 //!
 //! In: a request. Out: the same request (its body read, within a size and a time limit) for the
-//! handlers, or a [`Refusal`] that becomes a 4xx answer ([`super::ApiError`]) — so a refused
+//! handlers, or a [`Refusal`] that becomes a 4xx answer (`ApiError`, `api/error.rs`) — so a refused
 //! request changes nothing and starts nothing. Every request passes 1 to 3 ([`check`], before
 //! routing, so that not even a 404 tells a stranger anything); a request a route takes passes 4
 //! and 5 ([`check_body`]; a method no route takes gets its 405):
@@ -32,12 +32,10 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
-use super::ApiError;
-
 /// The largest request body the service reads.
 pub const BODY_LIMIT: usize = 1 << 20;
 
-/// Why a request was turned away. Each becomes its status in [`ApiError`].
+/// Why a request was turned away. Each becomes its status in `ApiError` (`api/error.rs`).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Refusal {
     #[error("the request names no host")]
@@ -234,7 +232,7 @@ pub(super) async fn check(
         request.headers(),
     ) {
         Ok(()) => next.run(request).await,
-        Err(refusal) => ApiError::Refused(refusal).into_response(),
+        Err(refusal) => refusal.into_response(),
     }
 }
 
@@ -247,7 +245,7 @@ pub(super) async fn check_body(
 ) -> Response {
     match guard.read_body(request).await {
         Ok(request) => next.run(request).await,
-        Err(refusal) => ApiError::Refused(refusal).into_response(),
+        Err(refusal) => refusal.into_response(),
     }
 }
 

@@ -14,8 +14,8 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
-use crate::engine::stats::{Histogram, LATENCY_BUCKETS};
-use crate::service::job::JobState;
+use crate::engine::stats::{Histogram, JobStats, LATENCY_BUCKETS};
+use crate::service::job::{JobState, JobView};
 use crate::service::manager::JobManager;
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -52,14 +52,30 @@ pub async fn render(State(manager): State<Arc<JobManager>>) -> Response {
         .filter_map(|j| j.stats().map(|s| (j.id.to_string(), s)))
         .collect();
     let mut out = String::new();
+    documents(&mut out, &views);
+    job_states(&mut out, &views);
+    limits(&mut out, &views, &manager);
+    sync_and_move(&mut out, &views);
+    queue(&mut out, &live);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}
 
+/// Documents and bytes written, per job and namespace.
+fn documents(out: &mut String, views: &[JobView]) {
     family(
-        &mut out,
+        out,
         "docs_copied_total",
         "counter",
         "Documents written to the destination.",
     );
-    for view in &views {
+    for view in views {
         for ns in view.progress.iter().flat_map(|p| &p.namespaces) {
             let _ = writeln!(
                 out,
@@ -71,12 +87,12 @@ pub async fn render(State(manager): State<Arc<JobManager>>) -> Response {
         }
     }
     family(
-        &mut out,
+        out,
         "bytes_copied_total",
         "counter",
         "Bytes of documents written to the destination.",
     );
-    for view in &views {
+    for view in views {
         for ns in view.progress.iter().flat_map(|p| &p.namespaces) {
             let _ = writeln!(
                 out,
@@ -87,13 +103,17 @@ pub async fn render(State(manager): State<Arc<JobManager>>) -> Response {
             );
         }
     }
+}
+
+/// Each job's failure, state and workers.
+fn job_states(out: &mut String, views: &[JobView]) {
     family(
-        &mut out,
+        out,
         "job_errors_total",
         "counter",
         "Errors that failed the job.",
     );
-    for view in &views {
+    for view in views {
         let failed = u8::from(view.state == JobState::Failed);
         let _ = writeln!(
             out,
@@ -101,13 +121,8 @@ pub async fn render(State(manager): State<Arc<JobManager>>) -> Response {
             view.id
         );
     }
-    family(
-        &mut out,
-        "job_state",
-        "gauge",
-        "1 for the state the job is in.",
-    );
-    for view in &views {
+    family(out, "job_state", "gauge", "1 for the state the job is in.");
+    for view in views {
         let state = view.state;
         let _ = writeln!(
             out,
@@ -115,26 +130,25 @@ pub async fn render(State(manager): State<Arc<JobManager>>) -> Response {
             view.id
         );
     }
-    family(
-        &mut out,
-        "job_workers",
-        "gauge",
-        "Workers wanted for the job.",
-    );
-    for view in &views {
+    family(out, "job_workers", "gauge", "Workers wanted for the job.");
+    for view in views {
         let _ = writeln!(
             out,
             "mongoferry_job_workers{{job=\"{}\"}} {}",
             view.id, view.workers
         );
     }
+}
+
+/// The rate limits in force: each job's, the global one, adaptive mode's cap.
+fn limits(out: &mut String, views: &[JobView], manager: &JobManager) {
     family(
-        &mut out,
+        out,
         "job_rate_limit",
         "gauge",
         "The job's limit in documents per second (absent: none).",
     );
-    for view in &views {
+    for view in views {
         if let Some(rate) = view.limits.rate {
             let _ = writeln!(
                 out,
@@ -144,7 +158,7 @@ pub async fn render(State(manager): State<Arc<JobManager>>) -> Response {
         }
     }
     family(
-        &mut out,
+        out,
         "global_rate_limit",
         "gauge",
         "The limit all jobs share, documents per second (absent: none).",
@@ -153,12 +167,12 @@ pub async fn render(State(manager): State<Arc<JobManager>>) -> Response {
         let _ = writeln!(out, "mongoferry_global_rate_limit {rate}");
     }
     family(
-        &mut out,
+        out,
         "adaptive_rate_cap",
         "gauge",
         "Adaptive mode's current cap in documents per second (absent: none).",
     );
-    for view in &views {
+    for view in views {
         let cap = view
             .adaptive
             .as_ref()
@@ -171,13 +185,17 @@ pub async fn render(State(manager): State<Arc<JobManager>>) -> Response {
             );
         }
     }
+}
+
+/// What a sync job applied and how far behind it is; what a move job verified and deleted.
+fn sync_and_move(out: &mut String, views: &[JobView]) {
     family(
-        &mut out,
+        out,
         "sync_lag_seconds",
         "gauge",
         "A sync job's lag: now minus the cluster time of the last change applied (0 when level).",
     );
-    for view in &views {
+    for view in views {
         if let Some(sync) = view.progress.as_ref().and_then(|p| p.sync.as_ref()) {
             let _ = writeln!(
                 out,
@@ -187,12 +205,12 @@ pub async fn render(State(manager): State<Arc<JobManager>>) -> Response {
         }
     }
     family(
-        &mut out,
+        out,
         "sync_events_total",
         "counter",
         "Changes of the source a sync job applied, by type.",
     );
-    for view in &views {
+    for view in views {
         if let Some(sync) = view.progress.as_ref().and_then(|p| p.sync.as_ref()) {
             let a = &sync.applied;
             for (kind, n) in [
@@ -211,12 +229,12 @@ pub async fn render(State(manager): State<Arc<JobManager>>) -> Response {
         }
     }
     family(
-        &mut out,
+        out,
         "move_documents_total",
         "counter",
         "A move job's documents: verified at the destination, deleted from the source, kept there because they changed.",
     );
-    for view in &views {
+    for view in views {
         if let Some(moves) = view.progress.as_ref().and_then(|p| p.moves.as_ref()) {
             for (kind, n) in [
                 ("verified", moves.verified),
@@ -231,13 +249,17 @@ pub async fn render(State(manager): State<Arc<JobManager>>) -> Response {
             }
         }
     }
+}
+
+/// The live runs' queue counters and batch latency histograms.
+fn queue(out: &mut String, live: &[(String, Arc<JobStats>)]) {
     family(
-        &mut out,
+        out,
         "queue_batches_pushed_total",
         "counter",
         "Batches the producer put on the queue.",
     );
-    for (job, stats) in &live {
+    for (job, stats) in live {
         let n = stats.batches_queued.load(Relaxed);
         let _ = writeln!(
             out,
@@ -245,12 +267,12 @@ pub async fn render(State(manager): State<Arc<JobManager>>) -> Response {
         );
     }
     family(
-        &mut out,
+        out,
         "queue_batches_popped_total",
         "counter",
         "Batches the workers took off the queue.",
     );
-    for (job, stats) in &live {
+    for (job, stats) in live {
         let n = stats.batches_taken.load(Relaxed);
         let _ = writeln!(
             out,
@@ -258,31 +280,23 @@ pub async fn render(State(manager): State<Arc<JobManager>>) -> Response {
         );
     }
     family(
-        &mut out,
+        out,
         "batch_fetch_seconds",
         "histogram",
         "Time to fetch a batch by _id.",
     );
-    for (job, stats) in &live {
-        histogram(&mut out, "batch_fetch_seconds", job, &stats.fetch_latency);
+    for (job, stats) in live {
+        histogram(out, "batch_fetch_seconds", job, &stats.fetch_latency);
     }
     family(
-        &mut out,
+        out,
         "batch_write_seconds",
         "histogram",
         "Time to write a batch to the destination.",
     );
-    for (job, stats) in &live {
-        histogram(&mut out, "batch_write_seconds", job, &stats.write_latency);
+    for (job, stats) in live {
+        histogram(out, "batch_write_seconds", job, &stats.write_latency);
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        out,
-    )
-        .into_response()
 }
 
 /// Label values escape backslash, double quote and newline.

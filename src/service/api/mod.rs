@@ -12,9 +12,11 @@
 //! method from the handler's `#[utoipa::path]` attribute: the router and the OpenAPI document
 //! ([`openapi`]) are built from the same declarations, so they cannot drift apart.
 
+mod error;
 pub mod guard;
 mod metrics;
 mod openapi;
+mod options;
 pub mod server;
 mod web;
 
@@ -24,7 +26,7 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, FromRef, Path, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -41,139 +43,14 @@ use crate::engine::CopyError;
 use crate::mongo::{self, MongoError};
 use crate::run::plan::Plan;
 use crate::service::job::{Job, JobId, JobView};
-use crate::service::manager::{Command, CommandError, JobManager, PlanError, SubmitError};
+use crate::service::manager::{Command, JobManager, PlanError, SubmitError};
 use crate::spec::JobSpec;
-use guard::{ApiToken, Guard, Refusal};
+pub use error::{ApiError, ErrorBody};
+use guard::Guard;
+pub use options::ApiOptions;
 
 /// How often the event stream sends a progress snapshot.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
-
-/// Errors of the API layer, each with its status code.
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    #[error("invalid job")]
-    InvalidSpec(Vec<String>),
-    #[error("{0}")]
-    BadRequest(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    Conflict(String),
-    #[error("method not allowed")]
-    MethodNotAllowed,
-    #[error("{0}")]
-    Refused(#[from] Refusal),
-    #[error("too many event streams open (at most {0}); close one, or try again later")]
-    TooManyStreams(usize),
-    /// A cluster the request named could not be reached or would not let the service in.
-    #[error("{0}")]
-    Upstream(String),
-    /// The shared state, or the node that runs a job, did not answer: try again.
-    #[error("{0}")]
-    Unavailable(String),
-}
-
-/// The body of every error answer.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorBody {
-    /// What went wrong, for a person.
-    pub error: String,
-    /// Every problem of an invalid job spec (only on `400 invalid job`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub problems: Option<Vec<String>>,
-}
-
-impl ApiError {
-    fn status(&self) -> StatusCode {
-        match self {
-            ApiError::InvalidSpec(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::TooManyStreams(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Refused(refusal) => match refusal {
-                Refusal::NoHost | Refusal::Host(_) => StatusCode::MISDIRECTED_REQUEST,
-                Refusal::Origin(_) => StatusCode::FORBIDDEN,
-                Refusal::NoToken | Refusal::WrongToken => StatusCode::UNAUTHORIZED,
-                Refusal::ContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                Refusal::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-                Refusal::SlowBody(_) => StatusCode::REQUEST_TIMEOUT,
-            },
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = self.status();
-        let extra = match &self {
-            ApiError::Refused(Refusal::NoToken | Refusal::WrongToken) => {
-                Some((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")))
-            }
-            ApiError::TooManyStreams(_) | ApiError::Unavailable(_) => {
-                Some((header::RETRY_AFTER, HeaderValue::from_static("5")))
-            }
-            _ => None,
-        };
-        let body = match self {
-            ApiError::InvalidSpec(problems) => ErrorBody {
-                error: "invalid job".into(),
-                problems: Some(problems),
-            },
-            other => ErrorBody {
-                error: other.to_string(),
-                problems: None,
-            },
-        };
-        let mut response = (status, Json(body)).into_response();
-        if let Some((name, value)) = extra {
-            response.headers_mut().insert(name, value);
-        }
-        response
-    }
-}
-
-impl From<CommandError> for ApiError {
-    fn from(e: CommandError) -> Self {
-        match e {
-            CommandError::NotFound(_) => ApiError::NotFound(e.to_string()),
-            CommandError::Conflict { .. } => ApiError::Conflict(e.to_string()),
-            CommandError::Invalid(_) => ApiError::BadRequest(e.to_string()),
-            CommandError::NotSync(_) => ApiError::Conflict(e.to_string()),
-            CommandError::RefusedElsewhere { conflict: true, .. } => {
-                ApiError::Conflict(e.to_string())
-            }
-            CommandError::RefusedElsewhere { .. } => ApiError::BadRequest(e.to_string()),
-            CommandError::Unanswered { .. } => ApiError::Unavailable(e.to_string()),
-        }
-    }
-}
-
-/// How the API is exposed: who may use it and how much of it.
-#[derive(Debug, Clone)]
-pub struct ApiOptions {
-    /// `--auth-token-file` / `MONGOFERRY_API_TOKEN`: without it, no authentication.
-    pub token: Option<ApiToken>,
-    /// `--allowed-host`: names the service answers to, besides `localhost` and IP addresses.
-    pub allowed_hosts: Vec<String>,
-    /// Event streams open at once, for the whole service.
-    pub max_event_streams: usize,
-    /// How long a client may take to send a request (head or body).
-    pub client_timeout: Duration,
-}
-
-impl Default for ApiOptions {
-    fn default() -> Self {
-        ApiOptions {
-            token: None,
-            allowed_hosts: vec![],
-            max_event_streams: 32,
-            client_timeout: Duration::from_secs(10),
-        }
-    }
-}
 
 /// What every handler can reach.
 #[derive(Clone)]

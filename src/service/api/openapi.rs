@@ -15,8 +15,9 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, Secur
 use utoipa::openapi::{OpenApi, Ref};
 use utoipa::OpenApi as _;
 
+use super::error::ErrorBody;
 use super::guard::{self, BODY_LIMIT};
-use super::ApiOptions;
+use super::options::ApiOptions;
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
@@ -30,7 +31,7 @@ use super::ApiOptions;
         (name = "service", description = "The service itself: this document, metrics"),
         (name = "dashboard", description = "The web dashboard's page and files"),
     ),
-    components(schemas(super::ErrorBody))
+    components(schemas(ErrorBody))
 )]
 struct ApiDoc;
 

@@ -8,7 +8,7 @@ use axum::extract::Path;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
-use super::ApiError;
+use super::error::{ApiError, ErrorBody};
 
 /// One embedded file.
 struct Asset {
@@ -81,7 +81,7 @@ fn find(path: &str) -> Result<Response, ApiError> {
     responses(
         (status = 200, description = "The file", content(
             (String = "text/javascript"), (String = "text/css"), (String = "image/svg+xml"))),
-        (status = 404, description = "No such file", body = super::ErrorBody),
+        (status = 404, description = "No such file", body = ErrorBody),
     ))]
 pub(super) async fn asset(Path(file): Path<String>) -> Result<Response, ApiError> {
     find(&file)
@@ -93,7 +93,7 @@ pub(super) async fn asset(Path(file): Path<String>) -> Result<Response, ApiError
     responses(
         (status = 200, description = "The file", content(
             (String = "text/javascript"), (String = "text/css"), (String = "text/plain"))),
-        (status = 404, description = "No such file", body = super::ErrorBody),
+        (status = 404, description = "No such file", body = ErrorBody),
     ))]
 pub(super) async fn vendor_asset(Path(file): Path<String>) -> Result<Response, ApiError> {
     find(&format!("vendor/{file}"))
