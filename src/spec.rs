@@ -20,6 +20,7 @@ use crate::engine::control::throttle::Limits;
 use crate::engine::{Strategy, DEFAULT_BATCH_SIZE, DEFAULT_WORKERS};
 use crate::journal::JournalConfig;
 use crate::mongo::{is_redacted, redact_uri, Namespace, UriText};
+use crate::state::JobKey;
 
 /// One `--ns SRC[:DST]` argument. `db.*` names every collection of a database, `*` every
 /// database but `admin`, `local` and `config`.
@@ -256,6 +257,22 @@ pub struct CopySpec {
 }
 
 /// Every problem found in a job spec, reported together.
+impl CopySpec {
+    /// The job's key and description: what it selects (excludes too, as `!pattern`) and how.
+    pub fn job_key(&self) -> (JobKey, String) {
+        let namespaces: Vec<String> = self
+            .namespaces
+            .iter()
+            .map(|m| m.to_string())
+            .chain(self.exclude.iter().map(|e| format!("!{e}")))
+            // A sync keeps a position in the source's history that a copy of the same namespaces
+            // must not share (nor take over a copy's finished checkpoint).
+            .chain((self.mode != Mode::Copy).then(|| format!("({})", self.mode)))
+            .collect();
+        JobKey::of(&self.from, &self.to, &namespaces, self.filter.as_ref())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("invalid job: {}", .0.join("; "))]
 pub struct SpecError(pub Vec<String>);

@@ -365,7 +365,7 @@ async fn open_job(
     stats: &JobStats,
     clients: &Clients,
 ) -> Result<OpenedJob, CopyError> {
-    let (key, description) = job_key(spec);
+    let (key, description) = spec.job_key();
     // Before the checkpoint is read: a second run of the job would move it back and forth.
     let (mut claim, checkpoint) = share::hold_or_join(spec, &key, store).await?;
     let sync = checkpoint.as_ref().and_then(|c| c.sync.clone());
@@ -716,8 +716,6 @@ pub fn sink_stack(destination: Arc<dyn Sink>, journal: Option<JournalSender>) ->
     }
 }
 
-pub use super::share::joinable;
-
 /// How a job's namespaces are read: each whole, or in partitions.
 struct Layout<'a> {
     source: &'a Client,
@@ -807,20 +805,6 @@ impl Layout<'_> {
             .map(|part| NsTask::new(counters.clone()).within(part))
             .collect())
     }
-}
-
-/// The job's key and description: what it selects (excludes too, as `!pattern`) and how.
-pub(super) fn job_key(spec: &CopySpec) -> (JobKey, String) {
-    let namespaces: Vec<String> = spec
-        .namespaces
-        .iter()
-        .map(|m| m.to_string())
-        .chain(spec.exclude.iter().map(|e| format!("!{e}")))
-        // A sync keeps a position in the source's history that a copy of the same namespaces
-        // must not share (nor take over a copy's finished checkpoint).
-        .chain((spec.mode != Mode::Copy).then(|| format!("({})", spec.mode)))
-        .collect();
-    JobKey::of(&spec.from, &spec.to, &namespaces, spec.filter.as_ref())
 }
 
 /// The destination's largest document (its `maxBsonObjectSize`; the usual 16 MiB if unsaid).

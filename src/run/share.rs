@@ -88,7 +88,7 @@ pub async fn joinable(spec: &CopySpec, store: &Arc<dyn StateStore>) -> Result<bo
     if !shareable(spec, store) {
         return Ok(false);
     }
-    let (key, _) = super::copy::job_key(spec);
+    let (key, _) = spec.job_key();
     Ok(store
         .load(&key)
         .await?

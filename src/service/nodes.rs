@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use super::command::{Command, CommandError};
 use super::job::{Event, Job, JobId, JobRecord, JobState, JobView, NodeRole, NodeShare};
 use crate::engine::Control;
-use crate::run::copy;
+use crate::run::share;
 use crate::spec::{CopySpec, JobSpec, SpecError};
 use crate::state::mongo::{host_name, process_runs};
 use crate::state::shared_history::{NodeBeat, SharedHistory, StoredJob};
@@ -384,7 +384,7 @@ impl Nodes {
         let Ok(copy_spec) = manager.copy_spec(&spec) else {
             return;
         };
-        match copy::joinable(&copy_spec, manager.state()).await {
+        match share::joinable(&copy_spec, manager.state()).await {
             Ok(true) => {}
             Ok(false) => return,
             Err(e) => return tracing::warn!("job {}: {e}", mirror.id),
