@@ -1,10 +1,11 @@
-//! The apply stage of a sync: the source's change events in, the same changes at the
-//! destination out.
+//! A sync's changes as the engine's feed: the source's change events in, batches of writes by
+//! `_id` on the engine's queue out.
 //!
 //! In: [`ChangeEvent`]s in the source's order, from the change-stream source, and where each
 //! namespace goes ([`Route`]). Out: [`Step`]s — document changes gathered into [`Chunk`]s, schema
-//! changes one by one, and the quiet moments — and, for each chunk, its writes acknowledged by
-//! the destination.
+//! changes one by one, and the quiet moments ([`gather`]) — and, for each chunk, its writes
+//! queued and acknowledged ([`ChangeWriter`]): the engine's workers write them, as they write a
+//! copy's batches.
 //!
 //! # Order, and why the result converges
 //!
@@ -27,16 +28,17 @@
 //! applied before the insert of `1.0`.
 //!
 //! Within a chunk every `_id` appears once, so its writes are split into parts of at most
-//! `batch_size` that go to the destination in parallel, as many at once as the job has workers,
-//! under the same pause, throttle (and so adaptive mode) and dead letters as a copy. Chunks are
-//! applied one after the other: a later change of an `_id` is never written before an earlier
-//! one. A part's `_id`s are not hashed to lanes: chunk order already keeps each `_id`'s events in
-//! order, and any split of a chunk is independent.
+//! `batch_size` that the engine's workers write in parallel, under the same pause, throttle (and
+//! so adaptive mode) and dead letters as a copy. Chunks are written one after the other: a
+//! barrier ([`QueueSender::barrier`]) waits for every part of a chunk before the next is queued,
+//! so a later change of an `_id` is never written before an earlier one. A part's `_id`s are not
+//! hashed to lanes: chunk order already keeps each `_id`'s events in order, and any split of a
+//! chunk is independent.
 //!
-//! With a filter, the events' documents are not trusted to match it: the part reads the current
-//! documents of its `_id`s from the source with the filter (`$in`), writes those it finds (of
-//! exactly those `_id`s: `$in` answers `1.0` for `1` too) and deletes the others at the
-//! destination. A document that stops matching is deleted; one that starts to match (an update
+//! With a filter, the events' documents are not trusted to match it: the part goes as a
+//! [`Payload::Current`] batch, whose worker reads the current documents of its `_id`s from the
+//! source with the filter (`$in`), writes those it finds (of exactly those `_id`s: `$in` answers
+//! `1.0` for `1` too) and deletes the others at the destination. A document that stops matching is deleted; one that starts to match (an update
 //! brings it in) is copied.
 //!
 //! # Position

@@ -1,21 +1,25 @@
-//! The copy engine: one producer, a bounded queue, a pool of workers, and beside them the
+//! The copy engine: one feed, a bounded queue, a pool of workers, and beside them the
 //! checkpointer and (in adaptive mode) the controller.
 //!
 //! ```text
-//!                  ┌─────────────── Engine::run: every task owned and joined ───────────────┐
-//!  source/ ──ids or docs──▶ producer ──Batch──▶ [queue.rs: bounded] ──▶ worker.rs × N ──▶ sink/
-//!  (mongo, synthetic,          │ counter: expected counts                  │ (ids: fetch $in)   (mongo, null,
-//!   journal)                   ▼                                           ▼                     journaling)
+//!                ┌─────────────── Engine::run: every task owned and joined ───────────────┐
+//!  feed.rs: scan.rs (a Source's tasks)  ──Batch──▶ [queue.rs: bounded] ──▶ worker.rs × N ──▶ sink/
+//!   or a sync's change stream (run/sync.rs,        │                 (fetch, throttle,      (journaling,
+//!   changes.rs: chunks and barriers)               ▼                  write, settle.rs)     mongo, null)
 //!                          stats.rs ◀──── counters, once per batch ─── ledger.rs: dead letters,
 //!                                                                      watermarks ──▶ state store
 //!  control/: pause gate, worker count, throttle (job, adaptive cap, global), adaptive controller
 //! ```
 //!
 //! In: an [`Engine`] — a [`Source`], a [`Sink`], the namespace tasks, the batch size, the job's
-//! [`Control`], its [`JobStats`] and [`Ledger`]. Out: `Ok(())` once every document is acknowledged
-//! by the sink and the last checkpoint is saved, or the first error of any stage. Every task is
-//! owned by one `JoinSet` (or joined handle) and joined; the first failure closes the queue and
-//! cancels the others, so a broken worker fails the job instead of hanging it.
+//! [`Control`], its [`JobStats`] and [`Ledger`]; a [`Feed`] other than the tasks' scan, and a
+//! [`Settle`] step, when the driver gives them. Out: `Ok(())` once every batch the feed queued
+//! is acknowledged by the sink and the last checkpoint is saved, or the first error of any stage.
+//! Every task is owned by one `JoinSet` (or joined handle) and joined; the first failure closes
+//! the queue and cancels the others, so a broken worker fails the job instead of hanging it.
+//!
+//! The engine's vocabulary lives in leaf files ([`error`], [`task`], [`watermark`], [`feed`],
+//! [`settle`], `sink/seam.rs`, `source/seam.rs`): stages import those, never this file.
 
 pub mod budget;
 pub mod changes;

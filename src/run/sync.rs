@@ -6,10 +6,12 @@
 //! source until the job is committed — every change up to the commit's moment applied — or
 //! stopped, resumably.
 //!
-//! Document changes go through the [applier](crate::engine::apply) in chunks; a schema change
-//! waits for everything before it and is made here, through the renames, before anything after
-//! it. The position is saved by the ledger's checkpointer, only ever up to what is applied. A
-//! position the source no longer holds stops the job ([`CopyError::HistoryLost`]).
+//! Once the copy is done, an engine run follows the source with this module's [`Follower`] as its
+//! feed: document changes go on the engine's queue in chunks ([`ChangeWriter`]), written by the
+//! engine's workers like any batch; a schema change waits for everything before it and is made
+//! here, through the renames, before anything after it. The position is saved by the engine's
+//! checkpointer, only ever up to what is written. A position the source no longer holds stops
+//! the job ([`CopyError::HistoryLost`]).
 
 use std::sync::Arc;
 use std::time::Instant;

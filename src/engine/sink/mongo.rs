@@ -13,7 +13,7 @@
 //! (`NumberLong(5)` for `Decimal128(5)`: `immutable field '_id'`) is deleted and inserted
 //! instead. A server may also take such a replacement and keep the stored type (SecantusDB does
 //! for `1` and `1.0`), which the write cannot see: a sync applies a type change's delete before
-//! its insert (`engine::apply`), but a re-copy over a destination that holds an `_id` as another
+//! its insert (`engine::changes`), but a re-copy over a destination that holds an `_id` as another
 //! number type may leave that type there.
 //!
 //! # Durable writes
