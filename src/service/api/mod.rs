@@ -15,6 +15,7 @@
 pub mod guard;
 mod metrics;
 mod openapi;
+mod schemas;
 pub mod server;
 mod web;
 
