@@ -2,6 +2,8 @@
 //!
 //! One type carries a job's settings everywhere they are written: the command line (it derives
 //! clap's `Args`, and `copy`/`verify` flatten its groups), the API (JSON) and the job history.
+//! The engine's types it holds know nothing of the command line: their flags are here
+//! (`--strategy`'s values, the `--adaptive-*` flags).
 //! Every problem of a spec is collected and reported at once ([`SpecError`]), so an operator fixes
 //! a command line or an API request in one go.
 
@@ -562,6 +564,133 @@ pub struct JobSpec {
     pub unknown: BTreeMap<String, serde_json::Value>,
 }
 
+/// The engine's [`Strategy`] as a value of `--strategy`: each variant's name and what it does.
+impl clap::ValueEnum for Strategy {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[Strategy::Ids, Strategy::Stream]
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        let (name, help) = match self {
+            Strategy::Ids => (
+                "ids",
+                "The producer streams sorted `_id` batches; workers fetch each batch with `$in`",
+            ),
+            Strategy::Stream => (
+                "stream",
+                "The producer streams whole documents in `_id` order; workers only write",
+            ),
+        };
+        debug_assert_eq!(name, self.to_string(), "the flag's value is the JSON one");
+        Some(clap::builder::PossibleValue::new(name).help(help))
+    }
+}
+
+/// The flags of the engine's [`AdaptiveConfig`], the command line's side of it: `JobSpec`
+/// flattens the config, whose [`clap::Args`] these are.
+#[derive(clap::Args)]
+// The group's id is the config's, as when the config derived the flags.
+#[group(id = "AdaptiveConfig")]
+struct AdaptiveFlags {
+    /// Adaptive mode: the mean batch latency (read by `_id` plus write) to stay under, in
+    /// milliseconds.
+    // Not required by itself: the whole group is optional; the other flags require this one.
+    #[arg(
+        long = "adaptive-target-ms",
+        id = "adaptive_target_ms",
+        value_name = "MS",
+        required = false
+    )]
+    target_ms: f64,
+    /// Most workers adaptive mode may use [default: the job's worker count].
+    #[arg(
+        long = "adaptive-max-workers",
+        id = "adaptive_max_workers",
+        value_name = "N",
+        requires = "adaptive_target_ms"
+    )]
+    max_workers: Option<usize>,
+    /// Milliseconds between adaptive decisions [default: 1000].
+    #[arg(
+        long = "adaptive-interval-ms",
+        id = "adaptive_interval_ms",
+        value_name = "MS",
+        requires = "adaptive_target_ms"
+    )]
+    interval_ms: Option<u64>,
+}
+
+impl From<AdaptiveFlags> for AdaptiveConfig {
+    fn from(flags: AdaptiveFlags) -> Self {
+        let AdaptiveFlags {
+            target_ms,
+            max_workers,
+            interval_ms,
+        } = flags;
+        AdaptiveConfig {
+            target_ms,
+            max_workers,
+            interval_ms,
+        }
+    }
+}
+
+impl From<AdaptiveConfig> for AdaptiveFlags {
+    fn from(config: AdaptiveConfig) -> Self {
+        let AdaptiveConfig {
+            target_ms,
+            max_workers,
+            interval_ms,
+        } = config;
+        AdaptiveFlags {
+            target_ms,
+            max_workers,
+            interval_ms,
+        }
+    }
+}
+
+impl clap::FromArgMatches for AdaptiveConfig {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        AdaptiveFlags::from_arg_matches(matches).map(Into::into)
+    }
+
+    fn from_arg_matches_mut(matches: &mut clap::ArgMatches) -> Result<Self, clap::Error> {
+        AdaptiveFlags::from_arg_matches_mut(matches).map(Into::into)
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        let mut flags = AdaptiveFlags::from(*self);
+        flags.update_from_arg_matches(matches)?;
+        *self = flags.into();
+        Ok(())
+    }
+
+    fn update_from_arg_matches_mut(
+        &mut self,
+        matches: &mut clap::ArgMatches,
+    ) -> Result<(), clap::Error> {
+        let mut flags = AdaptiveFlags::from(*self);
+        flags.update_from_arg_matches_mut(matches)?;
+        *self = flags.into();
+        Ok(())
+    }
+}
+
+impl clap::Args for AdaptiveConfig {
+    fn group_id() -> Option<clap::Id> {
+        AdaptiveFlags::group_id()
+    }
+
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        AdaptiveFlags::augment_args(cmd)
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        AdaptiveFlags::augment_args_for_update(cmd)
+    }
+}
+
 /// `null` reads as `false`: older histories and clients wrote `"verify": null`.
 fn null_is_false<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     Ok(Option::<bool>::deserialize(d)?.unwrap_or(false))
@@ -1004,6 +1133,47 @@ mod tests {
             ])
             .is_err(),
             "a segment size needs a journal"
+        );
+    }
+
+    #[test]
+    fn the_engines_strategy_and_adaptive_config_on_the_command_line() {
+        #[derive(clap::Parser)]
+        struct Args {
+            #[command(flatten)]
+            spec: JobSpec,
+        }
+        let parse = |extra: &[&str]| {
+            let argv = ["copy", "--from", "a", "--to", "b", "--ns", "s.c"];
+            <Args as clap::Parser>::try_parse_from(argv.iter().chain(extra)).map(|a| a.spec)
+        };
+        // Each strategy's flag value is its JSON value.
+        for strategy in <Strategy as clap::ValueEnum>::value_variants() {
+            let text = serde_json::to_value(strategy).unwrap();
+            let spec = parse(&["--strategy", text.as_str().unwrap()]).unwrap();
+            assert_eq!(spec.strategy, Some(*strategy));
+        }
+        assert!(parse(&["--strategy", "bogus"]).is_err());
+        let spec = parse(&[
+            "--adaptive-target-ms",
+            "250",
+            "--adaptive-max-workers",
+            "6",
+            "--adaptive-interval-ms",
+            "500",
+        ])
+        .unwrap();
+        assert_eq!(
+            spec.adaptive,
+            Some(AdaptiveConfig {
+                target_ms: 250.0,
+                max_workers: Some(6),
+                interval_ms: Some(500),
+            })
+        );
+        assert!(
+            parse(&["--adaptive-max-workers", "6"]).is_err(),
+            "the other adaptive flags need a target"
         );
     }
 }

@@ -35,7 +35,7 @@ pub struct NsCounters {
 }
 
 /// Where one partition of a namespace stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PartState {
     /// Not read yet.
@@ -88,7 +88,7 @@ impl PartProgress {
     }
 }
 
-#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct PartSnapshot {
     pub index: u32,
     /// Documents written in the partition's range, earlier runs included.
@@ -191,7 +191,7 @@ impl NsCounters {
 }
 
 /// What a worker is doing right now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WorkerState {
     /// Waiting for a batch.
@@ -336,7 +336,7 @@ pub struct JobStats {
 pub struct SchemaLog(Mutex<SchemaProgress>);
 
 /// What the schema step did so far.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct SchemaProgress {
     /// What the job does to the schema now ("building indexes of shop.orders"), if anything.
     pub step: Option<String>,
@@ -354,7 +354,7 @@ pub struct SchemaProgress {
 }
 
 /// An index the destination would not build.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct IndexError {
     pub namespace: String,
     pub index: String,
@@ -390,7 +390,7 @@ impl SchemaLog {
 }
 
 /// Where a sync job is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SyncPhase {
     /// Copying what the source holds (its changes meanwhile wait in its history).
@@ -416,9 +416,7 @@ impl SyncPhase {
 }
 
 /// Changes applied, by kind of event.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema,
-)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct EventCounts {
     pub insert: u64,
     pub update: u64,
@@ -458,7 +456,7 @@ pub struct SyncStats {
 }
 
 /// Where a sync job stands, for the views.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct SyncProgress {
     pub phase: SyncPhase,
     /// How long ago the source made the oldest change read and not yet applied (its wall time,
@@ -559,7 +557,7 @@ pub struct MoveStats {
 }
 
 /// What a move job did, for the views.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct MoveProgress {
     pub pass: u64,
     /// Documents found at the destination exactly as written.
@@ -732,16 +730,15 @@ impl DeadLetterLog {
     }
 }
 
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct DeadLetterView {
     pub ns: String,
     /// The `_id`, canonical Extended JSON.
-    #[schema(value_type = Value)]
     pub id: serde_json::Value,
     pub reason: String,
 }
 
-#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
 pub struct DeadLetterSummary {
     pub count: u64,
     pub recent: Vec<DeadLetterView>,
@@ -844,11 +841,9 @@ fn rate(n: u64, elapsed: Duration) -> f64 {
     }
 }
 
-#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct NsSnapshot {
-    #[schema(value_type = String)]
     pub source: Namespace,
-    #[schema(value_type = String)]
     pub destination: Namespace,
     pub expected: Option<u64>,
     /// Written by this run.
@@ -864,7 +859,7 @@ pub struct NsSnapshot {
     pub partitions: Vec<PartSnapshot>,
 }
 
-#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct WorkerSnapshot {
     pub id: usize,
     pub state: WorkerState,

@@ -27,35 +27,16 @@ use crate::engine::stats::JobStats;
 const KEPT: usize = 120;
 
 /// What the operator asks of adaptive mode.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema, clap::Args)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdaptiveConfig {
     /// Adaptive mode: the mean batch latency (read by `_id` plus write) to stay under, in
     /// milliseconds.
-    // Not required by itself: the whole group is optional; the other flags require this one.
-    #[arg(
-        long = "adaptive-target-ms",
-        id = "adaptive_target_ms",
-        value_name = "MS",
-        required = false
-    )]
     pub target_ms: f64,
     /// Most workers adaptive mode may use [default: the job's worker count].
-    #[arg(
-        long = "adaptive-max-workers",
-        id = "adaptive_max_workers",
-        value_name = "N",
-        requires = "adaptive_target_ms"
-    )]
     #[serde(default)]
     pub max_workers: Option<usize>,
     /// Milliseconds between adaptive decisions [default: 1000].
-    #[arg(
-        long = "adaptive-interval-ms",
-        id = "adaptive_interval_ms",
-        value_name = "MS",
-        requires = "adaptive_target_ms"
-    )]
     #[serde(default)]
     pub interval_ms: Option<u64>,
 }
@@ -77,7 +58,7 @@ impl AdaptiveConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     Increase,
@@ -86,7 +67,7 @@ pub enum Action {
 }
 
 /// One adaptive decision and why it was taken.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Decision {
     /// Seconds since the job started.
     pub at_secs: f64,
@@ -191,7 +172,7 @@ pub struct Adaptive {
     decisions: Mutex<VecDeque<Decision>>,
 }
 
-#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct AdaptiveView {
     pub config: AdaptiveConfig,
     /// Most recent last.

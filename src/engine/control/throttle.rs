@@ -26,7 +26,7 @@ pub const MAX_SLEEP: Duration = Duration::from_millis(100);
 const BURST_SECS: f64 = 0.1;
 
 /// Limits as the operator sets them; `None` means unlimited.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Limits {
     /// Documents per second.
     pub rate: Option<f64>,

@@ -17,9 +17,8 @@ use crate::mongo::bson_order::{self, IdKey};
 use crate::mongo::Namespace;
 
 /// How documents travel from the source to the workers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-#[derive(utoipa::ToSchema)]
 pub enum Strategy {
     /// The producer streams sorted `_id` batches; workers fetch each batch with `$in`.
     Ids,

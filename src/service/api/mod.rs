@@ -17,6 +17,7 @@ pub mod guard;
 mod metrics;
 mod openapi;
 mod options;
+mod schemas;
 pub mod server;
 mod web;
 

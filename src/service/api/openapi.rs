@@ -1,8 +1,9 @@
 //! The OpenAPI document of the service, generated from the code.
 //!
 //! In: the paths and schemas `utoipa` derives from the handlers' `#[utoipa::path]` attributes and
-//! the request and view types' `ToSchema` derives (collected by the router in `super::routes`),
-//! and the service's [`ApiOptions`]. Out: one OpenAPI 3.1 document, served at
+//! the request and view types' `ToSchema` derives (collected by the router in `super::routes`;
+//! the engine's types have theirs in [`schemas`](super::schemas)), and the service's
+//! [`ApiOptions`]. Out: one OpenAPI 3.1 document, served at
 //! `/api/openapi.json`. Nothing here is written by hand but the title, the tags, and the answers
 //! of the [`guard`](super::guard), which every route shares: they are added here to every
 //! operation, from the same rules the guard applies.

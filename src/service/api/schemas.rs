@@ -1,0 +1,557 @@
+//! The OpenAPI schemas of the engine's types that the API returns and accepts.
+//!
+//! In: the engine's views and settings ([`JobSnapshot`](crate::engine::stats::JobSnapshot)'s
+//! parts, the adaptive state, [`Limits`], [`Strategy`]), which know serde and nothing of the API.
+//! Out: their `utoipa::ToSchema`, implemented here. Each schema is derived from a mirror: a type
+//! of this module with the engine type's name, fields, serde attributes and documentation (which
+//! become the schema's descriptions). The mirrors serve nothing but their schema; the tests
+//! prove each one reads and writes exactly the JSON of its engine type, and that its schema names
+//! exactly the keys that JSON has, so a field added to the engine and not here fails them.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::Schema;
+use utoipa::openapi::RefOr;
+use utoipa::ToSchema;
+
+use crate::engine::control::{adaptive, throttle};
+use crate::engine::{source, stats};
+
+/// The engine's type `$engine` has the schema of its mirror `$mirror` (of the same name).
+macro_rules! schema_of {
+    ($($engine:ty => $mirror:ty),* $(,)?) => {$(
+        impl utoipa::PartialSchema for $engine {
+            fn schema() -> RefOr<Schema> {
+                <$mirror as utoipa::PartialSchema>::schema()
+            }
+        }
+
+        impl ToSchema for $engine {
+            fn name() -> Cow<'static, str> {
+                <$mirror as ToSchema>::name()
+            }
+
+            fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+                <$mirror as ToSchema>::schemas(schemas)
+            }
+        }
+    )*};
+}
+
+schema_of!(
+    stats::PartState => PartState,
+    stats::PartSnapshot => PartSnapshot,
+    stats::WorkerState => WorkerState,
+    stats::SchemaProgress => SchemaProgress,
+    stats::IndexError => IndexError,
+    stats::SyncPhase => SyncPhase,
+    stats::EventCounts => EventCounts,
+    stats::SyncProgress => SyncProgress,
+    stats::MoveProgress => MoveProgress,
+    stats::DeadLetterView => DeadLetterView,
+    stats::DeadLetterSummary => DeadLetterSummary,
+    stats::NsSnapshot => NsSnapshot,
+    stats::WorkerSnapshot => WorkerSnapshot,
+    adaptive::AdaptiveConfig => AdaptiveConfig,
+    adaptive::Action => Action,
+    adaptive::Decision => Decision,
+    adaptive::AdaptiveView => AdaptiveView,
+    throttle::Limits => Limits,
+    source::seam::Strategy => Strategy,
+);
+
+/// Where one partition of a namespace stands.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum PartState {
+    /// Not read yet.
+    Waiting,
+    /// Being read and written.
+    Reading,
+    /// Every document of its range is written.
+    Complete,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+struct PartSnapshot {
+    index: u32,
+    /// Documents written in the partition's range, earlier runs included.
+    done: u64,
+    state: PartState,
+}
+
+/// What a worker is doing right now.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum WorkerState {
+    /// Waiting for a batch.
+    Idle,
+    /// Fetching or writing a batch.
+    Busy,
+    /// Held by the job's pause gate.
+    Paused,
+    /// Finished, retired or not started.
+    Stopped,
+}
+
+/// What the schema step did so far.
+#[derive(Serialize, Deserialize, ToSchema)]
+struct SchemaProgress {
+    /// What the job does to the schema now ("building indexes of shop.orders"), if anything.
+    step: Option<String>,
+    /// Destination namespaces dropped first (`--drop`).
+    dropped: Vec<String>,
+    /// Destination collections created with the source's options.
+    created: Vec<String>,
+    /// Indexes to build, and built so far.
+    indexes_total: u64,
+    indexes_built: u64,
+    /// Indexes the destination refused, with its reason; the others are built anyway.
+    index_errors: Vec<IndexError>,
+    /// Views created after the collections.
+    views: Vec<String>,
+}
+
+/// An index the destination would not build.
+#[derive(Serialize, Deserialize, ToSchema)]
+struct IndexError {
+    namespace: String,
+    index: String,
+    reason: String,
+}
+
+/// Where a sync job is in its life.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+enum SyncPhase {
+    /// Copying what the source holds (its changes meanwhile wait in its history).
+    InitialCopy,
+    /// Applying the changes made since the sync started, not yet level with the source.
+    CatchingUp,
+    /// Level with the source (at least once): every change applied as it comes.
+    Live,
+    /// Applying the last changes up to the commit's point in time.
+    Committing,
+    /// Every change up to the commit is applied; the job ends.
+    Committed,
+}
+
+/// Changes applied, by kind of event.
+#[derive(Serialize, Deserialize, ToSchema)]
+struct EventCounts {
+    insert: u64,
+    update: u64,
+    replace: u64,
+    delete: u64,
+    /// Schema changes: create, drop, rename, dropDatabase, createIndexes, dropIndexes, modify.
+    ddl: u64,
+}
+
+/// Where a sync job stands, for the views.
+#[derive(Serialize, Deserialize, ToSchema)]
+struct SyncProgress {
+    phase: SyncPhase,
+    /// How long ago the source made the oldest change read and not yet applied (its wall time,
+    /// else the second of its cluster time); 0 when nothing waits.
+    lag_secs: f64,
+    /// Level with the source right now.
+    caught_up: bool,
+    /// Change events applied (by this run), and by kind.
+    events: u64,
+    applied: EventCounts,
+    events_per_sec: f64,
+}
+
+/// What a move job did, for the views.
+#[derive(Serialize, Deserialize, ToSchema)]
+struct MoveProgress {
+    pass: u64,
+    /// Documents found at the destination exactly as written.
+    verified: u64,
+    /// Documents deleted from the source: moved.
+    deleted: u64,
+    /// Documents kept at the source because they changed after their copy (copied again by
+    /// a later pass).
+    changed: u64,
+    /// Documents deleted from the source by another client during the move.
+    gone: u64,
+    conflicts: u64,
+    /// Documents of the selection still at the source after the last pass.
+    left: u64,
+    deletes_per_sec: f64,
+    /// A rehearsal (`keep_source`): the source keeps every document, `verified` among them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    rehearsal: bool,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+struct DeadLetterView {
+    ns: String,
+    /// The `_id`, canonical Extended JSON.
+    #[schema(value_type = Value)]
+    id: serde_json::Value,
+    reason: String,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+struct DeadLetterSummary {
+    count: u64,
+    recent: Vec<DeadLetterView>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+struct NsSnapshot {
+    // `db.collection`: the engine's `Namespace` serialises as its text.
+    source: String,
+    destination: String,
+    expected: Option<u64>,
+    /// Written by this run.
+    docs: u64,
+    /// Written by earlier runs (below the checkpoint the run resumed from).
+    skipped: u64,
+    /// Refused by the destination, kept as dead letters.
+    failed: u64,
+    bytes: u64,
+    finished: bool,
+    docs_per_sec: f64,
+    /// The namespace's `_id` ranges, when it is read in partitions (empty: read whole).
+    partitions: Vec<PartSnapshot>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+struct WorkerSnapshot {
+    id: usize,
+    state: WorkerState,
+    docs: u64,
+    batches: u64,
+    mean_fetch_ms: f64,
+    mean_write_ms: f64,
+}
+
+/// What the operator asks of adaptive mode.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct AdaptiveConfig {
+    /// Adaptive mode: the mean batch latency (read by `_id` plus write) to stay under, in
+    /// milliseconds.
+    target_ms: f64,
+    /// Most workers adaptive mode may use [default: the job's worker count].
+    #[serde(default)]
+    max_workers: Option<usize>,
+    /// Milliseconds between adaptive decisions [default: 1000].
+    #[serde(default)]
+    interval_ms: Option<u64>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum Action {
+    Increase,
+    Decrease,
+    Hold,
+}
+
+/// One adaptive decision and why it was taken.
+#[derive(Serialize, Deserialize, ToSchema)]
+struct Decision {
+    /// Seconds since the job started.
+    at_secs: f64,
+    action: Action,
+    /// Mean latency (read by `_id` plus write) of the batches of the last interval.
+    latency_ms: Option<f64>,
+    docs_per_sec: f64,
+    /// Workers and rate cap from now on (`None`: no adaptive cap).
+    workers: usize,
+    rate_cap: Option<f64>,
+    reason: String,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+struct AdaptiveView {
+    config: AdaptiveConfig,
+    /// Most recent last.
+    decisions: Vec<Decision>,
+}
+
+/// Limits as the operator sets them; `None` means unlimited.
+#[derive(Serialize, Deserialize, ToSchema)]
+struct Limits {
+    /// Documents per second.
+    rate: Option<f64>,
+    /// Bytes per second.
+    rate_bytes: Option<f64>,
+}
+
+/// How documents travel from the source to the workers.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum Strategy {
+    /// The producer streams sorted `_id` batches; workers fetch each batch with `$in`.
+    Ids,
+    /// The producer streams whole documents in `_id` order; workers only write.
+    Stream,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use serde::de::DeserializeOwned;
+    use serde_json::{json, Value};
+    use utoipa::PartialSchema;
+
+    use super::*;
+    use crate::mongo::Namespace;
+
+    /// Every variant of an engine enum: the `match` fails to compile when the engine gains one
+    /// that the list (and so the test) leaves out.
+    macro_rules! every {
+        ($m:ident :: $t:ident { $($v:ident),* $(,)? }) => {{
+            let _exhaustive = |v: $m::$t| match v {
+                $($m::$t::$v)|* => (),
+            };
+            vec![$($m::$t::$v),*]
+        }};
+    }
+
+    /// The JSON type names a schema's `type` allows a value of.
+    fn json_type(value: &Value) -> &'static str {
+        match value {
+            Value::Null => "null",
+            Value::Bool(_) => "boolean",
+            Value::Number(n) if n.is_f64() => "number",
+            Value::Number(_) => "integer",
+            Value::String(_) => "string",
+            Value::Array(_) => "array",
+            Value::Object(_) => "object",
+        }
+    }
+
+    /// The engine type `E` and its mirror `M` agree on `samples`: the same name; the mirror reads
+    /// each sample's JSON and writes it back unchanged; each key of that JSON is a property of
+    /// the schema, with a value of a type the schema allows, each required property is there,
+    /// and the samples together have every property (an enum's values are the samples' values,
+    /// all of them when the samples are every variant).
+    fn agree<E, M>(samples: impl IntoIterator<Item = E>)
+    where
+        E: Serialize + ToSchema,
+        M: Serialize + DeserializeOwned + ToSchema,
+    {
+        let name = E::name();
+        assert_eq!(name, M::name());
+        let schema = serde_json::to_value(<E as PartialSchema>::schema()).unwrap();
+        // The keys the samples have, and the values (of an enum).
+        let (mut keys, mut values) = (BTreeSet::new(), BTreeSet::new());
+        for sample in samples {
+            let json = serde_json::to_value(&sample).unwrap();
+            let mirrored: M = serde_json::from_value(json.clone())
+                .unwrap_or_else(|e| panic!("{name}: the mirror does not read {json}: {e}"));
+            assert_eq!(serde_json::to_value(mirrored).unwrap(), json, "{name}");
+            match &json {
+                Value::Object(fields) => {
+                    let properties = schema["properties"]
+                        .as_object()
+                        .unwrap_or_else(|| panic!("{name}: no properties in {schema}"));
+                    for required in schema["required"].as_array().into_iter().flatten() {
+                        let required = required.as_str().unwrap();
+                        assert!(
+                            fields.contains_key(required),
+                            "{name}: no {required} in {json}"
+                        );
+                    }
+                    for (key, value) in fields {
+                        keys.insert(key.clone());
+                        let Some(property) = properties.get(key) else {
+                            panic!("{name}: {key} is not in the schema");
+                        };
+                        let allowed = match &property["type"] {
+                            Value::String(one) => vec![one.as_str()],
+                            Value::Array(many) => many.iter().filter_map(Value::as_str).collect(),
+                            // A reference to another schema, or any value: checked elsewhere.
+                            _ => continue,
+                        };
+                        let kind = json_type(value);
+                        assert!(
+                            allowed.contains(&kind)
+                                || (kind == "integer" && allowed.contains(&"number")),
+                            "{name}.{key}: {value} is not {allowed:?}"
+                        );
+                    }
+                }
+                Value::String(value) => {
+                    values.insert(value.clone());
+                }
+                other => panic!("{name}: neither an object nor a string: {other}"),
+            }
+        }
+        assert!(!keys.is_empty() || !values.is_empty(), "{name}: no sample");
+        if !keys.is_empty() {
+            let properties: BTreeSet<String> = schema["properties"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect();
+            assert_eq!(keys, properties, "{name}: the samples have every key");
+        }
+        if !values.is_empty() {
+            let listed: BTreeSet<String> = schema["enum"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect();
+            assert_eq!(values, listed, "{name}: the samples are every variant");
+        }
+    }
+
+    #[test]
+    fn each_schema_is_its_engine_types_json() {
+        agree::<stats::PartState, PartState>(every!(stats::PartState {
+            Waiting,
+            Reading,
+            Complete
+        }));
+        let part = stats::PartSnapshot {
+            index: 2,
+            done: 10,
+            state: stats::PartState::Reading,
+        };
+        agree::<_, PartSnapshot>([part.clone()]);
+        agree::<stats::WorkerState, WorkerState>(every!(stats::WorkerState {
+            Idle,
+            Busy,
+            Paused,
+            Stopped
+        }));
+        let index_error = stats::IndexError {
+            namespace: "a.b".into(),
+            index: "x_1".into(),
+            reason: "too long".into(),
+        };
+        agree::<_, IndexError>([index_error.clone()]);
+        agree::<_, SchemaProgress>([
+            stats::SchemaProgress {
+                step: Some("building indexes of a.b".into()),
+                dropped: vec!["a.b".into()],
+                created: vec!["a.c".into()],
+                indexes_total: 3,
+                indexes_built: 1,
+                index_errors: vec![index_error],
+                views: vec!["a.v".into()],
+            },
+            stats::SchemaProgress::default(),
+        ]);
+        agree::<stats::SyncPhase, SyncPhase>(every!(stats::SyncPhase {
+            InitialCopy,
+            CatchingUp,
+            Live,
+            Committing,
+            Committed
+        }));
+        let applied = stats::EventCounts {
+            insert: 1,
+            update: 2,
+            replace: 3,
+            delete: 4,
+            ddl: 5,
+        };
+        agree::<_, EventCounts>([applied]);
+        agree::<_, SyncProgress>([stats::SyncProgress {
+            phase: stats::SyncPhase::Live,
+            lag_secs: 0.5,
+            caught_up: true,
+            events: 15,
+            applied,
+            events_per_sec: 2.5,
+        }]);
+        let moves = |rehearsal| stats::MoveProgress {
+            pass: 1,
+            verified: 2,
+            deleted: 3,
+            changed: 4,
+            gone: 5,
+            conflicts: 6,
+            left: 7,
+            deletes_per_sec: 8.5,
+            rehearsal,
+        };
+        agree::<_, MoveProgress>([moves(false), moves(true)]);
+        let dead_letter = stats::DeadLetterView {
+            ns: "a.b".into(),
+            id: json!({"$oid": "65a1b2c3d4e5f60718293a4b"}),
+            reason: "too large".into(),
+        };
+        agree::<_, DeadLetterView>([dead_letter.clone()]);
+        agree::<_, DeadLetterSummary>([stats::DeadLetterSummary {
+            count: 1,
+            recent: vec![dead_letter],
+        }]);
+        let ns = |expected| stats::NsSnapshot {
+            source: Namespace::new("a", "b"),
+            destination: Namespace::new("c", "d"),
+            expected,
+            docs: 1,
+            skipped: 2,
+            failed: 3,
+            bytes: 4,
+            finished: true,
+            docs_per_sec: 5.5,
+            partitions: vec![part.clone()],
+        };
+        agree::<_, NsSnapshot>([ns(Some(10)), ns(None)]);
+        agree::<_, WorkerSnapshot>([stats::WorkerSnapshot {
+            id: 0,
+            state: stats::WorkerState::Busy,
+            docs: 1,
+            batches: 2,
+            mean_fetch_ms: 3.5,
+            mean_write_ms: 4.5,
+        }]);
+        let config = adaptive::AdaptiveConfig {
+            target_ms: 250.0,
+            max_workers: Some(8),
+            interval_ms: Some(500),
+        };
+        agree::<_, AdaptiveConfig>([
+            config,
+            adaptive::AdaptiveConfig {
+                max_workers: None,
+                interval_ms: None,
+                ..config
+            },
+        ]);
+        agree::<adaptive::Action, Action>(every!(adaptive::Action {
+            Increase,
+            Decrease,
+            Hold
+        }));
+        let decision = adaptive::Decision {
+            at_secs: 1.5,
+            action: adaptive::Action::Decrease,
+            latency_ms: Some(300.5),
+            docs_per_sec: 1000.5,
+            workers: 2,
+            rate_cap: Some(700.5),
+            reason: "over the target".into(),
+        };
+        agree::<_, Decision>([decision.clone()]);
+        agree::<_, AdaptiveView>([adaptive::AdaptiveView {
+            config,
+            decisions: vec![decision],
+        }]);
+        agree::<_, Limits>([
+            throttle::Limits {
+                rate: Some(10.5),
+                rate_bytes: Some(1000.5),
+            },
+            throttle::Limits::default(),
+        ]);
+        let strategies = {
+            use source::seam;
+            every!(seam::Strategy { Ids, Stream })
+        };
+        agree::<source::seam::Strategy, Strategy>(strategies);
+    }
+}
