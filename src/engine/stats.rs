@@ -802,7 +802,7 @@ impl JobStats {
             .collect();
         let docs = namespaces.iter().map(|n| n.docs).sum();
         let expected = namespaces.iter().map(|n| n.expected).sum::<Option<u64>>();
-        JobSnapshot {
+        let snapshot = JobSnapshot {
             docs,
             skipped: namespaces.iter().map(|n| n.skipped).sum(),
             failed: namespaces.iter().map(|n| n.failed).sum(),
@@ -812,7 +812,8 @@ impl JobStats {
             bytes: namespaces.iter().map(|n| n.bytes).sum(),
             expected,
             seconds: elapsed.as_secs_f64(),
-            docs_per_sec: rate(docs, elapsed),
+            docs_per_sec: 0.0,
+            eta_secs: None,
             queue_depth: self
                 .batches_queued
                 .load(Relaxed)
@@ -828,7 +829,8 @@ impl JobStats {
             schema: self.schema.snapshot(),
             sync: self.sync.snapshot(),
             moves: self.moves.snapshot(),
-        }
+        };
+        snapshot.at_rate(self.recent.per_sec())
     }
 }
 
@@ -869,10 +871,13 @@ pub struct WorkerSnapshot {
     pub mean_write_ms: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// What a job did so far: the one view of it that the command line's progress, the API's job
+/// view (`progress`) and the summaries are made from.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct JobSnapshot {
     /// Written by this run.
     pub docs: u64,
+    pub bytes: u64,
     /// Written by earlier runs (below the checkpoints the run resumed from).
     pub skipped: u64,
     /// Refused by the destination, kept as dead letters.
@@ -880,29 +885,58 @@ pub struct JobSnapshot {
     /// Transient errors retried so far, and the latest.
     pub retries: u64,
     pub last_retry: Option<String>,
-    pub dead_letters: DeadLetterSummary,
-    pub bytes: u64,
     pub expected: Option<u64>,
-    pub seconds: f64,
+    /// Documents per second over the last few seconds.
     pub docs_per_sec: f64,
+    /// Time left at that rate, when the total is known.
+    pub eta_secs: Option<f64>,
+    /// Seconds since the run started.
+    #[serde(default)]
+    pub seconds: f64,
     pub queue_depth: u64,
     pub namespaces: Vec<NsSnapshot>,
     pub workers: Vec<WorkerSnapshot>,
+    /// Collections dropped and created, index builds (done, to do, refused), views.
     pub schema: SchemaProgress,
-    /// Where a sync job stands (`None` for a copy).
+    /// A sync job's phase, lag and changes applied (`null` for a copy).
     pub sync: Option<SyncProgress>,
-    /// What a move job deleted from its source, and kept there (`None` for a copy).
+    /// A move job's documents verified, deleted from the source, kept there (`null` for a copy).
     pub moves: Option<MoveProgress>,
+    /// The dead letters so far (the job view shows them beside the progress).
+    #[serde(skip)]
+    pub dead_letters: DeadLetterSummary,
 }
 
 impl JobSnapshot {
-    /// Time left at the average rate so far, when the total is known.
-    pub fn eta(&self) -> Option<Duration> {
-        let left = self
-            .expected?
-            .saturating_sub(self.docs + self.skipped + self.failed);
-        // A crawl can mean an ETA past what a Duration holds: then there is none to show.
-        Duration::try_from_secs_f64(left as f64 / self.docs_per_sec).ok()
+    /// A finished job of which only the final counts are known (restored from a history).
+    pub fn final_counts(docs: u64, bytes: u64, skipped: u64, failed: u64) -> Self {
+        JobSnapshot {
+            docs,
+            bytes,
+            skipped,
+            failed,
+            expected: Some(docs + skipped + failed),
+            ..JobSnapshot::default()
+        }
+    }
+
+    /// The snapshot at another current rate (a job several service nodes share: their rates
+    /// together), its ETA with it.
+    pub fn at_rate(mut self, docs_per_sec: f64) -> Self {
+        self.docs_per_sec = docs_per_sec;
+        self.eta_secs = self.expected.filter(|_| docs_per_sec > 0.0).map(|n| {
+            n.saturating_sub(self.docs + self.skipped + self.failed) as f64 / docs_per_sec
+        });
+        self
+    }
+
+    /// Documents per second over the whole run.
+    pub fn average_docs_per_sec(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.docs as f64 / self.seconds
+        } else {
+            0.0
+        }
     }
 }
 

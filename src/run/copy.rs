@@ -670,6 +670,7 @@ impl PreparedCopy {
     ) -> CopySummary {
         let snap = self.stats.snapshot();
         CopySummary {
+            docs_per_sec: snap.average_docs_per_sec(),
             from: mongo::redact_uri(&self.spec.from),
             to: mongo::redact_uri(&self.spec.to),
             strategy: self.spec.strategy,
@@ -692,7 +693,6 @@ impl PreparedCopy {
             docs: snap.docs,
             bytes: snap.bytes,
             seconds: snap.seconds,
-            docs_per_sec: snap.docs_per_sec,
             peak_rss_bytes: peak_rss_bytes(),
             journal,
             schema: snap.schema,

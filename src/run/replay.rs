@@ -230,6 +230,7 @@ impl PreparedReplay {
         outcome?;
         let snap = stats.snapshot();
         Ok(ReplaySummary {
+            docs_per_sec: snap.average_docs_per_sec(),
             journal: self.journal,
             to: self.to,
             workers: control.workers(),
@@ -239,7 +240,6 @@ impl PreparedReplay {
             failed: snap.failed,
             bytes: snap.bytes,
             seconds: snap.seconds,
-            docs_per_sec: snap.docs_per_sec,
             torn_tail: self.torn_tail,
             peak_rss_bytes: peak_rss_bytes(),
         })

@@ -15,9 +15,7 @@ use utoipa::ToSchema;
 
 use crate::engine::control::adaptive::{Adaptive, AdaptiveView};
 use crate::engine::control::throttle::{Limits, Throttle};
-use crate::engine::stats::{
-    JobStats, MoveProgress, NsSnapshot, SchemaProgress, SyncProgress, WorkerSnapshot,
-};
+use crate::engine::stats::{JobSnapshot, JobStats};
 use crate::engine::Control;
 use crate::spec::{JobSpec, Mode};
 use crate::state::unix_now;
@@ -168,34 +166,6 @@ pub struct JobRecord {
     pub sealed: Option<String>,
 }
 
-/// Progress of a job as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct Progress {
-    /// Written by this run.
-    pub docs: u64,
-    pub bytes: u64,
-    /// Written by earlier runs (below the checkpoint this run continued from).
-    pub skipped: u64,
-    /// Refused by the destination (see `dead_letters`).
-    pub failed: u64,
-    /// Transient errors retried, and the latest of them.
-    pub retries: u64,
-    pub last_retry: Option<String>,
-    pub expected: Option<u64>,
-    /// Documents per second over the last few seconds.
-    pub docs_per_sec: f64,
-    pub eta_secs: Option<f64>,
-    pub queue_depth: u64,
-    pub namespaces: Vec<NsSnapshot>,
-    pub workers: Vec<WorkerSnapshot>,
-    /// Collections dropped and created, index builds (done, to do, refused), views.
-    pub schema: SchemaProgress,
-    /// A sync job's phase, lag and changes applied (`null` for a copy).
-    pub sync: Option<SyncProgress>,
-    /// A move job's documents verified, deleted from the source, kept there (`null` for a copy).
-    pub moves: Option<MoveProgress>,
-}
-
 /// A job as the API shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct JobView {
@@ -211,7 +181,7 @@ pub struct JobView {
     pub created_at: f64,
     pub finished_at: Option<f64>,
     pub error: Option<String>,
-    pub progress: Option<Progress>,
+    pub progress: Option<JobSnapshot>,
     /// Documents the destination refused: how many, and the latest with their reasons.
     pub dead_letters: Option<crate::engine::stats::DeadLetterSummary>,
     /// Service nodes sharing one MongoDB state: what each does for this job (empty otherwise).
@@ -524,52 +494,16 @@ impl Job {
         let progress = inner.stats.as_ref().map(|stats| {
             let snap = stats.snapshot();
             // Several nodes on the job: its speed is theirs together.
-            let per_sec = if inner.shares.is_empty() {
-                stats.recent.per_sec()
-            } else {
-                inner.shares.iter().map(|s| s.docs_per_sec).sum()
-            };
-            let eta_secs = snap
-                .expected
-                .filter(|_| per_sec > 0.0)
-                .map(|n| n.saturating_sub(snap.docs + snap.skipped + snap.failed) as f64 / per_sec);
-            Progress {
-                docs: snap.docs,
-                bytes: snap.bytes,
-                skipped: snap.skipped,
-                failed: snap.failed,
-                retries: snap.retries,
-                last_retry: snap.last_retry,
-                expected: snap.expected,
-                docs_per_sec: per_sec,
-                eta_secs,
-                queue_depth: snap.queue_depth,
-                namespaces: snap.namespaces,
-                workers: snap.workers,
-                schema: snap.schema,
-                sync: snap.sync,
-                moves: snap.moves,
+            match inner.shares.is_empty() {
+                true => snap,
+                false => snap.at_rate(inner.shares.iter().map(|s| s.docs_per_sec).sum()),
             }
         });
         let record = &inner.record;
         // A job restored from the history has only its final counts.
         let progress = progress.or_else(|| {
-            record.state.is_final().then(|| Progress {
-                docs: record.docs,
-                bytes: record.bytes,
-                skipped: record.skipped,
-                failed: record.failed,
-                retries: 0,
-                last_retry: None,
-                expected: Some(record.docs + record.skipped + record.failed),
-                docs_per_sec: 0.0,
-                eta_secs: None,
-                queue_depth: 0,
-                namespaces: vec![],
-                workers: vec![],
-                schema: SchemaProgress::default(),
-                sync: None,
-                moves: None,
+            record.state.is_final().then(|| {
+                JobSnapshot::final_counts(record.docs, record.bytes, record.skipped, record.failed)
             })
         });
         JobView {

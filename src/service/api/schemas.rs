@@ -53,6 +53,7 @@ schema_of!(
     stats::DeadLetterSummary => DeadLetterSummary,
     stats::NsSnapshot => NsSnapshot,
     stats::WorkerSnapshot => WorkerSnapshot,
+    stats::JobSnapshot => JobSnapshot,
     adaptive::AdaptiveConfig => AdaptiveConfig,
     adaptive::Action => Action,
     adaptive::Decision => Decision,
@@ -227,6 +228,37 @@ struct WorkerSnapshot {
     batches: u64,
     mean_fetch_ms: f64,
     mean_write_ms: f64,
+}
+
+/// What a job did so far: its progress as the API shows it.
+#[derive(Serialize, Deserialize, ToSchema)]
+struct JobSnapshot {
+    /// Written by this run.
+    docs: u64,
+    bytes: u64,
+    /// Written by earlier runs (below the checkpoint this run continued from).
+    skipped: u64,
+    /// Refused by the destination (see `dead_letters`).
+    failed: u64,
+    /// Transient errors retried, and the latest of them.
+    retries: u64,
+    last_retry: Option<String>,
+    expected: Option<u64>,
+    /// Documents per second over the last few seconds.
+    docs_per_sec: f64,
+    /// Time left at that rate, when the total is known.
+    eta_secs: Option<f64>,
+    /// Seconds since the run started.
+    seconds: f64,
+    queue_depth: u64,
+    namespaces: Vec<NsSnapshot>,
+    workers: Vec<WorkerSnapshot>,
+    /// Collections dropped and created, index builds (done, to do, refused), views.
+    schema: SchemaProgress,
+    /// A sync job's phase, lag and changes applied (`null` for a copy).
+    sync: Option<SyncProgress>,
+    /// A move job's documents verified, deleted from the source, kept there (`null` for a copy).
+    moves: Option<MoveProgress>,
 }
 
 /// What the operator asks of adaptive mode.
@@ -501,14 +533,35 @@ mod tests {
             partitions: vec![part.clone()],
         };
         agree::<_, NsSnapshot>([ns(Some(10)), ns(None)]);
-        agree::<_, WorkerSnapshot>([stats::WorkerSnapshot {
+        let worker = stats::WorkerSnapshot {
             id: 0,
             state: stats::WorkerState::Busy,
             docs: 1,
             batches: 2,
             mean_fetch_ms: 3.5,
             mean_write_ms: 4.5,
-        }]);
+        };
+        agree::<_, WorkerSnapshot>([worker.clone()]);
+        let live = stats::JobSnapshot {
+            retries: 1,
+            last_retry: Some("a reset connection".into()),
+            queue_depth: 2,
+            seconds: 3.5,
+            namespaces: vec![ns(Some(10))],
+            workers: vec![worker],
+            sync: Some(stats::SyncProgress {
+                phase: stats::SyncPhase::Live,
+                lag_secs: 0.5,
+                caught_up: true,
+                events: 15,
+                applied,
+                events_per_sec: 2.5,
+            }),
+            moves: Some(moves(false)),
+            ..stats::JobSnapshot::final_counts(1, 2, 3, 4)
+        }
+        .at_rate(2.5);
+        agree::<_, JobSnapshot>([live, stats::JobSnapshot::final_counts(1, 2, 3, 4)]);
         let config = adaptive::AdaptiveConfig {
             target_ms: 250.0,
             max_workers: Some(8),
