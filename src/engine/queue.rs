@@ -282,4 +282,35 @@ mod tests {
             }
         );
     }
+
+    #[tokio::test]
+    async fn a_barrier_waits_for_every_batch_of_its_task_and_fails_once_the_job_stops() {
+        let counters = Arc::new(NsCounters::new(
+            Namespace::new("a", "b"),
+            Namespace::new("a", "b"),
+        ));
+        let task = Arc::new(NsTask::new(counters));
+        let stats = Arc::new(JobStats::new([], 1));
+        let (tx, rx) = bounded(10, Budget::default(), stats);
+        let write = |id| Payload::Writes(vec![Write::Delete(RawBson::Int32(id))]);
+        tx.send(&task, write(1)).await.unwrap();
+        tx.send(&task, write(2)).await.unwrap();
+        let barrier = tx.barrier(&task);
+        tokio::pin!(barrier);
+        let (first, second) = (rx.recv().await.unwrap(), rx.recv().await.unwrap());
+        first.done(0);
+        let waited = tokio::time::timeout(std::time::Duration::from_millis(100), &mut barrier);
+        assert!(waited.await.is_err(), "one batch is still being written");
+        second.done(0);
+        tokio::time::timeout(std::time::Duration::from_secs(5), barrier)
+            .await
+            .expect("both written")
+            .unwrap();
+        // A batch dropped unwritten by a stopping job never counts as written.
+        tx.send(&task, write(3)).await.unwrap();
+        drop(rx.recv().await.unwrap());
+        rx.close();
+        let stopped = tokio::time::timeout(std::time::Duration::from_secs(5), tx.barrier(&task));
+        assert!(stopped.await.expect("the barrier gives up").is_err());
+    }
 }
