@@ -251,15 +251,20 @@ mod tests {
     use crate::mongo::Namespace;
     use crate::state::NsCheckpoint;
 
-    #[tokio::test]
-    async fn watermark_waits_for_the_oldest_batch() {
+    /// A task of namespace `a.b` and a queue of 10 batches.
+    fn one_task() -> (Arc<NsTask>, QueueSender, QueueReceiver) {
         let counters = Arc::new(NsCounters::new(
             Namespace::new("a", "b"),
             Namespace::new("a", "b"),
         ));
-        let task = Arc::new(NsTask::new(counters));
         let stats = Arc::new(JobStats::new([], 1));
         let (tx, rx) = bounded(10, Budget::default(), stats);
+        (Arc::new(NsTask::new(counters)), tx, rx)
+    }
+
+    #[tokio::test]
+    async fn watermark_waits_for_the_oldest_batch() {
+        let (task, tx, rx) = one_task();
         for ids in [vec![1, 2], vec![3, 4], vec![5]] {
             let ids = ids.into_iter().map(RawBson::Int32).collect();
             tx.send(&task, Payload::Ids(ids)).await.unwrap();
@@ -285,13 +290,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_barrier_waits_for_every_batch_of_its_task_and_fails_once_the_job_stops() {
-        let counters = Arc::new(NsCounters::new(
-            Namespace::new("a", "b"),
-            Namespace::new("a", "b"),
-        ));
-        let task = Arc::new(NsTask::new(counters));
-        let stats = Arc::new(JobStats::new([], 1));
-        let (tx, rx) = bounded(10, Budget::default(), stats);
+        let (task, tx, rx) = one_task();
         let write = |id| Payload::Writes(vec![Write::Delete(RawBson::Int32(id))]);
         tx.send(&task, write(1)).await.unwrap();
         tx.send(&task, write(2)).await.unwrap();

@@ -490,14 +490,15 @@ mod tests {
             ddl: 5,
         };
         agree::<_, EventCounts>([applied]);
-        agree::<_, SyncProgress>([stats::SyncProgress {
+        let sync = stats::SyncProgress {
             phase: stats::SyncPhase::Live,
             lag_secs: 0.5,
             caught_up: true,
             events: 15,
             applied,
             events_per_sec: 2.5,
-        }]);
+        };
+        agree::<_, SyncProgress>([sync.clone()]);
         let moves = |rehearsal| stats::MoveProgress {
             pass: 1,
             verified: 2,
@@ -549,14 +550,7 @@ mod tests {
             seconds: 3.5,
             namespaces: vec![ns(Some(10))],
             workers: vec![worker],
-            sync: Some(stats::SyncProgress {
-                phase: stats::SyncPhase::Live,
-                lag_secs: 0.5,
-                caught_up: true,
-                events: 15,
-                applied,
-                events_per_sec: 2.5,
-            }),
+            sync: Some(sync),
             moves: Some(moves(false)),
             ..stats::JobSnapshot::final_counts(1, 2, 3, 4)
         }
