@@ -258,7 +258,6 @@ pub struct CopySpec {
     pub drop: bool,
 }
 
-/// Every problem found in a job spec, reported together.
 impl CopySpec {
     /// The job's key and description: what it selects (excludes too, as `!pattern`) and how.
     pub fn job_key(&self) -> (JobKey, String) {
@@ -275,6 +274,7 @@ impl CopySpec {
     }
 }
 
+/// Every problem found in a job spec, reported together.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid job: {}", .0.join("; "))]
 pub struct SpecError(pub Vec<String>);
