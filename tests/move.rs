@@ -35,6 +35,16 @@ fn is_old(doc: &RawDocumentBuf) -> bool {
 }
 
 /// Raw documents by `_id` (an `i64`).
+/// `n` orders in the collection `c` of `db`.
+async fn seed_orders(client: &Client, db: &str, n: i64) {
+    client
+        .database(db)
+        .collection::<Document>("c")
+        .insert_many(orders(n))
+        .await
+        .unwrap();
+}
+
 async fn by_id(client: &Client, db: &str) -> BTreeMap<i64, RawDocumentBuf> {
     dump(client, db, "c")
         .await
@@ -48,11 +58,7 @@ fn a_filtered_move_leaves_the_source_without_exactly_those_documents() {
     TestEnv::start().run(|env| async move {
         let (s, d) = (env.src_db("mv"), env.dst_db("mv"));
         let (src, dst) = (env.src_client().await, env.dst_client().await);
-        src.database(&s)
-            .collection::<Document>("c")
-            .insert_many(orders(2_000))
-            .await
-            .unwrap();
+        seed_orders(&src, &s, 2_000).await;
         let before = by_id(&src, &s).await;
         let ns = format!("{s}.c:{d}.c");
 
@@ -196,11 +202,7 @@ fn updates_during_a_move_are_never_lost() {
     TestEnv::start().run(|env| async move {
         let (s, d) = (env.src_db("mvw"), env.dst_db("mvw"));
         let (src, dst) = (env.src_client().await, env.dst_client().await);
-        src.database(&s)
-            .collection::<Document>("c")
-            .insert_many(orders(6_000))
-            .await
-            .unwrap();
+        seed_orders(&src, &s, 6_000).await;
         let stop = Arc::new(AtomicBool::new(false));
         let load = tokio::spawn(writer(src.clone(), s.clone(), stop.clone()));
         let ns = format!("{s}.c:{d}.c");
@@ -270,11 +272,7 @@ fn killed_moves_finish_on_a_rerun_with_nothing_lost_or_doubled() {
     TestEnv::start().run(|env| async move {
         let (s, d) = (env.src_db("mvk"), env.dst_db("mvk"));
         let (src, dst) = (env.src_client().await, env.dst_client().await);
-        src.database(&s)
-            .collection::<Document>("c")
-            .insert_many(orders(8_000))
-            .await
-            .unwrap();
+        seed_orders(&src, &s, 8_000).await;
         let before = by_id(&src, &s).await;
         let data = tempfile::tempdir().unwrap();
         let state = data.path().join("state.json");
@@ -645,11 +643,7 @@ fn a_move_writes_with_majority_and_journal_whatever_the_uri_says() {
     TestEnv::start().run(|env| async move {
         let (s, d) = (env.src_db("wc"), env.dst_db("wc"));
         let (src, dst) = (env.src_client().await, env.dst_client().await);
-        src.database(&s)
-            .collection::<Document>("c")
-            .insert_many(orders(300))
-            .await
-            .unwrap();
+        seed_orders(&src, &s, 300).await;
         // Older versions of some documents at the destination: those are replaced (`update`).
         let stale: Vec<Document> = orders(300)
             .into_iter()
@@ -731,11 +725,7 @@ fn a_move_never_drops_a_destination_that_holds_documents() {
     TestEnv::start().run(|env| async move {
         let (s, d) = (env.src_db("mvdrop"), env.dst_db("mvdrop"));
         let (src, dst) = (env.src_client().await, env.dst_client().await);
-        src.database(&s)
-            .collection::<Document>("c")
-            .insert_many(orders(100))
-            .await
-            .unwrap();
+        seed_orders(&src, &s, 100).await;
         let before = by_id(&src, &s).await;
         let ns = format!("{s}.c:{d}.c");
         // Without a state kept, a second run knows nothing of the first.

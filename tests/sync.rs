@@ -483,30 +483,43 @@ fn a_filtered_sync_deletes_what_stops_matching_and_copies_what_starts() {
 
 /// A sync run again after its copy completed is not "already complete": it follows the
 /// changes on from its saved position, and says so.
+/// 50 documents in `s.c`, synced to `d.c` by `sync --until-caught-up` with its state in `dir`;
+/// returns that command line, to run again.
+async fn synced_until_caught_up(
+    env: &TestEnv,
+    src: &Client,
+    (s, d): (&str, &str),
+    dir: &Path,
+) -> Vec<String> {
+    insert_raw(src, s, "c", &common::sample_docs(50, 100)).await;
+    let state = dir.join("state.json");
+    let ns = format!("{s}.c:{d}.c");
+    let argv = [
+        "sync",
+        "--from",
+        &env.src,
+        "--to",
+        &env.dst,
+        "--ns",
+        &ns,
+        "--state",
+        state.to_str().unwrap(),
+        "--until-caught-up",
+        "--quiet",
+    ];
+    let out = mongoferry(&argv, Duration::from_secs(60));
+    assert!(out.status.success(), "{}", stderr(&out));
+    argv.iter().map(|a| a.to_string()).collect()
+}
+
 #[test]
 fn a_rerun_after_the_copy_says_it_follows_on_and_applies_the_changes() {
     TestEnv::start().run(|env| async move {
         let (s, d) = (env.src_db("again"), env.dst_db("again"));
         let src = env.src_client().await;
-        insert_raw(&src, &s, "c", &common::sample_docs(50, 100)).await;
         let data = tempfile::tempdir().unwrap();
-        let state = data.path().join("state.json");
-        let ns = format!("{s}.c:{d}.c");
-        let argv = [
-            "sync",
-            "--from",
-            &env.src,
-            "--to",
-            &env.dst,
-            "--ns",
-            &ns,
-            "--state",
-            state.to_str().unwrap(),
-            "--until-caught-up",
-            "--quiet",
-        ];
-        let out = mongoferry(&argv, Duration::from_secs(60));
-        assert!(out.status.success(), "{}", stderr(&out));
+        let argv = synced_until_caught_up(&env, &src, (&s, &d), data.path()).await;
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
         let c = src.database(&s).collection::<Document>("c");
         for i in 0..3 {
             c.insert_one(doc! { "_id": 1000 + i }).await.unwrap();
@@ -526,25 +539,9 @@ fn a_position_the_source_no_longer_holds_stops_with_a_clear_error() {
     TestEnv::start_with(&["--oplog-max-entries", "100"]).run(|env| async move {
         let (s, d) = (env.src_db("lost"), env.dst_db("lost"));
         let src = env.src_client().await;
-        insert_raw(&src, &s, "c", &common::sample_docs(50, 100)).await;
         let data = tempfile::tempdir().unwrap();
-        let state = data.path().join("state.json");
-        let ns = format!("{s}.c:{d}.c");
-        let argv = [
-            "sync",
-            "--from",
-            &env.src,
-            "--to",
-            &env.dst,
-            "--ns",
-            &ns,
-            "--state",
-            state.to_str().unwrap(),
-            "--until-caught-up",
-            "--quiet",
-        ];
-        let out = mongoferry(&argv, Duration::from_secs(60));
-        assert!(out.status.success(), "{}", stderr(&out));
+        let argv = synced_until_caught_up(&env, &src, (&s, &d), data.path()).await;
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
         // 300 changes later, the saved position is gone from the source's history.
         let c = src.database(&s).collection::<Document>("c");
         for i in 0..300 {
