@@ -84,6 +84,14 @@ pub const CONNECT_TIMEOUT: Bound<f64> = Bound {
     unit: "seconds",
 };
 
+/// Seconds a sync may lag the source and still be ready to commit: under a second would never
+/// hold under load; a day is no longer a cutover.
+pub const COMMIT_MAX_LAG_SECS: Bound<f64> = Bound {
+    field: "commit_max_lag_secs",
+    range: 0.5..=86_400.0,
+    unit: "seconds",
+};
+
 /// A lease on a job in a MongoDB state store: long enough for a heartbeat (a third of it) to
 /// get through a slow moment, short enough that a dead process's job is taken over soon.
 pub const LEASE: Bound<f64> = Bound {

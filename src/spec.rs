@@ -246,8 +246,11 @@ pub struct CopySpec {
     pub restart: bool,
     /// Refuse (as dead letters) documents larger than this, below the destination's own limit.
     pub max_document_bytes: Option<usize>,
-    /// Compare source and destination document by document after the copy.
-    pub verify: bool,
+    /// A copy or move: compare after the copy (`Report`). A sync: verify continuously,
+    /// repairing (`Repair`) or only reporting (`Report`).
+    pub verify: VerifyMode,
+    /// A sync can commit while it lags the source by at most this many seconds.
+    pub commit_max_lag_secs: f64,
     /// A move that deletes nothing from the source.
     pub keep_source: bool,
     pub journal: Option<JournalConfig>,
@@ -273,6 +276,9 @@ impl CopySpec {
         JobKey::of(&self.from, &self.to, &namespaces, self.filter.as_ref())
     }
 }
+
+/// A sync's `can_commit` holds while it lags the source by at most this many seconds.
+pub const DEFAULT_COMMIT_MAX_LAG_SECS: f64 = 5.0;
 
 /// Every problem found in a job spec, reported together.
 #[derive(Debug, thiserror::Error)]
@@ -302,6 +308,7 @@ const FLAGS: &[(&str, &str)] = &[
     ("restart", "--restart"),
     ("max_document_bytes", "--max-document-bytes"),
     ("verify", "--verify"),
+    ("commit_max_lag_secs", "--commit-max-lag-secs"),
     ("keep_source", "--keep-source"),
     ("journal.dir", "--journal"),
     ("journal.segment_bytes", "--journal-segment-bytes"),
@@ -529,10 +536,31 @@ pub struct JobSpec {
     #[arg(long, value_name = "BYTES")]
     #[serde(default)]
     pub max_document_bytes: Option<usize>,
-    /// After the copy, compare source and destination document by document (as `verify`).
-    #[arg(long)]
-    #[serde(default, deserialize_with = "null_is_false")]
-    pub verify: bool,
+    /// Compare source and destination document by document. A copy or move: `report` (also
+    /// `true`, or the flag alone) compares once the documents are copied, as `verify` does. A
+    /// sync verifies continuously while it follows the source: `repair` (its default) repairs
+    /// what differs from the source, `report` only reports it, `off` does not verify.
+    #[arg(
+        long,
+        value_enum,
+        num_args = 0..=1,
+        default_missing_value = "report",
+        value_name = "MODE",
+        help = "Compare both sides document by document: after a copy (`report`, the flag \
+                alone), continuously during a sync (`repair`, its default; `report`; `off`)"
+    )]
+    #[serde(
+        default,
+        deserialize_with = "verify_mode",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<VerifyMode>)]
+    pub verify: Option<VerifyMode>,
+    /// A sync's `can_commit` holds while it lags the source by at most this many seconds
+    /// [default: 5].
+    #[arg(long, value_name = "SECS")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_max_lag_secs: Option<f64>,
     /// A move that copies and verifies but deletes nothing from the source (a rehearsal).
     // Only `move` has the flag (`MoveArgs`); copy and sync would refuse it.
     #[arg(skip)]
@@ -691,6 +719,35 @@ impl clap::Args for AdaptiveConfig {
     }
 }
 
+/// How a job compares its two sides ([`JobSpec::verify`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum VerifyMode {
+    /// Compare nothing.
+    Off,
+    /// Compare, and report what differs.
+    Report,
+    /// Compare, and write again from the source what differs (a sync only).
+    Repair,
+}
+
+/// `verify` as a mode, or as the boolean older clients and histories wrote: `true` reports,
+/// `false` is off, `null` the mode's default.
+fn verify_mode<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<VerifyMode>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Written {
+        Flag(bool),
+        Mode(VerifyMode),
+    }
+    Ok(match Option::<Written>::deserialize(d)? {
+        None => None,
+        Some(Written::Flag(true)) => Some(VerifyMode::Report),
+        Some(Written::Flag(false)) => Some(VerifyMode::Off),
+        Some(Written::Mode(mode)) => Some(mode),
+    })
+}
+
 /// `null` reads as `false`: older histories and clients wrote `"verify": null`.
 fn null_is_false<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     Ok(Option::<bool>::deserialize(d)?.unwrap_or(false))
@@ -808,6 +865,7 @@ impl JobSpec {
             problems.extend(adaptive.problems());
         }
         problems.extend(bounds::MAX_DOCUMENT_BYTES.problem_opt(self.max_document_bytes));
+        problems.extend(bounds::COMMIT_MAX_LAG_SECS.problem_opt(self.commit_max_lag_secs));
         problems.extend(self.mode_problems(mode));
         if let Some(journal) = &self.journal {
             problems.extend(journal.problems());
@@ -832,7 +890,13 @@ impl JobSpec {
             adaptive: self.adaptive,
             restart: self.restart,
             max_document_bytes: self.max_document_bytes,
-            verify: self.verify,
+            verify: self.verify.unwrap_or(match mode {
+                Mode::Sync => VerifyMode::Repair,
+                Mode::Copy | Mode::Move => VerifyMode::Off,
+            }),
+            commit_max_lag_secs: self
+                .commit_max_lag_secs
+                .unwrap_or(DEFAULT_COMMIT_MAX_LAG_SECS),
             keep_source: self.keep_source,
             journal: self.journal.clone(),
             exclude: excludes,
@@ -844,7 +908,18 @@ impl JobSpec {
     /// What the job's mode rules out among its other settings.
     fn mode_problems(&self, mode: Mode) -> Vec<String> {
         let mut problems = Vec::new();
-        if mode == Mode::Move && self.verify && !self.keep_source {
+        let verifies = self.verify.is_some_and(|v| v != VerifyMode::Off);
+        if self.verify == Some(VerifyMode::Repair) && mode != Mode::Sync {
+            problems.push(
+                "verify: `repair` is for a sync, which repairs while it follows the source; a \
+                 copy compares once, with `report`"
+                    .into(),
+            );
+        }
+        if self.commit_max_lag_secs.is_some() && mode != Mode::Sync {
+            problems.push("commit_max_lag_secs: only a sync is committed".into());
+        }
+        if mode == Mode::Move && verifies && !self.keep_source {
             problems.push(
                 "verify: after a move the source no longer holds what was moved, so there is \
                  nothing to compare; a move verifies each batch at the destination before it \
@@ -918,7 +993,7 @@ mod tests {
     fn the_command_line_names_each_field_by_its_flag() {
         let mut spec = JobSpec::new("mongodb://a", "mongodb://b", &["s.c"]);
         spec.mode = Some(Mode::Move);
-        spec.verify = true;
+        spec.verify = Some(VerifyMode::Report);
         spec.rate_bytes = Some(0.0);
         let error = spec.validate().unwrap_err();
         let line = error.for_command_line();

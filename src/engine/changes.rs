@@ -97,6 +97,14 @@ pub struct Chunk {
 }
 
 impl Chunk {
+    /// Every `_id` the chunk changes: (source, destination, `_id`).
+    pub fn ids(&self) -> Vec<(Namespace, Namespace, RawBson)> {
+        self.changes
+            .values()
+            .map(|c| (c.source.clone(), c.destination.clone(), c.id.clone()))
+            .collect()
+    }
+
     fn push(&mut self, change: DocChange, bytes: usize) {
         let count = match change.op {
             DocOp::Insert => &mut self.events.insert,
@@ -407,6 +415,21 @@ impl ChangeWriter {
             self.queue.barrier(&task).await?;
         }
         Ok(())
+    }
+
+    /// Writes `ids` of `destination` again as `source` holds them now (or deletes those it
+    /// does not hold), and returns once they are written: a verifier's repair.
+    pub async fn rewrite(
+        &mut self,
+        source: &Namespace,
+        destination: &Namespace,
+        ids: Vec<RawBson>,
+    ) -> Result<(), CopyError> {
+        let task = self.task(source, destination);
+        for part in chunks_of(ids, self.batch_size) {
+            self.queue.send(&task, Payload::Current(part)).await?;
+        }
+        Ok(self.queue.barrier(&task).await?)
     }
 
     /// Queues the documents `source` holds now of `from` (its filter applied) for `to`, read as

@@ -47,6 +47,7 @@ use crate::engine::error::CopyError;
 use crate::mongo::Namespace;
 use crate::state::{
     unix_now, Checkpoint, DeadLetter, JobClaim, JobKey, MemoryStore, StateStore, SyncCheckpoint,
+    VerificationCheckpoint,
 };
 
 /// How often a moved watermark is saved: a crash re-copies at most about this much work.
@@ -62,6 +63,14 @@ pub struct Ledger {
     /// A shared job's partitions ("Shared jobs" above), until the run holds the whole job
     /// again (a sync's following).
     shared: Mutex<Option<Arc<Shared>>>,
+    /// A sync's verifier: its state is read into each checkpoint, after the sync's position.
+    verification: Mutex<Option<Arc<dyn VerificationState>>>,
+}
+
+/// What a sync's continuous verification saves with each checkpoint. Read after the sync's
+/// position, so that it holds at least every `_id` to compare again that the position covers.
+pub trait VerificationState: Send + Sync + std::fmt::Debug {
+    fn checkpoint(&self) -> VerificationCheckpoint;
 }
 
 /// The partitions of a shared job this run holds.
@@ -81,6 +90,7 @@ impl Ledger {
             description,
             sync: Mutex::new(None),
             shared: Mutex::new(None),
+            verification: Mutex::new(None),
         }
     }
 
@@ -206,7 +216,11 @@ impl Ledger {
     pub fn checkpoint(&self, tasks: &[Arc<NsTask>]) -> Checkpoint {
         let namespaces: std::collections::BTreeMap<_, _> =
             tasks.iter().map(|t| (t.key(), t.checkpoint())).collect();
-        let sync = self.sync.lock().clone();
+        let mut sync = self.sync.lock().clone();
+        let verification = self.verification.lock().clone();
+        if let (Some(sync), Some(verification)) = (sync.as_mut(), verification) {
+            sync.verification = Some(verification.checkpoint());
+        }
         Checkpoint {
             description: self.description.clone(),
             updated_at: unix_now(),
@@ -215,6 +229,7 @@ impl Ledger {
             namespaces,
             sync,
             shared: self.sharing().map(|s| s.layout.clone()),
+            recheck: Vec::new(),
         }
     }
 
@@ -222,6 +237,11 @@ impl Ledger {
     /// position up to which every change is applied (and the sink synced before the save).
     pub fn set_sync_position(&self, sync: SyncCheckpoint) {
         *self.sync.lock() = Some(sync);
+    }
+
+    /// From now on each checkpoint saves `state`'s verification with the sync's position.
+    pub fn record_verification(&self, state: Arc<dyn VerificationState>) {
+        *self.verification.lock() = Some(state);
     }
 
     pub fn sync_position(&self) -> Option<SyncCheckpoint> {

@@ -453,6 +453,88 @@ pub struct SyncStats {
     quiet: AtomicBool,
     /// Events applied per second, recently.
     recent: RecentRate,
+    /// The continuous verification, as its verifier last published it.
+    verification: Mutex<Option<VerificationProgress>>,
+    /// `can_commit` holds while the lag is at most this (seconds).
+    commit_max_lag_secs: Mutex<f64>,
+}
+
+/// The recheck list longer than this holds `can_commit` back: the commit would compare that
+/// many documents.
+pub const RECHECK_COMMIT_LIMIT: u64 = 10_000;
+
+/// How far a sync's continuous verification is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerificationPhase {
+    /// Comparing every document once, in `_id` order, while changes are applied.
+    Initial,
+    /// Everything was compared once: comparing again what changes.
+    Continuous,
+    /// The commit compared what changed since the last proof.
+    Committed,
+}
+
+/// How a document differed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MismatchKind {
+    /// At the source, not at the destination.
+    Missing,
+    /// At the destination, not at the source.
+    Extra,
+    /// On both sides, not byte for byte the same.
+    Different,
+}
+
+/// A document found different, and still different once the changes in flight were applied.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Mismatch {
+    /// The namespace pair, `"src.coll -> dst.coll"`.
+    pub ns: String,
+    /// The `_id`, canonical Extended JSON.
+    pub id: serde_json::Value,
+    pub kind: MismatchKind,
+    /// Written again from the source.
+    pub repaired: bool,
+}
+
+/// Where a sync's continuous verification stands, for the views.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct VerificationProgress {
+    pub phase: VerificationPhase,
+    /// Mismatches are repaired from the source (else only reported).
+    pub repairs: bool,
+    /// Documents compared by the scan, every run of the job together.
+    pub verified_docs: u64,
+    /// Of those, compared by this run (a run that resumed compares only what was left).
+    pub compared_this_run: u64,
+    /// Namespace pairs the scan finished, of all.
+    pub namespaces_verified: usize,
+    pub namespaces: usize,
+    pub mismatches: u64,
+    pub repaired: u64,
+    /// Mismatches neither repaired nor gone since (`report` only reports).
+    pub unrepaired: u64,
+    /// `_id`s to compare again: changed since they were compared, or found different.
+    pub recheck_pending: u64,
+    /// Source time (Unix seconds) up to which everything is proven equal.
+    pub through: Option<f64>,
+    /// The latest mismatches (at most ten), newest last.
+    pub recent: Vec<Mismatch>,
+    /// Set by the commit: the source time it proved equality at, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_through: Option<f64>,
+    /// Set by the commit: the `_id`s it compared (those changed since the last proof).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rechecked_at_commit: Option<u64>,
+}
+
+/// Whether a sync is ready for its cutover, and if not why.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct CanCommit {
+    pub ok: bool,
+    pub reasons: Vec<String>,
 }
 
 /// Where a sync job stands, for the views.
@@ -468,6 +550,10 @@ pub struct SyncProgress {
     pub events: u64,
     pub applied: EventCounts,
     pub events_per_sec: f64,
+    /// The continuous verification (`null`: off).
+    #[serde(default)]
+    pub verification: Option<VerificationProgress>,
+    pub can_commit: CanCommit,
 }
 
 impl SyncStats {
@@ -478,7 +564,18 @@ impl SyncStats {
             waiting: Mutex::default(),
             quiet: AtomicBool::new(false),
             recent: RecentRate::new(started),
+            verification: Mutex::default(),
+            commit_max_lag_secs: Mutex::new(5.0),
         }
+    }
+
+    /// The verifier's latest figures.
+    pub fn set_verification(&self, progress: VerificationProgress) {
+        *self.verification.lock() = Some(progress);
+    }
+
+    pub fn set_commit_max_lag(&self, secs: f64) {
+        *self.commit_max_lag_secs.lock() = secs;
     }
 
     pub fn set_phase(&self, phase: SyncPhase) {
@@ -524,6 +621,9 @@ impl SyncStats {
             (_, Some(made_ms)) => (crate::state::unix_now() - made_ms as f64 / 1000.0).max(0.0),
         };
         let applied = *self.applied.lock();
+        let verification = self.verification.lock().clone();
+        let max_lag = *self.commit_max_lag_secs.lock();
+        let reasons = commit_reasons(phase, lag_secs, max_lag, verification.as_ref());
         Some(SyncProgress {
             phase,
             lag_secs,
@@ -531,8 +631,55 @@ impl SyncStats {
             events: applied.total(),
             applied,
             events_per_sec: self.recent.per_sec(),
+            verification,
+            can_commit: CanCommit {
+                ok: reasons.is_empty(),
+                reasons,
+            },
         })
     }
+}
+
+/// Why a sync in `phase`, `lag_secs` behind the source, is not ready to commit (none: it is).
+fn commit_reasons(
+    phase: SyncPhase,
+    lag_secs: f64,
+    max_lag: f64,
+    verification: Option<&VerificationProgress>,
+) -> Vec<String> {
+    let mut reasons = Vec::new();
+    match phase {
+        SyncPhase::InitialCopy => reasons.push("the initial copy is not finished".into()),
+        SyncPhase::CatchingUp => reasons.push("not yet level with the source".into()),
+        SyncPhase::Live => {}
+        SyncPhase::Committing => reasons.push("the commit is under way".into()),
+        SyncPhase::Committed => reasons.push("the job is committed".into()),
+    }
+    if lag_secs > max_lag {
+        reasons.push(format!(
+            "the lag is {lag_secs:.1} s, over the limit of {max_lag} s (commit_max_lag_secs)"
+        ));
+    }
+    let Some(v) = verification else {
+        return reasons;
+    };
+    if v.phase == VerificationPhase::Initial && phase != SyncPhase::InitialCopy {
+        reasons.push(format!(
+            "the initial verification is not finished ({} documents compared, {} of {} \
+             namespaces)",
+            v.verified_docs, v.namespaces_verified, v.namespaces
+        ));
+    }
+    if v.unrepaired > 0 {
+        reasons.push(format!("{} mismatches are unrepaired", v.unrepaired));
+    }
+    if v.recheck_pending > RECHECK_COMMIT_LIMIT {
+        reasons.push(format!(
+            "the recheck list is long: {} `_id`s to compare again (at most {RECHECK_COMMIT_LIMIT})",
+            v.recheck_pending
+        ));
+    }
+    reasons
 }
 
 /// Counters of a move job: what it verified at the destination and deleted from the source.

@@ -22,6 +22,7 @@ use super::overlap;
 use super::schema::{self, SchemaWork, Selection};
 use super::share;
 use super::sync::{self, Follower, Until};
+use super::verifier::{Sides, Verifier};
 use super::verify::{verify_all, Comparison, VerifyReport};
 use crate::engine::budget::Budget;
 use crate::engine::changes::{ChunkLimits, CHUNK_WAIT};
@@ -41,7 +42,7 @@ use crate::journal::JournalSummary;
 use crate::mongo::retry::{Retry, RetryPolicy};
 use crate::mongo::schema::Schema;
 use crate::mongo::{self, describe, MongoError, Namespace, Side};
-use crate::spec::{CopySpec, IndexMode, Mode, Routes};
+use crate::spec::{CopySpec, IndexMode, Mode, Routes, VerifyMode};
 use crate::state::{Checkpoint, JobClaim, JobKey, StateStore, SyncCheckpoint};
 
 /// A job that is connected and knows exactly which namespaces it copies.
@@ -540,6 +541,9 @@ impl PreparedCopy {
             )
             .await?;
             self.stats.sync.set_phase(SyncPhase::InitialCopy);
+            self.stats
+                .sync
+                .set_commit_max_lag(self.spec.commit_max_lag_secs);
         }
         // A run continuing a checkpoint does not drop what the first run wrote.
         let drop = self.spec.drop && !self.resumed;
@@ -591,7 +595,7 @@ impl PreparedCopy {
         work.after_documents(self.spec.indexes == IndexMode::After)
             .await?;
         if mode == Mode::Sync {
-            let follower = self.follower();
+            let follower = self.follower()?;
             sync::follow(follower, engine(self.tasks.clone()), cancel.clone()).await?;
         }
         Ok(())
@@ -623,10 +627,10 @@ impl PreparedCopy {
         .first_pass()
     }
 
-    /// A sync's following of the source, once its documents are copied.
-    fn follower(&self) -> Follower {
+    /// A sync's following of the source, once its documents are copied, and its verifier.
+    fn follower(&self) -> Result<Follower, CopyError> {
         let budget = Budget::new(self.spec.memory_limit, self.control.workers());
-        Follower {
+        Ok(Follower {
             source_client: self.clients.source.clone(),
             destination: self.clients.destination.clone(),
             routes: Routes::new(&self.spec.namespaces, &self.spec.exclude),
@@ -642,13 +646,42 @@ impl PreparedCopy {
             until: self.until,
             refresh: self.spec.filter.is_some(),
             batch_size: self.spec.batch_size,
+            verifier: self.verifier()?,
+        })
+    }
+
+    /// The sync's continuous verification, going on from the checkpoint's (`None`: off); each
+    /// checkpoint saves its state from now on.
+    fn verifier(&self) -> Result<Option<Arc<Verifier>>, CopyError> {
+        if self.spec.verify == VerifyMode::Off {
+            return Ok(None);
         }
+        let sides = Sides {
+            source: self.clients.source.clone(),
+            destination: self.clients.destination.clone(),
+            filter: self.spec.filter.clone(),
+            control: self.control.clone(),
+            stats: self.stats.clone(),
+            store: self.ledger.store().clone(),
+            job: self.ledger.key().clone(),
+        };
+        let saved = self.ledger.sync_position().and_then(|s| s.verification);
+        let pairs = self
+            .tasks
+            .iter()
+            .map(|t| (t.source.clone(), t.destination.clone()));
+        let repairs = self.spec.verify == VerifyMode::Repair;
+        let verifier = Arc::new(Verifier::new(sides, repairs, pairs, saved)?);
+        self.ledger.record_verification(verifier.clone());
+        Ok(Some(verifier))
     }
 
     /// The comparison the job asked for, on its own clients (`None`: not asked, or a helping
     /// run, which leaves it to the job's run).
     async fn verify(&self, cancel: &CancellationToken) -> Option<Result<VerifyReport, CopyError>> {
-        if !self.spec.verify || self.sharing.partitions_only {
+        // A sync verifies while it follows the source, and proves equality at its commit.
+        let after = self.spec.verify != VerifyMode::Off && self.spec.mode != Mode::Sync;
+        if !after || self.sharing.partitions_only {
             return None;
         }
         let compared = Comparison {

@@ -19,4 +19,5 @@ pub mod replay;
 pub mod schema;
 pub mod share;
 pub mod sync;
+pub mod verifier;
 pub mod verify;

@@ -35,6 +35,8 @@ use crate::mongo::{MongoError, Namespace, Side};
 use crate::spec::{CopySpec, Routes};
 use crate::state::SyncCheckpoint;
 
+use super::verifier::{Repair, Verifier};
+
 /// Records where the source's history stands now: the sync applies every change after it.
 pub async fn start_here(source: &Client, routes: &Routes) -> Result<SyncCheckpoint, CopyError> {
     let time = change_stream::source_time(source).await?;
@@ -48,6 +50,7 @@ pub async fn start_here(source: &Client, routes: &Routes) -> Result<SyncCheckpoi
         applied_secs: time.time,
         events: 0,
         committed: false,
+        verification: None,
     })
 }
 
@@ -101,6 +104,62 @@ pub struct Follower {
     /// The job has a filter: the current documents are read from the source with it.
     pub refresh: bool,
     pub batch_size: usize,
+    /// The continuous verification (`None`: `verify: "off"`).
+    pub verifier: Option<Arc<Verifier>>,
+}
+
+/// The verifier at work beside the follower: its repairs come to the follower, which writes
+/// them between chunks.
+struct Verifying {
+    verifier: Arc<Verifier>,
+    repairs: mpsc::Receiver<Repair>,
+    stop: CancellationToken,
+    /// Until [`Verifying::finish`] joined it.
+    task: Option<tokio::task::JoinHandle<Result<(), CopyError>>>,
+}
+
+impl Verifying {
+    fn start(verifier: Arc<Verifier>) -> Verifying {
+        let (asked, repairs) = mpsc::channel(16);
+        let stop = CancellationToken::new();
+        verifier.publish();
+        let task = tokio::spawn(verifier.clone().run(asked, stop.clone()));
+        Verifying {
+            verifier,
+            repairs,
+            stop,
+            task: Some(task),
+        }
+    }
+
+    /// Stops the comparison in the background and waits for it.
+    async fn finish(&mut self) -> Result<(), CopyError> {
+        self.stop.cancel();
+        self.repairs.close();
+        match self.task.take() {
+            None => Ok(()),
+            Some(task) => task
+                .await
+                .unwrap_or_else(|e| Err(CopyError::Internal(format!("the verifier failed: {e}")))),
+        }
+    }
+}
+
+/// The next repair the verifier asks for; never, without one.
+async fn next_repair(verifying: &mut Option<Verifying>) -> Option<Repair> {
+    match verifying {
+        Some(v) if !v.stop.is_cancelled() => v.repairs.recv().await,
+        _ => std::future::pending().await,
+    }
+}
+
+/// What the follower does once the source had nothing more.
+enum AfterQuiet {
+    GoOn,
+    /// `--until-caught-up`: level with the source.
+    CaughtUp,
+    /// Level with the source after the commit was asked for: every change up to it is applied.
+    Commit,
 }
 
 /// Follows the source with `engine`'s workers until committed (`Ok`), stopped
@@ -168,12 +227,18 @@ impl Follower {
         ));
         let mut writer =
             ChangeWriter::new(queue, self.source.clone(), self.refresh, self.batch_size);
+        let mut verifying = self.verifier.clone().map(Verifying::start);
         let outcome = self
-            .apply_steps(&mut next, &mut writer, &mut sync, cancel)
+            .apply_steps(&mut next, &mut writer, &mut verifying, &mut sync, cancel)
             .await;
         gathering.cancel();
         drop(next);
         let _ = gatherer.await;
+        if let Some(mut verifying) = verifying {
+            if let Err(e) = verifying.finish().await {
+                tracing::warn!("verification: {e}");
+            }
+        }
         outcome
     }
 
@@ -181,22 +246,30 @@ impl Follower {
         &self,
         next: &mut mpsc::Receiver<Result<Step, CopyError>>,
         writer: &mut ChangeWriter,
+        verifying: &mut Option<Verifying>,
         sync: &mut SyncCheckpoint,
         cancel: &CancellationToken,
     ) -> Result<(), CopyError> {
         let stats = &self.stats;
-        // When the commit was asked for (after the source's time was read): a read of the stream
-        // that began after it and found nothing more means every change up to the commit is
-        // applied. A quiet moment found by a read that began before does not.
-        let mut committing: Option<Instant> = None;
+        // When the commit was asked for (after the source's time was read), and that time: a
+        // read of the stream that began after it and found nothing more means every change up
+        // to the commit is applied. A quiet moment found by a read that began before does not.
+        let mut committing: Option<(Instant, u32)> = None;
         loop {
             let step = tokio::select! {
                 step = next.recv() => step,
+                Some(repair) = next_repair(verifying) => {
+                    writer.rewrite(&repair.source, &repair.destination, repair.ids.clone()).await?;
+                    if let Some(v) = verifying {
+                        v.verifier.repaired(&repair);
+                    }
+                    continue;
+                }
                 _ = self.commit.cancelled(), if committing.is_none() => {
                     let end = change_stream::source_time(&self.source_client).await?;
                     tracing::info!("committing: applying every change up to {}", end.time);
                     stats.sync.set_phase(SyncPhase::Committing);
-                    committing = Some(Instant::now());
+                    committing = Some((Instant::now(), end.time));
                     continue;
                 }
                 _ = cancel.cancelled() => return Err(CopyError::Stopped),
@@ -209,7 +282,12 @@ impl Follower {
             match step? {
                 Step::Changes(chunk) => {
                     let (events, end, secs) = (chunk.events, chunk.end.clone(), chunk.last_secs);
+                    let ids = verifying.as_ref().map(|_| chunk.ids());
                     writer.write(chunk).await?;
+                    if let (Some(v), Some(ids)) = (verifying.as_ref(), ids) {
+                        v.verifier.applied(ids).await?;
+                        v.verifier.level_at(f64::from(secs));
+                    }
                     stats.sync.record(&events);
                     stats.sync.applied_step();
                     self.applied(sync, end, secs, &events);
@@ -225,12 +303,47 @@ impl Follower {
                     self.applied(sync, Some(change.end), change.secs, &events);
                 }
                 Step::Quiet { position, since } => {
-                    if self.quiet(sync, position, since, committing) {
-                        return Ok(());
+                    if let Some(v) = verifying.as_ref() {
+                        let asked = crate::state::unix_now() - since.elapsed().as_secs_f64();
+                        v.verifier.level_at(asked);
+                    }
+                    match self.quiet(sync, position, since, committing.map(|(at, _)| at)) {
+                        AfterQuiet::GoOn => {}
+                        AfterQuiet::CaughtUp => return Ok(()),
+                        AfterQuiet::Commit => {
+                            let end = committing.map_or(0, |(_, end)| end);
+                            return self.commit(writer, verifying, sync, end).await;
+                        }
                     }
                 }
             }
         }
+    }
+
+    /// Every change up to the commit's `end` is applied: the verifier proves the two sides
+    /// equal (comparing what changed since its last proof), then the job is committed.
+    async fn commit(
+        &self,
+        writer: &mut ChangeWriter,
+        verifying: &mut Option<Verifying>,
+        sync: &mut SyncCheckpoint,
+        end: u32,
+    ) -> Result<(), CopyError> {
+        if let Some(v) = verifying.as_mut() {
+            v.finish().await?;
+            let proof = v.verifier.prove(writer, f64::from(end)).await?;
+            match &proof.unproven {
+                None => tracing::info!(
+                    "commit verified: equal through {end} ({} documents compared again)",
+                    proof.rechecked
+                ),
+                Some(why) => tracing::warn!("commit not verified: {why}"),
+            }
+        }
+        sync.committed = true;
+        self.ledger.set_sync_position(sync.clone());
+        self.stats.sync.set_phase(SyncPhase::Committed);
+        Ok(())
     }
 
     /// The source had nothing more: the position is saved; `true` when the sync ends here (level
@@ -241,7 +354,7 @@ impl Follower {
         position: Option<Position>,
         since: Instant,
         committing: Option<Instant>,
-    ) -> bool {
+    ) -> AfterQuiet {
         let stats = &self.stats;
         stats.sync.set_quiet();
         // A server that gave no position yet (no event, no resume token in its reply):
@@ -259,17 +372,10 @@ impl Follower {
             stats.sync.set_phase(SyncPhase::Live);
         }
         match (self.until, committing) {
-            // Level with the source after the commit was asked for: every change up to it is
-            // applied.
-            (_, Some(asked)) if since > asked => {
-                sync.committed = true;
-                self.ledger.set_sync_position(sync.clone());
-                stats.sync.set_phase(SyncPhase::Committed);
-                true
-            }
+            (_, Some(asked)) if since > asked => AfterQuiet::Commit,
             // The position is kept: a later run follows on from here.
-            (Until::CaughtUp, None) => true,
-            _ => false,
+            (Until::CaughtUp, None) => AfterQuiet::CaughtUp,
+            _ => AfterQuiet::GoOn,
         }
     }
 

@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 
 use crate::engine::control::adaptive::{Adaptive, AdaptiveView};
 use crate::engine::control::throttle::{Limits, Throttle};
-use crate::engine::stats::{JobSnapshot, JobStats};
+use crate::engine::stats::{CanCommit, JobSnapshot, JobStats, VerificationProgress};
 use crate::engine::Control;
 use crate::spec::{JobSpec, Mode};
 use crate::state::unix_now;
@@ -182,6 +182,12 @@ pub struct JobView {
     pub finished_at: Option<f64>,
     pub error: Option<String>,
     pub progress: Option<JobSnapshot>,
+    /// A sync: whether it is ready for its cutover, and if not why (`progress.sync`'s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub can_commit: Option<CanCommit>,
+    /// A sync's continuous verification (`progress.sync`'s; `null`: off, or not yet started).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<VerificationProgress>,
     /// Documents the destination refused: how many, and the latest with their reasons.
     pub dead_letters: Option<crate::engine::stats::DeadLetterSummary>,
     /// Service nodes sharing one MongoDB state: what each does for this job (empty otherwise).
@@ -506,7 +512,10 @@ impl Job {
                 JobSnapshot::final_counts(record.docs, record.bytes, record.skipped, record.failed)
             })
         });
+        let sync = progress.as_ref().and_then(|p| p.sync.as_ref());
         JobView {
+            can_commit: sync.map(|s| s.can_commit.clone()),
+            verification: sync.and_then(|s| s.verification.clone()),
             id: self.id,
             state: record.state,
             spec: record.spec.clone(),

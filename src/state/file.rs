@@ -480,6 +480,7 @@ fn job_row(checkpoint: &Checkpoint) -> Checkpoint {
         namespaces: _,
         sync,
         shared,
+        recheck,
     } = checkpoint;
     Checkpoint {
         description: description.clone(),
@@ -488,6 +489,7 @@ fn job_row(checkpoint: &Checkpoint) -> Checkpoint {
         namespaces: BTreeMap::new(),
         sync: sync.clone(),
         shared: shared.clone(),
+        recheck: recheck.clone(),
     }
 }
 

@@ -246,6 +246,10 @@ pub struct Checkpoint {
     /// above). Each partition's progress is kept apart, under [`Checkpoint::part_key`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shared: Option<String>,
+    /// A page of a sync's recheck list, spilled to the store under a key of its own
+    /// ([`Checkpoint::recheck_page_key`]) when the list grew long.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recheck: Vec<RecheckEntry>,
 }
 
 impl Checkpoint {
@@ -253,6 +257,11 @@ impl Checkpoint {
     /// kept: its own key, claimed by the process that copies the partition.
     pub fn part_key(job: &JobKey, layout: &str, entry: &str) -> JobKey {
         JobKey(format!("{job} {layout} {entry}"))
+    }
+
+    /// Where page `page` of the job `job`'s recheck list is kept.
+    pub fn recheck_page_key(job: &JobKey, page: u64) -> JobKey {
+        JobKey(format!("{job} recheck {page}"))
     }
 }
 
@@ -270,6 +279,55 @@ pub struct SyncCheckpoint {
     pub events: u64,
     /// Committed: every change up to the commit is applied and the job is over.
     pub committed: bool,
+    /// Where the sync's continuous verification stands (`None`: not started, or off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<VerificationCheckpoint>,
+}
+
+/// Where a sync's continuous verification stands: how far each namespace pair was compared,
+/// what must be compared again, and the counts so far (`run::verifier`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct VerificationCheckpoint {
+    /// By namespace pair (`"src.coll -> dst.coll"`): the scan's progress in `_id` order.
+    pub namespaces: BTreeMap<String, ScanCheckpoint>,
+    /// `_id`s to compare again (changed since they were compared, or found different), kept
+    /// here while few; more go to pages of their own in the store ([`Checkpoint::recheck`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recheck: Vec<RecheckEntry>,
+    /// The numbers of the spilled pages still to compare, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pages: Vec<u64>,
+    /// The number the next spilled page takes.
+    #[serde(default)]
+    pub next_page: u64,
+    /// `_id`s the pages hold together.
+    #[serde(default)]
+    pub paged: u64,
+    pub verified_docs: u64,
+    pub mismatches: u64,
+    pub repaired: u64,
+    /// Source time (Unix seconds) up to which everything is proven equal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub through: Option<f64>,
+    /// Where the watch of the destination's own changes stands (a resume token): writes
+    /// that reach the destination from elsewhere are compared too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_position: Option<serde_json::Value>,
+}
+
+/// One namespace pair's scan: compared up to and including `after`, or `complete`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ScanCheckpoint {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<serde_json::Value>,
+    pub complete: bool,
+}
+
+/// An `_id` (canonical Extended JSON) of a namespace pair to compare again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecheckEntry {
+    pub ns: String,
+    pub id: serde_json::Value,
 }
 
 /// A document the destination refused, kept with the reason.

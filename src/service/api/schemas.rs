@@ -48,6 +48,11 @@ schema_of!(
     stats::SyncPhase => SyncPhase,
     stats::EventCounts => EventCounts,
     stats::SyncProgress => SyncProgress,
+    stats::VerificationPhase => VerificationPhase,
+    stats::MismatchKind => MismatchKind,
+    stats::Mismatch => Mismatch,
+    stats::VerificationProgress => VerificationProgress,
+    stats::CanCommit => CanCommit,
     stats::MoveProgress => MoveProgress,
     stats::DeadLetterView => DeadLetterView,
     stats::DeadLetterSummary => DeadLetterSummary,
@@ -162,6 +167,84 @@ struct SyncProgress {
     events: u64,
     applied: EventCounts,
     events_per_sec: f64,
+    /// The continuous verification (`null`: off).
+    verification: Option<VerificationProgress>,
+    can_commit: CanCommit,
+}
+
+/// How far a sync's continuous verification is.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+enum VerificationPhase {
+    /// Comparing every document once, in `_id` order, while changes are applied.
+    Initial,
+    /// Everything was compared once: comparing again what changes.
+    Continuous,
+    /// The commit compared what changed since the last proof.
+    Committed,
+}
+
+/// How a document differed.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+enum MismatchKind {
+    /// At the source, not at the destination.
+    Missing,
+    /// At the destination, not at the source.
+    Extra,
+    /// On both sides, not byte for byte the same.
+    Different,
+}
+
+/// A document found different, and still different once the changes in flight were applied.
+#[derive(Serialize, Deserialize, ToSchema)]
+struct Mismatch {
+    /// The namespace pair, `"src.coll -> dst.coll"`.
+    ns: String,
+    /// The `_id`, canonical Extended JSON.
+    #[schema(value_type = Object)]
+    id: serde_json::Value,
+    kind: MismatchKind,
+    /// Written again from the source.
+    repaired: bool,
+}
+
+/// Where a sync's continuous verification stands, for the views.
+#[derive(Serialize, Deserialize, ToSchema)]
+struct VerificationProgress {
+    phase: VerificationPhase,
+    /// Mismatches are repaired from the source (else only reported).
+    repairs: bool,
+    /// Documents compared by the scan, every run of the job together.
+    verified_docs: u64,
+    /// Of those, compared by this run (a run that resumed compares only what was left).
+    compared_this_run: u64,
+    /// Namespace pairs the scan finished, of all.
+    namespaces_verified: usize,
+    namespaces: usize,
+    mismatches: u64,
+    repaired: u64,
+    /// Mismatches neither repaired nor gone since (`report` only reports).
+    unrepaired: u64,
+    /// `_id`s to compare again: changed since they were compared, or found different.
+    recheck_pending: u64,
+    /// Source time (Unix seconds) up to which everything is proven equal.
+    through: Option<f64>,
+    /// The latest mismatches (at most ten), newest last.
+    recent: Vec<Mismatch>,
+    /// Set by the commit: the source time it proved equality at, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    verified_through: Option<f64>,
+    /// Set by the commit: the `_id`s it compared (those changed since the last proof).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rechecked_at_commit: Option<u64>,
+}
+
+/// Whether a sync is ready for its cutover, and if not why.
+#[derive(Serialize, Deserialize, ToSchema)]
+struct CanCommit {
+    ok: bool,
+    reasons: Vec<String>,
 }
 
 /// What a move job did, for the views.
@@ -497,8 +580,57 @@ mod tests {
             events: 15,
             applied,
             events_per_sec: 2.5,
+            verification: None,
+            can_commit: stats::CanCommit {
+                ok: true,
+                reasons: vec![],
+            },
         };
-        agree::<_, SyncProgress>([sync.clone()]);
+        agree::<stats::VerificationPhase, VerificationPhase>(every!(stats::VerificationPhase {
+            Initial,
+            Continuous,
+            Committed
+        }));
+        agree::<stats::MismatchKind, MismatchKind>(every!(stats::MismatchKind {
+            Missing,
+            Extra,
+            Different
+        }));
+        let mismatch = stats::Mismatch {
+            ns: "a.b -> c.d".into(),
+            id: serde_json::json!({"$numberInt": "7"}),
+            kind: stats::MismatchKind::Extra,
+            repaired: true,
+        };
+        agree::<_, Mismatch>([mismatch.clone()]);
+        let verification = stats::VerificationProgress {
+            phase: stats::VerificationPhase::Committed,
+            repairs: true,
+            verified_docs: 10,
+            compared_this_run: 4,
+            namespaces_verified: 1,
+            namespaces: 2,
+            mismatches: 3,
+            repaired: 2,
+            unrepaired: 1,
+            recheck_pending: 5,
+            through: Some(1.5),
+            recent: vec![mismatch],
+            verified_through: Some(2.5),
+            rechecked_at_commit: Some(6),
+        };
+        agree::<_, VerificationProgress>([verification.clone()]);
+        let not_yet = stats::CanCommit {
+            ok: false,
+            reasons: vec!["the lag".into()],
+        };
+        agree::<_, CanCommit>([not_yet.clone()]);
+        let verifying = stats::SyncProgress {
+            verification: Some(verification),
+            can_commit: not_yet,
+            ..sync.clone()
+        };
+        agree::<_, SyncProgress>([sync.clone(), verifying]);
         let moves = |rehearsal| stats::MoveProgress {
             pass: 1,
             verified: 2,
