@@ -92,6 +92,13 @@ pub const COMMIT_MAX_LAG_SECS: Bound<f64> = Bound {
     unit: "seconds",
 };
 
+/// Seconds a sync watches the source after its commit: none, up to an hour.
+pub const COMMIT_WATCH_SECS: Bound<f64> = Bound {
+    field: "commit_watch_secs",
+    range: 0.0..=3600.0,
+    unit: "seconds",
+};
+
 /// A lease on a job in a MongoDB state store: long enough for a heartbeat (a third of it) to
 /// get through a slow moment, short enough that a dead process's job is taken over soon.
 pub const LEASE: Bound<f64> = Bound {

@@ -251,6 +251,8 @@ pub struct CopySpec {
     pub verify: VerifyMode,
     /// A sync can commit while it lags the source by at most this many seconds.
     pub commit_max_lag_secs: f64,
+    /// How long a sync watches the source for writes after its commit point.
+    pub commit_watch: std::time::Duration,
     /// A move that deletes nothing from the source.
     pub keep_source: bool,
     pub journal: Option<JournalConfig>,
@@ -279,6 +281,9 @@ impl CopySpec {
 
 /// A sync's `can_commit` holds while it lags the source by at most this many seconds.
 pub const DEFAULT_COMMIT_MAX_LAG_SECS: f64 = 5.0;
+
+/// How long a sync watches the source for writes after its commit point, by default.
+pub const DEFAULT_COMMIT_WATCH_SECS: f64 = 10.0;
 
 /// Every problem found in a job spec, reported together.
 #[derive(Debug, thiserror::Error)]
@@ -309,6 +314,7 @@ const FLAGS: &[(&str, &str)] = &[
     ("max_document_bytes", "--max-document-bytes"),
     ("verify", "--verify"),
     ("commit_max_lag_secs", "--commit-max-lag-secs"),
+    ("commit_watch_secs", "--commit-watch-secs"),
     ("keep_source", "--keep-source"),
     ("journal.dir", "--journal"),
     ("journal.segment_bytes", "--journal-segment-bytes"),
@@ -561,6 +567,11 @@ pub struct JobSpec {
     #[arg(long, value_name = "SECS")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit_max_lag_secs: Option<f64>,
+    /// After a sync's commit, watch the source this many seconds for writes past the commit
+    /// point, reported as `writes_after_commit` [default: 10].
+    #[arg(long, value_name = "SECS")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_watch_secs: Option<f64>,
     /// A move that copies and verifies but deletes nothing from the source (a rehearsal).
     // Only `move` has the flag (`MoveArgs`); copy and sync would refuse it.
     #[arg(skip)]
@@ -866,6 +877,7 @@ impl JobSpec {
         }
         problems.extend(bounds::MAX_DOCUMENT_BYTES.problem_opt(self.max_document_bytes));
         problems.extend(bounds::COMMIT_MAX_LAG_SECS.problem_opt(self.commit_max_lag_secs));
+        problems.extend(bounds::COMMIT_WATCH_SECS.problem_opt(self.commit_watch_secs));
         problems.extend(self.mode_problems(mode));
         if let Some(journal) = &self.journal {
             problems.extend(journal.problems());
@@ -897,6 +909,9 @@ impl JobSpec {
             commit_max_lag_secs: self
                 .commit_max_lag_secs
                 .unwrap_or(DEFAULT_COMMIT_MAX_LAG_SECS),
+            commit_watch: std::time::Duration::from_secs_f64(
+                self.commit_watch_secs.unwrap_or(DEFAULT_COMMIT_WATCH_SECS),
+            ),
             keep_source: self.keep_source,
             journal: self.journal.clone(),
             exclude: excludes,
@@ -916,8 +931,13 @@ impl JobSpec {
                     .into(),
             );
         }
-        if self.commit_max_lag_secs.is_some() && mode != Mode::Sync {
-            problems.push("commit_max_lag_secs: only a sync is committed".into());
+        for (field, given) in [
+            ("commit_max_lag_secs", self.commit_max_lag_secs),
+            ("commit_watch_secs", self.commit_watch_secs),
+        ] {
+            if given.is_some() && mode != Mode::Sync {
+                problems.push(format!("{field}: only a sync is committed"));
+            }
         }
         if mode == Mode::Move && verifies && !self.keep_source {
             problems.push(

@@ -18,6 +18,7 @@ fn sync_spec(env: &TestEnv, src: &str, dst: &str) -> Value {
         "to": env.dst,
         "namespaces": [format!("{src}:{dst}")],
         "mode": "sync",
+        "commit_watch_secs": 1,
     })
 }
 
@@ -222,5 +223,58 @@ fn killed_during_the_initial_verification_a_rerun_goes_on_from_where_it_stopped(
         child.wait().unwrap();
         // Started over, it would have compared the 6,000 again on top of what it had.
         assert_eq!(verified_docs(&state).0, 6_000);
+    });
+}
+
+#[test]
+fn a_write_after_the_commit_point_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start(&dir.path().join("jobs.json"));
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("late"), env.dst_db("late"));
+        let src = env.src_client().await;
+        insert_raw(&src, &s, "c", &sample_docs(300, 100)).await;
+        let mut body = sync_spec(&env, &format!("{s}.c"), &format!("{d}.c"));
+        body["commit_watch_secs"] = json!(5);
+        let (_, job) = service.post("/api/jobs", body).await;
+        let id = job["id"].clone();
+        service
+            .wait_for(&id, "ready to commit", |j| j["can_commit"]["ok"] == true)
+            .await;
+        service
+            .post(&format!("/api/jobs/{id}/commit"), json!({}))
+            .await;
+        service
+            .wait_for(&id, "the commit point", |j| {
+                j["progress"]["sync"]["phase"] == "committed"
+            })
+            .await;
+        src.database(&s)
+            .collection::<Document>("c")
+            .insert_one(doc! { "_id": "late", "after": "the commit" })
+            .await
+            .unwrap();
+        let job = service
+            .wait_for(&id, "the end of the watch", |j| j["state"] == "completed")
+            .await;
+        let writes = &job["writes_after_commit"];
+        assert_eq!(writes["count"], 1, "{job}");
+        assert_eq!(writes["namespaces"], json!([format!("{s}.c")]), "{job}");
+        assert_eq!(writes["ids"], json!(["late"]), "{job}");
+        let message = job["error"].as_str().unwrap_or_default();
+        assert!(message.contains("after the commit point"), "{job}");
+        // Proven at the commit; the late write is not applied.
+        assert!(
+            verification(&job)["verified_through"].as_f64().is_some(),
+            "{job}"
+        );
+        let dst = env.dst_client().await;
+        let late = dst
+            .database(&d)
+            .collection::<Document>("c")
+            .count_documents(doc! { "_id": "late" })
+            .await
+            .unwrap();
+        assert_eq!(late, 0);
     });
 }

@@ -14,7 +14,7 @@ use indicatif::{
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::stats::{JobStats, MoveProgress, SyncPhase, SyncProgress};
+use crate::engine::stats::{JobStats, MoveProgress, SyncPhase, SyncProgress, VerificationPhase};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProgressMode {
@@ -202,9 +202,28 @@ pub fn sync_line(sync: &SyncProgress) -> String {
         SyncPhase::Committed => "committed",
     };
     let a = &sync.applied;
+    let verified = sync.verification.as_ref().map_or(String::new(), |v| {
+        let phase = match v.phase {
+            VerificationPhase::Initial => "verifying",
+            VerificationPhase::Continuous => "verified",
+            VerificationPhase::Committed => "proven",
+        };
+        format!(
+            "; {phase} {} docs, {} mismatches ({} repaired), {} to recheck",
+            HumanCount(v.verified_docs),
+            v.mismatches,
+            v.repaired,
+            HumanCount(v.recheck_pending)
+        )
+    });
+    let commit = match (sync.phase, &sync.can_commit) {
+        (SyncPhase::Committing | SyncPhase::Committed, _) => String::new(),
+        (_, c) if c.ok => "; can commit".into(),
+        (_, c) => format!("; not ready: {}", c.reasons.join(", ")),
+    };
     format!(
         "{phase}, lag {:.1} s, {} events applied ({} insert, {} update, {} replace, {} delete, \
-         {} schema), {} events/s",
+         {} schema), {} events/s{verified}{commit}",
         sync.lag_secs,
         HumanCount(sync.events),
         a.insert,

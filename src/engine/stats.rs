@@ -457,6 +457,7 @@ pub struct SyncStats {
     verification: Mutex<Option<VerificationProgress>>,
     /// `can_commit` holds while the lag is at most this (seconds).
     commit_max_lag_secs: Mutex<f64>,
+    writes_after_commit: Mutex<Option<WritesAfterCommit>>,
 }
 
 /// The recheck list longer than this holds `can_commit` back: the commit would compare that
@@ -528,6 +529,24 @@ pub struct VerificationProgress {
     /// Set by the commit: the `_id`s it compared (those changed since the last proof).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rechecked_at_commit: Option<u64>,
+    /// Set by a commit that did not prove equality: why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unproven: Option<String>,
+}
+
+/// Writes the source took in the job's namespaces after the commit point: the application was
+/// not fully stopped, and the destination does not have them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct WritesAfterCommit {
+    pub count: u64,
+    /// Source namespaces written.
+    pub namespaces: Vec<String>,
+    /// The first `_id`s written (canonical Extended JSON), at most [`WritesAfterCommit::IDS`].
+    pub ids: Vec<serde_json::Value>,
+}
+
+impl WritesAfterCommit {
+    pub const IDS: usize = 20;
 }
 
 /// Whether a sync is ready for its cutover, and if not why.
@@ -554,6 +573,10 @@ pub struct SyncProgress {
     #[serde(default)]
     pub verification: Option<VerificationProgress>,
     pub can_commit: CanCommit,
+    /// After the commit: writes the source took in the job's namespaces past the commit point
+    /// (watched for `commit_watch_secs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writes_after_commit: Option<WritesAfterCommit>,
 }
 
 impl SyncStats {
@@ -566,7 +589,17 @@ impl SyncStats {
             recent: RecentRate::new(started),
             verification: Mutex::default(),
             commit_max_lag_secs: Mutex::new(5.0),
+            writes_after_commit: Mutex::default(),
         }
+    }
+
+    /// Counts writes the source took after the commit point.
+    pub fn wrote_after_commit(&self, update: impl FnOnce(&mut WritesAfterCommit)) {
+        update(
+            self.writes_after_commit
+                .lock()
+                .get_or_insert_with(Default::default),
+        );
     }
 
     /// The verifier's latest figures.
@@ -636,6 +669,7 @@ impl SyncStats {
                 ok: reasons.is_empty(),
                 reasons,
             },
+            writes_after_commit: self.writes_after_commit.lock().clone(),
         })
     }
 }

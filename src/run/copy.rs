@@ -647,6 +647,7 @@ impl PreparedCopy {
             refresh: self.spec.filter.is_some(),
             batch_size: self.spec.batch_size,
             verifier: self.verifier()?,
+            commit_watch: self.spec.commit_watch,
         })
     }
 

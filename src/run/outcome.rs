@@ -218,6 +218,26 @@ fn difference(summary: &CopySummary, surface: Surface) -> Option<(Verdict, Strin
             ),
         ));
     }
+    if let Some(sync) = &summary.sync {
+        if let Some(why) = sync.verification.as_ref().and_then(|v| v.unproven.as_ref()) {
+            return Some((
+                Verdict::CompleteButDifferent,
+                format!("committed, but equality is not proven: {why}"),
+            ));
+        }
+        if let Some(writes) = &sync.writes_after_commit {
+            return Some((
+                Verdict::CompleteButDifferent,
+                format!(
+                    "committed, but {} writes reached the source after the commit point (in {}): \
+                     the application was not fully stopped, and the destination does not have \
+                     them",
+                    writes.count,
+                    writes.namespaces.join(", ")
+                ),
+            ));
+        }
+    }
     summary.schema.refused_indexes().map(|refused| {
         (
             Verdict::CompleteButDifferent,

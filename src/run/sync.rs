@@ -14,11 +14,11 @@
 //! the job ([`CopyError::HistoryLost`]).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use mongodb::bson::Document;
+use mongodb::bson::{Document, RawBson};
 use mongodb::Client;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -28,7 +28,7 @@ use crate::engine::changes::{
 };
 use crate::engine::queue::QueueSender;
 use crate::engine::source::change_stream::{self, ChangeFeed, DdlOp, Position};
-use crate::engine::stats::{EventCounts, JobStats, SyncPhase};
+use crate::engine::stats::{EventCounts, JobStats, SyncPhase, WritesAfterCommit};
 use crate::engine::{CopyError, Engine, Feed, Ledger, NsTask, Source};
 use crate::mongo::schema::{self, index_name, Kind, Schema, MODIFIABLE_OPTIONS};
 use crate::mongo::{MongoError, Namespace, Side};
@@ -106,6 +106,8 @@ pub struct Follower {
     pub batch_size: usize,
     /// The continuous verification (`None`: `verify: "off"`).
     pub verifier: Option<Arc<Verifier>>,
+    /// How long the source is watched after the commit for writes past its point.
+    pub commit_watch: Duration,
 }
 
 /// The verifier at work beside the follower: its repairs come to the follower, which writes
@@ -312,11 +314,63 @@ impl Follower {
                         AfterQuiet::CaughtUp => return Ok(()),
                         AfterQuiet::Commit => {
                             let end = committing.map_or(0, |(_, end)| end);
-                            return self.commit(writer, verifying, sync, end).await;
+                            self.commit(writer, verifying, sync, end).await?;
+                            return self.watch_after_commit(next, cancel).await;
                         }
                     }
                 }
             }
+        }
+    }
+
+    /// After the commit, reads the source's changes for [`Follower::commit_watch`]: every one
+    /// is a write past the commit point (the application was not fully stopped), counted and
+    /// not applied.
+    async fn watch_after_commit(
+        &self,
+        next: &mut mpsc::Receiver<Result<Step, CopyError>>,
+        cancel: &CancellationToken,
+    ) -> Result<(), CopyError> {
+        let until = tokio::time::Instant::now() + self.commit_watch;
+        loop {
+            let step = tokio::select! {
+                step = next.recv() => step,
+                _ = tokio::time::sleep_until(until) => return Ok(()),
+                _ = cancel.cancelled() => return Ok(()),
+            };
+            let written: Vec<(Namespace, Option<RawBson>)> = match step {
+                Some(Ok(Step::Changes(chunk))) => chunk
+                    .ids()
+                    .into_iter()
+                    .map(|(source, _, id)| (source, Some(id)))
+                    .collect(),
+                Some(Ok(Step::Schema(change))) => vec![(change.ns, None)],
+                Some(Ok(Step::Quiet { .. })) => continue,
+                Some(Err(e)) => {
+                    tracing::warn!("watching the source after the commit: {e}");
+                    return Ok(());
+                }
+                None => return Ok(()),
+            };
+            tracing::warn!(
+                "{} writes reached the source after the commit point: the application was not \
+                 fully stopped (the destination does not have them)",
+                written.len()
+            );
+            self.stats.sync.wrote_after_commit(|w| {
+                for (ns, id) in written {
+                    w.count += 1;
+                    let ns = ns.to_string();
+                    if !w.namespaces.contains(&ns) {
+                        w.namespaces.push(ns);
+                    }
+                    if let Some(id) = id.as_ref().and_then(crate::state::id_to_json) {
+                        if w.ids.len() < WritesAfterCommit::IDS {
+                            w.ids.push(id);
+                        }
+                    }
+                }
+            });
         }
     }
 

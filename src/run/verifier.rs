@@ -992,6 +992,7 @@ impl Verifier {
             recent: state.recent.iter().cloned().collect(),
             verified_through: state.proof.as_ref().and_then(|p| p.verified_through),
             rechecked_at_commit: state.proof.as_ref().map(|p| p.rechecked),
+            unproven: state.proof.as_ref().and_then(|p| p.unproven.clone()),
         };
         self.sides.stats.sync.set_verification(progress);
     }

@@ -15,7 +15,9 @@ use utoipa::ToSchema;
 
 use crate::engine::control::adaptive::{Adaptive, AdaptiveView};
 use crate::engine::control::throttle::{Limits, Throttle};
-use crate::engine::stats::{CanCommit, JobSnapshot, JobStats, VerificationProgress};
+use crate::engine::stats::{
+    CanCommit, JobSnapshot, JobStats, VerificationProgress, WritesAfterCommit,
+};
 use crate::engine::Control;
 use crate::spec::{JobSpec, Mode};
 use crate::state::unix_now;
@@ -188,6 +190,9 @@ pub struct JobView {
     /// A sync's continuous verification (`progress.sync`'s; `null`: off, or not yet started).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<VerificationProgress>,
+    /// A committed sync: writes the source took past the commit point (`progress.sync`'s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writes_after_commit: Option<WritesAfterCommit>,
     /// Documents the destination refused: how many, and the latest with their reasons.
     pub dead_letters: Option<crate::engine::stats::DeadLetterSummary>,
     /// Service nodes sharing one MongoDB state: what each does for this job (empty otherwise).
@@ -516,6 +521,7 @@ impl Job {
         JobView {
             can_commit: sync.map(|s| s.can_commit.clone()),
             verification: sync.and_then(|s| s.verification.clone()),
+            writes_after_commit: sync.and_then(|s| s.writes_after_commit.clone()),
             id: self.id,
             state: record.state,
             spec: record.spec.clone(),

@@ -228,6 +228,7 @@ fn sync_and_move(out: &mut String, views: &[JobView]) {
             }
         }
     }
+    verification(out, views);
     family(
         out,
         "move_documents_total",
@@ -247,6 +248,64 @@ fn sync_and_move(out: &mut String, views: &[JobView]) {
                     view.id
                 );
             }
+        }
+    }
+}
+
+/// A sync's continuous verification: documents compared, mismatches, repairs, what waits to be
+/// compared again, whether it can commit.
+fn verification(out: &mut String, views: &[JobView]) {
+    let verifying: Vec<_> = views
+        .iter()
+        .filter_map(|view| {
+            let sync = view.progress.as_ref()?.sync.as_ref()?;
+            Some((view.id, sync))
+        })
+        .collect();
+    family(
+        out,
+        "sync_can_commit",
+        "gauge",
+        "1 when a sync job is ready for its cutover (its view's can_commit says why not).",
+    );
+    for (id, sync) in &verifying {
+        let ok = u8::from(sync.can_commit.ok);
+        let _ = writeln!(out, "mongoferry_sync_can_commit{{job=\"{id}\"}} {ok}");
+    }
+    family(
+        out,
+        "sync_verification_documents_total",
+        "counter",
+        "A sync job's continuous verification: documents compared, mismatches found, repaired.",
+    );
+    for (id, sync) in &verifying {
+        let Some(v) = &sync.verification else {
+            continue;
+        };
+        for (kind, n) in [
+            ("verified", v.verified_docs),
+            ("mismatched", v.mismatches),
+            ("repaired", v.repaired),
+        ] {
+            let _ = writeln!(
+                out,
+                "mongoferry_sync_verification_documents_total{{job=\"{id}\",kind=\"{kind}\"}} {n}"
+            );
+        }
+    }
+    family(
+        out,
+        "sync_verification_recheck_pending",
+        "gauge",
+        "`_id`s a sync job's verification will compare again (changed since compared).",
+    );
+    for (id, sync) in &verifying {
+        if let Some(v) = &sync.verification {
+            let _ = writeln!(
+                out,
+                "mongoferry_sync_verification_recheck_pending{{job=\"{id}\"}} {}",
+                v.recheck_pending
+            );
         }
     }
 }

@@ -53,6 +53,7 @@ schema_of!(
     stats::Mismatch => Mismatch,
     stats::VerificationProgress => VerificationProgress,
     stats::CanCommit => CanCommit,
+    stats::WritesAfterCommit => WritesAfterCommit,
     stats::MoveProgress => MoveProgress,
     stats::DeadLetterView => DeadLetterView,
     stats::DeadLetterSummary => DeadLetterSummary,
@@ -170,6 +171,10 @@ struct SyncProgress {
     /// The continuous verification (`null`: off).
     verification: Option<VerificationProgress>,
     can_commit: CanCommit,
+    /// After the commit: writes the source took in the job's namespaces past the commit point
+    /// (watched for `commit_watch_secs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    writes_after_commit: Option<WritesAfterCommit>,
 }
 
 /// How far a sync's continuous verification is.
@@ -238,6 +243,21 @@ struct VerificationProgress {
     /// Set by the commit: the `_id`s it compared (those changed since the last proof).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     rechecked_at_commit: Option<u64>,
+    /// Set by a commit that did not prove equality: why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    unproven: Option<String>,
+}
+
+/// Writes the source took in the job's namespaces after the commit point: the application was
+/// not fully stopped, and the destination does not have them.
+#[derive(Serialize, Deserialize, ToSchema)]
+struct WritesAfterCommit {
+    count: u64,
+    /// Source namespaces written.
+    namespaces: Vec<String>,
+    /// The first `_id`s written (canonical Extended JSON), at most 20.
+    #[schema(value_type = Vec<Object>)]
+    ids: Vec<serde_json::Value>,
 }
 
 /// Whether a sync is ready for its cutover, and if not why.
@@ -585,6 +605,7 @@ mod tests {
                 ok: true,
                 reasons: vec![],
             },
+            writes_after_commit: None,
         };
         agree::<stats::VerificationPhase, VerificationPhase>(every!(stats::VerificationPhase {
             Initial,
@@ -618,6 +639,7 @@ mod tests {
             recent: vec![mismatch],
             verified_through: Some(2.5),
             rechecked_at_commit: Some(6),
+            unproven: Some("why".into()),
         };
         agree::<_, VerificationProgress>([verification.clone()]);
         let not_yet = stats::CanCommit {
@@ -625,9 +647,16 @@ mod tests {
             reasons: vec!["the lag".into()],
         };
         agree::<_, CanCommit>([not_yet.clone()]);
+        let writes = stats::WritesAfterCommit {
+            count: 2,
+            namespaces: vec!["a.b".into()],
+            ids: vec![serde_json::json!("x")],
+        };
+        agree::<_, WritesAfterCommit>([writes.clone()]);
         let verifying = stats::SyncProgress {
             verification: Some(verification),
             can_commit: not_yet,
+            writes_after_commit: Some(writes),
             ..sync.clone()
         };
         agree::<_, SyncProgress>([sync.clone(), verifying]);
