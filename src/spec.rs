@@ -564,12 +564,13 @@ pub struct JobSpec {
     pub verify: Option<VerifyMode>,
     /// A sync's `can_commit` holds while it lags the source by at most this many seconds
     /// [default: 5].
-    #[arg(long, value_name = "SECS")]
+    // The flag is `sync`'s own (`SyncArgs`): copy and move would refuse it.
+    #[arg(skip)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit_max_lag_secs: Option<f64>,
     /// After a sync's commit, watch the source this many seconds for writes past the commit
     /// point, reported as `writes_after_commit` [default: 10].
-    #[arg(long, value_name = "SECS")]
+    #[arg(skip)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit_watch_secs: Option<f64>,
     /// A move that copies and verifies but deletes nothing from the source (a rehearsal).

@@ -568,6 +568,7 @@ fn valid_value(flag: &str) -> &'static str {
     match flag {
         "--filter" => "{}",
         "--strategy" => "stream",
+        "--verify" => "report",
         "--indexes" => "after",
         "--memory-limit" | "--journal-segment-bytes" => "67108864",
         "--lease-seconds" => "30",

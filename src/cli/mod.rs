@@ -197,6 +197,13 @@ pub struct SyncArgs {
     /// would: for scripts.
     #[arg(long)]
     pub until_caught_up: bool,
+    /// Ready to commit (`can_commit`) while the lag is at most this many seconds [default: 5].
+    #[arg(long, value_name = "SECS")]
+    pub commit_max_lag_secs: Option<f64>,
+    /// After the commit, watch the source this many seconds for writes past the commit point
+    /// [default: 10].
+    #[arg(long, value_name = "SECS")]
+    pub commit_watch_secs: Option<f64>,
 }
 
 #[derive(Args, Debug)]
@@ -306,6 +313,8 @@ pub fn without_input_secrets(message: &str) -> String {
 
 async fn run_sync(mut args: SyncArgs) -> Result<(), Failure> {
     args.copy.spec.mode = Some(Mode::Sync);
+    args.copy.spec.commit_max_lag_secs = args.commit_max_lag_secs;
+    args.copy.spec.commit_watch_secs = args.commit_watch_secs;
     run_copy_or_sync(args.copy, args.until_caught_up).await
 }
 
