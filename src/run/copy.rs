@@ -319,6 +319,9 @@ async fn select(
         check_filter(source, &selection, filter).await?;
     }
     overlap::check(spec, &selection, source, destination, store.database()).await?;
+    super::cutover::check(spec, source, destination)
+        .await
+        .map_err(|e| CopyError::CannotCommit(e.to_string()))?;
     let existing = schema::destination(destination, &selection).await?;
     if spec.mode == Mode::Move && !spec.keep_source {
         let unmovable = schema::unmovable(&selection);

@@ -27,7 +27,7 @@ use crate::engine::control::throttle::{Limiter, Limits, Throttle};
 use crate::engine::{Control, CopyError};
 use crate::run::outcome::{Asked, Ending, Outcome, Surface};
 use crate::run::plan::Plan;
-use crate::run::{copy, overlap};
+use crate::run::{copy, cutover, overlap};
 use crate::service::clusters::AllowList;
 use crate::spec::{CopySpec, JobSpec, Mode, SpecError};
 use crate::state::history::{HistoryError, HistoryFile};
@@ -396,6 +396,10 @@ impl JobManager {
             overlap::probe(&copy_spec, self.state.database(), timeout).await
         {
             return Err(SpecError(problems).into());
+        }
+        // Writes blocked at the commit where a server cannot: refused now, not at the commit.
+        if let Err(e) = cutover::probe(&copy_spec, timeout).await {
+            return Err(SpecError(vec![e.to_string()]).into());
         }
         let redacted = spec.redacted();
         let same = |j: &Arc<Job>| {
