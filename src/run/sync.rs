@@ -48,6 +48,7 @@ pub async fn start_here(source: &Client, routes: &Routes) -> Result<SyncCheckpoi
         applied_secs: time.time,
         events: 0,
         committed: false,
+        reverse_from: None,
     })
 }
 
@@ -226,6 +227,17 @@ impl Follower {
                 }
                 Step::Quiet { position, since } => {
                     if self.quiet(sync, position, since, committing) {
+                        if sync.committed {
+                            // Where the destination's history stands at the commit point,
+                            // every change applied: a reverse sync (fail back) starts there.
+                            sync.reverse_from = crate::run::reverse::commit_point(
+                                &self.destination,
+                                &self.routes,
+                                self.refresh,
+                            )
+                            .await;
+                            self.ledger.set_sync_position(sync.clone());
+                        }
                         return Ok(());
                     }
                 }
