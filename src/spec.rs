@@ -601,10 +601,11 @@ pub struct JobSpec {
     #[arg(long)]
     #[serde(default, deserialize_with = "null_is_false")]
     pub drop: bool,
-    /// A sync job: block writes at its commit on `source`, `destination` or `both`
+    /// A sync job (the flag is shown by `sync` alone): block writes at its commit on `source`,
+    /// `destination` or `both`
     /// (`setUserWriteBlockMode`, mongod 6.0 and later). A server without it is refused when the
     /// job is submitted, before anything is written.
-    #[arg(long, value_enum, value_name = "SIDE")]
+    #[arg(long, value_enum, value_name = "SIDE", hide = true)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub block_writes: Option<BlockWrites>,
     /// `copy` (the default) copies and ends; `sync` copies, then follows the source's changes

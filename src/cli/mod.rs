@@ -190,7 +190,10 @@ pub struct CopyArgs {
 }
 
 #[derive(Args, Debug)]
-#[command(mut_arg("namespaces", |arg| arg.required(false)))]
+#[command(
+    mut_arg("namespaces", |arg| arg.required(false)),
+    mut_arg("block_writes", |arg| arg.hide(false))
+)]
 pub struct SyncArgs {
     #[command(flatten)]
     pub copy: CopyArgs,
