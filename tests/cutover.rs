@@ -146,6 +146,54 @@ fn a_committed_sync_reversed_brings_the_destinations_writes_back_to_the_source()
         service
             .wait_for(&rid, "the reverse's commit", |j| j["state"] == "completed")
             .await;
+        // Once that reverse is committed, the source has moved on: not started again.
+        let (status, refused) = service
+            .post(&format!("/api/jobs/{id}/reverse"), json!({}))
+            .await;
+        assert_eq!(status, 409, "{refused}");
+        assert!(
+            refused["error"]
+                .as_str()
+                .unwrap()
+                .contains("ran and was committed"),
+            "{refused}"
+        );
+        // The reverse, committed, is reversed in turn: forward again, from its commit point.
+        let (status, again) = service
+            .post(&format!("/api/jobs/{rid}/reverse"), json!({}))
+            .await;
+        assert_eq!(status, 202, "{again}");
+        let forward_again = again["id"].clone();
+        let job = service
+            .wait_for(&forward_again, "forward again, live", |j| {
+                j["progress"]["sync"]["phase"] == "live"
+            })
+            .await;
+        assert_eq!(job["progress"]["docs"], 0, "{job}");
+        let c = src.database(&s).collection::<Document>("c");
+        c.insert_one(doc! { "_id": 200_000, "made": "back at the source" })
+            .await
+            .unwrap();
+        let dst = env.dst_client().await;
+        let at_destination = dst.database(&d).collection::<Document>("c");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while at_destination
+            .find_one(doc! { "_id": 200_000 })
+            .await
+            .unwrap()
+            .is_none()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the source's write did not reach the destination"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_same(&env, (&s, "c"), (&d, "c")).await;
+        let (status, _) = service
+            .post(&format!("/api/jobs/{forward_again}/cancel"), json!({}))
+            .await;
+        assert_eq!(status, 200);
 
         // Nor can a sync with a filter, even committed.
         let mut filtered = sync_spec(&env, &format!("{s}.c"), &format!("{d}.f"));

@@ -61,6 +61,14 @@ pub enum ReverseError {
          were not equal at the commit, so it cannot be reversed"
     )]
     DeadLetters { job: String, count: u64 },
+    /// The reverse from this commit point ran and was committed: starting it again would
+    /// replay the old destination's changes onto a source that has moved on since.
+    #[error(
+        "the reverse of this commit ({key}) ran and was committed: the source has moved on since, \
+         so it is not started again from the commit point (to go back once more, reverse that \
+         reverse job)"
+    )]
+    AlreadyReversed { key: JobKey },
     #[error("{job}: its namespaces cannot be mapped back: {reason}")]
     NotInvertible { job: String, reason: String },
     /// The reverse job's spec is refused (e.g. it would write into a server's own database).
@@ -237,7 +245,8 @@ pub fn reverse_of_spec(forward: &JobSpec, from: &ReverseFrom) -> Result<JobSpec,
 
 /// Seeds the reverse job `spec`'s checkpoint in `store`: every namespace it selects at its
 /// source complete, and its sync position at `from`. A reverse already seeded from the same
-/// point, not committed, is kept as it is (its run continues); `true` when seeded here.
+/// point, not committed, is kept as it is (its run continues; `false`); one from the same point
+/// that was committed is refused ([`ReverseError::AlreadyReversed`]); `true` when seeded here.
 pub async fn seed(
     store: &Arc<dyn StateStore>,
     spec: &CopySpec,
@@ -246,14 +255,15 @@ pub async fn seed(
     let (key, description) = spec.job_key();
     // Held while seeding: a run of the reverse that holds it makes this fail (JobBusy).
     let _claim = store.claim(&key).await?;
-    if let Some(found) = store.load(&key).await? {
-        let same = found
-            .sync
-            .as_ref()
-            .is_some_and(|s| !s.committed && s.start == from.start);
-        if same {
-            return Ok(false);
+    let found = store.load(&key).await?;
+    match found.as_ref().and_then(|c| c.sync.as_ref()) {
+        Some(sync) if sync.start == from.start && sync.committed => {
+            return Err(ReverseError::AlreadyReversed { key });
         }
+        Some(sync) if sync.start == from.start => return Ok(false),
+        // None yet, or an earlier job under this key (the forward job of a commit before, when
+        // this reverse fails forward again): seeded afresh.
+        _ => {}
     }
     let source = mongo::connect(Side::Source, &spec.from, 2, spec.connect_timeout)
         .await

@@ -141,6 +141,7 @@ impl From<ReverseJobError> for ApiError {
                 | ReverseError::Filtered { .. }
                 | ReverseError::DeadLetters { .. }
                 | ReverseError::NotInvertible { .. }
+                | ReverseError::AlreadyReversed { .. }
                 | ReverseError::Copy(_) => ApiError::Conflict(message),
             },
         }
