@@ -5,9 +5,9 @@
 //! writes (`setUserWriteBlockMode` exists in mongod 6.0 and later; SecantusDB has no such
 //! command), naming the server by its redacted URI and what it lacks, before anything is written:
 //! a job must never fail at its commit for it. At commit, [`block_writes`] turns the block on
-//! (or off, to lift it after a fail back) on one server, and [`block_at_commit`] on every server
-//! the job names: the sync's commit path calls it once every change up to the commit point is
-//! applied.
+//! (or off, to lift it after a fail back) on one server, and [`block_at_commit`] on each side the
+//! job names, at its moment: the source as the commit is asked for, the destination once every
+//! change up to the commit point is applied.
 //!
 //! A server's support is read from `listCommands`; a server without `listCommands` (not a mongod)
 //! is asked `setUserWriteBlockMode` without its required `global` field, which changes nothing
@@ -145,27 +145,30 @@ pub async fn block_writes(
         })
 }
 
-/// The commit's block: writes blocked on every server `block` names, the source first (the
-/// application's writes stop there). For the sync's commit path, once every change up to the
-/// commit point is applied. Nothing to do without `block`.
+/// The commit's block on one side, if `block` names it (`Ok(true)`: blocked; `Ok(false)`: not
+/// asked). For the sync's commit path, in this order:
+///
+/// 1. `Side::Source` as the commit is asked for, before the source's end time is read: no
+///    application write lands after the commit point;
+/// 2. `Side::Destination` once every change up to the commit point is applied: the sync's own
+///    writes are user writes too, and a block would refuse them.
+///
+/// `uri` is the side's connection string (redacted here for messages and the log).
 pub async fn block_at_commit(
     block: Option<BlockWrites>,
-    spec: &CopySpec,
-    source: &Client,
-    destination: &Client,
-) -> Result<(), CutoverError> {
+    side: Side,
+    client: &Client,
+    uri: &str,
+) -> Result<bool, CutoverError> {
     let Some(block) = block else {
-        return Ok(());
+        return Ok(false);
     };
-    for side in block.sides() {
-        let (client, uri) = match side {
-            Side::Destination => (destination, &spec.to),
-            _ => (source, &spec.from),
-        };
-        tracing::info!("commit: blocking writes on the {side} {}", redact_uri(uri));
-        block_writes(client, *side, uri, true).await?;
+    if !block.sides().contains(&side) {
+        return Ok(false);
     }
-    Ok(())
+    tracing::info!("commit: blocking writes on the {side} {}", redact_uri(uri));
+    block_writes(client, side, uri, true).await?;
+    Ok(true)
 }
 
 /// [`check`] at submit: connects to the servers `block_writes` names within `timeout`. A server
