@@ -13,6 +13,7 @@ use utoipa::ToSchema;
 
 use super::guard::Refusal;
 use crate::engine::CopyError;
+use crate::mongo::MongoError;
 use crate::run::reverse::ReverseError;
 use crate::service::manager::{CommandError, ReverseJobError, SubmitError};
 use crate::state::StateError;
@@ -130,8 +131,11 @@ impl From<ReverseJobError> for ApiError {
             ReverseJobError::Submit(SubmitError::State(_)) => ApiError::Unavailable(message),
             ReverseJobError::Reverse(e) => match e {
                 ReverseError::Invalid(e) => ApiError::InvalidSpec(e.0),
-                // A cluster that could not be reached or read while seeding the reverse.
-                ReverseError::Copy(CopyError::Mongo(_)) => ApiError::Upstream(message),
+                // A cluster that could not be reached, or let the service in, to seed the
+                // reverse; what it answered otherwise (a namespace gone since) is a conflict.
+                ReverseError::Copy(CopyError::Mongo(
+                    MongoError::Unreachable { .. } | MongoError::Auth { .. },
+                )) => ApiError::Upstream(message),
                 ReverseError::State(StateError::JobBusy { .. }) => ApiError::Conflict(message),
                 ReverseError::State(_) => ApiError::Unavailable(message),
                 ReverseError::UnknownJob { .. } => ApiError::NotFound(message),

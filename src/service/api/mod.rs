@@ -567,7 +567,7 @@ async fn commit_job(
             body = ErrorBody),
         (status = 409, description = "The job cannot be reversed: not a sync, not committed, \
             filtered, with refused documents, or names that do not map back", body = ErrorBody),
-        (status = 502, description = "A cluster could not be read to seed the reverse",
+        (status = 502, description = "A cluster could not be reached to seed the reverse",
             body = ErrorBody),
         (status = 503, description = "The state store did not answer", body = ErrorBody),
     ))]
