@@ -31,8 +31,9 @@ pub enum CutoverError {
     /// A server named by `block_writes` has no `setUserWriteBlockMode`.
     #[error(
         "block_writes: the {side} {uri} cannot block writes: it lacks the \
-         `setUserWriteBlockMode` command (mongod 6.0 and later has it; {detail}); submit the job \
-         without block_writes and stop the application's writes yourself before the commit"
+         `setUserWriteBlockMode` command (mongod 6.0 and later has it; {detail}); run the job \
+         without block_writes (`--block-writes`) and stop the application's writes yourself \
+         before the commit"
     )]
     Unsupported {
         side: Side,
