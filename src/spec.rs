@@ -208,6 +208,42 @@ pub enum IndexMode {
     None,
 }
 
+/// Which servers a sync job blocks writes on at its commit (`setUserWriteBlockMode`, mongod 6.0
+/// and later), so that no application write lands after the commit point. A job asking for it is
+/// refused when submitted if a server named lacks the command ([`crate::run::cutover`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BlockWrites {
+    /// The source: the application can no longer write to the old cluster.
+    Source,
+    /// The destination: nothing writes to the new cluster until the operator lifts the block.
+    Destination,
+    /// Both.
+    Both,
+}
+
+impl BlockWrites {
+    /// The sides it blocks.
+    pub fn sides(self) -> &'static [crate::mongo::Side] {
+        use crate::mongo::Side;
+        match self {
+            BlockWrites::Source => &[Side::Source],
+            BlockWrites::Destination => &[Side::Destination],
+            BlockWrites::Both => &[Side::Source, Side::Destination],
+        }
+    }
+}
+
+impl fmt::Display for BlockWrites {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BlockWrites::Source => "source",
+            BlockWrites::Destination => "destination",
+            BlockWrites::Both => "both",
+        })
+    }
+}
+
 /// What is wrong with a connection string, if anything. Its scheme's case and the spaces around
 /// it do not matter ([`crate::mongo::read_uri`]); no problem quotes a secret of it.
 pub fn uri_problem(field: &str, uri: &str) -> Option<String> {
@@ -261,6 +297,8 @@ pub struct CopySpec {
     pub indexes: IndexMode,
     /// Drop the destination's namespaces of the job first.
     pub drop: bool,
+    /// A sync job: the servers whose writes its commit blocks.
+    pub block_writes: Option<BlockWrites>,
 }
 
 impl CopySpec {
@@ -320,6 +358,7 @@ const FLAGS: &[(&str, &str)] = &[
     ("journal.segment_bytes", "--journal-segment-bytes"),
     ("indexes", "--indexes"),
     ("drop", "--drop"),
+    ("block_writes", "--block-writes"),
     ("lease_seconds", "--lease-seconds"),
     ("shutdown_timeout", "--shutdown-timeout"),
     ("client_timeout", "--client-timeout"),
@@ -456,6 +495,16 @@ impl Routes {
     }
 
     /// The source databases the job reads; `None`: every database but the server's own.
+    /// The namespace mappings, in order.
+    pub fn mappings(&self) -> &[NsMapping] {
+        &self.mappings
+    }
+
+    /// The source namespaces left out.
+    pub fn excludes(&self) -> &[Exclude] {
+        &self.exclude
+    }
+
     pub fn databases(&self) -> Option<Vec<String>> {
         let mut dbs = Vec::new();
         for m in &self.mappings {
@@ -592,6 +641,13 @@ pub struct JobSpec {
     #[arg(long)]
     #[serde(default, deserialize_with = "null_is_false")]
     pub drop: bool,
+    /// A sync job (the flag is shown by `sync` alone): block writes at its commit on `source`,
+    /// `destination` or `both`
+    /// (`setUserWriteBlockMode`, mongod 6.0 and later). A server without it is refused when the
+    /// job is submitted, before anything is written.
+    #[arg(long, value_enum, value_name = "SIDE", hide = true)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_writes: Option<BlockWrites>,
     /// `copy` (the default) copies and ends; `sync` copies, then follows the source's changes
     /// until committed (`mongoferry sync`).
     #[arg(skip)]
@@ -918,6 +974,7 @@ impl JobSpec {
             exclude: excludes,
             indexes: self.indexes.unwrap_or_default(),
             drop: self.drop,
+            block_writes: self.block_writes,
         })
     }
 
@@ -954,6 +1011,11 @@ impl JobSpec {
                  runs moved (and deleted from the source); run it again without `restart` to \
                  move what is left"
                     .into(),
+            );
+        }
+        if self.block_writes.is_some() && mode != Mode::Sync {
+            problems.push(
+                "block_writes: only a sync job commits, so only a sync job blocks writes".into(),
             );
         }
         if self.keep_source && mode != Mode::Move {

@@ -570,6 +570,7 @@ fn valid_value(flag: &str) -> &'static str {
         "--strategy" => "stream",
         "--verify" => "report",
         "--indexes" => "after",
+        "--block-writes" => "source",
         "--memory-limit" | "--journal-segment-bytes" => "67108864",
         "--lease-seconds" => "30",
         "--doc-size" => "1024",
@@ -650,6 +651,12 @@ fn every_flag_the_help_lists_is_accepted_and_described() {
             assert_eq!(tried.status.code(), Some(2), "{argv:?}: {err}");
             for clap_refusal in ["unexpected argument", "cannot be used with", "not allowed"] {
                 assert!(!err.contains(clap_refusal), "{argv:?}: {err}");
+            }
+            // The reverse of a job takes that job's namespaces: --ns is refused with it.
+            if flag == "--reverse-of" {
+                assert!(err.contains("--ns: --reverse-of"), "{argv:?}: {err}");
+                checked += 1;
+                continue;
             }
             // Refused by the job, rather than by the parser.
             assert!(!err.contains(&format!("{flag}:")), "{argv:?}: {err}");

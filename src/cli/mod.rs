@@ -190,6 +190,10 @@ pub struct CopyArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(
+    mut_arg("namespaces", |arg| arg.required(false)),
+    mut_arg("block_writes", |arg| arg.hide(false))
+)]
 pub struct SyncArgs {
     #[command(flatten)]
     pub copy: CopyArgs,
@@ -204,6 +208,12 @@ pub struct SyncArgs {
     /// [default: 10].
     #[arg(long, value_name = "SECS")]
     pub commit_watch_secs: Option<f64>,
+    /// Fail back from the committed sync job KEY (the `job_key` its summary printed), kept in
+    /// the same --state: a sync from its destination (--from) back to its source (--to), from
+    /// the commit point, with the names mapped back and no initial copy. Its namespaces,
+    /// excludes and filter are the job's (no --ns, --exclude or --filter).
+    #[arg(long, value_name = "KEY")]
+    pub reverse_of: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -315,7 +325,111 @@ async fn run_sync(mut args: SyncArgs) -> Result<(), Failure> {
     args.copy.spec.mode = Some(Mode::Sync);
     args.copy.spec.commit_max_lag_secs = args.commit_max_lag_secs;
     args.copy.spec.commit_watch_secs = args.commit_watch_secs;
+    if let Some(key) = args.reverse_of.take() {
+        return run_reverse(args, crate::state::JobKey(key)).await;
+    }
     run_copy_or_sync(args.copy, args.until_caught_up).await
+}
+
+/// `sync --reverse-of KEY`: the committed sync KEY's checkpoint read from the store, checked,
+/// its reverse seeded there ([`crate::run::reverse`]), then run as a sync that resumes.
+async fn run_reverse(mut args: SyncArgs, key: crate::state::JobKey) -> Result<(), Failure> {
+    use crate::run::reverse;
+    let invalid = |problem: String| Failure::from(crate::spec::SpecError(vec![problem]));
+    let endpoints = &args.copy.spec.endpoints;
+    for (given, flag) in [
+        (!endpoints.namespaces.is_empty(), "--ns"),
+        (!endpoints.exclude.is_empty(), "--exclude"),
+        (endpoints.filter.is_some(), "--filter"),
+        (args.copy.spec.drop, "--drop"),
+        (args.copy.spec.restart, "--restart"),
+    ] {
+        if given {
+            return Err(invalid(format!(
+                "{flag}: --reverse-of takes the namespaces of the job it reverses, mapped back, \
+                 and copies nothing first"
+            )));
+        }
+    }
+    if args.copy.no_state {
+        return Err(invalid(
+            "--no-state: --reverse-of reads the job's checkpoint from its state store".into(),
+        ));
+    }
+    // The store is opened as the run opens it; the spec's timeout before it is known.
+    let timeout = Duration::from_secs_f64(endpoints.connect_timeout_secs.unwrap_or(10.0));
+    let choice = store_choice(&args.copy.state, false)?;
+    let store: Arc<dyn StateStore> = match choice
+        .open(
+            Duration::from_secs_f64(args.copy.lease_seconds),
+            timeout,
+            |path| match path {
+                Some(path) => FileStore::new(path),
+                None => FileStore::new(FileStore::default_path()),
+            },
+        )
+        .await
+        .map_err(CopyError::from)?
+    {
+        Store::Mongo(store) => Arc::new(store),
+        store => store.shared(),
+    };
+    let outcome = async {
+        let found = store.load(&key).await.map_err(CopyError::from)?;
+        let checkpoint = found.ok_or_else(|| reverse::ReverseError::UnknownJob {
+            key: key.clone(),
+            location: store.location(),
+        });
+        let checkpoint = checkpoint.map_err(reverse_failure)?;
+        let job = format!("job {key} ({})", checkpoint.description);
+        let from = reverse::reversible(&job, &checkpoint).map_err(reverse_failure)?;
+        // The forward job, as its key names it: --from and --to must be its destination and
+        // source.
+        let (namespaces, exclude) = (from.namespaces.clone(), from.exclude.clone());
+        let mut forward = JobSpec::new(
+            &args.copy.spec.endpoints.to,
+            &args.copy.spec.endpoints.from,
+            &[],
+        );
+        forward.endpoints.namespaces = namespaces;
+        forward.endpoints.exclude = exclude;
+        forward.mode = Some(Mode::Sync);
+        let forward_key = forward.validate().ok().map(|s| s.job_key().0);
+        if forward_key.as_ref() != Some(&key) {
+            return Err(invalid(format!(
+                "--from, --to: {job} ran from its source to its destination: give its \
+                 destination as --from and its source as --to"
+            )));
+        }
+        let spec = std::mem::take(&mut args.copy.spec);
+        let spec = reverse::reverse_spec(spec, &from).map_err(reverse_failure)?;
+        args.copy.spec = spec;
+        let copy_spec = args.copy.spec.validate()?;
+        reverse::seed(&store, &copy_spec, &from)
+            .await
+            .map_err(reverse_failure)?;
+        if !args.copy.quiet {
+            eprintln!("fail back from {job}: following its destination from the commit point");
+        }
+        copy_with_store(args.copy, args.until_caught_up, copy_spec, store.clone()).await
+    }
+    .await;
+    store.close().await;
+    outcome
+}
+
+/// A reverse refused (status 2, as invalid input) or failed.
+fn reverse_failure(e: crate::run::reverse::ReverseError) -> Failure {
+    use crate::run::reverse::ReverseError;
+    match e {
+        ReverseError::Copy(e) => e.into(),
+        ReverseError::State(e) => CopyError::from(e).into(),
+        ReverseError::Invalid(e) => e.into(),
+        refused => Failure {
+            message: refused.to_string(),
+            status: 2,
+        },
+    }
 }
 
 async fn run_move(mut args: MoveArgs) -> Result<(), Failure> {

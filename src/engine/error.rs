@@ -23,6 +23,10 @@ pub enum CopyError {
     /// written.
     #[error("refused, nothing was written: {}", .0.join("; "))]
     Unsafe(Vec<String>),
+    /// The job asks its commit for what a server cannot do (`run::cutover`: writes blocked
+    /// where `setUserWriteBlockMode` is missing): refused before anything was written.
+    #[error("refused, nothing was written: {0}")]
+    CannotCommit(String),
     /// The source no longer holds the changes after the job's saved position.
     #[error(
         "the source no longer holds the changes since this job's saved position ({0}); following \

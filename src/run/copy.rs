@@ -320,6 +320,9 @@ async fn select(
         check_filter(source, &selection, filter).await?;
     }
     overlap::check(spec, &selection, source, destination, store.database()).await?;
+    super::cutover::check(spec, source, destination)
+        .await
+        .map_err(|e| CopyError::CannotCommit(e.to_string()))?;
     let existing = schema::destination(destination, &selection).await?;
     if spec.mode == Mode::Move && !spec.keep_source {
         let unmovable = schema::unmovable(&selection);
@@ -648,6 +651,8 @@ impl PreparedCopy {
             batch_size: self.spec.batch_size,
             verifier: self.verifier()?,
             commit_watch: self.spec.commit_watch,
+            block_writes: self.spec.block_writes,
+            uris: (self.spec.from.clone(), self.spec.to.clone()),
         })
     }
 

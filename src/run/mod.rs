@@ -3,6 +3,8 @@
 //! deletes at the source), [`sync`] (a sync's start position, then the source's changes until
 //! cutover), [`share`] (a job's partitions shared between processes); [`replay`] (a journal into
 //! a database), [`verify`] (compare two clusters) and [`plan`] (a dry run of a copy).
+//! [`cutover`] is what a sync's commit does on the servers (writes blocked), [`reverse`] a
+//! committed sync's fail back (a sync from its destination back to its source).
 //! [`schema`] is the schema part they share, [`overlap`] the rule that keeps each from writing
 //! what it reads, and [`outcome`] how a finished job is judged, for the command line and the
 //! service alike.
@@ -11,11 +13,13 @@
 //! both run jobs through here, so there is one set of rules per command.
 
 pub mod copy;
+pub mod cutover;
 pub mod moving;
 pub mod outcome;
 pub mod overlap;
 pub mod plan;
 pub mod replay;
+pub mod reverse;
 pub mod schema;
 pub mod share;
 pub mod sync;

@@ -118,7 +118,7 @@ impl Outcome {
                 ),
             ),
             (CopyError::Stopped, Surface::Service { stopping: false }) => (Verdict::Stopped, None),
-            (unsafe_job @ CopyError::Unsafe(_), _) => {
+            (unsafe_job @ (CopyError::Unsafe(_) | CopyError::CannotCommit(_)), _) => {
                 (Verdict::Refused, Some(unsafe_job.to_string()))
             }
             (other, _) => (Verdict::Failed, Some(other.to_string())),

@@ -32,9 +32,10 @@ use crate::engine::stats::{EventCounts, JobStats, SyncPhase, WritesAfterCommit};
 use crate::engine::{CopyError, Engine, Feed, Ledger, NsTask, Source};
 use crate::mongo::schema::{self, index_name, Kind, Schema, MODIFIABLE_OPTIONS};
 use crate::mongo::{MongoError, Namespace, Side};
-use crate::spec::{CopySpec, Routes};
-use crate::state::SyncCheckpoint;
+use crate::spec::{BlockWrites, CopySpec, Routes};
+use crate::state::{ReverseFrom, SyncCheckpoint};
 
+use super::cutover;
 use super::verifier::{Repair, Verifier};
 
 /// Records where the source's history stands now: the sync applies every change after it.
@@ -51,6 +52,7 @@ pub async fn start_here(source: &Client, routes: &Routes) -> Result<SyncCheckpoi
         events: 0,
         committed: false,
         verification: None,
+        reverse_from: None,
     })
 }
 
@@ -108,6 +110,9 @@ pub struct Follower {
     pub verifier: Option<Arc<Verifier>>,
     /// How long the source is watched after the commit for writes past its point.
     pub commit_watch: Duration,
+    /// The sides whose writes the commit blocks, and the servers' URIs (for messages).
+    pub block_writes: Option<BlockWrites>,
+    pub uris: (String, String),
 }
 
 /// The verifier at work beside the follower: its repairs come to the follower, which writes
@@ -268,6 +273,8 @@ impl Follower {
                     continue;
                 }
                 _ = self.commit.cancelled(), if committing.is_none() => {
+                    // No application write lands after the end read next.
+                    self.block(Side::Source).await?;
                     let end = change_stream::source_time(&self.source_client).await?;
                     tracing::info!("committing: applying every change up to {}", end.time);
                     stats.sync.set_phase(SyncPhase::Committing);
@@ -383,9 +390,11 @@ impl Follower {
         sync: &mut SyncCheckpoint,
         end: u32,
     ) -> Result<(), CopyError> {
+        let mut proven = false;
         if let Some(v) = verifying.as_mut() {
             v.finish().await?;
             let proof = v.verifier.prove(writer, f64::from(end)).await?;
+            proven = proof.unproven.is_none();
             match &proof.unproven {
                 None => tracing::info!(
                     "commit verified: equal through {end} ({} documents compared again)",
@@ -394,10 +403,30 @@ impl Follower {
                 Some(why) => tracing::warn!("commit not verified: {why}"),
             }
         }
+        // Every change is applied: the sync's own writes are over.
+        self.block(Side::Destination).await?;
         sync.committed = true;
+        // Where the destination's history stands at the commit point, every change applied:
+        // a reverse sync (fail back) starts there.
+        sync.reverse_from =
+            crate::run::reverse::commit_point(&self.destination, &self.routes, self.refresh)
+                .await
+                .map(|from| ReverseFrom { proven, ..from });
         self.ledger.set_sync_position(sync.clone());
         self.stats.sync.set_phase(SyncPhase::Committed);
         Ok(())
+    }
+
+    /// Blocks the application's writes on `side` at the commit, if the job asks for it.
+    async fn block(&self, side: Side) -> Result<(), CopyError> {
+        let (client, uri) = match side {
+            Side::Destination => (&self.destination, &self.uris.1),
+            _ => (&self.source_client, &self.uris.0),
+        };
+        cutover::block_at_commit(self.block_writes, side, client, uri)
+            .await
+            .map(|_| ())
+            .map_err(|e| CopyError::CannotCommit(e.to_string()))
     }
 
     /// The source had nothing more: the position is saved; `true` when the sync ends here (level

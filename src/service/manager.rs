@@ -27,7 +27,8 @@ use crate::engine::control::throttle::{Limiter, Limits, Throttle};
 use crate::engine::{Control, CopyError};
 use crate::run::outcome::{Asked, Ending, Outcome, Surface};
 use crate::run::plan::Plan;
-use crate::run::{copy, overlap};
+use crate::run::reverse::{self, ReverseError};
+use crate::run::{copy, cutover, overlap};
 use crate::service::clusters::AllowList;
 use crate::spec::{CopySpec, JobSpec, Mode, SpecError};
 use crate::state::history::{HistoryError, HistoryFile};
@@ -56,6 +57,21 @@ pub enum SubmitError {
     /// The shared history could not give the job an id.
     #[error("the job was not started: {0}")]
     State(#[from] StateError),
+}
+
+/// Why the reverse of a job was not started ([`JobManager::reverse`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ReverseJobError {
+    #[error("job {0} not found")]
+    NotFound(JobId),
+    /// The job's spec, with its credentials, is not at hand (a job of an earlier run whose
+    /// credentials were not sealed).
+    #[error("job {id}: {why}, so its reverse cannot be started here")]
+    NoSpec { id: JobId, why: &'static str },
+    #[error(transparent)]
+    Reverse(#[from] ReverseError),
+    #[error(transparent)]
+    Submit(#[from] SubmitError),
 }
 
 /// Where the manager keeps the jobs' records.
@@ -397,6 +413,10 @@ impl JobManager {
         {
             return Err(SpecError(problems).into());
         }
+        // Writes blocked at the commit where a server cannot: refused now, not at the commit.
+        if let Err(e) = cutover::probe(&copy_spec, timeout).await {
+            return Err(SpecError(vec![e.to_string()]).into());
+        }
         let redacted = spec.redacted();
         let same = |j: &Arc<Job>| {
             !j.state().is_final()
@@ -437,6 +457,55 @@ impl JobManager {
         self.save().await;
         self.spawn_run(job.clone(), copy_spec, NodeRole::Runs);
         Ok((job, true))
+    }
+
+    /// Starts the reverse of the committed sync job `id`: a sync from its destination back to
+    /// its source, from the commit point, with the names mapped back and no initial copy
+    /// ([`crate::run::reverse`]); or returns the reverse already active (`false`).
+    pub async fn reverse(self: &Arc<Self>, id: JobId) -> Result<(Arc<Job>, bool), ReverseJobError> {
+        let job = self.get(id).ok_or(ReverseJobError::NotFound(id))?;
+        let record = job.record();
+        let spec = match &job.spec {
+            Some(spec) => spec.clone(),
+            None => self
+                .runnable(&record)
+                .map_err(|why| ReverseJobError::NoSpec { id, why })?,
+        };
+        let name = format!("job {id}");
+        if spec.mode != Some(Mode::Sync) {
+            return Err(ReverseError::NotSync { job: name }.into());
+        }
+        if spec.endpoints.filter.is_some() {
+            return Err(ReverseError::Filtered { job: name }.into());
+        }
+        // Refused changes are counted here too, not only those of the copy's checkpoint.
+        if record.failed > 0 {
+            return Err(ReverseError::DeadLetters {
+                job: name,
+                count: record.failed,
+            }
+            .into());
+        }
+        let forward = self.copy_spec(&spec).map_err(SubmitError::from)?;
+        let checkpoint = self
+            .state
+            .load(&forward.job_key().0)
+            .await
+            .map_err(ReverseError::from)?
+            .ok_or_else(|| ReverseError::NotCommitted { job: name.clone() })?;
+        let from = reverse::reversible(&name, &checkpoint)?;
+        let reversed = reverse::reverse_of_spec(&spec, &from)?;
+        let reversed_copy = self.copy_spec(&reversed).map_err(ReverseError::Invalid)?;
+        let active = self
+            .list()
+            .into_iter()
+            .find(|j| !j.state().is_final() && j.spec.as_ref() == Some(&reversed));
+        if let Some(active) = active {
+            return Ok((active, false));
+        }
+        reverse::seed(&self.state, &reversed_copy, &from).await?;
+        tracing::info!("job {id}: its reverse starts from the commit point");
+        Ok(self.submit(reversed).await?)
     }
 
     async fn run_job(self: Arc<Self>, job: Arc<Job>, spec: CopySpec, role: NodeRole) {

@@ -282,6 +282,32 @@ pub struct SyncCheckpoint {
     /// Where the sync's continuous verification stands (`None`: not started, or off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<VerificationCheckpoint>,
+    /// Recorded at the commit: where the destination's history stood then, so that a reverse
+    /// sync (fail back, [`crate::run::reverse`]) can follow the destination from there. `None`
+    /// before the commit, or when the destination's position could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverse_from: Option<ReverseFrom>,
+}
+
+/// Where a committed sync's reverse starts, and what it needs to map the names back.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReverseFrom {
+    /// The destination's change-stream position at the commit point, after the last change was
+    /// applied (a resume token, canonical Extended JSON, opaque).
+    pub start: serde_json::Value,
+    /// The destination's cluster time (Unix seconds) then.
+    pub secs: u32,
+    /// The forward job's namespace mappings, as `--ns` writes them (`db.c[:db2.c2]`, `db.*`…).
+    pub namespaces: Vec<String>,
+    /// The forward job's excludes, as `--exclude` writes them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+    /// The forward job had a filter: it cannot be reversed (the destination holds only part).
+    #[serde(default)]
+    pub filtered: bool,
+    /// The commit proved the two sides equal: the reverse starts with its verification done.
+    #[serde(default)]
+    pub proven: bool,
 }
 
 /// Where a sync's continuous verification stands: how far each namespace pair was compared,

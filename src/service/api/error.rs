@@ -12,7 +12,11 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::guard::Refusal;
-use crate::service::manager::CommandError;
+use crate::engine::CopyError;
+use crate::mongo::MongoError;
+use crate::run::reverse::ReverseError;
+use crate::service::manager::{CommandError, ReverseJobError, SubmitError};
+use crate::state::StateError;
 
 /// Errors of the API layer, each with its status code.
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +117,37 @@ impl From<CommandError> for ApiError {
             }
             CommandError::RefusedElsewhere { .. } => ApiError::BadRequest(e.to_string()),
             CommandError::Unanswered { .. } => ApiError::Unavailable(e.to_string()),
+        }
+    }
+}
+
+impl From<ReverseJobError> for ApiError {
+    fn from(e: ReverseJobError) -> Self {
+        let message = e.to_string();
+        match e {
+            ReverseJobError::NotFound(_) => ApiError::NotFound(message),
+            ReverseJobError::NoSpec { .. } => ApiError::Conflict(message),
+            ReverseJobError::Submit(SubmitError::Invalid(e)) => ApiError::InvalidSpec(e.0),
+            ReverseJobError::Submit(SubmitError::State(_)) => ApiError::Unavailable(message),
+            ReverseJobError::Reverse(e) => match e {
+                ReverseError::Invalid(e) => ApiError::InvalidSpec(e.0),
+                // A cluster that could not be reached, or let the service in, to seed the
+                // reverse; what it answered otherwise (a namespace gone since) is a conflict.
+                ReverseError::Copy(CopyError::Mongo(
+                    MongoError::Unreachable { .. } | MongoError::Auth { .. },
+                )) => ApiError::Upstream(message),
+                ReverseError::State(StateError::JobBusy { .. }) => ApiError::Conflict(message),
+                ReverseError::State(_) => ApiError::Unavailable(message),
+                ReverseError::UnknownJob { .. } => ApiError::NotFound(message),
+                ReverseError::NotSync { .. }
+                | ReverseError::NotCommitted { .. }
+                | ReverseError::NoReversePoint { .. }
+                | ReverseError::Filtered { .. }
+                | ReverseError::DeadLetters { .. }
+                | ReverseError::NotInvertible { .. }
+                | ReverseError::AlreadyReversed { .. }
+                | ReverseError::Copy(_) => ApiError::Conflict(message),
+            },
         }
     }
 }

@@ -80,6 +80,7 @@ fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(resume_job))
         .routes(routes!(cancel_job))
         .routes(routes!(commit_job))
+        .routes(routes!(reverse_job))
         .routes(routes!(job_events))
         .routes(routes!(get_throttle, put_throttle))
         .routes(routes!(openapi_json))
@@ -445,12 +446,8 @@ async fn put_throttle(State(manager): Api, body: Bytes) -> Result<Json<Limits>, 
 #[schema(max_properties = 0)]
 struct NoParameters {}
 
-async fn command(
-    manager: &JobManager,
-    id: &str,
-    body: &Bytes,
-    command: Command,
-) -> Result<Json<JobView>, ApiError> {
+/// A command's body: nothing, or `{}`.
+fn no_parameters(body: &Bytes) -> Result<(), ApiError> {
     let empty = body.iter().all(u8::is_ascii_whitespace)
         || matches!(parse_json(body)?, serde_json::Value::Object(map) if map.is_empty());
     if !empty {
@@ -458,6 +455,16 @@ async fn command(
             "this command takes no parameters: send no body or {}".into(),
         ));
     }
+    Ok(())
+}
+
+async fn command(
+    manager: &JobManager,
+    id: &str,
+    body: &Bytes,
+    command: Command,
+) -> Result<Json<JobView>, ApiError> {
+    no_parameters(body)?;
     let job = manager.command(parse_id(id)?, command).await?;
     Ok(Json(job.view()))
 }
@@ -541,6 +548,43 @@ async fn commit_job(
     body: Bytes,
 ) -> Result<Json<JobView>, ApiError> {
     command(&manager, &id, &body, Command::Commit).await
+}
+
+/// Fails back from a committed sync job: starts a new sync job from its destination back to
+/// its source, from the commit point (no initial copy: the two sides were equal then), with the
+/// namespaces mapped back. Refused, with the reason, for a job that is not a committed sync, has
+/// a filter, has documents the destination refused, or whose names do not map back one to one.
+#[utoipa::path(post, path = "/api/jobs/{id}/reverse", tag = "jobs",
+    params(("id" = u64, Path, description = "The committed sync job's id", example = 1)),
+    request_body(content = NoParameters, description = "{} (or nothing)"),
+    responses(
+        (status = 202, description = "The reverse job, started", body = JobView,
+            headers(("location" = String, description = "The reverse job's URL"))),
+        (status = 200, description = "The reverse job, already active", body = JobView,
+            headers(("location" = String, description = "The reverse job's URL"))),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 400, description = "A body other than {}, or a reverse spec refused",
+            body = ErrorBody),
+        (status = 409, description = "The job cannot be reversed: not a sync, not committed, \
+            filtered, with refused documents, or names that do not map back", body = ErrorBody),
+        (status = 502, description = "A cluster could not be reached to seed the reverse",
+            body = ErrorBody),
+        (status = 503, description = "The state store did not answer", body = ErrorBody),
+    ))]
+async fn reverse_job(
+    State(manager): Api,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    no_parameters(&body)?;
+    let (job, created) = manager.reverse(parse_id(&id)?).await?;
+    let status = if created {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    let location = format!("/api/jobs/{}", job.id);
+    Ok((status, [(header::LOCATION, location)], Json(job.view())).into_response())
 }
 
 /// What an event of a job's stream says.
