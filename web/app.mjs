@@ -3,7 +3,8 @@
 // Two screens, chosen by the URL's hash: `#/` (the form and the job list, polled every second:
 // one request lists every job, so many running jobs never use up the browser's six connections
 // per host) and `#/jobs/{id}` (one job, fed by its event stream: figures, charts, controls; for a
-// sync job also its phase, lag, changes applied, a lag chart and the Commit button).
+// sync job also its phase, lag, changes applied, a lag chart, its continuous verification, the
+// writes the source took after the commit point, and the Commit button with why it is not ready).
 // Passwords and secrets typed into the form are replaced by the service's masked URI once the job
 // is accepted. A service started with an API token answers 401 until the page has it: the page
 // then asks for it once, keeps it in this tab's sessionStorage (never in a URL, a cookie or
@@ -28,7 +29,7 @@ const RECONNECT_MS = 2000;
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** The parts of a job's screen drawn from its view. */
-const JOB_PARTS = ["#job-state", "#job-error", "#summary", "#job-sync", "#job-move", "#job-adaptive", "#job-schema", "#job-dead", "#job-namespaces", "#job-workers", "#job-spec"];
+const JOB_PARTS = ["#job-state", "#job-error", "#job-writes-after", "#summary", "#job-sync", "#job-verification", "#commit-readiness", "#job-move", "#job-adaptive", "#job-schema", "#job-dead", "#job-namespaces", "#job-workers", "#job-spec"];
 
 /**
  * Replaces an element's content only when it changed, so a refresh every second does not move
@@ -53,6 +54,8 @@ const page = {
   /** The timer that looks again at an interrupted job (a restarted service may continue it). */
   recheck: null,
   jobId: null,
+  /** The job's latest view shown (the commit dialog lists its reasons not to commit yet). */
+  view: null,
   /** The state the job's screen shows, to tell a stale view from a newer one. */
   shownState: null,
   charts: { job: null, workers: null, lag: null, workerIds: "" },
@@ -162,6 +165,7 @@ function leaveJob() {
   clearTimeout(page.recheck);
   page.recheck = null;
   page.jobId = null;
+  page.view = null;
   page.shownState = null;
   for (const key of ["job", "workers", "lag"]) {
     if (page.charts[key]) page.charts[key].destroy();
@@ -461,12 +465,15 @@ function update(view) {
   // A command's answer may arrive after the stream's final event: it is the older view.
   if (R.isStale(page.shownState, view.state)) return;
   page.shownState = view.state;
+  page.view = view;
   const mode = R.jobMode(view);
   const allowed = R.allowedCommands(view.state, mode, view.progress?.sync?.phase ?? null);
   setHtml($("#job-state"), R.stateBadge(view.state));
   setHtml($("#job-error"), R.errorHtml(view));
   setHtml($("#summary"), R.summaryHtml(view, Date.now() / 1000));
+  setHtml($("#job-writes-after"), R.writesAfterCommitHtml(view));
   setHtml($("#job-sync"), R.syncHtml(view));
+  setHtml($("#job-verification"), R.verificationHtml(view));
   setHtml($("#job-move"), R.moveHtml(view));
   setHtml($("#job-adaptive"), R.adaptiveHtml(view));
   setHtml($("#job-nodes"), R.nodesHtml(view));
@@ -483,6 +490,12 @@ function update(view) {
   $("#cancel").disabled = !allowed.cancel;
   $("#commit").hidden = mode !== "sync";
   $("#commit").disabled = !allowed.commit;
+  // Not ready (see can_commit): said beside the button, which stays usable (an operator may
+  // commit anyway, after the dialog lists the reasons).
+  const notReady = allowed.commit && R.commitReasons(view).length > 0;
+  $("#commit").classList.toggle("not-ready", notReady);
+  $("#commit").dataset.ready = notReady ? "false" : "true";
+  setHtml($("#commit-readiness"), R.commitReadinessHtml(view));
   for (const id of ["#rate-box", "#rate-slider", "#rate-unlimited", "#workers-box", "#workers-apply"]) {
     $(id).disabled = !allowed.tune;
   }
@@ -696,6 +709,9 @@ function wireControls() {
   });
   $("#commit").addEventListener("click", () => {
     $("#commit-title").textContent = `Commit job ${page.jobId}?`;
+    const reasons = page.view ? R.commitConfirmReasonsHtml(page.view) : "";
+    $("#commit-reasons").innerHTML = reasons;
+    $("#commit-yes").textContent = reasons ? "Commit anyway" : "Commit";
     $("#confirm-commit").showModal();
   });
   $("#commit-keep").addEventListener("click", () => $("#confirm-commit").close());

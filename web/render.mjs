@@ -556,6 +556,153 @@ ${meaning ? `<p class="muted">${esc(meaning)}</p>` : ""}
 <ul class="applied" data-field="applied">${kinds}</ul></section>`;
 }
 
+/** A sync job's `can_commit` (`{ok, reasons}`), top-level or under `progress.sync`; null for others. */
+export function canCommitOf(view) {
+  return view?.can_commit ?? view?.progress?.sync?.can_commit ?? null;
+}
+
+/** A sync job's continuous verification, top-level or under `progress.sync`; null when off or not started. */
+export function verificationOf(view) {
+  return view?.verification ?? view?.progress?.sync?.verification ?? null;
+}
+
+/** Writes the source took after a sync's commit point, top-level or under `progress.sync`; null when none. */
+export function writesAfterCommitOf(view) {
+  return view?.writes_after_commit ?? view?.progress?.sync?.writes_after_commit ?? null;
+}
+
+/** A Unix time in seconds as the browser's local date and time ("–" when unknown). */
+export function formatTime(secs) {
+  if (secs === null || secs === undefined || !Number.isFinite(secs)) return "–";
+  return new Date(secs * 1000).toLocaleString();
+}
+
+/** An `_id` (canonical Extended JSON, untrusted) as compact JSON text: escape it before HTML. */
+export function compactId(id) {
+  return JSON.stringify(id) ?? String(id);
+}
+
+/**
+ * Why the Commit button is not ready: the reasons of `can_commit` while the job can be committed
+ * and is not ready, else an empty list (ready, not a sync, or past its commit).
+ */
+export function commitReasons(view) {
+  const can = canCommitOf(view);
+  if (!can || can.ok) return [];
+  const reasons = Array.isArray(can.reasons) ? can.reasons : [];
+  return reasons.length > 0 ? reasons : ["the service gives no reason"];
+}
+
+/**
+ * What the Commit button says beside it: "ready to commit", or "not ready to commit" and the
+ * reasons as a list. Empty where there is no commit to make: not a sync, a sync without
+ * `can_commit` yet, or one that cannot be committed (ended, or its commit under way).
+ */
+export function commitReadinessHtml(view) {
+  if (jobMode(view) !== "sync") return "";
+  const can = canCommitOf(view);
+  if (!can || !allowedCommands(view.state, "sync", view.progress?.sync?.phase ?? null).commit) return "";
+  if (can.ok) return `<p class="commit-ready" data-field="commit_ready" data-ready="true">ready to commit</p>`;
+  const items = commitReasons(view)
+    .map((r) => `<li>${esc(r)}</li>`)
+    .join("");
+  return `<div class="commit-not-ready" data-field="commit_ready" data-ready="false"><p>not ready to commit (an operator may commit anyway):</p><ul data-field="commit_reasons">${items}</ul></div>`;
+}
+
+/** The confirm dialog's part that says the job is not ready, and why (empty when ready). */
+export function commitConfirmReasonsHtml(view) {
+  const reasons = commitReasons(view);
+  if (reasons.length === 0) return "";
+  return `<p><strong>Not ready to commit:</strong></p><ul data-field="commit_reasons">${reasons.map((r) => `<li>${esc(r)}</li>`).join("")}</ul><p>Committing now may end the job unverified or behind the source.</p>`;
+}
+
+/** The continuous verification's phases as the page names them, and what each means. */
+const VERIFICATION_PHASES = {
+  initial: ["first pass", "Comparing every document once, in _id order, while changes are applied."],
+  continuous: ["continuous", "Every document was compared once: what changes is compared again."],
+  committed: ["committed", "The commit compared what changed since the last proof."],
+};
+
+function mismatchRow(m) {
+  const repaired = m.repaired ? "yes" : "no";
+  return `<tr><td>${esc(m.ns)}</td><td><code>${esc(compactId(m.id))}</code></td><td><span class="kind kind-${esc(m.kind)}">${esc(m.kind)}</span></td><td class="${m.repaired ? "" : "unrepaired"}">${repaired}</td></tr>`;
+}
+
+/**
+ * A sync job's continuous verification: its phase, the documents compared, mismatches found,
+ * repaired and unrepaired, the recheck list, the source time up to which both sides are proven
+ * equal, the recent mismatches (namespace pair, `_id` as compact JSON, kind, repaired), and after
+ * the commit what it proved (or why it did not). Empty for a copy or move; a line for a sync that
+ * does not verify (`verify: off`) or has not started verifying.
+ */
+export function verificationHtml(view) {
+  if (jobMode(view) !== "sync") return "";
+  const v = verificationOf(view);
+  if (!v) {
+    let why = null;
+    if (view.spec?.verify === "off") why = "Off: this job does not compare the two sides (verify: off).";
+    else if (!isFinal(view.state)) why = "Not started yet: it begins once the initial copy is done.";
+    if (!why) return "";
+    return `<section class="panel" id="verification"><h3>Verification</h3><p class="muted" data-field="verification_phase">${esc(why)}</p></section>`;
+  }
+  const [label, meaning] = VERIFICATION_PHASES[v.phase] ?? [String(v.phase ?? ""), ""];
+  const mode = v.repairs ? "Mismatches are repaired from the source." : "Mismatches are only reported (verify: report).";
+  const compared = `${formatCount(v.verified_docs)}${
+    Number.isFinite(v.compared_this_run) && v.compared_this_run !== v.verified_docs ? ` (${formatCount(v.compared_this_run)} by this run)` : ""
+  }`;
+  const through = Number.isFinite(v.through)
+    ? `<p class="proven" data-field="verification_through">Proven equal through <time>${esc(formatTime(v.through))}</time> (source time).</p>`
+    : `<p class="muted" data-field="verification_through">Not proven equal yet${v.phase === "initial" ? ": the first pass is under way" : ""}.</p>`;
+  let commit = "";
+  if (v.unproven) {
+    commit = `<div class="error-box note-box" data-field="unproven"><strong>The commit did not prove equality</strong><pre>${esc(v.unproven)}</pre></div>`;
+  } else if (Number.isFinite(v.verified_through)) {
+    const rechecked = Number.isFinite(v.rechecked_at_commit) ? `, ${formatCount(v.rechecked_at_commit)} rechecked at commit` : "";
+    commit = `<p class="verified" data-field="verified_through">Verified through <time>${esc(formatTime(v.verified_through))}</time>${esc(rechecked)}.</p>`;
+  }
+  const recent = Array.isArray(v.recent) ? v.recent : [];
+  const shown =
+    recent.length > 0 && recent.length < (v.mismatches ?? 0)
+      ? ` <span class="muted">the ${esc(formatCount(recent.length))} most recent of ${esc(formatCount(v.mismatches))}</span>`
+      : "";
+  const table =
+    recent.length > 0
+      ? `<h4>Recent mismatches${shown}</h4><div class="scroll"><table data-field="mismatches_recent"><thead><tr><th>namespace</th><th>_id</th><th>kind</th><th>repaired</th></tr></thead><tbody>${[...recent]
+          .reverse()
+          .map(mismatchRow)
+          .join("")}</tbody></table></div>`
+      : "";
+  const namespaces = Number.isFinite(v.namespaces) ? `${formatCount(v.namespaces_verified)} of ${formatCount(v.namespaces)}` : "–";
+  return `<section class="panel" id="verification"><h3>Verification <span class="phase vphase-${esc(v.phase)}" data-field="verification_phase" data-phase="${esc(v.phase)}">${esc(label)}</span></h3>
+<p class="muted">${esc(meaning)} ${esc(mode)}</p>
+<div class="tiles">
+  ${tile("compared", compared, "verified_docs")}
+  ${tile("namespaces compared", namespaces, "namespaces_verified")}
+  ${tile("mismatches", formatCount(v.mismatches ?? 0), "mismatches", v.mismatches > 0 ? "tile-warn" : "")}
+  ${tile("repaired", formatCount(v.repaired ?? 0), "repaired")}
+  ${tile("unrepaired", formatCount(v.unrepaired ?? 0), "unrepaired", v.unrepaired > 0 ? "tile-warn" : "")}
+  ${tile("recheck pending", formatCount(v.recheck_pending ?? 0), "recheck_pending")}
+</div>
+${through}${commit}${table}</section>`;
+}
+
+/**
+ * The warning of writes the source took after a sync's commit point: the application was not
+ * fully stopped, and the destination does not have them. How many, in which namespaces, and the
+ * first `_id`s (compact JSON). Empty when there were none.
+ */
+export function writesAfterCommitHtml(view) {
+  const w = writesAfterCommitOf(view);
+  if (!w || !(w.count > 0)) return "";
+  const namespaces = Array.isArray(w.namespaces) ? w.namespaces : [];
+  const ids = Array.isArray(w.ids) ? w.ids : [];
+  const where = namespaces.length > 0 ? ` in ${namespaces.map((n) => `<code>${esc(n)}</code>`).join(", ")}` : "";
+  const more = ids.length > 0 && ids.length < w.count ? ` (the first ${esc(formatCount(ids.length))})` : "";
+  const idList = ids.length > 0 ? `<p>_ids${more}: ${ids.map((id) => `<code>${esc(compactId(id))}</code>`).join(", ")}</p>` : "";
+  return `<div class="error-box note-box writes-after" role="alert" data-field="writes_after_commit"><strong>${esc(formatCount(w.count))} write${w.count === 1 ? "" : "s"} reached the source after the commit point</strong>
+<p>${where ? `Written${where}. ` : ""}The application was not fully stopped: the destination does not have these writes.</p>${idList}</div>`;
+}
+
 /** A move that copies and verifies but deletes nothing: a rehearsal. */
 function rehearsal(view) {
   return Boolean(view?.spec?.keep_source);

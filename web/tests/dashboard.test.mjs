@@ -8,7 +8,10 @@
 // them; a sync job started from the form goes live, shows its lag (with a chart) and the changes
 // it applies, and a confirmed commit completes it; a move job planned and started from the form
 // shows what it moved, and only the selected documents leave the source; adaptive mode shows its
-// decision; the page fits a narrow window; a job running when the service stops is shown
+// decision; the page fits a narrow window; a sync job's verification panel shows its first pass,
+// rogue writes at the destination as mismatches (a hostile _id as text), and the Commit button
+// says why it is not ready, in its confirmation too, then after a commit anyway what was not
+// proven and a write after the commit point; a job running when the service stops is shown
 // interrupted, and the same page follows it again when the restarted service continues it; a
 // service without a token needs no sign-in. A chart of fewer than two points says so in words
 // instead of drawing an axis; a job in a final state shows no controls, and an ended one its
@@ -701,6 +704,85 @@ describe("the dashboard in a browser", { timeout: WATCHDOG_MS }, () => {
     await waitFor("every partition complete", async () => (await page.locator("#job-namespaces .part-complete").count()) === all, 10000);
     assert.match(await text("#job-namespaces"), new RegExp(`${all} of ${all} partitions complete`));
     assert.equal(await countDocuments(destination, ns("parts.orders")), DOCS);
+    assertNoProblems();
+  });
+
+  test("a sync job shows its verification, and the Commit button says why it is not ready", async () => {
+    await page.setViewportSize({ width: 1366, height: 900 });
+    const COUNT = 200;
+    const [from, to] = [ns("verify.items"), ns("verified.items")];
+    const dot = to.indexOf(".");
+    const [db, collection] = [to.slice(0, dot), to.slice(dot + 1)];
+    await sample(source, from, COUNT, 100);
+    // Only reported: the rogue writes below stay, and hold the commit back.
+    const started = await api("POST", "/api/jobs", { from: source, to: destination, namespaces: [`${from}:${to}`], mode: "sync", verify: "report", workers: 2, batch_size: 100, commit_watch_secs: 4 });
+    assert.equal(started.status, 202, JSON.stringify(started.body));
+    const id = started.body.id;
+    await page.goto(`${service.base}/#/jobs/${id}`);
+    await page.locator("#verification").waitFor();
+    const readiness = (value) => page.locator(`#commit-readiness [data-ready="${value}"]`);
+    const verifying = (field) => `#verification [data-field="${field}"]`;
+    const vphase = () => page.locator(verifying("verification_phase")).getAttribute("data-phase");
+
+    // The first pass over both sides, then ready.
+    await waitFor("ready to commit", async () => (await readiness("true").count()) === 1, 30000);
+    assert.equal(await text("#commit-readiness"), "ready to commit");
+    assert.equal(await page.locator("#commit").getAttribute("data-ready"), "true");
+    assert.equal(await vphase(), "continuous");
+    assert.equal(await number(verifying("verified_docs")), COUNT);
+    assert.equal(await number(verifying("mismatches")), 0);
+    assert.match(await text(verifying("verification_through")), /^Proven equal through \S/);
+    assert.match(await text("#verification"), /only reported \(verify: report\)/);
+
+    // Rogue writes at the destination: an extra document with a hostile _id, and a delete.
+    const hostile = { "<img src=x onerror=alert(1)>": 1 };
+    await runCommand(destination, db, { insert: collection, documents: [{ _id: hostile, rogue: true }] });
+    await runCommand(destination, db, { delete: collection, deletes: [{ q: { rogue: { $exists: false } }, limit: 1 }] });
+    await waitFor("the two mismatches reported", async () => (await number(verifying("unrepaired"))) === 2, 20000);
+    await waitFor("not ready to commit", async () => (await readiness("false").count()) === 1, 5000);
+    const reasons = await page.locator('#commit-readiness [data-field="commit_reasons"] li').allInnerTexts();
+    assert.ok(reasons.includes("2 mismatches are unrepaired"), JSON.stringify(reasons));
+    assert.equal(await page.locator("#commit").getAttribute("data-ready"), "false");
+    assert.ok(await page.locator("#commit").isEnabled(), "not ready, the button still commits");
+    assert.equal(await number(verifying("mismatches")), 2);
+    assert.equal(await number(verifying("repaired")), 0);
+    // The recent mismatches: the hostile _id shown as text, never as markup.
+    const rows = page.locator(`${verifying("mismatches_recent")} tbody tr`);
+    assert.equal(await rows.count(), 2);
+    const table = await page.locator(verifying("mismatches_recent")).innerText();
+    // Canonical Extended JSON, as the service sends it.
+    assert.ok(table.includes('{"<img src=x onerror=alert(1)>":{"$numberInt":"1"}}'), table);
+    assert.ok(table.includes(`${from} -> ${to}`), table);
+    assert.match(table, /extra/);
+    assert.match(table, /missing/);
+    assert.equal(await page.locator("#job-body img").count(), 0, "an _id became markup");
+    await page.screenshot({ path: screenshotPath("18a-sync-not-ready"), fullPage: true });
+
+    // The confirmation lists the reasons; committing anyway is the operator's call.
+    await page.locator("#commit").click();
+    const dialog = page.locator("#confirm-commit");
+    await dialog.waitFor({ state: "visible" });
+    const listed = await page.locator('#commit-reasons [data-field="commit_reasons"] li').allInnerTexts();
+    assert.deepEqual(listed, reasons);
+    assert.equal(await text("#commit-yes"), "Commit anyway");
+    await page.locator("#commit-yes").click();
+    await dialog.waitFor({ state: "hidden" });
+
+    // Committed: the sides still differ, so the commit says it proved nothing. A write at the
+    // source within the watch after the commit point is a warning.
+    await waitFor("the committed verification", async () => (await api("GET", `/api/jobs/${id}`)).body.verification?.phase === "committed", 20000);
+    await runCommand(source, from.slice(0, from.indexOf(".")), { insert: from.slice(from.indexOf(".") + 1), documents: [{ _id: "late", n: 1 }] });
+    await waitForState("completed", 20000);
+    await waitFor("the committed phase shown", async () => (await vphase()) === "committed", 5000);
+    assert.match(await text('#verification [data-field="unproven"]'), /The commit did not prove equality\s+2 documents differed at the commit/);
+    const view = (await api("GET", `/api/jobs/${id}`)).body;
+    assert.equal(view.writes_after_commit?.count, 1, JSON.stringify(view.writes_after_commit));
+    await waitFor("the writes after the commit", async () => (await page.locator('#job-writes-after [data-field="writes_after_commit"]').count()) === 1, 5000);
+    const warning = await text('#job-writes-after [data-field="writes_after_commit"]');
+    assert.match(warning, /^1 write reached the source after the commit point/);
+    assert.ok(warning.includes(from) && warning.includes('"late"'), warning);
+    assert.ok(await page.locator("#controls").isHidden(), "an ended sync shows no commit");
+    await page.screenshot({ path: screenshotPath("18b-sync-unproven"), fullPage: true });
     assertNoProblems();
   });
 

@@ -1,7 +1,9 @@
 // The dashboard's pure helpers (web/render.mjs), without a browser: escaping, problem-to-field
 // mapping, form parsing, masking, rates, the position (documents copied before and failed count),
 // the interrupted state, the panels for errors, failed documents, retries and adaptive mode, and a
-// sync job's mode, phase, lag, changes applied and commit.
+// sync job's mode, phase, lag, changes applied and commit; its continuous verification (phase,
+// figures, recent mismatches, what the commit proved), the writes after its commit point, and why
+// its Commit button is not ready.
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -652,4 +654,186 @@ test("a plan puts each namespace on a line of its own, its figures under it", ()
   });
   assert.match(html, /<tr class="plan-ns"><th colspan="4" scope="rowgroup" data-field="namespace">shop.orders → archive.orders<\/th><\/tr>/);
   assert.match(html, /<th class="num">Documents<\/th><th class="num">Size<\/th><th class="num">Indexes<\/th><th>Destination<\/th>/);
+});
+
+// A sync's continuous verification and its cutover (issue 28).
+const verification = {
+  phase: "continuous",
+  repairs: true,
+  verified_docs: 3000,
+  compared_this_run: 3000,
+  namespaces_verified: 1,
+  namespaces: 1,
+  mismatches: 3,
+  repaired: 3,
+  unrepaired: 0,
+  recheck_pending: 2,
+  through: 1796615173.0,
+  recent: [
+    { ns: "s.c -> d.c", id: { $numberLong: "10" }, kind: "different", repaired: true },
+    { ns: "s.c -> d.c", id: "extra", kind: "extra", repaired: true },
+  ],
+};
+/** A sync view as the API sends it: `can_commit` and `verification` top-level and under progress.sync. */
+const verifiedView = (state, sync, v, canCommit, extra = {}) => {
+  const view = syncView(state, { ...sync, verification: v, can_commit: canCommit, ...extra });
+  return { ...view, can_commit: canCommit, ...(v ? { verification: v } : {}), ...extra };
+};
+const ready = { ok: true, reasons: [] };
+const notReady = {
+  ok: false,
+  reasons: [
+    "the initial verification is not finished (1000 documents compared, 0 of 1 namespaces)",
+    "the lag is 7.2 s, over the limit of 5 s (commit_max_lag_secs)",
+  ],
+};
+
+test("the Commit button says it is ready when can_commit holds", () => {
+  const view = verifiedView("running", live, verification, ready);
+  assert.deepEqual(R.canCommitOf(view), ready);
+  assert.deepEqual(R.commitReasons(view), []);
+  const html = R.commitReadinessHtml(view);
+  assert.match(html, /data-field="commit_ready" data-ready="true">ready to commit</);
+  assert.equal(R.commitConfirmReasonsHtml(view), "", "the dialog lists nothing when ready");
+  // Read under progress.sync too (an older view without the top-level copy).
+  const nested = syncView("running", { ...live, can_commit: ready });
+  assert.match(R.commitReadinessHtml(nested), /ready to commit/);
+});
+
+test("the Commit button says why it is not ready, and the dialog lists the reasons", () => {
+  const view = verifiedView("running", { ...live, lag_secs: 7.2 }, { ...verification, phase: "initial" }, notReady);
+  assert.deepEqual(R.commitReasons(view), notReady.reasons);
+  const html = R.commitReadinessHtml(view);
+  assert.match(html, /data-ready="false"/);
+  assert.match(html, /not ready to commit/);
+  assert.match(html, /<li>the initial verification is not finished \(1000 documents compared, 0 of 1 namespaces\)<\/li>/);
+  assert.match(html, /<li>the lag is 7.2 s, over the limit of 5 s \(commit_max_lag_secs\)<\/li>/);
+  const dialog = R.commitConfirmReasonsHtml(view);
+  assert.equal((dialog.match(/<li>/g) ?? []).length, 2, dialog);
+  assert.match(dialog, /Not ready to commit/);
+  // Reasons are server text: escaped.
+  const hostile = verifiedView("running", live, verification, { ok: false, reasons: ["<img src=x onerror=alert(1)>"] });
+  for (const out of [R.commitReadinessHtml(hostile), R.commitConfirmReasonsHtml(hostile)]) {
+    assert.ok(!out.includes("<img"), out);
+    assert.ok(out.includes("&lt;img src=x onerror=alert(1)&gt;"), out);
+  }
+  // Not ok and no reason given: still not ready, and says so.
+  assert.deepEqual(R.commitReasons(verifiedView("running", live, null, { ok: false, reasons: [] })), ["the service gives no reason"]);
+});
+
+test("the Commit button says nothing for a copy or a move, nor once the sync cannot be committed", () => {
+  const copy = { ...baseView, state: "running", can_commit: notReady };
+  assert.equal(R.commitReadinessHtml(copy), "", "a copy has no commit");
+  const move = { ...copy, spec: { ...copy.spec, mode: "move" } };
+  assert.equal(R.commitReadinessHtml(move), "", "a move has no commit");
+  assert.equal(R.verificationHtml(copy), "");
+  assert.equal(R.verificationHtml(move), "");
+  const committing = verifiedView("running", { ...live, phase: "committing" }, verification, { ok: false, reasons: ["the commit is under way"] });
+  assert.equal(R.commitReadinessHtml(committing), "");
+  const committed = verifiedView("completed", { ...live, phase: "committed" }, verification, { ok: false, reasons: ["the job is committed"] });
+  assert.equal(R.commitReadinessHtml(committed), "");
+  // A sync before its first figures: nothing to say yet.
+  assert.equal(R.commitReadinessHtml({ ...syncView("running", live), progress: null }), "");
+});
+
+test("the verification panel shows its phase, figures and the time proven equal", () => {
+  const view = verifiedView("running", live, verification, ready);
+  const html = R.verificationHtml(view);
+  assert.match(html, /id="verification"/);
+  assert.match(html, /data-field="verification_phase" data-phase="continuous">continuous</);
+  assert.match(html, /data-field="verified_docs">3,000</);
+  assert.match(html, /data-field="namespaces_verified">1 of 1</);
+  assert.match(html, /<div class="tile tile-warn"><span class="tile-label">mismatches<\/span><span class="tile-value" data-field="mismatches">3</);
+  assert.match(html, /data-field="repaired">3</);
+  assert.match(html, /data-field="unrepaired">0</);
+  assert.match(html, /data-field="recheck_pending">2</);
+  assert.match(html, /repaired from the source/);
+  assert.ok(html.includes(`Proven equal through <time>${R.esc(new Date(1796615173000).toLocaleString())}</time>`), html);
+  // The first pass: named so, and nothing proven yet.
+  const first = R.verificationHtml(
+    verifiedView("running", live, { ...verification, phase: "initial", through: null, verified_docs: 1000, compared_this_run: 400, namespaces_verified: 0, mismatches: 0, repaired: 0, recent: [] }, notReady),
+  );
+  assert.match(first, /data-phase="initial">first pass</);
+  assert.match(first, /data-field="verified_docs">1,000 \(400 by this run\)</);
+  assert.match(first, /data-field="namespaces_verified">0 of 1</);
+  assert.match(first, /Not proven equal yet: the first pass is under way\./);
+  assert.ok(!first.includes("<table"), "no mismatch, no table");
+  // Report only: said so, and unrepaired ones stand out.
+  const report = R.verificationHtml(verifiedView("running", live, { ...verification, repairs: false, repaired: 0, unrepaired: 3 }, notReady));
+  assert.match(report, /only reported \(verify: report\)/);
+  assert.match(report, /tile-warn"><span class="tile-label">unrepaired<\/span><span class="tile-value" data-field="unrepaired">3</);
+});
+
+test("a sync without verification says so; a copy or an ended sync without it says nothing", () => {
+  const off = { ...syncView("running", live), spec: { ...syncView("running", live).spec, verify: "off" } };
+  assert.match(R.verificationHtml(off), /Off: this job does not compare the two sides \(verify: off\)/);
+  assert.match(R.verificationHtml(syncView("running", { ...live, phase: "initial_copy" })), /Not started yet/);
+  assert.equal(R.verificationHtml(syncView("completed", { ...live, phase: "committed" })), "");
+});
+
+test("the recent mismatches are a table, newest first, their _ids as escaped compact JSON", () => {
+  const hostile = { "<img src=x onerror=alert(1)>": 1 };
+  const v = {
+    ...verification,
+    mismatches: 12,
+    repaired: 11,
+    unrepaired: 1,
+    recent: [
+      { ns: "s.c -> d.c", id: { $numberLong: "10" }, kind: "different", repaired: true },
+      { ns: "s.<b>c</b> -> d.c", id: hostile, kind: "missing", repaired: false },
+    ],
+  };
+  const html = R.verificationHtml(verifiedView("running", live, v, notReady));
+  assert.ok(!html.includes("<img"), html);
+  assert.ok(!html.includes("<b>"), html);
+  assert.ok(html.includes("<code>{&quot;&lt;img src=x onerror=alert(1)&gt;&quot;:1}</code>"), html);
+  assert.ok(html.includes('<code>{&quot;$numberLong&quot;:&quot;10&quot;}</code>'), html);
+  assert.match(html, /<th>namespace<\/th><th>_id<\/th><th>kind<\/th><th>repaired<\/th>/);
+  const rows = html.match(/<tr><td>[^]*?<\/tr>/g);
+  assert.equal(rows.length, 2);
+  // Newest last in the view: first in the table.
+  assert.match(rows[0], /s\.&lt;b&gt;c&lt;\/b&gt; -&gt; d\.c/);
+  assert.match(rows[0], />missing<\/span><\/td><td class="unrepaired">no<\/td>/);
+  assert.match(rows[1], />different<\/span><\/td><td class="">yes<\/td>/);
+  assert.match(html, /the 2 most recent of 12/);
+  // A hostile kind is escaped too.
+  const odd = R.verificationHtml(verifiedView("running", live, { ...v, recent: [{ ns: "a", id: 1, kind: '"><script>x</script>', repaired: false }] }, notReady));
+  assert.ok(!odd.includes("<script>"), odd);
+});
+
+test("after a commit that proved equality: verified through its time, and how many it rechecked", () => {
+  const v = { ...verification, phase: "committed", verified_through: 1796615180.0, rechecked_at_commit: 1234 };
+  const html = R.verificationHtml(verifiedView("completed", { ...live, phase: "committed", lag_secs: 0 }, v, { ok: false, reasons: ["the job is committed"] }));
+  assert.match(html, /data-phase="committed">committed</);
+  assert.ok(
+    html.includes(`data-field="verified_through">Verified through <time>${R.esc(new Date(1796615180000).toLocaleString())}</time>, 1,234 rechecked at commit.</p>`),
+    html,
+  );
+  assert.ok(!html.includes('data-field="unproven"'));
+});
+
+test("after a commit that did not prove equality: the reason, as a warning", () => {
+  const v = { ...verification, phase: "committed", unproven: "1 mismatch stayed after <repair>" };
+  const html = R.verificationHtml(verifiedView("completed", { ...live, phase: "committed", lag_secs: 0 }, v, { ok: false, reasons: ["the job is committed"] }));
+  assert.match(html, /<div class="error-box note-box" data-field="unproven"><strong>The commit did not prove equality<\/strong><pre>1 mismatch stayed after &lt;repair&gt;<\/pre><\/div>/);
+  assert.ok(!html.includes('data-field="verified_through"'));
+});
+
+test("writes the source took after the commit point are a warning, escaped", () => {
+  const none = verifiedView("completed", { ...live, phase: "committed" }, verification, { ok: false, reasons: [] });
+  assert.equal(R.writesAfterCommitHtml(none), "");
+  assert.equal(R.writesAfterCommitHtml(baseView), "");
+  const writes = { count: 3, namespaces: ["s.c", "s.<i>d</i>"], ids: ["late", { "<img src=x onerror=alert(1)>": 1 }] };
+  const view = verifiedView("completed", { ...live, phase: "committed" }, verification, { ok: false, reasons: [] }, { writes_after_commit: writes });
+  const html = R.writesAfterCommitHtml(view);
+  assert.match(html, /role="alert" data-field="writes_after_commit"/);
+  assert.match(html, /<strong>3 writes reached the source after the commit point<\/strong>/);
+  assert.match(html, /Written in <code>s\.c<\/code>, <code>s\.&lt;i&gt;d&lt;\/i&gt;<\/code>\./);
+  assert.match(html, /The application was not fully stopped/);
+  assert.match(html, /_ids \(the first 2\): <code>&quot;late&quot;<\/code>, <code>\{&quot;&lt;img src=x onerror=alert\(1\)&gt;&quot;:1\}<\/code>/);
+  assert.ok(!html.includes("<img") && !html.includes("<i>"), html);
+  // One write, read under progress.sync as well.
+  const one = syncView("completed", { ...live, phase: "committed", writes_after_commit: { count: 1, namespaces: ["s.c"], ids: ["late"] } });
+  assert.match(R.writesAfterCommitHtml(one), /<strong>1 write reached the source after the commit point<\/strong>/);
+  assert.match(R.writesAfterCommitHtml(one), /_ids: <code>&quot;late&quot;<\/code>/);
 });
