@@ -157,9 +157,29 @@ fn reporting_only_leaves_the_mismatch_and_holds_the_commit_back() {
             .await;
         assert_eq!(status, 400, "{bad}");
         assert!(bad.to_string().contains("`repair` is for a sync"), "{bad}");
+        // Committed anyway: not proven, the mismatch counted once and still unrepaired.
         service
-            .post(&format!("/api/jobs/{id}/cancel"), json!({}))
+            .post(&format!("/api/jobs/{id}/commit"), json!({}))
             .await;
+        let job = service
+            .wait_for(&id, "the commit", |j| j["state"] == "completed")
+            .await;
+        let v = verification(&job);
+        assert_eq!(
+            (&v["mismatches"], &v["unrepaired"]),
+            (&json!(1), &json!(1)),
+            "{job}"
+        );
+        assert!(v["verified_through"].is_null(), "{job}");
+        let unproven = v["unproven"].as_str().unwrap_or_default();
+        assert!(unproven.contains("1 still different"), "{job}");
+        assert!(
+            job["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("not proven"),
+            "{job}"
+        );
     });
 }
 

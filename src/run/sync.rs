@@ -12,6 +12,13 @@
 //! here, through the renames, before anything after it. The position is saved by the engine's
 //! checkpointer, only ever up to what is written. A position the source no longer holds stops
 //! the job ([`CopyError::HistoryLost`]).
+//!
+//! Beside it, unless `verify: "off"`, the job's [`Verifier`] compares the two sides; the follower
+//! tells it every `_id` it applied and how far it is level with the source, and writes the
+//! repairs it asks for between chunks. The commit, once every change up to its end is applied:
+//! the application's writes blocked where asked (`block_writes`), the verifier's proof (only what
+//! changed since its last one), the reverse point recorded (`run::reverse`), then the source
+//! watched for `commit_watch_secs` for writes past the commit point, reported, not applied.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

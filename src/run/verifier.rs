@@ -146,14 +146,18 @@ struct Suspect {
 struct State {
     pairs: Vec<Pair>,
     scans: Vec<Scan>,
-    /// The recheck list in memory, without duplicates.
+    /// The recheck list in memory, without duplicates, oldest first; and when each entry was
+    /// noted (wall clock, Unix seconds): it is compared once the follower is level past that.
     tail: Vec<Entry>,
+    tail_noted: Vec<f64>,
     tail_keys: HashSet<(usize, IdKey)>,
     /// Taken from the list and not done with yet: still saved with every checkpoint.
     spilling: Vec<Entry>,
     checking: Vec<Entry>,
     repairing: Vec<Entry>,
     pages: VecDeque<u64>,
+    /// When the newest entry of each spilled page was noted (unknown after a restart: due).
+    page_noted: HashMap<u64, f64>,
     next_page: u64,
     paged: u64,
     suspects: HashMap<(usize, IdKey), Suspect>,
@@ -188,10 +192,21 @@ impl State {
         self.pairs.len() - 1
     }
 
-    fn recheck(&mut self, pair: usize, id: RawBson) {
+    fn recheck(&mut self, pair: usize, id: RawBson, noted: f64) {
         if self.tail_keys.insert((pair, IdKey::of(&id))) {
             self.tail.push(Entry { pair, id });
+            self.tail_noted.push(noted);
         }
+    }
+
+    /// Takes the first `n` entries of the tail.
+    fn take_tail(&mut self, n: usize) -> Vec<Entry> {
+        self.tail_noted.drain(..n);
+        let taken: Vec<Entry> = self.tail.drain(..n).collect();
+        for entry in &taken {
+            self.tail_keys.remove(&(entry.pair, IdKey::of(&entry.id)));
+        }
+        taken
     }
 
     /// A change reached `id` of `pair` (at the source, applied; or at the destination): to be
@@ -209,7 +224,7 @@ impl State {
                 bson_order::compare(id.as_raw_bson_ref(), after.as_raw_bson_ref()).is_le()
             });
         if compared {
-            self.recheck(pair, id);
+            self.recheck(pair, id, now);
         } else if scan.in_flight {
             scan.during.push(id);
         }
@@ -328,7 +343,7 @@ impl Verifier {
         }
         for entry in &saved.recheck {
             let pair = pair_of(&mut state, &entry.ns)?;
-            state.recheck(pair, id_from_json(&entry.id).map_err(&corrupt)?);
+            state.recheck(pair, id_from_json(&entry.id).map_err(&corrupt)?, 0.0);
         }
         state.pages = saved.pages.iter().copied().collect();
         state.next_page = saved.next_page;
@@ -338,7 +353,6 @@ impl Verifier {
         state.repaired = saved.repaired;
         state.through = saved.through;
         state.destination_position = saved.destination_position;
-        state.level = unix_now();
         Ok(Verifier {
             sides,
             repairs,
@@ -362,19 +376,16 @@ impl Verifier {
             if state.tail.len() < PAGE || !state.spilling.is_empty() {
                 None
             } else {
-                let page: Vec<Entry> = state.tail.drain(..PAGE).collect();
-                for entry in &page {
-                    let key = (entry.pair, IdKey::of(&entry.id));
-                    state.tail_keys.remove(&key);
-                }
+                let noted = state.tail_noted[PAGE - 1];
+                let page = state.take_tail(PAGE);
                 state.spilling = page.clone();
                 state.next_page += 1;
                 let entries = page.iter().map(|e| self.entry(&state, e)).collect();
-                Some((state.next_page - 1, entries))
+                Some((state.next_page - 1, noted, entries))
             }
         };
-        if let Some((number, entries)) = spill {
-            self.spill(number, entries).await?;
+        if let Some((number, noted, entries)) = spill {
+            self.spill(number, noted, entries).await?;
         }
         Ok(())
     }
@@ -388,7 +399,12 @@ impl Verifier {
 
     /// Saves a page of the recheck list in the store, then lists it (its entries stay in the
     /// checkpoint until it is listed).
-    async fn spill(&self, number: u64, entries: Vec<RecheckEntry>) -> Result<(), CopyError> {
+    async fn spill(
+        &self,
+        number: u64,
+        noted: f64,
+        entries: Vec<RecheckEntry>,
+    ) -> Result<(), CopyError> {
         let count = entries.len() as u64;
         let page = Checkpoint {
             description: format!("page {number} of the recheck list of {}", self.sides.job),
@@ -400,6 +416,7 @@ impl Verifier {
         self.sides.store.save(&key, &page).await?;
         let mut state = self.state.lock();
         state.pages.push_back(number);
+        state.page_noted.insert(number, noted);
         state.paged += count;
         state.spilling.clear();
         Ok(())
@@ -416,6 +433,7 @@ impl Verifier {
         let mut state = self.state.lock();
         let pair = state.pair(&repair.source, &repair.destination);
         let ids: HashSet<IdKey> = repair.ids.iter().map(IdKey::of).collect();
+        let now = unix_now();
         state
             .repairing
             .retain(|e| e.pair != pair || !ids.contains(&IdKey::of(&e.id)));
@@ -426,7 +444,7 @@ impl Verifier {
             mismatch.repaired |= written;
         }
         for id in &repair.ids {
-            state.recheck(pair, id.clone());
+            state.recheck(pair, id.clone(), now);
         }
     }
 
@@ -558,12 +576,19 @@ impl Verifier {
                     id: s.id.clone(),
                 })
                 .collect();
+            // The oldest first, once the follower is level past when they were noted: compared
+            // earlier, a change still in flight would only make them suspects.
             if state.checking.is_empty() {
-                if state.tail.is_empty() {
-                    page = state.pages.front().copied();
-                } else {
-                    state.checking = std::mem::take(&mut state.tail);
-                    state.tail_keys.clear();
+                let first_page = state.pages.front().copied();
+                match first_page {
+                    Some(number) if state.page_noted.get(&number).is_none_or(|n| *n < level) => {
+                        page = Some(number);
+                    }
+                    Some(_) => {}
+                    None => {
+                        let due = state.tail_noted.iter().take_while(|n| **n < level).count();
+                        state.checking = state.take_tail(due);
+                    }
                 }
             }
             (state.checking.clone(), due)
@@ -692,6 +717,7 @@ impl Verifier {
         {
             let mut state = self.state.lock();
             state.pages.retain(|n| *n != number);
+            state.page_noted.remove(&number);
             state.paged = state.paged.saturating_sub(PAGE as u64);
             if state.pages.is_empty() {
                 state.paged = 0;
@@ -721,6 +747,7 @@ impl Verifier {
         let (upper, found, compared) = page?;
         scan.complete = upper.is_none();
         let during = std::mem::take(&mut scan.during);
+        let now = unix_now();
         if let Some(upper) = &upper {
             scan.after = Some(upper.clone());
         }
@@ -729,12 +756,11 @@ impl Verifier {
                 bson_order::compare(id.as_raw_bson_ref(), upper.as_raw_bson_ref()).is_le()
             });
             if passed {
-                state.recheck(pair, id);
+                state.recheck(pair, id, now);
             }
         }
         state.verified += compared;
         state.compared_this_run += compared;
-        let now = unix_now();
         for (id, kind) in found {
             let key = (pair, IdKey::of(&id));
             state.suspects.entry(key).or_insert(Suspect {
@@ -873,7 +899,7 @@ impl Verifier {
     /// background comparison stopped: compares what waits, repairs what differs (through
     /// `writer`) and compares it again.
     pub async fn prove(&self, writer: &mut ChangeWriter, end: f64) -> Result<Proof, CopyError> {
-        let (unscanned, mut entries, pages) = {
+        let (unscanned, mut entries, counted, pages) = {
             let mut guard = self.state.lock();
             let state = &mut *guard;
             let unscanned = state.scans.iter().filter(|s| !s.complete).count();
@@ -887,14 +913,20 @@ impl Verifier {
                 entries.append(list);
             }
             state.tail_keys.clear();
-            let suspects: Vec<Entry> = state
-                .suspects
-                .drain()
-                .map(|((pair, _), s)| Entry { pair, id: s.id })
-                .collect();
-            entries.extend(suspects);
+            state.tail_noted.clear();
+            // Mismatches already counted (left unrepaired): not counted again.
+            let mut counted = HashSet::new();
+            for ((pair, key), suspect) in state.suspects.drain() {
+                if suspect.mismatch {
+                    counted.insert((pair, key));
+                }
+                entries.push(Entry {
+                    pair,
+                    id: suspect.id,
+                });
+            }
             let pages: Vec<u64> = state.pages.iter().copied().collect();
-            (unscanned, entries, pages)
+            (unscanned, entries, counted, pages)
         };
         for number in &pages {
             entries.extend(self.load_page(*number).await?);
@@ -905,7 +937,7 @@ impl Verifier {
             .into_iter()
             .filter_map(|(e, kind)| kind.map(|k| (e, k)))
             .collect();
-        let mut left = differing.len();
+        let mut still: Vec<(Entry, MismatchKind)> = differing.clone();
         if self.repairs && !differing.is_empty() {
             let mut by_pair: HashMap<usize, Vec<RawBson>> = HashMap::new();
             for (e, _) in &differing {
@@ -916,57 +948,86 @@ impl Verifier {
                 writer.rewrite(&p.source, &p.destination, ids).await?;
             }
             let again = self.compare(differing.iter().map(|(e, _)| e)).await?;
-            left = again.iter().filter(|(_, kind)| kind.is_some()).count();
+            still = again
+                .into_iter()
+                .filter_map(|(e, kind)| kind.map(|k| (e, k)))
+                .collect();
         }
-        let proof =
-            {
-                let mut state = self.state.lock();
-                for (e, kind) in &differing {
-                    state.mismatches += 1;
-                    let ns = state.pairs[e.pair].key();
-                    let id = id_to_json(&e.id).unwrap_or(serde_json::Value::Null);
-                    let kind = *kind;
-                    state.remember(Mismatch {
-                        ns,
-                        id,
-                        kind,
-                        repaired: self.repairs,
-                    });
-                }
-                if self.repairs {
-                    state.repaired += (differing.len() - left) as u64;
-                }
-                let unproven =
-                    if unscanned > 0 {
-                        Some(format!(
-                    "the initial verification was not finished: {unscanned} namespaces not \
-                     compared"
-                ))
-                    } else if !differing.is_empty() {
-                        Some(format!(
-                    "{} documents differed at the commit ({} repaired, {left} still different)",
-                    differing.len(),
-                    if self.repairs { differing.len() - left } else { 0 }
-                ))
-                    } else {
-                        None
-                    };
-                let proof = Proof {
-                    verified_through: unproven.is_none().then_some(end),
-                    rechecked,
-                    unproven,
-                };
-                if proof.verified_through.is_some() {
-                    state.through = Some(end);
-                }
-                state.proof = Some(proof.clone());
-                proof
-            };
+        let proof = self.conclude(&differing, still, &counted, unscanned, rechecked, end);
         for number in pages {
             self.drop_page(number).await?;
         }
         self.publish();
         Ok(proof)
+    }
+
+    /// Counts what the commit found (`differing`; `still` different after the repairs, kept as
+    /// unrepaired mismatches) and says whether equality is proven.
+    fn conclude(
+        &self,
+        differing: &[(Entry, MismatchKind)],
+        still: Vec<(Entry, MismatchKind)>,
+        counted: &HashSet<(usize, IdKey)>,
+        unscanned: usize,
+        rechecked: u64,
+        end: f64,
+    ) -> Proof {
+        let mut state = self.state.lock();
+        let now = unix_now();
+        for (e, kind) in differing {
+            if counted.contains(&(e.pair, IdKey::of(&e.id))) {
+                continue;
+            }
+            state.mismatches += 1;
+            let ns = state.pairs[e.pair].key();
+            let id = id_to_json(&e.id).unwrap_or(serde_json::Value::Null);
+            state.remember(Mismatch {
+                ns,
+                id,
+                kind: *kind,
+                repaired: self.repairs,
+            });
+        }
+        let repaired = if self.repairs {
+            differing.len() - still.len()
+        } else {
+            0
+        };
+        state.repaired += repaired as u64;
+        let left = still.len();
+        for (e, kind) in still {
+            let suspect = Suspect {
+                id: e.id.clone(),
+                kind,
+                seen: now,
+                strikes: 2,
+                mismatch: true,
+            };
+            state.suspects.insert((e.pair, IdKey::of(&e.id)), suspect);
+        }
+        let unproven = if unscanned > 0 {
+            Some(format!(
+                "the initial verification was not finished: {unscanned} namespaces not compared"
+            ))
+        } else if !differing.is_empty() {
+            Some(format!(
+                "{} documents differed at the commit ({repaired} repaired, {left} still \
+                 different)",
+                differing.len()
+            ))
+        } else {
+            None
+        };
+        let proof = Proof {
+            verified_through: unproven.is_none().then_some(end),
+            rechecked,
+            unproven,
+        };
+        if proof.verified_through.is_some() {
+            state.through = Some(end);
+        }
+        state.proof = Some(proof.clone());
+        proof
     }
 
     /// The figures, for the job's views.
