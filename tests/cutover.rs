@@ -626,3 +626,60 @@ fn writes_blocked_at_the_commit_are_refused_at_submit_where_the_server_cannot() 
         assert!(!written().await, "the destination was written");
     });
 }
+
+#[test]
+fn a_commit_right_after_a_write_load_stops_completes_verified_with_both_sides_equal() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start(&dir.path().join("jobs.json"));
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("underload"), env.dst_db("underload"));
+        let src = env.src_client().await;
+        insert_raw(&src, &s, "c", &sample_docs(2_000, 100)).await;
+        let (status, job) = service
+            .post(
+                "/api/jobs",
+                sync_spec(&env, &format!("{s}.c"), &format!("{d}.c")),
+            )
+            .await;
+        assert_eq!(status, 202, "{job}");
+        let id = job["id"].clone();
+        service
+            .wait_for(&id, "ready to commit", |j| j["can_commit"]["ok"] == true)
+            .await;
+        // Inserts, updates and deletes for 3 s; the commit the moment they stop.
+        let c = src.database(&s).collection::<Document>("c");
+        let started = Instant::now();
+        let mut next = 10_000_i64;
+        while started.elapsed() < Duration::from_secs(3) {
+            let any = fastrand::i64(0..2_000);
+            match fastrand::u8(0..3) {
+                0 => {
+                    c.insert_one(doc! { "_id": next, "new": true })
+                        .await
+                        .unwrap();
+                    next += 1;
+                }
+                1 => {
+                    c.update_one(doc! { "_id": any }, doc! { "$inc": { "n": 1 } })
+                        .await
+                        .unwrap();
+                }
+                _ => {
+                    c.delete_one(doc! { "_id": any }).await.unwrap();
+                }
+            }
+        }
+        let (status, job) = service
+            .post(&format!("/api/jobs/{id}/commit"), json!({}))
+            .await;
+        assert_eq!(status, 200, "{job}");
+        let job = service
+            .wait_for(&id, "the commit", |j| j["state"] == "completed")
+            .await;
+        assert_eq!(job["error"], Value::Null, "{job}");
+        let v = verification(&job);
+        assert!(v["verified_through"].as_f64().is_some(), "{job}");
+        assert_eq!(v["mismatches"], 0, "{job}");
+        assert_same(&env, (&s, "c"), (&d, "c")).await;
+    });
+}

@@ -666,6 +666,7 @@ impl PreparedCopy {
             source: self.clients.source.clone(),
             destination: self.clients.destination.clone(),
             filter: self.spec.filter.clone(),
+            unhinted: self.selection.time_series(),
             control: self.control.clone(),
             stats: self.stats.clone(),
             store: self.ledger.store().clone(),

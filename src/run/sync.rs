@@ -321,7 +321,7 @@ impl Follower {
                 Step::Quiet { position, since } => {
                     if let Some(v) = verifying.as_ref() {
                         let asked = crate::state::unix_now() - since.elapsed().as_secs_f64();
-                        v.verifier.level_at(asked);
+                        v.verifier.level_at_local(asked);
                     }
                     match self.quiet(sync, position, since, committing.map(|(at, _)| at)) {
                         AfterQuiet::GoOn => {}

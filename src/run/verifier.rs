@@ -24,12 +24,13 @@
 //! - **The commit** ([`Verifier::prove`]): every change up to its end applied and the
 //!   application stopped, it compares only what waits, the recheck list and the suspects.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document, RawBson, RawDocumentBuf};
+use mongodb::options::Hint;
 use mongodb::Client;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
@@ -83,6 +84,9 @@ pub struct Sides {
     pub destination: Client,
     /// The job's filter, on both sides.
     pub filter: Option<Document>,
+    /// Source namespaces read without the `_id` index hint (time-series collections have none;
+    /// their destination is one too).
+    pub unhinted: BTreeSet<Namespace>,
     pub control: Arc<Control>,
     pub stats: Arc<JobStats>,
     pub store: Arc<dyn StateStore>,
@@ -94,6 +98,9 @@ pub struct Verifier {
     /// Mismatches are repaired (else only reported).
     repairs: bool,
     state: Mutex<State>,
+    /// The source's clock less this machine's (seconds, rounded up): every time the verifier
+    /// keeps is the source's, as the follower's level is.
+    clock_offset: Mutex<f64>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -134,7 +141,7 @@ struct Entry {
 struct Suspect {
     id: RawBson,
     kind: MismatchKind,
-    /// When it was last seen different (wall clock, Unix seconds).
+    /// When it was last seen different (source time, Unix seconds).
     seen: f64,
     /// Seen different this many times in a row with no change applied to it meanwhile.
     strikes: u8,
@@ -147,7 +154,7 @@ struct State {
     pairs: Vec<Pair>,
     scans: Vec<Scan>,
     /// The recheck list in memory, without duplicates, oldest first; and when each entry was
-    /// noted (wall clock, Unix seconds): it is compared once the follower is level past that.
+    /// noted (source time, Unix seconds): it is compared once the follower is level past that.
     tail: Vec<Entry>,
     tail_noted: Vec<f64>,
     tail_keys: HashSet<(usize, IdKey)>,
@@ -167,7 +174,7 @@ struct State {
     repaired: u64,
     through: Option<f64>,
     recent: VecDeque<Mismatch>,
-    /// Every change the source made before this (wall clock, Unix seconds) is applied.
+    /// Every change the source made before this (source time, Unix seconds) is applied.
     level: f64,
     /// Where the watch of the destination's changes stands.
     destination_position: Option<serde_json::Value>,
@@ -357,7 +364,22 @@ impl Verifier {
             sides,
             repairs,
             state: Mutex::new(state),
+            clock_offset: Mutex::new(0.0),
         })
+    }
+
+    /// The source's time now, by this machine's clock and the offset measured at the start.
+    fn source_now(&self) -> f64 {
+        unix_now() + *self.clock_offset.lock()
+    }
+
+    /// Measures how far the source's clock is from this machine's (its cluster time has whole
+    /// seconds: rounded up, so that what is noted is never taken for older than it is).
+    async fn measure_clock(&self) {
+        match crate::engine::source::change_stream::source_time(&self.sides.source).await {
+            Ok(time) => *self.clock_offset.lock() = f64::from(time.time) + 1.0 - unix_now(),
+            Err(e) => tracing::warn!("verification: cannot read the source's time: {e}"),
+        }
     }
 
     /// The follower applied these changes (source, destination, `_id`): those already compared
@@ -366,7 +388,7 @@ impl Verifier {
         &self,
         changes: impl IntoIterator<Item = (Namespace, Namespace, RawBson)>,
     ) -> Result<(), CopyError> {
-        let now = unix_now();
+        let now = self.source_now();
         let spill = {
             let mut state = self.state.lock();
             for (source, destination, id) in changes {
@@ -422,10 +444,16 @@ impl Verifier {
         Ok(())
     }
 
-    /// Every change the source made before `secs` (Unix seconds) is applied.
+    /// Every change the source made before `secs` (source time, Unix seconds) is applied.
     pub fn level_at(&self, secs: f64) {
         let mut state = self.state.lock();
         state.level = state.level.max(secs);
+    }
+
+    /// Every change the source made before `local` (this machine's clock) is applied: a read
+    /// of the source's changes that began then found nothing more.
+    pub fn level_at_local(&self, local: f64) {
+        self.level_at(local + *self.clock_offset.lock());
     }
 
     /// The follower wrote `repair` from the source: counted, and compared again.
@@ -433,7 +461,7 @@ impl Verifier {
         let mut state = self.state.lock();
         let pair = state.pair(&repair.source, &repair.destination);
         let ids: HashSet<IdKey> = repair.ids.iter().map(IdKey::of).collect();
-        let now = unix_now();
+        let now = self.source_now();
         state
             .repairing
             .retain(|e| e.pair != pair || !ids.contains(&IdKey::of(&e.id)));
@@ -455,6 +483,7 @@ impl Verifier {
         repairs: mpsc::Sender<Repair>,
         stop: CancellationToken,
     ) -> Result<(), CopyError> {
+        self.measure_clock().await;
         let watching = tokio::spawn(self.clone().watch_destination(stop.clone()));
         let outcome = self.compare_until(&repairs, &stop).await;
         stop.cancel();
@@ -504,7 +533,7 @@ impl Verifier {
                 ..
             }) = next
             {
-                let now = unix_now();
+                let now = self.source_now();
                 let pairs: Vec<usize> = (0..state.pairs.len())
                     .filter(|i| state.pairs[*i].destination == ns)
                     .collect();
@@ -605,7 +634,7 @@ impl Verifier {
         let confirmed = {
             let mut state = self.state.lock();
             state.checking.clear();
-            let now = unix_now();
+            let now = self.source_now();
             let mut confirmed: HashMap<usize, Vec<RawBson>> = HashMap::new();
             for (entry, kind) in found {
                 let key = (entry.pair, IdKey::of(&entry.id));
@@ -747,7 +776,7 @@ impl Verifier {
         let (upper, found, compared) = page?;
         scan.complete = upper.is_none();
         let during = std::mem::take(&mut scan.during);
-        let now = unix_now();
+        let now = self.source_now();
         if let Some(upper) = &upper {
             scan.after = Some(upper.clone());
         }
@@ -791,22 +820,15 @@ impl Verifier {
             src,
             Side::Source,
             &source,
-            self.filtered(&range),
-            Some(PAGE),
+            self.find(&source, &range, Some(PAGE)),
         )
         .await?;
         let upper = (ours.len() == PAGE).then(|| ours[PAGE - 1].0.clone());
         if let Some(upper) = &upper {
             range.push(bson_order::up_to(upper));
         }
-        let theirs = read(
-            dst,
-            Side::Destination,
-            &destination,
-            self.filtered(&range),
-            None,
-        )
-        .await?;
+        let find = self.find(&source, &range, None);
+        let theirs = read(dst, Side::Destination, &destination, find).await?;
         let bytes: usize = ours
             .iter()
             .chain(&theirs)
@@ -821,13 +843,20 @@ impl Verifier {
         Ok((upper, merge(ours, theirs), compared))
     }
 
-    fn filtered(&self, range: &[Document]) -> Document {
+    /// A read of the pair whose source is `source`: the job's filter and `range`, by the `_id`
+    /// index unless the collection has none.
+    fn find(&self, source: &Namespace, range: &[Document], limit: Option<usize>) -> Find {
         let mut all: Vec<Document> = self.sides.filter.iter().cloned().collect();
         all.extend(range.iter().cloned());
-        match all.len() {
+        let filter = match all.len() {
             0 => Document::new(),
             1 => all.remove(0),
             _ => doc! { "$and": all },
+        };
+        Find {
+            filter,
+            limit,
+            hint: !self.sides.unhinted.contains(source),
         }
     }
 
@@ -856,10 +885,10 @@ impl Verifier {
                     .filter_map(|id| Bson::try_from(id.clone()).ok())
                     .collect();
                 let within = [doc! { "_id": { "$in": ids } }];
-                let filter = self.filtered(&within);
+                let find = self.find(&source, &within, None);
                 let (src, dst) = (&self.sides.source, &self.sides.destination);
-                let ours = read(src, Side::Source, &source, filter.clone(), None).await?;
-                let theirs = read(dst, Side::Destination, &destination, filter, None).await?;
+                let ours = read(src, Side::Source, &source, find.clone()).await?;
+                let theirs = read(dst, Side::Destination, &destination, find).await?;
                 let bytes: usize = ours
                     .iter()
                     .chain(&theirs)
@@ -973,7 +1002,7 @@ impl Verifier {
         end: f64,
     ) -> Proof {
         let mut state = self.state.lock();
-        let now = unix_now();
+        let now = self.source_now();
         for (e, kind) in differing {
             if counted.contains(&(e.pair, IdKey::of(&e.id))) {
                 continue;
@@ -1114,14 +1143,27 @@ fn merge(
     }
 }
 
-/// The documents of `ns` matching `filter`, in `_id` order, at most `limit`.
+/// What [`read`] asks: the documents matching `filter`, at most `limit`, by the `_id` index
+/// (`hint`).
+#[derive(Clone)]
+struct Find {
+    filter: Document,
+    limit: Option<usize>,
+    hint: bool,
+}
+
+/// The documents of `ns` matching `find`, in `_id` order.
 async fn read(
     client: &Client,
     side: Side,
     ns: &Namespace,
-    filter: Document,
-    limit: Option<usize>,
+    find: Find,
 ) -> Result<Vec<(RawBson, RawDocumentBuf)>, CopyError> {
+    let Find {
+        filter,
+        limit,
+        hint,
+    } = find;
     let failed = |e: mongodb::error::Error| MongoError::Command {
         side,
         ns: ns.clone(),
@@ -1138,6 +1180,12 @@ async fn read(
     let find = match limit {
         Some(n) => find.limit(n as i64),
         None => find,
+    };
+    // A range of `_id`s across type brackets is an `$or`: without the hint a server may scan
+    // the whole collection for each page. Time-series collections have no `_id` index.
+    let find = match hint {
+        true => find.hint(Hint::Keys(doc! { "_id": 1 })),
+        false => find,
     };
     let mut cursor = find.await.map_err(failed)?;
     let mut docs = Vec::new();
