@@ -829,9 +829,20 @@ impl Verifier {
         }
         let find = self.find(&source, &range, None);
         let theirs = read(dst, Side::Destination, &destination, find).await?;
+        let compared = self.charge(&ours, &theirs).await;
+        Ok((upper, merge(ours, theirs), compared))
+    }
+
+    /// Waits as the job's throttle says for what was read of both sides; the documents
+    /// compared.
+    async fn charge(
+        &self,
+        ours: &[(RawBson, RawDocumentBuf)],
+        theirs: &[(RawBson, RawDocumentBuf)],
+    ) -> u64 {
         let bytes: usize = ours
             .iter()
-            .chain(&theirs)
+            .chain(theirs)
             .map(|(_, d)| d.as_bytes().len())
             .sum();
         let compared = ours.len().max(theirs.len()) as u64;
@@ -840,7 +851,7 @@ impl Verifier {
             .throttle()
             .acquire(compared, bytes as u64)
             .await;
-        Ok((upper, merge(ours, theirs), compared))
+        compared
     }
 
     /// A read of the pair whose source is `source`: the job's filter and `range`, by the `_id`
@@ -885,21 +896,15 @@ impl Verifier {
                     .filter_map(|id| Bson::try_from(id.clone()).ok())
                     .collect();
                 let within = [doc! { "_id": { "$in": ids } }];
-                let find = self.find(&source, &within, None);
+                // By `_id` exactly: the server looks each one up (a hint would walk the index).
+                let find = Find {
+                    hint: false,
+                    ..self.find(&source, &within, None)
+                };
                 let (src, dst) = (&self.sides.source, &self.sides.destination);
                 let ours = read(src, Side::Source, &source, find.clone()).await?;
                 let theirs = read(dst, Side::Destination, &destination, find).await?;
-                let bytes: usize = ours
-                    .iter()
-                    .chain(&theirs)
-                    .map(|(_, d)| d.as_bytes().len())
-                    .sum();
-                let docs = ours.len().max(theirs.len()) as u64;
-                self.sides
-                    .control
-                    .throttle()
-                    .acquire(docs, bytes as u64)
-                    .await;
+                self.charge(&ours, &theirs).await;
                 let ours: HashMap<IdKey, RawDocumentBuf> = ours
                     .into_iter()
                     .map(|(id, d)| (IdKey::of(&id), d))
