@@ -8,11 +8,12 @@
 //! source, through the engine like any change), the proof at commit ([`Verifier::prove`]), and a
 //! [`VerificationCheckpoint`] in every checkpoint, so that a rerun goes on where this one stopped.
 //!
-//! - **The scan** compares each namespace pair once, in `_id` order, a page at a time: the
-//!   source's next [`PAGE`] documents after the last `_id` compared, and the destination's in the
-//!   same range (`after ∧ up_to`, across type brackets). Documents are compared byte for byte.
-//! - **The recheck list.** A change applied to an `_id` the scan already compared (or one of the
-//!   page being compared) puts the `_id` on the list, to compare again. Past [`PAGE`] entries the
+//! - **The scan** compares each namespace pair once, in `_id` order, a page at a time, on one
+//!   cursor per side opened after the last `_id` compared: the source's next [`PAGE`] documents,
+//!   and the destination's up to the last of them. Documents are compared byte for byte.
+//! - **The recheck list.** A change applied to an `_id` the scan already compared puts the `_id`
+//!   on the list, to compare again; so does one applied, while the cursors are open, to an `_id`
+//!   ahead of them, once the scan passes it (the cursors read a batch ahead). Past [`PAGE`] entries the
 //!   list spills to pages in the state store, so memory stays bounded whatever its length.
 //! - **Suspects.** A difference may be a change still in flight. It is compared again once the
 //!   follower is level with the source as of when it was seen; one that still differs, and again
@@ -31,7 +32,7 @@ use std::time::Duration;
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document, RawBson, RawDocumentBuf};
 use mongodb::options::Hint;
-use mongodb::Client;
+use mongodb::{Client, Cursor};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -550,13 +551,15 @@ impl Verifier {
         repairs: &mpsc::Sender<Repair>,
         stop: &CancellationToken,
     ) -> Result<(), CopyError> {
+        // The scan's cursors, kept open from page to page.
+        let mut open = None;
         while !stop.is_cancelled() {
             self.sides.control.wait_while_paused(stop).await;
             if stop.is_cancelled() {
                 break;
             }
             let level = self.state.lock().level;
-            let busy = match self.round(level, repairs).await {
+            let busy = match self.round(level, repairs, &mut open).await {
                 Ok(busy) => busy,
                 Err(e) => {
                     tracing::warn!("verification: {e}; trying again");
@@ -576,9 +579,14 @@ impl Verifier {
 
     /// One round: the suspects that are due, the recheck list, a page of the scan; `true` if
     /// there was anything to compare.
-    async fn round(&self, level: f64, repairs: &mpsc::Sender<Repair>) -> Result<bool, CopyError> {
+    async fn round(
+        &self,
+        level: f64,
+        repairs: &mpsc::Sender<Repair>,
+        open: &mut Option<OpenScan>,
+    ) -> Result<bool, CopyError> {
         let mut busy = self.recheck_due(level, repairs).await?;
-        busy |= self.scan_page().await?;
+        busy |= self.scan_page(open).await?;
         let mut state = self.state.lock();
         if !busy && state.scanned() && state.pending() == 0 {
             state.through = Some(state.through.unwrap_or(0.0).max(level));
@@ -756,37 +764,53 @@ impl Verifier {
         Ok(self.sides.store.remove(&key).await?)
     }
 
-    /// Compares the next page of the first namespace pair not yet scanned; `false` when every
-    /// pair is.
-    async fn scan_page(&self) -> Result<bool, CopyError> {
+    /// Compares the next page of the first namespace pair not yet scanned, on the scan's open
+    /// cursors (opened here, after the last `_id` compared); `false` when every pair is scanned.
+    async fn scan_page(&self, open: &mut Option<OpenScan>) -> Result<bool, CopyError> {
         let (pair, after) = {
-            let mut state = self.state.lock();
+            let state = self.state.lock();
             let Some(i) = state.scans.iter().position(|s| !s.complete) else {
                 return Ok(false);
             };
-            let scan = &mut state.scans[i];
-            scan.in_flight = true;
-            scan.during.clear();
-            (i, scan.after.clone())
+            (i, state.scans[i].after.clone())
         };
-        let page = self.read_page(pair, after.as_ref()).await;
+        if open.as_ref().is_none_or(|o| o.pair != pair) {
+            *open = Some(self.open_scan(pair, after.as_ref()).await?);
+        }
+        let scan = open.as_mut().expect("opened");
+        let page = scan.next_page(self).await;
         let mut state = self.state.lock();
-        let scan = &mut state.scans[pair];
-        scan.in_flight = false;
-        let (upper, found, compared) = page?;
-        scan.complete = upper.is_none();
-        let during = std::mem::take(&mut scan.during);
+        let (upper, found, compared) = match page {
+            Ok(page) => page,
+            Err(e) => {
+                // Opened again next time, after the last `_id` compared: what it reads then is
+                // as it is then, so what changed meanwhile needs no note.
+                state.scans[pair].in_flight = false;
+                *open = None;
+                return Err(e);
+            }
+        };
         let now = self.source_now();
+        let scan = &mut state.scans[pair];
+        scan.complete = upper.is_none();
         if let Some(upper) = &upper {
             scan.after = Some(upper.clone());
         }
-        for id in during {
-            let passed = upper.as_ref().is_none_or(|upper| {
+        // Changes applied while the cursors were open, to `_id`s the scan has now passed: the
+        // cursors may have read them before the change (they read ahead).
+        let during = std::mem::take(&mut scan.during);
+        let (passed, ahead): (Vec<RawBson>, Vec<RawBson>) = during.into_iter().partition(|id| {
+            upper.as_ref().is_none_or(|upper| {
                 bson_order::compare(id.as_raw_bson_ref(), upper.as_raw_bson_ref()).is_le()
-            });
-            if passed {
-                state.recheck(pair, id, now);
-            }
+            })
+        });
+        scan.during = ahead;
+        if scan.complete {
+            scan.in_flight = false;
+            *open = None;
+        }
+        for id in passed {
+            state.recheck(pair, id, now);
         }
         state.verified += compared;
         state.compared_this_run += compared;
@@ -803,34 +827,28 @@ impl Verifier {
         Ok(true)
     }
 
-    /// The source's next page after `after`, and the destination's documents in its range:
-    /// (the page's last `_id`, `None` at the end; the differences; documents compared).
-    async fn read_page(
-        &self,
-        pair: usize,
-        after: Option<&RawBson>,
-    ) -> Result<(Option<RawBson>, Vec<(RawBson, MismatchKind)>, u64), CopyError> {
+    /// Opens the scan of `pair` on both sides after `after`, in `_id` order. From here on, every
+    /// change applied to an `_id` past `after` is noted (`Scan::during`): the cursors read ahead.
+    async fn open_scan(&self, pair: usize, after: Option<&RawBson>) -> Result<OpenScan, CopyError> {
         let Pair {
             source,
             destination,
         } = self.state.lock().pairs[pair].clone();
-        let mut range: Vec<Document> = after.map(bson_order::after).into_iter().collect();
-        let (src, dst) = (&self.sides.source, &self.sides.destination);
-        let ours = read(
-            src,
-            Side::Source,
-            &source,
-            self.find(&source, &range, Some(PAGE)),
-        )
-        .await?;
-        let upper = (ours.len() == PAGE).then(|| ours[PAGE - 1].0.clone());
-        if let Some(upper) = &upper {
-            range.push(bson_order::up_to(upper));
+        {
+            let mut state = self.state.lock();
+            let scan = &mut state.scans[pair];
+            scan.in_flight = true;
+            scan.during.clear();
         }
-        let find = self.find(&source, &range, None);
-        let theirs = read(dst, Side::Destination, &destination, find).await?;
-        let compared = self.charge(&ours, &theirs).await;
-        Ok((upper, merge(ours, theirs), compared))
+        let range: Vec<Document> = after.map(bson_order::after).into_iter().collect();
+        let find = self.find(&source, &range);
+        let (src, dst) = (&self.sides.source, &self.sides.destination);
+        Ok(OpenScan {
+            pair,
+            ours: ScanCursor::open(src, Side::Source, &source, find.clone()).await?,
+            theirs: ScanCursor::open(dst, Side::Destination, &destination, find).await?,
+            held: None,
+        })
     }
 
     /// Waits as the job's throttle says for what was read of both sides; the documents
@@ -856,7 +874,7 @@ impl Verifier {
 
     /// A read of the pair whose source is `source`: the job's filter and `range`, by the `_id`
     /// index unless the collection has none.
-    fn find(&self, source: &Namespace, range: &[Document], limit: Option<usize>) -> Find {
+    fn find(&self, source: &Namespace, range: &[Document]) -> Find {
         let mut all: Vec<Document> = self.sides.filter.iter().cloned().collect();
         all.extend(range.iter().cloned());
         let filter = match all.len() {
@@ -866,7 +884,6 @@ impl Verifier {
         };
         Find {
             filter,
-            limit,
             hint: !self.sides.unhinted.contains(source),
         }
     }
@@ -899,7 +916,7 @@ impl Verifier {
                 // By `_id` exactly: the server looks each one up (a hint would walk the index).
                 let find = Find {
                     hint: false,
-                    ..self.find(&source, &within, None)
+                    ..self.find(&source, &within)
                 };
                 let (src, dst) = (&self.sides.source, &self.sides.destination);
                 let ours = read(src, Side::Source, &source, find.clone()).await?;
@@ -1148,55 +1165,126 @@ fn merge(
     }
 }
 
-/// What [`read`] asks: the documents matching `filter`, at most `limit`, by the `_id` index
-/// (`hint`).
+/// What a read asks: the documents matching `filter`, by the `_id` index (`hint`).
 #[derive(Clone)]
 struct Find {
     filter: Document,
-    limit: Option<usize>,
     hint: bool,
 }
 
-/// The documents of `ns` matching `find`, in `_id` order.
+/// One side's documents in `_id` order, read a batch ahead.
+struct ScanCursor {
+    cursor: Cursor<RawDocumentBuf>,
+    side: Side,
+    ns: Namespace,
+}
+
+impl ScanCursor {
+    async fn open(
+        client: &Client,
+        side: Side,
+        ns: &Namespace,
+        find: Find,
+    ) -> Result<ScanCursor, CopyError> {
+        let collection = client
+            .database(&ns.db)
+            .collection::<RawDocumentBuf>(&ns.coll);
+        let query = collection
+            .find(find.filter)
+            .sort(doc! { "_id": 1 })
+            .batch_size(PAGE as u32);
+        // A range of `_id`s across type brackets is an `$or`: without the hint a server may
+        // scan the whole collection for it. Time-series collections have no `_id` index.
+        let query = match find.hint {
+            true => query.hint(Hint::Keys(doc! { "_id": 1 })),
+            false => query,
+        };
+        let cursor = query.await.map_err(|e| failed(side, ns, &e))?;
+        Ok(ScanCursor {
+            cursor,
+            side,
+            ns: ns.clone(),
+        })
+    }
+
+    async fn next(&mut self) -> Result<Option<(RawBson, RawDocumentBuf)>, CopyError> {
+        let next = self.cursor.try_next().await;
+        let Some(doc) = next.map_err(|e| failed(self.side, &self.ns, &e))? else {
+            return Ok(None);
+        };
+        let id = crate::engine::source::seam::id_of(&doc, &self.ns)?;
+        Ok(Some((id, doc)))
+    }
+}
+
+fn failed(side: Side, ns: &Namespace, e: &mongodb::error::Error) -> CopyError {
+    MongoError::Command {
+        side,
+        ns: ns.clone(),
+        op: "verify",
+        reason: describe(e),
+    }
+    .into()
+}
+
+/// Every document of `ns` matching `find`, in `_id` order.
 async fn read(
     client: &Client,
     side: Side,
     ns: &Namespace,
     find: Find,
 ) -> Result<Vec<(RawBson, RawDocumentBuf)>, CopyError> {
-    let Find {
-        filter,
-        limit,
-        hint,
-    } = find;
-    let failed = |e: mongodb::error::Error| MongoError::Command {
-        side,
-        ns: ns.clone(),
-        op: "verify",
-        reason: describe(&e),
-    };
-    let collection = client
-        .database(&ns.db)
-        .collection::<RawDocumentBuf>(&ns.coll);
-    let find = collection
-        .find(filter)
-        .sort(doc! { "_id": 1 })
-        .batch_size(PAGE as u32);
-    let find = match limit {
-        Some(n) => find.limit(n as i64),
-        None => find,
-    };
-    // A range of `_id`s across type brackets is an `$or`: without the hint a server may scan
-    // the whole collection for each page. Time-series collections have no `_id` index.
-    let find = match hint {
-        true => find.hint(Hint::Keys(doc! { "_id": 1 })),
-        false => find,
-    };
-    let mut cursor = find.await.map_err(failed)?;
+    let mut cursor = ScanCursor::open(client, side, ns, find).await?;
     let mut docs = Vec::new();
-    while let Some(doc) = cursor.try_next().await.map_err(failed)? {
-        let id = crate::engine::source::seam::id_of(&doc, ns)?;
-        docs.push((id, doc));
+    while let Some(doc) = cursor.next().await? {
+        docs.push(doc);
     }
     Ok(docs)
+}
+
+/// A namespace pair's scan in progress: both sides' cursors, and the destination's first
+/// document past the last page.
+struct OpenScan {
+    pair: usize,
+    ours: ScanCursor,
+    theirs: ScanCursor,
+    held: Option<(RawBson, RawDocumentBuf)>,
+}
+
+impl OpenScan {
+    /// The source's next [`PAGE`] documents and the destination's up to the last of them:
+    /// (that last `_id`, `None` at the end; the differences; documents compared).
+    async fn next_page(
+        &mut self,
+        verifier: &Verifier,
+    ) -> Result<(Option<RawBson>, Vec<(RawBson, MismatchKind)>, u64), CopyError> {
+        let mut ours = Vec::with_capacity(PAGE);
+        while ours.len() < PAGE {
+            match self.ours.next().await? {
+                Some(doc) => ours.push(doc),
+                None => break,
+            }
+        }
+        let upper = (ours.len() == PAGE).then(|| ours[PAGE - 1].0.clone());
+        let mut theirs = Vec::new();
+        loop {
+            let next = match self.held.take() {
+                Some(doc) => Some(doc),
+                None => self.theirs.next().await?,
+            };
+            let Some((id, doc)) = next else {
+                break;
+            };
+            let beyond = upper.as_ref().is_some_and(|upper| {
+                bson_order::compare(id.as_raw_bson_ref(), upper.as_raw_bson_ref()).is_gt()
+            });
+            if beyond {
+                self.held = Some((id, doc));
+                break;
+            }
+            theirs.push((id, doc));
+        }
+        let compared = verifier.charge(&ours, &theirs).await;
+        Ok((upper, merge(ours, theirs), compared))
+    }
 }
