@@ -89,6 +89,13 @@ fn main() -> Result<()> {
             mib(run.rss_before),
             mib(budget as u64)
         );
+        if burst > 0 {
+            println!(
+                "{n} docs: a burst of {burst} updates applied and every _id compared again in \
+                 {:.1} s",
+                run.drained_secs
+            );
+        }
         commits.push(run);
     }
     let (small, large) = (&commits[0], &commits[1]);
@@ -141,6 +148,8 @@ fn mib(bytes: u64) -> f64 {
 }
 
 struct CommitRun {
+    /// From the burst to its last `_id` compared again (0: no burst).
+    drained_secs: f64,
     ready_secs: f64,
     writes: u64,
     commit_secs: f64,
@@ -168,15 +177,18 @@ async fn commit_run(from: &str, to: &str, n: u64, args: &Args, burst: u64) -> Re
     let coll = src
         .database(&data.db)
         .collection::<RawDocumentBuf>(&data.coll);
+    let mut drained_secs = 0.0;
     if burst > 0 {
+        let burst_at = Instant::now();
         coll.update_many(
             doc! { "_id": { "$lt": burst as i64 } },
             doc! { "$inc": { "burst": 1 } },
         )
         .await?;
-        // The burst applied and compared again: ready once more.
+        // The burst applied and every `_id` of it compared again: the list is empty once more.
         tokio::time::sleep(Duration::from_secs(1)).await;
-        wait_ready(&stats, job.as_mut().unwrap()).await?;
+        wait_drained(&stats, job.as_mut().unwrap()).await?;
+        drained_secs = burst_at.elapsed().as_secs_f64();
     }
     let writes = load(&coll, n as i64, Duration::from_secs(args.load_secs)).await?;
     commit.cancel();
@@ -207,6 +219,7 @@ async fn commit_run(from: &str, to: &str, n: u64, args: &Args, burst: u64) -> Re
     mongo::close(src).await;
     mongo::close(dst).await;
     Ok(CommitRun {
+        drained_secs,
         ready_secs,
         writes,
         commit_secs,
@@ -275,6 +288,25 @@ async fn start_sync(
     let (stats, control) = (prepared.stats(), prepared.control());
     let job = tokio::spawn(prepared.run(CancellationToken::new()));
     Ok((job, stats, control, commit))
+}
+
+/// Until nothing waits to be compared again, and the sync is ready to commit.
+async fn wait_drained(stats: &JobStats, job: &mut SyncJob) -> Result<()> {
+    let started = Instant::now();
+    loop {
+        let sync = stats.sync.snapshot();
+        let pending = sync
+            .as_ref()
+            .and_then(|s| s.verification.as_ref())
+            .map_or(u64::MAX, |v| v.recheck_pending);
+        if pending == 0 && sync.as_ref().is_some_and(|s| s.can_commit.ok) {
+            return Ok(());
+        }
+        if job.is_finished() || started.elapsed() > LIMIT {
+            bail!("the recheck list did not drain: {sync:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Until the sync is ready to commit (verify off: live).

@@ -131,6 +131,9 @@ pub struct ChangeFeed {
     client: Client,
     databases: Option<Vec<String>>,
     stream: ChangeStream<RawDocumentBuf>,
+    /// Updates come with the document as it is now (`updateLookup`): the sync applies them.
+    /// Without: only which document changed (a verifier's watch of the destination).
+    lookup: bool,
 }
 
 impl ChangeFeed {
@@ -142,11 +145,28 @@ impl ChangeFeed {
         databases: Option<Vec<String>>,
         from: Option<&Position>,
     ) -> Result<Self, CopyError> {
-        let stream = watch(client, databases.as_deref(), from, false).await?;
+        let stream = watch(client, databases.as_deref(), from, false, true).await?;
         Ok(ChangeFeed {
             client: client.clone(),
             databases,
             stream,
+            lookup: true,
+        })
+    }
+
+    /// Opens a stream of which documents change, without reading updated documents again: a
+    /// lookup per update costs the server a read.
+    pub async fn open_keys(
+        client: &Client,
+        databases: Option<Vec<String>>,
+        from: Option<&Position>,
+    ) -> Result<Self, CopyError> {
+        let stream = watch(client, databases.as_deref(), from, false, false).await?;
+        Ok(ChangeFeed {
+            client: client.clone(),
+            databases,
+            stream,
+            lookup: false,
         })
     }
 
@@ -187,6 +207,7 @@ impl ChangeFeed {
                 self.databases.as_deref(),
                 Some(&event.after),
                 true,
+                self.lookup,
             )
             .await?;
         }
@@ -229,6 +250,7 @@ async fn watch(
     databases: Option<&[String]>,
     from: Option<&Position>,
     start_after: bool,
+    lookup: bool,
 ) -> Result<ChangeStream<RawDocumentBuf>, CopyError> {
     let wanted: Document = match databases {
         Some(dbs) => doc! { "$or": [
@@ -240,9 +262,11 @@ async fn watch(
     let mut watch = client
         .watch()
         .pipeline([doc! { "$match": wanted }])
-        .full_document(FullDocumentType::UpdateLookup)
         .show_expanded_events(true)
         .max_await_time(MAX_AWAIT);
+    if lookup {
+        watch = watch.full_document(FullDocumentType::UpdateLookup);
+    }
     watch = match (from, start_after) {
         (None, _) => watch,
         (Some(p), false) => watch.resume_after(p.0.clone()),
