@@ -55,6 +55,9 @@ struct Args {
     /// Rounds of the verifier's cost (each: off and on, in alternating order).
     #[arg(long, default_value_t = 4)]
     rounds: usize,
+    /// Measure only the verifier's cost.
+    #[arg(long)]
+    capacity_only: bool,
 }
 
 const LIMIT: Duration = Duration::from_secs(600);
@@ -74,7 +77,11 @@ fn main() -> Result<()> {
     );
     let budget = mongoferry::engine::budget::DEFAULT_MEMORY_LIMIT;
     let mut commits = Vec::new();
-    for (n, burst) in [(args.small, 0), (args.large, args.recheck)] {
+    let sizes = match args.capacity_only {
+        true => vec![],
+        false => vec![(args.small, 0), (args.large, args.recheck)],
+    };
+    for (n, burst) in sizes {
         let destination = TestServer::start()?;
         let run = runtime.block_on(commit_run(&source.uri, &destination.uri, n, &args, burst))?;
         println!(
@@ -99,7 +106,13 @@ fn main() -> Result<()> {
         }
         commits.push(run);
     }
-    let (small, large) = (&commits[0], &commits[1]);
+    if let [small, large] = &commits[..] {
+        commit_figures(&args, small, large, budget);
+    }
+    capacities(&runtime, &args)
+}
+
+fn commit_figures(args: &Args, small: &CommitRun, large: &CommitRun, budget: usize) {
     println!(
         "commit time, {} docs / {} docs: {:.2} (goal <= 1.3)",
         args.large,
@@ -113,10 +126,12 @@ fn main() -> Result<()> {
         mib(large.peak_rss.saturating_sub(large.rss_before)),
         mib(budget as u64)
     );
+}
 
+/// The verifier's cost: the sync's apply capacity with and without it.
+fn capacities(runtime: &tokio::runtime::Runtime, args: &Args) -> Result<()> {
     // Each run on two new servers (a test server slows as its history grows), in the order
     // off, on, on, off, … so that a drift through the run weighs on both alike.
-    drop(source);
     let mut rates = [Vec::new(), Vec::new()];
     for round in 0..args.rounds {
         let order = match round % 2 {
@@ -131,7 +146,7 @@ fn main() -> Result<()> {
                 &destination.uri,
                 args.small,
                 verify,
-                &args,
+                args,
             ))?;
             println!(
                 "round {}: verify {verify:?}: apply capacity {rate:.0} events/s",
