@@ -68,6 +68,14 @@ const BEHIND_SECS: f64 = 3.0;
 /// How many of the latest mismatches the views show.
 const RECENT: usize = 10;
 
+/// A page of the recheck list on its way to the store.
+struct Spill {
+    number: u64,
+    /// When its newest entry was noted.
+    noted: f64,
+    entries: Vec<RecheckEntry>,
+}
+
 /// `_id`s of one namespace pair that the follower writes again from the source.
 #[derive(Debug)]
 pub struct Repair {
@@ -404,21 +412,27 @@ impl Verifier {
                 let pair = state.pair(&source, &destination);
                 state.changed(pair, id, now);
             }
-            if state.tail.len() < PAGE || !state.spilling.is_empty() {
-                None
-            } else {
-                let noted = state.tail_noted[PAGE - 1];
-                let page = state.take_tail(PAGE);
-                state.spilling = page.clone();
-                state.next_page += 1;
-                let entries = page.iter().map(|e| self.entry(&state, e)).collect();
-                Some((state.next_page - 1, noted, entries))
-            }
+            self.page_to_spill(&mut state)
         };
-        if let Some((number, noted, entries)) = spill {
-            self.spill(number, noted, entries).await?;
+        self.spill(spill).await
+    }
+
+    /// The tail's first [`PAGE`] entries, taken to be spilled, once the tail is that long (and
+    /// no other page is being spilled).
+    fn page_to_spill(&self, state: &mut State) -> Option<Spill> {
+        if state.tail.len() < PAGE || !state.spilling.is_empty() {
+            return None;
         }
-        Ok(())
+        let noted = state.tail_noted[PAGE - 1];
+        let page = state.take_tail(PAGE);
+        state.spilling = page.clone();
+        state.next_page += 1;
+        let entries = page.iter().map(|e| self.entry(state, e)).collect();
+        Some(Spill {
+            number: state.next_page - 1,
+            noted,
+            entries,
+        })
     }
 
     fn entry(&self, state: &State, entry: &Entry) -> RecheckEntry {
@@ -430,12 +444,15 @@ impl Verifier {
 
     /// Saves a page of the recheck list in the store, then lists it (its entries stay in the
     /// checkpoint until it is listed).
-    async fn spill(
-        &self,
-        number: u64,
-        noted: f64,
-        entries: Vec<RecheckEntry>,
-    ) -> Result<(), CopyError> {
+    async fn spill(&self, spill: Option<Spill>) -> Result<(), CopyError> {
+        let Some(Spill {
+            number,
+            noted,
+            entries,
+        }) = spill
+        else {
+            return Ok(());
+        };
         let count = entries.len() as u64;
         let page = Checkpoint {
             description: format!("page {number} of the recheck list of {}", self.sides.job),
@@ -544,21 +561,25 @@ impl Verifier {
                 next = feed.next() => next?,
                 _ = stop.cancelled() => return Ok(()),
             };
-            let mut state = self.state.lock();
-            if let Some(ChangeEvent {
-                change: Change::Doc { ns, id, .. },
-                ..
-            }) = next
-            {
-                let now = self.source_now();
-                let pairs: Vec<usize> = (0..state.pairs.len())
-                    .filter(|i| state.pairs[*i].destination == ns)
-                    .collect();
-                for pair in pairs {
-                    state.changed(pair, id.clone(), now);
+            let spill = {
+                let mut state = self.state.lock();
+                if let Some(ChangeEvent {
+                    change: Change::Doc { ns, id, .. },
+                    ..
+                }) = next
+                {
+                    let now = self.source_now();
+                    let pairs: Vec<usize> = (0..state.pairs.len())
+                        .filter(|i| state.pairs[*i].destination == ns)
+                        .collect();
+                    for pair in pairs {
+                        state.changed(pair, id.clone(), now);
+                    }
                 }
-            }
-            state.destination_position = feed.position().map(|p| p.to_json());
+                state.destination_position = feed.position().map(|p| p.to_json());
+                self.page_to_spill(&mut state)
+            };
+            self.spill(spill).await?;
         }
     }
 

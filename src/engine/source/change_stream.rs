@@ -245,6 +245,9 @@ pub async fn source_time(client: &Client) -> Result<Timestamp, CopyError> {
         })
 }
 
+/// Events per reply of a stream of which documents changed ([`ChangeFeed::open_keys`]).
+const KEYS_BATCH: u32 = 1000;
+
 async fn watch(
     client: &Client,
     databases: Option<&[String]>,
@@ -266,6 +269,9 @@ async fn watch(
         .max_await_time(MAX_AWAIT);
     if lookup {
         watch = watch.full_document(FullDocumentType::UpdateLookup);
+    } else {
+        // Which documents changed, read in bounded replies however long the history waiting.
+        watch = watch.batch_size(KEYS_BATCH);
     }
     watch = match (from, start_after) {
         (None, _) => watch,
