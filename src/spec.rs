@@ -40,6 +40,21 @@ pub enum NsMapping {
 pub const SYSTEM_DATABASES: [&str; 3] = ["admin", "local", "config"];
 
 impl NsMapping {
+    /// The mapping from destination to source (a reverse sync's).
+    pub fn turned(&self) -> NsMapping {
+        match self {
+            NsMapping::Collection { src, dst } => NsMapping::Collection {
+                src: dst.clone(),
+                dst: src.clone(),
+            },
+            NsMapping::Database { src_db, dst_db } => NsMapping::Database {
+                src_db: dst_db.clone(),
+                dst_db: src_db.clone(),
+            },
+            NsMapping::Everything => NsMapping::Everything,
+        }
+    }
+
     /// Where this mapping sends the source namespace `ns`, if it names it (excludes aside).
     pub fn destination(&self, ns: &Namespace) -> Option<Namespace> {
         match self {

@@ -1,8 +1,8 @@
 //! Fail back: a sync from a committed sync's destination back to its source.
 //!
 //! In: a committed sync's checkpoint, whose [`ReverseFrom`] the sync recorded at its commit
-//! ([`commit_point`]: where the destination's change history stood once the last change was
-//! applied, and the job's mappings), and the state store. Out: the reverse job's spec (source and
+//! ([`super::sync::reverse_point`]: where the destination's change history stood once the last
+//! change was applied, and the job's mappings), and the state store. Out: the reverse job's spec (source and
 //! destination swapped, each mapping turned around, [`reverse_spec`]) and its checkpoint seeded
 //! under its own key ([`seed`]): every namespace complete, since the two sides were equal at the
 //! commit point, and its sync position at that point. Its run is then an ordinary sync that
@@ -22,13 +22,10 @@
 
 use std::sync::Arc;
 
-use mongodb::Client;
-
 use super::schema;
-use super::sync;
 use crate::engine::CopyError;
 use crate::mongo::{self, Side};
-use crate::spec::{CopySpec, Endpoints, JobSpec, Mode, NsMapping, Routes, SpecError};
+use crate::spec::{CopySpec, Endpoints, JobSpec, Mode, NsMapping, SpecError};
 use crate::state::{
     unix_now, Checkpoint, JobKey, NsCheckpoint, ReverseFrom, ScanCheckpoint, StateError,
     StateStore, SyncCheckpoint, VerificationCheckpoint,
@@ -81,52 +78,6 @@ pub enum ReverseError {
     State(#[from] StateError),
 }
 
-/// At a sync's commit, once every change up to it is applied: where the destination's history
-/// stands now, in the databases the job writes, with the job's mappings (from `routes`) and
-/// whether it had a filter. `None` (and a warning) when the destination's position cannot be
-/// read: the commit stands, only its reverse is refused.
-pub async fn commit_point(
-    destination: &Client,
-    routes: &Routes,
-    filtered: bool,
-) -> Option<ReverseFrom> {
-    // Each mapping turned around as written: only its databases are read here.
-    let turned: Vec<NsMapping> = routes.mappings().iter().map(turn).collect();
-    let at_destination = Routes::new(&turned, &[]);
-    match sync::start_here(destination, &at_destination).await {
-        Ok(here) => Some(ReverseFrom {
-            start: here.start,
-            secs: here.applied_secs,
-            namespaces: routes.mappings().iter().map(|m| m.to_string()).collect(),
-            exclude: routes.excludes().iter().map(|e| e.to_string()).collect(),
-            filtered,
-            proven: false,
-        }),
-        Err(e) => {
-            tracing::warn!(
-                "committed, but the destination's position could not be read, so this job \
-                 cannot be reversed: {e}"
-            );
-            None
-        }
-    }
-}
-
-/// A mapping from destination to source.
-fn turn(mapping: &NsMapping) -> NsMapping {
-    match mapping {
-        NsMapping::Collection { src, dst } => NsMapping::Collection {
-            src: dst.clone(),
-            dst: src.clone(),
-        },
-        NsMapping::Database { src_db, dst_db } => NsMapping::Database {
-            src_db: dst_db.clone(),
-            dst_db: src_db.clone(),
-        },
-        NsMapping::Everything => NsMapping::Everything,
-    }
-}
-
 /// The databases a mapping reads from and writes to (`None`: every database).
 fn databases(mapping: &NsMapping) -> (Option<&str>, Option<&str>) {
     match mapping {
@@ -172,7 +123,7 @@ pub fn invert(from: &ReverseFrom) -> Result<(Vec<String>, Vec<String>), String> 
         );
     }
     Ok((
-        mappings.iter().map(|m| turn(m).to_string()).collect(),
+        mappings.iter().map(|m| m.turned().to_string()).collect(),
         from.exclude.clone(),
     ))
 }

@@ -39,7 +39,7 @@ use crate::engine::stats::{EventCounts, JobStats, SyncPhase, WritesAfterCommit};
 use crate::engine::{CopyError, Engine, Feed, Ledger, NsTask, Source};
 use crate::mongo::schema::{self, index_name, Kind, Schema, MODIFIABLE_OPTIONS};
 use crate::mongo::{MongoError, Namespace, Side};
-use crate::spec::{BlockWrites, CopySpec, Routes};
+use crate::spec::{BlockWrites, CopySpec, NsMapping, Routes};
 use crate::state::{ReverseFrom, SyncCheckpoint};
 
 use super::cutover;
@@ -61,6 +61,37 @@ pub async fn start_here(source: &Client, routes: &Routes) -> Result<SyncCheckpoi
         verification: None,
         reverse_from: None,
     })
+}
+
+/// At a sync's commit, once every change up to it is applied: where the destination's history
+/// stands now, in the databases the job writes, with the job's mappings (from `routes`) and
+/// whether it had a filter. `None` (and a warning) when the destination's position cannot be
+/// read: the commit stands, only its reverse is refused.
+pub async fn reverse_point(
+    destination: &Client,
+    routes: &Routes,
+    filtered: bool,
+) -> Option<ReverseFrom> {
+    // Each mapping turned around as written: only its databases are read here.
+    let turned: Vec<NsMapping> = routes.mappings().iter().map(NsMapping::turned).collect();
+    let at_destination = Routes::new(&turned, &[]);
+    match start_here(destination, &at_destination).await {
+        Ok(here) => Some(ReverseFrom {
+            start: here.start,
+            secs: here.applied_secs,
+            namespaces: routes.mappings().iter().map(|m| m.to_string()).collect(),
+            exclude: routes.excludes().iter().map(|e| e.to_string()).collect(),
+            filtered,
+            proven: false,
+        }),
+        Err(e) => {
+            tracing::warn!(
+                "committed, but the destination's position could not be read, so this job \
+                 cannot be reversed: {e}"
+            );
+            None
+        }
+    }
 }
 
 /// Before the first write of a sync: records where the source's history stands (unless an
@@ -415,10 +446,9 @@ impl Follower {
         sync.committed = true;
         // Where the destination's history stands at the commit point, every change applied:
         // a reverse sync (fail back) starts there.
-        sync.reverse_from =
-            crate::run::reverse::commit_point(&self.destination, &self.routes, self.refresh)
-                .await
-                .map(|from| ReverseFrom { proven, ..from });
+        sync.reverse_from = reverse_point(&self.destination, &self.routes, self.refresh)
+            .await
+            .map(|from| ReverseFrom { proven, ..from });
         self.ledger.set_sync_position(sync.clone());
         self.stats.sync.set_phase(SyncPhase::Committed);
         Ok(())
