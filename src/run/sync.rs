@@ -17,7 +17,7 @@
 //! tells it every `_id` it applied and how far it is level with the source, and writes the
 //! repairs it asks for between chunks. The commit, once every change up to its end is applied:
 //! the application's writes blocked where asked (`block_writes`), the verifier's proof (only what
-//! changed since its last one), the reverse point recorded (`run::reverse`), then the source
+//! changed since its last one), the reverse point recorded ([`reverse_point`]), then the source
 //! watched for `commit_watch_secs` for writes past the commit point, reported, not applied.
 
 use std::sync::Arc;
