@@ -13,8 +13,9 @@
 //!   and the destination's up to the last of them. Documents are compared byte for byte.
 //! - **The recheck list.** A change applied to an `_id` the scan already compared puts the `_id`
 //!   on the list, to compare again; so does one applied, while the cursors are open, to an `_id`
-//!   ahead of them, once the scan passes it (the cursors read a batch ahead). Past [`PAGE`] entries the
-//!   list spills to pages in the state store, so memory stays bounded whatever its length.
+//!   ahead of them, once the scan passes it (the cursors read a batch ahead). Past [`PAGE`]
+//!   entries the list spills to pages in the state store, so memory stays bounded whatever its
+//!   length.
 //! - **Suspects.** A difference may be a change still in flight. It is compared again once the
 //!   follower is level with the source as of when it was seen; one that still differs, and again
 //!   once the follower is level past that second look, with no change applied to it meanwhile, is
