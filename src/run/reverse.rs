@@ -4,9 +4,8 @@
 //! ([`super::sync::reverse_point`]: where the destination's change history stood once the last
 //! change was applied, and the job's mappings), and the state store. Out: the reverse job's spec
 //! (source and destination swapped, each mapping turned around, [`reverse_spec`]) and its
-//! checkpoint seeded
-//! under its own key ([`seed`]): every namespace complete, since the two sides were equal at the
-//! commit point, and its sync position at that point. Its run is then an ordinary sync that
+//! checkpoint seeded under its own key ([`seed`]): every namespace complete, since the two sides
+//! were equal at the commit point, and its sync position at that point. Its run is then an ordinary sync that
 //! resumes: no initial copy, every change made at the destination since the commit applied to the
 //! source, until it is committed in turn.
 //!
