@@ -294,13 +294,7 @@ async fn create_job(State(manager): Api, body: Bytes) -> Result<Response, ApiErr
         SubmitError::Invalid(e) => ApiError::InvalidSpec(e.0),
         SubmitError::State(e) => ApiError::Unavailable(e.to_string()),
     })?;
-    let status = if created {
-        StatusCode::ACCEPTED
-    } else {
-        StatusCode::OK
-    };
-    let location = format!("/api/jobs/{}", job.id);
-    Ok((status, [(header::LOCATION, location)], Json(job.view())).into_response())
+    Ok(started(&job, created))
 }
 
 /// What a job of this spec would do, found by reading both clusters and writing nothing: per
@@ -578,13 +572,19 @@ async fn reverse_job(
 ) -> Result<Response, ApiError> {
     no_parameters(&body)?;
     let (job, created) = manager.reverse(parse_id(&id)?).await?;
+    Ok(started(&job, created))
+}
+
+/// The answer of a request that starts a job: 202 with a new job, 200 with the one that runs
+/// already; where it lives, and its view.
+fn started(job: &Job, created: bool) -> Response {
     let status = if created {
         StatusCode::ACCEPTED
     } else {
         StatusCode::OK
     };
     let location = format!("/api/jobs/{}", job.id);
-    Ok((status, [(header::LOCATION, location)], Json(job.view())).into_response())
+    (status, [(header::LOCATION, location)], Json(job.view())).into_response()
 }
 
 /// What an event of a job's stream says.
