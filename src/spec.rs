@@ -314,6 +314,24 @@ pub struct CopySpec {
     pub drop: bool,
     /// A sync job: the servers whose writes its commit blocks.
     pub block_writes: Option<BlockWrites>,
+    /// A reconcile deletes the documents only the destination holds.
+    pub delete_extra: bool,
+    /// What a sync does when its saved position is gone from the source's history.
+    pub on_history_lost: OnHistoryLost,
+}
+
+/// What a sync does when its saved position is gone from the source's history.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum OnHistoryLost {
+    /// Stop with an error: `--restart` copies everything again.
+    #[default]
+    Fail,
+    /// Take a new position, reconcile every namespace (write only what differs, delete what
+    /// the source no longer has), then follow the source from the new position.
+    Reconcile,
 }
 
 impl CopySpec {
@@ -374,6 +392,8 @@ const FLAGS: &[(&str, &str)] = &[
     ("indexes", "--indexes"),
     ("drop", "--drop"),
     ("block_writes", "--block-writes"),
+    ("delete_extra", "--delete-extra"),
+    ("on_history_lost", "--on-history-lost"),
     ("lease_seconds", "--lease-seconds"),
     ("shutdown_timeout", "--shutdown-timeout"),
     ("client_timeout", "--client-timeout"),
@@ -469,6 +489,9 @@ pub enum Mode {
     Sync,
     /// Copy, verify, then delete from the source what the destination holds exactly.
     Move,
+    /// Compare both sides and write only what differs: the destination made equal to the
+    /// source (extras deleted only with `delete_extra`).
+    Reconcile,
 }
 
 impl fmt::Display for Mode {
@@ -477,6 +500,7 @@ impl fmt::Display for Mode {
             Mode::Copy => "copy",
             Mode::Sync => "sync",
             Mode::Move => "move",
+            Mode::Reconcile => "reconcile",
         })
     }
 }
@@ -663,8 +687,20 @@ pub struct JobSpec {
     #[arg(long, value_enum, value_name = "SIDE", hide = true)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub block_writes: Option<BlockWrites>,
+    /// A reconcile (the flag is `reconcile`'s): delete the documents only the destination
+    /// holds; without it they are kept and reported.
+    #[arg(skip)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub delete_extra: bool,
+    /// A sync (the flag is `sync`'s): when its saved position is gone from the source's
+    /// history, `fail` (the default: `--restart` copies again) or `reconcile` (a new position,
+    /// every namespace reconciled, then followed from there).
+    #[arg(skip)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_history_lost: Option<OnHistoryLost>,
     /// `copy` (the default) copies and ends; `sync` copies, then follows the source's changes
-    /// until committed (`mongoferry sync`).
+    /// until committed (`mongoferry sync`); `move` copies and deletes from the source;
+    /// `reconcile` writes only what differs (`mongoferry reconcile`).
     #[arg(skip)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<Mode>,
@@ -976,7 +1012,7 @@ impl JobSpec {
             max_document_bytes: self.max_document_bytes,
             verify: self.verify.unwrap_or(match mode {
                 Mode::Sync => VerifyMode::Repair,
-                Mode::Copy | Mode::Move => VerifyMode::Off,
+                Mode::Copy | Mode::Move | Mode::Reconcile => VerifyMode::Off,
             }),
             commit_max_lag_secs: self
                 .commit_max_lag_secs
@@ -990,6 +1026,8 @@ impl JobSpec {
             indexes: self.indexes.unwrap_or_default(),
             drop: self.drop,
             block_writes: self.block_writes,
+            delete_extra: self.delete_extra,
+            on_history_lost: self.on_history_lost.unwrap_or_default(),
         })
     }
 
@@ -1035,6 +1073,20 @@ impl JobSpec {
         }
         if self.keep_source && mode != Mode::Move {
             problems.push("keep_source: only a move deletes from the source".into());
+        }
+        if self.delete_extra && mode != Mode::Reconcile {
+            problems.push(
+                "delete_extra: only a reconcile deletes what the destination alone holds".into(),
+            );
+        }
+        if self.on_history_lost.is_some() && mode != Mode::Sync {
+            problems.push("on_history_lost: only a sync follows the source's history".into());
+        }
+        if mode == Mode::Reconcile && self.drop {
+            problems.push(
+                "drop: a reconcile keeps the destination and writes only what differs; copy                  with `drop` to replace it whole"
+                    .into(),
+            );
         }
         problems
     }

@@ -67,6 +67,10 @@ pub enum Command {
     /// Copy, verify each batch at the destination, then delete it from the source (only
     /// documents unchanged since their copy): for archiving and rebalancing.
     Move(MoveArgs),
+    /// Make the destination equal to the source by writing only what differs: both sides read
+    /// in `_id` order, missing and different documents written, extras reported (deleted with
+    /// --delete-extra). For refreshing a copy without copying it all again.
+    Reconcile(ReconcileArgs),
     /// Show what a copy with these arguments would do, writing nothing (a dry run).
     Plan(PlanArgs),
     /// Run the HTTP API: start, watch and steer copy jobs.
@@ -208,6 +212,12 @@ pub struct SyncArgs {
     /// [default: 10].
     #[arg(long, value_name = "SECS")]
     pub commit_watch_secs: Option<f64>,
+    /// When the saved position is gone from the source's history: `fail` (stop; --restart
+    /// copies everything again) or `reconcile` (take a new position, write only what differs
+    /// in every namespace and delete what the source lacks, then follow from there)
+    /// [default: fail].
+    #[arg(long, value_enum, value_name = "WHAT")]
+    pub on_history_lost: Option<crate::spec::OnHistoryLost>,
     /// Fail back from the committed sync job KEY (the `job_key` its summary printed), kept in
     /// the same --state: a sync from its destination (--from) back to its source (--to), from
     /// the commit point, with the names mapped back and no initial copy. Its namespaces,
@@ -226,6 +236,16 @@ pub struct MoveArgs {
     /// A rehearsal: copy and verify, but delete nothing from the source.
     #[arg(long)]
     pub keep_source: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ReconcileArgs {
+    #[command(flatten)]
+    pub copy: CopyArgs,
+    /// Delete the documents only the destination holds (without it they are kept, counted
+    /// and listed, and the exit status is 3).
+    #[arg(long)]
+    pub delete_extra: bool,
 }
 
 #[derive(Args, Debug)]
@@ -287,6 +307,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Copy(args) => run_copy(args).await,
         Command::Sync(args) => run_sync(args).await,
         Command::Move(args) => run_move(args).await,
+        Command::Reconcile(args) => run_reconcile(args).await,
         Command::Plan(args) => run_plan(args).await,
         Command::Sample(args) => run_sample(args).await,
         Command::Serve(args) => run_serve(args).await,
@@ -325,6 +346,7 @@ async fn run_sync(mut args: SyncArgs) -> Result<(), Failure> {
     args.copy.spec.mode = Some(Mode::Sync);
     args.copy.spec.commit_max_lag_secs = args.commit_max_lag_secs;
     args.copy.spec.commit_watch_secs = args.commit_watch_secs;
+    args.copy.spec.on_history_lost = args.on_history_lost;
     if let Some(key) = args.reverse_of.take() {
         return run_reverse(args, crate::state::JobKey(key)).await;
     }
@@ -443,6 +465,12 @@ async fn run_move(mut args: MoveArgs) -> Result<(), Failure> {
         })
         .await;
     }
+    run_copy_or_sync(args.copy, false).await
+}
+
+async fn run_reconcile(mut args: ReconcileArgs) -> Result<(), Failure> {
+    args.copy.spec.mode = Some(Mode::Reconcile);
+    args.copy.spec.delete_extra = args.delete_extra;
     run_copy_or_sync(args.copy, false).await
 }
 
@@ -835,6 +863,12 @@ fn print_summary(summary: &CopySummary, json: bool) {
     }
     if let Some(moves) = &summary.moves {
         println!("move: {}", progress::move_line(moves));
+    }
+    if let Some(reconcile) = &summary.reconcile {
+        println!("reconcile: {}", progress::reconcile_line(reconcile));
+        for extra in &reconcile.first_extra {
+            println!("  extra (kept): {extra}");
+        }
     }
     let schema = &summary.schema;
     for (what, names) in [

@@ -14,7 +14,9 @@ use indicatif::{
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::stats::{JobStats, MoveProgress, SyncPhase, SyncProgress, VerificationPhase};
+use crate::engine::stats::{
+    JobStats, MoveProgress, ReconcileProgress, SyncPhase, SyncProgress, VerificationPhase,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProgressMode {
@@ -103,14 +105,22 @@ async fn draw_bars(stats: Arc<JobStats>, stop: CancellationToken) {
         let snap = stats.snapshot();
         let now = Instant::now();
         // Position counts what earlier runs copied (skipped) and what was refused; the rate only
-        // what this run writes.
+        // what this run does (writes, and what a reconcile found equal).
         let rows = snap
             .namespaces
             .iter()
-            .map(|n| (n.docs, n.skipped + n.failed, n.expected, n.finished))
-            .chain(total.iter().map(|_| {
+            .map(|n| {
                 (
-                    snap.docs,
+                    n.docs + n.equal,
+                    n.skipped + n.failed,
+                    n.expected,
+                    n.finished,
+                )
+            })
+            .chain(total.iter().map(|_| {
+                let equal: u64 = snap.namespaces.iter().map(|n| n.equal).sum();
+                (
+                    snap.docs + equal,
                     snap.skipped + snap.failed,
                     snap.expected,
                     stopping,
@@ -129,9 +139,10 @@ async fn draw_bars(stats: Arc<JobStats>, stop: CancellationToken) {
             }
             bar.set_message(message);
         }
-        let status = match (&snap.sync, &snap.moves) {
-            (Some(sync), _) => Some(("sync", sync_line(sync))),
-            (_, Some(moves)) => Some(("move", move_line(moves))),
+        let status = match (&snap.sync, &snap.moves, &snap.reconcile) {
+            (Some(sync), _, _) => Some(("sync", sync_line(sync))),
+            (_, Some(moves), _) => Some(("move", move_line(moves))),
+            (_, _, Some(reconcile)) => Some(("reconcile", reconcile_line(reconcile))),
             _ => None,
         };
         if let Some((prefix, message)) = status {
@@ -192,11 +203,32 @@ pub fn move_line(moves: &MoveProgress) -> String {
     )
 }
 
+/// "100,000 compared: 98,000 equal, 1,000 written, 500 extra deleted".
+pub fn reconcile_line(r: &ReconcileProgress) -> String {
+    let extras = if r.delete_extra {
+        format!("{} extra deleted", HumanCount(r.deleted))
+    } else {
+        format!(
+            "{} extra kept (--delete-extra deletes them)",
+            HumanCount(r.extra)
+        )
+    };
+    format!(
+        "{} compared: {} equal, {} written ({} missing, {} different), {extras}",
+        HumanCount(r.compared),
+        HumanCount(r.equal),
+        HumanCount(r.written),
+        HumanCount(r.missing),
+        HumanCount(r.different),
+    )
+}
+
 /// "live, lag 0.4 s, 1,234 events applied (…), 56 events/s".
 pub fn sync_line(sync: &SyncProgress) -> String {
     let phase = match sync.phase {
         SyncPhase::InitialCopy => "initial copy",
         SyncPhase::CatchingUp => "catching up",
+        SyncPhase::Reconciling => "history lost, reconciling",
         SyncPhase::Live => "live",
         SyncPhase::Committing => "committing",
         SyncPhase::Committed => "committed",
@@ -265,6 +297,9 @@ async fn log_lines(stats: Arc<JobStats>, stop: CancellationToken, every: Duratio
         }
         if let Some(moves) = &snap.moves {
             tracing::info!("move: {}", move_line(moves));
+        }
+        if let Some(reconcile) = &snap.reconcile {
+            tracing::info!("reconcile: {}", reconcile_line(reconcile));
         }
     }
 }

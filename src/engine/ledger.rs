@@ -244,6 +244,11 @@ impl Ledger {
         *self.verification.lock() = Some(state);
     }
 
+    /// Checkpoints no longer save a verification (the sync's position changed under it).
+    pub fn forget_verification(&self) {
+        *self.verification.lock() = None;
+    }
+
     pub fn sync_position(&self) -> Option<SyncCheckpoint> {
         self.sync.lock().clone()
     }

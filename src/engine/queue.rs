@@ -167,6 +167,22 @@ impl QueueSender {
         let Some(last_id) = payload.last_id() else {
             return Ok(());
         };
+        let len = payload.len() as u64;
+        self.send_through(task, payload, last_id, len).await
+    }
+
+    /// Queues `payload` (perhaps empty) as the batch that covers the task's `_id`s up to
+    /// `through`, standing for `stands_for` documents: once it is written, the watermark may
+    /// move to `through`. A reconcile's batch holds only what differs in the stretch of `_id`s
+    /// it compared, so its watermark is where the comparison reached, not its last write.
+    pub async fn send_through(
+        &self,
+        task: &Arc<NsTask>,
+        payload: Payload,
+        through: RawBson,
+        stands_for: u64,
+    ) -> Result<(), QueueClosed> {
+        let last_id = through;
         let bytes = payload.doc_bytes();
         let permit = if bytes == 0 {
             None
@@ -182,7 +198,7 @@ impl QueueSender {
         let seq = task.queued();
         let batch = Batch {
             task: task.clone(),
-            len: payload.len() as u64,
+            len: stands_for,
             seq,
             last_id,
             payload,

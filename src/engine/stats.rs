@@ -29,6 +29,10 @@ pub struct NsCounters {
     skipped: AtomicU64,
     /// Documents the destination refused (kept as dead letters).
     failed: AtomicU64,
+    /// A reconcile: documents found equal at the destination (nothing written for them).
+    equal: AtomicU64,
+    /// Deletes among the documents written (a sync's, a reconcile's extras).
+    deleted: AtomicU64,
     finished: AtomicBool,
     /// The namespace's partitions, when it is read in `_id` ranges (empty: read whole).
     parts: Mutex<Vec<Arc<PartProgress>>>,
@@ -106,6 +110,8 @@ impl NsCounters {
             bytes: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            equal: AtomicU64::new(0),
+            deleted: AtomicU64::new(0),
             finished: AtomicBool::new(false),
             parts: Mutex::default(),
         }
@@ -148,6 +154,16 @@ impl NsCounters {
         self.failed.fetch_add(docs, Relaxed);
     }
 
+    /// A reconcile found these documents equal at the destination: done, with nothing written.
+    pub fn add_equal(&self, docs: u64) {
+        self.equal.fetch_add(docs, Relaxed);
+    }
+
+    /// Of the documents written, these were deletes.
+    pub fn add_deleted(&self, docs: u64) {
+        self.deleted.fetch_add(docs, Relaxed);
+    }
+
     pub fn is_finished(&self) -> bool {
         self.finished.load(Relaxed)
     }
@@ -171,7 +187,8 @@ impl NsCounters {
         let docs = self.docs.load(Relaxed);
         let skipped = self.skipped.load(Relaxed);
         let failed = self.failed.load(Relaxed);
-        let done = docs + skipped + failed;
+        let equal = self.equal.load(Relaxed);
+        let done = docs + skipped + failed + equal;
         let finished = self.finished.load(Relaxed);
         NsSnapshot {
             source: self.source.clone(),
@@ -182,6 +199,8 @@ impl NsCounters {
             docs,
             skipped,
             failed,
+            equal,
+            deleted: self.deleted.load(Relaxed),
             bytes: self.bytes.load(Relaxed),
             finished,
             docs_per_sec: rate(docs, elapsed),
@@ -328,6 +347,8 @@ pub struct JobStats {
     pub sync: SyncStats,
     /// Deleting from the source what was copied (a move job).
     pub moves: Arc<MoveStats>,
+    /// Writing only what differs (a reconcile job, or a sync's after lost history).
+    pub reconcile: ReconcileStats,
 }
 
 /// The schema work of a job (collections created or dropped, index builds, views), for the
@@ -397,6 +418,9 @@ pub enum SyncPhase {
     InitialCopy,
     /// Applying the changes made since the sync started, not yet level with the source.
     CatchingUp,
+    /// The saved position was gone from the source's history: the destination is being made
+    /// equal to the source (a reconcile), after which the changes follow from a new position.
+    Reconciling,
     /// Level with the source (at least once): every change applied as it comes.
     Live,
     /// Applying the last changes up to the commit's point in time.
@@ -406,9 +430,10 @@ pub enum SyncPhase {
 }
 
 impl SyncPhase {
-    const ALL: [SyncPhase; 5] = [
+    const ALL: [SyncPhase; 6] = [
         SyncPhase::InitialCopy,
         SyncPhase::CatchingUp,
+        SyncPhase::Reconciling,
         SyncPhase::Live,
         SyncPhase::Committing,
         SyncPhase::Committed,
@@ -458,6 +483,18 @@ pub struct SyncStats {
     /// `can_commit` holds while the lag is at most this (seconds).
     commit_max_lag_secs: Mutex<f64>,
     writes_after_commit: Mutex<Option<WritesAfterCommit>>,
+    history_lost: Mutex<Option<HistoryLost>>,
+}
+
+/// A sync whose saved position was gone from the source's history, and its recovery.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct HistoryLost {
+    /// When it was found (Unix seconds).
+    pub at: f64,
+    /// What the source said.
+    pub reason: String,
+    /// The reconcile that recovered from it is done (its counts are `progress.reconcile`).
+    pub recovered: bool,
 }
 
 /// The recheck list longer than this holds `can_commit` back: the commit would compare that
@@ -577,6 +614,9 @@ pub struct SyncProgress {
     /// (watched for `commit_watch_secs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub writes_after_commit: Option<WritesAfterCommit>,
+    /// The saved position was gone from the source's history (`--on-history-lost`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_lost: Option<HistoryLost>,
 }
 
 impl SyncStats {
@@ -590,6 +630,20 @@ impl SyncStats {
             verification: Mutex::default(),
             commit_max_lag_secs: Mutex::new(5.0),
             writes_after_commit: Mutex::default(),
+            history_lost: Mutex::default(),
+        }
+    }
+
+    /// The saved position was gone from the source's history (`recovered`: and the reconcile
+    /// that followed is done).
+    pub fn set_history_lost(&self, lost: HistoryLost) {
+        *self.history_lost.lock() = Some(lost);
+    }
+
+    /// The reconcile after lost history is done.
+    pub fn recovered(&self) {
+        if let Some(lost) = self.history_lost.lock().as_mut() {
+            lost.recovered = true;
         }
     }
 
@@ -670,6 +724,7 @@ impl SyncStats {
                 reasons,
             },
             writes_after_commit: self.writes_after_commit.lock().clone(),
+            history_lost: self.history_lost.lock().clone(),
         })
     }
 }
@@ -685,6 +740,9 @@ fn commit_reasons(
     match phase {
         SyncPhase::InitialCopy => reasons.push("the initial copy is not finished".into()),
         SyncPhase::CatchingUp => reasons.push("not yet level with the source".into()),
+        SyncPhase::Reconciling => {
+            reasons.push("history was lost: the destination is being reconciled".into())
+        }
         SyncPhase::Live => {}
         SyncPhase::Committing => reasons.push("the commit is under way".into()),
         SyncPhase::Committed => reasons.push("the job is committed".into()),
@@ -823,6 +881,151 @@ impl MoveStats {
     }
 }
 
+/// Counters of a reconcile (a job of its own, or a sync's after lost history): what it found
+/// different. What it wrote and deleted is counted by the workers, in the namespaces' counters
+/// ([`ReconcileStats::begin`] notes where they stood).
+#[derive(Debug, Default)]
+pub struct ReconcileStats {
+    enabled: AtomicBool,
+    delete_extra: AtomicBool,
+    missing: AtomicU64,
+    different: AtomicU64,
+    extra: AtomicU64,
+    digested: AtomicU64,
+    /// Deletes written to change an `_id`'s number type (part of a write, not of the extras).
+    retyped: AtomicU64,
+    /// The namespaces' (written, deleted) when the reconcile began, and at its end once it
+    /// ended (a sync goes on writing after).
+    began: Mutex<(u64, u64)>,
+    ended: Mutex<Option<(u64, u64)>>,
+    /// The first extra `_id`s kept at the destination (canonical Extended JSON, with the
+    /// namespace), at most [`ReconcileProgress::SHOWN`].
+    first_extra: Mutex<Vec<serde_json::Value>>,
+}
+
+/// What a reconcile did, for the views and the summary.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct ReconcileProgress {
+    /// `_id`s compared (on either side), equal ones among them.
+    pub compared: u64,
+    pub equal: u64,
+    /// Documents written (missing or different at the destination) and extras deleted, as
+    /// acknowledged by the destination.
+    pub written: u64,
+    pub deleted: u64,
+    /// What the comparison found: missing at the destination, different there, only there.
+    pub missing: u64,
+    pub different: u64,
+    pub extra: u64,
+    /// Of `equal`, the documents a digest of their range proved equal (not read).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub digested: u64,
+    /// Extras are deleted (`--delete-extra`); otherwise kept and reported.
+    pub delete_extra: bool,
+    /// The first extras kept: `{"ns": …, "id": …}`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub first_extra: Vec<serde_json::Value>,
+}
+
+impl ReconcileProgress {
+    pub const SHOWN: usize = 10;
+
+    /// Extras found and left at the destination.
+    pub fn kept_extra(&self) -> u64 {
+        if self.delete_extra {
+            0
+        } else {
+            self.extra
+        }
+    }
+}
+
+impl ReconcileStats {
+    /// A reconcile starts, the namespaces having written `written` documents so far, `deleted`
+    /// of them deletes.
+    pub fn begin(&self, delete_extra: bool, (written, deleted): (u64, u64)) {
+        self.delete_extra.store(delete_extra, Relaxed);
+        for counter in [
+            &self.missing,
+            &self.different,
+            &self.extra,
+            &self.digested,
+            &self.retyped,
+        ] {
+            counter.store(0, Relaxed);
+        }
+        self.first_extra.lock().clear();
+        *self.began.lock() = (written, deleted);
+        *self.ended.lock() = None;
+        self.enabled.store(true, Relaxed);
+    }
+
+    /// The reconcile is done; the namespaces' counters stood at `now` (written, deleted).
+    pub fn end(&self, now: (u64, u64)) {
+        *self.ended.lock() = Some(now);
+    }
+
+    /// A delete is written so that a document can come back with its `_id`'s type changed.
+    pub fn add_retyped(&self) {
+        self.retyped.fetch_add(1, Relaxed);
+    }
+
+    /// Documents a digest of their range proved equal.
+    pub fn add_digested(&self, docs: u64) {
+        self.digested.fetch_add(docs, Relaxed);
+    }
+
+    pub fn add_found(&self, missing: u64, different: u64) {
+        self.missing.fetch_add(missing, Relaxed);
+        self.different.fetch_add(different, Relaxed);
+    }
+
+    /// An extra document at the destination: counted, and listed when kept.
+    pub fn add_extra(&self, ns: &Namespace, id: &mongodb::bson::RawBson) {
+        self.extra.fetch_add(1, Relaxed);
+        if self.delete_extra.load(Relaxed) {
+            return;
+        }
+        let mut first = self.first_extra.lock();
+        if first.len() < ReconcileProgress::SHOWN {
+            if let Some(id) = crate::state::id_to_json(id) {
+                first.push(serde_json::json!({ "ns": ns.to_string(), "id": id }));
+            }
+        }
+    }
+
+    /// The progress, from the namespaces' counters summed now (written, deleted, equal).
+    fn snapshot(&self, (written, deleted, equal): (u64, u64, u64)) -> Option<ReconcileProgress> {
+        if !self.enabled.load(Relaxed) {
+            return None;
+        }
+        let (began_written, began_deleted) = *self.began.lock();
+        let (written, deleted) = self.ended.lock().unwrap_or((written, deleted));
+        let deleted = deleted.saturating_sub(began_deleted);
+        let written = written
+            .saturating_sub(began_written)
+            .saturating_sub(deleted);
+        let deleted = deleted.saturating_sub(self.retyped.load(Relaxed));
+        let (missing, different, extra) = (
+            self.missing.load(Relaxed),
+            self.different.load(Relaxed),
+            self.extra.load(Relaxed),
+        );
+        Some(ReconcileProgress {
+            compared: equal + missing + different + extra,
+            equal,
+            written,
+            deleted,
+            missing,
+            different,
+            extra,
+            digested: self.digested.load(Relaxed),
+            delete_extra: self.delete_extra.load(Relaxed),
+            first_extra: self.first_extra.lock().clone(),
+        })
+    }
+}
+
 /// Seconds the recent rate looks back over.
 pub const RECENT_SECS: u64 = 5;
 
@@ -953,6 +1156,7 @@ impl JobStats {
             schema: SchemaLog::default(),
             sync: SyncStats::new(started),
             moves: Arc::new(MoveStats::new(started)),
+            reconcile: ReconcileStats::default(),
         }
     }
 
@@ -972,6 +1176,17 @@ impl JobStats {
 
     pub fn elapsed(&self) -> Duration {
         self.started.elapsed()
+    }
+
+    /// Documents the namespaces wrote (deletes included), deleted, and found equal, so far.
+    pub fn written_deleted_equal(&self) -> (u64, u64, u64) {
+        self.namespaces.iter().fold((0, 0, 0), |(w, d, e), n| {
+            (
+                w + n.docs.load(Relaxed),
+                d + n.deleted.load(Relaxed),
+                e + n.equal.load(Relaxed),
+            )
+        })
     }
 
     pub fn snapshot(&self) -> JobSnapshot {
@@ -1010,9 +1225,14 @@ impl JobStats {
             schema: self.schema.snapshot(),
             sync: self.sync.snapshot(),
             moves: self.moves.snapshot(),
+            reconcile: self.reconcile.snapshot(self.written_deleted_equal()),
         };
         snapshot.at_rate(self.recent.per_sec())
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn rate(n: u64, elapsed: Duration) -> f64 {
@@ -1035,6 +1255,12 @@ pub struct NsSnapshot {
     pub skipped: u64,
     /// Refused by the destination, kept as dead letters.
     pub failed: u64,
+    /// A reconcile: found equal at the destination, so not written.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub equal: u64,
+    /// Of `docs`, the deletes (a sync's, a reconcile's extras).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub deleted: u64,
     pub bytes: u64,
     pub finished: bool,
     pub docs_per_sec: f64,
@@ -1083,6 +1309,9 @@ pub struct JobSnapshot {
     pub sync: Option<SyncProgress>,
     /// A move job's documents verified, deleted from the source, kept there (`null` for a copy).
     pub moves: Option<MoveProgress>,
+    /// A reconcile's documents compared, equal, written, deleted (`null` for a copy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconcile: Option<ReconcileProgress>,
     /// The dead letters so far (the job view shows them beside the progress).
     #[serde(skip)]
     pub dead_letters: DeadLetterSummary,
@@ -1105,8 +1334,9 @@ impl JobSnapshot {
     /// together), its ETA with it.
     pub fn at_rate(mut self, docs_per_sec: f64) -> Self {
         self.docs_per_sec = docs_per_sec;
+        let equal: u64 = self.namespaces.iter().map(|n| n.equal).sum();
         self.eta_secs = self.expected.filter(|_| docs_per_sec > 0.0).map(|n| {
-            n.saturating_sub(self.docs + self.skipped + self.failed) as f64 / docs_per_sec
+            n.saturating_sub(self.docs + self.skipped + self.failed + equal) as f64 / docs_per_sec
         });
         self
     }

@@ -22,7 +22,7 @@ use super::control::throttle::Throttle;
 use super::ledger::Ledger;
 use super::queue::{Batch, Payload, QueueReceiver};
 use super::settle::Settle;
-use super::sink::seam::{Refused, Sink};
+use super::sink::seam::{Refused, Sink, Write};
 use super::source::seam::{current, Source};
 use super::stats::{JobStats, WorkerCounters, WorkerState};
 use crate::engine::error::CopyError;
@@ -145,7 +145,15 @@ impl Worker {
                     refused
                 }
             },
-            Payload::Writes(writes) => self.sink.apply(ns, writes).await?,
+            Payload::Writes(writes) => {
+                let deletes = writes
+                    .iter()
+                    .filter(|w| matches!(w, Write::Delete(_)))
+                    .count();
+                let refused = self.sink.apply(ns, writes).await?;
+                batch.task.counters.add_deleted(deletes as u64);
+                refused
+            }
             Payload::Ids(_) | Payload::Current(_) => {
                 return Err(CopyError::Internal(
                     "a batch of _ids reached the sink".into(),

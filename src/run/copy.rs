@@ -17,8 +17,10 @@ use mongodb::Client;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use super::digest::DbHash;
 use super::moving;
 use super::overlap;
+use super::reconcile::Reconciling;
 use super::schema::{self, SchemaWork, Selection};
 use super::share;
 use super::sync::{self, Follower, Until};
@@ -31,7 +33,8 @@ use crate::engine::partition::{self, Partition};
 use crate::engine::sink::{Journaled, MAX_DOCUMENT_BYTES};
 use crate::engine::source::mongo::FETCHES_AT_ONCE;
 use crate::engine::stats::{
-    JobStats, MoveProgress, NsCounters, NsSnapshot, SchemaProgress, SyncPhase, SyncProgress,
+    HistoryLost, JobStats, MoveProgress, NsCounters, NsSnapshot, ReconcileProgress, SchemaProgress,
+    SyncPhase, SyncProgress,
 };
 use crate::engine::{
     Adaptive, Control, CopyError, Engine, Ledger, MongoSink, MongoSource, NsTask, Settle, Sink,
@@ -42,7 +45,7 @@ use crate::journal::JournalSummary;
 use crate::mongo::retry::{Retry, RetryPolicy};
 use crate::mongo::schema::Schema;
 use crate::mongo::{self, describe, MongoError, Namespace, Side};
-use crate::spec::{CopySpec, IndexMode, Mode, Routes, VerifyMode};
+use crate::spec::{CopySpec, IndexMode, Mode, OnHistoryLost, Routes, VerifyMode};
 use crate::state::{Checkpoint, JobClaim, JobKey, StateStore, SyncCheckpoint};
 
 /// A job that is connected and knows exactly which namespaces it copies.
@@ -139,6 +142,9 @@ pub struct CopySummary {
     /// What a move deleted from its source, and kept there (`None` for a copy).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub moves: Option<MoveProgress>,
+    /// What a reconcile compared, wrote and deleted (`None` for a copy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reconcile: Option<ReconcileProgress>,
     /// Peak resident memory of this process, where the OS tells it.
     pub peak_rss_bytes: Option<u64>,
     /// What this copy added to its journal, when it kept one.
@@ -266,7 +272,7 @@ pub async fn prepare(
     // acknowledgement no rollback can undo will do, whatever the URI asks for.
     let destination = match spec.mode {
         Mode::Move => destination.durable(),
-        Mode::Copy | Mode::Sync => destination,
+        Mode::Copy | Mode::Sync | Mode::Reconcile => destination,
     };
     let mut ledger = Ledger::new(store, opened.key, opened.description);
     if let Some(layout) = opened.shared {
@@ -333,6 +339,17 @@ async fn select(
             )));
         }
     }
+    if spec.mode == Mode::Reconcile {
+        let conflicts = schema::fixed_conflicts(&selection, &existing);
+        if !conflicts.is_empty() {
+            return Err(CopyError::Schema(format!(
+                "nothing was written: {}; a reconcile changes a collection in place, so copy \
+                 with --drop to replace it",
+                conflicts.join("; ")
+            )));
+        }
+        return Ok((selection, existing));
+    }
     let conflicts = schema::conflicts(&selection, &existing);
     if !conflicts.is_empty() && !spec.drop {
         return Err(CopyError::Schema(format!(
@@ -372,6 +389,8 @@ async fn open_job(
     let (key, description) = spec.job_key();
     // Before the checkpoint is read: a second run of the job would move it back and forth.
     let (mut claim, checkpoint) = share::hold_or_join(spec, &key, store).await?;
+    // A reconcile compares again each time it runs: only an unfinished one is continued.
+    let checkpoint = checkpoint.filter(|c| !(spec.mode == Mode::Reconcile && c.complete));
     let sync = checkpoint.as_ref().and_then(|c| c.sync.clone());
     let layout = Layout {
         source: &clients.source,
@@ -560,9 +579,18 @@ impl PreparedCopy {
             control: &self.control,
             cancel,
         };
-        let indexes_first = self.spec.indexes == IndexMode::Before;
-        work.before_documents(&self.existing, drop, indexes_first)
-            .await?;
+        // A reconcile, or a sync that was reconciling when its last run stopped.
+        let reconciling =
+            mode == Mode::Reconcile || self.ledger.sync_position().is_some_and(|s| s.reconciling);
+        let indexes = self.spec.indexes != IndexMode::None;
+        if mode == Mode::Reconcile {
+            work.make_equal(&self.selection.collections, indexes)
+                .await?;
+        } else {
+            let indexes_first = self.spec.indexes == IndexMode::Before;
+            work.before_documents(&self.existing, drop, indexes_first)
+                .await?;
+        }
         if self.sharing.publish {
             // The destination is ready: other processes may join from here on.
             self.ledger
@@ -570,7 +598,27 @@ impl PreparedCopy {
                 .await?;
             claim.take();
         }
-        let engine = |tasks| self.engine(tasks);
+        let source = match reconciling {
+            // A sync reconciles to make the destination equal: what the source lacks goes.
+            true => self.reconciling(mode == Mode::Sync || self.spec.delete_extra),
+            false => self.source.clone(),
+        };
+        if reconciling {
+            if mode == Mode::Sync {
+                self.stats.sync.set_history_lost(HistoryLost {
+                    at: crate::state::unix_now(),
+                    reason: "found by an earlier run, whose reconcile this run finishes".into(),
+                    recovered: false,
+                });
+                self.stats.sync.set_phase(SyncPhase::Reconciling);
+            }
+            let (written, deleted, _) = self.stats.written_deleted_equal();
+            self.stats.reconcile.begin(
+                mode == Mode::Sync || self.spec.delete_extra,
+                (written, deleted),
+            );
+        }
+        let engine = |tasks| self.engine_with(source.clone(), tasks);
         if self.ledger.is_shared() {
             share::copy_partitions(&self.ledger, &self.tasks, &engine, cancel).await?;
             if self.sharing.partitions_only {
@@ -586,6 +634,9 @@ impl PreparedCopy {
         } else {
             engine(self.tasks.clone()).run(cancel.clone()).await?;
         }
+        if reconciling {
+            self.reconciled();
+        }
         if mode == Mode::Move && !self.spec.keep_source {
             let passes = moving::Passes {
                 source: src,
@@ -595,18 +646,117 @@ impl PreparedCopy {
             };
             passes.run(&engine, cancel, already_complete).await?;
         }
-        work.after_documents(self.spec.indexes == IndexMode::After)
-            .await?;
+        if mode == Mode::Reconcile {
+            work.make_equal(&self.selection.views, false).await?;
+        } else {
+            work.after_documents(self.spec.indexes == IndexMode::After)
+                .await?;
+        }
         if mode == Mode::Sync {
-            let follower = self.follower()?;
-            sync::follow(follower, engine(self.tasks.clone()), cancel.clone()).await?;
+            self.follow(cancel).await?;
         }
         Ok(())
     }
 
-    /// The engine over `tasks`, with the job's parts.
-    fn engine(&self, tasks: Vec<Arc<NsTask>>) -> Engine {
-        Engine::new(self.source.clone(), self.sink.clone(), self.stats.clone())
+    /// A sync's following of the source, from its saved position; with `on_history_lost:
+    /// reconcile`, a position gone from the source's history is recovered from
+    /// ([`PreparedCopy::recover`]) and the following goes on from the new one.
+    async fn follow(&self, cancel: &CancellationToken) -> Result<(), CopyError> {
+        let mut tasks = self.tasks.clone();
+        loop {
+            let follower = self.follower()?;
+            let engine = self.engine_with(self.source.clone(), tasks.clone());
+            match sync::follow(follower, engine, cancel.clone()).await {
+                Err(CopyError::HistoryLost(reason))
+                    if self.spec.on_history_lost == OnHistoryLost::Reconcile =>
+                {
+                    tasks = self.recover(reason, cancel).await?;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The sync's position is gone from the source's history: a new position is taken first,
+    /// then every namespace is reconciled (what differs written, what the source lacks deleted),
+    /// so that following from the new position converges as after the initial copy: changes
+    /// made meanwhile are applied after, as states by `_id`. Returns the reconcile's tasks.
+    async fn recover(
+        &self,
+        reason: String,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<Arc<NsTask>>, CopyError> {
+        tracing::warn!(
+            "history lost: the sync's position is gone from the source's history ({reason}); \
+             reconciling every namespace from a new position"
+        );
+        self.stats.sync.set_history_lost(HistoryLost {
+            at: crate::state::unix_now(),
+            reason,
+            recovered: false,
+        });
+        self.stats.sync.set_phase(SyncPhase::Reconciling);
+        let routes = Routes::new(&self.spec.namespaces, &self.spec.exclude);
+        let mut position = sync::start_here(&self.clients.source, &routes).await?;
+        position.reconciling = true;
+        // The verification starts again with the new position: what it had proven is stale.
+        self.ledger.forget_verification();
+        self.ledger.set_sync_position(position);
+        for counters in &self.stats.namespaces {
+            counters.reopen();
+        }
+        let tasks = NsTask::for_stats(&self.stats);
+        self.ledger.save(&self.ledger.checkpoint(&tasks)).await?;
+        let (written, deleted, _) = self.stats.written_deleted_equal();
+        self.stats.reconcile.begin(true, (written, deleted));
+        self.engine_with(self.reconciling(true), tasks.clone())
+            .run(cancel.clone())
+            .await?;
+        self.reconciled();
+        Ok(tasks)
+    }
+
+    /// A reconcile's engine run is over: its counts are final; a sync's says so in its position
+    /// and its log, and follows from the new position next.
+    fn reconciled(&self) {
+        let (written, deleted, _) = self.stats.written_deleted_equal();
+        self.stats.reconcile.end((written, deleted));
+        let Some(mut position) = self.ledger.sync_position().filter(|s| s.reconciling) else {
+            return;
+        };
+        position.reconciling = false;
+        self.ledger.set_sync_position(position);
+        let done = self.stats.snapshot().reconcile.unwrap_or_default();
+        tracing::info!(
+            "history lost: reconciled every namespace ({} compared, {} written, {} deleted, {} \
+             equal); following the source from the new position",
+            done.compared,
+            done.written,
+            done.deleted,
+            done.equal
+        );
+        self.stats.sync.recovered();
+    }
+
+    /// The job's source as a reconcile reads it: both sides compared, only what differs
+    /// queued; extras deleted with `delete_extra`.
+    fn reconciling(&self, delete_extra: bool) -> Arc<dyn Source> {
+        Arc::new(Reconciling {
+            source: self.source.clone(),
+            source_client: self.clients.source.clone(),
+            destination: self.clients.destination.clone(),
+            filter: self.spec.filter.clone(),
+            unhinted: self.selection.time_series(),
+            delete_extra,
+            stats: self.stats.clone(),
+            throttle: self.control.throttle().clone(),
+            digests: Some(Arc::new(DbHash)),
+        })
+    }
+
+    /// The engine over `tasks`, reading `source`, with the job's other parts.
+    fn engine_with(&self, source: Arc<dyn Source>, tasks: Vec<Arc<NsTask>>) -> Engine {
+        Engine::new(source, self.sink.clone(), self.stats.clone())
             .with_tasks(tasks)
             .with_batch_size(self.spec.batch_size)
             .with_readers(self.spec.readers)
@@ -730,6 +880,7 @@ impl PreparedCopy {
             verify,
             sync: snap.sync,
             moves: snap.moves,
+            reconcile: snap.reconcile,
             docs: snap.docs,
             bytes: snap.bytes,
             seconds: snap.seconds,

@@ -12,12 +12,15 @@
 //! In: a validated spec. Out: a summary, or the first error. The command line and the service
 //! both run jobs through here, so there is one set of rules per command.
 
+pub mod compare;
 pub mod copy;
 pub mod cutover;
+pub mod digest;
 pub mod moving;
 pub mod outcome;
 pub mod overlap;
 pub mod plan;
+pub mod reconcile;
 pub mod replay;
 pub mod reverse;
 pub mod schema;

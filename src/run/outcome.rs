@@ -218,6 +218,21 @@ fn difference(summary: &CopySummary, surface: Surface) -> Option<(Verdict, Strin
             ),
         ));
     }
+    if let Some(reconcile) = summary.reconcile.as_ref().filter(|r| r.kept_extra() > 0) {
+        let flag = match surface {
+            Surface::CommandLine => "--delete-extra",
+            Surface::Service { .. } => "\"delete_extra\": true",
+        };
+        return Some((
+            Verdict::CompleteButDifferent,
+            format!(
+                "reconciled ({} written, {} equal), but {} documents only the destination holds                  were kept: reconcile with {flag} to delete them",
+                reconcile.written,
+                reconcile.equal,
+                reconcile.kept_extra()
+            ),
+        ));
+    }
     if let Some(sync) = &summary.sync {
         if let Some(why) = sync.verification.as_ref().and_then(|v| v.unproven.as_ref()) {
             return Some((
@@ -263,6 +278,8 @@ fn already_complete(summary: &CopySummary, asked: &Asked) -> String {
             "an earlier run completed the copy of this job (state {state}): this run followed \
              the source's changes on from its saved position"
         ),
+        // A reconcile compares again on every run; only a run with nothing to compare gets here.
+        Mode::Reconcile => format!("nothing to reconcile (state {state})"),
         Mode::Copy if asked.journal => format!(
             "already complete: an earlier run copied every document of this job (state \
              {state}), so this run wrote nothing and journaled nothing; {restart} to copy (and \

@@ -267,6 +267,7 @@ pub async fn seed(
             committed: false,
             reverse_from: None,
             verification,
+            reconciling: false,
         }),
         shared: None,
         recheck: Vec::new(),

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::stats::{IndexError, SchemaLog};
 use crate::engine::{Control, CopyError};
-use crate::mongo::schema::{self, describe_index, index_name, Kind, Schema};
+use crate::mongo::schema::{self, describe_index, index_name, Kind, Schema, MODIFIABLE_OPTIONS};
 use crate::mongo::{MongoError, Namespace, Side};
 use crate::spec::{Exclude, NsMapping};
 
@@ -276,6 +276,104 @@ pub fn conflicts(selection: &Selection, existing: &[Option<Schema>]) -> Vec<Stri
         .collect()
 }
 
+/// Where the destination's options differ from the source's in ways `collMod` cannot change,
+/// one line per namespace: a reconcile, which makes the rest equal in place, stops on these.
+pub fn fixed_conflicts(selection: &Selection, existing: &[Option<Schema>]) -> Vec<String> {
+    let fixed = |schema: &Schema| {
+        let mut schema = schema.clone();
+        for key in MODIFIABLE_OPTIONS {
+            schema.options.remove(key);
+        }
+        schema
+    };
+    selection
+        .all()
+        .zip(existing)
+        .filter_map(|(selected, existing)| {
+            let differences =
+                fixed(&selected.schema).differences(&fixed(existing.as_ref()?), false);
+            (!differences.is_empty()).then(|| {
+                format!(
+                    "{} exists with options that cannot be changed in place and differ from {}'s: \
+                     {}",
+                    selected.destination,
+                    selected.source,
+                    differences.join("; ")
+                )
+            })
+        })
+        .collect()
+}
+
+/// Makes the destination's `dst` like `wanted` (the source's schema, a view's source renamed):
+/// created if missing, the options `collMod` changes set, and with `indexes` the indexes built
+/// or dropped. What still differs after is an error.
+pub async fn make_like(
+    destination: &Client,
+    dst: &Namespace,
+    wanted: &Schema,
+    log: &SchemaLog,
+    indexes: bool,
+) -> Result<(), CopyError> {
+    let Some(there) = schema::read(destination, Side::Destination, dst).await? else {
+        schema::create(destination, dst, &wanted.options).await?;
+        log.update(|p| p.created.push(dst.to_string()));
+        if indexes {
+            for index in &wanted.indexes {
+                build(destination, dst, index).await?;
+            }
+        }
+        return Ok(());
+    };
+    let mut changed = Document::new();
+    for key in MODIFIABLE_OPTIONS {
+        if wanted.options.get(key) != there.options.get(key) {
+            if let Some(value) = wanted.options.get(key) {
+                changed.insert(key, value.clone());
+            }
+        }
+    }
+    if !changed.is_empty() {
+        schema::modify(destination, dst, changed).await?;
+    }
+    if indexes {
+        for index in &there.indexes {
+            if !wanted.indexes.contains(index) {
+                schema::drop_index(destination, dst, index_name(index)).await?;
+            }
+        }
+        for index in &wanted.indexes {
+            if !there.indexes.contains(index) {
+                build(destination, dst, index).await?;
+            }
+        }
+    }
+    let now = schema::read(destination, Side::Destination, dst).await?;
+    let left = match &now {
+        Some(now) => wanted.differences(now, indexes),
+        None => vec!["the destination's collection vanished".into()],
+    };
+    if left.is_empty() {
+        Ok(())
+    } else {
+        Err(CopyError::Schema(format!("{dst}: {}", left.join("; "))))
+    }
+}
+
+async fn build(destination: &Client, dst: &Namespace, index: &Document) -> Result<(), CopyError> {
+    schema::build_index(destination, dst, index)
+        .await
+        .map_err(|reason| {
+            MongoError::Command {
+                side: Side::Destination,
+                ns: dst.clone(),
+                op: "createIndexes",
+                reason: format!("index {}: {reason}", index_name(index)),
+            }
+            .into()
+        })
+}
+
 /// Making the destination's schema, for one job: where, what, and under which controls.
 pub struct SchemaWork<'a> {
     pub destination: &'a Client,
@@ -345,6 +443,29 @@ impl SchemaWork<'_> {
             }
         }
         log.update(|p| p.step = None);
+        Ok(())
+    }
+
+    /// A reconcile's schema step: each of `selected` made like the source's in place
+    /// ([`make_like`]), its indexes too with `indexes`; nothing is dropped whole.
+    pub async fn make_equal(&self, selected: &[Selected], indexes: bool) -> Result<(), CopyError> {
+        for s in selected {
+            self.control.wait_while_paused(self.cancel).await;
+            if self.cancel.is_cancelled() {
+                return Err(CopyError::Stopped);
+            }
+            let step = format!("making {} like {}", s.destination, s.source);
+            self.log.update(|p| p.step = Some(step));
+            make_like(
+                self.destination,
+                &s.destination,
+                &s.schema,
+                self.log,
+                indexes,
+            )
+            .await?;
+        }
+        self.log.update(|p| p.step = None);
         Ok(())
     }
 

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use mongodb::bson::{Document, RawBson};
+use mongodb::bson::RawBson;
 use mongodb::Client;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -37,8 +37,8 @@ use crate::engine::queue::QueueSender;
 use crate::engine::source::change_stream::{self, ChangeFeed, DdlOp, Position};
 use crate::engine::stats::{EventCounts, JobStats, SyncPhase, WritesAfterCommit};
 use crate::engine::{CopyError, Engine, Feed, Ledger, NsTask, Source};
-use crate::mongo::schema::{self, index_name, Kind, Schema, MODIFIABLE_OPTIONS};
-use crate::mongo::{MongoError, Namespace, Side};
+use crate::mongo::schema::{self, Kind, Schema};
+use crate::mongo::{Namespace, Side};
 use crate::spec::{BlockWrites, CopySpec, NsMapping, Routes};
 use crate::state::{ReverseFrom, SyncCheckpoint};
 
@@ -60,6 +60,7 @@ pub async fn start_here(source: &Client, routes: &Routes) -> Result<SyncCheckpoi
         committed: false,
         verification: None,
         reverse_from: None,
+        reconciling: false,
     })
 }
 
@@ -594,54 +595,13 @@ impl Follower {
         }
     }
 
-    /// Makes the destination's namespace like the source's now: created if missing, options
-    /// that `collMod` changes, indexes built or dropped. What still differs after is an error.
+    /// Makes the destination's namespace like the source's now ([`schema::make_like`]).
     async fn reconcile(&self, source: &Namespace, dst: &Namespace) -> Result<(), CopyError> {
         let Some(wanted) = self.source_schema(source).await? else {
             // Gone since: its drop or rename follows in the stream.
             return Ok(());
         };
-        let log = &self.stats.schema;
-        let Some(there) = schema::read(&self.destination, Side::Destination, dst).await? else {
-            schema::create(&self.destination, dst, &wanted.options).await?;
-            log.update(|p| p.created.push(dst.to_string()));
-            for index in &wanted.indexes {
-                self.build(dst, index).await?;
-            }
-            return Ok(());
-        };
-        let mut changed = Document::new();
-        for key in MODIFIABLE_OPTIONS {
-            if wanted.options.get(key) != there.options.get(key) {
-                if let Some(value) = wanted.options.get(key) {
-                    changed.insert(key, value.clone());
-                }
-            }
-        }
-        if !changed.is_empty() {
-            schema::modify(&self.destination, dst, changed).await?;
-        }
-        for index in &there.indexes {
-            let kept = wanted.indexes.iter().any(|i| i == index);
-            if !kept {
-                schema::drop_index(&self.destination, dst, index_name(index)).await?;
-            }
-        }
-        for index in &wanted.indexes {
-            if !there.indexes.contains(index) {
-                self.build(dst, index).await?;
-            }
-        }
-        let now = schema::read(&self.destination, Side::Destination, dst).await?;
-        let left = match &now {
-            Some(now) => wanted.differences(now, true),
-            None => vec!["the destination's collection vanished".into()],
-        };
-        if left.is_empty() {
-            Ok(())
-        } else {
-            Err(CopyError::Schema(left.join("; ")))
-        }
+        super::schema::make_like(&self.destination, dst, &wanted, &self.stats.schema, true).await
     }
 
     /// The source's schema of `ns` as the destination should have it (a view's source renamed).
@@ -657,20 +617,6 @@ impl Follower {
             }),
             _ => found,
         }))
-    }
-
-    async fn build(&self, dst: &Namespace, index: &Document) -> Result<(), CopyError> {
-        schema::build_index(&self.destination, dst, index)
-            .await
-            .map_err(|reason| {
-                MongoError::Command {
-                    side: Side::Destination,
-                    ns: dst.clone(),
-                    op: "createIndexes",
-                    reason: format!("index {}: {reason}", index_name(index)),
-                }
-                .into()
-            })
     }
 
     /// Copies a whole collection that came into the job (a rename into a selected database):

@@ -30,14 +30,13 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document, RawBson, RawDocumentBuf};
-use mongodb::options::Hint;
-use mongodb::{Client, Cursor};
+use mongodb::Client;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::compare::{read, Find, PairedScan};
 use crate::engine::changes::ChangeWriter;
 use crate::engine::ledger::VerificationState;
 use crate::engine::source::change_stream::{Change, ChangeEvent, ChangeFeed, Position};
@@ -46,7 +45,7 @@ use crate::engine::stats::{
 };
 use crate::engine::{Control, CopyError};
 use crate::mongo::bson_order::{self, IdKey};
-use crate::mongo::{describe, MongoError, Namespace, Side};
+use crate::mongo::{Namespace, Side};
 use crate::state::{
     id_from_json, id_to_json, unix_now, Checkpoint, JobKey, RecheckEntry, ScanCheckpoint,
     StateError, StateStore, VerificationCheckpoint,
@@ -54,6 +53,9 @@ use crate::state::{
 
 /// Documents per page of the scan, entries per spilled page of the recheck list.
 pub const PAGE: usize = 1000;
+
+/// Bytes of source documents per page of the scan, at most (large documents make short pages).
+const PAGE_BYTES: usize = 16 * 1024 * 1024;
 
 /// `_id`s per lookup by `_id` (`$in`): a long list costs some servers more per `_id` than
 /// several short ones (SecantusDB: 7,200 documents/s at 20 `_id`s a query, 700 at 1,000).
@@ -885,12 +887,11 @@ impl Verifier {
         }
         let range: Vec<Document> = after.map(bson_order::after).into_iter().collect();
         let find = self.find(&source, &range);
-        let (src, dst) = (&self.sides.source, &self.sides.destination);
+        let clients = (&self.sides.source, &self.sides.destination);
+        let pages = (PAGE, PAGE_BYTES, "verify");
         Ok(OpenScan {
             pair,
-            ours: ScanCursor::open(src, Side::Source, &source, find.clone()).await?,
-            theirs: ScanCursor::open(dst, Side::Destination, &destination, find).await?,
-            held: None,
+            scan: PairedScan::open(clients, (&source, &destination), find, pages).await?,
         })
     }
 
@@ -920,15 +921,7 @@ impl Verifier {
     fn find(&self, source: &Namespace, range: &[Document]) -> Find {
         let mut all: Vec<Document> = self.sides.filter.iter().cloned().collect();
         all.extend(range.iter().cloned());
-        let filter = match all.len() {
-            0 => Document::new(),
-            1 => all.remove(0),
-            _ => doc! { "$and": all },
-        };
-        Find {
-            filter,
-            hint: !self.sides.unhinted.contains(source),
-        }
+        Find::all_of(all, !self.sides.unhinted.contains(source))
     }
 
     /// Compares `entries` by `_id` on both sides: each with how it differs (`None`: equal,
@@ -962,8 +955,8 @@ impl Verifier {
                     ..self.find(&source, &within)
                 };
                 let (src, dst) = (&self.sides.source, &self.sides.destination);
-                let ours = read(src, Side::Source, &source, find.clone()).await?;
-                let theirs = read(dst, Side::Destination, &destination, find).await?;
+                let ours = read(src, (Side::Source, &source), find.clone(), "verify").await?;
+                let theirs = read(dst, (Side::Destination, &destination), find, "verify").await?;
                 self.charge(&ours, &theirs).await;
                 let ours: HashMap<IdKey, RawDocumentBuf> = ours
                     .into_iter()
@@ -1173,161 +1166,28 @@ fn differs(ours: Option<&RawDocumentBuf>, theirs: Option<&RawDocumentBuf>) -> Op
     }
 }
 
-/// Merges two lists in `_id` order into the `_id`s that differ, and how.
-fn merge(
-    ours: Vec<(RawBson, RawDocumentBuf)>,
-    theirs: Vec<(RawBson, RawDocumentBuf)>,
-) -> Vec<(RawBson, MismatchKind)> {
-    let mut found = Vec::new();
-    let (mut a, mut b) = (ours.into_iter().peekable(), theirs.into_iter().peekable());
-    loop {
-        let order = match (a.peek(), b.peek()) {
-            (None, None) => return found,
-            (Some(_), None) => std::cmp::Ordering::Less,
-            (None, Some(_)) => std::cmp::Ordering::Greater,
-            (Some((x, _)), Some((y, _))) => {
-                bson_order::compare(x.as_raw_bson_ref(), y.as_raw_bson_ref())
-            }
-        };
-        match order {
-            std::cmp::Ordering::Less => {
-                let (id, _) = a.next().expect("peeked");
-                found.push((id, MismatchKind::Missing));
-            }
-            std::cmp::Ordering::Greater => {
-                let (id, _) = b.next().expect("peeked");
-                found.push((id, MismatchKind::Extra));
-            }
-            std::cmp::Ordering::Equal => {
-                let ((id, x), (_, y)) = (a.next().expect("peeked"), b.next().expect("peeked"));
-                if x.as_bytes() != y.as_bytes() {
-                    found.push((id, MismatchKind::Different));
-                }
-            }
-        }
-    }
-}
-
-/// What a read asks: the documents matching `filter`, by the `_id` index (`hint`).
-#[derive(Clone)]
-struct Find {
-    filter: Document,
-    hint: bool,
-}
-
-/// One side's documents in `_id` order, read a batch ahead.
-struct ScanCursor {
-    cursor: Cursor<RawDocumentBuf>,
-    side: Side,
-    ns: Namespace,
-}
-
-impl ScanCursor {
-    async fn open(
-        client: &Client,
-        side: Side,
-        ns: &Namespace,
-        find: Find,
-    ) -> Result<ScanCursor, CopyError> {
-        let collection = client
-            .database(&ns.db)
-            .collection::<RawDocumentBuf>(&ns.coll);
-        let query = collection
-            .find(find.filter)
-            .sort(doc! { "_id": 1 })
-            .batch_size(PAGE as u32);
-        // A range of `_id`s across type brackets is an `$or`: without the hint a server may
-        // scan the whole collection for it. Time-series collections have no `_id` index.
-        let query = match find.hint {
-            true => query.hint(Hint::Keys(doc! { "_id": 1 })),
-            false => query,
-        };
-        let cursor = query.await.map_err(|e| failed(side, ns, &e))?;
-        Ok(ScanCursor {
-            cursor,
-            side,
-            ns: ns.clone(),
-        })
-    }
-
-    async fn next(&mut self) -> Result<Option<(RawBson, RawDocumentBuf)>, CopyError> {
-        let next = self.cursor.try_next().await;
-        let Some(doc) = next.map_err(|e| failed(self.side, &self.ns, &e))? else {
-            return Ok(None);
-        };
-        let id = crate::engine::source::seam::id_of(&doc, &self.ns)?;
-        Ok(Some((id, doc)))
-    }
-}
-
-fn failed(side: Side, ns: &Namespace, e: &mongodb::error::Error) -> CopyError {
-    MongoError::Command {
-        side,
-        ns: ns.clone(),
-        op: "verify",
-        reason: describe(e),
-    }
-    .into()
-}
-
-/// Every document of `ns` matching `find`, in `_id` order.
-async fn read(
-    client: &Client,
-    side: Side,
-    ns: &Namespace,
-    find: Find,
-) -> Result<Vec<(RawBson, RawDocumentBuf)>, CopyError> {
-    let mut cursor = ScanCursor::open(client, side, ns, find).await?;
-    let mut docs = Vec::new();
-    while let Some(doc) = cursor.next().await? {
-        docs.push(doc);
-    }
-    Ok(docs)
-}
-
-/// A namespace pair's scan in progress: both sides' cursors, and the destination's first
-/// document past the last page.
+/// A namespace pair's scan in progress.
 struct OpenScan {
     pair: usize,
-    ours: ScanCursor,
-    theirs: ScanCursor,
-    held: Option<(RawBson, RawDocumentBuf)>,
+    scan: PairedScan,
 }
 
 impl OpenScan {
-    /// The source's next [`PAGE`] documents and the destination's up to the last of them:
-    /// (that last `_id`, `None` at the end; the differences; documents compared).
+    /// The next page, charged to the job's throttle: (its last `_id`, `None` at the end; the
+    /// differences; documents compared).
     async fn next_page(
         &mut self,
         verifier: &Verifier,
     ) -> Result<(Option<RawBson>, Vec<(RawBson, MismatchKind)>, u64), CopyError> {
-        let mut ours = Vec::with_capacity(PAGE);
-        while ours.len() < PAGE {
-            match self.ours.next().await? {
-                Some(doc) => ours.push(doc),
-                None => break,
-            }
-        }
-        let upper = (ours.len() == PAGE).then(|| ours[PAGE - 1].0.clone());
-        let mut theirs = Vec::new();
-        loop {
-            let next = match self.held.take() {
-                Some(doc) => Some(doc),
-                None => self.theirs.next().await?,
-            };
-            let Some((id, doc)) = next else {
-                break;
-            };
-            let beyond = upper.as_ref().is_some_and(|upper| {
-                bson_order::compare(id.as_raw_bson_ref(), upper.as_raw_bson_ref()).is_gt()
-            });
-            if beyond {
-                self.held = Some((id, doc));
-                break;
-            }
-            theirs.push((id, doc));
-        }
-        let compared = verifier.charge(&ours, &theirs).await;
-        Ok((upper, merge(ours, theirs), compared))
+        let page = self.scan.next_page().await?;
+        let compared = verifier.charge(&page.ours, &page.theirs).await;
+        let upper = page.upper.clone();
+        let found = page
+            .merge()
+            .differences
+            .into_iter()
+            .map(|d| (d.id, d.kind))
+            .collect();
+        Ok((upper, found, compared))
     }
 }

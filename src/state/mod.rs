@@ -287,6 +287,11 @@ pub struct SyncCheckpoint {
     /// before the commit, or when the destination's position could not be read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reverse_from: Option<ReverseFrom>,
+    /// The position before this one was gone from the source's history, and every namespace
+    /// is being reconciled (`on_history_lost: reconcile`): a run that finds this finishes that
+    /// reconcile (from the namespaces' watermarks) before it follows from `start`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reconciling: bool,
 }
 
 /// Where a committed sync's reverse starts, and what it needs to map the names back.

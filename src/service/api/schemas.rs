@@ -55,6 +55,8 @@ schema_of!(
     stats::CanCommit => CanCommit,
     stats::WritesAfterCommit => WritesAfterCommit,
     stats::MoveProgress => MoveProgress,
+    stats::ReconcileProgress => ReconcileProgress,
+    stats::HistoryLost => HistoryLost,
     stats::DeadLetterView => DeadLetterView,
     stats::DeadLetterSummary => DeadLetterSummary,
     stats::NsSnapshot => NsSnapshot,
@@ -136,6 +138,9 @@ enum SyncPhase {
     InitialCopy,
     /// Applying the changes made since the sync started, not yet level with the source.
     CatchingUp,
+    /// The saved position was gone from the source's history: the destination is being made
+    /// equal to the source (a reconcile), after which the changes follow from a new position.
+    Reconciling,
     /// Level with the source (at least once): every change applied as it comes.
     Live,
     /// Applying the last changes up to the commit's point in time.
@@ -175,6 +180,49 @@ struct SyncProgress {
     /// (watched for `commit_watch_secs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     writes_after_commit: Option<WritesAfterCommit>,
+    /// The saved position was gone from the source's history (`on_history_lost`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    history_lost: Option<HistoryLost>,
+}
+
+/// A sync whose saved position was gone from the source's history, and its recovery.
+#[derive(Serialize, Deserialize, ToSchema)]
+struct HistoryLost {
+    /// When it was found (Unix seconds).
+    at: f64,
+    /// What the source said.
+    reason: String,
+    /// The reconcile that recovered from it is done (its counts are `progress.reconcile`).
+    recovered: bool,
+}
+
+/// What a reconcile did, for the views and the summary.
+#[derive(Serialize, Deserialize, ToSchema)]
+struct ReconcileProgress {
+    /// `_id`s compared (on either side), equal ones among them.
+    compared: u64,
+    equal: u64,
+    /// Documents written (missing or different at the destination) and extras deleted, as
+    /// acknowledged by the destination.
+    written: u64,
+    deleted: u64,
+    /// What the comparison found: missing at the destination, different there, only there.
+    missing: u64,
+    different: u64,
+    extra: u64,
+    /// Of `equal`, the documents a digest of their range proved equal (not read).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    digested: u64,
+    /// Extras are deleted (`delete_extra`); otherwise kept and reported.
+    delete_extra: bool,
+    /// The first extras kept: `{"ns": …, "id": …}`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<Object>)]
+    first_extra: Vec<serde_json::Value>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// How far a sync's continuous verification is.
@@ -316,6 +364,12 @@ struct NsSnapshot {
     skipped: u64,
     /// Refused by the destination, kept as dead letters.
     failed: u64,
+    /// A reconcile: found equal at the destination, so not written.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    equal: u64,
+    /// Of `docs`, the deletes (a sync's, a reconcile's extras).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    deleted: u64,
     bytes: u64,
     finished: bool,
     docs_per_sec: f64,
@@ -362,6 +416,9 @@ struct JobSnapshot {
     sync: Option<SyncProgress>,
     /// A move job's documents verified, deleted from the source, kept there (`null` for a copy).
     moves: Option<MoveProgress>,
+    /// A reconcile's documents compared, equal, written, deleted (absent for a copy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reconcile: Option<ReconcileProgress>,
 }
 
 /// What the operator asks of adaptive mode.
@@ -581,6 +638,7 @@ mod tests {
         agree::<stats::SyncPhase, SyncPhase>(every!(stats::SyncPhase {
             InitialCopy,
             CatchingUp,
+            Reconciling,
             Live,
             Committing,
             Committed
@@ -606,6 +664,7 @@ mod tests {
                 reasons: vec![],
             },
             writes_after_commit: None,
+            history_lost: None,
         };
         agree::<stats::VerificationPhase, VerificationPhase>(every!(stats::VerificationPhase {
             Initial,
@@ -653,10 +712,17 @@ mod tests {
             ids: vec![serde_json::json!("x")],
         };
         agree::<_, WritesAfterCommit>([writes.clone()]);
+        let lost = stats::HistoryLost {
+            at: 1.5,
+            reason: "gone".into(),
+            recovered: true,
+        };
+        agree::<_, HistoryLost>([lost.clone()]);
         let verifying = stats::SyncProgress {
             verification: Some(verification),
             can_commit: not_yet,
             writes_after_commit: Some(writes),
+            history_lost: Some(lost),
             ..sync.clone()
         };
         agree::<_, SyncProgress>([sync.clone(), verifying]);
@@ -689,12 +755,27 @@ mod tests {
             docs: 1,
             skipped: 2,
             failed: 3,
+            equal: expected.unwrap_or(0),
+            deleted: expected.unwrap_or(0),
             bytes: 4,
             finished: true,
             docs_per_sec: 5.5,
             partitions: vec![part.clone()],
         };
         agree::<_, NsSnapshot>([ns(Some(10)), ns(None)]);
+        let reconciled = stats::ReconcileProgress {
+            compared: 1,
+            equal: 2,
+            written: 3,
+            deleted: 4,
+            missing: 5,
+            different: 6,
+            extra: 7,
+            digested: 8,
+            delete_extra: true,
+            first_extra: vec![json!({"ns": "a.b", "id": 1})],
+        };
+        agree::<_, ReconcileProgress>([reconciled.clone()]);
         let worker = stats::WorkerSnapshot {
             id: 0,
             state: stats::WorkerState::Busy,
@@ -713,6 +794,7 @@ mod tests {
             workers: vec![worker],
             sync: Some(sync),
             moves: Some(moves(false)),
+            reconcile: Some(reconciled.clone()),
             ..stats::JobSnapshot::final_counts(1, 2, 3, 4)
         }
         .at_rate(2.5);

@@ -1,0 +1,310 @@
+//! `mongoferry reconcile`: the destination made equal to the source by writing only what
+//! differs, against real test servers. Every comparison reads both sides with clients of its
+//! own, byte for byte.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{dump, insert_raw, mongoferry, stderr, stdout, TestEnv};
+use mongodb::bson::{doc, rawdoc, Bson, Document, RawDocumentBuf};
+use mongodb::Client;
+use serde_json::Value;
+
+/// `n` documents with nested fields and arrays, `_id` 0 to n-1.
+fn nested_docs(n: i32) -> Vec<RawDocumentBuf> {
+    (0..n)
+        .map(|i| {
+            rawdoc! {
+                "_id": i,
+                "name": format!("customer {i}"),
+                "address": { "city": "Lyon", "geo": { "lat": 45.76, "zip": i } },
+                "tags": ["a", "b", i],
+            }
+        })
+        .collect()
+}
+
+/// The same documents on both sides.
+async fn copied(env: &TestEnv, (s, d): (&str, &str), docs: &[RawDocumentBuf]) -> (Client, Client) {
+    let (src, dst) = (env.src_client().await, env.dst_client().await);
+    insert_raw(&src, s, "c", docs).await;
+    insert_raw(&dst, d, "c", docs).await;
+    (src, dst)
+}
+
+/// Runs `reconcile` with `extra` flags and `--json`: (exit status, summary).
+fn reconcile(env: &TestEnv, (s, d): (&str, &str), state: &Path, extra: &[&str]) -> (i32, Value) {
+    let ns = format!("{s}.c:{d}.c");
+    let state = state.join("state.db");
+    let mut argv = vec![
+        "reconcile",
+        "--from",
+        &env.src,
+        "--to",
+        &env.dst,
+        "--ns",
+        &ns,
+        "--state",
+        state.to_str().unwrap(),
+        "--json",
+        "--quiet",
+    ];
+    argv.extend(extra);
+    let out = mongoferry(&argv, Duration::from_secs(90));
+    let summary = serde_json::from_str(stdout(&out).trim())
+        .unwrap_or_else(|e| panic!("{e}: {} {}", stdout(&out), stderr(&out)));
+    (out.status.code().unwrap_or(-1), summary)
+}
+
+/// Plants differences of every kind at the destination of 2,000 documents: 10 missing, 10
+/// changed (top-level, nested and in an array), one whose `_id` changed number type, and 6
+/// extras (one of them an `_id` of another type than its source twin). Returns (missing,
+/// different, extra).
+async fn plant_differences(dst: &Client, d: &str) -> (u64, u64, u64) {
+    let c = dst.database(d).collection::<Document>("c");
+    c.delete_many(doc! { "_id": { "$gte": 100, "$lt": 110 } })
+        .await
+        .unwrap();
+    for i in 200..204 {
+        c.update_one(doc! { "_id": i }, doc! { "$set": { "name": "changed" } })
+            .await
+            .unwrap();
+    }
+    for i in 300..303 {
+        c.update_one(
+            doc! { "_id": i },
+            doc! { "$set": { "address.geo.zip": -1 } },
+        )
+        .await
+        .unwrap();
+    }
+    for i in 400..403 {
+        c.update_one(doc! { "_id": i }, doc! { "$push": { "tags": "extra" } })
+            .await
+            .unwrap();
+    }
+    // `_id` 7 as an Int64: the same `_id` to the server, another document byte for byte.
+    let seven = c.find_one(doc! { "_id": 7 }).await.unwrap().unwrap();
+    c.delete_one(doc! { "_id": 7 }).await.unwrap();
+    let mut seven_long = seven.clone();
+    seven_long.insert("_id", Bson::Int64(7));
+    c.insert_one(seven_long).await.unwrap();
+    for i in 0..5 {
+        c.insert_one(doc! { "_id": 10_000 + i, "only": "here" })
+            .await
+            .unwrap();
+    }
+    c.insert_one(doc! { "_id": "5", "a": "string twin" })
+        .await
+        .unwrap();
+    (10, 11, 6)
+}
+
+#[test]
+fn a_reconcile_writes_exactly_what_differs_and_deletes_extras_only_when_asked() {
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("rec"), env.dst_db("rec"));
+        let (_, dst) = copied(&env, (&s, &d), &nested_docs(2_000)).await;
+        let (missing, different, extra) = plant_differences(&dst, &d).await;
+        let data = tempfile::tempdir().unwrap();
+
+        // Without --delete-extra: everything written, extras kept and reported (status 3).
+        let (status, summary) = reconcile(&env, (&s, &d), data.path(), &[]);
+        let r = &summary["reconcile"];
+        assert_eq!(status, 3, "{summary}");
+        assert_eq!(r["missing"], missing, "{r}");
+        assert_eq!(r["different"], different, "{r}");
+        assert_eq!(r["extra"], extra, "{r}");
+        assert_eq!(r["written"], missing + different, "{r}");
+        assert_eq!(r["deleted"], 0, "{r}");
+        assert_eq!(r["equal"], 2_000 - missing - different, "{r}");
+        assert_eq!(r["compared"], 2_000 + extra, "{r}");
+        assert_eq!(r["first_extra"].as_array().unwrap().len() as u64, extra);
+        let left = dump(&dst, &d, "c").await;
+        assert_eq!(left.len() as u64, 2_000 + extra);
+
+        // A second run starts over (a reconcile is never "already complete") and deletes them.
+        let (status, summary) = reconcile(&env, (&s, &d), data.path(), &["--delete-extra"]);
+        let r = &summary["reconcile"];
+        assert_eq!(status, 0, "{summary}");
+        assert_eq!(
+            (r["written"].as_u64(), r["deleted"].as_u64()),
+            (Some(0), Some(extra)),
+            "{r}"
+        );
+        assert_eq!(r["equal"], 2_000, "{r}");
+        assert_eq!(common::assert_same(&env, (&s, "c"), (&d, "c")).await, 2_000);
+
+        // Level: nothing to write.
+        let (status, summary) = reconcile(&env, (&s, &d), data.path(), &["--delete-extra"]);
+        let r = &summary["reconcile"];
+        assert_eq!(status, 0, "{summary}");
+        assert_eq!(
+            (r["written"].as_u64(), r["deleted"].as_u64()),
+            (Some(0), Some(0))
+        );
+        assert_eq!(r["equal"], 2_000, "{r}");
+    });
+}
+
+#[test]
+fn a_reconcile_fills_an_empty_destination_and_makes_its_indexes_and_options_equal() {
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("recs"), env.dst_db("recs"));
+        let (src, dst) = (env.src_client().await, env.dst_client().await);
+        src.database(&s)
+            .create_collection("c")
+            .validator(doc! { "name": { "$exists": true } })
+            .await
+            .unwrap();
+        insert_raw(&src, &s, "c", &nested_docs(300)).await;
+        src.database(&s)
+            .run_command(doc! { "createIndexes": "c", "indexes": [
+            { "key": { "name": 1 }, "name": "by_name" } ] })
+            .await
+            .unwrap();
+        // The destination has the collection without the validator, with an index the source
+        // lacks, and a third of the documents.
+        dst.database(&d).create_collection("c").await.unwrap();
+        insert_raw(&dst, &d, "c", &nested_docs(100)).await;
+        dst.database(&d)
+            .run_command(doc! { "createIndexes": "c", "indexes": [
+            { "key": { "tags": 1 }, "name": "by_tags" } ] })
+            .await
+            .unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let (status, summary) = reconcile(&env, (&s, &d), data.path(), &[]);
+        assert_eq!(status, 0, "{summary}");
+        assert_eq!(summary["reconcile"]["written"], 200, "{summary}");
+        assert_eq!(summary["reconcile"]["equal"], 100, "{summary}");
+        common::assert_same(&env, (&s, "c"), (&d, "c")).await;
+        let out = mongoferry(
+            &[
+                "verify",
+                "--from",
+                &env.src,
+                "--to",
+                &env.dst,
+                "--ns",
+                &format!("{s}.c:{d}.c"),
+            ],
+            Duration::from_secs(60),
+        );
+        assert!(out.status.success(), "{}", stdout(&out));
+    });
+}
+
+#[test]
+fn a_reconcile_killed_part_way_is_finished_by_a_rerun_without_writing_again() {
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("reck"), env.dst_db("reck"));
+        let docs = nested_docs(6_000);
+        let (_, dst) = copied(&env, (&s, &d), &docs).await;
+        // Every third document differs at the destination.
+        let c = dst.database(&d).collection::<Document>("c");
+        c.update_many(
+            doc! { "$expr": { "$eq": [{ "$mod": ["$_id", 3] }, 0] } },
+            doc! { "$set": { "name": "stale" } },
+        )
+        .await
+        .unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let state = data.path().join("state.db");
+        let ns = format!("{s}.c:{d}.c");
+        let argv = [
+            "reconcile",
+            "--from",
+            &env.src,
+            "--to",
+            &env.dst,
+            "--ns",
+            &ns,
+            "--state",
+            state.to_str().unwrap(),
+            "--rate",
+            "1500",
+            "--batch-size",
+            "50",
+            "--quiet",
+        ];
+        let ended = common::kill_when(&argv, Duration::from_secs(60), || {
+            common::part_way(&state) > 0
+        })
+        .await;
+        assert!(!ended, "the reconcile ended before it could be killed");
+        // What is left to do, as an independent comparison sees it.
+        let out = mongoferry(
+            &[
+                "verify", "--from", &env.src, "--to", &env.dst, "--ns", &ns, "--json",
+            ],
+            Duration::from_secs(60),
+        );
+        let left: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+        let left = left["different"].as_u64().unwrap();
+        assert!(0 < left && left < 2_000, "{left} of 2,000 still differ");
+        let (status, summary) = reconcile(&env, (&s, &d), data.path(), &[]);
+        assert_eq!(status, 0, "{summary}");
+        assert_eq!(summary["resumed"], true, "{summary}");
+        assert!(summary["skipped"].as_u64() > Some(0), "{summary}");
+        // Only what the first run had not written is written again.
+        assert_eq!(summary["reconcile"]["written"], left, "{summary}");
+        common::assert_same(&env, (&s, "c"), (&d, "c")).await;
+    });
+}
+
+#[test]
+fn a_reconcile_refuses_drop_and_options_it_cannot_change_in_place() {
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("recr"), env.dst_db("recr"));
+        let (src, dst) = (env.src_client().await, env.dst_client().await);
+        src.database(&s)
+            .create_collection("c")
+            .capped(true)
+            .size(1 << 20)
+            .await
+            .unwrap();
+        dst.database(&d).create_collection("c").await.unwrap();
+        insert_raw(&src, &s, "c", &nested_docs(10)).await;
+        let data = tempfile::tempdir().unwrap();
+        let ns = format!("{s}.c:{d}.c");
+        let state = data.path().join("state.db");
+        let base = [
+            "reconcile",
+            "--from",
+            &env.src,
+            "--to",
+            &env.dst,
+            "--ns",
+            &ns,
+            "--state",
+            state.to_str().unwrap(),
+        ];
+        let out = mongoferry(&base, Duration::from_secs(60));
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("cannot be changed in place"),
+            "{}",
+            stderr(&out)
+        );
+        let dropped = mongoferry(&[&base[..], &["--drop"]].concat(), Duration::from_secs(60));
+        assert_eq!(dropped.status.code(), Some(2), "{}", stderr(&dropped));
+        assert!(stderr(&dropped).contains("--drop"), "{}", stderr(&dropped));
+        assert!(dump(&dst, &d, "c").await.is_empty(), "nothing was written");
+        let copy_flag = mongoferry(
+            &[
+                "copy",
+                "--from",
+                &env.src,
+                "--to",
+                &env.dst,
+                "--ns",
+                &ns,
+                "--delete-extra",
+            ],
+            Duration::from_secs(30),
+        );
+        assert_eq!(copy_flag.status.code(), Some(2), "{}", stderr(&copy_flag));
+    });
+}
