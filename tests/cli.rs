@@ -571,6 +571,7 @@ fn valid_value(flag: &str) -> &'static str {
         "--verify" => "report",
         "--indexes" => "after",
         "--block-writes" => "source",
+        "--on-history-lost" => "reconcile",
         "--memory-limit" | "--journal-segment-bytes" => "67108864",
         "--lease-seconds" => "30",
         "--doc-size" => "1024",
@@ -598,10 +599,11 @@ fn every_flag_the_help_lists_is_accepted_and_described() {
         "admin.c",
     ];
     let sample = ["--to", "mongodb://127.0.0.1:9", "--ns", "admin.c"];
-    let commands: [(&[&str], &[&str]); 10] = [
+    let commands: [(&[&str], &[&str]); 11] = [
         (&["copy"], &job),
         (&["sync"], &job),
         (&["move"], &job),
+        (&["reconcile"], &job),
         (&["plan"], &job),
         (&["verify"], &job),
         (&["sample"], &sample),

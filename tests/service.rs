@@ -995,6 +995,67 @@ fn a_move_job_reports_what_it_moved_and_kept() {
     });
 }
 
+#[test]
+fn a_reconcile_job_shows_its_counts_in_its_view_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start(&dir.path().join("jobs.json"));
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("apirec"), env.dst_db("apirec"));
+        let docs = sample_docs(500, 100);
+        insert_raw(&env.src_client().await, &s, "c", &docs).await;
+        // The destination lacks 50, holds 20 stale and 5 of its own.
+        let dst = env.dst_client().await;
+        insert_raw(&dst, &d, "c", &docs[50..]).await;
+        let c = dst.database(&d).collection::<mongodb::bson::Document>("c");
+        c.update_many(
+            mongodb::bson::doc! { "_id": { "$gte": 100, "$lt": 120 } },
+            mongodb::bson::doc! { "$set": { "stale": true } },
+        )
+        .await
+        .unwrap();
+        for i in 0..5 {
+            c.insert_one(mongodb::bson::doc! { "_id": 9_000 + i })
+                .await
+                .unwrap();
+        }
+        let mut body = spec(&env, &format!("{s}.c"), &format!("{d}.c"));
+        body["mode"] = json!("reconcile");
+        body["delete_extra"] = json!(true);
+        let (status, job) = service.post("/api/jobs", body).await;
+        assert_eq!(status, 202, "{job}");
+        let id = job["id"].clone();
+        let job = service
+            .wait_for(&id, "the reconcile", |j| j["state"] == "completed")
+            .await;
+        assert_eq!(job["error"], Value::Null, "{job}");
+        let r = &job["progress"]["reconcile"];
+        assert_eq!(
+            (
+                r["written"].as_u64(),
+                r["deleted"].as_u64(),
+                r["equal"].as_u64(),
+                r["compared"].as_u64()
+            ),
+            (Some(70), Some(5), Some(430), Some(505)),
+            "{job}"
+        );
+        common::assert_same(&env, (&s, "c"), (&d, "c")).await;
+        let (_, metrics) = service.get("/metrics").await;
+        let metrics = metrics.as_str().unwrap().to_string();
+        for (kind, n) in [("written", 70), ("deleted", 5), ("equal", 430)] {
+            let line =
+                format!("mongoferry_reconcile_documents_total{{job=\"{id}\",kind=\"{kind}\"}} {n}");
+            assert!(metrics.contains(&line), "{line} in {metrics}");
+        }
+        // Without `delete_extra` on a copy, the spec is refused with the field named.
+        let mut copy = spec(&env, &format!("{s}.c"), &format!("{d}.c"));
+        copy["delete_extra"] = json!(true);
+        let (status, refused) = service.post("/api/jobs", copy).await;
+        assert_eq!(status, 400, "{refused}");
+        assert!(refused.to_string().contains("delete_extra"), "{refused}");
+    });
+}
+
 /// A service job with several readers and a partition size reads its namespace in
 /// partitions, and its progress shows each one: while it runs some are read at once, and at the
 /// end all are complete and add up to the namespace.

@@ -567,6 +567,74 @@ fn a_position_the_source_no_longer_holds_stops_with_a_clear_error() {
 }
 
 #[test]
+fn a_lost_position_is_recovered_by_a_reconcile_when_asked() {
+    // A source that keeps only the last 100 changes.
+    TestEnv::start_with(&["--oplog-max-entries", "100"]).run(|env| async move {
+        let (s, d) = (env.src_db("recover"), env.dst_db("recover"));
+        let src = env.src_client().await;
+        let data = tempfile::tempdir().unwrap();
+        let argv = synced_until_caught_up(&env, &src, (&s, &d), data.path()).await;
+        // Before the recovery: 300 inserts, 20 updates and 10 deletes, and the saved position
+        // is gone.
+        let c = src.database(&s).collection::<Document>("c");
+        for i in 0..300 {
+            c.insert_one(doc! { "_id": 1000 + i }).await.unwrap();
+        }
+        for i in 0..20 {
+            c.update_one(doc! { "_id": i }, doc! { "$set": { "changed": true } })
+                .await
+                .unwrap();
+        }
+        c.delete_many(doc! { "_id": { "$gte": 30, "$lt": 40 } })
+            .await
+            .unwrap();
+        let _ = src
+            .database("admin")
+            .run_command(doc! { "secantusAdmin.pruneOplog": 1 })
+            .await;
+        let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let out = mongoferry(&refs, Duration::from_secs(60));
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("--on-history-lost reconcile"),
+            "{}",
+            stderr(&out)
+        );
+
+        // With the flag, while inserts go on: the recovery writes about what changed.
+        let during = tokio::spawn({
+            let c = c.clone();
+            async move {
+                for i in 0..200 {
+                    c.insert_one(doc! { "_id": 5000 + i }).await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        });
+        let mut recover = argv.clone();
+        recover.extend(["--on-history-lost", "reconcile", "--json"].map(String::from));
+        let out = common::mongoferry_async(recover, Duration::from_secs(90)).await;
+        during.await.unwrap();
+        let err = stderr(&out);
+        assert!(out.status.success(), "{err}");
+        assert!(err.contains("history lost"), "{err}");
+        let summary: Value = serde_json::from_str(common::stdout(&out).trim()).unwrap();
+        let reconciled = &summary["reconcile"];
+        let written = reconciled["written"].as_u64().unwrap();
+        assert!((320..=520).contains(&written), "{reconciled}");
+        assert_eq!(reconciled["deleted"], 10, "{reconciled}");
+        assert_eq!(
+            summary["sync"]["history_lost"]["recovered"], true,
+            "{summary}"
+        );
+        // Level after a last catch-up (the inserts may have outlasted the first run).
+        let out = mongoferry(&refs, Duration::from_secs(60));
+        assert!(out.status.success(), "{}", stderr(&out));
+        common::assert_same(&env, (&s, "c"), (&d, "c")).await;
+    });
+}
+
+#[test]
 fn a_sync_journal_replays_in_order_to_the_same_documents() {
     TestEnv::start().run(|env| async move {
         let (s, d, again) = (

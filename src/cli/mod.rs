@@ -239,6 +239,8 @@ pub struct MoveArgs {
 }
 
 #[derive(Args, Debug)]
+// A reconcile keeps the destination: `--drop` is refused with a reason, and not offered.
+#[command(mut_arg("drop", |arg| arg.hide(true)))]
 pub struct ReconcileArgs {
     #[command(flatten)]
     pub copy: CopyArgs,

@@ -31,7 +31,8 @@ pub enum CopyError {
     #[error(
         "the source no longer holds the changes since this job's saved position ({0}); following \
          changes cannot bring the destination up to date any more: run the job again with \
-         --restart for a full copy"
+         --on-history-lost reconcile to write only what differs and follow on from a new \
+         position, or with --restart for a full copy"
     )]
     HistoryLost(String),
     /// A change of the source that cannot be made at the destination (never skipped).

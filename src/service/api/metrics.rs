@@ -187,7 +187,8 @@ fn limits(out: &mut String, views: &[JobView], manager: &JobManager) {
     }
 }
 
-/// What a sync job applied and how far behind it is; what a move job verified and deleted.
+/// What a sync job applied and how far behind it is; what a move job verified and deleted;
+/// what a reconcile compared and wrote.
 fn sync_and_move(out: &mut String, views: &[JobView]) {
     family(
         out,
@@ -245,6 +246,31 @@ fn sync_and_move(out: &mut String, views: &[JobView]) {
                 let _ = writeln!(
                     out,
                     "mongoferry_move_documents_total{{job=\"{}\",kind=\"{kind}\"}} {n}",
+                    view.id
+                );
+            }
+        }
+    }
+    family(
+        out,
+        "reconcile_documents_total",
+        "counter",
+        "A reconcile's documents (a reconcile job's, or a sync's after lost history): compared, equal, written, deleted; found missing, different, extra.",
+    );
+    for view in views {
+        if let Some(r) = view.progress.as_ref().and_then(|p| p.reconcile.as_ref()) {
+            for (kind, n) in [
+                ("compared", r.compared),
+                ("equal", r.equal),
+                ("written", r.written),
+                ("deleted", r.deleted),
+                ("missing", r.missing),
+                ("different", r.different),
+                ("extra", r.extra),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "mongoferry_reconcile_documents_total{{job=\"{}\",kind=\"{kind}\"}} {n}",
                     view.id
                 );
             }
