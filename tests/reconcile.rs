@@ -4,13 +4,24 @@
 
 mod common;
 
+use std::hash::{Hash, Hasher};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::{dump, insert_raw, mongoferry, stderr, stdout, TestEnv};
+use futures::future::BoxFuture;
+use futures::FutureExt;
 use mongodb::bson::{doc, rawdoc, Bson, Document, RawDocumentBuf};
 use mongodb::Client;
+use mongoferry::engine::CopyError;
+use mongoferry::mongo::{Namespace, Side};
+use mongoferry::run::compare::{read, Find};
+use mongoferry::run::copy::{self, CopySummary};
+use mongoferry::run::digest::{Digest, RangeDigest};
+use mongoferry::spec::{JobSpec, Mode};
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 
 /// `n` documents with nested fields and arrays, `_id` 0 to n-1.
 fn nested_docs(n: i32) -> Vec<RawDocumentBuf> {
@@ -306,5 +317,90 @@ fn a_reconcile_refuses_drop_and_options_it_cannot_change_in_place() {
             Duration::from_secs(30),
         );
         assert_eq!(copy_flag.status.code(), Some(2), "{}", stderr(&copy_flag));
+    });
+}
+
+/// A digest computed by reading the documents, as a server would compute it on its side:
+/// exact (every byte, in `_id` order), over whole collections and ranges alike. `lies`: every
+/// digest agrees, whatever the documents (to show that what a digest calls equal is not read).
+struct ReadingDigest {
+    lies: bool,
+}
+
+impl RangeDigest for ReadingDigest {
+    fn digest<'a>(
+        &'a self,
+        (side, client): (Side, &'a Client),
+        ns: &'a Namespace,
+        find: &'a Find,
+        _whole: bool,
+    ) -> BoxFuture<'a, Result<Option<Digest>, CopyError>> {
+        async move {
+            let docs = read(client, (side, ns), find.clone(), "digest").await?;
+            let mut hasher = std::hash::DefaultHasher::new();
+            for (_, doc) in &docs {
+                doc.as_bytes().hash(&mut hasher);
+            }
+            let hash = match self.lies {
+                true => "same".to_string(),
+                false => format!("{:016x}", hasher.finish()),
+            };
+            Ok(Some(Digest {
+                docs: docs.len() as u64,
+                hash,
+            }))
+        }
+        .boxed()
+    }
+
+    fn ranges(&self) -> bool {
+        true
+    }
+}
+
+async fn reconcile_with(env: &TestEnv, (s, d): (&str, &str), lies: bool) -> CopySummary {
+    let mut spec = JobSpec::new(&env.src, &env.dst, &[&format!("{s}.c:{d}.c")]);
+    spec.mode = Some(Mode::Reconcile);
+    let spec = spec.validate().unwrap();
+    copy::prepare(&spec, common::memory_store())
+        .await
+        .unwrap()
+        .with_digests(Arc::new(ReadingDigest { lies }))
+        .run(CancellationToken::new())
+        .await
+        .unwrap()
+}
+
+#[test]
+fn ranges_whose_digests_agree_are_not_read() {
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("recd"), env.dst_db("recd"));
+        let (_, dst) = copied(&env, (&s, &d), &nested_docs(20_000)).await;
+        let c = dst.database(&d).collection::<Document>("c");
+        c.update_many(
+            doc! { "_id": { "$gte": 15_000, "$lt": 15_030 } },
+            doc! { "$set": { "name": "stale" } },
+        )
+        .await
+        .unwrap();
+        // A digest that lies: nothing is read, nothing written; the differences stay.
+        let summary = reconcile_with(&env, (&s, &d), true).await;
+        let r = summary.reconcile.unwrap();
+        assert_eq!(
+            (r.written, r.digested, r.equal),
+            (0, 20_000, 20_000),
+            "{r:?}"
+        );
+        assert_eq!(dump(&dst, &d, "c").await.len(), 20_000);
+        // An exact one: the whole collection differs, so it is split in ranges of about
+        // 10,000 documents; only the one that holds the differences is read.
+        let summary = reconcile_with(&env, (&s, &d), false).await;
+        let r = summary.reconcile.unwrap();
+        assert_eq!((r.written, r.equal), (30, 19_970), "{r:?}");
+        assert!(
+            (5_000..=15_000).contains(&r.digested),
+            "about half proven by digest: {r:?}"
+        );
+        common::assert_same(&env, (&s, "c"), (&d, "c")).await;
     });
 }

@@ -17,7 +17,7 @@ use mongodb::Client;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::digest::DbHash;
+use super::digest::{DbHash, RangeDigest};
 use super::moving;
 use super::overlap;
 use super::reconcile::Reconciling;
@@ -77,6 +77,8 @@ pub struct PreparedCopy {
     /// Asks a sync for its cutover.
     commit: CancellationToken,
     until: Until,
+    /// How a reconcile compares ranges by digest first (`dbHash` where the servers have it).
+    digests: Arc<dyn RangeDigest>,
 }
 
 struct Clients {
@@ -307,6 +309,7 @@ pub async fn prepare(
         },
         commit: CancellationToken::new(),
         until: Until::Committed,
+        digests: Arc::new(DbHash),
     })
 }
 
@@ -462,6 +465,12 @@ impl PreparedCopy {
     /// ends once every partition is copied (a service node helping another node's job).
     pub fn partitions_only(mut self) -> Self {
         self.sharing.partitions_only = true;
+        self
+    }
+
+    /// A reconcile compares ranges by `digests` before it reads them (instead of `dbHash`).
+    pub fn with_digests(mut self, digests: Arc<dyn RangeDigest>) -> Self {
+        self.digests = digests;
         self
     }
 
@@ -750,7 +759,7 @@ impl PreparedCopy {
             delete_extra,
             stats: self.stats.clone(),
             throttle: self.control.throttle().clone(),
-            digests: Some(Arc::new(DbHash)),
+            digests: Some(self.digests.clone()),
         })
     }
 

@@ -135,12 +135,12 @@ pub async fn ranges_to_read(
     let whole = Range::whole(task);
     let find = job.find(task, &whole);
     let entire = job.filter.is_none() && whole.after.is_none() && task.part.is_none();
-    let Some(docs) = compare(job, digests, task, &find, entire).await? else {
-        return Ok(vec![whole]);
+    let docs = match compare(job, digests, task, &find, entire).await? {
+        Verdict::Equal => return Ok(vec![]),
+        Verdict::Unknown => return Ok(vec![whole]),
+        Verdict::Differ(_) if !digests.ranges() => return Ok(vec![whole]),
+        Verdict::Differ(docs) => docs,
     };
-    if !digests.ranges() {
-        return Ok(vec![whole]);
-    }
     let parts = partition::parts_for(docs, RANGE_DOCS);
     let points = match partition::split_points(
         &job.source_client,
@@ -164,35 +164,45 @@ pub async fn ranges_to_read(
             upper: part.upper.or(whole.upper.clone()),
         };
         let find = job.find(task, &range);
-        if compare(job, digests, task, &find, false).await?.is_some() {
+        if compare(job, digests, task, &find, false).await? != Verdict::Equal {
             ranges.push(range);
         }
     }
     Ok(ranges)
 }
 
-/// Compares the digests of what `find` selects on both sides: `None` when they agree (its
-/// documents are counted equal), else the source's documents (0 when unknown).
+/// What two digests say of a set of documents.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Both sides hold the same documents (counted equal, never read).
+    Equal,
+    /// They differ; the source holds this many.
+    Differ(u64),
+    /// A side could not compute a digest.
+    Unknown,
+}
+
+/// Compares the digests of what `find` selects on both sides.
 async fn compare(
     job: &Reconciling,
     digests: &dyn RangeDigest,
     task: &NsTask,
     find: &Find,
     whole: bool,
-) -> Result<Option<u64>, CopyError> {
+) -> Result<Verdict, CopyError> {
     let ours = (Side::Source, &job.source_client);
     let theirs = (Side::Destination, &job.destination);
     let source = digests.digest(ours, &task.source, find, whole).await?;
     let destination = digests
         .digest(theirs, &task.destination, find, whole)
         .await?;
-    match (source, destination) {
+    Ok(match (source, destination) {
         (Some(a), Some(b)) if a == b => {
             task.counters.add_equal(a.docs);
             job.stats.reconcile.add_digested(a.docs);
-            Ok(None)
+            Verdict::Equal
         }
-        (Some(a), _) => Ok(Some(a.docs)),
-        (None, _) => Ok(Some(0)),
-    }
+        (Some(a), Some(_)) => Verdict::Differ(a.docs),
+        _ => Verdict::Unknown,
+    })
 }
