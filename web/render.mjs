@@ -105,11 +105,13 @@ export function formatLag(secs) {
 /**
  * Documents behind the job's position: written by this run, copied by an earlier run (the job
  * continued from its checkpoint), refused by the destination and, in a reconcile, found equal
- * (not written). Also fits a namespace's counts.
+ * (not written). Also fits a namespace's counts (`equal`); a job's are in its reconcile figures,
+ * not counted for a sync (its reconcile after lost history comes after its copy).
  */
 export function doneCount(progress) {
   if (!progress) return 0;
-  return (progress.docs ?? 0) + (progress.skipped ?? 0) + (progress.failed ?? 0) + (progress.equal ?? 0);
+  const equal = progress.equal ?? (progress.sync ? 0 : progress.reconcile?.equal ?? 0);
+  return (progress.docs ?? 0) + (progress.skipped ?? 0) + (progress.failed ?? 0) + equal;
 }
 
 /** Share done, 0..1, when the total is known. */

@@ -934,6 +934,11 @@ test("a reconcile job's row says what was equal, written and kept or deleted", (
 test("a reconcile's progress moves with the comparison: equal documents count as done", () => {
   assert.equal(R.doneCount({ docs: 21, skipped: 0, failed: 0, equal: 1979 }), 2000);
   assert.equal(R.fraction({ docs: 21, equal: 979, expected: 2000 }), 0.5);
+  // The job's own counts have its equal documents in its reconcile figures.
+  const job = { ...baseView.progress, docs: 21, expected: 2000, reconcile: { ...reconciled, equal: 1979 } };
+  assert.equal(R.doneCount(job), 2000);
+  assert.match(R.summaryHtml({ ...reconcileView("completed", null), progress: job }, 2000), /<progress max="1" value="1.0000"/);
+  assert.equal(R.doneCount({ docs: 5, sync: live, reconcile: reconciled }), 5, "a sync's reconcile does not move its copy's bar");
   const html = R.namespacesHtml({
     ...baseView,
     progress: {
