@@ -848,6 +848,10 @@ describe("the dashboard in a browser", { timeout: WATCHDOG_MS }, () => {
     await page.locator(`#job-list [data-job="${kept}"]`).waitFor();
     assert.equal(await page.locator(`#job-list [data-job="${kept}"] .job-reconcile`).innerText(), "reconcile: 20 equal, 10 written, 3 extra kept");
     assert.equal(await page.locator(`#job-list [data-job="${kept + 1}"] .job-reconcile`).innerText(), "reconcile: 30 equal, 0 written, 3 extra deleted");
+    await page.setViewportSize({ width: 390, height: 844 });
+    assert.ok(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth + 1), "the job list scrolls sideways at 390 px");
+    await page.screenshot({ path: screenshotPath("16c-reconcile-narrow-home"), fullPage: true });
+    await page.setViewportSize({ width: 1366, height: 900 });
     assertNoProblems();
   });
 
