@@ -29,7 +29,7 @@ const RECONNECT_MS = 2000;
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** The parts of a job's screen drawn from its view. */
-const JOB_PARTS = ["#job-state", "#job-error", "#job-writes-after", "#summary", "#job-sync", "#job-verification", "#commit-readiness", "#job-move", "#job-adaptive", "#job-schema", "#job-dead", "#job-namespaces", "#job-workers", "#job-spec"];
+const JOB_PARTS = ["#job-state", "#job-error", "#job-writes-after", "#summary", "#job-sync", "#job-verification", "#commit-readiness", "#job-move", "#job-reconcile", "#job-adaptive", "#job-schema", "#job-dead", "#job-namespaces", "#job-workers", "#job-spec"];
 
 /**
  * Replaces an element's content only when it changed, so a refresh every second does not move
@@ -206,7 +206,7 @@ async function pollList(generation) {
 
 // ---------------------------------------------------------------- the form
 
-const FORM_FIELDS = ["from", "to", "namespaces", "filter", "mode", "keep_source", "workers", "batch_size", "rate", "strategy", "rate_bytes", "adaptive"];
+const FORM_FIELDS = ["from", "to", "namespaces", "filter", "mode", "keep_source", "delete_extra", "on_history_lost", "workers", "batch_size", "rate", "strategy", "rate_bytes", "adaptive"];
 
 function clearProblems() {
   $("#form-problems").innerHTML = "";
@@ -246,6 +246,8 @@ function readForm() {
     mode: $("#mode").value,
   };
   if (spec.mode === "move" && $("#keep_source").checked) spec.keep_source = true;
+  if (spec.mode === "reconcile" && $("#delete_extra").checked) spec.delete_extra = true;
+  if (spec.mode === "sync" && $("#on_history_lost").checked) spec.on_history_lost = "reconcile";
   for (const field of ["from", "to"]) {
     if (R.hasMaskedSecret(spec[field])) {
       problems.push(`${field}: a password or secret is masked (***); type it again`);
@@ -475,6 +477,7 @@ function update(view) {
   setHtml($("#job-sync"), R.syncHtml(view));
   setHtml($("#job-verification"), R.verificationHtml(view));
   setHtml($("#job-move"), R.moveHtml(view));
+  setHtml($("#job-reconcile"), R.reconcileHtml(view));
   setHtml($("#job-adaptive"), R.adaptiveHtml(view));
   setHtml($("#job-nodes"), R.nodesHtml(view));
   setHtml($("#job-schema"), R.schemaHtml(view));
@@ -778,10 +781,16 @@ function start() {
   wireSession();
   $("#job-form").addEventListener("submit", submitJob);
   $("#plan-job").addEventListener("click", planJob);
-  // Keeping the source means something for a move only.
-  $("#mode").addEventListener("change", () => {
-    $("#keep-source-field").hidden = $("#mode").value !== "move";
-  });
+  // Keeping the source means something for a move only, deleting extras for a reconcile only,
+  // what to do when the source's history is lost for a sync only.
+  const modeOptions = () => {
+    const mode = $("#mode").value;
+    $("#keep-source-field").hidden = mode !== "move";
+    $("#delete-extra-field").hidden = mode !== "reconcile";
+    $("#on-history-lost-field").hidden = mode !== "sync";
+  };
+  $("#mode").addEventListener("change", modeOptions);
+  modeOptions();
   wireControls();
   window.addEventListener("hashchange", route);
   page.resize = new ResizeObserver(() => fitCharts());

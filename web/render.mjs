@@ -49,12 +49,15 @@ export function allowedCommands(state, mode = "copy", phase = null) {
 
 /**
  * A job's mode: `sync` (copy, then follow the source's changes until committed), `move` (copy,
- * verify, then delete from the source) or `copy`. A spec without a mode is a copy; a sync job's
- * view also has a commit link, a move's progress its move figures.
+ * verify, then delete from the source), `reconcile` (write only what differs between the two
+ * sides) or `copy`. A spec without a mode is a copy; a sync job's view also has a commit link, a
+ * move's progress its move figures, a reconcile's its reconcile figures (a sync that lost its
+ * history has those too, and stays a sync).
  */
 export function jobMode(view) {
   if (view?.spec?.mode === "sync" || Boolean(view?.links?.commit)) return "sync";
   if (view?.spec?.mode === "move" || Boolean(view?.progress?.moves)) return "move";
+  if (view?.spec?.mode === "reconcile" || Boolean(view?.progress?.reconcile)) return "reconcile";
   return "copy";
 }
 
@@ -101,11 +104,14 @@ export function formatLag(secs) {
 
 /**
  * Documents behind the job's position: written by this run, copied by an earlier run (the job
- * continued from its checkpoint) and refused by the destination. Also fits a namespace's counts.
+ * continued from its checkpoint), refused by the destination and, in a reconcile, found equal
+ * (not written). Also fits a namespace's counts (`equal`); a job's are in its reconcile figures,
+ * not counted for a sync (its reconcile after lost history comes after its copy).
  */
 export function doneCount(progress) {
   if (!progress) return 0;
-  return (progress.docs ?? 0) + (progress.skipped ?? 0) + (progress.failed ?? 0);
+  const equal = progress.equal ?? (progress.sync ? 0 : progress.reconcile?.equal ?? 0);
+  return (progress.docs ?? 0) + (progress.skipped ?? 0) + (progress.failed ?? 0) + equal;
 }
 
 /** Share done, 0..1, when the total is known. */
@@ -120,7 +126,7 @@ export function formatLimit(rate, unit) {
 
 /** The form fields a problem of the API's `problems` list belongs to (`null`: the form as a whole). */
 export function problemField(problem) {
-  const match = /^(from|to|namespaces?|filter|workers|batch_size|rate_bytes|rate|strategy|adaptive|mode|keep_source)\b/.exec(
+  const match = /^(from|to|namespaces?|filter|workers|batch_size|rate_bytes|rate|strategy|adaptive|mode|keep_source|delete_extra|on_history_lost)\b/.exec(
     problem,
   );
   if (!match) return null;
@@ -389,6 +395,7 @@ export function jobRowHtml(view) {
   <span class="job-eta" data-field="eta">${rowTime(view)}</span>
   ${jobMode(view) === "sync" ? `<span class="job-sync" data-field="sync">${esc(syncSummary(view))}</span>` : ""}
   ${jobMode(view) === "move" ? `<span class="job-move" data-field="move">${esc(moveSummary(view))}</span>` : ""}
+  ${jobMode(view) === "reconcile" ? `<span class="job-reconcile" data-field="reconcile">${esc(reconcileSummary(view))}</span>` : ""}
   ${view.error ? `<span class="job-error${view.state === "failed" ? "" : " job-note"}" title="${esc(view.error)}">${esc(view.error)}</span>` : ""}
   ${skipped > 0 ? `<span class="job-skipped" data-field="skipped">${esc(formatCount(skipped))} copied before (continued from its checkpoint)</span>` : ""}
   ${failed > 0 ? `<span class="job-dead" data-field="failed">${esc(formatCount(failed))} failed docs</span>` : ""}
@@ -485,6 +492,10 @@ const SYNC_PHASES = {
   initial_copy: ["initial copy", "Copying what the source holds; its changes meanwhile wait in its history."],
   catching_up: ["catching up", "Applying the changes made since the sync started."],
   live: ["live", "Level with the source: every change is applied as it comes. For the cutover, stop the writes to the source, then commit."],
+  reconciling: [
+    "history lost, reconciling",
+    "The sync's saved position was gone from the source's history: the destination is being made equal to the source (only what differs is written), then the sync follows the changes from a new position.",
+  ],
   committing: ["committing", "Applying every change up to the commit, then the job ends."],
   committed: ["committed", "Every change up to the commit is applied."],
 };
@@ -546,7 +557,7 @@ export function syncHtml(view) {
     .join("");
   const meaning = SYNC_PHASES[sync.phase]?.[1] ?? "";
   return `<section class="panel" id="sync"><h3>Live sync <span class="phase phase-${esc(sync.phase)}" data-field="sync_phase" data-phase="${esc(sync.phase)}">${esc(phaseLabel(sync.phase))}</span></h3>
-${meaning ? `<p class="muted">${esc(meaning)}</p>` : ""}
+${meaning ? `<p class="muted">${esc(meaning)}</p>` : ""}${historyLostHtml(view)}
 <div class="tiles">
   ${tile("lag", formatLag(syncLag(view)), "lag_secs")}
   ${tile("caught up", active ? (sync.caught_up ? "yes" : "no") : "–", "caught_up")}
@@ -760,6 +771,95 @@ export function moveHtml(view) {
 ${left && !rehearsal(view) ? `<p class="muted" data-field="move_left_note">Changed after their copy in every pass, or refused by the destination (see the failed documents): submit the move again to move them.</p>` : ""}</section>`;
 }
 
+/** Extras found only at the destination and left there (none when the reconcile deletes them). */
+function keptExtra(r) {
+  return r.delete_extra ? 0 : r.extra ?? 0;
+}
+
+/**
+ * A reconcile job in a few words, for its row in the job list: "reconcile: 1,979 equal, 21
+ * written, 6 extra kept" (or "… 6 extra deleted"; no extras, no word of them). Empty for other
+ * jobs.
+ */
+export function reconcileSummary(view) {
+  if (jobMode(view) !== "reconcile") return "";
+  const r = view.progress?.reconcile;
+  if (!r) return "reconcile";
+  const parts = [`${formatCount(r.equal)} equal`, `${formatCount(r.written)} written`];
+  if (r.delete_extra && r.deleted > 0) parts.push(`${formatCount(r.deleted)} extra deleted`);
+  else if (keptExtra(r) > 0) parts.push(`${formatCount(keptExtra(r))} extra kept`);
+  return `reconcile: ${parts.join(", ")}`;
+}
+
+/**
+ * A reconcile's panel: the `_id`s compared, found equal (not written), written (missing or
+ * different at the destination), and the extras (only at the destination), deleted or kept —
+ * the first kept ones listed — with what each means; those a server-side hash proved equal
+ * without reading them, when any. For a reconcile job, and for a sync that reconciled after its
+ * history was lost; empty for other jobs.
+ */
+export function reconcileHtml(view) {
+  const mode = jobMode(view);
+  const r = view.progress?.reconcile;
+  const afterLost = mode === "sync";
+  if (mode !== "reconcile" && !(afterLost && r)) return "";
+  const title = afterLost ? "Reconcile after lost history" : "Reconcile";
+  const deletes = r ? Boolean(r.delete_extra) : Boolean(view.spec?.delete_extra);
+  const meaning = `Both sides are read in _id order; only what differs is written. Documents only the destination holds are ${
+    deletes ? "deleted (delete extra documents)." : "kept and reported (delete extra documents would delete them)."
+  }`;
+  if (!r) {
+    const why = isFinal(view.state) ? "No figures of the reconcile for this job." : "Not started yet.";
+    return `<section class="panel" id="reconcile"><h3>${esc(title)}</h3><p class="muted">${esc(meaning)}</p><p class="muted" data-field="reconcile_note">${esc(why)}</p></section>`;
+  }
+  const kept = keptExtra(r);
+  const extraTile = deletes
+    ? tile("extras deleted", formatCount(r.deleted), "reconcile_deleted")
+    : tile("extras kept", formatCount(kept), "reconcile_kept", kept > 0 ? "tile-warn" : "");
+  const words = `Of ${formatCount(r.compared)} _ids compared (seen on either side), ${formatCount(r.equal)} were equal on both sides and left alone; ${formatCount(r.missing)} were missing at the destination and ${formatCount(r.different)} different there: ${formatCount(r.written)} written from the source; ${formatCount(r.extra)} were only at the destination: ${deletes ? `${formatCount(r.deleted)} deleted` : "kept"}.`;
+  const digested =
+    r.digested > 0
+      ? `<p class="muted" data-field="reconcile_digested">${esc(`${formatCount(r.digested)} of the equal documents were proven equal by a server-side hash of their range, without reading them.`)}</p>`
+      : "";
+  const first = Array.isArray(r.first_extra) ? r.first_extra : [];
+  const shown = first.length < kept ? ` <span class="muted">the first ${esc(formatCount(first.length))} of ${esc(formatCount(kept))}</span>` : "";
+  const extras =
+    !deletes && first.length > 0
+      ? `<h4>Kept at the destination${shown}</h4><div class="scroll"><table data-field="reconcile_first_extra"><thead><tr><th>namespace</th><th>_id</th></tr></thead><tbody>${first
+          .map((e) => `<tr><td>${esc(e.ns)}</td><td><code>${esc(compactId(e.id))}</code></td></tr>`)
+          .join("")}</tbody></table></div>`
+      : "";
+  return `<section class="panel" id="reconcile"><h3>${esc(title)}</h3>
+<p class="muted">${esc(meaning)}</p>
+<div class="tiles">
+  ${tile("compared", formatCount(r.compared), "reconcile_compared")}
+  ${tile("equal: not written", formatCount(r.equal), "reconcile_equal")}
+  ${tile("written", formatCount(r.written), "reconcile_written")}
+  ${tile("missing at the destination", formatCount(r.missing), "reconcile_missing")}
+  ${tile("different there", formatCount(r.different), "reconcile_different")}
+  ${tile("only at the destination", formatCount(r.extra), "reconcile_extra")}
+  ${extraTile}
+</div>
+<p data-field="reconcile_words">${esc(words)}</p>${digested}${extras}</section>`;
+}
+
+/**
+ * A sync whose saved position was gone from the source's history: when that was found, what the
+ * source said, and whether the reconcile that follows is done. Empty otherwise.
+ */
+export function historyLostHtml(view) {
+  const lost = view?.progress?.sync?.history_lost;
+  if (!lost) return "";
+  const outcome = lost.recovered
+    ? "Recovered: the destination was reconciled with the source, and the sync follows the changes from a new position."
+    : isFinal(view.state)
+      ? "Not recovered."
+      : "Not recovered yet: the destination is being reconciled with the source.";
+  return `<div class="error-box note-box history-lost" data-field="history_lost" data-recovered="${lost.recovered ? "true" : "false"}"><strong>The source's history no longer held the sync's position</strong>
+<p>Found <time>${esc(formatTime(lost.at))}</time>. The source said:</p><pre data-field="history_lost_reason">${esc(lost.reason)}</pre>
+<p data-field="history_lost_outcome">${esc(outcome)}</p></div>`;
+}
+
 /** Adaptive mode: its target and its latest decision with the reason, then the recent ones. */
 export function adaptiveHtml(view) {
   const adaptive = view.adaptive;
@@ -802,6 +902,8 @@ export function namespacesHtml(view) {
       const extras = [
         ns.skipped > 0 ? `${formatCount(ns.skipped)} copied before` : "",
         ns.failed > 0 ? `${formatCount(ns.failed)} failed` : "",
+        ns.equal > 0 ? `${formatCount(ns.equal)} equal (not written)` : "",
+        ns.deleted > 0 ? `${formatCount(ns.deleted)} of them deletes` : "",
       ].filter((e) => e !== "");
       const note = extras.length > 0 ? `<br><span class="muted">${esc(extras.join(", "))}</span>` : "";
       return `<tr><td>${esc(ns.source)}${ns.source === ns.destination ? "" : ` → ${esc(ns.destination)}`}</td>
@@ -839,6 +941,13 @@ export function workersHtml(view) {
   return `<div class="scroll"><table><thead><tr><th>worker</th><th>state</th><th>docs</th><th>batches</th><th>fetch ms</th><th>write ms</th></tr></thead><tbody>${rows}</tbody></table></div>`;
 }
 
+/** A spec's mode in words, with what changes its meaning (a move's rehearsal, a reconcile's deletes). */
+function specMode(spec) {
+  if (spec.mode === "move" && spec.keep_source) return "move (keep the source: a rehearsal)";
+  if (spec.mode === "reconcile") return spec.delete_extra ? "reconcile (delete extra documents)" : "reconcile (keep extra documents)";
+  return spec.mode ?? "copy";
+}
+
 /** The job's spec as the service shows it (URIs without passwords). */
 export function specHtml(view) {
   const spec = view.spec ?? {};
@@ -846,7 +955,8 @@ export function specHtml(view) {
   return `<dl class="spec">
 ${item("from", spec.from)}
 ${item("to", spec.to)}
-${item("mode", spec.mode === "move" && spec.keep_source ? "move (keep the source: a rehearsal)" : spec.mode ?? "copy")}
+${item("mode", specMode(spec))}
+${spec.on_history_lost ? item("on history lost", spec.on_history_lost) : ""}
 ${item("namespaces", (spec.namespaces ?? []).join(", "))}
 ${item("filter", spec.filter ? JSON.stringify(spec.filter) : "none")}
 ${item("batch size", spec.batch_size ?? "default")}

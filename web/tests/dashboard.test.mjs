@@ -11,12 +11,14 @@
 // decision; the page fits a narrow window; a sync job's verification panel shows its first pass,
 // rogue writes at the destination as mismatches (a hostile _id as text), and the Commit button
 // says why it is not ready, in its confirmation too, then after a commit anyway what was not
-// proven and a write after the commit point; a job running when the service stops is shown
-// interrupted, and the same page follows it again when the restarted service continues it; a
-// service without a token needs no sign-in. A chart of fewer than two points says so in words
-// instead of drawing an axis; a job in a final state shows no controls, and an ended one its
-// average rate and how long it took. Screenshots go to target/screenshots/. Any page error or
-// console error fails the run; every wait is bounded; the run leaves no temporary directory.
+// proven and a write after the commit point; a reconcile job started from the form shows what
+// it found equal, wrote and kept at the destination, and deletes the extras when asked; a job
+// running when the service stops is shown interrupted, and the same page follows it again when
+// the restarted service continues it; a service without a token needs no sign-in. A chart of
+// fewer than two points says so in words instead of drawing an axis; a job in a final state shows
+// no controls, and an ended one its average rate and how long it took. Screenshots go to
+// target/screenshots/. Any page error or console error fails the run; every wait is bounded; the
+// run leaves no temporary directory.
 
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
@@ -783,6 +785,73 @@ describe("the dashboard in a browser", { timeout: WATCHDOG_MS }, () => {
     assert.ok(warning.includes(from) && warning.includes('"late"'), warning);
     assert.ok(await page.locator("#controls").isHidden(), "an ended sync shows no commit");
     await page.screenshot({ path: screenshotPath("18b-sync-unproven"), fullPage: true });
+    assertNoProblems();
+  });
+
+  test("a reconcile job started from the form writes only what differs, and deletes extras when asked", async () => {
+    await page.setViewportSize({ width: 1366, height: 900 });
+    const [from, to] = [ns("rec.items"), ns("reced.items")];
+    const dot = from.indexOf(".");
+    const item = (i, v = "same") => ({ _id: i, v, pad: "x".repeat(50) });
+    // The source holds 0..29; the destination 0..19 equal, 20..24 different, 100..102 only there.
+    await runCommand(source, from.slice(0, dot), { insert: from.slice(dot + 1), documents: Array.from({ length: 30 }, (_, i) => item(i)), ordered: true });
+    const [db, collection] = [to.slice(0, to.indexOf(".")), to.slice(to.indexOf(".") + 1)];
+    const theirs = [...Array.from({ length: 25 }, (_, i) => item(i, i < 20 ? "same" : "changed")), ...[100, 101, 102].map((i) => item(i))];
+    await runCommand(destination, db, { insert: collection, documents: theirs, ordered: true });
+    const figure = (name) => number(`#reconcile [data-field="reconcile_${name}"]`);
+
+    await fillForm({ from: source, to: destination, namespaces: `${from}:${to}`, workers: 1, batch_size: 10, mode: "reconcile" });
+    assert.ok(await page.locator("#delete_extra").isVisible(), "a reconcile may delete extras");
+    assert.ok(await page.locator("#keep_source").isHidden(), "keeping the source is a move's");
+    assert.ok(await page.locator("#on_history_lost").isHidden(), "lost history is a sync's");
+    await page.locator("#delete_extra").setChecked(false);
+    await page.locator("#submit-job").click();
+    await page.waitForURL(/#\/jobs\/\d+$/);
+    const kept = Number(/(\d+)$/.exec(page.url())[1]);
+    await page.locator("#reconcile").waitFor();
+    await waitForState("completed", 30000);
+    await waitFor("the final figures", async () => (await figure("written")) === 10, 5000);
+    assert.equal(await figure("compared"), 33);
+    assert.equal(await figure("equal"), 20);
+    assert.equal(await figure("missing"), 5);
+    assert.equal(await figure("different"), 5);
+    assert.equal(await figure("extra"), 3);
+    assert.equal(await figure("kept"), 3);
+    assert.equal(await text("#summary .pct"), "100%", "the equal documents count in the job's progress");
+    assert.equal(await page.locator('#reconcile [data-field="reconcile_first_extra"] tbody tr').count(), 3);
+    assert.equal(await text("#job-error strong"), "Note", "kept extras are a note, not an error");
+    assert.match(await text('#job-error [data-field="error"]'), /only the destination holds/);
+    assert.ok(await page.locator("#commit").isHidden(), "a reconcile is not committed");
+    assert.match(await text("#job-spec"), /mode\s+reconcile \(keep extra documents\)/);
+    await page.screenshot({ path: screenshotPath("16b-reconcile"), fullPage: true });
+    const view = (await api("GET", `/api/jobs/${kept}`)).body;
+    assert.equal(view.spec.mode, "reconcile");
+    assert.ok(!view.spec.delete_extra, "delete_extra is sent only when checked");
+    assert.equal(await countDocuments(destination, to, {}), 33, "the extras stay");
+    assert.equal(await countDocuments(destination, to, { v: "same" }), 33, "the different ones were written");
+
+    // Again, deleting the extras: everything else is now equal, and nothing else is written.
+    await fillForm({ from: source, to: destination, namespaces: `${from}:${to}`, workers: 1, batch_size: 10, mode: "reconcile" });
+    await page.locator("#delete_extra").setChecked(true);
+    await page.locator("#submit-job").click();
+    await page.waitForURL(new RegExp(`#/jobs/${kept + 1}$`));
+    await waitForState("completed", 30000);
+    await waitFor("the final figures", async () => (await figure("deleted")) === 3, 5000);
+    assert.equal(await figure("equal"), 30);
+    assert.equal(await figure("written"), 0);
+    assert.equal(await page.locator("#reconcile [data-field=reconcile_kept]").count(), 0);
+    assert.equal(await page.locator("#job-error").innerText(), "", "no extras kept, no note");
+    assert.equal((await api("GET", `/api/jobs/${kept + 1}`)).body.spec.delete_extra, true);
+    assert.equal(await countDocuments(destination, to, {}), 30, "the extras are gone");
+
+    await page.locator(".back").click();
+    await page.locator(`#job-list [data-job="${kept}"]`).waitFor();
+    assert.equal(await page.locator(`#job-list [data-job="${kept}"] .job-reconcile`).innerText(), "reconcile: 20 equal, 10 written, 3 extra kept");
+    assert.equal(await page.locator(`#job-list [data-job="${kept + 1}"] .job-reconcile`).innerText(), "reconcile: 30 equal, 0 written, 3 extra deleted");
+    await page.setViewportSize({ width: 390, height: 844 });
+    assert.ok(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth + 1), "the job list scrolls sideways at 390 px");
+    await page.screenshot({ path: screenshotPath("16c-reconcile-narrow-home"), fullPage: true });
+    await page.setViewportSize({ width: 1366, height: 900 });
     assertNoProblems();
   });
 

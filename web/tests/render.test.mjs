@@ -3,7 +3,8 @@
 // the interrupted state, the panels for errors, failed documents, retries and adaptive mode, and a
 // sync job's mode, phase, lag, changes applied and commit; its continuous verification (phase,
 // figures, recent mismatches, what the commit proved), the writes after its commit point, and why
-// its Commit button is not ready.
+// its Commit button is not ready; a sync that lost its history (phase, notice); a reconcile's
+// mode, panel (equal, written, extras deleted or kept), row and progress.
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -836,4 +837,140 @@ test("writes the source took after the commit point are a warning, escaped", () 
   const one = syncView("completed", { ...live, phase: "committed", writes_after_commit: { count: 1, namespaces: ["s.c"], ids: ["late"] } });
   assert.match(R.writesAfterCommitHtml(one), /<strong>1 write reached the source after the commit point<\/strong>/);
   assert.match(R.writesAfterCommitHtml(one), /_ids: <code>&quot;late&quot;<\/code>/);
+});
+
+const reconcileView = (state, reconcile, spec = {}) => ({
+  ...baseView,
+  state,
+  error: null,
+  spec: { ...baseView.spec, mode: "reconcile", ...spec },
+  progress: { ...baseView.progress, ...(reconcile ? { reconcile } : {}) },
+});
+const reconciled = {
+  compared: 2006,
+  equal: 1979,
+  written: 21,
+  deleted: 0,
+  missing: 10,
+  different: 11,
+  extra: 6,
+  delete_extra: false,
+  first_extra: [
+    { ns: "db.c", id: { $numberInt: "10000" } },
+    { ns: "db.<c>", id: "<img src=x>" },
+  ],
+};
+
+test("a job's mode: reconcile from its spec or its reconcile figures; a sync that reconciled stays a sync", () => {
+  assert.equal(R.jobMode(reconcileView("running", null)), "reconcile");
+  assert.equal(R.jobMode({ ...baseView, progress: { ...baseView.progress, reconcile: reconciled } }), "reconcile");
+  assert.equal(R.jobMode({ ...syncView("running", { ...live, phase: "reconciling" }), progress: { ...syncProgress(live), reconcile: reconciled } }), "sync");
+  assert.equal(R.allowedCommands("running", "reconcile").commit, false, "only a sync is committed");
+  assert.match(R.specHtml(reconcileView("running", reconciled)), /<dt>mode<\/dt><dd>reconcile \(keep extra documents\)<\/dd>/);
+  assert.match(R.specHtml(reconcileView("running", reconciled, { delete_extra: true })), /<dd>reconcile \(delete extra documents\)<\/dd>/);
+  assert.match(R.specHtml({ ...baseView, spec: { ...baseView.spec, mode: "sync", on_history_lost: "reconcile" } }), /<dt>on history lost<\/dt><dd>reconcile<\/dd>/);
+  assert.equal(R.reconcileHtml(baseView), "", "a copy has no reconcile panel");
+  assert.equal(R.reconcileHtml(moveView("running", moving)), "", "nor a move");
+  assert.equal(R.reconcileHtml(syncView("running", live)), "", "nor a sync that did not lose its history");
+  assert.equal(R.reconcileSummary(baseView), "");
+  assert.ok(!R.jobRowHtml(baseView).includes("job-reconcile"));
+});
+
+test("the form's problems about deleting extras and lost history go to their fields", () => {
+  const { fields, general } = R.problemsByField([
+    "delete_extra: only a reconcile deletes what the destination alone holds",
+    "on_history_lost: only a sync follows the source's history",
+    "mode: unknown mode",
+  ]);
+  assert.deepEqual(Object.keys(fields).sort(), ["delete_extra", "mode", "on_history_lost"]);
+  assert.deepEqual(general, []);
+});
+
+test("a reconcile's panel shows what was compared, equal, written, and the extras kept, escaped", () => {
+  const html = R.reconcileHtml(reconcileView("completed", reconciled));
+  assert.match(html, /<section class="panel" id="reconcile"><h3>Reconcile<\/h3>/);
+  assert.match(html, /data-field="reconcile_compared">2,006</);
+  assert.match(html, /data-field="reconcile_equal">1,979</);
+  assert.match(html, /data-field="reconcile_written">21</);
+  assert.match(html, /data-field="reconcile_missing">10</);
+  assert.match(html, /data-field="reconcile_different">11</);
+  assert.match(html, /data-field="reconcile_extra">6</);
+  assert.match(html, /tile-warn"><span class="tile-label">extras kept<\/span><span class="tile-value" data-field="reconcile_kept">6</);
+  assert.doesNotMatch(html, /reconcile_deleted/, "nothing is deleted when extras are kept");
+  assert.ok(html.includes("kept and reported"), html);
+  assert.ok(html.includes("1,979 were equal on both sides and left alone"), html);
+  assert.ok(html.includes("21 written from the source"), html);
+  // The first kept extras, their _ids as escaped compact JSON; two of six shown.
+  assert.match(html, /Kept at the destination <span class="muted">the first 2 of 6<\/span>/);
+  assert.ok(html.includes("<td>db.c</td><td><code>{&quot;$numberInt&quot;:&quot;10000&quot;}</code></td>"), html);
+  assert.ok(html.includes("db.&lt;c&gt;") && html.includes("&quot;&lt;img src=x&gt;&quot;"), html);
+  assert.ok(!html.includes("<img") && !html.includes("<c>"), html);
+  assert.doesNotMatch(html, /reconcile_digested/, "no digest line when nothing was digested");
+
+  const digested = R.reconcileHtml(reconcileView("completed", { ...reconciled, digested: 1500 }));
+  assert.match(digested, /data-field="reconcile_digested">1,500 of the equal documents were proven equal by a server-side hash/);
+
+  const deleting = R.reconcileHtml(
+    reconcileView("completed", { ...reconciled, deleted: 6, delete_extra: true, first_extra: undefined }, { delete_extra: true }),
+  );
+  assert.match(deleting, /data-field="reconcile_deleted">6</);
+  assert.doesNotMatch(deleting, /reconcile_kept|reconcile_first_extra/);
+  assert.ok(deleting.includes("are deleted"), deleting);
+
+  assert.match(R.reconcileHtml(reconcileView("pending", null)), /data-field="reconcile_note">Not started yet.</);
+  assert.match(R.reconcileHtml(reconcileView("failed", null)), /No figures of the reconcile for this job./);
+});
+
+test("a reconcile job's row says what was equal, written and kept or deleted", () => {
+  assert.match(R.jobRowHtml(reconcileView("completed", reconciled)), /data-field="reconcile">reconcile: 1,979 equal, 21 written, 6 extra kept<\/span>/);
+  assert.equal(R.reconcileSummary(reconcileView("completed", { ...reconciled, delete_extra: true, deleted: 6 })), "reconcile: 1,979 equal, 21 written, 6 extra deleted");
+  assert.equal(R.reconcileSummary(reconcileView("running", { ...reconciled, extra: 0, first_extra: undefined })), "reconcile: 1,979 equal, 21 written");
+  assert.equal(R.reconcileSummary(reconcileView("pending", null)), "reconcile");
+  // A reconcile that kept extras completes with a message: a note, as for other jobs.
+  const noted = { ...reconcileView("completed", reconciled), error: "6 extra documents kept at the destination" };
+  assert.match(R.errorHtml(noted), /class="error-box note-box"/);
+});
+
+test("a reconcile's progress moves with the comparison: equal documents count as done", () => {
+  assert.equal(R.doneCount({ docs: 21, skipped: 0, failed: 0, equal: 1979 }), 2000);
+  assert.equal(R.fraction({ docs: 21, equal: 979, expected: 2000 }), 0.5);
+  // The job's own counts have its equal documents in its reconcile figures.
+  const job = { ...baseView.progress, docs: 21, expected: 2000, reconcile: { ...reconciled, equal: 1979 } };
+  assert.equal(R.doneCount(job), 2000);
+  assert.match(R.summaryHtml({ ...reconcileView("completed", null), progress: job }, 2000), /<progress max="1" value="1.0000"/);
+  assert.equal(R.doneCount({ docs: 5, sync: live, reconcile: reconciled }), 5, "a sync's reconcile does not move its copy's bar");
+  const html = R.namespacesHtml({
+    ...baseView,
+    progress: {
+      ...baseView.progress,
+      namespaces: [{ source: "a.b", destination: "a.b", bytes: 0, finished: false, docs_per_sec: 1, docs: 25, equal: 75, deleted: 4, expected: 200 }],
+    },
+  });
+  assert.match(html, /<progress max="1" value="0.5000" aria-label="a.b progress">/);
+  assert.match(html, /25 \/ 200<br><span class="muted">75 equal \(not written\), 4 of them deletes<\/span>/);
+});
+
+test("a sync that lost its history says so: its phase in words, when, why, and whether it recovered", () => {
+  assert.equal(R.phaseLabel("reconciling"), "history lost, reconciling");
+  const lost = { at: 1700000000, reason: "<b>Resume of change stream was not possible</b>", recovered: false };
+  const reconciling = { ...syncView("running", { ...live, phase: "reconciling", history_lost: lost }) };
+  reconciling.progress = { ...reconciling.progress, reconcile: { ...reconciled, first_extra: undefined } };
+  assert.equal(R.syncSummary(reconciling), "sync history lost, reconciling");
+  assert.equal(R.syncLag(reconciling), null, "no lag while reconciling");
+  const html = R.syncHtml(reconciling);
+  assert.match(html, /data-field="sync_phase" data-phase="reconciling">history lost, reconciling<\/span>/);
+  assert.match(html, /data-field="history_lost" data-recovered="false"/);
+  assert.ok(html.includes(R.esc(R.formatTime(1700000000))), html);
+  assert.match(html, /data-field="history_lost_reason">&lt;b&gt;Resume of change stream was not possible&lt;\/b&gt;</);
+  assert.match(html, /Not recovered yet: the destination is being reconciled/);
+  assert.ok(!html.includes("<b>"), html);
+  // Its reconcile's figures show in a panel of their own.
+  assert.match(R.reconcileHtml(reconciling), /<h3>Reconcile after lost history<\/h3>/);
+  assert.match(R.reconcileHtml(reconciling), /data-field="reconcile_written">21</);
+
+  const recovered = syncView("running", { ...live, history_lost: { ...lost, recovered: true } });
+  assert.match(R.historyLostHtml(recovered), /data-recovered="true"/);
+  assert.match(R.historyLostHtml(recovered), /Recovered: the destination was reconciled/);
+  assert.match(R.historyLostHtml(syncView("failed", { ...live, history_lost: lost })), /Not recovered.</);
+  assert.equal(R.historyLostHtml(syncView("running", live)), "", "nothing when the history was not lost");
 });
