@@ -1084,7 +1084,8 @@ impl JobSpec {
         }
         if mode == Mode::Reconcile && self.drop {
             problems.push(
-                "drop: a reconcile keeps the destination and writes only what differs; copy                  with `drop` to replace it whole"
+                "drop: a reconcile keeps the destination and writes only what differs; copy \
+                 with `drop` to replace it whole"
                     .into(),
             );
         }

@@ -226,7 +226,8 @@ fn difference(summary: &CopySummary, surface: Surface) -> Option<(Verdict, Strin
         return Some((
             Verdict::CompleteButDifferent,
             format!(
-                "reconciled ({} written, {} equal), but {} documents only the destination holds                  were kept: reconcile with {flag} to delete them",
+                "reconciled ({} written, {} equal), but {} documents only the destination holds \
+                 were kept: reconcile with {flag} to delete them",
                 reconcile.written,
                 reconcile.equal,
                 reconcile.kept_extra()
