@@ -118,12 +118,15 @@ pub async fn read(
 /// Documents per cursor reply of a whole read.
 const PAGE_BATCH: usize = 1000;
 
-/// A namespace pair read in `_id` order on both sides: one cursor each, and the destination's
-/// first document past the last page.
+/// A namespace pair read in `_id` order on both sides: one cursor each, the destination's first
+/// document past the last page, and the source's next page, read while the destination's part
+/// of this one is: the two servers work at once.
 pub struct PairedScan {
     ours: ScanCursor,
     theirs: ScanCursor,
     held: Option<(RawBson, RawDocumentBuf)>,
+    /// The source's next page, read ahead (and whether the source ended with it).
+    ahead: Option<(Vec<(RawBson, RawDocumentBuf)>, bool)>,
     /// A page ends after this many source documents, or once they hold this many bytes.
     page: (usize, usize),
 }
@@ -170,55 +173,81 @@ impl PairedScan {
             theirs: ScanCursor::open(dst, (Side::Destination, destination), find, (page, op))
                 .await?,
             held: None,
+            ahead: None,
             page: (page, page_bytes),
         })
     }
 
     /// The source's next page of documents and the destination's up to the last of them.
     pub async fn next_page(&mut self) -> Result<Page, CopyError> {
-        let (most, most_bytes) = self.page;
-        let mut ours = Vec::with_capacity(most);
-        let mut bytes = 0;
-        let mut ended = false;
-        while ours.len() < most && bytes < most_bytes {
-            match self.ours.next().await? {
-                Some((id, doc)) => {
-                    bytes += doc.as_bytes().len();
-                    ours.push((id, doc));
-                }
-                None => {
-                    ended = true;
-                    break;
-                }
-            }
-        }
+        let (ours, ended) = match self.ahead.take() {
+            Some(read) => read,
+            None => source_page(&mut self.ours, self.page).await?,
+        };
         let upper = match ours.last() {
             Some((last, _)) if !ended => Some(last.clone()),
             _ => None,
         };
-        let mut theirs = Vec::new();
-        loop {
-            let next = match self.held.take() {
-                Some(doc) => Some(doc),
-                None => self.theirs.next().await?,
-            };
-            let Some((id, doc)) = next else {
-                break;
-            };
-            let beyond = upper.as_ref().is_some_and(|upper| {
-                bson_order::compare(id.as_raw_bson_ref(), upper.as_raw_bson_ref()).is_gt()
-            });
-            if beyond {
-                self.held = Some((id, doc));
-                break;
-            }
-            theirs.push((id, doc));
-        }
+        let theirs = destination_up_to(&mut self.theirs, &mut self.held, upper.as_ref());
+        let theirs = if ended {
+            theirs.await?
+        } else {
+            let (theirs, ahead) = tokio::join!(theirs, source_page(&mut self.ours, self.page));
+            self.ahead = Some(ahead?);
+            theirs?
+        };
         Ok(Page {
             upper,
             ours,
             theirs,
         })
+    }
+}
+
+/// The source's next documents, at most `most` and about `most_bytes` (at least one); `true`
+/// when the source ended.
+async fn source_page(
+    cursor: &mut ScanCursor,
+    (most, most_bytes): (usize, usize),
+) -> Result<(Vec<(RawBson, RawDocumentBuf)>, bool), CopyError> {
+    let mut ours = Vec::with_capacity(most);
+    let mut bytes = 0;
+    while ours.len() < most && bytes < most_bytes {
+        match cursor.next().await? {
+            Some((id, doc)) => {
+                bytes += doc.as_bytes().len();
+                ours.push((id, doc));
+            }
+            None => return Ok((ours, true)),
+        }
+    }
+    Ok((ours, false))
+}
+
+/// The destination's documents up to `upper` (`None`: all that are left); the first one past
+/// it is `held` for the next page.
+async fn destination_up_to(
+    cursor: &mut ScanCursor,
+    held: &mut Option<(RawBson, RawDocumentBuf)>,
+    upper: Option<&RawBson>,
+) -> Result<Vec<(RawBson, RawDocumentBuf)>, CopyError> {
+    let mut theirs = Vec::new();
+    loop {
+        let next = match held.take() {
+            Some(doc) => Some(doc),
+            None => cursor.next().await?,
+        };
+        let Some((id, doc)) = next else {
+            return Ok(theirs);
+        };
+        let beyond = upper.is_some_and(|upper| {
+            bson_order::compare(id.as_raw_bson_ref(), upper.as_raw_bson_ref()).is_gt()
+        });
+        if beyond {
+            *held = Some((id, doc));
+            return Ok(theirs);
+        }
+        theirs.push((id, doc));
     }
 }
 
