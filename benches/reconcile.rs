@@ -103,10 +103,19 @@ fn main() -> Result<()> {
         median(|r| r.copy),
     );
     let rate = |secs: f64| args.docs as f64 / secs;
-    println!("| figure (median of {} rounds) | seconds | docs/s |", rounds.len());
+    println!(
+        "| figure (median of {} rounds) | seconds | docs/s |",
+        rounds.len()
+    );
     println!("|---|---:|---:|");
-    println!("| verify (reads both sides) | {verify:.2} | {:.0} |", rate(verify));
-    println!("| reconcile --delete-extra | {reconcile:.2} | {:.0} |", rate(reconcile));
+    println!(
+        "| verify (reads both sides) | {verify:.2} | {:.0} |",
+        rate(verify)
+    );
+    println!(
+        "| reconcile --delete-extra | {reconcile:.2} | {:.0} |",
+        rate(reconcile)
+    );
     println!("| copy --restart --drop | {copy:.2} | {:.0} |", rate(copy));
     println!(
         "copy / reconcile: {:.2} (goal: at least 2); reconcile / verify: {:.2}",

@@ -280,7 +280,8 @@ async fn log_lines(stats: Arc<JobStats>, stop: CancellationToken, every: Duratio
         if snap.seconds < 1.0 {
             continue;
         }
-        let done = snap.docs + snap.skipped + snap.failed;
+        let equal: u64 = snap.namespaces.iter().map(|n| n.equal).sum();
+        let done = snap.docs + snap.skipped + snap.failed + equal;
         let total = match snap.expected {
             Some(n) => format!("{done}/{n}"),
             None => done.to_string(),

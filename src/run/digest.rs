@@ -26,8 +26,8 @@ use mongodb::bson::{doc, Document, RawBson};
 use mongodb::Client;
 
 use super::compare::Find;
-use super::reconcile::Reconciling;
 use crate::engine::partition::{self, Partition};
+use crate::engine::stats::JobStats;
 use crate::engine::{CopyError, NsTask};
 use crate::mongo::{describe, Namespace, Side};
 
@@ -124,17 +124,29 @@ impl RangeDigest for DbHash {
     }
 }
 
+/// What a task's digests are taken on.
+pub struct Reading<'a> {
+    /// The source's and the destination's clients.
+    pub clients: (&'a Client, &'a Client),
+    /// The read of a range of the task: the job's filter and the range.
+    pub find: &'a (dyn Fn(&Range) -> Find + Sync),
+    /// The job has a filter (so no task covers a whole collection).
+    pub filtered: bool,
+    /// What digests prove equal is counted here.
+    pub stats: &'a JobStats,
+}
+
 /// The ranges of `task` to read document by document: none when both sides' digests of it
 /// agree; else, where the strategy hashes ranges, those of about [`RANGE_DOCS`] documents whose
 /// digests differ (or could not be computed); else the task whole.
 pub async fn ranges_to_read(
-    job: &Reconciling,
+    job: &Reading<'_>,
     digests: &dyn RangeDigest,
     task: &Arc<NsTask>,
 ) -> Result<Vec<Range>, CopyError> {
     let whole = Range::whole(task);
-    let find = job.find(task, &whole);
-    let entire = job.filter.is_none() && whole.after.is_none() && task.part.is_none();
+    let find = (job.find)(&whole);
+    let entire = !job.filtered && whole.after.is_none() && task.part.is_none();
     let docs = match compare(job, digests, task, &find, entire).await? {
         Verdict::Equal => return Ok(vec![]),
         Verdict::Unknown => return Ok(vec![whole]),
@@ -142,28 +154,22 @@ pub async fn ranges_to_read(
         Verdict::Differ(docs) => docs,
     };
     let parts = partition::parts_for(docs, RANGE_DOCS);
-    let points = match partition::split_points(
-        &job.source_client,
-        &task.source,
-        &find.filter,
-        parts,
-    )
-    .await
-    {
-        Ok(points) if !points.is_empty() => points,
-        Ok(_) => return Ok(vec![whole]),
-        Err(e) => {
-            tracing::debug!("{}: cannot split, read whole: {e}", task.source);
-            return Ok(vec![whole]);
-        }
-    };
+    let points =
+        match partition::split_points(job.clients.0, &task.source, &find.filter, parts).await {
+            Ok(points) if !points.is_empty() => points,
+            Ok(_) => return Ok(vec![whole]),
+            Err(e) => {
+                tracing::debug!("{}: cannot split, read whole: {e}", task.source);
+                return Ok(vec![whole]);
+            }
+        };
     let mut ranges = Vec::new();
     for part in Partition::between(&points) {
         let range = Range {
             after: part.lower.or(whole.after.clone()),
             upper: part.upper.or(whole.upper.clone()),
         };
-        let find = job.find(task, &range);
+        let find = (job.find)(&range);
         if compare(job, digests, task, &find, false).await? != Verdict::Equal {
             ranges.push(range);
         }
@@ -184,14 +190,14 @@ enum Verdict {
 
 /// Compares the digests of what `find` selects on both sides.
 async fn compare(
-    job: &Reconciling,
+    job: &Reading<'_>,
     digests: &dyn RangeDigest,
     task: &NsTask,
     find: &Find,
     whole: bool,
 ) -> Result<Verdict, CopyError> {
-    let ours = (Side::Source, &job.source_client);
-    let theirs = (Side::Destination, &job.destination);
+    let ours = (Side::Source, job.clients.0);
+    let theirs = (Side::Destination, job.clients.1);
     let source = digests.digest(ours, &task.source, find, whole).await?;
     let destination = digests
         .digest(theirs, &task.destination, find, whole)

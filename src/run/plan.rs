@@ -190,6 +190,12 @@ fn refusals(
     if spec.mode == Mode::Move && !spec.keep_source {
         problems.extend(schema::unmovable(selection).into_iter().map(blocking));
     }
+    if spec.mode == Mode::Reconcile {
+        // A reconcile changes what `collMod` can in place; the rest stops it.
+        let fixed = schema::fixed_conflicts(selection, existing);
+        problems.extend(fixed.into_iter().map(blocking));
+        return problems;
+    }
     for conflict in schema::conflicts(selection, existing) {
         problems.push(Problem {
             blocks: !spec.drop,

@@ -69,8 +69,15 @@ impl Source for Reconciling {
         queue: &'a QueueSender,
     ) -> BoxFuture<'a, Result<(), CopyError>> {
         async move {
+            let find = |range: &digest::Range| self.find(task, range);
+            let reading = digest::Reading {
+                clients: (&self.source_client, &self.destination),
+                find: &find,
+                filtered: self.filter.is_some(),
+                stats: &self.stats,
+            };
             let ranges = match &self.digests {
-                Some(digests) => digest::ranges_to_read(self, digests.as_ref(), task).await?,
+                Some(digests) => digest::ranges_to_read(&reading, digests.as_ref(), task).await?,
                 None => vec![digest::Range::whole(task)],
             };
             for range in ranges {
@@ -94,7 +101,7 @@ impl Source for Reconciling {
 impl Reconciling {
     /// What a read of `task` asks within `range`: the job's filter and the range, by the `_id`
     /// index unless the collection has none.
-    pub fn find(&self, task: &NsTask, range: &digest::Range) -> Find {
+    fn find(&self, task: &NsTask, range: &digest::Range) -> Find {
         let mut parts: Vec<Document> = self.filter.iter().cloned().collect();
         parts.extend(range.after.as_ref().map(bson_order::after));
         parts.extend(range.upper.as_ref().map(bson_order::up_to));
