@@ -404,3 +404,31 @@ fn ranges_whose_digests_agree_are_not_read() {
         common::assert_same(&env, (&s, "c"), (&d, "c")).await;
     });
 }
+
+#[test]
+fn a_reconcile_in_partitions_read_at_once_counts_the_same() {
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("recp"), env.dst_db("recp"));
+        let (_, dst) = copied(&env, (&s, &d), &nested_docs(2_000)).await;
+        let (missing, different, extra) = plant_differences(&dst, &d).await;
+        let data = tempfile::tempdir().unwrap();
+        let flags = [
+            "--delete-extra",
+            "--readers",
+            "3",
+            "--partition-docs",
+            "400",
+        ];
+        let (status, summary) = reconcile(&env, (&s, &d), data.path(), &flags);
+        let r = &summary["reconcile"];
+        assert_eq!(status, 0, "{summary}");
+        assert!(
+            summary["namespaces"][0]["partitions"].as_u64() > Some(1),
+            "{summary}"
+        );
+        assert_eq!(r["written"], missing + different, "{r}");
+        assert_eq!(r["deleted"], extra, "{r}");
+        assert_eq!(r["equal"], 2_000 - missing - different, "{r}");
+        assert_eq!(common::assert_same(&env, (&s, "c"), (&d, "c")).await, 2_000);
+    });
+}

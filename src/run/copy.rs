@@ -612,20 +612,11 @@ impl PreparedCopy {
             true => self.reconciling(mode == Mode::Sync || self.spec.delete_extra),
             false => self.source.clone(),
         };
+        if reconciling && mode == Mode::Sync {
+            self.lost_history("found by an earlier run, whose reconcile this run finishes".into());
+        }
         if reconciling {
-            if mode == Mode::Sync {
-                self.stats.sync.set_history_lost(HistoryLost {
-                    at: crate::state::unix_now(),
-                    reason: "found by an earlier run, whose reconcile this run finishes".into(),
-                    recovered: false,
-                });
-                self.stats.sync.set_phase(SyncPhase::Reconciling);
-            }
-            let (written, deleted, _) = self.stats.written_deleted_equal();
-            self.stats.reconcile.begin(
-                mode == Mode::Sync || self.spec.delete_extra,
-                (written, deleted),
-            );
+            self.begin_reconcile(mode == Mode::Sync || self.spec.delete_extra);
         }
         let engine = |tasks| self.engine_with(source.clone(), tasks);
         if self.ledger.is_shared() {
@@ -699,12 +690,7 @@ impl PreparedCopy {
             "history lost: the sync's position is gone from the source's history ({reason}); \
              reconciling every namespace from a new position"
         );
-        self.stats.sync.set_history_lost(HistoryLost {
-            at: crate::state::unix_now(),
-            reason,
-            recovered: false,
-        });
-        self.stats.sync.set_phase(SyncPhase::Reconciling);
+        self.lost_history(reason);
         let routes = Routes::new(&self.spec.namespaces, &self.spec.exclude);
         let mut position = sync::start_here(&self.clients.source, &routes).await?;
         position.reconciling = true;
@@ -716,13 +702,28 @@ impl PreparedCopy {
         }
         let tasks = NsTask::for_stats(&self.stats);
         self.ledger.save(&self.ledger.checkpoint(&tasks)).await?;
-        let (written, deleted, _) = self.stats.written_deleted_equal();
-        self.stats.reconcile.begin(true, (written, deleted));
+        self.begin_reconcile(true);
         self.engine_with(self.reconciling(true), tasks.clone())
             .run(cancel.clone())
             .await?;
         self.reconciled();
         Ok(tasks)
+    }
+
+    /// The sync's views say that its position was lost (`reason`), and that it reconciles.
+    fn lost_history(&self, reason: String) {
+        self.stats.sync.set_history_lost(HistoryLost {
+            at: crate::state::unix_now(),
+            reason,
+            recovered: false,
+        });
+        self.stats.sync.set_phase(SyncPhase::Reconciling);
+    }
+
+    /// A reconcile's engine run starts: its counts from here on.
+    fn begin_reconcile(&self, delete_extra: bool) {
+        let (written, deleted, _) = self.stats.written_deleted_equal();
+        self.stats.reconcile.begin(delete_extra, (written, deleted));
     }
 
     /// A reconcile's engine run is over: its counts are final; a sync's says so in its position
@@ -759,7 +760,7 @@ impl PreparedCopy {
             delete_extra,
             stats: self.stats.clone(),
             throttle: self.control.throttle().clone(),
-            digests: Some(self.digests.clone()),
+            digests: self.digests.clone(),
         })
     }
 

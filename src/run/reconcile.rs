@@ -54,7 +54,7 @@ pub struct Reconciling {
     /// What is compared equal is charged here (what is written, by the workers).
     pub throttle: Throttle,
     /// Ranges compared by a digest first, where the servers compute one.
-    pub digests: Option<Arc<dyn RangeDigest>>,
+    pub digests: Arc<dyn RangeDigest>,
 }
 
 impl Source for Reconciling {
@@ -76,10 +76,7 @@ impl Source for Reconciling {
                 filtered: self.filter.is_some(),
                 stats: &self.stats,
             };
-            let ranges = match &self.digests {
-                Some(digests) => digest::ranges_to_read(&reading, digests.as_ref(), task).await?,
-                None => vec![digest::Range::whole(task)],
-            };
+            let ranges = digest::ranges_to_read(&reading, self.digests.as_ref(), task).await?;
             for range in ranges {
                 self.reconcile(task, &range, batch_size, queue).await?;
             }
