@@ -432,3 +432,42 @@ fn a_reconcile_in_partitions_read_at_once_counts_the_same() {
         assert_eq!(common::assert_same(&env, (&s, "c"), (&d, "c")).await, 2_000);
     });
 }
+
+/// SecantusDB walks document-valued `_id`s in the order of their bytes (`{k: 256}` before
+/// `{k: 1}`), not MongoDB's. Pages cut by MongoDB's order would pair the wrong documents, and
+/// the extras they seem to find are not extras: the reconcile stops, and deletes nothing.
+#[test]
+fn a_server_that_sorts_ids_out_of_mongodb_order_stops_a_reconcile_before_it_deletes() {
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("reco"), env.dst_db("reco"));
+        let docs: Vec<RawDocumentBuf> = [1, 256, 2, 512]
+            .iter()
+            .map(|&k| rawdoc! { "_id": { "k": k }, "v": k })
+            .collect();
+        let (_, dst) = copied(&env, (&s, &d), &docs).await;
+        insert_raw(&dst, &d, "c", &[rawdoc! { "_id": { "k": 3 }, "v": 0 }]).await;
+        let ns = format!("{s}.c:{d}.c");
+        let out = mongoferry(
+            &[
+                "reconcile",
+                "--from",
+                &env.src,
+                "--to",
+                &env.dst,
+                "--ns",
+                &ns,
+                "--delete-extra",
+                "--quiet",
+            ],
+            Duration::from_secs(60),
+        );
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("which MongoDB sorts before it"),
+            "{}",
+            stderr(&out)
+        );
+        let left = dump(&dst, &d, "c").await;
+        assert_eq!(left.len(), 5, "nothing deleted: {left:?}");
+    });
+}

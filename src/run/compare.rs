@@ -12,7 +12,7 @@
 use std::cmp::Ordering;
 
 use futures::TryStreamExt;
-use mongodb::bson::{doc, Document, RawBson, RawDocumentBuf};
+use mongodb::bson::{doc, Bson, Document, RawBson, RawDocumentBuf};
 use mongodb::options::Hint;
 use mongodb::{Client, Cursor};
 
@@ -49,6 +49,8 @@ pub struct ScanCursor {
     ns: Namespace,
     /// What the reads are for, in messages (`verify`, `reconcile`).
     op: &'static str,
+    /// The `_id` read last, to check that the server keeps MongoDB's order.
+    last: Option<RawBson>,
 }
 
 impl ScanCursor {
@@ -77,6 +79,7 @@ impl ScanCursor {
             side,
             ns: ns.clone(),
             op,
+            last: None,
         })
     }
 
@@ -86,6 +89,31 @@ impl ScanCursor {
             return Ok(None);
         };
         let id = id_of(&doc, &self.ns)?;
+        // Pages end where our order says: a server that sorts `_id`s otherwise (a MongoDB-like
+        // server ordering embedded documents by their bytes) would pair the wrong documents, and
+        // a reconcile would delete ones the source has. Refuse rather than guess.
+        if let Some(last) = self.last.replace(id.clone()) {
+            if bson_order::compare(last.as_raw_bson_ref(), id.as_raw_bson_ref()).is_gt() {
+                let shown = |id: RawBson| {
+                    Bson::try_from(id)
+                        .map_or("?".into(), |id| id.into_relaxed_extjson().to_string())
+                };
+                let reason = format!(
+                    "the server returned _id {} after {}, which MongoDB sorts before it; comparing \
+                     by pages needs MongoDB's order of _ids, so {} stops here",
+                    shown(id),
+                    shown(last),
+                    self.op
+                );
+                return Err(MongoError::Command {
+                    side: self.side,
+                    ns: self.ns.clone(),
+                    op: self.op,
+                    reason,
+                }
+                .into());
+            }
+        }
         Ok(Some((id, doc)))
     }
 }
