@@ -63,6 +63,8 @@ const LOOKUP: usize = 25;
 
 /// How long the verifier rests when there is nothing to compare.
 const IDLE: Duration = Duration::from_millis(200);
+/// The longest wait after failed rounds.
+const FAILED_WAIT_MAX: Duration = Duration::from_secs(15);
 
 /// How far behind the source the follower may be for the destination's changes to be read as
 /// they come (seconds).
@@ -598,23 +600,34 @@ impl Verifier {
     ) -> Result<(), CopyError> {
         // The scan's cursors, kept open from page to page.
         let mut open = None;
+        // After a failed round, the wait doubles up to a limit: an error that persists (a
+        // server down, one that orders `_id`s otherwise) is logged a few times a minute.
+        let mut wait = IDLE;
         while !stop.is_cancelled() {
             self.sides.control.wait_while_paused(stop).await;
             if stop.is_cancelled() {
                 break;
             }
             let level = self.state.lock().level;
-            let busy = match self.round(level, repairs, &mut open).await {
-                Ok(busy) => busy,
+            let (busy, pause) = match self.round(level, repairs, &mut open).await {
+                Ok(busy) => {
+                    wait = IDLE;
+                    (busy, IDLE)
+                }
                 Err(e) => {
-                    tracing::warn!("verification: {e}; trying again");
-                    false
+                    tracing::warn!(
+                        "verification: {e}; trying again in {} s",
+                        wait.as_secs_f64()
+                    );
+                    let pause = wait;
+                    wait = (wait * 2).min(FAILED_WAIT_MAX);
+                    (false, pause)
                 }
             };
             self.publish();
             if !busy {
                 tokio::select! {
-                    _ = tokio::time::sleep(IDLE) => {}
+                    _ = tokio::time::sleep(pause) => {}
                     _ = stop.cancelled() => {}
                 }
             }
