@@ -165,6 +165,35 @@ pub const SAMPLE_DOC_SIZE: Bound<usize> = Bound {
     unit: "bytes",
 };
 
+/// Replication lag the load guard allows: from 1 ms to a day.
+pub const MAX_LAG_MS: Bound<f64> = Bound {
+    field: "max_lag_ms",
+    range: 1.0..=86_400_000.0,
+    unit: "milliseconds",
+};
+
+/// A hibernation on critical load: from a second to a day.
+pub const HIBERNATE_SECS: Bound<f64> = Bound {
+    field: "critical_load_hibernate_secs",
+    range: 1.0..=86_400.0,
+    unit: "seconds",
+};
+
+/// The oplog headroom a sync keeps: from none to 30 days.
+pub const MIN_OPLOG_HEADROOM_SECS: Bound<f64> = Bound {
+    field: "min_oplog_headroom_secs",
+    range: 0.0..=2_592_000.0,
+    unit: "seconds",
+};
+
+/// Between two decisions of the load guard: from 100 ms (a serverStatus per side each time) to
+/// a minute.
+pub const GUARD_INTERVAL_MS: Bound<u64> = Bound {
+    field: "guard_interval_ms",
+    range: 100..=60_000,
+    unit: "milliseconds",
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@
 //! a command line or an API request in one go.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use std::collections::BTreeMap;
@@ -18,6 +19,7 @@ use utoipa::ToSchema;
 
 use crate::bounds;
 use crate::engine::control::adaptive::AdaptiveConfig;
+use crate::engine::control::guard::{GuardSettings, Threshold};
 use crate::engine::control::throttle::Limits;
 use crate::engine::{Strategy, DEFAULT_BATCH_SIZE, DEFAULT_WORKERS};
 use crate::journal::JournalConfig;
@@ -318,6 +320,8 @@ pub struct CopySpec {
     pub delete_extra: bool,
     /// What a sync does when its saved position is gone from the source's history.
     pub on_history_lost: OnHistoryLost,
+    /// What the load guard watches.
+    pub guard: GuardSettings,
 }
 
 /// What a sync does when its saved position is gone from the source's history.
@@ -478,6 +482,123 @@ pub struct Endpoints {
     pub connect_timeout_secs: Option<f64>,
 }
 
+/// What the load guard watches: each signal optional, each changeable while the job runs
+/// (`PATCH /api/jobs/{id}`). While any of them fires the job writes nothing.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, clap::Args, ToSchema)]
+pub struct GuardConfig {
+    /// Hold the job while the destination's replication lag (its furthest secondary within the
+    /// majority, from replSetGetStatus; the source's too during a move) is over this many ms.
+    #[arg(long, value_name = "MS")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_lag_ms: Option<f64>,
+    /// Hold the job while a serverStatus value is over its limit:
+    /// `side:dotted.path>number`, comma-separated (`source:connections.current>500`).
+    #[arg(long, value_name = "EXPR")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_load: Option<String>,
+    /// Stop the job (resumably, status 1) when a serverStatus value is over its limit (the
+    /// syntax of --max-load).
+    #[arg(long, value_name = "EXPR")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub critical_load: Option<String>,
+    /// On a critical load, pause this many seconds and look again instead of stopping.
+    #[arg(long, value_name = "SECS", requires = "critical_load")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub critical_load_hibernate_secs: Option<f64>,
+    /// Hold the job while this file exists.
+    #[arg(long, value_name = "PATH")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttle_flag_file: Option<String>,
+    /// Hold the job while an HTTP HEAD of this URL answers anything but 200 (or nothing).
+    #[arg(long, value_name = "URL")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttle_url: Option<String>,
+    /// A sync: warn when its oplog headroom (how much older than its saved position the
+    /// source's oldest oplog entry may get) is under this many seconds, and hold it no more
+    /// then [default: 3600].
+    #[arg(long, value_name = "SECS")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_oplog_headroom_secs: Option<f64>,
+    /// A sync: its commit waits while this file exists.
+    #[arg(long, value_name = "PATH")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postpone_commit_flag_file: Option<String>,
+    /// Milliseconds between the load guard's decisions [default: 1000].
+    #[arg(long, value_name = "MS")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard_interval_ms: Option<u64>,
+}
+
+impl GuardConfig {
+    /// The settings the guard runs with, or every problem of the config.
+    pub fn settings(&self, mode: Mode) -> Result<GuardSettings, Vec<String>> {
+        let mut problems = Vec::new();
+        let mut thresholds = |text: &Option<String>, field: &str| match text {
+            None => Vec::new(),
+            Some(text) => Threshold::parse_list(text, field).unwrap_or_else(|e| {
+                problems.push(e);
+                Vec::new()
+            }),
+        };
+        let max_load = thresholds(&self.max_load, "max_load");
+        let critical_load = thresholds(&self.critical_load, "critical_load");
+        problems.extend(bounds::MAX_LAG_MS.problem_opt(self.max_lag_ms));
+        problems.extend(bounds::HIBERNATE_SECS.problem_opt(self.critical_load_hibernate_secs));
+        problems.extend(bounds::MIN_OPLOG_HEADROOM_SECS.problem_opt(self.min_oplog_headroom_secs));
+        problems.extend(bounds::GUARD_INTERVAL_MS.problem_opt(self.guard_interval_ms));
+        if self.critical_load_hibernate_secs.is_some() && self.critical_load.is_none() {
+            problems.push("critical_load_hibernate_secs: only with critical_load".into());
+        }
+        if let Some(url) = &self.throttle_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                problems.push(format!(
+                    "throttle_url: `{url}` is not an http:// or https:// URL"
+                ));
+            }
+        }
+        for (field, path) in [
+            ("throttle_flag_file", &self.throttle_flag_file),
+            ("postpone_commit_flag_file", &self.postpone_commit_flag_file),
+        ] {
+            if path.as_ref().is_some_and(|p| p.trim().is_empty()) {
+                problems.push(format!("{field}: an empty path"));
+            }
+        }
+        if mode != Mode::Sync {
+            for (field, set) in [
+                (
+                    "min_oplog_headroom_secs",
+                    self.min_oplog_headroom_secs.is_some(),
+                ),
+                (
+                    "postpone_commit_flag_file",
+                    self.postpone_commit_flag_file.is_some(),
+                ),
+            ] {
+                if set {
+                    problems.push(format!(
+                        "{field}: only a sync follows the oplog and commits"
+                    ));
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(GuardSettings {
+            max_lag_ms: self.max_lag_ms,
+            max_load,
+            critical_load,
+            critical_load_hibernate_secs: self.critical_load_hibernate_secs,
+            throttle_flag_file: self.throttle_flag_file.as_ref().map(PathBuf::from),
+            throttle_url: self.throttle_url.clone(),
+            min_oplog_headroom_secs: self.min_oplog_headroom_secs,
+            postpone_commit_flag_file: self.postpone_commit_flag_file.as_ref().map(PathBuf::from),
+            guard_interval_ms: self.guard_interval_ms,
+        })
+    }
+}
+
 /// What a job does once the documents are copied.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -621,6 +742,10 @@ pub struct JobSpec {
     #[command(flatten)]
     #[serde(default)]
     pub adaptive: Option<AdaptiveConfig>,
+    /// The load guard: what holds the job while production servers are busy.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub guard: GuardConfig,
     /// Ignore an earlier run's checkpoint (also a finished one) and copy everything again.
     #[arg(long)]
     #[serde(default, deserialize_with = "null_is_false")]
@@ -927,28 +1052,11 @@ impl JobSpec {
         // `mongodb://h`.
         let normalized = |uri: &String| crate::mongo::normalize_uri(uri).unwrap_or(uri.clone());
         let (from, to) = (&normalized(from), &normalized(to));
-        let mut excludes = Vec::new();
-        for text in exclude {
-            match text.parse::<Exclude>() {
-                Ok(e) => excludes.push(e),
-                Err(e) => problems.push(e),
-            }
-        }
         for (field, uri) in [("from", from), ("to", to)] {
             problems.extend(uri_problem(field, uri));
         }
-        if texts.is_empty() {
-            problems.push("namespaces: name at least one namespace (db.coll[:db2.coll2])".into());
-        }
-        let mut namespaces = Vec::new();
-        for text in texts {
-            match text.parse::<NsMapping>() {
-                Ok(m) => namespaces.push(m),
-                Err(e) => problems.push(e),
-            }
-        }
         let mode = self.mode.unwrap_or_default();
-        problems.extend(mapping_problems(&namespaces, mode));
+        let (namespaces, excludes) = parse_names(texts, exclude, mode, &mut problems);
         let filter = match filter.as_ref().map(Filter::to_document).transpose() {
             Ok(f) => f,
             Err(e) => {
@@ -990,6 +1098,10 @@ impl JobSpec {
         if let Some(journal) = &self.journal {
             problems.extend(journal.problems());
         }
+        let guard = self.guard.settings(mode).unwrap_or_else(|e| {
+            problems.extend(e);
+            GuardSettings::default()
+        });
         if !problems.is_empty() {
             return Err(SpecError(problems));
         }
@@ -1028,6 +1140,7 @@ impl JobSpec {
             block_writes: self.block_writes,
             delete_extra: self.delete_extra,
             on_history_lost: self.on_history_lost.unwrap_or_default(),
+            guard,
         })
     }
 
@@ -1091,6 +1204,34 @@ impl JobSpec {
         }
         problems
     }
+}
+
+/// The namespaces and exclusions of a spec, parsed; what is wrong with them goes to `problems`.
+fn parse_names(
+    texts: &[String],
+    exclude: &[String],
+    mode: Mode,
+    problems: &mut Vec<String>,
+) -> (Vec<NsMapping>, Vec<Exclude>) {
+    let mut excludes = Vec::new();
+    for text in exclude {
+        match text.parse::<Exclude>() {
+            Ok(e) => excludes.push(e),
+            Err(e) => problems.push(e),
+        }
+    }
+    if texts.is_empty() {
+        problems.push("namespaces: name at least one namespace (db.coll[:db2.coll2])".into());
+    }
+    let mut namespaces = Vec::new();
+    for text in texts {
+        match text.parse::<NsMapping>() {
+            Ok(m) => namespaces.push(m),
+            Err(e) => problems.push(e),
+        }
+    }
+    problems.extend(mapping_problems(&namespaces, mode));
+    (namespaces, excludes)
 }
 
 /// What the namespace mappings of a job in `mode` may not do: name one destination twice, write

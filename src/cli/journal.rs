@@ -215,7 +215,7 @@ async fn run_replay(args: ReplayArgs) -> Result<(), Failure> {
         }
     }
     let stats = prepared.stats();
-    let outcome = run_in_terminal(stats, args.quiet, |cancel| prepared.run(cancel)).await;
+    let outcome = run_in_terminal((stats, None), args.quiet, |cancel| prepared.run(cancel)).await;
     let summary = outcome.map_err(|e| match e {
         crate::engine::CopyError::Stopped => Failure::new(
             "interrupted; the replay is incomplete (run it again to finish)".into(),

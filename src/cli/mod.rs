@@ -154,6 +154,10 @@ pub struct ServeArgs {
     /// Event streams (`/api/jobs/{id}/events`) open at once, for the whole service.
     #[arg(long, default_value_t = 32, value_name = "N")]
     pub max_event_streams: usize,
+    /// While this file exists, no job of the service writes (each job's load guard holds it,
+    /// beside the job's own --throttle-flag-file).
+    #[arg(long, value_name = "PATH")]
+    pub throttle_flag_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -546,8 +550,8 @@ async fn copy_with_store(
             eprintln!("resuming from the checkpoint: {skipped} docs already copied are skipped");
         }
     }
-    let stats = prepared.stats();
-    let result = run_in_terminal(stats, args.quiet, |cancel| prepared.run(cancel)).await;
+    let watched = (prepared.stats(), Some(prepared.control().guard().clone()));
+    let result = run_in_terminal(watched, args.quiet, |cancel| prepared.run(cancel)).await;
     let outcome = Outcome::judge(&result, &Asked::of(&spec, Surface::CommandLine));
     if let Ok(summary) = &result {
         print_summary(summary, args.json);
@@ -1233,6 +1237,9 @@ pub async fn prepare_serve(args: ServeArgs) -> Result<PreparedService, Failure> 
     if let Some(key) = credentials {
         manager.set_credentials_key(key);
     }
+    if let Some(path) = &args.throttle_flag_file {
+        manager.set_throttle_flag_file(path.clone());
+    }
     let listener = std::net::TcpListener::bind(&addresses[..])
         .map_err(|e| fail(format!("cannot listen on {}: {e}", args.listen)))?;
     let address = listener
@@ -1333,7 +1340,7 @@ async fn run_sample(args: SampleArgs) -> Result<(), Failure> {
     } else {
         ProgressMode::detect()
     };
-    let progress = Progress::start(stats.clone(), mode, Duration::from_secs(5));
+    let progress = Progress::start((stats.clone(), None), mode, Duration::from_secs(5));
     let source = SyntheticSource {
         docs: args.count,
         doc_size: args.doc_size,

@@ -1,8 +1,9 @@
 //! Shows a running copy to a person: progress bars on a terminal, plain log lines otherwise.
 //!
-//! In: the job's live [`JobStats`]. Out: bars per namespace and in total (docs, docs/s, ETA) on
-//! stderr, redrawn a few times a second; or, when stderr is not a terminal, one line every few
-//! seconds. Nothing here touches the engine: it only reads counters.
+//! In: the job's live [`JobStats`] and its load guard. Out: bars per namespace and in total
+//! (docs, docs/s, ETA) on stderr, redrawn a few times a second, with a line for why the guard
+//! holds the job; or, when stderr is not a terminal, one line every few seconds. Nothing here
+//! touches the engine: it only reads counters.
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use indicatif::{
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::engine::control::guard::{GuardView, LoadGuard};
 use crate::engine::stats::{
     JobStats, MoveProgress, ReconcileProgress, SyncPhase, SyncProgress, VerificationPhase,
 };
@@ -43,12 +45,20 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn start(stats: Arc<JobStats>, mode: ProgressMode, line_every: Duration) -> Self {
+    pub fn start(
+        (stats, guard): (Arc<JobStats>, Option<Arc<LoadGuard>>),
+        mode: ProgressMode,
+        line_every: Duration,
+    ) -> Self {
         let stop = CancellationToken::new();
         let task = match mode {
             ProgressMode::Quiet => None,
-            ProgressMode::Bars => Some(tokio::spawn(draw_bars(stats, stop.clone()))),
-            ProgressMode::Lines => Some(tokio::spawn(log_lines(stats, stop.clone(), line_every))),
+            ProgressMode::Bars => Some(tokio::spawn(draw_bars(stats, guard, stop.clone()))),
+            ProgressMode::Lines => Some(tokio::spawn(log_lines(
+                (stats, guard),
+                stop.clone(),
+                line_every,
+            ))),
         };
         Progress { stop, task }
     }
@@ -67,7 +77,7 @@ impl Drop for Progress {
     }
 }
 
-async fn draw_bars(stats: Arc<JobStats>, stop: CancellationToken) {
+async fn draw_bars(stats: Arc<JobStats>, guard: Option<Arc<LoadGuard>>, stop: CancellationToken) {
     let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(8));
     let style = ProgressStyle::with_template(
         "{prefix:<28!} [{bar:30.cyan/blue}] {human_pos:>11}/{human_len:11} {msg}",
@@ -89,8 +99,9 @@ async fn draw_bars(stats: Arc<JobStats>, stop: CancellationToken) {
         .map(|n| bar(n.source.to_string()))
         .collect();
     let total = (stats.namespaces.len() > 1).then(|| bar("total".to_string()));
-    // A sync's or a move's line, once the job turns out to be one.
+    // A sync's or a move's line, once the job turns out to be one; the guard's, once it held.
     let mut status_bar: Option<ProgressBar> = None;
+    let mut guard_bar: Option<ProgressBar> = None;
     let mut rates: Vec<RateWindow> = ns_bars
         .iter()
         .chain(total.iter())
@@ -158,8 +169,26 @@ async fn draw_bars(stats: Arc<JobStats>, stop: CancellationToken) {
             });
             line.set_message(message);
         }
+        let held = guard.as_ref().map(|g| guard_line(&g.view()));
+        if let Some(message) = held
+            .flatten()
+            .or(guard_bar.as_ref().map(|_| "writing".into()))
+        {
+            let line = guard_bar.get_or_insert_with(|| {
+                multi.add(
+                    ProgressBar::new_spinner()
+                        .with_style(
+                            ProgressStyle::with_template("{prefix:<28!} {msg}")
+                                .expect("valid template"),
+                        )
+                        .with_prefix("load guard"),
+                )
+            });
+            line.set_message(message);
+        }
         if stopping {
-            for b in ns_bars.iter().chain(total.iter()).chain(status_bar.iter()) {
+            let lines = status_bar.iter().chain(guard_bar.iter());
+            for b in ns_bars.iter().chain(total.iter()).chain(lines) {
                 b.abandon();
             }
             return;
@@ -267,7 +296,21 @@ pub fn sync_line(sync: &SyncProgress) -> String {
     )
 }
 
-async fn log_lines(stats: Arc<JobStats>, stop: CancellationToken, every: Duration) {
+/// "throttled: destination lag 3.2 s > 1 s" while the guard holds the job, or why it does not
+/// (a sync short of oplog headroom); `None` when it has nothing to say.
+pub fn guard_line(view: &GuardView) -> Option<String> {
+    match (view.throttled, &view.reason) {
+        (true, Some(why)) => Some(format!("throttled: {why}")),
+        (true, None) => Some("throttled".into()),
+        (false, why) => why.clone(),
+    }
+}
+
+async fn log_lines(
+    (stats, guard): (Arc<JobStats>, Option<Arc<LoadGuard>>),
+    stop: CancellationToken,
+    every: Duration,
+) {
     let mut rate = RateWindow::new(every.max(Duration::from_secs(5)));
     let mut tick = tokio::time::interval(every);
     loop {
@@ -301,6 +344,9 @@ async fn log_lines(stats: Arc<JobStats>, stop: CancellationToken, every: Duratio
         }
         if let Some(reconcile) = &snap.reconcile {
             tracing::info!("reconcile: {}", reconcile_line(reconcile));
+        }
+        if let Some(line) = guard.as_ref().and_then(|g| guard_line(&g.view())) {
+            tracing::info!("load guard: {line}");
         }
     }
 }

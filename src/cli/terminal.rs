@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::progress::{Progress, ProgressMode};
+use crate::engine::control::guard::LoadGuard;
 use crate::engine::stats::JobStats;
 use crate::engine::CopyError;
 use crate::run::outcome::{Asked, Outcome, Surface};
@@ -82,10 +83,11 @@ impl From<crate::mongo::MongoError> for Failure {
     }
 }
 
-/// Runs a job from the terminal: a progress display of `stats` (none when `quiet`), and Ctrl-C
+/// Runs a job from the terminal: a progress display of its stats and load guard (none when
+/// `quiet`), and Ctrl-C
 /// or SIGTERM cancelling the job after its current batches.
 pub(crate) async fn run_in_terminal<T, Job>(
-    stats: Arc<JobStats>,
+    watched: (Arc<JobStats>, Option<Arc<LoadGuard>>),
     quiet: bool,
     job: impl FnOnce(CancellationToken) -> Job,
 ) -> T
@@ -97,7 +99,7 @@ where
     } else {
         ProgressMode::detect()
     };
-    let progress = Progress::start(stats, mode, Duration::from_secs(5));
+    let progress = Progress::start(watched, mode, Duration::from_secs(5));
     let cancel = CancellationToken::new();
     let signals = cancel_on_signal(cancel.clone());
     let outcome = job(cancel.clone()).await;

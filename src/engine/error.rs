@@ -27,6 +27,14 @@ pub enum CopyError {
     /// where `setUserWriteBlockMode` is missing): refused before anything was written.
     #[error("refused, nothing was written: {0}")]
     CannotCommit(String),
+    /// What the job asks of the servers they cannot give (the load guard's signals): refused
+    /// before anything was written.
+    #[error("refused, nothing was written: {}", .0.join("; "))]
+    Refused(Vec<String>),
+    /// The load guard saw a critical threshold crossed and stopped the job; its checkpoint is
+    /// kept.
+    #[error("{0}: the job stopped and keeps its checkpoint; run it again to continue")]
+    CriticalLoad(String),
     /// The source no longer holds the changes after the job's saved position.
     #[error(
         "the source no longer holds the changes since this job's saved position ({0}); following \

@@ -484,6 +484,8 @@ pub struct SyncStats {
     commit_max_lag_secs: Mutex<f64>,
     writes_after_commit: Mutex<Option<WritesAfterCommit>>,
     history_lost: Mutex<Option<HistoryLost>>,
+    /// Why the commit waits (the load guard's flag file), if it does.
+    commit_postponed: Mutex<Option<String>>,
 }
 
 /// A sync whose saved position was gone from the source's history, and its recovery.
@@ -631,6 +633,7 @@ impl SyncStats {
             commit_max_lag_secs: Mutex::new(5.0),
             writes_after_commit: Mutex::default(),
             history_lost: Mutex::default(),
+            commit_postponed: Mutex::default(),
         }
     }
 
@@ -659,6 +662,11 @@ impl SyncStats {
     /// The verifier's latest figures.
     pub fn set_verification(&self, progress: VerificationProgress) {
         *self.verification.lock() = Some(progress);
+    }
+
+    /// The commit waits while `why` is `Some` (`postpone_commit_flag_file`).
+    pub fn set_commit_postponed(&self, why: Option<String>) {
+        *self.commit_postponed.lock() = why;
     }
 
     pub fn set_commit_max_lag(&self, secs: f64) {
@@ -710,7 +718,8 @@ impl SyncStats {
         let applied = *self.applied.lock();
         let verification = self.verification.lock().clone();
         let max_lag = *self.commit_max_lag_secs.lock();
-        let reasons = commit_reasons(phase, lag_secs, max_lag, verification.as_ref());
+        let mut reasons = commit_reasons(phase, lag_secs, max_lag, verification.as_ref());
+        reasons.extend(self.commit_postponed.lock().clone());
         Some(SyncProgress {
             phase,
             lag_secs,

@@ -15,9 +15,11 @@ use std::sync::Arc;
 use mongodb::bson::{doc, Document};
 use mongodb::Client;
 use serde::Serialize;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::digest::{DbHash, RangeDigest};
+use super::guard;
 use super::moving;
 use super::overlap;
 use super::reconcile::Reconciling;
@@ -244,6 +246,16 @@ pub async fn prepare(
         source,
         destination,
     };
+    let refused = guard::problems(
+        &spec.guard,
+        (&clients.source, &clients.destination),
+        spec.mode,
+    )
+    .await;
+    if !refused.is_empty() {
+        clients.close().await;
+        return Err(CopyError::Refused(refused));
+    }
     let (selection, existing) = match select(spec, &store, &clients).await {
         Ok(found) => found,
         Err(e) => {
@@ -291,10 +303,10 @@ pub async fn prepare(
         settle: None,
         tasks: opened.tasks,
         stats,
-        control: Arc::new(Control::with_throttle(
-            spec.workers,
-            Throttle::new(spec.limits),
-        )),
+        control: Arc::new(
+            Control::with_throttle(spec.workers, Throttle::new(spec.limits))
+                .with_guard(spec.guard.clone()),
+        ),
         adaptive: spec.adaptive.map(|c| Arc::new(Adaptive::new(c))),
         ledger: Arc::new(ledger),
         retry,
@@ -519,17 +531,26 @@ impl PreparedCopy {
         }
         // Held until the run ends, unless it is given up for a shared job's layout.
         let mut claim = self.sharing.claim.take();
-        let documents = self.documents(&mut claim, already_complete, &cancel);
-        let outcome = self.retry.stopping_on(&cancel, documents).await;
-        // An operator's stop is a stop, whatever error it cut short.
-        let outcome = match outcome {
-            Err(_) if cancel.is_cancelled() => Err(CopyError::Stopped),
-            other => other,
-        };
+        // The job stops on the operator's word, or the load guard's on a critical load.
+        let halt = cancel.child_token();
+        let (guard, watching) = self.watch_load(&halt);
+        let documents = self.documents(&mut claim, already_complete, &halt);
+        let outcome = self.retry.stopping_on(&halt, documents).await;
         // The verify step runs on the same clients, once everything is written.
         let verified = match &outcome {
-            Ok(()) => self.verify(&cancel).await,
+            Ok(()) => self.verify(&halt).await,
             Err(_) => None,
+        };
+        watching.cancel();
+        let critical = guard.await.unwrap_or_else(|e| {
+            tracing::warn!("the load guard failed: {e}");
+            None
+        });
+        // An operator's stop is a stop, whatever error it cut short; the guard's says why.
+        let outcome = match (critical, outcome) {
+            (Some(critical), _) => Err(CopyError::CriticalLoad(critical)),
+            (None, Err(_)) if halt.is_cancelled() => Err(CopyError::Stopped),
+            (None, other) => other,
         };
         // Whatever the outcome, what was acknowledged is written out and the journal closed.
         let journal = match journal {
@@ -549,6 +570,25 @@ impl PreparedCopy {
         drop(claim);
         self.clients.close().await;
         summary
+    }
+
+    /// The load guard at work until `watching` is cancelled; it cancels `halt` on a critical
+    /// load and its task returns why.
+    fn watch_load(
+        &self,
+        halt: &CancellationToken,
+    ) -> (JoinHandle<Option<String>>, CancellationToken) {
+        let watching = CancellationToken::new();
+        let watch = guard::Watch {
+            guard: self.control.guard().clone(),
+            source: self.clients.source.clone(),
+            destination: self.clients.destination.clone(),
+            mode: self.spec.mode,
+            ledger: self.ledger.clone(),
+            stats: self.stats.clone(),
+        };
+        let task = tokio::spawn(watch.run(watching.clone(), halt.clone()));
+        (task, watching)
     }
 
     /// The documents, by the driver of the job's mode: the schema before them, the engine over
@@ -813,6 +853,7 @@ impl PreparedCopy {
             commit_watch: self.spec.commit_watch,
             block_writes: self.spec.block_writes,
             uris: (self.spec.from.clone(), self.spec.to.clone()),
+            guard: self.control.guard().clone(),
         })
     }
 

@@ -5,6 +5,7 @@
 //! a database), [`verify`] (compare two clusters) and [`plan`] (a dry run of a copy).
 //! [`cutover`] is what a sync's commit does on the servers (writes blocked), [`reverse`] a
 //! committed sync's fail back (a sync from its destination back to its source).
+//! [`guard`] reads the load guard's signals for every job while it runs.
 //! [`schema`] is the schema part they share, [`overlap`] the rule that keeps each from writing
 //! what it reads, and [`outcome`] how a finished job is judged, for the command line and the
 //! service alike.
@@ -16,6 +17,7 @@ pub mod compare;
 pub mod copy;
 pub mod cutover;
 pub mod digest;
+pub mod guard;
 pub mod moving;
 pub mod outcome;
 pub mod overlap;

@@ -118,9 +118,12 @@ impl Outcome {
                 ),
             ),
             (CopyError::Stopped, Surface::Service { stopping: false }) => (Verdict::Stopped, None),
-            (unsafe_job @ (CopyError::Unsafe(_) | CopyError::CannotCommit(_)), _) => {
-                (Verdict::Refused, Some(unsafe_job.to_string()))
-            }
+            (
+                unsafe_job @ (CopyError::Unsafe(_)
+                | CopyError::CannotCommit(_)
+                | CopyError::Refused(_)),
+                _,
+            ) => (Verdict::Refused, Some(unsafe_job.to_string())),
             (other, _) => (Verdict::Failed, Some(other.to_string())),
         };
         Outcome {

@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use crate::engine::changes::{
     self, ChangeWriter, ChunkLimits, Route, SchemaChange, SchemaOp, Step,
 };
+use crate::engine::control::guard::LoadGuard;
 use crate::engine::queue::QueueSender;
 use crate::engine::source::change_stream::{self, ChangeFeed, DdlOp, Position};
 use crate::engine::stats::{EventCounts, JobStats, SyncPhase, WritesAfterCommit};
@@ -44,6 +45,12 @@ use crate::state::{ReverseFrom, SyncCheckpoint};
 
 use super::cutover;
 use super::verifier::{Repair, Verifier};
+
+/// Returns once the commit is asked for and no flag file postpones it.
+async fn commit_allowed(commit: &CancellationToken, guard: &LoadGuard) {
+    commit.cancelled().await;
+    guard.wait_commit_allowed().await;
+}
 
 /// Records where the source's history stands now: the sync applies every change after it.
 pub async fn start_here(source: &Client, routes: &Routes) -> Result<SyncCheckpoint, CopyError> {
@@ -152,6 +159,8 @@ pub struct Follower {
     /// The sides whose writes the commit blocks, and the servers' URIs (for messages).
     pub block_writes: Option<BlockWrites>,
     pub uris: (String, String),
+    /// The job's load guard: a commit waits while its flag file postpones it.
+    pub guard: Arc<LoadGuard>,
 }
 
 /// The verifier at work beside the follower: its repairs come to the follower, which writes
@@ -311,7 +320,7 @@ impl Follower {
                     }
                     continue;
                 }
-                _ = self.commit.cancelled(), if committing.is_none() => {
+                _ = commit_allowed(&self.commit, &self.guard), if committing.is_none() => {
                     // No application write lands after the end read next.
                     self.block(Side::Source).await?;
                     let end = change_stream::source_time(&self.source_client).await?;

@@ -123,6 +123,38 @@ impl AllowList {
             .collect()
     }
 
+    /// The problem with an HTTP URL the service would reach for a job (`throttle_url`), when
+    /// its host is not in the list; none when the list allows any host.
+    pub fn url_problems(&self, field: &str, url: &str) -> Vec<String> {
+        if self.allows_any() {
+            return vec![];
+        }
+        let parsed = match reqwest::Url::parse(url) {
+            Ok(parsed) => parsed,
+            Err(e) => return vec![format!("{field}: not a URL ({e})")],
+        };
+        // IPv6 comes in brackets, canonical inside them.
+        let host = match parsed.host_str() {
+            Some(host) => host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .trim_end_matches('.')
+                .to_lowercase(),
+            None => return vec![format!("{field}: the URL names no host")],
+        };
+        let endpoint = Endpoint {
+            role: Role::Seed,
+            host,
+            port: parsed.port_or_known_default(),
+        };
+        match self.allows(&endpoint) {
+            true => vec![],
+            false => vec![format!(
+                "{field}: host {endpoint} is not in --allow-cluster"
+            )],
+        }
+    }
+
     fn allows(&self, endpoint: &Endpoint) -> bool {
         self.patterns.iter().any(|p| p.matches(endpoint))
     }

@@ -5,9 +5,10 @@ use serde::{Deserialize, Serialize};
 
 use super::job::{JobId, JobState};
 use crate::engine::control::throttle::Limits;
+use crate::spec::GuardConfig;
 
 /// An operator's command to a job.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Command {
     Pause,
@@ -15,6 +16,8 @@ pub enum Command {
     Cancel,
     SetWorkers(usize),
     SetLimits(Limits),
+    /// The load guard's settings, all of them (what a `PATCH` left out, as they were).
+    SetGuard(GuardConfig),
     /// A sync job's cutover: every change up to now is applied, then the job ends.
     Commit,
 }

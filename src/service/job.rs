@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
 
 use crate::engine::control::adaptive::{Adaptive, AdaptiveView};
+use crate::engine::control::guard::GuardView;
 use crate::engine::control::throttle::{Limits, Throttle};
 use crate::engine::stats::{
     CanCommit, JobSnapshot, JobStats, VerificationProgress, WritesAfterCommit,
@@ -180,6 +181,10 @@ pub struct JobView {
     pub limits: Limits,
     /// Adaptive mode's config and recent decisions, when the job uses it.
     pub adaptive: Option<AdaptiveView>,
+    /// The load guard: held or not and why, the signals' last values, the changes of its
+    /// decision with their times, and what it watches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_guard: Option<GuardView>,
     pub created_at: f64,
     pub finished_at: Option<f64>,
     pub error: Option<String>,
@@ -528,6 +533,7 @@ impl Job {
             workers: self.control.workers(),
             limits: self.control.throttle().job.limits(),
             adaptive: inner.adaptive.as_ref().map(|a| a.view()),
+            load_guard: Some(self.control.guard().view()),
             created_at: record.created_at,
             finished_at: record.finished_at,
             error: record.error.clone(),

@@ -108,6 +108,8 @@ pub struct JobManager {
     halt: CancellationToken,
     /// Seals the credentials of jobs' URIs in the history, and opens them to continue a job.
     credentials: std::sync::OnceLock<CredentialsKey>,
+    /// While this file exists, no job writes (`serve --throttle-flag-file`).
+    throttle_flag_file: std::sync::OnceLock<PathBuf>,
 }
 
 impl JobManager {
@@ -194,6 +196,7 @@ impl JobManager {
             clusters,
             halt: CancellationToken::new(),
             credentials: std::sync::OnceLock::new(),
+            throttle_flag_file: std::sync::OnceLock::new(),
         }))
     }
 
@@ -204,6 +207,9 @@ impl JobManager {
     pub(super) fn copy_spec(&self, spec: &JobSpec) -> Result<CopySpec, SpecError> {
         let mut problems = self.clusters.problems("from", &spec.endpoints.from);
         problems.extend(self.clusters.problems("to", &spec.endpoints.to));
+        if let Some(url) = &spec.guard.throttle_url {
+            problems.extend(self.clusters.url_problems("throttle_url", url));
+        }
         let validated = spec.validate();
         if !problems.is_empty() {
             if let Err(SpecError(more)) = validated {
@@ -236,6 +242,11 @@ impl JobManager {
     /// the history's jobs with it (`serve --credentials-key-file`). Set once, before serving.
     pub fn set_credentials_key(&self, key: CredentialsKey) {
         let _ = self.credentials.set(key);
+    }
+
+    /// While `path` exists, every job of this service is held by its load guard.
+    pub fn set_throttle_flag_file(&self, path: PathBuf) {
+        let _ = self.throttle_flag_file.set(path);
     }
 
     /// The spec a job of the history runs with: its record's, with its credentials back when
@@ -377,7 +388,12 @@ impl JobManager {
     /// A job's workers and throttle, under the budget shared by all jobs.
     pub(super) fn control(&self, copy_spec: &CopySpec) -> Control {
         let throttle = Throttle::new(copy_spec.limits).with_global(self.global.clone());
-        Control::with_throttle(copy_spec.workers, throttle)
+        let control =
+            Control::with_throttle(copy_spec.workers, throttle).with_guard(copy_spec.guard.clone());
+        control
+            .guard()
+            .set_service_flag_file(self.throttle_flag_file.get().cloned());
+        control
     }
 
     /// Runs `job` in a task of the manager's: the job's own run, or (`NodeRole::Helps`) one that
@@ -416,6 +432,11 @@ impl JobManager {
         // Writes blocked at the commit where a server cannot: refused now, not at the commit.
         if let Err(e) = cutover::probe(&copy_spec, timeout).await {
             return Err(SpecError(vec![e.to_string()]).into());
+        }
+        // What the load guard would read and the servers do not report: refused now.
+        let unreported = crate::run::guard::probe(&copy_spec, timeout).await;
+        if !unreported.is_empty() {
+            return Err(SpecError(unreported).into());
         }
         let redacted = spec.redacted();
         let same = |j: &Arc<Job>| {
@@ -547,6 +568,7 @@ impl JobManager {
             Command::Cancel => "cancel",
             Command::SetWorkers(_) => "change its workers",
             Command::SetLimits(_) => "change its rate limits",
+            Command::SetGuard(_) => "change its load guard",
             Command::Commit => "commit",
         };
         let refuse = |state| CommandError::Conflict {
@@ -561,14 +583,24 @@ impl JobManager {
         if state.is_final() && !abandon {
             return Err(refuse(state));
         }
-        match command {
+        match &command {
             Command::SetWorkers(n) => {
-                if let Some(problem) = bounds::WORKERS.problem(n) {
+                if let Some(problem) = bounds::WORKERS.problem(*n) {
                     return Err(CommandError::Invalid(problem));
                 }
             }
             Command::SetLimits(limits) => {
                 let problems = limits.problems();
+                if !problems.is_empty() {
+                    return Err(CommandError::Invalid(problems.join("; ")));
+                }
+            }
+            Command::SetGuard(config) => {
+                let mode = job.record().spec.mode.unwrap_or_default();
+                let mut problems = config.settings(mode).err().unwrap_or_default();
+                if let Some(url) = &config.throttle_url {
+                    problems.extend(self.clusters.url_problems("throttle_url", url));
+                }
                 if !problems.is_empty() {
                     return Err(CommandError::Invalid(problems.join("; ")));
                 }
@@ -609,6 +641,12 @@ impl JobManager {
             Command::Commit => job.ask_commit(),
             Command::SetWorkers(n) => job.control.set_workers(n),
             Command::SetLimits(limits) => job.control.throttle().job.set(limits),
+            Command::SetGuard(config) => {
+                let mode = job.record().spec.mode.unwrap_or_default();
+                if let Ok(settings) = config.settings(mode) {
+                    job.control.guard().set_settings(settings);
+                }
+            }
         }
         self.save().await;
         Ok(job)

@@ -4,14 +4,19 @@
 //! the workers and the engine's coordinator follow — a paused worker finishes its batch and takes
 //! no other; a worker whose slot is above the wanted count retires after its batch; the
 //! coordinator starts workers when the count grows; every worker waits for the [`Throttle`] before
-//! it writes. Pausing is a gate of its own, not a rate of 0.
+//! it writes. Pausing is a gate of its own, not a rate of 0. The load guard's settings are
+//! live controls too ([`LoadGuard`]): its gate is the throttle's first step.
 
 pub mod adaptive;
+pub mod guard;
 pub mod throttle;
+
+use std::sync::Arc;
 
 use tokio::sync::watch;
 
 use crate::bounds;
+use crate::engine::control::guard::{GuardSettings, LoadGuard};
 use crate::engine::control::throttle::{Limits, Throttle};
 
 /// Workers unless a job says otherwise.
@@ -22,6 +27,7 @@ pub struct Control {
     paused: watch::Sender<bool>,
     workers: watch::Sender<usize>,
     throttle: Throttle,
+    guard: Arc<LoadGuard>,
 }
 
 impl Control {
@@ -31,11 +37,24 @@ impl Control {
     }
 
     pub fn with_throttle(workers: usize, throttle: Throttle) -> Self {
+        let guard = LoadGuard::new(GuardSettings::default(), throttle.hold.clone());
         Control {
             paused: watch::channel(false).0,
             workers: watch::channel(clamp_workers(workers)).0,
             throttle,
+            guard: Arc::new(guard),
         }
+    }
+
+    /// The same controls, the load guard watching `settings`.
+    pub fn with_guard(self, settings: GuardSettings) -> Self {
+        self.guard.set_settings(settings);
+        self
+    }
+
+    /// The load guard: its settings (changeable at any time), its gate and its decisions.
+    pub fn guard(&self) -> &Arc<LoadGuard> {
+        &self.guard
     }
 
     /// The job's rate limits (and the service's global ones), changeable at any time.

@@ -17,6 +17,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use super::guard::Hold;
 use crate::bounds;
 
 /// The longest a waiting worker sleeps before it looks at the limit again.
@@ -153,9 +154,10 @@ impl Limiter {
 
 /// The limiters a worker obeys: its job's (set by the operator), the adaptive mode's cap, this
 /// process's share of a job that several service nodes run, and, in the service, the global one.
-/// The strictest binds.
+/// The strictest binds. Before them all, the load guard's gate: closed, nothing passes.
 #[derive(Debug, Clone)]
 pub struct Throttle {
+    pub hold: Hold,
     pub job: Arc<Limiter>,
     pub adaptive: Arc<Limiter>,
     /// The job's limits divided among the service nodes working on it (unlimited otherwise), so
@@ -167,6 +169,7 @@ pub struct Throttle {
 impl Throttle {
     pub fn new(limits: Limits) -> Self {
         Throttle {
+            hold: Hold::default(),
             job: Arc::new(Limiter::new(limits)),
             adaptive: Arc::new(Limiter::new(Limits::default())),
             share: Arc::new(Limiter::new(Limits::default())),
@@ -180,6 +183,7 @@ impl Throttle {
     }
 
     pub async fn acquire(&self, docs: u64, bytes: u64) {
+        self.hold.wait_open().await;
         self.job.acquire(docs, bytes).await;
         self.adaptive.acquire(docs, bytes).await;
         self.share.acquire(docs, bytes).await;

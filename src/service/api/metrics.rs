@@ -3,8 +3,8 @@
 //! In: the job manager's jobs and their stats. Out: documents and bytes copied per job and
 //! namespace, failed jobs, queue batches pushed and popped, batch latency histograms, workers and
 //! the state of each job, a sync job's lag and changes applied by type. Labels are a small fixed
-//! set: `job`, `namespace`, `state`, `le`, `type`, `kind`; a move job's documents verified,
-//! deleted and kept.
+//! set: `job`, `namespace`, `state`, `le`, `type`, `kind`, and the load guard's `reason` and
+//! `signal`; a move job's documents verified, deleted and kept.
 
 use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
@@ -55,6 +55,7 @@ pub async fn render(State(manager): State<Arc<JobManager>>) -> Response {
     documents(&mut out, &views);
     job_states(&mut out, &views);
     limits(&mut out, &views, &manager);
+    load_guard(&mut out, &views);
     sync_and_move(&mut out, &views);
     queue(&mut out, &live);
     (
@@ -182,6 +183,61 @@ fn limits(out: &mut String, views: &[JobView], manager: &JobManager) {
                 out,
                 "mongoferry_adaptive_rate_cap{{job=\"{}\"}} {cap}",
                 view.id
+            );
+        }
+    }
+}
+
+/// Each job's load guard: whether it holds the job and why, and the signals it read last.
+fn load_guard(out: &mut String, views: &[JobView]) {
+    let guards: Vec<_> = views
+        .iter()
+        .filter_map(|v| Some((v.id, v.load_guard.as_ref()?)))
+        .collect();
+    family(
+        out,
+        "throttled",
+        "gauge",
+        "1 while the job's load guard holds it, with the reason; 0 (reason \"\") when free.",
+    );
+    for (job, guard) in &guards {
+        let reason = match guard.throttled {
+            true => guard.reason.as_deref().unwrap_or(""),
+            false => "",
+        };
+        let _ = writeln!(
+            out,
+            "mongoferry_throttled{{job=\"{job}\",reason=\"{}\"}} {}",
+            escape(reason),
+            u8::from(guard.throttled)
+        );
+    }
+    family(
+        out,
+        "guard_signal",
+        "gauge",
+        "The last value of each signal the job's load guard reads (lag in ms, serverStatus values).",
+    );
+    for (job, guard) in &guards {
+        for (signal, value) in &guard.signals {
+            let _ = writeln!(
+                out,
+                "mongoferry_guard_signal{{job=\"{job}\",signal=\"{}\"}} {value}",
+                escape(signal)
+            );
+        }
+    }
+    family(
+        out,
+        "oplog_headroom_seconds",
+        "gauge",
+        "A sync: how much older than its saved position the source's oldest oplog entry may get before the position is lost.",
+    );
+    for (job, guard) in &guards {
+        if let Some(headroom) = guard.signals.get("oplog_headroom_secs") {
+            let _ = writeln!(
+                out,
+                "mongoferry_oplog_headroom_seconds{{job=\"{job}\"}} {headroom}"
             );
         }
     }

@@ -45,7 +45,7 @@ use crate::mongo::{self, MongoError};
 use crate::run::plan::Plan;
 use crate::service::job::{Job, JobId, JobView};
 use crate::service::manager::{Command, JobManager, PlanError, SubmitError};
-use crate::spec::JobSpec;
+use crate::spec::{GuardConfig, JobSpec};
 pub use error::{ApiError, ErrorBody};
 use guard::Guard;
 pub use options::ApiOptions;
@@ -352,11 +352,98 @@ struct JobPatch {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<f64>)]
     rate_bytes: Option<Option<f64>>,
+    /// The load guard's settings, as in a job spec (`null` turns that signal off).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<f64>)]
+    max_lag_ms: Option<Option<f64>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    max_load: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    critical_load: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<f64>)]
+    critical_load_hibernate_secs: Option<Option<f64>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    throttle_flag_file: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    throttle_url: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<f64>)]
+    min_oplog_headroom_secs: Option<Option<f64>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    postpone_commit_flag_file: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u64>)]
+    guard_interval_ms: Option<Option<u64>>,
+}
+
+impl JobPatch {
+    /// The load guard's fields sent, as JSON (`null`: turned off); empty when none was.
+    fn guard_changes(&self) -> serde_json::Map<String, serde_json::Value> {
+        fn sent<T: Serialize>(field: &Option<Option<T>>) -> Option<serde_json::Value> {
+            field
+                .as_ref()
+                .map(|value| serde_json::to_value(value).unwrap_or_default())
+        }
+        [
+            ("max_lag_ms", sent(&self.max_lag_ms)),
+            ("max_load", sent(&self.max_load)),
+            ("critical_load", sent(&self.critical_load)),
+            (
+                "critical_load_hibernate_secs",
+                sent(&self.critical_load_hibernate_secs),
+            ),
+            ("throttle_flag_file", sent(&self.throttle_flag_file)),
+            ("throttle_url", sent(&self.throttle_url)),
+            (
+                "min_oplog_headroom_secs",
+                sent(&self.min_oplog_headroom_secs),
+            ),
+            (
+                "postpone_commit_flag_file",
+                sent(&self.postpone_commit_flag_file),
+            ),
+            ("guard_interval_ms", sent(&self.guard_interval_ms)),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| Some((name.to_string(), value?)))
+        .collect()
+    }
 }
 
 /// Tells a field sent as `null` (`Some(None)`) from a field left out (`None`).
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<f64>>, D::Error> {
-    Option::<f64>::deserialize(d).map(Some)
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// The guard's settings now (`view`'s) with `changes` merged in: a field set to `null` is
+/// turned off.
+fn merged_guard(
+    view: &JobView,
+    changes: serde_json::Map<String, serde_json::Value>,
+) -> Result<GuardConfig, ApiError> {
+    let now = view.load_guard.as_ref().and_then(|g| g.settings.clone());
+    let mut config = match now {
+        Some(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    };
+    for (name, value) in changes {
+        match value {
+            serde_json::Value::Null => config.remove(&name),
+            value => config.insert(name, value),
+        };
+    }
+    serde_json::from_value(serde_json::Value::Object(config))
+        .map_err(|e| ApiError::BadRequest(format!("load guard settings: {e}")))
 }
 
 /// Changes a running job's workers or rate limits, in force at once.
@@ -379,10 +466,19 @@ async fn patch_job(
 ) -> Result<Json<JobView>, ApiError> {
     let mut job = find(&manager, &id)?;
     let patch: JobPatch = parse_body(&body, &[])?;
-    if patch.workers.is_none() && patch.rate.is_none() && patch.rate_bytes.is_none() {
+    let guard = patch.guard_changes();
+    if patch.workers.is_none()
+        && patch.rate.is_none()
+        && patch.rate_bytes.is_none()
+        && guard.is_empty()
+    {
         return Err(ApiError::BadRequest(
-            "nothing to change: send workers, rate or rate_bytes".into(),
+            "nothing to change: send workers, rate, rate_bytes or a load guard setting".into(),
         ));
+    }
+    if !guard.is_empty() {
+        let config = merged_guard(&job.view(), guard)?;
+        job = manager.command(job.id, Command::SetGuard(config)).await?;
     }
     if patch.rate.is_some() || patch.rate_bytes.is_some() {
         // As the node running the job last said (this one, or another on a shared state).

@@ -15,7 +15,7 @@ use utoipa::openapi::schema::Schema;
 use utoipa::openapi::RefOr;
 use utoipa::ToSchema;
 
-use crate::engine::control::{adaptive, throttle};
+use crate::engine::control::{adaptive, guard, throttle};
 use crate::engine::{source, stats};
 
 /// The engine's type `$engine` has the schema of its mirror `$mirror` (of the same name).
@@ -66,6 +66,8 @@ schema_of!(
     adaptive::Action => Action,
     adaptive::Decision => Decision,
     adaptive::AdaptiveView => AdaptiveView,
+    guard::GuardDecision => GuardDecision,
+    guard::GuardView => GuardView,
     throttle::Limits => Limits,
     source::seam::Strategy => Strategy,
 );
@@ -466,6 +468,34 @@ struct AdaptiveView {
     decisions: Vec<Decision>,
 }
 
+/// A change of the guard's decision, at its time.
+#[derive(Serialize, Deserialize, ToSchema)]
+struct GuardDecision {
+    /// Unix seconds.
+    at: f64,
+    throttled: bool,
+    reason: Option<String>,
+}
+
+/// The guard as the views show it.
+#[derive(Serialize, Deserialize, ToSchema)]
+struct GuardView {
+    throttled: bool,
+    /// Why it is held, or why a hold was overruled.
+    reason: Option<String>,
+    /// The last value of each signal read.
+    signals: std::collections::BTreeMap<String, f64>,
+    /// Signals that could not be read last time, and why.
+    unread: Vec<String>,
+    /// The changes of the decision, oldest first (at most 100).
+    decisions: Vec<GuardDecision>,
+    /// What the guard watches (`null`: nothing).
+    #[schema(value_type = Option<Object>)]
+    settings: Option<serde_json::Value>,
+    /// A sync's commit waits while this (its flag file) exists.
+    commit_postponed: Option<String>,
+}
+
 /// Limits as the operator sets them; `None` means unlimited.
 #[derive(Serialize, Deserialize, ToSchema)]
 struct Limits {
@@ -830,6 +860,21 @@ mod tests {
         agree::<_, AdaptiveView>([adaptive::AdaptiveView {
             config,
             decisions: vec![decision],
+        }]);
+        let decision = guard::GuardDecision {
+            at: 1.5,
+            throttled: true,
+            reason: Some("flag file /f exists".into()),
+        };
+        agree::<_, GuardDecision>([decision.clone()]);
+        agree::<_, GuardView>([guard::GuardView {
+            throttled: true,
+            reason: Some("flag file /f exists".into()),
+            signals: [("destination_lag_ms".to_string(), 1.5)].into(),
+            unread: vec!["source serverStatus: down".into()],
+            decisions: vec![decision],
+            settings: Some(serde_json::json!({ "max_lag_ms": 1000.5 })),
+            commit_postponed: Some("commit postponed".into()),
         }]);
         agree::<_, Limits>([
             throttle::Limits {
