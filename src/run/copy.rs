@@ -579,6 +579,7 @@ impl PreparedCopy {
         halt: &CancellationToken,
     ) -> (JoinHandle<Option<String>>, CancellationToken) {
         let watching = CancellationToken::new();
+        self.control.guard().hold_until_first_decision();
         let watch = guard::Watch {
             guard: self.control.guard().clone(),
             source: self.clients.source.clone(),

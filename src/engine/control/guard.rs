@@ -400,6 +400,16 @@ impl LoadGuard {
         current.unread = reading.unread.clone();
     }
 
+    /// Closes the gate until the first decision when anything is watched: a job writes nothing
+    /// before its guard has looked.
+    pub fn hold_until_first_decision(&self) {
+        let watched =
+            self.settings() != GuardSettings::default() || self.service_flag_file().is_some();
+        if watched {
+            self.hold.set(true);
+        }
+    }
+
     /// Opens the gate for good: the guard stopped watching.
     pub fn release(&self) {
         self.hold.set(false);

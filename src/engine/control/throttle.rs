@@ -190,6 +190,8 @@ impl Throttle {
         if let Some(global) = &self.global {
             global.acquire(docs, bytes).await;
         }
+        // A hold that came while the limits made this batch wait holds it too.
+        self.hold.wait_open().await;
     }
 }
 
