@@ -516,11 +516,12 @@ pub struct GuardConfig {
     /// A sync: warn when its oplog headroom (how much older than its saved position the
     /// source's oldest oplog entry may get) is under this many seconds, and hold it no more
     /// then [default: 3600].
-    #[arg(long, value_name = "SECS")]
+    // The flag is shown by `sync` alone (`SyncArgs`); copy and move would refuse it.
+    #[arg(long, value_name = "SECS", hide = true)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_oplog_headroom_secs: Option<f64>,
     /// A sync: its commit waits while this file exists.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", hide = true)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub postpone_commit_flag_file: Option<String>,
     /// Milliseconds between the load guard's decisions [default: 1000].

@@ -579,6 +579,9 @@ fn valid_value(flag: &str) -> &'static str {
         "--exclude" => "x.y",
         "--state" => "state.db",
         "--journal" => "journal",
+        "--max-load" | "--critical-load" => "source:connections.current>1",
+        "--throttle-url" => "http://127.0.0.1:9/",
+        "--guard-interval-ms" => "1000",
         _ => "1",
     }
 }
@@ -644,6 +647,9 @@ fn every_flag_the_help_lists_is_accepted_and_described() {
             // A move verifies only as a rehearsal: the source keeps what was moved.
             if command == ["move"] && flag == "--verify" {
                 argv.push("--keep-source");
+            }
+            if flag == "--critical-load-hibernate-secs" {
+                argv.extend(["--critical-load", "source:connections.current>1"]);
             }
             if flag == "--journal-segment-bytes" {
                 argv.extend(["--journal", "journal"]);

@@ -200,7 +200,9 @@ pub struct CopyArgs {
 #[derive(Args, Debug)]
 #[command(
     mut_arg("namespaces", |arg| arg.required(false)),
-    mut_arg("block_writes", |arg| arg.hide(false))
+    mut_arg("block_writes", |arg| arg.hide(false)),
+    mut_arg("min_oplog_headroom_secs", |arg| arg.hide(false)),
+    mut_arg("postpone_commit_flag_file", |arg| arg.hide(false))
 )]
 pub struct SyncArgs {
     #[command(flatten)]
