@@ -2,7 +2,8 @@
 //
 // Two screens, chosen by the URL's hash: `#/` (the form and the job list, polled every second:
 // one request lists every job, so many running jobs never use up the browser's six connections
-// per host) and `#/jobs/{id}` (one job, fed by its event stream: figures, charts, controls; for a
+// per host) and `#/jobs/{id}` (one job, fed by its event stream: figures, charts, controls, its
+// load guard, held or writing and why, with the times it held shaded on the docs/s chart; for a
 // sync job also its phase, lag, changes applied, a lag chart, its continuous verification, the
 // writes the source took after the commit point, and the Commit button with why it is not ready).
 // Passwords and secrets typed into the form are replaced by the service's masked URI once the job
@@ -29,7 +30,7 @@ const RECONNECT_MS = 2000;
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** The parts of a job's screen drawn from its view. */
-const JOB_PARTS = ["#job-state", "#job-error", "#job-writes-after", "#summary", "#job-sync", "#job-verification", "#commit-readiness", "#job-move", "#job-reconcile", "#job-adaptive", "#job-schema", "#job-dead", "#job-namespaces", "#job-workers", "#job-spec"];
+const JOB_PARTS = ["#job-state", "#job-error", "#job-writes-after", "#summary", "#job-guard", "#job-sync", "#job-verification", "#commit-readiness", "#job-move", "#job-reconcile", "#job-adaptive", "#job-schema", "#job-dead", "#job-namespaces", "#job-workers", "#job-spec"];
 
 /**
  * Replaces an element's content only when it changed, so a refresh every second does not move
@@ -59,6 +60,8 @@ const page = {
   /** The state the job's screen shows, to tell a stale view from a newer one. */
   shownState: null,
   charts: { job: null, workers: null, lag: null, workerIds: "" },
+  /** The time ranges in which the load guard held the job, shaded on its docs/s chart. */
+  held: [],
   /** Chart samples per job id, kept while the page is open. */
   samples: new Map(),
   resize: null,
@@ -172,6 +175,7 @@ function leaveJob() {
     page.charts[key] = null;
   }
   page.charts.workerIds = "";
+  page.held = [];
   $("#lag-panel").hidden = true;
   $("#commit").hidden = true;
   for (const id of JOB_PARTS) {
@@ -473,6 +477,8 @@ function update(view) {
   setHtml($("#job-state"), R.stateBadge(view.state));
   setHtml($("#job-error"), R.errorHtml(view));
   setHtml($("#summary"), R.summaryHtml(view, Date.now() / 1000));
+  setHtml($("#job-guard"), R.loadGuardHtml(view));
+  page.held = R.heldRanges(view.load_guard?.decisions, view.finished_at ?? Date.now() / 1000);
   setHtml($("#job-writes-after"), R.writesAfterCommitHtml(view));
   setHtml($("#job-sync"), R.syncHtml(view));
   setHtml($("#job-verification"), R.verificationHtml(view));
@@ -568,19 +574,33 @@ function chartOptions(element, series, floor = 10) {
   };
 }
 
+/**
+ * Shades the time ranges in which the load guard held the job, under the docs/s chart's lines
+ * (uPlot's drawClear hook runs once the canvas is cleared, before the axes and series).
+ */
+function shadeHeld(u) {
+  const { left, top, width, height } = u.bbox;
+  u.ctx.save();
+  u.ctx.fillStyle = "rgba(240, 140, 0, 0.16)";
+  for (const [start, end] of page.held) {
+    const x0 = Math.max(left, u.valToPos(start, "x", true));
+    const x1 = Math.min(left + width, u.valToPos(end, "x", true));
+    if (x1 > x0) u.ctx.fillRect(x0, top, x1 - x0, height);
+  }
+  u.ctx.restore();
+}
+
 /** The job's charts; a sync job's lag chart too (`view`: the job's first view). */
 function makeCharts(view) {
   const element = $("#chart-job");
   element.textContent = "";
   element.dataset.points = "0";
-  page.charts.job = new uPlot(
-    chartOptions(element, [
-      { label: "docs/s", stroke: "#1c7ed6", width: 2, fill: "rgba(28,126,214,0.08)" },
-      { label: "rate limit", stroke: "#868e96", width: 1, dash: [6, 4] },
-    ]),
-    [[], [], []],
-    element,
-  );
+  const options = chartOptions(element, [
+    { label: "docs/s", stroke: "#1c7ed6", width: 2, fill: "rgba(28,126,214,0.08)" },
+    { label: "rate limit", stroke: "#868e96", width: 1, dash: [6, 4] },
+  ]);
+  options.hooks = { drawClear: [shadeHeld] };
+  page.charts.job = new uPlot(options, [[], [], []], element);
   $("#chart-workers").textContent = "";
   $("#chart-workers").dataset.points = "0";
   page.charts.workerIds = "";
@@ -639,6 +659,8 @@ function drawCharts() {
   const times = samples.map((s) => s.t);
   page.charts.job.setData([times, samples.map((s) => s.total), samples.map((s) => s.limit)]);
   showChart("#chart-job", samples.length);
+  $("#chart-job").dataset.held = String(page.held.length);
+  $("#chart-job-held").hidden = page.held.length === 0;
 
   const ids = [...new Set(samples.flatMap((s) => Object.keys(s.workers)))].map(Number).sort((a, b) => a - b);
   const withRates = samples.filter((s) => Object.keys(s.workerRates ?? {}).length > 0);

@@ -393,6 +393,7 @@ export function jobRowHtml(view) {
   <span class="job-docs" data-field="docs">${esc(docs)} docs</span>
   <span class="job-rate" data-field="docs_per_sec">${rowRate(view)}</span>
   <span class="job-eta" data-field="eta">${rowTime(view)}</span>
+  ${isHeld(view) ? `<span class="job-held" data-field="held" title="${esc(view.load_guard.reason ?? "held by the load guard")}">held</span>` : ""}
   ${jobMode(view) === "sync" ? `<span class="job-sync" data-field="sync">${esc(syncSummary(view))}</span>` : ""}
   ${jobMode(view) === "move" ? `<span class="job-move" data-field="move">${esc(moveSummary(view))}</span>` : ""}
   ${jobMode(view) === "reconcile" ? `<span class="job-reconcile" data-field="reconcile">${esc(reconcileSummary(view))}</span>` : ""}
@@ -877,6 +878,63 @@ export function adaptiveHtml(view) {
 <span data-field="adaptive_reason">${esc(last.reason)}</span></p>
 <p class="muted">now ${esc(last.workers)} workers, cap ${esc(formatLimit(last.rate_cap, "docs/s"))}</p>
 <details><summary>Recent decisions</summary><div class="scroll"><table><thead><tr><th>at</th><th>action</th><th>latency</th><th>docs/s</th><th>workers</th><th>cap</th><th>reason</th></tr></thead><tbody>${recent}</tbody></table></div></details></section>`;
+}
+
+/**
+ * The time ranges, `[start, end]` in Unix seconds, in which the load guard held the job, from its
+ * decision changes (oldest first): a range runs from a change to held to the next change to not
+ * held, or to `now` while the job is still held.
+ */
+export function heldRanges(decisions, now) {
+  const ranges = [];
+  let start = null;
+  for (const d of decisions ?? []) {
+    if (d.throttled && start === null) start = d.at;
+    else if (!d.throttled && start !== null) {
+      ranges.push([start, d.at]);
+      start = null;
+    }
+  }
+  if (start !== null) ranges.push([start, Math.max(start, now)]);
+  return ranges;
+}
+
+/** Whether the load guard holds the job now (an ended job is held by nothing). */
+export function isHeld(view) {
+  return Boolean(view?.load_guard?.throttled) && !isFinal(view.state);
+}
+
+/**
+ * The load guard's panel: held or writing and why, the signals' last values, those it could not
+ * read, what it watches, and a sync's postponed commit. Empty when it watches nothing and holds
+ * nothing.
+ */
+export function loadGuardHtml(view) {
+  const guard = view?.load_guard;
+  if (!guard || (!guard.settings && !guard.throttled)) return "";
+  const held = isHeld(view);
+  const word = held ? "Held" : isFinal(view.state) ? "Not held" : "Writing";
+  // A reason while not held says why a hold was overruled (a sync's short oplog headroom); once
+  // the job has ended, the last reason is history (its changes are listed below).
+  const reason = guard.reason && !isFinal(view.state) ? `<span data-field="guard_reason">${esc(guard.reason)}</span>` : "";
+  const signals = Object.entries(guard.signals ?? {});
+  const signalRows = signals.map(([name, value]) => `<tr><td>${esc(name)}</td><td class="num">${esc(formatRate(value))}</td></tr>`).join("");
+  const unread = (guard.unread ?? []).map((u) => `<li>${esc(u)}</li>`).join("");
+  const settings = Object.entries(guard.settings ?? {})
+    .map(([k, v]) => `<dt>${esc(k)}</dt><dd>${esc(typeof v === "string" ? v : JSON.stringify(v))}</dd>`)
+    .join("");
+  const changes = (guard.decisions ?? [])
+    .slice(-8)
+    .reverse()
+    .map((d) => `<tr><td>${esc(formatTime(d.at))}</td><td>${d.throttled ? "held" : "released"}</td><td>${esc(d.reason ?? "")}</td></tr>`)
+    .join("");
+  return `<section class="panel" id="load-guard"><h3>Load guard</h3>
+<p class="decision"><span class="guard-state guard-${held ? "held" : "writing"}" data-field="guard_state" data-held="${held ? "true" : "false"}">${esc(word)}</span>${reason}</p>
+${guard.commit_postponed ? `<p class="guard-postponed" data-field="commit_postponed">Commit postponed: ${esc(guard.commit_postponed)}</p>` : ""}
+${signals.length > 0 ? `<div class="scroll"><table data-field="guard_signals"><thead><tr><th>signal</th><th class="num">value</th></tr></thead><tbody>${signalRows}</tbody></table></div>` : ""}
+${unread ? `<p class="danger">Could not read:</p><ul class="problems" data-field="guard_unread">${unread}</ul>` : ""}
+${settings ? `<dl class="spec" data-field="guard_settings">${settings}</dl>` : `<p class="muted" data-field="guard_settings">Watches nothing.</p>`}
+${changes ? `<details><summary>Recent changes</summary><div class="scroll"><table><thead><tr><th>at</th><th>now</th><th>reason</th></tr></thead><tbody>${changes}</tbody></table></div></details>` : ""}</section>`;
 }
 
 /** Service nodes sharing one state: what each does for the job (the one that runs it first). */

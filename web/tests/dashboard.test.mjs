@@ -13,6 +13,8 @@
 // says why it is not ready, in its confirmation too, then after a commit anyway what was not
 // proven and a write after the commit point; a reconcile job started from the form shows what
 // it found equal, wrote and kept at the destination, and deletes the extras when asked; a job
+// held by its flag file shows its load guard held and why (in the list too, and shaded on its
+// chart), then writing once the file is gone, and completes; a job
 // running when the service stops is shown interrupted, and the same page follows it again when
 // the restarted service continues it; a service without a token needs no sign-in. A chart of
 // fewer than two points says so in words instead of drawing an axis; a job in a final state shows
@@ -22,7 +24,7 @@
 
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, writeFileSync } from "node:fs";
+import { existsSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 
 import { countDocuments, dropDatabases, launchBrowser, leftTempDirs, removeTempDir, runCommand, sample, screenshotPath, sleep, startService, startTestServer, stopAll, stopChild, tempDir, waitFor } from "./harness.mjs";
@@ -853,6 +855,60 @@ describe("the dashboard in a browser", { timeout: WATCHDOG_MS }, () => {
     await page.screenshot({ path: screenshotPath("16c-reconcile-narrow-home"), fullPage: true });
     await page.setViewportSize({ width: 1366, height: 900 });
     assertNoProblems();
+  });
+
+  test("a job held by its flag file shows its load guard Held and why, then Writing once the file is gone", async () => {
+    await page.setViewportSize({ width: 1366, height: 900 });
+    const flagDir = tempDir();
+    const flag = path.join(flagDir, "hold");
+    writeFileSync(flag, "");
+    try {
+      const started = await api("POST", "/api/jobs", {
+        from: source,
+        to: destination,
+        namespaces: [`${ns("shop.orders")}:${ns("guard.orders")}`],
+        workers: 2,
+        batch_size: 100,
+        // Slow enough that the page sees the job write between the release and its end.
+        rate: 2000,
+        throttle_flag_file: flag,
+        guard_interval_ms: 200,
+      });
+      assert.equal(started.status, 202, JSON.stringify(started.body));
+      const id = started.body.id;
+      const guardState = page.locator('#load-guard [data-field="guard_state"]');
+
+      // In the list first: a held job says so in its row.
+      await page.goto(`${service.base}/#/`);
+      await page.locator(`#job-list [data-job="${id}"] .job-held`).waitFor({ timeout: 10000 });
+      assert.match(await page.locator(`#job-list [data-job="${id}"] .job-held`).getAttribute("title"), /flag file/);
+
+      await page.goto(`${service.base}/#/jobs/${id}`);
+      await waitFor("the guard to hold the job", async () => (await guardState.count()) === 1 && (await guardState.getAttribute("data-held")) === "true", 10000);
+      assert.equal(await guardState.innerText(), "Held");
+      assert.match(await text('#load-guard [data-field="guard_reason"]'), /flag file/);
+      assert.ok((await text('#load-guard [data-field="guard_settings"]')).includes(flag), "the settings name the flag file");
+      assert.equal(await state(), "running");
+      // The held range is shaded on the chart, and its hint says what the shade means.
+      await waitFor("the chart to gain points", async () => (await points("#chart-job")) >= 2, 10000);
+      await waitFor("a held range on the chart", async () => (await page.locator("#chart-job").getAttribute("data-held")) === "1", 5000);
+      assert.ok(await page.locator("#chart-job-held").isVisible());
+      assert.ok((await docs()) < DOCS, "the held job copied everything");
+      await page.screenshot({ path: screenshotPath("16d-load-guard-held"), fullPage: true });
+
+      rmSync(flag);
+      await waitFor("the guard to release the job", async () => (await guardState.innerText()) === "Writing", 10000);
+      assert.equal(await guardState.getAttribute("data-held"), "false");
+      await waitForState("completed", 30000);
+      assert.equal(await guardState.innerText(), "Not held");
+      // The range ended with the release: still one, closed.
+      assert.equal(await page.locator("#chart-job").getAttribute("data-held"), "1");
+      assert.equal(await countDocuments(destination, ns("guard.orders")), DOCS);
+      await page.screenshot({ path: screenshotPath("16e-load-guard-released"), fullPage: true });
+      assertNoProblems();
+    } finally {
+      removeTempDir(flagDir);
+    }
   });
 
   test("a service without a token needs no sign-in, and its events still stream", async () => {

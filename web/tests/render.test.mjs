@@ -4,7 +4,8 @@
 // sync job's mode, phase, lag, changes applied and commit; its continuous verification (phase,
 // figures, recent mismatches, what the commit proved), the writes after its commit point, and why
 // its Commit button is not ready; a sync that lost its history (phase, notice); a reconcile's
-// mode, panel (equal, written, extras deleted or kept), row and progress.
+// mode, panel (equal, written, extras deleted or kept), row and progress; the load guard's panel,
+// its held ranges (shaded on the chart) and a held job's row.
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -973,4 +974,84 @@ test("a sync that lost its history says so: its phase in words, when, why, and w
   assert.match(R.historyLostHtml(recovered), /Recovered: the destination was reconciled/);
   assert.match(R.historyLostHtml(syncView("failed", { ...live, history_lost: lost })), /Not recovered.</);
   assert.equal(R.historyLostHtml(syncView("running", live)), "", "nothing when the history was not lost");
+});
+
+test("held ranges run from each change to held to the next release, or to now", () => {
+  assert.deepEqual(R.heldRanges([], 100), []);
+  assert.deepEqual(R.heldRanges(undefined, 100), []);
+  const decisions = [
+    { at: 10, throttled: true, reason: "flag file /tmp/x exists" },
+    { at: 15, throttled: false, reason: null },
+    // A change of reason only, while not held (a sync's short oplog headroom), starts nothing.
+    { at: 20, throttled: false, reason: "not held, oplog headroom 1200 s < 3600 s: flag file /tmp/x exists" },
+    { at: 30, throttled: true, reason: "flag file /tmp/x exists" },
+    // Held for another reason: the same range goes on.
+    { at: 32, throttled: true, reason: "destination lag 3.2 s > 1 s" },
+  ];
+  assert.deepEqual(R.heldRanges(decisions, 40), [
+    [10, 15],
+    [30, 40],
+  ]);
+  // The list holds the latest 100 changes: it may start with a release.
+  assert.deepEqual(R.heldRanges([{ at: 5, throttled: false, reason: null }, { at: 8, throttled: true, reason: "x" }, { at: 9, throttled: false, reason: null }], 50), [[8, 9]]);
+  // A browser clock behind the service's never makes a range end before it starts.
+  assert.deepEqual(R.heldRanges([{ at: 100, throttled: true, reason: "x" }], 90), [[100, 100]]);
+});
+
+const guarded = (guard, state = "running") => ({
+  id: 3,
+  state,
+  spec: { namespaces: ["shop.orders"] },
+  progress: null,
+  load_guard: { throttled: false, reason: null, signals: {}, unread: [], decisions: [], settings: null, commit_postponed: null, ...guard },
+});
+
+test("the load guard's panel shows nothing when it watches nothing", () => {
+  assert.equal(R.loadGuardHtml(guarded({})), "");
+  assert.equal(R.loadGuardHtml({ id: 1, state: "running" }), "");
+});
+
+test("the load guard's panel: held and why, signals, unread ones, settings and a postponed commit, escaped", () => {
+  const html = R.loadGuardHtml(
+    guarded({
+      throttled: true,
+      reason: "flag file /tmp/<b>hold</b> exists",
+      signals: { "source:connections.current": 612, "destination lag ms": 0.5 },
+      unread: ["source:<i>x</i>: no such field"],
+      decisions: [{ at: 1700000000, throttled: true, reason: "flag file /tmp/<b>hold</b> exists" }],
+      settings: { max_load: "source:connections.current>500", throttle_flag_file: "/tmp/<b>hold</b>", guard_interval_ms: 200 },
+      commit_postponed: "flag file <u>/tmp/later</u> exists",
+    }),
+  );
+  assert.match(html, /data-field="guard_state" data-held="true">Held</);
+  assert.ok(html.includes('<span data-field="guard_reason">flag file /tmp/&lt;b&gt;hold&lt;/b&gt; exists</span>'), html);
+  assert.ok(html.includes("<td>source:connections.current</td><td class=\"num\">612</td>"), html);
+  assert.ok(html.includes("<td>destination lag ms</td><td class=\"num\">0.5</td>"), html);
+  assert.ok(html.includes("<li>source:&lt;i&gt;x&lt;/i&gt;: no such field</li>"), html);
+  assert.ok(html.includes("<dt>max_load</dt><dd>source:connections.current&gt;500</dd>"), html);
+  assert.ok(html.includes("<dt>guard_interval_ms</dt><dd>200</dd>"), html);
+  assert.ok(html.includes("Commit postponed: flag file &lt;u&gt;/tmp/later&lt;/u&gt; exists"), html);
+  for (const tag of ["<b>", "<i>", "<u>"]) assert.ok(!html.includes(tag), `${tag} in ${html}`);
+});
+
+test("the load guard's panel says Writing, with the reason a hold was overruled, and Not held once ended", () => {
+  const settings = { throttle_flag_file: "/tmp/hold" };
+  const writing = R.loadGuardHtml(guarded({ settings, reason: "not held, oplog headroom 1200 s < 3600 s: flag file /tmp/hold exists" }));
+  assert.match(writing, /data-held="false">Writing</);
+  assert.match(writing, /data-field="guard_reason">not held, oplog headroom/);
+  assert.ok(!writing.includes("guard_signals"), "no signal table without signals");
+  assert.ok(!writing.includes("guard_unread"));
+  assert.ok(!writing.includes("commit_postponed"));
+  const ended = R.loadGuardHtml(guarded({ settings, throttled: true, reason: "flag file /tmp/hold exists" }, "cancelled"));
+  assert.match(ended, /data-held="false">Not held</);
+  assert.ok(!ended.includes("guard_reason"), ended);
+  // Held by the service's flag file without settings of its own: the panel still shows.
+  assert.match(R.loadGuardHtml(guarded({ throttled: true, reason: "the service's flag file /x exists" })), /Held<\/span>.*the service&#39;s flag file/);
+});
+
+test("a held job's row says so, with the reason as its title; a writing or ended one does not", () => {
+  const held = R.jobRowHtml(guarded({ throttled: true, reason: 'flag file "/tmp/<x>" exists', settings: {} }));
+  assert.ok(held.includes('<span class="job-held" data-field="held" title="flag file &quot;/tmp/&lt;x&gt;&quot; exists">held</span>'), held);
+  assert.ok(!R.jobRowHtml(guarded({ settings: {} })).includes("job-held"));
+  assert.ok(!R.jobRowHtml(guarded({ throttled: true, settings: {} }, "completed")).includes("job-held"));
 });
