@@ -494,3 +494,90 @@ fn a_sync_shows_its_oplog_headroom_is_not_held_when_it_is_short_and_its_commit_w
         assert_eq!(assert_same(&env, (&s, "c"), (&d, "c")).await, 201);
     });
 }
+
+#[test]
+fn a_move_is_held_before_it_copies_or_deletes_anything() {
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("mv"), env.dst_db("mv"));
+        let src = env.src_client().await;
+        insert_raw(&src, &s, "c", &sample_docs(2_000, 100)).await;
+        let dst = env.dst_client().await;
+        let data = tempfile::tempdir().unwrap();
+        let flag = data.path().join("hold");
+        std::fs::write(&flag, "").unwrap();
+        let state = data.path().join("state.db").display().to_string();
+        let ns = format!("{s}.c:{d}.c");
+        let flag_text = flag.display().to_string();
+        let mut argv = copy_argv(&env, &ns, &state, &["--throttle-flag-file", &flag_text]);
+        argv[0] = "move";
+        let (mut child, log) = spawn(&argv, data.path());
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        assert_eq!(count(&dst, &d).await, 0, "nothing copied while held");
+        assert_eq!(count(&src, &s).await, 2_000, "nothing deleted while held");
+        std::fs::remove_file(&flag).unwrap();
+        let (status, _) = exit_within(&mut child, Duration::from_secs(60)).await;
+        assert!(status.success(), "{}", read_log(log));
+        assert_eq!(count(&dst, &d).await, 2_000);
+        assert_eq!(count(&src, &s).await, 0);
+    });
+}
+
+#[test]
+fn the_services_flag_file_holds_a_syncs_changes_and_every_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let flags = tempfile::tempdir().unwrap();
+    let flag = flags.path().join("hold-all");
+    let service = common::service::Serve::with_state(&dir.path().join("jobs.json"))
+        .arg("--throttle-flag-file")
+        .arg(flag.display().to_string())
+        .start();
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("all"), env.dst_db("all"));
+        let src = env.src_client().await;
+        insert_raw(&src, &s, "c", &sample_docs(100, 50)).await;
+        let dst = env.dst_client().await;
+        let body = json!({
+            "from": env.src, "to": env.dst, "namespaces": [format!("{s}.c:{d}.c")],
+            // The test server's oplog is as young as the job's position: no minimum, or the
+            // guard would not hold a sync so short of headroom.
+            "mode": "sync", "guard_interval_ms": 200, "min_oplog_headroom_secs": 0,
+        });
+        let (status, job) = service.post("/api/jobs", body).await;
+        assert_eq!(status, 202, "{job}");
+        let id = job["id"].clone();
+        service
+            .wait_for(&id, "the live phase", |j| {
+                j["progress"]["sync"]["phase"] == "live"
+            })
+            .await;
+        std::fs::write(&flag, "").unwrap();
+        let job = service
+            .wait_for(&id, "the hold", |j| j["load_guard"]["throttled"] == true)
+            .await;
+        let expected = format!("the service's flag file {} exists", flag.display());
+        assert_eq!(job["load_guard"]["reason"], expected.as_str(), "{job}");
+        src.database(&s)
+            .collection::<Document>("c")
+            .insert_one(doc! { "_id": 5_000 })
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        assert_eq!(count(&dst, &d).await, 100, "the change waits while held");
+        std::fs::remove_file(&flag).unwrap();
+        let applied = within(Duration::from_secs(3), || async {
+            count(&dst, &d).await == 101
+        });
+        assert!(
+            applied.await.is_some(),
+            "applied once the flag file was gone"
+        );
+        let (status, _) = service
+            .post(&format!("/api/jobs/{id}/commit"), json!({}))
+            .await;
+        assert_eq!(status, 200);
+        service
+            .wait_for(&id, "the commit", |j| j["state"] == "completed")
+            .await;
+        assert_eq!(assert_same(&env, (&s, "c"), (&d, "c")).await, 101);
+    });
+}

@@ -18,7 +18,9 @@ use mongodb::bson::{doc, Bson, Document};
 use mongodb::Client;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::control::guard::{decide, GuardSettings, LoadGuard, Reading, Threshold};
+use crate::engine::control::guard::{
+    decide, GuardSettings, Judgement, LoadGuard, Reading, Threshold,
+};
 use crate::engine::stats::JobStats;
 use crate::engine::Ledger;
 use crate::mongo::{describe, Side};
@@ -179,10 +181,7 @@ impl Watch {
 }
 
 /// A judgement held for `reason` instead (a critical threshold), keeping what else it says.
-fn judged_with(
-    judged: &crate::engine::control::guard::Judgement,
-    reason: &str,
-) -> crate::engine::control::guard::Judgement {
+fn judged_with(judged: &Judgement, reason: &str) -> Judgement {
     let mut held = judged.clone();
     held.held = Some(match &judged.held {
         Some(other) => format!("{reason}; {other}"),
