@@ -192,6 +192,7 @@ async fn verify(source: &Client, destination: &Client, ns: &Namespace) -> Result
         filter: None,
         show: 3,
         schema: None,
+        transforms: &Default::default(),
     };
     let report = verify_all(source, destination, &compared, &CancellationToken::new()).await?;
     Ok((started.elapsed().as_secs_f64(), report.identical))

@@ -21,6 +21,7 @@ use crate::bounds;
 use crate::engine::control::adaptive::AdaptiveConfig;
 use crate::engine::control::guard::{GuardSettings, Threshold};
 use crate::engine::control::throttle::Limits;
+use crate::engine::transform::{HmacKey, Step};
 use crate::engine::{Strategy, DEFAULT_BATCH_SIZE, DEFAULT_WORKERS};
 use crate::journal::JournalConfig;
 use crate::mongo::{is_redacted, redact_uri, Namespace, UriText};
@@ -322,6 +323,11 @@ pub struct CopySpec {
     pub on_history_lost: OnHistoryLost,
     /// What the load guard watches.
     pub guard: GuardSettings,
+    /// What each namespace's documents go through on their way (`None`: nothing).
+    pub transform: Option<TransformRules>,
+    /// The key of the transform's `hmac` steps (never in a spec: from a file or the
+    /// environment of the process that runs the job).
+    pub transform_key: Option<HmacKey>,
 }
 
 /// What a sync does when its saved position is gone from the source's history.
@@ -480,6 +486,134 @@ pub struct Endpoints {
     #[arg(long = "connect-timeout", value_name = "SECS")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connect_timeout_secs: Option<f64>,
+}
+
+/// A transform: namespace patterns (those of `--exclude`), each with its steps, in the order
+/// written (a namespace several patterns match gets their steps one pattern after the other).
+/// From `--transform FILE` or a spec's `"transform": {...}`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TransformConfig {
+    pub patterns: Vec<(String, serde_json::Value)>,
+    /// The file it was read from, for messages.
+    pub file: Option<String>,
+}
+
+impl TransformConfig {
+    /// Reads a transform file (the flag's parser: a file that cannot be read or is not a JSON
+    /// object is refused, naming it).
+    pub fn from_file(path: &str) -> Result<TransformConfig, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("transform file {path}: cannot be read: {e}"))?;
+        let mut config: TransformConfig =
+            serde_json::from_str(&text).map_err(|e| format!("transform file {path}: {e}"))?;
+        config.file = Some(path.to_string());
+        Ok(config)
+    }
+
+    /// Each pattern with its steps checked; every problem, naming the file, the pattern and
+    /// the step.
+    pub fn rules(&self) -> Result<TransformRules, Vec<String>> {
+        let whence = match &self.file {
+            Some(file) => format!("transform file {file}"),
+            None => "transform".to_string(),
+        };
+        let mut problems = Vec::new();
+        let mut rules = Vec::new();
+        for (pattern, steps) in &self.patterns {
+            let matcher = match pattern.parse::<Exclude>() {
+                Ok(m) => m,
+                Err(e) => {
+                    problems.push(format!("{whence}: {e}"));
+                    continue;
+                }
+            };
+            let Some(list) = steps.as_array() else {
+                problems.push(format!("{whence}: {pattern}: expected a list of steps"));
+                continue;
+            };
+            let mut parsed = Vec::new();
+            for (i, step) in list.iter().enumerate() {
+                match Step::parse(step) {
+                    Ok(step) => parsed.push(step),
+                    Err(e) => {
+                        problems.push(format!("{whence}: {pattern}, step {} {step}: {e}", i + 1))
+                    }
+                }
+            }
+            rules.push((pattern.clone(), matcher, parsed));
+        }
+        if self.patterns.is_empty() {
+            problems.push(format!("{whence}: names no namespace pattern"));
+        }
+        match problems.is_empty() {
+            true => Ok(TransformRules(rules)),
+            false => Err(problems),
+        }
+    }
+}
+
+impl Serialize for TransformConfig {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.patterns.len()))?;
+        for (pattern, steps) in &self.patterns {
+            map.serialize_entry(pattern, steps)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for TransformConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Ordered;
+        impl<'de> serde::de::Visitor<'de> for Ordered {
+            type Value = TransformConfig;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object of namespace patterns, each with a list of steps")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut patterns = Vec::new();
+                while let Some(entry) = map.next_entry::<String, serde_json::Value>()? {
+                    patterns.push(entry);
+                }
+                Ok(TransformConfig {
+                    patterns,
+                    file: None,
+                })
+            }
+        }
+        d.deserialize_map(Ordered)
+    }
+}
+
+/// A transform's patterns, checked: which steps each source namespace's documents go through.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransformRules(Vec<(String, Exclude, Vec<Step>)>);
+
+impl TransformRules {
+    /// The steps for documents of `source`: those of every pattern it matches, in order.
+    pub fn steps_for(&self, source: &Namespace) -> Vec<Step> {
+        self.0
+            .iter()
+            .filter(|(_, matcher, _)| matcher.matches(source))
+            .flat_map(|(_, _, steps)| steps.iter().cloned())
+            .collect()
+    }
+
+    /// The patterns as written, with their steps.
+    pub fn patterns(&self) -> impl Iterator<Item = (&str, &Exclude, &[Step])> {
+        self.0.iter().map(|(p, m, s)| (p.as_str(), m, s.as_slice()))
+    }
+
+    /// Whether any step needs the key.
+    pub fn needs_key(&self) -> bool {
+        self.0
+            .iter()
+            .any(|(_, _, steps)| steps.iter().any(|s| matches!(s, Step::Hmac(_))))
+    }
 }
 
 /// What the load guard watches: each signal optional, each changeable while the job runs
@@ -792,10 +926,21 @@ pub struct JobSpec {
     #[arg(skip)]
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub keep_source: bool,
+    /// A move with a transform (the flag is `move`'s): the source's originals are deleted,
+    /// their transformed copies kept.
+    #[arg(skip)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_transform_move: bool,
     /// Journal every write (see `mongoferry journal`).
     #[command(flatten)]
     #[serde(default)]
     pub journal: Option<JournalConfig>,
+    /// Transform each document on its way: a JSON file of namespace patterns, each with its
+    /// steps (drop, rename, set, redact, hmac); see the README's Transforms.
+    #[arg(long, value_name = "FILE", value_parser = TransformConfig::from_file)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub transform: Option<TransformConfig>,
     /// When to build the source's indexes at the destination: `after` the documents (the
     /// default), `before` them, or `none`.
     #[arg(long, value_enum)]
@@ -1103,6 +1248,14 @@ impl JobSpec {
             problems.extend(e);
             GuardSettings::default()
         });
+        let transform = match self.transform.as_ref().map(TransformConfig::rules) {
+            None => None,
+            Some(Ok(rules)) => Some(rules),
+            Some(Err(e)) => {
+                problems.extend(e);
+                None
+            }
+        };
         if !problems.is_empty() {
             return Err(SpecError(problems));
         }
@@ -1142,6 +1295,8 @@ impl JobSpec {
             delete_extra: self.delete_extra,
             on_history_lost: self.on_history_lost.unwrap_or_default(),
             guard,
+            transform,
+            transform_key: None,
         })
     }
 
@@ -1184,6 +1339,17 @@ impl JobSpec {
             problems.push(
                 "block_writes: only a sync job commits, so only a sync job blocks writes".into(),
             );
+        }
+        if mode == Mode::Move && self.transform.is_some() && !self.allow_transform_move {
+            problems.push(
+                "transform: a move deletes the source's originals, so only their transformed \
+                 copies would be left; give --allow-transform-move (\"allow_transform_move\": \
+                 true) if that is what you want"
+                    .into(),
+            );
+        }
+        if self.allow_transform_move && mode != Mode::Move {
+            problems.push("allow_transform_move: only a move deletes from the source".into());
         }
         if self.keep_source && mode != Mode::Move {
             problems.push("keep_source: only a move deletes from the source".into());

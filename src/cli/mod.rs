@@ -19,6 +19,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+use crate::engine::transform::HmacKey;
 use journal::JournalCommand;
 use progress::{Progress, ProgressMode};
 use terminal::cancel_on_signal;
@@ -189,6 +190,10 @@ pub struct CopyArgs {
     /// Keep no checkpoint: a rerun starts from zero; refused documents are only listed.
     #[arg(long)]
     pub no_state: bool,
+    /// A file holding the key of the transform's `hmac` steps (MONGOFERRY_TRANSFORM_KEY may
+    /// hold the key instead); the same key gives the same results in every job and run.
+    #[arg(long, value_name = "PATH")]
+    pub transform_key_file: Option<std::path::PathBuf>,
     /// Print the final summary as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -242,6 +247,10 @@ pub struct MoveArgs {
     /// A rehearsal: copy and verify, but delete nothing from the source.
     #[arg(long)]
     pub keep_source: bool,
+    /// Move with a --transform: the source's originals are deleted and only their transformed
+    /// copies kept.
+    #[arg(long)]
+    pub allow_transform_move: bool,
 }
 
 #[derive(Args, Debug)]
@@ -279,6 +288,13 @@ pub struct VerifyArgs {
     /// Compare the documents only, not the indexes, collection options and views.
     #[arg(long)]
     pub documents_only: bool,
+    /// Compare the source's documents as this transform file makes them (the copy's
+    /// `--transform`) with the destination's.
+    #[arg(long, value_name = "FILE", value_parser = crate::spec::TransformConfig::from_file)]
+    pub transform: Option<crate::spec::TransformConfig>,
+    /// The key of the transform's `hmac` steps (or MONGOFERRY_TRANSFORM_KEY).
+    #[arg(long, value_name = "PATH")]
+    pub transform_key_file: Option<std::path::PathBuf>,
     /// Print the report as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -465,6 +481,7 @@ fn reverse_failure(e: crate::run::reverse::ReverseError) -> Failure {
 async fn run_move(mut args: MoveArgs) -> Result<(), Failure> {
     args.copy.spec.mode = Some(Mode::Move);
     args.copy.spec.keep_source = args.keep_source;
+    args.copy.spec.allow_transform_move = args.allow_transform_move;
     if args.dry_run {
         return run_plan(PlanArgs {
             spec: args.copy.spec,
@@ -487,7 +504,8 @@ async fn run_copy(args: CopyArgs) -> Result<(), Failure> {
 }
 
 async fn run_copy_or_sync(args: CopyArgs, until_caught_up: bool) -> Result<(), Failure> {
-    let spec = args.spec.validate()?;
+    let mut spec = args.spec.validate()?;
+    spec.transform_key = transform_key(&args.transform_key_file)?;
     if let Some(problem) = bounds::LEASE.problem(args.lease_seconds) {
         return Err(crate::spec::SpecError(vec![problem]).into());
     }
@@ -517,6 +535,29 @@ async fn run_copy_or_sync(args: CopyArgs, until_caught_up: bool) -> Result<(), F
     let outcome = copy_with_store(args, until_caught_up, spec, store.clone()).await;
     store.close().await;
     outcome
+}
+
+/// The key of a transform's `hmac` steps: the file's content (its last line break left
+/// out), else `MONGOFERRY_TRANSFORM_KEY`; at least 16 bytes.
+pub fn transform_key(file: &Option<std::path::PathBuf>) -> Result<Option<HmacKey>, Failure> {
+    let refused = |message: String| Failure { message, status: 2 };
+    let secret = match file {
+        Some(path) => std::fs::read_to_string(path)
+            .map(|text| text.trim_end_matches(['\r', '\n']).to_string())
+            .map_err(|e| refused(format!("--transform-key-file {}: {e}", path.display())))?,
+        None => match std::env::var("MONGOFERRY_TRANSFORM_KEY") {
+            Ok(key) => key,
+            Err(_) => return Ok(None),
+        },
+    };
+    if secret.len() < 16 {
+        return Err(refused(
+            "the transform key must be at least 16 bytes (--transform-key-file or \
+             MONGOFERRY_TRANSFORM_KEY)"
+                .into(),
+        ));
+    }
+    Ok(Some(HmacKey::new(secret.as_bytes())))
 }
 
 /// The store `--state` (or `MONGOFERRY_STATE`) and `--no-state` name ([`StoreChoice`]). A value
@@ -706,7 +747,10 @@ fn print_plan(plan: &crate::run::plan::Plan) {
 
 async fn run_verify(args: VerifyArgs) -> Result<(), Failure> {
     // The same validation as a copy's, so namespaces and filters mean the same.
-    let spec = JobSpec::from(args.endpoints).validate()?;
+    let mut spec = JobSpec::from(args.endpoints);
+    spec.transform = args.transform;
+    let mut spec = spec.validate()?;
+    spec.transform_key = transform_key(&args.transform_key_file)?;
     // Ctrl-C or SIGTERM stops the comparison between documents, as they stop a copy.
     let stop = CancellationToken::new();
     let signals = cancel_on_signal(stop.clone());
@@ -751,11 +795,13 @@ async fn verify(
         let selection = schema::select(&src, &spec.namespaces, &spec.exclude).await?;
         // A namespace compared with itself is always identical: no proof at all.
         crate::run::overlap::check(spec, &selection, &src, &dst, None).await?;
+        let transforms = crate::run::copy::transforms(spec, &selection.pairs())?;
         let comparison = Comparison {
             selection: &selection,
             filter: spec.filter.as_ref(),
             show,
             schema: (!documents_only).then_some(true),
+            transforms: &transforms,
         };
         verify_all(&src, &dst, &comparison, stop).await
     }

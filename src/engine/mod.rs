@@ -35,6 +35,7 @@ pub mod sink;
 pub mod source;
 pub mod stats;
 pub mod task;
+pub mod transform;
 pub mod watermark;
 pub mod worker;
 

@@ -10,6 +10,7 @@
 //! filter). Its checkpoint, if any, makes a run continue after each namespace's watermark; a
 //! finished job run again does nothing and says so, unless the spec asks to restart.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use mongodb::bson::{doc, Document};
@@ -32,12 +33,13 @@ use crate::engine::budget::Budget;
 use crate::engine::changes::{ChunkLimits, CHUNK_WAIT};
 use crate::engine::control::throttle::Throttle;
 use crate::engine::partition::{self, Partition};
-use crate::engine::sink::{Journaled, MAX_DOCUMENT_BYTES};
+use crate::engine::sink::{Journaled, Transforming, MAX_DOCUMENT_BYTES};
 use crate::engine::source::mongo::FETCHES_AT_ONCE;
 use crate::engine::stats::{
     HistoryLost, JobStats, MoveProgress, NsCounters, NsSnapshot, ReconcileProgress, SchemaProgress,
     SyncPhase, SyncProgress,
 };
+use crate::engine::transform::Steps;
 use crate::engine::{
     Adaptive, Control, CopyError, Engine, Ledger, MongoSink, MongoSource, NsTask, Settle, Sink,
     Source, Strategy,
@@ -81,6 +83,8 @@ pub struct PreparedCopy {
     until: Until,
     /// How a reconcile compares ranges by digest first (`dbHash` where the servers have it).
     digests: Arc<dyn RangeDigest>,
+    /// Each destination namespace's transform steps (none: written as read).
+    transforms: HashMap<Namespace, Arc<Steps>>,
 }
 
 struct Clients {
@@ -263,6 +267,13 @@ pub async fn prepare(
             return Err(e);
         }
     };
+    let transforms = match transforms(spec, &selection.pairs()) {
+        Ok(transforms) => transforms,
+        Err(e) => {
+            clients.close().await;
+            return Err(e);
+        }
+    };
     let stats = Arc::new(JobStats::new(selection.pairs(), spec.workers));
     let opened = match open_job(spec, &store, &stats, &clients).await {
         Ok(opened) => opened,
@@ -322,6 +333,7 @@ pub async fn prepare(
         commit: CancellationToken::new(),
         until: Until::Committed,
         digests: Arc::new(DbHash),
+        transforms,
     })
 }
 
@@ -525,7 +537,7 @@ impl PreparedCopy {
         let shared = self.ledger.is_shared();
         let journal = self.journal.take().map(JournalWriter::start);
         let journal_sender = journal.as_ref().map(|j| j.sender());
-        self.sink = sink_stack(self.sink.clone(), journal_sender.clone());
+        self.sink = sink_stack(self.sink.clone(), journal_sender.clone(), &self.transforms);
         if self.spec.mode == Mode::Move {
             self.settle = Some(self.delete_from_source(journal_sender));
         }
@@ -827,6 +839,7 @@ impl PreparedCopy {
             throttle: self.control.throttle().clone(),
             stats: self.stats.moves.clone(),
             journal,
+            transforms: self.transforms.clone(),
         }
         .first_pass()
     }
@@ -898,6 +911,7 @@ impl PreparedCopy {
             filter: self.spec.filter.as_ref(),
             show: 10,
             schema: Some(self.spec.indexes != IndexMode::None),
+            transforms: &self.transforms,
         };
         let (src, dst) = (&self.clients.source, &self.clients.destination);
         Some(verify_all(src, dst, &compared, cancel).await)
@@ -952,11 +966,41 @@ impl PreparedCopy {
 ///
 /// A sink writes to the destination only: a move's deletes at the source are its driver's
 /// ([`moving`]), after the stack stored a batch.
-pub fn sink_stack(destination: Arc<dyn Sink>, journal: Option<JournalSender>) -> Arc<dyn Sink> {
-    match journal {
+pub fn sink_stack(
+    destination: Arc<dyn Sink>,
+    journal: Option<JournalSender>,
+    transforms: &HashMap<Namespace, Arc<Steps>>,
+) -> Arc<dyn Sink> {
+    let journaled: Arc<dyn Sink> = match journal {
         Some(journal) => Arc::new(Journaled::new(destination, journal)),
         None => destination,
+    };
+    match transforms.is_empty() {
+        true => journaled,
+        false => Arc::new(Transforming::new(journaled, transforms.clone())),
     }
+}
+
+/// The steps of each destination namespace of `pairs` whose source a pattern of the job's
+/// transform matches; refused when `hmac` steps have no key.
+pub fn transforms(
+    spec: &CopySpec,
+    pairs: &[(Namespace, Namespace)],
+) -> Result<HashMap<Namespace, Arc<Steps>>, CopyError> {
+    let Some(rules) = &spec.transform else {
+        return Ok(HashMap::new());
+    };
+    let mut by_destination = HashMap::new();
+    for (source, destination) in pairs {
+        let steps = rules.steps_for(source);
+        if steps.is_empty() {
+            continue;
+        }
+        let steps = Steps::new(steps, spec.transform_key.clone())
+            .map_err(|e| CopyError::Refused(vec![format!("transform of {source}: {e}")]))?;
+        by_destination.insert(destination.clone(), steps);
+    }
+    Ok(by_destination)
 }
 
 /// How a job's namespaces are read: each whole, or in partitions.

@@ -44,6 +44,7 @@ use super::schema::Selection;
 use crate::engine::control::throttle::Throttle;
 use crate::engine::source::id_of;
 use crate::engine::stats::{JobStats, MoveStats};
+use crate::engine::transform::Steps;
 use crate::engine::{CopyError, Engine, NsTask, Settle};
 use crate::journal::writer::{EncodedBatch, JournalSender};
 use crate::journal::Op;
@@ -72,6 +73,9 @@ pub struct DeleteFromSource {
     pub stats: Arc<MoveStats>,
     /// Records each delete from the source (record 4), when the job journals.
     pub journal: Option<JournalSender>,
+    /// The transform each destination namespace's documents went through (a move that
+    /// allows it): the destination is compared with the source's documents transformed.
+    pub transforms: HashMap<Namespace, Arc<Steps>>,
 }
 
 impl DeleteFromSource {
@@ -143,10 +147,15 @@ impl DeleteFromSource {
                 .try_collect()
                 .await
                 .map_err(|e| failed(Side::Destination, ns, "find", &e))?;
+            let steps = self.transforms.get(ns);
             for doc in found {
                 let key = IdKey::of(&id_of(&doc, ns)?);
                 if let Some(copy) = sent.remove(&key) {
-                    if copy.as_bytes() == doc.as_bytes() {
+                    let written = match steps {
+                        Some(steps) => steps.apply(copy.clone()).ok(),
+                        None => Some(copy.clone()),
+                    };
+                    if written.is_some_and(|w| w.as_bytes() == doc.as_bytes()) {
                         verified.push(copy);
                     }
                 }

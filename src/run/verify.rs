@@ -7,6 +7,8 @@
 //! with the same `_id` are compared byte for byte (raw BSON: field order and types count).
 
 use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document, RawBson, RawDocumentBuf};
@@ -16,6 +18,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::schema::{self, SchemaDifference, Selection};
+use crate::engine::transform::Steps;
 use crate::engine::CopyError;
 use crate::mongo::bson_order;
 use crate::mongo::{describe, MongoError, Namespace, Side};
@@ -83,6 +86,9 @@ pub struct Comparison<'a> {
     pub show: usize,
     /// The schema too (`Some`), indexes included when `true`; `None`: documents only.
     pub schema: Option<bool>,
+    /// The transform of each destination namespace: its source's documents are compared
+    /// transformed.
+    pub transforms: &'a HashMap<Namespace, Arc<Steps>>,
 }
 
 /// Compares `source` on `src` with `destination` on `dst`, both restricted to `filter`;
@@ -93,7 +99,7 @@ pub async fn verify_namespace(
     dst: &Client,
     (source, destination): (&Namespace, &Namespace),
     (filter, hint): (Option<&Document>, bool),
-    show: usize,
+    (show, steps): (usize, Option<&Steps>),
     stop: &CancellationToken,
 ) -> Result<Option<NsVerify>, MongoError> {
     let mut left = open(Side::Source, src, source, filter, hint).await?;
@@ -132,7 +138,12 @@ pub async fn verify_namespace(
             }
             Ordering::Equal => {
                 let ((id, x), (_, y)) = (a.take().expect("present"), b.take().expect("present"));
-                if x.as_bytes() != y.as_bytes() {
+                // What the copy wrote of it (a document the steps cannot read differs).
+                let x = match steps {
+                    Some(steps) => steps.apply(x).ok(),
+                    None => Some(x),
+                };
+                if x.is_none_or(|x| x.as_bytes() != y.as_bytes()) {
                     note(
                         &mut report.different,
                         &mut report.first_different,
@@ -166,7 +177,11 @@ pub async fn verify_all(
     let mut namespaces = Vec::new();
     for (source, destination) in what.selection.pairs() {
         let read = (what.filter, !time_series.contains(&source));
-        match verify_namespace(src, dst, (&source, &destination), read, what.show, stop).await? {
+        let shown = (
+            what.show,
+            what.transforms.get(&destination).map(Arc::as_ref),
+        );
+        match verify_namespace(src, dst, (&source, &destination), read, shown, stop).await? {
             Some(report) => namespaces.push(report),
             None => return Err(CopyError::Stopped),
         }

@@ -1,0 +1,407 @@
+//! Transforms end to end against real test servers: masked copies whose `hmac` keeps references
+//! consistent across collections and runs, verified as masked, journaled as written, refused up
+//! front when the file is wrong, and a move that needs its flag.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use mongodb::bson::{doc, Bson, Document};
+use serde_json::json;
+
+const KEY: &str = "a-test-key-of-32-bytes-0123456789";
+
+/// The example transform, in a file of `dir`.
+fn transform_file(dir: &Path, db: &str) -> String {
+    let path = dir.join("masks.json");
+    let text = json!({
+        format!("{db}.customers"): [
+            {"drop": "internal.notes"},
+            {"rename": "tel", "to": "phone"},
+            {"hmac": "email"},
+            {"redact": "ssn"},
+            {"set": "env", "value": "staging"},
+        ],
+        format!("{db}.*"): [{"hmac": "customer_id"}],
+    });
+    std::fs::write(&path, text.to_string()).unwrap();
+    path.display().to_string()
+}
+
+fn key_file(dir: &Path, key: &str) -> String {
+    let path = dir.join(format!("key-{}", key.len()));
+    std::fs::write(&path, format!("{key}\n")).unwrap();
+    path.display().to_string()
+}
+
+fn customers(n: i64) -> Vec<mongodb::bson::RawDocumentBuf> {
+    (0..n)
+        .map(|i| {
+            let doc = doc! {
+                "_id": i, "customer_id": 1_000 + i, "email": format!("c{i}@example.com"),
+                "tel": format!("555-{i:04}"), "ssn": format!("{i:09}"),
+                "internal": { "notes": "vip", "tier": (i % 3) as i32 },
+            };
+            mongodb::bson::RawDocumentBuf::from_document(&doc).unwrap()
+        })
+        .collect()
+}
+
+fn orders(n: i64) -> Vec<mongodb::bson::RawDocumentBuf> {
+    (0..n)
+        .map(|i| {
+            let doc = doc! { "_id": i, "customer_id": 1_000 + (i % 50), "total": i as f64 * 1.5 };
+            mongodb::bson::RawDocumentBuf::from_document(&doc).unwrap()
+        })
+        .collect()
+}
+
+fn run(argv: &[&str]) -> std::process::Output {
+    mongoferry(argv, Duration::from_secs(60))
+}
+
+#[test]
+fn a_masked_copy_keeps_references_consistent_verifies_and_journals_what_it_wrote() {
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("mask"), env.dst_db("mask"));
+        let src = env.src_client().await;
+        insert_raw(&src, &s, "customers", &customers(50)).await;
+        insert_raw(&src, &s, "orders", &orders(200)).await;
+        let dir = tempfile::tempdir().unwrap();
+        let transform = transform_file(dir.path(), &s);
+        let key = key_file(dir.path(), KEY);
+        let journal = dir.path().join("journal").display().to_string();
+        let state = dir.path().join("state.db").display().to_string();
+        let ns = format!("{s}.*:{d}");
+        let copy = |to_db: &str, key: &str, journal: Option<&str>| {
+            let ns = format!("{s}.*:{to_db}");
+            let mut argv = vec![
+                "copy",
+                "--from",
+                &env.src,
+                "--to",
+                &env.dst,
+                "--ns",
+                &ns,
+                "--state",
+                &state,
+                "--transform",
+                &transform,
+                "--transform-key-file",
+                key,
+                "--quiet",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect::<Vec<_>>();
+            if let Some(journal) = journal {
+                argv.extend(["--journal".to_string(), journal.to_string()]);
+            }
+            argv
+        };
+        let argv = copy(&d, &key, Some(&journal));
+        let out = run(&argv.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(out.status.success(), "{}", stderr(&out));
+        let dst = env.dst_client().await;
+        let masked = dump(&dst, &d, "customers").await;
+        assert_eq!(masked.len(), 50);
+        let first = as_doc(&masked[0]);
+        assert!(first
+            .get("internal")
+            .unwrap()
+            .as_document()
+            .unwrap()
+            .get("notes")
+            .is_none());
+        assert_eq!(
+            first.get_document("internal").unwrap().get_i32("tier"),
+            Ok(0)
+        );
+        assert!(first.get("tel").is_none());
+        assert_eq!(first.get_str("phone"), Ok("555-0000"));
+        assert_eq!(first.get_str("ssn"), Ok("REDACTED"));
+        assert_eq!(first.get_str("env"), Ok("staging"));
+        let email = first.get_str("email").unwrap();
+        assert!(email.len() == 64 && !email.contains('@'), "{email}");
+        // The customer's masked id is the same in orders: the references hold.
+        let masked_id = first.get_i64("customer_id").unwrap();
+        assert_ne!(masked_id, 1_000);
+        let orders_of_first = dst
+            .database(&d)
+            .collection::<Document>("orders")
+            .count_documents(doc! { "customer_id": masked_id })
+            .await
+            .unwrap();
+        assert_eq!(orders_of_first, 4, "orders 0, 50, 100, 150");
+        // verify --transform: equal as masked; without it, every document differs.
+        let verify = |extra: &[&str]| {
+            let mut argv = vec![
+                "verify",
+                "--from",
+                &env.src,
+                "--to",
+                &env.dst,
+                "--ns",
+                &ns,
+                "--documents-only",
+                "--json",
+            ];
+            argv.extend(extra);
+            run(&argv)
+        };
+        let out = verify(&["--transform", &transform, "--transform-key-file", &key]);
+        assert!(out.status.success(), "{} {}", stdout(&out), stderr(&out));
+        let out = verify(&[]);
+        assert_eq!(out.status.code(), Some(3));
+        // A planted difference in the masked copy is found.
+        dst.database(&d)
+            .collection::<Document>("customers")
+            .update_one(doc! { "_id": 7 }, doc! { "$set": { "ssn": "123-45-6789" } })
+            .await
+            .unwrap();
+        let out = verify(&["--transform", &transform, "--transform-key-file", &key]);
+        assert_eq!(out.status.code(), Some(3), "{}", stdout(&out));
+        let report: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+        assert_eq!(report["different"], 1, "{report}");
+        // The journal holds what was written: replayed elsewhere, the masked documents.
+        let replayed = env.dst_db("replayed");
+        let mapping = format!("{d}.*:{replayed}");
+        let out = run(&[
+            "journal", "replay", &journal, "--to", &env.dst, "--ns", &mapping,
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let again = dump(&dst, &replayed, "customers").await;
+        assert_eq!(as_doc(&again[0]), first);
+        // Another run with the same key masks the same; another key, differently.
+        let other_db = env.dst_db("again");
+        let argv = copy(&other_db, &key, None);
+        let out = run(&argv.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(out.status.success(), "{}", stderr(&out));
+        let same = as_doc(&dump(&dst, &other_db, "customers").await[0]);
+        assert_eq!(same.get("email"), first.get("email"));
+        let other_key = key_file(dir.path(), "another-key-of-some-length-42");
+        let third_db = env.dst_db("third");
+        let argv = copy(&third_db, &other_key, None);
+        let out = run(&argv.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(out.status.success(), "{}", stderr(&out));
+        let third = as_doc(&dump(&dst, &third_db, "customers").await[0]);
+        assert_ne!(third.get("email"), first.get("email"));
+        assert_ne!(third.get("customer_id"), Some(&Bson::Int64(masked_id)));
+    });
+}
+
+#[test]
+fn a_bad_transform_is_refused_before_anything_is_written_naming_file_namespace_and_step() {
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("bad"), env.dst_db("bad"));
+        insert_raw(&env.src_client().await, &s, "customers", &customers(5)).await;
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state.db").display().to_string();
+        let ns = format!("{s}.customers:{d}.customers");
+        let key = key_file(dir.path(), KEY);
+        let pattern = format!("{s}.customers");
+        let cases = [
+            (
+                "{not json".to_string(),
+                vec!["bad.json", "key must be a string"],
+            ),
+            (
+                json!({&pattern: [{"drop": "a"}, {"mask": "email"}]}).to_string(),
+                vec!["bad.json", &pattern, "step 2", "unknown step"],
+            ),
+            (
+                json!({&pattern: [{"drop": "_id"}]}).to_string(),
+                vec![
+                    "bad.json",
+                    &pattern,
+                    "step 1",
+                    "`_id` cannot be transformed",
+                ],
+            ),
+        ];
+        for (text, expected) in &cases {
+            let file = dir.path().join("bad.json");
+            std::fs::write(&file, text).unwrap();
+            let file = file.display().to_string();
+            let out = run(&[
+                "copy",
+                "--from",
+                &env.src,
+                "--to",
+                &env.dst,
+                "--ns",
+                &ns,
+                "--state",
+                &state,
+                "--transform",
+                &file,
+                "--transform-key-file",
+                &key,
+            ]);
+            assert_eq!(out.status.code(), Some(2), "{text}: {}", stderr(&out));
+            for part in expected {
+                assert!(
+                    stderr(&out).contains(part),
+                    "{text}: {part} in {}",
+                    stderr(&out)
+                );
+            }
+        }
+        // hmac without a key.
+        let file = dir.path().join("hmac.json");
+        std::fs::write(&file, json!({&pattern: [{"hmac": "email"}]}).to_string()).unwrap();
+        let file = file.display().to_string();
+        let out = run(&[
+            "copy",
+            "--from",
+            &env.src,
+            "--to",
+            &env.dst,
+            "--ns",
+            &ns,
+            "--state",
+            &state,
+            "--transform",
+            &file,
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("hmac email` needs a key"),
+            "{}",
+            stderr(&out)
+        );
+        // A move refuses a transform without its flag, and with it moves the masked copies.
+        let out = run(&[
+            "move",
+            "--from",
+            &env.src,
+            "--to",
+            &env.dst,
+            "--ns",
+            &ns,
+            "--state",
+            &state,
+            "--transform",
+            &file,
+            "--transform-key-file",
+            &key,
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("--allow-transform-move"),
+            "{}",
+            stderr(&out)
+        );
+        let dst = env.dst_client().await;
+        assert!(
+            collection_names(&dst, &d).await.is_empty(),
+            "nothing written"
+        );
+        let out = run(&[
+            "move",
+            "--from",
+            &env.src,
+            "--to",
+            &env.dst,
+            "--ns",
+            &ns,
+            "--state",
+            &state,
+            "--transform",
+            &file,
+            "--transform-key-file",
+            &key,
+            "--allow-transform-move",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let moved = dump(&dst, &d, "customers").await;
+        assert_eq!(moved.len(), 5);
+        assert!(as_doc(&moved[0]).get_str("email").unwrap().len() == 64);
+        let src = env.src_client().await;
+        assert!(
+            dump(&src, &s, "customers").await.is_empty(),
+            "the originals are gone"
+        );
+    });
+}
+
+#[test]
+fn a_sync_writes_only_masked_values_as_the_source_changes() {
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("msync"), env.dst_db("msync"));
+        let src = env.src_client().await;
+        insert_raw(&src, &s, "customers", &customers(20)).await;
+        let dir = tempfile::tempdir().unwrap();
+        let transform = transform_file(dir.path(), &s);
+        let key = key_file(dir.path(), KEY);
+        let state = dir.path().join("state.db").display().to_string();
+        let ns = format!("{s}.customers:{d}.customers");
+        let argv = [
+            "sync",
+            "--from",
+            &env.src,
+            "--to",
+            &env.dst,
+            "--ns",
+            &ns,
+            "--state",
+            &state,
+            "--transform",
+            &transform,
+            "--transform-key-file",
+            &key,
+            "--until-caught-up",
+            "--quiet",
+        ];
+        let out = run(&argv);
+        assert!(out.status.success(), "{}", stderr(&out));
+        // Changes to a masked field, an insert and a replacement.
+        let c = src.database(&s).collection::<Document>("customers");
+        c.update_one(
+            doc! { "_id": 3 },
+            doc! { "$set": { "email": "new@example.com", "ssn": "999" } },
+        )
+        .await
+        .unwrap();
+        c.insert_one(doc! { "_id": 100, "email": "late@example.com", "tel": "1" })
+            .await
+            .unwrap();
+        c.replace_one(
+            doc! { "_id": 4 },
+            doc! { "email": "r@example.com", "ssn": 5 },
+        )
+        .await
+        .unwrap();
+        let out = run(&argv);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let dst = env.dst_client().await;
+        for doc in dump(&dst, &d, "customers").await {
+            let doc = as_doc(&doc);
+            let email = doc.get_str("email").unwrap();
+            assert!(!email.contains('@'), "{doc}");
+            assert!(doc.get("tel").is_none(), "{doc}");
+            assert!(
+                matches!(doc.get("ssn"), None | Some(Bson::Null))
+                    || doc.get_str("ssn") == Ok("REDACTED"),
+                "{doc}"
+            );
+        }
+        let out = run(&[
+            "verify",
+            "--from",
+            &env.src,
+            "--to",
+            &env.dst,
+            "--ns",
+            &ns,
+            "--documents-only",
+            "--transform",
+            &transform,
+            "--transform-key-file",
+            &key,
+        ]);
+        assert!(out.status.success(), "{}", stdout(&out));
+    });
+}
