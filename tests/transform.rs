@@ -165,6 +165,39 @@ fn a_masked_copy_keeps_references_consistent_verifies_and_journals_what_it_wrote
         assert_eq!(out.status.code(), Some(3), "{}", stdout(&out));
         let report: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
         assert_eq!(report["different"], 1, "{report}");
+        // A reconcile compares through the transform: it writes only the planted difference
+        // (back to the masked value) and a source change.
+        src.database(&s)
+            .collection::<Document>("customers")
+            .update_one(
+                doc! { "_id": 9 },
+                doc! { "$set": { "email": "changed@example.com" } },
+            )
+            .await
+            .unwrap();
+        let out = run(&[
+            "reconcile",
+            "--from",
+            &env.src,
+            "--to",
+            &env.dst,
+            "--ns",
+            &ns,
+            "--state",
+            &state,
+            "--transform",
+            &transform,
+            "--transform-key-file",
+            &key,
+            "--json",
+            "--quiet",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let summary: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+        assert_eq!(summary["reconcile"]["written"], 2, "{summary}");
+        assert_eq!(summary["reconcile"]["equal"], 248, "{summary}");
+        let out = verify(&["--transform", &transform, "--transform-key-file", &key]);
+        assert!(out.status.success(), "{}", stdout(&out));
         // The journal holds what was written: replayed elsewhere, the masked documents.
         let replayed = env.dst_db("replayed");
         let mapping = format!("{d}.*:{replayed}");
@@ -374,8 +407,14 @@ fn a_sync_writes_only_masked_values_as_the_source_changes() {
         )
         .await
         .unwrap();
-        let out = run(&argv);
+        let mut again = argv.to_vec();
+        again.push("--json");
+        let out = run(&again);
         assert!(out.status.success(), "{}", stderr(&out));
+        // The continuous verification compares through the transform: nothing to repair.
+        let summary: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+        let verification = &summary["sync"]["verification"];
+        assert_eq!(verification["mismatches"], 0, "{summary}");
         let dst = env.dst_client().await;
         for doc in dump(&dst, &d, "customers").await {
             let doc = as_doc(&doc);

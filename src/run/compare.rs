@@ -10,6 +10,7 @@
 //! (raw BSON: field order and types count).
 
 use std::cmp::Ordering;
+use std::sync::Arc;
 
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document, RawBson, RawDocumentBuf};
@@ -18,6 +19,7 @@ use mongodb::{Client, Cursor};
 
 use crate::engine::source::seam::id_of;
 use crate::engine::stats::MismatchKind;
+use crate::engine::transform::Steps;
 use crate::engine::CopyError;
 use crate::mongo::bson_order::{self, IdKey};
 use crate::mongo::{describe, MongoError, Namespace, Side};
@@ -157,6 +159,8 @@ pub struct PairedScan {
     ahead: Option<(Vec<(RawBson, RawDocumentBuf)>, bool)>,
     /// A page ends after this many source documents, or once they hold this many bytes.
     page: (usize, usize),
+    /// What the job's transform makes of the source's documents: they are compared so.
+    steps: Option<Arc<Steps>>,
 }
 
 /// One page of a [`PairedScan`].
@@ -166,6 +170,8 @@ pub struct Page {
     pub upper: Option<RawBson>,
     pub ours: Vec<(RawBson, RawDocumentBuf)>,
     pub theirs: Vec<(RawBson, RawDocumentBuf)>,
+    /// The transform the source's documents are compared through.
+    steps: Option<Arc<Steps>>,
 }
 
 /// An `_id` whose document differs between the sides, and how.
@@ -203,7 +209,14 @@ impl PairedScan {
             held: None,
             ahead: None,
             page: (page, page_bytes),
+            steps: None,
         })
+    }
+
+    /// The source's documents compared as `steps` make them (a job's transform).
+    pub fn comparing_through(mut self, steps: Option<Arc<Steps>>) -> Self {
+        self.steps = steps;
+        self
     }
 
     /// The source's next page of documents and the destination's up to the last of them.
@@ -228,6 +241,7 @@ impl PairedScan {
             upper,
             ours,
             theirs,
+            steps: self.steps.clone(),
         })
     }
 }
@@ -304,14 +318,16 @@ impl Page {
 
     /// The two sides merged in `_id` order.
     pub fn merge(self) -> Merged {
-        merge(self.ours, self.theirs)
+        merge(self.ours, self.theirs, self.steps.as_deref())
     }
 }
 
-/// Merges two lists in `_id` order into the `_id`s that differ, and how.
+/// Merges two lists in `_id` order into the `_id`s that differ, and how; the source's
+/// documents compared as `steps` make them, when given.
 pub fn merge(
     ours: Vec<(RawBson, RawDocumentBuf)>,
     theirs: Vec<(RawBson, RawDocumentBuf)>,
+    steps: Option<&Steps>,
 ) -> Merged {
     let mut merged = Merged {
         differences: Vec::new(),
@@ -338,7 +354,7 @@ pub fn merge(
             }
             Ordering::Equal => {
                 let ((id, x), (theirs, y)) = (a.next().expect("peeked"), b.next().expect("peeked"));
-                if x.as_bytes() == y.as_bytes() {
+                if same(&x, &y, steps) {
                     merged.equal += 1;
                     continue;
                 }
@@ -353,6 +369,17 @@ pub fn merge(
             source,
             retyped,
         });
+    }
+}
+
+/// The source's document `ours` is what the destination holds, once through `steps` if given
+/// (a document the steps cannot read is not).
+pub fn same(ours: &RawDocumentBuf, theirs: &RawDocumentBuf, steps: Option<&Steps>) -> bool {
+    match steps {
+        None => ours.as_bytes() == theirs.as_bytes(),
+        Some(steps) => steps
+            .apply(ours.clone())
+            .is_ok_and(|written| written.as_bytes() == theirs.as_bytes()),
     }
 }
 
@@ -373,6 +400,7 @@ mod tests {
         let merged = merge(
             side(&[(1, 0), (2, 0), (4, 0), (5, 1)]),
             side(&[(2, 0), (3, 0), (4, 9), (5, 1), (6, 0)]),
+            None,
         );
         let found: Vec<(RawBson, MismatchKind, bool)> = merged
             .differences

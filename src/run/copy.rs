@@ -814,6 +814,7 @@ impl PreparedCopy {
             stats: self.stats.clone(),
             throttle: self.control.throttle().clone(),
             digests: self.digests.clone(),
+            transforms: self.transforms.clone(),
         })
     }
 
@@ -886,6 +887,7 @@ impl PreparedCopy {
             stats: self.stats.clone(),
             store: self.ledger.store().clone(),
             job: self.ledger.key().clone(),
+            transforms: self.transforms.clone(),
         };
         let saved = self.ledger.sync_position().and_then(|s| s.verification);
         let pairs = self

@@ -17,7 +17,7 @@
 //! digest, whole, then range by range, and only ranges whose digests differ are read document
 //! by document ([`digest`](super::digest)).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -32,6 +32,7 @@ use crate::engine::queue::{Payload, QueueSender};
 use crate::engine::sink::Write;
 use crate::engine::source::{Fetched, Source};
 use crate::engine::stats::{JobStats, MismatchKind};
+use crate::engine::transform::Steps;
 use crate::engine::{CopyError, NsTask};
 use crate::mongo::bson_order;
 use crate::mongo::Namespace;
@@ -55,6 +56,9 @@ pub struct Reconciling {
     pub throttle: Throttle,
     /// Ranges compared by a digest first, where the servers compute one.
     pub digests: Arc<dyn RangeDigest>,
+    /// The job's transform of each destination namespace: the source compared through it (and
+    /// written through it by the sink).
+    pub transforms: HashMap<Namespace, Arc<Steps>>,
 }
 
 impl Source for Reconciling {
@@ -118,7 +122,10 @@ impl Reconciling {
         let names = (&task.source, &task.destination);
         let pages = (PAGE, budget.reply_bytes, "reconcile");
         let find = self.find(task, range);
-        let mut scan = PairedScan::open(clients, names, find, pages).await?;
+        let steps = self.transforms.get(&task.destination).cloned();
+        let mut scan = PairedScan::open(clients, names, find, pages)
+            .await?
+            .comparing_through(steps);
         loop {
             let page = scan.next_page().await?;
             let last = page.upper.is_none();

@@ -36,13 +36,14 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::compare::{read, Find, PairedScan};
+use super::compare::{read, same, Find, PairedScan};
 use crate::engine::changes::ChangeWriter;
 use crate::engine::ledger::VerificationState;
 use crate::engine::source::change_stream::{Change, ChangeEvent, ChangeFeed, Position};
 use crate::engine::stats::{
     JobStats, Mismatch, MismatchKind, VerificationPhase, VerificationProgress,
 };
+use crate::engine::transform::Steps;
 use crate::engine::{Control, CopyError};
 use crate::mongo::bson_order::{self, IdKey};
 use crate::mongo::{Namespace, Side};
@@ -113,6 +114,8 @@ pub struct Sides {
     pub stats: Arc<JobStats>,
     pub store: Arc<dyn StateStore>,
     pub job: JobKey,
+    /// The job's transform of each destination namespace: the source compared through it.
+    pub transforms: HashMap<Namespace, Arc<Steps>>,
 }
 
 pub struct Verifier {
@@ -904,7 +907,9 @@ impl Verifier {
         let pages = (PAGE, PAGE_BYTES, "verify");
         Ok(OpenScan {
             pair,
-            scan: PairedScan::open(clients, (&source, &destination), find, pages).await?,
+            scan: PairedScan::open(clients, (&source, &destination), find, pages)
+                .await?
+                .comparing_through(self.sides.transforms.get(&destination).cloned()),
         })
     }
 
@@ -981,7 +986,8 @@ impl Verifier {
                     .collect();
                 for id in part {
                     let key = IdKey::of(id);
-                    let kind = differs(ours.get(&key), theirs.get(&key));
+                    let steps = self.sides.transforms.get(&destination).map(Arc::as_ref);
+                    let kind = differs(ours.get(&key), theirs.get(&key), steps);
                     found.push((
                         Entry {
                             pair,
@@ -1169,9 +1175,13 @@ fn parse_pair(key: &str) -> Option<(Namespace, Namespace)> {
 }
 
 /// How a document differs between the source (`ours`) and the destination (`theirs`).
-fn differs(ours: Option<&RawDocumentBuf>, theirs: Option<&RawDocumentBuf>) -> Option<MismatchKind> {
+fn differs(
+    ours: Option<&RawDocumentBuf>,
+    theirs: Option<&RawDocumentBuf>,
+    steps: Option<&Steps>,
+) -> Option<MismatchKind> {
     match (ours, theirs) {
-        (Some(a), Some(b)) if a.as_bytes() == b.as_bytes() => None,
+        (Some(a), Some(b)) if same(a, b, steps) => None,
         (Some(_), Some(_)) => Some(MismatchKind::Different),
         (Some(_), None) => Some(MismatchKind::Missing),
         (None, Some(_)) => Some(MismatchKind::Extra),
