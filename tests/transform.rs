@@ -444,3 +444,87 @@ fn a_sync_writes_only_masked_values_as_the_source_changes() {
         assert!(out.status.success(), "{}", stdout(&out));
     });
 }
+
+#[test]
+fn plan_lists_each_namespaces_steps_and_a_pattern_that_matches_nothing() {
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("tplan"), env.dst_db("tplan"));
+        let src = env.src_client().await;
+        insert_raw(&src, &s, "customers", &customers(3)).await;
+        insert_raw(&src, &s, "orders", &orders(3)).await;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plan.json");
+        let text = json!({
+            format!("{s}.customers"): [{"drop": "internal.notes"}, {"hmac": "email"}],
+            format!("{s}.*"): [{"redact": "ssn"}],
+            "nowhere.*": [{"drop": "x"}],
+        });
+        std::fs::write(&path, text.to_string()).unwrap();
+        let file = path.display().to_string();
+        let ns = format!("{s}.*:{d}");
+        let out = run(&[
+            "plan",
+            "--from",
+            &env.src,
+            "--to",
+            &env.dst,
+            "--ns",
+            &ns,
+            "--transform",
+            &file,
+        ]);
+        let text = stdout(&out);
+        assert!(
+            text.contains(&format!(
+                "transform of {s}.customers: drop internal.notes, hmac email, redact ssn"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("transform of {s}.orders: redact ssn")),
+            "{text}"
+        );
+        assert!(
+            text.contains("note: transform pattern nowhere.* matches no namespace of the job"),
+            "{text}"
+        );
+        assert!(
+            text.contains("problem: the transform's hmac steps need a key"),
+            "{text}"
+        );
+        let key = key_file(dir.path(), KEY);
+        let out = run(&[
+            "plan",
+            "--from",
+            &env.src,
+            "--to",
+            &env.dst,
+            "--ns",
+            &ns,
+            "--transform",
+            &file,
+            "--transform-key-file",
+            &key,
+            "--json",
+        ]);
+        let plan: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+        assert_eq!(plan["blocked"], false, "{plan}");
+        let customers = &plan["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["source"] == format!("{s}.customers"))
+            .cloned()
+            .unwrap();
+        assert_eq!(
+            customers["transform"],
+            json!(["drop internal.notes", "hmac email", "redact ssn"])
+        );
+        assert!(
+            collection_names(&env.dst_client().await, &d)
+                .await
+                .is_empty(),
+            "a plan writes nothing"
+        );
+    });
+}

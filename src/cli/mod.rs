@@ -273,6 +273,10 @@ pub struct PlanArgs {
     /// among the destinations; a file store is not read.
     #[arg(long, env = "MONGOFERRY_STATE", hide_env_values = true)]
     pub state: Option<String>,
+    /// The key of the transform's `hmac` steps (or MONGOFERRY_TRANSFORM_KEY): the plan says
+    /// when it is missing.
+    #[arg(long, value_name = "PATH")]
+    pub transform_key_file: Option<std::path::PathBuf>,
     /// Print the plan as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -486,6 +490,7 @@ async fn run_move(mut args: MoveArgs) -> Result<(), Failure> {
         return run_plan(PlanArgs {
             spec: args.copy.spec,
             state: args.copy.state,
+            transform_key_file: args.copy.transform_key_file,
             json: args.copy.json,
         })
         .await;
@@ -609,7 +614,8 @@ async fn copy_with_store(
 }
 
 async fn run_plan(args: PlanArgs) -> Result<(), Failure> {
-    let spec = args.spec.validate()?;
+    let mut spec = args.spec.validate()?;
+    spec.transform_key = transform_key(&args.transform_key_file)?;
     // Only a MongoDB store is read (it must not be among the destinations).
     let state = match store_choice(&args.state, false)? {
         StoreChoice::Mongo(uri) => Some(
@@ -695,6 +701,9 @@ fn print_plan(plan: &crate::run::plan::Plan) {
     }
     for n in plan.namespaces.iter().filter(|n| !n.indexes.is_empty()) {
         println!("indexes of {}: {}", n.destination, n.indexes.join(", "));
+    }
+    for n in plan.namespaces.iter().filter(|n| !n.transform.is_empty()) {
+        println!("transform of {}: {}", n.source, n.transform.join(", "));
     }
     if plan.deletes_from_source {
         println!(

@@ -69,6 +69,9 @@ pub struct NsPlan {
     pub indexes: Vec<String>,
     /// `absent`, `empty`, `holds N documents`, or what differs.
     pub destination_state: String,
+    /// The transform's steps its documents go through, in order (`drop internal.notes`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub transform: Vec<String>,
 }
 
 /// One view the copy would create after the collections.
@@ -145,6 +148,7 @@ async fn plan_with(
             ),
         });
     }
+    problems.extend(transform_notes(spec, &selection));
     let documents = namespaces.iter().map(|n| n.documents).sum();
     let bytes = namespaces.iter().map(|n| n.bytes).sum();
     let largest = selection
@@ -170,6 +174,35 @@ async fn plan_with(
         mode: spec.mode,
         deletes_from_source: spec.mode == Mode::Move && !spec.keep_source,
     })
+}
+
+/// A transform pattern that matches no namespace of the job, and `hmac` steps with no key.
+fn transform_notes(spec: &CopySpec, selection: &Selection) -> Vec<Problem> {
+    let Some(rules) = &spec.transform else {
+        return Vec::new();
+    };
+    let mut notes = Vec::new();
+    for (pattern, matcher, _) in rules.patterns() {
+        if !selection
+            .collections
+            .iter()
+            .any(|c| matcher.matches(&c.source))
+        {
+            notes.push(Problem {
+                blocks: false,
+                message: format!("transform pattern {pattern} matches no namespace of the job"),
+            });
+        }
+    }
+    if rules.needs_key() && spec.transform_key.is_none() {
+        notes.push(Problem {
+            blocks: true,
+            message: "the transform's hmac steps need a key: --transform-key-file or \
+                      MONGOFERRY_TRANSFORM_KEY"
+                .into(),
+        });
+    }
+    notes
 }
 
 /// What would make the job refuse to start (or, with `--drop`, what it replaces).
@@ -264,6 +297,13 @@ impl Planner<'_> {
             options: Bson::Document(selected.schema.options.clone()).into_canonical_extjson(),
             indexes,
             destination_state,
+            transform: spec.transform.as_ref().map_or(Vec::new(), |rules| {
+                rules
+                    .steps_for(&selected.source)
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect()
+            }),
         })
     }
 
