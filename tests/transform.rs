@@ -528,3 +528,106 @@ fn plan_lists_each_namespaces_steps_and_a_pattern_that_matches_nothing() {
         );
     });
 }
+
+#[test]
+fn a_replay_transforms_a_journal_of_plain_writes() {
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("trep"), env.dst_db("trep"));
+        insert_raw(&env.src_client().await, &s, "customers", &customers(10)).await;
+        let dir = tempfile::tempdir().unwrap();
+        let journal = dir.path().join("journal").display().to_string();
+        let state = dir.path().join("state.db").display().to_string();
+        let ns = format!("{s}.customers:{d}.customers");
+        let out = run(&[
+            "copy",
+            "--from",
+            &env.src,
+            "--to",
+            &env.dst,
+            "--ns",
+            &ns,
+            "--state",
+            &state,
+            "--journal",
+            &journal,
+            "--quiet",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        // The journal's namespace is the destination's: the transform names it.
+        let path = dir.path().join("replay.json");
+        let text = json!({ format!("{d}.customers"): [{"redact": "ssn"}, {"drop": "tel"}] });
+        std::fs::write(&path, text.to_string()).unwrap();
+        let file = path.display().to_string();
+        let masked = env.dst_db("trep_masked");
+        let mapping = format!("{d}.customers:{masked}.customers");
+        let out = run(&[
+            "journal",
+            "replay",
+            &journal,
+            "--to",
+            &env.dst,
+            "--ns",
+            &mapping,
+            "--transform",
+            &file,
+            "--quiet",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let replayed = dump(&env.dst_client().await, &masked, "customers").await;
+        assert_eq!(replayed.len(), 10);
+        for doc in replayed {
+            let doc = as_doc(&doc);
+            assert_eq!(doc.get_str("ssn"), Ok("REDACTED"), "{doc}");
+            assert!(doc.get("tel").is_none(), "{doc}");
+            assert!(
+                doc.get_str("email").unwrap().contains('@'),
+                "untouched: {doc}"
+            );
+        }
+    });
+}
+
+#[test]
+fn a_service_job_takes_a_transform_and_the_services_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = key_file(dir.path(), KEY);
+    let with_key = common::service::Serve::with_state(&dir.path().join("jobs.json"))
+        .arg("--transform-key-file")
+        .arg(key)
+        .start();
+    let without_key = common::service::Service::start(&dir.path().join("other.json"));
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("tsvc"), env.dst_db("tsvc"));
+        insert_raw(&env.src_client().await, &s, "customers", &customers(20)).await;
+        let pattern = format!("{s}.customers");
+        let body = json!({
+            "from": env.src, "to": env.dst, "namespaces": [format!("{s}.customers:{d}.customers")],
+            "transform": { &pattern: [{"hmac": "email"}, {"redact": "ssn"}] },
+        });
+        let (status, refused) = without_key.post("/api/jobs", body.clone()).await;
+        assert_eq!(status, 400, "{refused}");
+        assert!(
+            refused.to_string().contains("need the service's key"),
+            "{refused}"
+        );
+        let mut bad = body.clone();
+        bad["transform"] = json!({ &pattern: [{"drop": "_id"}] });
+        let (status, refused) = with_key.post("/api/jobs", bad).await;
+        assert_eq!(status, 400, "{refused}");
+        assert!(refused.to_string().contains("step 1"), "{refused}");
+        let (status, job) = with_key.post("/api/jobs", body).await;
+        assert_eq!(status, 202, "{job}");
+        let job = with_key
+            .wait_for(&job["id"], "the copy", |j| j["state"] == "completed")
+            .await;
+        assert_eq!(
+            job["spec"]["transform"][&pattern][0]["hmac"], "email",
+            "{job}"
+        );
+        let copied = dump(&env.dst_client().await, &d, "customers").await;
+        assert_eq!(copied.len(), 20);
+        let first = as_doc(&copied[0]);
+        assert_eq!(first.get_str("email").unwrap().len(), 64, "{first}");
+        assert_eq!(first.get_str("ssn"), Ok("REDACTED"), "{first}");
+    });
+}

@@ -65,6 +65,13 @@ pub struct ReplayArgs {
     /// Write at most this many bytes (of documents) per second.
     #[arg(long, value_name = "BYTES")]
     pub rate_bytes: Option<f64>,
+    /// Transform the journal's documents on their way (the copy's `--transform`; a journal
+    /// of a transformed copy already holds the transformed documents).
+    #[arg(long, value_name = "FILE", value_parser = crate::spec::TransformConfig::from_file)]
+    pub transform: Option<crate::spec::TransformConfig>,
+    /// The key of the transform's `hmac` steps (or MONGOFERRY_TRANSFORM_KEY).
+    #[arg(long, value_name = "PATH")]
+    pub transform_key_file: Option<PathBuf>,
     /// Print the final summary as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -193,7 +200,7 @@ pub fn report(scan: &Scan) -> String {
 }
 
 async fn run_replay(args: ReplayArgs) -> Result<(), Failure> {
-    let spec = ReplaySpec::new(
+    let mut spec = ReplaySpec::new(
         args.dir,
         args.to,
         &args.namespaces,
@@ -205,6 +212,10 @@ async fn run_replay(args: ReplayArgs) -> Result<(), Failure> {
             rate_bytes: args.rate_bytes,
         },
     )?;
+    if let Some(transform) = &args.transform {
+        let rules = transform.rules().map_err(crate::spec::SpecError)?;
+        spec.transform = Some((rules, super::transform_key(&args.transform_key_file)?));
+    }
     let prepared = replay::prepare(&spec).await?;
     if let Some(torn) = prepared.torn_tail() {
         eprintln!("warning: {torn}");

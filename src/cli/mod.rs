@@ -159,6 +159,10 @@ pub struct ServeArgs {
     /// beside the job's own --throttle-flag-file).
     #[arg(long, value_name = "PATH")]
     pub throttle_flag_file: Option<std::path::PathBuf>,
+    /// A file holding the key of the jobs' transform `hmac` steps (MONGOFERRY_TRANSFORM_KEY
+    /// may hold it instead): the same key gives the same results in every job.
+    #[arg(long, value_name = "PATH")]
+    pub transform_key_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -1296,6 +1300,9 @@ pub async fn prepare_serve(args: ServeArgs) -> Result<PreparedService, Failure> 
     }
     if let Some(path) = &args.throttle_flag_file {
         manager.set_throttle_flag_file(path.clone());
+    }
+    if let Some(key) = transform_key(&args.transform_key_file)? {
+        manager.set_transform_key(key);
     }
     let listener = std::net::TcpListener::bind(&addresses[..])
         .map_err(|e| fail(format!("cannot listen on {}: {e}", args.listen)))?;

@@ -39,7 +39,7 @@ use crate::engine::stats::{
     HistoryLost, JobStats, MoveProgress, NsCounters, NsSnapshot, ReconcileProgress, SchemaProgress,
     SyncPhase, SyncProgress,
 };
-use crate::engine::transform::Steps;
+use crate::engine::transform::{HmacKey, Steps};
 use crate::engine::{
     Adaptive, Control, CopyError, Engine, Ledger, MongoSink, MongoSource, NsTask, Settle, Sink,
     Source, Strategy,
@@ -49,7 +49,7 @@ use crate::journal::JournalSummary;
 use crate::mongo::retry::{Retry, RetryPolicy};
 use crate::mongo::schema::Schema;
 use crate::mongo::{self, describe, MongoError, Namespace, Side};
-use crate::spec::{CopySpec, IndexMode, Mode, OnHistoryLost, Routes, VerifyMode};
+use crate::spec::{CopySpec, IndexMode, Mode, OnHistoryLost, Routes, TransformRules, VerifyMode};
 use crate::state::{Checkpoint, JobClaim, JobKey, StateStore, SyncCheckpoint};
 
 /// A job that is connected and knows exactly which namespaces it copies.
@@ -989,7 +989,16 @@ pub fn transforms(
     spec: &CopySpec,
     pairs: &[(Namespace, Namespace)],
 ) -> Result<HashMap<Namespace, Arc<Steps>>, CopyError> {
-    let Some(rules) = &spec.transform else {
+    steps_by_destination(spec.transform.as_ref(), spec.transform_key.as_ref(), pairs)
+}
+
+/// The steps of `rules` for each destination of `pairs`, by their source namespace.
+pub fn steps_by_destination(
+    rules: Option<&TransformRules>,
+    key: Option<&HmacKey>,
+    pairs: &[(Namespace, Namespace)],
+) -> Result<HashMap<Namespace, Arc<Steps>>, CopyError> {
+    let Some(rules) = rules else {
         return Ok(HashMap::new());
     };
     let mut by_destination = HashMap::new();
@@ -998,7 +1007,7 @@ pub fn transforms(
         if steps.is_empty() {
             continue;
         }
-        let steps = Steps::new(steps, spec.transform_key.clone())
+        let steps = Steps::new(steps, key.cloned())
             .map_err(|e| CopyError::Refused(vec![format!("transform of {source}: {e}")]))?;
         by_destination.insert(destination.clone(), steps);
     }

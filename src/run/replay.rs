@@ -14,17 +14,18 @@ use mongodb::Client;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::copy::{peak_rss_bytes, NsSummary};
+use super::copy::{self, peak_rss_bytes, NsSummary};
 use crate::bounds;
 use crate::engine::control::throttle::{Limits, Throttle};
 use crate::engine::source::journal::JournalSource;
 use crate::engine::stats::JobStats;
+use crate::engine::transform::HmacKey;
 use crate::engine::{Control, CopyError, Engine, MongoSink};
 use crate::journal::reader::{scan, Scan, TornTail};
 use crate::journal::JournalError;
 use crate::mongo::retry::{Retry, RetryPolicy};
 use crate::mongo::{self, Namespace, Side};
-use crate::spec::{self, NsMapping, SpecError};
+use crate::spec::{self, NsMapping, SpecError, TransformRules};
 
 /// A replay, validated.
 #[derive(Debug, Clone)]
@@ -37,6 +38,9 @@ pub struct ReplaySpec {
     pub batch_size: usize,
     pub connect_timeout: Duration,
     pub limits: Limits,
+    /// A transform the journal's documents go through on their way (`--transform`), and the
+    /// key of its `hmac` steps. A journal of a transformed copy already holds what was written.
+    pub transform: Option<(TransformRules, Option<HmacKey>)>,
 }
 
 impl ReplaySpec {
@@ -74,6 +78,7 @@ impl ReplaySpec {
             batch_size,
             connect_timeout: Duration::from_secs_f64(connect_timeout_secs),
             limits,
+            transform: None,
         })
     }
 }
@@ -180,6 +185,11 @@ pub async fn prepare(spec: &ReplaySpec) -> Result<PreparedReplay, CopyError> {
         return Err(corrupt.into());
     }
     let pairs = resolve(&scan, &spec.namespaces)?;
+    let (rules, key) = match &spec.transform {
+        Some((rules, key)) => (Some(rules), key.as_ref()),
+        None => (None, None),
+    };
+    let transforms = copy::steps_by_destination(rules, key, &pairs)?;
     let client = mongo::connect(
         Side::Destination,
         &spec.to,
@@ -191,9 +201,10 @@ pub async fn prepare(spec: &ReplaySpec) -> Result<PreparedReplay, CopyError> {
     let retry = Retry::new(RetryPolicy::default(), stats.retry.clone());
     let source = JournalSource::new(spec.dir.clone(), scan.namespaces.clone(), scan.records);
     let sink = MongoSink::new(client.clone()).with_retry(retry.clone());
+    let sink = copy::sink_stack(Arc::new(sink), None, &transforms);
     let control = Control::with_throttle(spec.workers, Throttle::new(spec.limits));
     Ok(PreparedReplay {
-        engine: Engine::new(Arc::new(source), Arc::new(sink), stats)
+        engine: Engine::new(Arc::new(source), sink, stats)
             .with_batch_size(spec.batch_size)
             .with_control(Arc::new(control)),
         retry,

@@ -24,6 +24,7 @@ use super::job::{Event, Job, JobId, JobRecord, JobState, NodeRole};
 use super::nodes::{self, Nodes};
 use crate::bounds;
 use crate::engine::control::throttle::{Limiter, Limits, Throttle};
+use crate::engine::transform::HmacKey;
 use crate::engine::{Control, CopyError};
 use crate::run::outcome::{Asked, Ending, Outcome, Surface};
 use crate::run::plan::Plan;
@@ -110,6 +111,8 @@ pub struct JobManager {
     credentials: std::sync::OnceLock<CredentialsKey>,
     /// While this file exists, no job writes (`serve --throttle-flag-file`).
     throttle_flag_file: std::sync::OnceLock<PathBuf>,
+    /// The key of the jobs' transforms (`hmac` steps); never in a spec or the history.
+    transform_key: std::sync::OnceLock<HmacKey>,
 }
 
 impl JobManager {
@@ -197,6 +200,7 @@ impl JobManager {
             halt: CancellationToken::new(),
             credentials: std::sync::OnceLock::new(),
             throttle_flag_file: std::sync::OnceLock::new(),
+            transform_key: std::sync::OnceLock::new(),
         }))
     }
 
@@ -235,7 +239,21 @@ impl JobManager {
             }
             journal.dir = root.join(name).to_string_lossy().into_owned();
         }
+        copy_spec.transform_key = self.transform_key.get().cloned();
+        let needs_key = copy_spec.transform.as_ref().is_some_and(|t| t.needs_key());
+        if needs_key && copy_spec.transform_key.is_none() {
+            return Err(SpecError(vec![
+                "transform: hmac steps need the service's key (serve --transform-key-file, or \
+                 MONGOFERRY_TRANSFORM_KEY)"
+                    .into(),
+            ]));
+        }
         Ok(copy_spec)
+    }
+
+    /// The key of the transforms' `hmac` steps of every job (`serve --transform-key-file`).
+    pub fn set_transform_key(&self, key: HmacKey) {
+        let _ = self.transform_key.set(key);
     }
 
     /// Seals the credentials of the jobs submitted from now on with `key`, and opens those of
