@@ -6,11 +6,13 @@
 // load guard, held or writing and why, with the times it held shaded on the docs/s chart; for a
 // sync job also its phase, lag, changes applied, a lag chart, its continuous verification, the
 // writes the source took after the commit point, and the Commit button with why it is not ready).
-// Passwords and secrets typed into the form are replaced by the service's masked URI once the job
-// is accepted. A service started with an API token answers 401 until the page has it: the page
-// then asks for it once, keeps it in this tab's sessionStorage (never in a URL, a cookie or
-// localStorage) and sends it as `Authorization: Bearer` with every request — the event stream
-// too, which is why it is read with fetch() rather than EventSource (which cannot send headers).
+// The form's transform file is read and parsed in the browser (a file that is not a JSON object
+// is refused there, naming it) and sent as the spec's `transform`. Passwords and secrets typed
+// into the form are replaced by the service's masked URI once the job is accepted. A service
+// started with an API token answers 401 until the page has it: the page then asks for it once,
+// keeps it in this tab's sessionStorage (never in a URL, a cookie or localStorage) and sends it
+// as `Authorization: Bearer` with every request — the event stream too, which is why it is read
+// with fetch() rather than EventSource (which cannot send headers).
 
 import * as R from "./render.mjs";
 
@@ -210,7 +212,7 @@ async function pollList(generation) {
 
 // ---------------------------------------------------------------- the form
 
-const FORM_FIELDS = ["from", "to", "namespaces", "filter", "mode", "keep_source", "delete_extra", "on_history_lost", "workers", "batch_size", "rate", "strategy", "rate_bytes", "adaptive"];
+const FORM_FIELDS = ["from", "to", "namespaces", "filter", "transform", "mode", "keep_source", "delete_extra", "on_history_lost", "workers", "batch_size", "rate", "strategy", "rate_bytes", "adaptive"];
 
 function clearProblems() {
   $("#form-problems").innerHTML = "";
@@ -240,8 +242,37 @@ function showProblems(problems) {
   if (first) first.focus();
 }
 
+/**
+ * The chosen transform file, read and parsed: `{}` when none is chosen, else `{name, value}` or
+ * `{name, problem}`. Read again at each submit, so a file edited since it was chosen is sent as
+ * it is now.
+ */
+async function readTransform() {
+  const file = $("#transform").files[0];
+  if (!file) return {};
+  let text;
+  try {
+    text = await file.text();
+  } catch (e) {
+    return { name: file.name, problem: `transform file ${file.name} cannot be read: ${e.message}` };
+  }
+  return { name: file.name, ...R.parseTransform(file.name, text) };
+}
+
+/** Says under the file input what the chosen file holds, or why it cannot be used. */
+async function showTransform() {
+  const read = await readTransform();
+  const summary = $("#transform-summary");
+  $("#problems-transform").innerHTML = read.problem ? `<li>${R.esc(read.problem)}</li>` : "";
+  if (read.problem) $("#transform").setAttribute("aria-invalid", "true");
+  else $("#transform").removeAttribute("aria-invalid");
+  summary.textContent = read.value ? `${read.name}: ${R.transformSummary(read.value)}` : "";
+  summary.hidden = !read.value;
+  $("#transform-clear").hidden = read.name === undefined;
+}
+
 /** The spec the form describes, or the problems found before asking the service. */
-function readForm() {
+async function readForm() {
   const problems = [];
   const spec = {
     from: $("#from").value.trim(),
@@ -260,6 +291,9 @@ function readForm() {
   const filter = R.parseFilter($("#filter").value);
   if (filter.problem) problems.push(filter.problem);
   else if (filter.value) spec.filter = filter.value;
+  const transform = await readTransform();
+  if (transform.problem) problems.push(transform.problem);
+  else if (transform.value) spec.transform = transform.value;
   for (const field of ["workers", "batch_size"]) {
     const input = $(`#${field}`);
     const parsed = R.parseWhole(field, input.value, input.validity.badInput);
@@ -283,13 +317,15 @@ function readForm() {
 async function submitJob(event) {
   event.preventDefault();
   clearProblems();
-  const { spec, problems } = readForm();
+  const button = $("#submit-job");
+  // Disabled while the transform file is read too: a second click then sends no second job.
+  button.disabled = true;
+  const { spec, problems } = await readForm();
   if (problems.length > 0) {
+    button.disabled = false;
     showProblems(problems);
     return;
   }
-  const button = $("#submit-job");
-  button.disabled = true;
   const result = await api("POST", "/api/jobs", spec);
   button.disabled = false;
   if (!result.ok) {
@@ -309,14 +345,15 @@ async function submitJob(event) {
 /** Asks the service what the form's job would do, and shows it under the form. */
 async function planJob() {
   clearProblems();
-  const { spec, problems } = readForm();
+  const button = $("#plan-job");
+  button.disabled = true;
+  const { spec, problems } = await readForm();
   if (problems.length > 0) {
+    button.disabled = false;
     showProblems(problems);
     return;
   }
-  const button = $("#plan-job");
   const shown = $("#plan");
-  button.disabled = true;
   shown.hidden = false;
   shown.innerHTML = "<p>Reading both clusters…</p>";
   const result = await api("POST", "/api/plan", spec);
@@ -803,6 +840,12 @@ function start() {
   wireSession();
   $("#job-form").addEventListener("submit", submitJob);
   $("#plan-job").addEventListener("click", planJob);
+  $("#transform").addEventListener("change", showTransform);
+  // A file input cannot be emptied by the operator otherwise (cancelling its dialog keeps the file).
+  $("#transform-clear").addEventListener("click", () => {
+    $("#transform").value = "";
+    showTransform();
+  });
   // Keeping the source means something for a move only, deleting extras for a reconcile only,
   // what to do when the source's history is lost for a sync only.
   const modeOptions = () => {

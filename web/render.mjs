@@ -126,7 +126,7 @@ export function formatLimit(rate, unit) {
 
 /** The form fields a problem of the API's `problems` list belongs to (`null`: the form as a whole). */
 export function problemField(problem) {
-  const match = /^(from|to|namespaces?|filter|workers|batch_size|rate_bytes|rate|strategy|adaptive|mode|keep_source|delete_extra|on_history_lost)\b/.exec(
+  const match = /^(from|to|namespaces?|filter|transform|workers|batch_size|rate_bytes|rate|strategy|adaptive|mode|keep_source|delete_extra|on_history_lost)\b/.exec(
     problem,
   );
   if (!match) return null;
@@ -239,6 +239,43 @@ export function parseFilter(text) {
     return { problem: "filter must be a JSON object" };
   }
   return { value };
+}
+
+/**
+ * Reads a transform file's text (`name`: the file's, for the problem): `{value}` (its object of
+ * namespace patterns) or `{problem}`. The steps themselves are the service's to check.
+ */
+export function parseTransform(name, text) {
+  let value;
+  try {
+    value = JSON.parse(String(text ?? ""));
+  } catch (e) {
+    return { problem: `transform file ${name} is not valid JSON: ${e.message}` };
+  }
+  if (value === null || typeof value !== "object" || Array.isArray(value)) {
+    return { problem: `transform file ${name} must be a JSON object of namespace patterns, each with a list of steps` };
+  }
+  return { value };
+}
+
+const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
+
+/** What a transform holds, in a line: "2 patterns, 5 steps". */
+export function transformSummary(transform) {
+  const lists = Object.values(transform ?? {});
+  const steps = lists.reduce((sum, list) => sum + (Array.isArray(list) ? list.length : 0), 0);
+  return `${plural(lists.length, "pattern")}, ${plural(steps, "step")}`;
+}
+
+/** One transform step as the service words it ("rename tel to phone"); any other shape as JSON. */
+export function stepLabel(step) {
+  const s = step ?? {};
+  if (typeof s.drop === "string") return `drop ${s.drop}`;
+  if (typeof s.rename === "string") return `rename ${s.rename} to ${s.to}`;
+  if (typeof s.set === "string") return `set ${s.set} = ${JSON.stringify(s.value)}`;
+  if (typeof s.redact === "string") return `redact ${s.redact}`;
+  if (typeof s.hmac === "string") return `hmac ${s.hmac}`;
+  return JSON.stringify(step);
 }
 
 /** Namespaces, one a line; blank lines are ignored. */
@@ -1006,6 +1043,17 @@ function specMode(spec) {
   return spec.mode ?? "copy";
 }
 
+/** A transform's patterns, each with its steps in order, for the spec. */
+export function transformHtml(transform) {
+  const rows = Object.entries(transform)
+    .map(([pattern, steps]) => {
+      const list = Array.isArray(steps) ? steps.map(stepLabel) : [JSON.stringify(steps)];
+      return `<li data-pattern="${esc(pattern)}"><code>${esc(pattern)}</code>: ${list.map(esc).join(", ")}</li>`;
+    })
+    .join("");
+  return `<ul class="transform" data-field="transform">${rows}</ul>`;
+}
+
 /** The job's spec as the service shows it (URIs without passwords). */
 export function specHtml(view) {
   const spec = view.spec ?? {};
@@ -1017,6 +1065,7 @@ ${item("mode", specMode(spec))}
 ${spec.on_history_lost ? item("on history lost", spec.on_history_lost) : ""}
 ${item("namespaces", (spec.namespaces ?? []).join(", "))}
 ${item("filter", spec.filter ? JSON.stringify(spec.filter) : "none")}
+${spec.transform ? `<dt>transform</dt><dd>${transformHtml(spec.transform)}</dd>` : ""}
 ${item("batch size", spec.batch_size ?? "default")}
 ${spec.readers ? item("readers", spec.readers) : ""}
 ${spec.partition_docs !== undefined && spec.partition_docs !== null ? item("partition docs", spec.partition_docs) : ""}
@@ -1059,7 +1108,8 @@ export function planHtml(plan) {
     .map(
       (n) => `<tbody data-ns="${esc(n.source)}"><tr class="plan-ns"><th colspan="4" scope="rowgroup" data-field="namespace">${esc(n.source)} → ${esc(n.destination)}</th></tr>\
 <tr class="plan-figures"><td class="num" data-field="documents">${esc(formatCount(n.documents))}${n.partitions > 1 ? `<br><span class="muted" data-field="partitions">in ~${esc(n.partitions)} partitions</span>` : ""}</td><td class="num">${esc(formatBytes(n.bytes))}</td>\
-<td class="num">${esc(n.indexes.length)}</td><td data-field="destination_state">${esc(n.destination_state)}</td></tr></tbody>`,
+<td class="num">${esc(n.indexes.length)}</td><td data-field="destination_state">${esc(n.destination_state)}</td></tr>\
+${n.transform?.length ? `<tr class="plan-transform"><td colspan="4" data-field="transform"><span class="muted">transform:</span> ${n.transform.map(esc).join(", ")}</td></tr>` : ""}</tbody>`,
     )
     .join("");
   const views = plan.views

@@ -18,9 +18,10 @@
 // running when the service stops is shown interrupted, and the same page follows it again when
 // the restarted service continues it; a service without a token needs no sign-in. A chart of
 // fewer than two points says so in words instead of drawing an axis; a job in a final state shows
-// no controls, and an ended one its average rate and how long it took. Screenshots go to
-// target/screenshots/. Any page error or console error fails the run; every wait is bounded; the
-// run leaves no temporary directory.
+// no controls, and an ended one its average rate and how long it took. A transform file chosen in
+// the form is summed up, planned and applied to the copied documents; one that is not JSON is
+// refused in the page. Screenshots go to target/screenshots/. Any page error or console error
+// fails the run; every wait is bounded; the run leaves no temporary directory.
 
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
@@ -908,6 +909,74 @@ describe("the dashboard in a browser", { timeout: WATCHDOG_MS }, () => {
       assertNoProblems();
     } finally {
       removeTempDir(flagDir);
+    }
+  });
+
+  test("a transform file chosen in the form shapes the copied documents; a file that is not JSON is refused before asking", async () => {
+    const COUNT = 200;
+    const from = ns("shop.masked");
+    const to = ns("transformed.masked");
+    await sample(source, from, COUNT, 200);
+    const fileDir = tempDir();
+    const good = path.join(fileDir, "mask.json");
+    writeFileSync(good, JSON.stringify({ [from]: [{ drop: "pad" }, { set: "env", value: "staging" }] }));
+    const bad = path.join(fileDir, "notes.txt");
+    writeFileSync(bad, "drop pad\n");
+    let posts = 0;
+    const countPosts = (request) => {
+      if (request.method() === "POST") posts++;
+    };
+    page.on("request", countPosts);
+    try {
+      // A fresh page: a hash change keeps what earlier tests typed in fields fillForm leaves alone
+      // (adaptive). The token stays in this tab's sessionStorage.
+      await page.goto("about:blank");
+      await fillForm({ from: source, to: destination, namespaces: `${from}:${to}`, workers: 2, batch_size: 50 });
+      const input = page.locator("#transform");
+
+      // Not JSON: said as soon as it is chosen, naming the file, and again on submit; nothing sent.
+      await input.setInputFiles(bad);
+      await page.locator("#problems-transform li").waitFor();
+      assert.match(await text("#problems-transform"), /^transform file notes\.txt is not valid JSON: /);
+      assert.ok(await page.locator("#transform-summary").isHidden());
+      await page.locator("#submit-job").click();
+      await page.locator("#submit-job:enabled").waitFor();
+      assert.match(await text("#problems-transform"), /^transform file notes\.txt is not valid JSON: /);
+      assert.equal(await input.getAttribute("aria-invalid"), "true");
+      assert.equal(posts, 0, "a transform file that is not JSON is caught before asking the service");
+      assert.match(page.url(), /#\/$/);
+      await page.screenshot({ path: screenshotPath("16f-transform-not-json"), fullPage: true });
+
+      // A good file: its summary replaces the problem; the plan lists the namespace's steps.
+      await input.setInputFiles(good);
+      await waitFor("the transform's summary", async () => (await page.locator("#transform-summary").isVisible()) && (await text("#transform-summary")) === "mask.json: 1 pattern, 2 steps", 5000);
+      assert.equal(await text("#problems-transform"), "");
+      assert.equal(await input.getAttribute("aria-invalid"), null);
+      await page.locator("#plan-job").click();
+      await page.locator('#plan [data-field="transform"]').waitFor({ timeout: 20000 });
+      assert.equal(await text('#plan [data-field="transform"]'), 'transform: drop pad, set env = "staging"');
+      assert.equal(posts, 1, "the plan's request only");
+      await page.screenshot({ path: screenshotPath("16g-transform-plan"), fullPage: true });
+
+      await page.locator("#submit-job").click();
+      const url = await waitFor("the job's page", () => /#\/jobs\/(\d+)$/.exec(page.url()), 10000, 50);
+      const id = Number(url[1]);
+      await waitForState("completed", 30000);
+      const view = (await api("GET", `/api/jobs/${id}`)).body;
+      assert.deepEqual(view.spec.transform, { [from]: [{ drop: "pad" }, { set: "env", value: "staging" }] });
+      assert.equal(view.progress.docs, COUNT, JSON.stringify(view.progress));
+      assert.equal(view.spec.adaptive ?? null, null, "a form of this test's fields only");
+      // The job's spec shows the transform, pattern by pattern.
+      assert.equal(await text(`#job-spec [data-field="transform"] li[data-pattern="${from}"]`), `${from}: drop pad, set env = "staging"`);
+      assert.equal(await countDocuments(destination, to), COUNT);
+      assert.equal(await countDocuments(destination, to, { pad: { $exists: true } }), 0, "pad was dropped");
+      assert.equal(await countDocuments(destination, to, { env: "staging" }), COUNT, "env was set");
+      assert.equal(await countDocuments(source, from, { pad: { $exists: true } }), COUNT, "the source is untouched");
+      await page.screenshot({ path: screenshotPath("16h-transform-job"), fullPage: true });
+      assertNoProblems();
+    } finally {
+      page.off("request", countPosts);
+      removeTempDir(fileDir);
     }
   });
 

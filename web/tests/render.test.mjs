@@ -5,7 +5,8 @@
 // figures, recent mismatches, what the commit proved), the writes after its commit point, and why
 // its Commit button is not ready; a sync that lost its history (phase, notice); a reconcile's
 // mode, panel (equal, written, extras deleted or kept), row and progress; the load guard's panel,
-// its held ranges (shaded on the chart) and a held job's row.
+// its held ranges (shaded on the chart) and a held job's row; a transform file read, summed up
+// and shown in the spec and the plan.
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -1054,4 +1055,58 @@ test("a held job's row says so, with the reason as its title; a writing or ended
   assert.ok(held.includes('<span class="job-held" data-field="held" title="flag file &quot;/tmp/&lt;x&gt;&quot; exists">held</span>'), held);
   assert.ok(!R.jobRowHtml(guarded({ settings: {} })).includes("job-held"));
   assert.ok(!R.jobRowHtml(guarded({ throttled: true, settings: {} }, "completed")).includes("job-held"));
+});
+
+test("reads a transform file: an object of patterns, else a problem naming the file", () => {
+  const text = '{"shop.users": [{"drop": "pad"}, {"set": "env", "value": "staging"}], "logs.*": [{"redact": "ip"}]}';
+  const read = R.parseTransform("mask.json", text);
+  assert.deepEqual(read, { value: { "shop.users": [{ drop: "pad" }, { set: "env", value: "staging" }], "logs.*": [{ redact: "ip" }] } });
+  // In the order written: a namespace two patterns match gets their steps in that order.
+  assert.deepEqual(Object.keys(read.value), ["shop.users", "logs.*"]);
+  assert.match(R.parseTransform("notes.txt", "drop pad").problem, /^transform file notes\.txt is not valid JSON: /);
+  assert.match(R.parseTransform("empty.json", "").problem, /^transform file empty\.json is not valid JSON/);
+  for (const other of ["[]", "null", "3", '"x"']) {
+    assert.equal(R.parseTransform("t.json", other).problem, "transform file t.json must be a JSON object of namespace patterns, each with a list of steps");
+  }
+  // Its problems go under the file input, as the service's do ("transform: shop.users, step 1 …").
+  assert.equal(R.problemField(R.parseTransform("t.json", "[]").problem), "transform");
+  assert.equal(R.problemField('transform: shop.users, step 1 {"drop":1}: expected a path'), "transform");
+  assert.equal(R.problemField("allow_transform_move: only a move deletes from the source"), null);
+});
+
+test("a transform's summary counts its patterns and steps", () => {
+  assert.equal(R.transformSummary({ "a.b": [{ drop: "x" }, { redact: "y" }], "c.*": [{ hmac: "z" }, { drop: "p" }, { drop: "q" }] }), "2 patterns, 5 steps");
+  assert.equal(R.transformSummary({ "a.b": [{ drop: "x" }] }), "1 pattern, 1 step");
+  assert.equal(R.transformSummary({}), "0 patterns, 0 steps");
+  // A pattern without a list (the service refuses it) has no steps to count.
+  assert.equal(R.transformSummary({ "a.b": { drop: "x" } }), "1 pattern, 0 steps");
+});
+
+test("each transform step is worded as the service words it", () => {
+  assert.equal(R.stepLabel({ drop: "a.b" }), "drop a.b");
+  assert.equal(R.stepLabel({ rename: "tel", to: "phone" }), "rename tel to phone");
+  assert.equal(R.stepLabel({ set: "env", value: "staging" }), 'set env = "staging"');
+  assert.equal(R.stepLabel({ set: "n", value: { a: [1] } }), 'set n = {"a":[1]}');
+  assert.equal(R.stepLabel({ redact: "ssn" }), "redact ssn");
+  assert.equal(R.stepLabel({ hmac: "email" }), "hmac email");
+  assert.equal(R.stepLabel({ shout: "x" }), '{"shout":"x"}');
+  assert.equal(R.stepLabel(null), "null");
+});
+
+test("the spec shows a transform's patterns and steps, escaped, and nothing without one", () => {
+  assert.ok(!R.specHtml(baseView).includes("transform"), "no transform, no row");
+  const transform = { "shop.users": [{ drop: "pad" }, { set: "env", value: "<b>staging</b>" }], "<i>x</i>.*": [{ rename: "a", to: "b" }] };
+  const html = R.specHtml({ ...baseView, spec: { ...baseView.spec, transform } });
+  assert.ok(html.includes("<dt>transform</dt>"), html);
+  assert.ok(html.includes('<li data-pattern="shop.users"><code>shop.users</code>: drop pad, set env = &quot;&lt;b&gt;staging&lt;/b&gt;&quot;</li>'), html);
+  assert.ok(html.includes('<li data-pattern="&lt;i&gt;x&lt;/i&gt;.*"><code>&lt;i&gt;x&lt;/i&gt;.*</code>: rename a to b</li>'), html);
+  assert.ok(!html.includes("<b>") && !html.includes("<i>"), html);
+});
+
+test("a plan shows each namespace's transform steps, escaped", () => {
+  const namespace = { source: "shop.users", destination: "copy.users", documents: 3, bytes: 300, indexes: [], destination_state: "absent" };
+  const plan = { namespaces: [namespace], views: [], problems: [], documents: 3, bytes: 300, estimate: null, drop: false, indexes: "after", blocked: false };
+  assert.ok(!R.planHtml(plan).includes("plan-transform"), "no transform, no row");
+  const html = R.planHtml({ ...plan, namespaces: [{ ...namespace, transform: ["drop pad", 'set env = "<b>"'] }] });
+  assert.ok(html.includes('<td colspan="4" data-field="transform"><span class="muted">transform:</span> drop pad, set env = &quot;&lt;b&gt;&quot;</td>'), html);
 });
