@@ -188,18 +188,20 @@ impl Steps {
         &self.steps
     }
 
-    /// The document as it is written.
-    pub fn apply(&self, raw: RawDocumentBuf) -> Result<RawDocumentBuf, String> {
+    /// The document as it is written; the document as it was, and why, when the steps cannot
+    /// read it.
+    pub fn apply(&self, raw: RawDocumentBuf) -> Result<RawDocumentBuf, (RawDocumentBuf, String)> {
         if !self.steps.iter().any(|s| s.touches(&raw)) {
             return Ok(raw);
         }
-        let mut doc: Document = raw
-            .to_document()
-            .map_err(|e| format!("a document that cannot be read: {e}"))?;
+        let mut doc: Document = match raw.to_document() {
+            Ok(doc) => doc,
+            Err(e) => return Err((raw, format!("a document that cannot be read: {e}"))),
+        };
         for step in &self.steps {
             self.apply_step(step, &mut doc);
         }
-        RawDocumentBuf::from_document(&doc).map_err(|e| format!("cannot encode: {e}"))
+        RawDocumentBuf::from_document(&doc).map_err(|e| (raw, format!("cannot encode: {e}")))
     }
 
     fn apply_step(&self, step: &Step, doc: &mut Document) {

@@ -34,9 +34,9 @@ impl Transforming {
     fn transform(steps: &Steps, docs: Vec<RawDocumentBuf>) -> (Vec<RawDocumentBuf>, Vec<Refused>) {
         let (mut out, mut refused) = (Vec::with_capacity(docs.len()), Vec::new());
         for doc in docs {
-            match steps.apply(doc.clone()) {
+            match steps.apply(doc) {
                 Ok(done) => out.push(done),
-                Err(reason) => refused.push(Refused {
+                Err((doc, reason)) => refused.push(Refused {
                     doc,
                     code: None,
                     reason: format!("transform: {reason}"),
@@ -71,14 +71,8 @@ impl Transforming {
         let mut out = Vec::with_capacity(writes.len());
         for write in writes {
             let done = match write {
-                Write::Insert(doc) => steps
-                    .apply(doc.clone())
-                    .map(Write::Insert)
-                    .map_err(|e| (doc, e)),
-                Write::Replace(doc) => steps
-                    .apply(doc.clone())
-                    .map(Write::Replace)
-                    .map_err(|e| (doc, e)),
+                Write::Insert(doc) => steps.apply(doc).map(Write::Insert),
+                Write::Replace(doc) => steps.apply(doc).map(Write::Replace),
                 delete @ Write::Delete(_) => Ok(delete),
             };
             match done {
