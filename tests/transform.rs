@@ -62,6 +62,13 @@ fn run(argv: &[&str]) -> std::process::Output {
     mongoferry(argv, Duration::from_secs(60))
 }
 
+/// `command` from the test's source to its destination, on `ns`, with `more` flags.
+fn job(command: &str, env: &TestEnv, ns: &str, more: &[&str]) -> std::process::Output {
+    let mut argv = vec![command, "--from", &env.src, "--to", &env.dst, "--ns", ns];
+    argv.extend(more);
+    run(&argv)
+}
+
 #[test]
 fn a_masked_copy_keeps_references_consistent_verifies_and_journals_what_it_wrote() {
     TestEnv::start().run(|env| async move {
@@ -175,23 +182,21 @@ fn a_masked_copy_keeps_references_consistent_verifies_and_journals_what_it_wrote
             )
             .await
             .unwrap();
-        let out = run(&[
+        let out = job(
             "reconcile",
-            "--from",
-            &env.src,
-            "--to",
-            &env.dst,
-            "--ns",
+            &env,
             &ns,
-            "--state",
-            &state,
-            "--transform",
-            &transform,
-            "--transform-key-file",
-            &key,
-            "--json",
-            "--quiet",
-        ]);
+            &[
+                "--state",
+                &state,
+                "--transform",
+                &transform,
+                "--transform-key-file",
+                &key,
+                "--json",
+                "--quiet",
+            ],
+        );
         assert!(out.status.success(), "{}", stderr(&out));
         let summary: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
         assert_eq!(summary["reconcile"]["written"], 2, "{summary}");
@@ -258,21 +263,19 @@ fn a_bad_transform_is_refused_before_anything_is_written_naming_file_namespace_a
             let file = dir.path().join("bad.json");
             std::fs::write(&file, text).unwrap();
             let file = file.display().to_string();
-            let out = run(&[
+            let out = job(
                 "copy",
-                "--from",
-                &env.src,
-                "--to",
-                &env.dst,
-                "--ns",
+                &env,
                 &ns,
-                "--state",
-                &state,
-                "--transform",
-                &file,
-                "--transform-key-file",
-                &key,
-            ]);
+                &[
+                    "--state",
+                    &state,
+                    "--transform",
+                    &file,
+                    "--transform-key-file",
+                    &key,
+                ],
+            );
             assert_eq!(out.status.code(), Some(2), "{text}: {}", stderr(&out));
             for part in expected {
                 assert!(
@@ -286,19 +289,12 @@ fn a_bad_transform_is_refused_before_anything_is_written_naming_file_namespace_a
         let file = dir.path().join("hmac.json");
         std::fs::write(&file, json!({&pattern: [{"hmac": "email"}]}).to_string()).unwrap();
         let file = file.display().to_string();
-        let out = run(&[
+        let out = job(
             "copy",
-            "--from",
-            &env.src,
-            "--to",
-            &env.dst,
-            "--ns",
+            &env,
             &ns,
-            "--state",
-            &state,
-            "--transform",
-            &file,
-        ]);
+            &["--state", &state, "--transform", &file],
+        );
         assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
         assert!(
             stderr(&out).contains("hmac email` needs a key"),
@@ -306,21 +302,19 @@ fn a_bad_transform_is_refused_before_anything_is_written_naming_file_namespace_a
             stderr(&out)
         );
         // A move refuses a transform without its flag, and with it moves the masked copies.
-        let out = run(&[
+        let out = job(
             "move",
-            "--from",
-            &env.src,
-            "--to",
-            &env.dst,
-            "--ns",
+            &env,
             &ns,
-            "--state",
-            &state,
-            "--transform",
-            &file,
-            "--transform-key-file",
-            &key,
-        ]);
+            &[
+                "--state",
+                &state,
+                "--transform",
+                &file,
+                "--transform-key-file",
+                &key,
+            ],
+        );
         assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
         assert!(
             stderr(&out).contains("--allow-transform-move"),
@@ -332,22 +326,20 @@ fn a_bad_transform_is_refused_before_anything_is_written_naming_file_namespace_a
             collection_names(&dst, &d).await.is_empty(),
             "nothing written"
         );
-        let out = run(&[
+        let out = job(
             "move",
-            "--from",
-            &env.src,
-            "--to",
-            &env.dst,
-            "--ns",
+            &env,
             &ns,
-            "--state",
-            &state,
-            "--transform",
-            &file,
-            "--transform-key-file",
-            &key,
-            "--allow-transform-move",
-        ]);
+            &[
+                "--state",
+                &state,
+                "--transform",
+                &file,
+                "--transform-key-file",
+                &key,
+                "--allow-transform-move",
+            ],
+        );
         assert!(out.status.success(), "{}", stderr(&out));
         let moved = dump(&dst, &d, "customers").await;
         assert_eq!(moved.len(), 5);
@@ -427,20 +419,18 @@ fn a_sync_writes_only_masked_values_as_the_source_changes() {
                 "{doc}"
             );
         }
-        let out = run(&[
+        let out = job(
             "verify",
-            "--from",
-            &env.src,
-            "--to",
-            &env.dst,
-            "--ns",
+            &env,
             &ns,
-            "--documents-only",
-            "--transform",
-            &transform,
-            "--transform-key-file",
-            &key,
-        ]);
+            &[
+                "--documents-only",
+                "--transform",
+                &transform,
+                "--transform-key-file",
+                &key,
+            ],
+        );
         assert!(out.status.success(), "{}", stdout(&out));
     });
 }
@@ -462,17 +452,7 @@ fn plan_lists_each_namespaces_steps_and_a_pattern_that_matches_nothing() {
         std::fs::write(&path, text.to_string()).unwrap();
         let file = path.display().to_string();
         let ns = format!("{s}.*:{d}");
-        let out = run(&[
-            "plan",
-            "--from",
-            &env.src,
-            "--to",
-            &env.dst,
-            "--ns",
-            &ns,
-            "--transform",
-            &file,
-        ]);
+        let out = job("plan", &env, &ns, &["--transform", &file]);
         let text = stdout(&out);
         assert!(
             text.contains(&format!(
@@ -493,20 +473,12 @@ fn plan_lists_each_namespaces_steps_and_a_pattern_that_matches_nothing() {
             "{text}"
         );
         let key = key_file(dir.path(), KEY);
-        let out = run(&[
+        let out = job(
             "plan",
-            "--from",
-            &env.src,
-            "--to",
-            &env.dst,
-            "--ns",
+            &env,
             &ns,
-            "--transform",
-            &file,
-            "--transform-key-file",
-            &key,
-            "--json",
-        ]);
+            &["--transform", &file, "--transform-key-file", &key, "--json"],
+        );
         let plan: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
         assert_eq!(plan["blocked"], false, "{plan}");
         let customers = &plan["namespaces"]
@@ -538,20 +510,12 @@ fn a_replay_transforms_a_journal_of_plain_writes() {
         let journal = dir.path().join("journal").display().to_string();
         let state = dir.path().join("state.db").display().to_string();
         let ns = format!("{s}.customers:{d}.customers");
-        let out = run(&[
+        let out = job(
             "copy",
-            "--from",
-            &env.src,
-            "--to",
-            &env.dst,
-            "--ns",
+            &env,
             &ns,
-            "--state",
-            &state,
-            "--journal",
-            &journal,
-            "--quiet",
-        ]);
+            &["--state", &state, "--journal", &journal, "--quiet"],
+        );
         assert!(out.status.success(), "{}", stderr(&out));
         // The journal's namespace is the destination's: the transform names it.
         let path = dir.path().join("replay.json");

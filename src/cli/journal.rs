@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 
-use super::terminal::{human_bytes, run_in_terminal, Failure, EXIT_DIFFERENT};
+use super::terminal::{human_bytes, run_in_terminal, transform_key, Failure, EXIT_DIFFERENT};
 use crate::engine::control::throttle::Limits;
 use crate::engine::{DEFAULT_BATCH_SIZE, DEFAULT_WORKERS};
 use crate::journal::export::{self, ExportError, ExportFormat};
@@ -214,7 +214,7 @@ async fn run_replay(args: ReplayArgs) -> Result<(), Failure> {
     )?;
     if let Some(transform) = &args.transform {
         let rules = transform.rules().map_err(crate::spec::SpecError)?;
-        spec.transform = Some((rules, super::transform_key(&args.transform_key_file)?));
+        spec.transform = Some((rules, transform_key(&args.transform_key_file)?));
     }
     let prepared = replay::prepare(&spec).await?;
     if let Some(torn) = prepared.torn_tail() {

@@ -19,11 +19,10 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::transform::HmacKey;
 use journal::JournalCommand;
 use progress::{Progress, ProgressMode};
 use terminal::cancel_on_signal;
-use terminal::{human_bytes, run_in_terminal};
+use terminal::{human_bytes, run_in_terminal, transform_key};
 pub use terminal::{Failure, EXIT_DIFFERENT};
 
 use crate::bounds;
@@ -544,29 +543,6 @@ async fn run_copy_or_sync(args: CopyArgs, until_caught_up: bool) -> Result<(), F
     let outcome = copy_with_store(args, until_caught_up, spec, store.clone()).await;
     store.close().await;
     outcome
-}
-
-/// The key of a transform's `hmac` steps: the file's content (its last line break left
-/// out), else `MONGOFERRY_TRANSFORM_KEY`; at least 16 bytes.
-pub fn transform_key(file: &Option<std::path::PathBuf>) -> Result<Option<HmacKey>, Failure> {
-    let refused = |message: String| Failure { message, status: 2 };
-    let secret = match file {
-        Some(path) => std::fs::read_to_string(path)
-            .map(|text| text.trim_end_matches(['\r', '\n']).to_string())
-            .map_err(|e| refused(format!("--transform-key-file {}: {e}", path.display())))?,
-        None => match std::env::var("MONGOFERRY_TRANSFORM_KEY") {
-            Ok(key) => key,
-            Err(_) => return Ok(None),
-        },
-    };
-    if secret.len() < 16 {
-        return Err(refused(
-            "the transform key must be at least 16 bytes (--transform-key-file or \
-             MONGOFERRY_TRANSFORM_KEY)"
-                .into(),
-        ));
-    }
-    Ok(Some(HmacKey::new(secret.as_bytes())))
 }
 
 /// The store `--state` (or `MONGOFERRY_STATE`) and `--no-state` name ([`StoreChoice`]). A value

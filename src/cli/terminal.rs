@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::progress::{Progress, ProgressMode};
 use crate::engine::control::guard::LoadGuard;
 use crate::engine::stats::JobStats;
+use crate::engine::transform::HmacKey;
 use crate::engine::CopyError;
 use crate::run::outcome::{Asked, Outcome, Surface};
 use crate::spec::Mode;
@@ -142,4 +143,27 @@ pub(crate) fn human_bytes(bytes: u64) -> String {
     } else {
         format!("{value:.1} {}", UNITS[unit])
     }
+}
+
+/// The key of a transform's `hmac` steps: the file's content (its last line break left
+/// out), else `MONGOFERRY_TRANSFORM_KEY`; at least 16 bytes.
+pub fn transform_key(file: &Option<std::path::PathBuf>) -> Result<Option<HmacKey>, Failure> {
+    let refused = |message: String| Failure { message, status: 2 };
+    let secret = match file {
+        Some(path) => std::fs::read_to_string(path)
+            .map(|text| text.trim_end_matches(['\r', '\n']).to_string())
+            .map_err(|e| refused(format!("--transform-key-file {}: {e}", path.display())))?,
+        None => match std::env::var("MONGOFERRY_TRANSFORM_KEY") {
+            Ok(key) => key,
+            Err(_) => return Ok(None),
+        },
+    };
+    if secret.len() < 16 {
+        return Err(refused(
+            "the transform key must be at least 16 bytes (--transform-key-file or \
+             MONGOFERRY_TRANSFORM_KEY)"
+                .into(),
+        ));
+    }
+    Ok(Some(HmacKey::new(secret.as_bytes())))
 }
