@@ -596,8 +596,16 @@ fn valid_value(flag: &str) -> &'static str {
 fn every_flag_the_help_lists_is_accepted_and_described() {
     let dir = tempfile::tempdir().unwrap();
     let run = |argv: &[&str]| mongoferry_in(dir.path(), argv, &[], Duration::from_secs(20));
-    std::fs::write(dir.path().join("transform.json"), r#"{"db.c": [{"drop": "x"}]}"#).unwrap();
-    std::fs::write(dir.path().join("transform.key"), "a key of sixteen bytes or more").unwrap();
+    std::fs::write(
+        dir.path().join("transform.json"),
+        r#"{"db.c": [{"drop": "x"}]}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("transform.key"),
+        "a key of sixteen bytes or more",
+    )
+    .unwrap();
     let job = [
         "--from",
         "mongodb://127.0.0.1:9",
