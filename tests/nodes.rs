@@ -139,6 +139,15 @@ fn nodes_on_one_state_show_the_same_jobs_share_partitions_and_carry_commands() {
             .map(|n| n["role"].as_str().unwrap())
             .collect();
         assert_eq!(roles, ["runs", "helps"], "{both}");
+        // Each node counts both alive on the state.
+        for service in [&a, &b] {
+            let (_, metrics) = service.get("/metrics").await;
+            let metrics = metrics.as_str().unwrap().to_string();
+            assert!(
+                metrics.lines().any(|l| l == "mongoferry_service_nodes 2"),
+                "{metrics}"
+            );
+        }
 
         // Each node's metrics count what it copied itself: their sum counts each document once.
         let copied = |service: &Service| {

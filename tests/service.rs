@@ -639,6 +639,13 @@ fn refused_documents_are_visible_on_the_job_and_kept_on_disk() {
             error.contains("completed with 30 failed documents"),
             "{error}"
         );
+        // The metrics count them too: what the dashboard and the dead-letter alert read.
+        let (_, metrics) = service.get("/metrics").await;
+        let line = format!(
+            "mongoferry_dead_letters_total{{job=\"{}\",namespace=\"{s}.c\"}} 30",
+            job["id"]
+        );
+        assert!(metrics.as_str().unwrap().contains(&line), "{metrics}");
         let kept =
             std::fs::read_to_string(dir.path().join("copy-state.db.dead-letters.ndjson")).unwrap();
         assert_eq!(kept.lines().count(), 30);

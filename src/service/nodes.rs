@@ -22,6 +22,8 @@
 //! record; else the job is mirrored, never helped, and shows as interrupted if its node goes.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -115,6 +117,8 @@ pub struct Nodes {
     jobs_read: Mutex<Option<DateTime>>,
     /// When a failing beat was last logged: once a minute, not every beat.
     beat_failed: Mutex<Option<Instant>>,
+    /// The nodes alive at the last beat that read them, this one included (0: none read yet).
+    live: AtomicUsize,
     /// Writes of this node's jobs run one at a time.
     publishing: tokio::sync::Mutex<()>,
 }
@@ -143,6 +147,7 @@ impl Nodes {
             written: Mutex::default(),
             jobs_read: Mutex::default(),
             beat_failed: Mutex::default(),
+            live: AtomicUsize::new(0),
             publishing: tokio::sync::Mutex::new(()),
         }
     }
@@ -150,6 +155,11 @@ impl Nodes {
     /// The shared history (ids, spec claims, leaving).
     pub(super) fn shared(&self) -> &SharedHistory {
         &self.shared
+    }
+
+    /// The nodes alive at the last beat that read them, this one included (0: none read yet).
+    pub(super) fn live(&self) -> usize {
+        self.live.load(Relaxed)
     }
 
     /// This node's runs that help other nodes' jobs.
@@ -200,6 +210,7 @@ impl Nodes {
             .filter(|n| self.alive(n))
             .map(|n| n.node.as_str())
             .collect();
+        self.live.store(live.len(), Relaxed);
         // Every job at the first beat; then those written lately, and those not ended. The
         // window reaches back a lease and more, for writers whose clocks run behind.
         let read_at = DateTime::now();

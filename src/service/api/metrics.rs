@@ -2,7 +2,8 @@
 //!
 //! In: the job manager's jobs and their stats. Out: documents and bytes copied per job and
 //! namespace, failed jobs, queue batches pushed and popped, batch latency histograms, workers and
-//! the state of each job, a sync job's lag and changes applied by type. Labels are a small fixed
+//! the state of each job, a sync job's lag and changes applied by type, documents refused (dead
+//! letters), and the service nodes alive on a shared state. Labels are a small fixed
 //! set: `job`, `namespace`, `state`, `le`, `type`, `kind`, and the load guard's `reason` and
 //! `signal`; a move job's documents verified, deleted and kept.
 
@@ -58,6 +59,7 @@ pub async fn render(State(manager): State<Arc<JobManager>>) -> Response {
     load_guard(&mut out, &views);
     sync_and_move(&mut out, &views);
     queue(&mut out, &live);
+    nodes(&mut out, &manager);
     (
         [(
             header::CONTENT_TYPE,
@@ -68,7 +70,7 @@ pub async fn render(State(manager): State<Arc<JobManager>>) -> Response {
         .into_response()
 }
 
-/// Documents and bytes written, per job and namespace.
+/// Documents and bytes written, and documents refused (dead letters), per job and namespace.
 fn documents(out: &mut String, views: &[JobView]) {
     family(
         out,
@@ -101,6 +103,23 @@ fn documents(out: &mut String, views: &[JobView]) {
                 view.id,
                 escape(&ns.source.to_string()),
                 ns.bytes
+            );
+        }
+    }
+    family(
+        out,
+        "dead_letters_total",
+        "counter",
+        "Documents the destination refused, kept as dead letters.",
+    );
+    for view in views {
+        for ns in view.progress.iter().flat_map(|p| &p.namespaces) {
+            let _ = writeln!(
+                out,
+                "mongoferry_dead_letters_total{{job=\"{}\",namespace=\"{}\"}} {}",
+                view.id,
+                escape(&ns.source.to_string()),
+                ns.failed
             );
         }
     }
@@ -438,6 +457,19 @@ fn queue(out: &mut String, live: &[(String, Arc<JobStats>)]) {
     for (job, stats) in live {
         histogram(out, "batch_write_seconds", job, &stats.write_latency);
     }
+}
+
+/// The service nodes alive on the service's MongoDB state, as this node's last beat saw them; 1
+/// (this node) without a shared state.
+fn nodes(out: &mut String, manager: &JobManager) {
+    family(
+        out,
+        "service_nodes",
+        "gauge",
+        "Service nodes alive on the shared state at this node's last beat, itself included (1 without a shared state).",
+    );
+    let live = manager.nodes().map_or(1, |nodes| nodes.live().max(1));
+    let _ = writeln!(out, "mongoferry_service_nodes {live}");
 }
 
 /// Label values escape backslash, double quote and newline.
