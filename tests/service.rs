@@ -253,6 +253,90 @@ fn two_jobs_at_once_and_history_survives_a_restart() {
     drop(env);
 }
 
+/// Issue 32: a job looked at only after it ended shows its charts from its first second, and a
+/// restarted service shows the same.
+#[test]
+fn a_job_seen_only_after_it_ended_has_its_whole_series_even_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("jobs.json");
+    let service = Service::start(&state);
+    let env = TestEnv::start();
+    let (s, d) = (env.src_db("series"), env.dst_db("series"));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (job, series) = runtime.block_on(async {
+        tokio::time::timeout(TEST_TIMEOUT, async {
+            let src = env.src_client().await;
+            insert_raw(&src, &s, "c", &sample_docs(4_000, 256)).await;
+            let mut body = spec(&env, &format!("{s}.c"), &format!("{d}.c"));
+            body["rate"] = json!(1_000);
+            let (status, job) = service.post("/api/jobs", body).await;
+            assert_eq!(status, 202, "{job}");
+            // Nobody watches it run: the next look is at its end.
+            let id = job["id"].clone();
+            let job = service
+                .wait_for(&id, "completed", |j| j["state"] == "completed")
+                .await;
+            let (status, series) = service.get(&format!("/api/jobs/{id}/series")).await;
+            assert_eq!(status, 200, "{series}");
+            (job, series["series"].clone())
+        })
+        .await
+        .expect("bounded")
+    });
+    let created = job["created_at"].as_f64().unwrap();
+    let finished = job["finished_at"].as_f64().unwrap();
+    let docs = series["docs_per_sec"].as_array().expect("docs/s");
+    let times: Vec<f64> = docs.iter().map(|p| p[0].as_f64().unwrap()).collect();
+    assert!(
+        times.len() >= 3,
+        "about a point a second of a ~4 s job: {series}"
+    );
+    assert!(
+        times[0] - created < 2.0,
+        "from its first second: first point {:.2} s after its creation",
+        times[0] - created
+    );
+    assert!(
+        (finished - times[times.len() - 1]).abs() < 1.0,
+        "to its end: last point {:.2} s before it ended",
+        finished - times[times.len() - 1]
+    );
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "in time order");
+    let peak = docs
+        .iter()
+        .map(|p| p[1].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    assert!(
+        peak > 300.0 && peak < 2_000.0,
+        "docs/s near the 1,000 limit: {peak}"
+    );
+    for (measure, expected) in [("rate_limit", Some(1_000.0)), ("workers", None)] {
+        let points = series[measure].as_array().expect(measure);
+        assert_eq!(
+            points.len(),
+            times.len(),
+            "{measure}: a value at every time"
+        );
+        if let Some(expected) = expected {
+            assert!(points.iter().all(|p| p[1].as_f64() == Some(expected)));
+        }
+    }
+    assert!(series.get("sync_lag_secs").is_none(), "a copy has no lag");
+    assert!(state.with_extension("series").join("1.json").exists());
+    assert!(service.stop(), "clean exit on SIGTERM");
+
+    let service = Service::start(&state);
+    runtime.block_on(async {
+        let (status, again) = service.get("/api/jobs/1/series").await;
+        assert_eq!(status, 200);
+        assert_eq!(again["series"], series, "the same series after a restart");
+        let (status, _) = service.get("/api/jobs/99/series").await;
+        assert_eq!(status, 404);
+    });
+    drop(service);
+    drop(env);
+}
+
 #[test]
 fn bad_requests_get_clear_errors_and_secrets_stay_hidden() {
     let dir = tempfile::tempdir().unwrap();

@@ -17,8 +17,11 @@
 import * as R from "./render.mjs";
 
 const LIST_EVERY_MS = 1000;
-/** Samples kept per job for the charts: 15 minutes at one a second. */
-const KEPT_SAMPLES = 900;
+/**
+ * Samples kept per job for the charts: the job's saved series (at most 1,000 points, its whole
+ * life) and about 15 minutes more at one a second.
+ */
+const KEPT_SAMPLES = 2000;
 const MIN_SAMPLE_GAP_SECS = 0.5;
 const WORKER_COLOURS = ["#d9480f", "#2b8a3e", "#7048e8", "#c2255c", "#1098ad", "#e67700", "#5c940d", "#862e9c"];
 
@@ -392,6 +395,10 @@ async function showJob(id) {
     $("#job-missing").textContent = result.data?.error ?? `job ${id} cannot be shown`;
     return;
   }
+  // The job's whole history first, then the event stream extends it.
+  const series = await api("GET", `/api/jobs/${id}/series`);
+  if (page.jobId !== id) return;
+  if (series.ok) page.samples.set(id, R.samplesFromSeries(series.data.series));
   makeCharts(result.data);
   update(result.data);
   if (result.data.state === "interrupted") watchInterrupted(result.data);

@@ -543,6 +543,24 @@ export function phaseLabel(phase) {
   return SYNC_PHASES[phase]?.[0] ?? String(phase ?? "");
 }
 
+/**
+ * The chart samples of a job's saved series (`GET /api/jobs/{id}/series`), oldest first: one per
+ * time of its docs/s, with the rate limit and the lag of the same time (null where none).
+ */
+export function samplesFromSeries(series) {
+  const valueAt = (name) => new Map((series?.[name] ?? []).map(([t, v]) => [t, v]));
+  const limits = valueAt("rate_limit");
+  const lags = valueAt("sync_lag_secs");
+  return (series?.docs_per_sec ?? []).map(([t, docs]) => ({
+    t,
+    total: docs,
+    limit: limits.get(t) ?? null,
+    workers: {},
+    workerRates: {},
+    lag: lags.get(t) ?? null,
+  }));
+}
+
 /** The phases in which a sync follows the source's changes, so has a lag. */
 const LAGGING_PHASES = new Set(["catching_up", "live", "committing"]);
 

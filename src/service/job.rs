@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
 
+use super::series::{Sampler, Series};
 use crate::engine::control::adaptive::{Adaptive, AdaptiveView};
 use crate::engine::control::guard::GuardView;
 use crate::engine::control::throttle::{Limits, Throttle};
@@ -270,6 +271,8 @@ pub struct Job {
     pub commit: CancellationToken,
     state: watch::Sender<JobState>,
     inner: Mutex<JobInner>,
+    /// The charts' points of this node's run, and what the next rates are taken from.
+    series: Mutex<(Series, Sampler)>,
 }
 
 struct JobInner {
@@ -333,6 +336,7 @@ impl Job {
                 elsewhere: None,
                 shares: vec![],
             }),
+            series: Mutex::default(),
         }
     }
 
@@ -360,6 +364,7 @@ impl Job {
                 elsewhere: None,
                 shares: vec![],
             }),
+            series: Mutex::default(),
         }
     }
 
@@ -477,6 +482,30 @@ impl Job {
         let mut inner = self.inner.lock();
         inner.stats = Some(stats);
         inner.adaptive = adaptive;
+    }
+
+    /// Adds the point of now to the job's series (see [`super::series`]).
+    pub fn sample(&self) {
+        let Some(stats) = self.stats() else { return };
+        let view = self.view();
+        let now = unix_now();
+        let mut series = self.series.lock();
+        let (series, sampler) = &mut *series;
+        series.push(now, sampler.sample(now, &view, &stats.write_latency));
+    }
+
+    /// The series of this node's run (empty before it started, and for a job of the history).
+    pub fn series(&self) -> Series {
+        self.series.lock().0.clone()
+    }
+
+    /// Continues the series saved by an earlier run of the job (a restart, a take-over), unless
+    /// this run has points already.
+    pub fn continue_series(&self, saved: Series) {
+        let mut series = self.series.lock();
+        if series.0.is_empty() {
+            series.0 = saved;
+        }
     }
 
     /// The live counters, once the job has started.

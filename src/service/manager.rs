@@ -22,6 +22,7 @@ pub use super::command::{Command, CommandError};
 use super::credentials::CredentialsKey;
 use super::job::{Event, Job, JobId, JobRecord, JobState, NodeRole};
 use super::nodes::{self, Nodes};
+use super::series::{self, Series};
 use crate::bounds;
 use crate::engine::control::throttle::{Limiter, Limits, Throttle};
 use crate::engine::transform::HmacKey;
@@ -548,6 +549,13 @@ impl JobManager {
     }
 
     async fn run_job(self: Arc<Self>, job: Arc<Job>, spec: CopySpec, role: NodeRole) {
+        let runs = role == NodeRole::Runs;
+        // A job continued after a restart or taken over goes on with the series saved so far.
+        if runs {
+            if let Some(saved) = self.stored_series(job.id).await {
+                job.continue_series(saved);
+            }
+        }
         let outcome = match copy::prepare(&spec, self.state.clone()).await {
             Err(e) => Err(e),
             // Cancelled while connecting: the run stops at once and closes the clients.
@@ -562,7 +570,14 @@ impl JobManager {
                 // Refused when it was paused or cancelled meanwhile: that state stays.
                 let _ = job.apply(Event::Started);
                 tracing::info!("job {} running", job.id);
-                prepared.run(job.cancel.clone()).await
+                let run = prepared.run(job.cancel.clone());
+                match runs {
+                    true => tokio::select! {
+                        outcome = run => outcome,
+                        () = self.sample_while_running(&job) => unreachable!("samples until the run ends"),
+                    },
+                    false => run.await,
+                }
             }
         };
         let stopping = self.stopping.load(Ordering::SeqCst);
@@ -573,7 +588,81 @@ impl JobManager {
         if let Some(nodes) = self.nodes() {
             nodes.helped_out(&job);
         }
+        if runs {
+            job.sample();
+            self.save_series(&job).await;
+        }
         self.save().await;
+    }
+
+    /// Samples a running job's series once a second and saves them every
+    /// [`series::SAVE_EVERY`]; never returns (the run it goes beside ends it).
+    async fn sample_while_running(&self, job: &Job) {
+        let mut tick = tokio::time::interval(series::SAMPLE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut saved = tokio::time::Instant::now();
+        loop {
+            tick.tick().await;
+            job.sample();
+            if saved.elapsed() >= series::SAVE_EVERY {
+                self.save_series(job).await;
+                saved = tokio::time::Instant::now();
+            }
+        }
+    }
+
+    /// Saves a job's series with the history (if the service keeps one). A failed write is
+    /// logged: the job goes on.
+    async fn save_series(&self, job: &Job) {
+        let series = job.series();
+        let id = job.id.0;
+        let saved = match &self.history {
+            History::None => return,
+            History::File(file) => {
+                let file = file.clone();
+                match tokio::task::spawn_blocking(move || file.save_series(id, &series)).await {
+                    Ok(saved) => saved.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            History::Shared(nodes) => nodes
+                .shared()
+                .put_series(id, &series)
+                .await
+                .map_err(|e| e.to_string()),
+        };
+        if let Err(e) = saved {
+            tracing::warn!("job {id}: its chart series were not saved: {e}");
+        }
+    }
+
+    /// The series saved for job `id`, if any (an unreadable one is logged and left out).
+    async fn stored_series(&self, id: JobId) -> Option<Series> {
+        let loaded = match &self.history {
+            History::None => return None,
+            History::File(file) => {
+                let file = file.clone();
+                match tokio::task::spawn_blocking(move || file.load_series(id.0)).await {
+                    Ok(loaded) => loaded.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            History::Shared(nodes) => nodes.shared().series(id.0).await.map_err(|e| e.to_string()),
+        };
+        loaded.unwrap_or_else(|e| {
+            tracing::warn!("job {id}: its saved chart series cannot be read: {e}");
+            None
+        })
+    }
+
+    /// A job's series: its run's here, else those saved (a job of the history, or one another
+    /// node runs, saved by that node every [`series::SAVE_EVERY`]).
+    pub async fn series(&self, job: &Job) -> Series {
+        let live = job.series();
+        if !live.is_empty() && job.runs_elsewhere().is_none() {
+            return live;
+        }
+        self.stored_series(job.id).await.unwrap_or(live)
     }
 
     /// Carries an operator's command to a job.

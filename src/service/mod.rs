@@ -21,6 +21,7 @@ pub mod credentials;
 pub mod job;
 pub mod manager;
 pub mod nodes;
+pub mod series;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -5,7 +5,10 @@
 //! a crash leaves either the old or the new history, never half of one. The records' shape is the
 //! service's ([`crate::service::job::JobRecord`]); this file only keeps them.
 //!
-//! Format: `{"version": 1, "jobs": [record, ...]}` (see docs/ARCHITECTURE.md).
+//! Format: `{"version": 1, "jobs": [record, ...]}` (see docs/ARCHITECTURE.md). Each job's chart
+//! series ([`crate::service::series`]) are kept apart, one file per job in a directory beside
+//! the history (`jobs.json` → `jobs.series/7.json`), so that sampling a running job rewrites its
+//! own small file and never the whole history.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -72,6 +75,37 @@ impl HistoryFile {
         Ok(history.jobs)
     }
 
+    /// The directory of the jobs' series: the history's name with `.series` for its extension.
+    fn series_dir(&self) -> PathBuf {
+        self.path.with_extension("series")
+    }
+
+    /// Job `id`'s series, if saved.
+    pub fn load_series<S: DeserializeOwned>(&self, id: u64) -> Result<Option<S>, HistoryError> {
+        let path = self.series_dir().join(format!("{id}.json"));
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(HistoryError::Read { path, source }),
+        };
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| HistoryError::Corrupt {
+                path,
+                reason: e.to_string(),
+            })
+    }
+
+    /// Replaces job `id`'s series, atomically.
+    pub fn save_series<S: Serialize>(&self, id: u64, series: &S) -> Result<(), HistoryError> {
+        let dir = self.series_dir();
+        let path = dir.join(format!("{id}.json"));
+        let text = serde_json::to_vec(series).expect("series serialise");
+        std::fs::create_dir_all(&dir)
+            .and_then(|()| write_bytes_atomic(&path, &text))
+            .map_err(|source| HistoryError::Write { path, source })
+    }
+
     /// Replaces the history with `jobs`, atomically.
     pub fn save<R: Serialize>(&self, jobs: Vec<R>) -> Result<(), HistoryError> {
         let failed = |source| HistoryError::Write {
@@ -108,6 +142,24 @@ mod tests {
         std::fs::write(file.path(), "{ nope").unwrap();
         assert!(matches!(
             file.load::<serde_json::Value>(),
+            Err(HistoryError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn series_are_kept_per_job_beside_the_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = HistoryFile::new(dir.path().join("jobs.json"));
+        assert_eq!(file.load_series::<Vec<f64>>(3).unwrap(), None);
+        file.save_series(3, &vec![1.5, 2.5]).unwrap();
+        assert_eq!(
+            file.load_series::<Vec<f64>>(3).unwrap(),
+            Some(vec![1.5, 2.5])
+        );
+        assert!(dir.path().join("jobs.series/3.json").exists());
+        std::fs::write(dir.path().join("jobs.series/3.json"), "[1,").unwrap();
+        assert!(matches!(
+            file.load_series::<Vec<f64>>(3),
             Err(HistoryError::Corrupt { .. })
         ));
     }

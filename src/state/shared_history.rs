@@ -3,7 +3,7 @@
 //!
 //! In: the records and views of the jobs this node runs (JSON text, already redacted: no
 //! credentials in clear, at most sealed ones: `serve --credentials-key-file`), this node's heartbeat with its share of each job it works on, operators'
-//! commands for jobs that other nodes run, and the claims of the specs this node starts. Out: the same, to every node on the database. Five
+//! commands for jobs that other nodes run, and the claims of the specs this node starts. Out: the same, to every node on the database. Six
 //! collections beside the [store](super::mongo)'s (docs/ARCHITECTURE.md), with majority writes
 //! and reads:
 //!
@@ -17,6 +17,8 @@
 //! - `service_specs`: `{_id: spec identity, job, node, at}`: the job that holds each spec, so that
 //!   a spec submitted to two nodes at once starts one job (the `_id` is the claim: one insert
 //!   wins); moved to a new job only from one that ended.
+//! - `service_series`: `{_id: job id, series, updated}`: a job's chart series
+//!   ([`crate::service::series`]), written by the node that runs it.
 //!
 //! Records, views, shares and commands are the service's JSON, opaque here.
 
@@ -44,6 +46,7 @@ pub struct SharedHistory {
     commands: Collection<Document>,
     counters: Collection<Document>,
     specs: Collection<Document>,
+    series: Collection<Document>,
     /// This node: `host:pid:random`, unique for the life of the process.
     node: String,
 }
@@ -108,6 +111,7 @@ impl SharedHistory {
             commands: store.collection("service_commands"),
             counters: store.collection("counters"),
             specs: store.collection("service_specs"),
+            series: store.collection("service_series"),
             node,
         }
     }
@@ -314,6 +318,38 @@ impl SharedHistory {
             .await
             .map_err(|e| self.failed(&e))?;
         Ok(taken.modified_count == 1)
+    }
+
+    /// Replaces job `id`'s series (stored as JSON text, like the records).
+    pub async fn put_series(&self, id: u64, series: &impl Serialize) -> Result<(), StateError> {
+        let series = serde_json::to_string(series).expect("series serialise");
+        self.series
+            .update_one(
+                doc! { "_id": id as i64 },
+                doc! { "$set": { "series": series, "updated": DateTime::now() } },
+            )
+            .upsert(true)
+            .await
+            .map_err(|e| self.failed(&e))?;
+        Ok(())
+    }
+
+    /// Job `id`'s series, if stored and readable.
+    pub async fn series<S: DeserializeOwned>(&self, id: u64) -> Result<Option<S>, StateError> {
+        let found = self
+            .series
+            .find_one(doc! { "_id": id as i64 })
+            .await
+            .map_err(|e| self.failed(&e))?;
+        let Some(text) = found.as_ref().and_then(|d| d.get_str("series").ok()) else {
+            return Ok(None);
+        };
+        serde_json::from_str(text)
+            .map(Some)
+            .map_err(|e| StateError::Database {
+                location: self.location.clone(),
+                reason: format!("the series of job {id} are unreadable: {e}"),
+            })
     }
 
     /// This node's heartbeat, with its share of each job it works on.

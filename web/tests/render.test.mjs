@@ -119,6 +119,21 @@ test("computes each worker's rate over the last seconds", () => {
   assert.deepEqual(R.workerRates(later, 5), { 0: 100, 1: 0, 2: 1.25 });
 });
 
+test("a job's saved series become chart samples, the limit and lag at their times", () => {
+  assert.deepEqual(R.samplesFromSeries(undefined), []);
+  assert.deepEqual(R.samplesFromSeries({ workers: [[1, 4]] }), []);
+  const samples = R.samplesFromSeries({
+    docs_per_sec: [[100, 10], [101, 20], [102, 30]],
+    rate_limit: [[101, 500]],
+    sync_lag_secs: [[100, 0.5], [102, 1.5]],
+  });
+  assert.deepEqual(
+    samples.map((s) => [s.t, s.total, s.limit, s.lag]),
+    [[100, 10, null, 0.5], [101, 20, 500, null], [102, 30, null, 1.5]],
+  );
+  assert.deepEqual(samples[0].workers, {});
+});
+
 test("the rate slider is logarithmic and round-trips round numbers", () => {
   assert.equal(R.sliderToRate(0), 1);
   assert.equal(R.sliderToRate(R.SLIDER_MAX), 100000);

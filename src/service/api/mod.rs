@@ -82,6 +82,7 @@ fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(commit_job))
         .routes(routes!(reverse_job))
         .routes(routes!(job_events))
+        .routes(routes!(job_series))
         .routes(routes!(get_throttle, put_throttle))
         .routes(routes!(openapi_json))
         .routes(routes!(metrics::render))
@@ -814,6 +815,36 @@ async fn job_events(
         },
     );
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// A job's chart series (`GET /api/jobs/{id}/series`).
+#[derive(Debug, Serialize, ToSchema)]
+struct SeriesView {
+    /// Each measure that has values, as `[unix_seconds, value]` pairs, oldest first:
+    /// `docs_per_sec`, `bytes_per_sec`, `workers`, `rate_limit` (documents per second),
+    /// `batch_latency_ms`, `sync_lag_secs`, `events_per_sec`, `deletes_per_sec`, `held` (1: the
+    /// load guard held the job; a merged point is the share of its time held). At most 1,000
+    /// points each: one a second while the job runs, the older half merged into coarser points as
+    /// it grows.
+    #[schema(value_type = Object, example = json!({"docs_per_sec": [[1765000000.0, 5120.5]]}))]
+    series: std::collections::BTreeMap<String, Vec<[f64; 2]>>,
+}
+
+/// A job's charts over its whole life: what its run sampled once a second, saved with the
+/// history (so a restarted service, or another node on a shared state, has them too).
+#[utoipa::path(get, path = "/api/jobs/{id}/series", tag = "jobs",
+    params(("id" = u64, Path, description = "The job's id", example = 1)),
+    responses(
+        (status = 200, description = "The job's series", body = SeriesView),
+        (status = 404, description = "No such job", body = ErrorBody),
+    ))]
+async fn job_series(
+    State(manager): Api,
+    Path(id): Path<String>,
+) -> Result<Json<SeriesView>, ApiError> {
+    let job = find(&manager, &id)?;
+    let series = manager.series(&job).await.by_measure();
+    Ok(Json(SeriesView { series }))
 }
 
 /// This document: the API in OpenAPI 3.1.
