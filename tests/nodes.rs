@@ -215,6 +215,15 @@ fn nodes_on_one_state_show_the_same_jobs_share_partitions_and_carry_commands() {
         wait_state(&b, &id, |s| s == "completed").await;
         assert_eq!(assert_same(&env, (&s, "c"), (&d, "c")).await, 8_000);
 
+        // The other node shows the job's charts as the node that ran it saved them.
+        let series = format!("/api/jobs/{id}/series");
+        let ((_, at_a), (_, at_b)) = (a.get(&series).await, b.get(&series).await);
+        let points = at_a["series"]["docs_per_sec"]
+            .as_array()
+            .map_or(0, Vec::len);
+        assert!(points >= 5, "a point a second of a run of seconds: {at_a}");
+        assert_eq!(at_b, at_a);
+
         // A command for an ended job is refused by either node, with the same answer.
         let (status, refused) = b.post(&format!("/api/jobs/{id}/pause"), json!({})).await;
         assert_eq!(status, 409, "{refused}");

@@ -24,7 +24,7 @@ use crate::engine::stats::{Histogram, SyncPhase};
 pub const MAX_POINTS: usize = 1000;
 
 /// How often the series of a running job are saved (and its end saves them too).
-pub const SAVE_EVERY: Duration = Duration::from_secs(15);
+pub const SAVE_EVERY: Duration = Duration::from_secs(5);
 
 /// How often a running job is sampled.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
