@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
 
-use super::series::{Sampler, Series};
+use super::series::{Reading, Sampler, Series};
 use crate::engine::control::adaptive::{Adaptive, AdaptiveView};
 use crate::engine::control::guard::GuardView;
 use crate::engine::control::throttle::{Limits, Throttle};
@@ -488,10 +488,16 @@ impl Job {
     pub fn sample(&self) {
         let Some(stats) = self.stats() else { return };
         let view = self.view();
+        let reading = Reading {
+            progress: view.progress.as_ref(),
+            workers: view.workers,
+            rate_limit: view.limits.rate,
+            held: view.load_guard.as_ref().is_some_and(|g| g.throttled),
+        };
         let now = unix_now();
         let mut series = self.series.lock();
         let (series, sampler) = &mut *series;
-        series.push(now, sampler.sample(now, &view, &stats.write_latency));
+        series.push(now, sampler.sample(now, &reading, &stats.write_latency));
     }
 
     /// The series of this node's run (empty before it started, and for a job of the history).

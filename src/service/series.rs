@@ -1,7 +1,7 @@
 //! A job's history on its charts: one point a second for each measure, kept for the job's whole
 //! life at a bounded size.
 //!
-//! In: the job's view once a second (and its batch latency counters), while its run goes on, by
+//! In: the job's [`Reading`] once a second (and its batch latency counters), while its run goes on, by
 //! [`Sampler::sample`]. Out: [`Series`], at most [`MAX_POINTS`] points per measure whatever the
 //! job's age: when full, its older half is merged pairwise into points twice as coarse, so the
 //! newest minutes stay sharp and the first second is still there. The manager saves them with
@@ -17,8 +17,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::job::JobView;
-use crate::engine::stats::{Histogram, SyncPhase};
+use crate::engine::stats::{Histogram, JobSnapshot, SyncPhase};
 
 /// The most points a series keeps.
 pub const MAX_POINTS: usize = 1000;
@@ -293,7 +292,18 @@ impl Series {
     }
 }
 
-/// Turns a running job's views into points: rates from the counters' changes since the last
+/// What a job shows at one time, as the series take it.
+pub struct Reading<'a> {
+    /// Its progress, with its rate of every node's together.
+    pub progress: Option<&'a JobSnapshot>,
+    pub workers: usize,
+    /// Its own rate limit (documents per second).
+    pub rate_limit: Option<f64>,
+    /// Whether its load guard holds it.
+    pub held: bool,
+}
+
+/// Turns a running job's readings into points: rates from the counters' changes since the last
 /// sample.
 #[derive(Debug, Default)]
 pub struct Sampler {
@@ -311,9 +321,9 @@ struct Counters {
 }
 
 impl Sampler {
-    /// The point of `view` at `at`, with the batch write latency histogram of its run.
-    pub fn sample(&mut self, at: f64, view: &JobView, writes: &Histogram) -> Values {
-        let progress = view.progress.as_ref();
+    /// The point of `reading` at `at`, with the batch write latency histogram of its run.
+    pub fn sample(&mut self, at: f64, reading: &Reading, writes: &Histogram) -> Values {
+        let progress = reading.progress;
         let sync = progress.and_then(|p| p.sync.as_ref());
         let (_, batches, batch_secs) = writes.snapshot();
         let now = Counters {
@@ -335,8 +345,8 @@ impl Sampler {
             Measure::BytesPerSec,
             last.and_then(|l| rate(now.bytes, l.bytes)),
         );
-        set(Measure::Workers, Some(view.workers as f64));
-        set(Measure::RateLimit, view.limits.rate);
+        set(Measure::Workers, Some(reading.workers as f64));
+        set(Measure::RateLimit, reading.rate_limit);
         set(
             Measure::BatchLatencyMs,
             last.and_then(|l| {
@@ -360,12 +370,7 @@ impl Sampler {
                 .and(last)
                 .and_then(|l| rate(now.deleted, l.deleted)),
         );
-        set(
-            Measure::Held,
-            view.load_guard
-                .as_ref()
-                .map(|g| f64::from(u8::from(g.throttled))),
-        );
+        set(Measure::Held, Some(f64::from(u8::from(reading.held))));
         values
     }
 }
