@@ -308,3 +308,80 @@ fn notify_urls_are_checked_at_startup_without_showing_secrets() {
         assert!(!err.contains("s3cret"), "{args:?}: {err}");
     }
 }
+
+/// `host:port` of a test server's URI, for `--allow-cluster`.
+fn endpoint(uri: &str) -> String {
+    let rest = uri.split("://").nth(1).expect("a URI");
+    rest.split(['/', '?']).next().unwrap().to_string()
+}
+
+/// A service node on the MongoDB state `state`, allowed to reach only the test servers and
+/// `receiver` (its notify URL's host must be allowed too), notifying `receiver`.
+fn node(env: &TestEnv, state: &str, receiver: &std::net::TcpListener) -> Serve {
+    let at = receiver.local_addr().unwrap();
+    Serve::with_state(std::path::Path::new(state))
+        .arg("--lease-seconds")
+        .arg("3")
+        .arg("--allow-cluster")
+        .arg(endpoint(&env.src))
+        .arg("--allow-cluster")
+        .arg(endpoint(&env.dst))
+        .arg("--allow-cluster")
+        .arg(at.to_string())
+        .arg("--notify-url")
+        .arg(format!("http://{at}/hook"))
+}
+
+#[test]
+fn only_the_node_that_runs_a_job_notifies() {
+    TestEnv::start().run(|env| async move {
+        let state = env.state_uri("notify_nodes");
+        let (to_a, to_b) = (
+            std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+            std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+        );
+        let a = node(&env, &state, &to_a).start();
+        let b = node(&env, &state, &to_b).start();
+        let (at_a, at_b) = (receiver(to_a), receiver(to_b));
+        let (s, d) = (env.src_db("notify_nodes"), env.dst_db("notify_nodes"));
+        insert_raw(&env.src_client().await, &s, "c", &sample_docs(4_000, 256)).await;
+        // In partitions, slowly enough that the other node shows the job and may help copy it.
+        let body = json!({
+            "from": env.src, "to": env.dst, "namespaces": [format!("{s}.c:{d}.c")],
+            "partition_docs": 500, "workers": 2, "batch_size": 100, "rate": 1000
+        });
+        let (status, job) = a.post("/api/jobs", body).await;
+        assert_eq!(status, 202, "{job}");
+        let id = job["id"].clone();
+        // The other node shows it within a heartbeat or two.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while b.get(&format!("/api/jobs/{id}")).await.0 != 200 {
+            assert!(Instant::now() < deadline, "job {id} never showed");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        b.wait_for(&id, "the job completed, seen on the other node", |j| {
+            j["state"] == "completed"
+        })
+        .await;
+
+        let got = notices_until(&at_a, "completed", Duration::from_secs(30)).await;
+        let states: Vec<Value> = got
+            .iter()
+            .map(|(_, body)| serde_json::from_slice::<Value>(body).unwrap()["state"].clone())
+            .collect();
+        assert_eq!(states, ["pending", "running", "completed"]);
+        // The other node mirrored the job (and perhaps helped): it announces nothing.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(
+            at_b.lock().unwrap().is_empty(),
+            "{:?}",
+            at_b.lock().unwrap()
+        );
+        let (_, metrics) = b.get("/metrics").await;
+        let metrics = metrics.as_str().unwrap();
+        assert!(
+            metrics.contains("mongoferry_notifications_sent_total{receiver=\"0\"} 0"),
+            "{metrics}"
+        );
+    });
+}
