@@ -40,6 +40,7 @@ use crate::service::api::ApiOptions;
 use crate::service::clusters::AllowList;
 use crate::service::credentials::CredentialsKey;
 use crate::service::manager::JobManager;
+use crate::service::notify;
 use crate::service::ServiceOptions;
 use crate::spec::{Endpoints, JobSpec, Mode, NsMapping};
 use crate::state::history::HistoryFile;
@@ -162,6 +163,18 @@ pub struct ServeArgs {
     /// may hold it instead): the same key gives the same results in every job.
     #[arg(long, value_name = "PATH")]
     pub transform_key_file: Option<std::path::PathBuf>,
+    /// An http(s) URL to POST a JSON notice to on each state change of the jobs this node runs
+    /// (job, mode, states, figures, sequence number); repeatable. Retried for a minute, then
+    /// dropped: a receiver never holds a job up. With --allow-cluster, its host must be allowed.
+    #[arg(long = "notify-url", value_name = "URL")]
+    pub notify_urls: Vec<String>,
+    /// A file holding the secret that signs each notice: header `X-Mongoferry-Signature:
+    /// sha256=<hex HMAC-SHA256 of the body>`.
+    #[arg(long, value_name = "PATH", requires = "notify_urls")]
+    pub notify_secret_file: Option<std::path::PathBuf>,
+    /// How long a notice is retried before it is dropped (for tests).
+    #[arg(long, value_name = "SECS", default_value_t = 60.0, hide = true)]
+    pub notify_retry_seconds: f64,
 }
 
 #[derive(Args, Debug)]
@@ -1040,6 +1053,43 @@ fn warn_if_others_can_read(what: &str, path: &std::path::Path) {
 #[cfg(not(unix))]
 fn warn_if_others_can_read(_what: &str, _path: &std::path::Path) {}
 
+/// The receivers of `--notify-url`, checked (http or https, allowed by `clusters`), the secret
+/// of `--notify-secret-file` and how long a notice is retried; `None` without a URL.
+fn notify_settings(
+    args: &ServeArgs,
+    clusters: &AllowList,
+) -> Result<Option<notify::Settings>, Failure> {
+    let invalid = |message: String| Failure { message, status: 2 };
+    if args.notify_urls.is_empty() {
+        return Ok(None);
+    }
+    let urls = args
+        .notify_urls
+        .iter()
+        .enumerate()
+        .map(|(index, url)| notify::parse_url(index, url, clusters))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid(e.to_string()))?;
+    let secret = match &args.notify_secret_file {
+        Some(path) => {
+            warn_if_others_can_read("notification secret", path);
+            Some(notify::Secret::read(path).map_err(|e| invalid(e.to_string()))?)
+        }
+        None => None,
+    };
+    let window = args.notify_retry_seconds;
+    if !(window.is_finite() && window > 0.0 && window <= 86_400.0) {
+        return Err(invalid(format!(
+            "--notify-retry-seconds {window}: give between 0 and 86400 seconds"
+        )));
+    }
+    Ok(Some(notify::Settings {
+        urls,
+        secret,
+        retry_window: Duration::from_secs_f64(window),
+    }))
+}
+
 /// What `serve` is told about who may use it, checked before anything starts.
 fn api_options(args: &ServeArgs) -> Result<(ApiOptions, Option<Tls>), Failure> {
     let invalid = |message: String| Failure { message, status: 2 };
@@ -1237,6 +1287,7 @@ pub async fn prepare_serve(args: ServeArgs) -> Result<PreparedService, Failure> 
         message: e.to_string(),
         status: 2,
     })?;
+    let notify = notify_settings(&args, &clusters)?;
     let addresses: Vec<std::net::SocketAddr> = tokio::net::lookup_host(&args.listen)
         .await
         .map_err(|e| fail(format!("cannot listen on {}: {e}", args.listen)))?
@@ -1279,6 +1330,18 @@ pub async fn prepare_serve(args: ServeArgs) -> Result<PreparedService, Failure> 
     }
     if let Some(key) = transform_key(&args.transform_key_file)? {
         manager.set_transform_key(key);
+    }
+    if let Some(settings) = notify {
+        let shown: Vec<String> = settings.urls.iter().map(notify::redact).collect();
+        let signed = settings.secret.is_some();
+        let notifier = notify::Notifier::start(settings).map_err(|e| fail(e.to_string()))?;
+        manager.set_notifier(notifier);
+        for (index, url) in shown.iter().enumerate() {
+            eprintln!("notifications: receiver {index} at {url}");
+        }
+        if signed {
+            eprintln!("notifications: signed with the secret of --notify-secret-file");
+        }
     }
     let listener = std::net::TcpListener::bind(&addresses[..])
         .map_err(|e| fail(format!("cannot listen on {}: {e}", args.listen)))?;

@@ -21,6 +21,7 @@ use crate::engine::stats::{
     CanCommit, JobSnapshot, JobStats, VerificationProgress, WritesAfterCommit,
 };
 use crate::engine::Control;
+use crate::service::notify::{Change, Notifier};
 use crate::spec::{JobSpec, Mode};
 use crate::state::unix_now;
 
@@ -273,6 +274,9 @@ pub struct Job {
     inner: Mutex<JobInner>,
     /// The charts' points of this node's run, and what the next rates are taken from.
     series: Mutex<(Series, Sampler)>,
+    /// Where its state changes are announced (`serve --notify-url`): set by the manager on the
+    /// jobs this node runs only.
+    notifier: std::sync::OnceLock<Arc<Notifier>>,
 }
 
 struct JobInner {
@@ -337,6 +341,7 @@ impl Job {
                 shares: vec![],
             }),
             series: Mutex::default(),
+            notifier: std::sync::OnceLock::new(),
         }
     }
 
@@ -365,6 +370,7 @@ impl Job {
                 shares: vec![],
             }),
             series: Mutex::default(),
+            notifier: std::sync::OnceLock::new(),
         }
     }
 
@@ -438,7 +444,8 @@ impl Job {
     /// order they happened.
     pub fn apply(&self, event: Event) -> Result<JobState, JobState> {
         let mut inner = self.inner.lock();
-        let state = inner.record.state.after(&event)?;
+        let previous = inner.record.state;
+        let state = previous.after(&event)?;
         match event {
             Event::Ended(_, message) => inner.record.error = message,
             Event::Paused => inner.record.paused = true,
@@ -458,7 +465,52 @@ impl Job {
         }
         // Announced under the lock, so watchers see the changes in the order they happened.
         self.state.send_replace(state);
+        if state != previous {
+            if let Some(notifier) = self.notifier.get() {
+                notifier.announce(self.change(&inner, Some(previous)));
+            }
+        }
         Ok(state)
+    }
+
+    /// Announces the job's state changes to `notifier` from now on (the jobs this node runs).
+    pub fn notify_to(&self, notifier: Arc<Notifier>) {
+        let _ = self.notifier.set(notifier);
+    }
+
+    /// Announces the state the job is in, as a change from `previous`: a job just submitted
+    /// (`None`) or continued (the state it was in). Nothing without a notifier.
+    pub fn announce(&self, previous: Option<JobState>) {
+        if let Some(notifier) = self.notifier.get() {
+            let inner = self.inner.lock();
+            notifier.announce(self.change(&inner, previous));
+        }
+    }
+
+    /// The job's state and figures now, as a change from `previous`.
+    fn change(&self, inner: &JobInner, previous: Option<JobState>) -> Change {
+        let record = &inner.record;
+        let snap = inner.stats.as_ref().map(|s| s.snapshot());
+        // A final state's counts are in the record (taken from the stats as it ended).
+        let counts = match (&snap, record.state.is_final()) {
+            (Some(s), false) => (s.docs, s.bytes, s.skipped, s.failed),
+            _ => (record.docs, record.bytes, record.skipped, record.failed),
+        };
+        Change {
+            job: self.id,
+            mode: record.spec.mode.unwrap_or_default(),
+            state: record.state,
+            previous_state: previous,
+            docs: counts.0,
+            bytes: counts.1,
+            skipped: counts.2,
+            failed: counts.3,
+            docs_per_sec: snap.as_ref().map(|s| s.docs_per_sec),
+            seconds: snap.as_ref().map(|s| s.seconds),
+            created_at: record.created_at,
+            finished_at: record.finished_at,
+            error: record.error.clone(),
+        }
     }
 
     /// Keeps the job's credentials, sealed, in its record.

@@ -5,7 +5,8 @@
 //! the manager owns and joins (at shutdown too), the [`History`], and each job's checkpoint and
 //! dead letters in the [`StateStore`]. Jobs the service was running when it stopped (or crashed)
 //! continue from their checkpoints when it starts again. With a shared history, several service
-//! nodes show the same jobs and share them ([`super::nodes`]).
+//! nodes show the same jobs and share them ([`super::nodes`]). The state changes of the jobs
+//! this node runs are announced to the [`Notifier`] (`serve --notify-url`), if any.
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
@@ -22,6 +23,7 @@ pub use super::command::{Command, CommandError};
 use super::credentials::CredentialsKey;
 use super::job::{Event, Job, JobId, JobRecord, JobState, NodeRole};
 use super::nodes::{self, Nodes};
+use super::notify::Notifier;
 use super::series::{self, Series};
 use crate::bounds;
 use crate::engine::control::throttle::{Limiter, Limits, Throttle};
@@ -41,6 +43,9 @@ use crate::state::{StateError, StateStore};
 /// How long a submit waits for each server to say who it is: the request returns at once, and
 /// a server slower than this is checked by the job's run instead.
 const SUBMIT_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long the notices still queued at shutdown get to be delivered.
+const NOTIFY_GRACE: Duration = Duration::from_secs(3);
 
 /// Why a plan could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +119,8 @@ pub struct JobManager {
     throttle_flag_file: std::sync::OnceLock<PathBuf>,
     /// The key of the jobs' transforms (`hmac` steps); never in a spec or the history.
     transform_key: std::sync::OnceLock<HmacKey>,
+    /// Announces the state changes of the jobs this node runs (`serve --notify-url`).
+    notifier: std::sync::OnceLock<Arc<Notifier>>,
 }
 
 impl JobManager {
@@ -202,6 +209,7 @@ impl JobManager {
             credentials: std::sync::OnceLock::new(),
             throttle_flag_file: std::sync::OnceLock::new(),
             transform_key: std::sync::OnceLock::new(),
+            notifier: std::sync::OnceLock::new(),
         }))
     }
 
@@ -261,6 +269,24 @@ impl JobManager {
     /// the history's jobs with it (`serve --credentials-key-file`). Set once, before serving.
     pub fn set_credentials_key(&self, key: CredentialsKey) {
         let _ = self.credentials.set(key);
+    }
+
+    /// Announces the state changes of the jobs this node runs from now on to `notifier`, which
+    /// the manager stops at its shutdown, once its jobs are stopped. Set once, before serving.
+    pub fn set_notifier(&self, notifier: Arc<Notifier>) {
+        let _ = self.notifier.set(notifier);
+    }
+
+    /// The notifier of `serve --notify-url`, if any.
+    pub fn notifier(&self) -> Option<&Arc<Notifier>> {
+        self.notifier.get()
+    }
+
+    /// Has `job`, which this node runs (or ends), announce its state changes.
+    fn notifying(&self, job: &Job) {
+        if let Some(notifier) = self.notifier.get() {
+            job.notify_to(notifier.clone());
+        }
     }
 
     /// While `path` exists, every job of this service is held by its load guard.
@@ -388,12 +414,17 @@ impl JobManager {
         let copy_spec = match self.copy_spec(&spec) {
             Ok(copy_spec) => copy_spec,
             Err(e) => {
+                self.notifying(&old);
                 let _ = old.apply(Event::Ended(Ending::Failed, Some(e.to_string())));
                 return;
             }
         };
         let paused = record.paused;
+        let was = record.state;
         let job = Arc::new(Job::continued(record, spec, self.control(&copy_spec)));
+        // Announced before anyone else can see the job: its changes reach receivers in order.
+        self.notifying(&job);
+        job.announce(Some(was));
         // The operator's pause holds across the interruption: the job continues paused.
         if paused {
             let _ = job.apply(Event::Paused);
@@ -488,6 +519,9 @@ impl JobManager {
             }
             let id = id.unwrap_or_else(|| JobId(self.next_id.fetch_add(1, Ordering::SeqCst)));
             let job = Arc::new(Job::new(id, spec.clone(), self.control(&copy_spec)));
+            // Announced before anyone else can see the job: its changes reach receivers in order.
+            self.notifying(&job);
+            job.announce(None);
             jobs.insert(id, job.clone());
             job
         };
@@ -728,6 +762,7 @@ impl JobManager {
         // An interrupted job would continue at the next start of the service: it can be
         // cancelled for good.
         if abandon {
+            self.notifying(&job);
             job.apply(Event::Abandoned).map_err(refuse)?;
             job.explain("cancelled while interrupted: it will not continue".into());
             self.save().await;
@@ -806,6 +841,10 @@ impl JobManager {
             tracing::warn!("jobs still running after {deadline:?}; their state is recorded as is");
         }
         self.save().await;
+        // The jobs' last changes are queued: their notices get a short grace.
+        if let Some(notifier) = self.notifier.get() {
+            notifier.shutdown(NOTIFY_GRACE).await;
+        }
         // The other nodes continue this node's jobs at once, rather than after its lease.
         if let Some(nodes) = self.nodes() {
             if let Err(e) = nodes.shared().leave().await {

@@ -11,6 +11,8 @@
 //! - [`nodes`]: several service nodes on one MongoDB state: the same jobs on each, shared.
 //! - [`clusters`]: `--allow-cluster`: which hosts jobs may reach.
 //! - [`credentials`]: `--credentials-key-file`: jobs' credentials sealed in the history.
+//! - [`notify`]: `--notify-url`: each state change of the jobs this node runs, POSTed (signed,
+//!   retried, never holding a job up).
 //! - [`api`]: routes, the guard in front of them, events, metrics, the OpenAPI document, the
 //!   dashboard's files, and HTTP/HTTPS serving.
 
@@ -21,6 +23,7 @@ pub mod credentials;
 pub mod job;
 pub mod manager;
 pub mod nodes;
+pub mod notify;
 pub mod series;
 
 use std::sync::Arc;

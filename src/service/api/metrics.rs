@@ -5,7 +5,9 @@
 //! the state of each job, a sync job's lag and changes applied by type, documents refused (dead
 //! letters), and the service nodes alive on a shared state. Labels are a small fixed
 //! set: `job`, `namespace`, `state`, `le`, `type`, `kind`, and the load guard's `reason` and
-//! `signal`; a move job's documents verified, deleted and kept.
+//! `signal`; a move job's documents verified, deleted and kept. Notifications (`--notify-url`)
+//! sent, retried and dropped, by `receiver` (its position among the URLs, never the URL) and
+//! drop `reason`.
 
 use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
@@ -60,6 +62,7 @@ pub async fn render(State(manager): State<Arc<JobManager>>) -> Response {
     sync_and_move(&mut out, &views);
     queue(&mut out, &live);
     nodes(&mut out, &manager);
+    notifications(&mut out, &manager);
     (
         [(
             header::CONTENT_TYPE,
@@ -470,6 +473,53 @@ fn nodes(out: &mut String, manager: &JobManager) {
     );
     let live = manager.nodes().map_or(1, |nodes| nodes.live().max(1));
     let _ = writeln!(out, "mongoferry_service_nodes {live}");
+}
+
+/// Notifications sent, retried and dropped, per receiver (by its position among the
+/// `--notify-url`s: a URL may carry secrets).
+fn notifications(out: &mut String, manager: &JobManager) {
+    let counts = manager.notifier().map(|n| n.counts()).unwrap_or_default();
+    family(
+        out,
+        "notifications_sent_total",
+        "counter",
+        "Notices of jobs' state changes a receiver (--notify-url, by position) accepted.",
+    );
+    for c in &counts {
+        let _ = writeln!(
+            out,
+            "mongoferry_notifications_sent_total{{receiver=\"{}\"}} {}",
+            c.receiver, c.sent
+        );
+    }
+    family(
+        out,
+        "notifications_retries_total",
+        "counter",
+        "Attempts to deliver a notice that failed and were tried again.",
+    );
+    for c in &counts {
+        let _ = writeln!(
+            out,
+            "mongoferry_notifications_retries_total{{receiver=\"{}\"}} {}",
+            c.receiver, c.retries
+        );
+    }
+    family(
+        out,
+        "notifications_dropped_total",
+        "counter",
+        "Notices never delivered: its queue was full, its retries ran out (failed), or the service stopped.",
+    );
+    for c in &counts {
+        for (reason, n) in c.dropped {
+            let _ = writeln!(
+                out,
+                "mongoferry_notifications_dropped_total{{receiver=\"{}\",reason=\"{reason}\"}} {n}",
+                c.receiver
+            );
+        }
+    }
 }
 
 /// Label values escape backslash, double quote and newline.
