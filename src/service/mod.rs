@@ -11,6 +11,7 @@
 //! - [`nodes`]: several service nodes on one MongoDB state: the same jobs on each, shared.
 //! - [`clusters`]: `--allow-cluster`: which hosts jobs may reach.
 //! - [`credentials`]: `--credentials-key-file`: jobs' credentials sealed in the history.
+//! - [`report`]: a job's report, a self-contained HTML page (or JSON).
 //! - [`api`]: routes, the guard in front of them, events, metrics, the OpenAPI document, the
 //!   dashboard's files, and HTTP/HTTPS serving.
 
@@ -21,6 +22,7 @@ pub mod credentials;
 pub mod job;
 pub mod manager;
 pub mod nodes;
+pub mod report;
 
 use std::sync::Arc;
 use std::time::Duration;
