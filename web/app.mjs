@@ -379,6 +379,7 @@ async function showJob(id) {
   $("#home-view").hidden = true;
   $("#job-view").hidden = false;
   $("#job-title").textContent = `Job ${id}`;
+  $("#job-report").href = `/api/jobs/${id}/report`;
   document.title = `job ${id} · mongoferry`;
   $("#job-live").textContent = "";
   controlStatus(page.notice ?? "", false);
@@ -470,6 +471,29 @@ async function readEvents(response, events) {
   } catch {
     // The connection broke, or the page left the job (abort).
     return false;
+  }
+}
+
+/**
+ * The job's report in a new tab. Without a token the link opens as any; with one, the page
+ * fetches the report with the header and opens it as a Blob URL (the report's own
+ * Content-Security-Policy, in its page, still forbids any request).
+ */
+async function openReport(event) {
+  if (!sessionStorage.getItem(TOKEN_KEY)) return;
+  event.preventDefault();
+  const path = $("#job-report").getAttribute("href");
+  const tab = window.open("", "_blank");
+  try {
+    const response = await authorizedFetch(path);
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    const url = URL.createObjectURL(new Blob([await response.text()], { type: "text/html" }));
+    if (tab) tab.location.href = url;
+    else window.open(url, "_blank");
+    setTimeout(() => URL.revokeObjectURL(url), 60_000);
+  } catch (e) {
+    tab?.close();
+    controlStatus(`cannot load the report: ${e.message}`, true);
   }
 }
 
@@ -841,6 +865,7 @@ function wireSession() {
     });
   }
   $("#raw-close").addEventListener("click", () => $("#raw").close());
+  $("#job-report").addEventListener("click", openReport);
 }
 
 function start() {

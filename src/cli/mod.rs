@@ -10,6 +10,7 @@
 
 pub mod journal;
 pub mod progress;
+pub mod report;
 pub mod terminal;
 
 use std::process::ExitCode;
@@ -80,6 +81,9 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Write generated sample documents into a collection (for demos and benchmarks).
     Sample(SampleArgs),
+    /// Write a job's report from the service's history: a self-contained HTML page (spec
+    /// without credentials, timeline, figures, charts, dead letters, verification), or JSON.
+    Report(report::ReportArgs),
     /// Inspect, replay or export a journal written by `copy --journal`.
     Journal {
         #[command(subcommand)]
@@ -356,6 +360,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Sample(args) => run_sample(args).await,
         Command::Serve(args) => run_serve(args).await,
         Command::Verify(args) => run_verify(args).await,
+        Command::Report(args) => report::run(args).await,
         Command::Journal { command } => crate::cli::journal::run(command).await,
     };
     match outcome {

@@ -92,7 +92,7 @@ impl PartProgress {
     }
 }
 
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct PartSnapshot {
     pub index: u32,
     /// Documents written in the partition's range, earlier runs included.
@@ -438,6 +438,18 @@ impl SyncPhase {
         SyncPhase::Committing,
         SyncPhase::Committed,
     ];
+
+    /// The phase's name as the views spell it (`initial_copy`, `live`…).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncPhase::InitialCopy => "initial_copy",
+            SyncPhase::CatchingUp => "catching_up",
+            SyncPhase::Reconciling => "reconciling",
+            SyncPhase::Live => "live",
+            SyncPhase::Committing => "committing",
+            SyncPhase::Committed => "committed",
+        }
+    }
 }
 
 /// Changes applied, by kind of event.
@@ -1253,7 +1265,7 @@ fn rate(n: u64, elapsed: Duration) -> f64 {
     }
 }
 
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct NsSnapshot {
     pub source: Namespace,
     pub destination: Namespace,
@@ -1277,7 +1289,7 @@ pub struct NsSnapshot {
     pub partitions: Vec<PartSnapshot>,
 }
 
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct WorkerSnapshot {
     pub id: usize,
     pub state: WorkerState,
@@ -1289,7 +1301,7 @@ pub struct WorkerSnapshot {
 
 /// What a job did so far: the one view of it that the command line's progress, the API's job
 /// view (`progress`) and the summaries are made from.
-#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct JobSnapshot {
     /// Written by this run.
     pub docs: u64,

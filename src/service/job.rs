@@ -18,7 +18,7 @@ use crate::engine::control::adaptive::{Adaptive, AdaptiveView};
 use crate::engine::control::guard::GuardView;
 use crate::engine::control::throttle::{Limits, Throttle};
 use crate::engine::stats::{
-    CanCommit, JobSnapshot, JobStats, VerificationProgress, WritesAfterCommit,
+    CanCommit, DeadLetterSummary, JobSnapshot, JobStats, VerificationProgress, WritesAfterCommit,
 };
 use crate::engine::Control;
 use crate::service::notify::{Change, Notifier};
@@ -169,6 +169,67 @@ pub struct JobRecord {
     /// ([`super::credentials`]): a service with that key can continue the job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sealed: Option<String>,
+    /// Each state the job entered and each phase it went through, with their times (at most
+    /// [`TIMELINE_CAP`] entries: the first and the latest).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timeline: Vec<TimelineEntry>,
+    /// The job's progress as it ended (kept at its final state, so that the job restored after
+    /// a restart shows it whole, not only its counts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<JobSnapshot>,
+    /// The dead letters as the job ended: how many, and the latest with their reasons.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letters: Option<DeadLetterSummary>,
+    /// What each service node did for the job, as it ended (several nodes on one state).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeShare>,
+}
+
+/// At most this many entries in a job's timeline: beyond, the oldest but the first go.
+pub const TIMELINE_CAP: usize = 500;
+
+/// One moment of a job's life: a state it entered, or a phase it began.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TimelineEntry {
+    /// Unix seconds.
+    pub at: f64,
+    pub kind: TimelineKind,
+    /// The state (`running`, `completed`…) or the phase (`initial_copy`, `live`…).
+    pub name: String,
+}
+
+/// What a timeline entry records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TimelineKind {
+    State,
+    Phase,
+}
+
+impl JobRecord {
+    /// Appends an entry to the timeline, dropping the oldest but the first beyond the cap.
+    fn note(&mut self, kind: TimelineKind, name: &str) {
+        if self.timeline.len() >= TIMELINE_CAP {
+            self.timeline.remove(1.min(self.timeline.len() - 1));
+        }
+        self.timeline.push(TimelineEntry {
+            at: unix_now(),
+            kind,
+            name: name.to_string(),
+        });
+    }
+
+    /// Appends a phase entry unless `phase` is the last phase noted.
+    fn note_phase(&mut self, phase: &str) {
+        let last = self
+            .timeline
+            .iter()
+            .rev()
+            .find(|e| e.kind == TimelineKind::Phase);
+        if last.is_none_or(|e| e.name != phase) {
+            self.note(TimelineKind::Phase, phase);
+        }
+    }
 }
 
 /// A job as the API shows it.
@@ -307,7 +368,13 @@ impl Job {
             paused: false,
             limits: None,
             sealed: None,
+            timeline: vec![],
+            progress: None,
+            dead_letters: None,
+            nodes: vec![],
         };
+        let mut record = record;
+        record.note(TimelineKind::State, JobState::Pending.as_str());
         Job::with_record(record, spec, control)
     }
 
@@ -316,6 +383,10 @@ impl Job {
         record.state = JobState::Pending;
         record.finished_at = None;
         record.error = None;
+        record.progress = None;
+        record.dead_letters = None;
+        record.nodes = vec![];
+        record.note(TimelineKind::State, JobState::Pending.as_str());
         Job::with_record(record, spec, control)
     }
 
@@ -452,15 +523,30 @@ impl Job {
             Event::Resumed { .. } => inner.record.paused = false,
             Event::Started | Event::Abandoned => {}
         }
+        let changed = inner.record.state != state;
         inner.record.state = state;
+        if changed {
+            inner.record.note(TimelineKind::State, state.as_str());
+        }
         if state.is_final() {
             inner.record.finished_at = Some(unix_now());
-            if let Some(stats) = &inner.stats {
+            if let Some(stats) = inner.stats.clone() {
                 let snap = stats.snapshot();
+                if let Some(sync) = &snap.sync {
+                    inner.record.note_phase(sync.phase.as_str());
+                }
                 inner.record.docs = snap.docs;
                 inner.record.bytes = snap.bytes;
                 inner.record.skipped = snap.skipped;
                 inner.record.failed = snap.failed;
+                inner.record.dead_letters = Some(stats.dead_letters.snapshot());
+                inner.record.progress = Some(match inner.shares.is_empty() {
+                    true => snap,
+                    false => snap.at_rate(inner.shares.iter().map(|s| s.docs_per_sec).sum()),
+                });
+            }
+            if !inner.shares.is_empty() {
+                inner.record.nodes = inner.shares.clone();
             }
         }
         // Announced under the lock, so watchers see the changes in the order they happened.
@@ -513,6 +599,12 @@ impl Job {
         }
     }
 
+    /// Notes the phase the job is in (a sync's `initial_copy`, `live`…) in its timeline, unless
+    /// it is the phase noted last: cheap to call often.
+    pub fn note_phase(&self, phase: &str) {
+        self.inner.lock().record.note_phase(phase);
+    }
+
     /// Keeps the job's credentials, sealed, in its record.
     pub fn set_sealed(&self, sealed: Option<String>) {
         self.inner.lock().record.sealed = sealed;
@@ -546,6 +638,9 @@ impl Job {
             rate_limit: view.limits.rate,
             held: view.load_guard.as_ref().is_some_and(|g| g.throttled),
         };
+        if let Some(sync) = view.progress.as_ref().and_then(|p| p.sync.as_ref()) {
+            self.note_phase(sync.phase.as_str());
+        }
         let now = unix_now();
         let mut series = self.series.lock();
         let (series, sampler) = &mut *series;
@@ -594,19 +689,36 @@ impl Job {
             view.nodes = inner.shares.clone();
             return view;
         }
-        let progress = inner.stats.as_ref().map(|stats| {
-            let snap = stats.snapshot();
-            // Several nodes on the job: its speed is theirs together.
-            match inner.shares.is_empty() {
-                true => snap,
-                false => snap.at_rate(inner.shares.iter().map(|s| s.docs_per_sec).sum()),
-            }
+        // A final job: its progress as it ended (kept in its record), not the live counters'
+        // (whose clock goes on).
+        let kept = inner
+            .record
+            .progress
+            .clone()
+            .filter(|_| inner.record.state.is_final());
+        let progress = kept.or_else(|| {
+            inner.stats.as_ref().map(|stats| {
+                let snap = stats.snapshot();
+                // Several nodes on the job: its speed is theirs together.
+                match inner.shares.is_empty() {
+                    true => snap,
+                    false => snap.at_rate(inner.shares.iter().map(|s| s.docs_per_sec).sum()),
+                }
+            })
         });
         let record = &inner.record;
-        // A job restored from the history has only its final counts.
+        // A job restored from the history: its final progress as kept (a history written
+        // before it was kept has only the final counts).
         let progress = progress.or_else(|| {
             record.state.is_final().then(|| {
-                JobSnapshot::final_counts(record.docs, record.bytes, record.skipped, record.failed)
+                record.progress.clone().unwrap_or_else(|| {
+                    JobSnapshot::final_counts(
+                        record.docs,
+                        record.bytes,
+                        record.skipped,
+                        record.failed,
+                    )
+                })
             })
         });
         let sync = progress.as_ref().and_then(|p| p.sync.as_ref());
@@ -624,8 +736,15 @@ impl Job {
             created_at: record.created_at,
             finished_at: record.finished_at,
             error: record.error.clone(),
-            dead_letters: inner.stats.as_ref().map(|s| s.dead_letters.snapshot()),
-            nodes: inner.shares.clone(),
+            dead_letters: match (&inner.stats, &record.dead_letters) {
+                (_, Some(kept)) if record.state.is_final() => Some(kept.clone()),
+                (Some(stats), _) => Some(stats.dead_letters.snapshot()),
+                (None, kept) => kept.clone(),
+            },
+            nodes: match inner.shares.is_empty() {
+                true => record.nodes.clone(),
+                false => inner.shares.clone(),
+            },
             progress,
             links: Links::new(self.id, record.spec.mode.unwrap_or_default()),
         }

@@ -13,6 +13,7 @@
 //! - [`credentials`]: `--credentials-key-file`: jobs' credentials sealed in the history.
 //! - [`notify`]: `--notify-url`: each state change of the jobs this node runs, POSTed (signed,
 //!   retried, never holding a job up).
+//! - [`report`]: a job's report, a self-contained HTML page (or JSON).
 //! - [`api`]: routes, the guard in front of them, events, metrics, the OpenAPI document, the
 //!   dashboard's files, and HTTP/HTTPS serving.
 
@@ -24,6 +25,7 @@ pub mod job;
 pub mod manager;
 pub mod nodes;
 pub mod notify;
+pub mod report;
 pub mod series;
 
 use std::sync::Arc;

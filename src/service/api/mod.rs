@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, FromRef, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRef, Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -45,6 +45,7 @@ use crate::mongo::{self, MongoError};
 use crate::run::plan::Plan;
 use crate::service::job::{Job, JobId, JobView};
 use crate::service::manager::{Command, JobManager, PlanError, SubmitError};
+use crate::service::report::{self, Report};
 use crate::spec::{GuardConfig, JobSpec};
 pub use error::{ApiError, ErrorBody};
 use guard::Guard;
@@ -83,6 +84,7 @@ fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(reverse_job))
         .routes(routes!(job_events))
         .routes(routes!(job_series))
+        .routes(routes!(job_report))
         .routes(routes!(get_throttle, put_throttle))
         .routes(routes!(openapi_json))
         .routes(routes!(metrics::render))
@@ -847,6 +849,61 @@ async fn job_series(
     Ok(Json(SeriesView { series }))
 }
 
+/// `GET /api/jobs/{id}/report`'s parameters.
+#[derive(Debug, Deserialize)]
+struct ReportQuery {
+    format: Option<String>,
+}
+
+/// The job's report: one self-contained HTML page (inline CSS, charts as inline SVG, no script,
+/// nothing fetched from the network) with its spec (no credentials), timeline, figures, charts,
+/// dead letters, verification and nodes; `?format=json`: the same as JSON.
+#[utoipa::path(get, path = "/api/jobs/{id}/report", tag = "jobs",
+    params(
+        ("id" = u64, Path, description = "The job's id", example = 1),
+        ("format" = Option<String>, Query, description = "`html` (the default) or `json`"),
+    ),
+    responses(
+        (status = 200, description = "The report: an HTML page, or with `format=json` its content",
+            content(
+                (String = "text/html"),
+                (Report = "application/json"),
+            )),
+        (status = 400, description = "An unknown format", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+    ))]
+async fn job_report(
+    State(manager): Api,
+    Path(id): Path<String>,
+    Query(query): Query<ReportQuery>,
+) -> Result<Response, ApiError> {
+    let json = match query.format.as_deref() {
+        None | Some("html") => false,
+        Some("json") => true,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "unknown report format {other:?}: html or json"
+            )))
+        }
+    };
+    let job = find(&manager, &id)?;
+    let report = Report::of(&job, manager.series(&job).await.by_measure());
+    if json {
+        return Ok(Json(report).into_response());
+    }
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                report::CONTENT_SECURITY_POLICY,
+            ),
+        ],
+        report.html(),
+    )
+        .into_response())
+}
+
 /// This document: the API in OpenAPI 3.1.
 #[utoipa::path(get, path = "/api/openapi.json", tag = "service",
     responses((status = 200, description = "The OpenAPI document", body = Object)))]
@@ -949,6 +1006,7 @@ mod tests {
             ("get", "/api/jobs/{id}"),
             ("patch", "/api/jobs/{id}"),
             ("get", "/api/jobs/{id}/events"),
+            ("get", "/api/jobs/{id}/report"),
             ("post", "/api/jobs/{id}/pause"),
             ("post", "/api/jobs/{id}/resume"),
             ("post", "/api/jobs/{id}/cancel"),
@@ -972,6 +1030,21 @@ mod tests {
             assert_eq!(
                 (status, error.as_str()),
                 (StatusCode::NOT_FOUND, "no such resource")
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn report_refuses_an_unknown_format_and_an_unknown_job() {
+        let app = app();
+        let (status, error) = send(&app, Method::GET, "/api/jobs/1/report?format=pdf").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+        assert!(error.contains("unknown report format"), "{error}");
+        for path in ["/api/jobs/9/report", "/api/jobs/9/report?format=json"] {
+            let (status, error) = send(&app, Method::GET, path).await;
+            assert_eq!(
+                (status, error.as_str()),
+                (StatusCode::NOT_FOUND, "job 9 not found")
             );
         }
     }
