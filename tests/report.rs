@@ -30,6 +30,7 @@ fn lasting(report: &Value) -> Value {
         "timeline": report["timeline"],
         "namespaces": report["namespaces"],
         "spec": report["spec"],
+        "series": report["series"],
     })
 }
 
@@ -134,9 +135,14 @@ fn a_finished_jobs_report_is_self_contained_and_survives_a_restart() {
             let times: Vec<f64> = timeline.iter().map(|e| e["at"].as_f64().unwrap()).collect();
             assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
 
+            // Its charts: the series the run was sampled into, from its start to its end.
+            let docs_per_sec = report["series"]["docs_per_sec"].as_array().unwrap();
+            assert!(docs_per_sec.len() >= 2, "{report}");
+
             let html = report_html(&service, &id).await;
             assert_self_contained(&html);
             assert!(html.contains("3,000"), "the documents copied: {html}");
+            assert!(html.contains("<svg"), "a chart of its series: {html}");
             assert!(html.contains(">completed<"), "{html}");
 
             // Unknown format, unknown job.

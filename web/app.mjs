@@ -475,24 +475,23 @@ async function readEvents(response, events) {
 }
 
 /**
- * The job's report in a new tab. Without a token the link opens as any; with one, the page
- * fetches the report with the header and opens it as a Blob URL (the report's own
- * Content-Security-Policy, in its page, still forbids any request).
+ * Downloads the job's report, a self-contained HTML file (`job-ID-report.html`) to keep or attach
+ * to a ticket. Fetched with the token, if any; saved as a file rather than opened from a Blob
+ * URL, which would inherit this page's Content-Security-Policy and lose the report's own styles.
  */
-async function openReport(event) {
-  if (!sessionStorage.getItem(TOKEN_KEY)) return;
+async function downloadReport(event) {
   event.preventDefault();
   const path = $("#job-report").getAttribute("href");
-  const tab = window.open("", "_blank");
   try {
     const response = await authorizedFetch(path);
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
     const url = URL.createObjectURL(new Blob([await response.text()], { type: "text/html" }));
-    if (tab) tab.location.href = url;
-    else window.open(url, "_blank");
+    const link = document.createElement("a");
+    link.href = url;
+    link.download = `job-${page.jobId}-report.html`;
+    link.click();
     setTimeout(() => URL.revokeObjectURL(url), 60_000);
   } catch (e) {
-    tab?.close();
     controlStatus(`cannot load the report: ${e.message}`, true);
   }
 }
@@ -865,7 +864,7 @@ function wireSession() {
     });
   }
   $("#raw-close").addEventListener("click", () => $("#raw").close());
-  $("#job-report").addEventListener("click", openReport);
+  $("#job-report").addEventListener("click", downloadReport);
 }
 
 function start() {

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::job::{Job, JobId, JobState, NodeShare, TimelineEntry, TimelineKind};
+use super::series::Measure;
 use crate::engine::stats::{
     DeadLetterSummary, JobSnapshot, MoveProgress, ReconcileProgress, VerificationProgress,
     WritesAfterCommit,
@@ -314,9 +315,17 @@ impl Report {
 
     fn charts_html(&self, page: &mut String) {
         page.push_str("<section id=\"report-charts\"><h2>Charts</h2>");
-        let charts: Vec<String> = self
-            .series
-            .iter()
+        // In the order of the measures (throughput first), any other name after them.
+        let rank = |name: &str| {
+            Measure::ALL
+                .iter()
+                .position(|m| m.name() == name)
+                .unwrap_or(usize::MAX)
+        };
+        let mut series: Vec<_> = self.series.iter().collect();
+        series.sort_by_key(|(name, _)| rank(name));
+        let charts: Vec<String> = series
+            .into_iter()
             .filter_map(|(name, points)| svg_chart(name, points))
             .collect();
         if charts.is_empty() {
@@ -712,10 +721,12 @@ pub fn svg_chart(name: &str, points: &[[f64; 2]]) -> Option<String> {
     points.sort_by(|a, b| a[0].total_cmp(&b[0]));
     let held = name == "held";
     let (mut t0, mut t1) = (points[0][0], points[points.len() - 1][0]);
-    // One moment: a minute around it.
+    // One moment: a minute around it; a few seconds: ten seconds, so the clock ticks differ.
     if t1 <= t0 {
         t0 -= 30.0;
         t1 = t0 + 60.0;
+    } else if t1 - t0 < 10.0 {
+        t1 = t0 + 10.0;
     }
     let max = points.iter().map(|p| p[1]).fold(0.0, f64::max);
     let (top, step) = if held { (1.0, 1.0) } else { nice_scale(max) };
@@ -735,7 +746,7 @@ pub fn svg_chart(name: &str, points: &[[f64; 2]]) -> Option<String> {
         svg,
         "<figure class=\"chart\" id=\"{id}\" data-series=\"{name}\">\
          <figcaption><strong>{name}</strong> <span class=\"unit\">{unit}</span> \
-         <span class=\"last\">last {last} · max {max} · {n} points</span></figcaption>\
+         <span class=\"last\">last {last} · max {max} · {n} point{plural}</span></figcaption>\
          <svg viewBox=\"0 0 {WIDTH} {HEIGHT}\" width=\"{WIDTH}\" height=\"{HEIGHT}\" \
          role=\"img\" aria-label=\"{name} over time\">",
         id = escape(&id),
@@ -744,6 +755,7 @@ pub fn svg_chart(name: &str, points: &[[f64; 2]]) -> Option<String> {
         last = escape(&tick_label(last)),
         max = escape(&tick_label(max)),
         n = points.len(),
+        plural = if points.len() == 1 { "" } else { "s" },
     );
     // The y axis: 0 and a few ticks up to the top.
     let ticks = (top / step).round() as usize;

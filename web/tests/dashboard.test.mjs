@@ -25,7 +25,7 @@
 
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 
 import { countDocuments, dropDatabases, launchBrowser, leftTempDirs, removeTempDir, runCommand, sample, screenshotPath, sleep, startService, startTestServer, stopAll, stopChild, tempDir, waitFor } from "./harness.mjs";
@@ -505,6 +505,53 @@ describe("the dashboard in a browser", { timeout: WATCHDOG_MS }, () => {
     assert.ok(await page.locator("#chart-job-note").isHidden());
     assert.equal(await text("#chart-workers-note"), "No samples: the job ended before this page was opened.");
     assert.ok(await page.locator("#controls").isHidden());
+    assertNoProblems();
+  });
+
+  test("a job's report opens from its page as one self-contained page that fetches nothing", async () => {
+    // From the job's page: the link fetches the report with the token and saves it as a file.
+    await page.goto(`${service.base}/#/jobs/4`);
+    await waitForState("completed");
+    const [download] = await Promise.all([page.waitForEvent("download"), page.locator("#job-report").click()]);
+    assert.equal(download.suggestedFilename(), "job-4-report.html");
+    const saved = readFileSync(await download.path(), "utf8");
+    assert.match(saved, /^<!DOCTYPE html>/);
+    assert.match(saved, /id="report-dead-letters"/);
+    assert.doesNotMatch(saved, new RegExp(`${PASSWORD}|${TOKEN}`));
+
+    // Opened by itself in a fresh browser context: the one request is the page; nothing else,
+    // from the service or anywhere, is asked for while it is read.
+    const context = await browser.newContext({
+      viewport: { width: 1200, height: 900 },
+      extraHTTPHeaders: { authorization: `Bearer ${TOKEN}` },
+    });
+    try {
+      const requests = [];
+      await context.route("**/*", (route) => {
+        requests.push(route.request().url());
+        return route.continue();
+      });
+      const report = await context.newPage();
+      const errors = [];
+      report.on("pageerror", (error) => errors.push(error.message));
+      report.on("console", (message) => message.type() === "error" && errors.push(message.text()));
+      const response = await report.goto(`${service.base}/api/jobs/4/report`);
+      assert.equal(response.status(), 200);
+      assert.match(response.headers()["content-security-policy"], /default-src 'none'/);
+      await report.waitForLoadState("networkidle");
+      assert.deepEqual(requests, [`${service.base}/api/jobs/4/report`]);
+      assert.deepEqual(errors, []);
+      // What a person reads: the figures, the timeline, a chart, the dead letters, the spec.
+      assert.match(await report.locator("#report-figures").innerText(), /270/);
+      assert.match(await report.locator("#report-timeline").innerText(), /running[\s\S]*completed/);
+      assert.ok((await report.locator("#report-charts svg").count()) >= 1, "a chart of the saved series");
+      assert.ok(await report.locator("#report-charts svg").first().isVisible());
+      assert.match(await report.locator("#report-dead-letters").innerText(), /30/);
+      assert.doesNotMatch(await report.locator("body").innerText(), new RegExp(PASSWORD));
+      await report.screenshot({ path: screenshotPath("10b-job-report"), fullPage: true });
+    } finally {
+      await context.close();
+    }
     assertNoProblems();
   });
 
