@@ -615,7 +615,7 @@ fn every_flag_the_help_lists_is_accepted_and_described() {
         "admin.c",
     ];
     let sample = ["--to", "mongodb://127.0.0.1:9", "--ns", "admin.c"];
-    let commands: [(&[&str], &[&str]); 11] = [
+    let commands: [(&[&str], &[&str]); 12] = [
         (&["copy"], &job),
         (&["sync"], &job),
         (&["move"], &job),
@@ -627,6 +627,7 @@ fn every_flag_the_help_lists_is_accepted_and_described() {
         (&["journal", "inspect"], &[]),
         (&["journal", "replay"], &[]),
         (&["journal", "export"], &[]),
+        (&["report"], &[]),
     ];
     let mut checked = 0;
     for (command, required) in commands {
@@ -638,7 +639,7 @@ fn every_flag_the_help_lists_is_accepted_and_described() {
             assert!(described, "{command:?} --help: {flag} has no description");
         }
         if required.is_empty() {
-            // serve would start, and the journal commands need a journal: help only.
+            // serve would start, the journal commands need a journal, report a history: help only.
             continue;
         }
         let base: Vec<&str> = [command, required].concat();
