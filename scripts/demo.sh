@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Only the test server: neither the API fuzzer nor the browser tests' chromium and npm packages.
-MONGOFERRY_SKIP_FUZZER=1 MONGOFERRY_SKIP_BROWSER=1 bash scripts/setup-test-env.sh
+MONGOFERRY_SKIP_FUZZER=1 MONGOFERRY_SKIP_PROMTOOL=1 MONGOFERRY_SKIP_BROWSER=1 bash scripts/setup-test-env.sh
 target_dir=${CARGO_TARGET_DIR:-target}
 bin=$target_dir/release/mongoferry
 if [ ! -x "$bin" ]; then
