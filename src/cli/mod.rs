@@ -360,7 +360,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Sample(args) => run_sample(args).await,
         Command::Serve(args) => run_serve(args).await,
         Command::Verify(args) => run_verify(args).await,
-        Command::Report(args) => report::run(args).await,
+        Command::Report(args) => run_report(args).await,
         Command::Journal { command } => crate::cli::journal::run(command).await,
     };
     match outcome {
@@ -561,6 +561,15 @@ async fn run_copy_or_sync(args: CopyArgs, until_caught_up: bool) -> Result<(), F
     let outcome = copy_with_store(args, until_caught_up, spec, store.clone()).await;
     store.close().await;
     outcome
+}
+
+/// `mongoferry report`: the history `--state` names (a file's default path filled in).
+async fn run_report(args: report::ReportArgs) -> Result<(), Failure> {
+    let store = match store_choice(&args.state, false)? {
+        StoreChoice::File(None) => StoreChoice::File(Some(default_state_path())),
+        chosen => chosen,
+    };
+    report::run(args, store).await
 }
 
 /// The store `--state` (or `MONGOFERRY_STATE`) and `--no-state` name ([`StoreChoice`]). A value

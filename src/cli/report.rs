@@ -12,7 +12,6 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 
 use super::terminal::Failure;
-use super::{default_state_path, store_choice};
 use crate::service::job::{Job, JobRecord, JobView};
 use crate::service::report::Report;
 use crate::service::series::Series;
@@ -48,8 +47,10 @@ pub enum ReportFormat {
     Json,
 }
 
-pub async fn run(args: ReportArgs) -> Result<(), Failure> {
-    let (job, series) = find(&args).await?;
+/// Writes the report of `args.job`, from the history in `store` (`args.state` read, a file's
+/// default path filled in).
+pub async fn run(args: ReportArgs, store: StoreChoice) -> Result<(), Failure> {
+    let (job, series) = find(&args, store).await?;
     let report = Report::of(&job, series.by_measure());
     let text = match args.format {
         ReportFormat::Html => report.html(),
@@ -73,14 +74,14 @@ pub async fn run(args: ReportArgs) -> Result<(), Failure> {
 }
 
 /// The job `args.job` of the history `args.state` names, and its saved series (none: empty).
-async fn find(args: &ReportArgs) -> Result<(Job, Series), Failure> {
+async fn find(args: &ReportArgs, store: StoreChoice) -> Result<(Job, Series), Failure> {
     let unknown = |history: &str| {
         Failure::new(
             format!("job {} is not in the job history {history}", args.job),
             2,
         )
     };
-    match store_choice(&args.state, false)? {
+    match store {
         StoreChoice::Mongo(uri) => {
             let store = MongoStore::open(&uri, Duration::from_secs(30), Duration::from_secs(10))
                 .await
@@ -99,7 +100,10 @@ async fn find(args: &ReportArgs) -> Result<(Job, Series), Failure> {
             Ok((job, series.unwrap_or_default()))
         }
         StoreChoice::File(path) => {
-            let file = HistoryFile::new(path.unwrap_or_else(default_state_path));
+            let Some(path) = path else {
+                return Err(Failure::new("no job history named (see --state)".into(), 2));
+            };
+            let file = HistoryFile::new(path);
             let location = file.path().display().to_string();
             if !file.path().exists() {
                 return Err(Failure::new(

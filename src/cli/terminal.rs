@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::progress::{Progress, ProgressMode};
 use crate::engine::control::guard::LoadGuard;
+pub(crate) use crate::engine::stats::human_bytes;
 use crate::engine::stats::JobStats;
 use crate::engine::transform::HmacKey;
 use crate::engine::CopyError;
@@ -128,21 +129,6 @@ pub(super) fn cancel_on_signal(token: CancellationToken) -> tokio::task::JoinHan
         eprintln!("stopping after the batches in flight…");
         token.cancel();
     })
-}
-
-pub(crate) fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
 }
 
 /// The key of a transform's `hmac` steps: the file's content (its last line break left

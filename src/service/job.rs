@@ -21,7 +21,7 @@ use crate::engine::stats::{
     CanCommit, DeadLetterSummary, JobSnapshot, JobStats, VerificationProgress, WritesAfterCommit,
 };
 use crate::engine::Control;
-use crate::service::notify::{Change, Notifier};
+use crate::service::notify::Notifier;
 use crate::spec::{JobSpec, Mode};
 use crate::state::unix_now;
 
@@ -322,6 +322,30 @@ impl Links {
     }
 }
 
+/// A state change of a job, as it is announced (`serve --notify-url`, [`super::notify`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Change {
+    pub job: JobId,
+    pub mode: Mode,
+    pub state: JobState,
+    /// `null`: the job was just submitted.
+    pub previous_state: Option<JobState>,
+    /// Documents and bytes written by this run, documents earlier runs had written, documents
+    /// refused (dead letters).
+    pub docs: u64,
+    pub bytes: u64,
+    pub skipped: u64,
+    pub failed: u64,
+    /// Over the last few seconds (`null` before the run started).
+    pub docs_per_sec: Option<f64>,
+    /// Since the run started (`null` before it started).
+    pub seconds: Option<f64>,
+    pub created_at: f64,
+    pub finished_at: Option<f64>,
+    /// Why it failed, or what the operator should know.
+    pub error: Option<String>,
+}
+
 /// A job known to this service: running now, or restored from the history.
 pub struct Job {
     pub id: JobId,
@@ -553,7 +577,7 @@ impl Job {
         self.state.send_replace(state);
         if state != previous {
             if let Some(notifier) = self.notifier.get() {
-                notifier.announce(self.change(&inner, Some(previous)));
+                notifier.announce(&self.change(&inner, Some(previous)));
             }
         }
         Ok(state)
@@ -569,7 +593,7 @@ impl Job {
     pub fn announce(&self, previous: Option<JobState>) {
         if let Some(notifier) = self.notifier.get() {
             let inner = self.inner.lock();
-            notifier.announce(self.change(&inner, previous));
+            notifier.announce(&self.change(&inner, previous));
         }
     }
 

@@ -21,8 +21,8 @@ use utoipa::ToSchema;
 use super::job::{Job, JobId, JobState, NodeShare, TimelineEntry, TimelineKind};
 use super::series::Measure;
 use crate::engine::stats::{
-    DeadLetterSummary, JobSnapshot, MoveProgress, ReconcileProgress, VerificationProgress,
-    WritesAfterCommit,
+    human_bytes, DeadLetterSummary, JobSnapshot, MoveProgress, ReconcileProgress,
+    VerificationProgress, WritesAfterCommit,
 };
 use crate::spec::JobSpec;
 use crate::state::unix_now;
@@ -581,20 +581,6 @@ fn count(n: u64) -> String {
         out.push(c);
     }
     out
-}
-
-fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    match unit {
-        0 => format!("{bytes} B"),
-        _ => format!("{value:.1} {}", UNITS[unit]),
-    }
 }
 
 /// `3725.4` seconds as `1h 2m 5s`.
