@@ -606,10 +606,17 @@ impl JobManager {
                 tracing::info!("job {} running", job.id);
                 let run = prepared.run(job.cancel.clone());
                 match runs {
-                    true => tokio::select! {
-                        outcome = run => outcome,
-                        () = self.sample_while_running(&job) => unreachable!("samples until the run ends"),
-                    },
+                    true => {
+                        // The sampler stops at its next tick once the run ended: never in the
+                        // middle of a save, which an older save could then overwrite.
+                        let ended = CancellationToken::new();
+                        let run = async {
+                            let outcome = run.await;
+                            ended.cancel();
+                            outcome
+                        };
+                        tokio::join!(run, self.sample_until(&job, &ended)).0
+                    }
                     false => run.await,
                 }
             }
@@ -630,13 +637,16 @@ impl JobManager {
     }
 
     /// Samples a running job's series once a second and saves them every
-    /// [`series::SAVE_EVERY`]; never returns (the run it goes beside ends it).
-    async fn sample_while_running(&self, job: &Job) {
+    /// [`series::SAVE_EVERY`], until `ended`.
+    async fn sample_until(&self, job: &Job, ended: &CancellationToken) {
         let mut tick = tokio::time::interval(series::SAMPLE_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut saved = tokio::time::Instant::now();
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = ended.cancelled() => return,
+            }
             job.sample();
             if saved.elapsed() >= series::SAVE_EVERY {
                 self.save_series(job).await;
