@@ -92,6 +92,46 @@ pub enum History {
     Shared(Box<Nodes>),
 }
 
+impl History {
+    /// Keeps job `id`'s series beside the jobs' records (nowhere with no history).
+    async fn save_series(&self, id: JobId, series: Series) -> Result<(), String> {
+        match self {
+            History::None => Ok(()),
+            History::File(file) => {
+                let file = file.clone();
+                blocking(move || file.save_series(id.0, &series)).await
+            }
+            History::Shared(nodes) => nodes
+                .shared()
+                .put_series(id.0, &series)
+                .await
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Job `id`'s series as last kept, if any.
+    async fn load_series(&self, id: JobId) -> Result<Option<Series>, String> {
+        match self {
+            History::None => Ok(None),
+            History::File(file) => {
+                let file = file.clone();
+                blocking(move || file.load_series(id.0)).await
+            }
+            History::Shared(nodes) => nodes.shared().series(id.0).await.map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// Runs a file operation off the async threads; its error (or the task's) as text.
+async fn blocking<T: Send + 'static, E: std::fmt::Display + Send + 'static>(
+    operation: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, String> {
+    match tokio::task::spawn_blocking(operation).await {
+        Ok(done) => done.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 pub struct JobManager {
     jobs: Mutex<BTreeMap<JobId, Arc<Job>>>,
     next_id: AtomicU64,
@@ -658,42 +698,15 @@ impl JobManager {
     /// Saves a job's series with the history (if the service keeps one). A failed write is
     /// logged: the job goes on.
     async fn save_series(&self, job: &Job) {
-        let series = job.series();
-        let id = job.id.0;
-        let saved = match &self.history {
-            History::None => return,
-            History::File(file) => {
-                let file = file.clone();
-                match tokio::task::spawn_blocking(move || file.save_series(id, &series)).await {
-                    Ok(saved) => saved.map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                }
-            }
-            History::Shared(nodes) => nodes
-                .shared()
-                .put_series(id, &series)
-                .await
-                .map_err(|e| e.to_string()),
-        };
-        if let Err(e) = saved {
+        let id = job.id;
+        if let Err(e) = self.history.save_series(id, job.series()).await {
             tracing::warn!("job {id}: its chart series were not saved: {e}");
         }
     }
 
     /// The series saved for job `id`, if any (an unreadable one is logged and left out).
     async fn stored_series(&self, id: JobId) -> Option<Series> {
-        let loaded = match &self.history {
-            History::None => return None,
-            History::File(file) => {
-                let file = file.clone();
-                match tokio::task::spawn_blocking(move || file.load_series(id.0)).await {
-                    Ok(loaded) => loaded.map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                }
-            }
-            History::Shared(nodes) => nodes.shared().series(id.0).await.map_err(|e| e.to_string()),
-        };
-        loaded.unwrap_or_else(|e| {
+        self.history.load_series(id).await.unwrap_or_else(|e| {
             tracing::warn!("job {id}: its saved chart series cannot be read: {e}");
             None
         })
@@ -827,10 +840,8 @@ impl JobManager {
         };
         let _one_at_a_time = self.saving.lock().await;
         let records = self.list().iter().map(|j| j.record()).collect();
-        match tokio::task::spawn_blocking(move || store.save(records)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!("{e}"),
-            Err(e) => tracing::error!("saving the job history failed: {e}"),
+        if let Err(e) = blocking(move || store.save(records)).await {
+            tracing::error!("the job history was not saved: {e}");
         }
     }
 
