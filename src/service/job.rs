@@ -655,14 +655,14 @@ impl Job {
     /// Adds the point of now to the job's series (see [`super::series`]).
     pub fn sample(&self) {
         let Some(stats) = self.stats() else { return };
-        let view = self.view();
+        let progress = Job::progress_of(&self.inner.lock());
         let reading = Reading {
-            progress: view.progress.as_ref(),
-            workers: view.workers,
-            rate_limit: view.limits.rate,
-            held: view.load_guard.as_ref().is_some_and(|g| g.throttled),
+            progress: progress.as_ref(),
+            workers: self.control.workers(),
+            rate_limit: self.control.throttle().job.limits().rate,
+            held: self.control.guard().throttled(),
         };
-        if let Some(sync) = view.progress.as_ref().and_then(|p| p.sync.as_ref()) {
+        if let Some(sync) = progress.as_ref().and_then(|p| p.sync.as_ref()) {
             self.note_phase(sync.phase.as_str());
         }
         let now = unix_now();
@@ -701,6 +701,31 @@ impl Job {
         inner.record.clone()
     }
 
+    /// The job's progress: as it ended, for a final job (kept in its record; only the final
+    /// counts in a history written before it was kept), else the live counters', at the rate of
+    /// every node on the job together.
+    fn progress_of(inner: &JobInner) -> Option<JobSnapshot> {
+        let record = &inner.record;
+        match (&record.progress, record.state.is_final(), &inner.stats) {
+            // Not the live counters': their clock goes on.
+            (Some(kept), true, _) => Some(kept.clone()),
+            (_, _, Some(stats)) => {
+                let snap = stats.snapshot();
+                Some(match inner.shares.is_empty() {
+                    true => snap,
+                    false => snap.at_rate(inner.shares.iter().map(|s| s.docs_per_sec).sum()),
+                })
+            }
+            (None, true, None) => Some(JobSnapshot::final_counts(
+                record.docs,
+                record.bytes,
+                record.skipped,
+                record.failed,
+            )),
+            (_, false, None) => None,
+        }
+    }
+
     /// The job as the API shows it (a read: nothing changes).
     pub fn view(&self) -> JobView {
         let inner = self.inner.lock();
@@ -713,38 +738,8 @@ impl Job {
             view.nodes = inner.shares.clone();
             return view;
         }
-        // A final job: its progress as it ended (kept in its record), not the live counters'
-        // (whose clock goes on).
-        let kept = inner
-            .record
-            .progress
-            .clone()
-            .filter(|_| inner.record.state.is_final());
-        let progress = kept.or_else(|| {
-            inner.stats.as_ref().map(|stats| {
-                let snap = stats.snapshot();
-                // Several nodes on the job: its speed is theirs together.
-                match inner.shares.is_empty() {
-                    true => snap,
-                    false => snap.at_rate(inner.shares.iter().map(|s| s.docs_per_sec).sum()),
-                }
-            })
-        });
+        let progress = Job::progress_of(&inner);
         let record = &inner.record;
-        // A job restored from the history: its final progress as kept (a history written
-        // before it was kept has only the final counts).
-        let progress = progress.or_else(|| {
-            record.state.is_final().then(|| {
-                record.progress.clone().unwrap_or_else(|| {
-                    JobSnapshot::final_counts(
-                        record.docs,
-                        record.bytes,
-                        record.skipped,
-                        record.failed,
-                    )
-                })
-            })
-        });
         let sync = progress.as_ref().and_then(|p| p.sync.as_ref());
         JobView {
             can_commit: sync.map(|s| s.can_commit.clone()),

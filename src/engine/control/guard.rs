@@ -419,6 +419,11 @@ impl LoadGuard {
         self.hold.is_held()
     }
 
+    /// Whether its last decision holds the job (the view's `throttled`, without the rest).
+    pub fn throttled(&self) -> bool {
+        self.current.lock().throttled
+    }
+
     /// A sync's commit waits while `why` is `Some`.
     pub fn postpone_commit(&self, why: Option<String>) {
         self.postponed.send_if_modified(|now| {
