@@ -716,9 +716,7 @@ pub fn svg_chart(name: &str, points: &[[f64; 2]]) -> Option<String> {
     }
     let max = points.iter().map(|p| p[1]).fold(0.0, f64::max);
     let (top, step) = if held { (1.0, 1.0) } else { nice_scale(max) };
-    let (w, h) = (WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM);
-    let x = |t: f64| LEFT + (t - t0) / (t1 - t0) * w;
-    let y = |v: f64| TOP + h - (v.max(0.0) / top).min(1.0) * h;
+    let frame = Frame { t0, t1, top };
     let unit = unit_of(name);
     let id = format!(
         "chart-{}",
@@ -743,96 +741,123 @@ pub fn svg_chart(name: &str, points: &[[f64; 2]]) -> Option<String> {
         n = points.len(),
         plural = if points.len() == 1 { "" } else { "s" },
     );
-    // The y axis: 0 and a few ticks up to the top.
-    let ticks = (top / step).round() as usize;
-    for i in 0..=ticks {
-        let v = step * i as f64;
-        let label = match held {
-            true if i == 1 => "held".to_string(),
-            true => "free".to_string(),
-            false => tick_label(v),
-        };
+    frame.axes(&mut svg, step, held);
+    match (held, points.len()) {
+        (true, _) => frame.held(&mut svg, &points),
+        (false, 1) => {
+            let [t, v] = points[0];
+            let _ = write!(
+                svg,
+                "<circle class=\"point\" cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\"/>",
+                frame.x(t),
+                frame.y(v)
+            );
+        }
+        (false, _) => {
+            let line: Vec<String> = points
+                .iter()
+                .map(|[t, v]| format!("{:.1},{:.1}", frame.x(*t), frame.y(*v)))
+                .collect();
+            let _ = write!(
+                svg,
+                "<polyline class=\"line\" points=\"{}\"/>",
+                line.join(" ")
+            );
+        }
+    }
+    svg.push_str("</svg></figure>");
+    Some(svg)
+}
+
+/// Where a chart's values land: times `t0..t1` across the plot, values `0..top` up it.
+struct Frame {
+    t0: f64,
+    t1: f64,
+    top: f64,
+}
+
+impl Frame {
+    const PLOT_WIDTH: f64 = WIDTH - LEFT - RIGHT;
+    const PLOT_HEIGHT: f64 = HEIGHT - TOP - BOTTOM;
+
+    fn x(&self, t: f64) -> f64 {
+        LEFT + (t - self.t0) / (self.t1 - self.t0) * Frame::PLOT_WIDTH
+    }
+
+    fn y(&self, v: f64) -> f64 {
+        TOP + Frame::PLOT_HEIGHT - (v.max(0.0) / self.top).min(1.0) * Frame::PLOT_HEIGHT
+    }
+
+    /// The y axis (0 and a tick every `step` up to the top; `held`: free and held), five clock
+    /// labels along the time axis, and the two axis lines.
+    fn axes(&self, svg: &mut String, step: f64, held: bool) {
+        let ticks = (self.top / step).round() as usize;
+        for i in 0..=ticks {
+            let v = step * i as f64;
+            let label = match held {
+                true if i == 1 => "held".to_string(),
+                true => "free".to_string(),
+                false => tick_label(v),
+            };
+            let _ = write!(
+                svg,
+                "<line class=\"grid\" x1=\"{LEFT}\" x2=\"{x2}\" y1=\"{yy:.1}\" y2=\"{yy:.1}\"/>\
+                 <text class=\"tick\" x=\"{tx}\" y=\"{ty:.1}\" text-anchor=\"end\">{label}</text>",
+                x2 = WIDTH - RIGHT,
+                yy = self.y(v),
+                tx = LEFT - 6.0,
+                ty = self.y(v) + 4.0,
+                label = escape(&label),
+            );
+        }
+        for i in 0..5 {
+            let t = self.t0 + (self.t1 - self.t0) * i as f64 / 4.0;
+            let anchor = match i {
+                0 => "start",
+                4 => "end",
+                _ => "middle",
+            };
+            let _ = write!(
+                svg,
+                "<text class=\"tick\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"{anchor}\">{}</text>",
+                self.x(t),
+                HEIGHT - 8.0,
+                escape(&time_of_day(t))
+            );
+        }
         let _ = write!(
             svg,
-            "<line class=\"grid\" x1=\"{LEFT}\" x2=\"{x2}\" y1=\"{yy:.1}\" y2=\"{yy:.1}\"/>\
-             <text class=\"tick\" x=\"{tx}\" y=\"{ty:.1}\" text-anchor=\"end\">{label}</text>",
-            x2 = WIDTH - RIGHT,
-            yy = y(v),
-            tx = LEFT - 6.0,
-            ty = y(v) + 4.0,
-            label = escape(&label),
+            "<line class=\"axis\" x1=\"{LEFT}\" x2=\"{LEFT}\" y1=\"{TOP}\" y2=\"{b}\"/>\
+             <line class=\"axis\" x1=\"{LEFT}\" x2=\"{r}\" y1=\"{b}\" y2=\"{b}\"/>",
+            b = TOP + Frame::PLOT_HEIGHT,
+            r = WIDTH - RIGHT,
         );
     }
-    // The time axis: five clock labels.
-    for i in 0..5 {
-        let t = t0 + (t1 - t0) * i as f64 / 4.0;
-        let anchor = match i {
-            0 => "start",
-            4 => "end",
-            _ => "middle",
-        };
-        let _ = write!(
-            svg,
-            "<text class=\"tick\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"{anchor}\">{}</text>",
-            x(t),
-            HEIGHT - 8.0,
-            escape(&time_of_day(t))
-        );
-    }
-    let _ = write!(
-        svg,
-        "<line class=\"axis\" x1=\"{LEFT}\" x2=\"{LEFT}\" y1=\"{TOP}\" y2=\"{b}\"/>\
-         <line class=\"axis\" x1=\"{LEFT}\" x2=\"{r}\" y1=\"{b}\" y2=\"{b}\"/>",
-        b = TOP + h,
-        r = WIDTH - RIGHT,
-    );
-    if held {
-        // Shaded bands where it was held, and the step line over them.
+
+    /// Shaded bands where the job was held, and the step line over them.
+    fn held(&self, svg: &mut String, points: &[[f64; 2]]) {
         for (i, [t, v]) in points.iter().enumerate() {
             if *v > 0.0 {
-                let end = points.get(i + 1).map_or(*t + 1.0, |p| p[0]).min(t1);
+                let end = points.get(i + 1).map_or(*t + 1.0, |p| p[0]).min(self.t1);
                 let _ = write!(
                     svg,
                     "<rect class=\"held\" x=\"{:.1}\" y=\"{TOP}\" width=\"{:.1}\" height=\"{h}\"/>",
-                    x(*t),
-                    (x(end) - x(*t)).max(1.0),
+                    self.x(*t),
+                    (self.x(end) - self.x(*t)).max(1.0),
+                    h = Frame::PLOT_HEIGHT,
                 );
             }
         }
         let mut path = String::new();
         for (i, [t, v]) in points.iter().enumerate() {
             let v = if *v > 0.0 { 1.0 } else { 0.0 };
-            match i {
-                0 => {
-                    let _ = write!(path, "M{:.1},{:.1}", x(*t), y(v));
-                }
-                _ => {
-                    let _ = write!(path, " H{:.1} V{:.1}", x(*t), y(v));
-                }
-            }
+            let _ = match i {
+                0 => write!(path, "M{:.1},{:.1}", self.x(*t), self.y(v)),
+                _ => write!(path, " H{:.1} V{:.1}", self.x(*t), self.y(v)),
+            };
         }
         let _ = write!(svg, "<path class=\"line\" d=\"{path}\"/>");
-    } else if points.len() == 1 {
-        let [t, v] = points[0];
-        let _ = write!(
-            svg,
-            "<circle class=\"point\" cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\"/>",
-            x(t),
-            y(v)
-        );
-    } else {
-        let line: Vec<String> = points
-            .iter()
-            .map(|[t, v]| format!("{:.1},{:.1}", x(*t), y(*v)))
-            .collect();
-        let _ = write!(
-            svg,
-            "<polyline class=\"line\" points=\"{}\"/>",
-            line.join(" ")
-        );
     }
-    svg.push_str("</svg></figure>");
-    Some(svg)
 }
 
 const STYLE: &str = "
