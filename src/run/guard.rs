@@ -104,7 +104,7 @@ impl Watch {
             }
         }
         if settings.max_lag_ms.is_some() {
-            for side in self.lag_sides() {
+            for side in lag_sides(self.mode) {
                 match replication_lag(self.client(side)).await {
                     Ok(lag) => reading.lag_ms.push((side, lag)),
                     Err(why) => reading
@@ -170,13 +170,14 @@ impl Watch {
             _ => &self.destination,
         }
     }
+}
 
-    /// Whose replication lag counts: the destination's, and the source's during a move.
-    fn lag_sides(&self) -> Vec<Side> {
-        match self.mode {
-            Mode::Move => vec![Side::Destination, Side::Source],
-            _ => vec![Side::Destination],
-        }
+/// Whose replication lag counts: the destination's, and the source's during a move (whose
+/// deletes replicate too).
+fn lag_sides(mode: Mode) -> Vec<Side> {
+    match mode {
+        Mode::Move => vec![Side::Destination, Side::Source],
+        _ => vec![Side::Destination],
     }
 }
 
@@ -335,11 +336,7 @@ pub async fn problems(
         }
     }
     if settings.max_lag_ms.is_some() {
-        let sides = match mode {
-            Mode::Move => vec![Side::Destination, Side::Source],
-            _ => vec![Side::Destination],
-        };
-        for side in sides {
+        for side in lag_sides(mode) {
             if let Err(why) = replication_lag(client(side)).await {
                 problems.push(format!(
                     "max_lag_ms: the {side} reports no replication lag ({why}); is it a replica \

@@ -30,17 +30,22 @@ impl Transforming {
         Transforming { inner, steps }
     }
 
+    /// A document the steps could not read, kept with the reason.
+    fn refused(doc: RawDocumentBuf, reason: String) -> Refused {
+        Refused {
+            doc,
+            code: None,
+            reason: format!("transform: {reason}"),
+        }
+    }
+
     /// The documents transformed, and those that could not be.
     fn transform(steps: &Steps, docs: Vec<RawDocumentBuf>) -> (Vec<RawDocumentBuf>, Vec<Refused>) {
         let (mut out, mut refused) = (Vec::with_capacity(docs.len()), Vec::new());
         for doc in docs {
             match steps.apply(doc) {
                 Ok(done) => out.push(done),
-                Err((doc, reason)) => refused.push(Refused {
-                    doc,
-                    code: None,
-                    reason: format!("transform: {reason}"),
-                }),
+                Err((doc, reason)) => refused.push(Self::refused(doc, reason)),
             }
         }
         (out, refused)
@@ -77,11 +82,7 @@ impl Transforming {
             };
             match done {
                 Ok(write) => out.push(write),
-                Err((doc, reason)) => refused.push(Refused {
-                    doc,
-                    code: None,
-                    reason: format!("transform: {reason}"),
-                }),
+                Err((doc, reason)) => refused.push(Self::refused(doc, reason)),
             }
         }
         refused.extend(self.inner.apply(ns, out).await?);
