@@ -355,6 +355,13 @@ impl CopySpec {
             // A sync keeps a position in the source's history that a copy of the same namespaces
             // must not share (nor take over a copy's finished checkpoint).
             .chain((self.mode != Mode::Copy).then(|| format!("({})", self.mode)))
+            // A run with another transform (or key) writes other documents: it must not
+            // continue this one's checkpoint, which would leave the two kinds mixed.
+            .chain(
+                self.transform
+                    .as_ref()
+                    .map(|t| format!("(transform {})", t.identity(self.transform_key.as_ref()))),
+            )
             .collect();
         JobKey::of(&self.from, &self.to, &namespaces, self.filter.as_ref())
     }
@@ -606,6 +613,29 @@ impl TransformRules {
     /// The patterns as written, with their steps.
     pub fn patterns(&self) -> impl Iterator<Item = (&str, &Exclude, &[Step])> {
         self.0.iter().map(|(p, m, s)| (p.as_str(), m, s.as_slice()))
+    }
+
+    /// What tells this transform apart in a job's key: a digest of its patterns and steps, and
+    /// of which key its `hmac` steps use (never the key). A run with another transform, or
+    /// another key, writes other documents: it is another job, not this one's continuation.
+    pub fn identity(&self, key: Option<&HmacKey>) -> String {
+        let mut text = String::new();
+        for (pattern, _, steps) in &self.0 {
+            text.push_str(pattern);
+            for step in steps {
+                text.push('\n');
+                text.push_str(&step.canonical());
+            }
+            text.push_str("\n\n");
+        }
+        if let Some(key) = key.filter(|_| self.needs_key()) {
+            text.push_str(&key.fingerprint());
+        }
+        let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+        digest.as_ref()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     /// Whether any step needs the key.
@@ -1461,6 +1491,42 @@ mod tests {
         assert!(line.contains("`--keep-source` and `--verify`"), "{line}");
         // The API keeps its own names.
         assert!(error.to_string().contains("`keep_source`"), "{error}");
+    }
+
+    #[test]
+    fn a_transform_and_its_key_are_part_of_the_jobs_key() {
+        let rules = |steps: serde_json::Value| -> TransformRules {
+            serde_json::from_value::<TransformConfig>(serde_json::json!({ "s.*": steps }))
+                .unwrap()
+                .rules()
+                .unwrap()
+        };
+        let (one, two) = (HmacKey::new(b"one key"), HmacKey::new(b"two key"));
+        let hashing = rules(serde_json::json!([{"hmac": "email"}]));
+        let redacting = rules(serde_json::json!([{"redact": "email"}]));
+        // The same transform and key: the same identity, each time.
+        assert_eq!(hashing.identity(Some(&one)), hashing.identity(Some(&one)));
+        assert_ne!(hashing.identity(Some(&one)), hashing.identity(Some(&two)));
+        assert_ne!(hashing.identity(Some(&one)), redacting.identity(Some(&one)));
+        // Without `hmac` steps the key changes nothing.
+        assert_eq!(redacting.identity(Some(&one)), redacting.identity(None));
+        // A constant's type counts: 1 and NumberLong(1) are other documents.
+        let int = rules(serde_json::json!([{"set": "n", "value": 1}]));
+        let long = rules(serde_json::json!([{"set": "n", "value": {"$numberLong": "1"}}]));
+        assert_ne!(int.identity(None), long.identity(None));
+        assert!(!hashing.identity(Some(&one)).contains("one key"));
+
+        let mut spec = JobSpec::new("mongodb://a", "mongodb://b", &["s.c"])
+            .validate()
+            .unwrap();
+        let (plain, _) = spec.job_key();
+        spec.transform = Some(hashing);
+        spec.transform_key = Some(one);
+        let (masked, description) = spec.job_key();
+        assert_ne!(plain, masked);
+        assert!(description.contains("(transform "), "{description}");
+        spec.transform_key = Some(two);
+        assert_ne!(spec.job_key().0, masked);
     }
 
     #[test]

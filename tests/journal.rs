@@ -734,10 +734,7 @@ fn a_service_job_keeps_a_journal() {
         let spec = |dir: String| JobSpec {
             workers: Some(2),
             batch_size: Some(50),
-            journal: Some(JournalConfig {
-                dir,
-                segment_bytes: None,
-            }),
+            journal: Some(JournalConfig::new(dir)),
             ..JobSpec::new(&env.src, &env.dst, &[&ns])
         };
         let err = manager

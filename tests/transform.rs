@@ -212,6 +212,37 @@ fn a_masked_copy_keeps_references_consistent_verifies_and_journals_what_it_wrote
         assert!(out.status.success(), "{}", stderr(&out));
         let again = dump(&dst, &replayed, "customers").await;
         assert_eq!(as_doc(&again[0]), first);
+        // Replayed through the transform again, they would be masked twice: refused, and the
+        // journal says why.
+        let twice = env.dst_db("twice");
+        let mapping = format!("{d}.*:{twice}");
+        let out = run(&[
+            "journal",
+            "replay",
+            &journal,
+            "--to",
+            &env.dst,
+            "--ns",
+            &mapping,
+            "--transform",
+            &transform,
+            "--transform-key-file",
+            &key,
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("transformed twice"),
+            "{}",
+            stderr(&out)
+        );
+        assert!(!dst.list_database_names().await.unwrap().contains(&twice));
+        let out = run(&["journal", "inspect", &journal]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(
+            stdout(&out).contains("transformed: segment-000001.mfj (transform "),
+            "{}",
+            stdout(&out)
+        );
         // Another run with the same key masks the same; another key, differently.
         let other_db = env.dst_db("again");
         let argv = copy(&other_db, &key, None);
@@ -227,6 +258,108 @@ fn a_masked_copy_keeps_references_consistent_verifies_and_journals_what_it_wrote
         let third = as_doc(&dump(&dst, &third_db, "customers").await[0]);
         assert_ne!(third.get("email"), first.get("email"));
         assert_ne!(third.get("customer_id"), Some(&Bson::Int64(masked_id)));
+    });
+}
+
+#[test]
+fn a_rerun_with_another_transform_or_key_copies_again_instead_of_continuing() {
+    TestEnv::start().run(|env| async move {
+        let (s, d) = (env.src_db("remask"), env.dst_db("remask"));
+        insert_raw(&env.src_client().await, &s, "customers", &customers(30)).await;
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state.db").display().to_string();
+        let ns = format!("{s}.customers:{d}.customers");
+        let write = |name: &str, steps: serde_json::Value| {
+            let path = dir.path().join(name);
+            std::fs::write(
+                &path,
+                json!({ format!("{s}.customers"): steps }).to_string(),
+            )
+            .unwrap();
+            path.display().to_string()
+        };
+        let redacting = write("redact.json", json!([{"redact": "ssn"}]));
+        let hashing = write("hmac.json", json!([{"hmac": "ssn"}]));
+        let (key, other_key) = (
+            key_file(dir.path(), KEY),
+            key_file(dir.path(), "another-key-of-some-length-42"),
+        );
+        let copy = |transform: &str, key: &str| {
+            let out = job(
+                "copy",
+                &env,
+                &ns,
+                &[
+                    "--state",
+                    &state,
+                    "--transform",
+                    transform,
+                    "--transform-key-file",
+                    key,
+                    "--json",
+                    "--quiet",
+                ],
+            );
+            assert!(out.status.success(), "{}", stderr(&out));
+            let summary: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+            (
+                summary["docs"].as_u64().unwrap(),
+                summary["job_key"].clone(),
+            )
+        };
+        let dst = env.dst_client().await;
+        let ssn = || async {
+            as_doc(&dump(&dst, &d, "customers").await[3])
+                .get("ssn")
+                .cloned()
+        };
+
+        let (docs, redacted_job) = copy(&redacting, &key);
+        assert_eq!(docs, 30);
+        assert_eq!(ssn().await, Some(Bson::String("REDACTED".into())));
+        // The same transform again: the same job, already complete.
+        assert_eq!(copy(&redacting, &key), (0, redacted_job.clone()));
+        // A changed transform is another job: everything is written its way, rather than the
+        // old checkpoint saying there is nothing left to do.
+        let (docs, hashed_job) = copy(&hashing, &key);
+        assert_eq!(docs, 30);
+        assert_ne!(hashed_job, redacted_job);
+        let hashed = ssn().await;
+        assert!(
+            matches!(&hashed, Some(Bson::String(h)) if h.len() == 64),
+            "{hashed:?}"
+        );
+        // So is the same transform with another key; the key itself is nowhere in the state.
+        let (docs, other_job) = copy(&hashing, &other_key);
+        assert_eq!(docs, 30);
+        assert_ne!(other_job, hashed_job);
+        assert_ne!(ssn().await, hashed);
+        // The key of a transform without `hmac` steps does not matter.
+        assert_eq!(copy(&redacting, &other_key), (0, redacted_job));
+        let kept = std::fs::read(&state).unwrap();
+        assert!(!String::from_utf8_lossy(&kept).contains(KEY));
+        // Nor is a transform taken by a reverse sync, which writes back to the source.
+        let out = run(&[
+            "sync",
+            "--reverse-of",
+            "0123456789abcdef",
+            "--from",
+            &env.dst,
+            "--to",
+            &env.src,
+            "--state",
+            &state,
+            "--transform",
+            &hashing,
+            "--transform-key-file",
+            &key,
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("--transform: --reverse-of"),
+            "{}",
+            stderr(&out)
+        );
     });
 }
 
@@ -579,7 +712,7 @@ fn a_service_job_takes_a_transform_and_the_services_key() {
         let (status, refused) = with_key.post("/api/jobs", bad).await;
         assert_eq!(status, 400, "{refused}");
         assert!(refused.to_string().contains("step 1"), "{refused}");
-        let (status, job) = with_key.post("/api/jobs", body).await;
+        let (status, job) = with_key.post("/api/jobs", body.clone()).await;
         assert_eq!(status, 202, "{job}");
         let job = with_key
             .wait_for(&job["id"], "the copy", |j| j["state"] == "completed")
@@ -593,5 +726,21 @@ fn a_service_job_takes_a_transform_and_the_services_key() {
         let first = as_doc(&copied[0]);
         assert_eq!(first.get_str("email").unwrap().len(), 64, "{first}");
         assert_eq!(first.get_str("ssn"), Ok("REDACTED"), "{first}");
+        // A transformed sync cannot be reversed: its destination holds masked documents, and
+        // writing them back would overwrite the originals.
+        let mut sync = body.clone();
+        sync["mode"] = json!("sync");
+        sync["namespaces"] = json!([format!("{s}.customers:{d}.synced")]);
+        let (status, job) = with_key.post("/api/jobs", sync).await;
+        assert_eq!(status, 202, "{job}");
+        let (status, refused) = with_key
+            .post(&format!("/api/jobs/{}/reverse", job["id"]), json!({}))
+            .await;
+        assert_eq!(status, 409, "{refused}");
+        assert!(refused.to_string().contains("has a transform"), "{refused}");
+        let (status, _) = with_key
+            .post(&format!("/api/jobs/{}/cancel", job["id"]), json!({}))
+            .await;
+        assert_eq!(status, 200);
     });
 }

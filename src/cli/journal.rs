@@ -133,6 +133,19 @@ pub fn report(scan: &Scan) -> String {
     };
     let _ = writeln!(out, "journal {}: {state}", scan.dir.display());
     let _ = writeln!(out, "runs: {}", scan.runs);
+    let transformed: Vec<String> = scan
+        .segments
+        .iter()
+        .filter_map(|s| Some(format!("{} (transform {})", s.file, s.transform.as_ref()?)))
+        .collect();
+    if !transformed.is_empty() {
+        let _ = writeln!(
+            out,
+            "transformed: {} hold what a transform made of the source's documents (replay them \
+             without --transform)",
+            transformed.join(", ")
+        );
+    }
     let time = |ms: Option<i64>| ms.map_or("-".to_string(), format_utc);
     let _ = writeln!(
         out,

@@ -422,6 +422,13 @@ async fn run_reverse(mut args: SyncArgs, key: crate::state::JobKey) -> Result<()
             )));
         }
     }
+    if args.copy.spec.transform.is_some() {
+        return Err(invalid(
+            "--transform: --reverse-of writes the destination's documents back to the source as \
+             they are; transformed, they would overwrite the originals"
+                .into(),
+        ));
+    }
     if args.copy.no_state {
         return Err(invalid(
             "--no-state: --reverse-of reads the job's checkpoint from its state store".into(),

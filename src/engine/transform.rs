@@ -25,6 +25,17 @@ impl HmacKey {
     pub fn new(secret: &[u8]) -> HmacKey {
         HmacKey(hmac::Key::new(hmac::HMAC_SHA256, secret))
     }
+
+    /// Which key this is, without showing it: hex digits of its HMAC of a fixed text. Two
+    /// runs with the same key have the same fingerprint.
+    pub fn fingerprint(&self) -> String {
+        let tag = hmac::sign(&self.0, b"mongoferry: which transform key");
+        hex(&tag.as_ref()[..8])
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl fmt::Debug for HmacKey {
@@ -149,6 +160,17 @@ impl Step {
     /// its path's first field.
     fn touches(&self, doc: &RawDocument) -> bool {
         matches!(self, Step::Set(..)) || matches!(doc.get(self.path().first()), Ok(Some(_)))
+    }
+}
+
+impl Step {
+    /// The step as a text that tells any two steps apart (`set`'s value as canonical Extended
+    /// JSON, which keeps its type, where the display shows it relaxed).
+    pub fn canonical(&self) -> String {
+        match self {
+            Step::Set(p, value) => format!("set {p} = {}", value.clone().into_canonical_extjson()),
+            other => other.to_string(),
+        }
     }
 }
 
@@ -337,7 +359,7 @@ fn digest(key: &HmacKey, value: &Bson) -> Bson {
         first.copy_from_slice(&tag[..8]);
         Bson::Int64(i64::from_be_bytes(first))
     } else {
-        Bson::String(tag.iter().map(|b| format!("{b:02x}")).collect())
+        Bson::String(hex(tag))
     }
 }
 

@@ -80,6 +80,10 @@
 //!                "namespaces": {"shop.orders": 30000}}]}
 //! ```
 //!
+//! A segment written through a transform says so with `"transform": "3fa2…"` (the
+//! transform's identity, a digest of its steps and key): its documents are what the transform
+//! made, and a replay refuses to transform them again. Absent otherwise.
+//!
 //! `state` is `open` while a writer works (or after it died) and `closed` once it finished.
 //! A segment is `open` while written, `sealed` (fsynced, counts final) after. The writer lists a
 //! new segment in the manifest before it creates the file. A writer that finds the journal
@@ -192,6 +196,12 @@ pub struct JournalConfig {
     )]
     #[serde(default)]
     pub segment_bytes: Option<u64>,
+    /// The transform the run's writes went through (`TransformRules::identity`), recorded with
+    /// each segment it writes: set by the run, never given by the user.
+    #[arg(skip)]
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub transform: Option<String>,
 }
 
 impl JournalConfig {
@@ -199,6 +209,7 @@ impl JournalConfig {
         JournalConfig {
             dir: dir.into(),
             segment_bytes: None,
+            transform: None,
         }
     }
 
@@ -253,6 +264,16 @@ pub enum JournalError {
     WriterStopped(String),
     #[error("journal task failed: {0}")]
     TaskFailed(String),
+    #[error(
+        "journal {} holds documents that a transform already made ({file}, transform {transform}): \
+         replay it without --transform, or they would be transformed twice",
+        dir.display()
+    )]
+    Transformed {
+        dir: PathBuf,
+        file: String,
+        transform: String,
+    },
     #[error("namespace {ns} is not in journal {} (it holds: {held})", dir.display())]
     NamespaceNotFound {
         dir: PathBuf,
@@ -317,6 +338,10 @@ pub struct SegmentInfo {
     pub last_ms: Option<i64>,
     /// Records per namespace.
     pub namespaces: BTreeMap<String, u64>,
+    /// The documents are what this transform (its identity) made of the source's: a replay
+    /// must not transform them again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transform: Option<String>,
 }
 
 impl Manifest {
@@ -675,8 +700,8 @@ mod tests {
         assert!(JournalConfig::new("/tmp/j").problems().is_empty());
         assert_eq!(JournalConfig::new(" ").problems().len(), 1);
         let tiny = JournalConfig {
-            dir: "/tmp/j".into(),
             segment_bytes: Some(10),
+            ..JournalConfig::new("/tmp/j")
         };
         assert!(tiny.problems()[0].contains("segment_bytes"), "{tiny:?}");
     }

@@ -540,6 +540,9 @@ pub struct SegmentScan {
     pub bytes: u64,
     pub first_ms: Option<i64>,
     pub last_ms: Option<i64>,
+    /// Its documents are what this transform made (as the manifest records it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transform: Option<String>,
 }
 
 /// How a journal read back: intact, torn at its end, or corrupt somewhere.
@@ -584,6 +587,19 @@ pub struct Scan {
 }
 
 impl Scan {
+    /// Refuses to transform the journal's documents when a segment holds what a transform
+    /// already made: they would be transformed twice.
+    pub fn refuse_transform_again(&self) -> Result<(), JournalError> {
+        match self.segments.iter().find(|s| s.transform.is_some()) {
+            None => Ok(()),
+            Some(s) => Err(JournalError::Transformed {
+                dir: self.dir.clone(),
+                file: s.file.clone(),
+                transform: s.transform.clone().unwrap_or_default(),
+            }),
+        }
+    }
+
     /// The damage that forbids using the journal, as an error.
     pub fn corruption_error(&self) -> Option<JournalError> {
         self.corruption.as_ref().map(|c| JournalError::Corrupt {
@@ -611,6 +627,7 @@ pub fn scan(dir: &Path) -> Result<Scan, JournalError> {
             bytes: std::fs::metadata(dir.join(&s.file)).map_or(0, |m| m.len()),
             first_ms: None,
             last_ms: None,
+            transform: s.transform.clone(),
         })
         .collect();
     let mut namespaces = BTreeMap::new();
@@ -901,8 +918,8 @@ mod tests {
     fn a_cut_segment_before_the_last_is_corrupt() {
         let tmp = tempfile::tempdir().unwrap();
         let config = JournalConfig {
-            dir: tmp.path().to_str().unwrap().into(),
             segment_bytes: Some(4096),
+            ..JournalConfig::new(tmp.path().to_str().unwrap())
         };
         let mut w = SegmentWriter::open(&config).unwrap();
         for f in 0..4 {

@@ -196,7 +196,7 @@ impl SegmentWriter {
         let next_seq = manifest.segments.iter().map(|s| s.records).sum();
         let compressor = zstd::bulk::Compressor::new(ZSTD_LEVEL)
             .map_err(|e| JournalError::io(&dir, "start zstd", e))?;
-        let file = start_segment(&dir, &mut manifest, run, next_seq)?;
+        let file = start_segment(&dir, &mut manifest, run, next_seq, config.transform.clone())?;
         Ok(SegmentWriter {
             summary: JournalSummary {
                 dir: config.dir.clone(),
@@ -242,7 +242,15 @@ impl SegmentWriter {
         let seg = self.segment();
         if seg.frames > 0 && seg.bytes >= self.segment_bytes {
             self.seal()?;
-            self.file = start_segment(&self.dir, &mut self.manifest, self.run, self.next_seq)?;
+            // The run's next segment holds what the same transform made.
+            let transform = self.segment().transform.clone();
+            self.file = start_segment(
+                &self.dir,
+                &mut self.manifest,
+                self.run,
+                self.next_seq,
+                transform,
+            )?;
             self.summary.segments += 1;
             self.summary.bytes += SEGMENT_HEADER_LEN as u64;
         }
@@ -385,6 +393,7 @@ fn start_segment(
     manifest: &mut Manifest,
     run: u32,
     first_seq: u64,
+    transform: Option<String>,
 ) -> Result<File, JournalError> {
     let number = manifest.segments.len() as u32 + 1;
     let name = segment_file_name(number);
@@ -400,6 +409,7 @@ fn start_segment(
         first_ms: None,
         last_ms: None,
         namespaces: Default::default(),
+        transform,
     });
     manifest.store(dir)?;
     let path = dir.join(&name);
@@ -656,8 +666,8 @@ mod tests {
 
     fn config(dir: &Path, segment_bytes: Option<u64>) -> JournalConfig {
         JournalConfig {
-            dir: dir.to_str().unwrap().to_string(),
             segment_bytes,
+            ..JournalConfig::new(dir.to_str().unwrap())
         }
     }
 
@@ -701,6 +711,36 @@ mod tests {
             .segments
             .iter()
             .all(|seg| seg.state == SegmentState::Sealed));
+        assert!(s.segments.iter().all(|seg| seg.transform.is_none()));
+        assert!(s.refuse_transform_again().is_ok());
+    }
+
+    #[test]
+    fn every_segment_of_a_transformed_run_says_so_and_the_next_run_decides_its_own() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("j");
+        let transformed = JournalConfig {
+            transform: Some("3fa2c0de3fa2c0de".into()),
+            ..config(&dir, Some(8 * 1024))
+        };
+        let mut w = SegmentWriter::open(&transformed).unwrap();
+        for i in 0..10 {
+            w.write_frame(&[batch("a.x", i * 10..i * 10 + 10, 300)])
+                .unwrap();
+        }
+        assert!(w.close().unwrap().segments > 1);
+        let mut w = SegmentWriter::open(&config(&dir, None)).unwrap();
+        w.write_frame(&[batch("a.x", 100..110, 300)]).unwrap();
+        w.close().unwrap();
+        let s = scan(&dir).unwrap();
+        let (last, first_run) = s.segments.split_last().unwrap();
+        assert!(first_run
+            .iter()
+            .all(|seg| seg.transform.as_deref() == Some("3fa2c0de3fa2c0de")));
+        assert_eq!(last.transform, None);
+        let refused = s.refuse_transform_again().unwrap_err().to_string();
+        assert!(refused.contains("segment-000001.mfj"), "{refused}");
+        assert!(refused.contains("transformed twice"), "{refused}");
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! one engine and one set of rules.
 //!
 //! A job is identified across runs by its [`JobKey`] (servers without credentials, namespaces,
-//! filter). Its checkpoint, if any, makes a run continue after each namespace's watermark; a
+//! filter, transform). Its checkpoint, if any, makes a run continue after each namespace's watermark; a
 //! finished job run again does nothing and says so, unless the spec asks to restart.
 
 use std::collections::HashMap;
@@ -45,7 +45,7 @@ use crate::engine::{
     Source, Strategy,
 };
 use crate::journal::writer::{JournalSender, JournalWriter, SegmentWriter};
-use crate::journal::JournalSummary;
+use crate::journal::{JournalConfig, JournalSummary};
 use crate::mongo::retry::{Retry, RetryPolicy};
 use crate::mongo::schema::Schema;
 use crate::mongo::{self, describe, MongoError, Namespace, Side};
@@ -442,7 +442,15 @@ async fn open_job(
     let server_limit = max_document_bytes(&clients.destination).await;
     let journal = match &spec.journal {
         None => None,
-        Some(config) => Some(JournalWriter::open(config.clone()).await?),
+        Some(config) => {
+            // The journal records what was written: the transform's output, said so.
+            let transform = spec.transform.as_ref();
+            let config = JournalConfig {
+                transform: transform.map(|t| t.identity(spec.transform_key.as_ref())),
+                ..config.clone()
+            };
+            Some(JournalWriter::open(config).await?)
+        }
     };
     Ok(OpenedJob {
         key,
@@ -863,6 +871,7 @@ impl PreparedCopy {
             commit: self.commit.clone(),
             until: self.until,
             refresh: self.spec.filter.is_some(),
+            transformed: self.spec.transform.is_some(),
             batch_size: self.spec.batch_size,
             verifier: self.verifier()?,
             commit_watch: self.spec.commit_watch,

@@ -13,6 +13,7 @@
 //! - not a sync, not committed, or committed without a reverse point (the destination's position
 //!   could not be read at the commit, or an older version committed it);
 //! - a filter: the destination holds only the documents it selected;
+//! - a transform: the destination holds transformed documents, not the source's;
 //! - documents the destination refused (dead letters): the sides were not equal at the commit;
 //! - mappings that do not map back one to one: `*` with any other mapping, or a `db.*` mapping
 //!   with another mapping of the same database on either side;
@@ -54,6 +55,12 @@ pub enum ReverseError {
          sync cannot be reversed"
     )]
     Filtered { job: String },
+    #[error(
+        "{job} has a transform: the destination holds what the transform made of the source's \
+         documents, and writing them back would overwrite the originals, so a transformed sync \
+         cannot be reversed"
+    )]
+    Transformed { job: String },
     #[error(
         "{job} has {count} document(s) the destination refused (dead letters): the two sides \
          were not equal at the commit, so it cannot be reversed"
@@ -143,6 +150,9 @@ pub fn reversible(job: &str, checkpoint: &Checkpoint) -> Result<ReverseFrom, Rev
     };
     if from.filtered {
         return Err(ReverseError::Filtered { job });
+    }
+    if from.transformed {
+        return Err(ReverseError::Transformed { job });
     }
     let count: u64 = checkpoint.namespaces.values().map(|n| n.failed).sum();
     if count > 0 {
@@ -319,7 +329,7 @@ mod tests {
     }
 
     #[test]
-    fn only_a_committed_unfiltered_sync_without_dead_letters_is_reversible() {
+    fn only_a_committed_sync_without_filter_transform_or_dead_letters_is_reversible() {
         let mut cp = Checkpoint::default();
         assert!(matches!(
             reversible("j", &cp),
@@ -343,6 +353,16 @@ mod tests {
             reversible("j", &cp),
             Err(ReverseError::Filtered { .. })
         ));
+        cp.sync.as_mut().unwrap().reverse_from = Some(ReverseFrom {
+            transformed: true,
+            ..from(&["a.b"], &[])
+        });
+        let refused = reversible("j", &cp).unwrap_err();
+        assert!(
+            matches!(refused, ReverseError::Transformed { .. }),
+            "{refused}"
+        );
+        assert!(refused.to_string().contains("overwrite the originals"));
         cp.sync.as_mut().unwrap().reverse_from = Some(from(&["a.b"], &[]));
         cp.namespaces.insert(
             "a.b -> a.b".into(),

@@ -75,11 +75,7 @@ pub async fn start_here(source: &Client, routes: &Routes) -> Result<SyncCheckpoi
 /// stands now, in the databases the job writes, with the job's mappings (from `routes`) and
 /// whether it had a filter. `None` (and a warning) when the destination's position cannot be
 /// read: the commit stands, only its reverse is refused.
-pub async fn reverse_point(
-    destination: &Client,
-    routes: &Routes,
-    filtered: bool,
-) -> Option<ReverseFrom> {
+pub async fn reverse_point(destination: &Client, routes: &Routes) -> Option<ReverseFrom> {
     // Each mapping turned around as written: only its databases are read here.
     let turned: Vec<NsMapping> = routes.mappings().iter().map(NsMapping::turned).collect();
     let at_destination = Routes::new(&turned, &[]);
@@ -89,8 +85,7 @@ pub async fn reverse_point(
             secs: here.applied_secs,
             namespaces: routes.mappings().iter().map(|m| m.to_string()).collect(),
             exclude: routes.excludes().iter().map(|e| e.to_string()).collect(),
-            filtered,
-            proven: false,
+            ..ReverseFrom::default()
         }),
         Err(e) => {
             tracing::warn!(
@@ -151,6 +146,8 @@ pub struct Follower {
     pub until: Until,
     /// The job has a filter: the current documents are read from the source with it.
     pub refresh: bool,
+    /// The job has a transform: what it wrote cannot be written back (no reverse).
+    pub transformed: bool,
     pub batch_size: usize,
     /// The continuous verification (`None`: `verify: "off"`).
     pub verifier: Option<Arc<Verifier>>,
@@ -456,9 +453,14 @@ impl Follower {
         sync.committed = true;
         // Where the destination's history stands at the commit point, every change applied:
         // a reverse sync (fail back) starts there.
-        sync.reverse_from = reverse_point(&self.destination, &self.routes, self.refresh)
+        sync.reverse_from = reverse_point(&self.destination, &self.routes)
             .await
-            .map(|from| ReverseFrom { proven, ..from });
+            .map(|from| ReverseFrom {
+                filtered: self.refresh,
+                transformed: self.transformed,
+                proven,
+                ..from
+            });
         self.ledger.set_sync_position(sync.clone());
         self.stats.sync.set_phase(SyncPhase::Committed);
         Ok(())

@@ -592,6 +592,9 @@ impl JobManager {
         if spec.endpoints.filter.is_some() {
             return Err(ReverseError::Filtered { job: name }.into());
         }
+        if spec.transform.is_some() {
+            return Err(ReverseError::Transformed { job: name }.into());
+        }
         // Refused changes are counted here too, not only those of the copy's checkpoint.
         if record.failed > 0 {
             return Err(ReverseError::DeadLetters {

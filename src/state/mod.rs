@@ -310,6 +310,11 @@ pub struct ReverseFrom {
     /// The forward job had a filter: it cannot be reversed (the destination holds only part).
     #[serde(default)]
     pub filtered: bool,
+    /// The forward job had a transform: it cannot be reversed (the destination holds what the
+    /// transform made of the source's documents, and writing that back would overwrite the
+    /// originals).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub transformed: bool,
     /// The commit proved the two sides equal: the reverse starts with its verification done.
     #[serde(default)]
     pub proven: bool,

@@ -118,8 +118,8 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("j");
         let config = JournalConfig {
-            dir: dir.to_str().unwrap().to_string(),
             segment_bytes: Some(4096),
+            ..JournalConfig::new(dir.to_str().unwrap())
         };
         let writer = JournalWriter::open(config).await.unwrap();
         // The directory goes away: the open segment takes writes, the next one cannot be made.

@@ -143,6 +143,7 @@ impl From<ReverseJobError> for ApiError {
                 | ReverseError::NotCommitted { .. }
                 | ReverseError::NoReversePoint { .. }
                 | ReverseError::Filtered { .. }
+                | ReverseError::Transformed { .. }
                 | ReverseError::DeadLetters { .. }
                 | ReverseError::NotInvertible { .. }
                 | ReverseError::AlreadyReversed { .. }
