@@ -339,6 +339,16 @@ fn connections_over_a_threshold_set_live_hold_the_job_and_a_critical_one_hiberna
             .await;
         assert_eq!(status, 200, "{patched}");
         assert_eq!(patched["load_guard"]["settings"]["max_load"], threshold);
+        // A path the servers do not report is refused live as at submit, and changes nothing.
+        let (status, refused) = service
+            .patch(&format!("/api/jobs/{id}"), json!({ "max_load": "source:no.such.path>1" }))
+            .await;
+        assert_eq!(status, 400, "{refused}");
+        assert!(
+            refused.to_string().contains("the source's serverStatus has no number at `no.such.path`"),
+            "{refused}"
+        );
+        assert_eq!(service.job(&id).await["load_guard"]["settings"]["max_load"], threshold);
         let extra = crowd(&env.src, 10).await;
         let job = service
             .wait_for(&id, "the hold", |j| j["load_guard"]["throttled"] == true)

@@ -26,6 +26,7 @@ use super::nodes::{self, Nodes};
 use super::notify::Notifier;
 use super::series::{self, Series};
 use crate::bounds;
+use crate::engine::control::guard::GuardSettings;
 use crate::engine::control::throttle::{Limiter, Limits, Throttle};
 use crate::engine::transform::HmacKey;
 use crate::engine::{Control, CopyError};
@@ -725,6 +726,18 @@ impl JobManager {
         self.stored_series(job.id).await.unwrap_or(live)
     }
 
+    /// What `job`'s servers do not report of what the guard `settings` would read, checked as
+    /// at submit (none when its servers are not known here, or do not answer in time: its run
+    /// then reports what it cannot read).
+    async fn unreported(&self, job: &Job, settings: GuardSettings) -> Vec<String> {
+        let Some(Ok(mut copy_spec)) = job.spec.as_ref().map(|spec| self.copy_spec(spec)) else {
+            return Vec::new();
+        };
+        copy_spec.guard = settings;
+        let timeout = copy_spec.connect_timeout.min(SUBMIT_PROBE_TIMEOUT);
+        crate::run::guard::probe(&copy_spec, timeout).await
+    }
+
     /// Carries an operator's command to a job.
     pub async fn command(&self, id: JobId, command: Command) -> Result<Arc<Job>, CommandError> {
         let job = self.get(id).ok_or(CommandError::NotFound(id))?;
@@ -764,9 +777,14 @@ impl JobManager {
             }
             Command::SetGuard(config) => {
                 let mode = job.record().spec.mode.unwrap_or_default();
-                let mut problems = config.settings(mode).err().unwrap_or_default();
+                let settings = config.settings(mode);
+                let mut problems = settings.clone().err().unwrap_or_default();
                 if let Some(url) = &config.throttle_url {
                     problems.extend(self.clusters.url_problems("throttle_url", url));
+                }
+                if let (true, Ok(settings)) = (problems.is_empty(), settings) {
+                    // As at submit: a path the servers do not report is refused now.
+                    problems = self.unreported(&job, settings).await;
                 }
                 if !problems.is_empty() {
                     return Err(CommandError::Invalid(problems.join("; ")));
