@@ -215,7 +215,7 @@ async function pollList(generation) {
 
 // ---------------------------------------------------------------- the form
 
-const FORM_FIELDS = ["from", "to", "namespaces", "filter", "transform", "mode", "keep_source", "delete_extra", "on_history_lost", "workers", "batch_size", "rate", "strategy", "rate_bytes", "adaptive"];
+const FORM_FIELDS = ["from", "to", "namespaces", "filter", "transform", "mode", "keep_source", "allow_transform_move", "delete_extra", "on_history_lost", "workers", "batch_size", "rate", "strategy", "rate_bytes", "adaptive"];
 
 function clearProblems() {
   $("#form-problems").innerHTML = "";
@@ -272,6 +272,20 @@ async function showTransform() {
   summary.textContent = read.value ? `${read.name}: ${R.transformSummary(read.value)}` : "";
   summary.hidden = !read.value;
   $("#transform-clear").hidden = read.name === undefined;
+  modeOptions();
+}
+
+/**
+ * Shows the options that mean something for the chosen mode: keeping the source and moving
+ * through a transform for a move (the latter once a file is chosen), deleting extras for a
+ * reconcile, what to do when the source's history is lost for a sync.
+ */
+function modeOptions() {
+  const mode = $("#mode").value;
+  $("#keep-source-field").hidden = mode !== "move";
+  $("#allow-transform-move-field").hidden = mode !== "move" || $("#transform").files.length === 0;
+  $("#delete-extra-field").hidden = mode !== "reconcile";
+  $("#on-history-lost-field").hidden = mode !== "sync";
 }
 
 /** The spec the form describes, or the problems found before asking the service. */
@@ -297,6 +311,7 @@ async function readForm() {
   const transform = await readTransform();
   if (transform.problem) problems.push(transform.problem);
   else if (transform.value) spec.transform = transform.value;
+  if (spec.mode === "move" && spec.transform && $("#allow_transform_move").checked) spec.allow_transform_move = true;
   for (const field of ["workers", "batch_size"]) {
     const input = $(`#${field}`);
     const parsed = R.parseWhole(field, input.value, input.validity.badInput);
@@ -877,14 +892,6 @@ function start() {
     $("#transform").value = "";
     showTransform();
   });
-  // Keeping the source means something for a move only, deleting extras for a reconcile only,
-  // what to do when the source's history is lost for a sync only.
-  const modeOptions = () => {
-    const mode = $("#mode").value;
-    $("#keep-source-field").hidden = mode !== "move";
-    $("#delete-extra-field").hidden = mode !== "reconcile";
-    $("#on-history-lost-field").hidden = mode !== "sync";
-  };
   $("#mode").addEventListener("change", modeOptions);
   modeOptions();
   wireControls();

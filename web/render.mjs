@@ -126,7 +126,7 @@ export function formatLimit(rate, unit) {
 
 /** The form fields a problem of the API's `problems` list belongs to (`null`: the form as a whole). */
 export function problemField(problem) {
-  const match = /^(from|to|namespaces?|filter|transform|workers|batch_size|rate_bytes|rate|strategy|adaptive|mode|keep_source|delete_extra|on_history_lost)\b/.exec(
+  const match = /^(from|to|namespaces?|filter|transform|workers|batch_size|rate_bytes|rate|strategy|adaptive|mode|keep_source|allow_transform_move|delete_extra|on_history_lost)\b/.exec(
     problem,
   );
   if (!match) return null;
@@ -1057,6 +1057,7 @@ export function workersHtml(view) {
 /** A spec's mode in words, with what changes its meaning (a move's rehearsal, a reconcile's deletes). */
 function specMode(spec) {
   if (spec.mode === "move" && spec.keep_source) return "move (keep the source: a rehearsal)";
+  if (spec.mode === "move" && spec.allow_transform_move) return "move (through the transform: only the transformed copies are left)";
   if (spec.mode === "reconcile") return spec.delete_extra ? "reconcile (delete extra documents)" : "reconcile (keep extra documents)";
   return spec.mode ?? "copy";
 }

@@ -1026,8 +1026,42 @@ describe("the dashboard in a browser", { timeout: WATCHDOG_MS }, () => {
       assert.equal(await countDocuments(destination, to, { env: "staging" }), COUNT, "env was set");
       assert.equal(await countDocuments(source, from, { pad: { $exists: true } }), COUNT, "the source is untouched");
       await page.screenshot({ path: screenshotPath("16h-transform-job"), fullPage: true });
+
+      // A move through a transform deletes the originals: refused until the operator says so
+      // with the checkbox that shows for a move once a file is chosen.
+      const moving = ns("shop.moved");
+      const moved = ns("transformed.moved");
+      await sample(source, moving, COUNT, 200);
+      const moveFile = path.join(fileDir, "move.json");
+      writeFileSync(moveFile, JSON.stringify({ [moving]: [{ drop: "pad" }] }));
+      await page.goto("about:blank");
+      await fillForm({ from: source, to: destination, namespaces: `${moving}:${moved}`, workers: 2, batch_size: 50, mode: "move" });
+      const consent = page.locator("#allow-transform-move-field");
+      assert.ok(await consent.isHidden(), "no transform chosen yet");
+      await input.setInputFiles(moveFile);
+      await consent.waitFor({ state: "visible", timeout: 5000 });
+      expectedFailures = 1;
+      await page.locator("#submit-job").click();
+      await page.locator("#problems-transform li").waitFor({ timeout: 10000 });
+      assert.match(await text("#problems-transform"), /a move deletes the source's originals/);
+      await waitFor("the console error of the expected 400", () => expectedFailures === 0, 5000, 50);
+      assert.equal(await countDocuments(source, moving), COUNT, "nothing was moved");
+      await page.screenshot({ path: screenshotPath("16i-transform-move-refused"), fullPage: true });
+      await page.locator("#allow_transform_move").check();
+      await page.locator("#submit-job").click();
+      const moveUrl = await waitFor("the move's page", () => /#\/jobs\/(\d+)$/.exec(page.url()), 10000, 50);
+      await waitForState("completed", 30000);
+      const moveView = (await api("GET", `/api/jobs/${Number(moveUrl[1])}`)).body;
+      assert.equal(moveView.spec.allow_transform_move, true, JSON.stringify(moveView.spec));
+      assert.equal(await countDocuments(destination, moved, { pad: { $exists: false } }), COUNT);
+      assert.equal(await countDocuments(source, moving), 0, "the originals were deleted");
+      // Away from a move, the checkbox is hidden and not sent.
+      await page.goto(`${service.base}/#/`);
+      await page.locator("#mode").selectOption("copy");
+      assert.ok(await consent.isHidden());
       assertNoProblems();
     } finally {
+      expectedFailures = 0;
       page.off("request", countPosts);
       removeTempDir(fileDir);
     }

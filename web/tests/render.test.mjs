@@ -577,6 +577,7 @@ test("a job's mode: move from its spec or its move figures", () => {
   assert.equal(R.allowedCommands("running", "move").commit, false, "only a sync is committed");
   assert.match(R.specHtml(moveView("running", moving)), /<dt>mode<\/dt><dd>move<\/dd>/);
   assert.match(R.specHtml(moveView("running", moving, { keep_source: true })), /<dd>move \(keep the source: a rehearsal\)<\/dd>/);
+  assert.match(R.specHtml(moveView("running", moving, { allow_transform_move: true })), /<dd>move \(through the transform: only the transformed copies are left\)<\/dd>/);
   assert.equal(R.moveHtml(baseView), "", "a copy has no move panel");
   assert.equal(R.moveSummary(baseView), "");
   assert.ok(!R.jobRowHtml(baseView).includes("job-move"));
@@ -1086,7 +1087,8 @@ test("reads a transform file: an object of patterns, else a problem naming the f
   // Its problems go under the file input, as the service's do ("transform: shop.users, step 1 …").
   assert.equal(R.problemField(R.parseTransform("t.json", "[]").problem), "transform");
   assert.equal(R.problemField('transform: shop.users, step 1 {"drop":1}: expected a path'), "transform");
-  assert.equal(R.problemField("allow_transform_move: only a move deletes from the source"), null);
+  // The move's consent to keep only transformed copies has its own checkbox.
+  assert.equal(R.problemField("allow_transform_move: only a move deletes from the source"), "allow_transform_move");
 });
 
 test("a transform's summary counts its patterns and steps", () => {
