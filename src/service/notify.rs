@@ -6,7 +6,8 @@
 //! the changes happen. Out: one [`Notice`] per change, numbered by a sequence of this service
 //! instance, POSTed to each receiver by a delivery task of its own, one notice after the other;
 //! signed with HMAC-SHA256 over the exact body (`X-Mongoferry-Signature: sha256=<hex>`) when a
-//! secret is given; retried with exponential backoff for a bounded time, then dropped. Counts of
+//! secret is given; retried with exponential backoff for a bounded time, then dropped (a 4xx
+//! other than 408, 425 or 429 is a refusal: dropped without retrying). Counts of
 //! notices sent, attempts retried and notices dropped (by receiver and reason) for `/metrics`.
 //!
 //! Announcing never waits and never fails a job: each receiver has a bounded queue, and a notice
@@ -175,6 +176,7 @@ struct Counts {
     retries: AtomicU64,
     queue_full: AtomicU64,
     failed: AtomicU64,
+    refused: AtomicU64,
     shutdown: AtomicU64,
 }
 
@@ -186,8 +188,9 @@ pub struct ReceiverCounts {
     pub sent: u64,
     /// Attempts that failed and were tried again.
     pub retries: u64,
-    /// Notices dropped, by reason: `queue_full`, `failed` (retries ran out), `shutdown`.
-    pub dropped: [(&'static str, u64); 3],
+    /// Notices dropped, by reason: `queue_full`, `failed` (retries ran out), `refused` (the
+    /// receiver answered a 4xx that retrying cannot change), `shutdown`.
+    pub dropped: [(&'static str, u64); 4],
 }
 
 struct Sending {
@@ -327,6 +330,7 @@ impl Notifier {
                 dropped: [
                     ("queue_full", c.queue_full.load(Relaxed)),
                     ("failed", c.failed.load(Relaxed)),
+                    ("refused", c.refused.load(Relaxed)),
                     ("shutdown", c.shutdown.load(Relaxed)),
                 ],
             })
@@ -402,7 +406,17 @@ impl Receiver {
                     self.counts.sent.fetch_add(1, Relaxed);
                     return true;
                 }
-                Err(why) => why,
+                Err(NotTaken::Refused(why)) => {
+                    self.counts.refused.fetch_add(1, Relaxed);
+                    tracing::warn!(
+                        "notification {} to {} dropped: {why} (a refusal that retrying cannot \
+                         change: not retried)",
+                        delivery.sequence,
+                        self.shown
+                    );
+                    return true;
+                }
+                Err(NotTaken::Failed(why)) => why,
             };
             let left = self.retry_window.saturating_sub(started.elapsed());
             if left.is_zero() {
@@ -430,8 +444,8 @@ impl Receiver {
         }
     }
 
-    /// One POST; why it failed, never with the URL.
-    async fn post(&self, delivery: &Delivery) -> Result<(), String> {
+    /// One POST; why it was not taken, never with the URL.
+    async fn post(&self, delivery: &Delivery) -> Result<(), NotTaken> {
         let mut request = self
             .http
             .post(self.url.clone())
@@ -441,18 +455,32 @@ impl Receiver {
         if let Some(signature) = &delivery.signature {
             request = request.header(SIGNATURE_HEADER, signature);
         }
+        let failed = |why: String| Err(NotTaken::Failed(why));
         match request.send().await {
             Ok(answer) if answer.status().is_success() => Ok(()),
-            Ok(answer) => Err(format!(
-                "receiver {} answered {}",
-                self.index,
-                answer.status()
-            )),
-            Err(e) if e.is_timeout() => Err("timed out".into()),
-            Err(e) if e.is_connect() => Err("cannot connect".into()),
-            Err(e) => Err(e.without_url().to_string()),
+            Ok(answer) => {
+                let status = answer.status();
+                let why = format!("receiver {} answered {status}", self.index);
+                // A 4xx says the notice itself is refused (a wrong path, a bad signature),
+                // except those that ask to come back later.
+                match status.is_client_error() && !matches!(status.as_u16(), 408 | 425 | 429) {
+                    true => Err(NotTaken::Refused(why)),
+                    false => failed(why),
+                }
+            }
+            Err(e) if e.is_timeout() => failed("timed out".into()),
+            Err(e) if e.is_connect() => failed("cannot connect".into()),
+            Err(e) => failed(e.without_url().to_string()),
         }
     }
+}
+
+/// Why a receiver did not take a notice.
+enum NotTaken {
+    /// Worth another attempt: no answer, a 5xx, a 408, 425 or 429.
+    Failed(String),
+    /// Refused for good: any other 4xx.
+    Refused(String),
 }
 
 #[cfg(test)]
@@ -555,8 +583,51 @@ mod tests {
         let dropped: u64 = counts.dropped.iter().map(|(_, n)| n).sum();
         assert_eq!((counts.sent, dropped), (0, QUEUE as u64 + 10), "{counts:?}");
         // After the shutdown, a notice is dropped at once.
-        let before = counts.dropped[2].1;
+        assert_eq!(counts.dropped[3].0, "shutdown");
+        let before = counts.dropped[3].1;
         notifier.announce(&change("completed"));
-        assert_eq!(notifier.counts()[0].dropped[2].1, before + 1);
+        assert_eq!(notifier.counts()[0].dropped[3].1, before + 1);
+    }
+
+    /// A receiver on a free loopback port answering every POST with `status`; how many it got.
+    async fn answering(status: u16) -> (String, Arc<AtomicU64>) {
+        let got = Arc::new(AtomicU64::new(0));
+        let counted = got.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move || {
+                counted.fetch_add(1, Relaxed);
+                async move { axum::http::StatusCode::from_u16(status).unwrap() }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, got)
+    }
+
+    #[tokio::test]
+    async fn a_refusal_is_not_retried_and_a_request_to_come_back_later_is() {
+        let (refusing, refused_posts) = answering(404).await;
+        let (busy, busy_posts) = answering(429).await;
+        let any = AllowList::default();
+        let notifier = Notifier::start(Settings {
+            urls: vec![
+                parse_url(0, &refusing, &any).unwrap(),
+                parse_url(1, &busy, &any).unwrap(),
+            ],
+            secret: None,
+            retry_window: Duration::from_secs(1),
+        })
+        .unwrap();
+        notifier.announce(&change("running"));
+        notifier.shutdown(Duration::from_secs(5)).await;
+        let counts = notifier.counts();
+        assert_eq!(refused_posts.load(Relaxed), 1, "a 404 is asked once");
+        assert_eq!(counts[0].retries, 0, "{counts:?}");
+        assert_eq!(counts[0].dropped[2], ("refused", 1), "{counts:?}");
+        assert!(busy_posts.load(Relaxed) >= 2, "a 429 is asked again");
+        assert!(counts[1].retries >= 1, "{counts:?}");
+        assert_eq!(counts[1].dropped[1], ("failed", 1), "{counts:?}");
     }
 }
