@@ -239,7 +239,9 @@ fn a_masked_copy_keeps_references_consistent_verifies_and_journals_what_it_wrote
         let out = run(&["journal", "inspect", &journal]);
         assert!(out.status.success(), "{}", stderr(&out));
         assert!(
-            stdout(&out).contains("transformed: segment-000001.mfj (transform "),
+            stdout(&out).contains(
+                "transformed (replay without --transform): segment-000001.mfj by transform "
+            ),
             "{}",
             stdout(&out)
         );

@@ -136,13 +136,12 @@ pub fn report(scan: &Scan) -> String {
     let transformed: Vec<String> = scan
         .segments
         .iter()
-        .filter_map(|s| Some(format!("{} (transform {})", s.file, s.transform.as_ref()?)))
+        .filter_map(|s| Some(format!("{} by transform {}", s.file, s.transform.as_ref()?)))
         .collect();
     if !transformed.is_empty() {
         let _ = writeln!(
             out,
-            "transformed: {} hold what a transform made of the source's documents (replay them \
-             without --transform)",
+            "transformed (replay without --transform): {}",
             transformed.join(", ")
         );
     }
