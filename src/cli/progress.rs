@@ -90,7 +90,8 @@ async fn draw_bars(stats: Arc<JobStats>, guard: Option<Arc<LoadGuard>>, stop: Ca
                 .with_style(style.clone())
                 .with_prefix(prefix),
         );
-        b.set_length(0);
+        // Unknown until counted: an empty bar, not a full one (0 of 0 would draw as done).
+        b.unset_length();
         b
     };
     let ns_bars: Vec<ProgressBar> = stats
@@ -142,7 +143,11 @@ async fn draw_bars(stats: Arc<JobStats>, guard: Option<Arc<LoadGuard>>, stop: Ca
         {
             let per_sec = rate.update(now, docs);
             let done = docs + before;
-            bar.set_length(expected.unwrap_or(done));
+            match (expected, finished) {
+                (Some(expected), _) => bar.set_length(expected),
+                (None, true) => bar.set_length(done),
+                (None, false) => bar.unset_length(),
+            }
             bar.set_position(done);
             let mut message = rate_and_eta(per_sec, done, expected, finished);
             if before > 0 {
