@@ -212,8 +212,11 @@ fn a_masked_copy_keeps_references_consistent_verifies_and_journals_what_it_wrote
         assert!(out.status.success(), "{}", stderr(&out));
         let again = dump(&dst, &replayed, "customers").await;
         assert_eq!(as_doc(&again[0]), first);
-        // Replayed through the transform again, they would be masked twice: refused, and the
-        // journal says why.
+        // Replayed through a transform whose patterns match what it holds, they would be
+        // masked twice: refused, and the journal says why.
+        let again = dir.path().join("again.json");
+        let steps = json!({ format!("{d}.*"): [{"hmac": "customer_id"}] });
+        std::fs::write(&again, steps.to_string()).unwrap();
         let twice = env.dst_db("twice");
         let mapping = format!("{d}.*:{twice}");
         let out = run(&[
@@ -225,7 +228,7 @@ fn a_masked_copy_keeps_references_consistent_verifies_and_journals_what_it_wrote
             "--ns",
             &mapping,
             "--transform",
-            &transform,
+            again.to_str().unwrap(),
             "--transform-key-file",
             &key,
         ]);
@@ -338,8 +341,14 @@ fn a_rerun_with_another_transform_or_key_copies_again_instead_of_continuing() {
         assert_ne!(ssn().await, hashed);
         // The key of a transform without `hmac` steps does not matter.
         assert_eq!(copy(&redacting, &other_key), (0, redacted_job));
-        let kept = std::fs::read(&state).unwrap();
-        assert!(!String::from_utf8_lossy(&kept).contains(KEY));
+        for secret in [KEY, "another-key-of-some-length-42"] {
+            let state_dir = dir.path().join("state.db");
+            let kept: Vec<String> = files_holding(dir.path(), secret.as_bytes())
+                .into_iter()
+                .filter(|f| f.starts_with(state_dir.to_str().unwrap()))
+                .collect();
+            assert_eq!(kept, Vec::<String>::new(), "the key in the state");
+        }
         // Nor is a transform taken by a reverse sync, which writes back to the source.
         let out = run(&[
             "sync",
@@ -692,7 +701,7 @@ fn a_service_job_takes_a_transform_and_the_services_key() {
     let key = key_file(dir.path(), KEY);
     let with_key = common::service::Serve::with_state(&dir.path().join("jobs.json"))
         .arg("--transform-key-file")
-        .arg(key)
+        .arg(&key)
         .start();
     let without_key = common::service::Service::start(&dir.path().join("other.json"));
     TestEnv::start().run(|env| async move {
@@ -729,20 +738,86 @@ fn a_service_job_takes_a_transform_and_the_services_key() {
         assert_eq!(first.get_str("email").unwrap().len(), 64, "{first}");
         assert_eq!(first.get_str("ssn"), Ok("REDACTED"), "{first}");
         // A transformed sync cannot be reversed: its destination holds masked documents, and
-        // writing them back would overwrite the originals.
+        // writing them back would overwrite the originals. Committed, it says so in its
+        // checkpoint, which the command line's --reverse-of reads.
+        let synced = format!("{s}.customers:{d}.synced");
         let mut sync = body.clone();
         sync["mode"] = json!("sync");
-        sync["namespaces"] = json!([format!("{s}.customers:{d}.synced")]);
-        let (status, job) = with_key.post("/api/jobs", sync).await;
+        sync["namespaces"] = json!([synced]);
+        let (status, job) = with_key.post("/api/jobs", sync.clone()).await;
         assert_eq!(status, 202, "{job}");
+        let id = job["id"].clone();
+        with_key
+            .wait_for(&id, "ready to commit", |j| j["can_commit"]["ok"] == true)
+            .await;
+        let (status, job) = with_key
+            .post(&format!("/api/jobs/{id}/commit"), json!({}))
+            .await;
+        assert_eq!(status, 200, "{job}");
+        with_key
+            .wait_for(&id, "the commit", |j| j["state"] == "completed")
+            .await;
         let (status, refused) = with_key
-            .post(&format!("/api/jobs/{}/reverse", job["id"]), json!({}))
+            .post(&format!("/api/jobs/{id}/reverse"), json!({}))
             .await;
         assert_eq!(status, 409, "{refused}");
         assert!(refused.to_string().contains("has a transform"), "{refused}");
-        let (status, _) = with_key
-            .post(&format!("/api/jobs/{}/cancel", job["id"]), json!({}))
-            .await;
-        assert_eq!(status, 200);
+        assert!(with_key.stop(), "the service stops cleanly");
+        let mut forward = mongoferry::spec::JobSpec::new(&env.src, &env.dst, &[]);
+        forward.endpoints.namespaces = vec![synced];
+        forward.mode = Some(mongoferry::spec::Mode::Sync);
+        forward.transform = Some(serde_json::from_value(sync["transform"].clone()).unwrap());
+        let mut forward = forward.validate().unwrap();
+        forward.transform_key = Some(mongoferry::engine::transform::HmacKey::new(KEY.as_bytes()));
+        let job_key = forward.job_key().0 .0;
+        let state = dir.path().join("copy-state.db").display().to_string();
+        let out = run(&[
+            "sync",
+            "--reverse-of",
+            &job_key,
+            "--from",
+            &env.dst,
+            "--to",
+            &env.src,
+            "--state",
+            &state,
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(stderr(&out).contains("has a transform"), "{}", stderr(&out));
+        assert_eq!(
+            count_in(&env.src_client().await, &s, "customers").await,
+            20,
+            "the source is untouched"
+        );
+        // The key is nowhere in what the service kept, only in its own file.
+        assert_eq!(files_holding(dir.path(), KEY.as_bytes()), vec![key]);
     });
+}
+
+/// Documents of `db.coll`.
+async fn count_in(client: &mongodb::Client, db: &str, coll: &str) -> u64 {
+    client
+        .database(db)
+        .collection::<Document>(coll)
+        .count_documents(doc! {})
+        .await
+        .unwrap()
+}
+
+/// The files under `dir` (recursively) whose bytes contain `needle`.
+fn files_holding(dir: &Path, needle: &[u8]) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(files_holding(&path, needle));
+        } else if std::fs::read(&path)
+            .unwrap_or_default()
+            .windows(needle.len())
+            .any(|w| w == needle)
+        {
+            found.push(path.display().to_string());
+        }
+    }
+    found
 }

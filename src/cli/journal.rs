@@ -133,10 +133,24 @@ pub fn report(scan: &Scan) -> String {
     };
     let _ = writeln!(out, "journal {}: {state}", scan.dir.display());
     let _ = writeln!(out, "runs: {}", scan.runs);
-    let transformed: Vec<String> = scan
-        .segments
+    // Consecutive segments of one transform as one range: a long journal stays one line each.
+    let mut ranges: Vec<(&str, &str, &str)> = Vec::new();
+    let mut previous = None;
+    for s in &scan.segments {
+        let transform = s.transform.as_deref();
+        match (ranges.last_mut(), transform) {
+            (Some((_, last, _)), Some(_)) if previous == transform => *last = &s.file,
+            (_, Some(transform)) => ranges.push((&s.file, &s.file, transform)),
+            (_, None) => {}
+        }
+        previous = transform;
+    }
+    let transformed: Vec<String> = ranges
         .iter()
-        .filter_map(|s| Some(format!("{} by transform {}", s.file, s.transform.as_ref()?)))
+        .map(|(first, last, transform)| match first == last {
+            true => format!("{first} by transform {transform}"),
+            false => format!("{first} to {last} by transform {transform}"),
+        })
         .collect();
     if !transformed.is_empty() {
         let _ = writeln!(
@@ -367,5 +381,48 @@ fn export_to_file(
 impl From<JournalError> for Failure {
     fn from(e: JournalError) -> Self {
         Failure::new(e.to_string(), 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::writer::SegmentWriter;
+    use crate::journal::{reader::scan, test_batch, JournalConfig};
+
+    /// A run of `frames` frames into the journal in `dir`, through `transform` if any.
+    fn run(dir: &std::path::Path, transform: Option<&str>, frames: i64) {
+        let config = JournalConfig {
+            segment_bytes: Some(8 * 1024),
+            transform: transform.map(str::to_string),
+            ..JournalConfig::new(dir.to_str().unwrap())
+        };
+        let mut writer = SegmentWriter::open(&config).unwrap();
+        for i in 0..frames {
+            writer
+                .write_frame(&[test_batch("a.x", i * 10..i * 10 + 10, 300)])
+                .unwrap();
+        }
+        writer.close().unwrap();
+    }
+
+    #[test]
+    fn inspect_lists_transformed_segments_as_ranges_broken_by_plain_ones() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("j");
+        run(&dir, Some("aaaa"), 6);
+        run(&dir, None, 1);
+        run(&dir, Some("aaaa"), 1);
+        let scan = scan(&dir).unwrap();
+        let last = scan.segments.len();
+        let first_run = scan.segments.iter().filter(|s| s.run == 1).count();
+        assert!(first_run >= 2, "{:?}", scan.segments);
+        let text = report(&scan);
+        let expected = format!(
+            "transformed (replay without --transform): segment-000001.mfj to segment-{:06}.mfj by \
+             transform aaaa, segment-{last:06}.mfj by transform aaaa\n",
+            first_run
+        );
+        assert!(text.contains(&expected), "{text}");
     }
 }

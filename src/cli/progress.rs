@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use indicatif::{
-    HumanCount, HumanDuration, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle,
+    HumanCount, HumanDuration, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState,
+    ProgressStyle,
 };
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -80,19 +81,27 @@ impl Drop for Progress {
 async fn draw_bars(stats: Arc<JobStats>, guard: Option<Arc<LoadGuard>>, stop: CancellationToken) {
     let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(8));
     let style = ProgressStyle::with_template(
-        "{prefix:<28!} [{bar:30.cyan/blue}] {human_pos:>11}/{human_len:11} {msg}",
+        "{prefix:<28!} [{bar:30.cyan/blue}] {human_pos:>11}/{expected:11} {msg}",
     )
     .expect("valid template")
+    // Until counted, the total is `?` (indicatif's `human_len` would repeat the position).
+    .with_key(
+        "expected",
+        |state: &ProgressState, out: &mut dyn std::fmt::Write| {
+            let _ = match state.len() {
+                Some(len) => write!(out, "{}", HumanCount(len)),
+                None => write!(out, "?"),
+            };
+        },
+    )
     .progress_chars("=> ");
     let bar = |prefix: String| {
-        let b = multi.add(
-            ProgressBar::new(0)
+        // Unknown until counted: an empty bar, not a full one (0 of 0 would draw as done).
+        multi.add(
+            ProgressBar::no_length()
                 .with_style(style.clone())
                 .with_prefix(prefix),
-        );
-        // Unknown until counted: an empty bar, not a full one (0 of 0 would draw as done).
-        b.unset_length();
-        b
+        )
     };
     let ns_bars: Vec<ProgressBar> = stats
         .namespaces

@@ -590,12 +590,16 @@ impl Scan {
     /// Refuses to transform the journal's documents when a segment holds what a transform
     /// already made: they would be transformed twice.
     pub fn refuse_transform_again(&self) -> Result<(), JournalError> {
-        match self.segments.iter().find(|s| s.transform.is_some()) {
+        let transformed = self
+            .segments
+            .iter()
+            .find_map(|s| Some((&s.file, s.transform.as_ref()?)));
+        match transformed {
             None => Ok(()),
-            Some(s) => Err(JournalError::Transformed {
+            Some((file, transform)) => Err(JournalError::Transformed {
                 dir: self.dir.clone(),
-                file: s.file.clone(),
-                transform: s.transform.clone().unwrap_or_default(),
+                file: file.clone(),
+                transform: transform.clone(),
             }),
         }
     }

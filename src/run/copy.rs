@@ -275,7 +275,8 @@ pub async fn prepare(
         }
     };
     let stats = Arc::new(JobStats::new(selection.pairs(), spec.workers));
-    let opened = match open_job(spec, &store, &stats, &clients).await {
+    let transformed = !transforms.is_empty();
+    let opened = match open_job(spec, &store, &stats, &clients, transformed).await {
         Ok(opened) => opened,
         Err(e) => {
             clients.close().await;
@@ -412,6 +413,7 @@ async fn open_job(
     store: &Arc<dyn StateStore>,
     stats: &JobStats,
     clients: &Clients,
+    transformed: bool,
 ) -> Result<OpenedJob, CopyError> {
     let (key, description) = spec.job_key();
     // Before the checkpoint is read: a second run of the job would move it back and forth.
@@ -443,8 +445,9 @@ async fn open_job(
     let journal = match &spec.journal {
         None => None,
         Some(config) => {
-            // The journal records what was written: the transform's output, said so.
-            let transform = spec.transform.as_ref();
+            // The journal records what was written: the transform's output (where a pattern
+            // matched a namespace of the job), said so.
+            let transform = spec.transform.as_ref().filter(|_| transformed);
             let config = JournalConfig {
                 transform: transform.map(|t| t.identity(spec.transform_key.as_ref())),
                 ..config.clone()
@@ -871,7 +874,7 @@ impl PreparedCopy {
             commit: self.commit.clone(),
             until: self.until,
             refresh: self.spec.filter.is_some(),
-            transformed: self.spec.transform.is_some(),
+            transformed: !self.transforms.is_empty(),
             batch_size: self.spec.batch_size,
             verifier: self.verifier()?,
             commit_watch: self.spec.commit_watch,
@@ -970,7 +973,8 @@ impl PreparedCopy {
 
 /// The sink stack every document goes through, from the engine's workers to the destination:
 ///
-/// 1. (a document transform will sit here, so that the journal records what was written);
+/// 1. the transform, where a pattern matches the namespace: outside the journal, so that the
+///    journal records what was written;
 /// 2. the journal, when the job keeps one: it sees every batch the destination acknowledged,
 ///    and checkpoints wait for it to be durable;
 /// 3. the destination.

@@ -186,15 +186,15 @@ pub async fn prepare(spec: &ReplaySpec) -> Result<PreparedReplay, CopyError> {
     }
     let pairs = resolve(&scan, &spec.namespaces)?;
     let (rules, key) = match &spec.transform {
-        Some((rules, key)) => {
-            // Input to refuse (status 2), not a journal that failed.
-            scan.refuse_transform_again()
-                .map_err(|e| CopyError::Refused(vec![e.to_string()]))?;
-            (Some(rules), key.as_ref())
-        }
+        Some((rules, key)) => (Some(rules), key.as_ref()),
         None => (None, None),
     };
     let transforms = copy::steps_by_destination(rules, key, &pairs)?;
+    if !transforms.is_empty() {
+        // Input to refuse (status 2), not a journal that failed.
+        scan.refuse_transform_again()
+            .map_err(|e| CopyError::Refused(vec![e.to_string()]))?;
+    }
     let client = mongo::connect(
         Side::Destination,
         &spec.to,

@@ -72,9 +72,10 @@ pub async fn start_here(source: &Client, routes: &Routes) -> Result<SyncCheckpoi
 }
 
 /// At a sync's commit, once every change up to it is applied: where the destination's history
-/// stands now, in the databases the job writes, with the job's mappings (from `routes`) and
-/// whether it had a filter. `None` (and a warning) when the destination's position cannot be
-/// read: the commit stands, only its reverse is refused.
+/// stands now, in the databases the job writes, with the job's mappings (from `routes`); the
+/// caller adds what else it knows (a filter, a transform, the proof). `None` (and a warning)
+/// when the destination's position cannot be read: the commit stands, only its reverse is
+/// refused.
 pub async fn reverse_point(destination: &Client, routes: &Routes) -> Option<ReverseFrom> {
     // Each mapping turned around as written: only its databases are read here.
     let turned: Vec<NsMapping> = routes.mappings().iter().map(NsMapping::turned).collect();

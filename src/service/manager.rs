@@ -727,8 +727,8 @@ impl JobManager {
     }
 
     /// What `job`'s servers do not report of what the guard `settings` would read, checked as
-    /// at submit (none when its servers are not known here, or do not answer in time: its run
-    /// then reports what it cannot read).
+    /// at submit, within the submit's probe timeout (none when its servers are not known here,
+    /// or do not answer in time: its run then reports what it cannot read).
     async fn unreported(&self, job: &Job, settings: GuardSettings) -> Vec<String> {
         let Some(Ok(mut copy_spec)) = job.spec.as_ref().map(|spec| self.copy_spec(spec)) else {
             return Vec::new();
@@ -783,8 +783,11 @@ impl JobManager {
                     problems.extend(self.clusters.url_problems("throttle_url", url));
                 }
                 if let (true, Ok(settings)) = (problems.is_empty(), settings) {
-                    // As at submit: a path the servers do not report is refused now.
-                    problems = self.unreported(&job, settings).await;
+                    // As at submit: a path the servers do not report is refused now. Only what
+                    // the job does not read yet is asked: a path a server stopped reporting
+                    // since (shown as unread) does not block other changes.
+                    let new = settings.reads_beyond(&job.control.guard().settings());
+                    problems = self.unreported(&job, new).await;
                 }
                 if !problems.is_empty() {
                     return Err(CommandError::Invalid(problems.join("; ")));

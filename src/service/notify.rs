@@ -390,8 +390,8 @@ impl Receiver {
         }
     }
 
-    /// POSTs `delivery` until it is taken (2xx) or the retry window is over (then it is dropped
-    /// and counted); `false` when halted first.
+    /// POSTs `delivery` until it is taken (2xx), refused (a 4xx other than 408, 425, 429) or
+    /// the retry window is over (then it is dropped and counted); `false` when halted first.
     async fn send(&self, delivery: &Delivery) -> bool {
         let started = Instant::now();
         let mut backoff = FIRST_BACKOFF;
@@ -477,7 +477,8 @@ impl Receiver {
 
 /// Why a receiver did not take a notice.
 enum NotTaken {
-    /// Worth another attempt: no answer, a 5xx, a 408, 425 or 429.
+    /// Worth another attempt: no answer, a 3xx (redirects are not followed), a 5xx, a 408, 425
+    /// or 429.
     Failed(String),
     /// Refused for good: any other 4xx.
     Refused(String),

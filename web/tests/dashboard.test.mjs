@@ -1055,7 +1055,7 @@ describe("the dashboard in a browser", { timeout: WATCHDOG_MS }, () => {
       assert.equal(moveView.spec.allow_transform_move, true, JSON.stringify(moveView.spec));
       assert.equal(await countDocuments(destination, moved, { pad: { $exists: false } }), COUNT);
       assert.equal(await countDocuments(source, moving), 0, "the originals were deleted");
-      // Away from a move, the checkbox is hidden and not sent.
+      // Away from a move, the checkbox is hidden (and readForm sends it for a move only).
       await page.goto(`${service.base}/#/`);
       await page.locator("#mode").selectOption("copy");
       assert.ok(await consent.isHidden());

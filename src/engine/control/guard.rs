@@ -130,6 +130,25 @@ pub struct GuardSettings {
 }
 
 impl GuardSettings {
+    /// What these settings read of the servers that `before` did not: thresholds on other
+    /// paths, a lag not asked before. (A new limit on a path already read needs no new look.)
+    pub fn reads_beyond(&self, before: &GuardSettings) -> GuardSettings {
+        let read = |t: &&Threshold| {
+            before
+                .max_load
+                .iter()
+                .chain(&before.critical_load)
+                .any(|b| b.side == t.side && b.path == t.path)
+        };
+        let unread = |list: &[Threshold]| list.iter().filter(|t| !read(t)).cloned().collect();
+        GuardSettings {
+            max_lag_ms: self.max_lag_ms.filter(|_| before.max_lag_ms.is_none()),
+            max_load: unread(&self.max_load),
+            critical_load: unread(&self.critical_load),
+            ..GuardSettings::default()
+        }
+    }
+
     pub fn interval(&self) -> Duration {
         self.guard_interval_ms
             .map_or(DEFAULT_INTERVAL, Duration::from_millis)
@@ -475,6 +494,32 @@ mod tests {
             throttle_flag_file: Some("/tmp/hold".into()),
             ..GuardSettings::default()
         }
+    }
+
+    #[test]
+    fn only_what_was_not_read_before_is_asked_of_the_servers() {
+        let before = settings();
+        let nothing_new = before.reads_beyond(&before);
+        assert_eq!(nothing_new, GuardSettings::default());
+        // A new limit on a path already read, or a moved threshold: nothing to ask.
+        let mut after = before.clone();
+        after.max_load = Threshold::parse_list(
+            "source:connections.current>10,destination:wiredTiger.cache.tracked dirty bytes in the cache>5",
+            "max_load",
+        )
+        .unwrap();
+        assert_eq!(after.reads_beyond(&before), GuardSettings::default());
+        // A new path and a lag not asked before are.
+        after
+            .max_load
+            .extend(Threshold::parse_list("source:opcounters.insert>9", "max_load").unwrap());
+        let mut without_lag = before.clone();
+        without_lag.max_lag_ms = None;
+        let asked = after.reads_beyond(&without_lag);
+        assert_eq!(asked.max_load.len(), 1);
+        assert_eq!(asked.max_load[0].path, "opcounters.insert");
+        assert_eq!(asked.max_lag_ms, Some(1000.0));
+        assert!(asked.critical_load.is_empty());
     }
 
     #[test]

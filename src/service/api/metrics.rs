@@ -509,7 +509,7 @@ fn notifications(out: &mut String, manager: &JobManager) {
         out,
         "notifications_dropped_total",
         "counter",
-        "Notices never delivered: its queue was full, its retries ran out (failed), or the service stopped.",
+        "Notices never delivered: its queue was full, its retries ran out (failed), the receiver refused it with a 4xx (refused), or the service stopped.",
     );
     for c in &counts {
         for (reason, n) in c.dropped {

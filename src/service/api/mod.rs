@@ -449,13 +449,14 @@ fn merged_guard(
         .map_err(|e| ApiError::BadRequest(format!("load guard settings: {e}")))
 }
 
-/// Changes a running job's workers or rate limits, in force at once.
+/// Changes a running job's workers, rate limits or load guard, in force at once.
 #[utoipa::path(patch, path = "/api/jobs/{id}", tag = "jobs",
     params(("id" = u64, Path, description = "The job's id", example = 1)),
     request_body = JobPatch,
     responses(
         (status = 200, description = "The job with its new settings", body = JobView),
-        (status = 400, description = "Malformed JSON, nothing to change, or a value out of range",
+        (status = 400, description = "Malformed JSON, nothing to change, a value out of range, \
+            or a serverStatus path the job's servers do not report",
             body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),
         (status = 409, description = "The job has ended", body = ErrorBody),
@@ -646,7 +647,8 @@ async fn commit_job(
 /// Fails back from a committed sync job: starts a new sync job from its destination back to
 /// its source, from the commit point (no initial copy: the two sides were equal then), with the
 /// namespaces mapped back. Refused, with the reason, for a job that is not a committed sync, has
-/// a filter, has documents the destination refused, or whose names do not map back one to one.
+/// a filter or a transform, has documents the destination refused, or whose names do not map
+/// back one to one.
 #[utoipa::path(post, path = "/api/jobs/{id}/reverse", tag = "jobs",
     params(("id" = u64, Path, description = "The committed sync job's id", example = 1)),
     request_body(content = NoParameters, description = "{} (or nothing)"),
@@ -659,7 +661,8 @@ async fn commit_job(
         (status = 400, description = "A body other than {}, or a reverse spec refused",
             body = ErrorBody),
         (status = 409, description = "The job cannot be reversed: not a sync, not committed, \
-            filtered, with refused documents, or names that do not map back", body = ErrorBody),
+            filtered, transformed, with refused documents, or names that do not map back",
+            body = ErrorBody),
         (status = 502, description = "A cluster could not be reached to seed the reverse",
             body = ErrorBody),
         (status = 503, description = "The state store did not answer", body = ErrorBody),
