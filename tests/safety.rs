@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::service::Serve;
-use common::{mongoferry_async, stderr, stdout, TestEnv};
+use common::{count_docs, mongoferry_async, stderr, stdout, TestEnv};
 use mongodb::bson::{doc, Document};
 use mongodb::Client;
 use serde_json::json;
@@ -24,15 +24,6 @@ async fn fill(client: &Client, db: &str, coll: &str, n: i64) {
         .insert_many(docs)
         .await
         .unwrap();
-}
-
-async fn count(client: &Client, db: &str, coll: &str) -> u64 {
-    client
-        .database(db)
-        .collection::<Document>(coll)
-        .count_documents(doc! {})
-        .await
-        .unwrap()
 }
 
 async fn run(args: &[&str]) -> std::process::Output {
@@ -81,7 +72,7 @@ fn a_move_onto_its_own_server_under_any_spelling_is_refused() {
                     "{command} to {to}: {}",
                     stderr(&out)
                 );
-                assert_eq!(count(&src, &db, "x").await, 1_000, "{command} to {to}");
+                assert_eq!(count_docs(&src, &db, "x").await, 1_000, "{command} to {to}");
             }
             // The plan shows it as the reason the copy would not start.
             let out = run(&[
@@ -136,9 +127,9 @@ fn swaps_and_chains_on_one_deployment_are_refused_and_renames_are_not() {
             );
         }
         for coll in ["s1", "s2", "a", "b"] {
-            assert_eq!(count(&src, &db, coll).await, 300, "{coll}");
+            assert_eq!(count_docs(&src, &db, coll).await, 300, "{coll}");
         }
-        assert_eq!(count(&src, &db, "c").await, 0);
+        assert_eq!(count_docs(&src, &db, "c").await, 0);
         // A rename within the deployment moves the documents.
         let archive = env.src_db("archive");
         let rename = format!("{db}.a:{archive}.a");
@@ -147,8 +138,8 @@ fn swaps_and_chains_on_one_deployment_are_refused_and_renames_are_not() {
         ])
         .await;
         assert!(out.status.success(), "{}", stderr(&out));
-        assert_eq!(count(&src, &db, "a").await, 0);
-        assert_eq!(count(&src, &archive, "a").await, 300);
+        assert_eq!(count_docs(&src, &db, "a").await, 0);
+        assert_eq!(count_docs(&src, &archive, "a").await, 300);
     });
 }
 
@@ -177,10 +168,10 @@ fn wildcards_cannot_write_two_sources_into_one_destination() {
                 "{message}"
             );
         }
-        assert_eq!(count(&src, &p, "x").await, 2_000);
-        assert_eq!(count(&src, &p, "y").await, 100);
+        assert_eq!(count_docs(&src, &p, "x").await, 2_000);
+        assert_eq!(count_docs(&src, &p, "y").await, 100);
         let dst = env.dst_client().await;
-        assert_eq!(count(&dst, &q, "x").await, 0);
+        assert_eq!(count_docs(&dst, &q, "x").await, 0);
     });
 }
 
@@ -204,7 +195,7 @@ fn the_state_database_is_never_a_destination() {
         ])
         .await;
         assert!(out.status.success(), "{}", stderr(&out));
-        let checkpoints = count(&dst, &ferry, "checkpoints").await;
+        let checkpoints = count_docs(&dst, &ferry, "checkpoints").await;
         assert!(checkpoints > 0);
         let all = format!("{ferry}.*");
         let out = run(&[
@@ -218,7 +209,7 @@ fn the_state_database_is_never_a_destination() {
             "{}",
             stderr(&out)
         );
-        assert_eq!(count(&dst, &ferry, "checkpoints").await, checkpoints);
+        assert_eq!(count_docs(&dst, &ferry, "checkpoints").await, checkpoints);
         // `plan --state` sees it too.
         let out = run(&[
             "plan", "--from", &env.src, "--to", &env.dst, "--ns", &all, "--state", &state,
@@ -284,7 +275,7 @@ fn a_service_refuses_a_move_onto_its_own_server_at_submit() {
         assert_eq!(status, 400, "{body}");
         assert!(body.to_string().contains("onto itself"), "{body}");
         assert!(service.jobs().await.is_empty());
-        assert_eq!(count(&src, &db, "x").await, 500);
+        assert_eq!(count_docs(&src, &db, "x").await, 500);
         assert!(service.stop());
     });
 }
@@ -525,7 +516,7 @@ fn the_servers_own_databases_are_never_written() {
             );
         }
         let dst = env.dst_client().await;
-        assert_eq!(count(&dst, "admin", "c").await, 0);
-        assert_eq!(count(&dst, "config", "c").await, 0);
+        assert_eq!(count_docs(&dst, "admin", "c").await, 0);
+        assert_eq!(count_docs(&dst, "config", "c").await, 0);
     });
 }

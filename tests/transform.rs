@@ -785,23 +785,13 @@ fn a_service_job_takes_a_transform_and_the_services_key() {
         assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
         assert!(stderr(&out).contains("has a transform"), "{}", stderr(&out));
         assert_eq!(
-            count_in(&env.src_client().await, &s, "customers").await,
+            count_docs(&env.src_client().await, &s, "customers").await,
             20,
             "the source is untouched"
         );
         // The key is nowhere in what the service kept, only in its own file.
         assert_eq!(files_holding(dir.path(), KEY.as_bytes()), vec![key]);
     });
-}
-
-/// Documents of `db.coll`.
-async fn count_in(client: &mongodb::Client, db: &str, coll: &str) -> u64 {
-    client
-        .database(db)
-        .collection::<Document>(coll)
-        .count_documents(doc! {})
-        .await
-        .unwrap()
 }
 
 /// The files under `dir` (recursively) whose bytes contain `needle`.

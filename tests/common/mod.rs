@@ -203,6 +203,16 @@ pub async fn assert_same(env: &TestEnv, src: (&str, &str), dst: (&str, &str)) ->
     a.len()
 }
 
+/// Documents of `db.coll`.
+pub async fn count_docs(client: &Client, db: &str, coll: &str) -> u64 {
+    client
+        .database(db)
+        .collection::<mongodb::bson::Document>(coll)
+        .count_documents(mongodb::bson::doc! {})
+        .await
+        .unwrap()
+}
+
 pub async fn collection_names(client: &Client, db: &str) -> Vec<String> {
     let mut names = client.database(db).list_collection_names().await.unwrap();
     names.sort();
