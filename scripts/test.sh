@@ -18,9 +18,11 @@ else
   cargo test --locked
 fi
 
-# The browser tests start the binary the integration tests used (built again only if needed).
-cargo build --locked --bin mongoferry
+# The fuzzer and the browser tests start the binary the integration tests used. `cargo build`
+# here would compile it again (the tests' dev-dependencies enable other features of shared
+# crates), so it is built only if missing.
 target_dir=${CARGO_TARGET_DIR:-target}
 case "$target_dir" in /*) ;; *) target_dir="$PWD/$target_dir" ;; esac
+[ -x "$target_dir/debug/mongoferry" ] || cargo build --locked --bin mongoferry
 MONGOFERRY_BIN="$target_dir/debug/mongoferry" bash scripts/fuzz-api.sh
 (cd web/tests && MONGOFERRY_BIN="$target_dir/debug/mongoferry" node --test)
