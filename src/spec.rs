@@ -632,7 +632,7 @@ impl TransformRules {
             text.push_str(&key.fingerprint());
         }
         let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
-        crate::engine::transform::hex(&digest.as_ref()[..8])
+        crate::state::hex(&digest.as_ref()[..8])
     }
 
     /// Whether any step needs the key.

@@ -16,6 +16,8 @@ use std::sync::Arc;
 use mongodb::bson::{Bson, Document, RawDocument, RawDocumentBuf};
 use ring::hmac;
 
+use crate::state::hex;
+
 /// The key of `hmac` steps.
 #[derive(Clone)]
 pub struct HmacKey(hmac::Key);
@@ -32,11 +34,6 @@ impl HmacKey {
         let tag = hmac::sign(&self.0, b"mongoferry: which transform key");
         hex(&tag.as_ref()[..8])
     }
-}
-
-/// Lowercase hex digits of `bytes`.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl fmt::Debug for HmacKey {

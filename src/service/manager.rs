@@ -778,7 +778,7 @@ impl JobManager {
             Command::SetGuard(config) => {
                 let mode = job.record().spec.mode.unwrap_or_default();
                 let settings = config.settings(mode);
-                let mut problems = settings.clone().err().unwrap_or_default();
+                let mut problems = settings.as_ref().err().cloned().unwrap_or_default();
                 if let Some(url) = &config.throttle_url {
                     problems.extend(self.clusters.url_problems("throttle_url", url));
                 }

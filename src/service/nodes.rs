@@ -651,11 +651,7 @@ fn show_orphaned<M: Manager>(manager: &M, id: JobId, from: &str, why: &str) {
 /// left out), hashed with SHA-256.
 fn spec_identity(spec: &JobSpec) -> String {
     let text = serde_json::to_string(&spec.redacted()).expect("specs serialise");
-    ring::digest::digest(&ring::digest::SHA256, text.as_bytes())
-        .as_ref()
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    crate::state::hex(ring::digest::digest(&ring::digest::SHA256, text.as_bytes()).as_ref())
 }
 
 /// Has a helping run follow the job it helps with: its pause, workers, rate limits, commit and

@@ -143,8 +143,7 @@ impl Secret {
     /// The value of [`SIGNATURE_HEADER`] for `body`: `sha256=<lowercase hex>`.
     pub fn sign(&self, body: &[u8]) -> String {
         let tag = hmac::sign(&self.0, body);
-        let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-        format!("sha256={hex}")
+        format!("sha256={}", crate::state::hex(tag.as_ref()))
     }
 }
 

@@ -171,6 +171,11 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
+/// Lowercase hex digits of `bytes` (digests and signatures as text).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Where one namespace of a job stands.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct NsCheckpoint {
